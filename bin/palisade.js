@@ -1,0 +1,3 @@
+#!/usr/bin/env node
+// Installed entry: runs the compiled build.
+import '../dist/main.js';

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Palisade's server, agent, lab and tests use (idempotent; needs root).
+set -euo pipefail
+PKGS=(iptables ipset ebtables arptables nftables conntrack iproute2 iputils-ping ncat netcat-openbsd
+      hping3 arping tcpdump iperf3 python3-scapy cs python3-cs postgresql kmod procps)
+missing=()
+for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Kernel modules the dataplane and lab need (present on a stock Debian kernel).
+for m in br_netfilter ip_set xt_physdev xt_set nf_conntrack ebtables ebtable_nat ebtable_filter; do modprobe "$m" 2>/dev/null || true; done

@@ -1,0 +1,109 @@
+// The contract between the API framework (http, signing, dispatch, jobs) and command modules.
+// A command module exports CommandDef objects; the framework validates declared parameter types and
+// required-ness, runs `handle` in ONE store transaction (async commands: inside a job), records events,
+// and publishes `changes` to the ChangeSink only after the transaction commits.
+import type { Kysely, Transaction } from 'kysely';
+import type { Database } from '../store/schema.js';
+import type { Change } from '../model/changes.js';
+import type { Role } from '../model/types.js';
+
+/** CloudStack error: HTTP status = code. cserrorcode per CSExceptionErrorCode. */
+export class ApiError extends Error {
+  constructor(public readonly code: number, message: string, public readonly csCode: number = 9999) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+export const paramError = (msg: string) => new ApiError(431, msg, 4350);          // InvalidParameterValueException
+export const permissionDenied = (msg: string) => new ApiError(531, msg, 4365);    // PermissionDeniedException
+export const resourceInUse = (msg: string) => new ApiError(536, msg, 4375);       // ResourceInUseException
+export const internalError = (msg: string) => new ApiError(530, msg, 9999);        // ServerApiException / others
+export const unsupported = (msg: string) => new ApiError(432, msg, 9999);
+
+export type ParamType = 'string' | 'uuid' | 'integer' | 'long' | 'short' | 'boolean' | 'list' | 'map' | 'date';
+export interface ParamDef {
+  name: string;              // lower-case, as CloudStack's listApis shows it
+  type: ParamType;
+  required?: boolean;
+  description: string;
+  /** for type 'list': the element type ('uuid' lists are validated as uuids) */
+  of?: 'string' | 'uuid' | 'integer';
+  since?: string;
+}
+
+/** Typed, already-validated access to request parameters (names case-insensitive). */
+export interface Params {
+  has(name: string): boolean;
+  str(name: string): string | undefined;
+  int(name: string): number | undefined;
+  bool(name: string): boolean | undefined;
+  list(name: string): string[] | undefined;
+  /** map parameters: `x[0].account=A&x[0].group=G` → [{account:'A', group:'G'}] (keys lower-cased) */
+  map(name: string): Record<string, string>[] | undefined;
+  readonly raw: Readonly<Record<string, string>>;
+}
+
+export interface Caller {
+  userId: number; userUuid: string; username: string;
+  accountId: number; accountUuid: string; accountName: string;
+  domainId: number; domainUuid: string; domainName: string; domainPath: string;
+  role: Role;
+}
+
+/** Ownership and access rules (CloudStack's finalizeOwner / checkAccess / buildACLSearchParameters). */
+export interface Access {
+  /** Owner for a create-like command: caller's account, or `account`+`domainid` / `domainid` when allowed. 431/531 otherwise. */
+  resolveOwner(params: Params): Promise<{ accountId: number; domainId: number }>;
+  /** Throws 531 unless the caller may operate on an entity owned by this account. */
+  checkAccess(ownerAccountId: number, ownerDomainId: number): Promise<void>;
+  /** For list commands: the account ids (null = no account restriction) and domain ids (null = any) the caller may see, given account/domainid/isrecursive/listall. */
+  listScope(params: Params): Promise<{ accountIds: number[] | null; domainIds: number[] | null }>;
+}
+
+export interface EventInput {
+  type: string;                 // e.g. SG.CREATE
+  description: string;
+  state?: 'Created' | 'Scheduled' | 'Started' | 'Completed';
+  level?: 'INFO' | 'WARN' | 'ERROR';
+  resourceType?: string; resourceUuid?: string; resourceName?: string;
+  accountId?: number; domainId?: number; // default: the owner = caller
+}
+
+export interface CommandContext {
+  readonly command: string;
+  /** The transaction of this command. Everything written through it commits or rolls back together. */
+  readonly db: Transaction<Database> | Kysely<Database>;
+  readonly caller: Caller;
+  readonly params: Params;
+  readonly access: Access;
+  /** ISO-8601 time of the request. */
+  readonly now: string;
+  /** Async commands: the job's uuid; and the instance uuid reserved at submission (see CommandDef.reservesUuid). */
+  readonly jobId?: string;
+  readonly instanceUuid?: string;
+  event(e: EventInput): void;
+  changed(...changes: Change[]): void;
+}
+
+export type CommandResult =
+  | { object: string; value: Record<string, unknown> }                    // {"<cmd>response":{"<object>":{…}}}
+  | { list: string; items: Record<string, unknown>[]; count?: number }    // {"<cmd>response":{"count":n,"<list>":[…]}}
+  | { success: true; displaytext?: string }
+  | { raw: Record<string, unknown> };                                      // {"<cmd>response":{…raw}}
+
+export interface CommandDef {
+  name: string;                 // camelCase as CloudStack: createSecurityGroup
+  description: string;
+  since?: string;
+  async?: boolean;
+  /** Async only: a uuid is generated at submission, returned as `id` next to `jobid`, and passed as ctx.instanceUuid. */
+  reservesUuid?: boolean;
+  /** Roles allowed; default: all. */
+  roles?: Role[];
+  params: ParamDef[];
+  /** Object name of the response, for listApis. */
+  responseObject?: string;
+  /** Async commands: the event type recorded as Scheduled/Started/Completed by the framework. */
+  eventType?: string;
+  handle(ctx: CommandContext): Promise<CommandResult>;
+}

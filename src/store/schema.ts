@@ -1,0 +1,74 @@
+// Table types for Kysely. Portable across SQLite and PostgreSQL: integers, text, ISO-8601 text
+// timestamps, 0/1 for booleans, JSON as text. Internal ids are integers; uuids are what the API shows.
+import type { Generated } from 'kysely';
+
+export interface DomainTable { id: Generated<number>; uuid: string; name: string; path: string; parent_id: number | null; created: string; removed: string | null }
+export interface AccountTable { id: Generated<number>; uuid: string; name: string; domain_id: number; type: number /* 0 user, 1 admin, 2 domain admin */; state: string; created: string; removed: string | null }
+export interface UserTable {
+  id: Generated<number>; uuid: string; account_id: number; username: string; firstname: string; lastname: string; email: string | null;
+  password_hash: string | null; apikey: string | null; secretkey: string | null; state: string; created: string; removed: string | null;
+}
+export interface ZoneTable { id: Generated<number>; uuid: string; name: string; description: string; created: string }
+
+export interface SecurityGroupTable { id: Generated<number>; uuid: string; name: string; description: string; account_id: number; domain_id: number; created: string }
+export interface SecurityGroupRuleTable {
+  id: Generated<number>; uuid: string; group_id: number; type: string /* ingress | egress */;
+  protocol: string /* tcp udp icmp all or a number as text */;
+  start_port: number | null; end_port: number | null; /* icmp: type, code */
+  cidr: string | null; allowed_group_id: number | null; created: string;
+}
+export interface SecurityGroupVmMapTable { group_id: number; vm_id: number }
+
+export interface TagTable { id: Generated<number>; uuid: string; resource_type: string; resource_id: number; resource_uuid: string; key: string; value: string; account_id: number; domain_id: number; customer: string | null; created: string }
+export interface EventTable {
+  id: Generated<number>; uuid: string; type: string; level: string; description: string; state: string;
+  account_id: number; domain_id: number; user_id: number | null; resource_type: string | null; resource_uuid: string | null; resource_name: string | null;
+  parent_uuid: string | null; created: string; archived: number;
+}
+export interface AsyncJobTable {
+  id: Generated<number>; uuid: string; command: string; account_id: number; user_id: number; status: number /* 0 pending 1 ok 2 failed */;
+  result_code: number; result_type: string; result: string | null /* JSON */; instance_type: string | null; instance_uuid: string | null;
+  created: string; completed: string | null;
+}
+
+export interface NetworkTable {
+  id: Generated<number>; uuid: string; name: string; display_text: string; zone_id: number; account_id: number; domain_id: number;
+  gateway: string | null; netmask: string | null; start_ip: string | null; end_ip: string | null;
+  ip6_gateway: string | null; ip6_cidr: string | null; start_ipv6: string | null; end_ipv6: string | null; vlan: string | null;
+  created: string; removed: string | null;
+}
+export interface HostTable {
+  id: Generated<number>; uuid: string; name: string; zone_id: number; token_hash: string; state: string;
+  last_contact: string | null; acked_revision: number; desired_revision: number;
+  preflight: string | null /* JSON */; repairs: string | null /* JSON */; repair_count: number;
+  created: string; removed: string | null;
+}
+export interface VmTable {
+  id: Generated<number>; uuid: string; name: string; display_name: string; instance_name: string; account_id: number; domain_id: number;
+  zone_id: number; host_id: number | null; last_host_id: number | null; state: string; service_offering_id: string | null; template_id: string | null;
+  sync_state: string /* Synced | Pending | Failed */; sync_error: string | null;
+  created: string; removed: string | null;
+}
+export interface NicTable {
+  id: Generated<number>; uuid: string; vm_id: number; network_id: number; mac: string; ipv4: string | null; ipv6: string | null;
+  is_default: number; device_id: number; device_name: string | null; created: string; removed: string | null;
+}
+export interface NicSecondaryIpTable { id: Generated<number>; uuid: string; nic_id: number; vm_id: number; network_id: number; address: string; family: number; created: string }
+
+export interface Database {
+  domains: DomainTable;
+  accounts: AccountTable;
+  users: UserTable;
+  zones: ZoneTable;
+  security_groups: SecurityGroupTable;
+  security_group_rules: SecurityGroupRuleTable;
+  security_group_vm_map: SecurityGroupVmMapTable;
+  tags: TagTable;
+  events: EventTable;
+  async_jobs: AsyncJobTable;
+  networks: NetworkTable;
+  hosts: HostTable;
+  vms: VmTable;
+  nics: NicTable;
+  nic_secondary_ips: NicSecondaryIpTable;
+}
