@@ -1,5 +1,71 @@
-// Placeholder entry; replaced by the layer's implementation.
-export async function agentCommand(_argv: string[]): Promise<number> {
-  process.stderr.write('not implemented yet\n');
-  return 2;
+// `palisade agent --server URL --token TOKEN [--state-dir DIR] [--netns NAME] [--reconcile-interval 10s] [--uplink DEV]`
+import os from 'node:os';
+import path from 'node:path';
+import { Command, CommanderError } from 'commander';
+import pino from 'pino';
+import { createRunner } from '../dataplane/exec.js';
+import { Agent } from './agent.js';
+import { preflight } from './preflight.js';
+import { kernelDataplane } from './kernel.js';
+import { NullDataplane } from './null-dataplane.js';
+import { simulatedPorts } from './sim-ports.js';
+
+/** "10s", "500ms", "2m" or plain milliseconds. */
+export function parseDuration(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s.trim());
+  if (!m) throw new Error(`not a duration: ${s} (e.g. 10s, 500ms)`);
+  const n = Number(m[1]);
+  return Math.round(m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : m[2] === 's' ? n * 1000 : n);
+}
+
+export async function agentCommand(argv: string[]): Promise<number> {
+  const program = new Command('palisade agent')
+    .description('Run the host agent: enforce this host\'s desired state from the server in netfilter')
+    .requiredOption('--server <url>', 'server URL (http://host:8080 or ws://host:8080/agent)')
+    .option('--token <token>', 'host token from addHost (or PALISADE_AGENT_TOKEN)')
+    .option('--state-dir <dir>', 'where the applied desired state is kept', '/var/lib/palisade/agent')
+    .option('--netns <name>', 'run the host side inside this network namespace')
+    .option('--reconcile-interval <duration>', 'drift check period', '10s')
+    .option('--uplink <dev...>', 'bridge port(s) that are uplinks (default: every non-VM port)')
+    .option('--hostname <name>', 'name reported to the server')
+    .option('--dataplane <kind>', 'iptables, or null (render only, touches no kernel)', 'iptables')
+    .option('--backoff-max <duration>', 'longest wait between reconnects', '30s')
+    .option('--log-level <level>', 'log level', 'info')
+    .exitOverride();
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (e) {
+    // commander already printed help or the usage error
+    if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 2;
+    throw e;
+  }
+  const o = program.opts<{ server: string; token?: string; stateDir: string; netns?: string; reconcileInterval: string; uplink?: string[]; hostname?: string; dataplane: string; backoffMax: string; logLevel: string }>();
+  const token = o.token ?? process.env.PALISADE_AGENT_TOKEN;
+  if (!token) throw new Error('--token (or PALISADE_AGENT_TOKEN) is required');
+  const log = pino({ level: o.logLevel, base: { svc: 'palisade-agent', ...(o.netns ? { netns: o.netns } : {}) } }, pino.destination(2));
+  const runner = createRunner({ netns: o.netns ?? null });
+  const simulated = o.dataplane === 'null';
+  const kernel = simulated ? null : await kernelDataplane(runner, { uplinks: o.uplink ?? [] });
+  const agent = new Agent({
+    server: o.server,
+    token,
+    hostname: o.hostname ?? (o.netns ? `${os.hostname()}/${o.netns}` : os.hostname()),
+    stateDir: path.resolve(o.stateDir),
+    dataplane: kernel ? kernel.dataplane : new NullDataplane(),
+    discover: kernel ? kernel.discover : async (s) => simulatedPorts(s),
+    preflight: simulated ? null : () => preflight(runner),
+    reconcileMs: parseDuration(o.reconcileInterval),
+    backoffMaxMs: parseDuration(o.backoffMax),
+    log,
+  });
+  await agent.start();
+  log.info({ server: o.server, netns: o.netns ?? null, dataplane: kernel ? kernel.dataplane.name : 'null' }, 'agent started');
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'agent stopping; rules stay in place');
+      agent.stop().then(() => resolve(0), () => resolve(1));
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
 }

@@ -105,5 +105,9 @@ export interface CommandDef {
   responseObject?: string;
   /** Async commands: the event type recorded as Scheduled/Started/Completed by the framework. */
   eventType?: string;
+  /** Async only (optional): description of the Scheduled/Started events, from the request parameters. */
+  describe?(params: Params): string;
+  /** Async only (optional): CloudStack's jobinstancetype (e.g. SecurityGroup, VirtualMachine). */
+  instanceType?: string;
   handle(ctx: CommandContext): Promise<CommandResult>;
 }

@@ -1,5 +1,75 @@
-// Placeholder entry; replaced by the layer's implementation.
-export async function serverCommand(_argv: string[]): Promise<number> {
-  process.stderr.write('not implemented yet\n');
-  return 2;
+// `palisade server`: open the store, first-start bootstrap, API + agent channel, graceful shutdown.
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { Command } from 'commander';
+import pino from 'pino';
+import { openStore, type StoreConfig } from '../store/db.js';
+import { createControlPlane } from '../control/index.js';
+import { buildServer } from './server.js';
+import { bootstrap } from './bootstrap.js';
+import { failOrphanJobs } from './dispatcher.js';
+
+export function parseListen(s: string): { host: string; port: number } {
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(s);
+  if (!m) throw new Error(`--listen expects host:port, got ${s}`);
+  return { host: m[1] || '127.0.0.1', port: Number(m[2]) };
+}
+
+/** A stable identity per data dir: several servers may share one PostgreSQL. */
+function readServerId(dataDir: string): string {
+  const f = path.join(dataDir, 'server-id');
+  if (!fs.existsSync(f)) fs.writeFileSync(f, randomUUID() + '\n', { mode: 0o600 });
+  return fs.readFileSync(f, 'utf8').trim();
+}
+
+export async function serverCommand(argv: string[]): Promise<number> {
+  const program = new Command('palisade server')
+    .description('Run the management server (CloudStack-compatible API at /client/api, agent channel)')
+    .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8080')
+    .option('--data-dir <dir>', 'data directory (SQLite store, admin credentials)', './palisade-data')
+    .option('--db <url>', 'PostgreSQL URL (postgres://…) instead of the embedded SQLite store')
+    .option('--log-level <level>', 'log level', 'info')
+    .exitOverride();
+  program.parse(argv, { from: 'user' });
+  const o = program.opts<{ listen: string; dataDir: string; db?: string; logLevel: string }>();
+  const log = pino({ level: o.logLevel, base: { svc: 'palisade-server' } });
+  const listen = parseListen(o.listen);
+  const dataDir = path.resolve(o.dataDir);
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+
+  const cfg: StoreConfig = o.db ? { kind: 'postgres', url: o.db } : { kind: 'sqlite', file: path.join(dataDir, 'palisade.db') };
+  const db = await openStore(cfg);
+  const boot = await bootstrap(db);
+  const credFile = path.join(dataDir, 'admin-credentials.json');
+  if (boot.created || !fs.existsSync(credFile)) {
+    fs.writeFileSync(credFile, JSON.stringify({ apikey: boot.apikey, secretkey: boot.secretkey }, null, 2) + '\n', { mode: 0o600 });
+    fs.chmodSync(credFile, 0o600);
+    log.info({ file: credFile }, boot.created ? 'first start: created ROOT domain, admin account and zone; admin API keys written' : 'admin API keys written');
+  }
+  const serverId = readServerId(dataDir);
+  const orphans = await failOrphanJobs(db, new Date().toISOString(), serverId);
+  if (orphans) log.warn({ jobs: orphans }, 'marked async jobs interrupted by the previous shutdown as failed');
+
+  const cp = await createControlPlane(db, log);
+  const app = await buildServer({ db, sink: cp.sink, log, serverId });
+  await cp.register(app);
+  await app.listen({ host: listen.host, port: listen.port });
+  log.info({ url: `http://${listen.host}:${listen.port}/client/api`, store: cfg.kind }, 'palisade server listening');
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      (async () => {
+        await app.close();
+        await cp.close();
+        await db.destroy();
+      })().then(() => resolve(0), (err) => { log.error({ err }, 'shutdown failed'); resolve(1); });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
 }

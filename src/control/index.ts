@@ -1,8 +1,10 @@
-// Placeholder for the control plane (issue 4): the server wires it in; the names are the contract.
+// The control plane seam: the server creates it with the store, gives `sink` to the API and lets it
+// add the agent endpoint (AGENT_PATH) to its fastify instance.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { ChangeSink } from '../model/changes.js';
 import type { Db } from '../store/db.js';
+import { ControlPlaneImpl } from './plane.js';
 
 export interface ControlPlane {
   /** Given to the API: receives committed changes. */
@@ -10,8 +12,16 @@ export interface ControlPlane {
   /** Adds the agent WebSocket endpoint (AGENT_PATH) to the API's fastify instance. */
   register(app: FastifyInstance): Promise<void>;
   close(): Promise<void>;
+  /** The implementation, for tests and benchmarks (stats, settle). */
+  impl?: ControlPlaneImpl;
 }
 
-export async function createControlPlane(_db: Db, _log: Logger): Promise<ControlPlane> {
-  return { sink: { publish() {} }, async register() {}, async close() {} };
+export async function createControlPlane(db: Db, log: Logger): Promise<ControlPlane> {
+  const impl = await ControlPlaneImpl.create(db, log);
+  return {
+    sink: { publish: (changes) => impl.publish(changes) },
+    register: (app) => impl.register(app),
+    close: () => impl.close(),
+    impl,
+  };
 }

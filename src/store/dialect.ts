@@ -1,9 +1,12 @@
-import { SqliteAdapter, type Kysely } from 'kysely';
+import { SqliteAdapter, type CreateTableBuilder, type Kysely } from 'kysely';
 
-/** Auto-increment integer id: SQLite's INTEGER PRIMARY KEY, PostgreSQL's serial. */
-export function idColumn(db: Kysely<any>): 'integer' | 'serial' {
-  return db.getExecutor().adapter instanceof SqliteAdapter ? 'integer' : 'serial';
-}
 export function isSqlite(db: Kysely<any>): boolean {
   return db.getExecutor().adapter instanceof SqliteAdapter;
+}
+
+/** Auto-increment integer primary key `id`: SQLite's INTEGER PRIMARY KEY AUTOINCREMENT, PostgreSQL's serial. */
+export function addId<T extends string>(db: Kysely<any>, table: CreateTableBuilder<T, never>): CreateTableBuilder<T, 'id'> {
+  return isSqlite(db)
+    ? table.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+    : table.addColumn('id', 'serial', (c) => c.primaryKey());
 }

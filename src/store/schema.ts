@@ -29,6 +29,8 @@ export interface AsyncJobTable {
   id: Generated<number>; uuid: string; command: string; account_id: number; user_id: number; status: number /* 0 pending 1 ok 2 failed */;
   result_code: number; result_type: string; result: string | null /* JSON */; instance_type: string | null; instance_uuid: string | null;
   created: string; completed: string | null;
+  /** server process running the job (003); null for jobs created before it */
+  server_id?: string | null;
 }
 
 export interface NetworkTable {

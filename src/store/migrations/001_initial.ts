@@ -1,11 +1,11 @@
 import { sql, type Kysely } from 'kysely';
 import type { Migration } from 'kysely';
-import { idColumn } from '../dialect.js';
+import { addId } from '../dialect.js';
 
 // Written with Kysely's schema builder so the same migration runs on SQLite and PostgreSQL.
 export const m001_initial: Migration = {
   async up(db: Kysely<any>): Promise<void> {
-    const t = (name: string) => db.schema.createTable(name).addColumn('id', idColumn(db), (c) => c.primaryKey().autoIncrement());
+    const t = (name: string) => addId(db, db.schema.createTable(name));
     await t('domains').addColumn('uuid', 'text', (c) => c.notNull().unique()).addColumn('name', 'text', (c) => c.notNull())
       .addColumn('path', 'text', (c) => c.notNull()).addColumn('parent_id', 'integer').addColumn('created', 'text', (c) => c.notNull())
       .addColumn('removed', 'text').execute();

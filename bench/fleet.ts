@@ -1,0 +1,314 @@
+// Simulated fleet (not a test): one real `palisade server` process and H agents in this process,
+// speaking the real protocol over WebSocket with the render-only dataplane (no kernel).
+// For H = 100, 500, 2000 hosts with 20 VMs each it measures:
+//   - one authorize on a group with a member on every host → every host acked (the 2 s target);
+//   - server restart → every agent resynced (snapshot applied);
+//   - server memory (RSS) with the fleet connected;
+//   - pushes per host for a burst of 1000 API calls.
+// Run: node --import tsx bench/fleet.ts [--hosts 100,500,2000] [--vms 20] [--burst 1000]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
+import { openStore } from '../src/store/db.js';
+import { signParams, formatExpires } from '../src/api/signing.js';
+import { Agent } from '../src/agent/agent.js';
+import { NullDataplane } from '../src/agent/null-dataplane.js';
+import { simulatedPorts } from '../src/agent/sim-ports.js';
+
+const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
+const REPO = path.dirname(path.dirname(MAIN));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
+const log = pino({ level: 'silent' });
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : dflt;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => resolve(p)); });
+  });
+}
+
+class ServerProc {
+  child: ChildProcess | null = null;
+  out = '';
+  constructor(readonly dataDir: string, readonly port: number) {}
+  async start(): Promise<number> {
+    const nodeArgs = process.env.FLEET_SERVER_NODE_ARGS ? process.env.FLEET_SERVER_NODE_ARGS.split(' ') : [];
+    const c = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', MAIN, 'server', '--listen', `127.0.0.1:${this.port}`, '--data-dir', this.dataDir, '--log-level', arg('server-log', 'warn')],
+      { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = c;
+    const logFile = process.env.FLEET_SERVER_LOG;
+    c.stdout!.on('data', (d) => { this.out = (this.out + d).slice(-20000); if (logFile) fs.appendFileSync(logFile, d); });
+    c.stderr!.on('data', (d) => { this.out = (this.out + d).slice(-20000); });
+    const t0 = Date.now();
+    for (;;) {
+      if (c.exitCode !== null) throw new Error(`server exited:\n${this.out}`);
+      try { const r = await fetch(`http://127.0.0.1:${this.port}/client/api?command=listZones&response=json`); await r.text(); break; } catch { /* not yet */ }
+      if (Date.now() - t0 > 300_000) throw new Error('server did not start');
+      await sleep(50);
+    }
+    return Date.now() - t0;
+  }
+  async stop(): Promise<void> {
+    const c = this.child;
+    if (!c || c.exitCode !== null) return;
+    const done = new Promise((r) => c.once('exit', r));
+    c.kill('SIGTERM');
+    await done;
+  }
+  rssMb(): number {
+    const s = fs.readFileSync(`/proc/${this.child!.pid}/status`, 'utf8');
+    return Number(/VmRSS:\s+(\d+)/.exec(s)![1]) / 1024;
+  }
+}
+
+interface Api { call(cmd: string, p?: Record<string, string | number>): Promise<any> }
+function api(port: number, creds: { apikey: string; secretkey: string }): Api {
+  return {
+    async call(command, params = {}) {
+      const p: Record<string, string> = { command, response: 'json', apiKey: creds.apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 600_000)) };
+      for (const [k, v] of Object.entries(params)) p[k] = String(v);
+      p.signature = signParams(p, creds.secretkey);
+      const r = await fetch(`http://127.0.0.1:${port}/client/api`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(p).toString() });
+      const body = await r.json() as any;
+      if (r.status !== 200) throw new Error(`${command}: ${r.status} ${JSON.stringify(body)}`);
+      return body;
+    },
+  };
+}
+
+/** Seed the store directly (API calls for 40,000 VMs would measure the API, not the fleet). */
+async function seed(dataDir: string, H: number, V: number, tenants: number): Promise<{ webGroupUuid: string }> {
+  const db = await openStore({ kind: 'sqlite', file: path.join(dataDir, 'palisade.db') });
+  const now = new Date().toISOString();
+  const acct = await db.selectFrom('accounts').select(['id', 'domain_id']).where('name', '=', 'admin').executeTakeFirstOrThrow();
+  const zone = await db.selectFrom('zones').select('id').executeTakeFirstOrThrow();
+  const ins = async <T extends Record<string, unknown>>(table: string, rows: T[]) => {
+    for (let i = 0; i < rows.length; i += 500) await db.insertInto(table as never).values(rows.slice(i, i + 500) as never).execute();
+  };
+  const ids = { vm: 0 };
+  let webGroup = '';
+  {
+    const network = await db.insertInto('networks').values({
+      uuid: randomUUID(), name: 'fleet', display_text: 'fleet', zone_id: zone.id, account_id: acct.id, domain_id: acct.domain_id,
+      gateway: '10.0.0.1', netmask: '255.0.0.0', start_ip: '10.0.0.10', end_ip: '10.255.255.250', ip6_gateway: null, ip6_cidr: null, start_ipv6: null, end_ipv6: null, vlan: null, created: now, removed: null,
+    }).returning('id').executeTakeFirstOrThrow();
+    const groups: { uuid: string; name: string; description: string; account_id: number; domain_id: number; created: string }[] = [];
+    const webUuid = randomUUID();
+    groups.push({ uuid: webUuid, name: 'fleet-web', description: 'a member on every host', account_id: acct.id, domain_id: acct.domain_id, created: now });
+    for (let t = 0; t < tenants; t++) groups.push({ uuid: randomUUID(), name: `tenant-${t}`, description: '', account_id: acct.id, domain_id: acct.domain_id, created: now });
+    await ins('security_groups', groups);
+    const gid = new Map((await db.selectFrom('security_groups').select(['id', 'name']).execute()).map((g) => [g.name, g.id]));
+    const web = gid.get('fleet-web')!;
+    webGroup = webUuid;
+    const rules: Record<string, unknown>[] = [];
+    let r = 0;
+    const rule = (group: number, protocol: string, from: number | null, to: number | null, cidr: string | null, allowed: number | null) =>
+      rules.push({ uuid: randomUUID(), group_id: group, type: 'ingress', protocol, start_port: from, end_port: to, cidr, allowed_group_id: allowed, created: now });
+    rule(web, 'tcp', 80, 80, '0.0.0.0/0', null);
+    for (let t = 0; t < tenants; t++) {
+      const g = gid.get(`tenant-${t}`)!;
+      rule(g, 'tcp', 22, 22, '192.0.2.0/24', null);
+      rule(g, 'tcp', 5432, 5432, null, g);
+      rule(g, 'icmp', -1, -1, '10.0.0.0/8', null);
+    }
+    await ins('security_group_rules', rules);
+    const hosts = [];
+    for (let h = 0; h < H; h++) {
+      hosts.push({ uuid: randomUUID(), name: `fleet-${h}`, zone_id: zone.id, token_hash: sha256(`fleet-token-${h}`), state: 'Disconnected', last_contact: null,
+        acked_revision: 0, desired_revision: 0, preflight: null, repairs: null, repair_count: 0, created: now, removed: null });
+    }
+    await ins('hosts', hosts);
+    const hid = new Map((await db.selectFrom('hosts').select(['id', 'name']).execute()).map((x) => [x.name, x.id]));
+    const vms = [];
+    for (let h = 0; h < H; h++) for (let v = 0; v < V; v++) {
+      const i = h * V + v;
+      vms.push({ uuid: randomUUID(), name: `vm-${i}`, display_name: `vm-${i}`, instance_name: `i-${acct.id}-${i + 1}-VM`, account_id: acct.id, domain_id: acct.domain_id, zone_id: zone.id,
+        host_id: hid.get(`fleet-${h}`)!, last_host_id: null, state: 'Running', service_offering_id: null, template_id: null, sync_state: 'Pending', sync_error: null, created: now, removed: null });
+    }
+    await ins('vms', vms);
+    const vid = await db.selectFrom('vms').select(['id']).orderBy('id').execute();
+    const nics = [];
+    const map = [];
+    for (const [i, { id }] of vid.entries()) {
+      const h = Math.floor(i / V);
+      const n = i + 10;
+      nics.push({ uuid: randomUUID(), vm_id: id, network_id: network.id, mac: `02:00:${[n >> 24, n >> 16, n >> 8, n].map((x) => (x & 255).toString(16).padStart(2, '0')).join(':')}`,
+        ipv4: `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`, ipv6: null, is_default: 1, device_id: 0, device_name: null, created: now, removed: null });
+      map.push({ group_id: gid.get(`tenant-${h % tenants}`)!, vm_id: id });
+      if (i % V === 0) map.push({ group_id: web, vm_id: id });
+      ids.vm++;
+    }
+    await ins('nics', nics);
+    await ins('security_group_vm_map', map);
+  }
+  await db.destroy();
+  return { webGroupUuid: webGroup };
+}
+
+function makeAgents(port: number, H: number): (Agent & { dp: NullDataplane })[] {
+  const agents: (Agent & { dp: NullDataplane })[] = [];
+  for (let h = 0; h < H; h++) {
+    const dp = new NullDataplane();
+    const a = new Agent({
+      server: `http://127.0.0.1:${port}`, token: `fleet-token-${h}`, hostname: `sim-${h}`, stateDir: null, dataplane: dp,
+      discover: async (s) => simulatedPorts(s), preflight: null, reconcileMs: 3_600_000, log, backoffMinMs: 250, backoffMaxMs: 2000,
+    });
+    agents.push(Object.assign(a, { dp }));
+  }
+  return agents;
+}
+
+/** Resolves when every agent has applied (and so acked) a revision > the one recorded in `base`. */
+function allApplied(agents: Agent[], base: Map<Agent, number>, timeoutMs: number): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    let left = 0;
+    const timer = setTimeout(() => reject(new Error(`${left} agents not applied after ${timeoutMs} ms`)), timeoutMs);
+    const done = () => { clearTimeout(timer); resolve(performance.now() - t0); };
+    for (const a of agents) {
+      if ((a.appliedRevision ?? -1) > (base.get(a) ?? -1)) continue;
+      left++;
+      const on = () => { if ((a.appliedRevision ?? -1) > (base.get(a) ?? -1)) { a.off('applied', on); if (--left === 0) done(); } };
+      a.on('applied', on);
+    }
+    if (left === 0) done();
+  });
+}
+
+async function runFleet(H: number, V: number, burst: number): Promise<Record<string, string | number>> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-fleet-'));
+  const port = await freePort();
+  const server = new ServerProc(dataDir, port);
+  try {
+    await server.start();                      // first start: bootstrap
+    await server.stop();
+    const tSeed = Date.now();
+    const { webGroupUuid } = await seed(dataDir, H, V, Math.max(1, Math.floor(H / 40)));
+    const seedMs = Date.now() - tSeed;
+    const startMs = await server.start();
+    const creds = JSON.parse(fs.readFileSync(path.join(dataDir, 'admin-credentials.json'), 'utf8'));
+    const cs = api(port, creds);
+
+    const agents = makeAgents(port, H);
+    const tConn = performance.now();
+    const initial = new Map<Agent, number>();
+    const first = allApplied(agents, initial, 120_000);
+    for (const a of agents) await a.start();
+    await first;
+    const connectMs = performance.now() - tConn;
+    await sleep(500);
+    const rss = server.rssMb();
+
+    // 1. One authorize on a group with a member on every host → every host acked.
+    const runs: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      const base = new Map(agents.map((a) => [a, a.appliedRevision ?? -1]));
+      const t0 = performance.now();
+      const applied = allApplied(agents, base, 60_000);
+      await cs.call('authorizeSecurityGroupIngress', { securitygroupid: webGroupUuid, protocol: 'tcp', startport: 8000 + k, endport: 8000 + k, cidrlist: '0.0.0.0/0' });
+      await applied;
+      runs.push(performance.now() - t0);
+      await sleep(300);
+    }
+    runs.sort((a, b) => a - b);
+
+    // 2. Pushes per host for a burst of API calls (authorize on the same group, 16 in flight), sent by
+    //    another process so the simulated fleet in this one does not slow the callers down.
+    const before = new Map(agents.map((a) => [a, a.counters.deltas]));
+    const tb = performance.now();
+    let burstApiMs = 0;
+    if (burst) {
+      const client = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--burst-client', String(port), webGroupUuid, String(burst)],
+        { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FLEET_CREDS: JSON.stringify(creds) } });
+      let out = '';
+      client.stdout!.on('data', (d) => { out += d; });
+      const code = await new Promise<number>((r) => client.once('exit', (c) => r(c ?? 1)));
+      if (code !== 0) throw new Error(`burst client failed: ${out}`);
+      burstApiMs = Number(JSON.parse(out.trim().split('\n').pop()!).ms);
+    }
+    // wait until every agent holds the last rule
+    const lastPort = 10000 + burst - 1;
+    for (;;) {
+      if (!burst) break;
+      if (agents.every((a) => a.state?.vms.some((v) => v.v4.ingress.some((r) => r.ports && r.ports.from <= lastPort && r.ports.to >= lastPort)) && a.appliedRevision === a.state?.revision)) break;
+      await sleep(20);
+    }
+    const burstDoneMs = performance.now() - tb;
+    const pushes = agents.map((a) => a.counters.deltas - before.get(a)!);
+    const avgPushes = pushes.reduce((x, y) => x + y, 0) / pushes.length;
+
+    // 3. Server restart → every agent resynced.
+    const snaps = new Map(agents.map((a) => [a, a.counters.snapshots]));
+    const base = new Map(agents.map((a) => [a, -1]));
+    const tr = performance.now();
+    await server.stop();
+    const stopMs = performance.now() - tr;
+    for (const a of agents) base.set(a, Number.MAX_SAFE_INTEGER);   // wait for a fresh snapshot instead
+    const restartStartMs = await server.start();
+    const tUp = performance.now();
+    for (;;) {
+      if (agents.every((a) => a.counters.snapshots > snaps.get(a)! && a.appliedRevision === a.state?.revision)) break;
+      await sleep(10);
+    }
+    const resyncAfterUp = performance.now() - tUp;
+    const resyncTotal = performance.now() - tr;
+    const rssAfter = server.rssMb();
+
+    for (const a of agents) await a.stop();
+    return {
+      hosts: H, vms: H * V,
+      'seed ms': seedMs, 'server start ms': startMs, 'fleet connect+snapshot ms': Math.round(connectMs),
+      'authorize→all acked ms (min/median/max of 3)': runs.map((x) => Math.round(x)).join(' / '),
+      [`burst of ${burst}: API ms`]: Math.round(burstApiMs), 'burst: all converged ms': Math.round(burstDoneMs),
+      'pushes/host avg': avgPushes.toFixed(1), 'pushes/host max': Math.max(...pushes),
+      'restart: stop ms': Math.round(stopMs), 'restart: start ms': restartStartMs, 'restart: resync after listening ms': Math.round(resyncAfterUp), 'restart: total ms': Math.round(resyncTotal),
+      'server RSS MB (connected)': rss.toFixed(0), 'server RSS MB (after restart)': rssAfter.toFixed(0),
+    };
+  } finally {
+    await server.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** `--burst-client PORT GROUP N`: N authorize calls, 16 in flight; prints {"ms": …}. */
+async function burstClient(): Promise<void> {
+  const i = process.argv.indexOf('--burst-client');
+  const [port, group, n] = [Number(process.argv[i + 1]), process.argv[i + 2], Number(process.argv[i + 3])];
+  const cs = api(port, JSON.parse(process.env.FLEET_CREDS!));
+  const t0 = performance.now();
+  let next = 0;
+  const worker = async () => { while (next < n) { const k = next++; await cs.call('authorizeSecurityGroupIngress', { securitygroupid: group, protocol: 'tcp', startport: 10000 + k, endport: 10000 + k, cidrlist: '0.0.0.0/0' }); } };
+  await Promise.all(Array.from({ length: 16 }, worker));
+  console.log(JSON.stringify({ ms: Math.round(performance.now() - t0) }));
+}
+
+async function main(): Promise<void> {
+  if (process.argv.includes('--burst-client')) return burstClient();
+  const sizes = arg('hosts', '100,500,2000').split(',').map(Number);
+  const V = Number(arg('vms', '20'));
+  const burst = Number(arg('burst', '1000'));
+  const results: Record<string, string | number>[] = [];
+  for (const H of sizes) {
+    process.stderr.write(`fleet: ${H} hosts × ${V} VMs…\n`);
+    const r = await runFleet(H, V, burst);
+    results.push(r);
+    process.stderr.write(JSON.stringify(r) + '\n');
+  }
+  const keys = Object.keys(results[0]);
+  const w = Math.max(...keys.map((k) => k.length));
+  console.log(`\nfleet benchmark (${os.cpus().length} cores, node ${process.version}; agents simulated in one process, server in its own)`);
+  for (const k of keys) console.log(`${k.padEnd(w)}  ${results.map((r) => String(r[k]).padStart(18)).join('')}`);
+}
+
+main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });

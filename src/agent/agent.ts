@@ -1,0 +1,313 @@
+// The agent (DESIGN.md §4): holds its host's desired state, applies it through a dataplane, acks per
+// VM, persists it (fail static), reconnects with backoff, and reconciles the kernel periodically.
+import { EventEmitter } from 'node:events';
+import WebSocket from 'ws';
+import type { Logger } from 'pino';
+import type { ApplyResult, Dataplane, HostPorts } from '../dataplane/backend.js';
+import type { HostDesiredState } from '../policy/ir.js';
+import { AGENT_PATH, PROTOCOL_VERSION, type AgentMessage, type PreflightFinding, type RepairReport, type ServerMessage } from '../control/protocol.js';
+import { loadState, saveState } from './state-file.js';
+import { applyDelta, samePorts } from './merge.js';
+
+export interface AgentOptions {
+  /** ws(s):// or http(s):// URL of the server; AGENT_PATH is added when the URL has no path. */
+  server: string;
+  token: string;
+  hostname: string;
+  /** Where the held desired state is persisted; null: memory only (simulations). */
+  stateDir: string | null;
+  dataplane: Dataplane;
+  /** Port discovery: where each NIC of the state is on the host. */
+  discover: (state: HostDesiredState) => Promise<HostPorts>;
+  /** Preflight checks (fix what may be fixed); null: none (simulations). */
+  preflight: (() => Promise<PreflightFinding[]>) | null;
+  reconcileMs: number;
+  log: Logger;
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  /** Delay of the extra reconcile after each write. */
+  afterWriteMs?: number;
+}
+
+export function agentUrl(server: string): string {
+  const u = new URL(server);
+  if (u.protocol === 'http:') u.protocol = 'ws:';
+  if (u.protocol === 'https:') u.protocol = 'wss:';
+  if (u.pathname === '/' || u.pathname === '') u.pathname = AGENT_PATH;
+  return u.toString();
+}
+
+const PING_MS = 15_000;
+const SILENCE_MS = 45_000;
+
+export class Agent extends EventEmitter {
+  state: HostDesiredState | null = null;
+  /** Revision whose apply finished (success or per-VM failures) and was acked (if connected). */
+  appliedRevision: number | null = null;
+  lastResult: ApplyResult | null = null;
+  /** The error of the last apply when it failed as a whole (a tool failed), else null. */
+  lastApplyError: string | null = null;
+  connected = false;
+  hostId: string | null = null;
+  repairCount = 0;
+  readonly counters = { snapshots: 0, deltas: 0, applies: 0, connects: 0 };
+
+  private ws: WebSocket | null = null;
+  private attempt = 0;
+  private stopped = false;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private reconcileTimer: NodeJS.Timeout | null = null;
+  private soonTimer: NodeJS.Timeout | null = null;
+  private pingTimer: NodeJS.Timeout | null = null;
+  private lastHeard = 0;
+  private savedRevision: number | null = null;
+  private lastPorts: HostPorts | null = null;
+  private findings: PreflightFinding[] = [];
+  private sentFindings = '';
+  private pendingRepairs: RepairReport[] = [];
+  private work: Promise<void> = Promise.resolve();
+  private applyWanted = false;
+  private applyQueued = false;
+
+  constructor(private readonly o: AgentOptions) { super(); }
+
+  /**
+   * Fail static: preflight (the bridge sysctls must be on for rules to matter), then re-apply what is
+   * on disk, and only then dial the server.
+   */
+  async start(): Promise<void> {
+    await this.runPreflight();
+    if (this.o.stateDir) {
+      let held = null;
+      try { held = await loadState(this.o.stateDir); } catch (e) {
+        // Unreadable: say so loudly and carry on; the server's snapshot replaces it.
+        this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: the saved desired state cannot be read; waiting for the server');
+      }
+      if (held) {
+        this.state = held.state;
+        this.savedRevision = held.state.revision;
+        this.o.log.info({ revision: held.state.revision, vms: held.state.vms.length }, 'agent: re-applying the saved desired state');
+        await this.requestApply();
+      }
+    }
+    this.connect();
+    this.armReconcile();
+  }
+
+  /** Leaves every rule in place: VMs stay protected while the agent is down. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of [this.reconnectTimer, this.reconcileTimer, this.soonTimer]) if (t) clearTimeout(t);
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    this.ws?.close(1000, 'agent stopping');
+    this.ws = null;
+    await this.work;
+  }
+
+  // ---- connection ----------------------------------------------------------------------------
+
+  private connect(): void {
+    if (this.stopped) return;
+    const ws = new WebSocket(agentUrl(this.o.server), { handshakeTimeout: 10_000, maxPayload: 256 * 1024 * 1024 });
+    this.ws = ws;
+    ws.on('open', () => {
+      this.lastHeard = Date.now();
+      this.send({ type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision: this.state?.revision ?? null });
+      this.pingTimer = setInterval(() => {
+        if (Date.now() - this.lastHeard > SILENCE_MS) { ws.terminate(); return; }
+        this.send({ type: 'ping' });
+      }, PING_MS);
+    });
+    ws.on('message', (data) => {
+      this.lastHeard = Date.now();
+      let m: ServerMessage;
+      try { m = JSON.parse(String(data)) as ServerMessage; } catch { this.o.log.warn('agent: malformed server message'); return; }
+      this.onMessage(m);
+    });
+    ws.on('close', (code, reason) => {
+      if (this.pingTimer) { clearInterval(this.pingTimer); this.pingTimer = null; }
+      if (this.ws === ws) this.ws = null;
+      if (this.connected) this.o.log.warn({ code, reason: String(reason) }, 'agent: disconnected from server');
+      this.connected = false;
+      this.emit('disconnected');
+      this.scheduleReconnect();
+    });
+    ws.on('error', (e) => this.o.log.debug({ err: e.message }, 'agent: connection error'));
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopped || this.reconnectTimer) return;
+    const min = this.o.backoffMinMs ?? 500;
+    const max = this.o.backoffMaxMs ?? 30_000;
+    const base = Math.min(max, min * 2 ** Math.min(this.attempt, 16));
+    const delay = Math.round(base * (0.5 + Math.random() * 0.5));   // jitter: a fleet does not reconnect in lock-step
+    this.attempt++;
+    this.reconnectTimer = setTimeout(() => { this.reconnectTimer = null; this.connect(); }, delay);
+  }
+
+  private send(m: AgentMessage): void {
+    const ws = this.ws;
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(m));
+  }
+
+  private onMessage(m: ServerMessage): void {
+    switch (m.type) {
+      case 'welcome':
+        if (this.state && this.state.hostId !== m.hostId) {
+          // The saved state belongs to another host (a reused state dir): never build deltas on it.
+          this.o.log.warn({ saved: this.state.hostId, host: m.hostId }, 'agent: saved state is of another host; asking for a snapshot');
+          this.state = null;
+          this.send({ type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision: null });
+        }
+        this.attempt = 0;
+        this.connected = true;
+        this.hostId = m.hostId;
+        this.counters.connects++;
+        this.o.log.info({ host: m.hostName, hostId: m.hostId }, 'agent: connected to server');
+        this.emit('connected');
+        this.report(true);
+        break;
+      case 'snapshot':
+        this.counters.snapshots++;
+        this.state = m.state;
+        void this.requestApply();
+        break;
+      case 'delta': {
+        this.counters.deltas++;
+        const cur = this.state;
+        if (!cur || cur.revision !== m.fromRevision) {
+          if (cur && m.revision <= cur.revision) return;   // nothing new
+          this.o.log.warn({ held: cur?.revision ?? null, from: m.fromRevision }, 'agent: delta does not follow the held revision; resyncing');
+          this.send({ type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision: null });
+          return;
+        }
+        this.state = applyDelta(cur, m);
+        void this.requestApply();
+        break;
+      }
+      case 'error':
+        this.o.log.error({ code: m.code }, `agent: server refused: ${m.message}`);
+        this.emit('refused', m);
+        break;
+      case 'pong': break;
+      default: break;
+    }
+  }
+
+  // ---- apply & reconcile ---------------------------------------------------------------------
+
+  /** Serialise kernel work: applies and reconciles never overlap. */
+  private serial(fn: () => Promise<void>): Promise<void> {
+    const p = this.work.then(fn).catch((e) => { this.o.log.error({ err: e }, 'agent: work failed'); });
+    this.work = p;
+    return p;
+  }
+
+  /** Apply the held state (coalescing: several deltas during one apply cost one more apply). */
+  requestApply(): Promise<void> {
+    this.applyWanted = true;
+    if (this.applyQueued) return this.work;
+    this.applyQueued = true;
+    return this.serial(async () => {
+      this.applyQueued = false;
+      if (!this.applyWanted) return;
+      this.applyWanted = false;
+      await this.applyNow();
+    });
+  }
+
+  private async applyNow(): Promise<void> {
+    const state = this.state;
+    if (!state) return;
+    if (this.o.stateDir && this.savedRevision !== state.revision) {
+      await saveState(this.o.stateDir, { serverUrl: this.o.server, state, savedAt: new Date().toISOString() });
+      this.savedRevision = state.revision;
+    }
+    let ports: HostPorts;
+    let result: ApplyResult;
+    try {
+      ports = await this.o.discover(state);
+      result = await this.o.dataplane.apply({ state, ports });
+      this.lastApplyError = null;
+    } catch (e) {
+      const error = e instanceof Error ? e.message : String(e);
+      this.lastApplyError = error;
+      this.o.log.error({ err: error, revision: state.revision }, 'agent: apply failed');
+      ports = this.lastPorts ?? { nics: {}, bridges: {} };
+      result = { changed: false, vms: Object.fromEntries(state.vms.map((v) => [v.vmId, { ok: false, error }])), steps: [] };
+    }
+    this.counters.applies++;
+    this.lastPorts = ports;
+    this.lastResult = result;
+    this.appliedRevision = state.revision;
+    const vms: Record<string, { ok: boolean; error?: string }> = {};
+    for (const vm of state.vms) vms[vm.vmId] = result.vms[vm.vmId] ?? { ok: false, error: 'not applied' };
+    this.send({ type: 'ack', revision: state.revision, vms });
+    if (result.changed) this.o.log.debug({ revision: state.revision, steps: result.steps }, 'agent: applied');
+    this.emit('applied', state.revision, result);
+    if (result.changed) this.reconcileSoon();
+  }
+
+  private reconcileSoon(): void {
+    if (this.stopped || this.soonTimer) return;
+    this.soonTimer = setTimeout(() => { this.soonTimer = null; void this.reconcile(); }, this.o.afterWriteMs ?? Math.min(1000, this.o.reconcileMs));
+  }
+
+  private armReconcile(): void {
+    if (this.stopped) return;
+    this.reconcileTimer = setTimeout(async () => { await this.reconcile(); this.armReconcile(); }, this.o.reconcileMs);
+  }
+
+  private async runPreflight(): Promise<void> {
+    if (!this.o.preflight) return;
+    try { this.findings = await this.o.preflight(); } catch (e) {
+      this.findings = [{ check: 'preflight', ok: false, detail: e instanceof Error ? e.message : String(e) }];
+    }
+    for (const f of this.findings) {
+      if (f.fixed) this.o.log.warn({ check: f.check }, `agent: preflight fixed: ${f.detail}`);
+      else if (!f.ok) this.o.log.error({ check: f.check }, `agent: preflight FAILED: ${f.detail}`);
+    }
+  }
+
+  /** One reconcile pass: preflight, port discovery, observe, repair drift, report. */
+  reconcile(): Promise<void> {
+    return this.serial(async () => {
+      if (this.stopped) return;
+      await this.runPreflight();
+      const repaired = this.findings.filter((f) => f.fixed).map((f) => ({ at: new Date().toISOString(), what: `preflight: ${f.check} ${f.detail}`, count: 1 }));
+      this.pendingRepairs.push(...repaired);
+      const state = this.state;
+      if (state) await this.repairDrift(state).catch((e) => this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: reconcile failed'));
+      this.report(false);
+    });
+  }
+
+  /** Observe the kernel (and the ports); re-apply when something drifted; count it when the repair worked. */
+  private async repairDrift(state: HostDesiredState): Promise<void> {
+    const ports = await this.o.discover(state);
+    const moved = this.lastPorts !== null && !samePorts(ports, this.lastPorts);
+    const obs = await this.o.dataplane.observe({ state, ports });
+    if (!obs.drift.length && !moved) return;
+    const what = [
+      ...(moved ? ['ports changed'] : []),
+      ...obs.drift.slice(0, 5).map((d) => `${d.kind} ${d.what}`),
+    ].join('; ') + (obs.drift.length > 5 ? `; … ${obs.drift.length - 5} more` : '');
+    const count = obs.drift.length + (moved ? 1 : 0);
+    this.o.log.warn({ drift: obs.drift.length, moved }, `agent: repairing drift: ${what}`);
+    await this.applyNow();
+    if (this.lastApplyError !== null) return;
+    this.repairCount += count;
+    this.pendingRepairs.push({ at: new Date().toISOString(), what, count });
+    this.emit('repaired', { what, count });
+  }
+
+  /** Send findings when they changed (or on connect) and any repairs not yet reported. */
+  private report(force: boolean): void {
+    if (!this.connected) return;
+    const key = JSON.stringify(this.findings.map((f) => [f.check, f.ok, f.detail]));
+    if (!force && key === this.sentFindings && !this.pendingRepairs.length) return;
+    this.send({ type: 'report', preflight: this.findings, repairs: this.pendingRepairs });
+    this.sentFindings = key;
+    this.pendingRepairs = [];
+  }
+}

@@ -1,0 +1,114 @@
+// CloudStack's ownership and visibility rules (finalizeOwner / checkAccess / buildACLSearchParameters)
+// for the three roles: root admin (everything), domain admin (its domain tree), user (its account).
+import { escapeLike, startsWith } from '../store/queries/like.js';
+import type { Kysely, Transaction } from 'kysely';
+import type { Database } from '../store/schema.js';
+import { paramError, permissionDenied, type Access, type Caller, type Params } from './command.js';
+import { isUuid } from './params.js';
+
+type Q = Transaction<Database> | Kysely<Database>;
+
+export async function findDomainByUuid(db: Q, uuid: string) {
+  if (!isUuid(uuid)) return undefined;
+  return db.selectFrom('domains').selectAll().where('uuid', '=', uuid).where('removed', 'is', null).executeTakeFirst();
+}
+
+/** Ids of the domain and all its descendants. */
+export async function domainSubtree(db: Q, path: string): Promise<number[]> {
+  const rows = await db.selectFrom('domains').select('id').where(startsWith('path', path)).where('removed', 'is', null).execute();
+  return rows.map((r) => r.id);
+}
+
+export { escapeLike };
+
+export class CallerAccess implements Access {
+  constructor(private readonly db: Q, private readonly caller: Caller) {}
+
+  private async domainPath(domainId: number): Promise<string | undefined> {
+    if (domainId === this.caller.domainId) return this.caller.domainPath;
+    const d = await this.db.selectFrom('domains').select('path').where('id', '=', domainId).executeTakeFirst();
+    return d?.path;
+  }
+
+  /** May the caller act within this domain? (root admin: any; domain admin: its tree; user: its own domain) */
+  async canUseDomain(domainId: number): Promise<boolean> {
+    const c = this.caller;
+    if (c.role === 'admin') return true;
+    if (c.role === 'user') return domainId === c.domainId;
+    const path = await this.domainPath(domainId);
+    return path !== undefined && path.startsWith(c.domainPath);
+  }
+
+  async checkDomain(domainId: number, domainUuid: string): Promise<void> {
+    if (!(await this.canUseDomain(domainId))) {
+      throw permissionDenied(`Account ${this.caller.accountName} does not have permission to operate within domain id=${domainUuid}`);
+    }
+  }
+
+  async resolveOwner(params: Params): Promise<{ accountId: number; domainId: number }> {
+    const c = this.caller;
+    const accountName = params.str('account');
+    const domainUuid = params.str('domainid');
+    if ((accountName === undefined) !== (domainUuid === undefined)) {
+      throw paramError('AccountName and domainId must be specified together');
+    }
+    if (accountName === undefined || domainUuid === undefined) return { accountId: c.accountId, domainId: c.domainId };
+    const domain = await findDomainByUuid(this.db, domainUuid);
+    if (!domain) throw paramError(`Unable to find the domain by id=${domainUuid}`);
+    if (c.role === 'user') {
+      if (accountName !== c.accountName || domain.id !== c.domainId) {
+        throw permissionDenied(`Can't create/list resources for account ${accountName} in domain ${domainUuid}, permission denied`);
+      }
+      return { accountId: c.accountId, domainId: c.domainId };
+    }
+    const owner = await this.db.selectFrom('accounts').select(['id', 'domain_id']).where('name', '=', accountName)
+      .where('domain_id', '=', domain.id).where('removed', 'is', null).executeTakeFirst();
+    if (!owner) throw paramError(`Unable to find account ${accountName} in domain ${domainUuid}`);
+    await this.checkDomain(domain.id, domain.uuid);
+    return { accountId: owner.id, domainId: owner.domain_id };
+  }
+
+  async checkAccess(ownerAccountId: number, ownerDomainId: number): Promise<void> {
+    const c = this.caller;
+    if (c.role === 'admin') return;
+    if (c.role === 'user') {
+      if (ownerAccountId === c.accountId) return;
+      throw permissionDenied(`Account ${c.accountName} does not have permission to operate with resource owned by another account`);
+    }
+    if (await this.canUseDomain(ownerDomainId)) return;
+    throw permissionDenied(`Account ${c.accountName} does not have permission to operate with resource owned by another domain`);
+  }
+
+  async listScope(params: Params): Promise<{ accountIds: number[] | null; domainIds: number[] | null }> {
+    const c = this.caller;
+    const accountName = params.str('account');
+    const domainUuid = params.str('domainid');
+    const listAll = params.bool('listall') === true;
+    const recursive = params.bool('isrecursive') === true;
+    let domain: { id: number; uuid: string; path: string } | undefined;
+    if (domainUuid !== undefined) {
+      domain = await findDomainByUuid(this.db, domainUuid);
+      if (!domain) throw paramError(`Unable to find domain by id ${domainUuid}`);
+      await this.checkDomain(domain.id, domain.uuid);
+    }
+    if (accountName !== undefined) {
+      const domainId = domain?.id ?? c.domainId;
+      const acct = await this.db.selectFrom('accounts').select(['id', 'domain_id']).where('name', '=', accountName)
+        .where('domain_id', '=', domainId).where('removed', 'is', null).executeTakeFirst();
+      if (!acct) throw paramError(`Unable to find account by name ${accountName} in domain ${domain?.uuid ?? c.domainUuid}`);
+      if (c.role === 'user' && acct.id !== c.accountId) {
+        throw permissionDenied(`Account ${c.accountName} does not have permission to operate with resource owned by another account`);
+      }
+      return { accountIds: [acct.id], domainIds: null };
+    }
+    if (c.role === 'user') return { accountIds: [c.accountId], domainIds: null };
+    if (domain) {
+      return { accountIds: null, domainIds: recursive || listAll ? await domainSubtree(this.db, domain.path) : [domain.id] };
+    }
+    if (listAll) {
+      if (c.role === 'admin') return { accountIds: null, domainIds: null };
+      return { accountIds: null, domainIds: await domainSubtree(this.db, c.domainPath) };
+    }
+    return { accountIds: [c.accountId], domainIds: null };
+  }
+}

@@ -1,0 +1,67 @@
+// queryAsyncJobResult / listAsyncJobs: CloudStack's AsyncJobResponse.
+import { containsCi } from '../../store/queries/like.js';
+import type { Selectable } from 'kysely';
+import type { AsyncJobTable } from '../../store/schema.js';
+import { paramError, type CommandDef } from '../command.js';
+import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, paging } from './common.js';
+import { isUuid } from '../params.js';
+
+type JobRow = Selectable<AsyncJobTable> & { account_uuid: string; user_uuid: string };
+
+function jobResponse(j: JobRow): Record<string, unknown> {
+  const r: Record<string, unknown> = {
+    accountid: j.account_uuid, userid: j.user_uuid, cmd: j.command, jobstatus: j.status, jobprocstatus: 0,
+    jobresultcode: j.result_code, jobresulttype: j.result_type,
+  };
+  if (j.result) r.jobresult = JSON.parse(j.result);
+  if (j.instance_type) r.jobinstancetype = j.instance_type;
+  if (j.instance_uuid) r.jobinstanceid = j.instance_uuid;
+  r.created = csDate(j.created);
+  if (j.completed) r.completed = csDate(j.completed);
+  r.jobid = j.uuid;
+  return r;
+}
+
+const jobQuery = (db: Parameters<CommandDef['handle']>[0]['db']) => db.selectFrom('async_jobs as j')
+  .innerJoin('accounts as a', 'a.id', 'j.account_id').innerJoin('users as u', 'u.id', 'j.user_id')
+  .selectAll('j').select(['a.uuid as account_uuid', 'u.uuid as user_uuid', 'a.domain_id as domain_id']);
+
+export const queryAsyncJobResult: CommandDef = {
+  name: 'queryAsyncJobResult',
+  description: 'Retrieves the current status of asynchronous job.',
+  params: [{ name: 'jobid', type: 'uuid', required: true, description: 'the ID of the asynchronous job' }],
+  responseObject: 'asyncjobs',
+  async handle(ctx) {
+    const id = ctx.params.str('jobid')!;
+    const j = isUuid(id) ? await jobQuery(ctx.db).where('j.uuid', '=', id).executeTakeFirst() : undefined;
+    if (!j) throw paramError(`Unable to find a job by id ${id}`);
+    await ctx.access.checkAccess(j.account_id, j.domain_id);
+    return { raw: jobResponse(j) };
+  },
+};
+
+export const listAsyncJobs: CommandDef = {
+  name: 'listAsyncJobs',
+  description: 'Lists all pending asynchronous jobs for the account.',
+  params: [
+    { name: 'startdate', type: 'date', description: 'The start date of the async job (use format "yyyy-MM-dd\'T\'HH:mm:ss\'+\'SSSS")' },
+    ...ACL_LIST_PARAMS, ...LIST_PARAMS,
+  ],
+  responseObject: 'asyncjobs',
+  async handle(ctx) {
+    const scope = await ctx.access.listScope(ctx.params);
+    const pg = paging(ctx.params);
+    let q = jobQuery(ctx.db);
+    if (scope.accountIds) q = q.where('j.account_id', 'in', scope.accountIds);
+    if (scope.domainIds) q = q.where('a.domain_id', 'in', scope.domainIds);
+    const start = ctx.params.str('startdate');
+    if (start) q = q.where('j.created', '>=', new Date(start.replace(' ', 'T').replace(/([+-]\d{2})(\d{2})$/, '$1:$2')).toISOString());
+    const kw = ctx.params.str('keyword');
+    if (kw) q = q.where(containsCi('j.command', kw));
+    const all = await q.orderBy('j.id', 'desc').execute();
+    const page = pg.limit === null ? all.slice(pg.offset) : all.slice(pg.offset, pg.offset + pg.limit);
+    return { list: 'asyncjobs', items: page.map(jobResponse), count: all.length };
+  },
+};
+
+export const asyncJobCommands: CommandDef[] = [queryAsyncJobResult, listAsyncJobs];

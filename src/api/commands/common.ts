@@ -1,0 +1,74 @@
+// Shared pieces of command modules: list paging, owner fields of responses, standard parameters.
+import type { Kysely, Transaction } from 'kysely';
+import type { Database } from '../../store/schema.js';
+import { paramError, type ParamDef, type Params } from '../command.js';
+import { displayDomainPath } from '../../store/queries/accounts.js';
+
+type Q = Transaction<Database> | Kysely<Database>;
+
+export const MAX_PAGE_SIZE = 500;
+
+export const LIST_PARAMS: ParamDef[] = [
+  { name: 'keyword', type: 'string', description: 'List by keyword' },
+  { name: 'page', type: 'integer', description: 'the page number of the result set (1-based)' },
+  { name: 'pagesize', type: 'integer', description: 'the number of items per page; -1 for all' },
+];
+export const ACL_LIST_PARAMS: ParamDef[] = [
+  { name: 'account', type: 'string', description: 'list resources by account. Must be used with the domainId parameter.' },
+  { name: 'domainid', type: 'uuid', description: 'list only resources belonging to the domain specified' },
+  { name: 'isrecursive', type: 'boolean', description: "defaults to false, but if true, lists all resources from the parent specified by the domainId till leaves." },
+  { name: 'listall', type: 'boolean', description: "If set to false, list only resources belonging to the command's caller; if set to true - list resources that the caller is authorized to see. Default value is false" },
+  { name: 'projectid', type: 'uuid', description: 'list objects by project' },
+];
+export const OWNER_PARAMS: ParamDef[] = [
+  { name: 'account', type: 'string', description: 'an optional account for the resource. Must be used with domainId.' },
+  { name: 'domainid', type: 'uuid', description: 'an optional domainId for the resource. If the account parameter is used, domainId must also be used.' },
+  { name: 'projectid', type: 'uuid', description: 'create the resource for the project' },
+];
+
+/** CloudStack's BaseListCmd paging: limit null = unlimited. */
+export function paging(params: Params): { limit: number | null; offset: number } {
+  const page = params.int('page');
+  const size = params.int('pagesize');
+  if (size !== undefined && size > MAX_PAGE_SIZE) throw paramError(`Page size can't exceed max allowed page size value: ${MAX_PAGE_SIZE}`);
+  if (size === -1 && page !== undefined) throw paramError("Can't specify page parameter when pagesize is -1 (Unlimited)");
+  if (page === undefined && size !== undefined && size !== -1) throw paramError('"page" parameter is required when "pagesize" is specified');
+  if (size === undefined && page !== undefined) throw paramError('"pagesize" parameter is required when "page" is specified');
+  if (size !== undefined && size < -1) throw paramError(`Invalid page size: ${size}`);
+  const limit = size === -1 ? null : size ?? MAX_PAGE_SIZE;
+  const offset = limit !== null && page !== undefined && page > 0 ? limit * (page - 1) : 0;
+  return { limit, offset };
+}
+
+export function pageOf<T>(items: T[], p: { limit: number | null; offset: number }): T[] {
+  return p.limit === null ? items.slice(p.offset) : items.slice(p.offset, p.offset + p.limit);
+}
+
+export interface OwnerInfo { account: string; accountUuid: string; domainid: string; domain: string; domainpath: string }
+
+/** account/domain names and uuids for a set of account ids, in one query. */
+export async function ownerInfo(db: Q, accountIds: number[]): Promise<Map<number, OwnerInfo>> {
+  const out = new Map<number, OwnerInfo>();
+  const ids = [...new Set(accountIds)];
+  if (ids.length === 0) return out;
+  for (let i = 0; i < ids.length; i += 500) {
+    const rows = await db.selectFrom('accounts as a').innerJoin('domains as d', 'd.id', 'a.domain_id')
+      .select(['a.id', 'a.name', 'a.uuid', 'd.uuid as duuid', 'd.name as dname', 'd.path'])
+      .where('a.id', 'in', ids.slice(i, i + 500)).execute();
+    for (const r of rows) out.set(r.id, { account: r.name, accountUuid: r.uuid, domainid: r.duuid, domain: r.dname, domainpath: displayDomainPath(r.path) });
+  }
+  return out;
+}
+
+/** ISO time as CloudStack prints it: 2026-11-21T09:47:47+0000 */
+export function csDate(iso: string | null | undefined): string | undefined {
+  if (!iso) return undefined;
+  return iso.replace(/\.\d{3}Z$/, '+0000').replace(/Z$/, '+0000');
+}
+
+/** Split into chunks for `in (…)` lists (SQLite's variable limit, PostgreSQL's too). */
+export function chunks<T>(xs: T[], n = 500): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
+  return out;
+}

@@ -1,0 +1,105 @@
+// Where VMs go and which groups they join: host choice (least loaded), security-group resolution
+// (CloudStack's ids-xor-names, the owner's lazily created `default`), and VM name rules.
+import { paramError, permissionDenied, type CommandContext } from '../../command.js';
+import { notFound, serverCapacity, uuid, type Tx } from './common.js';
+import type { HostRow } from './views.js';
+
+/** Pure: the least-loaded host, preferring hosts whose agent is Up; ties go to the oldest host. */
+export function leastLoaded(hosts: HostRow[], load: Map<number, number>, exclude?: number): HostRow | null {
+  const candidates = hosts.filter((h) => h.id !== exclude);
+  const up = candidates.filter((h) => h.state === 'Up');
+  const pool = up.length ? up : candidates;
+  let best: HostRow | null = null;
+  for (const h of pool) {
+    if (best === null) { best = h; continue; }
+    const lh = load.get(h.id) ?? 0, lb = load.get(best.id) ?? 0;
+    if (lh < lb || (lh === lb && h.id < best.id)) best = h;
+  }
+  return best;
+}
+
+export async function pickHost(db: Tx, zoneId: number, exclude?: number): Promise<HostRow> {
+  const hosts = await db.selectFrom('hosts').selectAll().where('zone_id', '=', zoneId).where('removed', 'is', null).execute();
+  const load = new Map<number, number>();
+  if (hosts.length) {
+    const rows = await db.selectFrom('vms').select(['host_id']).select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('host_id', 'is not', null).where('removed', 'is', null).groupBy('host_id').execute();
+    for (const r of rows) if (r.host_id !== null) load.set(r.host_id, Number(r.n));
+  }
+  const h = leastLoaded(hosts, load, exclude);
+  if (!h) throw serverCapacity('Unable to create a deployment for the VM: no host is available in the zone (add one with addHost)');
+  return h;
+}
+
+/** The host named by `param`, which must be in the zone. */
+export async function hostInZone(ctx: CommandContext, param: string, zoneId: number): Promise<HostRow> {
+  const id = ctx.params.str(param)!;
+  const h = await ctx.db.selectFrom('hosts').selectAll().where('uuid', '=', id).where('removed', 'is', null).executeTakeFirst();
+  if (!h) throw notFound(ctx, param, id);
+  if (h.zone_id !== zoneId) throw paramError(`Invalid ${param} ${id}: host ${h.name} is not in the zone of the virtual machine`);
+  return h;
+}
+
+export async function ensureDefaultGroup(ctx: CommandContext, owner: { accountId: number; domainId: number }): Promise<number> {
+  const g = await ctx.db.selectFrom('security_groups').select('id').where('account_id', '=', owner.accountId).where('name', '=', 'default').executeTakeFirst();
+  if (g) return g.id;
+  // Accounts get `default` at creation; this covers accounts made before that (CloudStack does the same at deploy).
+  const row = await ctx.db.insertInto('security_groups').values({
+    uuid: uuid(), name: 'default', description: 'Default Security Group', account_id: owner.accountId, domain_id: owner.domainId, created: ctx.now,
+  }).returning('id').executeTakeFirstOrThrow();
+  ctx.changed({ kind: 'group', groupId: row.id });
+  return row.id;
+}
+
+/**
+ * `securitygroupids` xor `securitygroupnames`, resolved in the VM owner's account. Returns null when neither
+ * is given (or both are empty). Groups of another account are refused (531), unknown ones are 431.
+ */
+export async function resolveGroups(ctx: CommandContext, ownerAccountId: number): Promise<number[] | null> {
+  const ids = ctx.params.list('securitygroupids')?.filter((x) => x.trim() !== '');
+  const names = ctx.params.list('securitygroupnames')?.filter((x) => x.trim() !== '');
+  if (ids?.length && names?.length) throw paramError('securitygroupids parameter is mutually exclusive with securitygroupnames parameter');
+  const out: number[] = [];
+  if (ids?.length) {
+    for (const id of ids) {
+      const g = await ctx.db.selectFrom('security_groups').select(['id', 'name', 'account_id']).where('uuid', '=', id.trim()).executeTakeFirst();
+      if (!g) throw notFound(ctx, 'securitygroupids', id);
+      if (g.account_id !== ownerAccountId) {
+        throw permissionDenied(`Unable to use security group ${g.name} (${id}): it belongs to an account other than the owner of the virtual machine`);
+      }
+      if (!out.includes(g.id)) out.push(g.id);
+    }
+    return out;
+  }
+  if (names?.length) {
+    for (const n of names) {
+      const g = await ctx.db.selectFrom('security_groups').select('id').where('account_id', '=', ownerAccountId).where('name', '=', n.trim()).executeTakeFirst();
+      if (!g) throw paramError(`Unable to find group by name ${n} (securitygroupnames)`);
+      if (!out.includes(g.id)) out.push(g.id);
+    }
+    return out;
+  }
+  return null;
+}
+
+const HOSTNAME = /^[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+export function validateVmName(name: string, param = 'name'): void {
+  if (!HOSTNAME.test(name)) {
+    throw paramError(
+      `Invalid ${param}. Vm name can contain ASCII letters 'a' through 'z', the digits '0' through '9', and the hyphen ('-'), ` +
+        'must be between 1 and 63 characters long, and can\'t start or end with "-" and can\'t start with digit',
+    );
+  }
+}
+
+/** CloudStack keeps VM host names unique per network (they are DNS names there). */
+export async function checkNameFree(ctx: CommandContext, name: string, networkIds: number[], exceptVmId?: number): Promise<void> {
+  if (!networkIds.length) return;
+  let q = ctx.db.selectFrom('vms').innerJoin('nics', 'nics.vm_id', 'vms.id').innerJoin('networks', 'networks.id', 'nics.network_id')
+    .select(['vms.id as id', 'networks.name as network']).where('vms.name', '=', name).where('vms.removed', 'is', null)
+    .where('vms.state', '!=', 'Destroyed').where('nics.removed', 'is', null).where('nics.network_id', 'in', networkIds);
+  if (exceptVmId !== undefined) q = q.where('vms.id', '!=', exceptVmId);
+  const clash = await q.executeTakeFirst();
+  if (clash) throw paramError(`Invalid name: the vm with hostName ${name} already exists in the network domain of network ${clash.network}`);
+}

@@ -1,0 +1,142 @@
+// Resource tags (createTags / deleteTags / listTags) for SecurityGroup and SecurityGroupRule.
+import { randomUUID } from 'node:crypto';
+import { paramError, type CommandContext, type CommandDef } from '../command.js';
+import { ACL_LIST_PARAMS, LIST_PARAMS, ownerInfo, paging } from './common.js';
+import { containsCi } from '../../store/queries/like.js';
+
+type Ctx = CommandContext;
+
+/** Taggable resource types, CloudStack's ResourceObjectType spelling. */
+const TYPES = ['SecurityGroup', 'SecurityGroupRule'] as const;
+type TagType = (typeof TYPES)[number];
+
+function resourceType(s: string): TagType {
+  const t = TYPES.find((x) => x.toLowerCase() === s.trim().toLowerCase());
+  if (!t) throw paramError(`Invalid resource type: ${s}`);
+  return t;
+}
+
+async function resolveResource(ctx: Ctx, type: TagType, uuid: string): Promise<{ id: number; uuid: string; accountId: number; domainId: number; groupId: number }> {
+  if (type === 'SecurityGroup') {
+    const g = await ctx.db.selectFrom('security_groups').select(['id', 'uuid', 'account_id', 'domain_id']).where('uuid', '=', uuid).executeTakeFirst();
+    if (!g) throw paramError(`Unable to find resource by id ${uuid} and type ${type}`);
+    return { id: g.id, uuid: g.uuid, accountId: g.account_id, domainId: g.domain_id, groupId: g.id };
+  }
+  const r = await ctx.db.selectFrom('security_group_rules as r').innerJoin('security_groups as g', 'g.id', 'r.group_id')
+    .select(['r.id', 'r.uuid', 'g.account_id', 'g.domain_id', 'g.id as gid']).where('r.uuid', '=', uuid).executeTakeFirst();
+  if (!r) throw paramError(`Unable to find resource by id ${uuid} and type ${type}`);
+  return { id: r.id, uuid: r.uuid, accountId: r.account_id, domainId: r.domain_id, groupId: r.gid };
+}
+
+const createTags: CommandDef = {
+  name: 'createTags',
+  description: 'Creates resource tag(s)',
+  since: '4.0.0',
+  async: true,
+  eventType: 'CREATE_TAGS',
+  responseObject: 'success',
+  describe: (p) => `creating tags on ${p.str('resourcetype')} ${p.str('resourceids')}`,
+  params: [
+    { name: 'tags', type: 'map', required: true, description: 'Map of tags (key/value pairs)' },
+    { name: 'resourcetype', type: 'string', required: true, description: 'type of the resource' },
+    { name: 'resourceids', type: 'list', of: 'string', required: true, description: 'list of resources to create the tags for' },
+    { name: 'customer', type: 'string', description: 'identifies client specific tag. When the value is not null, the tag can\'t be used by cloudStack code internally' },
+  ],
+  async handle(ctx) {
+    const type = resourceType(ctx.params.str('resourcetype')!);
+    const tags = ctx.params.map('tags') ?? [];
+    for (const t of tags) {
+      if (!t.key || t.key.trim() === '') throw paramError('Tag key cannot be empty');
+      if (t.value === undefined || t.value === '') throw paramError(`Value for the key ${t.key} is either null or empty`);
+    }
+    const ids = ctx.params.list('resourceids') ?? [];
+    if (ids.length === 0) throw paramError('Unable to execute API command createtags due to missing parameter resourceids');
+    for (const uuid of ids) {
+      const res = await resolveResource(ctx, type, uuid);
+      await ctx.access.checkAccess(res.accountId, res.domainId);
+      for (const t of tags) {
+        const dup = await ctx.db.selectFrom('tags').select('id').where('resource_type', '=', type).where('resource_id', '=', res.id).where('key', '=', t.key!).executeTakeFirst();
+        if (dup) throw paramError(`tag ${t.key} already on ${type} with id ${res.uuid}`);
+        await ctx.db.insertInto('tags').values({
+          uuid: randomUUID(), resource_type: type, resource_id: res.id, resource_uuid: res.uuid, key: t.key!, value: t.value!,
+          account_id: res.accountId, domain_id: res.domainId, customer: ctx.params.str('customer') ?? null, created: ctx.now,
+        }).execute();
+      }
+      ctx.event({ type: 'CREATE_TAGS', description: `creating tags on ${type} ${res.uuid}`, resourceType: type, resourceUuid: res.uuid, accountId: res.accountId, domainId: res.domainId });
+    }
+    return { success: true };
+  },
+};
+
+const deleteTags: CommandDef = {
+  name: 'deleteTags',
+  description: 'Deleting resource tag(s)',
+  since: '4.0.0',
+  async: true,
+  eventType: 'DELETE_TAGS',
+  responseObject: 'success',
+  describe: (p) => `deleting tags on ${p.str('resourcetype')} ${p.str('resourceids')}`,
+  params: [
+    { name: 'tags', type: 'map', description: 'Delete tags matching key/value pairs' },
+    { name: 'resourcetype', type: 'string', required: true, description: 'Delete tag by resource type' },
+    { name: 'resourceids', type: 'list', of: 'string', required: true, description: 'Delete tags for resource id(s)' },
+  ],
+  async handle(ctx) {
+    const type = resourceType(ctx.params.str('resourcetype')!);
+    const filters = ctx.params.map('tags');
+    let deleted = 0;
+    for (const uuid of ctx.params.list('resourceids') ?? []) {
+      const res = await resolveResource(ctx, type, uuid);
+      await ctx.access.checkAccess(res.accountId, res.domainId);
+      const rows = await ctx.db.selectFrom('tags').select(['id', 'key', 'value']).where('resource_type', '=', type).where('resource_id', '=', res.id).execute();
+      const victims = rows.filter((r) => !filters || filters.some((f) => f.key === r.key && (f.value === undefined || f.value === r.value)));
+      if (victims.length) await ctx.db.deleteFrom('tags').where('id', 'in', victims.map((v) => v.id)).execute();
+      deleted += victims.length;
+      ctx.event({ type: 'DELETE_TAGS', description: `deleting tags on ${type} ${res.uuid}`, resourceType: type, resourceUuid: res.uuid, accountId: res.accountId, domainId: res.domainId });
+    }
+    if (deleted === 0) throw paramError('Unable to find any tags which conform to specified delete parameters.');
+    return { success: true };
+  },
+};
+
+const listTags: CommandDef = {
+  name: 'listTags',
+  description: 'List resource tag(s)',
+  since: '4.0.0',
+  responseObject: 'tag',
+  params: [
+    { name: 'resourcetype', type: 'string', description: 'list by resource type' },
+    { name: 'resourceid', type: 'string', description: 'list by resource id' },
+    { name: 'key', type: 'string', description: 'list by key' },
+    { name: 'value', type: 'string', description: 'list by value' },
+    { name: 'customer', type: 'string', description: 'list by customer name' },
+    ...ACL_LIST_PARAMS, ...LIST_PARAMS,
+  ],
+  async handle(ctx) {
+    const p = ctx.params;
+    const pg = paging(p);
+    const scope = await ctx.access.listScope(p);
+    let q = ctx.db.selectFrom('tags').selectAll();
+    if (scope.accountIds) q = q.where('account_id', 'in', scope.accountIds.length ? scope.accountIds : [-1]);
+    if (scope.domainIds) q = q.where('domain_id', 'in', scope.domainIds.length ? scope.domainIds : [-1]);
+    const rt = p.str('resourcetype'); if (rt) q = q.where('resource_type', '=', resourceType(rt));
+    const rid = p.str('resourceid'); if (rid) q = q.where('resource_uuid', '=', rid);
+    const key = p.str('key'); if (key) q = q.where('key', '=', key);
+    const value = p.str('value'); if (value) q = q.where('value', '=', value);
+    const cust = p.str('customer'); if (cust) q = q.where('customer', '=', cust);
+    const kw = p.str('keyword');
+    if (kw) q = q.where((eb) => eb.or([containsCi('key', kw), containsCi('value', kw)]));
+    const rows = await q.orderBy('id').execute();
+    const page = pg.limit === null ? rows.slice(pg.offset) : rows.slice(pg.offset, pg.offset + pg.limit);
+    const owners = await ownerInfo(ctx.db, page.map((r) => r.account_id));
+    return {
+      list: 'tag', count: rows.length,
+      items: page.map((t) => {
+        const o = owners.get(t.account_id);
+        return { key: t.key, value: t.value, resourcetype: t.resource_type, resourceid: t.resource_uuid, account: o?.account, domainid: o?.domainid, domain: o?.domain, domainpath: o?.domainpath, ...(t.customer ? { customer: t.customer } : {}) };
+      }),
+    };
+  },
+};
+
+export const tagCommands: CommandDef[] = [createTags, deleteTags, listTags];

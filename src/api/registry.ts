@@ -1,0 +1,26 @@
+// Every API command the server knows. Command modules export arrays of CommandDefs.
+import type { CommandDef } from './command.js';
+import { inventoryCommands } from './commands/inventory/index.js';
+import { asyncJobCommands } from './commands/asyncjobs.js';
+import { makeListApis } from './commands/apis.js';
+import { accountCommands } from './commands/accounts.js';
+import { securityGroupCommands } from './commands/securitygroups.js';
+import { tagCommands } from './commands/tags.js';
+import { eventCommands } from './commands/events.js';
+
+let cached: CommandDef[] | undefined;
+
+export function allCommands(): CommandDef[] {
+  if (cached) return cached;
+  const own: CommandDef[] = [...accountCommands, ...securityGroupCommands, ...tagCommands, ...eventCommands, ...asyncJobCommands];
+  const list: CommandDef[] = [...own, ...inventoryCommands];
+  list.push(makeListApis(() => list));
+  const seen = new Set<string>();
+  for (const c of list) {
+    const k = c.name.toLowerCase();
+    if (seen.has(k)) throw new Error(`duplicate API command ${c.name}`);
+    seen.add(k);
+  }
+  cached = list;
+  return list;
+}

@@ -1,0 +1,293 @@
+// Per-host desired state, kept compiled in memory and advanced by deltas with a revision per host.
+// Pure logic over the CloudState and the compiler: no I/O here.
+import type { Change } from '../model/changes.js';
+import type { Family } from '../model/types.js';
+import type { AddressSet, HostDesiredState, VmPolicy } from '../policy/ir.js';
+import type { CloudState } from '../policy/state.js';
+import { analyzeChange, compileAddressSet, compileVm } from '../policy/api.js';
+import { nicPolicies } from '../policy/compile.js';
+import { sha256Hex } from '../policy/hash.js';
+
+/** The rule part of a compiled policy, shared by VMs with the same groups within one pass. */
+interface Template { v4: VmPolicy['v4']; v6: VmPolicy['v6']; json4: string; json6: string }
+export type CompileMemo = Map<string, Template>;
+
+/**
+ * compileVm, but VMs with the same groups share the (expensive) rule compilation: only the NICs and
+ * the hash are per VM. The result equals compileVm's (same fields, same canonical JSON, same hash);
+ * test/agent/fleet.test.ts checks that.
+ */
+export function compileShared(state: CloudState, vmId: number, memo: CompileMemo): VmPolicy {
+  const key = [...new Set(state.groupsByVm.get(vmId) ?? [])].sort((a, b) => a - b).join(',');
+  const t = memo.get(key);
+  if (!t) {
+    const p = compileVm(state, vmId);
+    memo.set(key, { v4: p.v4, v6: p.v6, json4: JSON.stringify(p.v4), json6: JSON.stringify(p.v6) });
+    return p;
+  }
+  const vm = state.vms.get(vmId);
+  if (!vm) throw new Error(`compileVm: unknown VM id ${vmId}`);
+  const nics = nicPolicies(state, vmId);
+  const json = `{"vmId":${JSON.stringify(vm.uuid)},"instanceName":${JSON.stringify(vm.instanceName)},"nics":${JSON.stringify(nics)},"v4":${t.json4},"v6":${t.json6}}`;
+  return { vmId: vm.uuid, instanceName: vm.instanceName, nics, v4: t.v4, v6: t.v6, hash: sha256Hex(json) };
+}
+
+/** VM states in which a VM's rules are on its host: from before it runs until it is gone. */
+export const PLACED_STATES = new Set(['Starting', 'Running', 'Stopping', 'Migrating']);
+
+/** How many removals a host remembers for resync-by-delta before it falls back to a snapshot. */
+const TOMBSTONE_LIMIT = 2000;
+
+export interface Delta {
+  fromRevision: number;
+  revision: number;
+  upsertVms: VmPolicy[];
+  removeVms: string[];
+  upsertSets: AddressSet[];
+  removeSets: string[];
+}
+
+export interface HostEntry {
+  id: number;
+  uuid: string;
+  name: string;
+  tokenHash: string;
+  revision: number;
+  /** Oldest revision from which a delta can be computed (older: snapshot). */
+  floor: number;
+  /** What this host was last given: per VM uuid / set id, the object and the revision it changed at. */
+  vms: Map<string, { vmId: number; policy: VmPolicy; rev: number }>;
+  sets: Map<string, { set: AddressSet; rev: number }>;
+  tombVms: Map<string, number>;
+  tombSets: Map<string, number>;
+  /** Revision the agent last acknowledged (this run). */
+  acked: number;
+  /** VMs taken off this host, by internal id → revision of the removal (until acked). */
+  removals: Map<number, number>;
+}
+
+export function setsOf(p: VmPolicy): string[] {
+  const out = new Set<string>();
+  for (const fam of [p.v4, p.v6]) for (const r of [...fam.ingress, ...fam.egress]) for (const s of r.sets) out.add(s);
+  return [...out];
+}
+
+const SET_ID = /^sg(\d+)v([46])$/;
+export function parseSetId(id: string): { groupId: number; family: Family } | null {
+  const m = SET_ID.exec(id);
+  return m ? { groupId: Number(m[1]), family: Number(m[2]) as Family } : null;
+}
+
+function sameMembers(a: AddressSet, b: AddressSet): boolean {
+  if (a === b) return true;
+  if (a.members.length !== b.members.length) return false;
+  for (let i = 0; i < a.members.length; i++) if (a.members[i] !== b.members[i]) return false;
+  return true;
+}
+
+export class Fleet {
+  readonly hosts = new Map<number, HostEntry>();
+  /** Compiled policy of every placed VM. */
+  readonly policies = new Map<number, VmPolicy>();
+  /** Placed VM → its host; host → its placed VMs. */
+  readonly vmHost = new Map<number, number>();
+  readonly hostVms = new Map<number, Set<number>>();
+  /** Compiled sets referenced by at least one placed VM, and which hosts reference them (refcount). */
+  readonly sets = new Map<string, AddressSet>();
+  readonly setHosts = new Map<string, Map<number, number>>();
+  analyzeFailures = 0;
+  /** VM → number of hosts that have not yet acked its removal. */
+  readonly pendingRemovals = new Map<number, number>();
+  /** Compilation failures since the caller last drained them (logged by the control plane). */
+  compileErrors: { vmId: number; error: string }[] = [];
+
+  constructor(public state: CloudState) {}
+
+  addHost(h: { id: number; uuid: string; name: string; tokenHash: string; revision: number }): HostEntry {
+    const e: HostEntry = { ...h, floor: h.revision, vms: new Map(), sets: new Map(), tombVms: new Map(), tombSets: new Map(), acked: -1, removals: new Map() };
+    this.hosts.set(h.id, e);
+    return e;
+  }
+
+  private placedHost(vmId: number): number | null {
+    const vm = this.state.vms.get(vmId);
+    if (!vm || vm.hostId === null || !PLACED_STATES.has(vm.state)) return null;
+    return vm.hostId;
+  }
+
+  private ref(setId: string, hostId: number, d: 1 | -1): void {
+    let m = this.setHosts.get(setId);
+    if (!m) { m = new Map(); this.setHosts.set(setId, m); }
+    const n = (m.get(hostId) ?? 0) + d;
+    if (n > 0) m.set(hostId, n); else m.delete(hostId);
+    if (m.size === 0) this.setHosts.delete(setId);
+  }
+
+  /** Recompile one VM; returns the hosts whose desired state it touches. */
+  private recompileVm(vmId: number, dirty: Set<number>, newSets: Set<string>, memo: CompileMemo): void {
+    const oldHost = this.vmHost.get(vmId) ?? null;
+    const oldPolicy = this.policies.get(vmId);
+    const host = this.placedHost(vmId);
+    let policy: VmPolicy | null = null;
+    if (host !== null) {
+      // A VM that cannot be compiled keeps the rules it has (never unprotected because of a bug).
+      try { policy = compileShared(this.state, vmId, memo); } catch (e) { this.compileErrors.push({ vmId, error: e instanceof Error ? e.message : String(e) }); return; }
+    }
+    if (oldHost !== null && oldPolicy) for (const s of setsOf(oldPolicy)) this.ref(s, oldHost, -1);
+    if (oldHost !== null) { this.hostVms.get(oldHost)?.delete(vmId); dirty.add(oldHost); }
+    this.vmHost.delete(vmId);
+    this.policies.delete(vmId);
+    if (host === null || policy === null) return;
+    this.policies.set(vmId, policy);
+    this.vmHost.set(vmId, host);
+    let hv = this.hostVms.get(host);
+    if (!hv) { hv = new Set(); this.hostVms.set(host, hv); }
+    hv.add(vmId);
+    for (const s of setsOf(policy)) { this.ref(s, host, 1); if (!this.sets.has(s)) newSets.add(s); }
+    dirty.add(host);
+  }
+
+  private recompileSet(id: string, dirty: Set<number>): void {
+    const refs = this.setHosts.get(id);
+    if (!refs) { this.sets.delete(id); return; }
+    const p = parseSetId(id);
+    if (!p) return;
+    const next = compileAddressSet(this.state, p.groupId, p.family);
+    const prev = this.sets.get(id);
+    if (prev && sameMembers(prev, next)) return;
+    this.sets.set(id, next);
+    for (const h of refs.keys()) dirty.add(h);
+  }
+
+  /** Everything from scratch (start-up). */
+  buildAll(): Set<number> {
+    const dirty = new Set<number>(this.hosts.keys());
+    const newSets = new Set<string>();
+    const memo: CompileMemo = new Map();
+    for (const vmId of this.state.vms.keys()) if (this.placedHost(vmId) !== null) this.recompileVm(vmId, dirty, newSets, memo);
+    for (const id of this.setHosts.keys()) this.recompileSet(id, dirty);
+    return dirty;
+  }
+
+  /** Impact of a batch: the compiler's analysis, widened by what the reload itself touched. */
+  impact(changes: Change[], before: CloudState, touchedVms: Iterable<number>, touchedGroups: Iterable<number>): { vms: Set<number>; sets: Set<string>; hosts: Set<number> } {
+    const vms = new Set<number>();
+    const sets = new Set<string>();
+    const hosts = new Set<number>();
+    for (const c of changes) {
+      try {
+        const i = analyzeChange(this.state, c, before);
+        i.vms.forEach((v) => vms.add(v)); i.sets.forEach((s) => sets.add(s)); i.hosts.forEach((h) => hosts.add(h));
+      } catch { this.analyzeFailures++; }
+      if (c.kind === 'placement') { if (c.fromHostId !== null) hosts.add(c.fromHostId); if (c.toHostId !== null) hosts.add(c.toHostId); }
+    }
+    const groupSets = (g: number) => { sets.add(`sg${g}v4`); sets.add(`sg${g}v6`); };
+    for (const v of touchedVms) {
+      vms.add(v);
+      for (const g of before.groupsByVm.get(v) ?? []) groupSets(g);
+      for (const g of this.state.groupsByVm.get(v) ?? []) groupSets(g);
+    }
+    for (const g of touchedGroups) {
+      groupSets(g);
+      for (const v of before.membersByGroup.get(g) ?? []) vms.add(v);
+      for (const v of this.state.membersByGroup.get(g) ?? []) vms.add(v);
+    }
+    return { vms, sets, hosts };
+  }
+
+  /** Recompile the impacted VMs and sets; returns the hosts whose desired state may have changed. */
+  recompile(impact: { vms: Set<number>; sets: Set<string>; hosts: Set<number> }): Set<number> {
+    const dirty = new Set<number>(impact.hosts);
+    const newSets = new Set<string>();
+    const memo: CompileMemo = new Map();
+    for (const v of impact.vms) this.recompileVm(v, dirty, newSets, memo);
+    for (const s of new Set([...impact.sets, ...newSets])) this.recompileSet(s, dirty);
+    // Sets nobody references any more leave the cache.
+    for (const s of impact.sets) if (!this.setHosts.has(s)) this.sets.delete(s);
+    return dirty;
+  }
+
+  /** Desired content of a host right now. */
+  private desired(hostId: number): { vms: Map<string, { vmId: number; policy: VmPolicy }>; sets: Map<string, AddressSet> } {
+    const vms = new Map<string, { vmId: number; policy: VmPolicy }>();
+    const sets = new Map<string, AddressSet>();
+    for (const vmId of this.hostVms.get(hostId) ?? []) {
+      const policy = this.policies.get(vmId);
+      if (!policy) continue;
+      vms.set(policy.vmId, { vmId, policy });
+      for (const s of setsOf(policy)) { const set = this.sets.get(s); if (set) sets.set(s, set); }
+    }
+    return { vms, sets };
+  }
+
+  /** Bring a host's given state up to date; returns the delta (null if nothing changed). */
+  advance(hostId: number): Delta | null {
+    const h = this.hosts.get(hostId);
+    if (!h) return null;
+    const want = this.desired(hostId);
+    const upsertVms: VmPolicy[] = [];
+    const removeVms: string[] = [];
+    const upsertSets: AddressSet[] = [];
+    const removeSets: string[] = [];
+    for (const [uuid, w] of want.vms) { const cur = h.vms.get(uuid); if (!cur || cur.policy.hash !== w.policy.hash) upsertVms.push(w.policy); }
+    for (const uuid of h.vms.keys()) if (!want.vms.has(uuid)) removeVms.push(uuid);
+    for (const [id, s] of want.sets) { const cur = h.sets.get(id); if (!cur || !sameMembers(cur.set, s)) upsertSets.push(s); }
+    for (const id of h.sets.keys()) if (!want.sets.has(id)) removeSets.push(id);
+    if (!upsertVms.length && !removeVms.length && !upsertSets.length && !removeSets.length) return null;
+    const from = h.revision;
+    const rev = ++h.revision;
+    for (const p of upsertVms) {
+      const vmId = want.vms.get(p.vmId)!.vmId;
+      h.vms.set(p.vmId, { vmId, policy: p, rev });
+      h.tombVms.delete(p.vmId);
+      this.clearRemoval(h, vmId);
+    }
+    for (const u of removeVms) {
+      const vmId = h.vms.get(u)!.vmId;
+      if (!h.removals.has(vmId)) this.pendingRemovals.set(vmId, (this.pendingRemovals.get(vmId) ?? 0) + 1);
+      h.removals.set(vmId, rev);
+      h.vms.delete(u);
+      h.tombVms.set(u, rev);
+    }
+    for (const s of upsertSets) { h.sets.set(s.id, { set: s, rev }); h.tombSets.delete(s.id); }
+    for (const id of removeSets) { h.sets.delete(id); h.tombSets.set(id, rev); }
+    this.pruneTombs(h);
+    upsertVms.sort((a, b) => (a.vmId < b.vmId ? -1 : a.vmId > b.vmId ? 1 : 0));
+    upsertSets.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return { fromRevision: from, revision: rev, upsertVms, removeVms: removeVms.sort(), upsertSets, removeSets: removeSets.sort() };
+  }
+
+  /** The host no longer owes an ack for removing this VM. */
+  clearRemoval(h: HostEntry, vmId: number): void {
+    if (!h.removals.delete(vmId)) return;
+    const n = (this.pendingRemovals.get(vmId) ?? 1) - 1;
+    if (n > 0) this.pendingRemovals.set(vmId, n); else this.pendingRemovals.delete(vmId);
+  }
+
+  private pruneTombs(h: HostEntry): void {
+    for (const tombs of [h.tombVms, h.tombSets]) {
+      if (tombs.size <= TOMBSTONE_LIMIT) continue;
+      // Drop the oldest half; agents older than the newest dropped revision get a snapshot.
+      const sorted = [...tombs.entries()].sort((a, b) => a[1] - b[1]);
+      for (const [k, rev] of sorted.slice(0, sorted.length / 2)) { tombs.delete(k); h.floor = Math.max(h.floor, rev); }
+    }
+  }
+
+  snapshot(hostId: number): HostDesiredState {
+    const h = this.hosts.get(hostId)!;
+    const vms = [...h.vms.values()].map((v) => v.policy).sort((a, b) => (a.vmId < b.vmId ? -1 : a.vmId > b.vmId ? 1 : 0));
+    const sets = [...h.sets.values()].map((s) => s.set).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return { hostId: h.uuid, revision: h.revision, vms, sets };
+  }
+
+  /** What an agent holding `revision` needs: a delta, or null when only a snapshot will do. */
+  since(hostId: number, revision: number | null): Delta | null {
+    const h = this.hosts.get(hostId)!;
+    if (revision === null || revision < h.floor || revision > h.revision) return null;
+    const upsertVms = [...h.vms.values()].filter((v) => v.rev > revision).map((v) => v.policy);
+    const removeVms = [...h.tombVms.entries()].filter(([, r]) => r > revision).map(([u]) => u);
+    const upsertSets = [...h.sets.values()].filter((s) => s.rev > revision).map((s) => s.set);
+    const removeSets = [...h.tombSets.entries()].filter(([, r]) => r > revision).map(([u]) => u);
+    return { fromRevision: revision, revision: h.revision, upsertVms, removeVms, upsertSets, removeSets };
+  }
+}

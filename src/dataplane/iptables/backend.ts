@@ -1,0 +1,115 @@
+// The iptables backend: iptables + ip6tables + ipset + ebtables, one restore transaction per tool.
+import type { ApplyResult, Dataplane, DataplaneInput, Observation } from '../backend.js';
+import { DataplaneError } from '../backend.js';
+import { type Runner, createRunner, must } from '../exec.js';
+import { type KState, drift, expectedState, parseEbSave, parseIpsetSave, parseIptSave, plan, planIsEmpty } from './kernel.js';
+import { type Rendered, render } from './render.js';
+import type { Program } from './program.js';
+
+export interface IptablesOptions { runner?: Runner; netns?: string | null }
+
+const EMPTY_INPUT: DataplaneInput = { state: { hostId: '', revision: 0, vms: [], sets: [] }, ports: { nics: {}, bridges: {} } };
+
+export class IptablesDataplane implements Dataplane {
+  readonly name = 'iptables';
+  readonly runner: Runner;
+  /** What the kernel holds as far as we know (after our last write or read); null = read it first. */
+  private known: KState | null = null;
+  /** apply/observe/teardown run one at a time (they share `known` and the kernel). */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(f, f);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  constructor(opts: IptablesOptions = {}) {
+    this.runner = opts.runner ?? createRunner({ netns: opts.netns ?? null });
+  }
+
+  render(input: DataplaneInput): Rendered { return render(input); }
+
+  /** Read Palisade's part of the kernel (four tools; the slow path, used on start, by observe and teardown). */
+  async read(): Promise<KState> {
+    const [v4, v6, sets, eb] = await Promise.all([
+      must(this.runner, 'iptables-save', 'iptables-save', []),
+      must(this.runner, 'ip6tables-save', 'ip6tables-save', []),
+      must(this.runner, 'ipset save', 'ipset', ['save']),
+      must(this.runner, 'ebtables-save', 'ebtables-save', []),
+    ]);
+    return { ipt: { 4: parseIptSave(v4), 6: parseIptSave(v6) }, sets: parseIpsetSave(sets), eb: parseEbSave(eb) };
+  }
+
+  /** Forget the cached kernel view (the next apply reads the kernel). */
+  invalidate(): void { this.known = null; }
+
+  apply(input: DataplaneInput): Promise<ApplyResult> { return this.serial(() => this.applyNow(input)); }
+
+  private async applyNow(input: DataplaneInput): Promise<ApplyResult> {
+    const rendered = render(input);
+    const vms: ApplyResult['vms'] = {};
+    for (const vm of input.state.vms) {
+      const err = rendered.vmErrors[vm.vmId];
+      vms[vm.vmId] = err ? { ok: false, error: err } : { ok: true };
+    }
+    const { changed, steps } = await this.write(rendered.program);
+    return { changed, vms, steps };
+  }
+
+  private async write(program: Program): Promise<{ changed: boolean; steps: ApplyResult['steps'] }> {
+    const steps: ApplyResult['steps'] = [];
+    const kernel = this.known ?? (await this.read());
+    const pl = plan(program, kernel);
+    if (planIsEmpty(pl)) { this.known = kernel; return { changed: false, steps }; }
+    const step = async (name: string, tool: string, args: string[], text: string) => {
+      if (!text) return;
+      const t0 = performance.now();
+      try {
+        await must(this.runner, name, tool, args, text);
+      } catch (e) {
+        this.known = null; // partially written: re-read before the next attempt
+        if (e instanceof DataplaneError) throw new DataplaneError(e.step, `${e.stderr.trim()}\n--- input ---\n${excerpt(text, e.stderr)}`);
+        throw e;
+      }
+      steps.push({ tool: name, ms: +(performance.now() - t0).toFixed(2) });
+    };
+    // Sets first (rules reference them), ebtables (MAC/ARP pins) before the IP chains that open traffic,
+    // and set destruction last (after the rules that referenced them are gone).
+    await step('ipset restore', 'ipset', ['restore'], pl.ipsetPre);
+    await step('ebtables-restore', 'ebtables-restore', ['--noflush'], pl.ebtables);
+    await step('iptables-restore', 'iptables-restore', ['--noflush'], pl.iptables[4]);
+    await step('ip6tables-restore', 'ip6tables-restore', ['--noflush'], pl.iptables[6]);
+    await step('ipset destroy', 'ipset', ['restore'], pl.ipsetPost);
+    this.known = expectedState(program);
+    return { changed: true, steps };
+  }
+
+  observe(input: DataplaneInput): Promise<Observation> {
+    return this.serial(async () => {
+      const kernel = await this.read();
+      this.known = kernel; // the next apply repairs from what is really there
+      return { drift: drift(render(input).program, kernel) };
+    });
+  }
+
+  teardown(): Promise<void> {
+    return this.serial(async () => {
+      this.known = null;
+      await this.write(render(EMPTY_INPUT).program);
+    });
+  }
+}
+
+/** The restore input around the line a tool complained about (restore tools name the line number). */
+function excerpt(text: string, stderr: string): string {
+  const lines = text.split('\n');
+  const m = /line:? (\d+)/i.exec(stderr);
+  if (!m) return lines.slice(0, 20).join('\n');
+  const n = Number(m[1]);
+  return lines.slice(Math.max(0, n - 3), n + 2).map((l, i) => `${Math.max(1, n - 2) + i}: ${l}`).join('\n');
+}
+
+export function createIptablesDataplane(opts: IptablesOptions = {}): IptablesDataplane {
+  return new IptablesDataplane(opts);
+}

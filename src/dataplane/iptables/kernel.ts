@@ -1,0 +1,275 @@
+// What Palisade owns in the kernel, as read back (parsers of *-save output) or as expected after a
+// write (from the program), and the diff between that and a desired program. Pure.
+import type { DriftItem } from '../backend.js';
+import { EB_FWD, EB_POST, EB_PRE } from './names.js';
+import {
+  type EbProgram, type EbTable, EB_TABLES, type Fam, type IptChain, type IptHook, type IptProgram, type Program, type SetDef, type Table,
+  TABLES, hookLine, ruleLine, setCreateLine,
+} from './program.js';
+
+export interface KChain { name: string; owned: boolean; ids: string[]; hash: string | null }
+export interface KHook { chain: string; id: string; line: string }
+export interface KTable { chains: Map<string, KChain>; hooks: KHook[] }
+export interface KSet { family: string; owned: boolean; members: Set<string> }
+/** ebtables chains keyed `<table>/<chain>`; hooks are the jumps from built-in chains to Palisade's roots. */
+export interface KEb { chains: Map<string, string[]>; hooks: { table: EbTable; chain: string; line: string }[] }
+const EB_ROOTS: Record<EbTable, string[]> = { nat: [EB_PRE, EB_POST], filter: [EB_FWD] };
+const ebKey = (t: string, c: string) => `${t}/${c}`;
+export interface KState { ipt: Record<Fam, Record<Table, KTable>>; sets: Map<string, KSet>; eb: KEb }
+
+const BUILTIN = new Set(['INPUT', 'FORWARD', 'OUTPUT', 'PREROUTING', 'POSTROUTING']);
+const COMMENT = /--comment\s+(?:"([^"]*)"|(\S+))/;
+
+function emptyTable(): KTable { return { chains: new Map(), hooks: [] }; }
+
+/** Parse `iptables-save` output (all tables) into Palisade's view: owned chains and hooks. */
+export function parseIptSave(text: string): Record<Table, KTable> {
+  const out: Record<Table, KTable> = { filter: emptyTable(), raw: emptyTable(), mangle: emptyTable() };
+  let cur: KTable | null = null;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('*')) { const t = line.slice(1).trim() as Table; cur = TABLES.includes(t) ? out[t] : null; continue; }
+    if (!cur) continue;
+    if (line.startsWith(':')) {
+      const name = line.slice(1).split(' ')[0];
+      if (!BUILTIN.has(name)) cur.chains.set(name, { name, owned: false, ids: [], hash: null });
+      continue;
+    }
+    if (!line.startsWith('-A ')) continue;
+    const chain = line.slice(3).split(' ')[0];
+    const m = COMMENT.exec(line);
+    const comment = m ? (m[1] ?? m[2]) : '';
+    if (!comment.startsWith('pal:')) continue;
+    const [idPart, hashPart] = comment.slice(4).split(' #');
+    if (BUILTIN.has(chain)) { cur.hooks.push({ chain, id: idPart, line }); continue; }
+    const c = cur.chains.get(chain) ?? { name: chain, owned: false, ids: [], hash: null };
+    cur.chains.set(chain, c);
+    c.owned = true;
+    if (c.ids.length === 0 && hashPart) c.hash = hashPart;
+    c.ids.push(idPart);
+  }
+  return out;
+}
+
+const OWNED_SET = /^(pal-|palisade-|i-)/;
+
+/** Parse `ipset save`. Palisade's sets carry the `comment` extension and one of its name prefixes. */
+export function parseIpsetSave(text: string): Map<string, KSet> {
+  const sets = new Map<string, KSet>();
+  for (const line of text.split('\n')) {
+    const w = line.trim().split(/\s+/);
+    if (w[0] === 'create') {
+      const fi = w.indexOf('family');
+      sets.set(w[1], { family: fi > 0 ? w[fi + 1] : 'inet', owned: OWNED_SET.test(w[1]) && w.includes('comment'), members: new Set() });
+    } else if (w[0] === 'add') sets.get(w[1])?.members.add(w.slice(2).join(' '));
+  }
+  return sets;
+}
+
+/** ebtables rule text as read back (render emits ebtables-save's canonical form, so only spacing varies). */
+export function ebNorm(rule: string): string {
+  return rule.trim().replace(/\s+/g, ' ');
+}
+
+/** Parse `ebtables-save`: Palisade's chains are its roots (PALISADE-PRE/POST, PALISADE-FWD) and what they reach. */
+export function parseEbSave(text: string): KEb {
+  const chains = new Map<string, string[]>();
+  const hooks: KEb['hooks'] = [];
+  for (const t of EB_TABLES) {
+    const all = new Map<string, string[]>();
+    const builtin: { chain: string; line: string }[] = [];
+    let inT = false;
+    for (const line of text.split('\n')) {
+      if (line.startsWith('*')) { inT = line.trim() === `*${t}`; continue; }
+      if (!inT) continue;
+      if (line.startsWith(':')) { const n = line.slice(1).split(' ')[0]; if (!BUILTIN.has(n)) all.set(n, []); continue; }
+      if (!line.startsWith('-A ')) continue;
+      const rest = line.slice(3);
+      const sp = rest.indexOf(' ');
+      const chain = rest.slice(0, sp);
+      const rule = ebNorm(rest.slice(sp + 1));
+      if (BUILTIN.has(chain)) builtin.push({ chain, line: rule });
+      else (all.get(chain) ?? all.set(chain, []).get(chain)!).push(rule);
+    }
+    const roots = EB_ROOTS[t];
+    const queue = roots.filter((c) => all.has(c));
+    const seen = new Set<string>();
+    while (queue.length) {
+      const c = queue.shift()!;
+      if (seen.has(c)) continue;
+      seen.add(c);
+      const rules = all.get(c)!;
+      chains.set(ebKey(t, c), rules);
+      for (const r of rules) {
+        const m = /-j (\S+)$/.exec(r);
+        if (m && all.has(m[1]) && !seen.has(m[1])) queue.push(m[1]);
+      }
+    }
+    for (const h of builtin) if (roots.some((r) => h.line === `-j ${r}`)) hooks.push({ table: t, ...h });
+  }
+  return { chains, hooks };
+}
+
+/** The kernel state right after `program` was written (the cache between reads). */
+export function expectedState(p: Program): KState {
+  const ipt = {} as Record<Fam, Record<Table, KTable>>;
+  for (const f of [4, 6] as Fam[]) {
+    const prog = f === 4 ? p.v4 : p.v6;
+    ipt[f] = { filter: emptyTable(), raw: emptyTable(), mangle: emptyTable() };
+    for (const c of prog.chains) ipt[f][c.table].chains.set(c.name, { name: c.name, owned: true, ids: c.rules.map((r) => r.id), hash: c.hash });
+    for (const h of prog.hooks) ipt[f][h.table].hooks.push({ chain: h.chain, id: h.id, line: hookLine('-I', h).replace(/^-I (\S+) 1 /, '-A $1 ') });
+  }
+  const sets = new Map<string, KSet>();
+  for (const s of p.sets) sets.set(s.name, { family: s.family, owned: true, members: new Set(s.members) });
+  const eb: KEb = {
+    chains: new Map(p.eb.chains.map((c) => [ebKey(c.table, c.name), c.rules])),
+    hooks: p.eb.hooks.map((h) => ({ table: h.table, chain: h.chain, line: h.spec })),
+  };
+  return { ipt, sets, eb };
+}
+
+/** Restore texts that turn `k` into `p`; empty strings where a tool has nothing to do. */
+export interface Plan { ipsetPre: string; ebtables: string; iptables: Record<Fam, string>; ipsetPost: string }
+
+export function planIsEmpty(pl: Plan): boolean {
+  return !pl.ipsetPre && !pl.ebtables && !pl.iptables[4] && !pl.iptables[6] && !pl.ipsetPost;
+}
+
+function sameChain(c: IptChain, k: KChain | undefined): boolean {
+  return !!k && k.owned && k.hash === c.hash && k.ids.length === c.rules.length && k.ids.every((id, i) => id === c.rules[i].id);
+}
+
+function iptPlan(prog: IptProgram, k: Record<Table, KTable>): string {
+  const out: string[] = [];
+  for (const table of TABLES) {
+    const kt = k[table];
+    const want = prog.chains.filter((c) => c.table === table);
+    const wantNames = new Set(want.map((c) => c.name));
+    const write = want.filter((c) => !sameChain(c, kt.chains.get(c.name)));
+    const del = [...kt.chains.values()].filter((c) => c.owned && !wantNames.has(c.name)).map((c) => c.name);
+    const hooks = prog.hooks.filter((h) => h.table === table);
+    const wantIds = new Set(hooks.map((h) => h.id));
+    const seen = new Set<string>();
+    const hookDel: string[] = [];
+    for (const h of kt.hooks) {
+      if (!wantIds.has(h.id) || seen.has(h.id)) hookDel.push(h.line.replace(/^-A /, '-D '));
+      seen.add(h.id);
+    }
+    const hookAdd: IptHook[] = hooks.filter((h) => !seen.has(h.id));
+    if (!write.length && !del.length && !hookDel.length && !hookAdd.length) continue;
+    out.push(`*${table}`);
+    // Declaring a chain flushes it inside this transaction: no half-built chain is ever visible.
+    for (const c of write) out.push(`:${c.name} - [0:0]`);
+    for (const n of del) out.push(`:${n} - [0:0]`);
+    out.push(...hookDel);
+    for (const c of write) c.rules.forEach((r, i) => out.push(ruleLine(c, r, i)));
+    for (const h of [...hookAdd].reverse()) out.push(hookLine('-I', h));
+    for (const n of del) out.push(`-X ${n}`);
+    out.push('COMMIT');
+  }
+  return out.length ? out.join('\n') + '\n' : '';
+}
+
+function setPlan(sets: SetDef[], k: Map<string, KSet>): { pre: string; post: string } {
+  const pre: string[] = [];
+  const adds: string[] = [];
+  const want = new Set(sets.map((s) => s.name));
+  for (const s of sets) {
+    const ks = k.get(s.name);
+    if (!ks) {
+      pre.push(setCreateLine(s));
+      for (const m of s.members) adds.push(`add ${s.name} ${m} -exist`);
+      continue;
+    }
+    const wantM = new Set(s.members);
+    // Deletions first: an element whose skbmark changes is deleted by key, then added anew.
+    for (const m of ks.members) if (!wantM.has(m)) pre.push(`del ${s.name} ${m.split(' ')[0]} -exist`);
+    for (const m of s.members) if (!ks.members.has(m)) adds.push(`add ${s.name} ${m} -exist`);
+  }
+  pre.push(...adds);
+  const post = [...k.entries()].filter(([n, s]) => s.owned && !want.has(n)).map(([n]) => `destroy ${n}`);
+  return { pre: pre.length ? pre.join('\n') + '\n' : '', post: post.length ? post.join('\n') + '\n' : '' };
+}
+
+function ebPlan(eb: EbProgram, k: KEb): string {
+  const out: string[] = [];
+  for (const t of EB_TABLES) {
+    const want = eb.chains.filter((c) => c.table === t);
+    const write = want.filter((c) => {
+      const kc = k.chains.get(ebKey(t, c.name));
+      return !kc || kc.length !== c.rules.length || kc.some((r, i) => r !== c.rules[i]);
+    });
+    const wantNames = new Set(want.map((c) => c.name));
+    const del = [...k.chains.keys()].filter((key) => key.startsWith(`${t}/`)).map((key) => key.slice(t.length + 1)).filter((n) => !wantNames.has(n));
+    const wantHooks = eb.hooks.filter((h) => h.table === t).map((h) => ({ chain: h.chain, line: h.spec }));
+    const have = k.hooks.filter((h) => h.table === t);
+    const hookAdd = wantHooks.filter((h) => !have.some((x) => x.chain === h.chain && x.line === h.line));
+    const hookDel: string[] = [];
+    const seen = new Set<string>();
+    for (const h of have) {
+      const key = `${h.chain} ${h.line}`;
+      if (!wantHooks.some((x) => x.chain === h.chain && x.line === h.line) || seen.has(key)) hookDel.push(`-D ${h.chain} ${h.line}`);
+      seen.add(key);
+    }
+    if (!write.length && !del.length && !hookAdd.length && !hookDel.length) continue;
+    out.push(`*${t}`);
+    for (const c of write) out.push(`:${c.name} ACCEPT`);
+    for (const n of del) out.push(`:${n} ACCEPT`);
+    out.push(...hookDel);
+    for (const c of write) for (const r of c.rules) out.push(`-A ${c.name} ${r}`);
+    for (const h of hookAdd) out.push(`-I ${h.chain} 1 ${h.line}`);
+    for (const n of del) out.push(`-X ${n}`);
+  }
+  return out.length ? out.join('\n') + '\n' : '';
+}
+
+export function plan(p: Program, k: KState): Plan {
+  const s = setPlan(p.sets, k.sets);
+  return { ipsetPre: s.pre, ebtables: ebPlan(p.eb, k.eb), iptables: { 4: iptPlan(p.v4, k.ipt[4]), 6: iptPlan(p.v6, k.ipt[6]) }, ipsetPost: s.post };
+}
+
+/** What differs between the kernel and the program, for observe. */
+export function drift(p: Program, k: KState): DriftItem[] {
+  const out: DriftItem[] = [];
+  for (const f of [4, 6] as Fam[]) {
+    const prog = f === 4 ? p.v4 : p.v6;
+    const tool = f === 4 ? 'iptables' : 'ip6tables';
+    for (const table of TABLES) {
+      const kt = k.ipt[f][table];
+      const want = prog.chains.filter((c) => c.table === table);
+      for (const c of want) {
+        const kc = kt.chains.get(c.name);
+        if (!kc || !kc.owned) { out.push({ kind: 'missing', what: `${tool} ${table} chain ${c.name}` }); continue; }
+        const have = new Set(kc.ids);
+        const wantIds = new Set(c.rules.map((r) => r.id));
+        for (const r of c.rules) if (!have.has(r.id)) out.push({ kind: 'missing', what: `${tool} ${table} rule ${c.name} pal:${r.id}` });
+        for (const id of kc.ids) if (!wantIds.has(id)) out.push({ kind: 'unexpected', what: `${tool} ${table} rule ${c.name} pal:${id}` });
+        if (!sameChain(c, kc) && [...have].every((id) => wantIds.has(id)) && c.rules.every((r) => have.has(r.id))) {
+          out.push({ kind: 'changed', what: `${tool} ${table} chain ${c.name}` });
+        }
+      }
+      const names = new Set(want.map((c) => c.name));
+      for (const kc of kt.chains.values()) if (kc.owned && !names.has(kc.name)) out.push({ kind: 'unexpected', what: `${tool} ${table} chain ${kc.name}` });
+      const hooks = prog.hooks.filter((h) => h.table === table);
+      for (const h of hooks) if (!kt.hooks.some((x) => x.id === h.id)) out.push({ kind: 'missing', what: `${tool} ${table} ${h.chain} jump pal:${h.id}` });
+      for (const x of kt.hooks) if (!hooks.some((h) => h.id === x.id)) out.push({ kind: 'unexpected', what: `${tool} ${table} ${x.chain} jump pal:${x.id}` });
+    }
+  }
+  const want = new Map(p.sets.map((s) => [s.name, s]));
+  for (const s of p.sets) {
+    const ks = k.sets.get(s.name);
+    if (!ks) { out.push({ kind: 'missing', what: `ipset ${s.name}` }); continue; }
+    for (const m of s.members) if (!ks.members.has(m)) out.push({ kind: 'missing', what: `ipset ${s.name} element ${m}` });
+    const wm = new Set(s.members);
+    for (const m of ks.members) if (!wm.has(m)) out.push({ kind: 'unexpected', what: `ipset ${s.name} element ${m}` });
+  }
+  for (const [n, s] of k.sets) if (s.owned && !want.has(n)) out.push({ kind: 'unexpected', what: `ipset ${n}` });
+  for (const c of p.eb.chains) {
+    const kc = k.eb.chains.get(ebKey(c.table, c.name));
+    if (!kc) out.push({ kind: 'missing', what: `ebtables ${c.table} chain ${c.name}` });
+    else if (kc.length !== c.rules.length || kc.some((r, i) => r !== c.rules[i])) out.push({ kind: 'changed', what: `ebtables ${c.table} chain ${c.name}` });
+  }
+  const ebNames = new Set(p.eb.chains.map((c) => ebKey(c.table, c.name)));
+  for (const n of k.eb.chains.keys()) if (!ebNames.has(n)) out.push({ kind: 'unexpected', what: `ebtables ${n.replace('/', ' chain ')}` });
+  for (const h of p.eb.hooks) if (!k.eb.hooks.some((x) => x.table === h.table && x.chain === h.chain && x.line === h.spec)) out.push({ kind: 'missing', what: `ebtables ${h.table} ${h.chain} jump ${h.spec}` });
+  return out;
+}

@@ -1,0 +1,57 @@
+// Account, user and domain rows, shared by the first-start bootstrap and the account commands.
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Kysely, Transaction } from 'kysely';
+import type { Database } from '../schema.js';
+
+type Q = Transaction<Database> | Kysely<Database>;
+
+export const DEFAULT_GROUP_NAME = 'default';
+export const DEFAULT_GROUP_DESCRIPTION = 'Default Security Group';
+
+/** CloudStack-style API keys: 64 random bytes, base64url (86 characters). */
+export function newApiKey(): string { return randomBytes(64).toString('base64url'); }
+
+export async function insertDomain(db: Q, name: string, parent: { id: number; path: string } | null, now: string) {
+  const path = parent ? `${parent.path}${name}/` : '/';
+  const uuid = randomUUID();
+  const r = await db.insertInto('domains').values({ uuid, name, path, parent_id: parent?.id ?? null, created: now, removed: null })
+    .returning('id').executeTakeFirstOrThrow();
+  return { id: r.id, uuid, name, path };
+}
+
+/** Account + its default security group (CloudStack's createDefaultSecurityGroup at account creation). */
+export async function insertAccount(db: Q, a: { name: string; domainId: number; type: number; now: string }) {
+  const uuid = randomUUID();
+  const r = await db.insertInto('accounts').values({ uuid, name: a.name, domain_id: a.domainId, type: a.type, state: 'enabled', created: a.now, removed: null })
+    .returning('id').executeTakeFirstOrThrow();
+  await ensureDefaultGroup(db, r.id, a.domainId, a.now);
+  return { id: r.id, uuid };
+}
+
+export async function ensureDefaultGroup(db: Q, accountId: number, domainId: number, now: string): Promise<number> {
+  const existing = await db.selectFrom('security_groups').select('id').where('account_id', '=', accountId).where('name', '=', DEFAULT_GROUP_NAME).executeTakeFirst();
+  if (existing) return existing.id;
+  const r = await db.insertInto('security_groups').values({
+    uuid: randomUUID(), name: DEFAULT_GROUP_NAME, description: DEFAULT_GROUP_DESCRIPTION, account_id: accountId, domain_id: domainId, created: now,
+  }).returning('id').executeTakeFirstOrThrow();
+  return r.id;
+}
+
+export async function insertUser(db: Q, u: {
+  accountId: number; username: string; firstname: string; lastname: string; email: string | null; passwordHash: string | null;
+  keys: boolean; now: string;
+}) {
+  const uuid = randomUUID();
+  const apikey = u.keys ? newApiKey() : null;
+  const secretkey = u.keys ? newApiKey() : null;
+  const r = await db.insertInto('users').values({
+    uuid, account_id: u.accountId, username: u.username, firstname: u.firstname, lastname: u.lastname, email: u.email,
+    password_hash: u.passwordHash, apikey, secretkey, state: 'enabled', created: u.now, removed: null,
+  }).returning('id').executeTakeFirstOrThrow();
+  return { id: r.id, uuid, apikey, secretkey };
+}
+
+/** CloudStack's domain path shown in responses: ROOT, ROOT/child, … */
+export function displayDomainPath(path: string): string {
+  return 'ROOT' + path.replace(/\/$/, '');
+}

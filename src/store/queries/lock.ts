@@ -1,0 +1,16 @@
+// Row locks that serialise concurrent writers on one security group (CloudStack locks the group for
+// authorize/revoke so duplicate checks hold). SQLite has one writer at a time already.
+import type { Kysely, Transaction } from 'kysely';
+import type { Database } from '../schema.js';
+import { isSqlite } from '../dialect.js';
+
+export async function lockGroup(db: Transaction<Database> | Kysely<Database>, groupId: number): Promise<void> {
+  if (isSqlite(db)) return;
+  await db.selectFrom('security_groups').select('id').where('id', '=', groupId).forUpdate().execute();
+}
+
+/** Serialises writers of one account's group names (the case-insensitive uniqueness check) on PostgreSQL. */
+export async function lockAccount(db: Transaction<Database> | Kysely<Database>, accountId: number): Promise<void> {
+  if (isSqlite(db)) return;
+  await db.selectFrom('accounts').select('id').where('id', '=', accountId).forUpdate().execute();
+}

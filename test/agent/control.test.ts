@@ -1,0 +1,204 @@
+// Control plane against the REAL server process, with agents in this process speaking the real
+// protocol (render-only dataplane): snapshot, deltas, host isolation, tokens, lifecycle, coalescing.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import WebSocket from 'ws';
+import { startServer, type TestServer } from '../helpers/server.js';
+import { AGENT_PATH, PROTOCOL_VERSION } from '../../src/control/protocol.js';
+import { addHost, createCloud, deploy, hostRow, job, ok, simAgent, vmIds, vmRow, waitFor, type Cloud } from './helpers.js';
+
+let srv: TestServer;
+let cloud: Cloud;
+let h1: { id: string; token: string };
+let h2: { id: string; token: string };
+const agents: ReturnType<typeof simAgent>[] = [];
+
+before(async () => {
+  srv = await startServer();
+  cloud = await createCloud(srv);
+  h1 = await addHost(srv, 'ctl-h1');
+  h2 = await addHost(srv, 'ctl-h2');
+});
+
+after(async () => {
+  for (const a of agents) { await a.stop(); fs.rmSync(a.dir, { recursive: true, force: true }); }
+  await srv?.stop();
+});
+
+function agent(token: string, name: string) { const a = simAgent(srv, token, name); agents.push(a); return a; }
+
+/** Raw protocol: hello with `token`, return the first server message and the close code. */
+async function rawHello(token: string, hostname = 'raw'): Promise<{ first: any; code: number }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);
+  return new Promise((resolve, reject) => {
+    let first: any = null;
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token, hostname, revision: null })));
+    ws.on('message', (d) => { if (!first) first = JSON.parse(String(d)); });
+    ws.on('close', (code) => resolve({ first, code }));
+    ws.on('error', reject);
+    setTimeout(() => { ws.terminate(); }, 5000);
+  });
+}
+
+test('each agent gets a snapshot of exactly its own host\'s VMs, and the hosts show Up and synced', async () => {
+  const v1 = await deploy(srv, cloud, { hostid: h1.id, name: 'ctl-a' });
+  const v2 = await deploy(srv, cloud, { hostid: h2.id, name: 'ctl-b' });
+  const a1 = agent(h1.token, 'agent-1');
+  const a2 = agent(h2.token, 'agent-2');
+  await a1.start(); await a2.start();
+  await waitFor('snapshots', () => a1.appliedRevision !== null && a2.appliedRevision !== null);
+  assert.deepEqual(vmIds(a1), [v1.id]);
+  assert.deepEqual(vmIds(a2), [v2.id]);
+  assert.equal(a1.counters.snapshots, 1);
+  assert.equal(a1.state!.hostId, h1.id);
+  const row = await waitFor('host 1 synced', async () => { const r = await hostRow(srv, h1.id); return r.securitygroupsynced && r.state === 'Up' ? r : null; });
+  assert.equal(row.securitygroupsyncrevision, row.desiredrevision);
+  assert.ok(row.lastpinged);
+  await waitFor('VM a Synced', async () => (await vmRow(srv, v1.id)).securitygroupsyncstate === 'Synced');
+});
+
+test('a new VM reaches its host as a delta, never the other host; a stopped VM leaves and its address leaves the sets', async () => {
+  const [a1, a2] = agents;
+  const snaps = a1.counters.snapshots;
+  const before2 = vmIds(a2);
+  const v = await deploy(srv, cloud, { hostid: h1.id, name: 'ctl-c' });
+  await waitFor('delta with ctl-c', () => vmIds(a1).includes(v.id) && a1.appliedRevision === a1.state!.revision);
+  assert.equal(a1.counters.snapshots, snaps, 'no new snapshot: a delta');
+  assert.ok(a1.counters.deltas >= 1);
+  assert.deepEqual(vmIds(a2), before2, 'host 2 never sees host 1\'s VM');
+  await waitFor('ctl-c Synced', async () => (await vmRow(srv, v.id)).securitygroupsyncstate === 'Synced');
+
+  await job(srv, 'stopVirtualMachine', { id: v.id });
+  await waitFor('ctl-c removed from host 1', () => !vmIds(a1).includes(v.id));
+  await waitFor('stopped VM Synced (removal acked)', async () => (await vmRow(srv, v.id)).securitygroupsyncstate === 'Synced');
+  await job(srv, 'startVirtualMachine', { id: v.id, hostid: h1.id });
+  await waitFor('ctl-c back on host 1', () => vmIds(a1).includes(v.id));
+});
+
+test('migration moves the VM from the source host\'s state to the target\'s', async () => {
+  const [a1, a2] = agents;
+  const v = await deploy(srv, cloud, { hostid: h1.id, name: 'ctl-m' });
+  await waitFor('on host 1', () => vmIds(a1).includes(v.id));
+  await job(srv, 'migrateVirtualMachine', { virtualmachineid: v.id, hostid: h2.id });
+  await waitFor('on host 2 and gone from host 1', () => vmIds(a2).includes(v.id) && !vmIds(a1).includes(v.id));
+  await waitFor('Synced on host 2', async () => (await vmRow(srv, v.id)).securitygroupsyncstate === 'Synced');
+});
+
+test('a referenced group is an address set on the other host: secondary IPs join it, a stopped member leaves it', async () => {
+  const [a1, a2] = agents;
+  const mk = async (name: string) => ok(await srv.call('createSecurityGroup', { name }), 'createSecurityGroup').createsecuritygroupresponse.securitygroup.id;
+  const web = await mk('ctl-web');
+  const db = await mk('ctl-db');
+  await job(srv, 'authorizeSecurityGroupIngress', { securitygroupid: db, protocol: 'tcp', startport: 5432, endport: 5432, 'usersecuritygrouplist[0].account': 'admin', 'usersecuritygrouplist[0].group': 'ctl-web' });
+  const w = await deploy(srv, cloud, { hostid: h1.id, name: 'ctl-w', securitygroupids: web });
+  const d = await deploy(srv, cloud, { hostid: h2.id, name: 'ctl-d', securitygroupids: db });
+  const wIp: string = w.nic[0].ipaddress;
+  const setOn = (a: typeof a1) => {
+    const vm = a.state?.vms.find((v) => v.vmId === d.id);
+    const id = vm?.v4.ingress.flatMap((r) => r.sets)[0];
+    return id ? a.state!.sets.find((x) => x.id === id) : undefined;
+  };
+  const set = (await waitFor('web set on host 2', () => { const x = setOn(a2); return x?.members.includes(wIp) ? x : null; }))!;
+  assert.ok(!a1.state!.sets.some((x) => x.id === set.id), 'host 1 has no VM referencing the set: it does not get it');
+  await job(srv, 'addIpToNic', { nicid: w.nic[0].id, ipaddress: '10.1.7.7' });
+  await waitFor('secondary IP joins the set on host 2', () => setOn(a2)?.members.includes('10.1.7.7'));
+  await job(srv, 'stopVirtualMachine', { id: w.id });
+  await waitFor('stopped member leaves the set on host 2', () => { const x = setOn(a2); return x && !x.members.includes(wIp) && !x.members.includes('10.1.7.7'); });
+  assert.ok(!vmIds(a1).includes(w.id), 'and its rules left host 1');
+  await job(srv, 'startVirtualMachine', { id: w.id, hostid: h1.id });
+  await waitFor('back in the set after start', () => setOn(a2)?.members.includes(wIp));
+});
+
+test('a wrong token is refused with an error and logged; a token in use by another connected agent is refused', async () => {
+  const bad = await rawHello('not-a-token');
+  assert.equal(bad.first?.type, 'error');
+  assert.equal(bad.first.code, 401);
+  assert.notEqual(bad.code, 1000);
+  await waitFor('refusal logged', () => /agent refused: unknown token/.test(srv.output()));
+
+  const dup = await rawHello(h1.token, 'somebody-else');
+  assert.equal(dup.first?.type, 'error');
+  assert.equal(dup.first.code, 409);
+  assert.ok(agents[0].connected, 'the legitimate agent stays connected');
+
+  // The matching allowed case: the right token gets a welcome.
+  const h3 = await addHost(srv, 'ctl-h3');
+  const good = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);
+  const first = await new Promise<any>((resolve, reject) => {
+    good.on('open', () => good.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token: h3.token, hostname: 'h3', revision: null })));
+    good.on('message', (d) => resolve(JSON.parse(String(d))));
+    good.on('error', reject);
+  });
+  good.close();
+  assert.equal(first.type, 'welcome');
+  assert.equal(first.hostId, h3.id);
+});
+
+test('preflight findings reach listHosts: an unfixable one puts the host in Alert, a fixed one keeps it Up', async () => {
+  const h = await addHost(srv, 'ctl-alert');
+  const ws = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);
+  await new Promise<void>((resolve, reject) => {
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token: h.token, hostname: 'alert', revision: null })));
+    ws.on('message', (d) => { if (JSON.parse(String(d)).type === 'snapshot') resolve(); });
+    ws.on('error', reject);
+  });
+  try {
+    const bad = { check: 'sysctl net.bridge.bridge-nf-call-iptables', ok: false, detail: 'is 0 and cannot be set to 1' };
+    ws.send(JSON.stringify({ type: 'report', preflight: [bad], repairs: [] }));
+    const r = await waitFor('Alert', async () => { const x = await hostRow(srv, h.id); return x.state === 'Alert' ? x : null; });
+    assert.equal(r.preflight[0].check, bad.check);
+    const fixed = { ...bad, ok: true, fixed: true, detail: 'was 0, set to 1' };
+    ws.send(JSON.stringify({ type: 'report', preflight: [fixed], repairs: [{ at: new Date().toISOString(), what: 'preflight: sysctl', count: 1 }] }));
+    const up = await waitFor('Up again', async () => { const x = await hostRow(srv, h.id); return x.state === 'Up' ? x : null; });
+    assert.equal(up.preflight[0].fixed, true);
+    await waitFor('repair counted', async () => (await hostRow(srv, h.id)).driftrepairs === 1);
+  } finally { ws.close(); }
+});
+
+test('an agent restarted from its state dir resyncs by delta from the revision it holds', async () => {
+  const a1 = agents[0];
+  await a1.stop();
+  const held = a1.state!.revision;
+  const v = await deploy(srv, cloud, { hostid: h1.id, name: 'ctl-r' });   // changes while the agent is away
+  const again = simAgent(srv, h1.token, 'agent-1', a1.dir);
+  agents[0] = again;
+  await again.start();
+  assert.equal(again.state!.revision, held, 'the saved state is loaded (and re-applied) before the server answers');
+  assert.ok(again.dataplane.applies >= 1);
+  await waitFor('resynced', () => again.connected && vmIds(again).includes(v.id) && again.appliedRevision === again.state!.revision);
+  assert.equal(again.counters.snapshots, 0, 'resync by delta, not snapshot');
+  await waitFor('host 1 synced', async () => (await hostRow(srv, h1.id)).securitygroupsynced);
+});
+
+test('a burst of changes coalesces into few pushes per host, and the agent ends at the last state', async () => {
+  const a2 = agents[1];
+  const before = a2.counters.deltas;
+  const N = 40;
+  const jobs = [];
+  for (let i = 0; i < N; i++) jobs.push(deploy(srv, cloud, { hostid: h2.id, name: `ctl-burst-${i}` }));
+  const vms = await Promise.all(jobs);
+  await waitFor('all burst VMs on host 2', () => vms.every((v) => vmIds(a2).includes(v.id)) && a2.appliedRevision === a2.state!.revision);
+  const pushes = a2.counters.deltas - before;
+  console.log(`# burst of ${N} deploys: ${pushes} pushes to the host`);
+  assert.ok(pushes < N, `coalesced: ${pushes} pushes for ${N} changes`);
+  await waitFor('host 2 synced', async () => (await hostRow(srv, h2.id)).securitygroupsynced);
+});
+
+test('a server restart: agents reconnect, get a snapshot, and converge', async () => {
+  const [a1, a2] = agents;
+  const snaps = a1.counters.snapshots;
+  await srv.restart();
+  await waitFor('reconnected with snapshots', () => a1.counters.snapshots > snaps && a2.connected && a1.connected, 30_000);
+  const v = await deploy(srv, cloud, { hostid: h2.id, name: 'ctl-after-restart' });
+  await waitFor('change after restart arrives', () => vmIds(a2).includes(v.id));
+  const r1 = await waitFor('host 1 synced', async () => { const r = await hostRow(srv, h1.id); return r.securitygroupsynced && r.state === 'Up' ? r : null; });
+  assert.ok(r1.desiredrevision > 0);
+});
+
+test('a disconnected agent shows its host Disconnected', async () => {
+  const a2 = agents[1];
+  await a2.stop();
+  await waitFor('host 2 Disconnected', async () => (await hostRow(srv, h2.id)).state === 'Disconnected');
+  assert.equal((await hostRow(srv, h1.id)).state, 'Up');
+});

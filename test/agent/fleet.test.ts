@@ -1,0 +1,120 @@
+// The control plane's pure parts: the "before" view of a batch, shared compilation, per-host deltas
+// and resync-by-delta. No I/O.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { emptyCloudState, type CloudState } from '../../src/policy/state.js';
+import { compileVm } from '../../src/policy/api.js';
+import { Fleet, compileShared, type CompileMemo } from '../../src/control/fleet.js';
+import { Journal } from '../../src/control/journal.js';
+import type { Reload } from '../../src/control/load.js';
+import type { Nic, SecurityGroupRule, Vm } from '../../src/model/types.js';
+import { applyDelta } from '../../src/agent/merge.js';
+
+function vm(id: number, hostId: number | null, state: Vm['state'] = 'Running'): Vm {
+  return { id, uuid: `00000000-0000-0000-0000-${String(id).padStart(12, '0')}`, instanceName: `i-1-${id}-VM`, name: `vm${id}`, accountId: 1, domainId: 1, hostId, state };
+}
+function nic(vmId: number, ip: string): Nic {
+  return { id: vmId, uuid: `nic-${vmId}`, vmId, networkId: 1, mac: `02:00:00:00:00:${vmId.toString(16).padStart(2, '0')}`, ipv4: ip, ipv6: null, secondaryIps: [], isDefault: true, deviceName: null };
+}
+let rid = 1;
+function rule(groupId: number, from: number, cidr: string | null, allowedGroupId: number | null = null): SecurityGroupRule {
+  return { id: rid, uuid: `r-${rid++}`, groupId, direction: 'ingress', protocol: 'tcp', ports: { from, to: from }, cidr, allowedGroupId };
+}
+
+/** Groups 1 (web: tcp 80 from anywhere) and 2 (db: 5432 from group 1); VMs 1–4 on hosts 1/2. */
+function cloud(): CloudState {
+  const s = emptyCloudState();
+  s.groups.set(1, { id: 1, uuid: 'g1', name: 'web', description: '', accountId: 1, domainId: 1 });
+  s.groups.set(2, { id: 2, uuid: 'g2', name: 'db', description: '', accountId: 1, domainId: 1 });
+  s.rulesByGroup.set(1, [rule(1, 80, '0.0.0.0/0'), rule(1, 22, '192.0.2.0/24')]);
+  s.rulesByGroup.set(2, [rule(2, 5432, null, 1)]);
+  const place: [number, number, number][] = [[1, 1, 1], [2, 2, 1], [3, 1, 2], [4, 2, 2]];
+  for (const [id, host, group] of place) {
+    s.vms.set(id, vm(id, host));
+    s.nicsByVm.set(id, [nic(id, `10.0.0.${id}`)]);
+    s.groupsByVm.set(id, [group]);
+    s.membersByGroup.set(group, [...(s.membersByGroup.get(group) ?? []), id]);
+  }
+  return s;
+}
+
+function emptyReload(): Reload {
+  return { groups: new Map(), rules: new Map(), vms: new Map(), nics: new Map(), groupsOfVm: new Map(), membersOfGroup: new Map() };
+}
+
+test('compileShared gives exactly compileVm\'s policy (fields and hash) for VMs sharing groups', () => {
+  const s = cloud();
+  const memo: CompileMemo = new Map();
+  for (const id of [1, 2, 3, 4]) assert.deepEqual(compileShared(s, id, memo), compileVm(s, id));
+  assert.equal(memo.size, 2, 'one compilation per distinct group set');
+});
+
+test('the journal applies a reload in place and shows the state before it', () => {
+  const s = cloud();
+  const j = new Journal(s);
+  const r = emptyReload();
+  r.vms.set(2, { ...vm(2, 2), state: 'Stopped', hostId: null });
+  r.nics.set(2, [nic(2, '10.0.0.2')]);
+  r.groupsOfVm.set(2, [2]);            // moved from web to db
+  j.apply(r);
+  const before = j.before();
+  assert.equal(s.vms.get(2)!.state, 'Stopped');
+  assert.equal(before.vms.get(2)!.state, 'Running');
+  assert.deepEqual(s.membersByGroup.get(1), [1]);
+  assert.deepEqual(before.membersByGroup.get(1), [1, 2]);
+  assert.deepEqual(s.groupsByVm.get(2), [2]);
+  assert.deepEqual(before.groupsByVm.get(2), [1]);
+  assert.deepEqual([...before.membersByGroup.keys()].sort(), [1, 2]);
+  assert.equal(before.vms.size, 4);
+  // A deleted VM: gone after, present before.
+  const j2 = new Journal(s);
+  const r2 = emptyReload();
+  r2.vms.set(4, null);
+  j2.apply(r2);
+  assert.ok(!s.vms.has(4) && !s.groupsByVm.has(4));
+  assert.ok(j2.before().vms.has(4));
+  assert.deepEqual(j2.before().groupsByVm.get(4), [2]);
+});
+
+test('per-host deltas: a host gets only its VMs and the sets they reference; resync by delta equals the snapshot', () => {
+  const s = cloud();
+  const f = new Fleet(s);
+  f.addHost({ id: 1, uuid: 'h1', name: 'h1', tokenHash: 'x', revision: 0 });
+  f.addHost({ id: 2, uuid: 'h2', name: 'h2', tokenHash: 'y', revision: 0 });
+  f.buildAll();
+  const d1 = f.advance(1)!;
+  const d2 = f.advance(2)!;
+  assert.deepEqual(d1.upsertVms.map((v) => v.instanceName).sort(), ['i-1-1-VM', 'i-1-3-VM']);
+  assert.deepEqual(d2.upsertVms.map((v) => v.instanceName).sort(), ['i-1-2-VM', 'i-1-4-VM']);
+  assert.deepEqual(d1.upsertSets.map((x) => x.id).sort(), ['sg1v4', 'sg1v6']);
+  const webSet = d1.upsertSets.find((x) => x.id === 'sg1v4')!;
+  assert.deepEqual(webSet.members, ['10.0.0.1', '10.0.0.2']);
+  assert.equal(f.advance(1), null, 'nothing changed: no delta');
+  const snap1 = f.snapshot(1);
+
+  // VM 2 (web, host 2) stops: it leaves host 2, and its address leaves the web set on host 1.
+  const j = new Journal(s);
+  const r = emptyReload();
+  r.vms.set(2, { ...vm(2, null), state: 'Stopped' });
+  r.nics.set(2, [nic(2, '10.0.0.2')]);
+  r.groupsOfVm.set(2, [1]);
+  j.apply(r);
+  const dirty = f.recompile(f.impact([{ kind: 'vmState', vmId: 2 }], j.before(), [2], []));
+  assert.ok(dirty.has(1) && dirty.has(2));
+  const e1 = f.advance(1)!;
+  const e2 = f.advance(2)!;
+  assert.deepEqual(e1.upsertVms, []);
+  assert.deepEqual(e1.upsertSets.find((x) => x.id === 'sg1v4')!.members, ['10.0.0.1']);
+  assert.deepEqual(e2.removeVms, [vm(2, null).uuid]);
+  assert.equal(e1.fromRevision, d1.revision);
+
+  // An agent holding snap1 resyncs by delta and ends where a fresh snapshot is.
+  const since = f.since(1, snap1.revision)!;
+  const viaDelta = applyDelta(snap1, { type: 'delta', ...since });
+  assert.deepEqual(viaDelta, f.snapshot(1));
+  assert.equal(f.since(1, null), null, 'unknown revision: snapshot');
+  assert.equal(f.since(1, f.snapshot(1).revision + 5), null, 'revision from the future: snapshot');
+  // Host 2's resync from before the stop removes the VM.
+  const h2 = applyDelta({ hostId: 'h2', revision: d2.revision, vms: d2.upsertVms, sets: d2.upsertSets }, { type: 'delta', ...f.since(2, d2.revision)! });
+  assert.deepEqual(h2, f.snapshot(2));
+});

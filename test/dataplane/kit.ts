@@ -1,0 +1,59 @@
+// Kernel-test kit: lab VMs → policy IR, one iptables dataplane per lab host (running in its namespace).
+import type { AddressSet, FamilyPolicy, NicPolicy, VmPolicy } from '../../src/policy/ir.js';
+import type { ApplyResult } from '../../src/dataplane/backend.js';
+import { IptablesDataplane } from '../../src/dataplane/iptables/backend.js';
+import { discoverPorts } from '../../src/dataplane/ports.js';
+import type { Host, Vm } from '../../src/lab/index.js';
+import { fam, hostState } from './fixtures.js';
+
+let vmSeq = 100;
+
+/** A VM's NICs as the compiler would describe them (primary first, then secondaries, per family). */
+export function nicsOf(v: Vm): NicPolicy[] {
+  return v.nics.map((n, i) => ({
+    nicId: `${v.netns}-nic${i}`,
+    mac: n.mac,
+    ipv4: [n.ipv4, ...n.secondary.filter((s) => !s.includes(':'))].filter((x): x is string => !!x),
+    ipv6: [n.ipv6, ...n.secondary.filter((s) => s.includes(':'))].filter((x): x is string => !!x),
+    isDefault: i === 0,
+    deviceName: null,
+  }));
+}
+
+const instanceNames = new Map<string, string>();
+/** A stable CloudStack-style instance name per lab VM. */
+export function instanceOf(v: Vm): string {
+  let n = instanceNames.get(v.netns);
+  if (!n) instanceNames.set(v.netns, (n = `i-2-${++vmSeq}-VM`));
+  return n;
+}
+
+export function policyOf(v: Vm, v4: Partial<FamilyPolicy> = {}, v6: Partial<FamilyPolicy> = {}): VmPolicy {
+  return { vmId: v.netns, instanceName: instanceOf(v), nics: nicsOf(v), v4: fam(v4), v6: fam(v6), hash: 'test' };
+}
+
+/** One host's dataplane: keeps its VMs' policies and the address sets, applies on demand. */
+export class HostFw {
+  readonly dp: IptablesDataplane;
+  readonly policies = new Map<string, VmPolicy>();
+  sets: AddressSet[] = [];
+  revision = 0;
+  constructor(readonly host: Host) { this.dp = new IptablesDataplane({ netns: host.netns }); }
+
+  set(p: VmPolicy): this { this.policies.set(p.vmId, p); return this; }
+  remove(v: Vm): this { this.policies.delete(v.netns); return this; }
+
+  state() { return hostState([...this.policies.values()], this.sets, ++this.revision); }
+
+  async input() {
+    const state = this.state();
+    return { state, ports: await discoverPorts(this.dp.runner, state) };
+  }
+
+  async apply(): Promise<ApplyResult> {
+    const r = await this.dp.apply(await this.input());
+    const bad = Object.entries(r.vms).filter(([, v]) => !v.ok);
+    if (bad.length) throw new Error(`apply reported VM errors: ${JSON.stringify(bad)}`);
+    return r;
+  }
+}

@@ -1,0 +1,133 @@
+// Starts the REAL server process (`palisade server`) on a free loopback port with a temp data dir,
+// and calls its API signed like a CloudStack client. Used by the API, inventory, CLI and agent tests.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { signParams, formatExpires } from '../../src/api/signing.js';
+
+const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
+const REPO = path.dirname(path.dirname(MAIN));
+
+export interface Creds { apikey: string; secretkey: string }
+export interface ApiResult { status: number; body: any }
+
+export interface TestServer {
+  url: string;            // http://127.0.0.1:PORT/client/api
+  port: number;
+  dataDir: string;
+  apikey: string;
+  secretkey: string;
+  /** Signed POST (form body), response=json, signature version 3. */
+  call(command: string, params?: Record<string, string | number | boolean>, creds?: Creds): Promise<ApiResult>;
+  /** Like call, but for async commands waits for the job and returns queryAsyncJobResult's body. */
+  callAndWait(command: string, params?: Record<string, string | number | boolean>, creds?: Creds): Promise<ApiResult>;
+  /** Poll queryAsyncJobResult until the job is done; returns its response object. */
+  waitJob(jobid: string, creds?: Creds): Promise<any>;
+  /** Stop and start the process on the same port and data dir. */
+  restart(): Promise<void>;
+  /** Stop the process (SIGTERM) and remove the data dir if this helper created it. */
+  stop(): Promise<void>;
+  /** Everything the process printed so far (for failure messages). */
+  output(): string;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** `db`: a postgres:// URL to run on PostgreSQL instead of the embedded SQLite store. */
+export async function startServer(opts: { dataDir?: string; db?: string } = {}): Promise<TestServer> {
+  const ownDir = !opts.dataDir;
+  const dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-test-'));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}/client/api`;
+  let child: ChildProcess | undefined;
+  let out = '';
+
+  async function launch(): Promise<void> {
+    out += `--- start ${new Date().toISOString()}\n`;
+    const args = ['--import', 'tsx', MAIN, 'server', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...(opts.db ? ['--db', opts.db] : [])];
+    const c = spawn(process.execPath, args, {
+      cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env },
+    });
+    child = c;
+    c.stdout!.on('data', (d) => { out += d; });
+    c.stderr!.on('data', (d) => { out += d; });
+    let exited = false;
+    c.once('exit', () => { exited = true; });
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (exited) throw new Error(`palisade server exited during start-up:\n${out}`);
+      try {
+        const r = await fetch(`${url}?command=listZones&response=json`);
+        await r.text();
+        if (r.headers.get('content-type')?.startsWith('application/json')) break;
+      } catch { /* not listening yet */ }
+      if (Date.now() > deadline) { c.kill('SIGKILL'); throw new Error(`palisade server did not answer within 30 s:\n${out}`); }
+      await sleep(100);
+    }
+  }
+
+  async function kill(): Promise<void> {
+    const c = child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const done = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill('SIGTERM');
+    const timer = setTimeout(() => c.kill('SIGKILL'), 10_000);
+    await done;
+    clearTimeout(timer);
+  }
+
+  await launch();
+  const creds: Creds = JSON.parse(fs.readFileSync(path.join(dataDir, 'admin-credentials.json'), 'utf8'));
+
+  async function call(command: string, params: Record<string, string | number | boolean> = {}, who: Creds = creds): Promise<ApiResult> {
+    const p: Record<string, string> = { command, response: 'json', apiKey: who.apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 600_000)) };
+    for (const [k, v] of Object.entries(params)) p[k] = String(v);
+    p.signature = signParams(p, who.secretkey);
+    const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(p).toString() });
+    const text = await r.text();
+    let body: any;
+    try { body = JSON.parse(text); } catch { body = text; }
+    return { status: r.status, body };
+  }
+
+  async function waitJob(jobid: string, who: Creds = creds): Promise<any> {
+    for (let i = 0; i < 600; i++) {
+      const r = await call('queryAsyncJobResult', { jobid }, who);
+      const j = r.body?.queryasyncjobresultresponse;
+      if (!j) throw new Error(`queryAsyncJobResult failed: ${JSON.stringify(r.body)}`);
+      if (j.jobstatus !== 0) return j;
+      await sleep(50);
+    }
+    throw new Error(`job ${jobid} did not finish`);
+  }
+
+  async function callAndWait(command: string, params: Record<string, string | number | boolean> = {}, who: Creds = creds): Promise<ApiResult> {
+    const r = await call(command, params, who);
+    const inner = r.body?.[`${command.toLowerCase()}response`];
+    if (r.status !== 200 || !inner?.jobid) return r;
+    return { status: 200, body: await waitJob(inner.jobid, who) };
+  }
+
+  return {
+    url, port, dataDir, apikey: creds.apikey, secretkey: creds.secretkey,
+    call, callAndWait, waitJob,
+    async restart() { await kill(); await launch(); },
+    async stop() { await kill(); if (ownDir) fs.rmSync(dataDir, { recursive: true, force: true }); },
+    output: () => out,
+  };
+}

@@ -1,0 +1,56 @@
+// The store's migrations and queries run unchanged on a real PostgreSQL cluster and on SQLite.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { openStore, type Db } from '../../src/store/db.js';
+import { startPostgres } from '../helpers/postgres.js';
+
+async function exercise(db: Db): Promise<void> {
+  const now = new Date().toISOString();
+  const dom = await db.insertInto('domains').values({ uuid: crypto.randomUUID(), name: 'ROOT', path: '/', parent_id: null, created: now, removed: null })
+    .returning('id').executeTakeFirstOrThrow();
+  const acct = await db.insertInto('accounts').values({ uuid: crypto.randomUUID(), name: 'a', domain_id: dom.id, type: 0, state: 'enabled', created: now, removed: null })
+    .returning('id').executeTakeFirstOrThrow();
+  const g = await db.insertInto('security_groups').values({ uuid: crypto.randomUUID(), name: 'web', description: 'd', account_id: acct.id, domain_id: dom.id, created: now })
+    .returning('id').executeTakeFirstOrThrow();
+  // A transaction that fails half-way leaves nothing behind.
+  await assert.rejects(db.transaction().execute(async (trx) => {
+    await trx.insertInto('security_group_rules').values({ uuid: crypto.randomUUID(), group_id: g.id, type: 'ingress', protocol: 'tcp', start_port: 22, end_port: 22, cidr: '10.0.0.0/8', allowed_group_id: null, created: now }).execute();
+    throw new Error('boom');
+  }), /boom/);
+  // PostgreSQL returns count(*) as a string (bigint): callers must Number() it.
+  assert.equal(Number((await db.selectFrom('security_group_rules').select((e) => e.fn.countAll().as('n')).executeTakeFirstOrThrow()).n), 0);
+  await db.transaction().execute(async (trx) => {
+    for (const cidr of ['10.0.0.0/8', '2001:db8::/32']) {
+      await trx.insertInto('security_group_rules').values({ uuid: crypto.randomUUID(), group_id: g.id, type: 'ingress', protocol: 'tcp', start_port: 22, end_port: 22, cidr, allowed_group_id: null, created: now }).execute();
+    }
+  });
+  const rows = await db.selectFrom('security_group_rules as r').innerJoin('security_groups as g', 'g.id', 'r.group_id')
+    .select(['r.cidr', 'g.name']).where('g.account_id', '=', acct.id).orderBy('r.cidr').execute();
+  assert.deepEqual(rows.map((r) => r.cidr), ['10.0.0.0/8', '2001:db8::/32']);
+  assert.ok(rows.every((r) => r.name === 'web'));
+  // The composite primary key of the VM map refuses duplicates on both engines.
+  await db.insertInto('security_group_vm_map').values({ group_id: g.id, vm_id: 1 }).execute();
+  await assert.rejects(db.insertInto('security_group_vm_map').values({ group_id: g.id, vm_id: 1 }).execute());
+}
+
+test('store on a real PostgreSQL cluster: migrations, transactions, queries', async (t) => {
+  const pg = await startPostgres();
+  t.after(() => pg.stop());
+  const db = await openStore({ kind: 'postgres', url: pg.url });
+  t.after(() => db.destroy());
+  await exercise(db);
+  // Migrating again is a no-op.
+  const again = await openStore({ kind: 'postgres', url: pg.url });
+  await again.destroy();
+});
+
+test('store on SQLite: the same queries', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-sqlite-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const db = await openStore({ kind: 'sqlite', file: path.join(dir, 'p.db') });
+  t.after(() => db.destroy());
+  await exercise(db);
+});
