@@ -8,6 +8,7 @@ import { render } from '../src/dataplane/iptables/render.js';
 import { discoverPorts } from '../src/dataplane/ports.js';
 import type { HostPorts } from '../src/dataplane/backend.js';
 import type { AddressSet, HostDesiredState, PolicyRule, VmPolicy } from '../src/policy/ir.js';
+import { summary } from './summary.js';
 
 const QUICK = process.argv.includes('--quick');
 /** --only=programming|changes|forwarding runs one part. */
@@ -95,6 +96,8 @@ async function programming() {
     const floor = median(floors);
     results[n] = { apply, floor };
     console.log(`${n} | ${rules} | ${ms(tRender)} | ${ms(apply)} | ${ms(floor)} | ${(apply / floor).toFixed(2)}×`);
+    summary('dataplane', `fresh host, ${n} VMs: apply`, apply, 'ms');
+    summary('dataplane', `fresh host, ${n} VMs: apply / restore floor`, apply / floor, '×', n === 200 ? '< 2' : '');
   }
   return results;
 }
@@ -112,7 +115,7 @@ async function smallChanges() {
   const member: number[] = [];
   const noop: number[] = [];
   const writes: string[] = [];
-  for (let k = 1; k <= 7; k++) {
+  for (let k = 1; k <= 15; k++) {
     const vms = base.vms.map((v, i) => (i === 100 ? benchVm(i, k) : v));
     const [r1, t1] = await timed(() => dp.apply({ state: { hostId: 'bench', revision: 1 + k, vms, sets: [GROUP] }, ports }));
     rule.push(t1);
@@ -126,6 +129,8 @@ async function smallChanges() {
   const cold = new IptablesDataplane({ netns: ns });
   const [, tCold] = await timed(() => cold.apply({ state: benchState(n), ports }));
   const [obs, tObs] = await timed(() => cold.observe({ state: benchState(n), ports }));
+  summary('dataplane', 'one-rule change at 200 VMs', median(rule), 'ms', '< 50');
+  summary('dataplane', 'one-member change at 200 VMs', median(member), 'ms', '< 50');
   console.log(`one rule of one VM changed : median ${ms(median(rule))} (min ${ms(Math.min(...rule))}, max ${ms(Math.max(...rule))})`);
   console.log(`one group member added     : median ${ms(median(member))} (min ${ms(Math.min(...member))}, max ${ms(Math.max(...member))})`);
   console.log(`same state again (no write): median ${ms(median(noop))}`);
@@ -137,30 +142,39 @@ async function smallChanges() {
 
 interface Fwd { tcpGbps: number; udpPps: number; pingMs: number }
 
+async function iperf(a: Vm, b: Vm, args: string[]): Promise<any> {
+  const srv = a.lab.background(b.netns, 'iperf3', ['-s', '-1', '-p', '5201']);
+  await srv.waitFor(/listening/i, 5000).catch(() => new Promise((r) => setTimeout(r, 300)));
+  const out = JSON.parse((await a.exec('iperf3', ['-c', b.ipv4!, '-p', '5201', '-t', '2', '-J', ...args], { timeoutMs: 30_000 })).stdout);
+  await srv.exited;
+  return out;
+}
+
+/** Median of REPS runs of each measurement (the machine is shared: single runs are noisy). */
 async function forwarding(a: Vm, b: Vm): Promise<Fwd> {
   const server = await listenTcp(b, 1); // warms ND/ARP paths; iperf3 below is the measurement
   await server.close();
-  const srv = a.lab.background(b.netns, 'iperf3', ['-s', '-1', '-p', '5201']);
-  await new Promise((r) => setTimeout(r, 300));
-  const tcp = JSON.parse((await a.exec('iperf3', ['-c', b.ipv4!, '-p', '5201', '-t', QUICK ? '2' : '4', '-J'], { timeoutMs: 30_000 })).stdout);
-  await srv.exited;
-  const srv2 = a.lab.background(b.netns, 'iperf3', ['-s', '-1', '-p', '5201']);
-  await new Promise((r) => setTimeout(r, 300));
-  const udp = JSON.parse((await a.exec('iperf3', ['-c', b.ipv4!, '-p', '5201', '-u', '-l', '64', '-b', '0', '-t', QUICK ? '2' : '4', '-J'], { timeoutMs: 30_000 })).stdout);
-  await srv2.exited;
-  const p = await a.exec('ping', ['-q', '-c', '100', '-i', '0.01', b.ipv4!], { timeoutMs: 30_000 });
-  const rtt = /= [\d.]+\/([\d.]+)\//.exec(p.stdout);
-  const us = udp.end.sum;
-  return {
-    tcpGbps: tcp.end.sum_received.bits_per_second / 1e9,
-    udpPps: (us.packets - us.lost_packets) / us.seconds,
-    pingMs: rtt ? Number(rtt[1]) : NaN,
-  };
+  const reps = QUICK ? 1 : 3;
+  const tcp: number[] = [];
+  const udp: number[] = [];
+  const rtt: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    tcp.push((await iperf(a, b, [])).end.sum_received.bits_per_second / 1e9);
+    const us = (await iperf(a, b, ['-u', '-l', '64', '-b', '0'])).end.sum;
+    udp.push((us.packets - us.lost_packets) / us.seconds);
+    const p = await a.exec('ping', ['-q', '-c', '50', '-i', '0.01', b.ipv4!], { timeoutMs: 30_000 });
+    const m = /= [\d.]+\/([\d.]+)\//.exec(p.stdout);
+    rtt.push(m ? Number(m[1]) : NaN);
+  }
+  return { tcpGbps: median(tcp), udpPps: median(udp), pingMs: median(rtt) };
 }
+
+let currentLab: { destroy(): Promise<void> } | null = null;
 
 async function dataPath() {
   console.log('\n== Forwarding between two VMs on one host (same bridge) ==');
   const lab = await createLab();
+  currentLab = lab;
   try {
     const h = await lab.addHost('h1');
     const a = await lab.addVm({ host: h, name: 'a', nics: [{ mac: '52:54:00:00:0b:0a', ipv4: '198.51.100.200/24' }] });
@@ -194,8 +208,13 @@ async function dataPath() {
     results['Palisade, 500 other VMs'] = await forwarding(a, b);
     await dp.teardown();
     const base = results['no firewall'];
-    console.log('config | TCP Gbit/s (ratio) | UDP 64 B delivered pps (ratio) | ping RTT ms (ratio)');
+    console.log(`config | TCP Gbit/s (ratio) | UDP 64 B delivered pps (ratio) | ping RTT ms (ratio)   [median of ${QUICK ? 1 : 3} runs each]`);
     for (const [k, r] of Object.entries(results)) {
+      if (k !== 'no firewall') {
+        summary('dataplane', `${k}: TCP throughput ratio`, r.tcpGbps / base.tcpGbps, '× no firewall');
+        summary('dataplane', `${k}: UDP 64 B pps ratio`, r.udpPps / base.udpPps, '× no firewall');
+        summary('dataplane', `${k}: ping RTT ratio`, r.pingMs / base.pingMs, '× no firewall');
+      }
       console.log(`${k} | ${r.tcpGbps.toFixed(2)} (${(r.tcpGbps / base.tcpGbps).toFixed(2)}) | ${Math.round(r.udpPps)} (${(r.udpPps / base.udpPps).toFixed(2)}) | ${r.pingMs.toFixed(3)} (${(r.pingMs / base.pingMs).toFixed(2)})`);
     }
     return results;
@@ -204,9 +223,21 @@ async function dataPath() {
   }
 }
 
+// bench/all.ts stops a bench with SIGTERM: remove what we created before going.
+for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(sig, () => {
+    void (async () => {
+      for (const ns of namespaces) await dropNs(ns);
+      await currentLab?.destroy();
+      process.exit(130);
+    })();
+  });
+}
+
 async function main() {
   console.log(`Palisade dataplane benchmark — ${new Date().toISOString()}${QUICK ? ' (quick)' : ''}`);
-  console.log((await run('iptables', ['--version'])).stdout.trim(), '| kernel', (await run('uname', ['-r'])).stdout.trim(), '| cpus', (await run('nproc', [])).stdout.trim());
+  console.log((await run('iptables', ['--version'])).stdout.trim(), '| kernel', (await run('uname', ['-r'])).stdout.trim(), '| cpus', (await run('nproc', [])).stdout.trim(),
+    '| load', (await run('cat', ['/proc/loadavg'])).stdout.split(' ').slice(0, 3).join(' '));
   try {
     const prog = part('programming') ? await programming() : null;
     const small = part('changes') ? await smallChanges() : null;

@@ -212,15 +212,25 @@ async function runFleet(H: number, V: number, burst: number): Promise<Record<str
 
     // 1. One authorize on a group with a member on every host → every host acked.
     const runs: number[] = [];
+    const phases: string[] = [];
     for (let k = 0; k < 3; k++) {
       const base = new Map(agents.map((a) => [a, a.appliedRevision ?? -1]));
+      let first = 0;
+      let last = 0;
+      const onDelta = () => { const t = performance.now(); if (!first) first = t; last = t; };
+      for (const a of agents) a.on('delta', onDelta);
       const t0 = performance.now();
       const applied = allApplied(agents, base, 60_000);
       await cs.call('authorizeSecurityGroupIngress', { securitygroupid: webGroupUuid, protocol: 'tcp', startport: 8000 + k, endport: 8000 + k, cidrlist: '0.0.0.0/0' });
+      const tApi = performance.now();
       await applied;
-      runs.push(performance.now() - t0);
+      const tEnd = performance.now();
+      for (const a of agents) a.off('delta', onDelta);
+      runs.push(tEnd - t0);
+      phases.push(`api ${Math.round(tApi - t0)}, 1st delta ${Math.round(first - t0)}, last delta ${Math.round(last - t0)}, all acked ${Math.round(tEnd - t0)}`);
       await sleep(300);
     }
+    process.stderr.write(`  authorize phases (ms from the call): ${phases.join(' | ')}\n`);
     runs.sort((a, b) => a - b);
 
     // 2. Pushes per host for a burst of API calls (authorize on the same group, 16 in flight), sent by

@@ -63,14 +63,9 @@ ensure_node() {
     note "installing Node.js $cand from the distribution"
     apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
   else
-    # Debian 12 ships Node.js 18; Palisade needs 20 or later: NodeSource's repository (their documented setup).
-    note "Node.js 20 or later is needed (the distribution has ${cand:-none}): adding NodeSource's node_20.x repository"
-    apt-get install -y -qq --no-install-recommends ca-certificates curl gnupg >/dev/null
-    install -d -m 0755 /etc/apt/keyrings
-    curl -fsSL https://deb.nodesource.com/gpgkey/nodesource-repo.gpg.key | gpg --dearmor --yes -o /etc/apt/keyrings/nodesource.gpg
-    echo "deb [signed-by=/etc/apt/keyrings/nodesource.gpg] https://deb.nodesource.com/node_20.x nodistro main" > /etc/apt/sources.list.d/nodesource.list
-    apt-get update -qq
-    apt-get install -y -qq nodejs >/dev/null
+    # Debian 12 ships Node.js 18; Palisade needs 20 or later, which we do not fetch from third-party sources.
+    echo "Node.js 20 or later is needed (the distribution offers ${cand:-none}); install it, then run this again" >&2
+    exit 1
   fi
   node_ok || { echo "could not install Node.js 20 or later" >&2; exit 1; }
 }

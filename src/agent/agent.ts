@@ -174,6 +174,7 @@ export class Agent extends EventEmitter {
         break;
       case 'delta': {
         this.counters.deltas++;
+        this.emit('delta', m.revision);
         const cur = this.state;
         if (!cur || cur.revision !== m.fromRevision) {
           if (cur && m.revision <= cur.revision) return;   // nothing new

@@ -12,6 +12,7 @@ import { Journal } from './journal.js';
 import { loadCloudState, loadHosts, reloadPart, type HostRow } from './load.js';
 import { AGENT_PATH, PROTOCOL_VERSION, type AgentMessage, type PreflightFinding, type RepairReport, type ServerMessage } from './protocol.js';
 import { StatusWriter } from './status.js';
+import { deltaJson, snapshotJson } from './wire.js';
 
 export const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -51,6 +52,7 @@ export class ControlPlaneImpl {
   private lock: Promise<void> = Promise.resolve();
   private keepalive: NodeJS.Timeout | null = null;
   private closed = false;
+  private lastFlushMs = 0;
   readonly stats: ControlStats = { batches: 0, changes: 0, pushes: new Map(), snapshots: 0, deltas: 0 };
 
   private constructor(private readonly db: Db, private readonly log: Logger, fleet: Fleet) {
@@ -154,7 +156,7 @@ export class ControlPlaneImpl {
     for (const v of vmIds) this.vmSync.delete(v);
     const t1 = performance.now();
     const pushed = await this.pushDirty(dirty, vmIds);
-    this.log.debug({ changes: changes.length, hosts: pushed, computeMs: +(t1 - t0).toFixed(1), totalMs: +(performance.now() - t0).toFixed(1) }, 'control: batch');
+    this.log.debug({ changes: changes.length, hosts: pushed, computeMs: +(t1 - t0).toFixed(1), flushMs: +this.lastFlushMs.toFixed(1), totalMs: +(performance.now() - t0).toFixed(1) }, 'control: batch');
   }
 
   private async pushDirty(dirty: Iterable<number>, touchedVms: Iterable<number> = []): Promise<number> {
@@ -171,11 +173,13 @@ export class ControlPlaneImpl {
     }
     for (const v of refresh) this.refreshVmSync(v);
     // The revision is stored before any agent sees it (a restarted server never reuses one).
-    if (out.length) await this.status.flush();
+    const tf = performance.now();
+    if (out.length) await this.status.flush('desired');
+    this.lastFlushMs = performance.now() - tf;
     for (const [h, d] of out) {
       const s = this.sessions.get(h);
       if (s?.ready) {
-        this.send(s, { type: 'delta', ...d });
+        this.sendText(s, deltaJson(d));
         this.stats.deltas++;
         this.stats.pushes.set(h, (this.stats.pushes.get(h) ?? 0) + 1);
       }
@@ -246,9 +250,11 @@ export class ControlPlaneImpl {
     });
   }
 
-  private send(s: { ws: WebSocket }, m: ServerMessage): void {
+  private send(s: { ws: WebSocket }, m: ServerMessage): void { this.sendText(s, JSON.stringify(m)); }
+
+  private sendText(s: { ws: WebSocket }, text: string): void {
     if (s.ws.readyState !== s.ws.OPEN) return;
-    s.ws.send(JSON.stringify(m));
+    s.ws.send(text);
   }
 
   private refuse(ws: WebSocket, code: number, message: string): void {
@@ -327,7 +333,7 @@ export class ControlPlaneImpl {
     return this.serial(async () => {
       if (this.sessions.get(s.hostId) !== s || !this.fleet.hosts.has(s.hostId)) return;
       const d = this.fleet.since(s.hostId, revision);
-      if (d) { this.send(s, { type: 'delta', ...d }); this.stats.deltas++; } else { this.send(s, { type: 'snapshot', state: this.fleet.snapshot(s.hostId) }); this.stats.snapshots++; }
+      if (d) { this.sendText(s, deltaJson(d)); this.stats.deltas++; } else { this.sendText(s, snapshotJson(this.fleet.snapshot(s.hostId))); this.stats.snapshots++; }
       this.stats.pushes.set(s.hostId, (this.stats.pushes.get(s.hostId) ?? 0) + 1);
       s.ready = true;
     });

@@ -28,13 +28,28 @@ export class StatusWriter {
     this.timer = setTimeout(() => { this.timer = null; void this.flush().catch(this.onError); }, this.delayMs);
   }
 
-  /** Write everything pending now (serialised with earlier flushes). */
-  flush(): Promise<void> {
-    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
-    const hosts = this.hosts;
-    const vms = this.vms;
-    this.hosts = new Map();
-    this.vms = new Map();
+  /**
+   * Write what is pending now (serialised with earlier flushes). `desired`: only the hosts' desired
+   * revisions (what must be stored before agents see them); the rest follows on the timer.
+   */
+  flush(part: 'all' | 'desired' = 'all'): Promise<void> {
+    let hosts: Map<number, HostPatch>;
+    let vms: Map<number, { state: SyncState; error: string | null }>;
+    if (part === 'desired') {
+      hosts = new Map();
+      for (const [id, p] of this.hosts) {
+        if (p.desired_revision === undefined) continue;
+        hosts.set(id, { desired_revision: p.desired_revision });
+        delete p.desired_revision;
+      }
+      vms = new Map();
+    } else {
+      if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+      hosts = this.hosts;
+      vms = this.vms;
+      this.hosts = new Map();
+      this.vms = new Map();
+    }
     const run = async () => {
       if (!hosts.size && !vms.size) return;
       await this.db.transaction().execute(async (tx) => {

@@ -1,4 +1,10 @@
 // The dataplane layer: backends that make a host's desired state real in its kernel.
+// Typical use (the agent):
+//   const dp = createIptablesDataplane({ netns });                  // netns null = this namespace
+//   const ports = await discoverPorts(dp.runner, state, { uplinks }); // NIC → tap/bridge, uplinks, unknown taps
+//   const res = await dp.apply({ state, ports });                    // res.vms[vmId].ok / .error; res.changed
+//   const { drift } = await dp.observe({ state, ports });            // periodically; then apply to repair
+//   await dp.teardown();                                             // remove everything Palisade owns
 export * from './backend.js';
 export { createRunner, must, type Runner, type ToolResult } from './exec.js';
 export { IptablesDataplane, createIptablesDataplane } from './iptables/backend.js';

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startServer, freePort, type TestServer } from '../helpers/server.js';
-import { createLab, tcpConnect, ping, listenTcp, type Lab, type Host, type Vm, type Listener } from '../../src/lab/index.js';
+import { createLab, tcpConnect, ping, listenTcp, frameDelivered, type Lab, type Host, type Vm, type Listener } from '../../src/lab/index.js';
 import { AgentProcess, Relay, addHost, hostRow, job, ok, sleep, vmRow, waitFor } from './helpers.js';
 
 let lab: Lab;
@@ -257,7 +257,14 @@ test('drift (iptables -F, ipset destroy, ebtables -F, a tap renamed) is repaired
   before = await count();
   await h1.exec('sh', ['-c', 'ebtables -t nat -F; ebtables -F']);
   await waitFor('ebtables repair reported', async () => (await count()) > before, 10_000, 100);
-  assert.match((await h1.exec('ebtables-save', ['-t', 'nat'])).stdout, /-j PALISADE|PALISADE/);
+  assert.match((await h1.exec('ebtables-save', ['-t', 'nat'])).stdout, /-A PREROUTING -j PALISADE-PRE/);
+  await waitFor('traffic flows again after the ebtables repair', () => reaches(lab.outside, 'web1', 80, 300), 5_000, 0);
+  const syn = (src: string) => frameDelivered({
+    from: vms.mon.lab, to: vms.web1.lab, filter: `tcp dst port 80 and src host ${src}`,
+    frame: { kind: 'tcp', src, dst: vms.web1.ip, dstMac: vms.web1.lab.mac, dport: 80, flags: 'S' },
+  });
+  assert.ok(!(await syn('10.1.0.99')).delivered, 'a spoofed source address is dropped again');
+  assert.ok((await syn(vms.mon.ip)).delivered, 'the VM\'s own address passes');
 
   before = await count();
   const oldTap = vms.web1.lab.nics[0].tap;

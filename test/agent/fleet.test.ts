@@ -9,6 +9,7 @@ import { Journal } from '../../src/control/journal.js';
 import type { Reload } from '../../src/control/load.js';
 import type { Nic, SecurityGroupRule, Vm } from '../../src/model/types.js';
 import { applyDelta } from '../../src/agent/merge.js';
+import { deltaJson, snapshotJson } from '../../src/control/wire.js';
 
 function vm(id: number, hostId: number | null, state: Vm['state'] = 'Running'): Vm {
   return { id, uuid: `00000000-0000-0000-0000-${String(id).padStart(12, '0')}`, instanceName: `i-1-${id}-VM`, name: `vm${id}`, accountId: 1, domainId: 1, hostId, state };
@@ -117,4 +118,16 @@ test('per-host deltas: a host gets only its VMs and the sets they reference; res
   // Host 2's resync from before the stop removes the VM.
   const h2 = applyDelta({ hostId: 'h2', revision: d2.revision, vms: d2.upsertVms, sets: d2.upsertSets }, { type: 'delta', ...f.since(2, d2.revision)! });
   assert.deepEqual(h2, f.snapshot(2));
+});
+
+test('the wire text of deltas and snapshots is exactly JSON.stringify of the messages', () => {
+  const s = cloud();
+  const f = new Fleet(s);
+  f.addHost({ id: 1, uuid: 'h1', name: 'h1', tokenHash: 'x', revision: 3 });
+  f.buildAll();
+  const d = f.advance(1)!;
+  assert.equal(deltaJson(d), JSON.stringify({ type: 'delta', ...d }));
+  const snap = f.snapshot(1);
+  assert.equal(snapshotJson(snap), JSON.stringify({ type: 'snapshot', state: snap }));
+  assert.ok(snap.sets.length > 0 && snap.vms.length > 0);
 });

@@ -1,14 +1,14 @@
 // A representative day of the API on PostgreSQL: a throwaway cluster, the REAL server process with
 // --db, security groups (CIDRs of both families, a group reference, a rejected request, a revoke),
-// inventory (network, host, two VMs, a live group change), events and jobs, the in-use refusal, then
-// a restart on the same database that must show exactly the same state. Last, the unique indexes of
-// migration 002 refuse duplicates that bypass the API.
+// inventory (network, host, two VMs, a live group change, LIKE filters), events and jobs, the in-use
+// refusal, concurrent creates of one name (READ COMMITTED races), a restart on the same database that
+// must show exactly the same state, the unique indexes of migration 002, and an agent syncing from it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { startPostgres, type PgCluster } from '../helpers/postgres.js';
 import { startServer, type TestServer, type Creds } from '../helpers/server.js';
 import { openPostgres } from '../../src/store/db.js';
-import fs from 'node:fs';
 import { simAgent, vmIds, waitFor } from '../agent/helpers.js';
 
 let pg: PgCluster;
@@ -46,7 +46,6 @@ async function fails(command: string, params: P, code: number, message: RegExp, 
 }
 
 let alice: Creds;
-let aliceAccountId: string;
 let web: any, dbg: any, net: any, host: any, vm1: any, vm2: any;
 const sgSnapshot = async (who?: Creds) => JSON.stringify(await ok('listSecurityGroups', { listall: true }, who));
 const cidrsOf = (g: any) => (g.ingressrule ?? []).filter((r: any) => r.cidr).map((r: any) => r.cidr).sort();
@@ -55,7 +54,6 @@ test('accounts and security groups: CIDRs of both families, a group reference, a
   const acct = (await ok('createAccount', {
     username: 'alice', password: 'secret-pw', email: 'alice@example.test', firstname: 'Alice', lastname: 'Test', accounttype: 0,
   })).account;
-  aliceAccountId = acct.id;
   const keys = (await ok('registerUserKeys', { id: acct.user[0].id })).userkeys;
   alice = { apikey: keys.apikey, secretkey: keys.secretkey };
   // createAccount made the account's default group
@@ -248,7 +246,6 @@ test('migration 002: the database itself refuses duplicate addresses, MACs and g
     throw new Error('rollback');
   }).catch((e) => assert.match(String(e), /rollback/));
   assert.equal((await db.selectFrom('nics').select('id').where('vm_id', '=', vm.id).execute()).length, 1, 'rolled back');
-  void aliceAccountId;
 });
 
 test('an agent on a PostgreSQL-backed server: snapshot of its host, Up and synced, then a delta', async (t) => {

@@ -61,7 +61,8 @@ before(async () => {
   const all4 = [rule('all', ['0.0.0.0/0'])];
   // n: allow-all both ways (untracked); o: allow-all egress only (tracked, CloudStack #14099);
   // m: tracked, egress closed except one rule — replies to n must still find m's conntrack entries.
-  fw.set(policyOf(n, { ingress: all4, egress: all4, notrack: true }));
+  const all6 = [rule('all', ['::/0'])];
+  fw.set(policyOf(n, { ingress: all4, egress: all4, notrack: true }, { ingress: all6, egress: all6, notrack: true }));
   fw.set(policyOf(o, { ingress: [rule('tcp', ['0.0.0.0/0'], { ports: [22, 22] })], egress: all4 }));
   fw.set(policyOf(m, { ingress: [rule('tcp', [`${n.ipv4}/32`], { ports: [80, 80] })], egress: [rule('udp', ['192.0.2.99/32'], { ports: [1, 1] })] }));
   fw.set(policyOf(t, { ingress: [rule('tcp', ['0.0.0.0/0'], { ports: [80, 80] })] }));
@@ -105,6 +106,8 @@ test('9. NOTRACK: allow-all both ways is untracked; one way stays tracked and it
   await h1.exec('conntrack', ['-F'], { allowFail: true });
   expectAll(await Promise.all([
     probe('n→outside tcp/80', tcpConnect(n, O4, 80, PASS), true),
+    probe('n→outside tcp6/80', tcpConnect(n, '2001:db8:ff::1', 80, PASS), true),
+    probe('o→outside tcp6/80 (v6 tracked)', tcpConnect(o, '2001:db8:ff::1', 80, PASS), true),
     probe('outside→n tcp/80', tcpConnect(lab.outside.netns, n.ipv4!, 80, PASS), true),
     probe('o→outside tcp/80 (reply needs conntrack)', tcpConnect(o, O4, 80, PASS), true),
     probe('outside→o tcp/80 (ingress closed)', tcpConnect(lab.outside.netns, o.ipv4!, 80, BLOCK), false),
@@ -118,6 +121,9 @@ test('9. NOTRACK: allow-all both ways is untracked; one way stays tracked and it
     return (r.stdout + r2.stdout).split('\n').filter((l) => l.trim()).length;
   };
   assert.equal(await outsideOnly(n.ipv4!), 0, 'untracked VM has conntrack entries with the outside');
+  const v6 = (await h1.exec('conntrack', ['-L', '-f', 'ipv6'], { allowFail: true })).stdout;
+  assert.doesNotMatch(v6, new RegExp(`=${n.ipv6} `), 'untracked VM has IPv6 conntrack entries');
+  assert.match(v6, new RegExp(`=${o.ipv6} `), 'IPv6 of a tracked VM is tracked');
   assert.ok((await outsideOnly(o.ipv4!)) > 0, 'one-way allow-all VM must stay tracked');
   assert.ok((await conntrackFor(m.ipv4!)) > 0, 'tracked VM m has its flow with n tracked');
 });

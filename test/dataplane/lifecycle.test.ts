@@ -2,7 +2,7 @@
 // foreign chains/rules/sets survive every apply and teardown, unknown taps fail closed, failures name the step.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createLab, ping, type Lab, type Vm, type Host } from '../../src/lab/index.js';
+import { createLab, ping, arping, type Lab, type Vm, type Host } from '../../src/lab/index.js';
 import { DataplaneError } from '../../src/dataplane/backend.js';
 import { HostFw, policyOf, instanceOf } from './kit.js';
 import { rule } from './fixtures.js';
@@ -76,6 +76,19 @@ test('unknown tap-like ports on the bridge get no traffic (fail closed)', async 
   assert.match(await sh('ebtables-save'), new RegExp(`-A PALISADE-PRE -i ${u.nics[0].tap} -j DROP`));
 });
 
+test('a new libvirt-named port Palisade does not know yet sends and receives nothing', async () => {
+  // a VM namespace plugged after the last apply (its tap is neither a known NIC nor a listed unknown tap)
+  const late = await lab.addVm({ host: h1, name: 'late', nics: [{ mac: '52:54:00:00:04:0e', ipv4: '198.51.100.84/24' }] });
+  const [fromLate, toLate, arp, fromA] = await Promise.all([
+    ping(late, O4, { timeoutMs: 800 }),
+    ping(lab.outside.netns, late.ipv4!, { timeoutMs: 800 }),
+    arping(late, O4, { timeoutMs: 800 }),
+    ping(a, O4, { timeoutMs: 3000 }),
+  ]);
+  assert.deepEqual([fromLate.ok, toLate.ok, arp.ok, fromA.ok], [false, false, false, true]);
+  await late.remove();
+});
+
 test('drift is observed and repaired by the next apply', async () => {
   const bi = instanceOf(b);
   const def = bi.replace(/-VM$/, '-def');
@@ -95,6 +108,31 @@ iptables -A i-9-9-VM-eg -m comment --comment pal:stale -j RETURN
   assert.equal(res.changed, true);
   assert.deepEqual((await fw.dp.observe(await fw.input())).drift, []);
   assertForeignIntact(await kernel());
+});
+
+test('tampering: a rule slipped into a Palisade chain or above its jumps is drift, and the next apply undoes it', async () => {
+  const bi = instanceOf(b);
+  // b is default-deny: an ACCEPT at the top of its ingress chain, or above the FORWARD jump, would open it.
+  await sh(`
+iptables -I ${bi} 1 -j ACCEPT
+iptables -I FORWARD 1 -s 203.0.113.77/32 -j ACCEPT
+ebtables -t nat -I PREROUTING 1 -i foreign1 -j ACCEPT
+`);
+  const drift = (await fw.dp.observe(await fw.input())).drift.map((d) => `${d.kind} ${d.what}`);
+  assert.ok(drift.includes(`unexpected iptables filter chain ${bi}: 1 rule(s) without a Palisade id`), drift.join('\n'));
+  assert.ok(drift.includes("changed iptables filter FORWARD: rules above Palisade's jumps"), drift.join('\n'));
+  assert.ok(drift.includes("changed ebtables nat PREROUTING: rules above Palisade's jumps"), drift.join('\n'));
+  assert.equal((await fw.apply()).changed, true);
+  assert.deepEqual((await fw.dp.observe(await fw.input())).drift, []);
+  const k = await kernel();
+  assert.doesNotMatch(k, new RegExp(`^-A ${bi} -j ACCEPT$`, 'm'));
+  // the foreign rules stay (above them now: Palisade's jumps), only the one inside Palisade's chain is gone
+  const fwd = k.split('\n').filter((l) => l.startsWith('-A FORWARD'));
+  assert.match(fwd[0], /pal:fwd/);
+  assert.ok(fwd.some((l) => l === '-A FORWARD -s 203.0.113.77/32 -j ACCEPT'));
+  assert.match(k, /^-A PREROUTING -j PALISADE-PRE\n-A PREROUTING -i foreign1 -j ACCEPT$/m);
+  assert.equal((await ping(a, b.ipv4!, { timeoutMs: 800 })).ok, false);
+  await sh('iptables -D FORWARD -s 203.0.113.77/32 -j ACCEPT; ebtables -t nat -D PREROUTING -i foreign1 -j ACCEPT');
 });
 
 test('a missing NIC port is reported per VM; other VMs are programmed', async () => {

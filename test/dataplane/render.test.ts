@@ -187,7 +187,8 @@ test('kernel parsers: ownership by pal: comments / comment-flagged sets / reacha
   ].join('\n');
   const t = parseIptSave(save);
   assert.equal(t.filter.chains.get('FOREIGN')!.owned, false);
-  assert.deepEqual(t.filter.chains.get('i-2-8-VM'), { name: 'i-2-8-VM', owned: true, ids: ['x.c0', 'end'], hash: '0123456789ab' });
+  assert.deepEqual(t.filter.chains.get('i-2-8-VM'), { name: 'i-2-8-VM', owned: true, ids: ['x.c0', 'end'], hash: '0123456789ab', foreign: 0 });
+  assert.equal(t.filter.hooks[0].pos, 0);
   assert.deepEqual(t.filter.hooks.map((h) => h.id), ['fwd.cloudbr0.abc']);
   const sets = parseIpsetSave('create pal-sg1v4 hash:ip family inet hashsize 1024 maxelem 65536 comment bucketsize 12\nadd pal-sg1v4 10.0.0.1\ncreate mine hash:ip family inet hashsize 1024\ncreate i-1-1-VM hash:ip family inet hashsize 1024\n');
   assert.equal(sets.get('pal-sg1v4')!.owned, true);
@@ -197,7 +198,7 @@ test('kernel parsers: ownership by pal: comments / comment-flagged sets / reacha
   const eb = parseEbSave('*nat\n:PREROUTING ACCEPT\n:POSTROUTING ACCEPT\n:PALISADE-PRE ACCEPT\n:x-in ACCEPT\n:other ACCEPT\n-A PREROUTING -j PALISADE-PRE\n-A PREROUTING -j other\n-A PALISADE-PRE -i vnet0 -j x-in\n-A x-in -p IPv6 --ip6-proto ipv6-icmp --ip6-icmp-type 130/0:255 -j RETURN\n');
   assert.deepEqual([...eb.chains.keys()].sort(), ['nat/PALISADE-PRE', 'nat/x-in']);
   assert.deepEqual(eb.chains.get('nat/x-in'), ['-p IPv6 --ip6-proto ipv6-icmp --ip6-icmp-type 130/0:255 -j RETURN']);
-  assert.deepEqual(eb.hooks, [{ table: 'nat', chain: 'PREROUTING', line: '-j PALISADE-PRE' }]);
+  assert.deepEqual(eb.hooks, [{ table: 'nat', chain: 'PREROUTING', line: '-j PALISADE-PRE', pos: 0 }]);
   // drift of a desired program against an empty kernel lists missing chains, hooks and sets
   const out = render({ state: hostState([A]), ports: ports({ 'nic-a': ['vnet3', 'cloudbr0'] }) });
   const d = drift(out.program, { ipt: { 4: parseIptSave(''), 6: parseIptSave('') }, sets: new Map(), eb: { chains: new Map(), hooks: [] } });

@@ -1,4 +1,11 @@
 // The iptables backend: iptables + ip6tables + ipset + ebtables, one restore transaction per tool.
+//
+// apply() renders the whole host, diffs it against what it knows of the kernel and writes only the
+// difference (nothing at all when they match). What it knows is the kernel as read at the first apply
+// (so a restarted agent does not rewrite a correct host), then kept up to date by its own writes;
+// observe() re-reads the kernel, reports drift and refreshes that view, so the apply after an observe
+// repairs whatever someone else changed. The agent should therefore observe periodically (DESIGN §4)
+// and apply when drift is reported. A failed step forgets the view (the next apply re-reads).
 import type { ApplyResult, Dataplane, DataplaneInput, Observation } from '../backend.js';
 import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner, must } from '../exec.js';

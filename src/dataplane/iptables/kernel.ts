@@ -7,12 +7,14 @@ import {
   TABLES, hookLine, ruleLine, setCreateLine,
 } from './program.js';
 
-export interface KChain { name: string; owned: boolean; ids: string[]; hash: string | null }
-export interface KHook { chain: string; id: string; line: string }
+/** `foreign`: rules without a Palisade id inside the chain (someone else's, or tampering). */
+export interface KChain { name: string; owned: boolean; ids: string[]; hash: string | null; foreign: number }
+/** `pos`: index of the rule in its built-in chain (Palisade's jumps must come first). */
+export interface KHook { chain: string; id: string; line: string; pos: number }
 export interface KTable { chains: Map<string, KChain>; hooks: KHook[] }
 export interface KSet { family: string; owned: boolean; members: Set<string> }
 /** ebtables chains keyed `<table>/<chain>`; hooks are the jumps from built-in chains to Palisade's roots. */
-export interface KEb { chains: Map<string, string[]>; hooks: { table: EbTable; chain: string; line: string }[] }
+export interface KEb { chains: Map<string, string[]>; hooks: { table: EbTable; chain: string; line: string; pos: number }[] }
 const EB_ROOTS: Record<EbTable, string[]> = { nat: [EB_PRE, EB_POST], filter: [EB_FWD] };
 const ebKey = (t: string, c: string) => `${t}/${c}`;
 export interface KState { ipt: Record<Fam, Record<Table, KTable>>; sets: Map<string, KSet>; eb: KEb }
@@ -26,22 +28,29 @@ function emptyTable(): KTable { return { chains: new Map(), hooks: [] }; }
 export function parseIptSave(text: string): Record<Table, KTable> {
   const out: Record<Table, KTable> = { filter: emptyTable(), raw: emptyTable(), mangle: emptyTable() };
   let cur: KTable | null = null;
+  let counts = new Map<string, number>();
   for (const line of text.split('\n')) {
-    if (line.startsWith('*')) { const t = line.slice(1).trim() as Table; cur = TABLES.includes(t) ? out[t] : null; continue; }
+    if (line.startsWith('*')) { const t = line.slice(1).trim() as Table; cur = TABLES.includes(t) ? out[t] : null; counts = new Map(); continue; }
     if (!cur) continue;
     if (line.startsWith(':')) {
       const name = line.slice(1).split(' ')[0];
-      if (!BUILTIN.has(name)) cur.chains.set(name, { name, owned: false, ids: [], hash: null });
+      if (!BUILTIN.has(name)) cur.chains.set(name, { name, owned: false, ids: [], hash: null, foreign: 0 });
       continue;
     }
     if (!line.startsWith('-A ')) continue;
     const chain = line.slice(3).split(' ')[0];
+    const pos = counts.get(chain) ?? 0;
+    counts.set(chain, pos + 1);
     const m = COMMENT.exec(line);
     const comment = m ? (m[1] ?? m[2]) : '';
-    if (!comment.startsWith('pal:')) continue;
+    if (!comment.startsWith('pal:')) {
+      const fc = cur.chains.get(chain);
+      if (fc) fc.foreign++;
+      continue;
+    }
     const [idPart, hashPart] = comment.slice(4).split(' #');
-    if (BUILTIN.has(chain)) { cur.hooks.push({ chain, id: idPart, line }); continue; }
-    const c = cur.chains.get(chain) ?? { name: chain, owned: false, ids: [], hash: null };
+    if (BUILTIN.has(chain)) { cur.hooks.push({ chain, id: idPart, line, pos }); continue; }
+    const c = cur.chains.get(chain) ?? { name: chain, owned: false, ids: [], hash: null, foreign: 0 };
     cur.chains.set(chain, c);
     c.owned = true;
     if (c.ids.length === 0 && hashPart) c.hash = hashPart;
@@ -76,7 +85,8 @@ export function parseEbSave(text: string): KEb {
   const hooks: KEb['hooks'] = [];
   for (const t of EB_TABLES) {
     const all = new Map<string, string[]>();
-    const builtin: { chain: string; line: string }[] = [];
+    const builtin: { chain: string; line: string; pos: number }[] = [];
+    const counts = new Map<string, number>();
     let inT = false;
     for (const line of text.split('\n')) {
       if (line.startsWith('*')) { inT = line.trim() === `*${t}`; continue; }
@@ -87,7 +97,7 @@ export function parseEbSave(text: string): KEb {
       const sp = rest.indexOf(' ');
       const chain = rest.slice(0, sp);
       const rule = ebNorm(rest.slice(sp + 1));
-      if (BUILTIN.has(chain)) builtin.push({ chain, line: rule });
+      if (BUILTIN.has(chain)) { const pos = counts.get(chain) ?? 0; counts.set(chain, pos + 1); builtin.push({ chain, line: rule, pos }); }
       else (all.get(chain) ?? all.set(chain, []).get(chain)!).push(rule);
     }
     const roots = EB_ROOTS[t];
@@ -115,14 +125,17 @@ export function expectedState(p: Program): KState {
   for (const f of [4, 6] as Fam[]) {
     const prog = f === 4 ? p.v4 : p.v6;
     ipt[f] = { filter: emptyTable(), raw: emptyTable(), mangle: emptyTable() };
-    for (const c of prog.chains) ipt[f][c.table].chains.set(c.name, { name: c.name, owned: true, ids: c.rules.map((r) => r.id), hash: c.hash });
-    for (const h of prog.hooks) ipt[f][h.table].hooks.push({ chain: h.chain, id: h.id, line: hookLine('-I', h).replace(/^-I (\S+) 1 /, '-A $1 ') });
+    for (const c of prog.chains) ipt[f][c.table].chains.set(c.name, { name: c.name, owned: true, ids: c.rules.map((r) => r.id), hash: c.hash, foreign: 0 });
+    for (const h of prog.hooks) {
+      const pos = ipt[f][h.table].hooks.filter((x) => x.chain === h.chain).length;
+      ipt[f][h.table].hooks.push({ chain: h.chain, id: h.id, line: hookLine('-I', h).replace(/^-I (\S+) 1 /, '-A $1 '), pos });
+    }
   }
   const sets = new Map<string, KSet>();
   for (const s of p.sets) sets.set(s.name, { family: s.family, owned: true, members: new Set(s.members) });
   const eb: KEb = {
     chains: new Map(p.eb.chains.map((c) => [ebKey(c.table, c.name), c.rules])),
-    hooks: p.eb.hooks.map((h) => ({ table: h.table, chain: h.chain, line: h.spec })),
+    hooks: p.eb.hooks.map((h, i, all) => ({ table: h.table, chain: h.chain, line: h.spec, pos: all.slice(0, i).filter((x) => x.table === h.table && x.chain === h.chain).length })),
   };
   return { ipt, sets, eb };
 }
@@ -134,8 +147,14 @@ export function planIsEmpty(pl: Plan): boolean {
   return !pl.ipsetPre && !pl.ebtables && !pl.iptables[4] && !pl.iptables[6] && !pl.ipsetPost;
 }
 
+/** Our jumps in a built-in chain are all at its top (a rule above them could bypass Palisade). */
+function hooksOnTop(hooks: { chain: string; pos: number }[], chain: string): boolean {
+  const ours = hooks.filter((h) => h.chain === chain);
+  return ours.every((h) => h.pos < ours.length);
+}
+
 function sameChain(c: IptChain, k: KChain | undefined): boolean {
-  return !!k && k.owned && k.hash === c.hash && k.ids.length === c.rules.length && k.ids.every((id, i) => id === c.rules[i].id);
+  return !!k && k.owned && k.foreign === 0 && k.hash === c.hash && k.ids.length === c.rules.length && k.ids.every((id, i) => id === c.rules[i].id);
 }
 
 function iptPlan(prog: IptProgram, k: Record<Table, KTable>): string {
@@ -150,9 +169,11 @@ function iptPlan(prog: IptProgram, k: Record<Table, KTable>): string {
     const wantIds = new Set(hooks.map((h) => h.id));
     const seen = new Set<string>();
     const hookDel: string[] = [];
+    // A built-in chain where something sits above our jumps gets all of them re-inserted at the top.
+    const sunk = new Set(kt.hooks.map((h) => h.chain).filter((ch) => !hooksOnTop(kt.hooks, ch)));
     for (const h of kt.hooks) {
-      if (!wantIds.has(h.id) || seen.has(h.id)) hookDel.push(h.line.replace(/^-A /, '-D '));
-      seen.add(h.id);
+      if (!wantIds.has(h.id) || seen.has(h.id) || sunk.has(h.chain)) hookDel.push(h.line.replace(/^-A /, '-D '));
+      else seen.add(h.id);
     }
     const hookAdd: IptHook[] = hooks.filter((h) => !seen.has(h.id));
     if (!write.length && !del.length && !hookDel.length && !hookAdd.length) continue;
@@ -202,14 +223,15 @@ function ebPlan(eb: EbProgram, k: KEb): string {
     const del = [...k.chains.keys()].filter((key) => key.startsWith(`${t}/`)).map((key) => key.slice(t.length + 1)).filter((n) => !wantNames.has(n));
     const wantHooks = eb.hooks.filter((h) => h.table === t).map((h) => ({ chain: h.chain, line: h.spec }));
     const have = k.hooks.filter((h) => h.table === t);
-    const hookAdd = wantHooks.filter((h) => !have.some((x) => x.chain === h.chain && x.line === h.line));
+    const sunk = new Set(have.map((h) => h.chain).filter((ch) => !hooksOnTop(have, ch)));
     const hookDel: string[] = [];
     const seen = new Set<string>();
     for (const h of have) {
       const key = `${h.chain} ${h.line}`;
-      if (!wantHooks.some((x) => x.chain === h.chain && x.line === h.line) || seen.has(key)) hookDel.push(`-D ${h.chain} ${h.line}`);
-      seen.add(key);
+      if (!wantHooks.some((x) => x.chain === h.chain && x.line === h.line) || seen.has(key) || sunk.has(h.chain)) hookDel.push(`-D ${h.chain} ${h.line}`);
+      else seen.add(key);
     }
+    const hookAdd = wantHooks.filter((h) => !seen.has(`${h.chain} ${h.line}`));
     if (!write.length && !del.length && !hookAdd.length && !hookDel.length) continue;
     out.push(`*${t}`);
     for (const c of write) out.push(`:${c.name} ACCEPT`);
@@ -243,7 +265,8 @@ export function drift(p: Program, k: KState): DriftItem[] {
         const wantIds = new Set(c.rules.map((r) => r.id));
         for (const r of c.rules) if (!have.has(r.id)) out.push({ kind: 'missing', what: `${tool} ${table} rule ${c.name} pal:${r.id}` });
         for (const id of kc.ids) if (!wantIds.has(id)) out.push({ kind: 'unexpected', what: `${tool} ${table} rule ${c.name} pal:${id}` });
-        if (!sameChain(c, kc) && [...have].every((id) => wantIds.has(id)) && c.rules.every((r) => have.has(r.id))) {
+        if (kc.foreign) out.push({ kind: 'unexpected', what: `${tool} ${table} chain ${c.name}: ${kc.foreign} rule(s) without a Palisade id` });
+        if (!sameChain(c, kc) && !kc.foreign && [...have].every((id) => wantIds.has(id)) && c.rules.every((r) => have.has(r.id))) {
           out.push({ kind: 'changed', what: `${tool} ${table} chain ${c.name}` });
         }
       }
@@ -252,6 +275,7 @@ export function drift(p: Program, k: KState): DriftItem[] {
       const hooks = prog.hooks.filter((h) => h.table === table);
       for (const h of hooks) if (!kt.hooks.some((x) => x.id === h.id)) out.push({ kind: 'missing', what: `${tool} ${table} ${h.chain} jump pal:${h.id}` });
       for (const x of kt.hooks) if (!hooks.some((h) => h.id === x.id)) out.push({ kind: 'unexpected', what: `${tool} ${table} ${x.chain} jump pal:${x.id}` });
+      for (const ch of new Set(kt.hooks.map((h) => h.chain))) if (!hooksOnTop(kt.hooks, ch)) out.push({ kind: 'changed', what: `${tool} ${table} ${ch}: rules above Palisade's jumps` });
     }
   }
   const want = new Map(p.sets.map((s) => [s.name, s]));
@@ -271,5 +295,9 @@ export function drift(p: Program, k: KState): DriftItem[] {
   const ebNames = new Set(p.eb.chains.map((c) => ebKey(c.table, c.name)));
   for (const n of k.eb.chains.keys()) if (!ebNames.has(n)) out.push({ kind: 'unexpected', what: `ebtables ${n.replace('/', ' chain ')}` });
   for (const h of p.eb.hooks) if (!k.eb.hooks.some((x) => x.table === h.table && x.chain === h.chain && x.line === h.spec)) out.push({ kind: 'missing', what: `ebtables ${h.table} ${h.chain} jump ${h.spec}` });
+  for (const t of EB_TABLES) {
+    const have = k.eb.hooks.filter((h) => h.table === t);
+    for (const ch of new Set(have.map((h) => h.chain))) if (!hooksOnTop(have, ch)) out.push({ kind: 'changed', what: `ebtables ${t} ${ch}: rules above Palisade's jumps` });
+  }
   return out;
 }

@@ -77,3 +77,6 @@ export function groupSetName(id: string): string {
 
 /** Valid characters for a name we put on the command line / in restore text. */
 export function safeName(s: string): boolean { return /^[A-Za-z0-9_.:+@-]+$/.test(s); }
+
+/** A network device name usable in matches: no `+` (a wildcard there), at most 15 characters. */
+export function safeDevice(s: string): boolean { return s.length <= 15 && /^[A-Za-z0-9_.:@-]+$/.test(s); }

@@ -15,14 +15,14 @@
 // (same-host VM→VM gets the source's egress AND the destination's ingress). To-VM rules end in
 // ACCEPT or DROP. Unknown tap-like ports are dropped both ways (fail closed).
 import type { DataplaneInput } from '../backend.js';
-import type { AddressSet, FamilyPolicy, NicPolicy, PolicyRule, VmPolicy } from '../../policy/ir.js';
-import { canonV6, isV4, isV6, linkLocalFromMac, tapMac } from './addr.js';
+import type { FamilyPolicy, NicPolicy, PolicyRule, VmPolicy } from '../../policy/ir.js';
+import { canonV6, isV4, isV6, linkLocalFromMac } from './addr.js';
 import {
-  EB_FWD, EB_L2_IN, EB_L2_OUT, EB_POST, EB_PRE, RAW_CHAIN, V6_PRE, V6_POST, V6_TO, bridgeChains, ebBase, ebNames, groupSetName, notrackSet, safeName, trackedSet, vmNames,
+  EB_FWD, EB_L2_IN, EB_L2_OUT, EB_POST, EB_PRE, RAW_CHAIN, V6_PRE, V6_POST, V6_TO, bridgeChains, ebBase, ebNames, groupSetName, notrackSet, safeDevice, safeName, trackedSet, vmNames,
   MAX_CHAIN,
 } from './names.js';
 import {
-  type EbChain, type EbProgram, type Fam, type IptChain, type IptHook, type IptProgram, type IptRule, type Program, type SetDef,
+  type EbChain, type EbProgram, type Fam, type IptChain, type IptHook, type IptRule, type Program, type SetDef,
   ebFullText, ipsetFullText, iptFullText, makeChain, hashOf,
 } from './program.js';
 
@@ -131,6 +131,11 @@ function markTree(name: string, shift: number, head: IptRule[], entries: [number
   }
   rules.push(r('end', '-j RETURN'));
   return [makeChain('filter', name, rules), ...children];
+}
+
+/** Insert `rule` before the final RETURN of chain `name`. */
+function withTail(chains: EbChain[], name: string, rule: string): EbChain[] {
+  return chains.map((c) => (c.name === name ? { ...c, rules: [...c.rules.slice(0, -1), rule, ...c.rules.slice(-1)] } : c));
 }
 
 /** A per-port ebtables rule: the device and what follows `-i/-o <device>`. */
@@ -403,7 +408,7 @@ export function render(input: DataplaneInput): Rendered {
   const notrack: Record<Fam, { nt: Set<string>; tr: Set<string> }> = { 4: { nt: new Set(), tr: new Set() }, 6: { nt: new Set(), tr: new Set() } };
   const usedNames = new Map<string, string>();
   const programmed: string[] = [];
-  const portNo = assignPorts(Object.values(ports.nics).map((p) => p.device).filter(safeName));
+  const portNo = assignPorts(Object.values(ports.nics).map((p) => p.device).filter(safeDevice));
   /** Bridge ports and their numbers (VM taps, then uplinks and unknown taps). */
   const marked: [string, number][] = [];
 
@@ -425,7 +430,7 @@ export function render(input: DataplaneInput): Rendered {
       const owner = usedNames.get(n);
       if (owner && owner !== vm.vmId) problems.push(`name ${n} clashes with VM ${owner}`);
     }
-    for (const n of placed) if (!safeName(n.device) || !safeName(n.bridge)) problems.push(`unusable device name ${n.device}@${n.bridge}`);
+    for (const n of placed) if (!safeDevice(n.device) || !safeDevice(n.bridge)) problems.push(`unusable device name ${n.device}@${n.bridge}`);
     const fatal = problems.some((p) => !p.startsWith('NIC port'));
     if (problems.length) vmErrors[vm.vmId] = problems.join('; ');
     if (fatal || !placed.length) continue;
@@ -455,13 +460,13 @@ export function render(input: DataplaneInput): Rendered {
   if (programmed.length) fam[6].chains.push(...v6SharedChains());
 
   // Bridges: those with programmed NICs and any the port discovery lists (unknown taps fail closed).
-  const bridges = [...new Set([...perBridge.keys(), ...Object.keys(ports.bridges)])].filter(safeName).sort();
+  const bridges = [...new Set([...perBridge.keys(), ...Object.keys(ports.bridges)])].filter(safeDevice).sort();
   for (const br of bridges) {
     const bc = bridgeChains(br);
     const info = ports.bridges[br] ?? { uplinks: [], unknownTaps: [] };
     const d = perBridge.get(br) ?? [];
-    const unknown = info.unknownTaps.filter(safeName);
-    const uplinks = info.uplinks.filter(safeName);
+    const unknown = info.unknownTaps.filter(safeDevice);
+    const uplinks = info.uplinks.filter(safeDevice);
     for (const u of uplinks) marked.push([u, PORT_UPLINK]);
     for (const t of unknown) marked.push([t, PORT_UNKNOWN]);
     for (const f of [4, 6] as Fam[]) {
@@ -521,7 +526,9 @@ export function render(input: DataplaneInput): Rendered {
     const fwd: PortRule[] = marked.map(([dev, k]) => [dev, `-j mark --mark-or ${hex(k)} --mark-target RETURN`]);
     eb.chains.push(
       ...portTree('filter', EB_FWD, '-o', fwd, [clearOut]),
-      ...portTree('nat', EB_PRE, '-i', ebPre, [clearIn]),
+      ...withTail(portTree('nat', EB_PRE, '-i', ebPre, [clearIn]), EB_PRE,
+        // A libvirt-named port Palisade does not know yet (no in-port mark) sends nothing, ARP included.
+        `-i vnet+ --mark 0x0/${hex(MARK_IN_MASK)} -j DROP`),
       ...portTree('nat', EB_POST, '-o', ebPost, []),
       // shared by every NIC (only while some NIC references them, so they stay reachable for read-back)
       ...(ebChains.length ? [{ table: 'nat' as const, name: EB_L2_IN, rules: L2_IN_RULES }, { table: 'nat' as const, name: EB_L2_OUT, rules: L2_OUT_RULES }] : []),

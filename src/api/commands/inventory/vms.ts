@@ -381,8 +381,7 @@ const listVirtualMachines: CommandDef = {
     const kw = p.str('keyword');
     if (kw !== undefined && kw !== '') {
       // containsCi: % _ \ are literal on both engines (\ is LIKE's default escape in PostgreSQL, not SQLite)
-      const pat = `%${kw.toLowerCase()}%`;
-      q = q.where((eb) => eb.or([eb(eb.fn('lower', ['name']), 'like', pat), eb(eb.fn('lower', ['display_name']), 'like', pat), eb(eb.fn('lower', ['state']), 'like', pat)]));
+      q = q.where((eb) => eb.or([containsCi('name', kw), containsCi('display_name', kw), containsCi('state', kw)]));
     }
     const all = (await q.orderBy('id').execute()).map((r) => r.id);
     const pageIds = pg.limit === null ? all.slice(pg.offset) : all.slice(pg.offset, pg.offset + pg.limit);
