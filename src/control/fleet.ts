@@ -178,7 +178,11 @@ export class Fleet {
       try {
         const i = analyzeChange(this.state, c, before);
         i.vms.forEach((v) => vms.add(v)); i.sets.forEach((s) => sets.add(s)); i.hosts.forEach((h) => hosts.add(h));
-      } catch { this.analyzeFailures++; }
+      } catch (e) {
+        // The widened analysis below still covers what the reload touched.
+        this.analyzeFailures++;
+        this.compileErrors.push({ vmId: -1, error: `analyzeChange(${c.kind}): ${e instanceof Error ? e.message : String(e)}` });
+      }
       if (c.kind === 'placement') { if (c.fromHostId !== null) hosts.add(c.fromHostId); if (c.toHostId !== null) hosts.add(c.toHostId); }
     }
     const groupSets = (g: number) => { sets.add(`sg${g}v4`); sets.add(`sg${g}v6`); };

@@ -150,7 +150,10 @@ export class ControlPlaneImpl {
       journal.apply(reload);
       const impact = this.fleet.impact(changes, journal.before(), vmIds, groupIds);
       for (const h of this.fleet.recompile(impact)) dirty.add(h);
-      for (const e of this.fleet.compileErrors.splice(0)) this.log.error({ vm: e.vmId, err: e.error }, 'control: cannot compile VM policy; its host keeps the previous rules');
+      for (const e of this.fleet.compileErrors.splice(0)) {
+        if (e.vmId < 0) this.log.error({ err: e.error }, 'control: change analysis failed; using the conservative analysis');
+        else this.log.error({ vm: e.vmId, err: e.error }, 'control: cannot compile VM policy; its host keeps the previous rules');
+      }
     }
     // The API may have written these VMs' sync state itself: forget what we think the store holds.
     for (const v of vmIds) this.vmSync.delete(v);
