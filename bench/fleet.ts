@@ -4,7 +4,9 @@
 //   - one authorize on a group with a member on every host → every host acked (the 2 s target);
 //   - server restart → every agent resynced (snapshot applied);
 //   - server memory (RSS) with the fleet connected;
-//   - pushes per host for a burst of 1000 API calls.
+//   - pushes per host for a burst of 1000 API calls, and the bytes of a push (delta messages as
+//     received by the agents) during that burst;
+// and prints the key figures as SUMMARY lines (bench/summary.ts) for bench/all.ts.
 // Run: node --import tsx bench/fleet.ts [--hosts 100,500,2000] [--vms 20] [--burst 1000]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
@@ -19,6 +21,7 @@ import { signParams, formatExpires } from '../src/api/signing.js';
 import { Agent } from '../src/agent/agent.js';
 import { NullDataplane } from '../src/agent/null-dataplane.js';
 import { simulatedPorts } from '../src/agent/sim-ports.js';
+import { summary } from './summary.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const REPO = path.dirname(path.dirname(MAIN));
@@ -213,6 +216,8 @@ async function runFleet(H: number, V: number, burst: number): Promise<Record<str
     // 1. One authorize on a group with a member on every host → every host acked.
     const runs: number[] = [];
     const phases: string[] = [];
+    const oneBytes0 = agents.reduce((n, a) => n + a.counters.bytesIn, 0);
+    const oneDeltas0 = agents.reduce((n, a) => n + a.counters.deltas, 0);
     for (let k = 0; k < 3; k++) {
       const base = new Map(agents.map((a) => [a, a.appliedRevision ?? -1]));
       let first = 0;
@@ -232,10 +237,12 @@ async function runFleet(H: number, V: number, burst: number): Promise<Record<str
     }
     process.stderr.write(`  authorize phases (ms from the call): ${phases.join(' | ')}\n`);
     runs.sort((a, b) => a - b);
+    const oneBytes = (agents.reduce((n, a) => n + a.counters.bytesIn, 0) - oneBytes0) / Math.max(1, agents.reduce((n, a) => n + a.counters.deltas, 0) - oneDeltas0);
 
     // 2. Pushes per host for a burst of API calls (authorize on the same group, 16 in flight), sent by
     //    another process so the simulated fleet in this one does not slow the callers down.
     const before = new Map(agents.map((a) => [a, a.counters.deltas]));
+    const bytesBefore = agents.reduce((n, a) => n + a.counters.bytesIn, 0);
     const tb = performance.now();
     let burstApiMs = 0;
     if (burst) {
@@ -257,6 +264,10 @@ async function runFleet(H: number, V: number, burst: number): Promise<Record<str
     const burstDoneMs = performance.now() - tb;
     const pushes = agents.map((a) => a.counters.deltas - before.get(a)!);
     const avgPushes = pushes.reduce((x, y) => x + y, 0) / pushes.length;
+    const burstBytes = agents.reduce((n, a) => n + a.counters.bytesIn, 0) - bytesBefore;
+    const bytesPerPush = burstBytes / Math.max(1, pushes.reduce((x, y) => x + y, 0));
+    // The policy one VM of the group holds at the end of the burst (what a snapshot carries per VM).
+    const policyBytes = Buffer.byteLength(JSON.stringify(agents[0].state!.vms.find((v) => v.v4.ingress.some((r) => r.ports?.to === lastPort)) ?? null));
 
     // 3. Server restart → every agent resynced.
     const snaps = new Map(agents.map((a) => [a, a.counters.snapshots]));
@@ -282,6 +293,8 @@ async function runFleet(H: number, V: number, burst: number): Promise<Record<str
       'authorize→all acked ms (min/median/max of 3)': runs.map((x) => Math.round(x)).join(' / '),
       [`burst of ${burst}: API ms`]: Math.round(burstApiMs), 'burst: all converged ms': Math.round(burstDoneMs),
       'pushes/host avg': avgPushes.toFixed(1), 'pushes/host max': Math.max(...pushes),
+      'burst: KB per push (avg)': (bytesPerPush / 1024).toFixed(1), 'burst: MB sent to the fleet': (burstBytes / 2 ** 20).toFixed(0),
+      'policy of a group VM after burst KB': (policyBytes / 1024).toFixed(1), 'authorize: KB per push': (oneBytes / 1024).toFixed(1),
       'restart: stop ms': Math.round(stopMs), 'restart: start ms': restartStartMs, 'restart: resync after listening ms': Math.round(resyncAfterUp), 'restart: total ms': Math.round(resyncTotal),
       'server RSS MB (connected)': rss.toFixed(0), 'server RSS MB (after restart)': rssAfter.toFixed(0),
     };
@@ -314,11 +327,20 @@ async function main(): Promise<void> {
     const r = await runFleet(H, V, burst);
     results.push(r);
     process.stderr.write(JSON.stringify(r) + '\n');
+    const median = Number(String(r['authorize→all acked ms (min/median/max of 3)']).split(' / ')[1]);
+    summary('fleet', `${H} hosts: authorize → all acked (median of 3)`, median, 'ms', H === 2000 ? '< 2 s' : '');
+    if (burst) {
+      summary('fleet', `${H} hosts: burst of ${burst} authorizes, API time`, Number(r[`burst of ${burst}: API ms`]), 'ms');
+      summary('fleet', `${H} hosts: burst of ${burst}, pushes per host`, Number(r['pushes/host avg']), '', `a few (≪ ${burst})`);
+      summary('fleet', `${H} hosts: burst of ${burst}, KB per push`, Number(r['burst: KB per push (avg)']), 'KB');
+    }
+    summary('fleet', `${H} hosts: server restart → all resynced`, Number(r['restart: total ms']), 'ms');
+    summary('fleet', `${H} hosts: server RSS`, Number(r['server RSS MB (connected)']), 'MB');
   }
   const keys = Object.keys(results[0]);
   const w = Math.max(...keys.map((k) => k.length));
   console.log(`\nfleet benchmark (${os.cpus().length} cores, node ${process.version}; agents simulated in one process, server in its own)`);
-  for (const k of keys) console.log(`${k.padEnd(w)}  ${results.map((r) => String(r[k]).padStart(18)).join('')}`);
+  for (const k of keys) console.log(`${k.padEnd(w)}  ${results.map((r) => String(r[k]).padStart(22)).join('')}`);
 }
 
 main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });

@@ -50,7 +50,8 @@ export class Agent extends EventEmitter {
   connected = false;
   hostId: string | null = null;
   repairCount = 0;
-  readonly counters = { snapshots: 0, deltas: 0, applies: 0, connects: 0 };
+  /** bytesIn: size of the server's snapshot and delta messages received (what a push costs on the wire). */
+  readonly counters = { snapshots: 0, deltas: 0, applies: 0, connects: 0, bytesIn: 0 };
 
   private ws: WebSocket | null = null;
   private attempt = 0;
@@ -121,7 +122,9 @@ export class Agent extends EventEmitter {
     ws.on('message', (data) => {
       this.lastHeard = Date.now();
       let m: ServerMessage;
-      try { m = JSON.parse(String(data)) as ServerMessage; } catch { this.o.log.warn('agent: malformed server message'); return; }
+      const text = String(data);
+      try { m = JSON.parse(text) as ServerMessage; } catch { this.o.log.warn('agent: malformed server message'); return; }
+      if (m.type === 'snapshot' || m.type === 'delta') this.counters.bytesIn += Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.byteLength;
       this.onMessage(m);
     });
     ws.on('close', (code, reason) => {
@@ -278,7 +281,14 @@ export class Agent extends EventEmitter {
       const repaired = this.findings.filter((f) => f.fixed).map((f) => ({ at: new Date().toISOString(), what: `preflight: ${f.check} ${f.detail}`, count: 1 }));
       this.pendingRepairs.push(...repaired);
       const state = this.state;
-      if (state) await this.repairDrift(state).catch((e) => this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: reconcile failed'));
+      if (state && this.lastApplyError !== null) {
+        // The last apply failed as a whole (e.g. a tool was missing): retry it on every pass; the
+        // ack tells the server once it works.
+        await this.applyNow();
+        if (this.lastApplyError === null) this.o.log.info({ revision: state.revision }, 'agent: apply succeeded on retry');
+      } else if (state) {
+        await this.repairDrift(state).catch((e) => this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: reconcile failed'));
+      }
       this.report(false);
     });
   }

@@ -11,8 +11,9 @@ export const TOOLS = ['iptables-restore', 'ip6tables-restore', 'ipset', 'ebtable
 /** conntrack entries in use above this share of the maximum is a finding. */
 const CONNTRACK_LIMIT = 0.9;
 
+/** Looked up exactly as the runner will run it (spawn / `ip netns exec` search PATH): no extra dirs. */
 function onPath(tool: string): boolean {
-  for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').concat(['/usr/sbin', '/sbin'])) {
+  for (const dir of (process.env.PATH || '/usr/sbin:/usr/bin:/sbin:/bin').split(':').filter(Boolean)) {
     try { fs.accessSync(path.join(dir, tool), fs.constants.X_OK); return true; } catch { /* next */ }
   }
   return false;

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { Command } from 'commander';
+import { Command, CommanderError } from 'commander';
 import pino from 'pino';
 import { openStore, type StoreConfig } from '../store/db.js';
 import { createControlPlane } from '../control/index.js';
@@ -31,7 +31,13 @@ export async function serverCommand(argv: string[]): Promise<number> {
     .option('--db <url>', 'PostgreSQL URL (postgres://…) instead of the embedded SQLite store')
     .option('--log-level <level>', 'log level', 'info')
     .exitOverride();
-  program.parse(argv, { from: 'user' });
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (e) {
+    // commander already printed the help or the usage error
+    if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' ? 0 : 2;
+    throw e;
+  }
   const o = program.opts<{ listen: string; dataDir: string; db?: string; logLevel: string }>();
   const log = pino({ level: o.logLevel, base: { svc: 'palisade-server' } });
   const listen = parseListen(o.listen);

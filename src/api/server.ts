@@ -1,26 +1,15 @@
 // HTTP front of the API: /client/api over GET (query) and POST (form body), CloudStack JSON envelopes.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import formbody from '@fastify/formbody';
-import type { Logger } from 'pino';
-import type { Db } from '../store/db.js';
-import type { ChangeSink } from '../model/changes.js';
 import type { CommandDef } from './command.js';
-import { Dispatcher } from './dispatcher.js';
+import { Dispatcher, type DispatcherDeps } from './dispatcher.js';
 import { allCommands } from './registry.js';
 
 export const API_PATH = '/client/api';
 const JSON_TYPE = 'application/json; charset=UTF-8';
 
-export interface ServerOptions {
-  db: Db;
-  sink: ChangeSink;
-  log: Logger;
-  /** Defaults to every registered command. */
-  commands?: CommandDef[];
-  now?: () => Date;
-  /** Identity of this server process (async job ownership). */
-  serverId?: string;
-}
+/** The dispatcher's dependencies; `commands` defaults to every registered command. */
+export type ServerOptions = Omit<DispatcherDeps, 'commands'> & { commands?: CommandDef[] };
 
 /** Decode a query string or form body: `+` is a space, the first occurrence of a name wins. */
 export function decodeForm(s: string): Record<string, string> {
@@ -46,7 +35,7 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
     bodyLimit: 4 * 1024 * 1024,
   });
   await app.register(formbody, { parser: decodeForm });
-  const dispatcher = new Dispatcher({ db: opts.db, sink: opts.sink, log: opts.log, commands: opts.commands ?? allCommands(), now: opts.now, serverId: opts.serverId });
+  const dispatcher = new Dispatcher({ ...opts, commands: opts.commands ?? allCommands() });
 
   const handler = async (req: { query: unknown; body: unknown }, reply: import('fastify').FastifyReply) => {
     const params: Record<string, string> = { ...(req.query as Record<string, string>) };

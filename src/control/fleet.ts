@@ -7,10 +7,22 @@ import type { CloudState } from '../policy/state.js';
 import { analyzeChange, compileAddressSet, compileVm } from '../policy/api.js';
 import { nicPolicies } from '../policy/compile.js';
 import { sha256Hex } from '../policy/hash.js';
+import { agentForm, formFamilyJson } from './agent-form.js';
 
 /** The rule part of a compiled policy, shared by VMs with the same groups within one pass. */
 interface Template { v4: VmPolicy['v4']; v6: VmPolicy['v6']; json4: string; json6: string }
 export type CompileMemo = Map<string, Template>;
+
+const groupKey = (state: CloudState, vmId: number) => [...new Set(state.groupsByVm.get(vmId) ?? [])].sort((a, b) => a - b).join(',');
+
+/** A VM's policy from its group set's template: only the NICs and the hash are computed per VM. */
+function fromTemplate(state: CloudState, vmId: number, t: Template): VmPolicy {
+  const vm = state.vms.get(vmId);
+  if (!vm) throw new Error(`compileVm: unknown VM id ${vmId}`);
+  const nics = nicPolicies(state, vmId);
+  const json = `{"vmId":${JSON.stringify(vm.uuid)},"instanceName":${JSON.stringify(vm.instanceName)},"nics":${JSON.stringify(nics)},"v4":${t.json4},"v6":${t.json6}}`;
+  return { vmId: vm.uuid, instanceName: vm.instanceName, nics, v4: t.v4, v6: t.v6, hash: sha256Hex(json) };
+}
 
 /**
  * compileVm, but VMs with the same groups share the (expensive) rule compilation: only the NICs and
@@ -18,18 +30,27 @@ export type CompileMemo = Map<string, Template>;
  * test/agent/fleet.test.ts checks that.
  */
 export function compileShared(state: CloudState, vmId: number, memo: CompileMemo): VmPolicy {
-  const key = [...new Set(state.groupsByVm.get(vmId) ?? [])].sort((a, b) => a - b).join(',');
+  const key = groupKey(state, vmId);
   const t = memo.get(key);
-  if (!t) {
-    const p = compileVm(state, vmId);
-    memo.set(key, { v4: p.v4, v6: p.v6, json4: JSON.stringify(p.v4), json6: JSON.stringify(p.v6) });
-    return p;
-  }
-  const vm = state.vms.get(vmId);
-  if (!vm) throw new Error(`compileVm: unknown VM id ${vmId}`);
-  const nics = nicPolicies(state, vmId);
-  const json = `{"vmId":${JSON.stringify(vm.uuid)},"instanceName":${JSON.stringify(vm.instanceName)},"nics":${JSON.stringify(nics)},"v4":${t.json4},"v6":${t.json6}}`;
-  return { vmId: vm.uuid, instanceName: vm.instanceName, nics, v4: t.v4, v6: t.v6, hash: sha256Hex(json) };
+  if (t) return fromTemplate(state, vmId, t);
+  const p = compileVm(state, vmId);
+  memo.set(key, { v4: p.v4, v6: p.v6, json4: JSON.stringify(p.v4), json6: JSON.stringify(p.v6) });
+  return p;
+}
+
+/**
+ * What the fleet keeps per placed VM and gives its host: the agent form of compileVm's policy
+ * (agent-form.ts: rules without sources, hashed over the form), VMs of the same groups sharing the
+ * compilation. Equals agentForm(compileVm(state, vmId)); test/agent/fleet.test.ts checks that. The
+ * per-VM hash covers the small form, not the sources (tens of KB after a thousand authorizations).
+ */
+export function compileForm(state: CloudState, vmId: number, memo: CompileMemo): VmPolicy {
+  const key = groupKey(state, vmId);
+  const t = memo.get(key);
+  if (t) return fromTemplate(state, vmId, t);
+  const a = agentForm(compileVm(state, vmId));
+  memo.set(key, { v4: a.v4, v6: a.v6, json4: formFamilyJson(a.v4), json6: formFamilyJson(a.v6) });
+  return a;
 }
 
 /** VM states in which a VM's rules are on its host: from before it runs until it is gone. */
@@ -38,6 +59,7 @@ export const PLACED_STATES = new Set(['Starting', 'Running', 'Stopping', 'Migrat
 /** How many removals a host remembers for resync-by-delta before it falls back to a snapshot. */
 const TOMBSTONE_LIMIT = 2000;
 
+/** Deltas and snapshots carry agent forms of the policies (agent-form.ts: no rule sources). */
 export interface Delta {
   fromRevision: number;
   revision: number;
@@ -55,7 +77,10 @@ export interface HostEntry {
   revision: number;
   /** Oldest revision from which a delta can be computed (older: snapshot). */
   floor: number;
-  /** What this host was last given: per VM uuid / set id, the object and the revision it changed at. */
+  /**
+   * What this host was last given: per VM uuid / set id, the object and the revision it changed at.
+   * Policies here are agent forms; their hash is what the host holds.
+   */
   vms: Map<string, { vmId: number; policy: VmPolicy; rev: number }>;
   sets: Map<string, { set: AddressSet; rev: number }>;
   tombVms: Map<string, number>;
@@ -87,7 +112,10 @@ function sameMembers(a: AddressSet, b: AddressSet): boolean {
 
 export class Fleet {
   readonly hosts = new Map<number, HostEntry>();
-  /** Compiled policy of every placed VM. */
+  /**
+   * Compiled policy of every placed VM, in the agent form (compileForm): what its host gets. The
+   * sources of each rule stay with the compiler (compileVm over `state`), for explain.
+   */
   readonly policies = new Map<number, VmPolicy>();
   /** Placed VM → its host; host → its placed VMs. */
   readonly vmHost = new Map<number, number>();
@@ -131,7 +159,7 @@ export class Fleet {
     let policy: VmPolicy | null = null;
     if (host !== null) {
       // A VM that cannot be compiled keeps the rules it has (never unprotected because of a bug).
-      try { policy = compileShared(this.state, vmId, memo); } catch (e) { this.compileErrors.push({ vmId, error: e instanceof Error ? e.message : String(e) }); return; }
+      try { policy = compileForm(this.state, vmId, memo); } catch (e) { this.compileErrors.push({ vmId, error: e instanceof Error ? e.message : String(e) }); return; }
     }
     if (oldHost !== null && oldPolicy) for (const s of setsOf(oldPolicy)) this.ref(s, oldHost, -1);
     if (oldHost !== null) { this.hostVms.get(oldHost)?.delete(vmId); dirty.add(oldHost); }
@@ -233,7 +261,11 @@ export class Fleet {
     const removeVms: string[] = [];
     const upsertSets: AddressSet[] = [];
     const removeSets: string[] = [];
-    for (const [uuid, w] of want.vms) { const cur = h.vms.get(uuid); if (!cur || cur.policy.hash !== w.policy.hash) upsertVms.push(w.policy); }
+    for (const [uuid, w] of want.vms) {
+      // Agent forms: a change that only touches rule sources leaves the hash, and sends nothing.
+      const cur = h.vms.get(uuid);
+      if (!cur || cur.policy.hash !== w.policy.hash) upsertVms.push(w.policy);
+    }
     for (const uuid of h.vms.keys()) if (!want.vms.has(uuid)) removeVms.push(uuid);
     for (const [id, s] of want.sets) { const cur = h.sets.get(id); if (!cur || !sameMembers(cur.set, s)) upsertSets.push(s); }
     for (const id of h.sets.keys()) if (!want.sets.has(id)) removeSets.push(id);
@@ -247,9 +279,7 @@ export class Fleet {
       this.clearRemoval(h, vmId);
     }
     for (const u of removeVms) {
-      const vmId = h.vms.get(u)!.vmId;
-      if (!h.removals.has(vmId)) this.pendingRemovals.set(vmId, (this.pendingRemovals.get(vmId) ?? 0) + 1);
-      h.removals.set(vmId, rev);
+      this.owesRemoval(h, h.vms.get(u)!.vmId, rev);
       h.vms.delete(u);
       h.tombVms.set(u, rev);
     }
@@ -259,6 +289,12 @@ export class Fleet {
     upsertVms.sort((a, b) => (a.vmId < b.vmId ? -1 : a.vmId > b.vmId ? 1 : 0));
     upsertSets.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     return { fromRevision: from, revision: rev, upsertVms, removeVms: removeVms.sort(), upsertSets, removeSets: removeSets.sort() };
+  }
+
+  /** The host owes an ack of a revision >= `rev` (which no longer has the VM) before the VM is Synced. */
+  owesRemoval(h: HostEntry, vmId: number, rev: number): void {
+    if (!h.removals.has(vmId)) this.pendingRemovals.set(vmId, (this.pendingRemovals.get(vmId) ?? 0) + 1);
+    h.removals.set(vmId, rev);
   }
 
   /** The host no longer owes an ack for removing this VM. */

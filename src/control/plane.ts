@@ -7,7 +7,7 @@ import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import type { Change } from '../model/changes.js';
 import type { Db } from '../store/db.js';
-import { Fleet, type Delta, type HostEntry } from './fleet.js';
+import { Fleet, PLACED_STATES, type Delta, type HostEntry } from './fleet.js';
 import { Journal } from './journal.js';
 import { loadCloudState, loadHosts, reloadPart, type HostRow } from './load.js';
 import { AGENT_PATH, PROTOCOL_VERSION, type AgentMessage, type PreflightFinding, type RepairReport, type ServerMessage } from './protocol.js';
@@ -73,11 +73,30 @@ export class ControlPlaneImpl {
       h.floor = h.revision;
       cp.status.host(h.id, { desired_revision: h.revision, state: 'Disconnected' });
     }
+    await cp.adoptPendingRemovals();
     await cp.status.flush();
     cp.keepalive = setInterval(() => cp.pingAll(), KEEPALIVE_MS);
     cp.keepalive.unref();
     log.info({ hosts: cp.fleet.hosts.size, vms: state.vms.size, placed: cp.fleet.policies.size, ms: Date.now() - t0 }, 'control plane loaded');
     return cp;
+  }
+
+  /**
+   * VMs the store shows Pending that are placed nowhere: an earlier run took them off a host and
+   * stopped before it saw (or stored) the ack. That host still owes the removal; the first state it
+   * acks from now on has no such VM (after a restart every agent gets a snapshot), which confirms it.
+   * Without a known host nothing can still enforce them: Synced.
+   */
+  private async adoptPendingRemovals(): Promise<void> {
+    const rows = await this.db.selectFrom('vms').select(['id', 'host_id', 'last_host_id', 'state'])
+      .where('removed', 'is', null).where('sync_state', '=', 'Pending').execute();
+    for (const r of rows) {
+      // Placed VMs are decided by their host's ack (also when their policy failed to compile).
+      if (r.host_id !== null && PLACED_STATES.has(r.state)) continue;
+      const h = this.fleet.hosts.get(r.host_id ?? r.last_host_id ?? -1);
+      if (h) this.fleet.owesRemoval(h, r.id, h.revision);
+      else this.setVmSync(r.id, 'Synced', null);
+    }
   }
 
   private addHost(h: HostRow, revision: number): HostEntry {

@@ -1,15 +1,17 @@
 // Serialising deltas and snapshots. VMs with the same groups share their compiled rule lists
-// (fleet.ts); their JSON is produced once and reused for every VM and host, so a change that
-// touches every host costs one JSON.stringify of the rules, not one per host.
+// (fleet.ts) and so their agent forms (agent-form.ts); the JSON of those lists is produced once and
+// reused for every VM and host, so a change that touches every host costs one JSON.stringify of the
+// rules, not one per host.
 import type { AddressSet, FamilyPolicy, HostDesiredState, VmPolicy } from '../policy/ir.js';
 import type { Delta } from './fleet.js';
+import { formFamilyJson } from './agent-form.js';
 
 const familyJson = new WeakMap<FamilyPolicy, string>();
 const setJson = new WeakMap<AddressSet, string>();
 
 function fam(f: FamilyPolicy): string {
   let s = familyJson.get(f);
-  if (s === undefined) { s = JSON.stringify(f); familyJson.set(f, s); }
+  if (s === undefined) { s = formFamilyJson(f); familyJson.set(f, s); }
   return s;
 }
 

@@ -67,7 +67,7 @@ export async function labCommand(argv: string[]): Promise<number> {
     args = parseLabArgs(argv, ['state-dir', 'port', 'hosts', 'profile', 'dataplane', 'prefix']);
   } catch (e) { err((e as Error).message); err(USAGE); return 2; }
   const [cmd, ...rest] = args.pos;
-  if (!cmd || cmd === 'help' || args.flags.help) { out(USAGE); return cmd ? 0 : 2; }
+  if (!cmd || cmd === 'help' || cmd === '-h' || args.flags.help) { out(USAGE); return cmd || args.flags.help ? 0 : 2; }
   if (process.getuid && process.getuid() !== 0) { err('palisade lab needs root (it creates network namespaces)'); return 1; }
   const dir = str(args.flags['state-dir']) ?? defaultStateDir();
   try {

@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { createHash } from 'node:crypto';
 import WebSocket from 'ws';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { AGENT_PATH, PROTOCOL_VERSION } from '../../src/control/protocol.js';
@@ -194,6 +195,47 @@ test('a server restart: agents reconnect, get a snapshot, and converge', async (
   await waitFor('change after restart arrives', () => vmIds(a2).includes(v.id));
   const r1 = await waitFor('host 1 synced', async () => { const r = await hostRow(srv, h1.id); return r.securitygroupsynced && r.state === 'Up' ? r : null; });
   assert.ok(r1.desiredrevision > 0);
+});
+
+test('after a server restart, a VM stopped while its host was away turns Synced once the host acks its snapshot', async () => {
+  const a1 = agents[0];
+  const v = await deploy(srv, cloud, { hostid: h1.id, name: 'ctl-stop-restart' });
+  await waitFor('on host 1 and Synced', async () => vmIds(a1).includes(v.id) && (await vmRow(srv, v.id)).securitygroupsyncstate === 'Synced');
+  await a1.stop();
+  await waitFor('host 1 Disconnected', async () => (await hostRow(srv, h1.id)).state === 'Disconnected');
+  await job(srv, 'stopVirtualMachine', { id: v.id });
+  assert.equal((await vmRow(srv, v.id)).securitygroupsyncstate, 'Pending', 'the removal is not acked: Pending');
+  await srv.restart();
+  assert.equal((await vmRow(srv, v.id)).securitygroupsyncstate, 'Pending', 'still Pending after the restart: host 1 has not confirmed the removal');
+  const again = simAgent(srv, h1.token, 'agent-1', a1.dir);
+  agents[0] = again;
+  await again.start();
+  assert.ok(vmIds(again).includes(v.id), 'the saved state still has the VM');
+  await waitFor('removed on host 1 and Synced', async () => !vmIds(again).includes(v.id) && again.appliedRevision === again.state!.revision
+    && (await vmRow(srv, v.id)).securitygroupsyncstate === 'Synced', 30_000);
+  assert.ok(again.counters.snapshots >= 1, 'resynced by snapshot');
+});
+
+test('agents hold policies without rule sources, hashed over exactly what they hold', async () => {
+  const a1 = agents[0];
+  const mk = ok(await srv.call('createSecurityGroup', { name: 'ctl-src' }), 'createSecurityGroup').createsecuritygroupresponse.securitygroup.id;
+  const v = await deploy(srv, cloud, { hostid: h1.id, name: 'ctl-src-vm', securitygroupids: mk });
+  await job(srv, 'authorizeSecurityGroupIngress', { securitygroupid: mk, protocol: 'tcp', startport: 80, endport: 80, cidrlist: '0.0.0.0/0' });
+  await job(srv, 'authorizeSecurityGroupIngress', { securitygroupid: mk, protocol: 'tcp', startport: 81, endport: 81, cidrlist: '0.0.0.0/0' });
+  const held = await waitFor('merged 80-81 on host 1', () => a1.state?.vms.find((x) => x.vmId === v.id && x.v4.ingress.some((r) => r.ports?.from === 80 && r.ports.to === 81)));
+  for (const p of a1.state!.vms) {
+    for (const r of [...p.v4.ingress, ...p.v4.egress, ...p.v6.ingress, ...p.v6.egress]) assert.deepEqual(r.sources, [], 'no sources on the wire');
+    const { hash, ...body } = p;
+    assert.equal(hash, createHash('sha256').update(JSON.stringify(body)).digest('hex'), 'hash of what the agent holds');
+  }
+  // A rule that only adds sources (its ports lie inside 80–81 from the same peers) changes nothing the
+  // host enforces: no push; a real change still arrives.
+  const deltas = a1.counters.deltas;
+  await job(srv, 'authorizeSecurityGroupIngress', { securitygroupid: mk, protocol: 'tcp', startport: 81, endport: 81, cidrlist: '0.0.0.0/1,128.0.0.0/1' });
+  await job(srv, 'authorizeSecurityGroupIngress', { securitygroupid: mk, protocol: 'tcp', startport: 82, endport: 82, cidrlist: '0.0.0.0/0' });
+  await waitFor('82 on host 1', () => a1.state?.vms.find((x) => x.vmId === v.id && x.v4.ingress.some((r) => r.ports?.to === 82)));
+  assert.equal(a1.counters.deltas - deltas, 1, 'one push: for the 82 rule only');
+  assert.equal(held!.v4.ingress.length, a1.state!.vms.find((x) => x.vmId === v.id)!.v4.ingress.length);
 });
 
 test('a disconnected agent shows its host Disconnected', async () => {

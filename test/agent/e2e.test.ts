@@ -18,6 +18,7 @@ const hosts: Record<'h1' | 'h2', { lab: Host; id: string; token: string; agent: 
 const vms: Record<string, { lab: Vm; id: string; ip: string; instance: string }> = {};
 let pwt: string;       // Production_Web_Tier (acme)
 let domainId: string;
+let guestNet: string;
 const listeners: Listener[] = [];
 /** Ports with a real service on the web VMs (the others answer a SYN with a reset, which also proves delivery). */
 const SERVICES = [22, 80, 443, 12489];
@@ -63,6 +64,7 @@ before(async () => {
   const net = async (name: string, gateway: string, netmask: string, startip: string, endip: string) =>
     ok(await srv.call('createNetwork', { name, gateway, netmask, startip, endip }), 'createNetwork').createnetworkresponse.network.id;
   const guest = await net('guest', '10.1.0.1', '255.255.0.0', '10.1.0.10', '10.1.0.250');
+  guestNet = guest;
   const clients = await net('clients', '203.0.113.1', '255.255.255.0', '203.0.113.40', '203.0.113.99');
   const group = async (account: string, name: string) =>
     ok(await srv.call('createSecurityGroup', { name, account, domainid: domainId, description: name }), 'createSecurityGroup').createsecuritygroupresponse.securitygroup.id;
@@ -357,4 +359,51 @@ test('an agent with a bad token is refused, and the refusal is logged on both si
   }
   assert.equal((await hostRow(srv, hosts.h2.id)).state, 'Up', 'the real h2 agent is unaffected');
   assert.ok(!fs.existsSync(path.join(dir, 'desired-state.json')), 'the intruder got no state');
+});
+
+test('a preflight failure the agent cannot fix (ebtables-restore missing) shows the host in Alert with the finding; fixed, it is Up and enforcing', async () => {
+  // A third host whose agent runs with a PATH on which ebtables-restore does not exist: a
+  // directory holding every /usr/sbin tool but that one, then /usr/bin (Debian: /sbin, /bin are links).
+  const tools = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-e2e-path-'));
+  dirs.push(tools);
+  for (const f of fs.readdirSync('/usr/sbin')) if (f !== 'ebtables-restore') fs.symlinkSync(path.join('/usr/sbin', f), path.join(tools, f));
+  const labHost = await lab.addHost('h3');
+  const api = await addHost(srv, `e2e-h3-${lab.prefix}`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-e2e-h3-'));
+  dirs.push(dir);
+  const v = (await job(srv, 'deployVirtualMachine', {
+    name: 'web3', account: 'acme', domainid: domainId, networkids: guestNet,
+    ipaddress: '10.1.0.13', macaddress: '52:54:00:aa:00:13', hostid: api.id, securitygroupids: pwt,
+  })).virtualmachine;
+  const web3 = await lab.addVm({ host: labHost, name: 'web3', nics: [{ mac: '52:54:00:aa:00:13', ipv4: '10.1.0.13/16' }] });
+  const reach3 = async (port: number, timeoutMs = 700) => { const r = await tcpConnect(lab.outside, '10.1.0.13', port, { timeoutMs }); return r.ok || r.reason === 'refused'; };
+  const agent = new AgentProcess(['--server', `http://127.0.0.1:${relay.port}`, '--token', api.token, '--state-dir', dir, '--netns', labHost.netns,
+    '--reconcile-interval', '1s', '--backoff-max', '1s', '--hostname', 'e2e-h3'], { ...process.env, PATH: `${tools}:/usr/bin` });
+  agent.start();
+  const finding = (row: any) => row.preflight.find((f: any) => f.check === 'tool ebtables-restore');
+  try {
+    const alert = await waitFor('h3 in Alert with the missing tool', async () => {
+      const r = await hostRow(srv, api.id);
+      return r.state === 'Alert' && finding(r) ? r : null;
+    }, 30_000, 200);
+    assert.equal(finding(alert).ok, false, `finding: ${JSON.stringify(alert.preflight)}`);
+    assert.match(finding(alert).detail, /not found/);
+    assert.ok(alert.preflight.filter((f: any) => !f.ok && !f.fixed).every((f: any) => f.check === 'tool ebtables-restore'), 'the only unfixable finding');
+    const failed = await waitFor('web3 Failed (nothing could be applied)', async () => { const r = await vmRow(srv, v.id); return r.securitygroupsyncstate === 'Failed' ? r : null; }, 15_000, 200);
+    assert.match(failed.securitygroupsyncerror, /ebtables-restore/);
+    assert.ok(await reach3(22), 'web3 is not protected while the host is in Alert (outside → 22 gets through)');
+    assert.equal((await hostRow(srv, hosts.h1.id)).state, 'Up', 'other hosts are unaffected');
+
+    // The fix: the tool appears on the agent's PATH; the next reconcile finds it and applies.
+    fs.symlinkSync('/usr/sbin/ebtables-restore', path.join(tools, 'ebtables-restore'));
+    const up = await waitFor('h3 Up again', async () => { const r = await hostRow(srv, api.id); return r.state === 'Up' ? r : null; }, 20_000, 200);
+    assert.equal(finding(up).ok, true);
+    await waitFor('web3 Synced', async () => (await vmRow(srv, v.id)).securitygroupsyncstate === 'Synced', 20_000, 200);
+    await waitFor('h3 synced', async () => (await hostRow(srv, api.id)).securitygroupsynced, 10_000, 200);
+    assert.ok(!(await reach3(22)), `outside → web3:22 blocked once enforced${diag()}\n--- agent h3 ---\n${agent.out.slice(-3000)}`);
+    assert.ok(await reach3(80), 'outside → web3:80 allowed');
+  } finally {
+    await agent.kill('SIGTERM');
+    await web3.remove().catch(() => {});
+  }
 });

@@ -4,12 +4,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { emptyCloudState, type CloudState } from '../../src/policy/state.js';
 import { compileVm } from '../../src/policy/api.js';
-import { Fleet, compileShared, type CompileMemo } from '../../src/control/fleet.js';
+import { Fleet, compileForm, compileShared, type CompileMemo } from '../../src/control/fleet.js';
 import { Journal } from '../../src/control/journal.js';
 import type { Reload } from '../../src/control/load.js';
 import type { Nic, SecurityGroupRule, Vm } from '../../src/model/types.js';
 import { applyDelta } from '../../src/agent/merge.js';
 import { deltaJson, snapshotJson } from '../../src/control/wire.js';
+import { agentForm } from '../../src/control/agent-form.js';
+import { sha256Hex } from '../../src/policy/hash.js';
 
 function vm(id: number, hostId: number | null, state: Vm['state'] = 'Running'): Vm {
   return { id, uuid: `00000000-0000-0000-0000-${String(id).padStart(12, '0')}`, instanceName: `i-1-${id}-VM`, name: `vm${id}`, accountId: 1, domainId: 1, hostId, state };
@@ -48,6 +50,13 @@ test('compileShared gives exactly compileVm\'s policy (fields and hash) for VMs 
   const memo: CompileMemo = new Map();
   for (const id of [1, 2, 3, 4]) assert.deepEqual(compileShared(s, id, memo), compileVm(s, id));
   assert.equal(memo.size, 2, 'one compilation per distinct group set');
+});
+
+test('compileForm gives exactly the agent form of compileVm\'s policy for VMs sharing groups', () => {
+  const s = cloud();
+  const memo: CompileMemo = new Map();
+  for (const id of [1, 2, 3, 4]) assert.deepEqual(compileForm(s, id, memo), agentForm(compileVm(s, id)));
+  assert.equal(memo.size, 2);
 });
 
 test('the journal applies a reload in place and shows the state before it', () => {
@@ -130,4 +139,48 @@ test('the wire text of deltas and snapshots is exactly JSON.stringify of the mes
   const snap = f.snapshot(1);
   assert.equal(snapshotJson(snap), JSON.stringify({ type: 'snapshot', state: snap }));
   assert.ok(snap.sets.length > 0 && snap.vms.length > 0);
+});
+
+test('hosts get agent forms: no rule sources, hashed over the form; a change of sources only sends nothing', () => {
+  const s = cloud();
+  const f = new Fleet(s);
+  f.addHost({ id: 1, uuid: 'h1', name: 'h1', tokenHash: 'x', revision: 0 });
+  f.buildAll();
+  const d = f.advance(1)!;
+  for (const p of d.upsertVms) {
+    const id = Number(p.instanceName.split('-')[2]);
+    const full = compileVm(s, id);
+    assert.deepEqual(p, agentForm(full));
+    assert.equal(f.policies.get(id), p, 'the fleet keeps the form it sends');
+    assert.notEqual(p.hash, full.hash, 'the form differs from the full policy, and so does its hash');
+    for (const r of [...p.v4.ingress, ...p.v6.ingress]) assert.deepEqual(r.sources, []);
+    assert.ok(full.v4.ingress.every((r) => r.sources.length > 0), 'the compiler (server side) has the sources');
+    const { hash, ...body } = p;
+    assert.equal(hash, sha256Hex(JSON.stringify(body)), 'IR content hash of the form');
+    const back = (fam: 'v4' | 'v6') => ({ ...p[fam], ingress: p[fam].ingress.map((r, i) => ({ ...r, sources: full[fam].ingress[i].sources })) });
+    assert.deepEqual({ ...p, v4: back('v4'), v6: back('v6'), hash: full.hash }, full, 'the form is the full policy but for sources and hash');
+  }
+  // Web gets a second rule equal in effect to its first (tcp 80 from anywhere, as two halves): only
+  // the merged rule's sources change, so VM 1 is recompiled but host 1 gets no delta.
+  const j = new Journal(s);
+  const r = emptyReload();
+  r.groups.set(1, s.groups.get(1)!);
+  r.rules.set(1, [...s.rulesByGroup.get(1)!, { ...rule(1, 80, '0.0.0.0/1'), uuid: 'r-half-1' }, { ...rule(1, 80, '128.0.0.0/1'), uuid: 'r-half-2' }]);
+  r.membersOfGroup.set(1, [1, 2]);
+  j.apply(r);
+  const dirty = f.recompile(f.impact([{ kind: 'rules', groupId: 1 }], j.before(), [], [1]));
+  assert.ok(dirty.has(1));
+  assert.ok(compileVm(s, 1).v4.ingress.some((x) => x.sources.includes('r-half-1')), 'the compiler sees the new sources');
+  assert.equal(f.advance(1), null, 'nothing the host enforces changed: no delta');
+  // A real change still goes out.
+  const j2 = new Journal(s);
+  const r2 = emptyReload();
+  r2.groups.set(1, s.groups.get(1)!);
+  r2.rules.set(1, [...s.rulesByGroup.get(1)!, rule(1, 8080, '0.0.0.0/0')]);
+  r2.membersOfGroup.set(1, [1, 2]);
+  j2.apply(r2);
+  f.recompile(f.impact([{ kind: 'rules', groupId: 1 }], j2.before(), [], [1]));
+  const d2 = f.advance(1)!;
+  assert.deepEqual(d2.upsertVms.map((v) => v.instanceName), ['i-1-1-VM']);
+  assert.ok(d2.upsertVms[0].v4.ingress.some((x) => x.ports?.from === 8080));
 });

@@ -117,10 +117,11 @@ export class Relay {
 export class AgentProcess {
   child: ChildProcess | null = null;
   out = '';
-  constructor(readonly args: string[]) {}
+  /** `env`: the agent's environment (default: this process's). */
+  constructor(readonly args: string[], readonly env?: NodeJS.ProcessEnv) {}
   start(): void {
     this.out += `--- start ${new Date().toISOString()}\n`;
-    const c = spawn(process.execPath, ['--import', 'tsx', MAIN, 'agent', ...this.args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawn(process.execPath, ['--import', 'tsx', MAIN, 'agent', ...this.args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: this.env ?? process.env });
     c.stdout!.on('data', (d) => { this.out += d; });
     c.stderr!.on('data', (d) => { this.out += d; });
     this.child = c;

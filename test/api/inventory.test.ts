@@ -5,12 +5,9 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { cloudstack, startServer, type TestServer } from '../helpers/server.js';
 
 let s: TestServer;
-const run = promisify(execFile);
 before(async () => { s = await startServer(); });
 after(async () => { await s?.stop(); });
 
@@ -502,8 +499,11 @@ test('events: the VM lifecycle is recorded with CloudStack event types', async (
 });
 
 test('a real CloudStack client (python3-cs `cloudstack`) deploys, lists and stops a VM', async () => {
-  const env = { ...process.env, CLOUDSTACK_ENDPOINT: s.url, CLOUDSTACK_KEY: s.apikey, CLOUDSTACK_SECRET: s.secretkey };
-  const cs = async (...args: string[]) => JSON.parse((await run('cloudstack', args, { env, timeout: 60_000 })).stdout);
+  const cs = async (...args: string[]) => {
+    const r = await cloudstack(s, ...args);
+    assert.equal(r.code, 0, `cloudstack ${args[0]}: ${r.stdout}${r.stderr}`);
+    return r.out;
+  };
   const d = await cs('deployVirtualMachine', `networkids=${net1.id}`, 'name=cli-vm', `securitygroupnames=default`);
   const vm = d.virtualmachine;
   assert.equal(vm.name, 'cli-vm');
@@ -513,8 +513,9 @@ test('a real CloudStack client (python3-cs `cloudstack`) deploys, lists and stop
   assert.equal(l.virtualmachine[0].nic[0].ipaddress, vm.nic[0].ipaddress);
   assert.equal((await cs('stopVirtualMachine', `id=${vm.id}`)).virtualmachine.state, 'Stopped');
   // a failing job makes the client exit non-zero with CloudStack's error text
-  await assert.rejects(run('cloudstack', ['startVirtualMachine', `id=${vm.id}`, 'hostid=00000000-0000-0000-0000-00000000000b'], { env, timeout: 60_000 }),
-    (e: any) => /parameter hostid/.test(String(e.stdout) + String(e.stderr)));
+  const failed = await cloudstack(s, 'startVirtualMachine', `id=${vm.id}`, 'hostid=00000000-0000-0000-0000-00000000000b');
+  assert.notEqual(failed.code, 0);
+  assert.match(failed.stdout + failed.stderr, /parameter hostid/);
   await cs('destroyVirtualMachine', `id=${vm.id}`, 'expunge=true');
   assert.equal((await listVms({ id: vm.id })).length, 0);
 });

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { RequestParams, validateParams } from '../../src/api/params.js';
 import { validateRuleSpec } from '../../src/api/commands/securitygroups.js';
 import { isValidCidr } from '../../src/api/commands/cidr.js';
+import { parseCidr } from '../../src/policy/cidr.js';
 import { paging } from '../../src/api/commands/common.js';
 import { ApiError, type CommandDef } from '../../src/api/command.js';
 
@@ -70,6 +71,12 @@ test('validateRuleSpec: table of accepted forms and errors', () => {
 test('CIDR syntax: IPv4 and IPv6 with a prefix', () => {
   for (const c of ['0.0.0.0/0', '10.0.0.0/8', '203.0.113.50/32', '10.1.2.3/24', '::/0', '2001:db8::/32', 'fd00::1/128', '::ffff:10.0.0.1/128']) assert.ok(isValidCidr(c), c);
   for (const c of ['10.0.0.0', '10.0.0.0/33', '256.0.0.0/8', '10.0.0/8', ' 10.0.0.0/8', '2001:db8::', '2001:db8::/129', 'fe80::1%eth0/64', 'x/8', '10.0.0.0/-1']) assert.ok(!isValidCidr(c), c);
+  // What the API accepts, the compiler must understand: a rule it would skip is never stored.
+  for (const c of ['010.0.0.0/8', '10.0.0.0/08', '2001:db8::/032']) {
+    assert.equal(parseCidr(c), null, c);
+    assert.ok(!isValidCidr(c), c);
+  }
+  for (const c of ['10.0.0.0/ 8', '10.0.0.0 /8']) assert.ok(!isValidCidr(c), c);
 });
 
 test('paging: defaults, unlimited, limits', () => {

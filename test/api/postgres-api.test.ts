@@ -13,12 +13,13 @@ after(async () => { await s?.stop(); await pg?.stop(); });
 test('security groups on PostgreSQL', async () => {
   const g = (await s.call('createSecurityGroup', { name: 'Prod_Web', description: '100% web_tier' })).body.createsecuritygroupresponse.securitygroup;
   assert.equal(g.name, 'Prod_Web');
-  for (const p of [
+  const ruleParams: Record<string, string | number>[] = [
     { protocol: 'tcp', startport: 22, endport: 22, cidrlist: '203.0.113.50/32' },
     { protocol: 'tcp', startport: 80, endport: 443, cidrlist: '0.0.0.0/0,::/0' },
     { protocol: 'icmp', icmptype: -1, icmpcode: -1, cidrlist: '10.0.0.0/8' },
     { protocol: 'all', 'usersecuritygrouplist[0].account': 'admin', 'usersecuritygrouplist[0].group': 'default' },
-  ]) {
+  ];
+  for (const p of ruleParams) {
     const r = await s.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: g.id, ...p });
     assert.equal(r.body.jobstatus, 1, JSON.stringify(r.body));
   }

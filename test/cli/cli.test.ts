@@ -3,38 +3,26 @@
 // status, list and map parameters, async jobs, profiles and environment overrides, bash completion.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startServer, type TestServer } from '../helpers/server.js';
+import { palisadeCommand, palisadeShellCommand, runPalisade } from '../helpers/palisade.js';
+import { runProcess, type RunResult } from '../helpers/process.js';
 
-const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
-const PALISADE = `'${process.execPath}' --import tsx '${MAIN}'`;
+const PALISADE = palisadeShellCommand();
 
 let srv: TestServer;
 let home: string;
 let baseEnv: NodeJS.ProcessEnv;
 
-interface Run { code: number; stdout: string; stderr: string }
-
-function run(cmd: string, args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(cmd, args, { env: opts.env ?? baseEnv, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => { stdout += d; });
-    c.stderr.on('data', (d) => { stderr += d; });
-    c.on('error', reject);
-    c.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    c.stdin.end(opts.input ?? '');
-  });
-}
+type Run = RunResult;
+const run = (cmd: string, args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Run> =>
+  runProcess(cmd, args, { input: opts.input, env: opts.env ?? baseEnv });
 
 /** `palisade ARGS…` with an argv array (no shell). */
 const cli = (args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv } = {}) =>
-  run(process.execPath, ['--import', 'tsx', MAIN, ...args], opts);
+  runPalisade(args, { input: opts.input, env: opts.env ?? baseEnv });
 /** A command line exactly as a person types it into bash, `palisade` being the CLI. */
 const bash = (line: string, env?: NodeJS.ProcessEnv) =>
   run('bash', ['-c', line.replace(/^palisade\b/, PALISADE)], { env });
@@ -364,7 +352,8 @@ os.write(fd, b' securitygroupname=Shell_Group protocol=tcp startport=7 endport=7
 os.write(fd, b'exit\\r'); pump(3)
 sys.stdout.write(out.decode('utf8', 'replace'))
 `;
-  const r = await run('python3', ['-c', py, process.execPath, '--import', 'tsx', MAIN]);
+  const { cmd, args: lead } = palisadeCommand();
+  const r = await run('python3', ['-c', py, cmd, ...lead]);
   assert.equal(r.code, 0, r.stderr);
   const out = r.stdout;
   assert.match(out, /\(local\) 🐵 > /);

@@ -42,8 +42,8 @@ before(async () => {
   o = await lab.addVm(spec(h1, 'o', 0x61));
   m = await lab.addVm(spec(h1, 'm', 0x62));
   t = await lab.addVm({ host: h1, name: 't', nics: [
-    { mac: '52:54:00:00:03:70', ipv4: '198.51.100.112/24' },
-    { bridge: 'cloudbr1', mac: '52:54:00:00:03:71', ipv4: '192.0.2.112/24' },
+    { mac: '52:54:00:00:03:70', ipv4: '198.51.100.112/24', ipv6: '2001:db8:ff::70/64' },
+    { bridge: 'cloudbr1', mac: '52:54:00:00:03:71', ipv4: '192.0.2.112/24', ipv6: '2001:db8:fe::71/64' },
   ] });
   for (const [v, ports] of [[db, [5432]], [n, [80]], [o, [80, 22]], [m, [80]], [t, [80, 81]]] as [Vm, number[]][]) {
     for (const p of ports) listeners.push(await listenTcp(v, p));
@@ -149,4 +149,40 @@ test('10. two-NIC VM: each NIC enforced on its own bridge', async () => {
   const save = (await h1.exec('iptables-save', [])).stdout;
   assert.match(save, /-A FORWARD -i cloudbr0 .*-j BF-cloudbr0/);
   assert.match(save, /-A FORWARD -i cloudbr1 .*-j BF-cloudbr1/);
+});
+
+test('10. two-NIC VM: anti-spoofing is per NIC (no sending from, or receiving for, the other NIC\'s addresses)', async () => {
+  const out0: Endpoint = { netns: lab.outside.netns, iface: lab.segment(0).gwIface, mac: lab.segment(0).gwMac };
+  const outB: Endpoint = { netns: lab.outside.netns, iface: lab.segment(1).gwIface, mac: lab.segment(1).gwMac };
+  const [n0, n1] = [t.nic(0), t.nic(1)];
+  const o6 = '2001:db8:ff::1';
+  const udp = (src: string, dst: string, dstMac: string, dport: number) => ({ kind: 'udp' as const, src, dst, dstMac, sport: 40000, dport });
+  const fromNic0 = [
+    { what: 'nic0 own IPv4 out of nic0', frame: udp(n0.ipv4!, O4, out0.mac, 9201), want: true },
+    { what: "nic1's IPv4 out of nic0", frame: udp(n1.ipv4!, O4, out0.mac, 9202), want: false },
+    { what: 'nic0 own IPv6 out of nic0', frame: udp(n0.ipv6!, o6, out0.mac, 9203), want: true },
+    { what: "nic1's IPv6 out of nic0", frame: udp(n1.ipv6!, o6, out0.mac, 9204), want: false },
+    { what: 'nic0 own link-local out of nic0', frame: udp(n0.linkLocal, o6, out0.mac, 9205), want: true },
+    { what: "nic1's link-local out of nic0", frame: udp(n1.linkLocal, o6, out0.mac, 9206), want: false },
+  ];
+  const fromNic1 = [
+    { what: 'nic1 own IPv4 out of nic1', frame: udp(n1.ipv4!, O4b, outB.mac, 9211), want: true },
+    { what: "nic0's IPv4 out of nic1", frame: udp(n0.ipv4!, O4b, outB.mac, 9212), want: false },
+    { what: "nic0's IPv6 out of nic1", frame: udp(n0.ipv6!, '2001:db8:fe::1', outB.mac, 9213), want: false },
+  ];
+  // destination check per NIC: a SYN for nic1's address arriving at nic0 (ingress allows tcp/80 from anywhere)
+  const syn = (dst: string, sport: number) => ({ kind: 'tcp' as const, src: O4, dst, dstMac: n0.mac, sport, dport: 80, flags: 'S' });
+  const toNic0 = [
+    { what: "to nic0's own address at nic0", frame: syn(n0.ipv4!, 41001), want: true },
+    { what: "to nic1's address at nic0", frame: syn(n1.ipv4!, 41002), want: false },
+  ];
+  const filt = (f: { dport: number; sport: number }) => `udp dst port ${f.dport} or tcp src port ${f.sport}`;
+  const [g0, g1, g2] = await Promise.all([
+    framesDelivered({ from: n0, cases: fromNic0.map((c) => ({ frame: c.frame, to: out0, filter: filt(c.frame) })) }),
+    framesDelivered({ from: n1, cases: fromNic1.map((c) => ({ frame: c.frame, to: outB, filter: filt(c.frame) })) }),
+    framesDelivered({ from: out0, cases: toNic0.map((c) => ({ frame: c.frame, to: n0, filter: filt(c.frame) })) }),
+  ]);
+  const all = [...fromNic0, ...fromNic1, ...toNic0];
+  const got = [...g0, ...g1, ...g2];
+  assert.deepEqual(all.map((c, i) => `${c.what}: ${got[i].delivered}`), all.map((c) => `${c.what}: ${c.want}`));
 });

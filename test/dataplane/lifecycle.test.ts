@@ -66,6 +66,35 @@ test('apply twice writes nothing the second time; observe sees no drift', async 
   assert.deepEqual([toA.ok, toB.ok], [true, false]);
 });
 
+test('a rule change shadows the old chain version at once; the old rules go later; verdicts follow the new rules', async () => {
+  const chain = instanceOf(a); // the ingress chain (i-2-N-VM)
+  const rulesOf = async () => (await sh('iptables-save -t filter')).split('\n').filter((l) => l.startsWith(`-A ${chain} `));
+  fw.set(policyOf(a, { ingress: [rule('icmp', ['0.0.0.0/0'], { icmp: [-1, -1] })] })).set(policyOf(b));
+  await fw.apply();
+  const before = await rulesOf();
+  // swap: ICMP from b's address no longer allowed; everything from the outside's /32 allowed instead
+  fw.set(policyOf(a, { ingress: [rule('all', [`${O4}/32`], { id: 'out-all' })] }));
+  const r = await fw.apply();
+  assert.deepEqual(r.steps.map((s) => s.tool), ['iptables-restore']);
+  const shadowed = await rulesOf();
+  assert.equal(shadowed.length, 2 + before.length, shadowed.join('\n'));
+  assert.match(shadowed[0], /pal:out-all\.c0 #/);
+  assert.deepEqual((await fw.dp.observe(await fw.input())).drift, []);
+  const [fromB, fromOut] = await Promise.all([ping(b, a.ipv4!, { timeoutMs: 800 }), ping(lab.outside.netns, a.ipv4!, { timeoutMs: 3000 })]);
+  assert.deepEqual([fromB.ok, fromOut.ok], [false, true]);
+  await fw.dp.collectGarbage();
+  assert.equal((await rulesOf()).length, 2);
+  assert.equal((await fw.apply()).changed, false);
+  // a fresh backend reads the collected chain as up to date
+  const fresh = new HostFw(h1);
+  for (const p of fw.policies.values()) fresh.set(p);
+  assert.equal((await fresh.dp.apply(await fresh.input())).changed, false);
+  // back to the first policy for the tests below
+  fw.set(policyOf(a, { ingress: [rule('icmp', ['0.0.0.0/0'], { icmp: [-1, -1] })] }));
+  await fw.apply();
+  await fw.dp.collectGarbage();
+});
+
 test('unknown tap-like ports on the bridge get no traffic (fail closed)', async () => {
   const [fromU, toU, fromA] = await Promise.all([
     ping(u, O4, { timeoutMs: 800 }),
@@ -184,7 +213,7 @@ test('teardown removes everything Palisade owns and nothing else', async () => {
   fw.sets = [{ id: 'sg1v4', family: 4, members: ['198.51.100.9'] }];
   fw.set(policyOf(u, { ingress: [rule('tcp', [], { ports: [1, 1], sets: ['sg1v4'] })] }));
   await fw.apply();
-  assert.match(await kernel(), /PALISADE-NOTRACK/);
+  assert.match(await kernel(), /--notrack/);
   await fw.dp.teardown();
   const k = await kernel();
   assert.doesNotMatch(k, /pal:|BF-|PALISADE|i-2-|palisade-|pal-/);

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { render, protoMatch, assignPorts, portTree } from '../../src/dataplane/iptables/render.js';
 import { vmNames, ebBase, groupSetName } from '../../src/dataplane/iptables/names.js';
 import { linkLocalFromMac, tapMac } from '../../src/dataplane/iptables/addr.js';
-import { expectedState, parseIptSave, parseIpsetSave, parseEbSave, plan, planIsEmpty, drift } from '../../src/dataplane/iptables/kernel.js';
+import { expectedState, gcPlan, parseIptSave, parseIpsetSave, parseEbSave, plan, planIsEmpty, drift } from '../../src/dataplane/iptables/kernel.js';
 import { portsFromLinks } from '../../src/dataplane/ports.js';
 import type { HostPorts } from '../../src/dataplane/backend.js';
 import { hostState, nic, rule, vm } from './fixtures.js';
@@ -78,14 +78,23 @@ test('render: chains, dispatch, hooks and comments on every rule', () => {
   // marks come from ebtables (native interface matches): in-port in nat PREROUTING, out-port in filter FORWARD
   assert.match(out.ebtables, new RegExp(`^-A i-2-7-VM-in -j mark --mark-or 0x${(k << 16).toString(16)} --mark-target CONTINUE$`, 'm'));
   assert.match(out.ebtables, new RegExp(`^-A PALISADE-FWD -o vnet3 -j mark --mark-or 0x${k.toString(16)} --mark-target RETURN$`, 'm'));
-  assert.match(out.ebtables, /^-A PALISADE-PRE -i eth0 -j mark --mark-or 0x7fd0000 --mark-target RETURN$/m);
+  assert.match(out.ebtables, /^-A PALISADE-PRE -i eth0 -j PALISADE-ZU-cloudbr0$/m);
+  assert.match(out.ebtables, /^-A PALISADE-ZU-cloudbr0 -j mark --mark-or 0x7fd0000 --mark-target CONTINUE$/m);
+  // conntrack zones: from the VM, the bridge's zone when straight to a VM on it, else the port's;
+  // from the uplink, the destination VM port's (by MAC); raw PREROUTING turns the mark into the zone
+  assert.match(out.ebtables, /^-A i-2-7-VM-in -j PALISADE-ZL-cloudbr0$/m);
+  assert.match(out.ebtables, new RegExp(`^-A i-2-7-VM-in --mark 0x0/0xfff -j mark --mark-or 0x${k.toString(16)} --mark-target CONTINUE$`, 'm'));
+  assert.match(out.ebtables, /^-A PALISADE-ZL-cloudbr0 --among-dst 2:0:4c:5f:0:1 -j mark --mark-or 0x[89a-f][0-9a-f]{2} --mark-target RETURN$/m);
+  assert.match(out.ebtables, new RegExp(`^-A PZ-cloudbr0 -d 02:00:4c:5f:00:01 -j mark --mark-or 0x${k.toString(16)} --mark-target RETURN$`, 'm'));
+  assert.match(v4, /^-A PALISADE-RAW -m mark ! --mark 0x0\/0xfff -m addrtype ! --dst-type LOCAL .*-j CT --zone mark$/m);
+  assert.match(out.ip6tables, /^-I PREROUTING 1 -m comment --comment "pal:raw\.[0-9a-f]+" -j PALISADE-RAW$/m);
   assert.match(out.ebtables, /^\*filter\n:PALISADE-FWD ACCEPT$/m);
   assert.match(out.ebtables, /^-I FORWARD 1 -j PALISADE-FWD$/m);
   assert.match(v4, /^-A i-2-7-VM -s 10\.0\.0\.0\/8 -p tcp -m tcp --dport 80:443 -m comment --comment "pal:web\.c0 #[0-9a-f]{12}" -j ACCEPT$/m);
   assert.match(v4, /^-A i-2-7-VM -s 192\.168\.1\.5\/32 -p tcp -m tcp --dport 80:443 -m comment --comment "pal:web\.c1" -j ACCEPT$/m);
   // egress open in v4: the egress chain returns; no NOTRACK anywhere
   assert.match(v4, /^-A i-2-7-VM-eg -m comment --comment "pal:open #[0-9a-f]+" -j RETURN$/m);
-  assert.doesNotMatch(v4, /\*raw/);
+  assert.doesNotMatch(v4, /--notrack/);
   // from-VM rules never ACCEPT (the destination's ingress must still decide)
   for (const l of v4.split('\n').filter((x) => x.includes('--physdev-in vnet3') && x.startsWith('-A i-2-7-def'))) assert.doesNotMatch(l, /-j ACCEPT/);
   // every -A/-I line carries a pal: comment
@@ -141,9 +150,11 @@ test('render: NOTRACK only for families with notrack, excluding tracked local VM
     { ingress: [rule('all', ['0.0.0.0/0'])], egress: [rule('all', ['0.0.0.0/0'])], notrack: true });
   const out = render({ state: hostState([A, N]), ports: ports({ 'nic-a': ['vnet3', 'cloudbr0'], 'nic-n': ['vnet4', 'cloudbr0'] }) });
   assert.match(out.iptables, /^\*raw$/m);
-  assert.match(out.iptables, /^-A PALISADE-NOTRACK -m set --match-set palisade-nt4 src -m set ! --match-set palisade-tr4 dst .*-j CT --notrack$/m);
-  assert.match(out.iptables, /^-I PREROUTING 1 -m comment --comment "pal:notrack\.[0-9a-f]+" -j PALISADE-NOTRACK$/m);
-  assert.doesNotMatch(out.ip6tables, /\*raw/);
+  assert.match(out.iptables, /^-A PALISADE-RAW -m set --match-set palisade-nt4 src -m set ! --match-set palisade-tr4 dst .*-j CT --notrack$/m);
+  assert.match(out.iptables, /^-I PREROUTING 1 -m comment --comment "pal:raw\.[0-9a-f]+" -j PALISADE-RAW$/m);
+  // NOTRACK comes before the zone (the first CT target wins)
+  assert.match(out.iptables, /pal:nt\.dst[^\n]*\n-A PALISADE-RAW [^\n]*pal:zone/);
+  assert.doesNotMatch(out.ip6tables, /--notrack/);
   assert.match(out.ipset, /^add palisade-nt4 10\.1\.1\.9 -exist$/m);
   assert.match(out.ipset, /^add palisade-tr4 10\.1\.1\.55 -exist$/m);
 });
@@ -165,7 +176,28 @@ test('plan: nothing to write when the kernel matches; one chain when one rule ch
   const changed = render({ state: hostState([B([rule('tcp', [], { ports: [23, 23], sets: ['sg3v4'], id: 'telnet' })])], sets), ports: ports(p) });
   const pl = plan(changed.program, k);
   assert.equal(pl.ipsetPre + pl.ebtables + pl.iptables[6] + pl.ipsetPost, '');
-  assert.deepEqual(pl.iptables[4].split('\n').filter((l) => l.startsWith(':')), [':i-2-8-VM - [0:0]']);
+  // the changed chain is rewritten by inserting the new version above the old one (no deletions on
+  // the change's path); the old rules, unreachable below the new catch-all, are garbage for gcPlan
+  assert.deepEqual(pl.iptables[4].split('\n').filter((l) => l.startsWith(':')), []);
+  assert.deepEqual(pl.iptables[4].split('\n').filter((l) => l.startsWith('-')).map((l) => l.split(' -m comment')[0].replace(/ -p .*/, '')),
+    ['-I i-2-8-VM 1', '-I i-2-8-VM 1 -m set --match-set pal-sg3v4 src']);
+  assert.match(pl.iptables[4], /-I i-2-8-VM 1 -m comment --comment "pal:end" -j RETURN\n-I i-2-8-VM 1 .*"pal:telnet\.s0 #[0-9a-f]{12}"/);
+  assert.deepEqual([...pl.shadowed[4]], [['filter/i-2-8-VM', 2]]);
+  const k2 = expectedState(changed.program, pl.shadowed);
+  assert.ok(planIsEmpty(plan(changed.program, k2)));
+  assert.equal(gcPlan(k2)[4], '*filter\n-D i-2-8-VM 4\n-D i-2-8-VM 3\nCOMMIT\n');
+  assert.equal(gcPlan(k2)[6], '');
+  // read back: the second rule carrying a chain hash starts the garbage
+  const saved = parseIptSave(['*filter', ':i-2-8-VM - [0:0]',
+    '-A i-2-8-VM -p tcp -m comment --comment "pal:telnet.s0 #aaaaaaaaaaaa" -j ACCEPT', '-A i-2-8-VM -m comment --comment "pal:end" -j RETURN',
+    '-A i-2-8-VM -p tcp -m comment --comment "pal:ssh.s0 #bbbbbbbbbbbb" -j ACCEPT', '-A i-2-8-VM -m comment --comment "pal:end" -j RETURN', 'COMMIT'].join('\n'));
+  assert.deepEqual(saved.filter.chains.get('i-2-8-VM'), { name: 'i-2-8-VM', owned: true, ids: ['telnet.s0', 'end'], hash: 'aaaaaaaaaaaa', foreign: 0, garbage: 2 });
+  // chains with jumps (dispatch, default chains) are flushed and rewritten: no stale jump may keep a
+  // chain referenced that the same transaction deletes
+  const C = vm('vm-c', 'i-2-9-VM', [nic('nic-c', '02:00:00:00:00:09', ['10.1.1.9'])]);
+  const more = plan(render({ state: hostState([B([rule('tcp', [], { ports: [22, 22], sets: ['sg3v4'], id: 'ssh' })]), C], sets), ports: ports({ ...p, 'nic-c': ['vnet1', 'cloudbr0'] }) }).program, k);
+  assert.match(more.iptables[4], /^:BF-cloudbr0-IN - \[0:0\]$/m);
+  assert.doesNotMatch(more.iptables[4], /^-I BF-cloudbr0-IN /m);
   const member = render({ state: hostState([B([rule('tcp', [], { ports: [22, 22], sets: ['sg3v4'], id: 'ssh' })])], [{ ...sets[0], members: ['10.2.0.1', '10.2.0.2'] }]), ports: ports(p) });
   const pm = plan(member.program, k);
   assert.equal(pm.ipsetPre, 'add pal-sg3v4 10.2.0.2 -exist\n');
@@ -187,7 +219,7 @@ test('kernel parsers: ownership by pal: comments / comment-flagged sets / reacha
   ].join('\n');
   const t = parseIptSave(save);
   assert.equal(t.filter.chains.get('FOREIGN')!.owned, false);
-  assert.deepEqual(t.filter.chains.get('i-2-8-VM'), { name: 'i-2-8-VM', owned: true, ids: ['x.c0', 'end'], hash: '0123456789ab', foreign: 0 });
+  assert.deepEqual(t.filter.chains.get('i-2-8-VM'), { name: 'i-2-8-VM', owned: true, ids: ['x.c0', 'end'], hash: '0123456789ab', foreign: 0, garbage: 0 });
   assert.equal(t.filter.hooks[0].pos, 0);
   assert.deepEqual(t.filter.hooks.map((h) => h.id), ['fwd.cloudbr0.abc']);
   const sets = parseIpsetSave('create pal-sg1v4 hash:ip family inet hashsize 1024 maxelem 65536 comment bucketsize 12\nadd pal-sg1v4 10.0.0.1\ncreate mine hash:ip family inet hashsize 1024\ncreate i-1-1-VM hash:ip family inet hashsize 1024\n');
@@ -290,4 +322,34 @@ test('iptables mark dispatch is a two-level tree with many VMs on a bridge', () 
   }
   assert.ok(worst < 60, `worst ${worst}`);
   assert.equal(walk('BF-cloudbr0-IN', 0, { n: 0 }), 'DROP');
+});
+
+test('render: anti-spoofing per NIC — each NIC has its own address sets', () => {
+  const T = vm('vm-t', 'i-2-12-VM', [
+    nic('nic-t0', '02:00:00:00:00:20', ['10.1.1.20'], ['fd00::20']),
+    { ...nic('nic-t1', '02:00:00:00:00:21', ['192.0.2.21'], ['fd01::21']), isDefault: false },
+  ]);
+  const out = render({ state: hostState([T]), ports: ports({ 'nic-t0': ['vnet5', 'cloudbr0'], 'nic-t1': ['vnet6', 'cloudbr1'] }) });
+  assert.deepEqual(out.vmErrors, {});
+  assert.match(out.iptables, /^-A i-2-12-def -m physdev --physdev-in vnet5 -m set ! --match-set i-2-12-VM src .*-j DROP$/m);
+  assert.match(out.iptables, /^-A i-2-12-def -m physdev --physdev-in vnet6 -m set ! --match-set i-2-12-VM-n1 src .*-j DROP$/m);
+  assert.match(out.iptables, /^-A i-2-12-def -m physdev --physdev-out vnet6 --physdev-is-bridged -m set ! --match-set i-2-12-VM-n1 dst .*-j DROP$/m);
+  assert.match(out.ip6tables, /^-A i-2-12-def -m physdev --physdev-in vnet6 -m set ! --match-set i-2-12-VM-n1-6 src .*-j DROP$/m);
+  const members = (name: string) => out.program.sets.find((x) => x.name === name)?.members;
+  assert.deepEqual(members('i-2-12-VM'), ['10.1.1.20']);
+  assert.deepEqual(members('i-2-12-VM-n1'), ['192.0.2.21']);
+  assert.deepEqual(members('i-2-12-VM-6'), ['fd00::20', 'fe80::ff:fe00:20']);
+  assert.deepEqual(members('i-2-12-VM-n1-6'), ['fd01::21', 'fe80::ff:fe00:21']);
+});
+
+test('render: destination-MAC tree stays shallow and covers every VM port once', () => {
+  const vms = Array.from({ length: 300 }, (_, i) => vm(`vm-${i}`, `i-2-${1000 + i}-VM`, [nic(`nic-${i}`, `02:00:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`, [`10.9.${i >> 8}.${i & 255}`])]));
+  const map: Record<string, [string, string]> = {};
+  vms.forEach((v, i) => { map[`nic-${i}`] = [`vnet${i}`, 'cloudbr0']; });
+  const out = render({ state: hostState(vms), ports: ports(map) });
+  const pz = out.program.eb.chains.filter((c) => c.name === 'PZ-cloudbr0' || c.name.startsWith('PZ-cloudbr0-'));
+  const leaves = pz.flatMap((c) => c.rules.filter((r) => /^-d [0-9a-f:]+ -j mark/.test(r)));
+  assert.equal(leaves.length, 300);
+  for (const c of pz) assert.ok(c.rules.length <= 18, `${c.name}: ${c.rules.length} rules`);
+  assert.ok(pz.every((c) => c.name.length <= 31));
 });

@@ -5,11 +5,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { signParams, formatExpires } from '../../src/api/signing.js';
-
-const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
-const REPO = path.dirname(path.dirname(MAIN));
+import { palisadeCommand } from './palisade.js';
+import { REPO, runProcess, type RunResult } from './process.js';
 
 export interface Creds { apikey: string; secretkey: string }
 export interface ApiResult { status: number; body: any }
@@ -59,8 +57,9 @@ export async function startServer(opts: { dataDir?: string; db?: string } = {}):
 
   async function launch(): Promise<void> {
     out += `--- start ${new Date().toISOString()}\n`;
-    const args = ['--import', 'tsx', MAIN, 'server', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...(opts.db ? ['--db', opts.db] : [])];
-    const c = spawn(process.execPath, args, {
+    const { cmd, args: lead } = palisadeCommand();
+    const args = [...lead, 'server', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...(opts.db ? ['--db', opts.db] : [])];
+    const c = spawn(cmd, args, {
       cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env },
     });
     child = c;
@@ -130,4 +129,19 @@ export async function startServer(opts: { dataDir?: string; db?: string } = {}):
     async stop() { await kill(); if (ownDir) fs.rmSync(dataDir, { recursive: true, force: true }); },
     output: () => out,
   };
+}
+
+/**
+ * Run the real third-party `cloudstack` client (python3-cs) against the server as its admin, with no
+ * config file or region of the machine in the way; its JSON output parsed (null when it printed nothing).
+ */
+export async function cloudstack(s: Pick<TestServer, 'url' | 'apikey' | 'secretkey'>, ...args: string[]): Promise<RunResult & { out: any }> {
+  const env: NodeJS.ProcessEnv = { ...process.env, CLOUDSTACK_ENDPOINT: s.url, CLOUDSTACK_KEY: s.apikey, CLOUDSTACK_SECRET: s.secretkey, CLOUDSTACK_TIMEOUT: '20' };
+  delete env.CLOUDSTACK_CONFIG; delete env.CLOUDSTACK_REGION;
+  const r = await runProcess('cloudstack', args, { env, timeoutMs: 60_000 });
+  let out: any = null;
+  if (r.stdout.trim()) {
+    try { out = JSON.parse(r.stdout); } catch { throw new Error(`cloudstack ${args[0]} printed no JSON (exit ${r.code}):\n${r.stdout}${r.stderr}`); }
+  }
+  return { ...r, out };
 }

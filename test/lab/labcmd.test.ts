@@ -2,26 +2,19 @@
 // enforcing in host namespaces, real packets; down leaves no namespace, link, process or file.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { listByPrefix, destroyByPrefix } from '../../src/lab/index.js';
 import { loadStack, pidAlive, type StackState } from '../../src/lab/stack.js';
+import { runPalisade } from '../helpers/palisade.js';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-labcmd-'));
 const stateDir = path.join(tmp, 'lab');
-const env = { ...process.env, PALISADE_CONFIG: path.join(tmp, 'config'), PALISADE_LAB_DIR: stateDir };
+const env: NodeJS.ProcessEnv = { ...process.env, PALISADE_CONFIG: path.join(tmp, 'config'), PALISADE_LAB_DIR: stateDir };
 delete env.CLOUDSTACK_ENDPOINT; delete env.CLOUDSTACK_KEY; delete env.CLOUDSTACK_SECRET;
 
-function palisade(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', path.join(repo, 'src', 'main.ts'), ...args], { cwd: repo, env, timeout: 120_000 },
-      (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
-  });
-}
+const palisade = (...args: string[]) => runPalisade(args, { env, timeoutMs: 120_000 });
 
 let upState: StackState | null = null;
 after(async () => {
@@ -101,7 +94,7 @@ test('lab down removes every namespace, link, process, file and the profile', as
   assert.ok(!pidAlive(s.server.pid, s.server.dataDir), 'server stopped');
   for (const h of Object.values(s.hosts)) assert.ok(!pidAlive(h.agentPid, h.agentStateDir), 'agent stopped');
   assert.ok(!fs.existsSync(stateDir), 'state removed');
-  assert.doesNotMatch(fs.readFileSync(env.PALISADE_CONFIG, 'utf8'), /\[lab\]/, 'profile removed');
+  assert.doesNotMatch(fs.readFileSync(env.PALISADE_CONFIG!, 'utf8'), /\[lab\]/, 'profile removed');
   const again = await palisade('lab', 'status');
   assert.equal(again.code, 1);
   assert.match(again.stderr, /no lab is up/);

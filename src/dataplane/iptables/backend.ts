@@ -9,11 +9,18 @@
 import type { ApplyResult, Dataplane, DataplaneInput, Observation } from '../backend.js';
 import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner, must } from '../exec.js';
-import { type KState, drift, expectedState, parseEbSave, parseIpsetSave, parseIptSave, plan, planIsEmpty } from './kernel.js';
+import { type KState, drift, expectedState, gcPlan, hasGarbage, parseEbSave, parseIpsetSave, parseIptSave, plan, planIsEmpty, withoutGarbage } from './kernel.js';
 import { type Rendered, render } from './render.js';
 import type { Program } from './program.js';
 
-export interface IptablesOptions { runner?: Runner; netns?: string | null }
+export interface IptablesOptions {
+  runner?: Runner; netns?: string | null;
+  /** Quiet time after the last write before shadowed old rules are deleted (ms; default 1000). */
+  gcDelayMs?: number;
+}
+
+/** At most this long between the first shadowed rules and their removal, however busy. */
+const GC_MAX_DELAY_MS = 10_000;
 
 const EMPTY_INPUT: DataplaneInput = { state: { hostId: '', revision: 0, vms: [], sets: [] }, ports: { nics: {}, bridges: {} } };
 
@@ -24,6 +31,9 @@ export class IptablesDataplane implements Dataplane {
   private known: KState | null = null;
   /** apply/observe/teardown run one at a time (they share `known` and the kernel). */
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly gcDelayMs: number;
+  private gcTimer: NodeJS.Timeout | null = null;
+  private gcDue = 0;
 
   private serial<T>(f: () => Promise<T>): Promise<T> {
     const run = this.queue.then(f, f);
@@ -33,6 +43,7 @@ export class IptablesDataplane implements Dataplane {
 
   constructor(opts: IptablesOptions = {}) {
     this.runner = opts.runner ?? createRunner({ netns: opts.netns ?? null });
+    this.gcDelayMs = opts.gcDelayMs ?? 1000;
   }
 
   render(input: DataplaneInput): Rendered { return render(input); }
@@ -88,19 +99,51 @@ export class IptablesDataplane implements Dataplane {
     await step('iptables-restore', 'iptables-restore', ['--noflush'], pl.iptables[4]);
     await step('ip6tables-restore', 'ip6tables-restore', ['--noflush'], pl.iptables[6]);
     await step('ipset destroy', 'ipset', ['restore'], pl.ipsetPost);
-    this.known = expectedState(program);
+    this.known = expectedState(program, pl.shadowed);
+    this.scheduleGc();
     return { changed: true, steps };
+  }
+
+  /** Debounced removal of rules shadowed by a rewrite (off the change's critical path). */
+  private scheduleGc(): void {
+    if (!this.known || !hasGarbage(this.known)) return;
+    const now = Date.now();
+    if (!this.gcTimer) this.gcDue = now + GC_MAX_DELAY_MS;
+    else clearTimeout(this.gcTimer);
+    this.gcTimer = setTimeout(() => {
+      this.gcTimer = null;
+      void this.collectGarbage().catch(() => { /* the next apply or observe re-reads the kernel */ });
+    }, Math.max(0, Math.min(this.gcDelayMs, this.gcDue - now)));
+    this.gcTimer.unref();
+  }
+
+  /** Delete shadowed rules now (normally run by a timer after writes). */
+  collectGarbage(): Promise<void> {
+    return this.serial(async () => {
+      if (!this.known || !hasGarbage(this.known)) return;
+      const gc = gcPlan(this.known);
+      try {
+        if (gc[4]) await must(this.runner, 'iptables-restore (garbage)', 'iptables-restore', ['--noflush'], gc[4]);
+        if (gc[6]) await must(this.runner, 'ip6tables-restore (garbage)', 'ip6tables-restore', ['--noflush'], gc[6]);
+        this.known = withoutGarbage(this.known);
+      } catch (e) {
+        this.known = null;
+        throw e;
+      }
+    });
   }
 
   observe(input: DataplaneInput): Promise<Observation> {
     return this.serial(async () => {
       const kernel = await this.read();
       this.known = kernel; // the next apply repairs from what is really there
+      this.scheduleGc();
       return { drift: drift(render(input).program, kernel) };
     });
   }
 
   teardown(): Promise<void> {
+    if (this.gcTimer) { clearTimeout(this.gcTimer); this.gcTimer = null; }
     return this.serial(async () => {
       this.known = null;
       await this.write(render(EMPTY_INPUT).program);

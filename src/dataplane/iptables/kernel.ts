@@ -7,8 +7,10 @@ import {
   TABLES, hookLine, ruleLine, setCreateLine,
 } from './program.js';
 
-/** `foreign`: rules without a Palisade id inside the chain (someone else's, or tampering). */
-export interface KChain { name: string; owned: boolean; ids: string[]; hash: string | null; foreign: number }
+/** `foreign`: rules without a Palisade id inside the chain (someone else's, or tampering).
+ *  `garbage`: rules of an older version below the live ones (see `shadowWrite`), unreachable because
+ *  the live rules end in an unconditional verdict; removed later by `gcPlan`. */
+export interface KChain { name: string; owned: boolean; ids: string[]; hash: string | null; foreign: number; garbage: number }
 /** `pos`: index of the rule in its built-in chain (Palisade's jumps must come first). */
 export interface KHook { chain: string; id: string; line: string; pos: number }
 export interface KTable { chains: Map<string, KChain>; hooks: KHook[] }
@@ -34,7 +36,7 @@ export function parseIptSave(text: string): Record<Table, KTable> {
     if (!cur) continue;
     if (line.startsWith(':')) {
       const name = line.slice(1).split(' ')[0];
-      if (!BUILTIN.has(name)) cur.chains.set(name, { name, owned: false, ids: [], hash: null, foreign: 0 });
+      if (!BUILTIN.has(name)) cur.chains.set(name, { name, owned: false, ids: [], hash: null, foreign: 0, garbage: 0 });
       continue;
     }
     if (!line.startsWith('-A ')) continue;
@@ -50,9 +52,11 @@ export function parseIptSave(text: string): Record<Table, KTable> {
     }
     const [idPart, hashPart] = comment.slice(4).split(' #');
     if (BUILTIN.has(chain)) { cur.hooks.push({ chain, id: idPart, line, pos }); continue; }
-    const c = cur.chains.get(chain) ?? { name: chain, owned: false, ids: [], hash: null, foreign: 0 };
+    const c = cur.chains.get(chain) ?? { name: chain, owned: false, ids: [], hash: null, foreign: 0, garbage: 0 };
     cur.chains.set(chain, c);
     c.owned = true;
+    // Each version of a chain starts with the rule carrying its hash: a second one starts the garbage.
+    if (c.garbage > 0 || (hashPart && c.ids.length > 0)) { c.garbage++; continue; }
     if (c.ids.length === 0 && hashPart) c.hash = hashPart;
     c.ids.push(idPart);
   }
@@ -120,12 +124,15 @@ export function parseEbSave(text: string): KEb {
 }
 
 /** The kernel state right after `program` was written (the cache between reads). */
-export function expectedState(p: Program): KState {
+export function expectedState(p: Program, shadowed?: Shadowed): KState {
   const ipt = {} as Record<Fam, Record<Table, KTable>>;
   for (const f of [4, 6] as Fam[]) {
     const prog = f === 4 ? p.v4 : p.v6;
     ipt[f] = { filter: emptyTable(), raw: emptyTable(), mangle: emptyTable() };
-    for (const c of prog.chains) ipt[f][c.table].chains.set(c.name, { name: c.name, owned: true, ids: c.rules.map((r) => r.id), hash: c.hash, foreign: 0 });
+    for (const c of prog.chains) {
+      const garbage = shadowed?.[f].get(`${c.table}/${c.name}`) ?? 0;
+      ipt[f][c.table].chains.set(c.name, { name: c.name, owned: true, ids: c.rules.map((r) => r.id), hash: c.hash, foreign: 0, garbage });
+    }
     for (const h of prog.hooks) {
       const pos = ipt[f][h.table].hooks.filter((x) => x.chain === h.chain).length;
       ipt[f][h.table].hooks.push({ chain: h.chain, id: h.id, line: hookLine('-I', h).replace(/^-I (\S+) 1 /, '-A $1 '), pos });
@@ -140,8 +147,11 @@ export function expectedState(p: Program): KState {
   return { ipt, sets, eb };
 }
 
+/** Per family, `table/chain` → rules left as garbage below the live ones after the plan ran. */
+export type Shadowed = Record<Fam, Map<string, number>>;
+
 /** Restore texts that turn `k` into `p`; empty strings where a tool has nothing to do. */
-export interface Plan { ipsetPre: string; ebtables: string; iptables: Record<Fam, string>; ipsetPost: string }
+export interface Plan { ipsetPre: string; ebtables: string; iptables: Record<Fam, string>; ipsetPost: string; shadowed: Shadowed }
 
 export function planIsEmpty(pl: Plan): boolean {
   return !pl.ipsetPre && !pl.ebtables && !pl.iptables[4] && !pl.iptables[6] && !pl.ipsetPost;
@@ -157,7 +167,25 @@ function sameChain(c: IptChain, k: KChain | undefined): boolean {
   return !!k && k.owned && k.foreign === 0 && k.hash === c.hash && k.ids.length === c.rules.length && k.ids.every((id, i) => id === c.rules[i].id);
 }
 
-function iptPlan(prog: IptProgram, k: Record<Table, KTable>): string {
+/** Rules that end a chain whatever the packet: what is below them is never reached. */
+const CATCH_ALL = /^-j (RETURN|ACCEPT|DROP)$/;
+
+/**
+ * A changed chain that exists (ours, nothing foreign in it) and whose new rules end in a catch-all is
+ * rewritten by inserting the new rules above the old ones, in one transaction. Deleting rules makes
+ * the restore tool wait for an RCU grace period when it closes its netlink socket (nf_tables frees
+ * them then), which dominated a one-rule change; the old rules, now unreachable, go later (gcPlan).
+ */
+function shadowWrite(c: IptChain, kc: KChain | undefined): boolean {
+  // Only chains of plain verdicts (a VM's ingress / egress rules): old rules left behind must not
+  // keep a chain that this transaction deletes referenced. The kernel's version must begin with its
+  // hash-carrying rule, which is how the read-back tells the old version (garbage) from the new.
+  return !!kc && kc.owned && kc.foreign === 0 && kc.hash !== null && kc.ids.length > 0 && c.rules.length > 0
+    && c.rules.every((r) => VERDICT.test(r.spec)) && CATCH_ALL.test(c.rules[c.rules.length - 1].spec);
+}
+const VERDICT = /(^|\s)-j (RETURN|ACCEPT|DROP)$/;
+
+function iptPlan(prog: IptProgram, k: Record<Table, KTable>, shadowed: Map<string, number>): string {
   const out: string[] = [];
   for (const table of TABLES) {
     const kt = k[table];
@@ -179,10 +207,21 @@ function iptPlan(prog: IptProgram, k: Record<Table, KTable>): string {
     if (!write.length && !del.length && !hookDel.length && !hookAdd.length) continue;
     out.push(`*${table}`);
     // Declaring a chain flushes it inside this transaction: no half-built chain is ever visible.
-    for (const c of write) out.push(`:${c.name} - [0:0]`);
+    const shadow = new Set(write.filter((c) => shadowWrite(c, kt.chains.get(c.name))).map((c) => c.name));
+    for (const c of write) if (!shadow.has(c.name)) out.push(`:${c.name} - [0:0]`);
     for (const n of del) out.push(`:${n} - [0:0]`);
     out.push(...hookDel);
-    for (const c of write) c.rules.forEach((r, i) => out.push(ruleLine(c, r, i)));
+    for (const c of write) {
+      if (!shadow.has(c.name)) { c.rules.forEach((r, i) => out.push(ruleLine(c, r, i))); continue; }
+      // each at the top, last rule first: the new version ends up above the old one, in order
+      for (let i = c.rules.length - 1; i >= 0; i--) out.push(ruleLine(c, c.rules[i], i).replace(/^-A (\S+) /, '-I $1 1 '));
+      const kc = kt.chains.get(c.name)!;
+      shadowed.set(`${table}/${c.name}`, kc.ids.length + kc.garbage + kc.foreign);
+    }
+    for (const c of want) {
+      const kc = kt.chains.get(c.name);
+      if (!shadow.has(c.name) && kc?.garbage && !write.includes(c)) shadowed.set(`${table}/${c.name}`, kc.garbage);
+    }
     for (const h of [...hookAdd].reverse()) out.push(hookLine('-I', h));
     for (const n of del) out.push(`-X ${n}`);
     out.push('COMMIT');
@@ -246,7 +285,40 @@ function ebPlan(eb: EbProgram, k: KEb): string {
 
 export function plan(p: Program, k: KState): Plan {
   const s = setPlan(p.sets, k.sets);
-  return { ipsetPre: s.pre, ebtables: ebPlan(p.eb, k.eb), iptables: { 4: iptPlan(p.v4, k.ipt[4]), 6: iptPlan(p.v6, k.ipt[6]) }, ipsetPost: s.post };
+  const shadowed: Shadowed = { 4: new Map(), 6: new Map() };
+  return {
+    ipsetPre: s.pre, ebtables: ebPlan(p.eb, k.eb),
+    iptables: { 4: iptPlan(p.v4, k.ipt[4], shadowed[4]), 6: iptPlan(p.v6, k.ipt[6], shadowed[6]) },
+    ipsetPost: s.post, shadowed,
+  };
+}
+
+/** Restore texts deleting the garbage below live rules (by position, bottom first); '' when none. */
+export function gcPlan(k: KState): Record<Fam, string> {
+  const res = { 4: '', 6: '' } as Record<Fam, string>;
+  for (const f of [4, 6] as Fam[]) {
+    const out: string[] = [];
+    for (const table of TABLES) {
+      const lines: string[] = [];
+      for (const c of k.ipt[f][table].chains.values()) {
+        if (!c.owned || c.garbage <= 0 || c.foreign > 0) continue;
+        for (let i = c.ids.length + c.garbage; i > c.ids.length; i--) lines.push(`-D ${c.name} ${i}`);
+      }
+      if (lines.length) out.push(`*${table}`, ...lines, 'COMMIT');
+    }
+    res[f] = out.length ? out.join('\n') + '\n' : '';
+  }
+  return res;
+}
+
+/** `k` after gcPlan ran. */
+export function withoutGarbage(k: KState): KState {
+  for (const f of [4, 6] as Fam[]) for (const t of TABLES) for (const c of k.ipt[f][t].chains.values()) if (c.foreign === 0) c.garbage = 0;
+  return k;
+}
+
+export function hasGarbage(k: KState): boolean {
+  return ([4, 6] as Fam[]).some((f) => TABLES.some((t) => [...k.ipt[f][t].chains.values()].some((c) => c.owned && c.garbage > 0 && c.foreign === 0)));
 }
 
 /** What differs between the kernel and the program, for observe. */

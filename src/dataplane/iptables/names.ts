@@ -7,14 +7,20 @@ export const MAX_CHAIN = 28;
 export const MAX_SET = 31;
 export const MAX_EB_CHAIN = 31;
 
-/** Top-level Palisade chains (not per bridge / per VM). */
-export const RAW_CHAIN = 'PALISADE-NOTRACK';
+/** Top-level Palisade chains (not per bridge / per VM): raw PREROUTING (NOTRACK, conntrack zones). */
+export const RAW_CHAIN = 'PALISADE-RAW';
 /** ebtables filter-table chain that marks packets with their out-port (runs before iptables FORWARD). */
 export const EB_FWD = 'PALISADE-FWD';
 /** ip6tables chains shared by all VMs: the IPv6 baseline (ND, DHCPv6, RA guard). */
 export const V6_PRE = 'PALISADE-V6-PRE';
 export const V6_POST = 'PALISADE-V6-POST';
 export const V6_TO = 'PALISADE-V6-TO';
+/** ebtables nat chains per bridge that put the conntrack zone into the mark: `local` for frames from a
+ *  VM (zone of the bridge when the destination MAC is a VM on it), `uplink` for frames from an uplink,
+ *  `macs` the root of the destination-MAC tree (`<macs>-<hex prefix>` below it). ≤ 31 characters. */
+export function ebZoneChains(bridge: string): { local: string; uplink: string; macs: string } {
+  return { local: `PALISADE-ZL-${bridge}`, uplink: `PALISADE-ZU-${bridge}`, macs: `PZ-${bridge}` };
+}
 /** ebtables nat chains shared by all VM NICs (the per-NIC chains jump to them last). */
 export const EB_L2_IN = 'PALISADE-L2-IN';
 export const EB_L2_OUT = 'PALISADE-L2-OUT';
@@ -55,6 +61,13 @@ export function vmNames(instanceName: string): VmNames {
     set4: truncate(instanceName, MAX_SET - 1),
     set6: `${truncate(instanceName, MAX_SET - 3)}-6`,
   };
+}
+
+/** A NIC's own-address sets: the first NIC keeps CloudStack's names, NIC k > 0 gets `-n<k>`. */
+export function nicSetNames(instanceName: string, index: number): { set4: string; set6: string } {
+  if (index === 0) { const n = vmNames(instanceName); return { set4: n.set4, set6: n.set6 }; }
+  const s = `-n${index}`;
+  return { set4: truncate(instanceName, MAX_SET - s.length) + s, set6: `${truncate(instanceName, MAX_SET - s.length - 2)}${s}-6` };
 }
 
 /** ebtables chain base of a VM NIC: CloudStack's `<vm>` for the first NIC, `<vm>-<k>` for others; ≤ 22 chars. */

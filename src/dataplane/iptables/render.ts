@@ -18,7 +18,8 @@ import type { DataplaneInput } from '../backend.js';
 import type { FamilyPolicy, NicPolicy, PolicyRule, VmPolicy } from '../../policy/ir.js';
 import { canonV6, isV4, isV6, linkLocalFromMac } from './addr.js';
 import {
-  EB_FWD, EB_L2_IN, EB_L2_OUT, EB_POST, EB_PRE, RAW_CHAIN, V6_PRE, V6_POST, V6_TO, bridgeChains, ebBase, ebNames, groupSetName, notrackSet, safeDevice, safeName, trackedSet, vmNames,
+  EB_FWD, EB_L2_IN, EB_L2_OUT, EB_POST, EB_PRE, RAW_CHAIN, V6_PRE, V6_POST, V6_TO, bridgeChains, ebBase, ebNames, ebZoneChains, groupSetName, nicSetNames,
+  notrackSet, safeDevice, safeName, trackedSet, vmNames,
   MAX_CHAIN,
 } from './names.js';
 import {
@@ -85,7 +86,8 @@ function userRules(fam: Fam, dir: 'ingress' | 'egress', rules: PolicyRule[], ref
   return out;
 }
 
-interface PlacedNic { nic: NicPolicy; index: number; device: string; bridge: string }
+/** `sets`: the NIC's own-address sets (anti-spoofing is per NIC: a NIC sends only from its addresses). */
+interface PlacedNic { nic: NicPolicy; index: number; device: string; bridge: string; sets: { set4: string; set6: string } }
 
 function defRules4(n: PlacedNic, names: ReturnType<typeof vmNames>): IptRule[] {
   const k = `n${n.index}`;
@@ -94,14 +96,14 @@ function defRules4(n: PlacedNic, names: ReturnType<typeof vmNames>): IptRule[] {
   return [
     r(`${k}.dhcpc`, `${f} -p udp -m udp --sport 68 --dport 67 -j RETURN`),
     r(`${k}.dhcps`, `${f} -p udp -m udp --sport 67 -j DROP`),
-    r(`${k}.spoof`, `${f} -m set ! --match-set ${names.set4} src -j DROP`),
+    r(`${k}.spoof`, `${f} -m set ! --match-set ${n.sets.set4} src -j DROP`),
     r(`${k}.est`, `${f} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN`),
     r(`${k}.dnsu`, `${f} -p udp -m udp --dport 53 -j RETURN`),
     r(`${k}.dnst`, `${f} -p tcp -m tcp --dport 53 -j RETURN`),
     r(`${k}.eg`, `${f} -j ${names.eg}`),
     r(`${k}.out`, `${f} -j RETURN`),
     r(`${k}.dhcpr`, `${t} -p udp -m udp --sport 67 --dport 68 -j ACCEPT`),
-    r(`${k}.dst`, `${t} -m set ! --match-set ${names.set4} dst -j DROP`),
+    r(`${k}.dst`, `${t} -m set ! --match-set ${n.sets.set4} dst -j DROP`),
     r(`${k}.estin`, `${t} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`),
     r(`${k}.in`, `${t} -j ${names.vm}`),
     r(`${k}.deny`, `${t} -j DROP`),
@@ -182,6 +184,11 @@ export function portTree(table: 'nat' | 'filter', root: string, dir: '-i' | '-o'
 /** Port numbers in the packet mark: in-port in bits 16–26, out-port in bits 0–10. */
 export const MARK_IN_MASK = 0x07ff0000;
 export const MARK_OUT_MASK = 0x000007ff;
+/** Conntrack zone in bits 0–11 from ebtables nat PREROUTING to raw PREROUTING (`CT --zone mark`),
+ *  where ebtables filter FORWARD then overwrites them with the out-port: a VM port's number, or
+ *  0x800 + a per-bridge number for frames between two VMs on one bridge. */
+export const MARK_ZONE_MASK = 0x00000fff;
+const BRIDGE_ZONE_BASE = 0x800;
 export const PORT_UPLINK = 0x7fd;
 export const PORT_UNKNOWN = 0x7ff;
 const MAX_VM_PORT = 0x7fc;
@@ -236,13 +243,13 @@ function defRules6(n: PlacedNic, names: ReturnType<typeof vmNames>): IptRule[] {
   return [
     r(`${k}.pre`, `${f} -j ${V6_PRE}`),
     r(`${k}.prok`, `${f} -m mark --mark ${ALLOW} -j RETURN`),
-    r(`${k}.spoof`, `${f} -m set ! --match-set ${names.set6} src -j DROP`),
+    r(`${k}.spoof`, `${f} -m set ! --match-set ${n.sets.set6} src -j DROP`),
     r(`${k}.post`, `${f} -j ${V6_POST}`),
     r(`${k}.postok`, `${f} -m mark --mark ${ALLOW} -j RETURN`),
     r(`${k}.eg`, `${f} -j ${names.eg}`),
     r(`${k}.out`, `${f} -j RETURN`),
     r(`${k}.base`, `${t} -j ${V6_TO}`),
-    r(`${k}.dst`, `${t} -m set ! --match-set ${names.set6} dst -j DROP`),
+    r(`${k}.dst`, `${t} -m set ! --match-set ${n.sets.set6} dst -j DROP`),
     r(`${k}.estin`, `${t} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`),
     r(`${k}.in`, `${t} -j ${names.vm}`),
     r(`${k}.deny`, `${t} -j DROP`),
@@ -270,7 +277,13 @@ function ebNic(n: PlacedNic, vm: VmPolicy, port: number): { chains: EbChain[]; p
     {
       table: 'nat',
       name: b.in,
-      rules: [`-j mark --mark-or ${hex(port << 16)} --mark-target CONTINUE`, `-s ! ${mac} -j DROP`, `-p ARP -j ${b.inIps}`, `-j ${EB_L2_IN}`],
+      rules: [
+        `-j mark --mark-or ${hex(port << 16)} --mark-target CONTINUE`, `-s ! ${mac} -j DROP`, `-p ARP -j ${b.inIps}`,
+        // conntrack zone: the bridge's when the frame goes straight to a VM on it, else this port's
+        `-j ${ebZoneChains(n.bridge).local}`,
+        `--mark 0x0/${hex(MARK_ZONE_MASK)} -j mark --mark-or ${hex(port)} --mark-target CONTINUE`,
+        `-j ${EB_L2_IN}`,
+      ],
     },
     { table: 'nat', name: b.outIps, rules: [...v4.map((ip) => `-p ARP --arp-ip-dst ${ip} -j RETURN`), '-j DROP'] },
     { table: 'nat', name: b.out, rules: [`-p ARP -j ${b.outIps}`, `-j ${EB_L2_OUT}`] },
@@ -303,32 +316,83 @@ const L2_IN_RULES = [
 /** To any VM, after its ARP check. */
 const L2_OUT_RULES = ['-p ARP --arp-op Request -j RETURN', '-p ARP --arp-op Reply -j RETURN', '-p ARP -j DROP', '-p IPv4 -j RETURN', '-p IPv6 -j RETURN', '-j DROP'];
 
-/** Stable port numbers: a hash of the device name, linear probing on collision (sorted order). */
-export function assignPorts(devices: string[]): Map<string, number> {
+/** Stable numbers 1…size: a hash of the name, linear probing on collision (sorted order). */
+function assignNumbers(names: string[], size: number, what: string): Map<string, number> {
   const out = new Map<string, number>();
   const used = new Set<number>();
-  for (const d of [...new Set(devices)].sort()) {
+  for (const d of [...new Set(names)].sort()) {
     let h = 2166136261;
     for (let i = 0; i < d.length; i++) h = Math.imul(h ^ d.charCodeAt(i), 16777619) >>> 0;
-    let k = 1 + (h % MAX_VM_PORT);
-    for (let n = 0; used.has(k) && n < MAX_VM_PORT; n++) k = 1 + (k % MAX_VM_PORT);
-    if (used.has(k)) throw new Error(`more than ${MAX_VM_PORT} VM ports on one host`);
+    let k = 1 + (h % size);
+    for (let n = 0; used.has(k) && n < size; n++) k = 1 + (k % size);
+    if (used.has(k)) throw new Error(`more than ${size} ${what} on one host`);
     used.add(k);
     out.set(d, k);
   }
   return out;
 }
 
-function vmAddrs(fam: Fam, nics: PlacedNic[]): string[] {
-  const s = new Set<string>();
-  for (const n of nics) {
-    if (fam === 4) n.nic.ipv4.filter(isV4).forEach((a) => s.add(a));
+/** Stable port numbers: a hash of the device name, linear probing on collision (sorted order). */
+export function assignPorts(devices: string[]): Map<string, number> {
+  return assignNumbers(devices, MAX_VM_PORT, 'VM ports');
+}
+
+/** A MAC as 12 lower-case hex digits. */
+const mac12 = (mac: string) => mac.toLowerCase().split(':').map((b) => b.padStart(2, '0')).join('');
+const macText = (h: string) => h.match(/../g)!.join(':');
+/** `--among-dst` lists as ebtables-save prints them (bytes without leading zeros, in numeric order),
+ *  in chunks: ebtables-restore takes at most ~1 KiB per parameter. */
+export function amongLists(macs: string[], per = 48): string[] {
+  const all = [...new Set(macs.map(mac12))].sort().map((h) => h.match(/../g)!.map((b) => parseInt(b, 16).toString(16)).join(':'));
+  const out: string[] = [];
+  for (let i = 0; i < all.length; i += per) out.push(all.slice(i, i + per).join(','));
+  return out;
+}
+
+const MAC_LEAF = 8;
+/**
+ * Destination-MAC → zone as a shallow tree of chains keyed by hex prefix (`-d <prefix>/<mask>` jumps
+ * to `<root>-<prefix>`), so a frame from an uplink meets ~tens of MAC matches, not one per VM.
+ */
+export function macTree(root: string, items: [string, number][]): EbChain[] {
+  const chains: EbChain[] = [];
+  const mask = (n: number) => [0, 1, 2, 3, 4, 5].map((i) => (n - 2 * i >= 2 ? 'ff' : n - 2 * i === 1 ? 'f0' : '00')).join(':');
+  const leaf = (m: string, z: number) => `-d ${macText(m)} -j mark --mark-or ${hex(z)} --mark-target RETURN`;
+  const build = (name: string, its: [string, number][], depth: number) => {
+    const rules: string[] = [];
+    let at = depth;
+    while (at < 12 && its.every(([m]) => m[at] === its[0][0][at])) at++;
+    if (its.length <= MAC_LEAF || at >= 12) for (const [m, z] of its) rules.push(leaf(m, z));
     else {
-      n.nic.ipv6.filter(isV6).forEach((a) => s.add(canonV6(a)));
-      s.add(linkLocalFromMac(n.nic.mac));
+      const groups = new Map<string, [string, number][]>();
+      for (const it of its) { const p = it[0].slice(0, at + 1); (groups.get(p) ?? groups.set(p, []).get(p)!).push(it); }
+      for (const [p, g] of groups) {
+        if (g.length === 1) { rules.push(leaf(g[0][0], g[0][1])); continue; }
+        const child = `${root}-${p}`;
+        rules.push(`-d ${macText(p.padEnd(12, '0'))}/${mask(p.length)} -j ${child}`);
+        build(child, g, at + 1);
+      }
     }
+    rules.push('-j RETURN');
+    chains.push({ table: 'nat', name, rules });
+  };
+  build(root, [...items].map(([m, z]): [string, number] => [mac12(m), z]).sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0)), 0);
+  return chains;
+}
+
+/** A NIC's own addresses (IPv6: plus its EUI-64 link-local). */
+function nicAddrs(fam: Fam, n: PlacedNic): string[] {
+  const s = new Set<string>();
+  if (fam === 4) n.nic.ipv4.filter(isV4).forEach((a) => s.add(a));
+  else {
+    n.nic.ipv6.filter(isV6).forEach((a) => s.add(canonV6(a)));
+    s.add(linkLocalFromMac(n.nic.mac));
   }
   return [...s].sort();
+}
+
+function vmAddrs(fam: Fam, nics: PlacedNic[]): string[] {
+  return [...new Set(nics.flatMap((n) => nicAddrs(fam, n)))].sort();
 }
 
 interface VmOut {
@@ -336,7 +400,7 @@ interface VmOut {
   sets: SetDef[];
   addrs: Record<Fam, string[]>;
   refs: Refs;
-  dispatch: { bridge: string; device: string; k: number; in: IptRule; out: IptRule }[];
+  dispatch: { bridge: string; device: string; mac: string; k: number; in: IptRule; out: IptRule }[];
   eb: { chains: EbChain[]; pre: PortRule; post: PortRule }[];
 }
 
@@ -360,7 +424,7 @@ function renderVm(vm: VmPolicy, names: ReturnType<typeof vmNames>, placed: Place
   for (const n of placed) {
     const k = portNo.get(n.device)!;
     dispatch.push({
-      bridge: n.bridge, device: n.device, k,
+      bridge: n.bridge, device: n.device, mac: n.nic.mac, k,
       in: r(`vm.${n.device}`, `-m mark --mark ${inMark(k)} -j ${names.def}`),
       out: r(`vm.${n.device}`, `-m mark --mark ${outMark(k)} -j ${names.def}`),
     });
@@ -368,7 +432,10 @@ function renderVm(vm: VmPolicy, names: ReturnType<typeof vmNames>, placed: Place
   }
   return {
     chains, addrs, refs, dispatch, eb,
-    sets: [{ name: names.set4, family: 'inet', members: addrs[4] }, { name: names.set6, family: 'inet6', members: addrs[6] }],
+    sets: placed.flatMap((n): SetDef[] => [
+      { name: n.sets.set4, family: 'inet', members: nicAddrs(4, n) },
+      { name: n.sets.set6, family: 'inet6', members: nicAddrs(6, n) },
+    ]),
   };
 }
 
@@ -404,7 +471,7 @@ export function render(input: DataplaneInput): Rendered {
   const ebPre: PortRule[] = [];
   const ebPost: PortRule[] = [];
   /** Per bridge: dispatch rules into the VMs' <def> chains. */
-  const perBridge = new Map<string, { k: number; in: IptRule; out: IptRule }[]>();
+  const perBridge = new Map<string, { k: number; mac: string; in: IptRule; out: IptRule }[]>();
   const notrack: Record<Fam, { nt: Set<string>; tr: Set<string> }> = { 4: { nt: new Set(), tr: new Set() }, 6: { nt: new Set(), tr: new Set() } };
   const usedNames = new Map<string, string>();
   const programmed: string[] = [];
@@ -420,9 +487,9 @@ export function render(input: DataplaneInput): Rendered {
     vm.nics.forEach((nic, index) => {
       const p = ports.nics[nic.nicId];
       if (!p) { missing.push(nic.nicId); return; }
-      placed.push({ nic, index, device: p.device, bridge: p.bridge });
+      placed.push({ nic, index, device: p.device, bridge: p.bridge, sets: nicSetNames(vm.instanceName, index) });
     });
-    const ebBases = placed.map((n) => ebBase(vm.instanceName, n.index));
+    const ebBases = placed.flatMap((n) => [ebBase(vm.instanceName, n.index), ...(n.index ? [n.sets.set4, n.sets.set6] : [])]);
     const problems: string[] = [];
     if (missing.length) problems.push(`NIC port not found on host: ${missing.join(', ')}`);
     if (!safeName(vm.instanceName) || names.def.length > MAX_CHAIN) problems.push(`unusable instance name ${JSON.stringify(vm.instanceName)}`);
@@ -447,7 +514,7 @@ export function render(input: DataplaneInput): Rendered {
     for (const d of vo.dispatch) {
       let b = perBridge.get(d.bridge);
       if (!b) perBridge.set(d.bridge, (b = []));
-      b.push({ k: d.k, in: d.in, out: d.out });
+      b.push({ k: d.k, mac: d.mac, in: d.in, out: d.out });
       marked.push([d.device, d.k]);
     }
     for (const e of vo.eb) {
@@ -461,6 +528,29 @@ export function render(input: DataplaneInput): Rendered {
 
   // Bridges: those with programmed NICs and any the port discovery lists (unknown taps fail closed).
   const bridges = [...new Set([...perBridge.keys(), ...Object.keys(ports.bridges)])].filter(safeDevice).sort();
+  const bridgeNo = assignNumbers(bridges, MARK_ZONE_MASK - BRIDGE_ZONE_BASE, 'bridges');
+  /** Conntrack zones (ebtables nat): one per VM port for traffic between it and the uplink, one per
+   *  bridge for traffic between two of its VMs. A packet routed back into the same bridge (two VMs
+   *  in different subnets) is seen twice by conntrack, once per leg, each leg in its own zone. */
+  const ebZone: EbChain[] = [];
+  for (const br of bridges) {
+    const zc = ebZoneChains(br);
+    const vms = (perBridge.get(br) ?? []).map((x): [string, number] => [x.mac, x.k]);
+    // (only chains something jumps to: read-back follows jumps from Palisade's roots)
+    if (vms.length) {
+      const zone = hex(BRIDGE_ZONE_BASE + bridgeNo.get(br)! - 1);
+      ebZone.push({ table: 'nat', name: zc.local, rules: [
+        ...amongLists(vms.map((v) => v[0])).map((l) => `--among-dst ${l} -j mark --mark-or ${zone} --mark-target RETURN`),
+        '-j RETURN',
+      ] });
+    }
+    if (ports.bridges[br]?.uplinks.some(safeDevice)) {
+      ebZone.push(
+        { table: 'nat', name: zc.uplink, rules: [`-j mark --mark-or ${hex(PORT_UPLINK << 16)} --mark-target CONTINUE`, `-j ${zc.macs}`, '-j RETURN'] },
+        ...macTree(zc.macs, vms),
+      );
+    }
+  }
   for (const br of bridges) {
     const bc = bridgeChains(br);
     const info = ports.bridges[br] ?? { uplinks: [], unknownTaps: [] };
@@ -489,24 +579,31 @@ export function render(input: DataplaneInput): Rendered {
       const spec = `-i ${br} -m physdev --physdev-is-bridged -j ${bc.main}`;
       fam[f].hooks.push({ table: 'filter', chain: 'FORWARD', id: `fwd.${br}.${hashOf([spec]).slice(0, 6)}`, spec });
     }
-    for (const u of uplinks) ebPre.push([u, `-j mark --mark-or ${hex(PORT_UPLINK << 16)} --mark-target RETURN`]);
+    for (const u of uplinks) ebPre.push([u, `-j ${ebZoneChains(br).uplink}`]);
     for (const t of unknown) { ebPre.push([t, '-j DROP']); ebPost.push([t, '-j DROP']); }
   }
 
-  // NOTRACK: packets of untracked VMs, except those to/from a tracked VM on this host (its state must see them).
+  // raw PREROUTING, one chain (the first CT target a packet meets wins):
+  // NOTRACK: packets of untracked VMs, except those to/from a tracked VM on this host (its state must see them);
+  // then the conntrack zone ebtables put into the mark (not for the host's own addresses: its replies use zone 0).
   const hostSets: SetDef[] = [];
   for (const f of [4, 6] as Fam[]) {
-    if (!notrack[f].nt.size) continue;
-    const nt = notrackSet(f);
-    const tr = trackedSet(f);
-    const famName = f === 4 ? 'inet' : 'inet6';
-    hostSets.push({ name: nt, family: famName, members: [...notrack[f].nt].sort() }, { name: tr, family: famName, members: [...notrack[f].tr].sort() });
-    fam[f].chains.push(makeChain('raw', RAW_CHAIN, [
-      r('nt.src', `-m set --match-set ${nt} src -m set ! --match-set ${tr} dst -j CT --notrack`),
-      r('nt.dst', `-m set --match-set ${nt} dst -m set ! --match-set ${tr} src -j CT --notrack`),
-    ]));
+    const raw: IptRule[] = [];
+    if (notrack[f].nt.size) {
+      const nt = notrackSet(f);
+      const tr = trackedSet(f);
+      const famName = f === 4 ? 'inet' : 'inet6';
+      hostSets.push({ name: nt, family: famName, members: [...notrack[f].nt].sort() }, { name: tr, family: famName, members: [...notrack[f].tr].sort() });
+      raw.push(
+        r('nt.src', `-m set --match-set ${nt} src -m set ! --match-set ${tr} dst -j CT --notrack`),
+        r('nt.dst', `-m set --match-set ${nt} dst -m set ! --match-set ${tr} src -j CT --notrack`),
+      );
+    }
+    if (bridges.length) raw.push(r('zone', `-m mark ! --mark 0x0/${hex(MARK_ZONE_MASK)} -m addrtype ! --dst-type LOCAL -j CT --zone mark`));
+    if (!raw.length) continue;
+    fam[f].chains.push(makeChain('raw', RAW_CHAIN, raw));
     const spec = `-j ${RAW_CHAIN}`;
-    fam[f].hooks.push({ table: 'raw', chain: 'PREROUTING', id: `notrack.${hashOf([spec]).slice(0, 6)}`, spec });
+    fam[f].hooks.push({ table: 'raw', chain: 'PREROUTING', id: `raw.${hashOf([spec]).slice(0, 6)}`, spec });
   }
 
   const groupSets: SetDef[] = state.sets.map((s) => ({
@@ -521,8 +618,8 @@ export function render(input: DataplaneInput): Rendered {
   const eb: EbProgram = { chains: [], hooks: [] };
   if (bridges.length) {
     // Marks: clear Palisade's bits, then the port's number (in-port in nat PREROUTING, out-port in filter FORWARD).
-    const clearIn = `-j mark --mark-and ${hex(~(MARK_IN_MASK | MARK_ALLOW) >>> 0)} --mark-target CONTINUE`;
-    const clearOut = `-j mark --mark-and ${hex(~MARK_OUT_MASK >>> 0)} --mark-target CONTINUE`;
+    const clearIn = `-j mark --mark-and ${hex(~(MARK_IN_MASK | MARK_ALLOW | 0xffff) >>> 0)} --mark-target CONTINUE`;
+    const clearOut = `-j mark --mark-and ${hex(~MARK_ZONE_MASK >>> 0)} --mark-target CONTINUE`;
     const fwd: PortRule[] = marked.map(([dev, k]) => [dev, `-j mark --mark-or ${hex(k)} --mark-target RETURN`]);
     eb.chains.push(
       ...portTree('filter', EB_FWD, '-o', fwd, [clearOut]),
@@ -532,6 +629,7 @@ export function render(input: DataplaneInput): Rendered {
       ...portTree('nat', EB_POST, '-o', ebPost, []),
       // shared by every NIC (only while some NIC references them, so they stay reachable for read-back)
       ...(ebChains.length ? [{ table: 'nat' as const, name: EB_L2_IN, rules: L2_IN_RULES }, { table: 'nat' as const, name: EB_L2_OUT, rules: L2_OUT_RULES }] : []),
+      ...ebZone,
       ...ebChains,
     );
     eb.hooks.push(
