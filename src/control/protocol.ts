@@ -13,6 +13,11 @@ export type AgentMessage =
   | { type: 'report'; preflight: PreflightFinding[]; repairs: RepairReport[] }
   | { type: 'ping' };
 
+/**
+ * Policies in snapshots and deltas are agent forms (control/agent-form.ts): every PolicyRule's
+ * `sources` is empty (explain runs on the server), and VmPolicy.hash is the IR content hash of the
+ * policy as sent, so the agent holds exactly what the server compares.
+ */
 export type ServerMessage =
   | { type: 'welcome'; hostId: string; hostName: string }
   | { type: 'snapshot'; state: HostDesiredState }

@@ -12,6 +12,10 @@ export type StoreConfig = { kind: 'sqlite'; file: string } | { kind: 'postgres';
 
 export function openSqlite(file: string): Db {
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  // The store holds every user's API secret key: owner-only, whatever the umask or the data dir's mode.
+  // SQLite creates the -wal and -shm files with the database file's mode.
+  fs.closeSync(fs.openSync(file, 'a', 0o600));
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) if (fs.existsSync(f)) fs.chmodSync(f, 0o600);
   const sqlite = new SqliteDatabase(file);
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('synchronous = NORMAL');
@@ -20,8 +24,17 @@ export function openSqlite(file: string): Db {
   return new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
 }
 
-export function openPostgres(url: string): Db {
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 10 }) }) });
+/**
+ * `onIdleError`: an idle pooled connection was lost (PostgreSQL restarted, failed over, or ended it). The
+ * pool drops that connection and opens a new one when needed; without a listener pg would throw the error
+ * out of the process instead.
+ */
+export function openPostgres(url: string, onIdleError: (err: Error) => void = (err) => {
+  process.stderr.write(`palisade store: an idle PostgreSQL connection was lost (${err.message}); it will be replaced\n`);
+}): Db {
+  const pool = new pg.Pool({ connectionString: url, max: 10 });
+  pool.on('error', onIdleError);
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }
 
 export async function migrate(db: Db): Promise<void> {

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { startPostgres, type PgCluster } from '../helpers/postgres.js';
 import { startServer, type TestServer, type Creds } from '../helpers/server.js';
+import { sql } from 'kysely';
 import { openPostgres } from '../../src/store/db.js';
 import { simAgent, vmIds, waitFor } from '../agent/helpers.js';
 
@@ -273,4 +274,18 @@ test('an agent on a PostgreSQL-backed server: snapshot of its host, Up and synce
     return r.securitygroupsynced && r.securitygroupsyncrevision > synced.securitygroupsyncrevision;
   });
   assert.ok(cidrsFor(vm2.id, 'v4').includes('198.51.100.0/24'), 'vm2 is in web too');
+});
+
+test('the server outlives lost database connections: PostgreSQL ends them all, the next requests reconnect', async (t) => {
+  const admin = openPostgres(pg.url);
+  t.after(() => admin.destroy());
+  await ok('listZones'); // the server's pool holds idle connections now
+  const others = (await sql<{ pid: number }>`select pid from pg_stat_activity
+    where pid <> pg_backend_pid() and backend_type = 'client backend'`.execute(admin)).rows;
+  assert.ok(others.length > 0, 'the server has connections to end');
+  for (const { pid } of others) await sql`select pg_terminate_backend(${pid})`.execute(admin);
+  await new Promise((r) => setTimeout(r, 300)); // let the idle clients see their connection go
+  assert.match(s.output(), /idle PostgreSQL connection was lost/);
+  assert.equal((await ok('listZones')).count, 1, 'still serving: ' + s.output().slice(-2000));
+  await job('authorizeSecurityGroupIngress', { securitygroupid: web.id, protocol: 'tcp', startport: 8443, endport: 8443, cidrlist: '192.0.2.0/24' }, alice);
 });

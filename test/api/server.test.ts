@@ -24,9 +24,12 @@ async function raw(params: Record<string, string>, method: 'GET' | 'POST' = 'GET
 }
 const future = () => formatExpires(new Date(Date.now() + 300_000));
 
-test('first start wrote admin credentials with mode 0600', () => {
+test('first start wrote admin credentials with mode 0600; the store (every secret key) is owner-only too', () => {
   const f = path.join(s.dataDir, 'admin-credentials.json');
   assert.equal(fs.statSync(f).mode & 0o777, 0o600);
+  const store = fs.readdirSync(s.dataDir).filter((n) => n.startsWith('palisade.db'));
+  assert.ok(store.includes('palisade.db') && store.includes('palisade.db-wal'), store.join(' '));
+  for (const n of store) assert.equal(fs.statSync(path.join(s.dataDir, n)).mode & 0o077, 0, n);
   const c = JSON.parse(fs.readFileSync(f, 'utf8'));
   assert.equal(c.apikey, s.apikey);
   assert.equal(c.secretkey.length, 86);

@@ -1,11 +1,14 @@
 // A throwaway PostgreSQL cluster for tests: initdb in a temp dir, postgres on a private port and a
-// unix socket in that dir, removed on stop. Runs the server binaries as the `postgres` user because
-// initdb refuses to run as root.
+// unix socket in that dir, removed on stop. As root the binaries run as the `postgres` user (initdb
+// refuses root) through spawn's uid/gid rather than runuser: the child is then postgres itself, so
+// stop()'s SIGINT reaches it. (runuser did not pass it on; the postmaster outlived stop() and, holding
+// the test's stderr pipe, kept the test process alive ~60 s until it noticed its data dir was gone.)
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
+import { freePort } from './server.js';
 
 export interface PgCluster { url: string; dir: string; stop(): Promise<void> }
 
@@ -17,26 +20,23 @@ function pgBinDir(): string {
   return path.join(root, versions[0]!, 'bin');
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => resolve(p)); });
-    s.on('error', reject);
-  });
+function postgresUser(): { uid: number; gid: number } {
+  const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
+  return { uid: id('-u'), gid: id('-g') };
 }
 
 export async function startPostgres(): Promise<PgCluster> {
   const bin = pgBinDir();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-pg-'));
   const asRoot = process.getuid?.() === 0;
-  const run = (cmd: string, args: string[]) => asRoot ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] as const : [cmd, args] as const;
-  if (asRoot) execFileSync('chown', ['postgres:postgres', dir]);
+  const as: { uid?: number; gid?: number } = asRoot ? postgresUser() : {};
+  if (asRoot) fs.chownSync(dir, as.uid!, as.gid!);
   const data = path.join(dir, 'data');
-  const [c1, a1] = run(path.join(bin, 'initdb'), ['-D', data, '-U', 'palisade', '--auth=trust', '-E', 'UTF8', '--no-sync']);
-  execFileSync(c1, a1 as string[], { stdio: 'pipe' });
+  const opts = { ...as, cwd: dir, env: { ...process.env, HOME: dir } };
+  execFileSync(path.join(bin, 'initdb'), ['-D', data, '-U', 'palisade', '--auth=trust', '-E', 'UTF8', '--no-sync'], { ...opts, stdio: 'pipe' });
   const port = await freePort();
-  const [c2, a2] = run(path.join(bin, 'postgres'), ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off']);
-  const proc: ChildProcess = spawn(c2, a2 as string[], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc: ChildProcess = spawn(path.join(bin, 'postgres'), ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off'],
+    { ...opts, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr?.on('data', (d) => { stderr += String(d); });
   const url = `postgres://palisade@127.0.0.1:${port}/postgres`;
@@ -61,7 +61,9 @@ export async function startPostgres(): Promise<PgCluster> {
       if (proc.exitCode === null) {
         const exited = new Promise((r) => proc.once('exit', r));
         proc.kill('SIGINT'); // fast shutdown
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([exited, new Promise((r) => { timer = setTimeout(r, 10_000); })]);
+        clearTimeout(timer); // a pending timer would keep the test process alive
         if (proc.exitCode === null) proc.kill('SIGKILL');
       }
       fs.rmSync(dir, { recursive: true, force: true });

@@ -34,6 +34,8 @@ export class IptablesDataplane implements Dataplane {
   private readonly gcDelayMs: number;
   private gcTimer: NodeJS.Timeout | null = null;
   private gcDue = 0;
+  /** The program last written (or found in place): what garbage collection rewrites chains from. */
+  private lastProgram: Program | null = null;
 
   private serial<T>(f: () => Promise<T>): Promise<T> {
     const run = this.queue.then(f, f);
@@ -79,7 +81,7 @@ export class IptablesDataplane implements Dataplane {
     const steps: ApplyResult['steps'] = [];
     const kernel = this.known ?? (await this.read());
     const pl = plan(program, kernel);
-    if (planIsEmpty(pl)) { this.known = kernel; return { changed: false, steps }; }
+    if (planIsEmpty(pl)) { this.known = kernel; this.lastProgram = program; this.scheduleGc(); return { changed: false, steps }; }
     const step = async (name: string, tool: string, args: string[], text: string) => {
       if (!text) return;
       const t0 = performance.now();
@@ -100,6 +102,7 @@ export class IptablesDataplane implements Dataplane {
     await step('ip6tables-restore', 'ip6tables-restore', ['--noflush'], pl.iptables[6]);
     await step('ipset destroy', 'ipset', ['restore'], pl.ipsetPost);
     this.known = expectedState(program, pl.shadowed);
+    this.lastProgram = program;
     this.scheduleGc();
     return { changed: true, steps };
   }
@@ -120,12 +123,12 @@ export class IptablesDataplane implements Dataplane {
   /** Delete shadowed rules now (normally run by a timer after writes). */
   collectGarbage(): Promise<void> {
     return this.serial(async () => {
-      if (!this.known || !hasGarbage(this.known)) return;
-      const gc = gcPlan(this.known);
+      if (!this.known || !this.lastProgram || !hasGarbage(this.known)) return;
+      const gc = gcPlan(this.known, this.lastProgram);
       try {
-        if (gc[4]) await must(this.runner, 'iptables-restore (garbage)', 'iptables-restore', ['--noflush'], gc[4]);
-        if (gc[6]) await must(this.runner, 'ip6tables-restore (garbage)', 'ip6tables-restore', ['--noflush'], gc[6]);
-        this.known = withoutGarbage(this.known);
+        if (gc.texts[4]) await must(this.runner, 'iptables-restore (garbage)', 'iptables-restore', ['--noflush'], gc.texts[4]);
+        if (gc.texts[6]) await must(this.runner, 'ip6tables-restore (garbage)', 'ip6tables-restore', ['--noflush'], gc.texts[6]);
+        this.known = withoutGarbage(this.known, gc.done);
       } catch (e) {
         this.known = null;
         throw e;
@@ -146,6 +149,7 @@ export class IptablesDataplane implements Dataplane {
     if (this.gcTimer) { clearTimeout(this.gcTimer); this.gcTimer = null; }
     return this.serial(async () => {
       this.known = null;
+      this.lastProgram = null;
       await this.write(render(EMPTY_INPUT).program);
     });
   }

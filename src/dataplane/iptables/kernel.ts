@@ -293,27 +293,38 @@ export function plan(p: Program, k: KState): Plan {
   };
 }
 
-/** Restore texts deleting the garbage below live rules (by position, bottom first); '' when none. */
-export function gcPlan(k: KState): Record<Fam, string> {
-  const res = { 4: '', 6: '' } as Record<Fam, string>;
+/**
+ * Restore texts that drop the garbage: each chain with garbage whose live rules are `p`'s is flushed
+ * and written again, atomically (rewriting, not deleting by position, stays right even if the chain
+ * moved under us). `done`: the `fam/table/chain`s it rewrites. Texts are '' when there is nothing to do.
+ */
+export function gcPlan(k: KState, p: Program): { texts: Record<Fam, string>; done: string[] } {
+  const texts = { 4: '', 6: '' } as Record<Fam, string>;
+  const done: string[] = [];
   for (const f of [4, 6] as Fam[]) {
     const out: string[] = [];
     for (const table of TABLES) {
       const lines: string[] = [];
-      for (const c of k.ipt[f][table].chains.values()) {
-        if (!c.owned || c.garbage <= 0 || c.foreign > 0) continue;
-        for (let i = c.ids.length + c.garbage; i > c.ids.length; i--) lines.push(`-D ${c.name} ${i}`);
+      for (const c of (f === 4 ? p.v4 : p.v6).chains) {
+        const kc = k.ipt[f][table].chains.get(c.name);
+        if (c.table !== table || !kc || kc.garbage <= 0 || !sameChain(c, kc)) continue;
+        lines.push(`:${c.name} - [0:0]`, ...c.rules.map((r, i) => ruleLine(c, r, i)));
+        done.push(`${f}/${table}/${c.name}`);
       }
-      if (lines.length) out.push(`*${table}`, ...lines, 'COMMIT');
+      if (lines.length) out.push(`*${table}`, ...lines.filter((l) => l.startsWith(':')), ...lines.filter((l) => !l.startsWith(':')), 'COMMIT');
     }
-    res[f] = out.length ? out.join('\n') + '\n' : '';
+    texts[f] = out.length ? out.join('\n') + '\n' : '';
   }
-  return res;
+  return { texts, done };
 }
 
-/** `k` after gcPlan ran. */
-export function withoutGarbage(k: KState): KState {
-  for (const f of [4, 6] as Fam[]) for (const t of TABLES) for (const c of k.ipt[f][t].chains.values()) if (c.foreign === 0) c.garbage = 0;
+/** `k` after a gcPlan rewrote `done`. */
+export function withoutGarbage(k: KState, done: string[]): KState {
+  for (const key of done) {
+    const [f, table, name] = key.split('/');
+    const c = k.ipt[Number(f) as Fam][table as Table].chains.get(name);
+    if (c) c.garbage = 0;
+  }
   return k;
 }
 

@@ -11,6 +11,11 @@
 // Dispatch by mark costs a few ns per rule where a physdev match costs ~100 ns (xt compat), and
 // ebtables' interface matches are native, so dispatch stays cheap with hundreds of VMs. A port
 // without a mark (not yet discovered, or the marking removed) is dropped: fail closed.
+// Conntrack zones (raw PREROUTING, `CT --zone mark`, zone chosen in ebtables nat PREROUTING): per VM
+// port for traffic between that port and an uplink (by in-port from the VM, by destination MAC from
+// the uplink), per bridge for traffic straight between two of its VMs; so a packet routed back into
+// the bridge it left is tracked once per leg, and equal addresses on two bridges never share entries.
+// Anti-spoofing is per NIC: each NIC has its own address sets (source and destination checks).
 // From-VM rules never ACCEPT: an allowed packet RETURNs so the destination's ingress still decides
 // (same-host VM→VM gets the source's egress AND the destination's ingress). To-VM rules end in
 // ACCEPT or DROP. Unknown tap-like ports are dropped both ways (fail closed).
@@ -150,6 +155,10 @@ const PORT_LEAF = 8;
  * Deterministic in the set of ports; a port added or removed rewrites only the chains on its path.
  */
 export function portTree(table: 'nat' | 'filter', root: string, dir: '-i' | '-o', ports: PortRule[], head: string[]): EbChain[] {
+  return bridgeCached(JSON.stringify(['ports', table, root, dir, ports, head]), () => portTreeOf(table, root, dir, ports, head));
+}
+
+function portTreeOf(table: 'nat' | 'filter', root: string, dir: '-i' | '-o', ports: PortRule[], head: string[]): EbChain[] {
   const chains: EbChain[] = [];
   const sorted = [...ports].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
   const build = (name: string, at: string, items: PortRule[], lead: string[]) => {
@@ -460,6 +469,38 @@ function renderVmMemo(vm: VmPolicy, names: ReturnType<typeof vmNames>, placed: P
   return out;
 }
 
+// Per-bridge outputs (dispatch trees, zone chains) memoised by their inputs, as VMs are: a rule change
+// leaves them as they were. Bounded; outputs are never mutated.
+const bridgeMemo = new Map<string, unknown>();
+function bridgeCached<T>(key: string, f: () => T): T {
+  if (bridgeMemo.has(key)) return bridgeMemo.get(key) as T;
+  if (bridgeMemo.size >= 256) bridgeMemo.clear();
+  const v = f();
+  bridgeMemo.set(key, v);
+  return v;
+}
+
+/** A bridge's zone chains (ebtables nat): only those something jumps to, as read-back follows jumps
+ *  from Palisade's roots. `vms`: [guest MAC, port number] of the VM NICs on it. */
+function zoneChains(br: string, no: number, withUplink: boolean, vms: [string, number][]): EbChain[] {
+  const zc = ebZoneChains(br);
+  const out: EbChain[] = [];
+  if (vms.length) {
+    const zone = hex(BRIDGE_ZONE_BASE + no - 1);
+    out.push({ table: 'nat', name: zc.local, rules: [
+      ...amongLists(vms.map((v) => v[0])).map((l) => `--among-dst ${l} -j mark --mark-or ${zone} --mark-target RETURN`),
+      '-j RETURN',
+    ] });
+  }
+  if (withUplink) {
+    out.push(
+      { table: 'nat', name: zc.uplink, rules: [`-j mark --mark-or ${hex(PORT_UPLINK << 16)} --mark-target CONTINUE`, `-j ${zc.macs}`, '-j RETURN'] },
+      ...macTree(zc.macs, vms),
+    );
+  }
+  return out;
+}
+
 export function render(input: DataplaneInput): Rendered {
   const { state, ports } = input;
   const vmErrors: Record<string, string> = {};
@@ -534,22 +575,9 @@ export function render(input: DataplaneInput): Rendered {
    *  in different subnets) is seen twice by conntrack, once per leg, each leg in its own zone. */
   const ebZone: EbChain[] = [];
   for (const br of bridges) {
-    const zc = ebZoneChains(br);
     const vms = (perBridge.get(br) ?? []).map((x): [string, number] => [x.mac, x.k]);
-    // (only chains something jumps to: read-back follows jumps from Palisade's roots)
-    if (vms.length) {
-      const zone = hex(BRIDGE_ZONE_BASE + bridgeNo.get(br)! - 1);
-      ebZone.push({ table: 'nat', name: zc.local, rules: [
-        ...amongLists(vms.map((v) => v[0])).map((l) => `--among-dst ${l} -j mark --mark-or ${zone} --mark-target RETURN`),
-        '-j RETURN',
-      ] });
-    }
-    if (ports.bridges[br]?.uplinks.some(safeDevice)) {
-      ebZone.push(
-        { table: 'nat', name: zc.uplink, rules: [`-j mark --mark-or ${hex(PORT_UPLINK << 16)} --mark-target CONTINUE`, `-j ${zc.macs}`, '-j RETURN'] },
-        ...macTree(zc.macs, vms),
-      );
-    }
+    const withUplink = !!ports.bridges[br]?.uplinks.some(safeDevice);
+    ebZone.push(...bridgeCached(JSON.stringify(['zone', br, bridgeNo.get(br), withUplink, vms]), () => zoneChains(br, bridgeNo.get(br)!, withUplink, vms)));
   }
   for (const br of bridges) {
     const bc = bridgeChains(br);
@@ -559,23 +587,25 @@ export function render(input: DataplaneInput): Rendered {
     const uplinks = info.uplinks.filter(safeDevice);
     for (const u of uplinks) marked.push([u, PORT_UPLINK]);
     for (const t of unknown) marked.push([t, PORT_UNKNOWN]);
+    // the same chains for both families (never mutated)
+    const chains = bridgeCached(JSON.stringify(['bridge', br, d.map((x) => [x.k, x.in.id, x.in.spec, x.out.spec])]), () => [
+      makeChain('filter', bc.main, [
+        r('in', `-j ${bc.in}`),
+        r('out', `-j ${bc.out}`),
+        r('uplink', `-m mark --mark ${outMark(PORT_UPLINK)} -j ACCEPT`),
+        r('deny', '-j DROP'),
+      ]),
+      ...markTree(bc.in, 16, [
+        r('unmarked', `-m mark --mark ${inMark(0)} -j DROP`),
+        r('unknown', `-m mark --mark ${inMark(PORT_UNKNOWN)} -j DROP`),
+      ], d.map((x) => [x.k, x.in])),
+      ...markTree(bc.out, 0, [
+        r('unmarked', `-m mark --mark ${outMark(0)} -j DROP`),
+        r('unknown', `-m mark --mark ${outMark(PORT_UNKNOWN)} -j DROP`),
+      ], d.map((x) => [x.k, x.out])),
+    ]);
     for (const f of [4, 6] as Fam[]) {
-      fam[f].chains.push(
-        makeChain('filter', bc.main, [
-          r('in', `-j ${bc.in}`),
-          r('out', `-j ${bc.out}`),
-          r('uplink', `-m mark --mark ${outMark(PORT_UPLINK)} -j ACCEPT`),
-          r('deny', '-j DROP'),
-        ]),
-        ...markTree(bc.in, 16, [
-          r('unmarked', `-m mark --mark ${inMark(0)} -j DROP`),
-          r('unknown', `-m mark --mark ${inMark(PORT_UNKNOWN)} -j DROP`),
-        ], d.map((x) => [x.k, x.in])),
-        ...markTree(bc.out, 0, [
-          r('unmarked', `-m mark --mark ${outMark(0)} -j DROP`),
-          r('unknown', `-m mark --mark ${outMark(PORT_UNKNOWN)} -j DROP`),
-        ], d.map((x) => [x.k, x.out])),
-      );
+      fam[f].chains.push(...chains);
       const spec = `-i ${br} -m physdev --physdev-is-bridged -j ${bc.main}`;
       fam[f].hooks.push({ table: 'filter', chain: 'FORWARD', id: `fwd.${br}.${hashOf([spec]).slice(0, 6)}`, spec });
     }
