@@ -8,6 +8,7 @@ import net from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { TestServer } from '../helpers/server.js';
+import { palisadeCommand } from '../helpers/palisade.js';
 import { Agent } from '../../src/agent/agent.js';
 import { NullDataplane } from '../../src/agent/null-dataplane.js';
 import { simulatedPorts } from '../../src/agent/sim-ports.js';
@@ -121,7 +122,8 @@ export class AgentProcess {
   constructor(readonly args: string[], readonly env?: NodeJS.ProcessEnv) {}
   start(): void {
     this.out += `--- start ${new Date().toISOString()}\n`;
-    const c = spawn(process.execPath, ['--import', 'tsx', MAIN, 'agent', ...this.args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: this.env ?? process.env });
+    const pal = palisadeCommand();
+    const c = spawn(pal.cmd, [...pal.args, 'agent', ...this.args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: this.env ?? process.env });
     c.stdout!.on('data', (d) => { this.out += d; });
     c.stderr!.on('data', (d) => { this.out += d; });
     this.child = c;

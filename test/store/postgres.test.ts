@@ -38,9 +38,9 @@ async function exercise(db: Db): Promise<void> {
 
 test('store on a real PostgreSQL cluster: migrations, transactions, queries', async (t) => {
   const pg = await startPostgres();
-  t.after(() => pg.stop());
-  const db = await openStore({ kind: 'postgres', url: pg.url });
-  t.after(() => db.destroy());
+  const db = await openStore({ kind: 'postgres', url: pg.url }).catch(async (e) => { await pg.stop(); throw e; });
+  // Close the pool before the cluster goes away.
+  t.after(async () => { await db.destroy(); await pg.stop(); });
   await exercise(db);
   // Migrating again is a no-op.
   const again = await openStore({ kind: 'postgres', url: pg.url });
