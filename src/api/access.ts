@@ -75,8 +75,12 @@ export class CallerAccess implements Access {
       if (ownerAccountId === c.accountId) return;
       throw permissionDenied(`Account ${c.accountName} does not have permission to operate with resource owned by another account`);
     }
-    if (await this.canUseDomain(ownerDomainId)) return;
-    throw permissionDenied(`Account ${c.accountName} does not have permission to operate with resource owned by another domain`);
+    if (!(await this.canUseDomain(ownerDomainId))) {
+      throw permissionDenied(`Account ${c.accountName} does not have permission to operate with resource owned by another domain`);
+    }
+    // A domain admin's reach stops at root-admin accounts, even inside its own domain tree.
+    const owner = await this.db.selectFrom('accounts').select('type').where('id', '=', ownerAccountId).executeTakeFirst();
+    if (owner?.type === 1) throw permissionDenied(`Account ${c.accountName} does not have permission to operate with resource owned by a root admin account`);
   }
 
   async listScope(params: Params): Promise<{ accountIds: number[] | null; domainIds: number[] | null }> {

@@ -57,6 +57,10 @@ export class Dispatcher {
       .where('u.apikey', '=', apiKey).where('u.removed', 'is', null).where('a.removed', 'is', null)
       .executeTakeFirst();
     if (!row || !row.secretkey || row.userState !== 'enabled' || row.accountState !== 'enabled') throw new ApiError(401, AUTH_FAILED);
+    if (Object.keys(raw).some((k) => !/^[A-Za-z0-9_.\[\]-]+$/.test(k))) {
+      this.deps.log.info({ user: row.username }, 'request rejected: malformed parameter name');
+      throw new ApiError(401, AUTH_FAILED);
+    }
     const v = verifySignature(raw, row.secretkey, (this.deps.now?.() ?? new Date()).getTime());
     if (!v.ok) {
       this.deps.log.info({ user: row.username, reason: v.reason }, 'request signature rejected');

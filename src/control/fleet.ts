@@ -8,6 +8,7 @@ import { analyzeChange, compileAddressSet, compileVm } from '../policy/api.js';
 import { nicPolicies } from '../policy/compile.js';
 import { sha256Hex } from '../policy/hash.js';
 import { agentForm, formFamilyJson } from './agent-form.js';
+import type { ServerMessage } from './protocol.js';
 
 /** The rule part of a compiled policy, shared by VMs with the same groups within one pass. */
 interface Template { v4: VmPolicy['v4']; v6: VmPolicy['v6']; json4: string; json6: string }
@@ -60,14 +61,7 @@ export const PLACED_STATES = new Set(['Starting', 'Running', 'Stopping', 'Migrat
 const TOMBSTONE_LIMIT = 2000;
 
 /** Deltas and snapshots carry agent forms of the policies (agent-form.ts: no rule sources). */
-export interface Delta {
-  fromRevision: number;
-  revision: number;
-  upsertVms: VmPolicy[];
-  removeVms: string[];
-  upsertSets: AddressSet[];
-  removeSets: string[];
-}
+export type Delta = Omit<Extract<ServerMessage, { type: 'delta' }>, 'type'>;
 
 export interface HostEntry {
   id: number;

@@ -187,3 +187,22 @@ test('deleteAccount removes its groups and the rules that referenced them; its k
   assert.ok(!after.ingressrule.some((x: any) => x.account === 'tmp'));
   assert.equal((await s.call('listZones', {}, tmp)).status, 401);
 });
+
+test('a domain admin cannot take over or delete a root-admin account inside its domain; it can manage users there', async () => {
+  const root = await makeUser('rootish', d1, 1);
+  const users = await s.call('listUsers', { account: 'rootish', domainid: d1 });
+  const rootUser = users.body.listusersresponse.user[0].id;
+  const steal = await s.call('registerUserKeys', { id: rootUser }, dadmin);
+  assert.equal(steal.status, 531, JSON.stringify(steal.body));
+  assert.match(steal.body.registeruserkeysresponse.errortext, /root admin/);
+  // The root admin's keys still work: nothing was regenerated.
+  assert.equal((await s.call('listHosts', {}, root)).status, 200);
+  const del = await s.callAndWait('deleteAccount', { id: root.accountId }, dadmin);
+  assert.notEqual(del.body.jobstatus ?? del.status, 1, JSON.stringify(del.body));
+  assert.equal((await s.call('listAccounts', { id: root.accountId })).body.listaccountsresponse.account.length, 1);
+  // The allowed counterpart: the same domain admin manages an ordinary user of its domain.
+  const aliceUsers = await s.call('listUsers', { account: 'alice', domainid: d1 }, dadmin);
+  const ok = await s.call('registerUserKeys', { id: aliceUsers.body.listusersresponse.user[0].id }, dadmin);
+  assert.equal(ok.status, 200, JSON.stringify(ok.body));
+  alice = ok.body.registeruserkeysresponse.userkeys;
+});

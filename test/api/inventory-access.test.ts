@@ -137,3 +137,12 @@ test('admin-only inventory commands are not available to users (432); hostid is 
   assert.equal((await ok('listHosts')).count, 1);
   assert.equal((await ok('listNetworks', { listall: true })).count, 2);
 });
+
+test('a user may destroy its own VM but not expunge it (admin only, as CloudStack); an admin may', async () => {
+  const vm = (await job('deployVirtualMachine', { networkids: net.id, name: 'alice-tmp' }, alice.creds)).virtualmachine;
+  await jobFails('destroyVirtualMachine', { id: vm.id, expunge: true }, 531, /admin only/, alice.creds);
+  assert.equal((await ok('listVirtualMachines', { id: vm.id }, alice.creds)).virtualmachine[0].state, 'Running', 'nothing changed');
+  assert.equal((await job('destroyVirtualMachine', { id: vm.id }, alice.creds)).virtualmachine.state, 'Destroyed');
+  await job('destroyVirtualMachine', { id: vm.id, expunge: true });
+  assert.deepEqual(await ok('listVirtualMachines', { id: vm.id, listall: true }), {});
+});

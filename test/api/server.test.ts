@@ -63,6 +63,18 @@ test('signatures: good (v2, v3, GET, POST), bad, missing, expired, unknown key â
   // tampering after signing
   const signed = { ...base, keyword: 'a', signature: signParams({ ...base, keyword: 'a' }, s.secretkey) };
   assert.equal((await raw({ ...signed, keyword: 'b' })).status, 401);
+  // Replay of an expired v3 request with two signed parameters folded into one name: the string to sign
+  // is the same, but the folded name would hide signatureVersion=3 and with it the expiry check.
+  const old = { ...base, signatureVersion: '3', expires: formatExpires(new Date(Date.now() - 3_600_000)) };
+  const sig = signParams(old, s.secretkey);
+  assert.equal((await raw({ ...old, signature: sig })).status, 401);
+  const folded = `apiKey=${encodeURIComponent(s.apikey)}&command=listZones&expires=${encodeURIComponent(old.expires)}`
+    + `&response%3Djson%26signatureVersion=3&signature=${encodeURIComponent(sig)}`;
+  const replay = await raw({}, 'GET', folded);
+  assert.equal(replay.status, 401, JSON.stringify(replay.body));
+  // Map parameter names (brackets, dots) remain fine.
+  const mp = { command: 'listSecurityGroups', response: 'json', apiKey: s.apikey, 'tags[0].key': 'k', 'tags[0].value': 'v' };
+  assert.equal((await raw({ ...mp, signature: signParams(mp, s.secretkey) })).status, 200);
 });
 
 test('query strings: + decodes to a space; RFC 3986 client escaping verifies', async () => {
@@ -142,6 +154,11 @@ test('listEvents filters: alias type, level, dates, keyword, id, paging', async 
   assert.equal((await s.call('listEvents', { startdate: '2999-01-01 00:00:00' })).body.listeventsresponse.count, undefined);
   const bad = await s.call('listEvents', { startdate: 'yesterday' });
   assert.equal(bad.status, 431);
+  for (const startdate of ['2026-13-45', '2026-02-31', '2026-13-45 10:00:00']) {
+    assert.equal((await s.call('listEvents', { startdate })).status, 431, startdate);
+    assert.equal((await s.call('listAsyncJobs', { startdate })).status, 431, startdate);
+  }
+  assert.equal((await s.call('listAsyncJobs', { startdate: today })).status, 200);
   const kw = (await s.call('listEvents', { keyword: 'creating security group' })).body.listeventsresponse.event;
   assert.ok(kw.length >= 1 && kw.every((e: any) => e.type === 'SG.CREATE'));
   const one = (await s.call('listEvents', { id: kw[0].id })).body.listeventsresponse;

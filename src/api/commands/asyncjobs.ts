@@ -3,7 +3,7 @@ import { containsCi } from '../../store/queries/like.js';
 import type { Selectable } from 'kysely';
 import type { AsyncJobTable } from '../../store/schema.js';
 import { paramError, type CommandDef } from '../command.js';
-import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, paging } from './common.js';
+import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, dateBound, paging } from './common.js';
 import { isUuid } from '../params.js';
 
 type JobRow = Selectable<AsyncJobTable> & { account_uuid: string; user_uuid: string };
@@ -55,7 +55,7 @@ export const listAsyncJobs: CommandDef = {
     if (scope.accountIds) q = q.where('j.account_id', 'in', scope.accountIds);
     if (scope.domainIds) q = q.where('a.domain_id', 'in', scope.domainIds);
     const start = ctx.params.str('startdate');
-    if (start) q = q.where('j.created', '>=', new Date(start.replace(' ', 'T').replace(/([+-]\d{2})(\d{2})$/, '$1:$2')).toISOString());
+    if (start) q = q.where('j.created', '>=', dateBound(start, false, 'listasyncjobs'));
     const kw = ctx.params.str('keyword');
     if (kw) q = q.where(containsCi('j.command', kw));
     const all = await q.orderBy('j.id', 'desc').execute();

@@ -72,3 +72,16 @@ export function chunks<T>(xs: T[], n = 500): T[][] {
   for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
   return out;
 }
+
+/** A CloudStack date filter (yyyy-MM-dd, optionally with time and offset) as an ISO bound; 431 when not a real date. */
+export function dateBound(s: string, end: boolean, command: string): string {
+  const t = s.trim();
+  const m = /^(\d{4}-\d{2}-\d{2})(?:[ T](\d{2}:\d{2}:\d{2})(Z|[+-]\d{2}:?\d{2})?)?$/.exec(t);
+  if (!m) throw paramError(`Unable to parse date ${s} for command ${command}, please pass dates in the format mentioned in the api documentation`);
+  const tz = m[3] ? (m[3] === 'Z' ? 'Z' : m[3].replace(/^([+-]\d{2})(\d{2})$/, '$1:$2')) : 'Z';
+  const time = m[2] ?? (end ? '23:59:59' : '00:00:00');
+  const d = new Date(`${m[1]}T${time}${end ? '.999' : '.000'}${tz}`);
+  // Date rolls 2026-02-31 over to March: a date that does not come back as written is invalid.
+  if (Number.isNaN(d.getTime()) || (tz === 'Z' && d.toISOString().slice(0, 10) !== m[1])) throw paramError(`Unable to parse date ${s} for command ${command}, please pass dates in the format mentioned in the api documentation`);
+  return d.toISOString();
+}

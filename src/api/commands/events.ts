@@ -1,21 +1,11 @@
 // listEvents with CloudStack's filters; `SECURITY.GROUP.AUTHORIZE` is accepted as SG.AUTH.INGRESS.
 import { paramError, type CommandDef } from '../command.js';
-import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, ownerInfo, paging } from './common.js';
+import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, dateBound, ownerInfo, paging } from './common.js';
 import { containsCi } from '../../store/queries/like.js';
 
 const TYPE_ALIASES: Record<string, string> = { 'SECURITY.GROUP.AUTHORIZE': 'SG.AUTH.INGRESS' };
 
 /** yyyy-MM-dd (start or end of day) or yyyy-MM-dd HH:mm:ss, UTC → ISO for comparison. */
-function dateBound(s: string, end: boolean): string {
-  const t = s.trim();
-  if (/^\d{4}-\d{2}-\d{2}$/.test(t)) return `${t}T${end ? '23:59:59.999' : '00:00:00.000'}Z`;
-  const m = /^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(Z|[+-]\d{2}:?\d{2})?$/.exec(t);
-  if (!m) throw paramError(`Unable to parse date ${s} for command listevents, please pass dates in the format mentioned in the api documentation`);
-  const tz = m[3] ? (m[3] === 'Z' ? 'Z' : m[3].replace(/^([+-]\d{2})(\d{2})$/, '$1:$2')) : 'Z';
-  const d = new Date(`${m[1]}T${m[2]}${end ? '.999' : '.000'}${tz}`);
-  if (Number.isNaN(d.getTime())) throw paramError(`Unable to parse date ${s} for command listevents, please pass dates in the format mentioned in the api documentation`);
-  return d.toISOString();
-}
 
 export const listEvents: CommandDef = {
   name: 'listEvents',
@@ -44,8 +34,8 @@ export const listEvents: CommandDef = {
     const type = p.str('type');
     if (type) q = q.where('e.type', '=', TYPE_ALIASES[type.toUpperCase()] ?? type.toUpperCase());
     const level = p.str('level'); if (level) q = q.where('e.level', '=', level.toUpperCase());
-    const sd = p.str('startdate'); if (sd) q = q.where('e.created', '>=', dateBound(sd, false));
-    const ed = p.str('enddate'); if (ed) q = q.where('e.created', '<=', dateBound(ed, true));
+    const sd = p.str('startdate'); if (sd) q = q.where('e.created', '>=', dateBound(sd, false, 'listevents'));
+    const ed = p.str('enddate'); if (ed) q = q.where('e.created', '<=', dateBound(ed, true, 'listevents'));
     const rid = p.str('resourceid'); if (rid) q = q.where('e.resource_uuid', '=', rid);
     const rtype = p.str('resourcetype'); if (rtype) q = q.where('e.resource_type', '=', rtype);
     q = q.where('e.archived', '=', p.bool('archived') ? 1 : 0);

@@ -208,6 +208,7 @@ const destroyVirtualMachine: CommandDef = {
   async handle(ctx) {
     const vm = await getVm(ctx, 'id', { allowDestroyed: true });
     const expunge = ctx.params.bool('expunge') ?? false;
+    if (expunge && !isAdmin(ctx)) throw permissionDenied('Parameter expunge can be passed by Root/Domain admin only');
     if (vm.state === 'Destroyed' && !expunge) throw paramError(`Unable to destroy VM ${vm.uuid} (id): it is already destroyed; use expunge=true to remove it`);
     const changes: Change[] = [{ kind: 'vmState', vmId: vm.id }];
     if (vm.host_id !== null) changes.push({ kind: 'placement', vmId: vm.id, fromHostId: vm.host_id, toHostId: null });
