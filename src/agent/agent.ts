@@ -91,8 +91,24 @@ export class Agent extends EventEmitter {
         await this.requestApply();
       }
     }
+    if (!this.state) await this.applyFailClosed();
     this.connect();
     this.armReconcile();
+  }
+
+  /**
+   * No saved state (a fresh host, or an unreadable file): program an empty desired state so that every
+   * VM tap already on the bridges is dropped until the server's snapshot says otherwise. Nothing is held,
+   * so the hello still asks for a snapshot.
+   */
+  private async applyFailClosed(): Promise<void> {
+    const empty = { hostId: '', revision: 0, vms: [], sets: [] };
+    try {
+      await this.o.dataplane.apply({ state: empty, ports: await this.o.discover(empty) });
+      this.o.log.info('agent: no saved desired state; VM ports are closed until the server answers');
+    } catch (e) {
+      this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: could not close VM ports before the first snapshot');
+    }
   }
 
   /** Leaves every rule in place: VMs stay protected while the agent is down. */

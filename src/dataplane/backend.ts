@@ -7,7 +7,7 @@ export interface NicPort { device: string; bridge: string }
 export interface HostPorts {
   /** NIC uuid → port; NICs absent here are not (yet) present on the host. */
   nics: Record<string, NicPort>;
-  /** Per bridge that carries at least one VM NIC: its uplinks and tap-like ports matching no known NIC (fail closed). */
+  /** Per managed bridge (a VM NIC, a tap-like port or named uplinks on it): its uplinks and tap-like ports matching no known NIC (fail closed). */
   bridges: Record<string, { uplinks: string[]; unknownTaps: string[] }>;
 }
 

@@ -1,7 +1,8 @@
 // Port discovery (DESIGN.md §4): where each desired VM NIC sits on the host's bridges.
 // A NIC's host device is named explicitly or found by libvirt's MAC convention (fe: + the rest of the
-// guest MAC). Ports of those bridges that look like VM taps (vnetN or an fe: MAC) but match no NIC are
-// unknown taps (dropped, fail closed); every other port is an uplink, unless uplinks are named.
+// guest MAC). Every bridge with a NIC or a tap-like port (vnetN or an fe: MAC) is listed; its tap-like
+// ports that match no NIC are unknown taps (dropped, fail closed); every other port is an uplink,
+// unless uplinks are named.
 import type { HostPorts } from './backend.js';
 import type { HostDesiredState } from '../policy/ir.js';
 import { type Runner, must } from './exec.js';
@@ -38,7 +39,15 @@ export function portsFromLinks(links: IpLink[], state: Pick<HostDesiredState, 'v
   }
   const devices = new Set(Object.values(nics).map((p) => p.device));
   const bridges: HostPorts['bridges'] = {};
-  for (const br of new Set(Object.values(nics).map((p) => p.bridge))) {
+  // Managed bridges: those of found NICs, any carrying a tap-like port (a VM Palisade does not know
+  // yet, or whose tap came after the last apply: its port must fail closed too), and those named
+  // with explicit uplinks.
+  const managed = new Set([
+    ...Object.values(nics).map((p) => p.bridge),
+    ...ls.filter((l) => l.master && isTapLike(l)).map((l) => l.master!),
+    ...Object.keys(opts.uplinks ?? {}).filter((br) => ls.some((l) => l.ifname === br)),
+  ]);
+  for (const br of [...managed].sort()) {
     const explicit = opts.uplinks?.[br];
     const uplinks: string[] = [];
     const unknownTaps: string[] = [];

@@ -316,6 +316,33 @@ test('host "reboot": tables flushed, agent started with the server unreachable â
   assert.ok(!(await reaches(vms.othc.lab, 'web1', 22)), 'still blocks othc');
 });
 
+test('a fresh host (no saved state) closes VM ports before the server answers, then opens what the rules allow', async () => {
+  const h1 = hosts.h1.lab;
+  await hosts.h1.agent.kill('SIGKILL');
+  await relay.down();
+  await h1.exec('sh', ['-c', [
+    'for t in filter raw mangle nat; do iptables -t $t -F; iptables -t $t -X; ip6tables -t $t -F; ip6tables -t $t -X; done',
+    'for t in filter nat broute; do ebtables -t $t -F; ebtables -t $t -X; done',
+    'ipset destroy',
+  ].join('; ')], { allowFail: true });
+  assert.ok(await reaches(vms.sshc.lab, 'web1', 22), 'open before the agent starts');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-e2e-fresh-'));
+  const fresh = new AgentProcess(agentArgs('h1', hosts.h1.token, dir));
+  fresh.start();
+  try {
+    await waitFor('fail closed with no state and no server', async () => !(await reaches(vms.sshc.lab, 'web1', 22, 300)), 15_000, 0);
+    assert.ok(!/connected to server/.test(fresh.out), 'the server was never reached');
+    await relay.up();
+    await waitFor('converged with the server', async () => (await synced('h1')) && (await reaches(vms.sshc.lab, 'web1', 22, 300)), 30_000, 200);
+    assert.ok(!(await reaches(vms.othc.lab, 'web1', 22)), 'still blocks othc');
+  } finally {
+    await fresh.kill('SIGTERM');
+    fs.rmSync(dir, { recursive: true, force: true });
+    hosts.h1.agent.start();
+  }
+  await waitFor('original agent back', async () => synced('h1'), 30_000, 200);
+});
+
 test('a clean shutdown (SIGTERM) leaves the rules in place; the host shows Disconnected', async () => {
   await hosts.h2.agent.kill('SIGTERM');
   assert.match(hosts.h2.agent.out, /rules stay in place/);

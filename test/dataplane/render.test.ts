@@ -71,7 +71,7 @@ test('render: chains, dispatch, hooks and comments on every rule', () => {
   assert.match(v4, /^-I FORWARD 1 -i cloudbr0 -m physdev --physdev-is-bridged -m comment --comment "pal:fwd\.cloudbr0\.[0-9a-f]+" -j BF-cloudbr0$/m);
   // dispatch by port marks set in mangle from hash:net,iface sets keyed on the bridge port
   const k = assignPorts(['vnet3']).get('vnet3')!;
-  assert.match(v4, new RegExp(`^-A BF-cloudbr0-IN -m mark --mark 0x${(k << 16).toString(16)}/0x7ff0000 -m comment --comment "pal:vm\\.vnet3" -j i-2-7-def$`, 'm'));
+  assert.match(v4, new RegExp(`^-A BF-cloudbr0-IN -m mark --mark 0x${(k << 16).toString(16)}/0x7ff0000 -m comment --comment "pal:vm\\.vnet3" -g i-2-7-def$`, 'm'));
   assert.match(v4, new RegExp(`^-A BF-cloudbr0-OUT -m mark --mark 0x${k.toString(16)}/0x7ff .*-j i-2-7-def$`, 'm'));
   assert.match(v4, /^-A BF-cloudbr0 -m mark --mark 0x7fd\/0x7ff .*-j ACCEPT$/m);
   assert.match(v4, /^-A BF-cloudbr0-IN -m mark --mark 0x0\/0x7ff0000 .*-j DROP$/m); // unmarked port: fail closed
@@ -159,11 +159,38 @@ test('render: NOTRACK only for families with notrack, excluding tracked local VM
   assert.match(out.ipset, /^add palisade-tr4 10\.1\.1\.55 -exist$/m);
 });
 
-test('render is deterministic and an empty host renders nothing', () => {
+test('render is deterministic; an empty host renders only the fail-closed ebtables baseline for unknown taps', () => {
   const input = { state: hostState([A]), ports: ports({ 'nic-a': ['vnet3', 'cloudbr0'] }) };
   assert.deepEqual(render(input), render(input));
   const empty = render({ state: hostState([]), ports: { nics: {}, bridges: {} } });
-  assert.equal(empty.iptables + empty.ip6tables + empty.ipset + empty.ebtables, '');
+  assert.equal(empty.iptables + empty.ip6tables + empty.ipset, '');
+  assert.match(empty.ebtables, /^-A PALISADE-PRE -i vnet\+ --mark 0x0\/0x7ff0000 -j DROP$/m);
+  assert.match(empty.ebtables, /^-A PALISADE-FWD -o vnet\+ --mark 0x0\/0x7ff -j DROP$/m);
+  assert.match(empty.ebtables, /^-I PREROUTING 1 -j PALISADE-PRE$/m);
+  assert.match(empty.ebtables, /^-I FORWARD 1 -j PALISADE-FWD$/m);
+  // a bridge carrying only unknown taps (no VM placed yet) is hooked and fails closed
+  const lone = render({ state: hostState([]), ports: { nics: {}, bridges: { cloudbr0: { uplinks: ['eth0'], unknownTaps: ['vnet0'] } } } });
+  assert.match(lone.iptables, /^-I FORWARD 1 -i cloudbr0 -m physdev --physdev-is-bridged .*-j BF-cloudbr0$/m);
+  assert.match(lone.iptables, /^-A BF-cloudbr0-IN -m mark --mark 0x0\/0x7ff0000 .*-j DROP$/m);
+  assert.match(lone.ebtables, /^-A PALISADE-PRE -i vnet0 -j DROP$/m);
+});
+
+test('render: BF-<br>-IN dispatches by goto and ends in DROP; routed and INPUT paths are hooked', () => {
+  const out = render({ state: hostState([A]), ports: ports({ 'nic-a': ['vnet3', 'cloudbr0'] }) });
+  assert.match(out.iptables, /^-A BF-cloudbr0-IN -m mark --mark 0x[0-9a-f]+\/0x7ff0000 .*-g i-2-7-def$/m);
+  assert.match(out.iptables, /^-A BF-cloudbr0-IN -m mark --mark 0x7fd0000\/0x7ff0000 .*-j RETURN$/m);
+  assert.match(out.iptables, /^-A BF-cloudbr0-IN -m comment --comment "pal:end" -j DROP$/m);
+  assert.match(out.iptables, /^-A BF-cloudbr0-OUT -m comment --comment "pal:end" -j RETURN$/m);
+  assert.match(out.iptables, /^-I FORWARD 1 -i cloudbr0 -m physdev ! --physdev-is-bridged .*-j BF-cloudbr0-IN$/m);
+  assert.match(out.iptables, /^-I FORWARD 1 -o cloudbr0 -m physdev ! --physdev-is-bridged .*-j DROP$/m);
+  assert.match(out.iptables, /^-I INPUT 1 -i cloudbr0 .*-j BF-cloudbr0-IN$/m);
+  // DHCP client: only 0.0.0.0 → broadcast before the anti-spoofing rule
+  assert.match(out.iptables, /^-A i-2-7-def -m physdev --physdev-in vnet3 -s 0\.0\.0\.0\/32 -d 255\.255\.255\.255\/32 -p udp -m udp --sport 68 --dport 67 .*-j RETURN$/m);
+  // IPv6 NA only for the NIC's own addresses (u32 on the target), others dropped
+  assert.match(out.ip6tables, /pal:n0\.na0" -j RETURN$/m);
+  assert.match(out.ip6tables, /--u32 "0x4&0xff00=0x3a00&&0x30=0xfe800000&&0x34=0x0&&/);
+  assert.match(out.ip6tables, /^-A i-2-7-def -m physdev --physdev-in vnet3 -p ipv6-icmp -m icmp6 --icmpv6-type 136 .*pal:n0\.nax" -j DROP$/m);
+  assert.doesNotMatch(out.ip6tables, /PALISADE-V6-POST .*--icmpv6-type 136/);
 });
 
 test('plan: nothing to write when the kernel matches; one chain when one rule changes; elements only on membership change', () => {
@@ -207,7 +234,7 @@ test('plan: nothing to write when the kernel matches; one chain when one rule ch
   assert.equal(pm.ipsetPre, 'add pal-sg3v4 10.2.0.2 -exist\n');
   assert.equal(pm.iptables[4] + pm.iptables[6] + pm.ebtables + pm.ipsetPost, '');
   // removing everything: chains flushed and deleted, hooks deleted, sets destroyed after
-  const gone = plan(render({ state: hostState([]), ports: { nics: {}, bridges: {} } }).program, k);
+  const gone = plan({ v4: { chains: [], hooks: [] }, v6: { chains: [], hooks: [] }, sets: [], eb: { chains: [], hooks: [] } }, k);
   assert.match(gone.iptables[4], /^-D FORWARD .*pal:fwd\.cloudbr0/m);
   assert.match(gone.iptables[4], /^-X i-2-8-def$/m);
   assert.match(gone.ipsetPost, /^destroy pal-sg3v4$/m);
@@ -264,6 +291,11 @@ test('port discovery: MAC convention, explicit device, unknown taps and uplinks'
   assert.deepEqual(p.bridges, { cloudbr0: { uplinks: ['eth0'], unknownTaps: ['tap-x', 'vnet1'] }, cloudbr1: { uplinks: ['eth1'], unknownTaps: [] } });
   const q = portsFromLinks(links, state, { uplinks: { cloudbr1: [] } });
   assert.deepEqual(q.bridges.cloudbr1, { uplinks: [], unknownTaps: ['eth1'] });
+  // no NIC placed (empty state, or the VM's tap not there at the last discovery): every bridge with a
+  // tap-like port is still listed, so its taps fail closed; bridges without one (docker0) are left alone
+  const more = [...links, { ifname: 'docker0' }, { ifname: 'veth1', address: '0a:00:00:00:00:07', master: 'docker0' }, { ifname: 'cloudbr2' }, { ifname: 'eth2', master: 'cloudbr2' }];
+  assert.deepEqual(portsFromLinks(more, hostState([])).bridges, { cloudbr0: { uplinks: ['eth0'], unknownTaps: ['tap-x', 'vnet0', 'vnet1'] } });
+  assert.deepEqual(Object.keys(portsFromLinks(more, hostState([]), { uplinks: { cloudbr2: ['eth2'] } }).bridges), ['cloudbr0', 'cloudbr2']);
 });
 
 test('ebtables port dispatch is a shallow prefix tree that reaches every port exactly once', () => {
@@ -312,7 +344,7 @@ test('iptables mark dispatch is a two-level tree with many VMs on a bridge', () 
     for (const spec of chains.get(name)!) {
       seen.n++;
       if (!hits(spec, mark)) continue;
-      const j = /-j (\S+)$/.exec(spec)![1];
+      const j = /-[jg] (\S+)$/.exec(spec)![1];
       if (j.startsWith('BF-cloudbr0-IN-')) { const x = walk(j, mark, seen); if (x) return x; continue; }
       return j;
     }
@@ -326,6 +358,10 @@ test('iptables mark dispatch is a two-level tree with many VMs on a bridge', () 
   }
   assert.ok(worst < 60, `worst ${worst}`);
   assert.equal(walk('BF-cloudbr0-IN', 0, { n: 0 }), 'DROP');
+  // a VM port mark with no entry (ebtables written, IP rules not yet): dropped, in every group
+  const free = [...Array(0x7fc).keys()].map((x) => x + 1).filter((x) => ![...ports.values()].includes(x));
+  for (const x of [free[0], free[free.length - 1]]) assert.equal(walk('BF-cloudbr0-IN', x << 16, { n: 0 }), 'DROP');
+  assert.equal(walk('BF-cloudbr0-IN', 0x7fd << 16, { n: 0 }), 'RETURN');
 });
 
 test('render: anti-spoofing per NIC — each NIC has its own address sets', () => {

@@ -22,7 +22,7 @@ export interface IptablesOptions {
 /** At most this long between the first shadowed rules and their removal, however busy. */
 const GC_MAX_DELAY_MS = 10_000;
 
-const EMPTY_INPUT: DataplaneInput = { state: { hostId: '', revision: 0, vms: [], sets: [] }, ports: { nics: {}, bridges: {} } };
+const EMPTY_PROGRAM: Program = { v4: { chains: [], hooks: [] }, v6: { chains: [], hooks: [] }, sets: [], eb: { chains: [], hooks: [] } };
 
 export class IptablesDataplane implements Dataplane {
   readonly name = 'iptables';
@@ -150,7 +150,8 @@ export class IptablesDataplane implements Dataplane {
     return this.serial(async () => {
       this.known = null;
       this.lastProgram = null;
-      await this.write(render(EMPTY_INPUT).program);
+      // Not render(empty input): that still holds the host-wide fail-closed baseline.
+      await this.write(EMPTY_PROGRAM);
     });
   }
 }

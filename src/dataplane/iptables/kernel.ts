@@ -185,7 +185,8 @@ function shadowWrite(c: IptChain, kc: KChain | undefined): boolean {
 }
 const VERDICT = /(^|\s)-j (RETURN|ACCEPT|DROP)$/;
 
-function iptPlan(prog: IptProgram, k: Record<Table, KTable>, shadowed: Map<string, number>): string {
+/** `mayShadow`: false when this apply destroys sets (an old rule left as garbage may still use one). */
+function iptPlan(prog: IptProgram, k: Record<Table, KTable>, shadowed: Map<string, number>, mayShadow = true): string {
   const out: string[] = [];
   for (const table of TABLES) {
     const kt = k[table];
@@ -207,7 +208,8 @@ function iptPlan(prog: IptProgram, k: Record<Table, KTable>, shadowed: Map<strin
     if (!write.length && !del.length && !hookDel.length && !hookAdd.length) continue;
     out.push(`*${table}`);
     // Declaring a chain flushes it inside this transaction: no half-built chain is ever visible.
-    const shadow = new Set(write.filter((c) => shadowWrite(c, kt.chains.get(c.name))).map((c) => c.name));
+    // Not while deleting chains: an old version left as garbage may still jump to one of them.
+    const shadow = new Set(mayShadow && !del.length ? write.filter((c) => shadowWrite(c, kt.chains.get(c.name))).map((c) => c.name) : []);
     for (const c of write) if (!shadow.has(c.name)) out.push(`:${c.name} - [0:0]`);
     for (const n of del) out.push(`:${n} - [0:0]`);
     out.push(...hookDel);
@@ -288,7 +290,7 @@ export function plan(p: Program, k: KState): Plan {
   const shadowed: Shadowed = { 4: new Map(), 6: new Map() };
   return {
     ipsetPre: s.pre, ebtables: ebPlan(p.eb, k.eb),
-    iptables: { 4: iptPlan(p.v4, k.ipt[4], shadowed[4]), 6: iptPlan(p.v6, k.ipt[6], shadowed[6]) },
+    iptables: { 4: iptPlan(p.v4, k.ipt[4], shadowed[4], !s.post), 6: iptPlan(p.v6, k.ipt[6], shadowed[6], !s.post) },
     ipsetPost: s.post, shadowed,
   };
 }

@@ -11,6 +11,9 @@ export const MAX_EB_CHAIN = 31;
 export const RAW_CHAIN = 'PALISADE-RAW';
 /** ebtables filter-table chain that marks packets with their out-port (runs before iptables FORWARD). */
 export const EB_FWD = 'PALISADE-FWD';
+/** ebtables filter chain for frames from a port with no in-port mark (one not discovered yet): dropped
+ *  when they go to a port Palisade knows. */
+export const EB_FWD_UNMARKED = 'PALISADE-FWD-U';
 /** ip6tables chains shared by all VMs: the IPv6 baseline (ND, DHCPv6, RA guard). */
 export const V6_PRE = 'PALISADE-V6-PRE';
 export const V6_POST = 'PALISADE-V6-POST';

@@ -49,9 +49,9 @@ export function ruleComment(rule: IptRule, index: number, chain: IptChain): stri
   return index === 0 ? `pal:${rule.id} #${chain.hash}` : `pal:${rule.id}`;
 }
 
-/** `spec` with the comment placed before its `-j` (targets may take options after it). */
+/** `spec` with the comment placed before its `-j`/`-g` (targets may take options after it). */
 function withComment(spec: string, comment: string): string {
-  const j = spec.startsWith('-j ') ? 0 : spec.indexOf(' -j ');
+  const j = /^-[jg] /.test(spec) ? 0 : spec.search(/ -[jg] /);
   const c = `-m comment --comment "${comment}"`;
   const s = j < 0 ? `${spec} ${c}` : `${spec.slice(0, j)} ${c} ${spec.slice(j)}`;
   return s.replace(/  +/g, ' ').trim();

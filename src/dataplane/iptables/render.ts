@@ -5,9 +5,13 @@
 //     VM's anti-spoofing chains run); ebtables filter FORWARD → PALISADE-FWD: the out-port's number
 //     (both run before br_netfilter hands the packet to iptables FORWARD);
 //   iptables FORWARD -i <br> --physdev-is-bridged → BF-<br>
-//   → BF-<br>-IN  (dispatch on the in-port's mark: the source VM's <def>, from-VM rules)
+//   → BF-<br>-IN  (dispatch on the in-port's mark by goto: the source VM's <def>, from-VM rules;
+//                  a RETURN there leaves BF-<br>-IN; uplinks RETURN; any other mark is dropped)
 //   → BF-<br>-OUT (dispatch on the out-port's mark: the destination VM's <def>, to-VM rules)
 //   → ACCEPT when it leaves by an uplink, else DROP.
+//   Around the bridge: INPUT -i <br> and routed FORWARD -i <br> go through BF-<br>-IN (the source
+//   VM's egress and anti-spoofing); routed FORWARD -o <br> is dropped (no VM's ingress can decide).
+//   ebtables always drops unmarked vnet* ports both ways, even before any bridge is managed.
 // Dispatch by mark costs a few ns per rule where a physdev match costs ~100 ns (xt compat), and
 // ebtables' interface matches are native, so dispatch stays cheap with hundreds of VMs. A port
 // without a mark (not yet discovered, or the marking removed) is dropped: fail closed.
@@ -23,7 +27,7 @@ import type { DataplaneInput } from '../backend.js';
 import type { FamilyPolicy, NicPolicy, PolicyRule, VmPolicy } from '../../policy/ir.js';
 import { canonV6, isV4, isV6, linkLocalFromMac } from './addr.js';
 import {
-  EB_FWD, EB_L2_IN, EB_L2_OUT, EB_POST, EB_PRE, RAW_CHAIN, V6_PRE, V6_POST, V6_TO, bridgeChains, ebBase, ebNames, ebZoneChains, groupSetName, nicSetNames,
+  EB_FWD, EB_FWD_UNMARKED, EB_L2_IN, EB_L2_OUT, EB_POST, EB_PRE, RAW_CHAIN, V6_PRE, V6_POST, V6_TO, bridgeChains, ebBase, ebNames, ebZoneChains, groupSetName, nicSetNames,
   notrackSet, safeDevice, safeName, trackedSet, vmNames,
   MAX_CHAIN,
 } from './names.js';
@@ -99,9 +103,12 @@ function defRules4(n: PlacedNic, names: ReturnType<typeof vmNames>): IptRule[] {
   const f = from(n.device);
   const t = to(n.device);
   return [
-    r(`${k}.dhcpc`, `${f} -p udp -m udp --sport 68 --dport 67 -j RETURN`),
+    // Before the spoof check only what a client without an address sends (0.0.0.0 → broadcast);
+    // renewals come from the NIC's own address and pass after it.
+    r(`${k}.dhcpc`, `${f} -s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 -j RETURN`),
     r(`${k}.dhcps`, `${f} -p udp -m udp --sport 67 -j DROP`),
     r(`${k}.spoof`, `${f} -m set ! --match-set ${n.sets.set4} src -j DROP`),
+    r(`${k}.dhcpcu`, `${f} -p udp -m udp --sport 68 --dport 67 -j RETURN`),
     r(`${k}.est`, `${f} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN`),
     r(`${k}.dnsu`, `${f} -p udp -m udp --dport 53 -j RETURN`),
     r(`${k}.dnst`, `${f} -p tcp -m tcp --dport 53 -j RETURN`),
@@ -115,6 +122,22 @@ function defRules4(n: PlacedNic, names: ReturnType<typeof vmNames>): IptRule[] {
   ];
 }
 
+/** u32 test: the next header is ICMPv6 (no extension headers) and the NA target (offset 48) is `addr`. */
+function naTarget(addr: string): string {
+  const words = v6Words(addr).map((w, i) => `0x${(48 + 4 * i).toString(16)}=0x${w.toString(16)}`);
+  return ['0x4&0xff00=0x3a00', ...words].join('&&');
+}
+
+/** An IPv6 address as four 32-bit words. */
+function v6Words(addr: string): number[] {
+  const [head, tail] = canonV6(addr).split('::');
+  const parse = (s: string | undefined) => (s ? s.split(':').map((g) => parseInt(g, 16)) : []);
+  const h = parse(head);
+  const t = parse(tail);
+  const groups = tail === undefined ? h : [...h, ...new Array(8 - h.length - t.length).fill(0), ...t];
+  return [0, 2, 4, 6].map((i) => ((groups[i] << 16) | groups[i + 1]) >>> 0);
+}
+
 const icmp6 = (type: number) => `-p ipv6-icmp -m icmp6 --icmpv6-type ${type}`;
 const HL = '-m hl --hl-eq 255';
 
@@ -122,10 +145,15 @@ const MARK_GROUP_MIN = 16;
 /**
  * Mark dispatch in two levels: the top 4 bits of the 11-bit port number pick a group chain
  * (`<chain>-<g>`), which holds that group's exact matches, so a packet meets ≤ ~16 + group size rules.
+ * `closed`: the tree is entered by goto (`-g`) and ends in DROP (a mark with no entry, e.g. a port
+ * ebtables already marks while the IP rules for it are not written yet, fails closed); entries then
+ * goto too, so a RETURN from the VM's chain leaves the whole tree.
  */
-function markTree(name: string, shift: number, head: IptRule[], entries: [number, IptRule][]): IptChain[] {
+function markTree(name: string, shift: number, head: IptRule[], entries: [number, IptRule][], closed = false): IptChain[] {
   const sorted = [...entries].sort((x, y) => x[0] - y[0]);
-  if (sorted.length <= MARK_GROUP_MIN) return [makeChain('filter', name, [...head, ...sorted.map((e) => e[1]), r('end', '-j RETURN')])];
+  const end = r('end', closed ? '-j DROP' : '-j RETURN');
+  const jump = closed ? '-g' : '-j';
+  if (sorted.length <= MARK_GROUP_MIN) return [makeChain('filter', name, [...head, ...sorted.map((e) => e[1]), end])];
   const groups = new Map<number, IptRule[]>();
   for (const [k, rule] of sorted) (groups.get(k >> 7) ?? groups.set(k >> 7, []).get(k >> 7)!).push(rule);
   const rules = [...head];
@@ -133,10 +161,10 @@ function markTree(name: string, shift: number, head: IptRule[], entries: [number
   for (const [g, rs] of groups) {
     if (rs.length <= 2) { rules.push(...rs); continue; }
     const child = `${name}-${g.toString(16)}`;
-    rules.push(r(`grp.${g.toString(16)}`, `-m mark --mark ${hex((g << 7) << shift)}/${hex((0xf << 7) << shift)} -j ${child}`));
-    children.push(makeChain('filter', child, [...rs, r('end', '-j RETURN')]));
+    rules.push(r(`grp.${g.toString(16)}`, `-m mark --mark ${hex((g << 7) << shift)}/${hex((0xf << 7) << shift)} ${jump} ${child}`));
+    children.push(makeChain('filter', child, [...rs, end]));
   }
-  rules.push(r('end', '-j RETURN'));
+  rules.push(end);
   return [makeChain('filter', name, rules), ...children];
 }
 
@@ -226,7 +254,6 @@ function v6SharedChains(): IptChain[] {
     makeChain('filter', V6_POST, [
       r('rs', `${icmp6(133)} ${HL} ${allow}`),
       r('ns', `${icmp6(135)} ${HL} ${allow}`),
-      r('na', `${icmp6(136)} ${HL} ${allow}`),
       ...[130, 131, 132, 143].map((ty) => r(`mld${ty}`, `${icmp6(ty)} ${allow}`)),
       r('dhcpc', `-p udp -m udp --sport 546 --dport 547 ${allow}`),
       r('est', `-m conntrack --ctstate RELATED,ESTABLISHED ${allow}`),
@@ -253,6 +280,11 @@ function defRules6(n: PlacedNic, names: ReturnType<typeof vmNames>): IptRule[] {
     r(`${k}.pre`, `${f} -j ${V6_PRE}`),
     r(`${k}.prok`, `${f} -m mark --mark ${ALLOW} -j RETURN`),
     r(`${k}.spoof`, `${f} -m set ! --match-set ${n.sets.set6} src -j DROP`),
+    // A neighbour advertisement only for the NIC's own addresses (the target field, read by u32 at
+    // its offset when ICMPv6 follows the IPv6 header directly); any other NA (extension headers
+    // included) would let the VM poison its neighbours' caches.
+    ...nicAddrs(6, n).map((a, i) => r(`${k}.na${i}`, `${f} ${icmp6(136)} ${HL} -m u32 --u32 "${naTarget(a)}" -j RETURN`)),
+    r(`${k}.nax`, `${f} ${icmp6(136)} -j DROP`),
     r(`${k}.post`, `${f} -j ${V6_POST}`),
     r(`${k}.postok`, `${f} -m mark --mark ${ALLOW} -j RETURN`),
     r(`${k}.eg`, `${f} -j ${names.eg}`),
@@ -434,7 +466,7 @@ function renderVm(vm: VmPolicy, names: ReturnType<typeof vmNames>, placed: Place
     const k = portNo.get(n.device)!;
     dispatch.push({
       bridge: n.bridge, device: n.device, mac: n.nic.mac, k,
-      in: r(`vm.${n.device}`, `-m mark --mark ${inMark(k)} -j ${names.def}`),
+      in: r(`vm.${n.device}`, `-m mark --mark ${inMark(k)} -g ${names.def}`),
       out: r(`vm.${n.device}`, `-m mark --mark ${outMark(k)} -j ${names.def}`),
     });
     eb.push(ebNic(n, vm, k));
@@ -595,10 +627,13 @@ export function render(input: DataplaneInput): Rendered {
         r('uplink', `-m mark --mark ${outMark(PORT_UPLINK)} -j ACCEPT`),
         r('deny', '-j DROP'),
       ]),
+      // Entered by -j from BF-<br>, FORWARD (routed) and INPUT: a RETURN goes back there; a VM port
+      // mark with no entry is dropped.
       ...markTree(bc.in, 16, [
         r('unmarked', `-m mark --mark ${inMark(0)} -j DROP`),
         r('unknown', `-m mark --mark ${inMark(PORT_UNKNOWN)} -j DROP`),
-      ], d.map((x) => [x.k, x.in])),
+        r('uplink', `-m mark --mark ${inMark(PORT_UPLINK)} -j RETURN`),
+      ], d.map((x) => [x.k, x.in]), true),
       ...markTree(bc.out, 0, [
         r('unmarked', `-m mark --mark ${outMark(0)} -j DROP`),
         r('unknown', `-m mark --mark ${outMark(PORT_UNKNOWN)} -j DROP`),
@@ -606,8 +641,15 @@ export function render(input: DataplaneInput): Rendered {
     ]);
     for (const f of [4, 6] as Fam[]) {
       fam[f].chains.push(...chains);
-      const spec = `-i ${br} -m physdev --physdev-is-bridged -j ${bc.main}`;
-      fam[f].hooks.push({ table: 'filter', chain: 'FORWARD', id: `fwd.${br}.${hashOf([spec]).slice(0, 6)}`, spec });
+      const hook = (chain: string, tag: string, spec: string) =>
+        fam[f].hooks.push({ table: 'filter', chain, id: `${tag}.${br}.${hashOf([spec]).slice(0, 6)}`, spec });
+      hook('FORWARD', 'fwd', `-i ${br} -m physdev --physdev-is-bridged -j ${bc.main}`);
+      // Routed by this host: out of a VM port through the source VM's egress and anti-spoofing; into
+      // the bridge never (the out-port, hence the VM whose ingress would decide, is not known yet).
+      hook('FORWARD', 'fwdr', `-i ${br} -m physdev ! --physdev-is-bridged -j ${bc.in}`);
+      hook('FORWARD', 'fwdo', `-o ${br} -m physdev ! --physdev-is-bridged -j DROP`);
+      // To the host's own addresses on the bridge: the source VM's egress and anti-spoofing too.
+      hook('INPUT', 'in', `-i ${br} -j ${bc.in}`);
     }
     for (const u of uplinks) ebPre.push([u, `-j ${ebZoneChains(br).uplink}`]);
     for (const t of unknown) { ebPre.push([t, '-j DROP']); ebPost.push([t, '-j DROP']); }
@@ -645,14 +687,20 @@ export function render(input: DataplaneInput): Rendered {
     .map(([id, f]) => ({ name: groupSetName(id), family: f === 4 ? 'inet' : 'inet6', members: [] }));
   const sets = [...groupSets, ...extraSets, ...hostSets, ...vmSets];
 
+  // ebtables always: a libvirt-named port Palisade does not know (a VM whose tap appeared after the
+  // last discovery, on a bridge not managed yet) is dropped both ways from the start.
   const eb: EbProgram = { chains: [], hooks: [] };
-  if (bridges.length) {
+  {
     // Marks: clear Palisade's bits, then the port's number (in-port in nat PREROUTING, out-port in filter FORWARD).
     const clearIn = `-j mark --mark-and ${hex(~(MARK_IN_MASK | MARK_ALLOW | 0xffff) >>> 0)} --mark-target CONTINUE`;
     const clearOut = `-j mark --mark-and ${hex(~MARK_ZONE_MASK >>> 0)} --mark-target CONTINUE`;
     const fwd: PortRule[] = marked.map(([dev, k]) => [dev, `-j mark --mark-or ${hex(k)} --mark-target RETURN`]);
     eb.chains.push(
-      ...portTree('filter', EB_FWD, '-o', fwd, [clearOut]),
+      // A frame from a port with no in-port mark (one added to a managed bridge since the last
+      // discovery, whatever its name) reaches no port Palisade knows: VMs and uplinks.
+      ...withTail(portTree('filter', EB_FWD, '-o', fwd, [clearOut, `--mark 0x0/${hex(MARK_IN_MASK)} -j ${EB_FWD_UNMARKED}`]), EB_FWD,
+        `-o vnet+ --mark 0x0/${hex(MARK_OUT_MASK)} -j DROP`),
+      ...portTree('filter', EB_FWD_UNMARKED, '-o', marked.map(([dev]): PortRule => [dev, '-j DROP']), []),
       ...withTail(portTree('nat', EB_PRE, '-i', ebPre, [clearIn]), EB_PRE,
         // A libvirt-named port Palisade does not know yet (no in-port mark) sends nothing, ARP included.
         `-i vnet+ --mark 0x0/${hex(MARK_IN_MASK)} -j DROP`),
