@@ -8,17 +8,8 @@ import type { Protocol, SecurityGroupRule, VmState } from '../src/model/types.js
 import { analyzeChange, compileAddressSet, compileVm, hostDesiredState, indexCloudState } from '../src/policy/api.js';
 import { emptyCloudState, type CloudState } from '../src/policy/state.js';
 import { summary } from './summary.js';
+import { mulberry32 } from '../test/helpers/prng.js';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Shape { groups: number; rulesPerGroup: number; vms: number; hosts: number; big: number; small: number }
 

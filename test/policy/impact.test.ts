@@ -6,6 +6,7 @@ import { analyzeChange, compileAddressSet, compileVm, hostDesiredState, indexClo
 import type { Change } from '../../src/model/changes.js';
 import type { CloudState } from '../../src/policy/state.js';
 import { CloudBuilder, cloneState } from './builder.js';
+import { mulberry32 } from '../helpers/prng.js';
 
 /**
  * Groups: 1 web (allows ssh from 2), 2 admin (allows itself), 3 dns clients (allow 4), 4 dns servers,
@@ -208,16 +209,6 @@ test('analyzeChange reads in proportion to the change, not to the cloud', () => 
 
 // ---- property: the impact covers every real difference ------------------------------------
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const HOSTS = [1, 2, 3];
 

@@ -12,6 +12,7 @@ import type { Family, SecurityGroupRule, VmState } from '../../src/model/types.j
 import type { CloudState } from '../../src/policy/state.js';
 import { CloudBuilder, setsFor, type RuleSpec } from './builder.js';
 import { cidrRange, formatIp, parseCidr } from '../../src/policy/cidr.js';
+import { mulberry32 } from '../helpers/prng.js';
 
 const strip = (r: PolicyRule) => ({ protocol: r.protocol, ports: r.ports, icmp: r.icmp, cidrs: r.cidrs, sets: r.sets, sources: r.sources });
 
@@ -125,16 +126,6 @@ test('rule ids depend on match and peers, not on API rule ids', () => {
 
 // ---- property test -------------------------------------------------------------------------
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Independent reference: the stored rules of the VM's groups, read directly. */
 function rawAllowingRules(state: CloudState, vmId: number, p: Packet): SecurityGroupRule[] | 'egress-open' {
