@@ -15,6 +15,7 @@ import { bootstrap } from '../src/api/bootstrap.js';
 import { buildServer, dispatcherOf } from '../src/api/server.js';
 import type { Caller } from '../src/api/command.js';
 import { signParams } from '../src/api/signing.js';
+import { summary } from './summary.js';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -219,6 +220,12 @@ async function main() {
     console.log(table.toString());
     console.log('targets: authorize p99 < 20 ms; a 500-group page < 100 ms');
     console.log(`machine: ${os.cpus().length} CPUs, load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} (latency tails include waiting for a CPU)`);
+    summary('api', 'authorize p50 (submit → committed)', pct(authLat, 50), 'ms');
+    summary('api', 'authorize p99 (submit → committed)', pct(authLat, 99), 'ms', '< 20');
+    summary('api', 'revoke p99 (submit → committed)', pct(revLat, 99), 'ms');
+    summary('api', 'authorize over HTTP p99', pct(httpLat, 99), 'ms');
+    summary('api', 'authorize throughput, 1000 at once', OPS / (thrMs / 1000), 'ops/s');
+    summary('api', 'listSecurityGroups page of 500 p99', pct(pageLat, 99), 'ms', '< 100');
     await app.close();
     await db.destroy();
   } finally {
