@@ -366,6 +366,9 @@ test('migration: the rules move with the VM, nothing is left on the old host', a
     return r.securitygroupsyncstate === 'Synced' && r.hostid === hosts.h1.id;
   }, 20_000, 100);
   await waitFor('h2 no longer has web2', async () => !(await kernelText('h2')).includes(v.instance), 10_000, 100);
+  // After a live migration QEMU announces the guest (gratuitous ARP), so switches learn its new port;
+  // the lab's fabric bridge needs the same, or it keeps sending web2's frames to h2 until its ARP ages.
+  await v.lab.exec('arping', ['-q', '-U', '-c', '2', '-i', 'eth0', '-S', '10.1.0.12', '10.1.0.12'], { allowFail: true, timeoutMs: 5000 });
   await waitFor('web2 reachable on 80 on its new host', () => reaches(lab.outside, 'web2', 80, 300), 10_000, 0);
   assert.ok(!(await reaches(vms.othc.lab, 'web2', 22)), 'othc → web2:22 blocked on the new host');
   assert.ok(await reaches(vms.sshc.lab, 'web2', 22), 'sshc → web2:22 allowed on the new host');
