@@ -46,6 +46,16 @@ async function authorize(params: Record<string, string | number>): Promise<any> 
 
 function ingressRules(sg: any): any[] { return sg.ingressrule ?? []; }
 
+/** What a host reboot leaves: every table, chain and set of the host namespace gone (plus `extra`). */
+async function wipeKernel(h: Host, ...extra: string[]): Promise<void> {
+  await h.exec('sh', ['-c', [
+    'for t in filter raw mangle nat; do iptables -t $t -F; iptables -t $t -X; ip6tables -t $t -F; ip6tables -t $t -X; done',
+    'for t in filter nat broute; do ebtables -t $t -F; ebtables -t $t -X; done',
+    'ipset destroy',
+    ...extra,
+  ].join('; ')], { allowFail: true });
+}
+
 async function kernelText(h: 'h1' | 'h2'): Promise<string> {
   const parts = await Promise.all([['iptables-save', []], ['ip6tables-save', []], ['ipset', ['save']], ['ebtables-save', ['-t', 'nat']]]
     .map(([cmd, args]) => hosts[h].lab.exec(cmd as string, args as string[], { allowFail: true })));
@@ -294,13 +304,8 @@ test('host "reboot": tables flushed, agent started with the server unreachable â
   const h1 = hosts.h1.lab;
   await hosts.h1.agent.kill('SIGKILL');
   await relay.down();
-  await h1.exec('sh', ['-c', [
-    'for t in filter raw mangle nat; do iptables -t $t -F; iptables -t $t -X; ip6tables -t $t -F; ip6tables -t $t -X; done',
-    'for t in filter nat broute; do ebtables -t $t -F; ebtables -t $t -X; done',
-    'ipset destroy',
-    // and a host that comes up with bridged traffic bypassing iptables
-    'sysctl -qw net.bridge.bridge-nf-call-iptables=0',
-  ].join('; ')], { allowFail: true });
+  // and a host that comes up with bridged traffic bypassing iptables
+  await wipeKernel(h1, 'sysctl -qw net.bridge.bridge-nf-call-iptables=0');
   assert.ok(!(await kernelText('h1')).includes(vms.web1.instance), 'nothing of Palisade left');
   assert.ok(await reaches(vms.othc.lab, 'web1', 22), 'unprotected after the "reboot"');
   // A change made while the host cannot reach the server.
@@ -320,11 +325,7 @@ test('a fresh host (no saved state) closes VM ports before the server answers, t
   const h1 = hosts.h1.lab;
   await hosts.h1.agent.kill('SIGKILL');
   await relay.down();
-  await h1.exec('sh', ['-c', [
-    'for t in filter raw mangle nat; do iptables -t $t -F; iptables -t $t -X; ip6tables -t $t -F; ip6tables -t $t -X; done',
-    'for t in filter nat broute; do ebtables -t $t -F; ebtables -t $t -X; done',
-    'ipset destroy',
-  ].join('; ')], { allowFail: true });
+  await wipeKernel(h1);
   assert.ok(await reaches(vms.sshc.lab, 'web1', 22), 'open before the agent starts');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-e2e-fresh-'));
   const fresh = new AgentProcess(agentArgs('h1', hosts.h1.token, dir));
