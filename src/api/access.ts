@@ -1,6 +1,7 @@
 // CloudStack's ownership and visibility rules (finalizeOwner / checkAccess / buildACLSearchParameters)
 // for the three roles: root admin (everything), domain admin (its domain tree), user (its account).
 import { escapeLike, startsWith } from '../store/queries/like.js';
+import { inList } from '../store/queries/batch.js';
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { paramError, permissionDenied, type Access, type Caller, type Params } from './command.js';
@@ -97,22 +98,35 @@ export class CallerAccess implements Access {
     }
     if (accountName !== undefined) {
       const domainId = domain?.id ?? c.domainId;
-      const acct = await this.db.selectFrom('accounts').select(['id', 'domain_id']).where('name', '=', accountName)
+      const acct = await this.db.selectFrom('accounts').select(['id', 'domain_id', 'type']).where('name', '=', accountName)
         .where('domain_id', '=', domainId).where('removed', 'is', null).executeTakeFirst();
       if (!acct) throw paramError(`Unable to find account by name ${accountName} in domain ${domain?.uuid ?? c.domainUuid}`);
       if (c.role === 'user' && acct.id !== c.accountId) {
         throw permissionDenied(`Account ${c.accountName} does not have permission to operate with resource owned by another account`);
       }
+      // Reading obeys the rule for writing (checkAccess): a domain admin's reach stops at root-admin accounts.
+      if (c.role === 'domainadmin' && acct.type === ROOT_ADMIN_TYPE) {
+        throw permissionDenied(`Account ${c.accountName} does not have permission to operate with resource owned by a root admin account`);
+      }
       return { accountIds: [acct.id], domainIds: null };
     }
     if (c.role === 'user') return { accountIds: [c.accountId], domainIds: null };
-    if (domain) {
-      return { accountIds: null, domainIds: recursive || listAll ? await domainSubtree(this.db, domain.path) : [domain.id] };
-    }
-    if (listAll) {
-      if (c.role === 'admin') return { accountIds: null, domainIds: null };
-      return { accountIds: null, domainIds: await domainSubtree(this.db, c.domainPath) };
-    }
-    return { accountIds: [c.accountId], domainIds: null };
+    let domainIds: number[] | null;
+    if (domain) domainIds = recursive || listAll ? await domainSubtree(this.db, domain.path) : [domain.id];
+    else if (listAll) domainIds = c.role === 'admin' ? null : await domainSubtree(this.db, c.domainPath);
+    else return { accountIds: [c.accountId], domainIds: null };
+    if (c.role === 'admin') return { accountIds: null, domainIds };
+    // A domain admin sees what it may act on: every account of those domains except root-admin ones. The
+    // result is an explicit account list, so every list command that applies `accountIds` obeys it.
+    return { accountIds: await visibleAccounts(this.db, domainIds ?? []), domainIds };
   }
+}
+
+const ROOT_ADMIN_TYPE = 1;
+
+/** Accounts (also removed ones: their history stays listable) of these domains that a domain admin may see. */
+export async function visibleAccounts(db: Q, domainIds: number[]): Promise<number[]> {
+  const rows = await db.selectFrom('accounts').select('id').where(inList(db, 'domain_id', domainIds))
+    .where('type', '!=', ROOT_ADMIN_TYPE).orderBy('id').execute();
+  return rows.map((r) => r.id);
 }

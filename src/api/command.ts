@@ -28,6 +28,8 @@ export interface ParamDef {
   description: string;
   /** for type 'list': the element type ('uuid' lists are validated as uuids) */
   of?: 'string' | 'uuid' | 'integer';
+  /** for type 'string': the longest value accepted (characters); default 255, as CloudStack's @Parameter(length) */
+  length?: number;
   since?: string;
 }
 

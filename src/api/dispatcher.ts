@@ -11,11 +11,16 @@ import { RequestParams, validateParams } from './params.js';
 import { CallerAccess } from './access.js';
 import { insertEvents, type EventRow } from './events.js';
 import { envelope, errorBody, resultBody } from './envelope.js';
-import { verifySignature } from './signing.js';
+import { checkFreshness, verifySignature } from './signing.js';
+import { MAX_PARAMETER_NAME_LENGTH, MAX_STORED_ERROR_TEXT, bounded } from './limits.js';
 
 export const AUTH_FAILED = 'unable to verify user credentials and/or request signature';
 export const UNKNOWN_COMMAND = 'The given command does not exist or it is not available for user';
 const INTERNAL = 'Internal error executing command, please contact your system administrator';
+/** Parameter names as clients send them, map entries (`tags[0].key`) included. */
+const PARAM_NAME = /^[A-Za-z0-9_.\[\]-]+$/;
+/** API keys are 86 characters; anything much longer is not one (and is not worth a lookup). */
+const MAX_APIKEY_LENGTH = 255;
 
 export interface DispatcherDeps {
   db: Db;
@@ -45,9 +50,19 @@ export class Dispatcher {
 
   /** Look up the caller by apiKey and verify the request signature. Throws 401. */
   async authenticate(raw: Record<string, string>): Promise<Caller> {
+    // Checks that need neither the store nor a hash come first: a malformed or stale request costs nothing more.
     let apiKey: string | undefined;
     for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'apikey') apiKey = v;
-    if (!apiKey) throw new ApiError(401, AUTH_FAILED);
+    if (!apiKey || apiKey.length > MAX_APIKEY_LENGTH) throw new ApiError(401, AUTH_FAILED);
+    if (Object.keys(raw).some((k) => k.length > MAX_PARAMETER_NAME_LENGTH || !PARAM_NAME.test(k))) {
+      this.deps.log.info('request rejected: malformed parameter name');
+      throw new ApiError(401, AUTH_FAILED);
+    }
+    const fresh = checkFreshness(raw, (this.deps.now?.() ?? new Date()).getTime());
+    if (!fresh.ok) {
+      this.deps.log.info({ reason: fresh.reason }, 'request signature rejected');
+      throw new ApiError(401, AUTH_FAILED);
+    }
     const row = await this.deps.db.selectFrom('users as u')
       .innerJoin('accounts as a', 'a.id', 'u.account_id')
       .innerJoin('domains as d', 'd.id', 'a.domain_id')
@@ -57,10 +72,6 @@ export class Dispatcher {
       .where('u.apikey', '=', apiKey).where('u.removed', 'is', null).where('a.removed', 'is', null)
       .executeTakeFirst();
     if (!row || !row.secretkey || row.userState !== 'enabled' || row.accountState !== 'enabled') throw new ApiError(401, AUTH_FAILED);
-    if (Object.keys(raw).some((k) => !/^[A-Za-z0-9_.\[\]-]+$/.test(k))) {
-      this.deps.log.info({ user: row.username }, 'request rejected: malformed parameter name');
-      throw new ApiError(401, AUTH_FAILED);
-    }
     const v = verifySignature(raw, row.secretkey, (this.deps.now?.() ?? new Date()).getTime());
     if (!v.ok) {
       this.deps.log.info({ user: row.username, reason: v.reason }, 'request signature rejected');
@@ -190,7 +201,7 @@ export class Dispatcher {
       try {
         await db.transaction().execute(async (trx) => {
           await trx.updateTable('async_jobs').set({
-            status: 2, result_code: e.code, result: JSON.stringify(errorBody(e.code, e.message, e.csCode)), completed: this.nowIso(),
+            status: 2, result_code: e.code, result: JSON.stringify(errorBody(e.code, bounded(e.message, MAX_STORED_ERROR_TEXT), e.csCode)), completed: this.nowIso(),
           }).where('uuid', '=', jobId).execute();
           if (def.eventType) {
             await insertEvents(trx, caller, [{ type: def.eventType, description: `Error while ${description}: ${e.message}`, state: 'Completed', level: 'ERROR' }], this.nowIso());

@@ -1,6 +1,9 @@
 // Request parameters: case-insensitive names, typed accessors, list and map parameters, and the
 // framework's validation against a command's ParamDefs (CloudStack's ParamProcessWorker messages).
 import { ApiError, type CommandDef, type ParamDef, type Params } from './command.js';
+import {
+  DEFAULT_STRING_LENGTH, FORBIDDEN_CHARS, MAX_LIST_ITEMS, MAX_LIST_ITEM_LENGTH, MAX_MAP_ENTRIES, MAX_MAP_INDEX, MAX_MAP_VALUE_LENGTH, bounded,
+} from './limits.js';
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const INT_RE = /^[+-]?\d+$/;
@@ -53,17 +56,51 @@ export class RequestParams implements Params {
 }
 
 const cmdLabel = (def: CommandDef) => def.name.toLowerCase();
+/** A value as echoed in an error message: long ones are cut (the message names the parameter anyway). */
+const echo = (v: string) => bounded(v, 100);
 
 function invalid(def: CommandDef, p: ParamDef, value: string): ApiError {
-  return new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to invalid value ${value} for parameter ${p.name}`, 4350);
+  return new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to invalid value ${echo(value)} for parameter ${p.name}`, 4350);
 }
 function invalidUuid(def: CommandDef, p: ParamDef, value: string): ApiError {
-  return new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to invalid value. Invalid parameter ${p.name} value=${value} due to incorrect long value format, or entity does not exist or due to incorrect parameter annotation for the field in api cmd class.`, 4350);
+  return new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to invalid value. Invalid parameter ${p.name} value=${echo(value)} due to incorrect long value format, or entity does not exist or due to incorrect parameter annotation for the field in api cmd class.`, 4350);
+}
+/** ParamProcessWorker's InvalidParameterValueException wording: "… due to invalid value. <why>". */
+function invalidBecause(def: CommandDef, why: string): ApiError {
+  return new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to invalid value. ${why}`, 4350);
 }
 
 const DATE_RE = /^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2})?$|^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}([+-]\d{4}|Z)?$/;
 
-/** Validate declared parameters: required-ness and types. Unknown parameters are ignored (as CloudStack). */
+/** Character length as CloudStack counts it (Java String.length: UTF-16 units). */
+const tooLong = (v: string, max: number) => v.length > max;
+
+function checkChars(def: CommandDef, name: string, v: string): void {
+  if (FORBIDDEN_CHARS.test(v)) throw invalidBecause(def, `Parameter ${name} contains a control character`);
+}
+
+/** Map entries: how many, their indexes, and each field's value (resource_tags.key/value are varchar(255)). */
+function checkMap(def: CommandDef, p: ParamDef, raw: Readonly<Record<string, string>>): void {
+  const prefix = p.name + '[';
+  const indexes = new Set<string>();
+  for (const [k, v] of Object.entries(raw)) {
+    const lk = k.toLowerCase();
+    if (!lk.startsWith(prefix)) continue;
+    const m = /^\[(\d+)\]/.exec(lk.slice(prefix.length - 1));
+    if (!m || m[1]!.length > String(MAX_MAP_INDEX).length || Number(m[1]) > MAX_MAP_INDEX) {
+      throw invalidBecause(def, `Invalid map parameter name ${echo(k)} for parameter ${p.name}: expected ${p.name}[N].field with N from 0 to ${MAX_MAP_INDEX}`);
+    }
+    indexes.add(String(Number(m[1])));
+    if (indexes.size > MAX_MAP_ENTRIES) throw invalidBecause(def, `Too many entries for parameter ${p.name}: at most ${MAX_MAP_ENTRIES} are accepted in one request`);
+    if (tooLong(v, MAX_MAP_VALUE_LENGTH)) throw invalidBecause(def, `Value greater than max allowed length ${MAX_MAP_VALUE_LENGTH} for param: ${echo(k)}`);
+    checkChars(def, k, v);
+  }
+}
+
+/**
+ * Validate declared parameters: required-ness, types and bounds (string length, list and map sizes,
+ * characters). Unknown parameters are ignored (as CloudStack). Runs before anything is stored.
+ */
 export function validateParams(def: CommandDef, params: Params): void {
   for (const p of def.params) {
     const present = p.type === 'map' ? params.has(p.name) : params.str(p.name) !== undefined;
@@ -71,12 +108,21 @@ export function validateParams(def: CommandDef, params: Params): void {
       if (p.required) throw new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to missing parameter ${p.name}`, 4350);
       continue;
     }
-    if (p.type === 'map') continue;
+    if (p.type === 'map') { checkMap(def, p, params.raw); continue; }
     const v = params.str(p.name)!;
+    checkChars(def, p.name, v);
     switch (p.type) {
+      case 'string': {
+        const max = p.length ?? DEFAULT_STRING_LENGTH;
+        if (tooLong(v, max)) throw invalidBecause(def, `Value greater than max allowed length ${max} for param: ${p.name}`);
+        break;
+      }
+      case 'boolean':
+        if (tooLong(v, DEFAULT_STRING_LENGTH)) throw invalid(def, p, v);
+        break;
       case 'integer': case 'long': case 'short': {
         if (v.trim() === '') break;
-        if (!INT_RE.test(v.trim())) throw invalid(def, p, v);
+        if (tooLong(v, 64) || !INT_RE.test(v.trim())) throw invalid(def, p, v);
         const n = Number(v.trim());
         const max = p.type === 'short' ? 32767 : p.type === 'integer' ? 2147483647 : Number.MAX_SAFE_INTEGER;
         if (n > max || n < -max - 1) throw invalid(def, p, v);
@@ -87,15 +133,19 @@ export function validateParams(def: CommandDef, params: Params): void {
         break;
       case 'date':
         if (!DATE_RE.test(v.trim())) {
-          throw new ApiError(431, `Unable to parse date ${v} for command ${cmdLabel(def)}, please pass dates in the format mentioned in the api documentation`, 4350);
+          throw new ApiError(431, `Unable to parse date ${echo(v)} for command ${cmdLabel(def)}, please pass dates in the format mentioned in the api documentation`, 4350);
         }
         break;
-      case 'list':
-        for (const item of v.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+      case 'list': {
+        const items = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
+        if (items.length > MAX_LIST_ITEMS) throw invalidBecause(def, `Too many values for parameter ${p.name}: ${items.length} given, at most ${MAX_LIST_ITEMS} are accepted in one request`);
+        for (const item of items) {
+          if (tooLong(item, MAX_LIST_ITEM_LENGTH)) throw invalidBecause(def, `Value greater than max allowed length ${MAX_LIST_ITEM_LENGTH} for an element of param: ${p.name}`);
           if (p.of === 'uuid' && !isUuid(item)) throw invalidUuid(def, p, item);
           if (p.of === 'integer' && !INT_RE.test(item)) throw invalid(def, p, v);
         }
         break;
+      }
       default: break;
     }
   }

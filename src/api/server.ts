@@ -1,9 +1,15 @@
-// HTTP front of the API: /client/api over GET (query) and POST (form body), CloudStack JSON envelopes.
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import formbody from '@fastify/formbody';
+// HTTP front of the API: /client/api over GET (query) and POST (form body). Answers CloudStack's JSON
+// envelopes when the request says `response=json`, else CloudStack's XML (its default). Before anything
+// else a request is held to the bounds of limits.ts: the body size (while it is read) and the number of
+// parameters (counted before they are decoded); such refusals are CloudStack-shaped 431 errors.
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { CommandDef } from './command.js';
-import { Dispatcher, type DispatcherDeps } from './dispatcher.js';
+import { Dispatcher, type ApiReply, type DispatcherDeps } from './dispatcher.js';
 import { allCommands } from './registry.js';
+import { envelope, errorBody } from './envelope.js';
+import { countPairs, queryOf, readParams, wantsJson, wantsJsonRaw } from './form.js';
+import { MAX_BODY_BYTES, MAX_PARAMETERS } from './limits.js';
+import { XML_TYPE, toXml } from './xml.js';
 
 export const API_PATH = '/client/api';
 const JSON_TYPE = 'application/json; charset=UTF-8';
@@ -11,11 +17,10 @@ const JSON_TYPE = 'application/json; charset=UTF-8';
 /** The dispatcher's dependencies; `commands` defaults to every registered command. */
 export type ServerOptions = Omit<DispatcherDeps, 'commands'> & { commands?: CommandDef[] };
 
-/** Decode a query string or form body: `+` is a space, the first occurrence of a name wins. */
+/** Decode a query string or form body: `+` is a space, the first occurrence of a name wins; empty past MAX_PARAMETERS pairs. */
 export function decodeForm(s: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of new URLSearchParams(s)) if (!(k in out)) out[k] = v;
-  return out;
+  const r = readParams(s, '');
+  return r.ok ? r.params : {};
 }
 
 const dispatchers = new WeakMap<FastifyInstance, Dispatcher>();
@@ -26,29 +31,66 @@ export function dispatcherOf(app: FastifyInstance): Dispatcher {
   return d;
 }
 
+/** Send an API reply as JSON or CloudStack XML. */
+export function sendReply(reply: FastifyReply, r: ApiReply, json: boolean): FastifyReply {
+  return json
+    ? reply.code(r.status).header('content-type', JSON_TYPE).send(JSON.stringify(r.body))
+    : reply.code(r.status).header('content-type', XML_TYPE).send(toXml(r.body));
+}
+
+const refusal = (code: number, text: string): ApiReply => ({ status: code, body: envelope(undefined, errorBody(code, text)) });
+
 /** The fastify instance serving /client/api; not listening yet (the caller adds the agent channel and listens). */
 export async function buildServer(opts: ServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: opts.log as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
-    routerOptions: { querystringParser: decodeForm },
+    // Bounded like the API's own reader, for any other route that looks at req.query.
+    routerOptions: { querystringParser: (s: string) => (countPairs(s, MAX_PARAMETERS) > MAX_PARAMETERS ? {} : decodeForm(s)) },
     bodyLimit: 4 * 1024 * 1024,
   });
-  await app.register(formbody, { parser: decodeForm });
   const dispatcher = new Dispatcher({ ...opts, commands: opts.commands ?? allCommands() });
 
-  const handler = async (req: { query: unknown; body: unknown }, reply: import('fastify').FastifyReply) => {
-    const params: Record<string, string> = { ...(req.query as Record<string, string>) };
-    if (req.body && typeof req.body === 'object') {
-      for (const [k, v] of Object.entries(req.body as Record<string, unknown>)) if (!(k in params) && typeof v === 'string') params[k] = v;
-    }
-    const r = await dispatcher.handle(params);
-    return reply.code(r.status).header('content-type', JSON_TYPE).send(JSON.stringify(r.body));
-  };
-  app.get(API_PATH, handler);
-  app.post(API_PATH, handler);
+  // The API in its own context: its body parsers and error handler apply to /client/api only.
+  await app.register(async (api) => {
+    api.removeAllContentTypeParsers();
+    // The form body stays a string until readParams has counted its pairs; other content types are read
+    // (within the size bound) and ignored, as a servlet ignores them: parameters then come from the URL.
+    api.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: MAX_BODY_BYTES }, (_req, body, done) => done(null, body));
+    api.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_BODY_BYTES }, (_req, _body, done) => done(null, undefined));
 
-  // Never leak stack traces: any framework-level failure becomes a CloudStack 530 envelope.
+    const handler = async (req: FastifyRequest, reply: FastifyReply) => {
+      const query = queryOf(req.raw.url ?? '');
+      const body = typeof req.body === 'string' ? req.body : '';
+      const read = readParams(query, body);
+      if (!read.ok) {
+        opts.log.info({ parameters: read.count }, 'request refused: too many parameters');
+        return sendReply(reply, refusal(431, `Too many parameters in the request: at most ${MAX_PARAMETERS} are accepted`), wantsJsonRaw(query, body));
+      }
+      return sendReply(reply, await dispatcher.handle(read.params), wantsJson(read.params));
+    };
+    api.get(API_PATH, { bodyLimit: MAX_BODY_BYTES }, handler);
+    api.post(API_PATH, { bodyLimit: MAX_BODY_BYTES }, handler);
+
+    // Failures before dispatch (body too large, broken encoding, …) never show a stack trace.
+    api.setErrorHandler((err, req, reply) => {
+      const statusCode = (err as { statusCode?: number }).statusCode;
+      const code = (err as { code?: string }).code;
+      const json = wantsJsonRaw(queryOf(req.raw.url ?? ''));
+      if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+        opts.log.info('request refused: body too large');
+        return sendReply(reply, refusal(431, `Request body too large: at most ${MAX_BODY_BYTES} bytes are accepted`), json);
+      }
+      if (typeof statusCode === 'number' && statusCode < 500) {
+        opts.log.info({ err: (err as Error).message }, 'malformed request');
+        return sendReply(reply, refusal(431, 'Malformed request'), json);
+      }
+      opts.log.warn({ err }, 'request failed before dispatch');
+      return sendReply(reply, refusal(530, 'Internal error'), json);
+    });
+  });
+
+  // Never leak stack traces: any framework-level failure elsewhere becomes a CloudStack 530 envelope.
   app.setErrorHandler((err, _req, reply) => {
     opts.log.warn({ err }, 'request failed before dispatch');
     const status = typeof (err as { statusCode?: number }).statusCode === 'number' && (err as { statusCode: number }).statusCode < 500 ? 431 : 530;

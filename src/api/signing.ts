@@ -101,10 +101,10 @@ export function formatExpires(d: Date): string {
 export type VerifyResult = { ok: true } | { ok: false; reason: 'missing-signature' | 'bad-signature' | 'missing-expires' | 'bad-expires' | 'expired' };
 
 /**
- * Verify a request's signature against the user's secret. `params` are the decoded request
- * parameters including `signature`. Version 3 (`signatureVersion`, any case, = "3") requires a future `expires`.
+ * The checks of a signed request that need no secret (a signature is present; version 3 carries a valid
+ * future `expires`): done before the caller's key is even looked up.
  */
-export function verifySignature(params: Record<string, string>, secret: string, nowMs: number = Date.now()): VerifyResult {
+export function checkFreshness(params: Record<string, string>, nowMs: number = Date.now()): VerifyResult {
   let given: string | undefined;
   let version: string | undefined;
   let expires: string | undefined;
@@ -121,6 +121,18 @@ export function verifySignature(params: Record<string, string>, secret: string, 
     if (at === null) return { ok: false, reason: 'bad-expires' };
     if (at <= nowMs) return { ok: false, reason: 'expired' };
   }
+  return { ok: true };
+}
+
+/**
+ * Verify a request's signature against the user's secret. `params` are the decoded request
+ * parameters including `signature`. Version 3 (`signatureVersion`, any case, = "3") requires a future `expires`.
+ */
+export function verifySignature(params: Record<string, string>, secret: string, nowMs: number = Date.now()): VerifyResult {
+  const fresh = checkFreshness(params, nowMs);
+  if (!fresh.ok) return fresh;
+  let given = '';
+  for (const [k, v] of Object.entries(params)) if (k.toLowerCase() === 'signature') given = v;
   const givenBytes = Buffer.from(given.trim(), 'base64');
   const unsigned: Record<string, string> = {};
   for (const [k, v] of Object.entries(params)) if (k.toLowerCase() !== 'signature') unsigned[k] = v;

@@ -1,5 +1,6 @@
 // Pure argument handling for the CLI: splitting a shell line into words (straight AND typographic quotes,
-// because people paste commands from web pages), and turning words into an API call description.
+// because people paste commands from web pages, where ”value″ or „value“ stand for "value"), and turning
+// words into an API call description.
 
 export class ArgError extends Error {
   constructor(message: string) {
@@ -8,52 +9,93 @@ export class ArgError extends Error {
   }
 }
 
-// Typographic quotes. Double ones always act as quotes (they practically never occur literally in a
-// command). Single ones are also apostrophes (“Bob’s group”), so they only open a quote at the start of a
-// word or right after `=`, and only close when followed by a blank or the end.
-const DQ_OPEN = new Set(['\u201C', '\u201D', '\u201E', '\u00AB']);   // “ ” „ «
-const DQ_CLOSE = new Set(['\u201C', '\u201D', '\u00BB']);            // “ ” »
-const SQ_OPEN = new Set(['\u2018', '\u2019', '\u201A']);             // ‘ ’ ‚
-const SQ_CLOSE = new Set(['\u2018', '\u2019']);                     // ‘ ’
+// Quote-like characters that web pages and word processors print in place of ASCII quotes, in whatever
+// pairing a page used: “…”, ”…″ (a closing quote opening, a double prime closing), „…“, «…», »…«.
+// Double-like ones always act as quotes (they practically never occur literally in a command). Single-like
+// ones are also apostrophes (“Bob’s group”), so they only open a quote at the start of a word or right
+// after `=`, and only close one when no letter or digit follows.
+const DOUBLE_LIKE = new Set([
+  '\u201C', '\u201D', '\u201E', '\u201F', //  “ ” „ ‟
+  '\u2033', '\u2036',                     //  ″ ‶  (double prime, reversed double prime)
+  '\u00AB', '\u00BB',                     //  « »
+  '\u301D', '\u301E', '\u301F', '\uFF02', //  〝 〞 〟 ＂
+]);
+const SINGLE_LIKE = new Set([
+  '\u2018', '\u2019', '\u201A', '\u201B', //  ‘ ’ ‚ ‛
+  '\u2032', '\u2035',                     //  ′ ‵  (prime, reversed prime)
+  '\u2039', '\u203A', '\uFF07',           //  ‹ › ＇
+]);
 const BLANK = /[\s\u00A0\u2007\u202F]/;                              // incl. no-break spaces from web pages
+const WORD_CHAR = /[\p{L}\p{N}]/u;
 
 const isBlank = (c: string | undefined) => c === undefined || BLANK.test(c);
+/** A single-like quote closes unless a letter or digit follows it (then it is an apostrophe: Bob’s). */
+const singleCloses = (next: string | undefined) => next === undefined || !WORD_CHAR.test(next);
+export const isDoubleLike = (c: string) => c === '"' || DOUBLE_LIKE.has(c);
+export const isSingleLike = (c: string) => c === "'" || SINGLE_LIKE.has(c);
 
-type QuoteState = null | '"' | "'" | 'dq' | 'sq';
+type Quote = { kind: 'double' | 'single'; ascii: boolean; nested: boolean };
 
 /**
  * Split one command line into words like a POSIX shell (without expansions): blanks separate words,
- * "…" and '…' group (backslash escapes inside "…" and outside quotes), typographic quotes group too.
+ * "…" and '…' group (backslash escapes inside "…" and outside quotes), and so do the typographic quotes
+ * people paste, in any opening/closing pairing:
+ * - a typographic double quote (“ ” „ ‟ ″ ‶ « » …) opens anywhere and any double-like quote closes it;
+ * - a typographic single quote (‘ ’ ‚ ‛ ′ ‵ …) opens at the start of a word or after `=`, and a
+ *   single-like quote closes it when no letter or digit follows (else it is an apostrophe: Bob’s);
+ * - "…" may also end at a typographic double quote followed by a blank or a comma ("value″), unless
+ *   that quote closes a typographic pair inside ("say “hi” now"); '…' may end at a typographic single one;
+ * - an unmatched ASCII ' inside a word is an apostrophe (Bob's).
+ * Should that reading leave a quote open, the line is read once more the strict POSIX way (ASCII quotes
+ * close only with themselves) before it is refused.
  */
 export function splitLine(line: string): string[] {
+  try {
+    return split(line, false);
+  } catch (e) {
+    if (!(e instanceof ArgError)) throw e;
+    return split(line, true);
+  }
+}
+
+function split(line: string, posix: boolean): string[] {
   const words: string[] = [];
   let cur = '';
   let inWord = false;
-  let q: QuoteState = null;
+  let q: Quote | null = null;
   const chars = Array.from(line);
   for (let i = 0; i < chars.length; i++) {
-    const c = chars[i];
-    const atWordStart = !inWord || cur.endsWith('=') && !q;
+    const c = chars[i]!;
+    const next = chars[i + 1];
     if (q === null) {
       if (isBlank(c)) {
         if (inWord) { words.push(cur); cur = ''; inWord = false; }
         continue;
       }
+      const atWordStart = !inWord || cur.endsWith('=');
       inWord = true;
-      if (c === '\\' && i + 1 < chars.length) { cur += chars[++i]; continue; }
-      if (c === '"' || c === "'") { q = c; continue; }
-      if (DQ_OPEN.has(c)) { q = 'dq'; continue; }
-      if (SQ_OPEN.has(c) && atWordStart) { q = 'sq'; continue; }
+      if (c === '\\' && next !== undefined) { cur += chars[++i]; continue; }
+      if (c === "'" && !posix && !atWordStart && !chars.slice(i + 1).includes("'")) { cur += c; continue; } // Bob's
+      if (c === '"' || c === "'") { q = { kind: c === '"' ? 'double' : 'single', ascii: true, nested: false }; continue; }
+      if (DOUBLE_LIKE.has(c)) { q = { kind: 'double', ascii: false, nested: false }; continue; }
+      if (SINGLE_LIKE.has(c) && atWordStart) { q = { kind: 'single', ascii: false, nested: false }; continue; }
       cur += c;
-    } else if (q === "'") {
-      if (c === "'") q = null; else cur += c;
-    } else if (q === '"') {
-      if (c === '\\' && (chars[i + 1] === '"' || chars[i + 1] === '\\')) { cur += chars[++i]; continue; }
-      if (c === '"') q = null; else cur += c;
-    } else if (q === 'dq') {
-      if (DQ_CLOSE.has(c)) q = null; else cur += c;
-    } else { // 'sq'
-      if (SQ_CLOSE.has(c) && isBlank(chars[i + 1])) q = null; else cur += c;
+      continue;
+    }
+    if (q.kind === 'double') {
+      if (q.ascii && c === '\\' && (next === '"' || next === '\\')) { cur += chars[++i]; continue; }
+      if (q.ascii && c === '"') { q = null; continue; }
+      if (!isDoubleLike(c) || (q.ascii && posix)) { cur += c; continue; }
+      if (!q.ascii) { q = null; continue; }
+      // a typographic quote inside "…": part of a pair inside, or the end of a pasted "value″
+      if (q.nested) { q.nested = false; cur += c; continue; }
+      if (isBlank(next) || next === ',') { q = null; continue; }
+      q.nested = true;
+      cur += c;
+    } else {
+      if (q.ascii && c === "'") { q = null; continue; }
+      if (isSingleLike(c) && !(q.ascii && posix) && singleCloses(next)) { q = null; continue; }
+      cur += c;
     }
   }
   if (q !== null) throw new ArgError('unterminated quote in command line');
@@ -62,33 +104,36 @@ export function splitLine(line: string): string[] {
 }
 
 /**
- * Words that already went through a real shell (process.argv): straight quotes are gone, but typographic
- * quotes survive and may span several argv entries (`description=“Standard web rules”` arrives as three
- * words). Join such spans back and drop the typographic quote marks; straight quotes stay literal.
+ * Words that already went through a real shell (process.argv): ASCII quotes are gone, but typographic
+ * quotes survive and may span several argv entries (`description=”Standard web rules”` arrives as three
+ * words). Join such spans back (with one space: the shell kept no more) and drop the typographic quote
+ * marks, in any opening/closing pairing; ASCII quotes still in argv were escaped on purpose and stay.
  */
 export function normalizeArgv(argv: string[]): string[] {
   const out: string[] = [];
   let pending: string | null = null;      // text of a word inside an open typographic quote
-  let closeSet: Set<string> | null = null;
+  let open: 'double' | 'single' | null = null;
   for (const word of argv) {
     let cur: string = pending === null ? '' : pending + ' ';
     const chars = Array.from(word);
     for (let i = 0; i < chars.length; i++) {
-      const c = chars[i];
-      if (closeSet) {
-        const closes = closeSet === DQ_CLOSE ? DQ_CLOSE.has(c) : SQ_CLOSE.has(c) && i === chars.length - 1;
-        if (closes) { closeSet = null; continue; }
-        cur += c;
+      const c = chars[i]!;
+      if (open === 'double') {
+        if (DOUBLE_LIKE.has(c)) open = null; else cur += c;
+        continue;
+      }
+      if (open === 'single') {
+        if (SINGLE_LIKE.has(c) && singleCloses(chars[i + 1])) open = null; else cur += c;
         continue;
       }
       const atWordStart = i === 0 || chars[i - 1] === '=' && !cur.slice(0, -1).includes('=');
-      if (DQ_OPEN.has(c)) { closeSet = DQ_CLOSE; continue; }
-      if (SQ_OPEN.has(c) && atWordStart) { closeSet = SQ_CLOSE; continue; }
+      if (DOUBLE_LIKE.has(c)) { open = 'double'; continue; }
+      if (SINGLE_LIKE.has(c) && atWordStart) { open = 'single'; continue; }
       cur += c;
     }
-    if (closeSet) { pending = cur; } else { out.push(cur); pending = null; }
+    if (open) { pending = cur; } else { out.push(cur); pending = null; }
   }
-  if (closeSet) throw new ArgError('unterminated quote in command line');
+  if (open) throw new ArgError('unterminated quote in command line');
   return out;
 }
 

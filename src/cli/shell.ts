@@ -22,6 +22,8 @@ async function runLine(s: Session, line: string): Promise<number | null> {
     s.err.write(`Error: ${(e as Error).message}\n`);
     return 2;
   }
+  // a line pasted with the program name in front (as documents print it) means the same command
+  if (words[0] === 'palisade' && words.length > 1) words = words.slice(1);
   const w0 = words[0]?.toLowerCase();
   if (w0 === 'exit' || w0 === 'quit') return null;
   return runWords(s, words);

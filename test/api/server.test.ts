@@ -20,7 +20,9 @@ async function raw(params: Record<string, string>, method: 'GET' | 'POST' = 'GET
   const r = method === 'GET'
     ? await fetch(`${s.url}?${qs}`)
     : await fetch(s.url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: qs });
-  return { status: r.status, type: r.headers.get('content-type'), body: JSON.parse(await r.text()) };
+  const text = await r.text();
+  // a request without response=json is answered in XML (CloudStack's default): kept as text
+  return { status: r.status, type: r.headers.get('content-type'), body: r.headers.get('content-type')?.startsWith('application/json') ? JSON.parse(text) : text };
 }
 const future = () => formatExpires(new Date(Date.now() + 300_000));
 

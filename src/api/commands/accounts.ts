@@ -1,6 +1,7 @@
 // Accounts, users, domains: createAccount, listAccounts, deleteAccount, listDomains, createDomain,
 // listUsers, registerUserKeys — CloudStack response shapes.
 import { containsCi, startsWith } from '../../store/queries/like.js';
+import { inList } from '../../store/queries/batch.js';
 import { randomBytes, scryptSync } from 'node:crypto';
 import { ApiError, paramError, permissionDenied, resourceInUse, type CommandContext, type CommandDef } from '../command.js';
 import { CallerAccess, domainSubtree, findDomainByUuid } from '../access.js';
@@ -8,6 +9,7 @@ import { displayDomainPath, insertAccount, insertDomain, insertUser, newApiKey }
 import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, pageOf, paging } from './common.js';
 import { isUuid } from '../params.js';
 import { deleteGroupCascade } from './securitygroups.js';
+import { lockDomain } from '../../store/queries/lock.js';
 
 const ROLE_TYPE: Record<number, string> = { 0: 'User', 1: 'Admin', 2: 'DomainAdmin' };
 
@@ -23,8 +25,8 @@ async function userResponses(db: Db, where: { accountIds?: number[]; userIds?: n
     .select(['u.id', 'u.uuid', 'u.username', 'u.firstname', 'u.lastname', 'u.email', 'u.created', 'u.state', 'u.apikey', 'u.account_id',
       'a.name as account', 'a.uuid as accountid', 'a.type', 'd.uuid as domainid', 'd.name as domain', 'd.path'])
     .where('u.removed', 'is', null);
-  if (where.accountIds) q = q.where('u.account_id', 'in', where.accountIds.length ? where.accountIds : [-1]);
-  if (where.userIds) q = q.where('u.id', 'in', where.userIds.length ? where.userIds : [-1]);
+  if (where.accountIds) q = q.where(inList(db, 'u.account_id', where.accountIds));
+  if (where.userIds) q = q.where(inList(db, 'u.id', where.userIds));
   const rows = await q.orderBy('u.id').execute();
   return rows.map((r) => ({
     accountId: r.account_id,
@@ -41,7 +43,7 @@ async function accountResponses(db: Db, ids: number[]) {
   if (ids.length === 0) return [];
   const rows = await db.selectFrom('accounts as a').innerJoin('domains as d', 'd.id', 'a.domain_id')
     .select(['a.id', 'a.uuid', 'a.name', 'a.type', 'a.state', 'a.created', 'd.uuid as domainid', 'd.name as domain', 'd.path'])
-    .where('a.id', 'in', ids).orderBy('a.id').execute();
+    .where(inList(db, 'a.id', ids)).orderBy('a.id').execute();
   const users = await userResponses(db, { accountIds: ids });
   return rows.map((r) => ({
     id: r.uuid, name: r.name, accounttype: r.type, roletype: ROLE_TYPE[r.type], domainid: r.domainid, domain: r.domain,
@@ -127,10 +129,12 @@ const listAccounts: CommandDef = {
         const d = await findDomainByUuid(ctx.db, duuid);
         if (!d) throw paramError(`Domain id=${duuid} doesn't exist`);
         await (ctx.access as CallerAccess).checkDomain(d.id, d.uuid);
-        q = q.where('domain_id', 'in', p.bool('isrecursive') || p.bool('listall') ? await domainSubtree(ctx.db, d.path) : [d.id]);
+        q = q.where(inList(ctx.db, 'domain_id', p.bool('isrecursive') || p.bool('listall') ? await domainSubtree(ctx.db, d.path) : [d.id]));
       } else {
-        q = q.where('domain_id', 'in', await domainSubtree(ctx.db, c.domainPath));
+        q = q.where(inList(ctx.db, 'domain_id', await domainSubtree(ctx.db, c.domainPath)));
       }
+      // as for every other list: a domain admin does not see the root-admin accounts it may not act on
+      if (c.role === 'domainadmin') q = q.where('type', '!=', 1);
     }
     const id = p.str('id');
     if (id) q = q.where('uuid', '=', id);
@@ -180,8 +184,8 @@ const deleteAccount: CommandDef = {
 async function domainResponses(db: Db, rows: { id: number; uuid: string; name: string; path: string; parent_id: number | null; created: string }[]) {
   if (rows.length === 0) return [];
   const parentIds = rows.map((r) => r.parent_id).filter((x): x is number => x !== null);
-  const parents = parentIds.length ? await db.selectFrom('domains').select(['id', 'uuid', 'name']).where('id', 'in', parentIds).execute() : [];
-  const children = await db.selectFrom('domains').select('parent_id').where('parent_id', 'in', rows.map((r) => r.id)).where('removed', 'is', null).execute();
+  const parents = await db.selectFrom('domains').select(['id', 'uuid', 'name']).where(inList(db, 'id', [...new Set(parentIds)])).execute();
+  const children = await db.selectFrom('domains').select('parent_id').where(inList(db, 'parent_id', rows.map((r) => r.id))).where('removed', 'is', null).execute();
   return rows.map((r) => {
     const parent = parents.find((x) => x.id === r.parent_id);
     return {
@@ -246,8 +250,11 @@ const createDomain: CommandDef = {
       : await ctx.db.selectFrom('domains').selectAll().where('id', '=', ctx.caller.domainId).executeTakeFirst();
     if (!parent) throw paramError(`Unable to find domain by id=${puuid}`);
     await (ctx.access as CallerAccess).checkDomain(parent.id, parent.uuid);
-    const dup = await ctx.db.selectFrom('domains').select('id').where('parent_id', '=', parent.id).where('name', '=', name).where('removed', 'is', null).executeTakeFirst();
-    if (dup) throw paramError(`Domain with name ${name} already exists for the parent id=${parent.uuid}`);
+    // CloudStack's MySQL collation compares domain names without case: `D1` and `d1` would be one name there.
+    // The parent's lock makes check-then-insert atomic on PostgreSQL.
+    await lockDomain(ctx.db, parent.id);
+    const siblings = await ctx.db.selectFrom('domains').select('name').where('parent_id', '=', parent.id).where('removed', 'is', null).execute();
+    if (siblings.some((d) => d.name.toLowerCase() === name.toLowerCase())) throw paramError(`Domain with name ${name} already exists for the parent id=${parent.uuid}`);
     const d = await insertDomain(ctx.db, name, parent, ctx.now);
     ctx.event({ type: 'DOMAIN.CREATE', description: `creating Domain. Domain Name: ${name}`, resourceType: 'Domain', resourceUuid: d.uuid, resourceName: name });
     const [value] = await domainResponses(ctx.db, [{ ...d, parent_id: parent.id, created: ctx.now }]);
@@ -282,7 +289,9 @@ const listUsers: CommandDef = {
         await (ctx.access as CallerAccess).checkDomain(d.id, d.uuid);
         domainIds = p.bool('isrecursive') || p.bool('listall') ? await domainSubtree(ctx.db, d.path) : [d.id];
       } else domainIds = await domainSubtree(ctx.db, c.domainPath);
-      accountIds = (await ctx.db.selectFrom('accounts').select('id').where('domain_id', 'in', domainIds).where('removed', 'is', null).execute()).map((r) => r.id);
+      let aq = ctx.db.selectFrom('accounts').select('id').where(inList(ctx.db, 'domain_id', domainIds)).where('removed', 'is', null);
+      if (c.role === 'domainadmin') aq = aq.where('type', '!=', 1); // root-admin users (and their API keys) stay hidden
+      accountIds = (await aq.execute()).map((r) => r.id);
     }
     let users = await userResponses(ctx.db, { accountIds });
     const id = p.str('id'); if (id) users = users.filter((u) => u.value.id === id);

@@ -1,6 +1,7 @@
 // listApis: every command with its parameters, as CloudStack's ApiDiscoveryService shapes it
 // (api[].name, description, isasync, since, related, params[] {name, description, type, required, length}, response[]).
 import { paramError, type CommandDef } from '../command.js';
+import { DEFAULT_STRING_LENGTH } from '../limits.js';
 
 /** Response fields per response object, so API-discovering clients can show columns. */
 const RESPONSE_FIELDS: Record<string, string[]> = {
@@ -18,6 +19,7 @@ const RESPONSE_FIELDS: Record<string, string[]> = {
   virtualmachine: ['id', 'name', 'displayname', 'instancename', 'account', 'domainid', 'domain', 'zoneid', 'hostid', 'hostname', 'state', 'nic', 'securitygroup', 'securitygroupsyncstate', 'created'],
   nic: ['id', 'networkid', 'ipaddress', 'ip6address', 'macaddress', 'isdefault', 'secondaryip', 'virtualmachineid'],
   nicsecondaryip: ['id', 'ipaddress', 'nicid', 'networkid', 'virtualmachineid'],
+  project: ['id', 'name', 'displaytext', 'domainid', 'domain', 'account', 'state', 'tags', 'created'],
   api: ['name', 'description', 'isasync', 'since', 'related', 'params', 'response', 'type'],
 };
 
@@ -45,7 +47,7 @@ export function makeListApis(all: () => CommandDef[]): CommandDef {
           ...(c.since ? { since: c.since } : {}),
           related: '',
           params: c.params.map((p) => ({
-            name: p.name, description: p.description, type: p.type === 'map' ? 'map' : p.type, length: 255, required: !!p.required,
+            name: p.name, description: p.description, type: p.type === 'map' ? 'map' : p.type, length: p.length ?? DEFAULT_STRING_LENGTH, required: !!p.required,
             ...(p.since ? { since: p.since } : {}), related: '',
           })),
           response,

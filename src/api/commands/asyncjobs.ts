@@ -1,5 +1,6 @@
 // queryAsyncJobResult / listAsyncJobs: CloudStack's AsyncJobResponse.
 import { containsCi } from '../../store/queries/like.js';
+import { inList } from '../../store/queries/batch.js';
 import type { Selectable } from 'kysely';
 import type { AsyncJobTable } from '../../store/schema.js';
 import { paramError, type CommandDef } from '../command.js';
@@ -52,8 +53,8 @@ export const listAsyncJobs: CommandDef = {
     const scope = await ctx.access.listScope(ctx.params);
     const pg = paging(ctx.params);
     let q = jobQuery(ctx.db);
-    if (scope.accountIds) q = q.where('j.account_id', 'in', scope.accountIds);
-    if (scope.domainIds) q = q.where('a.domain_id', 'in', scope.domainIds);
+    if (scope.accountIds) q = q.where(inList(ctx.db, 'j.account_id', scope.accountIds));
+    if (scope.domainIds) q = q.where(inList(ctx.db, 'a.domain_id', scope.domainIds));
     const start = ctx.params.str('startdate');
     if (start) q = q.where('j.created', '>=', dateBound(start, false, 'listasyncjobs'));
     const kw = ctx.params.str('keyword');

@@ -3,6 +3,7 @@ import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../../store/schema.js';
 import { paramError, type ParamDef, type Params } from '../command.js';
 import { displayDomainPath } from '../../store/queries/accounts.js';
+import { inList } from '../../store/queries/batch.js';
 
 type Q = Transaction<Database> | Kysely<Database>;
 
@@ -54,7 +55,7 @@ export async function ownerInfo(db: Q, accountIds: number[]): Promise<Map<number
   for (let i = 0; i < ids.length; i += 500) {
     const rows = await db.selectFrom('accounts as a').innerJoin('domains as d', 'd.id', 'a.domain_id')
       .select(['a.id', 'a.name', 'a.uuid', 'd.uuid as duuid', 'd.name as dname', 'd.path'])
-      .where('a.id', 'in', ids.slice(i, i + 500)).execute();
+      .where(inList(db, 'a.id', ids.slice(i, i + 500))).execute();
     for (const r of rows) out.set(r.id, { account: r.name, accountUuid: r.uuid, domainid: r.duuid, domain: r.dname, domainpath: displayDomainPath(r.path) });
   }
   return out;

@@ -2,6 +2,7 @@
 import { paramError, type CommandDef } from '../command.js';
 import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, dateBound, ownerInfo, paging } from './common.js';
 import { containsCi } from '../../store/queries/like.js';
+import { inList } from '../../store/queries/batch.js';
 
 const TYPE_ALIASES: Record<string, string> = { 'SECURITY.GROUP.AUTHORIZE': 'SG.AUTH.INGRESS' };
 
@@ -28,8 +29,8 @@ export const listEvents: CommandDef = {
     const scope = await ctx.access.listScope(p);
     let q = ctx.db.selectFrom('events as e').leftJoin('users as u', 'u.id', 'e.user_id')
       .selectAll('e').select('u.username');
-    if (scope.accountIds) q = q.where('e.account_id', 'in', scope.accountIds.length ? scope.accountIds : [-1]);
-    if (scope.domainIds) q = q.where('e.domain_id', 'in', scope.domainIds.length ? scope.domainIds : [-1]);
+    if (scope.accountIds) q = q.where(inList(ctx.db, 'e.account_id', scope.accountIds));
+    if (scope.domainIds) q = q.where(inList(ctx.db, 'e.domain_id', scope.domainIds));
     const id = p.str('id'); if (id) q = q.where('e.uuid', '=', id);
     const type = p.str('type');
     if (type) q = q.where('e.type', '=', TYPE_ALIASES[type.toUpperCase()] ?? type.toUpperCase());

@@ -8,6 +8,7 @@ import { ACL_LIST_PARAMS, LIST_PARAMS, OWNER_PARAMS, ownerInfo, paging } from '.
 import { isUuid } from '../params.js';
 import { isValidCidr } from './cidr.js';
 import { lockAccount, lockGroup } from '../../store/queries/lock.js';
+import { inList, valuesChunks } from '../../store/queries/batch.js';
 
 type Ctx = CommandContext;
 type Db = Ctx['db'];
@@ -172,8 +173,8 @@ export async function deleteGroupCascade(ctx: Ctx, groupId: number): Promise<voi
   const ruleIds = (await ctx.db.selectFrom('security_group_rules').select('id').where('group_id', '=', groupId).execute()).map((r) => r.id);
   const allRuleIds = [...new Set([...ruleIds, ...referencing.map((r) => r.id)])];
   if (allRuleIds.length) {
-    await ctx.db.deleteFrom('tags').where('resource_type', '=', 'SecurityGroupRule').where('resource_id', 'in', allRuleIds).execute();
-    await ctx.db.deleteFrom('security_group_rules').where('id', 'in', allRuleIds).execute();
+    await ctx.db.deleteFrom('tags').where('resource_type', '=', 'SecurityGroupRule').where(inList(ctx.db, 'resource_id', allRuleIds)).execute();
+    await ctx.db.deleteFrom('security_group_rules').where(inList(ctx.db, 'id', allRuleIds)).execute();
   }
   await ctx.db.deleteFrom('tags').where('resource_type', '=', 'SecurityGroup').where('resource_id', '=', groupId).execute();
   await ctx.db.deleteFrom('security_group_vm_map').where('group_id', '=', groupId).execute();
@@ -391,10 +392,11 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
         rows.push({ uuid: randomUUID(), cidr: c, allowed_group_id: null });
       }
       if (rows.length === 0) throw internalError(`Failed to authorize security group ${dir} rule(s)`);
-      const inserted = await ctx.db.insertInto('security_group_rules').values(rows.map((r) => ({
+      const inserted: { id: number }[] = [];
+      for (const part of valuesChunks(rows.map((r) => ({
         uuid: r.uuid, group_id: g.id, type: dir, protocol: spec.protocol, start_port: spec.start, end_port: spec.end,
         cidr: r.cidr, allowed_group_id: r.allowed_group_id, created: ctx.now,
-      }))).returning('id').execute();
+      })))) inserted.push(...await ctx.db.insertInto('security_group_rules').values(part).returning('id').execute());
       ctx.event({
         type: dir === 'ingress' ? 'SG.AUTH.INGRESS' : 'SG.AUTH.EGRESS', description: describeAuthorize(dir, p).replace(/group: [^ ]+ to/, `group: ${g.uuid} to`),
         resourceType: 'SecurityGroup', resourceUuid: g.uuid, resourceName: g.name, accountId: g.account_id, domainId: g.domain_id,

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { paramError, type CommandContext, type CommandDef } from '../command.js';
 import { ACL_LIST_PARAMS, LIST_PARAMS, ownerInfo, paging } from './common.js';
 import { containsCi } from '../../store/queries/like.js';
+import { inList } from '../../store/queries/batch.js';
 
 type Ctx = CommandContext;
 
@@ -90,7 +91,7 @@ const deleteTags: CommandDef = {
       await ctx.access.checkAccess(res.accountId, res.domainId);
       const rows = await ctx.db.selectFrom('tags').select(['id', 'key', 'value']).where('resource_type', '=', type).where('resource_id', '=', res.id).execute();
       const victims = rows.filter((r) => !filters || filters.some((f) => f.key === r.key && (f.value === undefined || f.value === r.value)));
-      if (victims.length) await ctx.db.deleteFrom('tags').where('id', 'in', victims.map((v) => v.id)).execute();
+      if (victims.length) await ctx.db.deleteFrom('tags').where(inList(ctx.db, 'id', victims.map((v) => v.id))).execute();
       deleted += victims.length;
       ctx.event({ type: 'DELETE_TAGS', description: `deleting tags on ${type} ${res.uuid}`, resourceType: type, resourceUuid: res.uuid, accountId: res.accountId, domainId: res.domainId });
     }
@@ -117,8 +118,8 @@ const listTags: CommandDef = {
     const pg = paging(p);
     const scope = await ctx.access.listScope(p);
     let q = ctx.db.selectFrom('tags').selectAll();
-    if (scope.accountIds) q = q.where('account_id', 'in', scope.accountIds.length ? scope.accountIds : [-1]);
-    if (scope.domainIds) q = q.where('domain_id', 'in', scope.domainIds.length ? scope.domainIds : [-1]);
+    if (scope.accountIds) q = q.where(inList(ctx.db, 'account_id', scope.accountIds));
+    if (scope.domainIds) q = q.where(inList(ctx.db, 'domain_id', scope.domainIds));
     const rt = p.str('resourcetype'); if (rt) q = q.where('resource_type', '=', resourceType(rt));
     const rid = p.str('resourceid'); if (rid) q = q.where('resource_uuid', '=', rid);
     const key = p.str('key'); if (key) q = q.where('key', '=', key);

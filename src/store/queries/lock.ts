@@ -14,3 +14,9 @@ export async function lockAccount(db: Transaction<Database> | Kysely<Database>, 
   if (isSqlite(db)) return;
   await db.selectFrom('accounts').select('id').where('id', '=', accountId).forUpdate().execute();
 }
+
+/** Serialises creators of child domains under one parent (the case-insensitive sibling-name check) on PostgreSQL. */
+export async function lockDomain(db: Transaction<Database> | Kysely<Database>, domainId: number): Promise<void> {
+  if (isSqlite(db)) return;
+  await db.selectFrom('domains').select('id').where('id', '=', domainId).forUpdate().execute();
+}

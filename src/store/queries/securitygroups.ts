@@ -1,6 +1,7 @@
 // Security group queries: filtered, paged listing with batch loading of rules, tags, members and
 // owners for one page (a constant number of queries per page, never one per group).
 import { containsCi } from './like.js';
+import { inList } from './batch.js';
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../schema.js';
 
@@ -21,9 +22,9 @@ export interface GroupFilter {
 
 function filtered(db: Q, f: GroupFilter) {
   let q = db.selectFrom('security_groups as g');
-  if (f.accountIds) q = q.where('g.account_id', 'in', f.accountIds.length ? f.accountIds : [-1]);
-  if (f.domainIds) q = q.where('g.domain_id', 'in', f.domainIds.length ? f.domainIds : [-1]);
-  if (f.groupIds) q = q.where('g.id', 'in', f.groupIds.length ? f.groupIds : [-1]);
+  if (f.accountIds) q = q.where(inList(db, 'g.account_id', f.accountIds));
+  if (f.domainIds) q = q.where(inList(db, 'g.domain_id', f.domainIds));
+  if (f.groupIds) q = q.where(inList(db, 'g.id', f.groupIds));
   if (f.id !== undefined) q = q.where('g.uuid', '=', f.id);
   if (f.name !== undefined) q = q.where('g.name', '=', f.name);
   if (f.keyword !== undefined) {
@@ -67,16 +68,16 @@ export async function loadGroups(db: Q, ids: number[], opts: { members?: boolean
   const b: GroupBundle = { groups: [], rules: [], referenced: new Map(), tags: [], members: new Map() };
   if (ids.length === 0) return b;
   for (const part of chunk(ids)) {
-    b.groups.push(...await db.selectFrom('security_groups').select(['id', 'uuid', 'name', 'description', 'account_id', 'domain_id']).where('id', 'in', part).execute());
+    b.groups.push(...await db.selectFrom('security_groups').select(['id', 'uuid', 'name', 'description', 'account_id', 'domain_id']).where(inList(db, 'id', part)).execute());
     let rq = db.selectFrom('security_group_rules')
-      .select(['id', 'uuid', 'group_id', 'type', 'protocol', 'start_port', 'end_port', 'cidr', 'allowed_group_id']).where('group_id', 'in', part);
-    if (opts.ruleIds) rq = rq.where('id', 'in', opts.ruleIds.length ? opts.ruleIds : [-1]);
+      .select(['id', 'uuid', 'group_id', 'type', 'protocol', 'start_port', 'end_port', 'cidr', 'allowed_group_id']).where(inList(db, 'group_id', part));
+    if (opts.ruleIds) rq = rq.where(inList(db, 'id', opts.ruleIds));
     b.rules.push(...await rq.orderBy('id').execute());
     b.tags.push(...await db.selectFrom('tags').select(['resource_type', 'resource_id', 'key', 'value', 'account_id', 'domain_id', 'customer'])
-      .where('resource_type', '=', 'SecurityGroup').where('resource_id', 'in', part).orderBy('id').execute());
+      .where('resource_type', '=', 'SecurityGroup').where(inList(db, 'resource_id', part)).orderBy('id').execute());
     if (opts.members !== false) {
       const rows = await db.selectFrom('security_group_vm_map as m').innerJoin('vms as v', 'v.id', 'm.vm_id')
-        .select(['m.group_id', 'v.uuid']).where('m.group_id', 'in', part).where('v.removed', 'is', null).orderBy('v.id').execute();
+        .select(['m.group_id', 'v.uuid']).where(inList(db, 'm.group_id', part)).where('v.removed', 'is', null).orderBy('v.id').execute();
       for (const r of rows) {
         const l = b.members.get(r.group_id) ?? [];
         l.push(r.uuid);
@@ -86,15 +87,15 @@ export async function loadGroups(db: Q, ids: number[], opts: { members?: boolean
   }
   // rule tags by sub-select on the page's groups: one query however many rules the page has
   for (const part of chunk(ids)) {
-    let sub = db.selectFrom('security_group_rules').select('id').where('group_id', 'in', part);
-    if (opts.ruleIds) sub = sub.where('id', 'in', opts.ruleIds.length ? opts.ruleIds : [-1]);
+    let sub = db.selectFrom('security_group_rules').select('id').where(inList(db, 'group_id', part));
+    if (opts.ruleIds) sub = sub.where(inList(db, 'id', opts.ruleIds));
     b.tags.push(...await db.selectFrom('tags').select(['resource_type', 'resource_id', 'key', 'value', 'account_id', 'domain_id', 'customer'])
       .where('resource_type', '=', 'SecurityGroupRule').where('resource_id', 'in', sub).orderBy('id').execute());
   }
   const refIds = [...new Set(b.rules.map((r) => r.allowed_group_id).filter((x): x is number => x !== null))];
   for (const part of chunk(refIds)) {
     const rows = await db.selectFrom('security_groups as g').innerJoin('accounts as a', 'a.id', 'g.account_id')
-      .select(['g.id', 'g.name', 'a.name as account']).where('g.id', 'in', part).execute();
+      .select(['g.id', 'g.name', 'a.name as account']).where(inList(db, 'g.id', part)).execute();
     for (const r of rows) b.referenced.set(r.id, { name: r.name, account: r.account });
   }
   return b;

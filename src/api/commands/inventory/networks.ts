@@ -1,5 +1,6 @@
 // Shared guest networks: createNetwork, listNetworks, deleteNetwork. A network belongs to a domain and
 // is usable by every account of that domain and its subdomains (CloudStack's Domain ACL with subdomain access).
+import { inList } from '../../../store/queries/batch.js';
 import { paramError, resourceInUse, type CommandContext, type CommandDef } from '../../command.js';
 import { netmaskPrefix, parseCidr6, parseIpv4, parseIpv6, subnet4, inSubnet4, formatIpv6 } from './addresses.js';
 import {
@@ -175,13 +176,13 @@ const listNetworks: CommandDef = {
       // usable (own and ancestor domains) plus, for domain admins, everything in their subtree
       const visible = new Set(await domainAncestors(ctx.db, ctx.caller.domainId));
       if (ctx.caller.role === 'domainadmin') for (const d of await domainSubtree(ctx.db, ctx.caller.domainId)) visible.add(d);
-      q = q.where('domain_id', 'in', [...visible]);
+      q = q.where(inList(ctx.db, 'domain_id', [...visible]));
     }
     if (p.has('domainid') && ctx.caller.role !== 'user') {
       const d = await ctx.db.selectFrom('domains').select('id').where('uuid', '=', p.str('domainid')!).executeTakeFirst();
       if (!d) return { list: 'network', items: [] };
       const ids = p.bool('isrecursive') ? await domainSubtree(ctx.db, d.id) : [d.id];
-      q = q.where('domain_id', 'in', ids);
+      q = q.where(inList(ctx.db, 'domain_id', ids));
     }
     const kw = p.str('keyword');
     const rows = (await q.orderBy('id').execute()).filter((n) => matchesKeyword(kw, n.name, n.display_text));

@@ -1,5 +1,6 @@
 // Where VMs go and which groups they join: host choice (least loaded), security-group resolution
 // (CloudStack's ids-xor-names, the owner's lazily created `default`), and VM name rules.
+import { inList } from '../../../store/queries/batch.js';
 import { paramError, permissionDenied, type CommandContext } from '../../command.js';
 import { notFound, serverCapacity, uuid, type Tx } from './common.js';
 import type { HostRow } from './views.js';
@@ -98,7 +99,7 @@ export async function checkNameFree(ctx: CommandContext, name: string, networkId
   if (!networkIds.length) return;
   let q = ctx.db.selectFrom('vms').innerJoin('nics', 'nics.vm_id', 'vms.id').innerJoin('networks', 'networks.id', 'nics.network_id')
     .select(['vms.id as id', 'networks.name as network']).where('vms.name', '=', name).where('vms.removed', 'is', null)
-    .where('vms.state', '!=', 'Destroyed').where('nics.removed', 'is', null).where('nics.network_id', 'in', networkIds);
+    .where('vms.state', '!=', 'Destroyed').where('nics.removed', 'is', null).where(inList(ctx.db, 'nics.network_id', networkIds));
   if (exceptVmId !== undefined) q = q.where('vms.id', '!=', exceptVmId);
   const clash = await q.executeTakeFirst();
   if (clash) throw paramError(`Invalid name: the vm with hostName ${name} already exists in the network domain of network ${clash.network}`);

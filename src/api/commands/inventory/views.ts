@@ -7,6 +7,7 @@ import { displayDomainPath } from '../../../store/queries/accounts.js';
 import { csDate } from '../common.js';
 import { netmaskPrefix, parseIpv4, formatIpv4, subnet4 } from './addresses.js';
 import { isRootAdmin, type Tx } from './common.js';
+import { inList } from '../../../store/queries/batch.js';
 
 export type VmRow = Selectable<VmTable>;
 export type NicRow = Selectable<NicTable>;
@@ -21,13 +22,13 @@ async function byId<T extends { id: number }>(rows: Promise<T[]>): Promise<Map<n
 }
 
 async function names(db: Tx, accountIds: number[], domainIds: number[]) {
-  const accounts = accountIds.length ? await byId(db.selectFrom('accounts').select(['id', 'uuid', 'name']).where('id', 'in', uniq(accountIds)).execute()) : new Map();
-  const domains = domainIds.length ? await byId(db.selectFrom('domains').select(['id', 'uuid', 'name', 'path']).where('id', 'in', uniq(domainIds)).execute()) : new Map();
+  const accounts = accountIds.length ? await byId(db.selectFrom('accounts').select(['id', 'uuid', 'name']).where(inList(db, 'id', uniq(accountIds))).execute()) : new Map();
+  const domains = domainIds.length ? await byId(db.selectFrom('domains').select(['id', 'uuid', 'name', 'path']).where(inList(db, 'id', uniq(domainIds))).execute()) : new Map();
   return { accounts, domains };
 }
 
 async function zonesById(db: Tx, ids: number[]) {
-  return ids.length ? byId(db.selectFrom('zones').selectAll().where('id', 'in', uniq(ids)).execute()) : new Map<number, ZoneRow>();
+  return ids.length ? byId(db.selectFrom('zones').selectAll().where(inList(db, 'id', uniq(ids))).execute()) : new Map<number, ZoneRow>();
 }
 
 export function zoneView(z: ZoneRow): Record<string, unknown> {
@@ -78,7 +79,7 @@ export async function hostViews(db: Tx, rows: HostRow[]): Promise<Record<string,
   const counts = new Map<number, number>();
   if (rows.length) {
     const c = await db.selectFrom('vms').select(['host_id']).select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('host_id', 'in', rows.map((r) => r.id)).where('removed', 'is', null).groupBy('host_id').execute();
+      .where(inList(db, 'host_id', rows.map((r) => r.id))).where('removed', 'is', null).groupBy('host_id').execute();
     for (const r of c) if (r.host_id !== null) counts.set(r.host_id, Number(r.n));
   }
   return rows.map((h) => {
@@ -104,8 +105,8 @@ export async function hostViews(db: Tx, rows: HostRow[]): Promise<Record<string,
 export async function nicViews(db: Tx, nics: NicRow[], vmUuids: Map<number, string>): Promise<Map<number, Record<string, unknown>>> {
   const out = new Map<number, Record<string, unknown>>();
   if (!nics.length) return out;
-  const nets = await byId(db.selectFrom('networks').selectAll().where('id', 'in', uniq(nics.map((n) => n.network_id))).execute());
-  const secs = await db.selectFrom('nic_secondary_ips').selectAll().where('nic_id', 'in', nics.map((n) => n.id)).orderBy('id').execute();
+  const nets = await byId(db.selectFrom('networks').selectAll().where(inList(db, 'id', uniq(nics.map((n) => n.network_id)))).execute());
+  const secs = await db.selectFrom('nic_secondary_ips').selectAll().where(inList(db, 'nic_id', nics.map((n) => n.id))).orderBy('id').execute();
   const secByNic = new Map<number, typeof secs>();
   for (const s of secs) secByNic.set(s.nic_id, [...(secByNic.get(s.nic_id) ?? []), s]);
   for (const n of nics) {
@@ -134,13 +135,13 @@ export async function vmViews(ctx: CommandContext, rows: VmRow[]): Promise<Recor
   const { accounts, domains } = await names(db, rows.map((r) => r.account_id), rows.map((r) => r.domain_id));
   const zones = await zonesById(db, rows.map((r) => r.zone_id));
   const hostIds = uniq(rows.flatMap((r) => (r.host_id !== null ? [r.host_id] : [])));
-  const hosts = hostIds.length ? await byId(db.selectFrom('hosts').select(['id', 'uuid', 'name']).where('id', 'in', hostIds).execute()) : new Map();
-  const nics = await db.selectFrom('nics').selectAll().where('vm_id', 'in', vmIds).where('removed', 'is', null).orderBy('device_id').execute();
+  const hosts = hostIds.length ? await byId(db.selectFrom('hosts').select(['id', 'uuid', 'name']).where(inList(db, 'id', hostIds)).execute()) : new Map();
+  const nics = await db.selectFrom('nics').selectAll().where(inList(db, 'vm_id', vmIds)).where('removed', 'is', null).orderBy('device_id').execute();
   const nicView = await nicViews(db, nics, new Map(rows.map((r) => [r.id, r.uuid])));
   const maps = await db.selectFrom('security_group_vm_map').innerJoin('security_groups', 'security_groups.id', 'security_group_vm_map.group_id')
     .select(['security_group_vm_map.vm_id as vm_id', 'security_groups.id as id', 'security_groups.uuid as uuid', 'security_groups.name as name',
       'security_groups.description as description', 'security_groups.account_id as account_id', 'security_groups.domain_id as domain_id'])
-    .where('security_group_vm_map.vm_id', 'in', vmIds).orderBy('security_groups.id').execute();
+    .where(inList(db, 'security_group_vm_map.vm_id', vmIds)).orderBy('security_groups.id').execute();
   const sgNames = await names(db, maps.map((m) => m.account_id), maps.map((m) => m.domain_id));
   const admin = isRootAdmin(ctx); // CloudStack's full view (instance name, host) is for root admins
   return rows.map((vm) => {

@@ -9,6 +9,7 @@ import { checkNetworkUsable } from './networks.js';
 import { checkNameFree, ensureDefaultGroup, hostInZone, pickHost, resolveGroups, validateVmName } from './placement.js';
 import { vmView, vmViews, type NetworkRow, type VmRow } from './views.js';
 import { containsCi } from '../../../store/queries/like.js';
+import { inList, valuesChunks } from '../../../store/queries/batch.js';
 
 const vmEvent = (ctx: CommandContext, vm: VmRow, type: string, description: string) =>
   ctx.event({ type, description, resourceType: 'VirtualMachine', resourceUuid: vm.uuid, resourceName: vm.name, accountId: vm.account_id, domainId: vm.domain_id });
@@ -119,7 +120,7 @@ const deployVirtualMachine: CommandDef = {
     // CloudStack's instance name embeds the internal ids; host chain names derive from it.
     await ctx.db.updateTable('vms').set({ instance_name: `i-${owner.accountId}-${id}-VM` }).where('id', '=', id).execute();
     for (const [i, s] of specs.entries()) await insertNic(ctx, id, s, i, i === 0);
-    await ctx.db.insertInto('security_group_vm_map').values(groups.map((g) => ({ group_id: g, vm_id: id }))).execute();
+    for (const part of valuesChunks(groups.map((g) => ({ group_id: g, vm_id: id })))) await ctx.db.insertInto('security_group_vm_map').values(part).execute();
 
     const changes: Change[] = [{ kind: 'membership', vmId: id }, { kind: 'nic', vmId: id }, { kind: 'vmState', vmId: id }];
     if (host) changes.push({ kind: 'placement', vmId: id, fromHostId: null, toHostId: host.id });
@@ -307,7 +308,7 @@ const updateVirtualMachine: CommandDef = {
       if (groupsChanged) {
         // Unlike CloudStack (which demands a stopped VM), the new set applies live.
         await ctx.db.deleteFrom('security_group_vm_map').where('vm_id', '=', vm.id).execute();
-        await ctx.db.insertInto('security_group_vm_map').values(groups.map((g) => ({ group_id: g, vm_id: vm.id }))).execute();
+        for (const part of valuesChunks(groups.map((g) => ({ group_id: g, vm_id: vm.id })))) await ctx.db.insertInto('security_group_vm_map').values(part).execute();
         await markPending(ctx, vm.id);
         ctx.changed({ kind: 'membership', vmId: vm.id });
       }
@@ -345,11 +346,11 @@ const listVirtualMachines: CommandDef = {
     const scope = await ctx.access.listScope(p);
     if ((scope.accountIds && !scope.accountIds.length) || (scope.domainIds && !scope.domainIds.length)) return empty;
     let q = ctx.db.selectFrom('vms').select('id').where('removed', 'is', null);
-    if (scope.accountIds) q = q.where('account_id', 'in', scope.accountIds);
-    if (scope.domainIds) q = q.where('domain_id', 'in', scope.domainIds);
+    if (scope.accountIds) q = q.where(inList(ctx.db, 'account_id', scope.accountIds));
+    if (scope.domainIds) q = q.where(inList(ctx.db, 'domain_id', scope.domainIds));
     if (p.has('id')) q = q.where('uuid', '=', p.str('id')!);
     const ids = p.list('ids')?.filter((x) => x !== '');
-    if (ids?.length) q = q.where('uuid', 'in', ids);
+    if (ids?.length) q = q.where(inList(ctx.db, 'uuid', [...new Set(ids)]));
     if (p.has('name')) q = q.where(containsCi('name', p.str('name')!));
     const state = p.str('state');
     if (state !== undefined) {
@@ -387,7 +388,7 @@ const listVirtualMachines: CommandDef = {
     const all = (await q.orderBy('id').execute()).map((r) => r.id);
     const pageIds = pg.limit === null ? all.slice(pg.offset) : all.slice(pg.offset, pg.offset + pg.limit);
     if (!pageIds.length) return { list: 'virtualmachine', items: [], count: all.length };
-    const rows = await ctx.db.selectFrom('vms').selectAll().where('id', 'in', pageIds).orderBy('id').execute();
+    const rows = await ctx.db.selectFrom('vms').selectAll().where(inList(ctx.db, 'id', pageIds)).orderBy('id').execute();
     return { list: 'virtualmachine', items: await vmViews(ctx, rows), count: all.length };
   },
 };

@@ -1,0 +1,47 @@
+// The bounds every request is held to, in one place. Each is checked before the work it bounds: the body
+// size and parameter count before the body is decoded, the rest before anything is stored.
+// - body and parameter count: CloudStack's Jetty refuses form bodies over `request.content.size` (1 MiB by
+//   default) and more form keys than `maxFormKeys` (Jetty's default 1,000; CloudStack ≥ 4.18 raises it);
+// - string values: CloudStack's @Parameter(length) defaults to 255 and its ParamProcessWorker refuses
+//   longer values (431) — commands declare a different `length` where CloudStack does;
+// - list and map parameters: CloudStack has no explicit bound (only the body size); Palisade caps them so
+//   one request stays one bounded transaction;
+// - events: CloudStack's `event.description` column is varchar(1024).
+
+/** Largest request body accepted (bytes). */
+export const MAX_BODY_BYTES = 1024 * 1024;
+/** Most parameters (query string and form body together) in one request. */
+export const MAX_PARAMETERS = 1000;
+/** Longest parameter name (a map entry's name included). */
+export const MAX_PARAMETER_NAME_LENGTH = 255;
+/** Default longest value of a string parameter (characters), as CloudStack's @Parameter(length). */
+export const DEFAULT_STRING_LENGTH = 255;
+/** Most elements of one list parameter (`cidrlist=a,b,…`, `ids=…`). */
+export const MAX_LIST_ITEMS = 1000;
+/** Longest element of a list parameter. */
+export const MAX_LIST_ITEM_LENGTH = 255;
+/** Most entries of one map parameter (`tags[0].key=…`, `tags[1].key=…`). */
+export const MAX_MAP_ENTRIES = 100;
+/** Longest value of a map entry field (`tags[0].value`): resource_tags.key/value are varchar(255). */
+export const MAX_MAP_VALUE_LENGTH = 255;
+/** Largest map index accepted (`tags[999999].key`). */
+export const MAX_MAP_INDEX = 999_999;
+/** Longest stored event description (CloudStack: varchar(1024)). */
+export const MAX_EVENT_DESCRIPTION = 1024;
+/** Longest error text stored with a failed async job. */
+export const MAX_STORED_ERROR_TEXT = 4096;
+
+/** Cut `s` to at most `max` characters (code points), marking the cut. */
+export function bounded(s: string, max: number): string {
+  if (s.length <= max) return s;
+  const chars = Array.from(s);
+  if (chars.length <= max) return s;
+  return chars.slice(0, max - 1).join('') + '…';
+}
+
+/**
+ * Characters no parameter value may hold: C0 controls other than tab, LF and CR (NUL cannot be stored in
+ * PostgreSQL and none of them can appear in an XML response, even escaped), and the non-characters
+ * U+FFFE/U+FFFF.
+ */
+export const FORBIDDEN_CHARS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/;
