@@ -1,0 +1,117 @@
+// What a domain admin may list, against the real server: exactly what it may act on. Its domain's subtree
+// is compared by exact path (SQLite's LIKE ignores case, so /D1/ once matched a sibling /d1/), and
+// root-admin accounts inside its domain stay out of every list, as they stay out of its writes.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { startServer, type TestServer, type Creds } from '../helpers/server.js';
+
+let s: TestServer;
+let D1: { id: string; path: string };
+let dadmin: Creds;
+let rootish: Creds & { accountId: string };
+let sibling: Creds & { accountId: string };
+let rootishJob: string;
+
+async function makeUser(name: string, domainid: string, accounttype = 0): Promise<Creds & { accountId: string }> {
+  const r = await s.call('createAccount', { username: name, password: 'pw-' + name, email: `${name}@example.org`, firstname: name, lastname: 'T', domainid, accounttype });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  const acct = r.body.createaccountresponse.account;
+  const k = await s.call('registerUserKeys', { id: acct.user[0].id });
+  assert.equal(k.status, 200, JSON.stringify(k.body));
+  return { ...k.body.registeruserkeysresponse.userkeys, accountId: acct.id };
+}
+
+before(async () => {
+  s = await startServer();
+  const d = (await s.call('createDomain', { name: 'D1' })).body.createdomainresponse.domain;
+  D1 = { id: d.id, path: d.path };
+  dadmin = await makeUser('d1admin', d.id, 2);
+  await makeUser('d1user', d.id);
+  // A sibling `d1`, as a store written before createDomain refused it holds it (written directly: the API
+  // now refuses it, see below).
+  const db = new Database(path.join(s.dataDir, 'palisade.db'));
+  db.pragma('busy_timeout = 5000');
+  db.prepare(`insert into domains (uuid, name, path, parent_id, created, removed) values (?, 'd1', '/d1/', 1, ?, null)`).run(randomUUID(), new Date().toISOString());
+  const siblingId = (db.prepare(`select uuid from domains where path = '/d1/'`).get() as { uuid: string }).uuid;
+  db.close();
+  sibling = await makeUser('siblinguser', siblingId);
+  const g = await s.call('createSecurityGroup', { name: 'sibling-secret', description: 'must stay in d1' }, sibling);
+  assert.equal(g.status, 200);
+  assert.equal((await s.callAndWait('authorizeSecurityGroupIngress', { securitygroupname: 'sibling-secret', protocol: 'tcp', startport: 1, endport: 2, cidrlist: '192.0.2.0/24' }, sibling)).body.jobstatus, 1);
+  // A root-admin account inside D1, with a group, a rule (an async job) and a tag.
+  rootish = await makeUser('rootish', d.id, 1);
+  const rg = await s.call('createSecurityGroup', { name: 'root-secret' }, rootish);
+  assert.equal(rg.status, 200);
+  const sub = await s.call('authorizeSecurityGroupIngress', { securitygroupname: 'root-secret', protocol: 'tcp', startport: 22, endport: 22, cidrlist: '198.51.100.0/24' }, rootish);
+  rootishJob = sub.body.authorizesecuritygroupingressresponse.jobid;
+  assert.equal((await s.waitJob(rootishJob, rootish)).jobstatus, 1);
+  assert.equal((await s.callAndWait('createTags', { resourcetype: 'SecurityGroup', resourceids: rg.body.createsecuritygroupresponse.securitygroup.id, 'tags[0].key': 'owner', 'tags[0].value': 'root' }, rootish)).body.jobstatus, 1);
+});
+after(async () => { await s?.stop(); });
+
+const names = (list: any[] | undefined, key = 'name') => (list ?? []).map((x) => x[key]).sort();
+
+test('createDomain refuses a sibling whose name differs only in case; another parent may use it', async () => {
+  const dup = await s.call('createDomain', { name: 'd1' });
+  assert.equal(dup.status, 431, JSON.stringify(dup.body));
+  assert.match(dup.body.createdomainresponse.errortext, /already exists/);
+  const dup2 = await s.call('createDomain', { name: 'D1 '.trim().toUpperCase() });
+  assert.equal(dup2.status, 431);
+  const other = await s.call('createDomain', { name: 'd1', parentdomainid: D1.id });
+  assert.equal(other.status, 200, 'a child of D1 named d1 is not a sibling of D1');
+  const fresh = await s.call('createDomain', { name: 'D2' });
+  assert.equal(fresh.status, 200);
+});
+
+test('a domain admin of D1 sees nothing of the sibling domain d1 (exact path comparison)', async () => {
+  const groups = await s.call('listSecurityGroups', { listall: true }, dadmin);
+  assert.equal(groups.status, 200);
+  const seen = names(groups.body.listsecuritygroupsresponse.securitygroup);
+  assert.ok(!seen.includes('sibling-secret'), seen.join(','));
+  assert.ok(seen.includes('default'), 'its own domain is still listed');
+  const accounts = names((await s.call('listAccounts', { listall: true }, dadmin)).body.listaccountsresponse.account);
+  assert.deepEqual(accounts, ['d1admin', 'd1user']);
+  const users = (await s.call('listUsers', { listall: true }, dadmin)).body.listusersresponse.user;
+  assert.deepEqual(names(users, 'username'), ['d1admin', 'd1user']);
+  const events = (await s.call('listEvents', { listall: true, pagesize: -1 }, dadmin)).body.listeventsresponse.event ?? [];
+  assert.ok(events.every((e: any) => e.domain === 'D1'), JSON.stringify(events.map((e: any) => e.domain)));
+  const jobs = (await s.call('listAsyncJobs', { listall: true }, dadmin)).body.listasyncjobsresponse.asyncjobs ?? [];
+  assert.ok(jobs.every((j: any) => j.accountid !== sibling.accountId));
+  const domains = names((await s.call('listDomains', { listall: true }, dadmin)).body.listdomainsresponse.domain, 'path');
+  assert.ok(domains.length >= 1 && domains.every((p) => p === 'ROOT/D1' || p.startsWith('ROOT/D1/')), domains.join(','));
+  // the allowed counterpart: the root admin sees the sibling's group
+  const all = names((await s.call('listSecurityGroups', { listall: true })).body.listsecuritygroupsresponse.securitygroup);
+  assert.ok(all.includes('sibling-secret'));
+});
+
+test('a domain admin cannot list a root-admin account of its domain, by name or with listall', async () => {
+  for (const cmd of ['listSecurityGroups', 'listEvents', 'listAsyncJobs', 'listTags', 'listVirtualMachines', 'listUsers']) {
+    const r = await s.call(cmd, { account: 'rootish', domainid: D1.id }, dadmin);
+    assert.equal(r.status, 531, `${cmd}: ${JSON.stringify(r.body)}`);
+    assert.match(r.body[`${cmd.toLowerCase()}response`].errortext, /root admin/);
+  }
+  const groups = names((await s.call('listSecurityGroups', { listall: true }, dadmin)).body.listsecuritygroupsresponse.securitygroup);
+  assert.ok(!groups.includes('root-secret'), groups.join(','));
+  const byDomain = names((await s.call('listSecurityGroups', { domainid: D1.id }, dadmin)).body.listsecuritygroupsresponse.securitygroup);
+  assert.ok(!byDomain.includes('root-secret'), byDomain.join(','));
+  const jobs = (await s.call('listAsyncJobs', { listall: true }, dadmin)).body.listasyncjobsresponse.asyncjobs ?? [];
+  assert.ok(!jobs.some((j: any) => j.jobid === rootishJob), 'the job queryAsyncJobResult refuses is not listed either');
+  assert.equal((await s.call('queryAsyncJobResult', { jobid: rootishJob }, dadmin)).status, 531);
+  const events = (await s.call('listEvents', { listall: true, pagesize: -1 }, dadmin)).body.listeventsresponse.event ?? [];
+  assert.ok(!events.some((e: any) => e.account === 'rootish'));
+  const tags = (await s.call('listTags', { listall: true }, dadmin)).body.listtagsresponse.tag ?? [];
+  assert.ok(!tags.some((t: any) => t.account === 'rootish'));
+  const accounts = names((await s.call('listAccounts', { listall: true }, dadmin)).body.listaccountsresponse.account);
+  assert.ok(!accounts.includes('rootish'), accounts.join(','));
+  const users = (await s.call('listUsers', { listall: true }, dadmin)).body.listusersresponse.user ?? [];
+  assert.ok(!users.some((u: any) => u.username === 'rootish'), 'nor its user and API key');
+  // the allowed counterparts: an ordinary account of D1 by name; the root admin sees rootish
+  const ordinary = await s.call('listSecurityGroups', { account: 'd1user', domainid: D1.id }, dadmin);
+  assert.equal(ordinary.status, 200);
+  assert.deepEqual(names(ordinary.body.listsecuritygroupsresponse.securitygroup), ['default']);
+  const root = await s.call('listSecurityGroups', { account: 'rootish', domainid: D1.id });
+  assert.deepEqual(names(root.body.listsecuritygroupsresponse.securitygroup), ['default', 'root-secret']);
+});
