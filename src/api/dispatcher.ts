@@ -12,6 +12,7 @@ import { CallerAccess } from './access.js';
 import { insertEvents, type EventRow } from './events.js';
 import { envelope, errorBody, resultBody } from './envelope.js';
 import { verifySignature } from './signing.js';
+import type { SessionAuth, Transport } from './sessions.js';
 
 export const AUTH_FAILED = 'unable to verify user credentials and/or request signature';
 export const UNKNOWN_COMMAND = 'The given command does not exist or it is not available for user';
@@ -26,9 +27,12 @@ export interface DispatcherDeps {
   now?: () => Date;
   /** Identity of this server process, recorded on the async jobs it runs. */
   serverId?: string;
+  /** Username/password sessions (login, logout, sessionkey calls); without it only signed calls work. */
+  sessions?: SessionAuth;
 }
 
-export interface ApiReply { status: number; body: Record<string, unknown> }
+/** `cookies`: Set-Cookie values; `headers`: extra response headers (login/logout only). */
+export interface ApiReply { status: number; body: Record<string, unknown>; cookies?: string[]; headers?: Record<string, string> }
 
 const ROLE_BY_TYPE: Record<number, Role> = { 0: 'user', 1: 'admin', 2: 'domainadmin' };
 
@@ -43,10 +47,11 @@ export class Dispatcher {
 
   private nowIso(): string { return (this.deps.now?.() ?? new Date()).toISOString(); }
 
-  /** Look up the caller by apiKey and verify the request signature. Throws 401. */
-  async authenticate(raw: Record<string, string>): Promise<Caller> {
+  /** Look up the caller by apiKey and verify the request signature, or else by its login session. Throws 401. */
+  async authenticate(raw: Record<string, string>, transport?: Transport): Promise<Caller> {
     let apiKey: string | undefined;
     for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'apikey') apiKey = v;
+    if (!apiKey && transport && this.deps.sessions?.wants(raw, transport)) return this.deps.sessions.authenticate(raw, transport);
     if (!apiKey) throw new ApiError(401, AUTH_FAILED);
     const row = await this.deps.db.selectFrom('users as u')
       .innerJoin('accounts as a', 'a.id', 'u.account_id')
@@ -74,10 +79,10 @@ export class Dispatcher {
     };
   }
 
-  /** Handle one HTTP request's parameters end to end; never throws. */
-  async handle(raw: Record<string, string>): Promise<ApiReply> {
+  /** Handle one HTTP request's parameters end to end; never throws. `transport`: cookies and headers (HTTP only). */
+  async handle(raw: Record<string, string>, transport?: Transport): Promise<ApiReply> {
     const t0 = performance.now();
-    const reply = await this.handleInner(raw);
+    const reply = await this.handleInner(raw, transport);
     if (this.deps.log.isLevelEnabled('debug')) {
       let command: string | undefined;
       for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'command') command = v;
@@ -86,14 +91,18 @@ export class Dispatcher {
     return reply;
   }
 
-  private async handleInner(raw: Record<string, string>): Promise<ApiReply> {
+  private async handleInner(raw: Record<string, string>, transport?: Transport): Promise<ApiReply> {
     let commandName: string | undefined;
     for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'command') commandName = v;
     const def = commandName ? this.commands.get(commandName.toLowerCase()) : undefined;
     const label = def?.name ?? undefined;
     try {
       if (!def) throw new ApiError(432, UNKNOWN_COMMAND);
-      const caller = await this.authenticate(raw);
+      if (def.authenticator) {
+        if (!this.deps.sessions || !transport) throw new ApiError(405, 'This is an authentication api, cannot be used directly');
+        return await this.deps.sessions.handle(def, raw, transport);
+      }
+      const caller = await this.authenticate(raw, transport);
       if (def.roles && !def.roles.includes(caller.role)) throw new ApiError(432, UNKNOWN_COMMAND);
       return await this.run(def, raw, caller);
     } catch (err) {

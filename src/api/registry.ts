@@ -7,12 +7,13 @@ import { accountCommands } from './commands/accounts.js';
 import { securityGroupCommands } from './commands/securitygroups.js';
 import { tagCommands } from './commands/tags.js';
 import { eventCommands } from './commands/events.js';
+import { userCommands } from './commands/users.js';
 
 let cached: CommandDef[] | undefined;
 
 export function allCommands(): CommandDef[] {
   if (cached) return cached;
-  const own: CommandDef[] = [...accountCommands, ...securityGroupCommands, ...tagCommands, ...eventCommands, ...asyncJobCommands];
+  const own: CommandDef[] = [...accountCommands, ...securityGroupCommands, ...tagCommands, ...eventCommands, ...asyncJobCommands, ...userCommands];
   const list: CommandDef[] = [...own, ...inventoryCommands];
   list.push(makeListApis(() => list));
   const seen = new Set<string>();
