@@ -105,7 +105,7 @@ test('cross-origin: a request from another site cannot use a session, nor log in
   const host = new URL(s.url).host;
   assert.equal((await sessionCall(s.url, a, 'listZones', {}, { origin: `http://${host}` })).status, 200, 'same origin');
   assert.equal((await sessionCall(s.url, a, 'listZones', {}, { 'sec-fetch-site': 'same-origin' })).status, 200, 'same origin (fetch metadata)');
-  for (const headers of [{ origin: 'http://evil.example' }, { origin: `http://${host}.evil.example` }, { origin: 'null' },
+  for (const headers of <Record<string, string>[]>[{ origin: 'http://evil.example' }, { origin: `http://${host}.evil.example` }, { origin: 'null' },
     { origin: `https://evil.example`, 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-site' }]) {
     const r = await sessionCall(s.url, a, 'createSecurityGroup', { name: `csrf-${Object.values(headers).join('')}` }, headers);
     assert.equal(r.status, 401, JSON.stringify(headers));
