@@ -1,7 +1,7 @@
 // The audit trail (listEvents) with CloudStack's filters: type (SECURITY.GROUP.AUTHORIZE too), level,
 // date range and keyword. Tenants see their own events; operators everything they may see.
 import { useState } from 'react';
-import { Autocomplete, Badge, Group, Pagination, Select, SimpleGrid, Table, Text, TextInput } from '@mantine/core';
+import { Autocomplete, Group, Pagination, Select, SimpleGrid, Table, Text, TextInput } from '@mantine/core';
 import { useDebouncedValue } from '@mantine/hooks';
 import { useQuery } from '@tanstack/react-query';
 import { call, getSession, isOperator } from '../api/client';
@@ -52,7 +52,7 @@ export function EventsPage() {
               {events.map((e) => (
                 <Table.Tr key={e.id}>
                   <Table.Td><When value={e.created} /></Table.Td>
-                  <Table.Td><Badge size="sm" variant="light" color={LEVEL_COLOR[e.level] ?? 'gray'}>{e.level}</Badge></Table.Td>
+                  <Table.Td><Text size="xs" fw={700} c={LEVEL_COLOR[e.level] ?? 'gray'}>{e.level}</Text></Table.Td>
                   <Table.Td className="mono nowrap">{e.type}</Table.Td>
                   <Table.Td><Text size="sm">{e.description}</Text></Table.Td>
                   <Table.Td><Text size="sm">{e.username ?? '—'} <Text span c="dimmed" size="xs">{e.account}{operator && e.domainpath ? ` · ${e.domainpath}` : ''}</Text></Text></Table.Td>
