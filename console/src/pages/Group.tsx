@@ -151,7 +151,7 @@ function AddRule({ group, direction }: { group: GroupView; direction: Direction 
             data={[{ value: 'cidr', label: 'CIDR' }, { value: 'group', label: 'Security group' }]} maw={320} />
           {f.source === 'cidr' ? (
             <TextInput label={direction === 'ingress' ? 'Source CIDR' : 'Destination CIDR'} description="One or more, separated by commas (IPv4 or IPv6)"
-              placeholder="203.0.113.0/24" value={f.cidrlist} onChange={(e) => set({ cidrlist: e.currentTarget.value })} error={errors.cidr} className="mono" />
+              placeholder="203.0.113.0/24" value={f.cidrlist} onChange={(e) => set({ cidrlist: e.currentTarget.value })} error={errors.cidr} classNames={{ input: "mono" }} />
           ) : (
             <SimpleGrid cols={{ base: 1, sm: 2 }}>
               <TextInput label="Account" value={f.account} onChange={(e) => set({ account: e.currentTarget.value })} error={errors.group ? ' ' : undefined} />

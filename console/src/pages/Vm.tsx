@@ -128,7 +128,7 @@ function Explain({ vm, onDecided }: { vm: VmView; onDecided: (ruleId: string | u
           <SegmentedControl value={direction} onChange={(x) => setDirection(x as 'ingress' | 'egress')} aria-label="Direction" maw={360}
             data={[{ value: 'ingress', label: 'To this VM' }, { value: 'egress', label: 'From this VM' }]} />
           <SimpleGrid cols={{ base: 1, sm: 2, md: 4 }}>
-            <TextInput label={direction === 'ingress' ? 'From address' : 'To address'} required value={address} onChange={(e) => setAddress(e.currentTarget.value)} placeholder="203.0.113.50" className="mono" />
+            <TextInput label={direction === 'ingress' ? 'From address' : 'To address'} required value={address} onChange={(e) => setAddress(e.currentTarget.value)} placeholder="203.0.113.50" classNames={{ input: 'mono' }} />
             <Select label="Protocol" value={protocol} allowDeselect={false} onChange={(x) => setProtocol(x ?? 'tcp')}
               data={[{ value: 'tcp', label: 'TCP' }, { value: 'udp', label: 'UDP' }, { value: 'icmp', label: 'ICMP' }]} />
             {protocol === 'icmp' ? (
