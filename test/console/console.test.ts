@@ -330,6 +330,18 @@ test('readable at phone width: navigation behind a menu button, tables scroll', 
   } finally { await phone.context.close(); }
 });
 
+test('a session ended elsewhere (an admin resets the password) returns the page to the login, with a note', async () => {
+  const g = await browser.page({ width: 1200, height: 760 });
+  try {
+    await loginUi(g.page, 'globex', PASSWORD.globex);
+    const user = ok(await srv.call('listUsers', { username: 'globex', listall: true }), 'listUsers').listusersresponse.user[0];
+    ok(await srv.call('updateUser', { id: user.id, password: 'globex-new-pw' }), 'updateUser');
+    await g.page.getByText('Your session has ended').waitFor({ timeout: 15_000 });
+    await g.page.getByRole('button', { name: 'Log in' }).waitFor();
+    await loginUi(g.page, 'globex', 'globex-new-pw');
+  } finally { await g.context.close(); }
+});
+
 test('logout ends the session: the old cookie and sessionkey then fail', async () => {
   const { page, context } = acme;
   await page.goto(`${base}#/groups`);

@@ -48,6 +48,10 @@ function setSession(s: Session | null): void {
 }
 
 export function getSession(): Session | null { return current; }
+
+let endedReason: string | null = null;
+/** Why the last session ended without a logout (shown once on the login page). */
+export function takeEndedReason(): string | null { const r = endedReason; endedReason = null; return r; }
 export function onSession(l: Listener): () => void {
   listeners.add(l);
   return () => listeners.delete(l);
@@ -85,7 +89,7 @@ async function post(command: string, params: Params, withSession: boolean): Prom
   if (!res.ok || inner?.errorcode) {
     const err = new ApiError(inner?.errorcode ?? res.status, inner?.errortext ?? `HTTP ${res.status}`, command);
     // The session ended (expired, logged out elsewhere, password changed): back to the login page.
-    if (err.code === 401 && withSession) setSession(null);
+    if (err.code === 401 && withSession) { endedReason = 'Your session has ended (it expired, or it was closed elsewhere). Log in again.'; setSession(null); }
     throw err;
   }
   return inner;

@@ -1,7 +1,7 @@
 // Login with username, password and (optionally) the domain path, as CloudStack's UI asks for them.
 import { useState, type FormEvent } from 'react';
 import { Alert, Button, Center, Paper, PasswordInput, Stack, Text, TextInput, Title } from '@mantine/core';
-import { login } from '../api/client';
+import { login, takeEndedReason } from '../api/client';
 
 export function LoginPage() {
   const [username, setUsername] = useState('');
@@ -9,6 +9,7 @@ export function LoginPage() {
   const [domain, setDomain] = useState('');
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const [ended] = useState(takeEndedReason);
 
   async function submit(e: FormEvent) {
     e.preventDefault();
@@ -31,6 +32,7 @@ export function LoginPage() {
           <Stack>
             <Title order={1} size="h2">Palisade</Title>
             <Text c="dimmed" size="sm">Security groups console. Log in with your CloudStack user.</Text>
+            {ended && !error ? <Alert color="yellow" variant="light" role="status">{ended}</Alert> : null}
             {error ? <Alert color="red" variant="light" role="alert" title="Login failed">{error}</Alert> : null}
             <TextInput label="Username" autoComplete="username" required value={username} onChange={(e) => setUsername(e.currentTarget.value)} autoFocus />
             <PasswordInput label="Password" autoComplete="current-password" required value={password} onChange={(e) => setPassword(e.currentTarget.value)} />

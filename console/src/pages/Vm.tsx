@@ -51,7 +51,7 @@ export function VmPage({ id }: { id: string }) {
       </SimpleGrid>
       <Title order={3} size="h4" mt="md" mb="xs">Rules in force</Title>
       {groupsQ.error ? <ErrorAlert error={groupsQ.error} /> : <RulesTable rules={rules} direction="both" showGroup highlight={highlight} label="Rules of this VM's groups" />}
-      <Explain vm={vm} onDecided={setHighlight} />
+      <Explain vm={vm} onDecided={setHighlight} shownRules={new Set(rules.map((r) => r.ruleid))} />
       <Drops vm={vm} />
     </>
   );
@@ -92,7 +92,7 @@ interface Verdict {
   allowed?: boolean | string; reason?: string; ruleid?: string; securitygroupid?: string; securitygroupname?: string; hitcount?: number; securitygroupsyncstate?: string;
 }
 
-function Explain({ vm, onDecided }: { vm: VmView; onDecided: (ruleId: string | undefined) => void }) {
+function Explain({ vm, onDecided, shownRules }: { vm: VmView; onDecided: (ruleId: string | undefined) => void; shownRules: Set<string> }) {
   const caps = useCaps();
   const [direction, setDirection] = useState<'ingress' | 'egress'>('ingress');
   const [protocol, setProtocol] = useState('tcp');
@@ -145,7 +145,7 @@ function Explain({ vm, onDecided }: { vm: VmView; onDecided: (ruleId: string | u
           {v ? (
             <Alert color={allowed ? 'green' : 'red'} title={allowed ? 'Allowed' : 'Blocked'} data-testid="explain-verdict" role="status">
               <Text size="sm">{v.reason}</Text>
-              {v.securitygroupname ? <Text size="sm">Deciding rule in group <b>{v.securitygroupname}</b>{v.hitcount !== undefined ? ` (hit ${v.hitcount} times)` : ''}; highlighted in the rules above.</Text> : null}
+              {v.securitygroupname ? <Text size="sm">Deciding rule in group <b>{v.securitygroupname}</b>{v.hitcount !== undefined ? ` (hit ${v.hitcount} times)` : ''}{v.ruleid && shownRules.has(v.ruleid) ? '; highlighted in the rules above' : ''}.</Text> : null}
               {v.securitygroupsyncstate && v.securitygroupsyncstate !== 'Synced' ? <Text size="sm">Note: the VM's rules are {v.securitygroupsyncstate} on its host, so the kernel may not do this yet.</Text> : null}
             </Alert>
           ) : null}
