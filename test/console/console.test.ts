@@ -29,6 +29,8 @@ const listeners: Listener[] = [];
 const vms: Record<string, { lab: Vm; id: string; ip: string }> = {};
 let acme: { context: BrowserContext; page: Page };
 let pwtId = '';
+let rootDomain = '';
+const vmsDomain = () => rootDomain;
 
 async function shot(page: Page, name: string): Promise<void> {
   fs.mkdirSync(SHOTS, { recursive: true });
@@ -58,6 +60,7 @@ before(async () => {
   base = srv.url.replace(/client\/api$/, '');
   adminPassword = JSON.parse(fs.readFileSync(path.join(srv.dataDir, 'admin-credentials.json'), 'utf8')).password;
   const root = ok(await srv.call('listDomains'), 'listDomains').listdomainsresponse.domain[0].id;
+  rootDomain = root;
   for (const a of ['acme', 'globex'] as const) {
     ok(await srv.call('createAccount', { username: a, account: a, password: PASSWORD[a], email: `${a}@example.test`, firstname: a, lastname: 'Tenant', domainid: root }), 'createAccount');
   }
@@ -226,8 +229,41 @@ test('revoke a rule in the console; the host stops that traffic and keeps the re
   assert.ok(!sg.ingressrule.some((r: any) => r.startport === 22));
 });
 
+test('deleting a group shows CloudStack\'s errors where they apply and changes nothing; an unused group goes', async () => {
+  const { page } = acme;
+  await page.goto(`${base}#/groups`);
+  const tryDelete = async (name: string) => {
+    await page.getByRole('button', { name: `Delete group ${name}` }).click();
+    const dialog = page.getByRole('dialog', { name: 'Delete security group' });
+    await dialog.getByRole('button', { name: 'Delete' }).click();
+    return dialog;
+  };
+  let dialog = await tryDelete('Production_Web_Tier');
+  await dialog.getByText("Cannot delete group when it's in use by virtual machines").waitFor();
+  await page.keyboard.press('Escape');
+  await dialog.waitFor({ state: 'hidden' });
+  dialog = await tryDelete('default');
+  await dialog.getByText('The network group default is reserved').waitFor();
+  await page.keyboard.press('Escape');
+  const names = ok(await srv.call('listSecurityGroups', { account: 'acme', domainid: vmsDomain(), listall: true }), 'list').listsecuritygroupsresponse.securitygroup.map((g: any) => g.name).sort();
+  assert.deepEqual(names, ['Production_Web_Tier', 'default']);
+  // The twin: a group nobody uses is deleted.
+  await page.getByRole('button', { name: 'Create group' }).click();
+  const create = page.getByRole('dialog', { name: 'Create security group' });
+  await create.getByLabel('Name').fill('scratch');
+  await create.getByRole('button', { name: 'Create' }).click();
+  await page.getByTestId('group-name').filter({ hasText: 'scratch' }).waitFor();
+  await page.getByRole('button', { name: 'Delete group' }).click();
+  await page.getByRole('dialog', { name: 'Delete security group' }).getByRole('button', { name: 'Delete' }).click();
+  await page.getByRole('heading', { name: 'Security groups' }).waitFor();
+  await page.locator('[data-group="scratch"]').waitFor({ state: 'detached' });
+  assert.equal(ok(await srv.call('listSecurityGroups', { securitygroupname: 'scratch', listall: true }), 'list').listsecuritygroupsresponse.count, undefined);
+});
+
 test('changes made elsewhere (the API, another user) appear without a reload', async () => {
   const { page } = acme;
+  await page.goto(`${base}#/groups/${pwtId}`);
+  await page.getByTestId('group-name').waitFor();
   const marker = await page.evaluate(() => { (window as unknown as { marker: number }).marker = 42; return 42; });
   await job(srv, 'authorizeSecurityGroupIngress', { securitygroupid: pwtId, protocol: 'UDP', startport: 5353, endport: 5353, cidrlist: '192.0.2.0/24' });
   await page.getByRole('cell', { name: '192.0.2.0/24', exact: true }).waitFor({ timeout: 15_000 });
