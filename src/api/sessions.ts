@@ -55,6 +55,13 @@ export interface SessionOptions {
   limiter?: LoginLimiter;
 }
 
+/** 429 from the login limiter, with the seconds to wait (sent as Retry-After). */
+class TooManyAttempts extends ApiError {
+  constructor(readonly retryAfter: number) {
+    super(429, `Too many failed login attempts; try again in ${retryAfter} seconds`);
+  }
+}
+
 const ROLE_BY_TYPE = new Map<number, Role>(Object.entries(ROLE_ACCOUNT_TYPE).map(([role, type]) => [type, role as Role]));
 const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest('base64url');
 const token = (bytes: number) => randomBytes(bytes).toString('base64url');
@@ -129,8 +136,7 @@ export class SessionAuth {
       const e = err instanceof ApiError ? err : new ApiError(530, 'Internal error executing command, please contact your system administrator');
       if (!(err instanceof ApiError)) this.o.log.error({ err, command: def.name }, 'authentication command failed');
       const reply: AuthReply = { status: e.code, body: envelope(def.name, errorBody(e.code, e.message, e.code === 431 ? e.csCode : undefined)) };
-      const retry = (err as { retryAfter?: number }).retryAfter;
-      if (retry !== undefined) reply.headers = { 'retry-after': String(retry) };
+      if (err instanceof TooManyAttempts) reply.headers = { 'retry-after': String(err.retryAfter) };
       return reply;
     }
   }
@@ -166,7 +172,7 @@ export class SessionAuth {
     const verdict = this.limiter.begin(`${domain.id}/${username}`, t.address, now.getTime());
     if (!verdict.allowed) {
       this.o.log.warn({ user: username, address: t.address }, 'login refused: too many failed attempts');
-      throw Object.assign(new ApiError(429, `Too many failed login attempts; try again in ${verdict.retryAfterSeconds} seconds`), { retryAfter: verdict.retryAfterSeconds });
+      throw new TooManyAttempts(verdict.retryAfterSeconds);
     }
     const failed = new ApiError(531, `Failed to authenticate user ${username} in domain ${domain.uuid}; please provide valid credentials`);
     const user = await db.selectFrom('users as u').innerJoin('accounts as a', 'a.id', 'u.account_id')
