@@ -3,6 +3,7 @@
 set -euo pipefail
 PKGS=(iptables ipset ebtables arptables nftables conntrack iproute2 iputils-ping ncat netcat-openbsd
       hping3 arping tcpdump iperf3 python3-scapy cs python3-cs ansible postgresql kmod procps
+      chromium fonts-dejavu-core  # the web console tests drive Debian's Chromium (playwright-core downloads no browser)
       python3 make g++)  # the last three: npm ci builds better-sqlite3 when no prebuilt binary is at hand; ansible: its CloudStack modules are tested against the API
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done

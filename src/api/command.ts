@@ -50,6 +50,8 @@ export interface Caller {
   accountId: number; accountUuid: string; accountName: string;
   domainId: number; domainUuid: string; domainName: string; domainPath: string;
   role: Role;
+  /** Set when the call came through a login session (sessions.ts), not a signed API key. */
+  sessionId?: number;
 }
 
 /** Ownership and access rules (CloudStack's finalizeOwner / checkAccess / buildACLSearchParameters). */
@@ -111,5 +113,7 @@ export interface CommandDef {
   describe?(params: Params): string;
   /** Async only (optional): CloudStack's jobinstancetype (e.g. SecurityGroup, VirtualMachine). */
   instanceType?: string;
+  /** `login`/`logout`: handled by the session layer (sessions.ts) before any authentication; `handle` is never called. */
+  authenticator?: 'login' | 'logout';
   handle(ctx: CommandContext): Promise<CommandResult>;
 }

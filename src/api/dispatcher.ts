@@ -13,6 +13,7 @@ import { insertEvents, type EventRow } from './events.js';
 import { envelope, errorBody, resultBody } from './envelope.js';
 import { checkFreshness, verifySignature } from './signing.js';
 import { MAX_PARAMETER_NAME_LENGTH, MAX_STORED_ERROR_TEXT, bounded } from './limits.js';
+import type { SessionAuth, Transport } from './sessions.js';
 
 export const AUTH_FAILED = 'unable to verify user credentials and/or request signature';
 export const UNKNOWN_COMMAND = 'The given command does not exist or it is not available for user';
@@ -31,9 +32,12 @@ export interface DispatcherDeps {
   now?: () => Date;
   /** Identity of this server process, recorded on the async jobs it runs. */
   serverId?: string;
+  /** Username/password sessions (login, logout, sessionkey calls); without it only signed calls work. */
+  sessions?: SessionAuth;
 }
 
-export interface ApiReply { status: number; body: Record<string, unknown> }
+/** `cookies`: Set-Cookie values; `headers`: extra response headers (login/logout only). */
+export interface ApiReply { status: number; body: Record<string, unknown>; cookies?: string[]; headers?: Record<string, string> }
 
 const ROLE_BY_TYPE: Record<number, Role> = { 0: 'user', 1: 'admin', 2: 'domainadmin' };
 
@@ -48,16 +52,19 @@ export class Dispatcher {
 
   private nowIso(): string { return (this.deps.now?.() ?? new Date()).toISOString(); }
 
-  /** Look up the caller by apiKey and verify the request signature. Throws 401. */
-  async authenticate(raw: Record<string, string>): Promise<Caller> {
+  /** Look up the caller by apiKey and verify the request signature, or else by its login session. Throws 401. */
+  async authenticate(raw: Record<string, string>, transport?: Transport): Promise<Caller> {
     // Checks that need neither the store nor a hash come first: a malformed or stale request costs nothing more.
     let apiKey: string | undefined;
     for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'apikey') apiKey = v;
-    if (!apiKey || apiKey.length > MAX_APIKEY_LENGTH) throw new ApiError(401, AUTH_FAILED);
+    const sessions = !apiKey && transport && this.deps.sessions?.wants(raw, transport) ? this.deps.sessions : undefined;
+    if (!sessions && (!apiKey || apiKey.length > MAX_APIKEY_LENGTH)) throw new ApiError(401, AUTH_FAILED);
     if (Object.keys(raw).some((k) => k.length > MAX_PARAMETER_NAME_LENGTH || !PARAM_NAME.test(k))) {
       this.deps.log.info('request rejected: malformed parameter name');
       throw new ApiError(401, AUTH_FAILED);
     }
+    if (sessions && transport) return sessions.authenticate(raw, transport);
+    if (!apiKey) throw new ApiError(401, AUTH_FAILED);
     const fresh = checkFreshness(raw, (this.deps.now?.() ?? new Date()).getTime());
     if (!fresh.ok) {
       this.deps.log.info({ reason: fresh.reason }, 'request signature rejected');
@@ -85,10 +92,10 @@ export class Dispatcher {
     };
   }
 
-  /** Handle one HTTP request's parameters end to end; never throws. */
-  async handle(raw: Record<string, string>): Promise<ApiReply> {
+  /** Handle one HTTP request's parameters end to end; never throws. `transport`: cookies and headers (HTTP only). */
+  async handle(raw: Record<string, string>, transport?: Transport): Promise<ApiReply> {
     const t0 = performance.now();
-    const reply = await this.handleInner(raw);
+    const reply = await this.handleInner(raw, transport);
     if (this.deps.log.isLevelEnabled('debug')) {
       let command: string | undefined;
       for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'command') command = v;
@@ -97,14 +104,18 @@ export class Dispatcher {
     return reply;
   }
 
-  private async handleInner(raw: Record<string, string>): Promise<ApiReply> {
+  private async handleInner(raw: Record<string, string>, transport?: Transport): Promise<ApiReply> {
     let commandName: string | undefined;
     for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'command') commandName = v;
     const def = commandName ? this.commands.get(commandName.toLowerCase()) : undefined;
     const label = def?.name ?? undefined;
     try {
       if (!def) throw new ApiError(432, UNKNOWN_COMMAND);
-      const caller = await this.authenticate(raw);
+      if (def.authenticator) {
+        if (!this.deps.sessions || !transport) throw new ApiError(405, 'This is an authentication api, cannot be used directly');
+        return await this.deps.sessions.handle(def, raw, transport);
+      }
+      const caller = await this.authenticate(raw, transport);
       if (def.roles && !def.roles.includes(caller.role)) throw new ApiError(432, UNKNOWN_COMMAND);
       return await this.run(def, raw, caller);
     } catch (err) {

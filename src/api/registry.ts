@@ -8,12 +8,13 @@ import { securityGroupCommands } from './commands/securitygroups.js';
 import { tagCommands } from './commands/tags.js';
 import { eventCommands } from './commands/events.js';
 import { projectCommands } from './commands/projects.js';
+import { userCommands } from './commands/users.js';
 
 let cached: CommandDef[] | undefined;
 
 export function allCommands(): CommandDef[] {
   if (cached) return cached;
-  const own: CommandDef[] = [...accountCommands, ...securityGroupCommands, ...tagCommands, ...eventCommands, ...asyncJobCommands, ...projectCommands];
+  const own: CommandDef[] = [...accountCommands, ...securityGroupCommands, ...tagCommands, ...eventCommands, ...asyncJobCommands, ...projectCommands, ...userCommands];
   const list: CommandDef[] = [...own, ...inventoryCommands];
   list.push(makeListApis(() => list));
   const seen = new Set<string>();

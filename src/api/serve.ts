@@ -9,6 +9,7 @@ import { createControlPlane } from '../control/index.js';
 import { buildServer } from './server.js';
 import { bootstrap } from './bootstrap.js';
 import { failOrphanJobs } from './dispatcher.js';
+import { SessionAuth } from './sessions.js';
 
 export function parseListen(s: string): { host: string; port: number } {
   const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(s);
@@ -30,6 +31,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     .option('--data-dir <dir>', 'data directory (SQLite store, admin credentials)', './palisade-data')
     .option('--db <url>', 'PostgreSQL URL (postgres://…) instead of the embedded SQLite store')
     .option('--log-level <level>', 'log level', 'info')
+    .option('--session-timeout <seconds>', 'idle timeout of login sessions (web console), seconds', '1800')
     .exitOverride();
   try {
     program.parse(argv, { from: 'user' });
@@ -38,7 +40,12 @@ export async function serverCommand(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' ? 0 : 2;
     throw e;
   }
-  const o = program.opts<{ listen: string; dataDir: string; db?: string; logLevel: string }>();
+  const o = program.opts<{ listen: string; dataDir: string; db?: string; logLevel: string; sessionTimeout: string }>();
+  const sessionTimeout = Number(o.sessionTimeout);
+  if (!Number.isInteger(sessionTimeout) || sessionTimeout < 1) {
+    process.stderr.write(`palisade server: --session-timeout expects a whole number of seconds, got ${o.sessionTimeout}\n`);
+    return 2;
+  }
   const log = pino({ level: o.logLevel, base: { svc: 'palisade-server' } });
   const listen = parseListen(o.listen);
   const dataDir = path.resolve(o.dataDir);
@@ -48,20 +55,24 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const db = await openStore(cfg);
   const boot = await bootstrap(db);
   const credFile = path.join(dataDir, 'admin-credentials.json');
-  if (boot.created || !fs.existsSync(credFile)) {
-    fs.writeFileSync(credFile, JSON.stringify({ apikey: boot.apikey, secretkey: boot.secretkey }, null, 2) + '\n', { mode: 0o600 });
+  if (boot.created || boot.password || !fs.existsSync(credFile)) {
+    // The password is known only when it is set (the store keeps its scrypt hash), so a rewritten file
+    // without a new one has only the keys.
+    const creds = { username: 'admin', domain: '/', apikey: boot.apikey, secretkey: boot.secretkey, ...(boot.password ? { password: boot.password } : {}) };
+    fs.writeFileSync(credFile, JSON.stringify(creds, null, 2) + '\n', { mode: 0o600 });
     fs.chmodSync(credFile, 0o600);
-    log.info({ file: credFile }, boot.created ? 'first start: created ROOT domain, admin account and zone; admin API keys written' : 'admin API keys written');
+    log.info({ file: credFile }, boot.created ? 'first start: created ROOT domain, admin account and zone; admin API keys and password written' : 'admin credentials written');
   }
   const serverId = readServerId(dataDir);
   const orphans = await failOrphanJobs(db, new Date().toISOString(), serverId);
   if (orphans) log.warn({ jobs: orphans }, 'marked async jobs interrupted by the previous shutdown as failed');
 
   const cp = await createControlPlane(db, log);
-  const app = await buildServer({ db, sink: cp.sink, log, serverId });
+  const sessions = new SessionAuth({ db, log, timeoutSeconds: sessionTimeout });
+  const app = await buildServer({ db, sink: cp.sink, log, serverId, sessions });
   await cp.register(app);
   await app.listen({ host: listen.host, port: listen.port });
-  log.info({ url: `http://${listen.host}:${listen.port}/client/api`, store: cfg.kind }, 'palisade server listening');
+  log.info({ url: `http://${listen.host}:${listen.port}/client/api`, console: `http://${listen.host}:${listen.port}/`, store: cfg.kind }, 'palisade server listening');
 
   return new Promise<number>((resolve) => {
     let stopping = false;

@@ -1,7 +1,8 @@
 // HTTP front of the API: /client/api over GET (query) and POST (form body). Answers CloudStack's JSON
 // envelopes when the request says `response=json`, else CloudStack's XML (its default). Before anything
 // else a request is held to the bounds of limits.ts: the body size (while it is read) and the number of
-// parameters (counted before they are decoded); such refusals are CloudStack-shaped 431 errors.
+// parameters (counted before they are decoded); such refusals are CloudStack-shaped 431 errors. Login
+// sessions (cookie + sessionkey) come in through the transport; the web console is served at `/`.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { CommandDef } from './command.js';
 import { Dispatcher, type ApiReply, type DispatcherDeps } from './dispatcher.js';
@@ -10,12 +11,26 @@ import { envelope, errorBody } from './envelope.js';
 import { countPairs, queryOf, readParams, wantsJson, wantsJsonRaw } from './form.js';
 import { MAX_BODY_BYTES, MAX_PARAMETERS } from './limits.js';
 import { XML_TYPE, toXml } from './xml.js';
+import { SessionAuth, parseCookies, type Transport } from './sessions.js';
+import { registerConsole } from './console.js';
 
 export const API_PATH = '/client/api';
 const JSON_TYPE = 'application/json; charset=UTF-8';
 
-/** The dispatcher's dependencies; `commands` defaults to every registered command. */
-export type ServerOptions = Omit<DispatcherDeps, 'commands'> & { commands?: CommandDef[] };
+/**
+ * The dispatcher's dependencies; `commands` defaults to every registered command, `sessions` to
+ * login sessions with default timeouts; `console: false` leaves out the web console.
+ */
+export type ServerOptions = Omit<DispatcherDeps, 'commands'> & { commands?: CommandDef[]; console?: boolean };
+
+function transportOf(req: FastifyRequest): Transport {
+  const h = req.headers;
+  const one = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v);
+  return {
+    method: req.method, cookies: parseCookies(one(h.cookie)), origin: one(h.origin), host: one(h.host),
+    fetchSite: one(h['sec-fetch-site']), address: req.ip, secure: req.protocol === 'https',
+  };
+}
 
 /** Decode a query string or form body: `+` is a space, the first occurrence of a name wins; empty past MAX_PARAMETERS pairs. */
 export function decodeForm(s: string): Record<string, string> {
@@ -49,7 +64,8 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
     routerOptions: { querystringParser: (s: string) => (countPairs(s, MAX_PARAMETERS) > MAX_PARAMETERS ? {} : decodeForm(s)) },
     bodyLimit: 4 * 1024 * 1024,
   });
-  const dispatcher = new Dispatcher({ ...opts, commands: opts.commands ?? allCommands() });
+  const sessions = opts.sessions ?? new SessionAuth({ db: opts.db, log: opts.log, now: opts.now });
+  const dispatcher = new Dispatcher({ ...opts, sessions, commands: opts.commands ?? allCommands() });
 
   // The API in its own context: its body parsers and error handler apply to /client/api only.
   await app.register(async (api) => {
@@ -67,7 +83,12 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
         opts.log.info({ parameters: read.count }, 'request refused: too many parameters');
         return sendReply(reply, refusal(431, `Too many parameters in the request: at most ${MAX_PARAMETERS} are accepted`), wantsJsonRaw(query, body));
       }
-      return sendReply(reply, await dispatcher.handle(read.params), wantsJson(read.params));
+      const answer = await dispatcher.handle(read.params, transportOf(req));
+      if (answer.cookies?.length) reply.header('set-cookie', answer.cookies);
+      if (answer.headers) reply.headers(answer.headers);
+      // Session answers are per user: never cached by a browser or a proxy.
+      if (answer.cookies || answer.headers || Object.keys(read.params).some((k) => k.toLowerCase() === 'sessionkey')) reply.header('cache-control', 'no-store');
+      return sendReply(reply, answer, wantsJson(read.params));
     };
     api.get(API_PATH, { bodyLimit: MAX_BODY_BYTES }, handler);
     api.post(API_PATH, { bodyLimit: MAX_BODY_BYTES }, handler);
@@ -89,6 +110,7 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
       return sendReply(reply, refusal(530, 'Internal error'), json);
     });
   });
+  if (opts.console !== false) registerConsole(app);
 
   // Never leak stack traces: any framework-level failure elsewhere becomes a CloudStack 530 envelope.
   app.setErrorHandler((err, _req, reply) => {

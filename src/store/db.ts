@@ -34,6 +34,10 @@ export function openPostgres(url: string, onIdleError: (err: Error) => void = (e
 }): Db {
   const pool = new pg.Pool({ connectionString: url, max: 10 });
   pool.on('error', onIdleError);
+  // pg emits 'error' on a client that is checked out but between queries (inside a transaction, say) when
+  // its connection dies; the pool listens only on idle clients, and an unheard 'error' ends the process.
+  // The query in flight or the next one fails on that client instead, and the pool discards it on release.
+  pool.on('connect', (client) => client.on('error', onIdleError));
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }
 

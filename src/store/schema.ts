@@ -57,6 +57,12 @@ export interface NicTable {
 }
 export interface NicSecondaryIpTable { id: Generated<number>; uuid: string; nic_id: number; vm_id: number; network_id: number; address: string; family: number; created: string }
 
+/** Login sessions (008): digests of the session cookie and session key, sliding expiry. */
+export interface SessionTable {
+  id: Generated<number>; token_hash: string; key_hash: string; user_id: number; address: string | null;
+  created: string; last_seen: string; expires: string;
+}
+
 export interface Database {
   domains: DomainTable;
   accounts: AccountTable;
@@ -73,4 +79,5 @@ export interface Database {
   vms: VmTable;
   nics: NicTable;
   nic_secondary_ips: NicSecondaryIpTable;
+  sessions: SessionTable;
 }

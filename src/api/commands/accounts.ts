@@ -2,7 +2,6 @@
 // listUsers, registerUserKeys — CloudStack response shapes.
 import { containsCi, startsWith } from '../../store/queries/like.js';
 import { inList } from '../../store/queries/batch.js';
-import { randomBytes, scryptSync } from 'node:crypto';
 import { ApiError, paramError, permissionDenied, resourceInUse, type CommandContext, type CommandDef } from '../command.js';
 import { CallerAccess, domainSubtree, findDomainByUuid } from '../access.js';
 import { displayDomainPath, insertAccount, insertDomain, insertUser, newApiKey } from '../../store/queries/accounts.js';
@@ -13,14 +12,17 @@ import { lockDomain } from '../../store/queries/lock.js';
 
 const ROLE_TYPE: Record<number, string> = { 0: 'User', 1: 'Admin', 2: 'DomainAdmin' };
 
-function hashPassword(pw: string): string {
-  const salt = randomBytes(16);
-  return `scrypt$${salt.toString('base64')}$${scryptSync(pw, salt, 32).toString('base64')}`;
-}
+import { hashPassword, MAX_PASSWORD_LENGTH } from '../passwords.js';
 
 type Db = CommandContext['db'];
 
-async function userResponses(db: Db, where: { accountIds?: number[]; userIds?: number[] }) {
+/** A password a user may set: not blank, not absurdly long (it is hashed with scrypt). */
+export function checkNewPassword(pw: string): void {
+  if (pw.trim() === '') throw paramError('Password cannot be empty');
+  if (pw.length > MAX_PASSWORD_LENGTH) throw paramError(`Password is too long: at most ${MAX_PASSWORD_LENGTH} characters`);
+}
+
+export async function userResponses(db: Db, where: { accountIds?: number[]; userIds?: number[] }) {
   let q = db.selectFrom('users as u').innerJoin('accounts as a', 'a.id', 'u.account_id').innerJoin('domains as d', 'd.id', 'a.domain_id')
     .select(['u.id', 'u.uuid', 'u.username', 'u.firstname', 'u.lastname', 'u.email', 'u.created', 'u.state', 'u.apikey', 'u.account_id',
       'a.name as account', 'a.uuid as accountid', 'a.type', 'd.uuid as domainid', 'd.name as domain', 'd.path'])
@@ -74,6 +76,7 @@ const createAccount: CommandDef = {
     const username = p.str('username')!.trim();
     const accountName = (p.str('account') ?? username).trim();
     if (!username) throw paramError('Username cannot be empty');
+    checkNewPassword(p.str('password')!);
     const type = p.int('accounttype') ?? 0;
     if (![0, 1, 2].includes(type)) throw paramError(`Invalid account type ${type} given; unable to create user`);
     if (type === 1 && ctx.caller.role !== 'admin') throw permissionDenied('Only root admin can create root admin accounts');
@@ -94,7 +97,7 @@ const createAccount: CommandDef = {
     const acct = await insertAccount(ctx.db, { name: accountName, domainId: domain.id, type, now: ctx.now });
     const user = await insertUser(ctx.db, {
       accountId: acct.id, username, firstname: p.str('firstname')!, lastname: p.str('lastname')!, email: p.str('email') ?? null,
-      passwordHash: hashPassword(p.str('password')!), keys: false, now: ctx.now,
+      passwordHash: await hashPassword(p.str('password')!), keys: false, now: ctx.now,
     });
     ctx.event({ type: 'ACCOUNT.CREATE', description: `Creating Account. Account Name: ${accountName}`, resourceType: 'Account', resourceUuid: acct.uuid, resourceName: accountName, accountId: acct.id, domainId: domain.id });
     ctx.event({ type: 'USER.CREATE', description: `creating User. User Name: ${username}`, resourceType: 'User', resourceUuid: user.uuid, resourceName: username, accountId: acct.id, domainId: domain.id });

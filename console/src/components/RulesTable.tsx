@@ -1,0 +1,80 @@
+// A group's rules as a readable table: protocol, ports or ICMP type/code, CIDR or referenced group,
+// hit count and last hit (when the server reports them), and a revoke action.
+import { Badge, Button, Table, Text } from '@mantine/core';
+import type { RuleView } from '../pages/Groups';
+import { Empty, When } from './common';
+
+export const protocolLabel = (p: string) => (/^\d+$/.test(p) ? `proto ${p}` : p.toUpperCase());
+
+export function portsLabel(r: RuleView): string {
+  const p = r.protocol.toLowerCase();
+  if (p === 'icmp') {
+    const t = r.icmptype ?? -1, c = r.icmpcode ?? -1;
+    return t === -1 ? 'any type' : `type ${t}${c === -1 ? '' : `, code ${c}`}`;
+  }
+  if (p === 'tcp' || p === 'udp') {
+    const s = r.startport ?? 0, e = r.endport ?? 0;
+    if (s === 0 && e === 65535) return 'all ports';
+    return s === e ? String(s) : `${s}–${e}`;
+  }
+  return '—';
+}
+
+export function sourceLabel(r: RuleView): string {
+  if (r.cidr) return r.cidr;
+  if (r.securitygroupname) return `group ${r.account ? `${r.account}/` : ''}${r.securitygroupname}`;
+  return '—';
+}
+
+export interface RuleRow extends RuleView { direction: 'ingress' | 'egress'; groupName?: string }
+
+export function RulesTable({ rules, direction, highlight, onRevoke, showGroup, label }: {
+  rules: RuleRow[]; direction: 'ingress' | 'egress' | 'both'; highlight?: string; onRevoke?: (r: RuleRow) => void; showGroup?: boolean; label: string;
+}) {
+  if (rules.length === 0) {
+    return <Empty>{direction === 'egress' ? 'No egress rules: everything leaves (until the first egress rule).' : direction === 'ingress' ? 'No ingress rules: nothing may enter.' : 'No rules.'}</Empty>;
+  }
+  const showHits = rules.some((r) => r.hitcount !== undefined || r.lasthit !== undefined);
+  const from = direction === 'egress' ? 'Destination' : direction === 'ingress' ? 'Source' : 'Peer';
+  return (
+    <Table.ScrollContainer minWidth={560}>
+      <Table striped aria-label={label} data-testid={`rules-${direction}`}>
+        <Table.Thead>
+          <Table.Tr>
+            {showGroup ? <Table.Th>Group</Table.Th> : null}
+            {direction === 'both' ? <Table.Th>Direction</Table.Th> : null}
+            <Table.Th>Protocol</Table.Th>
+            <Table.Th>Ports / ICMP</Table.Th>
+            <Table.Th>{from}</Table.Th>
+            {showHits ? <Table.Th>Hits</Table.Th> : null}
+            {showHits ? <Table.Th>Last hit</Table.Th> : null}
+            {onRevoke ? <Table.Th><span className="visually-hidden">Actions</span></Table.Th> : null}
+          </Table.Tr>
+        </Table.Thead>
+        <Table.Tbody>
+          {rules.map((r) => {
+            const hl = highlight !== undefined && r.ruleid === highlight;
+            return (
+              <Table.Tr key={r.ruleid} data-ruleid={r.ruleid} className={hl ? 'rule-highlight' : undefined} data-highlighted={hl ? 'true' : undefined}
+                aria-current={hl ? 'true' : undefined}>
+                {showGroup ? <Table.Td>{r.groupName}</Table.Td> : null}
+                {direction === 'both' ? <Table.Td><Badge variant="light" color={r.direction === 'ingress' ? 'blue' : 'grape'}>{r.direction}</Badge></Table.Td> : null}
+                <Table.Td><Text fw={600} size="sm">{protocolLabel(r.protocol)}</Text></Table.Td>
+                <Table.Td className="nowrap">{portsLabel(r)}</Table.Td>
+                <Table.Td className="mono">{sourceLabel(r)}</Table.Td>
+                {showHits ? <Table.Td>{r.hitcount ?? '—'}</Table.Td> : null}
+                {showHits ? <Table.Td><When value={r.lasthit} /></Table.Td> : null}
+                {onRevoke ? (
+                  <Table.Td>
+                    <Button size="xs" variant="subtle" color="red" onClick={() => onRevoke(r)}
+                      aria-label={`Revoke ${r.direction} ${protocolLabel(r.protocol)} ${portsLabel(r)} ${sourceLabel(r)}`}>Revoke</Button>
+                  </Table.Td>
+                ) : null}
+              </Table.Tr>
+            );
+          })}
+        </Table.Tbody>
+      </Table>
+    </Table.ScrollContainer>
+  );
+}

@@ -1,0 +1,90 @@
+// Hosts for root admins: state, dataplane backend, acknowledged vs desired revision, drift repairs,
+// preflight findings and the management server holding each host's agent session.
+import { Badge, List, Stack, Table, Text, Tooltip } from '@mantine/core';
+import { useQuery } from '@tanstack/react-query';
+import { call } from '../api/client';
+import { Empty, ErrorAlert, Loading, PageHeader, When } from '../components/common';
+
+interface Finding { check: string; ok: boolean; fixed?: boolean; detail?: string }
+interface Repair { at?: string; what?: string; count?: number }
+export interface HostView {
+  id: string; name: string; state: string; lastpinged?: string; dataplane?: string; securitygroupsyncrevision?: number; desiredrevision?: number;
+  securitygroupsynced?: boolean; driftrepairs?: number; lastrepairs?: Repair[]; preflight?: Finding[] | string[]; virtualmachinecount?: number;
+  [k: string]: unknown;
+}
+
+const STATE_COLOR: Record<string, string> = { Up: 'green', Alert: 'orange', Disconnected: 'red', Down: 'red' };
+// The field naming the server that holds a host is being settled; show whichever one the server sends.
+const SERVER_FIELDS = ['managementservername', 'managementserverid', 'servername', 'serverid', 'server', 'ownerserver', 'heldby'];
+
+export function serverOf(h: HostView): string | undefined {
+  for (const f of SERVER_FIELDS) if (typeof h[f] === 'string' && h[f]) return h[f] as string;
+  return undefined;
+}
+
+function Findings({ items }: { items: HostView['preflight'] }) {
+  const list = (items ?? []) as (Finding | string)[];
+  const bad = list.filter((f) => typeof f === 'string' || !f.ok || f.fixed);
+  if (bad.length === 0) return <Text size="sm" c="green">{list.length ? 'all checks pass' : '—'}</Text>;
+  return (
+    <List size="xs" spacing={2}>
+      {bad.map((f, i) => typeof f === 'string' ? <List.Item key={i}>{f}</List.Item> : (
+        <List.Item key={i}>
+          <Badge size="xs" color={f.ok || f.fixed ? 'yellow' : 'red'} variant="light" mr={4}>{f.fixed ? 'fixed' : f.ok ? 'ok' : 'failed'}</Badge>
+          <b>{f.check}</b>{f.detail ? `: ${f.detail}` : ''}
+        </List.Item>
+      ))}
+    </List>
+  );
+}
+
+export function HostsPage() {
+  const q = useQuery({ queryKey: ['hosts'], queryFn: () => call('listHosts', { page: 1, pagesize: 500 }) });
+  const hosts = (q.data?.host ?? []) as HostView[];
+  return (
+    <>
+      <PageHeader title="Hosts" />
+      {q.error ? <ErrorAlert error={q.error} title="Could not list hosts" /> : null}
+      {q.isPending ? <Loading /> : hosts.length === 0 && !q.error ? <Empty>No hosts yet. Register one with addHost and start its agent.</Empty> : (
+        <Table.ScrollContainer minWidth={900}>
+          <Table striped aria-label="Hosts" data-testid="hosts-table">
+            <Table.Thead>
+              <Table.Tr>
+                <Table.Th>Name</Table.Th><Table.Th>State</Table.Th><Table.Th>Dataplane</Table.Th><Table.Th>Revision (acked / desired)</Table.Th>
+                <Table.Th>Drift repairs</Table.Th><Table.Th>Preflight</Table.Th><Table.Th>Server</Table.Th><Table.Th>VMs</Table.Th><Table.Th>Last contact</Table.Th>
+              </Table.Tr>
+            </Table.Thead>
+            <Table.Tbody>
+              {hosts.map((h) => {
+                const synced = h.securitygroupsynced ?? (h.securitygroupsyncrevision !== undefined && h.securitygroupsyncrevision >= (h.desiredrevision ?? 0));
+                return (
+                  <Table.Tr key={h.id} data-host={h.name}>
+                    <Table.Td fw={600}>{h.name}</Table.Td>
+                    <Table.Td><Badge color={STATE_COLOR[h.state] ?? 'gray'} variant="light">{h.state}</Badge></Table.Td>
+                    <Table.Td>{h.dataplane ?? <Text c="dimmed" span>—</Text>}</Table.Td>
+                    <Table.Td>
+                      <Stack gap={2}>
+                        <Text size="sm" className="mono">{h.securitygroupsyncrevision ?? '—'} / {h.desiredrevision ?? '—'}</Text>
+                        <Badge size="xs" color={synced ? 'green' : 'yellow'} variant="light">{synced ? 'in sync' : 'behind'}</Badge>
+                      </Stack>
+                    </Table.Td>
+                    <Table.Td>
+                      <Tooltip disabled={!h.lastrepairs?.length} multiline w={320}
+                        label={(h.lastrepairs ?? []).map((r) => `${r.at ?? ''} ${r.what ?? ''}${r.count ? ` ×${r.count}` : ''}`).join('\n')}>
+                        <Text size="sm" tabIndex={h.lastrepairs?.length ? 0 : -1}>{h.driftrepairs ?? 0}</Text>
+                      </Tooltip>
+                    </Table.Td>
+                    <Table.Td><Findings items={h.preflight} /></Table.Td>
+                    <Table.Td>{serverOf(h) ?? <Text c="dimmed" span>—</Text>}</Table.Td>
+                    <Table.Td>{h.virtualmachinecount ?? 0}</Table.Td>
+                    <Table.Td><When value={h.lastpinged} /></Table.Td>
+                  </Table.Tr>
+                );
+              })}
+            </Table.Tbody>
+          </Table>
+        </Table.ScrollContainer>
+      )}
+    </>
+  );
+}

@@ -1,0 +1,202 @@
+// One VM: its groups and sync state, changing its groups while it runs, "can this reach my VM?"
+// (explainSecurityGroupTraffic, with the deciding rule highlighted) and its recent drops.
+import { useEffect, useState, type FormEvent } from 'react';
+import {
+  Alert, Anchor, Badge, Button, Card, Group, MultiSelect, SegmentedControl, Select, SimpleGrid, Stack, Table, Text, TextInput, Title,
+} from '@mantine/core';
+import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
+import { call, getSession, isOperator } from '../api/client';
+import { useCaps } from '../caps';
+import { Empty, ErrorAlert, Loading, PageHeader, SyncBadge, Unavailable, When, isUnknownCommand } from '../components/common';
+import { RulesTable, type RuleRow } from '../components/RulesTable';
+import type { GroupView } from './Groups';
+import { addressesOf, type VmView } from './Vms';
+import { href } from '../route';
+
+export function VmPage({ id }: { id: string }) {
+  const operator = isOperator(getSession());
+  const [highlight, setHighlight] = useState<string | undefined>();
+  const q = useQuery({
+    queryKey: ['vms', 'one', id],
+    queryFn: async () => (((await call('listVirtualMachines', { id, listall: operator ? true : undefined })).virtualmachine ?? []) as VmView[])[0] ?? null,
+  });
+  const groupsQ = useQuery({
+    queryKey: ['groups', 'of-vm', id],
+    queryFn: async () => ((await call('listSecurityGroups', { virtualmachineid: id })).securitygroup ?? []) as GroupView[],
+    enabled: !!q.data,
+  });
+  if (q.isPending) return <Loading />;
+  if (q.error) return <ErrorAlert error={q.error} title="Could not load the VM" />;
+  const vm = q.data;
+  if (!vm) return <Alert color="yellow" title="No such VM">This virtual machine does not exist (any more), or you may not see it. <Anchor href={href('/vms')}>All VMs</Anchor></Alert>;
+  const rules: RuleRow[] = (groupsQ.data ?? []).flatMap((g) => [
+    ...(g.ingressrule ?? []).map((r) => ({ ...r, direction: 'ingress' as const, groupName: g.name })),
+    ...(g.egressrule ?? []).map((r) => ({ ...r, direction: 'egress' as const, groupName: g.name })),
+  ]);
+  return (
+    <>
+      <Anchor href={href('/vms')} size="sm">← Virtual machines</Anchor>
+      <PageHeader title={<span data-testid="vm-name">{vm.displayname || vm.name}</span>} />
+      <SimpleGrid cols={{ base: 1, md: 2 }} mb="md">
+        <Card withBorder>
+          <Stack gap={6}>
+            <Group gap="xs"><Text fw={600}>State</Text><Badge variant="dot" color={vm.state === 'Running' ? 'green' : 'gray'}>{vm.state}</Badge></Group>
+            <Group gap="xs" align="flex-start"><Text fw={600}>Enforcement</Text><SyncBadge state={vm.securitygroupsyncstate} error={vm.securitygroupsyncerror} /></Group>
+            <Group gap="xs"><Text fw={600}>Addresses</Text><Text className="mono">{addressesOf(vm).join(', ') || '—'}</Text></Group>
+            {vm.hostname ? <Group gap="xs"><Text fw={600}>Host</Text><Text>{vm.hostname}</Text></Group> : null}
+            {vm.account ? <Group gap="xs"><Text fw={600}>Account</Text><Text>{vm.account} <Text span c="dimmed" size="sm">{vm.domainpath}</Text></Text></Group> : null}
+          </Stack>
+        </Card>
+        <ChangeGroups vm={vm} />
+      </SimpleGrid>
+      <Title order={3} size="h4" mt="md" mb="xs">Rules in force</Title>
+      {groupsQ.error ? <ErrorAlert error={groupsQ.error} /> : <RulesTable rules={rules} direction="both" showGroup highlight={highlight} label="Rules of this VM's groups" />}
+      <Explain vm={vm} onDecided={setHighlight} shownRules={new Set(rules.map((r) => r.ruleid))} />
+      <Drops vm={vm} />
+    </>
+  );
+}
+
+function ChangeGroups({ vm }: { vm: VmView }) {
+  const queries = useQueryClient();
+  const current = (vm.securitygroup ?? []).map((g) => g.id);
+  const [chosen, setChosen] = useState<string[]>(current);
+  const [dirty, setDirty] = useState(false);
+  useEffect(() => { if (!dirty) setChosen(current); }, [current.join(','), dirty]);
+  const options = useQuery({
+    queryKey: ['groups', 'names', vm.account, vm.domainid],
+    queryFn: () => call('listSecurityGroups', isOperator(getSession()) ? { account: vm.account, domainid: vm.domainid, pagesize: 500, page: 1 } : { pagesize: 500, page: 1 }),
+  });
+  const save = useMutation({
+    mutationFn: () => call('updateVirtualMachine', { id: vm.id, securitygroupids: chosen.join(',') }),
+    onSuccess: () => { setDirty(false); void queries.invalidateQueries({ queryKey: ['vms'] }); void queries.invalidateQueries({ queryKey: ['groups'] }); },
+  });
+  const submit = (e: FormEvent) => { e.preventDefault(); save.mutate(); };
+  return (
+    <Card withBorder component="form" onSubmit={submit} aria-label="Change security groups">
+      <Stack gap="sm">
+        <MultiSelect label="Security groups" description="Applies while the VM runs; enforcement shows Pending until the host has it."
+          data={((options.data?.securitygroup ?? []) as GroupView[]).map((g) => ({ value: g.id, label: g.name }))}
+          value={chosen} onChange={(v) => { setChosen(v); setDirty(true); }} searchable error={save.error?.message} />
+        {save.isSuccess && !dirty ? <Text size="sm" c="green" role="status">Groups changed.</Text> : null}
+        <Group justify="flex-end">
+          {dirty ? <Button variant="default" onClick={() => { setDirty(false); setChosen(current); save.reset(); }}>Reset</Button> : null}
+          <Button type="submit" disabled={!dirty} loading={save.isPending}>Save groups</Button>
+        </Group>
+      </Stack>
+    </Card>
+  );
+}
+
+interface Verdict {
+  allowed?: boolean | string; reason?: string; ruleid?: string; securitygroupid?: string; securitygroupname?: string; hitcount?: number; securitygroupsyncstate?: string;
+}
+
+function Explain({ vm, onDecided, shownRules }: { vm: VmView; onDecided: (ruleId: string | undefined) => void; shownRules: Set<string> }) {
+  const caps = useCaps();
+  const [direction, setDirection] = useState<'ingress' | 'egress'>('ingress');
+  const [protocol, setProtocol] = useState('tcp');
+  const [port, setPort] = useState('');
+  const [icmptype, setIcmptype] = useState('8');
+  const [icmpcode, setIcmpcode] = useState('0');
+  const [address, setAddress] = useState('');
+  const [nicid, setNicid] = useState<string | null>(null);
+  const explain = useMutation({
+    mutationFn: async () => {
+      const r = await call('explainSecurityGroupTraffic', {
+        virtualmachineid: vm.id, direction, protocol, address,
+        ...(protocol === 'icmp' ? { icmptype, icmpcode } : protocol === 'tcp' || protocol === 'udp' ? { port } : {}),
+        ...(nicid ? { nicid } : {}),
+      });
+      return (r.securitygrouptraffic ?? r) as Verdict;
+    },
+    onSuccess: (v) => onDecided(v.ruleid),
+    onError: () => onDecided(undefined),
+  });
+  if (caps.loaded && !caps.has('explainSecurityGroupTraffic')) {
+    return <Card withBorder mt="lg"><Title order={3} size="h4">Can this reach my VM?</Title><Unavailable what="Traffic explanation (explainSecurityGroupTraffic)" /></Card>;
+  }
+  const submit = (e: FormEvent) => { e.preventDefault(); explain.mutate(); };
+  const v = explain.data;
+  const allowed = v ? v.allowed === true || v.allowed === 'true' : false;
+  const nics = vm.nic ?? [];
+  return (
+    <Card withBorder mt="lg" component="section" aria-labelledby="explain-title">
+      <form onSubmit={submit} aria-label="Explain traffic">
+        <Stack gap="sm">
+          <Title order={3} size="h4" id="explain-title">Can this reach my VM?</Title>
+          <SegmentedControl value={direction} onChange={(x) => setDirection(x as 'ingress' | 'egress')} aria-label="Direction" maw={360}
+            data={[{ value: 'ingress', label: 'To this VM' }, { value: 'egress', label: 'From this VM' }]} />
+          <SimpleGrid cols={{ base: 1, sm: 2, md: 4 }}>
+            <TextInput label={direction === 'ingress' ? 'From address' : 'To address'} required value={address} onChange={(e) => setAddress(e.currentTarget.value)} placeholder="203.0.113.50" classNames={{ input: 'mono' }} />
+            <Select label="Protocol" value={protocol} allowDeselect={false} onChange={(x) => setProtocol(x ?? 'tcp')}
+              data={[{ value: 'tcp', label: 'TCP' }, { value: 'udp', label: 'UDP' }, { value: 'icmp', label: 'ICMP' }]} />
+            {protocol === 'icmp' ? (
+              <>
+                <TextInput label="ICMP type" value={icmptype} onChange={(e) => setIcmptype(e.currentTarget.value)} />
+                <TextInput label="ICMP code" value={icmpcode} onChange={(e) => setIcmpcode(e.currentTarget.value)} />
+              </>
+            ) : <TextInput label="Port" required value={port} onChange={(e) => setPort(e.currentTarget.value)} inputMode="numeric" />}
+            {nics.length > 1 ? <Select label="NIC" value={nicid} onChange={setNicid} clearable placeholder="default NIC"
+              data={nics.map((n) => ({ value: n.id, label: `${n.ipaddress ?? n.ip6address ?? n.macaddress} (${n.networkname ?? 'network'})` }))} /> : null}
+          </SimpleGrid>
+          <Group justify="flex-end"><Button type="submit" loading={explain.isPending}>Explain</Button></Group>
+          {explain.error ? <ErrorAlert error={explain.error} title="Could not explain" /> : null}
+          {v ? (
+            <Alert color={allowed ? 'green' : 'red'} title={allowed ? 'Allowed' : 'Blocked'} data-testid="explain-verdict" role="status">
+              <Text size="sm">{v.reason}</Text>
+              {v.securitygroupname ? <Text size="sm">Deciding rule in group <b>{v.securitygroupname}</b>{v.hitcount !== undefined ? ` (hit ${v.hitcount} times)` : ''}{v.ruleid && shownRules.has(v.ruleid) ? '; highlighted in the rules above' : ''}.</Text> : null}
+              {v.securitygroupsyncstate && v.securitygroupsyncstate !== 'Synced' ? <Text size="sm">Note: the VM's rules are {v.securitygroupsyncstate} on its host, so the kernel may not do this yet.</Text> : null}
+            </Alert>
+          ) : null}
+        </Stack>
+      </form>
+    </Card>
+  );
+}
+
+interface Drop {
+  virtualmachinename?: string; nicid?: string; direction?: string; protocol?: string; srcaddress?: string; srcport?: number;
+  dstaddress?: string; dstport?: number; icmptype?: number; reason?: string; created?: string;
+}
+
+function Drops({ vm }: { vm: VmView }) {
+  const caps = useCaps();
+  const enabled = !caps.loaded || caps.has('listSecurityGroupDrops');
+  const q = useQuery({
+    queryKey: ['drops', vm.id],
+    queryFn: async () => ((await call('listSecurityGroupDrops', { virtualmachineid: vm.id, page: 1, pagesize: 50 })).securitygroupdrop ?? []) as Drop[],
+    enabled, retry: false,
+  });
+  const endpoint = (a?: string, p?: number) => (a ? `${a}${p ? `:${p}` : ''}` : '—');
+  let body;
+  if (!enabled || isUnknownCommand(q.error)) body = <Unavailable what="The drop log (listSecurityGroupDrops)" />;
+  else if (q.error) body = <ErrorAlert error={q.error} />;
+  else if (q.isPending) body = <Loading />;
+  else if (q.data.length === 0) body = <Empty>No dropped traffic recorded for this VM.</Empty>;
+  else body = (
+    <Table.ScrollContainer minWidth={640}>
+      <Table striped aria-label="Recent drops" data-testid="drops-table">
+        <Table.Thead><Table.Tr><Table.Th>When</Table.Th><Table.Th>Direction</Table.Th><Table.Th>Protocol</Table.Th><Table.Th>From</Table.Th><Table.Th>To</Table.Th><Table.Th>Reason</Table.Th></Table.Tr></Table.Thead>
+        <Table.Tbody>
+          {q.data.map((d, i) => (
+            <Table.Tr key={i}>
+              <Table.Td><When value={d.created} /></Table.Td>
+              <Table.Td>{d.direction}</Table.Td>
+              <Table.Td>{d.protocol?.toUpperCase()}{d.icmptype !== undefined && d.icmptype !== null ? ` type ${d.icmptype}` : ''}</Table.Td>
+              <Table.Td className="mono">{endpoint(d.srcaddress, d.srcport)}</Table.Td>
+              <Table.Td className="mono">{endpoint(d.dstaddress, d.dstport)}</Table.Td>
+              <Table.Td>{d.reason}</Table.Td>
+            </Table.Tr>
+          ))}
+        </Table.Tbody>
+      </Table>
+    </Table.ScrollContainer>
+  );
+  return (
+    <Card withBorder mt="lg" component="section" aria-labelledby="drops-title">
+      <Title order={3} size="h4" id="drops-title" mb="xs">Recent drops</Title>
+      {body}
+    </Card>
+  );
+}

@@ -1,0 +1,265 @@
+// Username/password sessions, CloudStack's way: `login` (POST only) checks the password and answers
+// with a `sessionkey` and a JSESSIONID cookie; every later call carries the cookie AND the sessionkey
+// as a parameter (unsigned); `logout` ends the session. What Palisade adds to CloudStack's scheme:
+// - the cookie is HttpOnly and SameSite=Strict (Path=/client), and a request whose Origin (or
+//   Sec-Fetch-Site) says it comes from another site is refused before anything else, so a session
+//   cannot be used from another origin even by a page that somehow learnt the sessionkey;
+// - the sessionkey is required as a parameter (never taken from a cookie): double submit;
+// - only SHA-256 digests of the cookie and the key are stored (table `sessions`, in the store, so
+//   sessions survive restarts and work on every server of one PostgreSQL);
+// - sessions expire after `timeoutSeconds` without a call (sliding) and after `maxAgeSeconds` in any case;
+// - password guessing is bounded per user and address (LoginLimiter): 429 with Retry-After.
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Db } from '../store/db.js';
+import { ROLE_ACCOUNT_TYPE, type Role } from '../model/types.js';
+import { ApiError, type Caller, type CommandDef } from './command.js';
+import { envelope, errorBody } from './envelope.js';
+import { LoginLimiter } from './login-limiter.js';
+import { MAX_PASSWORD_LENGTH, verifyPassword } from './passwords.js';
+import { RequestParams, isUuid, validateParams } from './params.js';
+import { deleteSessionByToken, findSession, insertSession, pruneSessions, touchSession } from '../store/queries/sessions.js';
+import { displayDomainPath } from '../store/queries/accounts.js';
+
+export const SESSION_COOKIE = 'JSESSIONID';
+export const SESSION_AUTH_FAILED = 'unable to verify user credentials';
+const CROSS_ORIGIN = 'unable to verify user credentials: the request comes from another origin';
+const SESSIONS_PER_USER = 20;
+
+/** What the HTTP layer knows about a request beyond its parameters. */
+export interface Transport {
+  method: string;
+  cookies: Readonly<Record<string, string>>;
+  /** the Origin header, if any */
+  origin?: string;
+  /** the Host header */
+  host?: string;
+  /** the Sec-Fetch-Site header, if any */
+  fetchSite?: string;
+  /** the peer's address */
+  address: string;
+  /** request arrived over TLS (cookie gets Secure) */
+  secure: boolean;
+}
+
+export interface AuthReply { status: number; body: Record<string, unknown>; cookies?: string[]; headers?: Record<string, string> }
+
+export interface SessionOptions {
+  db: Db;
+  log: Logger;
+  now?: () => Date;
+  /** idle timeout, seconds (CloudStack's session timeout is 1800) */
+  timeoutSeconds?: number;
+  /** absolute lifetime, seconds; default 12 h */
+  maxAgeSeconds?: number;
+  limiter?: LoginLimiter;
+}
+
+/** 429 from the login limiter, with the seconds to wait (sent as Retry-After). */
+class TooManyAttempts extends ApiError {
+  constructor(readonly retryAfter: number) {
+    super(429, `Too many failed login attempts; try again in ${retryAfter} seconds`);
+  }
+}
+
+const ROLE_BY_TYPE = new Map<number, Role>(Object.entries(ROLE_ACCOUNT_TYPE).map(([role, type]) => [type, role as Role]));
+const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest('base64url');
+const token = (bytes: number) => randomBytes(bytes).toString('base64url');
+
+/** Parse a Cookie header: first occurrence of a name wins; values are not decoded (ours are base64url). */
+export function parseCookies(header: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!header) return out;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) continue;
+    const name = part.slice(0, eq).trim();
+    let value = part.slice(eq + 1).trim();
+    if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) value = value.slice(1, -1);
+    if (name && !(name in out)) out[name] = value;
+  }
+  return out;
+}
+
+/**
+ * Does the request come from this server's own origin (or from no browser page at all)? Browsers send
+ * Origin on cross-origin requests and on every POST, and Sec-Fetch-Site on every request; tools send
+ * neither.
+ */
+export function sameOrigin(t: Pick<Transport, 'origin' | 'host' | 'fetchSite'>): boolean {
+  if (t.fetchSite !== undefined && t.fetchSite !== 'same-origin' && t.fetchSite !== 'none') return false;
+  if (t.origin === undefined) return true;
+  if (!t.host) return false;
+  try {
+    const u = new URL(t.origin);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.host.toLowerCase() === t.host.toLowerCase();
+  } catch {
+    return false; // "null" (sandboxed frames, file:) and anything unparsable
+  }
+}
+
+function keysEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+export class SessionAuth {
+  readonly timeoutSeconds: number;
+  readonly maxAgeSeconds: number;
+  readonly limiter: LoginLimiter;
+
+  constructor(private readonly o: SessionOptions) {
+    this.timeoutSeconds = o.timeoutSeconds ?? 1800;
+    this.maxAgeSeconds = o.maxAgeSeconds ?? 12 * 3600;
+    this.limiter = o.limiter ?? new LoginLimiter();
+  }
+
+  private now(): Date { return this.o.now?.() ?? new Date(); }
+
+  private cookie(value: string, t: Transport, clear = false): string {
+    const attrs = [`${SESSION_COOKIE}=${value}`, 'Path=/client', 'HttpOnly', 'SameSite=Strict'];
+    if (t.secure) attrs.push('Secure');
+    if (clear) attrs.push('Max-Age=0');
+    return attrs.join('; ');
+  }
+
+  private expiry(created: Date, now: Date): string {
+    return new Date(Math.min(now.getTime() + this.timeoutSeconds * 1000, created.getTime() + this.maxAgeSeconds * 1000)).toISOString();
+  }
+
+  /** `login` and `logout` (commands marked `authenticator`). Never throws. */
+  async handle(def: CommandDef, raw: Record<string, string>, t: Transport): Promise<AuthReply> {
+    try {
+      return def.authenticator === 'logout' ? await this.logout(raw, t) : await this.login(def, raw, t);
+    } catch (err) {
+      const e = err instanceof ApiError ? err : new ApiError(530, 'Internal error executing command, please contact your system administrator');
+      if (!(err instanceof ApiError)) this.o.log.error({ err, command: def.name }, 'authentication command failed');
+      const reply: AuthReply = { status: e.code, body: envelope(def.name, errorBody(e.code, e.message, e.code === 431 ? e.csCode : undefined)) };
+      if (err instanceof TooManyAttempts) reply.headers = { 'retry-after': String(err.retryAfter) };
+      return reply;
+    }
+  }
+
+  private async login(def: CommandDef, raw: Record<string, string>, t: Transport): Promise<AuthReply> {
+    if (t.method !== 'POST') throw new ApiError(405, 'Please use HTTP POST to authenticate using this API');
+    if (!sameOrigin(t)) throw new ApiError(401, CROSS_ORIGIN);
+    const params = new RequestParams(raw);
+    validateParams(def, params);
+    const username = params.str('username')!;
+    const password = params.str('password')!;
+    const db = this.o.db;
+
+    // domainid wins over domain (a path such as /d1/sub); neither: ROOT.
+    let domain: { id: number; uuid: string; path: string } | undefined;
+    const domainId = params.str('domainid');
+    const domainPath = params.str('domain');
+    if (domainId !== undefined && domainId.trim() !== '') {
+      if (!isUuid(domainId.trim())) throw new ApiError(401, 'Invalid domain id entered, please enter a valid one');
+      domain = await db.selectFrom('domains').select(['id', 'uuid', 'path']).where('uuid', '=', domainId.trim()).where('removed', 'is', null).executeTakeFirst();
+      if (!domain) throw new ApiError(531, 'Invalid domain id entered, please enter a valid one');
+    } else {
+      let p = (domainPath ?? '/').trim();
+      if (!p.startsWith('/')) p = '/' + p;
+      if (!p.endsWith('/')) p += '/';
+      // CloudStack's UI shows paths as ROOT/d1: accept that spelling too.
+      if (/^\/ROOT(\/|$)/i.test(p)) p = p.replace(/^\/ROOT/i, '') || '/';
+      domain = await db.selectFrom('domains').select(['id', 'uuid', 'path']).where('path', '=', p).where('removed', 'is', null).executeTakeFirst();
+      if (!domain) throw new ApiError(531, `Unable to find the domain from the path ${p}`);
+    }
+
+    const now = this.now();
+    const verdict = this.limiter.begin(`${domain.id}/${username}`, t.address, now.getTime());
+    if (!verdict.allowed) {
+      this.o.log.warn({ user: username, address: t.address }, 'login refused: too many failed attempts');
+      throw new TooManyAttempts(verdict.retryAfterSeconds);
+    }
+    const failed = new ApiError(531, `Failed to authenticate user ${username} in domain ${domain.uuid}; please provide valid credentials`);
+    const user = await db.selectFrom('users as u').innerJoin('accounts as a', 'a.id', 'u.account_id')
+      .select(['u.id', 'u.uuid', 'u.username', 'u.firstname', 'u.lastname', 'u.password_hash', 'u.state as userState',
+        'a.name as account', 'a.type', 'a.state as accountState'])
+      .where('u.username', '=', username).where('a.domain_id', '=', domain.id).where('u.removed', 'is', null).where('a.removed', 'is', null)
+      .executeTakeFirst();
+    const ok = password.length <= MAX_PASSWORD_LENGTH && await verifyPassword(password, user?.password_hash);
+    if (!user || !ok) {
+      this.o.log.info({ user: username, domain: domain.uuid, address: t.address }, 'login failed');
+      throw failed;
+    }
+    this.limiter.succeeded(`${domain.id}/${username}`, t.address);
+    if (user.userState !== 'enabled' || user.accountState !== 'enabled') {
+      throw new ApiError(531, `User ${username} in domain ${domain.uuid} is disabled/locked (or account is disabled/locked)`);
+    }
+
+    const sessionToken = token(32);
+    const sessionKey = token(24);
+    const nowIso = now.toISOString();
+    await db.transaction().execute(async (trx) => {
+      await pruneSessions(trx, nowIso, user.id, SESSIONS_PER_USER - 1);
+      await insertSession(trx, { tokenHash: digest(sessionToken), keyHash: digest(sessionKey), userId: user.id, address: t.address, now: nowIso, expires: this.expiry(now, now) });
+    });
+    // A cookie sent with the login belongs to a session this login replaces.
+    const old = t.cookies[SESSION_COOKIE];
+    if (old) await deleteSessionByToken(db, digest(old));
+    this.o.log.info({ user: username, domain: domain.uuid }, 'login');
+    return {
+      status: 200,
+      cookies: [this.cookie(sessionToken, t)],
+      body: envelope('login', {
+        username: user.username, userid: user.uuid, domainid: domain.uuid, timeout: this.timeoutSeconds, account: user.account,
+        firstname: user.firstname, lastname: user.lastname, type: String(user.type), registered: 'false', sessionkey: sessionKey,
+        // Palisade: what the console shows without another call
+        domainpath: displayDomainPath(domain.path), roletype: ROLE_LABEL[user.type] ?? 'User',
+      }),
+    };
+  }
+
+  private async logout(raw: Record<string, string>, t: Transport): Promise<AuthReply> {
+    if (!sameOrigin(t)) throw new ApiError(401, CROSS_ORIGIN);
+    const cookie = t.cookies[SESSION_COOKIE];
+    const clear = [this.cookie('', t, true)];
+    if (!cookie) return { status: 200, cookies: clear, body: envelope('logout', { description: 'success' }) };
+    const row = await findSession(this.o.db, digest(cookie), this.now().toISOString());
+    if (row) {
+      // Only the page holding the sessionkey may end the session (no logout by a forged request).
+      if (!keysEqual(digest(sessionKeyOf(raw) ?? ''), row.keyHash)) throw new ApiError(401, SESSION_AUTH_FAILED);
+      await deleteSessionByToken(this.o.db, digest(cookie));
+      this.o.log.info({ user: row.username }, 'logout');
+    }
+    return { status: 200, cookies: clear, body: envelope('logout', { description: 'success' }) };
+  }
+
+  /** Does this request try session authentication (it has our cookie or a sessionkey)? */
+  wants(raw: Record<string, string>, t: Transport): boolean {
+    return t.cookies[SESSION_COOKIE] !== undefined || sessionKeyOf(raw) !== undefined;
+  }
+
+  /** The caller of a session-authenticated call; 401 unless cookie, sessionkey and origin all agree. */
+  async authenticate(raw: Record<string, string>, t: Transport): Promise<Caller> {
+    if (!sameOrigin(t)) throw new ApiError(401, CROSS_ORIGIN);
+    const cookie = t.cookies[SESSION_COOKIE];
+    const key = sessionKeyOf(raw);
+    if (!cookie || key === undefined) throw new ApiError(401, SESSION_AUTH_FAILED);
+    const now = this.now();
+    const row = await findSession(this.o.db, digest(cookie), now.toISOString());
+    if (!row || !keysEqual(digest(key), row.keyHash) || row.userState !== 'enabled' || row.accountState !== 'enabled') {
+      throw new ApiError(401, SESSION_AUTH_FAILED);
+    }
+    // Sliding expiry, written at most every tenth of the timeout (not on every call).
+    if (now.getTime() - Date.parse(row.lastSeen) > Math.min(60_000, this.timeoutSeconds * 100)) {
+      await touchSession(this.o.db, row.sessionId, now.toISOString(), this.expiry(new Date(row.sessionCreated), now));
+    }
+    return {
+      userId: row.userId, userUuid: row.userUuid, username: row.username,
+      accountId: row.accountId, accountUuid: row.accountUuid, accountName: row.accountName,
+      domainId: row.domainId, domainUuid: row.domainUuid, domainName: row.domainName, domainPath: row.domainPath,
+      role: ROLE_BY_TYPE.get(row.accountType) ?? 'user', sessionId: row.sessionId,
+    };
+  }
+}
+
+const ROLE_LABEL: Record<number, string> = { 0: 'User', 1: 'Admin', 2: 'DomainAdmin' };
+
+function sessionKeyOf(raw: Record<string, string>): string | undefined {
+  for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'sessionkey') return v;
+  return undefined;
+}
