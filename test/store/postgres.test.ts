@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { openStore, type Db } from '../../src/store/db.js';
+import { sql } from 'kysely';
+import { openPostgres, openStore, type Db } from '../../src/store/db.js';
 import { startPostgres } from '../helpers/postgres.js';
 
 async function exercise(db: Db): Promise<void> {
@@ -45,6 +46,20 @@ test('store on a real PostgreSQL cluster: migrations, transactions, queries', as
   // Migrating again is a no-op.
   const again = await openStore({ kind: 'postgres', url: pg.url });
   await again.destroy();
+
+  // A connection that dies while checked out between two queries of a transaction fails that
+  // transaction; it must not end the process (pg emits 'error' on such a client, which nobody heard).
+  const lost: string[] = [];
+  const victim = openPostgres(pg.url, (err) => lost.push(err.message));
+  t.after(() => victim.destroy().catch(() => {}));
+  await assert.rejects(victim.transaction().execute(async (trx) => {
+    const { pid } = (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx)).rows[0];
+    await sql`select pg_terminate_backend(${pid})`.execute(db);
+    await new Promise((r) => setTimeout(r, 300)); // the client hears its connection go while no query runs
+    await sql`select 1`.execute(trx);
+  }), /not queryable|terminat/i);
+  assert.ok(lost.length > 0, 'the loss was reported');
+  assert.equal((await sql<{ one: number }>`select 1 as one`.execute(victim)).rows[0].one, 1, 'the pool serves again');
 });
 
 test('store on SQLite: the same queries', async (t) => {
