@@ -6,6 +6,7 @@ import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../store/schema.js';
 import type { Change } from '../model/changes.js';
 import type { Role } from '../model/types.js';
+import type { ConnectionInspector } from '../model/telemetry.js';
 
 /** CloudStack error: HTTP status = code. cserrorcode per CSExceptionErrorCode. */
 export class ApiError extends Error {
@@ -83,6 +84,8 @@ export interface CommandContext {
   readonly instanceUuid?: string;
   event(e: EventInput): void;
   changed(...changes: Change[]): void;
+  /** Asks agents about tracked connections (revoke dry runs); absent until the control plane provides it. */
+  readonly connections?: ConnectionInspector;
 }
 
 export type CommandResult =
@@ -109,5 +112,7 @@ export interface CommandDef {
   describe?(params: Params): string;
   /** Async only (optional): CloudStack's jobinstancetype (e.g. SecurityGroup, VirtualMachine). */
   instanceType?: string;
+  /** Optional: true when this request must record no events at all (dry runs change nothing). */
+  quiet?(params: Params): boolean;
   handle(ctx: CommandContext): Promise<CommandResult>;
 }

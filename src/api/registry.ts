@@ -7,13 +7,15 @@ import { accountCommands } from './commands/accounts.js';
 import { securityGroupCommands } from './commands/securitygroups.js';
 import { tagCommands } from './commands/tags.js';
 import { eventCommands } from './commands/events.js';
+import { trafficCommands } from './commands/traffic.js';
+import { configurationCommands } from './commands/configurations.js';
 
 let cached: CommandDef[] | undefined;
 
 export function allCommands(): CommandDef[] {
   if (cached) return cached;
   const own: CommandDef[] = [...accountCommands, ...securityGroupCommands, ...tagCommands, ...eventCommands, ...asyncJobCommands];
-  const list: CommandDef[] = [...own, ...inventoryCommands];
+  const list: CommandDef[] = [...own, ...inventoryCommands, ...trafficCommands, ...configurationCommands];
   list.push(makeListApis(() => list));
   const seen = new Set<string>();
   for (const c of list) {

@@ -9,6 +9,8 @@ import { createControlPlane } from '../control/index.js';
 import { buildServer } from './server.js';
 import { bootstrap } from './bootstrap.js';
 import { failOrphanJobs } from './dispatcher.js';
+import { ApiMetrics, parseAllowList, registerMetricsRoute } from './metrics.js';
+import { MetricsRegistry } from '../metrics/registry.js';
 
 export function parseListen(s: string): { host: string; port: number } {
   const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(s);
@@ -30,6 +32,8 @@ export async function serverCommand(argv: string[]): Promise<number> {
     .option('--data-dir <dir>', 'data directory (SQLite store, admin credentials)', './palisade-data')
     .option('--db <url>', 'PostgreSQL URL (postgres://…) instead of the embedded SQLite store')
     .option('--log-level <level>', 'log level', 'info')
+    .option('--metrics <on|off>', 'serve Prometheus metrics at /metrics on the API port (no API signature needed)', 'on')
+    .option('--metrics-allow <cidrs>', 'answer /metrics only to these client addresses (CIDRs or addresses, comma separated); default: any')
     .exitOverride();
   try {
     program.parse(argv, { from: 'user' });
@@ -38,7 +42,10 @@ export async function serverCommand(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' ? 0 : 2;
     throw e;
   }
-  const o = program.opts<{ listen: string; dataDir: string; db?: string; logLevel: string }>();
+  const o = program.opts<{ listen: string; dataDir: string; db?: string; logLevel: string; metrics: string; metricsAllow?: string }>();
+  if (o.metrics !== 'on' && o.metrics !== 'off') { process.stderr.write(`palisade server: --metrics expects on or off, got ${o.metrics}\n`); return 2; }
+  let metricsAllow: ReturnType<typeof parseAllowList> | null = null;
+  try { metricsAllow = o.metricsAllow !== undefined ? parseAllowList(o.metricsAllow) : null; } catch (e) { process.stderr.write(`palisade server: ${(e as Error).message}\n`); return 2; }
   const log = pino({ level: o.logLevel, base: { svc: 'palisade-server' } });
   const listen = parseListen(o.listen);
   const dataDir = path.resolve(o.dataDir);
@@ -58,7 +65,9 @@ export async function serverCommand(argv: string[]): Promise<number> {
   if (orphans) log.warn({ jobs: orphans }, 'marked async jobs interrupted by the previous shutdown as failed');
 
   const cp = await createControlPlane(db, log);
-  const app = await buildServer({ db, sink: cp.sink, log, serverId });
+  const metrics = new MetricsRegistry({ process: true });
+  const app = await buildServer({ db, sink: cp.sink, log, serverId, observer: new ApiMetrics(metrics, db) });
+  if (o.metrics === 'on') registerMetricsRoute(app, metrics, metricsAllow);
   await cp.register(app);
   await app.listen({ host: listen.host, port: listen.port });
   log.info({ url: `http://${listen.host}:${listen.port}/client/api`, store: cfg.kind }, 'palisade server listening');

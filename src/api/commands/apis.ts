@@ -19,6 +19,9 @@ const RESPONSE_FIELDS: Record<string, string[]> = {
   nic: ['id', 'networkid', 'ipaddress', 'ip6address', 'macaddress', 'isdefault', 'secondaryip', 'virtualmachineid'],
   nicsecondaryip: ['id', 'ipaddress', 'nicid', 'networkid', 'virtualmachineid'],
   api: ['name', 'description', 'isasync', 'since', 'related', 'params', 'response', 'type'],
+  securitygroupdrop: ['virtualmachineid', 'virtualmachinename', 'nicid', 'direction', 'protocol', 'srcaddress', 'srcport', 'dstaddress', 'dstport', 'icmptype', 'icmpcode', 'reason', 'created'],
+  securitygrouptraffic: ['virtualmachineid', 'direction', 'protocol', 'address', 'port', 'icmptype', 'icmpcode', 'allowed', 'reason', 'detail', 'ruleid', 'securitygroupid', 'securitygroupname', 'hitcount', 'securitygroupsyncstate'],
+  configuration: ['category', 'name', 'value', 'defaultvalue', 'description', 'isdynamic', 'component', 'group', 'subgroup', 'type', 'displaytext'],
 };
 
 export function makeListApis(all: () => CommandDef[]): CommandDef {
