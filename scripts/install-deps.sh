@@ -2,7 +2,7 @@
 # Installs the Debian packages Palisade's server, agent, lab and tests use (idempotent; needs root).
 set -euo pipefail
 PKGS=(iptables ipset ebtables arptables nftables conntrack iproute2 iputils-ping ncat netcat-openbsd
-      hping3 arping tcpdump iperf3 python3-scapy cs python3-cs postgresql kmod procps
+      hping3 arping tcpdump iperf3 python3-scapy cs python3-cs python3-libcloud postgresql kmod procps
       python3 make g++)  # the last three: npm ci builds better-sqlite3 when no prebuilt binary is at hand
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done

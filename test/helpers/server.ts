@@ -46,8 +46,8 @@ export async function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** `db`: a postgres:// URL to run on PostgreSQL instead of the embedded SQLite store. */
-export async function startServer(opts: { dataDir?: string; db?: string } = {}): Promise<TestServer> {
+/** `db`: a postgres:// URL to run on PostgreSQL instead of the embedded SQLite store; `args`: more `palisade server` options. */
+export async function startServer(opts: { dataDir?: string; db?: string; args?: string[] } = {}): Promise<TestServer> {
   const ownDir = !opts.dataDir;
   const dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-test-'));
   const port = await freePort();
@@ -58,7 +58,7 @@ export async function startServer(opts: { dataDir?: string; db?: string } = {}):
   async function launch(): Promise<void> {
     out += `--- start ${new Date().toISOString()}\n`;
     const { cmd, args: lead } = palisadeCommand();
-    const args = [...lead, 'server', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...(opts.db ? ['--db', opts.db] : [])];
+    const args = [...lead, 'server', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...(opts.db ? ['--db', opts.db] : []), ...(opts.args ?? [])];
     const c = spawn(cmd, args, {
       cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env },
     });
