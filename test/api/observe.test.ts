@@ -12,6 +12,9 @@ import { loadPolicyInput } from '../../src/store/queries/cloud.js';
 import { compileVm } from '../../src/policy/api.js';
 import type { VmPolicy } from '../../src/policy/ir.js';
 import { ALL_METRICS } from '../../src/metrics/catalog.js';
+import { runPalisade } from '../helpers/palisade.js';
+import fs from 'node:fs';
+import os from 'node:os';
 
 type P = Record<string, string | number | boolean>;
 
@@ -327,6 +330,23 @@ test('explainSecurityGroupTraffic: verdict, reason, deciding rule with group and
   await fails('explainSecurityGroupTraffic', { direction: 'ingress', protocol: 'tcp', port: 1, address: '192.0.2.1' }, 431, /missing parameter virtualmachineid/, alice);
   // the admin may explain any VM
   assert.equal((await ex({ direction: 'ingress', protocol: 'tcp', port: 80, address: '203.0.113.77' }, admin)).allowed, true);
+});
+
+test('the palisade CLI gets explain and the drop log for free (verb + noun from listApis)', async () => {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-cli-'));
+  try {
+    const env = { ...process.env, HOME: home, PALISADE_CONFIG: path.join(home, 'config'), CLOUDSTACK_ENDPOINT: s.url, CLOUDSTACK_KEY: alice.apikey, CLOUDSTACK_SECRET: alice.secretkey };
+    const r = await runPalisade(['explain', 'securitygrouptraffic', `virtualmachineid=${web1.id}`, 'direction=ingress', 'protocol=tcp', 'port=80', 'address=203.0.113.77'], { env });
+    assert.equal(r.code, 0, r.stderr);
+    const t = JSON.parse(r.stdout).securitygrouptraffic;
+    assert.deepEqual([t.allowed, t.reason, t.securitygroupname], [true, 'rule', 'web']);
+    await ingestDrops(db, await hostInternalId(hostA.id), { records: [{ at: new Date().toISOString(), vm: web1.id, reason: 'spoofed-ip', direction: 'egress', protocol: 'udp', src: '10.1.1.250' }] });
+    const d = await runPalisade(['list', 'securitygroupdrops', 'reason=spoofed-ip', 'filter=reason,srcaddress', '--output', 'csv'], { env });
+    assert.equal(d.code, 0, d.stderr);
+    assert.deepEqual(d.stdout.trim().split('\n'), ['reason,srcaddress', 'spoofed-ip,10.1.1.250']);
+  } finally {
+    fs.rmSync(home, { recursive: true, force: true });
+  }
 });
 
 // ---------------------------------------------------------------- dry runs
