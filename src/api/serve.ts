@@ -11,6 +11,9 @@ import { bootstrap } from './bootstrap.js';
 import { failOrphanJobs } from './dispatcher.js';
 import { ApiMetrics, parseAllowList, registerMetricsRoute } from './metrics.js';
 import { MetricsRegistry } from '../metrics/registry.js';
+import { pruneDrops } from '../store/queries/drops.js';
+
+const DROP_PRUNE_MS = 3600_000;
 
 export function parseListen(s: string): { host: string; port: number } {
   const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(s);
@@ -68,6 +71,9 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const metrics = new MetricsRegistry({ process: true });
   const app = await buildServer({ db, sink: cp.sink, log, serverId, observer: new ApiMetrics(metrics, db) });
   if (o.metrics === 'on') registerMetricsRoute(app, metrics, metricsAllow);
+  // The drop log's age bound also holds while no agent reports anything (ingestion prunes otherwise).
+  const pruner = setInterval(() => { pruneDrops(db, new Date()).catch((err) => log.error({ err }, 'drop log prune failed')); }, DROP_PRUNE_MS);
+  pruner.unref();
   await cp.register(app);
   await app.listen({ host: listen.host, port: listen.port });
   log.info({ url: `http://${listen.host}:${listen.port}/client/api`, store: cfg.kind }, 'palisade server listening');
@@ -79,6 +85,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
       stopping = true;
       log.info({ signal }, 'shutting down');
       (async () => {
+        clearInterval(pruner);
         await app.close();
         await cp.close();
         await db.destroy();

@@ -11,6 +11,11 @@ type Q = Transaction<Database> | Kysely<Database>;
 
 export interface RuleRow { id: number; uuid: string; group_id: number; type: string; protocol: string; start_port: number | null; end_port: number | null; cidr: string | null; allowed_group_id: number | null }
 
+function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const l = m.get(k);
+  if (l) l.push(v); else m.set(k, [v]);
+}
+
 const chunk = <T>(xs: T[], n = 500): T[][] => { const o: T[][] = []; for (let i = 0; i < xs.length; i += n) o.push(xs.slice(i, i + n)); return o; };
 
 function protocolOf(p: string): Protocol {
@@ -48,14 +53,14 @@ async function addVms(db: Q, s: CloudState, vmIds: number[]): Promise<void> {
       .where('vm_id', 'in', part).where('removed', 'is', null).orderBy('device_id').orderBy('id').execute();
     const secs = await db.selectFrom('nic_secondary_ips').select(['nic_id', 'address']).where('vm_id', 'in', part).orderBy('id').execute();
     const secByNic = new Map<number, string[]>();
-    for (const x of secs) secByNic.set(x.nic_id, [...(secByNic.get(x.nic_id) ?? []), x.address]);
+    for (const x of secs) push(secByNic, x.nic_id, x.address);
     for (const n of nics) {
       if (!s.vms.has(n.vm_id)) continue;
       const nic: Nic = {
         id: n.id, uuid: n.uuid, vmId: n.vm_id, networkId: n.network_id, mac: n.mac.toLowerCase(), ipv4: n.ipv4, ipv6: n.ipv6,
         secondaryIps: secByNic.get(n.id) ?? [], isDefault: n.is_default === 1, deviceName: n.device_name,
       };
-      s.nicsByVm.set(n.vm_id, [...(s.nicsByVm.get(n.vm_id) ?? []), nic]);
+      push(s.nicsByVm, n.vm_id, nic);
     }
   }
 }
@@ -65,7 +70,7 @@ async function addGroupsOfVms(db: Q, s: CloudState, vmIds: number[]): Promise<nu
   for (const part of chunk(vmIds)) {
     for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('vm_id', 'in', part).orderBy('group_id').execute()) {
       if (!s.vms.has(m.vm_id)) continue;
-      s.groupsByVm.set(m.vm_id, [...(s.groupsByVm.get(m.vm_id) ?? []), m.group_id]);
+      push(s.groupsByVm, m.vm_id, m.group_id);
       groups.add(m.group_id);
     }
   }
@@ -99,7 +104,7 @@ export async function loadPolicyInput(db: Q, vmIds: number[]): Promise<CloudStat
   const members = new Set<number>();
   for (const part of chunk(refs)) {
     for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('group_id', 'in', part).orderBy('vm_id').execute()) {
-      s.membersByGroup.set(m.group_id, [...(s.membersByGroup.get(m.group_id) ?? []), m.vm_id]);
+      push(s.membersByGroup, m.group_id, m.vm_id);
       members.add(m.vm_id);
     }
   }
@@ -108,10 +113,11 @@ export async function loadPolicyInput(db: Q, vmIds: number[]): Promise<CloudStat
   for (const [g, ms] of s.membersByGroup) {
     const live = ms.filter((v) => s.vms.has(v));
     s.membersByGroup.set(g, live);
-    for (const v of live) if (!(s.groupsByVm.get(v) ?? []).includes(g)) s.groupsByVm.set(v, [...(s.groupsByVm.get(v) ?? []), g]);
+    for (const v of live) if (!(s.groupsByVm.get(v) ?? []).includes(g)) push(s.groupsByVm, v, g);
   }
+  const wanted = new Set(vmIds);
   for (const g of groups) {
-    const own = [...s.vms.keys()].filter((v) => vmIds.includes(v) && (s.groupsByVm.get(v) ?? []).includes(g));
+    const own = [...s.vms.keys()].filter((v) => wanted.has(v) && (s.groupsByVm.get(v) ?? []).includes(g));
     s.membersByGroup.set(g, [...new Set([...(s.membersByGroup.get(g) ?? []), ...own])].sort((a, b) => a - b));
   }
   return s;
