@@ -11,7 +11,7 @@ import { migrate, openPostgres, openSqlite, type Db } from '../../src/store/db.j
 import { startPostgres, type PgCluster } from '../helpers/postgres.js';
 import { addRuleHits, ruleHits, deleteRuleHits } from '../../src/store/queries/rulehits.js';
 import { readSettings, writeSetting } from '../../src/store/queries/settings.js';
-import { pruneDrops } from '../../src/store/queries/drops.js';
+import { countDrops, listDrops, pruneDrops } from '../../src/store/queries/drops.js';
 import { loadPolicyInput } from '../../src/store/queries/cloud.js';
 import { ingestDrops, ingestRuleCounters } from '../../src/observe/index.js';
 import { compileVm } from '../../src/policy/api.js';
@@ -100,6 +100,17 @@ for (const which of ['sqlite', 'postgres']) {
     assert.deepEqual(rows.filter((x) => x.vm_id !== null).map((x) => x.dst_port), [3, 4, 5, 6]);
     assert.deepEqual(rows.filter((x) => x.vm_id === null).map((x) => x.dst_port), [3, 4]);
     assert.equal(rows[0]!.protocol, '17');
+    // listing: scoped by account, unowned only when asked, keyword over addresses and VM names, paging
+    const all = { accountIds: null, domainIds: null, unowned: true };
+    assert.equal(await countDrops(db, all, now), 6);
+    const acct = (await db.selectFrom('accounts').select('id').executeTakeFirstOrThrow()).id;
+    assert.equal(await countDrops(db, { accountIds: [acct], domainIds: null, unowned: false }, now), 4);
+    assert.equal(await countDrops(db, { accountIds: [acct + 1], domainIds: null, unowned: false }, now), 0);
+    assert.equal(await countDrops(db, { ...all, keyword: 'VM1' }, now), 4);
+    assert.equal(await countDrops(db, { ...all, reason: 'unknown-port', since: new Date(now.getTime() - 60_000).toISOString() }, now), 2);
+    const page = await listDrops(db, all, now, { limit: 3, offset: 3 });
+    assert.deepEqual(page.map((x) => [x.vm_name, x.dst_port, x.host_name]), [['vm1', 4, 'h'], [null, 3, 'h'], ['vm1', 3, 'h']]);
+    assert.equal(await countDrops(db, all, new Date(now.getTime() + 2 * 3600_000), limits.maxAgeMs), 0, 'listing hides what is older than the age bound');
     await pruneDrops(db, new Date(now.getTime() + 2 * 3600_000), limits);
     assert.equal((await db.selectFrom('security_group_drops').select('id').execute()).length, 0, 'the age bound without new input');
     await ingestDrops(db, ids.host, { records: Array.from({ length: 6 }, (_, i) => rec(i, U(12))) }, { limits: { ...limits, perVm: 100, total: 4 }, now });
