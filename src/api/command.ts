@@ -6,6 +6,7 @@ import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../store/schema.js';
 import type { Change } from '../model/changes.js';
 import type { Role } from '../model/types.js';
+import type { ConnectionInspector } from '../model/telemetry.js';
 
 /** CloudStack error: HTTP status = code. cserrorcode per CSExceptionErrorCode. */
 export class ApiError extends Error {
@@ -87,6 +88,8 @@ export interface CommandContext {
   readonly instanceUuid?: string;
   event(e: EventInput): void;
   changed(...changes: Change[]): void;
+  /** Asks agents about tracked connections (revoke dry runs); absent until the control plane provides it. */
+  readonly connections?: ConnectionInspector;
 }
 
 export type CommandResult =
@@ -115,5 +118,7 @@ export interface CommandDef {
   instanceType?: string;
   /** `login`/`logout`: handled by the session layer (sessions.ts) before any authentication; `handle` is never called. */
   authenticator?: 'login' | 'logout';
+  /** Optional: true when this request must record no events at all (dry runs change nothing). */
+  quiet?(params: Params): boolean;
   handle(ctx: CommandContext): Promise<CommandResult>;
 }

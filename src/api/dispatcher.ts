@@ -14,6 +14,8 @@ import { envelope, errorBody, resultBody } from './envelope.js';
 import { checkFreshness, verifySignature } from './signing.js';
 import { MAX_PARAMETER_NAME_LENGTH, MAX_STORED_ERROR_TEXT, bounded } from './limits.js';
 import type { SessionAuth, Transport } from './sessions.js';
+import type { ApiObserver } from './metrics.js';
+import type { ConnectionInspector } from '../model/telemetry.js';
 
 export const AUTH_FAILED = 'unable to verify user credentials and/or request signature';
 export const UNKNOWN_COMMAND = 'The given command does not exist or it is not available for user';
@@ -34,6 +36,10 @@ export interface DispatcherDeps {
   serverId?: string;
   /** Username/password sessions (login, logout, sessionkey calls); without it only signed calls work. */
   sessions?: SessionAuth;
+  /** Told about every request and finished job (metrics). */
+  observer?: ApiObserver;
+  /** Agents' conntrack, for revoke dry runs (provided by the control plane when it can). */
+  connections?: ConnectionInspector;
 }
 
 /** `cookies`: Set-Cookie values; `headers`: extra response headers (login/logout only). */
@@ -96,6 +102,11 @@ export class Dispatcher {
   async handle(raw: Record<string, string>, transport?: Transport): Promise<ApiReply> {
     const t0 = performance.now();
     const reply = await this.handleInner(raw, transport);
+    if (this.deps.observer) {
+      let name: string | undefined;
+      for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'command') name = v;
+      this.deps.observer.request(name ? this.commands.get(name.toLowerCase())?.name ?? null : null, reply.status, (performance.now() - t0) / 1000);
+    }
     if (this.deps.log.isLevelEnabled('debug')) {
       let command: string | undefined;
       for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'command') command = v;
@@ -152,13 +163,13 @@ export class Dispatcher {
       const changes: Change[] = [];
       const ctx: CommandContext = {
         command: def.name, db: trx, caller, params, access: new CallerAccess(trx, caller), now,
-        jobId: job.jobId, instanceUuid: job.instanceUuid,
+        jobId: job.jobId, instanceUuid: job.instanceUuid, connections: this.deps.connections,
         event: (e: EventInput) => { events.push({ ...e, state: e.state ?? 'Completed' }); },
         changed: (...c: Change[]) => { changes.push(...c); },
       };
       const result = await def.handle(ctx);
       if (onCommit) await onCommit(trx, result, events);
-      await insertEvents(trx, caller, events, now, null);
+      if (!def.quiet?.(params)) await insertEvents(trx, caller, events, now, null);
       return { result, changes };
     });
   }
@@ -179,7 +190,7 @@ export class Dispatcher {
         result_type: 'object', result: null, instance_type: def.instanceType ?? null, instance_uuid: instanceUuid ?? null, created: now, completed: null,
         server_id: this.deps.serverId ?? null,
       }).execute();
-      if (def.eventType) await insertEvents(trx, caller, [{ type: def.eventType, description, state: 'Scheduled' }], now);
+      if (def.eventType && !def.quiet?.(params)) await insertEvents(trx, caller, [{ type: def.eventType, description, state: 'Scheduled' }], now);
     });
     const p = this.execute(def, params, caller, jobId, instanceUuid, description).finally(() => this.inflight.delete(p));
     this.inflight.add(p);
@@ -188,10 +199,12 @@ export class Dispatcher {
   }
 
   private async execute(def: CommandDef, params: RequestParams, caller: Caller, jobId: string, instanceUuid: string | undefined, description: string): Promise<void> {
+    const t0 = performance.now();
     await new Promise((r) => setImmediate(r));
     const db = this.deps.db;
+    const eventType = def.quiet?.(params) ? undefined : def.eventType;
     try {
-      if (def.eventType) await insertEvents(db, caller, [{ type: def.eventType, description, state: 'Started' }], this.nowIso());
+      if (eventType) await insertEvents(db, caller, [{ type: eventType, description, state: 'Started' }], this.nowIso());
       const { changes } = await this.transaction(def, params, caller, { jobId, instanceUuid }, async (trx, result, events) => {
         // The command's own event of the job's type becomes the Completed event; else a generic one.
         if (def.eventType) {
@@ -207,15 +220,17 @@ export class Dispatcher {
         }).where('uuid', '=', jobId).execute();
       });
       this.publish(changes);
+      this.deps.observer?.job(def.name, 0, (performance.now() - t0) / 1000);
     } catch (err) {
       const e = this.toApiError(err, def.name);
+      this.deps.observer?.job(def.name, e.code, (performance.now() - t0) / 1000);
       try {
         await db.transaction().execute(async (trx) => {
           await trx.updateTable('async_jobs').set({
             status: 2, result_code: e.code, result: JSON.stringify(errorBody(e.code, bounded(e.message, MAX_STORED_ERROR_TEXT), e.csCode)), completed: this.nowIso(),
           }).where('uuid', '=', jobId).execute();
-          if (def.eventType) {
-            await insertEvents(trx, caller, [{ type: def.eventType, description: `Error while ${description}: ${e.message}`, state: 'Completed', level: 'ERROR' }], this.nowIso());
+          if (eventType) {
+            await insertEvents(trx, caller, [{ type: eventType, description: `Error while ${description}: ${e.message}`, state: 'Completed', level: 'ERROR' }], this.nowIso());
           }
         });
       } catch (err2) {

@@ -9,13 +9,15 @@ import { tagCommands } from './commands/tags.js';
 import { eventCommands } from './commands/events.js';
 import { projectCommands } from './commands/projects.js';
 import { userCommands } from './commands/users.js';
+import { trafficCommands } from './commands/traffic.js';
+import { configurationCommands } from './commands/configurations.js';
 
 let cached: CommandDef[] | undefined;
 
 export function allCommands(): CommandDef[] {
   if (cached) return cached;
   const own: CommandDef[] = [...accountCommands, ...securityGroupCommands, ...tagCommands, ...eventCommands, ...asyncJobCommands, ...projectCommands, ...userCommands];
-  const list: CommandDef[] = [...own, ...inventoryCommands];
+  const list: CommandDef[] = [...own, ...inventoryCommands, ...trafficCommands, ...configurationCommands];
   list.push(makeListApis(() => list));
   const seen = new Set<string>();
   for (const c of list) {

@@ -10,6 +10,11 @@ import { buildServer } from './server.js';
 import { bootstrap } from './bootstrap.js';
 import { failOrphanJobs } from './dispatcher.js';
 import { SessionAuth } from './sessions.js';
+import { ApiMetrics, parseAllowList, registerMetricsRoute } from './metrics.js';
+import { MetricsRegistry } from '../metrics/registry.js';
+import { pruneDrops } from '../store/queries/drops.js';
+
+const DROP_PRUNE_MS = 3600_000;
 
 export function parseListen(s: string): { host: string; port: number } {
   const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(s);
@@ -32,6 +37,8 @@ export async function serverCommand(argv: string[]): Promise<number> {
     .option('--db <url>', 'PostgreSQL URL (postgres://…) instead of the embedded SQLite store')
     .option('--log-level <level>', 'log level', 'info')
     .option('--session-timeout <seconds>', 'idle timeout of login sessions (web console), seconds', '1800')
+    .option('--metrics <on|off>', 'serve Prometheus metrics at /metrics on the API port (no API signature needed)', 'on')
+    .option('--metrics-allow <cidrs>', 'answer /metrics only to these client addresses (CIDRs or addresses, comma separated); default: any')
     .exitOverride();
   try {
     program.parse(argv, { from: 'user' });
@@ -40,12 +47,15 @@ export async function serverCommand(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' ? 0 : 2;
     throw e;
   }
-  const o = program.opts<{ listen: string; dataDir: string; db?: string; logLevel: string; sessionTimeout: string }>();
+  const o = program.opts<{ listen: string; dataDir: string; db?: string; logLevel: string; sessionTimeout: string; metrics: string; metricsAllow?: string }>();
   const sessionTimeout = Number(o.sessionTimeout);
   if (!Number.isInteger(sessionTimeout) || sessionTimeout < 1) {
     process.stderr.write(`palisade server: --session-timeout expects a whole number of seconds, got ${o.sessionTimeout}\n`);
     return 2;
   }
+  if (o.metrics !== 'on' && o.metrics !== 'off') { process.stderr.write(`palisade server: --metrics expects on or off, got ${o.metrics}\n`); return 2; }
+  let metricsAllow: ReturnType<typeof parseAllowList> | null = null;
+  try { metricsAllow = o.metricsAllow !== undefined ? parseAllowList(o.metricsAllow) : null; } catch (e) { process.stderr.write(`palisade server: ${(e as Error).message}\n`); return 2; }
   const log = pino({ level: o.logLevel, base: { svc: 'palisade-server' } });
   const listen = parseListen(o.listen);
   const dataDir = path.resolve(o.dataDir);
@@ -69,7 +79,12 @@ export async function serverCommand(argv: string[]): Promise<number> {
 
   const cp = await createControlPlane(db, log);
   const sessions = new SessionAuth({ db, log, timeoutSeconds: sessionTimeout });
-  const app = await buildServer({ db, sink: cp.sink, log, serverId, sessions });
+  const metrics = new MetricsRegistry({ process: true });
+  const app = await buildServer({ db, sink: cp.sink, log, serverId, sessions, observer: new ApiMetrics(metrics, db) });
+  if (o.metrics === 'on') registerMetricsRoute(app, metrics, metricsAllow);
+  // The drop log's age bound also holds while no agent reports anything (ingestion prunes otherwise).
+  const pruner = setInterval(() => { pruneDrops(db, new Date()).catch((err) => log.error({ err }, 'drop log prune failed')); }, DROP_PRUNE_MS);
+  pruner.unref();
   await cp.register(app);
   await app.listen({ host: listen.host, port: listen.port });
   log.info({ url: `http://${listen.host}:${listen.port}/client/api`, console: `http://${listen.host}:${listen.port}/`, store: cfg.kind }, 'palisade server listening');
@@ -81,6 +96,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
       stopping = true;
       log.info({ signal }, 'shutting down');
       (async () => {
+        clearInterval(pruner);
         await app.close();
         await cp.close();
         await db.destroy();

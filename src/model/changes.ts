@@ -7,7 +7,8 @@ export type Change =
   | { kind: 'placement'; vmId: number; fromHostId: number | null; toHostId: number | null }
   | { kind: 'nic'; vmId: number }                            // NIC added/removed, secondary IP changed
   | { kind: 'group'; groupId: number }                       // group created/deleted/renamed
-  | { kind: 'host'; hostId: number };                        // host added/removed
+  | { kind: 'host'; hostId: number }                         // host added/removed
+  | { kind: 'settings' };                                    // a global setting changed (model/settings.ts)
 
 /** Injected into the API by whoever wires the server (control), so the API never imports control. */
 export interface ChangeSink { publish(changes: Change[]): void }

@@ -56,6 +56,13 @@ function matchesPeer(r: PolicyRule, family: Family, peer: bigint, sets: Readonly
   return false;
 }
 
+/** Whether one rule matches a packet (protocol, port / ICMP type and code, peer). */
+export function ruleMatches(r: PolicyRule, packet: Packet, sets: ReadonlyMap<string, AddressSet>): boolean {
+  const peer = parseIp(packet.peer);
+  if (!peer || peer.family !== packet.family) throw new Error(`evaluate: peer ${packet.peer} is not an IPv${packet.family} address`);
+  return matchesProtocol(r, packetProtocol(packet), packet) && matchesPeer(r, packet.family, peer.value, sets);
+}
+
 /** Reference semantics: the verdict for one packet against one VM's policy (sets resolve referenced groups). */
 export function evaluate(policy: VmPolicy, packet: Packet, sets: ReadonlyMap<string, AddressSet>): Verdict {
   const peer = parseIp(packet.peer);

@@ -62,6 +62,16 @@ export interface SessionTable {
   id: Generated<number>; token_hash: string; key_hash: string; user_id: number; address: string | null;
   created: string; last_seen: string; expires: string;
 }
+/** Per API rule: packets matched on all hosts (summed from agents' kernel counters) and when it last grew (007). */
+export interface SecurityGroupRuleHitsTable { rule_id: number; hitcount: number | string /* bigint: pg returns text */; lasthit: string | null }
+/** One dropped packet the kernel logged (007). vm_id null: no VM owns the port (unknown port). */
+export interface SecurityGroupDropTable {
+  id: Generated<number>; vm_id: number | null; host_id: number | null; nic_uuid: string | null; direction: string; protocol: string;
+  src_address: string | null; src_port: number | null; dst_address: string | null; dst_port: number | null;
+  icmp_type: number | null; icmp_code: number | null; reason: string; created: string;
+}
+/** Global settings an operator changed from their defaults (007). */
+export interface ConfigurationTable { name: string; value: string; updated: string }
 
 export interface Database {
   domains: DomainTable;
@@ -80,4 +90,7 @@ export interface Database {
   nics: NicTable;
   nic_secondary_ips: NicSecondaryIpTable;
   sessions: SessionTable;
+  security_group_rule_hits: SecurityGroupRuleHitsTable;
+  security_group_drops: SecurityGroupDropTable;
+  configuration: ConfigurationTable;
 }

@@ -21,6 +21,9 @@ const RESPONSE_FIELDS: Record<string, string[]> = {
   nicsecondaryip: ['id', 'ipaddress', 'nicid', 'networkid', 'virtualmachineid'],
   project: ['id', 'name', 'displaytext', 'domainid', 'domain', 'account', 'state', 'tags', 'created'],
   api: ['name', 'description', 'isasync', 'since', 'related', 'params', 'response', 'type'],
+  securitygroupdrop: ['virtualmachineid', 'virtualmachinename', 'nicid', 'direction', 'protocol', 'srcaddress', 'srcport', 'dstaddress', 'dstport', 'icmptype', 'icmpcode', 'reason', 'created'],
+  securitygrouptraffic: ['virtualmachineid', 'direction', 'protocol', 'address', 'port', 'icmptype', 'icmpcode', 'allowed', 'reason', 'detail', 'ruleid', 'securitygroupid', 'securitygroupname', 'hitcount', 'securitygroupsyncstate'],
+  configuration: ['category', 'name', 'value', 'defaultvalue', 'description', 'isdynamic', 'component', 'group', 'subgroup', 'type', 'displaytext'],
 };
 
 export function makeListApis(all: () => CommandDef[]): CommandDef {

@@ -4,11 +4,14 @@ import { randomUUID } from 'node:crypto';
 import { ApiError, paramError, permissionDenied, internalError, type CommandContext, type CommandDef, type Params } from '../command.js';
 import { DEFAULT_GROUP_NAME } from '../../store/queries/accounts.js';
 import { countGroups, loadGroups, pageGroupIds, type GroupBundle, type GroupFilter } from '../../store/queries/securitygroups.js';
-import { ACL_LIST_PARAMS, LIST_PARAMS, OWNER_PARAMS, ownerInfo, paging } from './common.js';
+import { ACL_LIST_PARAMS, LIST_PARAMS, OWNER_PARAMS, csDate, ownerInfo, paging } from './common.js';
 import { isUuid } from '../params.js';
 import { isValidCidr } from './cidr.js';
 import { lockAccount, lockGroup } from '../../store/queries/lock.js';
 import { inList, valuesChunks } from '../../store/queries/batch.js';
+import { deleteRuleHits } from '../../store/queries/rulehits.js';
+import { ruleFromRow } from '../../store/queries/cloud.js';
+import { authorizeDryRun, revokeDryRun } from './dryrun.js';
 
 type Ctx = CommandContext;
 type Db = Ctx['db'];
@@ -33,6 +36,11 @@ function ruleResponse(r: GroupBundle['rules'][number], b: GroupBundle, tags: Rec
     out.account = ref?.account;
   } else out.cidr = r.cidr;
   out.tags = tags;
+  // Packets matched on all hosts since the rule was created (policy/hits.ts says how merged kernel
+  // rules are attributed) and when that last grew.
+  const hits = b.hits.get(r.id);
+  out.hitcount = hits?.hitcount ?? 0;
+  if (hits?.lasthit) out.lasthit = csDate(hits.lasthit);
   return out;
 }
 
@@ -175,6 +183,7 @@ export async function deleteGroupCascade(ctx: Ctx, groupId: number): Promise<voi
   if (allRuleIds.length) {
     await ctx.db.deleteFrom('tags').where('resource_type', '=', 'SecurityGroupRule').where(inList(ctx.db, 'resource_id', allRuleIds)).execute();
     await ctx.db.deleteFrom('security_group_rules').where(inList(ctx.db, 'id', allRuleIds)).execute();
+    await deleteRuleHits(ctx.db, allRuleIds);
   }
   await ctx.db.deleteFrom('tags').where('resource_type', '=', 'SecurityGroup').where('resource_id', '=', groupId).execute();
   await ctx.db.deleteFrom('security_group_vm_map').where('group_id', '=', groupId).execute();
@@ -298,6 +307,12 @@ export function validateRuleSpec(protocolIn: string | undefined, startPort?: num
   return { protocol, start: 0, end: 0 }; // other protocol numbers: ports ignored
 }
 
+const DRYRUN_PARAM = {
+  name: 'dryrun', type: 'boolean' as const,
+  description: 'Palisade: check and report what the call would change (affected VMs and hosts, redundancy, connections) without changing anything',
+};
+const isDryRun = (p: Params) => p.bool('dryrun') === true;
+
 const AUTH_PARAMS = (dir: string) => [
   { name: 'securitygroupid', type: 'uuid' as const, description: 'The ID of the security group. Mutually exclusive with securityGroupName parameter' },
   { name: 'securitygroupname', type: 'string' as const, description: 'The name of the security group. Mutually exclusive with securityGroupId parameter' },
@@ -309,6 +324,7 @@ const AUTH_PARAMS = (dir: string) => [
   { name: 'cidrlist', type: 'list' as const, of: 'string' as const, description: 'the cidr list associated. Multiple entries must be separated by a single comma character (,).' },
   { name: 'usersecuritygrouplist', type: 'map' as const, description: 'user to security group mapping' },
   ...OWNER_PARAMS,
+  DRYRUN_PARAM,
 ];
 
 function describeAuthorize(dir: 'ingress' | 'egress', p: Params): string {
@@ -334,6 +350,7 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
     responseObject: 'securitygroup',
     params: AUTH_PARAMS(dir),
     describe: (p) => describeAuthorize(dir, p),
+    quiet: isDryRun,
     async handle(ctx) {
       const p = ctx.params;
       // 1. the group (Cmd.getSecurityGroupId)
@@ -391,6 +408,7 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
         have.add(`c:${c}`);
         rows.push({ uuid: randomUUID(), cidr: c, allowed_group_id: null });
       }
+      if (isDryRun(p)) return { raw: await authorizeDryRun(ctx, g, dir, spec, allowed.map((x) => x.id), cidrs ?? [], rows) };
       if (rows.length === 0) throw internalError(`Failed to authorize security group ${dir} rule(s)`);
       const inserted: { id: number }[] = [];
       for (const part of valuesChunks(rows.map((r) => ({
@@ -421,8 +439,9 @@ function makeRevoke(dir: 'ingress' | 'egress'): CommandDef {
     eventType: dir === 'ingress' ? 'SG.REVOKE.INGRESS' : 'SG.REVOKE.EGRESS',
     instanceType: 'SecurityGroup',
     responseObject: 'success',
-    params: [{ name: 'id', type: 'uuid', required: true, description: `The ID of the ${dir} rule` }],
+    params: [{ name: 'id', type: 'uuid', required: true, description: `The ID of the ${dir} rule` }, DRYRUN_PARAM],
     describe: (p) => `revoking ${dir} rule id: ${p.str('id')}`,
+    quiet: isDryRun,
     async handle(ctx) {
       const id = ctx.params.str('id')!;
       const rule = await ctx.db.selectFrom('security_group_rules').selectAll().where('uuid', '=', id).executeTakeFirst();
@@ -430,9 +449,11 @@ function makeRevoke(dir: 'ingress' | 'egress'): CommandDef {
       if (rule.type !== dir) throw paramError(`Mismatch in rule type for security rule with id ${id}`);
       const g = await ctx.db.selectFrom('security_groups').selectAll().where('id', '=', rule.group_id).executeTakeFirstOrThrow();
       await ctx.access.checkAccess(g.account_id, g.domain_id);
+      if (isDryRun(ctx.params)) return { raw: { success: true, dryrun: await revokeDryRun(ctx, g.id, ruleFromRow(rule)) } };
       await lockGroup(ctx.db, g.id);
       await ctx.db.deleteFrom('tags').where('resource_type', '=', 'SecurityGroupRule').where('resource_id', '=', rule.id).execute();
       await ctx.db.deleteFrom('security_group_rules').where('id', '=', rule.id).execute();
+      await deleteRuleHits(ctx.db, [rule.id]);
       ctx.event({
         type: dir === 'ingress' ? 'SG.REVOKE.INGRESS' : 'SG.REVOKE.EGRESS', description: `revoking ${dir} rule id: ${id}`,
         resourceType: 'SecurityGroup', resourceUuid: g.uuid, resourceName: g.name, accountId: g.account_id, domainId: g.domain_id,

@@ -59,13 +59,15 @@ export interface GroupBundle {
   referenced: Map<number, { name: string; account: string }>;
   tags: { resource_type: string; resource_id: number; key: string; value: string; account_id: number; domain_id: number; customer: string | null }[];
   members: Map<number, string[]>;
+  /** rule id → hit counter (rules never hit are absent) */
+  hits: Map<number, { hitcount: number; lasthit: string | null }>;
 }
 
 const chunk = <T>(xs: T[], n = 500): T[][] => { const o: T[][] = []; for (let i = 0; i < xs.length; i += n) o.push(xs.slice(i, i + n)); return o; };
 
 /** Everything a page of groups needs for its responses, in a handful of queries. */
 export async function loadGroups(db: Q, ids: number[], opts: { members?: boolean; ruleIds?: number[] } = {}): Promise<GroupBundle> {
-  const b: GroupBundle = { groups: [], rules: [], referenced: new Map(), tags: [], members: new Map() };
+  const b: GroupBundle = { groups: [], rules: [], referenced: new Map(), tags: [], members: new Map(), hits: new Map() };
   if (ids.length === 0) return b;
   for (const part of chunk(ids)) {
     b.groups.push(...await db.selectFrom('security_groups').select(['id', 'uuid', 'name', 'description', 'account_id', 'domain_id']).where(inList(db, 'id', part)).execute());
@@ -91,6 +93,13 @@ export async function loadGroups(db: Q, ids: number[], opts: { members?: boolean
     if (opts.ruleIds) sub = sub.where(inList(db, 'id', opts.ruleIds));
     b.tags.push(...await db.selectFrom('tags').select(['resource_type', 'resource_id', 'key', 'value', 'account_id', 'domain_id', 'customer'])
       .where('resource_type', '=', 'SecurityGroupRule').where('resource_id', 'in', sub).orderBy('id').execute());
+  }
+  // hit counters by join on the page's groups: one query however many rules the page has
+  for (const part of chunk(ids)) {
+    let hq = db.selectFrom('security_group_rule_hits as h').innerJoin('security_group_rules as r', 'r.id', 'h.rule_id')
+      .select(['h.rule_id', 'h.hitcount', 'h.lasthit']).where(inList(db, 'r.group_id', part));
+    if (opts.ruleIds) hq = hq.where(inList(db, 'h.rule_id', opts.ruleIds));
+    for (const h of await hq.execute()) b.hits.set(h.rule_id, { hitcount: Number(h.hitcount), lasthit: h.lasthit });
   }
   const refIds = [...new Set(b.rules.map((r) => r.allowed_group_id).filter((x): x is number => x !== null))];
   for (const part of chunk(refIds)) {

@@ -1,0 +1,97 @@
+// Palisade's global settings, as CloudStack's listConfigurations / updateConfiguration show them.
+// Pure: names, types, defaults, ranges and the value check. The store keeps only values an operator
+// changed (store/queries/settings.ts reads them back as `PalisadeSettings`); the API validates with
+// `checkSettingValue` before storing. Agents get the values they need from the control plane (phase 2
+// of issue 11: the drop-log rate and burst go into the kernel's per-VM log limit; the cut setting is
+// applied on the server when a revoke commits).
+
+export type SettingType = 'Boolean' | 'Number';
+
+export interface SettingDef {
+  /** CloudStack-style dotted name, lower case. */
+  name: string;
+  type: SettingType;
+  /** Default as text, as CloudStack shows it. */
+  defaultValue: string;
+  /** Inclusive range for numbers. */
+  range?: { min: number; max: number };
+  category: string;
+  component: string;
+  group: string;
+  subgroup: string;
+  displaytext: string;
+  description: string;
+}
+
+export const REVOKE_CUT_CONNECTIONS = 'security.group.revoke.cut.connections';
+export const DROP_LOG_RATE = 'security.group.drop.log.rate';
+export const DROP_LOG_BURST = 'security.group.drop.log.burst';
+
+const common = { category: 'Network', component: 'SecurityGroupManager', group: 'Network', subgroup: 'Security Groups' };
+
+/** Every setting Palisade has, in listing order. */
+export const SETTINGS: readonly SettingDef[] = [
+  {
+    ...common, name: REVOKE_CUT_CONNECTIONS, type: 'Boolean', defaultValue: 'false',
+    displaytext: 'Security group revoke cut connections',
+    description: 'When true, revoking a rule (or a VM leaving a group, or a member leaving a referenced group) deletes the tracked connections that no remaining rule allows, on every affected host. When false (CloudStack and AWS behaviour) established connections continue until they end.',
+  },
+  {
+    ...common, name: DROP_LOG_RATE, type: 'Number', defaultValue: '10', range: { min: 0, max: 10000 },
+    displaytext: 'Security group drop log rate',
+    description: 'Dropped packets logged per second per VM (the kernel rate-limits the log, never the verdict); 0 turns drop logging off.',
+  },
+  {
+    ...common, name: DROP_LOG_BURST, type: 'Number', defaultValue: '50', range: { min: 1, max: 100000 },
+    displaytext: 'Security group drop log burst',
+    description: 'Dropped packets logged in a burst per VM before the drop log rate applies.',
+  },
+];
+
+/** The settings as typed values. */
+export interface PalisadeSettings {
+  revokeCutConnections: boolean;
+  dropLogRate: number;
+  dropLogBurst: number;
+}
+
+export function settingDef(name: string): SettingDef | undefined {
+  const n = name.trim().toLowerCase();
+  return SETTINGS.find((s) => s.name === n);
+}
+
+/**
+ * Checks a value for a setting (already trimmed). Returns the canonical text to store, or an error
+ * message in CloudStack's words (ConfigurationManagerImpl.validateConfigurationValue).
+ */
+export function checkSettingValue(def: SettingDef, value: string): { ok: true; value: string } | { ok: false; error: string } {
+  if (def.type === 'Boolean') {
+    // CloudStack compares case-sensitively; so do we.
+    if (value !== 'true' && value !== 'false') return { ok: false, error: "Please enter either 'true' or 'false'." };
+    return { ok: true, value };
+  }
+  if (!/^[+-]?\d{1,10}$/.test(value) || Math.abs(Number(value)) > 2147483647) {
+    return { ok: false, error: `There was error in trying to parse value: ${value}. Please enter a valid integer value for parameter ${def.name}` };
+  }
+  const n = Number(value);
+  if (def.range && (n < def.range.min || n > def.range.max)) {
+    return { ok: false, error: `The provided value is not valid for this configuration. Please enter an integer in the range: [${def.range.min}-${def.range.max}]` };
+  }
+  return { ok: true, value: String(n) };
+}
+
+/** Typed settings from the stored (changed) values; anything unreadable falls back to its default. */
+export function settingsFrom(stored: ReadonlyMap<string, string>): PalisadeSettings {
+  const get = (name: string): string => {
+    const def = settingDef(name)!;
+    const v = stored.get(name);
+    if (v === undefined) return def.defaultValue;
+    const c = checkSettingValue(def, v);
+    return c.ok ? c.value : def.defaultValue;
+  };
+  return {
+    revokeCutConnections: get(REVOKE_CUT_CONNECTIONS) === 'true',
+    dropLogRate: Number(get(DROP_LOG_RATE)),
+    dropLogBurst: Number(get(DROP_LOG_BURST)),
+  };
+}

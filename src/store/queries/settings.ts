@@ -1,0 +1,29 @@
+// Palisade's settings in the store (configuration table): only values that differ from the defaults
+// are kept; model/settings.ts has the names, types and defaults.
+import type { Kysely, Transaction } from 'kysely';
+import type { Database } from '../schema.js';
+import { settingsFrom, type PalisadeSettings } from '../../model/settings.js';
+
+type Q = Transaction<Database> | Kysely<Database>;
+
+/** Stored (changed) values by name. */
+export async function storedSettings(db: Q): Promise<Map<string, { value: string; updated: string }>> {
+  const rows = await db.selectFrom('configuration').select(['name', 'value', 'updated']).execute();
+  return new Map(rows.map((r) => [r.name, { value: r.value, updated: r.updated }]));
+}
+
+/** The current settings, typed (what other layers read; the control plane pushes them to agents). */
+export async function readSettings(db: Q): Promise<PalisadeSettings> {
+  const stored = await storedSettings(db);
+  return settingsFrom(new Map([...stored].map(([k, v]) => [k, v.value])));
+}
+
+/** Sets a value, or (null) goes back to the default. */
+export async function writeSetting(db: Q, name: string, value: string | null, now: string): Promise<void> {
+  if (value === null) {
+    await db.deleteFrom('configuration').where('name', '=', name).execute();
+    return;
+  }
+  await db.insertInto('configuration').values({ name, value, updated: now })
+    .onConflict((oc) => oc.column('name').doUpdateSet({ value, updated: now })).execute();
+}
