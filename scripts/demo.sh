@@ -164,6 +164,31 @@ unset CLOUDSTACK_CONFIG CLOUDSTACK_REGION
 note "The cloudstack CLI (python3-cs) talks to it with the lab's admin keys:"
 note "  export CLOUDSTACK_ENDPOINT=$CLOUDSTACK_ENDPOINT CLOUDSTACK_KEY=<apikey> CLOUDSTACK_SECRET=<secretkey>   # from $STATE_DIR/lab.json"
 
+# The web console: the server serves it at / of the API's origin; the first admin's password is in the
+# credentials file the server wrote (its path is in the lab state). Checked: the page loads and that
+# password logs in, as the console does it (login with username and password).
+CONSOLE_URL=$(read_state console.url)
+CONSOLE_CREDS=$(read_state console.credentialsFile)
+CONSOLE_PORT=${CONSOLE_URL##*:}
+note "The web console (open it in a browser on this machine, or through an SSH tunnel to port ${CONSOLE_PORT%/}):"
+note "  $CONSOLE_URL   user admin, domain empty (ROOT), password:"
+note "  node -p \"require('$CONSOLE_CREDS').password\""
+if ! node -e '
+  const [page, api, creds] = process.argv.slice(1);
+  (async () => {
+    const r = await fetch(page);
+    if (r.status !== 200 || !/<div id="root">/.test(await r.text())) throw new Error(`GET ${page} answered ${r.status} without the console page`);
+    const password = JSON.parse(require("fs").readFileSync(creds, "utf8")).password;
+    const body = new URLSearchParams({ command: "login", response: "json", username: "admin", password });
+    const login = await (await fetch(api, { method: "POST", body })).json();
+    const key = login.loginresponse && login.loginresponse.sessionkey;
+    if (!key) throw new Error(`login as admin failed: ${JSON.stringify(login)}`);
+  })().then(() => console.log("  (checked: the page loads and that password logs in)"), (e) => { console.error(String(e.message || e)); process.exit(1); });
+' "$CONSOLE_URL" "$CLOUDSTACK_ENDPOINT" "$CONSOLE_CREDS"; then
+  printf '%sthe demo stopped: the web console does not answer as expected%s\n' "$R" "$N" >&2
+  exit 1
+fi
+
 # One line per ingress rule in an API answer (a job result or a list), with its id.
 rules_of() {
   node -e '
@@ -253,6 +278,8 @@ The lab is still up. Explore it (as root):
   palisade lab probe from=client to=web1 proto=tcp port=443
   export CLOUDSTACK_ENDPOINT=$CLOUDSTACK_ENDPOINT CLOUDSTACK_KEY=$CLOUDSTACK_KEY CLOUDSTACK_SECRET=$CLOUDSTACK_SECRET
   cloudstack listSecurityGroups
+The web console: $CONSOLE_URL (user admin; password: node -p "require('$CONSOLE_CREDS').password")
+  Production_Web_Tier's rules with a preview of each change, web1's "Can this reach my VM?", Hosts, Events, Settings.
 Remove everything (namespaces, processes, state, CLI profile):
   palisade lab down
 EOF

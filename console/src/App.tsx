@@ -15,6 +15,7 @@ import { VmPage } from './pages/Vm';
 import { HostsPage } from './pages/Hosts';
 import { EventsPage } from './pages/Events';
 import { AccountsPage } from './pages/Accounts';
+import { SettingsPage } from './pages/Settings';
 import { PasswordModal } from './components/PasswordModal';
 import { Empty } from './components/common';
 
@@ -40,6 +41,7 @@ function Shell({ session }: { session: Session }) {
     { path: '/hosts', label: 'Hosts', show: isAdmin(session) },
     { path: '/events', label: 'Events', show: true },
     { path: '/accounts', label: operator ? 'Accounts & domains' : 'Account', show: true },
+    { path: '/settings', label: 'Settings', show: isAdmin(session) },
   ];
   const page = route[0] ?? 'groups';
   useEffect(() => { close(); }, [page, route[1], close]);
@@ -51,6 +53,7 @@ function Shell({ session }: { session: Session }) {
     case 'hosts': content = isAdmin(session) ? <HostsPage /> : <Empty>Hosts are shown to root admins only.</Empty>; break;
     case 'events': content = <EventsPage />; break;
     case 'accounts': content = <AccountsPage />; break;
+    case 'settings': content = isAdmin(session) ? <SettingsPage /> : <Empty>Settings are shown to root admins only.</Empty>; break;
     default: content = <Empty>There is no page here. <a href={href('/groups')}>Go to security groups</a>.</Empty>;
   }
 

@@ -1,6 +1,6 @@
 // `palisade lab …`: a local cloud on network namespaces (needs root). See usage() below.
 import { destroyByPrefix, destroyStaleLabs, listByPrefix } from './lab.js';
-import { defaultStateDir, labDown, labProbe, labStatus, labUp, labVmAdd, labVmDel, labWaitSynced, loadStack, type StackState } from './stack.js';
+import { consoleLine, defaultStateDir, labDown, labProbe, labStatus, labUp, labVmAdd, labVmDel, labWaitSynced, loadStack, type StackState } from './stack.js';
 
 const USAGE = `usage: palisade lab <command> [--state-dir DIR]
 
@@ -84,6 +84,7 @@ export async function labCommand(argv: string[]): Promise<number> {
           progress: out,
         });
         out(`lab ${s.prefix} is up: ${Object.keys(s.hosts).length} hosts, server ${s.url}`);
+        if (s.console) out(consoleLine(s.console));
         out(`next: palisade lab vm add web1 host=${Object.keys(s.hosts)[0]} groups=default`);
         return 0;
       }
@@ -92,6 +93,7 @@ export async function labCommand(argv: string[]): Promise<number> {
         const st = await labStatus(s);
         if (args.flags.json) { out(JSON.stringify(st, null, 2)); return 0; }
         out(`lab ${st.prefix}  server ${st.url} pid ${st.server.pid} ${st.server.running ? 'running' : 'NOT RUNNING'}${st.profile ? `  profile ${st.profile}` : ''}`);
+        out(consoleLine(st.console));
         out('');
         out(table([['HOST', 'NAMESPACE', 'AGENT', 'STATE', 'SYNCED'],
           ...st.hosts.map((h) => [h.name, h.netns, `${h.agentPid} ${h.agentRunning ? 'running' : 'NOT RUNNING'}`, h.state, h.synced])]));

@@ -29,6 +29,11 @@ export interface StackState {
   secretkey: string;
   profile: { name: string; configPath: string } | null;
   server: { pid: number; dataDir: string; log: string };
+  /**
+   * The web console and how to log in: the server's first admin, whose password the server wrote to
+   * `credentialsFile` (mode 0600, in the lab's state directory). Absent in states of older labs.
+   */
+  console?: { url: string; username: string; credentialsFile: string };
   networkId: string;
   hosts: Record<string, { uuid: string; agentPid: number; agentStateDir: string; log: string }>;
   vms: Record<string, { uuid: string; instanceName: string | null; groups: string[] }>;
@@ -170,6 +175,7 @@ export async function labUp(o: UpOptions): Promise<StackState> {
     }, 30_000);
     state.apikey = creds.apikey;
     state.secretkey = creds.secretkey;
+    state.console = consoleOf(url, dataDir);
     const conn = connection(state);
     await waitUntil('the server did not answer', async () => (await callApi(conn, 'listZones')) ? true : null, 30_000, () => tail(state.server.log));
     say(`server ${url} (pid ${state.server.pid})`);
@@ -221,6 +227,16 @@ export async function labUp(o: UpOptions): Promise<StackState> {
   }
 }
 
+/** Where the server serves the console (`/` of the API's origin) and where its admin password is. */
+export function consoleOf(apiUrl: string, dataDir: string): NonNullable<StackState['console']> {
+  return { url: new URL('/', apiUrl).toString(), username: 'admin', credentialsFile: path.resolve(dataDir, 'admin-credentials.json') };
+}
+
+/** One line for people: the console's URL and how to log in. */
+export function consoleLine(c: NonNullable<StackState['console']>): string {
+  return `web console ${c.url} (user ${c.username}; password: node -p "require('${c.credentialsFile}').password")`;
+}
+
 export interface DownReport { prefix: string | null; stopped: string[]; left: { namespaces: string[]; links: string[] } }
 
 /** Stops agents and server, removes the namespaces (their netfilter state goes with them), the profile and the state. */
@@ -248,6 +264,7 @@ export async function labDown(stateDir: string, opts: { prefix?: string } = {}):
 
 export interface StatusReport {
   prefix: string; url: string; profile: string | null;
+  console: NonNullable<StackState['console']>;
   server: { pid: number; running: boolean };
   hosts: { name: string; netns: string; agentPid: number; agentRunning: boolean; state: string; synced: string }[];
   vms: { name: string; host: string; ipv4: string | null; ipv6: string | null; groups: string; state: string; sync: string; tap: string }[];
@@ -265,6 +282,7 @@ export async function labStatus(s: StackState): Promise<StatusReport> {
   const lab = Lab.restore(s.lab);
   return {
     prefix: s.prefix, url: s.url, profile: s.profile?.name ?? null,
+    console: s.console ?? consoleOf(s.url, s.server.dataDir),
     server: { pid: s.server.pid, running },
     hosts: Object.entries(s.hosts).map(([name, h]) => {
       const a = apiHosts.find((x) => x.id === h.uuid);

@@ -1,6 +1,7 @@
 // The web console in a real browser (Debian's Chromium through playwright-core) against the real server
 // process, with a lab host running a real agent: what a tenant does in the console is checked with real
-// packets. Screenshots go to $PALISADE_SCREENSHOTS (the README's come from
+// packets: the add-rule preview (dry run) against the host's kernel and revision, "Can this reach my
+// VM?" against probes, hit counts and drops against the API, the operators' settings. Screenshots go to $PALISADE_SCREENSHOTS (the README's come from
 // `PALISADE_SCREENSHOTS=docs/screenshots node --import tsx --test test/console/console.test.ts`), else
 // to a temporary directory. Needs root (namespaces, netfilter).
 import { test, before, after } from 'node:test';
@@ -11,8 +12,8 @@ import path from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { launchBrowser, type TestBrowser } from '../helpers/browser.js';
-import { sessionCall } from '../helpers/session.js';
-import { createLab, listenTcp, ping, tcpConnect, type Lab, type Listener, type Vm } from '../../src/lab/index.js';
+import { mustLogin, sessionCall } from '../helpers/session.js';
+import { createLab, listenTcp, ping, tcpConnect, type Host, type Lab, type Listener, type Vm } from '../../src/lab/index.js';
 import { AgentProcess, addHost, job, ok, vmRow, waitFor } from '../agent/helpers.js';
 
 const SHOTS = process.env.PALISADE_SCREENSHOTS ? path.resolve(process.env.PALISADE_SCREENSHOTS) : fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-shots-'));
@@ -22,6 +23,8 @@ let srv: TestServer;
 let base: string;
 let browser: TestBrowser;
 let lab: Lab;
+let labHost: Host;
+let hostName = '';
 let agent: AgentProcess;
 let stateDir: string;
 let adminPassword: string;
@@ -55,6 +58,115 @@ function diag(): string {
   return `\n--- server ---\n${srv.output().slice(-3000)}\n--- agent ---\n${agent?.out.slice(-2000)}`;
 }
 
+// ---- what the console shows, read back and compared with the API, the kernel and real packets ----
+
+type Hits = Map<string, { hitcount: number | null; lasthit: string | null }>;
+
+/** Hit count and last hit of every row of a rules table, by rule id, as the console shows them. */
+async function hitsShown(page: Page, table: 'rules-ingress' | 'rules-egress' | 'rules-both'): Promise<Hits> {
+  const rows = await page.locator(`[data-testid="${table}"] tbody tr`).evaluateAll((trs) => trs.map((tr) => {
+    const count = tr.querySelector('[data-testid="rule-hits"] [data-hitcount]');
+    const last = tr.querySelector('[data-testid="rule-lasthit"]');
+    return [tr.getAttribute('data-ruleid') ?? '', {
+      hitcount: count ? Number(count.getAttribute('data-hitcount')) : null,
+      // a time element carries the exact instant; "never" when the rule never matched
+      lasthit: last?.querySelector('time')?.getAttribute('datetime') ?? ((last?.textContent ?? '').trim() === 'never' ? null : `unreadable: ${last?.textContent}`),
+    }] as const;
+  }));
+  return new Map(rows);
+}
+
+/** Hit count and last hit of every rule of the given groups, as listSecurityGroups reports them. */
+async function hitsInApi(groupIds: string[]): Promise<Hits> {
+  const out: Hits = new Map();
+  for (const id of groupIds) {
+    const g = ok(await srv.call('listSecurityGroups', { id, listall: true }), 'listSecurityGroups').listsecuritygroupsresponse.securitygroup[0];
+    for (const r of [...(g.ingressrule ?? []), ...(g.egressrule ?? [])]) {
+      assert.equal(typeof r.hitcount, 'number', `rule ${r.ruleid} carries hitcount`);
+      out.set(r.ruleid, { hitcount: r.hitcount, lasthit: r.lasthit ? new Date(String(r.lasthit).replace(/([+-]\d{2})(\d{2})$/, '$1:$2')).toISOString() : null });
+    }
+  }
+  return out;
+}
+
+/**
+ * The console shows, for every rule, the hit count and last hit the API reports (waiting out one poll
+ * of the page). Returns them, so a caller can also assert what they are (0/never before agents report
+ * counters; growing after a probe once they do).
+ */
+async function assertHitsMatchApi(page: Page, table: 'rules-ingress' | 'rules-egress' | 'rules-both', groupIds: string[]): Promise<Hits> {
+  let shown: Hits = new Map();
+  let api: Hits = new Map();
+  const same = () => JSON.stringify([...shown].sort()) === JSON.stringify([...api].sort());
+  try {
+    await waitFor('the console shows the API\'s hit counts', async () => {
+      api = await hitsInApi(groupIds);
+      shown = await hitsShown(page, table);
+      return same();
+    }, 15_000, 250);
+  } catch { assert.deepEqual([...shown].sort(), [...api].sort(), 'hit counts shown = hit counts in the API'); }
+  return api;
+}
+
+type DropRow = { reason: string | null; created: string | null };
+
+/** The VM page's drop list (empty when the page shows its empty state). */
+async function dropsShown(page: Page): Promise<DropRow[]> {
+  const region = page.getByRole('region', { name: 'Recent drops' });
+  await region.getByTestId('drops-table').or(region.getByTestId('empty-state')).first().waitFor();
+  if (await region.getByTestId('empty-state').count()) return [];
+  return region.locator('[data-testid="drops-table"] tbody tr').evaluateAll((trs) => trs.map((tr) => ({ reason: tr.getAttribute('data-reason'), created: tr.getAttribute('data-created') })));
+}
+
+/** The VM page lists exactly the drops listSecurityGroupDrops reports for the VM (as the tenant). Returns them. */
+async function assertDropsMatchApi(page: Page, vmId: string, who: { username: string; password: string }): Promise<DropRow[]> {
+  let shown: DropRow[] = [];
+  let api: DropRow[] = [];
+  const same = () => JSON.stringify(shown) === JSON.stringify(api);
+  try {
+    await waitFor('the console shows the API\'s drops', async () => {
+      const r = await tenantCall(who, 'listSecurityGroupDrops', { virtualmachineid: vmId, page: '1', pagesize: '50' });
+      api = ((r.securitygroupdrop ?? []) as any[]).map((d) => ({ reason: d.reason ?? null, created: d.created ?? null }));
+      shown = await dropsShown(page);
+      return same();
+    }, 15_000, 250);
+  } catch { assert.deepEqual(shown, api, 'drops shown = drops in the API'); }
+  return api;
+}
+
+/** An API call as a tenant, through a login session of its own (what the console's user may see). */
+async function tenantCall(who: { username: string; password: string }, command: string, params: Record<string, string>): Promise<any> {
+  const session = await mustLogin(srv.url, who.username, who.password);
+  try {
+    const r = await sessionCall(srv.url, session, command, params);
+    assert.equal(r.status, 200, `${command}: ${JSON.stringify(r.body)}`);
+    return r.body[`${command.toLowerCase()}response`];
+  } finally {
+    await sessionCall(srv.url, session, 'logout');
+  }
+}
+
+/** The host's netfilter state (nftables, which holds iptables-nft and ebtables-nft, and ipsets), without counters. */
+async function kernelRules(): Promise<string> {
+  const parts: string[] = [];
+  for (const [cmd, args] of [['nft', ['list', 'ruleset']], ['ipset', ['save']]] as const) {
+    const r = await labHost.exec(cmd, [...args], { allowFail: true });
+    parts.push(`# ${cmd} (exit ${r.code})\n${r.stdout}`);
+  }
+  return parts.join('\n').replace(/counter packets \d+ bytes \d+/g, 'counter').replace(/\[\d+:\d+\]/g, '[]');
+}
+
+/** What a change would leave a trace in: the group's rules, the audit trail, the host's desired revision, the kernel. */
+async function traces(): Promise<{ rules: string[]; events: number; revision: number; kernel: string }> {
+  const g = ok(await srv.call('listSecurityGroups', { id: pwtId, listall: true }), 'list').listsecuritygroupsresponse.securitygroup[0];
+  const events = ok(await srv.call('listEvents', { listall: true, keyword: 'authoriz', pagesize: 500, page: 1 }), 'listEvents').listeventsresponse.count ?? 0;
+  const host = ok(await srv.call('listHosts', { name: hostName }), 'listHosts').listhostsresponse.host[0];
+  return {
+    rules: [...(g.ingressrule ?? []), ...(g.egressrule ?? [])].map((r: any) => r.ruleid).sort(),
+    events, revision: host.desiredrevision, kernel: await kernelRules(),
+  };
+}
+
 before(async () => {
   srv = await startServer();
   base = srv.url.replace(/client\/api$/, '');
@@ -72,7 +184,9 @@ before(async () => {
 
   lab = await createLab();
   const host = await lab.addHost('h1');
-  const api = await addHost(srv, `console-${lab.prefix}`);
+  labHost = host;
+  hostName = `console-${lab.prefix}`;
+  const api = await addHost(srv, hostName);
   stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-console-agent-'));
   // web1 starts in acme's default group: the tenant attaches the new group in the console.
   const plan: [string, string, string, string, string][] = [
@@ -86,7 +200,7 @@ before(async () => {
     const v = (await job(srv, 'deployVirtualMachine', { name, account, domainid: root, networkids: network, ipaddress: ip, macaddress: mac, hostid: api.id })).virtualmachine;
     vms[name] = { lab: await lab.addVm({ host, name, nics: [{ mac, ipv4: cidr }] }), id: v.id, ip };
   }
-  for (const p of [22, 80, 443]) listeners.push(await listenTcp(vms.web1!.lab, p));
+  for (const p of [22, 80, 443, 8080]) listeners.push(await listenTcp(vms.web1!.lab, p));
   agent = new AgentProcess(['--server', `http://127.0.0.1:${srv.port}`, '--token', api.token, '--state-dir', stateDir, '--netns', host.netns,
     '--reconcile-interval', '2s', '--backoff-max', '1s', '--hostname', 'console-h1']);
   agent.start();
@@ -214,6 +328,182 @@ test('attach the group to a running VM in the console; the rules are enforced on
   assert.ok(!(await pings(vms.othc!.lab, 'web1')), '203.0.113.51 → ICMP blocked');
 });
 
+/** Nothing a change would leave behind differs from `before`, over a few agent reconcile rounds. */
+async function assertNothingChanged(before: Awaited<ReturnType<typeof traces>>, what: string): Promise<void> {
+  // The API's traces are final when the dry-run job is done; the kernel is watched for a while (the
+  // agent reconciles every 2 s), and the probes twin below shows a real change does show up here.
+  const until = Date.now() + 4000;
+  do {
+    const now = await traces();
+    assert.deepEqual(now.rules, before.rules, `${what}: the group's rules are unchanged`);
+    assert.equal(now.events, before.events, `${what}: no authorize event`);
+    assert.equal(now.revision, before.revision, `${what}: the host's desired revision is unchanged`);
+    assert.equal(now.kernel, before.kernel, `${what}: the host's netfilter rules are unchanged`);
+    await new Promise((r) => setTimeout(r, 500));
+  } while (Date.now() < until);
+}
+
+test('add-rule preview (dry run): names the VMs and hosts, flags a redundant rule, changes nothing; applying it does', async () => {
+  const { page } = acme;
+  await page.goto(`${base}#/groups/${pwtId}`);
+  await page.locator('[data-testid="rules-ingress"] tbody tr').nth(2).waitFor();
+  const before = await traces();
+  assert.ok(!(await reaches(lab.outside, 'web1', 8080)), 'before: outside → web1:8080 blocked');
+  const form = page.getByRole('form', { name: 'Add ingress rule' });
+  const fill = async (start: string, end: string, cidr: string) => {
+    await form.getByLabel('Start port').fill(start);
+    await form.getByLabel('End port').fill(end);
+    await form.getByLabel('Source CIDR').fill(cidr);
+  };
+  const summary = form.getByTestId('dryrun-summary');
+  const preview = async () => {
+    await summary.waitFor({ state: 'detached' });
+    await form.getByRole('button', { name: 'Preview' }).click();
+    await summary.waitFor();
+  };
+
+  // A rule that opens something: TCP 8080 from anywhere. web1 (a member, running on the lab host) is named.
+  await fill('8080', '8080', '0.0.0.0/0');
+  await preview();
+  assert.equal(await summary.getByTestId('dryrun-vms').getAttribute('data-count'), '1');
+  assert.match(await summary.getByTestId('dryrun-vms').innerText(), /\bweb1\b/);
+  assert.equal(await summary.getByTestId('dryrun-hosts').getAttribute('data-count'), '1');
+  assert.match(await summary.getByTestId('dryrun-hosts').innerText(), new RegExp(`\\b${hostName}\\b`));
+  assert.equal(await summary.getByTestId('dryrun-redundant').count(), 0, 'not redundant');
+  assert.match(await summary.getByTestId('dryrun-new').innerText(), /TCP port 8080 from 0\.0\.0\.0/);
+  assert.equal(await page.locator('tr[data-covering="true"]').count(), 0, 'no covering rule marked');
+
+  // Covered by "TCP 80–443 from 0.0.0.0/0": flagged redundant, and that rule is marked in the table.
+  await fill('80', '80', '10.1.0.0/16');
+  await preview();
+  const redundant = summary.getByTestId('dryrun-redundant');
+  await redundant.waitFor();
+  assert.match(await redundant.innerText(), /TCP 80–443 from 0\.0\.0\.0\/0/);
+  const wide = ok(await srv.call('listSecurityGroups', { id: pwtId, listall: true }), 'list')
+    .listsecuritygroupsresponse.securitygroup[0].ingressrule.find((r: any) => r.startport === 80 && r.endport === 443).ruleid;
+  assert.deepEqual(await page.locator('tr[data-covering="true"]').evaluateAll((trs) => trs.map((t) => t.getAttribute('data-ruleid'))), [wide]);
+  await summary.scrollIntoViewIfNeeded();
+  await shot(page, 'preview');
+  // An exact duplicate: the preview says the real call would fail.
+  await fill('22', '22', '203.0.113.50/32');
+  await preview();
+  await summary.getByTestId('dryrun-exists').waitFor();
+
+  // Three previews later: no rule, no event, no new revision for the host, the same kernel rules, and
+  // the packets that a real rule would let through are still dropped.
+  assert.equal(await page.locator('[data-testid="rules-ingress"] tbody tr').count(), 3, 'the table still shows three rules');
+  await assertNothingChanged(before, 'after the previews');
+  assert.ok(!(await reaches(lab.outside, 'web1', 8080)), 'after the previews: outside → web1:8080 still blocked');
+
+  // The twin: applying the same rule changes all of it.
+  await fill('8080', '8080', '0.0.0.0/0');
+  await form.getByRole('button', { name: 'Add rule' }).click();
+  await form.getByText('Added ingress rule.').waitFor();
+  await waitFor('four rules shown', async () => (await page.locator('[data-testid="rules-ingress"] tbody tr').count()) === 4, 15_000, 100);
+  try {
+    await waitFor('outside → web1:8080 passes', () => reaches(lab.outside, 'web1', 8080), 15_000, 200);
+  } catch (e) { assert.fail(`${String(e)}${diag()}`); }
+  const after = await traces();
+  assert.equal(after.rules.length, before.rules.length + 1, 'one rule more');
+  assert.ok(after.events > before.events, 'an authorize event');
+  assert.ok(after.revision > before.revision, 'a new revision for the host');
+  assert.notEqual(after.kernel, before.kernel, 'the kernel rules changed');
+
+  // Revoking it shows the revoke preview (the same VM and host; what the server knows of open
+  // connections), and only the real revoke closes the port again.
+  const added = ok(await srv.call('listSecurityGroups', { id: pwtId, listall: true }), 'list').listsecuritygroupsresponse.securitygroup[0]
+    .ingressrule.find((r: any) => r.startport === 8080);
+  const apiPreview = (await job(srv, 'revokeSecurityGroupIngress', { id: added.ruleid, dryrun: true })).dryrun;
+  await page.getByRole('button', { name: 'Revoke ingress TCP 8080 0.0.0.0/0' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Revoke ingress rule' });
+  const revokeSummary = dialog.getByTestId('dryrun-summary');
+  await revokeSummary.waitFor();
+  assert.match(await revokeSummary.getByTestId('dryrun-vms').innerText(), /\bweb1\b/);
+  assert.match(await revokeSummary.getByTestId('dryrun-hosts').innerText(), new RegExp(`\\b${hostName}\\b`));
+  assert.match(await revokeSummary.getByTestId('dryrun-new').innerText(), /New connections this rule allows will be blocked/);
+  assert.equal(await revokeSummary.getByTestId('dryrun-tracked').getAttribute('data-status'), apiPreview.trackedconnections.status,
+    'the console reports the connection question as the server answered it');
+  assert.ok(await reaches(lab.outside, 'web1', 8080), 'the revoke preview closed nothing');
+  await dialog.getByRole('button', { name: 'Revoke' }).click();
+  await waitFor('three rules again', async () => (await page.locator('[data-testid="rules-ingress"] tbody tr').count()) === 3, 15_000, 100);
+  await waitFor('outside → web1:8080 blocked again', async () => !(await reaches(lab.outside, 'web1', 8080)), 15_000, 200);
+});
+
+/** Asks the VM page's "Can this reach my VM?" form; the verdict and the rows it highlights. */
+async function explainInConsole(page: Page, q: { address: string; protocol: 'TCP' | 'ICMP'; port?: string }) {
+  const form = page.getByRole('form', { name: 'Explain traffic' });
+  const verdict = page.getByTestId('explain-verdict');
+  await form.getByLabel('From address').fill(q.address);
+  await form.getByRole('combobox', { name: 'Protocol' }).click();
+  await page.getByRole('option', { name: q.protocol, exact: true }).click();
+  if (q.port !== undefined) await form.getByLabel('Port').fill(q.port);
+  await verdict.waitFor({ state: 'detached' });
+  await form.getByRole('button', { name: 'Explain' }).click();
+  await verdict.waitFor();
+  return {
+    allowed: (await verdict.getAttribute('data-allowed')) === 'true',
+    reason: await verdict.getAttribute('data-reason'),
+    ruleid: await verdict.getAttribute('data-ruleid'),
+    text: await verdict.innerText(),
+    highlighted: await page.locator('tr[data-highlighted="true"]').evaluateAll((trs) => trs.map((t) => t.getAttribute('data-ruleid'))),
+  };
+}
+
+test('"Can this reach my VM?": the verdict and the highlighted deciding rule match real packets, allowed and blocked', async () => {
+  const { page } = acme;
+  await page.goto(`${base}#/vms/${vms.web1!.id}`);
+  await page.locator('[data-testid="rules-both"] tbody tr').nth(2).waitFor();
+  const rules = ok(await srv.call('listSecurityGroups', { id: pwtId, listall: true }), 'list').listsecuritygroupsresponse.securitygroup[0].ingressrule;
+  const ssh = rules.find((r: any) => r.startport === 22).ruleid;
+  const icmp = rules.find((r: any) => r.protocol === 'icmp').ruleid;
+  const cases: { what: string; ask: Parameters<typeof explainInConsole>[1]; probe: () => Promise<boolean>; allowed: boolean; rule: string | null }[] = [
+    { what: 'SSH from 203.0.113.50', ask: { address: vms.sshc!.ip, protocol: 'TCP', port: '22' }, probe: () => reaches(vms.sshc!.lab, 'web1', 22), allowed: true, rule: ssh },
+    { what: 'SSH from 203.0.113.51', ask: { address: vms.othc!.ip, protocol: 'TCP', port: '22' }, probe: () => reaches(vms.othc!.lab, 'web1', 22), allowed: false, rule: null },
+    { what: 'ping from 10.1.0.21', ask: { address: vms.mon!.ip, protocol: 'ICMP' }, probe: () => pings(vms.mon!.lab, 'web1'), allowed: true, rule: icmp },
+    { what: 'ping from 203.0.113.51', ask: { address: vms.othc!.ip, protocol: 'ICMP' }, probe: () => pings(vms.othc!.lab, 'web1'), allowed: false, rule: null },
+  ];
+  for (const c of cases) {
+    const v = await explainInConsole(page, c.ask);
+    const passed = await c.probe();
+    assert.equal(v.allowed, passed, `${c.what}: the console says ${v.allowed ? 'allowed' : 'blocked'}, the probe ${passed ? 'passed' : 'was blocked'}\n${v.text}`);
+    assert.equal(passed, c.allowed, `${c.what}: the probe`);
+    if (c.rule) {
+      assert.equal(v.reason, 'rule', c.what);
+      assert.equal(v.ruleid, c.rule, `${c.what}: the deciding rule`);
+      assert.deepEqual(v.highlighted, [c.rule], `${c.what}: that rule, and only it, is highlighted`);
+      assert.match(v.text, /Deciding rule: .* in group Production_Web_Tier/);
+    } else {
+      assert.equal(v.reason, 'default-deny', c.what);
+      assert.equal(v.ruleid, null);
+      assert.deepEqual(v.highlighted, [], `${c.what}: nothing highlighted`);
+      assert.match(v.text, /default deny/);
+    }
+    if (c === cases[0]) {
+      await page.getByTestId('explain-verdict').scrollIntoViewIfNeeded();
+      await shot(page, 'explain');
+    }
+  }
+});
+
+test('hit counts and last hits per rule: the console shows what the API reports, on the group and the VM', async () => {
+  const { page } = acme;
+  // Real traffic through two of the rules first (the explain test's probes did too).
+  assert.ok(await reaches(vms.sshc!.lab, 'web1', 22));
+  assert.ok(await reaches(lab.outside, 'web1', 80));
+  await page.goto(`${base}#/groups/${pwtId}`);
+  await page.locator('[data-testid="rules-ingress"] tbody tr').nth(2).waitFor();
+  const onGroup = await assertHitsMatchApi(page, 'rules-ingress', [pwtId]);
+  assert.equal(onGroup.size, 3, 'a hit count for each of the three rules');
+  await page.goto(`${base}#/vms/${vms.web1!.id}`);
+  await page.locator('[data-testid="rules-both"] tbody tr').nth(2).waitFor();
+  const vmGroups = (await vmRow(srv, vms.web1!.id)).securitygroup.map((g: any) => g.id);
+  const onVm = await assertHitsMatchApi(page, 'rules-both', vmGroups);
+  for (const [id, h] of onGroup) assert.deepEqual(onVm.get(id), h, 'the same numbers on the VM page');
+  // Agents do not report kernel counters yet (issue 11, phase 2), so every rule still reads 0 / never;
+  // once they do, the probes above make the SSH and HTTP rules' counts grow and these helpers compare them.
+  for (const h of onGroup.values()) assert.ok(h.hitcount !== null && h.hitcount >= 0);
+});
+
 test('revoke a rule in the console; the host stops that traffic and keeps the rest', async () => {
   const { page } = acme;
   assert.ok(await reaches(vms.sshc!.lab, 'web1', 22), 'before: SSH from 203.0.113.50 reaches web1');
@@ -274,33 +564,14 @@ test('changes made elsewhere (the API, another user) appear without a reload', a
   await page.getByRole('cell', { name: '192.0.2.0/24', exact: true }).waitFor({ state: 'detached', timeout: 15_000 });
 });
 
-test('explain and drops: shown when the server has them, a clear note when it does not', async () => {
+test('recent drops: the VM page lists what listSecurityGroupDrops reports for the tenant', async () => {
   const { page } = acme;
+  // A blocked probe first (the agents' drop log fills this list once they report it, issue 11 phase 2).
+  assert.ok(!(await reaches(vms.othc!.lab, 'web1', 22)), '203.0.113.51 → web1:22 blocked');
   await page.goto(`${base}#/vms/${vms.web1!.id}`);
   await page.getByTestId('vm-name').waitFor();
-  const apis = ok(await srv.call('listApis'), 'listApis').listapisresponse.api.map((a: any) => a.name);
-  const explain = page.getByRole('region', { name: 'Can this reach my VM?' }).or(page.getByText('Traffic explanation (explainSecurityGroupTraffic) is not available on this server.'));
-  await explain.first().waitFor();
-  if (!apis.includes('explainSecurityGroupTraffic')) {
-    assert.ok(await page.getByText('Traffic explanation (explainSecurityGroupTraffic) is not available on this server.').isVisible());
-  } else {
-    const form = page.getByRole('form', { name: 'Explain traffic' });
-    await form.getByLabel('From address').fill('203.0.113.99');
-    await form.getByLabel('Port').fill('80');
-    await form.getByRole('button', { name: 'Explain' }).click();
-    const verdict = page.getByTestId('explain-verdict');
-    await verdict.waitFor();
-    assert.match(await verdict.innerText(), /^Allowed/);
-    await page.locator('tr[data-highlighted="true"]').waitFor();
-    assert.match((await page.locator('tr[data-highlighted="true"]').innerText()).replace(/\s+/g, ' '), /80–443/);
-  }
-  const drops = page.getByRole('region', { name: 'Recent drops' });
-  await drops.waitFor();
-  if (!apis.includes('listSecurityGroupDrops')) {
-    await drops.getByText('The drop log (listSecurityGroupDrops) is not available on this server.').waitFor();
-  } else {
-    await drops.getByTestId('drops-table').or(drops.getByTestId('empty-state')).first().waitFor();
-  }
+  const drops = await assertDropsMatchApi(page, vms.web1!.id, { username: 'acme', password: PASSWORD.acme });
+  for (const d of drops) assert.ok(d.reason && d.created, 'every drop shown has its reason and time');
 });
 
 test('a tenant never sees another tenant\'s groups or VMs', async () => {
@@ -347,6 +618,80 @@ test('operators: hosts with revisions and preflight, events filtered by SECURITY
     await admin.page.locator('[data-account="acme"]').waitFor();
     assert.ok(await admin.page.locator('[data-account="globex"]').isVisible());
   } finally { await admin.context.close(); }
+});
+
+test('operators: a root admin sees and changes Palisade\'s settings, with the API\'s messages; tenants cannot', async () => {
+  const admin = await browser.page({ width: 1200, height: 900 });
+  const RATE = 'security.group.drop.log.rate';
+  const CUT = 'security.group.revoke.cut.connections';
+  const inApi = async (name: string) => ok(await srv.call('listConfigurations', { name }), 'listConfigurations').listconfigurationsresponse.configuration
+    .find((c: any) => c.name === name);
+  try {
+    await loginUi(admin.page, 'admin', adminPassword);
+    await admin.page.getByRole('link', { name: 'Settings' }).click();
+    await admin.page.getByRole('heading', { name: 'Settings' }).waitFor();
+    await admin.page.locator('[data-setting]').first().waitFor();
+    // Every setting the API has, with its value.
+    const all = ok(await srv.call('listConfigurations'), 'listConfigurations').listconfigurationsresponse.configuration as any[];
+    assert.deepEqual((await admin.page.locator('[data-setting]').evaluateAll((els) => els.map((e) => e.getAttribute('data-setting')))).sort(), all.map((c) => c.name).sort());
+    for (const c of all.filter((x) => x.type === 'Number')) {
+      assert.equal(await admin.page.getByRole('textbox', { name: c.displaytext, exact: true }).inputValue(), c.value, c.name);
+    }
+    const rate = admin.page.locator(`[data-setting="${RATE}"]`);
+    const rateInput = rate.getByRole('textbox', { name: 'Security group drop log rate', exact: true });
+    const saveRate = rate.getByRole('button', { name: 'Save Security group drop log rate' });
+    assert.equal((await inApi(RATE)).value, '10');
+    // Bad values: the API's own message at the field, and nothing stored.
+    for (const [bad, message] of [
+      ['lots', `There was error in trying to parse value: lots. Please enter a valid integer value for parameter ${RATE}`],
+      ['20000', 'The provided value is not valid for this configuration. Please enter an integer in the range: [0-10000]'],
+    ]) {
+      await rateInput.fill(bad!);
+      await saveRate.click();
+      await rate.getByText(message!, { exact: true }).waitFor();
+      assert.equal((await inApi(RATE)).value, '10', `${bad} was not stored`);
+    }
+    // A good value is stored, shown as changed, and audited.
+    await rateInput.fill('25');
+    await saveRate.click();
+    await rate.getByText('Saved: 25.').waitFor();
+    assert.equal((await inApi(RATE)).value, '25');
+    await rate.getByTestId('setting-changed').waitFor();
+    const edits = ok(await srv.call('listEvents', { type: 'CONFIGURATION.VALUE.EDIT', listall: true }), 'listEvents').listeventsresponse.event ?? [];
+    assert.ok(edits.some((e: any) => e.description.includes(`${RATE} New Value: 25`)), JSON.stringify(edits));
+    // The boolean: a switch, saved explicitly.
+    const cut = admin.page.locator(`[data-setting="${CUT}"]`);
+    const sw = cut.getByRole('switch', { name: 'Security group revoke cut connections' });
+    assert.equal(await sw.isChecked(), false);
+    await sw.click({ force: true });
+    assert.equal((await inApi(CUT)).value, 'false', 'toggling alone stores nothing');
+    await cut.getByRole('button', { name: 'Save Security group revoke cut connections' }).click();
+    await cut.getByText('Saved: true.').waitFor();
+    assert.equal((await inApi(CUT)).value, 'true');
+    await shot(admin.page, 'settings');
+    // A change made elsewhere shows up without a reload.
+    ok(await srv.call('updateConfiguration', { name: 'security.group.drop.log.burst', value: '70' }), 'updateConfiguration');
+    await waitFor('burst 70 shown', async () => (await admin.page.getByRole('textbox', { name: 'Security group drop log burst', exact: true }).inputValue()) === '70', 15_000, 200);
+    // Back to the defaults, from the console.
+    for (const [name, label, value] of [[RATE, 'Security group drop log rate', '10'], [CUT, 'Security group revoke cut connections', 'false'], ['security.group.drop.log.burst', 'Security group drop log burst', '50']]) {
+      await admin.page.getByRole('button', { name: `Reset ${label} to its default` }).click();
+      await waitFor(`${name} back to ${value}`, async () => (await inApi(name!)).value === value, 15_000, 200);
+    }
+  } finally { await admin.context.close(); }
+  // The twin: a tenant is offered no settings page, and the API refuses it the settings.
+  const { page } = acme;
+  await page.goto(`${base}#/settings`);
+  await page.getByText('Settings are shown to root admins only.').waitFor();
+  assert.equal(await page.getByRole('link', { name: 'Settings' }).count(), 0);
+  const session = await mustLogin(srv.url, 'acme', PASSWORD.acme);
+  try {
+    const r = await sessionCall(srv.url, session, 'listConfigurations');
+    assert.notEqual(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.listconfigurationsresponse?.configuration, undefined);
+    const u = await sessionCall(srv.url, session, 'updateConfiguration', { name: RATE, value: '1' });
+    assert.notEqual(u.status, 200);
+    assert.equal((await inApi(RATE)).value, '10');
+  } finally { await sessionCall(srv.url, session, 'logout'); }
 });
 
 test('readable at phone width: navigation behind a menu button, tables scroll', async () => {

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { listByPrefix, destroyByPrefix } from '../../src/lab/index.js';
 import { loadStack, pidAlive, type StackState } from '../../src/lab/stack.js';
 import { runPalisade } from '../helpers/palisade.js';
+import { postForm } from '../helpers/session.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-labcmd-'));
 const stateDir = path.join(tmp, 'lab');
@@ -17,6 +18,7 @@ delete env.CLOUDSTACK_ENDPOINT; delete env.CLOUDSTACK_KEY; delete env.CLOUDSTACK
 const palisade = (...args: string[]) => runPalisade(args, { env, timeoutMs: 120_000 });
 
 let upState: StackState | null = null;
+let upOut = '';
 after(async () => {
   // Whatever happened above: nothing of this run may stay behind.
   await palisade('lab', 'down');
@@ -27,6 +29,7 @@ after(async () => {
 test('lab up: server, two hosts with agents, credentials in the active CLI profile', async () => {
   const up = await palisade('lab', 'up', '--port', '0');
   assert.equal(up.code, 0, up.stdout + up.stderr);
+  upOut = up.stdout;
   upState = loadStack(stateDir);
   assert.ok(upState, 'state written');
   const s = upState!;
@@ -42,6 +45,30 @@ test('lab up: server, two hosts with agents, credentials in the active CLI profi
   const again = await palisade('lab', 'up', '--port', '0');
   assert.equal(again.code, 1);
   assert.match(again.stderr, /already up/);
+});
+
+test('lab up prints the web console\'s URL and how to log in; that login works in the console\'s way', async () => {
+  const s = upState!;
+  assert.ok(s?.console, 'the console is in the lab state');
+  const { url, username, credentialsFile } = s.console!;
+  assert.equal(url, new URL('/', s.url).toString());
+  // What `lab up` and `lab status` print: the URL and the command that prints the password.
+  const line = `web console ${url} (user admin; password: node -p "require('${credentialsFile}').password")`;
+  assert.ok(upOut.includes(line), upOut);
+  const st = await palisade('lab', 'status');
+  assert.ok(st.stdout.includes(line), st.stdout);
+  const page = await fetch(url);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get('content-type') ?? '', /^text\/html/);
+  assert.match(await page.text(), /<div id="root">/);
+  const password = JSON.parse(fs.readFileSync(credentialsFile, 'utf8')).password as string;
+  assert.ok(password, 'the credentials file has the admin password');
+  const good = await postForm(s.url, { command: 'login', response: 'json', username, password });
+  assert.equal(good.status, 200, JSON.stringify(good.body));
+  assert.ok(good.body.loginresponse.sessionkey);
+  // The twin: another password does not log in.
+  const bad = await postForm(s.url, { command: 'login', response: 'json', username, password: `${password}x` });
+  assert.equal(bad.status, 531);
 });
 
 test('default group: VM to outside passes, VM to VM is blocked by the destination\'s ingress rules', async () => {

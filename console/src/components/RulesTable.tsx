@@ -1,5 +1,7 @@
 // A group's rules as a readable table: protocol, ports or ICMP type/code, CIDR or referenced group,
-// hit count and last hit (when the server reports them), and a revoke action.
+// hit count and last hit (when the server reports them), and a revoke action. Rows can be marked:
+// `highlight` is the rule that decides a packet (explain), `covering` the rules a dry run says already
+// allow a new rule's traffic.
 import { Badge, Button, Table, Text } from '@mantine/core';
 import type { RuleView } from '../pages/Groups';
 import { Empty, When } from './common';
@@ -28,8 +30,20 @@ export function sourceLabel(r: RuleView): string {
 
 export interface RuleRow extends RuleView { direction: 'ingress' | 'egress'; groupName?: string }
 
-export function RulesTable({ rules, direction, highlight, onRevoke, showGroup, label }: {
-  rules: RuleRow[]; direction: 'ingress' | 'egress' | 'both'; highlight?: string; onRevoke?: (r: RuleRow) => void; showGroup?: boolean; label: string;
+/** One line for a rule, as people read it: "TCP 80–443 from 0.0.0.0/0". */
+export function ruleSummary(r: RuleRow): string {
+  return `${protocolLabel(r.protocol)} ${portsLabel(r)} ${r.direction === 'egress' ? 'to' : 'from'} ${sourceLabel(r)}`;
+}
+
+/** Packets counted on all hosts; 0 means the rule never matched. */
+function Hits({ rule }: { rule: RuleView }) {
+  if (rule.hitcount === undefined) return <Text c="dimmed" span>—</Text>;
+  return <span data-hitcount={rule.hitcount}>{rule.hitcount.toLocaleString()}</span>;
+}
+
+export function RulesTable({ rules, direction, highlight, covering, onRevoke, showGroup, label }: {
+  rules: RuleRow[]; direction: 'ingress' | 'egress' | 'both'; highlight?: string; covering?: ReadonlySet<string>;
+  onRevoke?: (r: RuleRow) => void; showGroup?: boolean; label: string;
 }) {
   if (rules.length === 0) {
     return <Empty>{direction === 'egress' ? 'No egress rules: everything leaves (until the first egress rule).' : direction === 'ingress' ? 'No ingress rules: nothing may enter.' : 'No rules.'}</Empty>;
@@ -54,16 +68,17 @@ export function RulesTable({ rules, direction, highlight, onRevoke, showGroup, l
         <Table.Tbody>
           {rules.map((r) => {
             const hl = highlight !== undefined && r.ruleid === highlight;
+            const covers = covering?.has(r.ruleid) ?? false;
             return (
-              <Table.Tr key={r.ruleid} data-ruleid={r.ruleid} className={hl ? 'rule-highlight' : undefined} data-highlighted={hl ? 'true' : undefined}
-                aria-current={hl ? 'true' : undefined}>
+              <Table.Tr key={r.ruleid} data-ruleid={r.ruleid} className={hl ? 'rule-highlight' : covers ? 'rule-covering' : undefined}
+                data-highlighted={hl ? 'true' : undefined} data-covering={covers ? 'true' : undefined} aria-current={hl ? 'true' : undefined}>
                 {showGroup ? <Table.Td>{r.groupName}</Table.Td> : null}
                 {direction === 'both' ? <Table.Td><Badge variant="light" color={r.direction === 'ingress' ? 'blue' : 'grape'}>{r.direction}</Badge></Table.Td> : null}
                 <Table.Td><Text fw={600} size="sm">{protocolLabel(r.protocol)}</Text></Table.Td>
                 <Table.Td className="nowrap">{portsLabel(r)}</Table.Td>
                 <Table.Td className="mono">{sourceLabel(r)}</Table.Td>
-                {showHits ? <Table.Td>{r.hitcount ?? '—'}</Table.Td> : null}
-                {showHits ? <Table.Td><When value={r.lasthit} /></Table.Td> : null}
+                {showHits ? <Table.Td data-testid="rule-hits"><Hits rule={r} /></Table.Td> : null}
+                {showHits ? <Table.Td data-testid="rule-lasthit">{r.lasthit ? <When value={r.lasthit} /> : <Text c="dimmed" span size="sm">never</Text>}</Table.Td> : null}
                 {onRevoke ? (
                   <Table.Td>
                     <Button size="xs" variant="subtle" color="red" onClick={() => onRevoke(r)}

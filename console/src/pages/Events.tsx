@@ -9,7 +9,7 @@ import { Empty, ErrorAlert, Loading, PageHeader, When } from '../components/comm
 
 const PAGE = 50;
 const TYPES = ['SECURITY.GROUP.AUTHORIZE', 'SG.CREATE', 'SG.DELETE', 'SG.UPDATE', 'SG.AUTH.INGRESS', 'SG.AUTH.EGRESS', 'SG.REVOKE.INGRESS', 'SG.REVOKE.EGRESS',
-  'VM.CREATE', 'VM.START', 'VM.STOP', 'VM.UPDATE', 'VM.MIGRATE', 'VM.DESTROY', 'ACCOUNT.CREATE', 'ACCOUNT.DELETE', 'USER.CREATE', 'USER.UPDATE', 'DOMAIN.CREATE'];
+  'VM.CREATE', 'VM.START', 'VM.STOP', 'VM.UPDATE', 'VM.MIGRATE', 'VM.DESTROY', 'ACCOUNT.CREATE', 'ACCOUNT.DELETE', 'USER.CREATE', 'USER.UPDATE', 'DOMAIN.CREATE', 'CONFIGURATION.VALUE.EDIT'];
 const LEVEL_COLOR: Record<string, string> = { INFO: 'blue', WARN: 'yellow', ERROR: 'red' };
 
 interface EventView { id: string; type: string; level: string; description: string; account?: string; username?: string; domainpath?: string; created?: string; state?: string; resourcename?: string }

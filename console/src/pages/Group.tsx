@@ -8,7 +8,8 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { ApiError, call, callAsync, getSession, isOperator } from '../api/client';
 import { useCaps } from '../caps';
 import { ErrorAlert, Loading, PageHeader } from '../components/common';
-import { RulesTable, portsLabel, protocolLabel, sourceLabel, type RuleRow } from '../components/RulesTable';
+import { RulesTable, portsLabel, protocolLabel, ruleSummary, sourceLabel, type RuleRow } from '../components/RulesTable';
+import { DryRunSummary, coveringRules, type DryRun } from '../components/DryRun';
 import { DeleteGroupModal, type GroupView } from './Groups';
 import { href, navigate } from '../route';
 
@@ -34,12 +35,16 @@ export function GroupPage({ id }: { id: string }) {
   const [tab, setTab] = useState<Direction>('ingress');
   const [revoking, setRevoking] = useState<RuleRow | null>(null);
   const [deleting, setDeleting] = useState(false);
+  // Rules a dry run of the rule being added says already allow its traffic (marked in the table).
+  const [covering, setCovering] = useState<Set<string>>(new Set());
   if (q.isPending) return <Loading />;
   if (q.error) return <ErrorAlert error={q.error} title="Could not load the group" />;
   const g = q.data;
   if (!g) return <Alert color="yellow" title="No such group">This security group does not exist (any more), or you may not see it. <Anchor href={href('/groups')}>All groups</Anchor></Alert>;
   const ingress: RuleRow[] = (g.ingressrule ?? []).map((r) => ({ ...r, direction: 'ingress' }));
   const egress: RuleRow[] = (g.egressrule ?? []).map((r) => ({ ...r, direction: 'egress' }));
+  const byId = new Map([...ingress, ...egress].map((r) => [r.ruleid, r]));
+  const describeRule = (id: string) => { const r = byId.get(id); return r ? ruleSummary(r) : undefined; };
   return (
     <>
       <Anchor href={href('/groups')} size="sm">← Security groups</Anchor>
@@ -52,20 +57,20 @@ export function GroupPage({ id }: { id: string }) {
         <Badge variant="outline">{g.domainpath}</Badge>
         <Badge variant="outline">{g.virtualmachinecount ?? 0} VMs</Badge>
       </Group>
-      <Tabs value={tab} onChange={(v) => setTab((v as Direction) ?? 'ingress')} keepMounted={false}>
+      <Tabs value={tab} onChange={(v) => { setTab((v as Direction) ?? 'ingress'); setCovering(new Set()); }} keepMounted={false}>
         <Tabs.List>
           <Tabs.Tab value="ingress">Ingress rules ({ingress.length})</Tabs.Tab>
           <Tabs.Tab value="egress">Egress rules ({egress.length})</Tabs.Tab>
         </Tabs.List>
         <Tabs.Panel value="ingress" pt="sm">
-          <RulesTable rules={ingress} direction="ingress" onRevoke={setRevoking} label="Ingress rules" />
+          <RulesTable rules={ingress} direction="ingress" covering={covering} onRevoke={setRevoking} label="Ingress rules" />
         </Tabs.Panel>
         <Tabs.Panel value="egress" pt="sm">
-          <RulesTable rules={egress} direction="egress" onRevoke={setRevoking} label="Egress rules" />
+          <RulesTable rules={egress} direction="egress" covering={covering} onRevoke={setRevoking} label="Egress rules" />
         </Tabs.Panel>
       </Tabs>
-      <AddRule group={g} direction={tab} />
-      <RevokeModal rule={revoking} onClose={() => setRevoking(null)} />
+      <AddRule key={tab} group={g} direction={tab} onCovering={setCovering} describeRule={describeRule} />
+      <RevokeModal rule={revoking} onClose={() => setRevoking(null)} describeRule={describeRule} />
       <DeleteGroupModal group={deleting ? g : null} onClose={() => setDeleting(false)} onDeleted={() => navigate('/groups')} />
     </>
   );
@@ -99,17 +104,20 @@ function ruleParams(g: GroupView, f: RuleForm): Record<string, string> {
   return p;
 }
 
-function AddRule({ group, direction }: { group: GroupView; direction: Direction }) {
+function AddRule({ group, direction, onCovering, describeRule }: {
+  group: GroupView; direction: Direction; onCovering: (ids: Set<string>) => void; describeRule: (id: string) => string | undefined;
+}) {
   const caps = useCaps();
   const queries = useQueryClient();
   const [f, setF] = useState<RuleForm>({
     protocol: 'tcp', number: '', startport: '', endport: '', icmptype: '-1', icmpcode: '-1', source: 'cidr', cidrlist: '', account: group.account ?? '', groupname: '',
   });
   const [errors, setErrors] = useState<Partial<Record<Field, string>>>({});
-  const [preview, setPreview] = useState<Record<string, unknown> | null>(null);
+  const [preview, setPreviewState] = useState<DryRun | null>(null);
   const [added, setAdded] = useState<string | null>(null);
   const canDryRun = caps.hasParam(CMD.authorize[direction], 'dryrun');
-  const set = (patch: Partial<RuleForm>) => { setF((x) => ({ ...x, ...patch })); setPreview(null); setAdded(null); };
+  const setPreview = (d: DryRun | null) => { setPreviewState(d); onCovering(coveringRules(d)); };
+  const set = (patch: Partial<RuleForm>) => { setF((x) => ({ ...x, ...patch })); if (preview) setPreview(null); setAdded(null); };
   const showError = (err: unknown) => {
     const msg = err instanceof Error ? err.message : String(err);
     setErrors({ [err instanceof ApiError && err.code === 431 ? fieldOf(msg) : 'form']: msg });
@@ -121,14 +129,14 @@ function AddRule({ group, direction }: { group: GroupView; direction: Direction 
   });
   const authorize = useMutation({
     mutationFn: (dryrun: boolean) => callAsync(CMD.authorize[direction], { ...ruleParams(group, f), ...(dryrun ? { dryrun: true } : {}) }),
-    onMutate: () => setErrors({}),
+    onMutate: () => { setErrors({}); if (preview) setPreview(null); },
     onSuccess: (r, dryrun) => {
-      if (dryrun) { setPreview((r.dryrun as Record<string, unknown>) ?? r); return; }
+      if (dryrun) { setPreview((r.dryrun as DryRun | undefined) ?? {}); return; }
       setPreview(null);
       setAdded(`Added ${direction} rule.`);
       void queries.invalidateQueries({ queryKey: ['groups'] });
     },
-    onError: showError,
+    onError: (err) => { if (preview) setPreview(null); showError(err); },
   });
   const submit = (e: FormEvent) => { e.preventDefault(); authorize.mutate(false); };
   const ports = f.protocol === 'tcp' || f.protocol === 'udp';
@@ -160,7 +168,7 @@ function AddRule({ group, direction }: { group: GroupView; direction: Direction 
                 nothingFoundMessage="No group of that account" />
             </SimpleGrid>
           )}
-          {preview ? <DryRunSummary result={preview} /> : null}
+          {preview ? <DryRunSummary result={preview} action="authorize" direction={direction} describeRule={describeRule} /> : null}
           {added ? <Alert color="green" role="status">{added}</Alert> : null}
           <Group justify="flex-end">
             {canDryRun ? <Button variant="default" onClick={() => authorize.mutate(true)} loading={authorize.isPending && authorize.variables === true}>Preview</Button> : null}
@@ -172,33 +180,16 @@ function AddRule({ group, direction }: { group: GroupView; direction: Direction 
   );
 }
 
-/** A dry-run's answer: which VMs and hosts the change would touch, and whether it adds anything. */
-export function DryRunSummary({ result }: { result: Record<string, unknown> }) {
-  const list = (v: unknown) => (Array.isArray(v) ? v : typeof v === 'number' ? null : v === undefined ? [] : [v]);
-  const count = (v: unknown) => (Array.isArray(v) ? v.length : typeof v === 'number' ? v : v ? 1 : 0);
-  const vms = result.affectedvirtualmachines;
-  const hosts = result.affectedhosts;
-  const redundant = result.redundant;
-  const names = (list(vms) ?? []).map((v) => (typeof v === 'object' && v ? String((v as Record<string, unknown>).name ?? (v as Record<string, unknown>).id ?? '') : String(v))).filter(Boolean);
-  const isRedundant = redundant === true || redundant === 'true' || (typeof redundant === 'object' && redundant !== null && !Array.isArray(redundant));
-  return (
-    <Alert color={isRedundant ? 'yellow' : 'blue'} title="Preview (dry run): nothing was changed" data-testid="dryrun-summary">
-      <Text size="sm">Affects {count(vms)} virtual machine{count(vms) === 1 ? '' : 's'} on {count(hosts)} host{count(hosts) === 1 ? '' : 's'}{names.length ? `: ${names.slice(0, 10).join(', ')}${names.length > 10 ? ', …' : ''}` : ''}.</Text>
-      {isRedundant ? <Text size="sm">Redundant: existing rules already allow this traffic{typeof redundant === 'object' && redundant ? ` (${JSON.stringify(redundant)})` : ''}.</Text> : null}
-    </Alert>
-  );
-}
-
 // ------------------------------------------------------------------ revoke
 
-function RevokeModal({ rule, onClose }: { rule: RuleRow | null; onClose: () => void }) {
+function RevokeModal({ rule, onClose, describeRule }: { rule: RuleRow | null; onClose: () => void; describeRule: (id: string) => string | undefined }) {
   const caps = useCaps();
   const queries = useQueryClient();
   const dir = rule?.direction ?? 'ingress';
   const canDryRun = caps.hasParam(CMD.revoke[dir], 'dryrun');
   const preview = useQuery({
     queryKey: ['revoke-preview', rule?.ruleid],
-    queryFn: async () => ((await callAsync(CMD.revoke[dir], { id: rule!.ruleid, dryrun: true })).dryrun ?? null) as Record<string, unknown> | null,
+    queryFn: async () => ((await callAsync(CMD.revoke[dir], { id: rule!.ruleid, dryrun: true })).dryrun ?? null) as DryRun | null,
     enabled: rule !== null && canDryRun, refetchInterval: false, retry: false,
   });
   const revoke = useMutation({
@@ -211,8 +202,10 @@ function RevokeModal({ rule, onClose }: { rule: RuleRow | null; onClose: () => v
       {rule ? (
         <Stack>
           <Text>Revoke <b>{protocolLabel(rule.protocol)} {portsLabel(rule)}</b> {dir === 'ingress' ? 'from' : 'to'} <b className="mono">{sourceLabel(rule)}</b>?</Text>
-          <Text size="sm" c="dimmed">Connections already established stay open until they end.</Text>
-          {preview.data ? <DryRunSummary result={preview.data} /> : null}
+          <Text size="sm" c="dimmed">New connections are checked against the remaining rules; established ones stay open until they end unless the operator has Palisade cut them.</Text>
+          {preview.isPending && canDryRun ? <Text size="sm" c="dimmed">Preparing a preview…</Text> : null}
+          {preview.error ? <Text size="sm" c="dimmed">No preview: {preview.error.message}</Text> : null}
+          {preview.data ? <DryRunSummary result={preview.data} action="revoke" direction={dir} describeRule={describeRule} /> : null}
           {revoke.error ? <Alert color="red" role="alert">{revoke.error.message}</Alert> : null}
           <Group justify="flex-end">
             <Button variant="default" onClick={close} data-autofocus>Cancel</Button>

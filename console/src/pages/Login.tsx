@@ -38,6 +38,7 @@ export function LoginPage() {
             <PasswordInput label="Password" autoComplete="current-password" required value={password} onChange={(e) => setPassword(e.currentTarget.value)} />
             <TextInput label="Domain" description="Path of your domain, e.g. /customers/acme. Empty: ROOT." value={domain} onChange={(e) => setDomain(e.currentTarget.value)} placeholder="/" />
             <Button type="submit" loading={busy}>Log in</Button>
+            <Text c="dimmed" size="xs">First start: log in as <b>admin</b> with the password the server wrote to <span className="mono">admin-credentials.json</span> in its data directory.</Text>
           </Stack>
         </form>
       </Paper>

@@ -8,7 +8,7 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { call, getSession, isOperator } from '../api/client';
 import { useCaps } from '../caps';
 import { Empty, ErrorAlert, Loading, PageHeader, SyncBadge, Unavailable, When, isUnknownCommand } from '../components/common';
-import { RulesTable, type RuleRow } from '../components/RulesTable';
+import { RulesTable, ruleSummary, type RuleRow } from '../components/RulesTable';
 import type { GroupView } from './Groups';
 import { addressesOf, type VmView } from './Vms';
 import { href } from '../route';
@@ -51,7 +51,8 @@ export function VmPage({ id }: { id: string }) {
       </SimpleGrid>
       <Title order={3} size="h4" mt="md" mb="xs">Rules in force</Title>
       {groupsQ.error ? <ErrorAlert error={groupsQ.error} /> : <RulesTable rules={rules} direction="both" showGroup highlight={highlight} label="Rules of this VM's groups" />}
-      <Explain vm={vm} onDecided={setHighlight} shownRules={new Set(rules.map((r) => r.ruleid))} />
+      <Explain vm={vm} onDecided={setHighlight} shownRules={new Set(rules.map((r) => r.ruleid))}
+        describeRule={(id) => { const r = rules.find((x) => x.ruleid === id); return r ? ruleSummary(r) : undefined; }} />
       <Drops vm={vm} />
     </>
   );
@@ -89,10 +90,23 @@ function ChangeGroups({ vm }: { vm: VmView }) {
 }
 
 interface Verdict {
-  allowed?: boolean | string; reason?: string; ruleid?: string; securitygroupid?: string; securitygroupname?: string; hitcount?: number; securitygroupsyncstate?: string;
+  allowed?: boolean | string; reason?: string; detail?: string; ruleid?: string; securitygroupid?: string; securitygroupname?: string;
+  hitcount?: number; lasthit?: string; matchingruleids?: string[]; securitygroupsyncstate?: string; virtualmachinestate?: string;
 }
 
-function Explain({ vm, onDecided, shownRules }: { vm: VmView; onDecided: (ruleId: string | undefined) => void; shownRules: Set<string> }) {
+/** explainSecurityGroupTraffic's reasons (src/policy/explain.ts), in words. */
+const REASON: Record<string, string> = {
+  rule: 'A rule of the VM\'s groups allows it.',
+  'default-deny': 'No rule of the VM\'s groups allows it, so it is dropped (default deny).',
+  'egress-open': 'The VM\'s groups have no egress rule for this address family, so all of its egress is allowed.',
+  untracked: 'The VM\'s groups allow all traffic of this address family both ways, so it passes without connection tracking.',
+  'anti-spoofing': 'Always dropped by Palisade\'s built-in protection, whatever the rules (spoofing, rogue DHCP or router advertisements, stray multicast).',
+  baseline: 'Always allowed by Palisade\'s built-in baseline (DHCP client, DNS, neighbour discovery), whatever the rules.',
+};
+
+function Explain({ vm, onDecided, shownRules, describeRule }: {
+  vm: VmView; onDecided: (ruleId: string | undefined) => void; shownRules: Set<string>; describeRule: (id: string) => string | undefined;
+}) {
   const caps = useCaps();
   const [direction, setDirection] = useState<'ingress' | 'egress'>('ingress');
   const [protocol, setProtocol] = useState('tcp');
@@ -113,6 +127,9 @@ function Explain({ vm, onDecided, shownRules }: { vm: VmView; onDecided: (ruleId
     onSuccess: (v) => onDecided(v.ruleid),
     onError: () => onDecided(undefined),
   });
+  // A verdict belongs to the question asked: editing the question clears it and its highlight.
+  const { reset } = explain;
+  useEffect(() => { reset(); onDecided(undefined); }, [direction, protocol, port, icmptype, icmpcode, address, nicid, reset, onDecided]);
   if (caps.loaded && !caps.has('explainSecurityGroupTraffic')) {
     return <Card withBorder mt="lg"><Title order={3} size="h4">Can this reach my VM?</Title><Unavailable what="Traffic explanation (explainSecurityGroupTraffic)" /></Card>;
   }
@@ -143,10 +160,20 @@ function Explain({ vm, onDecided, shownRules }: { vm: VmView; onDecided: (ruleId
           <Group justify="flex-end"><Button type="submit" loading={explain.isPending}>Explain</Button></Group>
           {explain.error ? <ErrorAlert error={explain.error} title="Could not explain" /> : null}
           {v ? (
-            <Alert color={allowed ? 'green' : 'red'} title={allowed ? 'Allowed' : 'Blocked'} data-testid="explain-verdict" role="status">
-              <Text size="sm">{v.reason}</Text>
-              {v.securitygroupname ? <Text size="sm">Deciding rule in group <b>{v.securitygroupname}</b>{v.hitcount !== undefined ? ` (hit ${v.hitcount} times)` : ''}{v.ruleid && shownRules.has(v.ruleid) ? '; highlighted in the rules above' : ''}.</Text> : null}
+            <Alert color={allowed ? 'green' : 'red'} title={allowed ? 'Allowed' : 'Blocked'} data-testid="explain-verdict" data-allowed={allowed ? 'true' : 'false'}
+              data-reason={v.reason} data-ruleid={v.ruleid} role="status">
+              <Text size="sm" data-testid="explain-reason">{(v.reason && REASON[v.reason]) ?? v.reason}</Text>
+              {v.ruleid ? (
+                <Text size="sm" data-testid="explain-rule">
+                  Deciding rule: <b>{describeRule(v.ruleid) ?? v.ruleid}</b>{v.securitygroupname ? <> in group <Anchor href={href(`/groups/${v.securitygroupid}`)} size="sm">{v.securitygroupname}</Anchor></> : null}
+                  {v.hitcount !== undefined ? `, matched ${v.hitcount.toLocaleString()} packet${v.hitcount === 1 ? '' : 's'} so far` : ''}
+                  {shownRules.has(v.ruleid) ? ' (highlighted in the rules above)' : ''}.
+                  {v.matchingruleids && v.matchingruleids.length > 1 ? ` ${v.matchingruleids.length - 1} other rule${v.matchingruleids.length > 2 ? 's' : ''} would allow it too.` : ''}
+                </Text>
+              ) : null}
+              {v.detail && v.reason !== 'rule' && v.reason !== 'default-deny' ? <Text size="xs" c="dimmed">{v.detail}</Text> : null}
               {v.securitygroupsyncstate && v.securitygroupsyncstate !== 'Synced' ? <Text size="sm">Note: the VM's rules are {v.securitygroupsyncstate} on its host, so the kernel may not do this yet.</Text> : null}
+              {v.virtualmachinestate && v.virtualmachinestate !== 'Running' ? <Text size="sm">Note: the VM is {v.virtualmachinestate}; this is what its rules would do when it runs.</Text> : null}
             </Alert>
           ) : null}
         </Stack>
@@ -157,8 +184,22 @@ function Explain({ vm, onDecided, shownRules }: { vm: VmView; onDecided: (ruleId
 
 interface Drop {
   virtualmachinename?: string; nicid?: string; direction?: string; protocol?: string; srcaddress?: string; srcport?: number;
-  dstaddress?: string; dstport?: number; icmptype?: number; reason?: string; created?: string;
+  dstaddress?: string; dstport?: number; icmptype?: number; icmpcode?: number; reason?: string; created?: string; hostname?: string;
 }
+
+/** The drop log's reasons (model/telemetry.ts), in words. */
+const DROP_REASON: Record<string, string> = {
+  'ingress-default-deny': 'no ingress rule allows it',
+  'egress-default-deny': 'no egress rule allows it',
+  'spoofed-mac': 'sent from a MAC address that is not the VM\'s',
+  'spoofed-ip': 'sent from an address that is not the VM\'s',
+  'spoofed-arp': 'ARP for an address that is not the VM\'s',
+  'spoofed-nd': 'neighbour discovery for an address that is not the VM\'s',
+  'rogue-dhcp': 'the VM acting as a DHCP server',
+  'rogue-ra': 'the VM sending router advertisements',
+  multicast: 'multicast the VM may not send',
+  'unknown-port': 'a bridge port no VM owns',
+};
 
 function Drops({ vm }: { vm: VmView }) {
   const caps = useCaps();
@@ -168,7 +209,8 @@ function Drops({ vm }: { vm: VmView }) {
     queryFn: async () => ((await call('listSecurityGroupDrops', { virtualmachineid: vm.id, page: 1, pagesize: 50 })).securitygroupdrop ?? []) as Drop[],
     enabled, retry: false,
   });
-  const endpoint = (a?: string, p?: number) => (a ? `${a}${p ? `:${p}` : ''}` : '—');
+  const endpoint = (a?: string, p?: number) => (a ? `${a}${p !== undefined && p !== null ? `:${p}` : ''}` : '—');
+  const admin = q.data?.some((d) => d.hostname !== undefined) ?? false;
   let body;
   if (!enabled || isUnknownCommand(q.error)) body = <Unavailable what="The drop log (listSecurityGroupDrops)" />;
   else if (q.error) body = <ErrorAlert error={q.error} />;
@@ -177,16 +219,17 @@ function Drops({ vm }: { vm: VmView }) {
   else body = (
     <Table.ScrollContainer minWidth={640}>
       <Table striped aria-label="Recent drops" data-testid="drops-table">
-        <Table.Thead><Table.Tr><Table.Th>When</Table.Th><Table.Th>Direction</Table.Th><Table.Th>Protocol</Table.Th><Table.Th>From</Table.Th><Table.Th>To</Table.Th><Table.Th>Reason</Table.Th></Table.Tr></Table.Thead>
+        <Table.Thead><Table.Tr><Table.Th>When</Table.Th><Table.Th>Direction</Table.Th><Table.Th>Protocol</Table.Th><Table.Th>From</Table.Th><Table.Th>To</Table.Th><Table.Th>Reason</Table.Th>{admin ? <Table.Th>Host</Table.Th> : null}</Table.Tr></Table.Thead>
         <Table.Tbody>
           {q.data.map((d, i) => (
-            <Table.Tr key={i}>
+            <Table.Tr key={i} data-reason={d.reason} data-created={d.created}>
               <Table.Td><When value={d.created} /></Table.Td>
               <Table.Td>{d.direction}</Table.Td>
-              <Table.Td>{d.protocol?.toUpperCase()}{d.icmptype !== undefined && d.icmptype !== null ? ` type ${d.icmptype}` : ''}</Table.Td>
+              <Table.Td>{d.protocol?.toUpperCase()}{d.icmptype !== undefined && d.icmptype !== null ? ` type ${d.icmptype}${d.icmpcode !== undefined && d.icmpcode !== null ? ` code ${d.icmpcode}` : ''}` : ''}</Table.Td>
               <Table.Td className="mono">{endpoint(d.srcaddress, d.srcport)}</Table.Td>
               <Table.Td className="mono">{endpoint(d.dstaddress, d.dstport)}</Table.Td>
-              <Table.Td>{d.reason}</Table.Td>
+              <Table.Td><Text size="sm">{d.reason && DROP_REASON[d.reason] ? DROP_REASON[d.reason] : d.reason} <Text span c="dimmed" size="xs" className="mono">{d.reason}</Text></Text></Table.Td>
+              {admin ? <Table.Td>{d.hostname ?? '—'}</Table.Td> : null}
             </Table.Tr>
           ))}
         </Table.Tbody>
