@@ -84,10 +84,11 @@ export function DryRunSummary({ result, action, direction, describeRule }: {
         </>
       ) : (
         <>
-          <Text size="sm" data-testid={result.redundant ? 'dryrun-redundant' : 'dryrun-new'}>
-            {result.redundant === true ? 'The remaining rules still allow everything this rule allows: revoking it changes no traffic.'
-              : result.redundant === false ? 'New connections this rule allows will be blocked.' : null}
-          </Text>
+          {result.redundant !== undefined ? (
+            <Text size="sm" data-testid={result.redundant ? 'dryrun-redundant' : 'dryrun-new'}>
+              {result.redundant ? 'The remaining rules still allow everything this rule allows: revoking it changes no traffic.' : 'New connections this rule allows will be blocked.'}
+            </Text>
+          ) : null}
           {result.opensegress ? (
             <Text size="sm" fw={600} data-testid="dryrun-opens-egress">This is the last egress rule for its address family: revoking it opens all egress of that family.</Text>
           ) : null}
