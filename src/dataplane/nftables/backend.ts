@@ -1,0 +1,173 @@
+// The nftables backend: Palisade's two `palisade` tables (bridge + inet), one `nft` transaction per
+// apply. Coexists with iptables-nft, libvirt, Docker and anyone else's tables: it never lists, flushes
+// or touches a table but its own.
+//
+// apply() renders the whole host, diffs it against what it knows of its tables and writes only the
+// difference, as one transaction (nothing at all when they match). What it knows is the kernel as read
+// at the first apply (`nft -j list table`, ours only), then kept up to date by its own writes; so a
+// small change never lists anything. observe() re-reads the tables, reports drift (by rule ids, chain
+// hashes, set elements) and refreshes that view; the next apply repairs. A failed transaction changes
+// nothing and forgets the view (the next apply re-reads).
+// A very large first write (a cold start of thousands of VMs) is split into several transactions so
+// the kernel's nftables lock is never held for long: first everything with the new VMs' ports closed
+// (dropped), then their chains and the opening of their ports, a batch of VMs at a time.
+import type { ApplyResult, Dataplane, DataplaneInput, Observation } from '../backend.js';
+import { DataplaneError } from '../backend.js';
+import { type Runner, createRunner } from '../exec.js';
+import { planHost } from '../plan/index.js';
+import { type KState, diffScript, drift, emptyState, expectedState, parseTable, teardownScript } from './kernel.js';
+import { FAMILIES, N, TABLE, portChains } from './names.js';
+import type { NftProgram } from './program.js';
+import { type Rendered, render, renderPlan } from './render.js';
+import { NftSession } from './session.js';
+
+export interface NftablesOptions {
+  runner?: Runner;
+  netns?: string | null;
+  /** A first write larger than this many script lines is split into several transactions (default 20,000). */
+  chunkLines?: number;
+}
+
+export interface RuleCounter { vmId: string; ruleId: string; direction: 'ingress' | 'egress'; family: 4 | 6; packets: number; bytes: number }
+
+export class NftablesDataplane implements Dataplane {
+  readonly name = 'nftables';
+  readonly runner: Runner;
+  private known: KState | null = null;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly session: NftSession;
+  private readonly chunkLines: number;
+  /** The last script written (for people and tests). */
+  lastScript = '';
+
+  constructor(opts: NftablesOptions = {}) {
+    this.runner = opts.runner ?? createRunner({ netns: opts.netns ?? null });
+    this.session = new NftSession(this.runner);
+    this.chunkLines = opts.chunkLines ?? 20_000;
+  }
+
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(f, f);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  render(input: DataplaneInput): Rendered { return render(input); }
+
+  /** Read Palisade's two tables (the slow path: first apply, observe). */
+  async read(): Promise<KState> {
+    const k = emptyState();
+    const outs = await Promise.all(FAMILIES.map((f) => this.runner.run('nft', ['-j', 'list', 'table', f, TABLE])));
+    FAMILIES.forEach((f, i) => {
+      const r = outs[i];
+      if (r.code !== 0) {
+        if (/No such file or directory/.test(r.stderr)) return;
+        throw new DataplaneError(`nft list table ${f} ${TABLE}`, r.stderr || `exit ${r.code}`);
+      }
+      parseTable(f, r.stdout, k);
+    });
+    return k;
+  }
+
+  /** Forget the cached view of the tables (the next apply reads them). */
+  invalidate(): void { this.known = null; }
+
+  apply(input: DataplaneInput): Promise<ApplyResult> { return this.serial(() => this.applyNow(input)); }
+
+  private async applyNow(input: DataplaneInput): Promise<ApplyResult> {
+    const plan = planHost(input);
+    const rendered = renderPlan(plan);
+    const vms: ApplyResult['vms'] = {};
+    for (const vm of input.state.vms) {
+      const err = rendered.vmErrors[vm.vmId];
+      vms[vm.vmId] = err ? { ok: false, error: err } : { ok: true };
+    }
+    const steps: ApplyResult['steps'] = [];
+    let kernel = this.known ?? (await this.read());
+    const script = diffScript(rendered.program, kernel);
+    if (!script) { this.known = kernel; return { changed: false, vms, steps }; }
+    const lines = script.split('\n').length;
+    if (lines > this.chunkLines && rendered.programmed.length > 1) {
+      // Open the VMs whose ports the kernel already opens; the others a batch at a time.
+      const open = new Set(rendered.programmed.filter((id) => isOpen(kernel, plan.vms.find((v) => v.vmId === id)!.ports.map((p) => p.device))));
+      const rest = rendered.programmed.filter((id) => !open.has(id));
+      const per = Math.max(1, Math.floor(rest.length * this.chunkLines / lines));
+      for (let i = 0; ; i += per) {
+        const partial = renderPlan(plan, { open });
+        kernel = await this.write(partial.program, kernel, steps, `nft (${open.size}/${rendered.programmed.length} VMs)`);
+        if (i >= rest.length) break;
+        for (const id of rest.slice(i, i + per)) open.add(id);
+      }
+      if (open.size < rendered.programmed.length) kernel = await this.write(rendered.program, kernel, steps, 'nft');
+    } else {
+      kernel = await this.write(rendered.program, kernel, steps, 'nft', script);
+    }
+    return { changed: true, vms, steps };
+  }
+
+  private async write(program: NftProgram, kernel: KState, steps: ApplyResult['steps'], step: string, script = diffScript(program, kernel)): Promise<KState> {
+    if (!script) return kernel;
+    const t0 = performance.now();
+    this.lastScript = script;
+    try {
+      await this.session.run(step, script);
+    } catch (e) {
+      this.known = null; // re-read before the next attempt
+      if (e instanceof DataplaneError) throw new DataplaneError(e.step, `${e.stderr.trim()}`.slice(0, 4000));
+      throw e;
+    }
+    steps.push({ tool: step, ms: +(performance.now() - t0).toFixed(2) });
+    this.known = expectedState(program);
+    return this.known;
+  }
+
+  observe(input: DataplaneInput): Promise<Observation> {
+    return this.serial(async () => {
+      const kernel = await this.read();
+      this.known = kernel; // the next apply repairs from what is really there
+      return { drift: drift(render(input).program, kernel) };
+    });
+  }
+
+  teardown(): Promise<void> {
+    return this.serial(async () => {
+      this.known = null;
+      await this.session.run('nft (teardown)', teardownScript());
+      this.known = emptyState();
+    });
+  }
+
+  /** Counters of every user rule (per VM and rule id), from the named counters only (no rules listed). */
+  ruleCounters(): Promise<RuleCounter[]> {
+    return this.serial(async () => {
+      const r = await this.runner.run('nft', ['-j', 'list', 'counters', 'table', 'inet', TABLE]);
+      if (r.code !== 0) {
+        if (/No such file or directory/.test(r.stderr)) return [];
+        throw new DataplaneError('nft list counters', r.stderr);
+      }
+      const out: RuleCounter[] = [];
+      for (const item of (JSON.parse(r.stdout) as { nftables: Record<string, any>[] }).nftables) {
+        const c = item.counter;
+        if (!c || c.table !== TABLE) continue;
+        const m = /^c-.+-([ie])([46])-/.exec(c.name);
+        const [vmId, ruleId] = String(c.comment ?? '').split(' ');
+        if (!m || !vmId || !ruleId) continue;
+        out.push({ vmId, ruleId, direction: m[1] === 'i' ? 'ingress' : 'egress', family: Number(m[2]) as 4 | 6, packets: c.packets, bytes: c.bytes });
+      }
+      return out;
+    });
+  }
+
+  /** Ends the long-lived `nft` process (also ends by itself when idle). */
+  async close(): Promise<void> { this.session.stop(); }
+}
+
+/** Does the kernel already send every one of these ports to its own chain? */
+function isOpen(k: KState, devices: string[]): boolean {
+  const m = k.sets.get(`bridge/${N.inPorts}`);
+  return !!m && devices.every((d) => m.elements.has(`${d} : goto ${portChains(d).in}`));
+}
+
+export function createNftablesDataplane(opts: NftablesOptions = {}): NftablesDataplane {
+  return new NftablesDataplane(opts);
+}
