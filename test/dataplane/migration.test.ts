@@ -30,6 +30,9 @@ for (const backend of BACKENDS) describe(backend, () => {
     fw2.remove(w);
     fw1.set(pol());
     await Promise.all([fw1.apply(), fw2.apply()]);
+    // After a live migration QEMU announces the guest (gratuitous ARP) so switches learn its new port;
+    // the lab's fabric bridge needs the same, or it keeps sending w's frames to h2 until they age out.
+    await w.exec('arping', ['-q', '-U', '-c', '2', '-i', 'eth0', '-S', w.ipv4!, w.ipv4!], { allowFail: true, timeoutMs: 5000 });
     // nothing listens on the new host: an allowed port is refused (the RST comes back), another is blocked
     const t0 = Date.now();
     let r = await tcpConnect(lab.outside.netns, w.ipv4!, 80, { timeoutMs: 500 });

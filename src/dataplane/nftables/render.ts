@@ -148,7 +148,7 @@ function userRules(fam: Fam, dir: 'ingress' | 'egress', rules: PolicyRule[], vmK
   const addr = dir === 'ingress' ? 'saddr' : 'daddr';
   for (const rule of rules) {
     const counter = ruleCounter(vmKey, dir, fam, rule.id);
-    counters.push({ family: 'inet', name: counter, comment: cid(`${vmId} ${rule.id}`) });
+    counters.push({ family: 'inet', name: counter, comment: `${cid(vmId)} ${cid(rule.id)}` });
     const pm = protoMatch(fam, rule);
     const tail = `${pm ? `${pm} ` : ''}counter name ${counter} ${verdict}`;
     const id = cid(rule.id);

@@ -77,7 +77,8 @@ export class NftSession {
     }
     // stderr: [the transaction's error…] "Error: … No such file or directory\nlist table inet <tag>\n  ^^^\n"
     const at = this.err.indexOf(`list table inet ${tag}\n`);
-    const before = this.err.slice(0, at).replace(/Error:[^\n]*\n$/, '');
+    // (the marker's caret line may arrive after its answer was taken: drop it from the head)
+    const before = this.err.slice(0, at).replace(/^(\s*\^+\s*\n)+/, '').replace(/Error:[^\n]*\n$/, '');
     const rest = this.err.slice(at + `list table inet ${tag}\n`.length);
     this.err = rest.replace(/^[ \t]*\^+[ \t]*\n?/, '');
     this.idle = setTimeout(() => this.stop(), this.idleMs);
