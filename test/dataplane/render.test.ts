@@ -278,7 +278,7 @@ test('port discovery: MAC convention, explicit device, unknown taps and uplinks'
     { ifname: 'eth0', address: '02:00:00:01:00:01', master: 'cloudbr0' },
     { ifname: 'vnet0', address: 'fe:00:4c:5f:00:01', master: 'cloudbr0' },
     { ifname: 'vnet1', address: 'fe:00:00:00:00:99', master: 'cloudbr0' },
-    { ifname: 'tap-x', address: 'fe:00:00:00:00:98', master: 'cloudbr0' },
+    { ifname: 'tap-x', address: 'fe:00:00:00:00:98', master: 'cloudbr0', linkinfo: { info_kind: 'tun', info_data: { type: 'tap' } } },
     { ifname: 'mydev', address: '0a:00:00:00:00:01', master: 'cloudbr1' },
     { ifname: 'eth1', address: '02:00:00:01:00:02', master: 'cloudbr1' },
   ];
@@ -296,6 +296,32 @@ test('port discovery: MAC convention, explicit device, unknown taps and uplinks'
   const more = [...links, { ifname: 'docker0' }, { ifname: 'veth1', address: '0a:00:00:00:00:07', master: 'docker0' }, { ifname: 'cloudbr2' }, { ifname: 'eth2', master: 'cloudbr2' }];
   assert.deepEqual(portsFromLinks(more, hostState([])).bridges, { cloudbr0: { uplinks: ['eth0'], unknownTaps: ['tap-x', 'vnet0', 'vnet1'] } });
   assert.deepEqual(Object.keys(portsFromLinks(more, hostState([]), { uplinks: { cloudbr2: ['eth2'] } }).bridges), ['cloudbr0', 'cloudbr2']);
+});
+
+test('port classification by what a device is: an fe: MAC alone never makes a rogue VM port (issue 8 item 10)', () => {
+  const kind = (info_kind: string, type?: string) => ({ linkinfo: { info_kind, ...(type ? { info_data: { type } } : {}) } });
+  const links = [
+    { ifname: 'cloudbr0' },
+    { ifname: 'vnet0', address: 'fe:00:4c:5f:00:01', master: 'cloudbr0', ...kind('tun', 'tap') },   // a known NIC's tap
+    { ifname: 'eth0', address: 'fe:c0:1a:16:d4:e9', master: 'cloudbr0', ...kind('veth') },        // random-MAC veth uplink
+    { ifname: 'vx42', address: 'fe:11:22:33:44:55', master: 'cloudbr0', ...kind('vxlan') },       // VXLAN uplink
+    { ifname: 'bond0', address: 'fe:aa:bb:cc:dd:ee', master: 'cloudbr0', ...kind('bond') },
+    { ifname: 'ovpn0', address: '0a:00:00:00:00:05', master: 'cloudbr0', ...kind('tun', 'tap') }, // someone's tap, not libvirt's MAC
+    { ifname: 'guest7', address: 'fe:00:00:00:00:77', master: 'cloudbr0', ...kind('tun', 'tap') },// a VM tap we do not know
+    { ifname: 'vnet9', address: '0a:00:00:00:00:09', master: 'cloudbr0', ...kind('veth') },       // libvirt's name (the lab's VMs are such veths)
+    { ifname: 'docker0' },
+    { ifname: 'veth1a', address: 'fe:01:02:03:04:05', master: 'docker0', ...kind('veth') },
+  ];
+  const state = hostState([vm('a', 'i-2-1-VM', [nic('n-a', '02:00:4c:5f:00:01', ['10.0.0.1'])])]);
+  const p = portsFromLinks(links, state);
+  assert.deepEqual(p.nics, { 'n-a': { device: 'vnet0', bridge: 'cloudbr0' } });
+  assert.deepEqual(p.bridges, { cloudbr0: { uplinks: ['bond0', 'eth0', 'ovpn0', 'vx42'], unknownTaps: ['guest7', 'vnet9'] } });
+  // a veth named like a libvirt tap with the guest's MAC convention is that VM's port (the lab's VMs)
+  const lab = portsFromLinks([{ ifname: 'cloudbr0' }, { ifname: 'vnet3', address: 'fe:54:00:00:00:07', master: 'cloudbr0', ...kind('veth') }],
+    hostState([vm('b', 'i-2-2-VM', [nic('n-b', '52:54:00:00:00:07', ['10.0.0.7'])])]));
+  assert.deepEqual(lab.nics, { 'n-b': { device: 'vnet3', bridge: 'cloudbr0' } });
+  // docker0's fe:-MAC veth does not make Palisade manage docker0
+  assert.deepEqual(Object.keys(portsFromLinks(links, hostState([])).bridges), ['cloudbr0']);
 });
 
 test('ebtables port dispatch is a shallow prefix tree that reaches every port exactly once', () => {
