@@ -2,13 +2,13 @@
 //
 // Packet path (bridged; this kernel has no bridge-family conntrack, so state is kept in `inet`
 // through br_netfilter):
-//   bridge prerouting (priority -350, before ebtables' nat at -300)
+//   bridge prerouting (priority -250: after ebtables' nat at -300, before br_netfilter at 0)
 //     iifname vmap @in_ports → the port's chain: in-port number into the mark, the plan's L2 lists
 //     and the IP guard of its NIC (MAC, ARP, source addresses, DHCP/RA guard, neighbour adverts),
 //     then NOTRACK or the conntrack zone into the mark. Uplinks: the zone of the destination VM port
 //     (by MAC). Unknown VM-like ports: dropped; a `vnet*` port not listed at all: dropped.
 //   inet prerouting (raw, -300): ct zone from the mark (a map, one element per zone in use).
-//   bridge forward (-350): oifname vmap @out_ports → out-port number into the mark, the L2 lists and
+//   bridge forward (-250, before ebtables' filter at -200): oifname vmap @out_ports → out-port number into the mark, the L2 lists and
 //     IP guard towards the NIC (ARP target, destination address); frames from a port with no
 //     in-port mark (added since the last discovery) reach no port Palisade knows.
 //   inet forward / input (0), for bridges Palisade manages:
@@ -375,9 +375,9 @@ export function renderPlan(plan: HostPlan, opts: RenderOptions = {}): Rendered {
       r('end', 'accept'),
     ]),
     makeChain('bridge', N.prerouting, [r('ports', `iifname vmap @${N.inPorts}`), drop('vnet', 'unknown-port', 'iifname "vnet*"')],
-      'type filter hook prerouting priority -350; policy accept;'),
+      'type filter hook prerouting priority -250; policy accept;'),
     makeChain('bridge', N.forward, [r('ports', `oifname vmap @${N.outPorts}`), drop('vnet', 'unknown-port', 'oifname "vnet*"')],
-      'type filter hook forward priority -350; policy accept;'),
+      'type filter hook forward priority -250; policy accept;'),
   );
 
   // inet: only once a bridge is managed (before that, nothing of ours is bridged)
