@@ -181,9 +181,14 @@ const icmp6 = (type: number) => `-p ipv6-icmp -m icmp6 --icmpv6-type ${type}`;
 const HL = '-m hl --hl-eq 255';
 
 const MARK_GROUP_MIN = 16;
+/** Low bit of each level's part of the 11-bit port number: bits 10–7, then 6–3, then 2–0 (leaves). */
+const MARK_LEVELS = [7, 3];
 /**
- * Mark dispatch in two levels: the top 4 bits of the 11-bit port number pick a group chain
- * (`<chain>-<g>`), which holds that group's exact matches, so a packet meets ≤ ~16 + group size rules.
+ * Mark dispatch as a tree of fixed depth over the 11-bit port number: up to 16 entries are matched
+ * flat; more are grouped by bits 10–7 (`<chain>-<g>`), a group of more than 16 again by bits 6–3
+ * (`<chain>-<gg>`), whose leaves hold at most 8. A packet meets at most ~16 + 16 + 8 mark matches
+ * however many VMs the host has: iptables has no hash lookup into chains, so a bounded tree is the
+ * floor (nftables dispatches with one verdict-map lookup). A group with a single entry stays inline.
  * `closed`: the tree is entered by goto (`-g`) and ends in DROP (a mark with no entry, e.g. a port
  * ebtables already marks while the IP rules for it are not written yet, fails closed); entries then
  * goto too, so a RETURN from the VM's chain leaves the whole tree.
@@ -192,19 +197,25 @@ function markTree(name: string, shift: number, head: IptRule[], entries: [number
   const sorted = [...entries].sort((x, y) => x[0] - y[0]);
   const end = r('end', closed ? '-j DROP' : '-j RETURN');
   const jump = closed ? '-g' : '-j';
-  if (sorted.length <= MARK_GROUP_MIN) return [makeChain('filter', name, [...head, ...sorted.map((e) => e[1]), end])];
-  const groups = new Map<number, IptRule[]>();
-  for (const [k, rule] of sorted) (groups.get(k >> 7) ?? groups.set(k >> 7, []).get(k >> 7)!).push(rule);
-  const rules = [...head];
-  const children: IptChain[] = [];
-  for (const [g, rs] of groups) {
-    if (rs.length <= 2) { rules.push(...rs); continue; }
-    const child = `${name}-${g.toString(16)}`;
-    rules.push(r(`grp.${g.toString(16)}`, `-m mark --mark ${hex((g << 7) << shift)}/${hex((0xf << 7) << shift)} ${jump} ${child}`));
-    children.push(makeChain('filter', child, [...rs, end]));
-  }
-  rules.push(end);
-  return [makeChain('filter', name, rules), ...children];
+  const build = (chain: string, items: [number, IptRule][], level: number, lead: IptRule[]): IptChain[] => {
+    if (items.length <= MARK_GROUP_MIN || level >= MARK_LEVELS.length) return [makeChain('filter', chain, [...lead, ...items.map((e) => e[1]), end])];
+    const low = MARK_LEVELS[level];
+    const groups = new Map<number, [number, IptRule][]>();
+    for (const it of items) (groups.get(it[0] >> low) ?? groups.set(it[0] >> low, []).get(it[0] >> low)!).push(it);
+    const rules = [...lead];
+    const children: IptChain[] = [];
+    for (const [g, rs] of groups) {
+      if (rs.length === 1) { rules.push(rs[0][1]); continue; }
+      // one hex digit per level (bits 10–7, then 10–3): names never collide across levels
+      const tag = g.toString(16).padStart(level + 1, '0');
+      const child = `${name}-${tag}`;
+      rules.push(r(`grp.${tag}`, `-m mark --mark ${hex((g << low) << shift)}/${hex(((0x7ff >> low) << low) << shift)} ${jump} ${child}`));
+      children.push(...build(child, rs, level + 1, []));
+    }
+    rules.push(end);
+    return [makeChain('filter', chain, rules), ...children];
+  };
+  return build(name, sorted, 0, head);
 }
 
 /** Insert `rule` before the final RETURN of chain `name`. */
