@@ -52,10 +52,11 @@ export function dropDelta(before: DropCounters, after: DropCounters): DropRule[]
 
 /** nftables per-VM and per-port chain names (see dataplane/nftables/names.ts) → the owner of a drop. */
 function nftOwner(chain: string): DropRule['owner'] {
-  const vm = /^(from|to)[46]-(.+)$/.exec(chain);
+  const vm = /^(from|to)-(.+)$/.exec(chain);
   if (vm) return { instance: vm[2], role: vm[1] === 'from' ? 'egress' : 'ingress' };
-  const port = /^(p|pa|p4|p6|o|oa|o4|o6)-(.+)$/.exec(chain);
-  if (port) return { device: port[2], role: port[1].startsWith('p') ? 'from' : 'to' };
+  // the shared bridge chains: what a VM port sends (its anti-spoofing), what it receives
+  if (/^(vm-in|vm-arp|vm-ip[46]|l2-\w+-in)$/.test(chain)) return { role: 'from' };
+  if (/^(vm-out[46]?|vm-arp-out|l2-\w+-out)$/.test(chain)) return { role: 'to' };
   return undefined;
 }
 
@@ -89,7 +90,9 @@ export function explainDrops(delta: DropRule[], from: ProbeParty, to: ProbeParty
   // CloudStack's names: i-2-5-VM (ingress), i-2-5-VM-eg (egress), i-2-5-def (default chain).
   const mine = (p: ProbeParty, c: string) => p.instanceName !== null && c.startsWith(`${p.instanceName.replace(/-VM$/, '')}-`);
   const reasons: string[] = [];
-  const owns = (p: ProbeParty, o: NonNullable<DropRule['owner']>) => (o.instance !== undefined && o.instance === p.instanceName) || (o.device !== undefined && !!p.taps?.includes(o.device));
+  // a drop in a shared chain (no instance, no device) is the probe's VM's on that side
+  const owns = (p: ProbeParty, o: NonNullable<DropRule['owner']>) => (o.instance !== undefined ? o.instance === p.instanceName
+    : o.device !== undefined ? !!p.taps?.includes(o.device) : p.instanceName !== null);
   for (const d of delta) {
     const c = chainOf(d.chain);
     const why = d.comment ? `${c} ${d.comment}` : c;

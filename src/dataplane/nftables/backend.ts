@@ -16,7 +16,7 @@ import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner } from '../exec.js';
 import { planHost } from '../plan/index.js';
 import { type KState, diffScript, drift, emptyState, expectedState, parseTable, teardownScript } from './kernel.js';
-import { FAMILIES, N, TABLE, portChains } from './names.js';
+import { FAMILIES, N, TABLE } from './names.js';
 import type { NftProgram } from './program.js';
 import { type Rendered, render, renderPlan } from './render.js';
 import { NftSession } from './session.js';
@@ -28,7 +28,8 @@ export interface NftablesOptions {
   chunkLines?: number;
 }
 
-export interface RuleCounter { vmId: string; ruleId: string; direction: 'ingress' | 'egress'; family: 4 | 6; packets: number; bytes: number }
+/** Hits of one user rule of one VM (summed over its nft rules: one per peer CIDR or set). */
+export interface RuleCounter { instance: string; ruleId: string; direction: 'ingress' | 'egress'; family: 4 | 6; packets: number; bytes: number }
 
 export class NftablesDataplane implements Dataplane {
   readonly name = 'nftables';
@@ -75,6 +76,9 @@ export class NftablesDataplane implements Dataplane {
   apply(input: DataplaneInput): Promise<ApplyResult> { return this.serial(() => this.applyNow(input)); }
 
   private async applyNow(input: DataplaneInput): Promise<ApplyResult> {
+    // the first read (cold agent) runs while the host is planned and rendered
+    const reading = this.known ? null : this.read();
+    reading?.catch(() => undefined);
     const plan = planHost(input);
     const rendered = renderPlan(plan);
     const vms: ApplyResult['vms'] = {};
@@ -83,7 +87,7 @@ export class NftablesDataplane implements Dataplane {
       vms[vm.vmId] = err ? { ok: false, error: err } : { ok: true };
     }
     const steps: ApplyResult['steps'] = [];
-    let kernel = this.known ?? (await this.read());
+    let kernel = this.known ?? (await reading!);
     const script = diffScript(rendered.program, kernel);
     if (!script) { this.known = kernel; return { changed: false, vms, steps }; }
     const lines = script.split('\n').length;
@@ -137,24 +141,18 @@ export class NftablesDataplane implements Dataplane {
     });
   }
 
-  /** Counters of every user rule (per VM and rule id), from the named counters only (no rules listed). */
+  /**
+   * Counters of every user rule (per VM and rule id). The inet table holds the VMs' rule chains and
+   * little else, so this reads that one table (never the bridge table, never anyone else's).
+   */
   ruleCounters(): Promise<RuleCounter[]> {
     return this.serial(async () => {
-      const r = await this.runner.run('nft', ['-j', 'list', 'counters', 'table', 'inet', TABLE]);
+      const r = await this.runner.run('nft', ['-j', 'list', 'table', 'inet', TABLE]);
       if (r.code !== 0) {
         if (/No such file or directory/.test(r.stderr)) return [];
-        throw new DataplaneError('nft list counters', r.stderr);
+        throw new DataplaneError('nft list table inet', r.stderr);
       }
-      const out: RuleCounter[] = [];
-      for (const item of (JSON.parse(r.stdout) as { nftables: Record<string, any>[] }).nftables) {
-        const c = item.counter;
-        if (!c || c.table !== TABLE) continue;
-        const m = /^c-.+-([ie])([46])-/.exec(c.name);
-        const [vmId, ruleId] = String(c.comment ?? '').split(' ');
-        if (!m || !vmId || !ruleId) continue;
-        out.push({ vmId, ruleId, direction: m[1] === 'i' ? 'ingress' : 'egress', family: Number(m[2]) as 4 | 6, packets: c.packets, bytes: c.bytes });
-      }
-      return out;
+      return parseRuleCounters(r.stdout);
     });
   }
 
@@ -162,10 +160,29 @@ export class NftablesDataplane implements Dataplane {
   async close(): Promise<void> { this.session.stop(); }
 }
 
-/** Does the kernel already send every one of these ports to its own chain? */
+/** Does the kernel already open every one of these ports (send their frames to a bridge's VM chain)? */
 function isOpen(k: KState, devices: string[]): boolean {
   const m = k.sets.get(`bridge/${N.inPorts}`);
-  return !!m && devices.every((d) => m.elements.has(`${d} : goto ${portChains(d).in}`));
+  return !!m && devices.every((d) => [...m.elements].some((e) => e.startsWith(`${d} : goto vmin-`)));
+}
+
+/** Per (VM, rule id, direction, family): the sum of the inline counters of its rules. */
+export function parseRuleCounters(json: string): RuleCounter[] {
+  const sums = new Map<string, RuleCounter>();
+  for (const item of (JSON.parse(json) as { nftables: Record<string, any>[] }).nftables) {
+    const rule = item.rule;
+    if (!rule || rule.table !== TABLE) continue;
+    const vm = /^(?:from|to)-(.+)$/.exec(rule.chain);
+    const id = /^pal:(.+)\.([ie])([46])\.[cs]\d+$/.exec(String(rule.comment ?? ''));
+    const counter = (rule.expr as Record<string, any>[]).find((e) => e.counter && typeof e.counter === 'object');
+    if (!vm || !id || !counter) continue;
+    const key = `${vm[1]} ${id[1]} ${id[2]}${id[3]}`;
+    const c = sums.get(key) ?? { instance: vm[1], ruleId: id[1], direction: id[2] === 'i' ? 'ingress' : 'egress', family: Number(id[3]) as 4 | 6, packets: 0, bytes: 0 };
+    c.packets += Number(counter.counter.packets);
+    c.bytes += Number(counter.counter.bytes);
+    sums.set(key, c);
+  }
+  return [...sums.values()];
 }
 
 export function createNftablesDataplane(opts: NftablesOptions = {}): NftablesDataplane {

@@ -2,13 +2,13 @@
 // as expected after a write, and the difference between that and a desired program. Pure.
 //
 // Chains are compared by ids and hashes (every rule's comment carries its id, the first rule's the
-// chain's hash), never by rule text; sets and maps by their elements; counters by name. A write never
+// chain's hash), never by rule text; sets and maps by their elements. A write never
 // lists anything: it diffs against what the last write (or the first read) left.
 import type { DriftItem } from '../backend.js';
 import { FAMILIES, type NFamily, TABLE } from './names.js';
 import {
   type NChain, type NSet, type NftProgram,
-  chainDecl, counterDecl, elementLines, isVerdictMap, keyOf, parseComment, ruleLine, setDecl,
+  chainDecl, elementLines, isVerdictMap, keyOf, parseComment, ruleLine, setDecl,
 } from './program.js';
 
 export interface KChain { family: NFamily; name: string; base: string | null; ids: string[]; hash: string | null; foreign: number }
@@ -17,6 +17,7 @@ export interface KState {
   tables: Set<NFamily>;
   chains: Map<string, KChain>;
   sets: Map<string, KSet>;
+  /** Named counters found in our tables (Palisade makes none: its counters are inline). */
   counters: Set<string>;
 }
 
@@ -83,12 +84,19 @@ export function parseTable(family: NFamily, json: string, into: KState = emptySt
   return into;
 }
 
+// Chains are immutable and memoised by the renderer: their expected read-back is made once each.
+const expectedChain = new WeakMap<NChain, KChain>();
+
 /** The kernel state right after `p` was written. */
 export function expectedState(p: NftProgram): KState {
   const k = emptyState();
-  for (const c of p.chains) { k.tables.add(c.family); k.chains.set(key(c.family, c.name), { family: c.family, name: c.name, base: c.base ?? null, ids: c.rules.map((r) => r.id), hash: c.hash, foreign: 0 }); }
+  for (const c of p.chains) {
+    k.tables.add(c.family);
+    let kc = expectedChain.get(c);
+    if (!kc) expectedChain.set(c, (kc = { family: c.family, name: c.name, base: c.base ?? null, ids: c.rules.map((r) => r.id), hash: c.hash, foreign: 0 }));
+    k.chains.set(key(c.family, c.name), kc);
+  }
   for (const s of p.sets) { k.tables.add(s.family); k.sets.set(key(s.family, s.name), { family: s.family, name: s.name, map: s.map, elements: new Set(s.elements) }); }
-  for (const c of p.counters) { k.tables.add(c.family); k.counters.add(key(c.family, c.name)); }
   return k;
 }
 
@@ -107,11 +115,10 @@ const at = (family: NFamily) => `${family} ${TABLE}`;
  */
 export function diffScript(p: NftProgram, k: KState): string {
   const out: string[] = [];
-  const families = new Set<NFamily>([...p.chains.map((c) => c.family), ...p.sets.map((s) => s.family), ...p.counters.map((c) => c.family)]);
+  const families = new Set<NFamily>([...p.chains.map((c) => c.family), ...p.sets.map((s) => s.family)]);
   for (const f of FAMILIES) if (families.has(f) && !k.tables.has(f)) out.push(`add table ${at(f)}`);
   const wantChains = new Map(p.chains.map((c) => [key(c.family, c.name), c]));
   const wantSets = new Map(p.sets.map((s) => [key(s.family, s.name), s]));
-  const wantCounters = new Set(p.counters.map((c) => key(c.family, c.name)));
   const live = (f: NFamily) => families.has(f);
 
   const rewrite: NChain[] = [];
@@ -124,7 +131,6 @@ export function diffScript(p: NftProgram, k: KState): string {
   }
   const newSets: NSet[] = [];
   for (const s of p.sets) if (!k.sets.has(key(s.family, s.name))) { out.push(setDecl(s)); newSets.push(s); }
-  for (const c of p.counters) if (!k.counters.has(key(c.family, c.name))) out.push(counterDecl(c));
 
   const elementOps = (verdict: boolean) => {
     for (const s of p.sets) {
@@ -150,7 +156,7 @@ export function diffScript(p: NftProgram, k: KState): string {
   for (const c of goneChains) out.push(`flush chain ${at(c.family)} ${c.name}`);
   for (const c of goneChains) out.push(`delete chain ${at(c.family)} ${c.name}`);
   for (const s of k.sets.values()) if (live(s.family) && !wantSets.has(key(s.family, s.name))) out.push(`delete ${s.map ? 'map' : 'set'} ${at(s.family)} ${s.name}`);
-  for (const c of k.counters) { const [f, n] = c.split('/') as [NFamily, string]; if (live(f) && !wantCounters.has(c)) out.push(`delete counter ${at(f)} ${n}`); }
+  for (const c of k.counters) { const [f, n] = c.split('/') as [NFamily, string]; if (live(f)) out.push(`delete counter ${at(f)} ${n}`); }
   for (const f of FAMILIES) if (k.tables.has(f) && !families.has(f)) out.push(`delete table ${at(f)}`);
   void newSets;
   return out.length ? out.join('\n') + '\n' : '';
@@ -194,9 +200,7 @@ export function drift(p: NftProgram, k: KState): DriftItem[] {
   }
   const wantSets = new Set(p.sets.map((s) => key(s.family, s.name)));
   for (const [n, s] of k.sets) if (!wantSets.has(n) && families.has(s.family)) out.push({ kind: 'unexpected', what: `nft ${s.family} set ${s.name}` });
-  const wantCounters = new Set(p.counters.map((c) => key(c.family, c.name)));
-  for (const c of p.counters) if (k.tables.has(c.family) && !k.counters.has(key(c.family, c.name))) out.push({ kind: 'missing', what: `nft ${c.family} counter ${c.name}` });
-  for (const c of k.counters) if (!wantCounters.has(c) && families.has(c.split('/')[0] as NFamily)) out.push({ kind: 'unexpected', what: `nft counter ${c}` });
+  for (const c of k.counters) if (families.has(c.split('/')[0] as NFamily)) out.push({ kind: 'unexpected', what: `nft counter ${c}` });
   return out;
 }
 

@@ -1,6 +1,11 @@
 // Kernel object names of the nftables backend. Palisade owns two tables, both named `palisade`: one in
 // the `bridge` family (L2, anti-spoofing, port dispatch, conntrack zone marks) and one in `inet`
 // (stateful rules). Nothing outside them is ever read or written.
+//
+// Why so few objects: on every transaction `nft` re-reads the chains, sets and stateful objects of the
+// ruleset (not the rules), so each object per port or per VM costs every later change a little. Per-port
+// facts therefore live in sets keyed by the port's name; the only per-port chain is the one that puts
+// the out-port number into the mark; VMs have one or two chains; counters are inline.
 import { createHash } from 'node:crypto';
 
 export const TABLE = 'palisade';
@@ -17,25 +22,17 @@ export function ident(prefix: string, name: string, max = 200): string {
   return IDENT.test(plain) && plain.length <= max ? plain : `${prefix}-h${short(name)}`;
 }
 
-/** Per-port chains (bridge table): keyed by the device name. */
-export const portChains = (device: string) => {
-  const d = ident('p', device).slice(2);
-  return {
-    /** frames the port sends: in-port mark, MAC pin, dispatch by ethertype */
-    in: `p-${d}`, arp: `pa-${d}`, ip4: `p4-${d}`, ip6: `p6-${d}`,
-    /** after the guards: NOTRACK and the conntrack zone */
-    zone: `z-${d}`,
-    /** frames to the port: out-port mark, ARP target, destination checks */
-    out: `o-${d}`, outArp: `oa-${d}`, out4: `o4-${d}`, out6: `o6-${d}`,
-  };
-};
+/** The one chain per VM port (bridge table, forward): puts the out-port number into the mark. */
+export const portChain = (device: string) => ident('o', device);
 
 /** Per-bridge objects (bridge table). */
 export const bridgeObjects = (bridge: string) => {
   const b = ident('b', bridge).slice(2);
   return {
+    /** frames from a VM port of this bridge: in-port and conntrack zone into the mark */
+    vmIn: `vmin-${b}`,
     /** frames from the bridge's uplinks */
-    uplink: `u-${b}`,
+    uplink: `up-${b}`,
     /** guest MACs of the VM ports on it (frames straight between two of them: the bridge's zone) */
     macs: `macs-${b}`,
     /** guest MAC → mark (uplink + that port's zone) for frames from the uplinks */
@@ -43,31 +40,31 @@ export const bridgeObjects = (bridge: string) => {
   };
 };
 
-/** Per-VM chains (inet table): the VM's source side and destination side per family. */
+/** Per-VM chains (inet table): the VM's source side (only when its groups restrict egress in a family)
+ *  and its destination side, both families in one chain each. */
 export const vmChains = (instanceName: string) => {
   const v = ident('v', instanceName).slice(2);
-  return { from4: `from4-${v}`, from6: `from6-${v}`, to4: `to4-${v}`, to6: `to6-${v}`, key: v };
+  return { from: `from-${v}`, to: `to-${v}`, key: v };
 };
 
 /** A referenced group's address set (inet table). */
 export const groupSet = (id: string) => ident('g', id);
 
-/**
- * The named counter of one user rule of one VM (inet table): `c-<vm>-<i|e><family>-<rule id>`.
- * Issue 11 reads these per rule id with `nft -j list counters table inet palisade` (never the rules).
- */
-export const ruleCounter = (vmKey: string, dir: 'ingress' | 'egress', fam: 4 | 6, ruleId: string) =>
-  ident(`c-${vmKey}-${dir === 'ingress' ? 'i' : 'e'}${fam}`, ruleId);
-
-/** Shared chains and maps. */
+/** Shared chains, sets and maps. */
 export const N = {
-  // bridge
+  // bridge: hooks and dispatch
   prerouting: 'prerouting', forward: 'forward', inPorts: 'in_ports', outPorts: 'out_ports', unknown: 'unknown',
-  l2ArpIn: 'l2-arp-in', l2Ip4In: 'l2-ip4-in', l2Ip6In: 'l2-ip6-in', l2ArpOut: 'l2-arp-out', l2Ip4Out: 'l2-ip4-out', l2Ip6Out: 'l2-ip6-out', uplinkOut: 'uplink-out',
+  // bridge: per-port facts
+  inMark: 'in_mark', portMac: 'port_mac', own4: 'own4', own6: 'own6', nd6: 'nd6', ntPorts4: 'nt_ports4', ntPorts6: 'nt_ports6',
   nt4: 'nt4', tr4: 'tr4', nt6: 'nt6', tr6: 'tr6',
+  // bridge: what VM ports send
+  vmIn: 'vm-in', vmArp: 'vm-arp', vmIp4: 'vm-ip4', vmIp6: 'vm-ip6', vmDone4: 'vm-ip4-done', vmDone6: 'vm-ip6-done',
+  l2ArpIn: 'l2-arp-in', l2Ip4In: 'l2-ip4-in', l2Ip6In: 'l2-ip6-in',
+  // bridge: what VM ports receive
+  vmOut: 'vm-out', vmArpOut: 'vm-arp-out', vmOut4: 'vm-out4', vmOut6: 'vm-out6',
+  l2ArpOut: 'l2-arp-out', l2Ip4Out: 'l2-ip4-out', l2Ip6Out: 'l2-ip6-out', uplinkOut: 'uplink-out',
   // inet
-  raw: 'raw', input: 'input', bf: 'bridged', toPort: 'to-port', bridges: 'bridges', zones: 'zones',
-  from4: 'from4', from6: 'from6', to4: 'to4', to6: 'to6',
+  raw: 'raw', input: 'input', bf: 'bridged', toPort: 'to-port', bridges: 'bridges', zones: 'zones', from: 'from', to: 'to',
 } as const;
 
 /** Sanitise an id for use inside a double-quoted comment. */

@@ -16,7 +16,8 @@ export interface NChain {
   hash: string;
 }
 
-export type KeyType = 'ifname' | 'ether_addr' | 'ipv4_addr' | 'ipv6_addr' | 'mark';
+/** The key's type as nft writes it, e.g. `ifname`, `ifname . ipv4_addr`, `mark`. */
+export type KeyType = string;
 
 /** A set or map. Elements are canonical strings (`key` or `key : value`) as the kernel reports them. */
 export interface NSet {
@@ -29,9 +30,7 @@ export interface NSet {
   elements: string[];
 }
 
-export interface NCounter { family: NFamily; name: string; comment: string }
-
-export interface NftProgram { chains: NChain[]; sets: NSet[]; counters: NCounter[] }
+export interface NftProgram { chains: NChain[]; sets: NSet[] }
 
 export function hashOf(parts: string[]): string {
   const h = createHash('sha1');
@@ -68,11 +67,11 @@ export function setDecl(s: NSet): string {
   return `add ${s.map ? 'map' : 'set'} ${at(s.family)} ${s.name} { ${s.decl} }`;
 }
 
-/** An element as nft syntax (interface names are quoted; everything else is written as reported). */
+/** An element as nft syntax (a leading interface name is quoted; the rest is written as reported). */
 export function elementText(s: NSet, e: string): string {
-  if (s.key !== 'ifname') return e;
-  const i = e.indexOf(' : ');
-  return i < 0 ? `"${e}"` : `"${e.slice(0, i)}"${e.slice(i)}`;
+  if (!s.key.startsWith('ifname')) return e;
+  const m = /^(.*?)( \. | : |$)/.exec(e)!;
+  return `"${m[1]}"${e.slice(m[1].length)}`;
 }
 
 /** `add element` / `delete element` commands, in batches (one command per ~500 elements). */
@@ -88,17 +87,12 @@ export function elementLines(op: 'add' | 'delete', s: NSet, elements: string[]):
 /** The key part of an element (deletion names keys only). */
 export const keyOf = (e: string) => { const i = e.indexOf(' : '); return i < 0 ? e : e.slice(0, i); };
 
-export function counterDecl(c: NCounter): string {
-  return `add counter ${at(c.family)} ${c.name} { comment "${c.comment}" ; }`;
-}
-
 /** Script that installs `p` on a host with none of it (what `render` shows; apply writes diffs). */
 export function fullScript(p: NftProgram): string {
   const out: string[] = [];
   for (const f of new Set([...p.chains.map((c) => c.family), ...p.sets.map((s) => s.family)])) out.push(`add table ${at(f)}`);
   for (const c of p.chains) out.push(chainDecl(c));
   for (const s of p.sets) out.push(setDecl(s));
-  for (const c of p.counters) out.push(counterDecl(c));
   for (const s of p.sets) if (!isVerdictMap(s)) out.push(...elementLines('add', s, s.elements));
   for (const c of p.chains) c.rules.forEach((r, i) => out.push(ruleLine(c, r, i)));
   for (const s of p.sets) if (isVerdictMap(s)) out.push(...elementLines('add', s, s.elements));
