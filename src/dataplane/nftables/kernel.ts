@@ -167,10 +167,21 @@ export function teardownScript(): string {
   return FAMILIES.map((f) => `add table ${at(f)}\ndelete table ${at(f)}`).join('\n') + '\n';
 }
 
-/** What differs between the kernel and the program, for observe. */
-export function drift(p: NftProgram, k: KState): DriftItem[] {
-  const out: DriftItem[] = [];
+/**
+ * What differs between the kernel and the program, for observe. `read`: only these were read (keys
+ * `family/name`, or `bridge/*` for the whole bridge table); objects outside it are not judged.
+ */
+export function drift(p: NftProgram, kernel: KState, read?: Set<string>): DriftItem[] {
+  const seen = (family: NFamily, name: string) => !read || read.has(`${family}/${name}`) || (family === 'bridge' && read.has('bridge/*'));
+  const k: KState = read ? {
+    tables: kernel.tables,
+    chains: new Map([...kernel.chains].filter(([, c]) => seen(c.family, c.name))),
+    sets: new Map([...kernel.sets].filter(([, s]) => seen(s.family, s.name))),
+    counters: new Set([...kernel.counters].filter((c) => seen(c.split('/')[0] as NFamily, c.split('/')[1]))),
+  } : kernel;
   const families = new Set<NFamily>([...p.chains.map((c) => c.family), ...p.sets.map((s) => s.family)]);
+  p = read ? { chains: p.chains.filter((c) => seen(c.family, c.name)), sets: p.sets.filter((s) => seen(s.family, s.name)) } : p;
+  const out: DriftItem[] = [];
   for (const f of FAMILIES) {
     if (families.has(f) && !k.tables.has(f)) out.push({ kind: 'missing', what: `nft table ${f} ${TABLE}` });
     if (!families.has(f) && k.tables.has(f)) out.push({ kind: 'unexpected', what: `nft table ${f} ${TABLE}` });
