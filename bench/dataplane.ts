@@ -6,7 +6,8 @@
 //  - programming a fresh host per backend against its own restore floor (the same ruleset loaded by
 //    `nft -f` / `iptables-restore` into an empty namespace), and a 2,000-VM cold start;
 //  - one rule changed and one group member added at 200 VMs, and the same state applied again.
-// Needs root. Run: node --import tsx bench/dataplane.ts [--quick] [--only=forwarding|programming|changes]
+// Needs root. Time limit: 1800 s (a quiet 2-core machine needs ~10 min).
+// Run: node --import tsx bench/dataplane.ts [--quick] [--only=forwarding|programming|changes]
 import { performance } from 'node:perf_hooks';
 import { run, runIn, createLab, listenTcp, type Vm } from '../src/lab/index.js';
 import { createRunner } from '../src/dataplane/exec.js';
@@ -27,7 +28,7 @@ const part = (p: string) => !ONLY || ONLY === p;
 const SIZES = QUICK ? [50, 200] : [50, 200, 500];
 const COLD = QUICK ? 500 : 2000;
 const REPEAT = QUICK ? 1 : 3;
-const ROUNDS = QUICK ? 1 : 5;
+const ROUNDS = QUICK ? 1 : 3;
 /** The backend `--dataplane auto` picks on a kernel with nftables: the one the targets are for. */
 const DEFAULT: BackendName = 'nftables';
 const BACKENDS: BackendName[] = ['nftables', 'iptables'];

@@ -55,8 +55,8 @@ function nftOwner(chain: string): DropRule['owner'] {
   const vm = /^(from|to)-(.+)$/.exec(chain);
   if (vm) return { instance: vm[2], role: vm[1] === 'from' ? 'egress' : 'ingress' };
   // the shared bridge chains: what a VM port sends (its anti-spoofing), what it receives
-  if (/^(vm-in|vm-arp|vm-ip[46]|l2-\w+-in)$/.test(chain)) return { role: 'from' };
-  if (/^(vm-out[46]?|vm-arp-out|l2-\w+-out)$/.test(chain)) return { role: 'to' };
+  if (/^(vm-in|vm-arp|vm-ip[46](-guard|-done)?|l2-\w+-in)$/.test(chain)) return { role: 'from' };
+  if (/^(vm-out[46]?(-guard)?|vm-arp-out|l2-\w+-out)$/.test(chain)) return { role: 'to' };
   return undefined;
 }
 

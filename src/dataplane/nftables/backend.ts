@@ -28,7 +28,7 @@ import { NftSession } from './session.js';
 export interface NftablesOptions {
   runner?: Runner;
   netns?: string | null;
-  /** A first write larger than this many script lines is split into several transactions (default 20,000). */
+  /** A first write larger than this many script lines is split into several transactions (default 8,000). */
   chunkLines?: number;
 }
 
@@ -49,7 +49,7 @@ export class NftablesDataplane implements Dataplane {
   constructor(opts: NftablesOptions = {}) {
     this.runner = opts.runner ?? createRunner({ netns: opts.netns ?? null });
     this.session = new NftSession(this.runner);
-    this.chunkLines = opts.chunkLines ?? 20_000;
+    this.chunkLines = opts.chunkLines ?? 8_000;
   }
 
   private serial<T>(f: () => Promise<T>): Promise<T> {

@@ -234,21 +234,39 @@ function portOutChain(port: PortPlan): NChain {
   ]);
 }
 
-/** The plan's baseline in the shared bridge chains (the same for every host: built once). */
-function sharedBridgeChains(): NChain[] {
+/**
+ * An L2 list followed by a guard, as the fewest chains a packet has to walk: the list's rules, then
+ * (where its last rule passes everything) the guard's rules inline in the same chain; a `continue`
+ * earlier in the list jumps to a chain holding the guard alone. A guard drop identical to a drop the
+ * list makes before any `continue` is left out (every packet already met it). `then`: what follows
+ * the guard (a chain to go to, or '' to accept); `exempt`: the statement an exemption runs first.
+ */
+function listThenGuard(name: string, list: BaseRule[], guard: BaseRule[], fam: Fam, dir: 'in' | 'out', exempt: string, then: string): NChain[] {
+  const l2 = listRules(list, fam, dir, { continue: `goto ${name}-guard` });
+  const firstPass = l2.findIndex((x, i) => list[i].verdict === 'continue' && nftMatch(list[i].match, fam, dir) === '');
+  const head = firstPass < 0 ? l2 : l2.slice(0, firstPass);
+  const before = new Set(l2.slice(0, Math.max(0, l2.findIndex((x, i) => list[i].verdict === 'continue'))).filter((x) => x.reason).map((x) => x.text));
+  const end = then ? `goto ${then}` : 'accept';
+  const g = listRules(guard, fam, dir, { continue: end, exempt: `${exempt} ${end}` }).filter((x) => !(x.reason && before.has(x.text)));
+  const tail = [...g, r('guard', end)];
+  const chains = [makeChain('bridge', name, firstPass < 0 ? [...head, r('l2', `goto ${name}-guard`)] : [...head, ...tail])];
+  if (firstPass < 0 || head.some((x) => x.text.endsWith(`goto ${name}-guard`))) chains.push(makeChain('bridge', `${name}-guard`, tail));
+  return chains;
+}
+
+/** The plan's baseline in the shared bridge chains (the same for every host with the same NOTRACK needs). */
+function sharedBridgeChains(untracked: Record<Fam, boolean>): NChain[] {
   const L = BASELINE;
   const allowMark = `meta mark set meta mark or ${hex(MARK_ALLOW)}`;
   const acceptMark = `meta mark set meta mark or ${hex(MARK_ACCEPT_TO)}`;
   const l2 = (list: BaseRule[], ether: 'arp' | 'ip4' | 'ip6' | 'other', fam: Fam | null, dir: 'in' | 'out', t: Targets) => listRules(forEther(list, ether), fam, dir, t);
-  // an L2 list whose first rule passes everything needs no chain (l2ToVm for IP)
-  const trivial = (list: BaseRule[], ether: 'ip4' | 'ip6') => { const x = forEther(list, ether)[0]; return x?.verdict === 'continue' && nftMatch(x.match, null, 'out') === ''; };
   const chains: NChain[] = [
     // ---- what VM ports send (entered from the port's bridge chain)
     makeChain('bridge', N.vmIn, [
       ...l2(L.l2FromNic, 'other', null, 'in', { continue: '' }),
-      r('arp', `ether type arp goto ${N.vmArp}`),
       r('ip4', `ether type ip goto ${N.vmIp4}`),
       r('ip6', `ether type ip6 goto ${N.vmIp6}`),
+      r('arp', `ether type arp goto ${N.vmArp}`),
       ...l2(L.l2FromVm, 'other', null, 'in', { continue: 'accept' }),
     ]),
     // ARP: the NIC's own addresses and MAC, then the shared checks (ARP ends here: no IP stage)
@@ -256,47 +274,33 @@ function sharedBridgeChains(): NChain[] {
     makeChain('bridge', N.l2ArpIn, [...l2(L.l2FromVm, 'arp', null, 'in', { continue: 'accept' }), r('end', 'accept')]),
   ];
   for (const f of [4, 6] as Fam[]) {
-    const [vmIp, l2In, done, ntPorts, tr] = f === 4 ? [N.vmIp4, N.l2Ip4In, N.vmDone4, N.ntPorts4, N.tr4] : [N.vmIp6, N.l2Ip6In, N.vmDone6, N.ntPorts6, N.tr6];
+    const [vmIp, done, ntPorts, tr] = f === 4 ? [N.vmIp4, N.vmDone4, N.ntPorts4, N.tr4] : [N.vmIp6, N.vmDone6, N.ntPorts6, N.tr6];
     const ip = f === 4 ? 'ip' : 'ip6';
-    chains.push(
-      // the shared L2 list (jump: its `continue` returns here), then the NIC's guard
-      makeChain('bridge', vmIp, [
-        r('l2', `jump ${l2In}`),
-        ...listRules(L.ip[f].fromGuard, f, 'in', { continue: `goto ${done}`, exempt: `${allowMark} goto ${done}` }),
-        r('guard', `goto ${done}`),
-      ]),
-      makeChain('bridge', l2In, [...l2(L.l2FromVm, f === 4 ? 'ip4' : 'ip6', f, 'in', { continue: 'return' }), r('end', 'return')]),
-      // NOTRACK for untracked VMs unless the other end is a tracked VM of this host (no zone then:
-      // a zone set later would track the packet again)
-      makeChain('bridge', done, [
+    // the shared L2 list, then the NIC's guard; then NOTRACK for untracked VMs unless the other end
+    // is a tracked VM of this host (and no zone then: a zone set later would track the packet again)
+    chains.push(...listThenGuard(vmIp, forEther(L.l2FromVm, f === 4 ? 'ip4' : 'ip6'), L.ip[f].fromGuard, f, 'in', allowMark, untracked[f] ? done : ''));
+    if (untracked[f]) {
+      chains.push(makeChain('bridge', done, [
         r('nt', `iifname @${ntPorts} ${ip} daddr != @${tr} notrack meta mark set meta mark and ${CLEAR_ZONE} accept`),
         r('end', 'accept'),
-      ]),
-    );
+      ]));
+    }
   }
   // ---- what VM ports receive (entered from the port's chain, which set the out-port)
   chains.push(
     makeChain('bridge', N.vmOut, [
       // from a port with no in-port mark: one added to the bridge since the last discovery
       drop('unmarked', 'unknown-port', `meta mark and ${hex(MARK_IN_MASK)} == 0`),
-      r('arp', `ether type arp goto ${N.vmArpOut}`),
       r('ip4', `ether type ip goto ${N.vmOut4}`),
       r('ip6', `ether type ip6 goto ${N.vmOut6}`),
+      r('arp', `ether type arp goto ${N.vmArpOut}`),
       ...l2(L.l2ToVm, 'other', null, 'out', { continue: 'accept' }),
     ]),
     makeChain('bridge', N.vmArpOut, l2(L.arpToNic, 'arp', null, 'out', { continue: `goto ${N.l2ArpOut}` })),
     makeChain('bridge', N.l2ArpOut, [...l2(L.l2ToVm, 'arp', null, 'out', { continue: 'accept' }), r('end', 'accept')]),
   );
   for (const f of [4, 6] as Fam[]) {
-    const ether = f === 4 ? 'ip4' : 'ip6';
-    const l2Out = f === 4 ? N.l2Ip4Out : N.l2Ip6Out;
-    const easy = trivial(L.l2ToVm, ether);
-    chains.push(makeChain('bridge', f === 4 ? N.vmOut4 : N.vmOut6, [
-      ...(easy ? [] : [r('l2', `jump ${l2Out}`)]),
-      ...listRules(L.ip[f].toGuard, f, 'out', { continue: 'accept', exempt: `${acceptMark} accept` }),
-      r('guard', 'accept'),
-    ]));
-    if (!easy) chains.push(makeChain('bridge', l2Out, [...l2(L.l2ToVm, ether, f, 'out', { continue: 'return' }), r('end', 'return')]));
+    chains.push(...listThenGuard(f === 4 ? N.vmOut4 : N.vmOut6, forEther(L.l2ToVm, f === 4 ? 'ip4' : 'ip6'), L.ip[f].toGuard, f, 'out', acceptMark, ''));
   }
   chains.push(
     makeChain('bridge', N.unknown, [drop('deny', 'unknown-port')]),
@@ -312,7 +316,13 @@ function sharedBridgeChains(): NChain[] {
   );
   return chains;
 }
-const SHARED_BRIDGE = sharedBridgeChains();
+const sharedMemo = new Map<string, NChain[]>();
+const sharedBridge = (untracked: Record<Fam, boolean>) => {
+  const key = `${untracked[4]}/${untracked[6]}`;
+  let c = sharedMemo.get(key);
+  if (!c) sharedMemo.set(key, (c = sharedBridgeChains(untracked)));
+  return c;
+};
 
 const bridgeMemo = new Map<string, NChain[]>();
 function bridgeChainsMemo(name: string, zone: number, withUplink: boolean, untracked: Record<Fam, boolean>): NChain[] {
@@ -405,7 +415,7 @@ export function renderPlan(plan: HostPlan, opts: RenderOptions = {}): Rendered {
     for (const t of b.unknown) { el.inPorts.push(`${t} : goto ${N.unknown}`); el.outPorts.push(`${t} : goto ${N.unknown}`); }
     if (b.uplinks.length) sets.push(map('bridge', o.umac, 'ether_addr', 'mark', ports.map((p) => `${p.mac} : ${((PORT_UPLINK << 16) | p.number) >>> 0}`)));
   }
-  for (const c of SHARED_BRIDGE) chains.push(c);
+  for (const c of sharedBridge(untracked)) chains.push(c);
   sets.push(
     map('bridge', N.inPorts, 'ifname', 'verdict', el.inPorts),
     map('bridge', N.outPorts, 'ifname', 'verdict', el.outPorts),
