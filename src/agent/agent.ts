@@ -74,8 +74,11 @@ export class Agent extends EventEmitter {
   private work: Promise<void> = Promise.resolve();
   private applyWanted = false;
   private applyQueued = false;
+  /** Other backends still to be removed from the host (see AgentOptions.retire). */
+  private retiring: Dataplane[] = [];
+  private readonly retireTries = new Map<Dataplane, number>();
 
-  constructor(private readonly o: AgentOptions) { super(); }
+  constructor(private readonly o: AgentOptions) { super(); this.retiring = [...(o.retire ?? [])]; }
 
   /**
    * Fail static: preflight (the bridge sysctls must be on for rules to matter), then re-apply what is
@@ -263,7 +266,7 @@ export class Agent extends EventEmitter {
       result = { changed: false, vms: Object.fromEntries(state.vms.map((v) => [v.vmId, { ok: false, error }])), steps: [] };
     }
     this.counters.applies++;
-    if (this.lastApplyError === null) await this.retireOthers();
+    if (this.lastApplyError === null && this.retiring.length) await this.retireOthers();
     this.lastPorts = ports;
     this.lastResult = result;
     this.appliedRevision = state.revision;
@@ -275,20 +278,26 @@ export class Agent extends EventEmitter {
     if (result.changed) this.reconcileSoon();
   }
 
-  /** Remove what other backends left (after this one applied a real state); retried until done. */
+  /**
+   * Remove what other backends left (after this one applied a real state). Retried after later applies
+   * a few times (a host without the other backend's tools has nothing of it to remove).
+   */
   private async retireOthers(): Promise<void> {
     const left: Dataplane[] = [];
-    for (const other of this.o.retire ?? []) {
+    for (const other of this.retiring) {
       try {
         await other.teardown();
         await other.close?.();
         this.o.log.info({ dataplane: this.o.dataplane.name, removed: other.name }, `agent: ${this.o.dataplane.name} rules in place; removed what ${other.name} had installed`);
       } catch (e) {
-        left.push(other);
-        this.o.log.warn({ err: e instanceof Error ? e.message : String(e), backend: other.name }, 'agent: could not remove the other backend\'s rules; will retry');
+        const tries = (this.retireTries.get(other) ?? 0) + 1;
+        this.retireTries.set(other, tries);
+        const err = e instanceof Error ? e.message : String(e);
+        if (tries < 3) { left.push(other); this.o.log.warn({ err, backend: other.name }, 'agent: could not remove the other backend\'s rules; will retry'); }
+        else this.o.log.warn({ err, backend: other.name }, 'agent: giving up removing the other backend\'s rules (are its tools installed?)');
       }
     }
-    this.o.retire = left;
+    this.retiring = left;
   }
 
   private reconcileSoon(): void {
