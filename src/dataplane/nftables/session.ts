@@ -10,7 +10,8 @@ import { DataplaneError } from '../backend.js';
 import { type Runner, must } from '../exec.js';
 
 export interface NftSessionOptions {
-  /** Scripts larger than this run as one-shot `nft -f -` (default 256 KiB). */
+  /** Scripts larger than this run as one-shot `nft -f -` (default 16 KiB: the interactive line editor reads a
+   *  long line slowly). */
   inlineMax?: number;
   /** The session ends after this long without work (default 5 s); the next script starts a new one. */
   idleMs?: number;
@@ -40,7 +41,7 @@ export class NftSession {
   private readonly timeoutMs: number;
 
   constructor(private readonly runner: Runner, opts: NftSessionOptions = {}) {
-    this.inlineMax = opts.inlineMax ?? 256 * 1024;
+    this.inlineMax = opts.inlineMax ?? 16 * 1024;
     this.idleMs = opts.idleMs ?? 5000;
     this.timeoutMs = opts.timeoutMs ?? 60_000;
   }

@@ -6,7 +6,9 @@
 //   bits  0–11  conntrack zone until bridge FORWARD, then the out-port number (bits 0–10)
 //   bit  27     ALLOW: the always-allowed baseline let the packet leave its VM (source side done)
 //   bit  15     ACCEPT_TO: the always-allowed baseline accepts it into the destination VM (nftables)
-// Bits 28–31 and 12–14 are left to others.
+// The iptables backend keeps bits 28–31 of frames entering a managed port; the nftables backend sets the
+// whole mark there (one map lookup per frame instead of two), so bridged frames from Palisade's ports
+// carry no one else's mark bits (frames arriving from a tap, a veth or a NIC have none).
 
 /** Port numbers in the packet mark: in-port in bits 16–26, out-port in bits 0–10. */
 export const MARK_IN_MASK = 0x07ff0000;
