@@ -39,16 +39,26 @@ function listBenches(): string[] {
     .sort();
 }
 
-/** The leading comment block of a bench says "needs root" (or it is a known root bench). */
-function needsRoot(name: string): boolean {
-  if (NEEDS_ROOT.has(name)) return true;
+function header(name: string): string {
   const text = fs.readFileSync(path.join(BENCH_DIR, `${name}.ts`), 'utf8');
-  const header: string[] = [];
+  const lines: string[] = [];
   for (const line of text.split('\n')) {
     if (!line.startsWith('//')) break;
-    header.push(line);
+    lines.push(line);
   }
-  return /needs root/i.test(header.join('\n'));
+  return lines.join('\n');
+}
+
+/** The leading comment block of a bench says "needs root" (or it is a known root bench). */
+function needsRoot(name: string): boolean {
+  return NEEDS_ROOT.has(name) || /needs root/i.test(header(name));
+}
+
+/** A bench may ask for a longer time limit in its header ("Time limit: 3600 s"); BENCH_TIMEOUT_S still wins. */
+function limitFor(name: string, fallback: number): number {
+  if (process.env.BENCH_TIMEOUT_S) return fallback;
+  const m = /time limit:\s*(\d+)\s*s/i.exec(header(name));
+  return m ? Math.max(fallback, Number(m[1])) : fallback;
 }
 
 type Outcome =
@@ -146,8 +156,9 @@ async function main(): Promise<number> {
       process.stderr.write(`[${name}] skipped: needs root\n`);
       continue;
     }
-    process.stderr.write(`[${name}] running (limit ${limitS} s)\n`);
-    const o = await runBench(name, limitS, collected);
+    const limit = limitFor(name, limitS);
+    process.stderr.write(`[${name}] running (limit ${limit} s)\n`);
+    const o = await runBench(name, limit, collected);
     outcomes.set(name, o);
     process.stderr.write(`[${name}] ${o.status}${'ms' in o ? ` in ${(o.ms / 1000).toFixed(1)} s` : ''}\n`);
   }

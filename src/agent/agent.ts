@@ -27,6 +27,11 @@ export interface AgentOptions {
   backoffMaxMs?: number;
   /** Delay of the extra reconcile after each write. */
   afterWriteMs?: number;
+  /**
+   * Other backends whose leftovers are removed once `dataplane` holds a real desired state (a host
+   * switching backends: the new one is in place before the old one goes, so there is no window).
+   */
+  retire?: Dataplane[];
 }
 
 export function agentUrl(server: string): string {
@@ -69,8 +74,11 @@ export class Agent extends EventEmitter {
   private work: Promise<void> = Promise.resolve();
   private applyWanted = false;
   private applyQueued = false;
+  /** Other backends still to be removed from the host (see AgentOptions.retire). */
+  private retiring: Dataplane[] = [];
+  private readonly retireTries = new Map<Dataplane, number>();
 
-  constructor(private readonly o: AgentOptions) { super(); }
+  constructor(private readonly o: AgentOptions) { super(); this.retiring = [...(o.retire ?? [])]; }
 
   /**
    * Fail static: preflight (the bridge sysctls must be on for rules to matter), then re-apply what is
@@ -119,6 +127,7 @@ export class Agent extends EventEmitter {
     this.ws?.close(1000, 'agent stopping');
     this.ws = null;
     await this.work;
+    await this.o.dataplane.close?.();
   }
 
   // ---- connection ----------------------------------------------------------------------------
@@ -129,7 +138,7 @@ export class Agent extends EventEmitter {
     this.ws = ws;
     ws.on('open', () => {
       this.lastHeard = Date.now();
-      this.send({ type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision: this.state?.revision ?? null });
+      this.send({ type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision: this.state?.revision ?? null, dataplane: this.o.dataplane.name });
       this.pingTimer = setInterval(() => {
         if (Date.now() - this.lastHeard > SILENCE_MS) { ws.terminate(); return; }
         this.send({ type: 'ping' });
@@ -176,7 +185,7 @@ export class Agent extends EventEmitter {
           // The saved state belongs to another host (a reused state dir): never build deltas on it.
           this.o.log.warn({ saved: this.state.hostId, host: m.hostId }, 'agent: saved state is of another host; asking for a snapshot');
           this.state = null;
-          this.send({ type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision: null });
+          this.send({ type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision: null, dataplane: this.o.dataplane.name });
         }
         this.attempt = 0;
         this.connected = true;
@@ -198,7 +207,7 @@ export class Agent extends EventEmitter {
         if (!cur || cur.revision !== m.fromRevision) {
           if (cur && m.revision <= cur.revision) return;   // nothing new
           this.o.log.warn({ held: cur?.revision ?? null, from: m.fromRevision }, 'agent: delta does not follow the held revision; resyncing');
-          this.send({ type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision: null });
+          this.send({ type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision: null, dataplane: this.o.dataplane.name });
           return;
         }
         this.state = applyDelta(cur, m);
@@ -257,6 +266,7 @@ export class Agent extends EventEmitter {
       result = { changed: false, vms: Object.fromEntries(state.vms.map((v) => [v.vmId, { ok: false, error }])), steps: [] };
     }
     this.counters.applies++;
+    if (this.lastApplyError === null && this.retiring.length) await this.retireOthers();
     this.lastPorts = ports;
     this.lastResult = result;
     this.appliedRevision = state.revision;
@@ -266,6 +276,28 @@ export class Agent extends EventEmitter {
     if (result.changed) this.o.log.debug({ revision: state.revision, steps: result.steps }, 'agent: applied');
     this.emit('applied', state.revision, result);
     if (result.changed) this.reconcileSoon();
+  }
+
+  /**
+   * Remove what other backends left (after this one applied a real state). Retried after later applies
+   * a few times (a host without the other backend's tools has nothing of it to remove).
+   */
+  private async retireOthers(): Promise<void> {
+    const left: Dataplane[] = [];
+    for (const other of this.retiring) {
+      try {
+        await other.teardown();
+        await other.close?.();
+        this.o.log.info({ dataplane: this.o.dataplane.name, removed: other.name }, `agent: ${this.o.dataplane.name} rules in place; removed what ${other.name} had installed`);
+      } catch (e) {
+        const tries = (this.retireTries.get(other) ?? 0) + 1;
+        this.retireTries.set(other, tries);
+        const err = e instanceof Error ? e.message : String(e);
+        if (tries < 3) { left.push(other); this.o.log.warn({ err, backend: other.name }, 'agent: could not remove the other backend\'s rules; will retry'); }
+        else this.o.log.warn({ err, backend: other.name }, 'agent: giving up removing the other backend\'s rules (are its tools installed?)');
+      }
+    }
+    this.retiring = left;
   }
 
   private reconcileSoon(): void {

@@ -7,7 +7,12 @@ import type { Runner } from '../dataplane/exec.js';
 import type { PreflightFinding } from '../control/protocol.js';
 
 export const BRIDGE_SYSCTLS = ['bridge-nf-call-iptables', 'bridge-nf-call-ip6tables', 'bridge-nf-call-arptables'];
-export const TOOLS = ['iptables-restore', 'ip6tables-restore', 'ipset', 'ebtables-restore'];
+/** The tools each backend runs. */
+export const TOOLS: Record<'iptables' | 'nftables', string[]> = {
+  iptables: ['iptables-restore', 'ip6tables-restore', 'ipset', 'ebtables-restore'],
+  nftables: ['nft'],
+};
+export const toolsFor = (backend: 'iptables' | 'nftables') => TOOLS[backend];
 /** conntrack entries in use above this share of the maximum is a finding. */
 const CONNTRACK_LIMIT = 0.9;
 
@@ -24,7 +29,7 @@ async function readSysctl(runner: Runner, key: string): Promise<string | null> {
   return r.code === 0 ? r.stdout.trim() : null;
 }
 
-export async function preflight(runner: Runner): Promise<PreflightFinding[]> {
+export async function preflight(runner: Runner, tools: string[] = TOOLS.iptables): Promise<PreflightFinding[]> {
   const out: PreflightFinding[] = [];
   let loadedModule = false;
   for (const name of BRIDGE_SYSCTLS) {
@@ -42,7 +47,7 @@ export async function preflight(runner: Runner): Promise<PreflightFinding[]> {
     if (after === '1') out.push({ check: `sysctl ${key}`, ok: true, fixed: true, detail: `was ${v ?? 'absent'}, set to 1` });
     else out.push({ check: `sysctl ${key}`, ok: false, detail: `is ${after ?? 'absent'} and cannot be set to 1 (${(w.stderr || 'no error').trim()}): bridged traffic bypasses every security group` });
   }
-  for (const tool of TOOLS) out.push({ check: `tool ${tool}`, ok: onPath(tool), detail: onPath(tool) ? 'present' : 'not found on PATH' });
+  for (const tool of tools) out.push({ check: `tool ${tool}`, ok: onPath(tool), detail: onPath(tool) ? 'present' : 'not found on PATH' });
   const count = await runner.run('cat', ['/proc/sys/net/netfilter/nf_conntrack_count']);
   const max = await runner.run('cat', ['/proc/sys/net/netfilter/nf_conntrack_max']);
   if (count.code === 0 && max.code === 0) {

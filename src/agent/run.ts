@@ -1,12 +1,14 @@
-// `palisade agent --server URL --token TOKEN [--state-dir DIR] [--netns NAME] [--reconcile-interval 10s] [--uplink DEV]`
+// `palisade agent --server URL --token TOKEN [--state-dir DIR] [--netns NAME] [--reconcile-interval 10s] [--uplink DEV]
+//   [--dataplane auto|nftables|iptables|null]`
 import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import pino from 'pino';
 import { createRunner } from '../dataplane/exec.js';
 import { Agent } from './agent.js';
-import { preflight } from './preflight.js';
+import { preflight, toolsFor } from './preflight.js';
 import { kernelDataplane } from './kernel.js';
+import { BACKENDS, type BackendName } from '../dataplane/choose.js';
 import { NullDataplane } from './null-dataplane.js';
 import { simulatedPorts } from './sim-ports.js';
 
@@ -28,7 +30,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     .option('--reconcile-interval <duration>', 'drift check period', '10s')
     .option('--uplink <dev...>', 'bridge port(s) that are uplinks (default: every non-VM port)')
     .option('--hostname <name>', 'name reported to the server')
-    .option('--dataplane <kind>', 'iptables, or null (render only, touches no kernel)', 'iptables')
+    .option('--dataplane <kind>', 'auto (nftables when `nft -c` proves the kernel supports it, else iptables), nftables, iptables, or null (render only, touches no kernel)', 'auto')
     .option('--backoff-max <duration>', 'longest wait between reconnects', '30s')
     .option('--log-level <level>', 'log level', 'info')
     .exitOverride();
@@ -43,9 +45,14 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const token = o.token ?? process.env.PALISADE_AGENT_TOKEN;
   if (!token) throw new Error('--token (or PALISADE_AGENT_TOKEN) is required');
   const log = pino({ level: o.logLevel, base: { svc: 'palisade-agent', ...(o.netns ? { netns: o.netns } : {}) } }, pino.destination(2));
+  if (!['auto', 'null', ...BACKENDS].includes(o.dataplane)) {
+    process.stderr.write(`palisade agent: --dataplane must be auto, nftables, iptables or null (got ${JSON.stringify(o.dataplane)})\n`);
+    return 2;
+  }
   const runner = createRunner({ netns: o.netns ?? null });
   const simulated = o.dataplane === 'null';
-  const kernel = simulated ? null : await kernelDataplane(runner, { uplinks: o.uplink ?? [] });
+  const kernel = simulated ? null : await kernelDataplane(runner, { uplinks: o.uplink ?? [], backend: o.dataplane as BackendName | 'auto' });
+  if (kernel) log.info({ dataplane: kernel.dataplane.name, reason: kernel.reason }, `agent: dataplane ${kernel.dataplane.name}`);
   const agent = new Agent({
     server: o.server,
     token,
@@ -53,7 +60,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
     stateDir: path.resolve(o.stateDir),
     dataplane: kernel ? kernel.dataplane : new NullDataplane(),
     discover: kernel ? kernel.discover : async (s) => simulatedPorts(s),
-    preflight: simulated ? null : () => preflight(runner),
+    preflight: kernel ? () => preflight(runner, toolsFor(kernel.dataplane.name as BackendName)) : null,
+    retire: kernel?.others ?? [],
     reconcileMs: parseDuration(o.reconcileInterval),
     backoffMaxMs: parseDuration(o.backoffMax),
     log,

@@ -8,7 +8,8 @@ export interface PreflightFinding { check: string; ok: boolean; fixed?: boolean;
 export interface RepairReport { at: string; what: string; count: number }
 
 export type AgentMessage =
-  | { type: 'hello'; version: number; token: string; hostname: string; revision: number | null }
+  /** `dataplane`: the backend the agent runs (after `auto` is resolved): nftables, iptables or null. */
+  | { type: 'hello'; version: number; token: string; hostname: string; revision: number | null; dataplane?: string }
   | { type: 'ack'; revision: number; vms: Record<string, { ok: boolean; error?: string }> }
   | { type: 'report'; preflight: PreflightFinding[]; repairs: RepairReport[] }
   | { type: 'ping' };

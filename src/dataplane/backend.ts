@@ -43,4 +43,6 @@ export interface Dataplane {
   observe(input: DataplaneInput): Promise<Observation>;
   /** Remove everything this backend owns from the host. */
   teardown(): Promise<void>;
+  /** Release helper processes (the rules stay); optional. */
+  close?(): Promise<void>;
 }

@@ -1,15 +1,25 @@
-// Port discovery (DESIGN.md §4): where each desired VM NIC sits on the host's bridges.
+// Port discovery (DESIGN.md §4, §7): where each desired VM NIC sits on the host's bridges.
 // A NIC's host device is named explicitly or found by libvirt's MAC convention (fe: + the rest of the
-// guest MAC). Every bridge with a NIC or a tap-like port (vnetN or an fe: MAC) is listed; its tap-like
-// ports that match no NIC are unknown taps (dropped, fail closed); every other port is an uplink,
-// unless uplinks are named.
+// guest MAC). Other ports are classified by what they are, together with the MAC: a port is VM-like
+// when it carries libvirt's tap name (vnetN), or when it is a tap device (tun/tap kind) with libvirt's
+// fe: MAC. Every bridge with a NIC or a VM-like port is managed; its VM-like ports that match no NIC
+// are unknown taps (dropped, fail closed); every other port is an uplink, unless uplinks are named.
+// A device that is not a tap (veth, VXLAN, bond, OVS internal port, NIC) is never taken for a rogue VM
+// port because of its MAC: random-MAC devices get an fe: MAC one time in 64.
 import type { HostPorts } from './backend.js';
 import type { HostDesiredState } from '../policy/ir.js';
 import { type Runner, must } from './exec.js';
-import { tapMac } from './iptables/addr.js';
+import { tapMac } from './plan/addr.js';
 
-/** The fields of `ip -j link show` we use. */
-export interface IpLink { ifname: string; address?: string; master?: string; link_type?: string }
+/** The fields of `ip -j -d link show` we use. */
+export interface IpLink {
+  ifname: string;
+  address?: string;
+  master?: string;
+  link_type?: string;
+  /** `-d`: the device's kind (`tun` with info_data.type `tap` for a tap, `veth`, `vxlan`, `bond` …). */
+  linkinfo?: { info_kind?: string; info_data?: { type?: string } };
+}
 
 export interface PortOptions {
   /** Explicit uplinks per bridge (`--uplink`); other non-NIC ports of that bridge are then unknown. */
@@ -18,8 +28,14 @@ export interface PortOptions {
 
 const TAP_NAME = /^vnet\d+$/;
 
+/** A tun/tap device in tap mode (what libvirt and QEMU plug into the bridge for a VM NIC). */
+export function isTap(l: IpLink): boolean {
+  return l.linkinfo?.info_kind === 'tun' && (l.linkinfo.info_data?.type ?? 'tap') === 'tap';
+}
+
+/** Looks like a VM's port: libvirt's tap name, or a tap device with libvirt's fe: MAC. */
 export function isTapLike(l: IpLink): boolean {
-  return TAP_NAME.test(l.ifname) || (l.address ?? '').toLowerCase().startsWith('fe:');
+  return TAP_NAME.test(l.ifname) || (isTap(l) && (l.address ?? '').toLowerCase().startsWith('fe:'));
 }
 
 /** Strip `@peer` from names as some iproute2 versions print them. */
@@ -61,8 +77,8 @@ export function portsFromLinks(links: IpLink[], state: Pick<HostDesiredState, 'v
   return { nics, bridges };
 }
 
-/** Run `ip -j link show` (in the runner's namespace) and map the desired NICs to their ports. */
+/** Run `ip -j -d link show` (in the runner's namespace) and map the desired NICs to their ports. */
 export async function discoverPorts(runner: Runner, state: Pick<HostDesiredState, 'vms'>, opts: PortOptions = {}): Promise<HostPorts> {
-  const out = await must(runner, 'ip link show', 'ip', ['-j', 'link', 'show']);
+  const out = await must(runner, 'ip link show', 'ip', ['-j', '-d', 'link', 'show']);
   return portsFromLinks(JSON.parse(out) as IpLink[], state, opts);
 }

@@ -4,7 +4,7 @@ import { consoleLine, defaultStateDir, labDown, labProbe, labStatus, labUp, labV
 
 const USAGE = `usage: palisade lab <command> [--state-dir DIR]
 
-  up [--port 8080] [--hosts h1,h2] [--profile lab | --no-profile] [--dataplane iptables|null] [--prefix P]
+  up [--port 8080] [--hosts h1,h2] [--profile lab | --no-profile] [--dataplane auto|nftables|iptables|null] [--prefix P]
         start the server, host namespaces with bridges and one agent each, a guest network,
         and write admin credentials into a CLI profile (activated)
   status [--json]          hosts, agents and VMs

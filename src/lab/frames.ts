@@ -38,6 +38,11 @@ export async function sendFrames(from: Endpoint, specs: FrameSpec[]): Promise<vo
   await runIn(from.netns, PYTHON, [scriptPath('frames.py'), 'send', from.iface, JSON.stringify(specs)], { timeoutMs: 15_000 });
 }
 
+/** Sends many frames (thousands) from one scapy process and one socket; specs go over stdin. */
+export async function sendFrameBatch(from: Endpoint, specs: FrameSpec[], timeoutMs = 600_000): Promise<void> {
+  await runIn(from.netns, PYTHON, [scriptPath('frames.py'), 'send-batch', from.iface], { stdin: JSON.stringify(specs), timeoutMs });
+}
+
 export interface Capture {
   /** Resolves with the captured packet lines when `count` packets matched or the time is up. */
   done: Promise<string[]>;

@@ -29,7 +29,7 @@ export { createLab, destroyByPrefix, destroyStaleLabs, listByPrefix, Lab, Host, 
 export type { LabOptions, LabState, NicSpec, VmNic, VmSpec, Segment, Endpoint, NsLike } from './lab.js';
 export { tcpConnect, udpRequest, ping, ping6, arping, dnsQuery, dhcpDiscover, listenTcp, listenUdpEcho } from './probes.js';
 export type { ProbeResult, SocketProbeOptions, Listener } from './probes.js';
-export { sendFrame, sendFrames, capture, frameDelivered, framesDelivered } from './frames.js';
+export { sendFrame, sendFrames, sendFrameBatch, capture, frameDelivered, framesDelivered } from './frames.js';
 export type { FrameSpec, Capture, DeliveryResult } from './frames.js';
 export { run, runIn, shIn, spawnIn, LabError, PYTHON } from './exec.js';
 export type { RunResult, RunOptions, Background } from './exec.js';

@@ -12,7 +12,7 @@ import { createLab, destroyByPrefix, listByPrefix, Lab, type LabState, type Vm }
 import { run } from './exec.js';
 import { randomGuestMac } from './names.js';
 import { listenTcp, listenUdpEcho, ping, tcpConnect, udpRequest, type Listener, type ProbeResult } from './probes.js';
-import { dropDelta, explainDrops, parseDropCounters, type DropCounters } from './verdict.js';
+import { dropDelta, explainDrops, parseDropCounters, parseNftDropCounters, type DropCounters } from './verdict.js';
 
 /** The lab's guest network (documentation-adjacent private range; the outside namespace is its gateway). */
 export const LAB_NETWORK = {
@@ -143,7 +143,7 @@ export interface UpOptions {
   /** CLI profile to write and activate (null: none). */
   profile?: string | null;
   configPath?: string;
-  /** Agent dataplane: iptables (default), or null (render only — nothing is enforced). */
+  /** Agent dataplane: auto (default: nftables when the kernel has it), nftables, iptables, or null (render only — nothing is enforced). */
   dataplane?: string;
   prefix?: string;
   progress?: (line: string) => void;
@@ -199,7 +199,7 @@ export async function labUp(o: UpOptions): Promise<StackState> {
       fs.mkdirSync(agentStateDir, { recursive: true, mode: 0o700 });
       const log = path.join(o.stateDir, `agent-${name}.log`);
       const pid = spawnDetached(['agent', '--server', `http://127.0.0.1:${port}`, '--token', token, '--state-dir', agentStateDir,
-        '--netns', host.netns, '--hostname', name, '--reconcile-interval', '2s', '--dataplane', o.dataplane ?? 'iptables', '--log-level', 'info'], log);
+        '--netns', host.netns, '--hostname', name, '--reconcile-interval', '2s', '--dataplane', o.dataplane ?? 'auto', '--log-level', 'info'], log);
       state.hosts[name] = { uuid: String(h.id), agentPid: pid, agentStateDir, log };
       state.lab = lab.toState();
       saveStack(state);
@@ -443,7 +443,7 @@ export async function labProbe(s: StackState, p: ProbeSpec): Promise<ProbeReport
     let explanation = result.reason + (notSynced.length ? ` (rules not yet in place: ${notSynced.join(', ')})` : '');
     if (!result.ok) {
       const after = await counters(hostsInvolved, family);
-      const party = (name: string) => ({ name, instanceName: s.vms[name]?.instanceName ?? null });
+      const party = (name: string) => ({ name, instanceName: s.vms[name]?.instanceName ?? null, taps: lab.vms.get(name)?.nics.map((n) => n.tap) ?? [] });
       explanation = `${result.reason}: ${explainDrops(dropDelta(before, after), party(p.from), party(p.to))}`;
     }
     return { passed: result.ok, result, from: p.from, to: p.to, target: `${p.proto}${p.port ? `/${p.port}` : ''} ${dst.ip}`, explanation };
@@ -452,11 +452,17 @@ export async function labProbe(s: StackState, p: ProbeSpec): Promise<ProbeReport
   }
 }
 
+/** Drop counters of whichever backend a host's agent runs (both are read; an absent one has none). */
 async function counters(hostNs: string[], family: 4 | 6): Promise<DropCounters> {
   const all: DropCounters = new Map();
   for (const ns of hostNs) {
-    const r = await run('ip', ['netns', 'exec', ns, family === 6 ? 'ip6tables-save' : 'iptables-save', '-c'], { allowFail: true });
-    for (const [k, v] of parseDropCounters(r.stdout)) all.set(`${ns}/${k}`, { ...v, chain: `${ns}/${v.chain}` });
+    const [ipt, br, inet] = await Promise.all([
+      run('ip', ['netns', 'exec', ns, family === 6 ? 'ip6tables-save' : 'iptables-save', '-c'], { allowFail: true }),
+      run('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'table', 'bridge', 'palisade'], { allowFail: true }),
+      run('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'table', 'inet', 'palisade'], { allowFail: true }),
+    ]);
+    const nft = parseNftDropCounters([{ family: 'bridge', json: br.code === 0 ? br.stdout : '' }, { family: 'inet', json: inet.code === 0 ? inet.stdout : '' }]);
+    for (const [k, v] of [...parseDropCounters(ipt.stdout), ...nft]) all.set(`${ns}/${k}`, { ...v, chain: `${ns}/${v.chain}` });
   }
   return all;
 }

@@ -1,5 +1,6 @@
-// Which rules dropped a probe: per-chain drop counters from `iptables-save -c` (and ip6tables-save)
-// before and after the probe, attributed to the VMs whose chains they are. Pure.
+// Which rules dropped a probe: per-chain drop counters from `iptables-save -c` (and ip6tables-save),
+// or from the nftables backend's tables (`nft -j list table`: every drop rule has a counter and its
+// reason), before and after the probe, attributed to the VMs whose chains they are. Pure.
 
 /** One DROP / REJECT rule (or a built-in chain's DROP policy) with its packet counter. */
 export interface DropRule {
@@ -9,6 +10,8 @@ export interface DropRule {
   side: 'from' | 'to' | null;
   comment: string | null;
   packets: number;
+  /** nftables: whose chain it is — a VM (by instance name) or a VM port (by device) — and its role. */
+  owner?: { instance?: string; device?: string; role: 'egress' | 'ingress' | 'from' | 'to' };
 }
 
 /** Key → drop rule; the key is table:chain plus the rule's position, stable between two saves of the same rules. */
@@ -47,7 +50,35 @@ export function dropDelta(before: DropCounters, after: DropCounters): DropRule[]
   return res.sort((a, b) => b.packets - a.packets || a.chain.localeCompare(b.chain));
 }
 
-export interface ProbeParty { name: string; instanceName: string | null }
+/** nftables per-VM and per-port chain names (see dataplane/nftables/names.ts) → the owner of a drop. */
+function nftOwner(chain: string): DropRule['owner'] {
+  const vm = /^(from|to)-(.+)$/.exec(chain);
+  if (vm) return { instance: vm[2], role: vm[1] === 'from' ? 'egress' : 'ingress' };
+  // the shared bridge chains: what a VM port sends (its anti-spoofing), what it receives
+  if (/^(vm-in|vm-arp|vm-ip[46](-guard|-done)?|l2-\w+-in)$/.test(chain)) return { role: 'from' };
+  if (/^(vm-out[46]?(-guard)?|vm-arp-out|l2-\w+-out)$/.test(chain)) return { role: 'to' };
+  return undefined;
+}
+
+/** Drop rules of the nftables backend's tables (`nft -j list table <family> palisade` outputs). */
+export function parseNftDropCounters(tables: { family: string; json: string }[]): DropCounters {
+  const out: DropCounters = new Map();
+  for (const { family, json } of tables) {
+    if (!json.trim()) continue;
+    for (const item of (JSON.parse(json) as { nftables: Record<string, any>[] }).nftables) {
+      const r = item.rule;
+      if (!r || !Array.isArray(r.expr) || !r.expr.some((e: Record<string, unknown>) => 'drop' in e)) continue;
+      const counter = r.expr.find((e: Record<string, any>) => e.counter && typeof e.counter === 'object');
+      if (!counter) continue;
+      const m = /^pal:(\S+)(?: !(\S+))?/.exec(String(r.comment ?? ''));
+      const comment = m ? (m[2] ?? m[1]) : null;
+      out.set(`nft:${family}:${r.chain}#${r.handle}`, { chain: `${family}:${r.chain}`, side: null, comment, packets: Number(counter.counter.packets), owner: nftOwner(r.chain) });
+    }
+  }
+  return out;
+}
+
+export interface ProbeParty { name: string; instanceName: string | null; /** its host-side ports (nftables attribution) */ taps?: string[] }
 
 /**
  * Explains a blocked probe from the rules that counted drops: the source's egress chain
@@ -59,9 +90,21 @@ export function explainDrops(delta: DropRule[], from: ProbeParty, to: ProbeParty
   // CloudStack's names: i-2-5-VM (ingress), i-2-5-VM-eg (egress), i-2-5-def (default chain).
   const mine = (p: ProbeParty, c: string) => p.instanceName !== null && c.startsWith(`${p.instanceName.replace(/-VM$/, '')}-`);
   const reasons: string[] = [];
+  // a drop in a shared chain (no instance, no device) is the probe's VM's on that side
+  const owns = (p: ProbeParty, o: NonNullable<DropRule['owner']>) => (o.instance !== undefined ? o.instance === p.instanceName
+    : o.device !== undefined ? !!p.taps?.includes(o.device) : p.instanceName !== null);
   for (const d of delta) {
     const c = chainOf(d.chain);
     const why = d.comment ? `${c} ${d.comment}` : c;
+    if (d.owner) {
+      const o = d.owner;
+      if (o.role === 'egress' && owns(from, o)) reasons.push(`${from.name}'s egress rules (${why})`);
+      else if (o.role === 'from' && owns(from, o)) reasons.push(`${from.name}'s anti-spoofing rules (${why})`);
+      else if (o.role === 'ingress' && owns(to, o)) reasons.push(`${to.name}'s ingress rules (${why})`);
+      else if (owns(to, o) || owns(from, o)) reasons.push(`${owns(to, o) ? to.name : from.name}'s rules (${why})`);
+      else reasons.push(`chain ${why}`);
+      continue;
+    }
     if (mine(from, c) && (c.endsWith('-eg') || d.side === null)) reasons.push(`${from.name}'s egress rules (${why})`);
     else if (mine(from, c) && d.side === 'from') reasons.push(`${from.name}'s anti-spoofing rules (${why})`);
     else if (mine(to, c) && (d.side === 'to' || (!c.endsWith('-eg') && d.side === null))) reasons.push(`${to.name}'s ingress rules (${why})`);

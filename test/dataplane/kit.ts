@@ -1,7 +1,8 @@
-// Kernel-test kit: lab VMs → policy IR, one iptables dataplane per lab host (running in its namespace).
+// Kernel-test kit: lab VMs → policy IR, one dataplane per lab host (running in its namespace), and the
+// list of backends every conformance test runs against (PALISADE_TEST_BACKENDS=nftables,iptables).
 import type { AddressSet, FamilyPolicy, NicPolicy, VmPolicy } from '../../src/policy/ir.js';
 import type { ApplyResult } from '../../src/dataplane/backend.js';
-import { IptablesDataplane } from '../../src/dataplane/iptables/backend.js';
+import { BACKENDS as ALL, type BackendName, type KernelBackend, createDataplane } from '../../src/dataplane/choose.js';
 import { discoverPorts } from '../../src/dataplane/ports.js';
 import type { Host, Vm } from '../../src/lab/index.js';
 import { fam, hostState } from './fixtures.js';
@@ -32,13 +33,28 @@ export function policyOf(v: Vm, v4: Partial<FamilyPolicy> = {}, v6: Partial<Fami
   return { vmId: v.netns, instanceName: instanceOf(v), nics: nicsOf(v), v4: fam(v4), v6: fam(v6), hash: 'test' };
 }
 
+/** The backends the conformance tests run against (all, unless PALISADE_TEST_BACKENDS names some). */
+export const BACKENDS: BackendName[] = (() => {
+  const asked = (process.env.PALISADE_TEST_BACKENDS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const bad = asked.filter((b) => !(ALL as readonly string[]).includes(b));
+  if (bad.length) throw new Error(`PALISADE_TEST_BACKENDS: unknown backend(s) ${bad.join(', ')}`);
+  return asked.length ? (asked as BackendName[]) : [...ALL];
+})();
+
+/** Dataplanes made by the kit; each test file's after() closes them (ends helper processes). */
+const made: KernelBackend[] = [];
+export async function closeAll(): Promise<void> { for (const d of made.splice(0)) await d.close?.(); }
+
 /** One host's dataplane: keeps its VMs' policies and the address sets, applies on demand. */
 export class HostFw {
-  readonly dp: IptablesDataplane;
+  readonly dp: KernelBackend;
   readonly policies = new Map<string, VmPolicy>();
   sets: AddressSet[] = [];
   revision = 0;
-  constructor(readonly host: Host) { this.dp = new IptablesDataplane({ netns: host.netns }); }
+  constructor(readonly host: Host, readonly backend: BackendName = 'iptables') {
+    this.dp = createDataplane(backend, { netns: host.netns });
+    made.push(this.dp);
+  }
 
   set(p: VmPolicy): this { this.policies.set(p.vmId, p); return this; }
   remove(v: Vm): this { this.policies.delete(v.netns); return this; }
@@ -56,4 +72,13 @@ export class HostFw {
     if (bad.length) throw new Error(`apply reported VM errors: ${JSON.stringify(bad)}`);
     return r;
   }
+}
+
+/** Everything Palisade's backend holds in a host's kernel, as text (tables absent: nothing). */
+export async function kernelText(host: Host, backend: BackendName): Promise<string> {
+  const cmds = backend === 'iptables'
+    ? [['iptables-save', []], ['ip6tables-save', []], ['ipset', ['save']], ['ebtables-save', []]]
+    : [['nft', ['list', 'table', 'bridge', 'palisade']], ['nft', ['list', 'table', 'inet', 'palisade']]];
+  const outs = await Promise.all(cmds.map(([c, a]) => host.exec(c as string, a as string[], { allowFail: true })));
+  return outs.map((o) => o.stdout).join('\n');
 }

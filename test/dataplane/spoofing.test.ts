@@ -1,69 +1,72 @@
 // Enforcement matrix case 7: anti-spoofing and L2 hygiene, with crafted frames from a VM whose rules
 // would otherwise let everything through (so only the always-on protections can drop them).
-import { test, before, after } from 'node:test';
+import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLab, framesDelivered, arping, ping, dhcpDiscover, linkLocalFromMac, type Lab, type Vm, type Endpoint, type FrameSpec } from '../../src/lab/index.js';
-import { HostFw, policyOf } from './kit.js';
+import { HostFw, policyOf, BACKENDS, closeAll } from './kit.js';
 import { rule } from './fixtures.js';
 
-let lab: Lab;
-let a: Vm, b: Vm;
-let out: Endpoint;
-const O4 = '198.51.100.1';
-const O6 = '2001:db8:ff::1';
+for (const backend of BACKENDS) describe(backend, () => {
+  let lab: Lab;
+  let a: Vm, b: Vm;
+  let out: Endpoint;
+  const O4 = '198.51.100.1';
+  const O6 = '2001:db8:ff::1';
 
-const ipHex = (ip: string) => '0x' + ip.split('.').map((x) => Number(x).toString(16).padStart(2, '0')).join('');
+  const ipHex = (ip: string) => '0x' + ip.split('.').map((x) => Number(x).toString(16).padStart(2, '0')).join('');
 
-before(async () => {
-  lab = await createLab();
-  const h1 = await lab.addHost('h1');
-  a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:02:0a', ipv4: '198.51.100.40/24', ipv6: '2001:db8:ff::40/64', secondary: ['198.51.100.140', '2001:db8:ff::140'] }] });
-  b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:02:0b', ipv4: '198.51.100.41/24', ipv6: '2001:db8:ff::41/64' }] });
-  out = { netns: lab.outside.netns, iface: 'eth0', mac: lab.outside.mac };
-  await lab.outside.startDhcp();
-  const openAll = { ingress: [rule('all', ['0.0.0.0/0'])] };
-  const openAll6 = { ingress: [rule('all', ['::/0'])] };
-  const fw = new HostFw(h1);
-  fw.set(policyOf(a, openAll, openAll6)).set(policyOf(b, openAll, openAll6));
-  await fw.apply();
-});
+  before(async () => {
+    lab = await createLab();
+    const h1 = await lab.addHost('h1');
+    a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:02:0a', ipv4: '198.51.100.40/24', ipv6: '2001:db8:ff::40/64', secondary: ['198.51.100.140', '2001:db8:ff::140'] }] });
+    b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:02:0b', ipv4: '198.51.100.41/24', ipv6: '2001:db8:ff::41/64' }] });
+    out = { netns: lab.outside.netns, iface: 'eth0', mac: lab.outside.mac };
+    await lab.outside.startDhcp();
+    const openAll = { ingress: [rule('all', ['0.0.0.0/0'])] };
+    const openAll6 = { ingress: [rule('all', ['::/0'])] };
+    const fw = new HostFw(h1, backend);
+    fw.set(policyOf(a, openAll, openAll6)).set(policyOf(b, openAll, openAll6));
+    await fw.apply();
+  });
 
-after(async () => { await lab?.destroy(); });
+  after(async () => { await closeAll();
+    await lab?.destroy(); });
 
-test('7. spoofed addresses, MACs, ARP, DHCP offers, RAs, broadcast/multicast are dropped; own addresses work', async () => {
-  const oLL = linkLocalFromMac(lab.outside.mac);
-  const udp = (src: string, dst: string, dport: number, extra: Partial<FrameSpec> = {}): FrameSpec =>
-    ({ kind: 'udp', src, dst, dstMac: out.mac, sport: 40000, dport, ...extra } as FrameSpec);
-  const cases: { what: string; frame: FrameSpec; to: Endpoint; filter: string; want: boolean }[] = [
-    { what: 'own IPv4', frame: udp(a.ipv4!, O4, 9001), to: out, filter: 'udp dst port 9001', want: true },
-    { what: 'spoofed IPv4 source', frame: udp('198.51.100.99', O4, 9002), to: out, filter: 'udp dst port 9002', want: false },
-    { what: 'secondary IPv4', frame: udp('198.51.100.140', O4, 9003), to: out, filter: 'udp dst port 9003', want: true },
-    { what: 'own IPv6', frame: udp(a.ipv6!, O6, 9004, { dstMac: out.mac }), to: out, filter: 'udp dst port 9004', want: true },
-    { what: 'spoofed IPv6 source', frame: udp('2001:db8:ff::99', O6, 9005), to: out, filter: 'udp dst port 9005', want: false },
-    { what: 'own link-local', frame: udp(a.nics[0].linkLocal, oLL, 9006), to: out, filter: 'udp dst port 9006', want: true },
-    { what: 'secondary IPv6', frame: udp('2001:db8:ff::140', O6, 9007), to: out, filter: 'udp dst port 9007', want: true },
-    { what: 'spoofed source MAC', frame: udp(a.ipv4!, O4, 9008, { srcMac: '52:54:00:99:99:99' }), to: out, filter: 'udp dst port 9008', want: false },
-    { what: 'ARP reply for own IP', frame: { kind: 'arp', op: 'reply', psrc: a.ipv4!, pdst: O4, hwdst: out.mac, dstMac: out.mac }, to: out, filter: `arp and arp[6:2] = 2 and arp[14:4] = ${ipHex(a.ipv4!)}`, want: true },
-    { what: 'ARP reply for a foreign IP', frame: { kind: 'arp', op: 'reply', psrc: b.ipv4!, pdst: O4, hwdst: out.mac, dstMac: out.mac }, to: out, filter: `arp and arp[6:2] = 2 and arp[14:4] = ${ipHex(b.ipv4!)}`, want: false },
-    { what: 'DHCP offer from a VM (to b)', frame: { kind: 'dhcp-offer', src: a.ipv4!, yiaddr: '198.51.100.77' }, to: b, filter: 'udp src port 67', want: false },
-    { what: 'DHCP offer from a VM (to uplink)', frame: { kind: 'dhcp-offer', src: a.ipv4!, yiaddr: '198.51.100.78' }, to: out, filter: 'udp src port 67', want: false },
-    { what: 'router advertisement (to b)', frame: { kind: 'ra', src: a.nics[0].linkLocal }, to: b, filter: 'icmp6 and ip6[40] == 134', want: false },
-    { what: 'router advertisement (to uplink)', frame: { kind: 'ra', src: a.nics[0].linkLocal }, to: out, filter: 'icmp6 and ip6[40] == 134', want: false },
-    { what: 'neighbour solicitation (ND)', frame: { kind: 'ns', src: a.nics[0].linkLocal, target: b.ipv6! }, to: b, filter: 'icmp6 and ip6[40] == 135', want: true },
-    { what: 'DHCPv6 server reply from a VM', frame: { kind: 'udp', src: a.nics[0].linkLocal, dst: b.nics[0].linkLocal, dstMac: b.mac, sport: 547, dport: 546 }, to: b, filter: 'udp src port 547', want: false },
-    { what: 'IPv4 broadcast UDP', frame: udp(a.ipv4!, '255.255.255.255', 9010, { dstMac: 'ff:ff:ff:ff:ff:ff' }), to: out, filter: 'udp dst port 9010', want: false },
-    { what: 'IPv4 broadcast UDP (to b)', frame: udp(a.ipv4!, '255.255.255.255', 9011, { dstMac: 'ff:ff:ff:ff:ff:ff' }), to: b, filter: 'udp dst port 9011', want: false },
-    { what: 'IPv4 multicast UDP', frame: udp(a.ipv4!, '224.0.0.251', 5353, { dstMac: '01:00:5e:00:00:fb' }), to: out, filter: 'udp dst port 5353', want: false },
-    { what: 'IPv6 multicast UDP', frame: udp(a.ipv6!, 'ff02::1', 9012, { dstMac: '33:33:00:00:00:01' }), to: b, filter: 'udp dst port 9012', want: false },
-    { what: 'non-IP ethertype', frame: { kind: 'raw', expr: `Ether(dst='${out.mac}',type=0x88b5)/Raw(b'palisade-l2')` }, to: out, filter: 'ether proto 0x88b5', want: false },
-  ];
-  const got = await framesDelivered({ from: a, cases: cases.map((c) => ({ frame: c.frame, to: c.to, filter: c.filter })), timeoutMs: 1200 });
-  assert.deepEqual(cases.map((c, i) => `${c.what}: ${got[i].delivered ? 'delivered' : 'dropped'}`), cases.map((c) => `${c.what}: ${c.want ? 'delivered' : 'dropped'}`));
-  // ARP and DHCP (broadcast) as a client still work; ND and link-local echo too.
-  const [arp, dhcp, ll] = await Promise.all([
-    arping(a, O4, { timeoutMs: 2000 }),
-    dhcpDiscover(a.nics[0], { timeoutMs: 3000 }),
-    ping(a, b.nics[0].linkLocal, { timeoutMs: 3000, iface: 'eth0' }),
-  ]);
-  assert.deepEqual([arp.ok, dhcp.ok, ll.ok], [true, true, true], JSON.stringify({ arp, dhcp, ll }));
+  test('7. spoofed addresses, MACs, ARP, DHCP offers, RAs, broadcast/multicast are dropped; own addresses work', async () => {
+    const oLL = linkLocalFromMac(lab.outside.mac);
+    const udp = (src: string, dst: string, dport: number, extra: Partial<FrameSpec> = {}): FrameSpec =>
+      ({ kind: 'udp', src, dst, dstMac: out.mac, sport: 40000, dport, ...extra } as FrameSpec);
+    const cases: { what: string; frame: FrameSpec; to: Endpoint; filter: string; want: boolean }[] = [
+      { what: 'own IPv4', frame: udp(a.ipv4!, O4, 9001), to: out, filter: 'udp dst port 9001', want: true },
+      { what: 'spoofed IPv4 source', frame: udp('198.51.100.99', O4, 9002), to: out, filter: 'udp dst port 9002', want: false },
+      { what: 'secondary IPv4', frame: udp('198.51.100.140', O4, 9003), to: out, filter: 'udp dst port 9003', want: true },
+      { what: 'own IPv6', frame: udp(a.ipv6!, O6, 9004, { dstMac: out.mac }), to: out, filter: 'udp dst port 9004', want: true },
+      { what: 'spoofed IPv6 source', frame: udp('2001:db8:ff::99', O6, 9005), to: out, filter: 'udp dst port 9005', want: false },
+      { what: 'own link-local', frame: udp(a.nics[0].linkLocal, oLL, 9006), to: out, filter: 'udp dst port 9006', want: true },
+      { what: 'secondary IPv6', frame: udp('2001:db8:ff::140', O6, 9007), to: out, filter: 'udp dst port 9007', want: true },
+      { what: 'spoofed source MAC', frame: udp(a.ipv4!, O4, 9008, { srcMac: '52:54:00:99:99:99' }), to: out, filter: 'udp dst port 9008', want: false },
+      { what: 'ARP reply for own IP', frame: { kind: 'arp', op: 'reply', psrc: a.ipv4!, pdst: O4, hwdst: out.mac, dstMac: out.mac }, to: out, filter: `arp and arp[6:2] = 2 and arp[14:4] = ${ipHex(a.ipv4!)}`, want: true },
+      { what: 'ARP reply for a foreign IP', frame: { kind: 'arp', op: 'reply', psrc: b.ipv4!, pdst: O4, hwdst: out.mac, dstMac: out.mac }, to: out, filter: `arp and arp[6:2] = 2 and arp[14:4] = ${ipHex(b.ipv4!)}`, want: false },
+      { what: 'DHCP offer from a VM (to b)', frame: { kind: 'dhcp-offer', src: a.ipv4!, yiaddr: '198.51.100.77' }, to: b, filter: 'udp src port 67', want: false },
+      { what: 'DHCP offer from a VM (to uplink)', frame: { kind: 'dhcp-offer', src: a.ipv4!, yiaddr: '198.51.100.78' }, to: out, filter: 'udp src port 67', want: false },
+      { what: 'router advertisement (to b)', frame: { kind: 'ra', src: a.nics[0].linkLocal }, to: b, filter: 'icmp6 and ip6[40] == 134', want: false },
+      { what: 'router advertisement (to uplink)', frame: { kind: 'ra', src: a.nics[0].linkLocal }, to: out, filter: 'icmp6 and ip6[40] == 134', want: false },
+      { what: 'neighbour solicitation (ND)', frame: { kind: 'ns', src: a.nics[0].linkLocal, target: b.ipv6! }, to: b, filter: 'icmp6 and ip6[40] == 135', want: true },
+      { what: 'DHCPv6 server reply from a VM', frame: { kind: 'udp', src: a.nics[0].linkLocal, dst: b.nics[0].linkLocal, dstMac: b.mac, sport: 547, dport: 546 }, to: b, filter: 'udp src port 547', want: false },
+      { what: 'IPv4 broadcast UDP', frame: udp(a.ipv4!, '255.255.255.255', 9010, { dstMac: 'ff:ff:ff:ff:ff:ff' }), to: out, filter: 'udp dst port 9010', want: false },
+      { what: 'IPv4 broadcast UDP (to b)', frame: udp(a.ipv4!, '255.255.255.255', 9011, { dstMac: 'ff:ff:ff:ff:ff:ff' }), to: b, filter: 'udp dst port 9011', want: false },
+      { what: 'IPv4 multicast UDP', frame: udp(a.ipv4!, '224.0.0.251', 5353, { dstMac: '01:00:5e:00:00:fb' }), to: out, filter: 'udp dst port 5353', want: false },
+      { what: 'IPv6 multicast UDP', frame: udp(a.ipv6!, 'ff02::1', 9012, { dstMac: '33:33:00:00:00:01' }), to: b, filter: 'udp dst port 9012', want: false },
+      { what: 'non-IP ethertype', frame: { kind: 'raw', expr: `Ether(dst='${out.mac}',type=0x88b5)/Raw(b'palisade-l2')` }, to: out, filter: 'ether proto 0x88b5', want: false },
+    ];
+    const got = await framesDelivered({ from: a, cases: cases.map((c) => ({ frame: c.frame, to: c.to, filter: c.filter })), timeoutMs: 1200 });
+    assert.deepEqual(cases.map((c, i) => `${c.what}: ${got[i].delivered ? 'delivered' : 'dropped'}`), cases.map((c) => `${c.what}: ${c.want ? 'delivered' : 'dropped'}`));
+    // ARP and DHCP (broadcast) as a client still work; ND and link-local echo too.
+    const [arp, dhcp, ll] = await Promise.all([
+      arping(a, O4, { timeoutMs: 2000 }),
+      dhcpDiscover(a.nics[0], { timeoutMs: 3000 }),
+      ping(a, b.nics[0].linkLocal, { timeoutMs: 3000, iface: 'eth0' }),
+    ]);
+    assert.deepEqual([arp.ok, dhcp.ok, ll.ok], [true, true, true], JSON.stringify({ arp, dhcp, ll }));
+  });
 });

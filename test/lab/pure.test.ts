@@ -62,3 +62,20 @@ test('lab argument parsing', () => {
   assert.deepEqual(parseLabArgs(['up', '--port=0'], ['port']).flags, { port: '0' });
   assert.throws(() => parseLabArgs(['up', '--port'], ['port']), /--port needs a value/);
 });
+
+test('drop attribution on the nftables backend: per-VM chains by instance, shared bridge chains by side, reasons from comments', async () => {
+  const { parseNftDropCounters } = await import('../../src/lab/verdict.js');
+  const table = (family: string, drops: [string, string, number][]) => ({ family, json: JSON.stringify({ nftables: drops.map(([chain, comment, packets], handle) => (
+    { rule: { family, table: 'palisade', chain, handle, comment, expr: [{ counter: { packets, bytes: 0 } }, { drop: null }] } })) }) });
+  const at = (n: number, m: number, o: number) => parseNftDropCounters([
+    table('inet', [['to-i-2-8-VM', 'pal:deny !ingress-default-deny', n], ['from-i-2-7-VM', 'pal:deny !egress-default-deny', m]]),
+    table('bridge', [['vm-ip4', 'pal:spoof !spoof-ip', o]]),
+  ]);
+  const base = at(1, 1, 1);
+  const web = { name: 'web', instanceName: 'i-2-7-VM' };
+  const db = { name: 'db', instanceName: 'i-2-8-VM' };
+  assert.equal(explainDrops(dropDelta(base, at(2, 1, 1)), web, db), "dropped by db's ingress rules (to-i-2-8-VM ingress-default-deny)");
+  assert.equal(explainDrops(dropDelta(base, at(1, 3, 1)), web, db), "dropped by web's egress rules (from-i-2-7-VM egress-default-deny)");
+  assert.equal(explainDrops(dropDelta(base, at(1, 1, 2)), web, db), "dropped by web's anti-spoofing rules (vm-ip4 spoof-ip)");
+  assert.equal(explainDrops(dropDelta(base, at(1, 1, 1)), web, db), 'no firewall rule counted a drop (nothing answered)');
+});

@@ -145,6 +145,11 @@ export class IptablesDataplane implements Dataplane {
     });
   }
 
+  /** Stops the garbage-collection timer (the rules stay). */
+  async close(): Promise<void> {
+    if (this.gcTimer) { clearTimeout(this.gcTimer); this.gcTimer = null; }
+  }
+
   teardown(): Promise<void> {
     if (this.gcTimer) { clearTimeout(this.gcTimer); this.gcTimer = null; }
     return this.serial(async () => {

@@ -91,8 +91,5 @@ export function groupSetName(id: string): string {
   return `pal-h${createHash('sha1').update(id).digest('hex').slice(0, 20)}`;
 }
 
-/** Valid characters for a name we put on the command line / in restore text. */
-export function safeName(s: string): boolean { return /^[A-Za-z0-9_.:+@-]+$/.test(s); }
-
-/** A network device name usable in matches: no `+` (a wildcard there), at most 15 characters. */
-export function safeDevice(s: string): boolean { return s.length <= 15 && /^[A-Za-z0-9_.:@-]+$/.test(s); }
+/** Name checks are the plan's (both backends use them). */
+export { safeDevice, safeName } from '../plan/build.js';

@@ -23,18 +23,25 @@
 // From-VM rules never ACCEPT: an allowed packet RETURNs so the destination's ingress still decides
 // (same-host VM→VM gets the source's egress AND the destination's ingress). To-VM rules end in
 // ACCEPT or DROP. Unknown tap-like ports are dropped both ways (fail closed).
+// What each VM NIC may always send and receive (the baseline) is the plan's (dataplane/plan): this
+// file only prints its lists in iptables/ebtables syntax, in the layout above.
 import type { DataplaneInput } from '../backend.js';
-import type { FamilyPolicy, NicPolicy, PolicyRule, VmPolicy } from '../../policy/ir.js';
-import { canonV6, isV4, isV6, linkLocalFromMac } from './addr.js';
+import type { PolicyRule } from '../../policy/ir.js';
+import {
+  type BaseRule, type Match, type PortPlan, type VmPlan, type Verdict, BASELINE, forEther, isDrop, planHost, vmProblems,
+  BRIDGE_ZONE_BASE, MARK_ALLOW, MARK_IN_MASK, MARK_OUT_MASK, MARK_ZONE_MASK, PORT_UNKNOWN, PORT_UPLINK, assignPorts, canonV6, hex,
+} from '../plan/index.js';
 import {
   EB_FWD, EB_FWD_UNMARKED, EB_L2_IN, EB_L2_OUT, EB_POST, EB_PRE, RAW_CHAIN, V6_PRE, V6_POST, V6_TO, bridgeChains, ebBase, ebNames, ebZoneChains, groupSetName, nicSetNames,
-  notrackSet, safeDevice, safeName, trackedSet, vmNames,
+  notrackSet, trackedSet, vmNames,
   MAX_CHAIN,
 } from './names.js';
 import {
   type EbChain, type EbProgram, type Fam, type IptChain, type IptHook, type IptRule, type Program, type SetDef,
   ebFullText, ipsetFullText, iptFullText, makeChain, hashOf,
 } from './program.js';
+
+export { MARK_ALLOW, MARK_IN_MASK, MARK_OUT_MASK, MARK_ZONE_MASK, PORT_UNKNOWN, PORT_UPLINK, assignPorts };
 
 export interface Rendered {
   iptables: string;
@@ -95,31 +102,63 @@ function userRules(fam: Fam, dir: 'ingress' | 'egress', rules: PolicyRule[], ref
   return out;
 }
 
-/** `sets`: the NIC's own-address sets (anti-spoofing is per NIC: a NIC sends only from its addresses). */
-interface PlacedNic { nic: NicPolicy; index: number; device: string; bridge: string; sets: { set4: string; set6: string } }
+// ---- the plan's baseline in iptables / ebtables syntax ------------------------------------------
 
-function defRules4(n: PlacedNic, names: ReturnType<typeof vmNames>): IptRule[] {
-  const k = `n${n.index}`;
-  const f = from(n.device);
-  const t = to(n.device);
-  return [
-    // Before the spoof check only what a client without an address sends (0.0.0.0 → broadcast);
-    // renewals come from the NIC's own address and pass after it.
-    r(`${k}.dhcpc`, `${f} -s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 -j RETURN`),
-    r(`${k}.dhcps`, `${f} -p udp -m udp --sport 67 -j DROP`),
-    r(`${k}.spoof`, `${f} -m set ! --match-set ${n.sets.set4} src -j DROP`),
-    r(`${k}.dhcpcu`, `${f} -p udp -m udp --sport 68 --dport 67 -j RETURN`),
-    r(`${k}.est`, `${f} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN`),
-    r(`${k}.dnsu`, `${f} -p udp -m udp --dport 53 -j RETURN`),
-    r(`${k}.dnst`, `${f} -p tcp -m tcp --dport 53 -j RETURN`),
-    r(`${k}.eg`, `${f} -j ${names.eg}`),
-    r(`${k}.out`, `${f} -j RETURN`),
-    r(`${k}.dhcpr`, `${t} -p udp -m udp --sport 67 --dport 68 -j ACCEPT`),
-    r(`${k}.dst`, `${t} -m set ! --match-set ${n.sets.set4} dst -j DROP`),
-    r(`${k}.estin`, `${t} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`),
-    r(`${k}.in`, `${t} -j ${names.vm}`),
-    r(`${k}.deny`, `${t} -j DROP`),
-  ];
+/** Does the match depend on the NIC (its own addresses)? Rules before the first such one can be shared. */
+const usesOwn = (m: Match) => m.src === 'not-own' || m.dst === 'not-own' || !!m.ndTargetOwn || m.arpSenderIp === 'own' || m.arpTargetIp === 'own' || !!m.arpSenderMac || !!m.srcMac;
+
+const PORTS = (p: string, m: Match) => `-p ${p} -m ${p}${m.sport !== undefined ? ` --sport ${m.sport}` : ''}${m.dport !== undefined ? ` --dport ${m.dport}` : ''}`;
+
+/** iptables/ip6tables match text; `own`: the NIC's own-address ipset for `not-own`. */
+function iptMatch(fam: Fam, m: Match, own = ''): string {
+  const parts: string[] = [];
+  if (m.src === 'unspecified') parts.push(fam === 4 ? '-s 0.0.0.0/32' : '-s ::/128');
+  if (m.dst === 'broadcast') parts.push('-d 255.255.255.255/32');
+  if (m.proto === 'udp' || m.proto === 'tcp') parts.push(PORTS(m.proto, m));
+  if (m.proto === 'icmp6') parts.push(icmp6(m.icmp6!));
+  if (m.hopLimit255) parts.push(HL);
+  if (m.ct) parts.push('-m conntrack --ctstate RELATED,ESTABLISHED');
+  if (m.src === 'not-own') parts.push(`-m set ! --match-set ${own} src`);
+  if (m.dst === 'not-own') parts.push(`-m set ! --match-set ${own} dst`);
+  return parts.join(' ');
+}
+
+const spec = (...parts: string[]) => parts.filter(Boolean).join(' ');
+
+/** ebtables target of a verdict in an L2 list. */
+const ebTarget = (v: Verdict) => (isDrop(v) ? '-j DROP' : '-j RETURN');
+
+const ICMP6_NAMES: Record<number, string> = { 133: 'router-solicitation', 134: 'router-advertisement', 135: 'neighbour-solicitation', 136: 'neighbour-advertisement', 137: 'redirect' };
+
+/**
+ * ebtables match texts of an L2 rule (one per own address where it matches own addresses, none when
+ * it cannot match). `arpOnly`: the chain is reached by ARP frames only (no `-p ARP` needed alone).
+ */
+function ebMatches(m: Match, n: { mac: string; ipv4: string[] } | null, arpOnly = false): string[] {
+  const p = m.ether === 'arp' ? 'ARP' : m.ether === 'ip4' ? 'IPv4' : m.ether === 'ip6' ? 'IPv6' : '';
+  const arpOpts = !!(m.arpOp || m.arpSenderIp || m.arpSenderMac || m.arpTargetIp);
+  const head: string[] = [];
+  if (p && !(arpOnly && p === 'ARP' && !arpOpts)) head.push(`-p ${p}`);
+  if (m.srcMac === 'not-own') head.push(`-s ! ${n!.mac}`);
+  if (m.dstMac) head.push(m.dstMac === 'broadcast' ? '-d Broadcast' : '-d Multicast');
+  if (m.arpOp) head.push(`--arp-op ${m.arpOp === 'request' ? 'Request' : 'Reply'}`);
+  const tail: string[] = [];
+  if (m.arpSenderMac) tail.push(`--arp-mac-src ${n!.mac}`);
+  if (m.proto) {
+    const ip = m.ether === 'ip6' ? 'ip6' : 'ip';
+    if (m.proto === 'icmp6') tail.push(`--ip6-proto ipv6-icmp --ip6-icmp-type ${ICMP6_NAMES[m.icmp6!] ?? `${m.icmp6}/0:255`}`);
+    else tail.push(`--${ip}-proto ${m.proto}${m.sport !== undefined ? ` --${ip}-sport ${m.sport}` : ''}${m.dport !== undefined ? ` --${ip}-dport ${m.dport}` : ''}`);
+  }
+  const per = (opt: string, ips: string[]) => ips.map((ip) => spec(...head, `${opt} ${ip}`, ...tail));
+  if (m.arpSenderIp === 'own') return per('--arp-ip-src', n!.ipv4);
+  if (m.arpTargetIp === 'own') return per('--arp-ip-dst', n!.ipv4);
+  if (m.arpSenderIp === 'unspecified') return [spec(...head, '--arp-ip-src 0.0.0.0', ...tail)];
+  return [spec(...head, ...tail)];
+}
+
+/** An L2 list as ebtables rules. */
+function ebRules(list: BaseRule[], n: { mac: string; ipv4: string[] } | null, arpOnly = false): string[] {
+  return list.flatMap((rule) => ebMatches(rule.match, n, arpOnly).map((m) => spec(m, ebTarget(rule.verdict))));
 }
 
 /** u32 test: the next header is ICMPv6 (no extension headers) and the NA target (offset 48) is `addr`. */
@@ -142,9 +181,14 @@ const icmp6 = (type: number) => `-p ipv6-icmp -m icmp6 --icmpv6-type ${type}`;
 const HL = '-m hl --hl-eq 255';
 
 const MARK_GROUP_MIN = 16;
+/** Low bit of each level's part of the 11-bit port number: bits 10–7, then 6–3, then 2–0 (leaves). */
+const MARK_LEVELS = [7, 3];
 /**
- * Mark dispatch in two levels: the top 4 bits of the 11-bit port number pick a group chain
- * (`<chain>-<g>`), which holds that group's exact matches, so a packet meets ≤ ~16 + group size rules.
+ * Mark dispatch as a tree of fixed depth over the 11-bit port number: up to 16 entries are matched
+ * flat; more are grouped by bits 10–7 (`<chain>-<g>`), a group of more than 16 again by bits 6–3
+ * (`<chain>-<gg>`), whose leaves hold at most 8. A packet meets at most ~16 + 16 + 8 mark matches
+ * however many VMs the host has: iptables has no hash lookup into chains, so a bounded tree is the
+ * floor (nftables dispatches with one verdict-map lookup). A group with a single entry stays inline.
  * `closed`: the tree is entered by goto (`-g`) and ends in DROP (a mark with no entry, e.g. a port
  * ebtables already marks while the IP rules for it are not written yet, fails closed); entries then
  * goto too, so a RETURN from the VM's chain leaves the whole tree.
@@ -153,19 +197,25 @@ function markTree(name: string, shift: number, head: IptRule[], entries: [number
   const sorted = [...entries].sort((x, y) => x[0] - y[0]);
   const end = r('end', closed ? '-j DROP' : '-j RETURN');
   const jump = closed ? '-g' : '-j';
-  if (sorted.length <= MARK_GROUP_MIN) return [makeChain('filter', name, [...head, ...sorted.map((e) => e[1]), end])];
-  const groups = new Map<number, IptRule[]>();
-  for (const [k, rule] of sorted) (groups.get(k >> 7) ?? groups.set(k >> 7, []).get(k >> 7)!).push(rule);
-  const rules = [...head];
-  const children: IptChain[] = [];
-  for (const [g, rs] of groups) {
-    if (rs.length <= 2) { rules.push(...rs); continue; }
-    const child = `${name}-${g.toString(16)}`;
-    rules.push(r(`grp.${g.toString(16)}`, `-m mark --mark ${hex((g << 7) << shift)}/${hex((0xf << 7) << shift)} ${jump} ${child}`));
-    children.push(makeChain('filter', child, [...rs, end]));
-  }
-  rules.push(end);
-  return [makeChain('filter', name, rules), ...children];
+  const build = (chain: string, items: [number, IptRule][], level: number, lead: IptRule[]): IptChain[] => {
+    if (items.length <= MARK_GROUP_MIN || level >= MARK_LEVELS.length) return [makeChain('filter', chain, [...lead, ...items.map((e) => e[1]), end])];
+    const low = MARK_LEVELS[level];
+    const groups = new Map<number, [number, IptRule][]>();
+    for (const it of items) (groups.get(it[0] >> low) ?? groups.set(it[0] >> low, []).get(it[0] >> low)!).push(it);
+    const rules = [...lead];
+    const children: IptChain[] = [];
+    for (const [g, rs] of groups) {
+      if (rs.length === 1) { rules.push(rs[0][1]); continue; }
+      // one hex digit per level (bits 10–7, then 10–3): names never collide across levels
+      const tag = g.toString(16).padStart(level + 1, '0');
+      const child = `${name}-${tag}`;
+      rules.push(r(`grp.${tag}`, `-m mark --mark ${hex((g << low) << shift)}/${hex(((0x7ff >> low) << low) << shift)} ${jump} ${child}`));
+      children.push(...build(child, rs, level + 1, []));
+    }
+    rules.push(end);
+    return [makeChain('filter', chain, rules), ...children];
+  };
+  return build(name, sorted, 0, head);
 }
 
 /** Insert `rule` before the final RETURN of chain `name`. */
@@ -218,165 +268,115 @@ function portTreeOf(table: 'nat' | 'filter', root: string, dir: '-i' | '-o', por
   return chains;
 }
 
-/** Port numbers in the packet mark: in-port in bits 16–26, out-port in bits 0–10. */
-export const MARK_IN_MASK = 0x07ff0000;
-export const MARK_OUT_MASK = 0x000007ff;
-/** Conntrack zone in bits 0–11 from ebtables nat PREROUTING to raw PREROUTING (`CT --zone mark`),
- *  where ebtables filter FORWARD then overwrites them with the out-port: a VM port's number, or
- *  0x800 + a per-bridge number for frames between two VMs on one bridge. */
-export const MARK_ZONE_MASK = 0x00000fff;
-const BRIDGE_ZONE_BASE = 0x800;
-export const PORT_UPLINK = 0x7fd;
-export const PORT_UNKNOWN = 0x7ff;
-const MAX_VM_PORT = 0x7fc;
-const hex = (n: number) => `0x${n.toString(16)}`;
+
 const inMark = (k: number) => `${hex(k << 16)}/${hex(MARK_IN_MASK)}`;
 const outMark = (k: number) => `${hex(k)}/${hex(MARK_OUT_MASK)}`;
 
 /** Set on a packet by the shared IPv6 chains when the always-allowed baseline (ND, DHCPv6 client,
  *  replies, DNS) lets it leave a VM; cleared for every frame by ebtables PALISADE-PRE. */
-export const MARK_ALLOW = 0x08000000;
 const ALLOW = `${hex(MARK_ALLOW)}/${hex(MARK_ALLOW)}`;
 const allow = `-j MARK --set-xmark ${ALLOW}`;
 
-/** IPv6 baseline shared by every VM (per-VM chains jump here; the verdict comes back as MARK_ALLOW). */
+/** The leading rules of a guard that do not depend on the NIC (IPv6: shared by every VM). */
+const sharedPrefix = (list: BaseRule[]) => list.slice(0, Math.max(0, list.findIndex((r) => usesOwn(r.match))));
+
+/** IPv6 baseline shared by every VM (per-VM chains jump here; a source-side verdict comes back as MARK_ALLOW). */
 function v6SharedChains(): IptChain[] {
+  const b = BASELINE.ip[6];
+  const src = (v: Verdict) => (isDrop(v) ? '-j DROP' : allow);
   return [
-    makeChain('filter', V6_PRE, [
-      r('ra', `${icmp6(134)} -j DROP`),
-      r('redir', `${icmp6(137)} -j DROP`),
-      r('dhcps', '-p udp -m udp --sport 547 -j DROP'),
-      // Duplicate address detection and its MLD report are sent from the unspecified address.
-      r('dad', `-s ::/128 ${icmp6(135)} ${HL} ${allow}`),
-      r('dadmld', `-s ::/128 ${icmp6(143)} ${allow}`),
-      r('end', '-j RETURN'),
-    ]),
-    makeChain('filter', V6_POST, [
-      r('rs', `${icmp6(133)} ${HL} ${allow}`),
-      r('ns', `${icmp6(135)} ${HL} ${allow}`),
-      ...[130, 131, 132, 143].map((ty) => r(`mld${ty}`, `${icmp6(ty)} ${allow}`)),
-      r('dhcpc', `-p udp -m udp --sport 546 --dport 547 ${allow}`),
-      r('est', `-m conntrack --ctstate RELATED,ESTABLISHED ${allow}`),
-      r('dnsu', `-p udp -m udp --dport 53 ${allow}`),
-      r('dnst', `-p tcp -m tcp --dport 53 ${allow}`),
-      r('end', '-j RETURN'),
-    ]),
-    makeChain('filter', V6_TO, [
-      r('ra', `${icmp6(134)} ${HL} -j ACCEPT`),
-      r('ns', `${icmp6(135)} ${HL} -j ACCEPT`),
-      r('na', `${icmp6(136)} ${HL} -j ACCEPT`),
-      r('mldq', `${icmp6(130)} -j ACCEPT`),
-      r('dhcpr', '-p udp -m udp --sport 547 --dport 546 -j ACCEPT'),
-      r('end', '-j RETURN'),
-    ]),
+    makeChain('filter', V6_PRE, [...sharedPrefix(b.fromGuard).map((x) => r(x.id, spec(iptMatch(6, x.match), src(x.verdict)))), r('end', '-j RETURN')]),
+    makeChain('filter', V6_POST, [...b.fromAllow.map((x) => r(x.id, spec(iptMatch(6, x.match), src(x.verdict)))), r('end', '-j RETURN')]),
+    makeChain('filter', V6_TO, [...sharedPrefix(b.toGuard).map((x) => r(x.id, spec(iptMatch(6, x.match), isDrop(x.verdict) ? '-j DROP' : '-j ACCEPT'))), r('end', '-j RETURN')]),
   ];
 }
 
+/** `sets`: the NIC's own-address ipsets (anti-spoofing is per NIC: a NIC sends only from its addresses). */
+interface PlacedNic { port: PortPlan; index: number; device: string; sets: { set4: string; set6: string } }
+
+/** The per-NIC part of the IPv4 baseline (the whole of it: IPv4 has no shared chains). */
+function defRules4(n: PlacedNic, names: ReturnType<typeof vmNames>): IptRule[] {
+  const k = `n${n.index}`;
+  const f = from(n.device);
+  const t = to(n.device);
+  const b = BASELINE.ip[4];
+  const out: IptRule[] = [];
+  for (const x of b.fromGuard) out.push(r(`${k}.${x.id}`, spec(f, iptMatch(4, x.match, n.sets.set4), isDrop(x.verdict) ? '-j DROP' : '-j RETURN')));
+  for (const x of b.fromAllow) out.push(r(`${k}.${x.id}`, spec(f, iptMatch(4, x.match, n.sets.set4), '-j RETURN')));
+  out.push(r(`${k}.eg`, `${f} -j ${names.eg}`), r(`${k}.out`, `${f} -j RETURN`));
+  const done = new Set<string>();
+  for (const x of [...b.toGuard, ...b.toAccept]) {
+    if (done.has(x.id)) continue;
+    done.add(x.id);
+    out.push(r(`${k}.${x.id}`, spec(t, iptMatch(4, x.match, n.sets.set4), isDrop(x.verdict) ? '-j DROP' : '-j ACCEPT')));
+  }
+  out.push(r(`${k}.in`, `${t} -j ${names.vm}`), r(`${k}.deny`, `${t} -j DROP`));
+  return out;
+}
+
+/** The per-NIC part of the IPv6 baseline around the shared chains. */
 function defRules6(n: PlacedNic, names: ReturnType<typeof vmNames>): IptRule[] {
   const k = `n${n.index}`;
   const f = from(n.device);
   const t = to(n.device);
-  return [
-    r(`${k}.pre`, `${f} -j ${V6_PRE}`),
-    r(`${k}.prok`, `${f} -m mark --mark ${ALLOW} -j RETURN`),
-    r(`${k}.spoof`, `${f} -m set ! --match-set ${n.sets.set6} src -j DROP`),
-    // A neighbour advertisement only for the NIC's own addresses (the target field, read by u32 at
-    // its offset when ICMPv6 follows the IPv6 header directly); any other NA (extension headers
-    // included) would let the VM poison its neighbours' caches.
-    ...nicAddrs(6, n).map((a, i) => r(`${k}.na${i}`, `${f} ${icmp6(136)} ${HL} -m u32 --u32 "${naTarget(a)}" -j RETURN`)),
-    r(`${k}.nax`, `${f} ${icmp6(136)} -j DROP`),
+  const b = BASELINE.ip[6];
+  const out: IptRule[] = [r(`${k}.pre`, `${f} -j ${V6_PRE}`), r(`${k}.prok`, `${f} -m mark --mark ${ALLOW} -j RETURN`)];
+  for (const x of b.fromGuard.slice(sharedPrefix(b.fromGuard).length)) {
+    const target = isDrop(x.verdict) ? '-j DROP' : '-j RETURN';
+    // A neighbour advertisement's target, read by u32 at its offset when ICMPv6 follows the IPv6
+    // header directly: one rule per own address.
+    if (x.match.ndTargetOwn) {
+      const rest = iptMatch(6, { ...x.match, ndTargetOwn: undefined }, n.sets.set6);
+      n.port.own[6].forEach((a, i) => out.push(r(`${k}.${x.id}${i}`, spec(f, rest, `-m u32 --u32 "${naTarget(a)}"`, target))));
+    } else out.push(r(`${k}.${x.id}`, spec(f, iptMatch(6, x.match, n.sets.set6), target)));
+  }
+  out.push(
     r(`${k}.post`, `${f} -j ${V6_POST}`),
     r(`${k}.postok`, `${f} -m mark --mark ${ALLOW} -j RETURN`),
     r(`${k}.eg`, `${f} -j ${names.eg}`),
     r(`${k}.out`, `${f} -j RETURN`),
     r(`${k}.base`, `${t} -j ${V6_TO}`),
-    r(`${k}.dst`, `${t} -m set ! --match-set ${n.sets.set6} dst -j DROP`),
-    r(`${k}.estin`, `${t} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`),
-    r(`${k}.in`, `${t} -j ${names.vm}`),
-    r(`${k}.deny`, `${t} -j DROP`),
-  ];
+  );
+  const done = new Set(sharedPrefix(b.toGuard).map((x) => x.id));
+  for (const x of [...b.toGuard, ...b.toAccept]) {
+    if (done.has(x.id)) continue;
+    done.add(x.id);
+    out.push(r(`${k}.${x.id}`, spec(t, iptMatch(6, x.match, n.sets.set6), isDrop(x.verdict) ? '-j DROP' : '-j ACCEPT')));
+  }
+  out.push(r(`${k}.in`, `${t} -j ${names.vm}`), r(`${k}.deny`, `${t} -j DROP`));
+  return out;
 }
 
-/** ebtables chains of one NIC: its port mark, source MAC pin and ARP only for its own IPv4s; the
- *  rest (no DHCP server / RA, broadcast & multicast only for ARP/DHCP/ND, only ARP/IPv4/IPv6 frames)
- *  is shared by all NICs (EB_L2_IN / EB_L2_OUT). Written in ebtables-save's canonical form so the
- *  read-back compares as text. */
-function ebNic(n: PlacedNic, vm: VmPolicy, port: number): { chains: EbChain[]; pre: PortRule; post: PortRule } {
-  const b = ebNames(ebBase(vm.instanceName, n.index));
-  const mac = n.nic.mac.toLowerCase();
-  const v4 = n.nic.ipv4.filter(isV4);
+/** ebtables chains of one NIC: its port mark, the per-NIC L2 lists (MAC pin, ARP only for its own
+ *  IPv4s), its conntrack zone; the shared L2 lists are EB_L2_IN / EB_L2_OUT. Written in
+ *  ebtables-save's canonical form so the read-back compares as text. */
+function ebNic(n: PlacedNic, instanceName: string): { chains: EbChain[]; pre: PortRule; post: PortRule } {
+  const b = ebNames(ebBase(instanceName, n.index));
+  const port = n.port.number;
+  const nic = { mac: n.port.mac, ipv4: n.port.own[4] };
   const chains: EbChain[] = [
-    {
-      table: 'nat',
-      name: b.inIps,
-      rules: [
-        ...v4.map((ip) => `-p ARP --arp-ip-src ${ip} --arp-mac-src ${mac} -j RETURN`),
-        `-p ARP --arp-op Request --arp-ip-src 0.0.0.0 --arp-mac-src ${mac} -j RETURN`,
-        '-j DROP',
-      ],
-    },
+    { table: 'nat', name: b.inIps, rules: ebRules(BASELINE.arpFromNic, nic, true) },
     {
       table: 'nat',
       name: b.in,
       rules: [
-        `-j mark --mark-or ${hex(port << 16)} --mark-target CONTINUE`, `-s ! ${mac} -j DROP`, `-p ARP -j ${b.inIps}`,
+        `-j mark --mark-or ${hex(port << 16)} --mark-target CONTINUE`, ...ebRules(BASELINE.l2FromNic, nic), `-p ARP -j ${b.inIps}`,
         // conntrack zone: the bridge's when the frame goes straight to a VM on it, else this port's
-        `-j ${ebZoneChains(n.bridge).local}`,
+        `-j ${ebZoneChains(n.port.bridge).local}`,
         `--mark 0x0/${hex(MARK_ZONE_MASK)} -j mark --mark-or ${hex(port)} --mark-target CONTINUE`,
         `-j ${EB_L2_IN}`,
       ],
     },
-    { table: 'nat', name: b.outIps, rules: [...v4.map((ip) => `-p ARP --arp-ip-dst ${ip} -j RETURN`), '-j DROP'] },
+    { table: 'nat', name: b.outIps, rules: ebRules(BASELINE.arpToNic, nic, true) },
     { table: 'nat', name: b.out, rules: [`-p ARP -j ${b.outIps}`, `-j ${EB_L2_OUT}`] },
   ];
   return { chains, pre: [n.device, `-j ${b.in}`], post: [n.device, `-j ${b.out}`] };
 }
 
-const i6 = (type: string) => `-p IPv6 -d Multicast --ip6-proto ipv6-icmp --ip6-icmp-type ${type} -j RETURN`;
 /** From any VM, after its MAC and ARP checks. */
-const L2_IN_RULES = [
-  '-p ARP --arp-op Request -j RETURN',
-  '-p ARP --arp-op Reply -j RETURN',
-  '-p ARP -j DROP',
-  '-p IPv4 --ip-proto udp --ip-sport 67 -j DROP',
-  '-p IPv4 -d Broadcast --ip-proto udp --ip-sport 68 --ip-dport 67 -j RETURN',
-  '-p IPv4 -d Multicast -j DROP',
-  '-p IPv4 -j RETURN',
-  '-p IPv6 --ip6-proto ipv6-icmp --ip6-icmp-type router-advertisement -j DROP',
-  '-p IPv6 --ip6-proto ipv6-icmp --ip6-icmp-type redirect -j DROP',
-  '-p IPv6 --ip6-proto udp --ip6-sport 547 -j DROP',
-  i6('router-solicitation'),
-  i6('neighbour-solicitation'),
-  i6('neighbour-advertisement'),
-  i6('130/0:255'), i6('131/0:255'), i6('132/0:255'), i6('143/0:255'),
-  '-p IPv6 -d Multicast --ip6-proto udp --ip6-sport 546 --ip6-dport 547 -j RETURN',
-  '-p IPv6 -d Multicast -j DROP',
-  '-p IPv6 -j RETURN',
-  '-j DROP',
-];
+const L2_IN_RULES = ebRules(BASELINE.l2FromVm, null);
 /** To any VM, after its ARP check. */
-const L2_OUT_RULES = ['-p ARP --arp-op Request -j RETURN', '-p ARP --arp-op Reply -j RETURN', '-p ARP -j DROP', '-p IPv4 -j RETURN', '-p IPv6 -j RETURN', '-j DROP'];
-
-/** Stable numbers 1…size: a hash of the name, linear probing on collision (sorted order). */
-function assignNumbers(names: string[], size: number, what: string): Map<string, number> {
-  const out = new Map<string, number>();
-  const used = new Set<number>();
-  for (const d of [...new Set(names)].sort()) {
-    let h = 2166136261;
-    for (let i = 0; i < d.length; i++) h = Math.imul(h ^ d.charCodeAt(i), 16777619) >>> 0;
-    let k = 1 + (h % size);
-    for (let n = 0; used.has(k) && n < size; n++) k = 1 + (k % size);
-    if (used.has(k)) throw new Error(`more than ${size} ${what} on one host`);
-    used.add(k);
-    out.set(d, k);
-  }
-  return out;
-}
-
-/** Stable port numbers: a hash of the device name, linear probing on collision (sorted order). */
-export function assignPorts(devices: string[]): Map<string, number> {
-  return assignNumbers(devices, MAX_VM_PORT, 'VM ports');
-}
+const L2_OUT_RULES = ebRules(BASELINE.l2ToVm, null);
 
 /** A MAC as 12 lower-case hex digits. */
 const mac12 = (mac: string) => mac.toLowerCase().split(':').map((b) => b.padStart(2, '0')).join('');
@@ -421,37 +421,21 @@ export function macTree(root: string, items: [string, number][]): EbChain[] {
   return chains;
 }
 
-/** A NIC's own addresses (IPv6: plus its EUI-64 link-local). */
-function nicAddrs(fam: Fam, n: PlacedNic): string[] {
-  const s = new Set<string>();
-  if (fam === 4) n.nic.ipv4.filter(isV4).forEach((a) => s.add(a));
-  else {
-    n.nic.ipv6.filter(isV6).forEach((a) => s.add(canonV6(a)));
-    s.add(linkLocalFromMac(n.nic.mac));
-  }
-  return [...s].sort();
-}
-
-function vmAddrs(fam: Fam, nics: PlacedNic[]): string[] {
-  return [...new Set(nics.flatMap((n) => nicAddrs(fam, n)))].sort();
-}
 
 interface VmOut {
   chains: Record<Fam, IptChain[]>;
   sets: SetDef[];
-  addrs: Record<Fam, string[]>;
-  refs: Refs;
   dispatch: { bridge: string; device: string; mac: string; k: number; in: IptRule; out: IptRule }[];
   eb: { chains: EbChain[]; pre: PortRule; post: PortRule }[];
 }
 
-/** One VM's chains, sets and ebtables rules (placed NICs only). */
-function renderVm(vm: VmPolicy, names: ReturnType<typeof vmNames>, placed: PlacedNic[], portNo: Map<string, number>): VmOut {
-  const addrs: Record<Fam, string[]> = { 4: vmAddrs(4, placed), 6: vmAddrs(6, placed) };
-  const refs: Refs = new Map();
+/** One VM's chains, own-address sets and ebtables rules (placed NICs only). */
+function renderVm(vm: VmPlan, names: ReturnType<typeof vmNames>): VmOut {
+  const placed: PlacedNic[] = vm.ports.map((port) => ({ port, index: port.nicIndex, device: port.device, sets: nicSetNames(vm.instanceName, port.nicIndex) }));
   const chains = { 4: [], 6: [] } as Record<Fam, IptChain[]>;
+  const refs: Refs = new Map();
   for (const f of [4, 6] as Fam[]) {
-    const pol: FamilyPolicy = f === 4 ? vm.v4 : vm.v6;
+    const pol = f === 4 ? vm.policy.v4 : vm.policy.v6;
     const ingress = [...userRules(f, 'ingress', pol.ingress, refs), r('end', '-j RETURN')];
     const egress = pol.egressRestricted
       ? [...userRules(f, 'egress', pol.egress, refs), r('deny', '-j DROP')]
@@ -463,41 +447,29 @@ function renderVm(vm: VmPolicy, names: ReturnType<typeof vmNames>, placed: Place
   const dispatch: VmOut['dispatch'] = [];
   const eb: VmOut['eb'] = [];
   for (const n of placed) {
-    const k = portNo.get(n.device)!;
+    const k = n.port.number;
     dispatch.push({
-      bridge: n.bridge, device: n.device, mac: n.nic.mac, k,
+      bridge: n.port.bridge, device: n.device, mac: n.port.nic.mac, k,
       in: r(`vm.${n.device}`, `-m mark --mark ${inMark(k)} -g ${names.def}`),
       out: r(`vm.${n.device}`, `-m mark --mark ${outMark(k)} -j ${names.def}`),
     });
-    eb.push(ebNic(n, vm, k));
+    eb.push(ebNic(n, vm.instanceName));
   }
   return {
-    chains, addrs, refs, dispatch, eb,
+    chains, dispatch, eb,
     sets: placed.flatMap((n): SetDef[] => [
-      { name: n.sets.set4, family: 'inet', members: nicAddrs(4, n) },
-      { name: n.sets.set6, family: 'inet6', members: nicAddrs(6, n) },
+      { name: n.sets.set4, family: 'inet', members: n.port.own[4] },
+      { name: n.sets.set6, family: 'inet6', members: n.port.own[6] },
     ]),
   };
 }
 
-// Memo of renderVm keyed by everything it reads: re-rendering a host after a one-VM change costs one
-// VM's work. Outputs are never mutated, so sharing them between renders is safe; render stays pure.
-// A caller that keeps unchanged VmPolicy objects between renders (the agent does) skips even the
-// content key: policies are plain data the caller does not mutate once handed over.
-const vmMemo = new Map<string, VmOut>();
-const byObject = new WeakMap<VmPolicy, { placement: string; out: VmOut }>();
-function renderVmMemo(vm: VmPolicy, names: ReturnType<typeof vmNames>, placed: PlacedNic[], portNo: Map<string, number>): VmOut {
-  const placement = placed.map((n) => `${n.index}@${n.device}@${n.bridge}@${portNo.get(n.device)}`).join(',');
-  const hit = byObject.get(vm);
-  if (hit && hit.placement === placement) return hit.out;
-  const key = JSON.stringify([vm.instanceName, vm.nics, vm.v4, vm.v6, placement]);
-  let out = vmMemo.get(key);
-  if (!out) {
-    if (vmMemo.size >= 20_000) vmMemo.clear();
-    out = renderVm(vm, names, placed, portNo);
-    vmMemo.set(key, out);
-  }
-  byObject.set(vm, { placement, out });
+// VM plans are memoised by the planner (same content, same object), so their renders are memoised by
+// object: re-rendering a host after a one-VM change costs one VM's work. Outputs are never mutated.
+const vmMemo = new WeakMap<VmPlan, VmOut>();
+function renderVmMemo(vm: VmPlan, names: ReturnType<typeof vmNames>): VmOut {
+  let out = vmMemo.get(vm);
+  if (!out) vmMemo.set(vm, (out = renderVm(vm, names)));
   return out;
 }
 
@@ -534,10 +506,8 @@ function zoneChains(br: string, no: number, withUplink: boolean, vms: [string, n
 }
 
 export function render(input: DataplaneInput): Rendered {
-  const { state, ports } = input;
-  const vmErrors: Record<string, string> = {};
-  const known = new Set(state.sets.map((s) => s.id));
-  const refSets: Refs = new Map();
+  const plan = planHost(input);
+  const vmErrors: Record<string, string> = { ...plan.errors };
   const fam: Record<Fam, { chains: IptChain[]; hooks: IptHook[] }> = { 4: { chains: [], hooks: [] }, 6: { chains: [], hooks: [] } };
   const vmSets: SetDef[] = [];
   const ebChains: EbChain[] = [];
@@ -545,45 +515,34 @@ export function render(input: DataplaneInput): Rendered {
   const ebPost: PortRule[] = [];
   /** Per bridge: dispatch rules into the VMs' <def> chains. */
   const perBridge = new Map<string, { k: number; mac: string; in: IptRule; out: IptRule }[]>();
-  const notrack: Record<Fam, { nt: Set<string>; tr: Set<string> }> = { 4: { nt: new Set(), tr: new Set() }, 6: { nt: new Set(), tr: new Set() } };
   const usedNames = new Map<string, string>();
   const programmed: string[] = [];
-  const portNo = assignPorts(Object.values(ports.nics).map((p) => p.device).filter(safeDevice));
   /** Bridge ports and their numbers (VM taps, then uplinks and unknown taps). */
   const marked: [string, number][] = [];
 
-  for (const vm of state.vms) {
+  for (const vm of plan.vms) {
     const names = vmNames(vm.instanceName);
     const all = [names.vm, names.eg, names.def, names.set4, names.set6];
-    const placed: PlacedNic[] = [];
-    const missing: string[] = [];
-    vm.nics.forEach((nic, index) => {
-      const p = ports.nics[nic.nicId];
-      if (!p) { missing.push(nic.nicId); return; }
-      placed.push({ nic, index, device: p.device, bridge: p.bridge, sets: nicSetNames(vm.instanceName, index) });
+    const ebBases = vm.ports.flatMap((p) => {
+      const sets = nicSetNames(vm.instanceName, p.nicIndex);
+      return [ebBase(vm.instanceName, p.nicIndex), ...(p.nicIndex ? [sets.set4, sets.set6] : [])];
     });
-    const ebBases = placed.flatMap((n) => [ebBase(vm.instanceName, n.index), ...(n.index ? [n.sets.set4, n.sets.set6] : [])]);
-    const problems: string[] = [];
-    if (missing.length) problems.push(`NIC port not found on host: ${missing.join(', ')}`);
-    if (!safeName(vm.instanceName) || names.def.length > MAX_CHAIN) problems.push(`unusable instance name ${JSON.stringify(vm.instanceName)}`);
+    // CloudStack's names are truncated: two instance names may share a chain or set name.
+    const clashes: string[] = [];
     for (const n of [...all, ...ebBases]) {
       const owner = usedNames.get(n);
-      if (owner && owner !== vm.vmId) problems.push(`name ${n} clashes with VM ${owner}`);
+      if (owner && owner !== vm.vmId) clashes.push(`name ${n} clashes with VM ${owner}`);
     }
-    for (const n of placed) if (!safeDevice(n.device) || !safeDevice(n.bridge)) problems.push(`unusable device name ${n.device}@${n.bridge}`);
-    const fatal = problems.some((p) => !p.startsWith('NIC port'));
+    const tooLong = names.def.length > MAX_CHAIN;
+    const problems = vmProblems(vm, { instance: tooLong, clashes });
     if (problems.length) vmErrors[vm.vmId] = problems.join('; ');
-    if (fatal || !placed.length) continue;
+    if (tooLong || clashes.length) continue;
     for (const n of [...all, ...ebBases]) usedNames.set(n, vm.vmId);
     programmed.push(vm.vmId);
 
-    const vo = renderVmMemo(vm, names, placed, portNo);
+    const vo = renderVmMemo(vm, names);
     vmSets.push(...vo.sets);
-    for (const f of [4, 6] as Fam[]) {
-      fam[f].chains.push(...vo.chains[f]);
-      for (const a of vo.addrs[f]) ((f === 4 ? vm.v4 : vm.v6).notrack ? notrack[f].nt : notrack[f].tr).add(a);
-    }
-    for (const [id, f] of vo.refs) if (!refSets.has(id)) refSets.set(id, f);
+    for (const f of [4, 6] as Fam[]) fam[f].chains.push(...vo.chains[f]);
     for (const d of vo.dispatch) {
       let b = perBridge.get(d.bridge);
       if (!b) perBridge.set(d.bridge, (b = []));
@@ -599,26 +558,22 @@ export function render(input: DataplaneInput): Rendered {
 
   if (programmed.length) fam[6].chains.push(...v6SharedChains());
 
-  // Bridges: those with programmed NICs and any the port discovery lists (unknown taps fail closed).
-  const bridges = [...new Set([...perBridge.keys(), ...Object.keys(ports.bridges)])].filter(safeDevice).sort();
-  const bridgeNo = assignNumbers(bridges, MARK_ZONE_MASK - BRIDGE_ZONE_BASE, 'bridges');
+  const bridges = plan.bridges;
   /** Conntrack zones (ebtables nat): one per VM port for traffic between it and the uplink, one per
    *  bridge for traffic between two of its VMs. A packet routed back into the same bridge (two VMs
    *  in different subnets) is seen twice by conntrack, once per leg, each leg in its own zone. */
   const ebZone: EbChain[] = [];
-  for (const br of bridges) {
-    const vms = (perBridge.get(br) ?? []).map((x): [string, number] => [x.mac, x.k]);
-    const withUplink = !!ports.bridges[br]?.uplinks.some(safeDevice);
-    ebZone.push(...bridgeCached(JSON.stringify(['zone', br, bridgeNo.get(br), withUplink, vms]), () => zoneChains(br, bridgeNo.get(br)!, withUplink, vms)));
+  for (const b of bridges) {
+    const vms = (perBridge.get(b.name) ?? []).map((x): [string, number] => [x.mac, x.k]);
+    const withUplink = b.uplinks.length > 0;
+    ebZone.push(...bridgeCached(JSON.stringify(['zone', b.name, b.number, withUplink, vms]), () => zoneChains(b.name, b.number, withUplink, vms)));
   }
-  for (const br of bridges) {
+  for (const b of bridges) {
+    const br = b.name;
     const bc = bridgeChains(br);
-    const info = ports.bridges[br] ?? { uplinks: [], unknownTaps: [] };
     const d = perBridge.get(br) ?? [];
-    const unknown = info.unknownTaps.filter(safeDevice);
-    const uplinks = info.uplinks.filter(safeDevice);
-    for (const u of uplinks) marked.push([u, PORT_UPLINK]);
-    for (const t of unknown) marked.push([t, PORT_UNKNOWN]);
+    for (const u of b.uplinks) marked.push([u, PORT_UPLINK]);
+    for (const t of b.unknown) marked.push([t, PORT_UNKNOWN]);
     // the same chains for both families (never mutated)
     const chains = bridgeCached(JSON.stringify(['bridge', br, d.map((x) => [x.k, x.in.id, x.in.spec, x.out.spec])]), () => [
       makeChain('filter', bc.main, [
@@ -651,8 +606,8 @@ export function render(input: DataplaneInput): Rendered {
       // To the host's own addresses on the bridge: the source VM's egress and anti-spoofing too.
       hook('INPUT', 'in', `-i ${br} -j ${bc.in}`);
     }
-    for (const u of uplinks) ebPre.push([u, `-j ${ebZoneChains(br).uplink}`]);
-    for (const t of unknown) { ebPre.push([t, '-j DROP']); ebPost.push([t, '-j DROP']); }
+    for (const u of b.uplinks) ebPre.push([u, `-j ${ebZoneChains(br).uplink}`]);
+    for (const t of b.unknown) { ebPre.push([t, '-j DROP']); ebPost.push([t, '-j DROP']); }
   }
 
   // raw PREROUTING, one chain (the first CT target a packet meets wins):
@@ -661,14 +616,15 @@ export function render(input: DataplaneInput): Rendered {
   const hostSets: SetDef[] = [];
   for (const f of [4, 6] as Fam[]) {
     const raw: IptRule[] = [];
-    if (notrack[f].nt.size) {
-      const nt = notrackSet(f);
-      const tr = trackedSet(f);
+    const nt = plan.notrack[f];
+    if (nt.untracked.length) {
+      const ntName = notrackSet(f);
+      const trName = trackedSet(f);
       const famName = f === 4 ? 'inet' : 'inet6';
-      hostSets.push({ name: nt, family: famName, members: [...notrack[f].nt].sort() }, { name: tr, family: famName, members: [...notrack[f].tr].sort() });
+      hostSets.push({ name: ntName, family: famName, members: nt.untracked }, { name: trName, family: famName, members: nt.tracked });
       raw.push(
-        r('nt.src', `-m set --match-set ${nt} src -m set ! --match-set ${tr} dst -j CT --notrack`),
-        r('nt.dst', `-m set --match-set ${nt} dst -m set ! --match-set ${tr} src -j CT --notrack`),
+        r('nt.src', `-m set --match-set ${ntName} src -m set ! --match-set ${trName} dst -j CT --notrack`),
+        r('nt.dst', `-m set --match-set ${ntName} dst -m set ! --match-set ${trName} src -j CT --notrack`),
       );
     }
     if (bridges.length) raw.push(r('zone', `-m mark ! --mark 0x0/${hex(MARK_ZONE_MASK)} -m addrtype ! --dst-type LOCAL -j CT --zone mark`));
@@ -678,14 +634,10 @@ export function render(input: DataplaneInput): Rendered {
     fam[f].hooks.push({ table: 'raw', chain: 'PREROUTING', id: `raw.${hashOf([spec]).slice(0, 6)}`, spec });
   }
 
-  const groupSets: SetDef[] = state.sets.map((s) => ({
-    name: groupSetName(s.id),
-    family: s.family === 4 ? 'inet' : 'inet6',
-    members: [...new Set(s.members.map((m) => (s.family === 6 ? canonV6(m) : m)))].sort(),
-  }));
-  const extraSets: SetDef[] = [...refSets].filter(([id]) => !known.has(id)).sort((x, y) => (x[0] < y[0] ? -1 : 1))
-    .map(([id, f]) => ({ name: groupSetName(id), family: f === 4 ? 'inet' : 'inet6', members: [] }));
-  const sets = [...groupSets, ...extraSets, ...hostSets, ...vmSets];
+  const sets: SetDef[] = [
+    ...plan.sets.map((s): SetDef => ({ name: groupSetName(s.id), family: s.family === 4 ? 'inet' : 'inet6', members: s.members })),
+    ...hostSets, ...vmSets,
+  ];
 
   // ebtables always: a libvirt-named port Palisade does not know (a VM whose tap appeared after the
   // last discovery, on a bridge not managed yet) is dropped both ways from the start.

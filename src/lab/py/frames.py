@@ -116,6 +116,12 @@ def main(argv):
             sendp(build(spec, iface), iface=iface, count=c, verbose=False)
             n += c
         print(json.dumps({"sent": n}), flush=True)
+    elif mode == "send-batch":
+        # many frames (specs as JSON on stdin), built first, then sent through one socket
+        iface = argv[1]
+        frames = [build(spec, iface) for spec in json.loads(sys.stdin.read())]
+        sendp(frames, iface=iface, verbose=False)
+        print(json.dumps({"sent": len(frames)}), flush=True)
     elif mode == "dhcp-discover":
         iface, mac, timeout_ms = argv[1], argv[2], int(argv[3])
         conf.checkIPaddr = False

@@ -1,0 +1,218 @@
+// What Palisade owns in nftables (its two `palisade` tables), as read back from `nft -j list table` or
+// as expected after a write, and the difference between that and a desired program. Pure.
+//
+// Chains are compared by ids and hashes (every rule's comment carries its id, the first rule's the
+// chain's hash), never by rule text; sets and maps by their elements. A write never
+// lists anything: it diffs against what the last write (or the first read) left.
+import type { DriftItem } from '../backend.js';
+import { FAMILIES, type NFamily, TABLE } from './names.js';
+import {
+  type NChain, type NSet, type NftProgram,
+  chainDecl, elementLines, isVerdictMap, keyOf, parseComment, ruleLine, setDecl,
+} from './program.js';
+
+export interface KChain { family: NFamily; name: string; base: string | null; ids: string[]; hash: string | null; foreign: number }
+export interface KSet { family: NFamily; name: string; map: boolean; elements: Set<string> }
+export interface KState {
+  tables: Set<NFamily>;
+  chains: Map<string, KChain>;
+  sets: Map<string, KSet>;
+  /** Named counters found in our tables (Palisade makes none: its counters are inline). */
+  counters: Set<string>;
+}
+
+const key = (family: NFamily, name: string) => `${family}/${name}`;
+
+export function emptyState(): KState {
+  return { tables: new Set(), chains: new Map(), sets: new Map(), counters: new Set() };
+}
+
+/** Canonical text of a JSON set element / map value, as the program writes them. */
+function canon(v: unknown): string {
+  if (typeof v === 'number') return String(v);
+  if (typeof v === 'string') return v;
+  if (v && typeof v === 'object') {
+    const o = v as Record<string, any>;
+    if ('goto' in o) return `goto ${o.goto.target}`;
+    if ('jump' in o) return `jump ${o.jump.target}`;
+    if ('drop' in o) return 'drop';
+    if ('accept' in o) return 'accept';
+    if ('return' in o) return 'return';
+    if ('elem' in o) return canon(o.elem.val);
+    if ('prefix' in o) return `${o.prefix.addr}/${o.prefix.len}`;
+    if ('range' in o) return `${canon(o.range[0])}-${canon(o.range[1])}`;
+    if ('concat' in o) return (o.concat as unknown[]).map(canon).join(' . ');
+  }
+  return JSON.stringify(v);
+}
+
+function element(e: unknown, map: boolean): string {
+  if (map && Array.isArray(e)) return `${canon(e[0])} : ${canon(e[1])}`;
+  return canon(e);
+}
+
+/** The base-chain spec as the program writes it. */
+function baseOf(c: Record<string, any>): string | null {
+  if (!c.hook) return null;
+  return `type ${c.type} hook ${c.hook} priority ${c.prio}; policy ${c.policy ?? 'accept'};`;
+}
+
+/** Parse `nft -j list table <family> palisade` (one family's output; absent table: empty text). */
+export function parseTable(family: NFamily, json: string, into: KState = emptyState()): KState {
+  if (!json.trim()) return into;
+  const items = (JSON.parse(json) as { nftables: Record<string, any>[] }).nftables;
+  for (const item of items) {
+    if (item.table && item.table.name === TABLE) into.tables.add(family);
+    const c = item.chain;
+    if (c && c.table === TABLE) into.chains.set(key(family, c.name), { family, name: c.name, base: baseOf(c), ids: [], hash: null, foreign: 0 });
+    const s = item.set ?? item.map;
+    if (s && s.table === TABLE) {
+      const map = !!item.map;
+      into.sets.set(key(family, s.name), { family, name: s.name, map, elements: new Set(((s.elem ?? []) as unknown[]).map((e) => element(e, map))) });
+    }
+    if (item.counter && item.counter.table === TABLE) into.counters.add(key(family, item.counter.name));
+    const r = item.rule;
+    if (r && r.table === TABLE) {
+      const kc = into.chains.get(key(family, r.chain));
+      if (!kc) continue;
+      const pc = parseComment(r.comment);
+      if (!pc) { kc.foreign++; continue; }
+      if (kc.ids.length === 0) kc.hash = pc.hash;
+      kc.ids.push(pc.id);
+    }
+  }
+  return into;
+}
+
+// Chains are immutable and memoised by the renderer: their expected read-back is made once each.
+const expectedChain = new WeakMap<NChain, KChain>();
+
+/** The kernel state right after `p` was written. */
+export function expectedState(p: NftProgram): KState {
+  const k = emptyState();
+  for (const c of p.chains) {
+    k.tables.add(c.family);
+    let kc = expectedChain.get(c);
+    if (!kc) expectedChain.set(c, (kc = { family: c.family, name: c.name, base: c.base ?? null, ids: c.rules.map((r) => r.id), hash: c.hash, foreign: 0 }));
+    k.chains.set(key(c.family, c.name), kc);
+  }
+  for (const s of p.sets) { k.tables.add(s.family); k.sets.set(key(s.family, s.name), { family: s.family, name: s.name, map: s.map, elements: new Set(s.elements) }); }
+  return k;
+}
+
+function sameChain(c: NChain, k: KChain | undefined): boolean {
+  return !!k && k.foreign === 0 && k.hash === c.hash && (k.base ?? null) === (c.base ?? null)
+    && k.ids.length === c.rules.length && k.ids.every((id, i) => id === c.rules[i].id);
+}
+
+const at = (family: NFamily) => `${family} ${TABLE}`;
+
+/**
+ * One `nft` script (one transaction) that turns `k` into `p`, or '' when they match. Order: new
+ * tables, chains, sets, counters; set elements; changed and new chains' rules (a changed chain is
+ * flushed and written again inside the transaction: never visible half-built); verdict-map elements;
+ * then what goes away (chains flushed before any is deleted, so no reference survives); tables last.
+ */
+export function diffScript(p: NftProgram, k: KState): string {
+  const out: string[] = [];
+  const families = new Set<NFamily>([...p.chains.map((c) => c.family), ...p.sets.map((s) => s.family)]);
+  for (const f of FAMILIES) if (families.has(f) && !k.tables.has(f)) out.push(`add table ${at(f)}`);
+  const wantChains = new Map(p.chains.map((c) => [key(c.family, c.name), c]));
+  const wantSets = new Map(p.sets.map((s) => [key(s.family, s.name), s]));
+  const live = (f: NFamily) => families.has(f);
+
+  const rewrite: NChain[] = [];
+  const rebase: NChain[] = [];
+  for (const c of p.chains) {
+    const kc = k.chains.get(key(c.family, c.name));
+    if (!kc) { out.push(chainDecl(c)); rewrite.push(c); continue; }
+    if ((kc.base ?? null) !== (c.base ?? null)) { rebase.push(c); continue; }
+    if (!sameChain(c, kc)) rewrite.push(c);
+  }
+  const newSets: NSet[] = [];
+  for (const s of p.sets) if (!k.sets.has(key(s.family, s.name))) { out.push(setDecl(s)); newSets.push(s); }
+
+  const elementOps = (verdict: boolean) => {
+    for (const s of p.sets) {
+      if (isVerdictMap(s) !== verdict) continue;
+      const ks = k.sets.get(key(s.family, s.name));
+      const have = ks?.elements ?? new Set<string>();
+      const want = new Set(s.elements);
+      // a changed value is a deletion of its key, then an addition
+      out.push(...elementLines('delete', s, [...have].filter((e) => !want.has(e))));
+      out.push(...elementLines('add', s, s.elements.filter((e) => !have.has(e))));
+    }
+  };
+  elementOps(false);
+  for (const c of rebase) out.push(`flush chain ${at(c.family)} ${c.name}`, `delete chain ${at(c.family)} ${c.name}`, chainDecl(c));
+  for (const c of [...rewrite, ...rebase]) {
+    if (k.chains.has(key(c.family, c.name)) && !rebase.includes(c)) out.push(`flush chain ${at(c.family)} ${c.name}`);
+    c.rules.forEach((r, i) => out.push(ruleLine(c, r, i)));
+  }
+  elementOps(true);
+
+  // what goes away (in tables that stay; a table that goes is deleted whole)
+  const goneChains = [...k.chains.values()].filter((c) => live(c.family) && !wantChains.has(key(c.family, c.name)));
+  for (const c of goneChains) out.push(`flush chain ${at(c.family)} ${c.name}`);
+  for (const c of goneChains) out.push(`delete chain ${at(c.family)} ${c.name}`);
+  for (const s of k.sets.values()) if (live(s.family) && !wantSets.has(key(s.family, s.name))) out.push(`delete ${s.map ? 'map' : 'set'} ${at(s.family)} ${s.name}`);
+  for (const c of k.counters) { const [f, n] = c.split('/') as [NFamily, string]; if (live(f)) out.push(`delete counter ${at(f)} ${n}`); }
+  for (const f of FAMILIES) if (k.tables.has(f) && !families.has(f)) out.push(`delete table ${at(f)}`);
+  void newSets;
+  return out.length ? out.join('\n') + '\n' : '';
+}
+
+/** Script removing both tables whether or not they exist (`add` first makes `delete` never fail). */
+export function teardownScript(): string {
+  return FAMILIES.map((f) => `add table ${at(f)}\ndelete table ${at(f)}`).join('\n') + '\n';
+}
+
+/**
+ * What differs between the kernel and the program, for observe. `read`: only these were read (keys
+ * `family/name`, or `bridge/*` for the whole bridge table); objects outside it are not judged.
+ */
+export function drift(p: NftProgram, kernel: KState, read?: Set<string>): DriftItem[] {
+  const seen = (family: NFamily, name: string) => !read || read.has(`${family}/${name}`) || (family === 'bridge' && read.has('bridge/*'));
+  const k: KState = read ? {
+    tables: kernel.tables,
+    chains: new Map([...kernel.chains].filter(([, c]) => seen(c.family, c.name))),
+    sets: new Map([...kernel.sets].filter(([, s]) => seen(s.family, s.name))),
+    counters: new Set([...kernel.counters].filter((c) => seen(c.split('/')[0] as NFamily, c.split('/')[1]))),
+  } : kernel;
+  const families = new Set<NFamily>([...p.chains.map((c) => c.family), ...p.sets.map((s) => s.family)]);
+  p = read ? { chains: p.chains.filter((c) => seen(c.family, c.name)), sets: p.sets.filter((s) => seen(s.family, s.name)) } : p;
+  const out: DriftItem[] = [];
+  for (const f of FAMILIES) {
+    if (families.has(f) && !k.tables.has(f)) out.push({ kind: 'missing', what: `nft table ${f} ${TABLE}` });
+    if (!families.has(f) && k.tables.has(f)) out.push({ kind: 'unexpected', what: `nft table ${f} ${TABLE}` });
+  }
+  for (const c of p.chains) {
+    if (!k.tables.has(c.family)) continue;
+    const kc = k.chains.get(key(c.family, c.name));
+    const what = `nft ${c.family} chain ${c.name}`;
+    if (!kc) { out.push({ kind: 'missing', what }); continue; }
+    if (kc.foreign) out.push({ kind: 'unexpected', what: `${what}: ${kc.foreign} rule(s) without a Palisade id` });
+    const have = new Set(kc.ids);
+    const want = new Set(c.rules.map((r) => r.id));
+    for (const r of c.rules) if (!have.has(r.id)) out.push({ kind: 'missing', what: `${what} rule pal:${r.id}` });
+    for (const id of kc.ids) if (!want.has(id)) out.push({ kind: 'unexpected', what: `${what} rule pal:${id}` });
+    if (!kc.foreign && !sameChain(c, kc) && c.rules.every((r) => have.has(r.id)) && kc.ids.every((id) => want.has(id))) out.push({ kind: 'changed', what });
+  }
+  const wantChains = new Set(p.chains.map((c) => key(c.family, c.name)));
+  for (const [n, c] of k.chains) if (!wantChains.has(n) && families.has(c.family)) out.push({ kind: 'unexpected', what: `nft ${c.family} chain ${c.name}` });
+  for (const s of p.sets) {
+    if (!k.tables.has(s.family)) continue;
+    const ks = k.sets.get(key(s.family, s.name));
+    const what = `nft ${s.family} ${s.map ? 'map' : 'set'} ${s.name}`;
+    if (!ks) { out.push({ kind: 'missing', what }); continue; }
+    const want = new Set(s.elements);
+    for (const e of s.elements) if (!ks.elements.has(e)) out.push({ kind: 'missing', what: `${what} element ${e}` });
+    for (const e of ks.elements) if (!want.has(e)) out.push({ kind: 'unexpected', what: `${what} element ${e}` });
+  }
+  const wantSets = new Set(p.sets.map((s) => key(s.family, s.name)));
+  for (const [n, s] of k.sets) if (!wantSets.has(n) && families.has(s.family)) out.push({ kind: 'unexpected', what: `nft ${s.family} set ${s.name}` });
+  for (const c of k.counters) if (families.has(c.split('/')[0] as NFamily)) out.push({ kind: 'unexpected', what: `nft counter ${c}` });
+  return out;
+}
+
+export { keyOf };
