@@ -103,7 +103,9 @@ test('sudo bash scripts/demo.sh --down from a fresh clone: every claimed pass an
   // What passes, what is blocked and by whose rules — real packets, as the demo printed them.
   const lines = out.split('\n').map((l) => l.trim());
   const verdicts = lines.filter((l) => /^(PASS|BLOCKED) /.test(l)).map((l) => l.replace(/\s+/g, ' ').replace(/: (connected|reply)$/, ''));
-  assert.deepEqual(verdicts.map((v) => v.replace(/ \(i-[^)]*\)$/, '').replace(/: \w+: dropped by /, ' | ')), [
+  // Each block names the kernel chain that dropped it: `(i-1-1-VM …)` on iptables, `(to-i-1-1-VM <reason>)` on nftables.
+  for (const v of verdicts.filter((l) => l.startsWith('BLOCKED'))) assert.match(v, / \((?:to-|from-)?i-\d+-\d+-[^)]*\)$/, v);
+  assert.deepEqual(verdicts.map((v) => v.replace(/ \((?:to-|from-)?i-[^)]*\)$/, '').replace(/: \w+: dropped by /, ' | ')), [
     'PASS client -> web1 tcp/80 10.1.0.10',
     'PASS client -> web1 tcp/443 10.1.0.10',
     'PASS outside -> web1 tcp/80 10.1.0.10',
