@@ -177,7 +177,8 @@ export function DryRunSummary({ result }: { result: Record<string, unknown> }) {
   const list = (v: unknown) => (Array.isArray(v) ? v : typeof v === 'number' ? null : v === undefined ? [] : [v]);
   const count = (v: unknown) => (Array.isArray(v) ? v.length : typeof v === 'number' ? v : v ? 1 : 0);
   const vms = result.affectedvirtualmachines;
-  const hosts = result.affectedhosts;
+  // Only root admins get the hosts by name; everyone gets their count.
+  const hosts = result.affectedhostcount ?? result.affectedhosts;
   const redundant = result.redundant;
   const names = (list(vms) ?? []).map((v) => (typeof v === 'object' && v ? String((v as Record<string, unknown>).name ?? (v as Record<string, unknown>).id ?? '') : String(v))).filter(Boolean);
   const isRedundant = redundant === true || redundant === 'true' || (typeof redundant === 'object' && redundant !== null && !Array.isArray(redundant));

@@ -4,7 +4,8 @@
 //
 // Result `dryrun`:
 // - affectedvirtualmachines / affectedhosts: the group's members (their policy includes the group's
-//   rules) and the hosts where members run (where kernels would change).
+//   rules) and the hosts where members run (where kernels would change); hosts are named to root
+//   admins only (others get affectedhostcount), as a VM's host is everywhere else in the API.
 // - authorize: `redundant` (policy/redundancy.ts: per family, nothing new is allowed, whatever the
 //   membership of referenced groups), per-family detail with the existing rules that cover it or a
 //   packet that shows it is not covered, `newrulecount` (0: every rule already exists, the real call
@@ -52,12 +53,17 @@ export async function affectedBy(db: Db, groupId: number): Promise<Affected> {
   return { vms: vms.map((v) => ({ id: v.id, uuid: v.uuid, name: v.name, state: v.state, hostId: v.host_id })), hosts };
 }
 
-function affectedView(a: Affected): Record<string, unknown> {
+/**
+ * Which hosts are affected is named to root admins only; others get the count. Hosts are the operator's
+ * infrastructure: CloudStack shows a VM's host to root admins only, and so do listVirtualMachines and
+ * listSecurityGroupDrops here.
+ */
+function affectedView(a: Affected, ctx: CommandContext): Record<string, unknown> {
   return {
     affectedvirtualmachinecount: a.vms.length,
     affectedvirtualmachines: a.vms.map((v) => ({ id: v.uuid, name: v.name, state: v.state })),
     affectedhostcount: a.hosts.length,
-    affectedhosts: a.hosts.map((h) => ({ id: h.uuid, name: h.name })),
+    ...(ctx.caller.role === 'admin' ? { affectedhosts: a.hosts.map((h) => ({ id: h.uuid, name: h.name })) } : {}),
   };
 }
 
@@ -116,7 +122,7 @@ export async function authorizeDryRun(ctx: CommandContext, g: { id: number; uuid
   return {
     securitygroup: { id: g.uuid, name: g.name, account: owner?.account, domainid: owner?.domainid, domain: owner?.domain, [`${dir}rule`]: wouldBe },
     dryrun: {
-      ...affectedView(affected),
+      ...affectedView(affected, ctx),
       newrulecount: rows.length,
       redundant: perFamily.every((f) => f.redundant),
       redundancy: perFamily.filter((f) => f.applies).map((f) => redundancyView(f, names)),
@@ -133,7 +139,7 @@ export async function revokeDryRun(ctx: CommandContext, groupId: number, rule: S
   // The rule was the last egress rule of a family it applies to: removing it opens that family's egress.
   const opensEgress = perFamily.some((f) => f.applies && f.restrictsEgress);
   return {
-    ...affectedView(affected),
+    ...affectedView(affected, ctx),
     redundant: perFamily.every((f) => f.redundant),
     opensegress: opensEgress,
     trackedconnections: await trackedConnections(ctx, affected, rule),
