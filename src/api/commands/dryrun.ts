@@ -7,9 +7,11 @@
 //   rules) and the hosts where members run (where kernels would change); hosts are named to root
 //   admins only (others get affectedhostcount), as a VM's host is everywhere else in the API.
 // - authorize: `redundant` (policy/redundancy.ts: per family, nothing new is allowed, whatever the
-//   membership of referenced groups), per-family detail with the existing rules that cover it or a
-//   packet that shows it is not covered, `newrulecount` (0: every rule already exists, the real call
-//   fails), and `restrictsegress` (the first egress rule of a family closes open egress).
+//   membership of referenced groups), per-family detail with the existing rules that cover it (the
+//   first 100 in `coveredby`, all counted in `coveredbycount`) or a packet that shows it is not covered,
+//   `newrulecount` (0: every rule already exists, the real call fails), and `restrictsegress` (the first
+//   egress rule of a family closes open egress). The redundancy work is bounded: a group with too many
+//   rules to decide within it gets `decided: false` (and `redundant: false`) for that family.
 // - revoke: `redundant` (the remaining rules still allow everything it allowed), `opensegress` (the
 //   last egress rule of a family: egress opens), and `trackedconnections`: the connections tracked right
 //   now on the affected VMs that no remaining rule would allow, asked of the agents through the
@@ -69,9 +71,16 @@ function affectedView(a: Affected, ctx: CommandContext): Record<string, unknown>
 
 const familyName = (f: Family) => (f === 4 ? 'ipv4' : 'ipv6');
 
+/** Rules listed in `coveredby` (all are counted in `coveredbycount`): a job result stays small whatever the group holds. */
+const COVERED_BY_LISTED = 100;
+
 function redundancyView(r: FamilyRedundancy, setNames: Map<string, string>): Record<string, unknown> {
   const out: Record<string, unknown> = { family: familyName(r.family), redundant: r.redundant };
-  if (r.redundant) out.coveredby = r.coveredBy;
+  if (r.decided === false) {
+    out.decided = false;
+    out.detail = 'the group has too many rules to decide redundancy within the time bound of a dry run';
+  }
+  if (r.redundant) { out.coveredby = r.coveredBy.slice(0, COVERED_BY_LISTED); out.coveredbycount = r.coveredBy.length; }
   if (r.witness) {
     const w = r.witness;
     out.notcovered = {
