@@ -99,3 +99,20 @@ test('guessing your current password through updateUser is bounded like login, a
   assert.equal((await login(s.url, 'alice', 'alice-new-password', { domain: '/d1' })).status, 200);
   assert.equal((await login(s.url, 'carol', 'carol-password', { domain: '/d1' })).status, 429, 'carol stays locked');
 });
+
+test('a user account\'s user cannot mint API keys for another user of the same account (as updateUser cannot change them)', async () => {
+  const alice = users.alice;
+  const second = (await ok('createUser', { account: 'alice', domainid: d1, username: 'alice-ci', password: 'alice-ci-password', firstname: 'CI', lastname: 'Bot' })).user;
+  const ciKeys = (await ok('registerUserKeys', { id: second.id })).userkeys;
+  const before = await s.call('listZones', {}, ciKeys);
+  assert.equal(before.status, 200);
+  const r = await s.call('registerUserKeys', { id: second.id }, alice);
+  assert.equal(r.status, 531, JSON.stringify(r.body));
+  assert.equal((await s.call('updateUser', { id: second.id, firstname: 'x' }, alice)).status, 531, 'updateUser says the same');
+  assert.equal((await s.call('listZones', {}, ciKeys)).status, 200, 'the other user\'s keys still work');
+  // the twins: your own keys, and a domain admin for a user of its domain
+  const own = await s.call('registerUserKeys', { id: alice.userId }, alice);
+  assert.equal(own.status, 200, JSON.stringify(own.body));
+  Object.assign(alice, own.body.registeruserkeysresponse.userkeys);
+  assert.equal((await s.call('registerUserKeys', { id: second.id }, users.dadmin)).status, 200);
+});

@@ -336,6 +336,10 @@ const registerUserKeys: CommandDef = {
       .select(['u.id', 'u.uuid', 'u.username', 'u.account_id', 'a.domain_id']).where('u.uuid', '=', id).where('u.removed', 'is', null).executeTakeFirst() : undefined;
     if (!u) throw paramError(`unable to find user by id`);
     await ctx.access.checkAccess(u.account_id, u.domain_id);
+    // As for updateUser: a user account's user acts on itself only. New keys for another user of the
+    // same account would hand the caller that user's credentials (and cut off that user's scripts).
+    const c = ctx.caller;
+    if (c.role === 'user' && u.id !== c.userId) throw permissionDenied(`Account ${c.accountName} does not have permission to register keys for user ${u.uuid}`);
     const apikey = newApiKey();
     const secretkey = newApiKey();
     await ctx.db.updateTable('users').set({ apikey, secretkey }).where('id', '=', u.id).execute();
