@@ -1,7 +1,8 @@
 // HTTP front of the API: /client/api over GET (query) and POST (form body). Answers CloudStack's JSON
 // envelopes when the request says `response=json`, else CloudStack's XML (its default). Before anything
 // else a request is held to the bounds of limits.ts: the body size (while it is read) and the number of
-// parameters (counted before they are decoded); such refusals are CloudStack-shaped 431 errors. Login
+// parameters (counted before they are decoded), and the time to receive it; such refusals are
+// CloudStack-shaped 431 errors (a late request: 408, from Node). Login
 // sessions (cookie + sessionkey) come in through the transport; the web console is served at `/`.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { CommandDef } from './command.js';
@@ -9,7 +10,7 @@ import { Dispatcher, type ApiReply, type DispatcherDeps } from './dispatcher.js'
 import { allCommands } from './registry.js';
 import { envelope, errorBody } from './envelope.js';
 import { countPairs, queryOf, readParams, wantsJson, wantsJsonRaw } from './form.js';
-import { MAX_BODY_BYTES, MAX_PARAMETERS } from './limits.js';
+import { MAX_BODY_BYTES, MAX_PARAMETERS, REQUEST_TIMEOUT_MS } from './limits.js';
 import { XML_TYPE, toXml } from './xml.js';
 import { SessionAuth, parseCookies, type Transport } from './sessions.js';
 import { registerConsole } from './console.js';
@@ -21,7 +22,11 @@ const JSON_TYPE = 'application/json; charset=UTF-8';
  * The dispatcher's dependencies; `commands` defaults to every registered command, `sessions` to
  * login sessions with default timeouts; `console: false` leaves out the web console.
  */
-export type ServerOptions = Omit<DispatcherDeps, 'commands'> & { commands?: CommandDef[]; console?: boolean };
+export type ServerOptions = Omit<DispatcherDeps, 'commands'> & {
+  commands?: CommandDef[]; console?: boolean;
+  /** Time to receive a whole request (default REQUEST_TIMEOUT_MS; tests shorten it). */
+  requestTimeoutMs?: number;
+};
 
 function transportOf(req: FastifyRequest): Transport {
   const h = req.headers;
@@ -57,12 +62,17 @@ const refusal = (code: number, text: string): ApiReply => ({ status: code, body:
 
 /** The fastify instance serving /client/api; not listening yet (the caller adds the agent channel and listens). */
 export async function buildServer(opts: ServerOptions): Promise<FastifyInstance> {
+  const requestTimeout = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
   const app = Fastify({
     loggerInstance: opts.log as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     // Bounded like the API's own reader, for any other route that looks at req.query.
     routerOptions: { querystringParser: (s: string) => (countPairs(s, MAX_PARAMETERS) > MAX_PARAMETERS ? {} : decodeForm(s)) },
     bodyLimit: 4 * 1024 * 1024,
+    // A request arrives whole within the bound or gets 408 and its connection closed; checked every
+    // second (Node's default is every 30 s). WebSocket connections (/agent) leave these checks once upgraded.
+    requestTimeout: requestTimeout,
+    http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1000, requestTimeout) },
   });
   const sessions = opts.sessions ?? new SessionAuth({ db: opts.db, log: opts.log, now: opts.now });
   const dispatcher = new Dispatcher({ ...opts, sessions, commands: opts.commands ?? allCommands() });
