@@ -13,6 +13,8 @@ import { SessionAuth } from './sessions.js';
 import { ApiMetrics, parseAllowList, registerMetricsRoute } from './metrics.js';
 import { MetricsRegistry } from '../metrics/registry.js';
 import { pruneDrops } from '../store/queries/drops.js';
+import { purgeHistory } from '../store/queries/retention.js';
+import { readRetention } from '../store/queries/settings.js';
 
 const DROP_PRUNE_MS = 3600_000;
 
@@ -82,9 +84,18 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const metrics = new MetricsRegistry({ process: true });
   const app = await buildServer({ db, sink: cp.sink, log, serverId, sessions, observer: new ApiMetrics(metrics, db) });
   if (o.metrics === 'on') registerMetricsRoute(app, metrics, metricsAllow);
-  // The drop log's age bound also holds while no agent reports anything (ingestion prunes otherwise).
-  const pruner = setInterval(() => { pruneDrops(db, new Date()).catch((err) => log.error({ err }, 'drop log prune failed')); }, DROP_PRUNE_MS);
+  // The drop log's age bound also holds while no agent reports anything (ingestion prunes otherwise);
+  // finished jobs and old events go as CloudStack's job.expire.minutes / event.purge.delay say, at start
+  // (a restart after a flood cleans up) and hourly.
+  const purgeHistoryNow = () => readRetention(db).then((r) => purgeHistory(db, new Date(), r))
+    .then((n) => { if (n.jobs || n.events) log.info(n, 'purged expired async jobs and events'); })
+    .catch((err) => log.error({ err }, 'history purge failed'));
+  const pruner = setInterval(() => {
+    pruneDrops(db, new Date()).catch((err) => log.error({ err }, 'drop log prune failed'));
+    void purgeHistoryNow();
+  }, DROP_PRUNE_MS);
   pruner.unref();
+  void purgeHistoryNow();
   await cp.register(app);
   await app.listen({ host: listen.host, port: listen.port });
   log.info({ url: `http://${listen.host}:${listen.port}/client/api`, console: `http://${listen.host}:${listen.port}/`, store: cfg.kind }, 'palisade server listening');

@@ -116,3 +116,41 @@ test('a user account\'s user cannot mint API keys for another user of the same a
   Object.assign(alice, own.body.registeruserkeysresponse.userkeys);
   assert.equal((await s.call('registerUserKeys', { id: second.id }, users.dadmin)).status, 200);
 });
+
+test('history does not grow for ever: finished jobs and old events are purged as CloudStack\'s job.expire.minutes / event.purge.delay say', async () => {
+  // CloudStack's settings, root admin only, validated
+  const listed = (await ok('listConfigurations', { category: 'Advanced' })).configuration;
+  assert.deepEqual(listed.map((c: any) => [c.name, c.value]), [['event.purge.delay', '15'], ['job.expire.minutes', '1440']]);
+  assert.equal((await s.call('updateConfiguration', { name: 'job.expire.minutes', value: '59' })).status, 431);
+  assert.equal((await s.call('updateConfiguration', { name: 'event.purge.delay', value: '-1' })).status, 431);
+  assert.equal((await s.call('listConfigurations', {}, users.dadmin)).status, 432);
+  // a tenant's flood of failing async calls leaves jobs and events; as if it were weeks ago:
+  for (let i = 0; i < 5; i++) {
+    const r = await s.callAndWait('revokeSecurityGroupIngress', { id: '00000000-0000-4000-8000-000000000000' }, users.alice);
+    assert.equal(r.body.jobstatus, 2);
+  }
+  const { default: Database } = await import('better-sqlite3');
+  const file = `${s.dataDir}/palisade.db`;
+  const old = new Date(Date.now() - 20 * 86_400_000).toISOString();
+  const sql = new Database(file);
+  const jobs = sql.prepare(`update async_jobs set created = ?, completed = ? where command = 'revokeSecurityGroupIngress' and status = 2`).run(old, old).changes;
+  const events = sql.prepare(`update events set created = ? where type = 'SG.REVOKE.INGRESS'`).run(old).changes;
+  const recentEvents = (sql.prepare(`select count(*) as n from events where created > ?`).get(old) as { n: number }).n;
+  sql.close();
+  assert.deepEqual([jobs, events], [5, 15]);
+  // the server purges at start (and hourly): after a restart they are gone, the rest stays
+  await s.restart();
+  const count = () => {
+    const db = new Database(file, { readonly: true });
+    try {
+      return [(db.prepare(`select count(*) as n from async_jobs where created = ?`).get(old) as { n: number }).n,
+        (db.prepare(`select count(*) as n from events where created = ?`).get(old) as { n: number }).n,
+        (db.prepare(`select count(*) as n from events where created > ?`).get(old) as { n: number }).n];
+    } finally { db.close(); }
+  };
+  for (let i = 0; i < 100 && count()[0] + count()[1] > 0; i++) await new Promise((r) => setTimeout(r, 100));
+  const [oldJobs, oldEvents, newer] = count();
+  assert.deepEqual([oldJobs, oldEvents], [0, 0]);
+  assert.ok(newer >= recentEvents, 'recent events stay');
+  assert.equal((await s.call('listZones', {}, users.alice)).status, 200);
+});
