@@ -106,6 +106,9 @@ const createAccount: CommandDef = {
       domain = { id: d.id, uuid: d.uuid };
     }
     await (ctx.access as CallerAccess).checkDomain(domain.id, domain.uuid);
+    // Usernames are unique per domain and no index can say so (they live in accounts): the domain's lock
+    // makes check-then-insert atomic on PostgreSQL, where concurrent creators would all pass the check.
+    await lockDomain(ctx.db, domain.id);
     const dupAcct = await ctx.db.selectFrom('accounts').select('id').where('name', '=', accountName).where('domain_id', '=', domain.id)
       .where('removed', 'is', null).executeTakeFirst();
     if (dupAcct) throw new ApiError(431, `The specified account: ${accountName} already exists`, 4350);

@@ -4,6 +4,7 @@ import { ApiError, paramError, permissionDenied, type CommandDef, type PrepareCo
 import { CallerAccess, findDomainByUuid } from '../access.js';
 import { insertUser } from '../../store/queries/accounts.js';
 import { deleteUserSessions } from '../../store/queries/sessions.js';
+import { lockDomain } from '../../store/queries/lock.js';
 import { hashPassword, verifyPassword } from '../passwords.js';
 import { checkNewPassword, newPasswordHash, prepareNewPassword, userResponses } from './accounts.js';
 
@@ -66,6 +67,7 @@ const createUser: CommandDef = {
       .where('domain_id', '=', domain.id).where('removed', 'is', null).executeTakeFirst();
     if (!acct) throw paramError(`Unable to find account ${accountName} in domain id=${domain.uuid} to create user`);
     await ctx.access.checkAccess(acct.id, acct.domain_id);
+    await lockDomain(ctx.db, domain.id); // usernames are unique per domain (see createAccount)
     const dup = await ctx.db.selectFrom('users as u').innerJoin('accounts as a', 'a.id', 'u.account_id').select('u.id')
       .where('u.username', '=', username).where('a.domain_id', '=', domain.id).where('u.removed', 'is', null).executeTakeFirst();
     if (dup) throw paramError(`The user ${username} already exists in domain ${domain.uuid}`);
@@ -109,6 +111,7 @@ const updateUser: CommandDef = {
     const username = p.str('username');
     if (username !== undefined && username.trim() !== u.username) {
       if (username.trim() === '') throw paramError('Username cannot be empty');
+      await lockDomain(ctx.db, u.domain_id); // usernames are unique per domain (see createAccount)
       const dup = await ctx.db.selectFrom('users as x').innerJoin('accounts as a', 'a.id', 'x.account_id').select('x.id')
         .where('x.username', '=', username.trim()).where('a.domain_id', '=', u.domain_id).where('x.removed', 'is', null).executeTakeFirst();
       if (dup) throw paramError(`The username ${username.trim()} already exists in domain`);
