@@ -139,5 +139,5 @@ export function explainPacket(policy: VmPolicy, nic: NicPolicy | undefined, pack
   if (fp.notrack) {
     return { allow: true, reason: 'untracked', policyRule, apiRules, detail: `the VM's groups allow all ${fam} traffic from and to anywhere in both directions: ${fam} is not connection-tracked` };
   }
-  return { allow: true, reason: 'rule', policyRule, apiRules, detail: `allowed by a ${packet.direction} rule` };
+  return { allow: true, reason: 'rule', policyRule, apiRules, detail: `allowed by an ${packet.direction} rule` };
 }

@@ -73,6 +73,10 @@ test('a dry run names the affected hosts to root admins only, as listVirtualMach
       assert.ok(!JSON.stringify(d).includes('kvm-secret-rack7'));
     }
   }
+  // explain, the other observability command about the same VM, reads as English too
+  const vm = (await ok('listVirtualMachines', {}, users.alice)).virtualmachine[0];
+  const e = (await ok('explainSecurityGroupTraffic', { virtualmachineid: vm.id, direction: 'ingress', protocol: 'tcp', port: 22, address: '192.0.2.7' }, users.alice)).securitygrouptraffic;
+  assert.deepEqual([e.allowed, e.detail], [true, 'allowed by an ingress rule']);
   const root = (await ok('revokeSecurityGroupIngress', { id: sshRule, dryrun: true })).dryrun;
   assert.deepEqual(root.affectedhosts.map((h: any) => h.name), ['kvm-secret-rack7']);
   assert.equal(root.affectedhostcount, 1);
