@@ -26,13 +26,21 @@ export type ServerOptions = Omit<DispatcherDeps, 'commands'> & {
   commands?: CommandDef[]; console?: boolean;
   /** Time to receive a whole request (default REQUEST_TIMEOUT_MS; tests shorten it). */
   requestTimeoutMs?: number;
+  /**
+   * Reverse proxies (addresses or CIDRs) whose X-Forwarded-For / -Proto / -Host are believed. Without
+   * them those headers are ignored (a client could claim any address); behind a proxy every client then
+   * has the proxy's address, and the login limiter's per-address bound would lock everyone out at once.
+   */
+  trustProxy?: string[];
 };
 
 function transportOf(req: FastifyRequest): Transport {
   const h = req.headers;
   const one = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v);
+  // req.ip, req.host and req.protocol are the client's as a trusted proxy reports them (trustProxy),
+  // else the connection's and the Host header.
   return {
-    method: req.method, cookies: parseCookies(one(h.cookie)), origin: one(h.origin), host: one(h.host),
+    method: req.method, cookies: parseCookies(one(h.cookie)), origin: one(h.origin), host: req.host || undefined,
     fetchSite: one(h['sec-fetch-site']), address: req.ip, secure: req.protocol === 'https',
   };
 }
@@ -72,6 +80,7 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
     // A request arrives whole within the bound or gets 408 and its connection closed; checked every
     // second (Node's default is every 30 s). WebSocket connections (/agent) leave these checks once upgraded.
     requestTimeout: requestTimeout,
+    ...(opts.trustProxy?.length ? { trustProxy: opts.trustProxy } : {}),
     http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1000, requestTimeout) },
   });
   const sessions = opts.sessions ?? new SessionAuth({ db: opts.db, log: opts.log, now: opts.now });
