@@ -102,7 +102,7 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
         opts.log.info({ parameters: read.count }, 'request refused: too many parameters');
         return sendReply(reply, refusal(431, `Too many parameters in the request: at most ${MAX_PARAMETERS} are accepted`), wantsJsonRaw(query, body));
       }
-      const answer = await dispatcher.handle(read.params, transportOf(req));
+      const answer = await dispatcher.handle(read.params, { ...transportOf(req), query });
       if (answer.cookies?.length) reply.header('set-cookie', answer.cookies);
       if (answer.headers) reply.headers(answer.headers);
       // Session answers are per user: never cached by a browser or a proxy.

@@ -158,3 +158,14 @@ test('history does not grow for ever: finished jobs and old events are purged as
   assert.ok(newer >= recentEvents, 'recent events stay');
   assert.equal((await s.call('listZones', {}, users.alice)).status, 200);
 });
+
+test('login refuses a password in the URL even over POST (it would stay in access logs); in the body it works', async () => {
+  const creds = JSON.parse((await import('node:fs')).readFileSync(`${s.dataDir}/admin-credentials.json`, 'utf8'));
+  const inUrl = await fetch(`${s.url}?command=login&response=json&username=admin&Password=${encodeURIComponent(creds.password)}`, { method: 'POST' });
+  assert.equal(inUrl.status, 405);
+  assert.match((await inUrl.json()).loginresponse.errortext, /body/);
+  assert.equal(inUrl.headers.getSetCookie().length, 0);
+  // the twin: the same POST with the password in the body (other parameters may stay in the URL)
+  const inBody = await fetch(`${s.url}?command=login&response=json`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ username: 'admin', password: creds.password }).toString() });
+  assert.equal(inBody.status, 200);
+});
