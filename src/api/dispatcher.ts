@@ -13,6 +13,7 @@ import { insertEvents, type EventRow } from './events.js';
 import { envelope, errorBody, resultBody } from './envelope.js';
 import { checkFreshness, verifySignature } from './signing.js';
 import { MAX_PARAMETER_NAME_LENGTH, MAX_STORED_ERROR_TEXT, bounded } from './limits.js';
+import { JobQueue } from './job-queue.js';
 import type { SessionAuth, Transport } from './sessions.js';
 import type { ApiObserver } from './metrics.js';
 import type { ConnectionInspector } from '../model/telemetry.js';
@@ -40,6 +41,8 @@ export interface DispatcherDeps {
   observer?: ApiObserver;
   /** Agents' conntrack, for revoke dry runs (provided by the control plane when it can). */
   connections?: ConnectionInspector;
+  /** Async jobs running at once (job-queue.ts); default 2. */
+  jobConcurrency?: number;
 }
 
 /** `cookies`: Set-Cookie values; `headers`: extra response headers (login/logout only). */
@@ -50,10 +53,12 @@ const ROLE_BY_TYPE: Record<number, Role> = { 0: 'user', 1: 'admin', 2: 'domainad
 export class Dispatcher {
   readonly commands = new Map<string, CommandDef>();
   private readonly inflight = new Set<Promise<void>>();
+  private readonly jobs: JobQueue;
   private closing = false;
 
   constructor(private readonly deps: DispatcherDeps) {
     for (const c of deps.commands) this.commands.set(c.name.toLowerCase(), c);
+    this.jobs = new JobQueue(deps.jobConcurrency ?? 2);
   }
 
   private nowIso(): string { return (this.deps.now?.() ?? new Date()).toISOString(); }
@@ -215,7 +220,8 @@ export class Dispatcher {
       }).execute();
       if (def.eventType && !def.quiet?.(params)) await insertEvents(trx, caller, [{ type: def.eventType, description, state: 'Scheduled' }], now);
     });
-    const p = this.execute(def, params, caller, jobId, instanceUuid, description).finally(() => this.inflight.delete(p));
+    // Queued (jobstatus 0 meanwhile): accounts take turns and requests keep being served between jobs.
+    const p = this.jobs.submit(caller.accountId, () => this.execute(def, params, caller, jobId, instanceUuid, description)).finally(() => this.inflight.delete(p));
     this.inflight.add(p);
     const body: Record<string, unknown> = instanceUuid ? { id: instanceUuid, jobid: jobId } : { jobid: jobId };
     return { status: 200, body: envelope(def.name, body) };
@@ -267,7 +273,7 @@ export class Dispatcher {
     while (this.inflight.size) await Promise.allSettled([...this.inflight]);
   }
 
-  /** Wait for running async jobs (graceful shutdown). */
+  /** Wait for every accepted async job, running or queued (graceful shutdown). */
   async drain(): Promise<void> {
     this.closing = true;
     while (this.inflight.size) await Promise.allSettled([...this.inflight]);
