@@ -31,6 +31,11 @@ export interface ParamDef {
   of?: 'string' | 'uuid' | 'integer';
   /** for type 'string': the longest value accepted (characters); default 255, as CloudStack's @Parameter(length) */
   length?: number;
+  /**
+   * for type 'boolean': refuse (431) any value but true/false (any case). CloudStack reads every other
+   * value as false; a flag whose false means "really do it" (dryrun) must not be misread that way.
+   */
+  strict?: boolean;
   since?: string;
 }
 
@@ -53,6 +58,25 @@ export interface Caller {
   role: Role;
   /** Set when the call came through a login session (sessions.ts), not a signed API key. */
   sessionId?: number;
+  /** The peer's address, when the call came over HTTP (bounds password guessing per address). */
+  address?: string;
+}
+
+/** Counts guesses of a user's password outside `login` (the login limiter's, bound to the caller's address). */
+export interface PasswordAttempts {
+  /** Before checking a password of `user` (`<domain id>/<username>`, as login counts it): false while locked. */
+  begin(user: string): { allowed: boolean; retryAfterSeconds: number };
+  /** The password was right. */
+  succeeded(user: string): void;
+}
+
+/** What `prepare` may use: the store outside any transaction (read only), the caller, the request. */
+export interface PrepareContext {
+  readonly db: Kysely<Database>;
+  readonly caller: Caller;
+  readonly params: Params;
+  /** Absent when the server has no login sessions (in-process callers): guesses are then not counted. */
+  readonly passwordAttempts?: PasswordAttempts;
 }
 
 /** Ownership and access rules (CloudStack's finalizeOwner / checkAccess / buildACLSearchParameters). */
@@ -90,6 +114,8 @@ export interface CommandContext {
   changed(...changes: Change[]): void;
   /** Asks agents about tracked connections (revoke dry runs); absent until the control plane provides it. */
   readonly connections?: ConnectionInspector;
+  /** What the command's `prepare` returned (undefined without one). */
+  readonly prepared?: unknown;
 }
 
 export type CommandResult =
@@ -120,5 +146,19 @@ export interface CommandDef {
   authenticator?: 'login' | 'logout';
   /** Optional: true when this request must record no events at all (dry runs change nothing). */
   quiet?(params: Params): boolean;
+  /**
+   * Optional: true when this request only reads (dry runs). `handle` then runs outside any store
+   * transaction, so a slow step (asking agents, up to seconds) holds no connection — on SQLite the only
+   * one, which every other request waits for. It must write nothing, emit no events and publish no
+   * changes (the framework refuses the result if it does); an async job's own row is still written.
+   */
+  readOnly?(params: Params): boolean;
+  /**
+   * Optional: slow work done BEFORE the command's transaction and outside it — password hashing and
+   * checking (scrypt: ~0.1 s of CPU each), which inside the transaction would hold the store (on SQLite,
+   * every other request). It must not write; it may throw ApiErrors. `handle` gets its result as
+   * `ctx.prepared` and re-checks whatever it relied on inside the transaction.
+   */
+  prepare?(p: PrepareContext): Promise<unknown>;
   handle(ctx: CommandContext): Promise<CommandResult>;
 }

@@ -6,13 +6,14 @@ import type { Logger } from 'pino';
 import type { Db } from '../store/db.js';
 import type { Change, ChangeSink } from '../model/changes.js';
 import type { Role } from '../model/types.js';
-import { ApiError, type Caller, type CommandContext, type CommandDef, type CommandResult, type EventInput } from './command.js';
+import { ApiError, type Caller, type CommandContext, type CommandDef, type CommandResult, type EventInput, type PasswordAttempts } from './command.js';
 import { RequestParams, validateParams } from './params.js';
 import { CallerAccess } from './access.js';
 import { insertEvents, type EventRow } from './events.js';
 import { envelope, errorBody, resultBody } from './envelope.js';
 import { checkFreshness, verifySignature } from './signing.js';
 import { MAX_PARAMETER_NAME_LENGTH, MAX_STORED_ERROR_TEXT, bounded } from './limits.js';
+import { JobQueue } from './job-queue.js';
 import type { SessionAuth, Transport } from './sessions.js';
 import type { ApiObserver } from './metrics.js';
 import type { ConnectionInspector } from '../model/telemetry.js';
@@ -40,6 +41,8 @@ export interface DispatcherDeps {
   observer?: ApiObserver;
   /** Agents' conntrack, for revoke dry runs (provided by the control plane when it can). */
   connections?: ConnectionInspector;
+  /** Async jobs running at once (job-queue.ts); default 2. */
+  jobConcurrency?: number;
 }
 
 /** `cookies`: Set-Cookie values; `headers`: extra response headers (login/logout only). */
@@ -50,10 +53,12 @@ const ROLE_BY_TYPE: Record<number, Role> = { 0: 'user', 1: 'admin', 2: 'domainad
 export class Dispatcher {
   readonly commands = new Map<string, CommandDef>();
   private readonly inflight = new Set<Promise<void>>();
+  private readonly jobs: JobQueue;
   private closing = false;
 
   constructor(private readonly deps: DispatcherDeps) {
     for (const c of deps.commands) this.commands.set(c.name.toLowerCase(), c);
+    this.jobs = new JobQueue(deps.jobConcurrency ?? 2);
   }
 
   private nowIso(): string { return (this.deps.now?.() ?? new Date()).toISOString(); }
@@ -127,6 +132,7 @@ export class Dispatcher {
         return await this.deps.sessions.handle(def, raw, transport);
       }
       const caller = await this.authenticate(raw, transport);
+      if (transport) caller.address = transport.address;
       if (def.roles && !def.roles.includes(caller.role)) throw new ApiError(432, UNKNOWN_COMMAND);
       return await this.run(def, raw, caller);
     } catch (err) {
@@ -157,21 +163,43 @@ export class Dispatcher {
 
   private async transaction(def: CommandDef, params: RequestParams, caller: Caller, job: { jobId?: string; instanceUuid?: string },
     onCommit?: (trx: CommandContext['db'], result: CommandResult, events: EventRow[]) => Promise<void>) {
+    const prepared = def.prepare ? await def.prepare({ db: this.deps.db, caller, params, passwordAttempts: this.passwordAttempts(caller) }) : undefined;
     const now = this.nowIso();
-    return this.deps.db.transaction().execute(async (trx) => {
+    const handle = async (db: CommandContext['db']) => {
       const events: EventRow[] = [];
       const changes: Change[] = [];
       const ctx: CommandContext = {
-        command: def.name, db: trx, caller, params, access: new CallerAccess(trx, caller), now,
-        jobId: job.jobId, instanceUuid: job.instanceUuid, connections: this.deps.connections,
+        command: def.name, db, caller, params, access: new CallerAccess(db, caller), now,
+        jobId: job.jobId, instanceUuid: job.instanceUuid, connections: this.deps.connections, prepared,
         event: (e: EventInput) => { events.push({ ...e, state: e.state ?? 'Completed' }); },
         changed: (...c: Change[]) => { changes.push(...c); },
       };
-      const result = await def.handle(ctx);
+      return { result: await def.handle(ctx), events, changes };
+    };
+    if (def.readOnly?.(params)) {
+      // Outside any transaction: the handler may wait on agents without holding the store.
+      const { result, events, changes } = await handle(this.deps.db);
+      if (events.length || changes.length) throw new Error(`${def.name}: a read-only run recorded events or changes`);
+      if (onCommit) await this.deps.db.transaction().execute((trx) => onCommit(trx, result, events));
+      return { result, changes };
+    }
+    return this.deps.db.transaction().execute(async (trx) => {
+      const { result, events, changes } = await handle(trx);
       if (onCommit) await onCommit(trx, result, events);
       if (!def.quiet?.(params)) await insertEvents(trx, caller, events, now, null);
       return { result, changes };
     });
+  }
+
+  /** Password guesses outside login count against the login limiter, per user and the caller's address. */
+  private passwordAttempts(caller: Caller): PasswordAttempts | undefined {
+    const limiter = this.deps.sessions?.limiter;
+    if (!limiter) return undefined;
+    const address = caller.address ?? 'local';
+    return {
+      begin: (user) => limiter.begin(user, address, (this.deps.now?.() ?? new Date()).getTime()),
+      succeeded: (user) => limiter.succeeded(user, address),
+    };
   }
 
   private publish(changes: Change[]): void {
@@ -192,7 +220,8 @@ export class Dispatcher {
       }).execute();
       if (def.eventType && !def.quiet?.(params)) await insertEvents(trx, caller, [{ type: def.eventType, description, state: 'Scheduled' }], now);
     });
-    const p = this.execute(def, params, caller, jobId, instanceUuid, description).finally(() => this.inflight.delete(p));
+    // Queued (jobstatus 0 meanwhile): accounts take turns and requests keep being served between jobs.
+    const p = this.jobs.submit(caller.accountId, () => this.execute(def, params, caller, jobId, instanceUuid, description)).finally(() => this.inflight.delete(p));
     this.inflight.add(p);
     const body: Record<string, unknown> = instanceUuid ? { id: instanceUuid, jobid: jobId } : { jobid: jobId };
     return { status: 200, body: envelope(def.name, body) };
@@ -244,7 +273,7 @@ export class Dispatcher {
     while (this.inflight.size) await Promise.allSettled([...this.inflight]);
   }
 
-  /** Wait for running async jobs (graceful shutdown). */
+  /** Wait for every accepted async job, running or queued (graceful shutdown). */
   async drain(): Promise<void> {
     this.closing = true;
     while (this.inflight.size) await Promise.allSettled([...this.inflight]);

@@ -2,6 +2,7 @@
 // size and parameter count before the body is decoded, the rest before anything is stored.
 // - body and parameter count: CloudStack's Jetty refuses form bodies over `request.content.size` (1 MiB by
 //   default) and more form keys than `maxFormKeys` (Jetty's default 1,000; CloudStack ≥ 4.18 raises it);
+// - time: a request must arrive whole within REQUEST_TIMEOUT_MS (Node answers 408 and closes);
 // - string values: CloudStack's @Parameter(length) defaults to 255 and its ParamProcessWorker refuses
 //   longer values (431) — commands declare a different `length` where CloudStack does;
 // - list and map parameters: CloudStack has no explicit bound (only the body size); Palisade caps them so
@@ -10,6 +11,12 @@
 
 /** Largest request body accepted (bytes). */
 export const MAX_BODY_BYTES = 1024 * 1024;
+/**
+ * Time to receive a whole request, headers and body (ms). Without it a client sending a byte now and
+ * then held its connection (and a file descriptor) for ever: enough of them and the server accepts no
+ * API call and no agent. Jetty, under CloudStack, closes idle connections after 30 s too.
+ */
+export const REQUEST_TIMEOUT_MS = 30_000;
 /** Most parameters (query string and form body together) in one request. */
 export const MAX_PARAMETERS = 1000;
 /** Longest parameter name (a map entry's name included). */

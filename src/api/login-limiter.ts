@@ -4,7 +4,8 @@
 //   user+address  a few tries, then a lock that doubles with each further failure (1 min … 15 min);
 //   address       one source guessing many users;
 //   user          many sources guessing one user (a higher bound: a victim's account must not be easy to lock).
-// State is in memory, per server, and bounded: the oldest entries go first when the table is full.
+// State is in memory, per server, and bounded: when the table is full, unlocked entries go first (least
+// recently used), locks only when nothing else is left.
 export interface LimitVerdict { allowed: boolean; retryAfterSeconds: number }
 
 interface Entry { failures: number; windowStart: number; lockedUntil: number }
@@ -56,9 +57,23 @@ export class LoginLimiter {
     return e;
   }
 
+  /**
+   * Makes room when the table is full: forgotten entries first, then the least recently used unlocked
+   * one. A lock goes only when every entry is locked (the one ending soonest): otherwise anyone who can
+   * make new keys — guesses at made-up users from many addresses — could push a victim's lock out and
+   * go on guessing.
+   */
   private evict(now: number): void {
     for (const [k, e] of this.entries) if (now - e.windowStart > this.o.windowMs && e.lockedUntil <= now) this.entries.delete(k);
-    while (this.entries.size >= this.o.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+    while (this.entries.size >= this.o.maxEntries) {
+      let victim: string | undefined;
+      let soonest: [string, number] | undefined;
+      for (const [k, e] of this.entries) {
+        if (e.lockedUntil <= now) { victim = k; break; }
+        if (!soonest || e.lockedUntil < soonest[1]) soonest = [k, e.lockedUntil];
+      }
+      this.entries.delete(victim ?? soonest![0]);
+    }
   }
 
   /** Called before checking a password: refuses while locked, otherwise counts the attempt as a failure. */

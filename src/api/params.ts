@@ -119,6 +119,7 @@ export function validateParams(def: CommandDef, params: Params): void {
       }
       case 'boolean':
         if (tooLong(v, DEFAULT_STRING_LENGTH)) throw invalid(def, p, v);
+        if (p.strict && !/^(true|false)$/i.test(v.trim())) throw invalid(def, p, v);
         break;
       case 'integer': case 'long': case 'short': {
         if (v.trim() === '') break;

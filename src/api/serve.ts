@@ -13,6 +13,8 @@ import { SessionAuth } from './sessions.js';
 import { ApiMetrics, parseAllowList, registerMetricsRoute } from './metrics.js';
 import { MetricsRegistry } from '../metrics/registry.js';
 import { pruneDrops } from '../store/queries/drops.js';
+import { purgeHistory } from '../store/queries/retention.js';
+import { readRetention } from '../store/queries/settings.js';
 
 const DROP_PRUNE_MS = 3600_000;
 
@@ -39,6 +41,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     .option('--session-timeout <seconds>', 'idle timeout of login sessions (web console), seconds', '1800')
     .option('--metrics <on|off>', 'serve Prometheus metrics at /metrics on the API port (no API signature needed)', 'on')
     .option('--metrics-allow <cidrs>', 'answer /metrics only to these client addresses (CIDRs or addresses, comma separated); default: any')
+    .option('--trust-proxy <cidrs>', 'reverse proxies (CIDRs or addresses, comma separated) whose X-Forwarded-For/-Proto/-Host give the client\'s address, scheme and host; default: none (the headers are ignored)')
     .exitOverride();
   try {
     program.parse(argv, { from: 'user' });
@@ -47,7 +50,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' ? 0 : 2;
     throw e;
   }
-  const o = program.opts<{ listen: string; dataDir: string; db?: string; logLevel: string; sessionTimeout: string; metrics: string; metricsAllow?: string }>();
+  const o = program.opts<{ listen: string; dataDir: string; db?: string; logLevel: string; sessionTimeout: string; metrics: string; metricsAllow?: string; trustProxy?: string }>();
   const sessionTimeout = Number(o.sessionTimeout);
   if (!Number.isInteger(sessionTimeout) || sessionTimeout < 1) {
     process.stderr.write(`palisade server: --session-timeout expects a whole number of seconds, got ${o.sessionTimeout}\n`);
@@ -56,6 +59,11 @@ export async function serverCommand(argv: string[]): Promise<number> {
   if (o.metrics !== 'on' && o.metrics !== 'off') { process.stderr.write(`palisade server: --metrics expects on or off, got ${o.metrics}\n`); return 2; }
   let metricsAllow: ReturnType<typeof parseAllowList> | null = null;
   try { metricsAllow = o.metricsAllow !== undefined ? parseAllowList(o.metricsAllow) : null; } catch (e) { process.stderr.write(`palisade server: ${(e as Error).message}\n`); return 2; }
+  let trustProxy: string[] = [];
+  try {
+    // Checked like --metrics-allow; fastify (proxy-addr) takes the same texts.
+    if (o.trustProxy !== undefined) { parseAllowList(o.trustProxy); trustProxy = o.trustProxy.split(',').map((x) => x.trim()).filter(Boolean); }
+  } catch (e) { process.stderr.write(`palisade server: ${(e as Error).message.replace('--metrics-allow', '--trust-proxy')}\n`); return 2; }
   const log = pino({ level: o.logLevel, base: { svc: 'palisade-server' } });
   const listen = parseListen(o.listen);
   const dataDir = path.resolve(o.dataDir);
@@ -80,11 +88,20 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const cp = await createControlPlane(db, log);
   const sessions = new SessionAuth({ db, log, timeoutSeconds: sessionTimeout });
   const metrics = new MetricsRegistry({ process: true });
-  const app = await buildServer({ db, sink: cp.sink, log, serverId, sessions, observer: new ApiMetrics(metrics, db) });
+  const app = await buildServer({ db, sink: cp.sink, log, serverId, sessions, observer: new ApiMetrics(metrics, db), trustProxy });
   if (o.metrics === 'on') registerMetricsRoute(app, metrics, metricsAllow);
-  // The drop log's age bound also holds while no agent reports anything (ingestion prunes otherwise).
-  const pruner = setInterval(() => { pruneDrops(db, new Date()).catch((err) => log.error({ err }, 'drop log prune failed')); }, DROP_PRUNE_MS);
+  // The drop log's age bound also holds while no agent reports anything (ingestion prunes otherwise);
+  // finished jobs and old events go as CloudStack's job.expire.minutes / event.purge.delay say, at start
+  // (a restart after a flood cleans up) and hourly.
+  const purgeHistoryNow = () => readRetention(db).then((r) => purgeHistory(db, new Date(), r))
+    .then((n) => { if (n.jobs || n.events) log.info(n, 'purged expired async jobs and events'); })
+    .catch((err) => log.error({ err }, 'history purge failed'));
+  const pruner = setInterval(() => {
+    pruneDrops(db, new Date()).catch((err) => log.error({ err }, 'drop log prune failed'));
+    void purgeHistoryNow();
+  }, DROP_PRUNE_MS);
   pruner.unref();
+  void purgeHistoryNow();
   await cp.register(app);
   await app.listen({ host: listen.host, port: listen.port });
   log.info({ url: `http://${listen.host}:${listen.port}/client/api`, console: `http://${listen.host}:${listen.port}/`, store: cfg.kind }, 'palisade server listening');

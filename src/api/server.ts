@@ -1,7 +1,8 @@
 // HTTP front of the API: /client/api over GET (query) and POST (form body). Answers CloudStack's JSON
 // envelopes when the request says `response=json`, else CloudStack's XML (its default). Before anything
 // else a request is held to the bounds of limits.ts: the body size (while it is read) and the number of
-// parameters (counted before they are decoded); such refusals are CloudStack-shaped 431 errors. Login
+// parameters (counted before they are decoded), and the time to receive it; such refusals are
+// CloudStack-shaped 431 errors (a late request: 408, from Node). Login
 // sessions (cookie + sessionkey) come in through the transport; the web console is served at `/`.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { CommandDef } from './command.js';
@@ -9,7 +10,7 @@ import { Dispatcher, type ApiReply, type DispatcherDeps } from './dispatcher.js'
 import { allCommands } from './registry.js';
 import { envelope, errorBody } from './envelope.js';
 import { countPairs, queryOf, readParams, wantsJson, wantsJsonRaw } from './form.js';
-import { MAX_BODY_BYTES, MAX_PARAMETERS } from './limits.js';
+import { MAX_BODY_BYTES, MAX_PARAMETERS, REQUEST_TIMEOUT_MS } from './limits.js';
 import { XML_TYPE, toXml } from './xml.js';
 import { SessionAuth, parseCookies, type Transport } from './sessions.js';
 import { registerConsole } from './console.js';
@@ -21,13 +22,25 @@ const JSON_TYPE = 'application/json; charset=UTF-8';
  * The dispatcher's dependencies; `commands` defaults to every registered command, `sessions` to
  * login sessions with default timeouts; `console: false` leaves out the web console.
  */
-export type ServerOptions = Omit<DispatcherDeps, 'commands'> & { commands?: CommandDef[]; console?: boolean };
+export type ServerOptions = Omit<DispatcherDeps, 'commands'> & {
+  commands?: CommandDef[]; console?: boolean;
+  /** Time to receive a whole request (default REQUEST_TIMEOUT_MS; tests shorten it). */
+  requestTimeoutMs?: number;
+  /**
+   * Reverse proxies (addresses or CIDRs) whose X-Forwarded-For / -Proto / -Host are believed. Without
+   * them those headers are ignored (a client could claim any address); behind a proxy every client then
+   * has the proxy's address, and the login limiter's per-address bound would lock everyone out at once.
+   */
+  trustProxy?: string[];
+};
 
 function transportOf(req: FastifyRequest): Transport {
   const h = req.headers;
   const one = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v);
+  // req.ip, req.host and req.protocol are the client's as a trusted proxy reports them (trustProxy),
+  // else the connection's and the Host header.
   return {
-    method: req.method, cookies: parseCookies(one(h.cookie)), origin: one(h.origin), host: one(h.host),
+    method: req.method, cookies: parseCookies(one(h.cookie)), origin: one(h.origin), host: req.host || undefined,
     fetchSite: one(h['sec-fetch-site']), address: req.ip, secure: req.protocol === 'https',
   };
 }
@@ -57,12 +70,18 @@ const refusal = (code: number, text: string): ApiReply => ({ status: code, body:
 
 /** The fastify instance serving /client/api; not listening yet (the caller adds the agent channel and listens). */
 export async function buildServer(opts: ServerOptions): Promise<FastifyInstance> {
+  const requestTimeout = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
   const app = Fastify({
     loggerInstance: opts.log as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     // Bounded like the API's own reader, for any other route that looks at req.query.
     routerOptions: { querystringParser: (s: string) => (countPairs(s, MAX_PARAMETERS) > MAX_PARAMETERS ? {} : decodeForm(s)) },
     bodyLimit: 4 * 1024 * 1024,
+    // A request arrives whole within the bound or gets 408 and its connection closed; checked every
+    // second (Node's default is every 30 s). WebSocket connections (/agent) leave these checks once upgraded.
+    requestTimeout: requestTimeout,
+    ...(opts.trustProxy?.length ? { trustProxy: opts.trustProxy } : {}),
+    http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1000, requestTimeout) },
   });
   const sessions = opts.sessions ?? new SessionAuth({ db: opts.db, log: opts.log, now: opts.now });
   const dispatcher = new Dispatcher({ ...opts, sessions, commands: opts.commands ?? allCommands() });
@@ -83,7 +102,7 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
         opts.log.info({ parameters: read.count }, 'request refused: too many parameters');
         return sendReply(reply, refusal(431, `Too many parameters in the request: at most ${MAX_PARAMETERS} are accepted`), wantsJsonRaw(query, body));
       }
-      const answer = await dispatcher.handle(read.params, transportOf(req));
+      const answer = await dispatcher.handle(read.params, { ...transportOf(req), query });
       if (answer.cookies?.length) reply.header('set-cookie', answer.cookies);
       if (answer.headers) reply.headers(answer.headers);
       // Session answers are per user: never cached by a browser or a proxy.

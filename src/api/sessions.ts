@@ -40,6 +40,8 @@ export interface Transport {
   address: string;
   /** request arrived over TLS (cookie gets Secure) */
   secure: boolean;
+  /** the URL's query string, undecoded (login refuses a password in it) */
+  query?: string;
 }
 
 export interface AuthReply { status: number; body: Record<string, unknown>; cookies?: string[]; headers?: Record<string, string> }
@@ -143,6 +145,8 @@ export class SessionAuth {
 
   private async login(def: CommandDef, raw: Record<string, string>, t: Transport): Promise<AuthReply> {
     if (t.method !== 'POST') throw new ApiError(405, 'Please use HTTP POST to authenticate using this API');
+    // A POST with the password in its URL would still leave it in proxies' and servers' access logs.
+    if (t.query && [...new URLSearchParams(t.query).keys()].some((k) => k.toLowerCase() === 'password')) throw new ApiError(405, 'Please use HTTP POST to authenticate using this API, with the password in the request body, not in the URL');
     if (!sameOrigin(t)) throw new ApiError(401, CROSS_ORIGIN);
     const params = new RequestParams(raw);
     validateParams(def, params);

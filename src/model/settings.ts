@@ -24,6 +24,9 @@ export interface SettingDef {
 }
 
 export const REVOKE_CUT_CONNECTIONS = 'security.group.revoke.cut.connections';
+/** CloudStack's names and defaults for how long history is kept (store/queries/retention.ts purges it). */
+export const JOB_EXPIRE_MINUTES = 'job.expire.minutes';
+export const EVENT_PURGE_DELAY = 'event.purge.delay';
 export const DROP_LOG_RATE = 'security.group.drop.log.rate';
 export const DROP_LOG_BURST = 'security.group.drop.log.burst';
 
@@ -45,6 +48,18 @@ export const SETTINGS: readonly SettingDef[] = [
     ...common, name: DROP_LOG_BURST, type: 'Number', defaultValue: '50', range: { min: 1, max: 100000 },
     displaytext: 'Security group drop log burst',
     description: 'Dropped packets logged in a burst per VM before the drop log rate applies.',
+  },
+  {
+    category: 'Advanced', component: 'AsyncJobManager', group: 'Miscellaneous', subgroup: 'Others',
+    name: JOB_EXPIRE_MINUTES, type: 'Number', defaultValue: '1440', range: { min: 60, max: 525600 },
+    displaytext: 'Job expire minutes',
+    description: 'Time (in minutes) for async-jobs to be kept in system: finished jobs older than this are purged, with their results.',
+  },
+  {
+    category: 'Advanced', component: 'ManagementServer', group: 'Miscellaneous', subgroup: 'Others',
+    name: EVENT_PURGE_DELAY, type: 'Number', defaultValue: '15', range: { min: 0, max: 36500 },
+    displaytext: 'Event purge delay',
+    description: 'Events older than specified number days will be purged. Set this value to 0 to never delete events',
   },
 ];
 
@@ -80,15 +95,25 @@ export function checkSettingValue(def: SettingDef, value: string): { ok: true; v
   return { ok: true, value: String(n) };
 }
 
+/** A setting's value from the stored (changed) values; anything unreadable falls back to its default. */
+function valueOf(stored: ReadonlyMap<string, string>, name: string): string {
+  const def = settingDef(name)!;
+  const v = stored.get(name);
+  if (v === undefined) return def.defaultValue;
+  const c = checkSettingValue(def, v);
+  return c.ok ? c.value : def.defaultValue;
+}
+
+/** How long history is kept: finished async jobs (minutes) and events (days; 0 = for ever). */
+export interface RetentionSettings { jobExpireMinutes: number; eventPurgeDays: number }
+
+export function retentionFrom(stored: ReadonlyMap<string, string>): RetentionSettings {
+  return { jobExpireMinutes: Number(valueOf(stored, JOB_EXPIRE_MINUTES)), eventPurgeDays: Number(valueOf(stored, EVENT_PURGE_DELAY)) };
+}
+
 /** Typed settings from the stored (changed) values; anything unreadable falls back to its default. */
 export function settingsFrom(stored: ReadonlyMap<string, string>): PalisadeSettings {
-  const get = (name: string): string => {
-    const def = settingDef(name)!;
-    const v = stored.get(name);
-    if (v === undefined) return def.defaultValue;
-    const c = checkSettingValue(def, v);
-    return c.ok ? c.value : def.defaultValue;
-  };
+  const get = (name: string): string => valueOf(stored, name);
   return {
     revokeCutConnections: get(REVOKE_CUT_CONNECTIONS) === 'true',
     dropLogRate: Number(get(DROP_LOG_RATE)),

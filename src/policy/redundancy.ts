@@ -14,6 +14,8 @@
 // covering the whole family (0.0.0.0/0, ::/0) — never by today's members happening to lie in a CIDR.
 // Redundancy is therefore structural: true means "no membership change can make this rule matter".
 //
+// Work is bounded (REDUNDANCY_WORK_LIMIT steps per family): beyond it the answer is "not decided".
+//
 // It is decided on the group's own rules: a VM in several groups may find a rule redundant that its
 // group alone does not (the result is a sufficient condition for every member). Authorizing the first
 // egress rule of a family is reported separately (`restrictsEgress`): it allows nothing new but closes
@@ -28,6 +30,11 @@ export interface FamilyRedundancy {
   /** Whether the new rules contribute to this family at all. */
   applies: boolean;
   redundant: boolean;
+  /**
+   * false when the question was too large to decide within REDUNDANCY_WORK_LIMIT (then `redundant` is
+   * false: the new rules may add something). Absent when decided.
+   */
+  decided?: false;
   /** Existing rule uuids whose matches overlap the new rules' where they are covered. */
   coveredBy: string[];
   /**
@@ -41,6 +48,27 @@ export interface FamilyRedundancy {
 
 const FAMILIES: Family[] = [4, 6];
 const ALL_PORTS: Range = [0n, 65535n];
+
+/**
+ * Most steps (an existing rule looked at for one atom, a range compared) one call may take. The
+ * existing rules are a tenant's and unbounded in number: without a bound, a dry run against a group of
+ * thousands of rules took tens of seconds of the (single-threaded) server. Atoms are shared by every
+ * new rule of one call (they have one protocol and port range), so a call with many CIDRs costs about
+ * what one CIDR does; 2,000,000 steps is a fraction of a second.
+ */
+export const REDUNDANCY_WORK_LIMIT = 2_000_000;
+
+class TooMuchWork extends Error {}
+
+/** Counts steps against the limit. */
+class Budget {
+  private used = 0;
+  constructor(private readonly limit: number) {}
+  spend(n: number): void {
+    this.used += n;
+    if (this.used > this.limit) throw new TooMuchWork();
+  }
+}
 
 function icmpNumber(f: Family): number { return f === 4 ? 1 : 58; }
 
@@ -93,7 +121,8 @@ function other(used: Set<number>): number | null {
 }
 
 /** The atoms of one new entry's match, cut by the existing entries. */
-function atomsOf(n: Entry, existing: Entry[], f: Family): Atom[] {
+function atomsOf(n: Entry, existing: Entry[], f: Family, budget: Budget): Atom[] {
+  budget.spend(existing.length);
   const icmpN = icmpNumber(f);
   const portAtoms = (proto: number, lo: bigint, hi: bigint): Atom[] => {
     const name = proto === 6 ? 'tcp' : 'udp';
@@ -136,9 +165,10 @@ function atomsOf(n: Entry, existing: Entry[], f: Family): Atom[] {
 }
 
 /** The first address of `inner` not in `outer` (both merged), or null. */
-function firstUncovered(inner: Range[], outer: Range[]): bigint | null {
+function firstUncovered(inner: Range[], outer: Range[], budget: Budget): bigint | null {
   for (const [s, e] of inner) {
     let x = s;
+    budget.spend(outer.length);
     for (const [os, oe] of outer) {
       if (oe < x) continue;
       if (os > x) break;
@@ -157,24 +187,52 @@ function atomPacket(a: Atom, f: Family, direction: Entry['direction']): Omit<Pac
   return { ...base, protocol: a.proto };
 }
 
-function familyCheck(f: Family, existing: Entry[], added: Entry[], hadEgress: boolean): FamilyRedundancy {
+/** What the existing entries allow on one atom: their merged peer ranges and sets. */
+interface AtomCover { matching: Entry[]; ranges: Range[]; sets: Set<string>; everything: boolean }
+
+const atomKey = (a: Atom) => `${a.proto}|${a.ports ? `${a.ports[0]}-${a.ports[1]}` : ''}|${a.icmp ? `${a.icmp.type}/${a.icmp.code}` : ''}`;
+
+function familyCheck(f: Family, existing: Entry[], added: Entry[], hadEgress: boolean, budget: Budget): FamilyRedundancy {
   const full = fullRange(f);
   const coveredBy = new Set<string>();
   const restrictsEgress = added.length > 0 && added[0]!.direction === 'egress' && !hadEgress;
-  for (const n of added) {
-    for (const a of atomsOf(n, existing, f)) {
+  // The cover of an atom depends on the existing rules only: computed once, whatever the new rules.
+  const covers = new Map<string, AtomCover>();
+  const coverOf = (a: Atom): AtomCover => {
+    const key = atomKey(a);
+    let c = covers.get(key);
+    if (!c) {
+      budget.spend(existing.length);
       const matching = existing.filter((e) => matchesAtom(e, a));
       const ranges = mergeRanges(matching.flatMap((e) => e.ranges));
-      const sets = new Set(matching.flatMap((e) => e.sets));
-      const everything = ranges.length === 1 && ranges[0]![0] === full[0] && ranges[0]![1] === full[1];
-      const miss = firstUncovered(n.ranges, ranges);
+      budget.spend(ranges.length);
+      c = { matching, ranges, sets: new Set(matching.flatMap((e) => e.sets)), everything: ranges.length === 1 && ranges[0]![0] === full[0] && ranges[0]![1] === full[1] };
+      covers.set(key, c);
+    }
+    return c;
+  };
+  const atomsByShape = new Map<string, Atom[]>();
+  const counted = new Set<string>();
+  for (const n of added) {
+    // New entries of the same shape (protocol, ports, ICMP) cut into the same atoms.
+    const shape = `${n.protocol}|${n.ports?.from ?? ''}-${n.ports?.to ?? ''}|${n.icmp?.type ?? ''}/${n.icmp?.code ?? ''}`;
+    let atoms = atomsByShape.get(shape);
+    if (!atoms) { atoms = atomsOf(n, existing, f, budget); atomsByShape.set(shape, atoms); }
+    for (const a of atoms) {
+      const { matching, ranges, sets, everything } = coverOf(a);
+      const miss = firstUncovered(n.ranges, ranges, budget);
       const missSet = everything ? undefined : n.sets.find((s) => !sets.has(s));
       if (miss !== null || missSet !== undefined) {
         const packet = atomPacket(a, f, n.direction);
         const witness = miss !== null ? { ...packet, peer: formatIp(f, miss) } : { ...packet, peerSet: missSet };
         return { family: f, applies: true, redundant: false, coveredBy: [], witness, restrictsEgress };
       }
-      for (const e of matching) for (const s of e.sources) coveredBy.add(s);
+      const key = atomKey(a);
+      if (!counted.has(key)) {
+        counted.add(key);
+        budget.spend(matching.length);
+        for (const e of matching) for (const s of e.sources) coveredBy.add(s);
+      }
     }
   }
   return { family: f, applies: added.length > 0, redundant: true, coveredBy: [...coveredBy].sort(), restrictsEgress };
@@ -185,7 +243,7 @@ function familyCheck(f: Family, existing: Entry[], added: Entry[], hadEgress: bo
  * of that direction) do not, per family. A family the new rules do not touch is redundant trivially
  * (applies=false).
  */
-export function ruleRedundancy(existing: readonly SecurityGroupRule[], added: readonly SecurityGroupRule[]): FamilyRedundancy[] {
+export function ruleRedundancy(existing: readonly SecurityGroupRule[], added: readonly SecurityGroupRule[], workLimit = REDUNDANCY_WORK_LIMIT): FamilyRedundancy[] {
   const ex = existing.flatMap(ruleEntries);
   const ad = added.flatMap(ruleEntries);
   // An unreadable existing egress rule already restricts egress (compile.ts); count it as "had egress".
@@ -195,6 +253,11 @@ export function ruleRedundancy(existing: readonly SecurityGroupRule[], added: re
     const exF = ex.filter((e) => e.family === f && e.direction === direction);
     const adF = ad.filter((e) => e.family === f);
     const hadEgress = unreadableEgress || exF.some((e) => e.direction === 'egress');
-    return familyCheck(f, exF, adF, hadEgress);
+    try {
+      return familyCheck(f, exF, adF, hadEgress, new Budget(workLimit));
+    } catch (e) {
+      if (!(e instanceof TooMuchWork)) throw e;
+      return { family: f, applies: adF.length > 0, redundant: false, decided: false, coveredBy: [], restrictsEgress: adF.length > 0 && direction === 'egress' && !hadEgress };
+    }
   });
 }

@@ -45,3 +45,15 @@ test('failures outside the window are forgotten; memory stays bounded', () => {
   for (let i = 0; i < 1000; i++) small.begin(`u${i}`, `a${i}`, i);
   assert.ok(small.size <= 50, `size ${small.size}`);
 });
+
+test('a full table never pushes out a lock while unlocked entries are left: guesses at made-up users cannot free a victim', () => {
+  const l = new LoginLimiter({ maxEntries: 60, perUserAddress: 5, perAddress: 1000, perUser: 1000 });
+  for (let i = 0; i < 5; i++) l.begin('victim', 'attacker', 0);
+  assert.equal(l.begin('victim', 'attacker', 1).allowed, false, 'locked');
+  // the attacker floods the table with new keys from other addresses
+  for (let i = 0; i < 500; i++) l.begin(`made-up-${i}`, `10.0.${i >> 8}.${i & 255}`, 2 + i);
+  assert.ok(l.size <= 60, `size ${l.size}`);
+  assert.equal(l.begin('victim', 'attacker', 600).allowed, false, 'still locked');
+  // the twin: once the lock has run out, the victim may try again
+  assert.equal(l.begin('victim', 'attacker', 61_000).allowed, true);
+});

@@ -191,3 +191,21 @@ test('property: redundant ⇔ no packet the new rules match is newly allowed (ev
   }
   assert.ok(redundantSeen > 100 && witnessed > 100, `both outcomes exercised (${redundantSeen} redundant, ${witnessed} witnessed)`);
 });
+
+test('bounded work: many new CIDRs against many rules cost about one; a question too large says "not decided" instead of stalling', { timeout: 120_000 }, () => {
+  // 20,000 existing rules on one port, and an authorize of 1,000 CIDRs they cover: decided, exactly
+  const existing = Array.from({ length: 20_000 }, (_, i) => rule({ protocol: 'tcp', ports: [22, 22], cidr: `10.${i >> 16}.${(i >> 8) & 255}.${i & 255}/32` }));
+  const added = Array.from({ length: 1_000 }, (_, i) => rule({ protocol: 'tcp', ports: [22, 22], cidr: `10.0.${i >> 8}.${i & 255}/32` }));
+  let r = ruleRedundancy(existing, added);
+  assert.deepEqual([fam(r, 4).redundant, fam(r, 4).decided, fam(r, 4).coveredBy.length], [true, undefined, 20_000]);
+  r = ruleRedundancy(existing, [...added, rule({ protocol: 'tcp', ports: [22, 22], cidr: '192.0.2.1/32' })]);
+  assert.deepEqual([fam(r, 4).redundant, fam(r, 4).decided, fam(r, 4).witness?.peer], [false, undefined, '192.0.2.1']);
+  // 20,000 rules tiling the ports and a new rule over all of them: too many atoms × rules to decide
+  const tiles = Array.from({ length: 20_000 }, (_, i) => rule({ protocol: 'tcp', ports: [i * 3, i * 3 + 2], cidr: '0.0.0.0/0' }));
+  r = ruleRedundancy(tiles, [rule({ protocol: 'tcp', ports: [0, 59_999], cidr: '192.0.2.0/24' })]);
+  assert.deepEqual([fam(r, 4).applies, fam(r, 4).redundant, fam(r, 4).decided], [true, false, false]);
+  // the twin: with a work limit large enough it is decided (and covered)
+  const few = tiles.slice(0, 300);
+  r = ruleRedundancy(few, [rule({ protocol: 'tcp', ports: [0, 899], cidr: '192.0.2.0/24' })], 10_000_000);
+  assert.deepEqual([fam(r, 4).redundant, fam(r, 4).decided, fam(r, 4).coveredBy.length], [true, undefined, 300]);
+});

@@ -2,7 +2,7 @@
 // listUsers, registerUserKeys — CloudStack response shapes.
 import { containsCi, startsWith } from '../../store/queries/like.js';
 import { inList } from '../../store/queries/batch.js';
-import { ApiError, paramError, permissionDenied, resourceInUse, type CommandContext, type CommandDef } from '../command.js';
+import { ApiError, paramError, permissionDenied, resourceInUse, type CommandContext, type CommandDef, type Params } from '../command.js';
 import { CallerAccess, domainSubtree, findDomainByUuid } from '../access.js';
 import { displayDomainPath, insertAccount, insertDomain, insertUser, newApiKey } from '../../store/queries/accounts.js';
 import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, pageOf, paging } from './common.js';
@@ -20,6 +20,23 @@ type Db = CommandContext['db'];
 export function checkNewPassword(pw: string): void {
   if (pw.trim() === '') throw paramError('Password cannot be empty');
   if (pw.length > MAX_PASSWORD_LENGTH) throw paramError(`Password is too long: at most ${MAX_PASSWORD_LENGTH} characters`);
+}
+
+/**
+ * `prepare` of the commands that set a password: its scrypt hash, computed before the command's
+ * transaction (inside it, ~0.1 s of CPU would hold the store). Nothing for a password `handle` refuses.
+ */
+export async function prepareNewPassword(params: Params): Promise<{ hash: string } | undefined> {
+  const pw = params.str('password');
+  if (pw === undefined) return undefined;
+  try { checkNewPassword(pw); } catch { return undefined; }
+  return { hash: await hashPassword(pw) };
+}
+
+/** The hash `prepare` computed for this password (or, if it did not run, one computed now). */
+export async function newPasswordHash(ctx: CommandContext, pw: string): Promise<string> {
+  const prepared = ctx.prepared as { hash?: string } | undefined;
+  return prepared?.hash ?? hashPassword(pw);
 }
 
 export async function userResponses(db: Db, where: { accountIds?: number[]; userIds?: number[] }) {
@@ -71,6 +88,7 @@ const createAccount: CommandDef = {
     { name: 'timezone', type: 'string', description: 'Specifies a timezone for this command.' },
     { name: 'networkdomain', type: 'string', description: "Network domain for the account's networks" },
   ],
+  prepare: ({ params }) => prepareNewPassword(params),
   async handle(ctx) {
     const p = ctx.params;
     const username = p.str('username')!.trim();
@@ -88,6 +106,9 @@ const createAccount: CommandDef = {
       domain = { id: d.id, uuid: d.uuid };
     }
     await (ctx.access as CallerAccess).checkDomain(domain.id, domain.uuid);
+    // Usernames are unique per domain and no index can say so (they live in accounts): the domain's lock
+    // makes check-then-insert atomic on PostgreSQL, where concurrent creators would all pass the check.
+    await lockDomain(ctx.db, domain.id);
     const dupAcct = await ctx.db.selectFrom('accounts').select('id').where('name', '=', accountName).where('domain_id', '=', domain.id)
       .where('removed', 'is', null).executeTakeFirst();
     if (dupAcct) throw new ApiError(431, `The specified account: ${accountName} already exists`, 4350);
@@ -97,7 +118,7 @@ const createAccount: CommandDef = {
     const acct = await insertAccount(ctx.db, { name: accountName, domainId: domain.id, type, now: ctx.now });
     const user = await insertUser(ctx.db, {
       accountId: acct.id, username, firstname: p.str('firstname')!, lastname: p.str('lastname')!, email: p.str('email') ?? null,
-      passwordHash: await hashPassword(p.str('password')!), keys: false, now: ctx.now,
+      passwordHash: await newPasswordHash(ctx, p.str('password')!), keys: false, now: ctx.now,
     });
     ctx.event({ type: 'ACCOUNT.CREATE', description: `Creating Account. Account Name: ${accountName}`, resourceType: 'Account', resourceUuid: acct.uuid, resourceName: accountName, accountId: acct.id, domainId: domain.id });
     ctx.event({ type: 'USER.CREATE', description: `creating User. User Name: ${username}`, resourceType: 'User', resourceUuid: user.uuid, resourceName: username, accountId: acct.id, domainId: domain.id });
@@ -318,6 +339,10 @@ const registerUserKeys: CommandDef = {
       .select(['u.id', 'u.uuid', 'u.username', 'u.account_id', 'a.domain_id']).where('u.uuid', '=', id).where('u.removed', 'is', null).executeTakeFirst() : undefined;
     if (!u) throw paramError(`unable to find user by id`);
     await ctx.access.checkAccess(u.account_id, u.domain_id);
+    // As for updateUser: a user account's user acts on itself only. New keys for another user of the
+    // same account would hand the caller that user's credentials (and cut off that user's scripts).
+    const c = ctx.caller;
+    if (c.role === 'user' && u.id !== c.userId) throw permissionDenied(`Account ${c.accountName} does not have permission to register keys for user ${u.uuid}`);
     const apikey = newApiKey();
     const secretkey = newApiKey();
     await ctx.db.updateTable('users').set({ apikey, secretkey }).where('id', '=', u.id).execute();

@@ -59,9 +59,14 @@ export const listAsyncJobs: CommandDef = {
     if (start) q = q.where('j.created', '>=', dateBound(start, false, 'listasyncjobs'));
     const kw = ctx.params.str('keyword');
     if (kw) q = q.where(containsCi('j.command', kw));
-    const all = await q.orderBy('j.id', 'desc').execute();
-    const page = pg.limit === null ? all.slice(pg.offset) : all.slice(pg.offset, pg.offset + pg.limit);
-    return { list: 'asyncjobs', items: page.map(jobResponse), count: all.length };
+    // Counted and paged by the store: every async call a tenant makes adds a job (with its result), so
+    // loading all of them to show one page would cost more with every call.
+    const total = await q.clearSelect().select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    let pq = q.orderBy('j.id', 'desc');
+    if (pg.limit !== null) pq = pq.limit(pg.limit).offset(pg.offset);
+    else if (pg.offset) pq = pq.limit(Number.MAX_SAFE_INTEGER).offset(pg.offset);
+    const page = await pq.execute();
+    return { list: 'asyncjobs', items: page.map(jobResponse), count: Number(total.n) };
   },
 };
 

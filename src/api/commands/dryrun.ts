@@ -4,11 +4,14 @@
 //
 // Result `dryrun`:
 // - affectedvirtualmachines / affectedhosts: the group's members (their policy includes the group's
-//   rules) and the hosts where members run (where kernels would change).
+//   rules) and the hosts where members run (where kernels would change); hosts are named to root
+//   admins only (others get affectedhostcount), as a VM's host is everywhere else in the API.
 // - authorize: `redundant` (policy/redundancy.ts: per family, nothing new is allowed, whatever the
-//   membership of referenced groups), per-family detail with the existing rules that cover it or a
-//   packet that shows it is not covered, `newrulecount` (0: every rule already exists, the real call
-//   fails), and `restrictsegress` (the first egress rule of a family closes open egress).
+//   membership of referenced groups), per-family detail with the existing rules that cover it (the
+//   first 100 in `coveredby`, all counted in `coveredbycount`) or a packet that shows it is not covered,
+//   `newrulecount` (0: every rule already exists, the real call fails), and `restrictsegress` (the first
+//   egress rule of a family closes open egress). The redundancy work is bounded: a group with too many
+//   rules to decide within it gets `decided: false` (and `redundant: false`) for that family.
 // - revoke: `redundant` (the remaining rules still allow everything it allowed), `opensegress` (the
 //   last egress rule of a family: egress opens), and `trackedconnections`: the connections tracked right
 //   now on the affected VMs that no remaining rule would allow, asked of the agents through the
@@ -52,20 +55,32 @@ export async function affectedBy(db: Db, groupId: number): Promise<Affected> {
   return { vms: vms.map((v) => ({ id: v.id, uuid: v.uuid, name: v.name, state: v.state, hostId: v.host_id })), hosts };
 }
 
-function affectedView(a: Affected): Record<string, unknown> {
+/**
+ * Which hosts are affected is named to root admins only; others get the count. Hosts are the operator's
+ * infrastructure: CloudStack shows a VM's host to root admins only, and so do listVirtualMachines and
+ * listSecurityGroupDrops here.
+ */
+function affectedView(a: Affected, ctx: CommandContext): Record<string, unknown> {
   return {
     affectedvirtualmachinecount: a.vms.length,
     affectedvirtualmachines: a.vms.map((v) => ({ id: v.uuid, name: v.name, state: v.state })),
     affectedhostcount: a.hosts.length,
-    affectedhosts: a.hosts.map((h) => ({ id: h.uuid, name: h.name })),
+    ...(ctx.caller.role === 'admin' ? { affectedhosts: a.hosts.map((h) => ({ id: h.uuid, name: h.name })) } : {}),
   };
 }
 
 const familyName = (f: Family) => (f === 4 ? 'ipv4' : 'ipv6');
 
+/** Rules listed in `coveredby` (all are counted in `coveredbycount`): a job result stays small whatever the group holds. */
+const COVERED_BY_LISTED = 100;
+
 function redundancyView(r: FamilyRedundancy, setNames: Map<string, string>): Record<string, unknown> {
   const out: Record<string, unknown> = { family: familyName(r.family), redundant: r.redundant };
-  if (r.redundant) out.coveredby = r.coveredBy;
+  if (r.decided === false) {
+    out.decided = false;
+    out.detail = 'the group has too many rules to decide redundancy within the time bound of a dry run';
+  }
+  if (r.redundant) { out.coveredby = r.coveredBy.slice(0, COVERED_BY_LISTED); out.coveredbycount = r.coveredBy.length; }
   if (r.witness) {
     const w = r.witness;
     out.notcovered = {
@@ -116,7 +131,7 @@ export async function authorizeDryRun(ctx: CommandContext, g: { id: number; uuid
   return {
     securitygroup: { id: g.uuid, name: g.name, account: owner?.account, domainid: owner?.domainid, domain: owner?.domain, [`${dir}rule`]: wouldBe },
     dryrun: {
-      ...affectedView(affected),
+      ...affectedView(affected, ctx),
       newrulecount: rows.length,
       redundant: perFamily.every((f) => f.redundant),
       redundancy: perFamily.filter((f) => f.applies).map((f) => redundancyView(f, names)),
@@ -133,7 +148,7 @@ export async function revokeDryRun(ctx: CommandContext, groupId: number, rule: S
   // The rule was the last egress rule of a family it applies to: removing it opens that family's egress.
   const opensEgress = perFamily.some((f) => f.applies && f.restrictsEgress);
   return {
-    ...affectedView(affected),
+    ...affectedView(affected, ctx),
     redundant: perFamily.every((f) => f.redundant),
     opensegress: opensEgress,
     trackedconnections: await trackedConnections(ctx, affected, rule),

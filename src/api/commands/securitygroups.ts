@@ -309,7 +309,9 @@ export function validateRuleSpec(protocolIn: string | undefined, startPort?: num
 
 const DRYRUN_PARAM = {
   name: 'dryrun', type: 'boolean' as const,
-  description: 'Palisade: check and report what the call would change (affected VMs and hosts, redundancy, connections) without changing anything',
+  // A value read as false would make the real change: `dryrun=1`, `yes` or an empty `dryrun=$DRY` are refused.
+  strict: true,
+  description: 'Palisade: check and report what the call would change (affected VMs and hosts, redundancy, connections) without changing anything; true or false',
 };
 const isDryRun = (p: Params) => p.bool('dryrun') === true;
 
@@ -351,6 +353,7 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
     params: AUTH_PARAMS(dir),
     describe: (p) => describeAuthorize(dir, p),
     quiet: isDryRun,
+    readOnly: isDryRun,
     async handle(ctx) {
       const p = ctx.params;
       // 1. the group (Cmd.getSecurityGroupId)
@@ -442,6 +445,7 @@ function makeRevoke(dir: 'ingress' | 'egress'): CommandDef {
     params: [{ name: 'id', type: 'uuid', required: true, description: `The ID of the ${dir} rule` }, DRYRUN_PARAM],
     describe: (p) => `revoking ${dir} rule id: ${p.str('id')}`,
     quiet: isDryRun,
+    readOnly: isDryRun,
     async handle(ctx) {
       const id = ctx.params.str('id')!;
       const rule = await ctx.db.selectFrom('security_group_rules').selectAll().where('uuid', '=', id).executeTakeFirst();

@@ -127,11 +127,15 @@ const listTags: CommandDef = {
     const cust = p.str('customer'); if (cust) q = q.where('customer', '=', cust);
     const kw = p.str('keyword');
     if (kw) q = q.where((eb) => eb.or([containsCi('key', kw), containsCi('value', kw)]));
-    const rows = await q.orderBy('id').execute();
-    const page = pg.limit === null ? rows.slice(pg.offset) : rows.slice(pg.offset, pg.offset + pg.limit);
+    // Counted and paged by the store (tenants create tags without bound).
+    const total = await q.clearSelect().select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    let pq = q.orderBy('id');
+    if (pg.limit !== null) pq = pq.limit(pg.limit).offset(pg.offset);
+    else if (pg.offset) pq = pq.limit(Number.MAX_SAFE_INTEGER).offset(pg.offset);
+    const page = await pq.execute();
     const owners = await ownerInfo(ctx.db, page.map((r) => r.account_id));
     return {
-      list: 'tag', count: rows.length,
+      list: 'tag', count: Number(total.n),
       items: page.map((t) => {
         const o = owners.get(t.account_id);
         return { key: t.key, value: t.value, resourcetype: t.resource_type, resourceid: t.resource_uuid, account: o?.account, domainid: o?.domainid, domain: o?.domain, domainpath: o?.domainpath, ...(t.customer ? { customer: t.customer } : {}) };

@@ -1,11 +1,12 @@
 // Users and their passwords: login, logout (served by sessions.ts; declared here so listApis shows
 // them with CloudStack's parameters), createUser, updateUser.
-import { ApiError, paramError, permissionDenied, type CommandDef } from '../command.js';
+import { ApiError, paramError, permissionDenied, type CommandDef, type PrepareContext } from '../command.js';
 import { CallerAccess, findDomainByUuid } from '../access.js';
 import { insertUser } from '../../store/queries/accounts.js';
 import { deleteUserSessions } from '../../store/queries/sessions.js';
+import { lockDomain } from '../../store/queries/lock.js';
 import { hashPassword, verifyPassword } from '../passwords.js';
-import { checkNewPassword, userResponses } from './accounts.js';
+import { checkNewPassword, newPasswordHash, prepareNewPassword, userResponses } from './accounts.js';
 
 const notDirect = () => new ApiError(405, 'This is an authentication api, cannot be used directly');
 
@@ -47,6 +48,7 @@ const createUser: CommandDef = {
     { name: 'domainid', type: 'uuid', description: 'Creates the user under the specified domain. Has to be accompanied with the account parameter' },
     { name: 'timezone', type: 'string', description: 'Specifies a timezone for this command.' },
   ],
+  prepare: ({ params }) => prepareNewPassword(params),
   async handle(ctx) {
     const p = ctx.params;
     const username = p.str('username')!.trim();
@@ -65,12 +67,13 @@ const createUser: CommandDef = {
       .where('domain_id', '=', domain.id).where('removed', 'is', null).executeTakeFirst();
     if (!acct) throw paramError(`Unable to find account ${accountName} in domain id=${domain.uuid} to create user`);
     await ctx.access.checkAccess(acct.id, acct.domain_id);
+    await lockDomain(ctx.db, domain.id); // usernames are unique per domain (see createAccount)
     const dup = await ctx.db.selectFrom('users as u').innerJoin('accounts as a', 'a.id', 'u.account_id').select('u.id')
       .where('u.username', '=', username).where('a.domain_id', '=', domain.id).where('u.removed', 'is', null).executeTakeFirst();
     if (dup) throw paramError(`The user ${username} already exists in domain ${domain.uuid}`);
     const user = await insertUser(ctx.db, {
       accountId: acct.id, username, firstname: p.str('firstname')!, lastname: p.str('lastname')!, email: p.str('email') ?? null,
-      passwordHash: await hashPassword(p.str('password')!), keys: false, now: ctx.now,
+      passwordHash: await newPasswordHash(ctx, p.str('password')!), keys: false, now: ctx.now,
     });
     ctx.event({ type: 'USER.CREATE', description: `creating User. User Name: ${username}`, resourceType: 'User', resourceUuid: user.uuid, resourceName: username, accountId: acct.id, domainId: acct.domain_id });
     const [value] = await userResponses(ctx.db, { userIds: [user.id] });
@@ -92,6 +95,7 @@ const updateUser: CommandDef = {
     { name: 'currentpassword', type: 'string', description: 'Current password that was being used by the user. You must inform the current password when updating your own password.' },
     { name: 'timezone', type: 'string', description: 'Specifies a timezone for this command.' },
   ],
+  prepare: prepareUpdateUser,
   async handle(ctx) {
     const p = ctx.params;
     const id = p.str('id')!;
@@ -107,6 +111,7 @@ const updateUser: CommandDef = {
     const username = p.str('username');
     if (username !== undefined && username.trim() !== u.username) {
       if (username.trim() === '') throw paramError('Username cannot be empty');
+      await lockDomain(ctx.db, u.domain_id); // usernames are unique per domain (see createAccount)
       const dup = await ctx.db.selectFrom('users as x').innerJoin('accounts as a', 'a.id', 'x.account_id').select('x.id')
         .where('x.username', '=', username.trim()).where('a.domain_id', '=', u.domain_id).where('x.removed', 'is', null).executeTakeFirst();
       if (dup) throw paramError(`The username ${username.trim()} already exists in domain`);
@@ -119,14 +124,16 @@ const updateUser: CommandDef = {
     const password = p.str('password');
     if (password !== undefined) {
       checkNewPassword(password);
+      const prepared = ctx.prepared as PreparedPassword | undefined;
       // Your own password needs the current one, whatever your role: a stolen session must not be
       // enough to take the account over. Admins resetting someone else's password do not need it.
       if (u.id === c.userId) {
         const current = p.str('currentpassword');
         if (current === undefined || current === '') throw paramError('To set a new password the current password must be provided.');
-        if (!(await verifyPassword(current, u.password_hash))) throw paramError('Current password is incorrect.');
+        // Checked by prepare (outside the transaction); it holds only if the stored hash is still that one.
+        if (prepared?.userId !== u.id || prepared.verifiedHash !== u.password_hash) throw paramError('Current password is incorrect.');
       }
-      set.password_hash = await hashPassword(password);
+      set.password_hash = prepared?.userId === u.id ? prepared.hash : await hashPassword(password);
     }
     if (Object.keys(set).length) await ctx.db.updateTable('users').set(set).where('id', '=', u.id).execute();
     if (set.password_hash) await deleteUserSessions(ctx.db, u.id, u.id === c.userId ? c.sessionId : undefined);
@@ -135,5 +142,38 @@ const updateUser: CommandDef = {
     return { object: 'user', value: value!.value };
   },
 };
+
+interface PreparedPassword { userId: number; hash: string; verifiedHash?: string | null }
+
+/**
+ * updateUser's slow part, before its transaction: check the current password (when you change your
+ * own) and hash the new one. Each guess at the current password counts against the login limiter
+ * (per user and address, as a failed login does), so this is no way around login's guessing bound.
+ * Nothing is checked or hashed for a request `handle` will refuse (unknown user, no access, bad value).
+ */
+async function prepareUpdateUser({ db, caller, params, passwordAttempts }: PrepareContext): Promise<PreparedPassword | undefined> {
+  const password = params.str('password');
+  if (password === undefined) return undefined;
+  try { checkNewPassword(password); } catch { return undefined; }
+  const u = await db.selectFrom('users as u').innerJoin('accounts as a', 'a.id', 'u.account_id')
+    .select(['u.id', 'u.username', 'u.password_hash', 'u.account_id', 'a.domain_id'])
+    .where('u.uuid', '=', params.str('id')!).where('u.removed', 'is', null).executeTakeFirst();
+  if (!u) return undefined;
+  try { await new CallerAccess(db, caller).checkAccess(u.account_id, u.domain_id); } catch { return undefined; }
+  if (caller.role === 'user' && u.id !== caller.userId) return undefined;
+  const prepared: PreparedPassword = { userId: u.id, hash: '' };
+  if (u.id === caller.userId) {
+    const current = params.str('currentpassword');
+    if (current === undefined || current === '') return undefined;
+    const who = `${u.domain_id}/${u.username}`;
+    const verdict = passwordAttempts?.begin(who);
+    if (verdict && !verdict.allowed) throw new ApiError(429, `Too many failed password attempts; try again in ${verdict.retryAfterSeconds} seconds`);
+    if (!(await verifyPassword(current, u.password_hash))) throw paramError('Current password is incorrect.');
+    passwordAttempts?.succeeded(who);
+    prepared.verifiedHash = u.password_hash;
+  }
+  prepared.hash = await hashPassword(password);
+  return prepared;
+}
 
 export const userCommands: CommandDef[] = [login, logout, createUser, updateUser];

@@ -4,6 +4,7 @@ import { m002_unique_backstops } from './002_unique_backstops.js';
 import { m003_async_job_server } from './003_async_job_server.js';
 import { m007_observability } from './007_observability.js';
 import { m008_sessions } from './008_sessions.js';
+import { m009_retention } from './009_retention.js';
 
 // Ordered by name; append new migrations here (never edit a shipped one).
 export const migrations: Record<string, Migration> = {
@@ -12,4 +13,5 @@ export const migrations: Record<string, Migration> = {
   '003_async_job_server': m003_async_job_server,
   '007_observability': m007_observability,
   '008_sessions': m008_sessions,
+  '009_retention': m009_retention,
 };

@@ -2,7 +2,7 @@
 // are kept; model/settings.ts has the names, types and defaults.
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../schema.js';
-import { settingsFrom, type PalisadeSettings } from '../../model/settings.js';
+import { retentionFrom, settingsFrom, type PalisadeSettings, type RetentionSettings } from '../../model/settings.js';
 
 type Q = Transaction<Database> | Kysely<Database>;
 
@@ -16,6 +16,12 @@ export async function storedSettings(db: Q): Promise<Map<string, { value: string
 export async function readSettings(db: Q): Promise<PalisadeSettings> {
   const stored = await storedSettings(db);
   return settingsFrom(new Map([...stored].map(([k, v]) => [k, v.value])));
+}
+
+/** How long history is kept (job.expire.minutes, event.purge.delay). */
+export async function readRetention(db: Q): Promise<RetentionSettings> {
+  const stored = await storedSettings(db);
+  return retentionFrom(new Map([...stored].map(([k, v]) => [k, v.value])));
 }
 
 /** Sets a value, or (null) goes back to the default. */

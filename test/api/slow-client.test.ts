@@ -1,0 +1,65 @@
+// A client that sends its request a byte at a time must not hold a connection for ever (each one a file
+// descriptor: enough of them and the server accepts no API call and no agent). The server is built
+// in-process with a short request timeout; the client is a raw socket. Timing bounds here are generous
+// (the server must close within 20 s a request it had to finish in 1.5 s): no tight assertions.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import net from 'node:net';
+import pino from 'pino';
+import type { FastifyInstance } from 'fastify';
+import { openStore, type Db } from '../../src/store/db.js';
+import { bootstrap } from '../../src/api/bootstrap.js';
+import { buildServer } from '../../src/api/server.js';
+import { REQUEST_TIMEOUT_MS } from '../../src/api/limits.js';
+
+let dir: string;
+let db: Db;
+let app: FastifyInstance;
+let port: number;
+
+before(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-slow-'));
+  db = await openStore({ kind: 'sqlite', file: path.join(dir, 'p.db') });
+  await bootstrap(db);
+  app = await buildServer({ db, sink: { publish() {} }, log: pino({ level: 'silent' }), console: false, requestTimeoutMs: 1500 });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  port = (app.server.address() as net.AddressInfo).port;
+});
+after(async () => {
+  await app?.close();
+  await db?.destroy();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** Opens a connection, sends `head`, then one byte of `drip` every `everyMs`; resolves with what the server sent when it closes (or null after `giveUpMs`). */
+function slowRequest(head: string, drip: string, everyMs: number, giveUpMs: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    let got = '';
+    let i = 0;
+    s.on('data', (d) => { got += d; });
+    s.on('error', () => {});
+    const timer = setInterval(() => { if (i < drip.length) s.write(drip[i++]!); }, everyMs);
+    const giveUp = setTimeout(() => { clearInterval(timer); s.destroy(); resolve(null); }, giveUpMs);
+    s.on('close', () => { clearInterval(timer); clearTimeout(giveUp); resolve(got); });
+    s.write(head);
+  });
+}
+
+test('a request that does not arrive whole within the bound is answered 408 and its connection closed', async () => {
+  assert.ok(REQUEST_TIMEOUT_MS > 0 && REQUEST_TIMEOUT_MS <= 60_000, 'the real server has a bound too');
+  const body = 'command=listZones&response=json&' + 'x'.repeat(200);
+  // headers complete, the body a byte every 300 ms (it would take a minute)
+  const slowBody = await slowRequest(`POST /client/api HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\n\r\n`, body, 300, 20_000);
+  assert.notEqual(slowBody, null, 'the server closed the connection');
+  assert.match(slowBody!, /^HTTP\/1\.1 408 /);
+  // headers never finished
+  const slowHeaders = await slowRequest('GET /client/api?command=listZones HTTP/1.1\r\n', 'X-Slow: ' + 'a'.repeat(200), 300, 20_000);
+  assert.notEqual(slowHeaders, null, 'the server closed the connection');
+  // the twin: a whole request within the bound is answered
+  const quick = await slowRequest(`POST /client/api HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`, '', 1000, 20_000);
+  assert.match(quick!, /^HTTP\/1\.1 401 /, 'answered (unsigned: 401)');
+});
