@@ -57,7 +57,10 @@ export function DryRunSummary({ result, action, direction, describeRule }: {
             ))}{vmCount > vms.length || vms.length > 20 ? ', …' : ''}
           </Text>
           <Text size="sm" data-testid="dryrun-hosts" data-count={hostCount}>
-            {hostCount === 0 ? 'None of them is running, so no host would change now.' : `Hosts whose kernel rules would change (${hostCount}): ${hosts.map((h) => h.name).join(', ')}${hostCount > hosts.length ? ', …' : ''}.`}
+            {hostCount === 0 ? 'None of them is running, so no host would change now.'
+              // Hosts are named to root admins only (as everywhere in the API); others get their count.
+              : hosts.length === 0 ? `Would change the kernel rules of ${plural(hostCount, 'host')}.`
+              : `Hosts whose kernel rules would change (${hostCount}): ${hosts.map((h) => h.name).join(', ')}${hostCount > hosts.length ? ', …' : ''}.`}
           </Text>
         </>
       )}
