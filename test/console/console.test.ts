@@ -227,7 +227,8 @@ test('log in with the keyboard only; a wrong password shows the API\'s message',
   await page.goto(base);
   await page.getByLabel('Username').waitFor();
   await shot(page, 'login');
-  // The username field has the focus: type, Tab, type, Enter.
+  // The username field takes the focus by itself (autofocus, once the page has rendered): type, Tab, type, Enter.
+  await page.waitForFunction(() => Boolean((document.activeElement as HTMLInputElement | null)?.labels?.[0]?.textContent?.includes('Username')));
   await page.keyboard.type('acme');
   await page.keyboard.press('Tab');
   await page.keyboard.type('not-the-password');
