@@ -1,5 +1,6 @@
 // `palisade server`: open the store, first-start bootstrap, API + agent channel, graceful shutdown.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Command, CommanderError } from 'commander';
@@ -8,7 +9,10 @@ import { openStore, type StoreConfig } from '../store/db.js';
 import { createControlPlane } from '../control/index.js';
 import { buildServer } from './server.js';
 import { bootstrap } from './bootstrap.js';
-import { failOrphanJobs } from './dispatcher.js';
+import { deadServerJobResult, failOrphanJobs } from './dispatcher.js';
+
+/** What the last-resort handler logs: tests that run the server look for it in its log and fail. */
+export const UNHANDLED_REJECTION = 'unhandled promise rejection (a bug; the server keeps serving)';
 
 export function parseListen(s: string): { host: string; port: number } {
   const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(s);
@@ -29,6 +33,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8080')
     .option('--data-dir <dir>', 'data directory (SQLite store, admin credentials)', './palisade-data')
     .option('--db <url>', 'PostgreSQL URL (postgres://…) instead of the embedded SQLite store')
+    .option('--name <name>', 'name of this server, shown by listHosts as managementservername (default: hostname:port)')
     .option('--log-level <level>', 'log level', 'info')
     .exitOverride();
   try {
@@ -38,8 +43,10 @@ export async function serverCommand(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' ? 0 : 2;
     throw e;
   }
-  const o = program.opts<{ listen: string; dataDir: string; db?: string; logLevel: string }>();
+  const o = program.opts<{ listen: string; dataDir: string; db?: string; name?: string; logLevel: string }>();
   const log = pino({ level: o.logLevel, base: { svc: 'palisade-server' } });
+  // Last resort: a promise nobody handled is a bug, logged loudly; it must not take the API down.
+  process.on('unhandledRejection', (reason) => { log.error({ err: reason }, UNHANDLED_REJECTION); });
   const listen = parseListen(o.listen);
   const dataDir = path.resolve(o.dataDir);
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -57,11 +64,15 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const orphans = await failOrphanJobs(db, new Date().toISOString(), serverId);
   if (orphans) log.warn({ jobs: orphans }, 'marked async jobs interrupted by the previous shutdown as failed');
 
-  const cp = await createControlPlane(db, log);
+  const serverName = o.name ?? `${os.hostname()}:${listen.port}`;
+  const cp = await createControlPlane(db, log, {
+    serverId, serverName, listenUrl: cfg.kind === 'postgres' ? cfg.url : undefined,
+    jobFailure: (server) => deadServerJobResult(server.name, new Date(server.heartbeatAt)),
+  });
   const app = await buildServer({ db, sink: cp.sink, log, serverId });
   await cp.register(app);
   await app.listen({ host: listen.host, port: listen.port });
-  log.info({ url: `http://${listen.host}:${listen.port}/client/api`, store: cfg.kind }, 'palisade server listening');
+  log.info({ url: `http://${listen.host}:${listen.port}/client/api`, store: cfg.kind, server: serverName, id: serverId }, 'palisade server listening');
 
   return new Promise<number>((resolve) => {
     let stopping = false;

@@ -2,10 +2,12 @@ import type { Migration } from 'kysely';
 import { m001_initial } from './001_initial.js';
 import { m002_unique_backstops } from './002_unique_backstops.js';
 import { m003_async_job_server } from './003_async_job_server.js';
+import { m005_change_feed } from './005_change_feed.js';
 
 // Ordered by name; append new migrations here (never edit a shipped one).
 export const migrations: Record<string, Migration> = {
   '001_initial': m001_initial,
   '002_unique_backstops': m002_unique_backstops,
   '003_async_job_server': m003_async_job_server,
+  '005_change_feed': m005_change_feed,
 };
