@@ -368,7 +368,8 @@ export class Agent extends EventEmitter {
         // ack tells the server once it works.
         await this.applyNow();
         if (this.lastApplyError === null) this.o.log.info({ revision: state.revision }, 'agent: apply succeeded on retry');
-      } else if (state) {
+      } else if (state && state.revision === this.appliedRevision && !this.applyWanted) {
+        // Only against what was applied: a state that arrived since is applied next, not "drift".
         await this.repairDrift(state).catch((e) => this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: reconcile failed'));
       }
       this.report(false);

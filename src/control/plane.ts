@@ -93,9 +93,11 @@ export class ControlPlaneImpl {
     await cp.sync.status.flush().catch((e) => log.error({ err: e }, 'control: status write failed (will retry)'));
     cp.reader.start();
     if (o.listenUrl) {
+      let listening = true;
       cp.listener = listenFeed(o.listenUrl, () => cp.reader.wake(), (up, err) => {
-        if (up) log.debug('control: listening for change-feed notifications');
-        else if (!cp.closed) log.warn({ err: err?.message }, 'control: change-feed notifications lost; polling until reconnected');
+        if (up && !listening) log.info('control: listening for change-feed notifications again');
+        else if (!up && listening && !cp.closed) log.warn({ err: err?.message }, 'control: change-feed notifications lost; polling until reconnected');
+        listening = up;
       });
     }
     cp.reader.wake();

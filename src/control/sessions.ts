@@ -178,7 +178,11 @@ export class SessionHub {
     if (!this.accepting || !this.d.cluster.healthy) throw new Refused(503, 'this server cannot reach its database; try another server');
     // Catch up with everything committed before this hello: a host added a moment ago becomes known,
     // and whatever another server gave this agent is not newer than what this one holds.
-    await this.d.batches.waitProcessed(await this.d.reader.head());
+    const t0 = performance.now();
+    const head = await this.d.reader.head();
+    const t1 = performance.now();
+    await this.d.batches.waitProcessed(head);
+    const t2 = performance.now();
     const hash = sha256(m.token);
     const hostId = this.d.fleet.byToken.get(hash);
     if (hostId === undefined) throw new Refused(401, 'unknown agent token', 'unknown token');
@@ -188,6 +192,7 @@ export class SessionHub {
       throw new Refused(409, `token of host ${host.name} is in use by another agent`);
     }
     if (!await this.d.cluster.acquire(hostId, m.hostname)) throw new Refused(409, `token of host ${host.name} is in use by another agent, connected to another server`);
+    const t3 = performance.now();
     if (ws.readyState !== ws.OPEN || !this.d.fleet.hosts.has(hostId)) {
       if (!this.sessions.has(hostId)) this.d.cluster.release(hostId);
       return null;
@@ -200,7 +205,7 @@ export class SessionHub {
     this.send(s, { type: 'welcome', hostId: host.uuid, hostName: host.name });
     this.d.sync.hostPatch(hostId, { state: this.d.sync.hostState(hostId), last_contact: new Date().toISOString(), ...(m.dataplane ? { dataplane: m.dataplane } : {}) });
     this.d.sync.holderChanged(hostId);
-    this.d.log.info({ host: host.name, hostname: s.hostname, revision: m.revision, remote }, 'agent connected');
+    this.d.log.info({ host: host.name, hostname: s.hostname, revision: m.revision, remote, ms: { head: Math.round(t1 - t0), catchUp: Math.round(t2 - t1), lease: Math.round(t3 - t2) } }, 'agent connected');
     await this.resync(s, m.revision);
     return s;
   }

@@ -35,6 +35,8 @@ export class StatusWriter {
   private timer: NodeJS.Timeout | null = null;
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
+  /** Consecutive failed flushes (only the first is reported; the store is likely unreachable). */
+  private failures = 0;
 
   constructor(private readonly db: Db, private readonly serverId: string, private readonly onError: (e: unknown) => void, private readonly delayMs = 50) {}
 
@@ -71,13 +73,14 @@ export class StatusWriter {
       if (!hosts.size && !vms.size && !unheld.size) return;
       try {
         await this.write(hosts, unheld, vms);
+        this.failures = 0;
       } catch (e) {
         // Keep what failed under anything newer, and try again.
         for (const [id, p] of hosts) this.hosts.set(id, { ...p, ...this.hosts.get(id) });
         for (const [id, r] of unheld) this.unheld.set(id, Math.max(r, this.unheld.get(id) ?? 0));
         for (const [id, w] of vms) if (!this.vms.has(id)) this.vms.set(id, w);
         this.schedule(RETRY_MS);
-        throw e;
+        if (this.failures++ === 0) throw e;
       }
     };
     const p = this.chain.then(run);

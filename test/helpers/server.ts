@@ -27,6 +27,10 @@ export interface TestServer {
   waitJob(jobid: string, creds?: Creds): Promise<any>;
   /** Stop and start the process on the same port and data dir. */
   restart(): Promise<void>;
+  /** Send a signal (SIGKILL: the server dies on the spot) and wait until the process is gone. */
+  kill(signal: NodeJS.Signals): Promise<void>;
+  /** Start it again after `kill` (same port and data dir). */
+  start(): Promise<void>;
   /**
    * Stop the process (SIGTERM) and remove the data dir if this helper created it. Throws when the
    * server logged an unhandled promise rejection (its last-resort handler kept it up, but it is a bug).
@@ -52,8 +56,8 @@ export async function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** `db`: a postgres:// URL to run on PostgreSQL instead of the embedded SQLite store. */
-export async function startServer(opts: { dataDir?: string; db?: string } = {}): Promise<TestServer> {
+/** `db`: a postgres:// URL to run on PostgreSQL instead of the embedded SQLite store; `args`: more server options. */
+export async function startServer(opts: { dataDir?: string; db?: string; args?: string[] } = {}): Promise<TestServer> {
   const ownDir = !opts.dataDir;
   const dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-test-'));
   const port = await freePort();
@@ -64,7 +68,7 @@ export async function startServer(opts: { dataDir?: string; db?: string } = {}):
   async function launch(): Promise<void> {
     out += `--- start ${new Date().toISOString()}\n`;
     const { cmd, args: lead } = palisadeCommand();
-    const args = [...lead, 'server', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...(opts.db ? ['--db', opts.db] : [])];
+    const args = [...lead, 'server', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...(opts.db ? ['--db', opts.db] : []), ...(opts.args ?? [])];
     const c = spawn(cmd, args, {
       cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env },
     });
@@ -132,6 +136,14 @@ export async function startServer(opts: { dataDir?: string; db?: string } = {}):
     url, port, dataDir, apikey: creds.apikey, secretkey: creds.secretkey,
     call, callAndWait, waitJob,
     async restart() { await kill(); await launch(); },
+    async kill(signal: NodeJS.Signals) {
+      const c = child;
+      if (!c || c.exitCode !== null || c.signalCode !== null) return;
+      const done = new Promise<void>((r) => c.once('exit', () => r()));
+      c.kill(signal);
+      await done;
+    },
+    start: () => launch(),
     async stop() {
       await kill();
       if (ownDir) fs.rmSync(dataDir, { recursive: true, force: true });
