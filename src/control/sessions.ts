@@ -179,19 +179,37 @@ export class SessionHub {
     // Catch up with everything committed before this hello: a host added a moment ago becomes known,
     // and whatever another server gave this agent is not newer than what this one holds.
     const t0 = performance.now();
-    const head = await this.d.reader.head();
-    const t1 = performance.now();
-    await this.d.batches.waitProcessed(head);
-    const t2 = performance.now();
     const hash = sha256(m.token);
-    const hostId = this.d.fleet.byToken.get(hash);
-    if (hostId === undefined) throw new Refused(401, 'unknown agent token', 'unknown token');
-    const host = this.d.fleet.hosts.get(hostId)!;
-    const prev = this.sessions.get(hostId);
-    if (prev && prev.ws.readyState === prev.ws.OPEN && prev.hostname !== m.hostname) {
-      throw new Refused(409, `token of host ${host.name} is in use by another agent`);
+    const busy = (id: number) => {
+      const prev = this.sessions.get(id);
+      return !!prev && prev.ws.readyState === prev.ws.OPEN && prev.hostname !== m.hostname;
+    };
+    // A known host's lease is taken while catching up (a failover storm waits for both only once).
+    const early = this.d.fleet.byToken.get(hash);
+    const earlyLease = early !== undefined && !busy(early) ? this.d.cluster.acquire(early, m.hostname) : null;
+    earlyLease?.catch(() => {});   // awaited below
+    /** The lease taken early is not used after all: give it back (unless a session of this server holds the host). */
+    const dropEarly = async () => {
+      if (earlyLease && await earlyLease.catch(() => false) && !this.sessions.has(early!)) this.d.cluster.release(early!);
+    };
+    let t1 = t0;
+    try {
+      const head = await this.d.reader.head();
+      t1 = performance.now();
+      if (head > this.d.batches.processed) this.d.reader.wake();
+      await this.d.batches.waitProcessed(head);
+    } catch (e) {
+      await dropEarly();
+      throw e;
     }
-    if (!await this.d.cluster.acquire(hostId, m.hostname)) throw new Refused(409, `token of host ${host.name} is in use by another agent, connected to another server`);
+    const t2 = performance.now();
+    const hostId = this.d.fleet.byToken.get(hash);
+    const leased = hostId !== undefined && hostId === early ? earlyLease : null;
+    if (!leased) await dropEarly();
+    if (hostId === undefined || !this.d.fleet.hosts.has(hostId)) throw new Refused(401, 'unknown agent token', 'unknown token');
+    const host = this.d.fleet.hosts.get(hostId)!;
+    if (busy(hostId)) throw new Refused(409, `token of host ${host.name} is in use by another agent`);
+    if (!await (leased ?? this.d.cluster.acquire(hostId, m.hostname))) throw new Refused(409, `token of host ${host.name} is in use by another agent, connected to another server`);
     const t3 = performance.now();
     if (ws.readyState !== ws.OPEN || !this.d.fleet.hosts.has(hostId)) {
       if (!this.sessions.has(hostId)) this.d.cluster.release(hostId);

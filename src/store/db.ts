@@ -36,6 +36,10 @@ export function openPostgres(url: string, onIdleError: (err: Error) => void = (e
   // waiting on connections that will not come.
   const pool = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: 5000, keepAlive: true });
   pool.on('error', onIdleError);
+  // A connection that dies while checked out but between queries (inside a transaction, say) emits
+  // 'error' on its client, where the pool is not listening: without this the process would exit. The
+  // query or transaction using it fails on its own.
+  pool.on('connect', (client) => { client.on('error', () => { /* reported to its user */ }); });
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }
 
