@@ -516,7 +516,7 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
     summary('fleet', `${N} servers: database size`, dbSize / 2 ** 20, 'MB');
   } finally {
     for (const a of agents) await a.stop().catch(() => {});
-    for (const s of servers) await s.stop('SIGKILL').catch(() => {});
+    for (const s of servers) await s.stop().catch(() => {});
     await pg.stop();
     for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   }

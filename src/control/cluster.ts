@@ -112,7 +112,7 @@ export class Cluster {
     const held = this.hooks.held();
     const missing = [...held].filter(([id]) => !renewed.has(id)).map(([hostId, h]) => ({ hostId, hostname: h.hostname }));
     if (missing.length) {
-      const back = await acquireLeases(this.db, this.serverId, missing, this.timing.leaseTtlMs);
+      const back = await acquireLeases(this.db, this.serverId, missing, this.timing.leaseTtlMs, false);
       const lost = missing.filter((m) => !back.has(m.hostId)).map((m) => m.hostId);
       if (lost.length) { this.log.warn({ hosts: lost }, 'cluster: hosts now held by another server'); this.hooks.lost(lost); }
     }

@@ -85,10 +85,12 @@ export async function minLivePosition(db: Q): Promise<number | null> {
 
 /**
  * Take the leases of these hosts for `serverId`. A host is taken when nobody holds it, this server
- * already does, its lease expired, or it is held for the same agent (the same hostname: the agent
- * moved and its old server has not noticed yet). Returns the hosts now held.
+ * already does, or its lease expired; with `takeover` (an agent's hello) also when it is held for the
+ * same agent (the same hostname: the agent moved and its old server has not noticed yet). Without it
+ * (a server reclaiming what a sweep freed) a lease another server holds stays there. Returns the hosts
+ * now held.
  */
-export async function acquireLeases(db: Q, serverId: string, items: { hostId: number; hostname: string }[], ttlMs: number): Promise<Set<number>> {
+export async function acquireLeases(db: Q, serverId: string, items: { hostId: number; hostname: string }[], ttlMs: number, takeover = true): Promise<Set<number>> {
   const got = new Set<number>();
   const now = dbNowMs(db);
   for (const part of chunks(items)) {
@@ -101,8 +103,8 @@ export async function acquireLeases(db: Q, serverId: string, items: { hostId: nu
         expires_at: (eb) => eb.ref('excluded.expires_at'),
       }).where((eb) => eb.or([
         eb('host_leases.server_id', '=', eb.ref('excluded.server_id')),
-        eb('host_leases.hostname', '=', eb.ref('excluded.hostname')),
         eb('host_leases.expires_at', '<', now as never),
+        ...(takeover ? [eb('host_leases.hostname', '=', eb.ref('excluded.hostname'))] : []),
       ])))
       .returning('host_id').execute();
     for (const r of rows) got.add(Number(r.host_id));
