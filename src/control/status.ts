@@ -10,6 +10,7 @@
 import { sql } from 'kysely';
 import type { Db } from '../store/db.js';
 import { dbNowMs, greatest } from '../store/queries/cluster.js';
+import { storeUnavailable } from '../store/db.js';
 
 export type SyncState = 'Synced' | 'Pending' | 'Failed';
 export interface HostPatch {
@@ -26,6 +27,8 @@ interface VmWrite { state: SyncState; error: string | null; authority: VmAuthori
 
 const CHUNK = 400;
 const RETRY_MS = 1000;
+/** A flush that fails this often with the store reachable is given up (it is status, recomputed on change). */
+const GIVE_UP_AFTER = 3;
 
 export class StatusWriter {
   private hosts = new Map<number, HostPatch>();
@@ -75,12 +78,18 @@ export class StatusWriter {
         await this.write(hosts, unheld, vms);
         this.failures = 0;
       } catch (e) {
+        this.failures++;
+        if (!storeUnavailable(e) && this.failures >= GIVE_UP_AFTER) {
+          // Not the store being away: these writes themselves fail. Never let them block the rest.
+          this.failures = 0;
+          throw new Error(`status writes dropped after ${GIVE_UP_AFTER} failures (${hosts.size} hosts, ${vms.size} VMs): ${e instanceof Error ? e.message : String(e)}`);
+        }
         // Keep what failed under anything newer, and try again.
         for (const [id, p] of hosts) this.hosts.set(id, { ...p, ...this.hosts.get(id) });
         for (const [id, r] of unheld) this.unheld.set(id, Math.max(r, this.unheld.get(id) ?? 0));
         for (const [id, w] of vms) if (!this.vms.has(id)) this.vms.set(id, w);
         this.schedule(RETRY_MS);
-        if (this.failures++ === 0) throw e;
+        if (this.failures === 1) throw e;
       }
     };
     const p = this.chain.then(run);
@@ -147,8 +156,8 @@ export class StatusWriter {
             const [, kind, host] = who.split('-');
             q = q.where('host_id', 'is', null);
             const holder = tx.selectFrom('host_leases').select('host_id').where('host_id', '=', Number(host));
-            q = kind === 'mine' ? q.where(sql<boolean>`exists (${holder.where('server_id', '=', me)})`)
-              : q.where(sql<boolean>`not exists (${holder.where('expires_at', '>=', dbNowMs(tx) as never)})`);
+            q = kind === 'mine' ? q.where((eb) => eb.exists(holder.where('server_id', '=', me)))
+              : q.where((eb) => eb.not(eb.exists(holder.where('expires_at', '>=', dbNowMs(tx) as never))));
           }
           await q.execute();
         }

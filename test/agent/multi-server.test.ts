@@ -299,3 +299,28 @@ test('two servers racing on one group: one winner per duplicate, no lost revoke'
   const keys = raw.map((r: any) => `${r.protocol}/${r.startport}/${r.cidr}`);
   assert.equal(new Set(keys).size, keys.length, 'no duplicate rule anywhere in the group');
 });
+
+test('a server that stops answering (SIGSTOP) is left by its agents after missed keepalives; woken, it lets go and serves again', async () => {
+  await waitFor('both agents on A', async () => (await holder('h1', srv.B)) === NAMES.A && (await holder('h2', srv.B)) === NAMES.A, 30_000, 200);
+  process.kill(srv.A.pid(), 'SIGSTOP');
+  const stoppedAt = Date.now();
+  try {
+    // Their list is B, C, A: after A comes B. Keepalive 2 s: silence for three periods, then move.
+    await waitFor('both agents held by B', async () => (await holder('h1', srv.B)) === NAMES.B && (await holder('h2', srv.B)) === NAMES.B, 40_000, 200)
+      .catch((e) => { throw new Error(`${e.message}${diag()}`); });
+    console.log(`# agents left the stopped server after ${Date.now() - stoppedAt} ms`);
+    await job(srv.B, 'authorizeSecurityGroupIngress', { securitygroupid: web, protocol: 'tcp', startport: 8095, endport: 8095, cidrlist: '0.0.0.0/0' });
+    await waitFor('8095 in both kernels', async () => (await kernelPorts('h1', 8095, 8096)).size === 1 && (await kernelPorts('h2', 8095, 8096)).size === 1, 20_000, 50);
+  } finally {
+    process.kill(srv.A.pid(), 'SIGCONT');
+  }
+  // A wakes up holding sessions and leases that are no longer its own: it lets them go, keeps serving
+  // the API, and B stays the holder.
+  await waitFor('A answers again', async () => (await srv.A.call('listZones')).status === 200, 30_000, 250);
+  await job(srv.A, 'authorizeSecurityGroupIngress', { securitygroupid: web, protocol: 'tcp', startport: 8097, endport: 8097, cidrlist: '0.0.0.0/0' });
+  await waitFor('8097 in both kernels', async () => (await kernelPorts('h1', 8097, 8098)).size === 1 && (await kernelPorts('h2', 8097, 8098)).size === 1, 20_000, 50);
+  await sleep(3000);   // a few heartbeats of A after waking
+  assert.equal(await holder('h1', srv.A), NAMES.B);
+  assert.equal(await holder('h2', srv.C), NAMES.B);
+  await waitFor('both hosts synced', async () => (await hostRow(srv.A, hosts.h1.id)).securitygroupsynced && (await hostRow(srv.A, hosts.h2.id)).securitygroupsynced, 20_000, 200);
+});

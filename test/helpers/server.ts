@@ -146,6 +146,8 @@ export async function startServer(opts: { dataDir?: string; db?: string; args?: 
     start: () => launch(),
     async stop() {
       await kill();
+      // PALISADE_TEST_SERVER_LOG=<file>: keep every server's log for a look after the run.
+      if (process.env.PALISADE_TEST_SERVER_LOG) fs.appendFileSync(process.env.PALISADE_TEST_SERVER_LOG, `=== ${url}\n${out}\n`);
       if (ownDir) fs.rmSync(dataDir, { recursive: true, force: true });
       assertNoUnhandledRejection(out);
     },
