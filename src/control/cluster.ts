@@ -58,6 +58,8 @@ export class Cluster {
   private releaseQueue = new Set<number>();
   private releaseTimer: NodeJS.Timeout | null = null;
   private releasing: Promise<void> = Promise.resolve();
+  /** Leases this server holds without a session, seen at the last renewal (a hello may be between its lease and its session). */
+  private orphans = new Set<number>();
 
   constructor(private readonly db: Db, private readonly log: Logger, readonly serverId: string, readonly serverName: string,
     private readonly hooks: ClusterHooks, readonly timing: ClusterTiming = DEFAULT_TIMING) {}
@@ -110,6 +112,11 @@ export class Cluster {
   private async renew(): Promise<void> {
     const renewed = await renewLeases(this.db, this.serverId, this.timing.leaseTtlMs);
     const held = this.hooks.held();
+    // A lease without a session two renewals in a row (its release failed, say) goes: it would keep the
+    // host looking held by a server that does not serve it.
+    const orphans = new Set([...renewed].filter((id) => !held.has(id)));
+    for (const id of orphans) if (this.orphans.has(id)) this.release(id);
+    this.orphans = orphans;
     const missing = [...held].filter(([id]) => !renewed.has(id)).map(([hostId, h]) => ({ hostId, hostname: h.hostname }));
     if (missing.length) {
       const back = await acquireLeases(this.db, this.serverId, missing, this.timing.leaseTtlMs, false);
