@@ -475,14 +475,14 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
     const many = await phase(agents, servers, creds, webGroupUuid, tenantGroupUuids, changes, burst, 40000);
     process.stderr.write(`  ${N} servers: ${JSON.stringify(many)}\n`);
 
-    // ---- SIGKILL the server holding the most agents ----
-    const victim = servers[spread.indexOf(Math.max(...spread))];
-    const moved = agents.filter((a) => a.server === victim.url);
+    // ---- SIGKILL the server holding the most agents (with several) ----
+    const victim = N > 1 ? servers[spread.indexOf(Math.max(...spread))] : null;
+    const moved = victim ? agents.filter((a) => a.server === victim.url) : [];
     const done = reconnectedAndApplied(moved, 120_000);
     const tk = performance.now();
-    await victim.stop('SIGKILL');
+    await victim?.stop('SIGKILL');
     await done;
-    const failoverMs = performance.now() - tk;
+    const failoverMs = victim ? performance.now() - tk : NaN;
     const survivors = servers.filter((s) => s !== victim);
     const rssAfter = survivors.map((s) => s.rssMb());
     const dbSize = Number((await sql<{ n: string }>`select pg_database_size(current_database()) as n`.execute(db)).rows[0].n);

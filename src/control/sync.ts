@@ -98,10 +98,15 @@ export class SyncTracker {
     const rev = Math.min(m.revision, sent);
     host.acked = Math.max(host.acked, rev);
     this.status.host(hostId, { acked_revision: rev, last_contact: now });
-    for (const [uuid, r] of Object.entries(m.vms)) {
+    for (const uuid in m.vms) {
+      const r = m.vms[uuid];
       const e = host.vms.get(uuid);
       if (!e || e.rev > rev) continue;   // acked an older version than the one now desired: still pending
-      this.vmAck.set(e.vmId, { hostId, rev, ok: r.ok, error: r.ok ? null : (r.error ?? 'failed').slice(0, MAX_ERROR_CHARS) });
+      const error = r.ok ? null : (r.error ?? 'failed').slice(0, MAX_ERROR_CHARS);
+      const prev = this.vmAck.get(e.vmId);
+      // Most of an ack repeats what the host already confirmed (its other VMs): nothing to recompute.
+      if (prev && prev.hostId === hostId && prev.ok === r.ok && prev.error === error && prev.rev >= e.rev) { prev.rev = rev; continue; }
+      this.vmAck.set(e.vmId, { hostId, rev, ok: r.ok, error });
       this.refreshVm(e.vmId);
     }
     for (const [vmId, removedAt] of host.removals) {

@@ -34,7 +34,9 @@ export function openPostgres(url: string, onIdleError: (err: Error) => void = (e
 }): Db {
   // A server cut off from the database fails fast (and its callers get STORE_UNAVAILABLE) rather than
   // waiting on connections that will not come.
-  const pool = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: 5000, keepAlive: true });
+  // (Waiting for a free pooled connection counts against the timeout too: generous, so load alone
+  // does not turn into errors.)
+  const pool = new pg.Pool({ connectionString: url, max: 20, connectionTimeoutMillis: 15_000, keepAlive: true });
   pool.on('error', onIdleError);
   // A connection that dies while checked out but between queries (inside a transaction, say) emits
   // 'error' on its client, where the pool is not listening: without this the process would exit. The
