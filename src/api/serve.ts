@@ -5,7 +5,7 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Command, CommanderError } from 'commander';
 import pino from 'pino';
-import { openStore, type StoreConfig } from '../store/db.js';
+import { openPostgres, openStore, type StoreConfig } from '../store/db.js';
 import { createControlPlane } from '../control/index.js';
 import { buildServer } from './server.js';
 import { bootstrap } from './bootstrap.js';
@@ -65,8 +65,11 @@ export async function serverCommand(argv: string[]): Promise<number> {
   if (orphans) log.warn({ jobs: orphans }, 'marked async jobs interrupted by the previous shutdown as failed');
 
   const serverName = o.name ?? `${os.hostname()}:${listen.port}`;
+  // PostgreSQL: the heartbeat and leases get connections of their own, so API load cannot starve them
+  // (a server that stops heartbeating is taken for dead by the others).
+  const clusterDb = cfg.kind === 'postgres' ? openPostgres(cfg.url, undefined, 2) : undefined;
   const cp = await createControlPlane(db, log, {
-    serverId, serverName, listenUrl: cfg.kind === 'postgres' ? cfg.url : undefined,
+    serverId, serverName, listenUrl: cfg.kind === 'postgres' ? cfg.url : undefined, clusterDb,
     jobFailure: (server) => deadServerJobResult(server.name, new Date(server.heartbeatAt)),
   });
   const app = await buildServer({ db, sink: cp.sink, log, serverId });
@@ -83,6 +86,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
       (async () => {
         await app.close();
         await cp.close();
+        await clusterDb?.destroy();
         await db.destroy();
       })().then(() => resolve(0), (err) => { log.error({ err }, 'shutdown failed'); resolve(1); });
     };

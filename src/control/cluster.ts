@@ -3,9 +3,12 @@
 // Disconnected; a server whose heartbeat expired has its unfinished jobs failed and its leases freed;
 // feed rows every live server has read are pruned). With SQLite the same runs for the one server.
 //
-// Health: a server that cannot renew its heartbeat for UNHEALTHY_AFTER_MS is cut off from the
-// database. It lets its agents go (they move to another server) and refuses new ones until a renewal
-// works again; its API calls fail on their own with a clear error (store/db.ts storeUnavailable).
+// Health: a server whose heartbeat renewals have been failing for `unhealthyAfterMs`, or that has not
+// renewed at all for `stalledAfterMs` (the database does not answer), is cut off from the database. It
+// lets its agents go (they move to another server) and refuses new ones until a renewal works again;
+// its API calls fail on their own with a clear error (store/db.ts storeUnavailable). Mere slowness (a
+// busy server or database) is not an outage: it only counts after the longer bound. With PostgreSQL the
+// heartbeat has its own connections (serve.ts), so a pool busy with API calls does not delay it.
 import type { Logger } from 'pino';
 import type { Db } from '../store/db.js';
 import {
@@ -21,11 +24,13 @@ export interface ClusterTiming {
   serverTtlMs: number;
   /** A host lease not renewed for this long has expired: the host shows Disconnected. */
   leaseTtlMs: number;
-  /** Without a successful renewal for this long, this server considers itself cut off. */
+  /** Renewals failing (errors) for this long: this server considers itself cut off. */
   unhealthyAfterMs: number;
+  /** No renewal finished at all for this long (hanging, or too busy): cut off too. */
+  stalledAfterMs: number;
 }
 
-export const DEFAULT_TIMING: ClusterTiming = { heartbeatMs: 2000, serverTtlMs: 10_000, leaseTtlMs: 8000, unhealthyAfterMs: 5000 };
+export const DEFAULT_TIMING: ClusterTiming = { heartbeatMs: 2000, serverTtlMs: 15_000, leaseTtlMs: 10_000, unhealthyAfterMs: 5000, stalledAfterMs: 12_000 };
 
 export interface ClusterHooks {
   /** The feed position this server has processed (written with the heartbeat, for pruning). */
@@ -76,7 +81,8 @@ export class Cluster {
   }
 
   private checkHealth(): void {
-    if (this.healthy && Date.now() - this.lastOk > this.timing.unhealthyAfterMs) {
+    const since = Date.now() - this.lastOk;
+    if (this.healthy && ((this.lastError && since > this.timing.unhealthyAfterMs) || since > this.timing.stalledAfterMs)) {
       this.healthy = false;
       this.log.error({ since: new Date(this.lastOk).toISOString(), err: this.lastError }, 'cluster: cannot reach the database; letting agents go to other servers');
       this.hooks.unhealthy();

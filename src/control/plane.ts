@@ -33,6 +33,8 @@ export interface ControlOptions {
   jobFailure: (server: ServerRow) => string;
   /** Feed poll period (the fallback when a NOTIFY is lost). */
   pollMs?: number;
+  /** Connections for the heartbeat, leases and sweeps (default: the store's); see cluster.ts. */
+  clusterDb?: Db;
   timing?: Partial<ClusterTiming>;
 }
 
@@ -53,7 +55,7 @@ export class ControlPlaneImpl {
     this.fleet = fleet;
     const timing = { ...DEFAULT_TIMING, ...o.timing };
     this.sync = new SyncTracker(db, log, fleet, o.serverId, (h) => this.hub.holds(h));
-    this.cluster = new Cluster(db, log, o.serverId, o.serverName, {
+    this.cluster = new Cluster(o.clusterDb ?? db, log, o.serverId, o.serverName, {
       position: () => this.batches.processed,
       held: () => this.hub.held(),
       lost: (ids) => { for (const id of ids) this.hub.drop(id, 4409, 'host is now served by another server'); },

@@ -31,12 +31,12 @@ export function openSqlite(file: string): Db {
  */
 export function openPostgres(url: string, onIdleError: (err: Error) => void = (err) => {
   process.stderr.write(`palisade store: an idle PostgreSQL connection was lost (${err.message}); it will be replaced\n`);
-}): Db {
+}, max = 20): Db {
   // A server cut off from the database fails fast (and its callers get STORE_UNAVAILABLE) rather than
   // waiting on connections that will not come.
   // (Waiting for a free pooled connection counts against the timeout too: generous, so load alone
   // does not turn into errors.)
-  const pool = new pg.Pool({ connectionString: url, max: 20, connectionTimeoutMillis: 15_000, keepAlive: true });
+  const pool = new pg.Pool({ connectionString: url, max, connectionTimeoutMillis: 15_000, keepAlive: true });
   pool.on('error', onIdleError);
   // A connection that dies while checked out but between queries (inside a transaction, say) emits
   // 'error' on its client, where the pool is not listening: without this the process would exit. The

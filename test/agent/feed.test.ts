@@ -61,7 +61,7 @@ before(async () => {
   controlDb = openSqlite(file).withPlugin(faults);
   cp = await createControlPlane(controlDb, silentLog, {
     serverId: 'feed-test', serverName: 'feed-test', jobFailure: (s) => deadServerJobResult(s.name, new Date(s.heartbeatAt)),
-    timing: { heartbeatMs: 200, serverTtlMs: 2000, leaseTtlMs: 2000, unhealthyAfterMs: 60_000 },
+    timing: { heartbeatMs: 200, serverTtlMs: 2000, leaseTtlMs: 2000, unhealthyAfterMs: 60_000, stalledAfterMs: 60_000 },
   });
   app = await buildServer({ db: apiDb, sink: cp.sink, log: silentLog, serverId: 'feed-test' });
   await cp.register(app);
