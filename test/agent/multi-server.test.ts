@@ -99,13 +99,15 @@ before(async () => {
 
 after(async () => {
   if (process.env.PALISADE_TEST_DUMP) fs.writeFileSync(process.env.PALISADE_TEST_DUMP, diag(true));
-  for (const l of listeners) await l.close().catch(() => {});
-  for (const h of Object.values(hosts)) await h.agent?.kill('SIGTERM');
+  // Every step runs whatever failed before it (a leaked PostgreSQL or namespace outlives the test).
   const errors: string[] = [];
-  for (const s of Object.values(srv)) await s?.stop().catch((e: Error) => errors.push(e.message));
-  await dbRelay?.down();
-  await lab?.destroy();
-  await pg?.stop();
+  const step = async (f: () => Promise<unknown> | unknown) => { try { await f(); } catch (e) { errors.push((e as Error).message); } };
+  for (const l of listeners) await step(() => l.close());
+  for (const h of Object.values(hosts)) await step(() => h.agent?.kill('SIGTERM'));
+  for (const s of Object.values(srv)) await step(() => s?.stop());
+  await step(() => dbRelay?.down());
+  await step(() => lab?.destroy());
+  await step(() => pg?.stop());
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   if (errors.length) throw new Error(errors.join('\n'));
 });
