@@ -8,6 +8,16 @@
 //     received by the agents) during that burst;
 // and prints the key figures as SUMMARY lines (bench/summary.ts) for bench/all.ts.
 // Run: node --import tsx bench/fleet.ts [--hosts 100,500,2000] [--vms 20] [--burst 1000]
+//
+// Multi-server mode (`--servers N`, DESIGN.md §6): a throwaway PostgreSQL cluster, the same fleet first
+// on one server and then on N servers (agents given every server, random order), in one run:
+//   - one authorize on a group with a member on every host → every host acked: median and p99 over
+//     `--changes` changes (calls spread over the servers);
+//   - a burst of `--burst` authorizes, 16 in flight per API, over the APIs: API throughput, pushes per host;
+//   - SIGKILL of the server holding most agents → all of its hosts reconnected elsewhere and resynced;
+//   - RSS of each server, database and change-feed size.
+// Run: node --import tsx bench/fleet.ts --servers 3 --hosts 10000 [--vms 20] [--changes 20] [--burst 1000]
+// (every flag also as FLEET_<NAME> in the environment, e.g. FLEET_SERVERS=3 npm run bench -- fleet)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -16,7 +26,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
-import { openStore } from '../src/store/db.js';
+import { openStore, type Db } from '../src/store/db.js';
+import { feedSize } from '../src/store/queries/feed.js';
+import { sql } from 'kysely';
+import { startPostgres } from '../test/helpers/postgres.js';
 import { signParams, formatExpires } from '../src/api/signing.js';
 import { Agent } from '../src/agent/agent.js';
 import { NullDataplane } from '../src/agent/null-dataplane.js';
@@ -31,7 +44,8 @@ const log = pino({ level: 'silent' });
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : dflt;
+  if (i >= 0) return process.argv[i + 1];
+  return process.env[`FLEET_${name.toUpperCase().replace(/-/g, '_')}`] ?? dflt;
 }
 
 async function freePort(): Promise<number> {
@@ -44,10 +58,12 @@ async function freePort(): Promise<number> {
 class ServerProc {
   child: ChildProcess | null = null;
   out = '';
-  constructor(readonly dataDir: string, readonly port: number) {}
+  constructor(readonly dataDir: string, readonly port: number, readonly db?: string, readonly name?: string) {}
+  get url(): string { return `http://127.0.0.1:${this.port}`; }
   async start(): Promise<number> {
     const nodeArgs = process.env.FLEET_SERVER_NODE_ARGS ? process.env.FLEET_SERVER_NODE_ARGS.split(' ') : [];
-    const c = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', MAIN, 'server', '--listen', `127.0.0.1:${this.port}`, '--data-dir', this.dataDir, '--log-level', arg('server-log', 'warn')],
+    const extra = [...(this.db ? ['--db', this.db] : []), ...(this.name ? ['--name', this.name] : [])];
+    const c = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', MAIN, 'server', '--listen', `127.0.0.1:${this.port}`, '--data-dir', this.dataDir, '--log-level', arg('server-log', 'warn'), ...extra],
       { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = c;
     const logFile = process.env.FLEET_SERVER_LOG;
@@ -62,11 +78,11 @@ class ServerProc {
     }
     return Date.now() - t0;
   }
-  async stop(): Promise<void> {
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     const c = this.child;
-    if (!c || c.exitCode !== null) return;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
     const done = new Promise((r) => c.once('exit', r));
-    c.kill('SIGTERM');
+    c.kill(signal);
     await done;
   }
   rssMb(): number {
@@ -91,8 +107,12 @@ function api(port: number, creds: { apikey: string; secretkey: string }): Api {
 }
 
 /** Seed the store directly (API calls for 40,000 VMs would measure the API, not the fleet). */
-async function seed(dataDir: string, H: number, V: number, tenants: number): Promise<{ webGroupUuid: string }> {
+async function seed(dataDir: string, H: number, V: number, tenants: number): Promise<{ webGroupUuid: string; tenantGroupUuids: string[] }> {
   const db = await openStore({ kind: 'sqlite', file: path.join(dataDir, 'palisade.db') });
+  try { return await seedDb(db, H, V, tenants); } finally { await db.destroy(); }
+}
+
+async function seedDb(db: Db, H: number, V: number, tenants: number): Promise<{ webGroupUuid: string; tenantGroupUuids: string[] }> {
   const now = new Date().toISOString();
   const acct = await db.selectFrom('accounts').select(['id', 'domain_id']).where('name', '=', 'admin').executeTakeFirstOrThrow();
   const zone = await db.selectFrom('zones').select('id').executeTakeFirstOrThrow();
@@ -155,21 +175,42 @@ async function seed(dataDir: string, H: number, V: number, tenants: number): Pro
     await ins('nics', nics);
     await ins('security_group_vm_map', map);
   }
-  await db.destroy();
-  return { webGroupUuid: webGroup };
+  const tenantGroupUuids = (await db.selectFrom('security_groups').select(['uuid', 'name']).where('name', 'like', 'tenant-%').execute()).map((g) => g.uuid);
+  return { webGroupUuid: webGroup, tenantGroupUuids };
 }
 
-function makeAgents(port: number, H: number): (Agent & { dp: NullDataplane })[] {
+function makeAgents(port: number | string[], H: number): (Agent & { dp: NullDataplane })[] {
   const agents: (Agent & { dp: NullDataplane })[] = [];
+  const server = typeof port === 'number' ? `http://127.0.0.1:${port}` : port;
+  const keepaliveMs = Number(arg('keepalive-ms', '10000'));
   for (let h = 0; h < H; h++) {
     const dp = new NullDataplane();
     const a = new Agent({
-      server: `http://127.0.0.1:${port}`, token: `fleet-token-${h}`, hostname: `sim-${h}`, stateDir: null, dataplane: dp,
+      server, token: `fleet-token-${h}`, hostname: `sim-${h}`, stateDir: null, dataplane: dp, keepaliveMs,
       discover: async (s) => simulatedPorts(s), preflight: null, reconcileMs: 3_600_000, log, backoffMinMs: 250, backoffMaxMs: 2000,
     });
     agents.push(Object.assign(a, { dp }));
   }
   return agents;
+}
+
+/** Resolves when each of `agents` has been welcomed by a server again and has applied what it was given. */
+function reconnectedAndApplied(agents: Agent[], timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let left = agents.length;
+    if (!left) { resolve(); return; }
+    const timer = setTimeout(() => reject(new Error(`${left} of ${agents.length} hosts not resynced after ${timeoutMs} ms`)), timeoutMs);
+    for (const a of agents) {
+      let reconnected = false;
+      a.once('connected', () => { reconnected = true; });
+      const onApplied = () => {
+        if (!reconnected) return;
+        a.off('applied', onApplied);
+        if (--left === 0) { clearTimeout(timer); resolve(); }
+      };
+      a.on('applied', onApplied);
+    }
+  });
 }
 
 /** Resolves when every agent has applied (and so acked) a revision > the one recorded in `base`. */
@@ -269,19 +310,15 @@ async function runFleet(H: number, V: number, burst: number): Promise<Record<str
     // The policy one VM of the group holds at the end of the burst (what a snapshot carries per VM).
     const policyBytes = Buffer.byteLength(JSON.stringify(agents[0].state!.vms.find((v) => v.v4.ingress.some((r) => r.ports?.to === lastPort)) ?? null));
 
-    // 3. Server restart → every agent resynced.
-    const snaps = new Map(agents.map((a) => [a, a.counters.snapshots]));
-    const base = new Map(agents.map((a) => [a, -1]));
+    // 3. Server restart → every agent reconnected and resynced (a delta from the feed position it holds,
+    //    or a snapshot) and applied it.
+    const resynced = reconnectedAndApplied(agents, 300_000);
     const tr = performance.now();
     await server.stop();
     const stopMs = performance.now() - tr;
-    for (const a of agents) base.set(a, Number.MAX_SAFE_INTEGER);   // wait for a fresh snapshot instead
     const restartStartMs = await server.start();
     const tUp = performance.now();
-    for (;;) {
-      if (agents.every((a) => a.counters.snapshots > snaps.get(a)! && a.appliedRevision === a.state?.revision)) break;
-      await sleep(10);
-    }
+    await resynced;
     const resyncAfterUp = performance.now() - tUp;
     const resyncTotal = performance.now() - tr;
     const rssAfter = server.rssMb();
@@ -305,19 +342,194 @@ async function runFleet(H: number, V: number, burst: number): Promise<Record<str
 }
 
 /** `--burst-client PORT GROUP N`: N authorize calls, 16 in flight; prints {"ms": …}. */
+/**
+ * `--burst-client PORT[,PORT…] GROUP[,GROUP…] N [FIRST_PORT]`: N authorize calls spread over the APIs
+ * (16 in flight per API) and over the groups in turn; prints {"ms": …, "failed": …}.
+ */
 async function burstClient(): Promise<void> {
   const i = process.argv.indexOf('--burst-client');
-  const [port, group, n] = [Number(process.argv[i + 1]), process.argv[i + 2], Number(process.argv[i + 3])];
-  const cs = api(port, JSON.parse(process.env.FLEET_CREDS!));
+  const ports = process.argv[i + 1].split(',').map(Number);
+  const groups = process.argv[i + 2].split(',');
+  const n = Number(process.argv[i + 3]);
+  const first = Number(process.argv[i + 4] ?? 10000);
+  const apis = ports.map((p) => api(p, JSON.parse(process.env.FLEET_CREDS!)));
   const t0 = performance.now();
   let next = 0;
-  const worker = async () => { while (next < n) { const k = next++; await cs.call('authorizeSecurityGroupIngress', { securitygroupid: group, protocol: 'tcp', startport: 10000 + k, endport: 10000 + k, cidrlist: '0.0.0.0/0' }); } };
-  await Promise.all(Array.from({ length: 16 }, worker));
-  console.log(JSON.stringify({ ms: Math.round(performance.now() - t0) }));
+  let failed = 0;
+  const worker = (cs: Api) => async () => {
+    while (next < n) {
+      const k = next++;
+      try { await cs.call('authorizeSecurityGroupIngress', { securitygroupid: groups[k % groups.length], protocol: 'tcp', startport: first + k, endport: first + k, cidrlist: '0.0.0.0/0' }); } catch { failed++; }
+    }
+  };
+  await Promise.all(apis.flatMap((cs) => Array.from({ length: 16 }, worker(cs))));
+  console.log(JSON.stringify({ ms: Math.round(performance.now() - t0), failed }));
+}
+
+/** Run the burst client in its own process (the simulated fleet in this one must not slow the callers). */
+async function runBurst(ports: number[], groups: string[], n: number, first: number, creds: unknown): Promise<{ ms: number; failed: number }> {
+  const client = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--burst-client', ports.join(','), groups.join(','), String(n), String(first)],
+    { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FLEET_CREDS: JSON.stringify(creds) } });
+  let out = '';
+  client.stdout!.on('data', (d) => { out += d; });
+  const code = await new Promise<number>((r) => client.once('exit', (c) => r(c ?? 1)));
+  if (code !== 0) throw new Error(`burst client failed: ${out}`);
+  return JSON.parse(out.trim().split('\n').pop()!);
+}
+
+const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))]; };
+
+/** One authorize per run on the web group (a member on every host), through the APIs in turn → every agent applied it. */
+async function authorizeRuns(agents: Agent[], apis: Api[], group: string, runs: number, firstPort: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let k = 0; k < runs; k++) {
+    const base = new Map(agents.map((a) => [a, a.appliedRevision ?? -1]));
+    const t0 = performance.now();
+    const applied = allApplied(agents, base, 120_000);
+    await apis[k % apis.length].call('authorizeSecurityGroupIngress', { securitygroupid: group, protocol: 'tcp', startport: firstPort + k, endport: firstPort + k, cidrlist: '0.0.0.0/0' });
+    await applied;
+    out.push(performance.now() - t0);
+    await sleep(200);
+  }
+  return out;
+}
+
+/** Wait until every agent holds a rule for `port` and has applied its state. */
+async function allHold(agents: Agent[], port: number, timeoutMs = 300_000): Promise<void> {
+  const t0 = Date.now();
+  for (;;) {
+    if (agents.every((a) => a.state?.vms.some((v) => v.v4.ingress.some((r) => r.ports && r.ports.from <= port && r.ports.to >= port)) && a.appliedRevision === a.state?.revision)) return;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`agents did not converge on port ${port}`);
+    await sleep(20);
+  }
+}
+
+interface PhaseFigures { median: number; p99: number; burstApiMs: number; burstPerS: number; burstConvergedMs: number; pushesPerHost: number; rss: number[] }
+
+/**
+ * The burst goes to the tenant groups in turn (a member group per ~40 hosts): authorizations of one group
+ * serialise on its row lock whatever the number of servers, so one group would measure that lock.
+ * Convergence: one more authorize on the web group after the burst has reached every host (feed order).
+ */
+async function phase(agents: Agent[], servers: ServerProc[], creds: { apikey: string; secretkey: string }, group: string, burstGroups: string[], changes: number, burst: number, portBase: number): Promise<PhaseFigures> {
+  const apis = servers.map((s) => api(s.port, creds));
+  const runs = await authorizeRuns(agents, apis, group, changes, portBase);
+  const before = new Map(agents.map((a) => [a, a.counters.deltas]));
+  const tb = performance.now();
+  const b = burst ? await runBurst(servers.map((s) => s.port), burstGroups, burst, portBase + 1000, creds) : { ms: 0, failed: 0 };
+  if (b.failed) process.stderr.write(`  burst: ${b.failed} calls failed\n`);
+  if (burst) {
+    await apis[0].call('authorizeSecurityGroupIngress', { securitygroupid: group, protocol: 'tcp', startport: portBase + 999, endport: portBase + 999, cidrlist: '0.0.0.0/0' });
+    await allHold(agents, portBase + 999);
+  }
+  const converged = performance.now() - tb;
+  const pushes = agents.map((a) => a.counters.deltas - before.get(a)!);
+  return {
+    median: pct(runs, 0.5), p99: pct(runs, 0.99), burstApiMs: b.ms, burstPerS: burst ? burst / (b.ms / 1000) : 0, burstConvergedMs: converged,
+    pushesPerHost: pushes.reduce((x, y) => x + y, 0) / Math.max(1, pushes.length), rss: servers.map((s) => s.rssMb()),
+  };
+}
+
+async function runMulti(H: number, V: number, N: number, changes: number, burst: number): Promise<void> {
+  const pg = await startPostgres();
+  const dirs: string[] = [];
+  const servers: ServerProc[] = [];
+  let agents: (Agent & { dp: NullDataplane })[] = [];
+  try {
+    for (let i = 0; i < N; i++) {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), `palisade-fleet-${i}-`));
+      dirs.push(dir);
+      servers.push(new ServerProc(dir, await freePort(), pg.url, `fleet-${String.fromCharCode(97 + i)}`));
+    }
+    const [first] = servers;
+    await first.start();                        // bootstrap the database
+    await first.stop();
+    const db = await openStore({ kind: 'postgres', url: pg.url });
+    const tSeed = Date.now();
+    const { webGroupUuid, tenantGroupUuids } = await seedDb(db, H, V, Math.max(1, Math.floor(H / 40)));
+    process.stderr.write(`  seeded ${H} hosts × ${V} VMs in ${Date.now() - tSeed} ms\n`);
+    const creds = JSON.parse(fs.readFileSync(path.join(first.dataDir, 'admin-credentials.json'), 'utf8'));
+
+    // ---- one server ----
+    const startMs = await first.start();
+    process.stderr.write(`  one server started in ${startMs} ms; connecting ${H} agents…\n`);
+    agents = makeAgents([first.url], H);
+    let t = performance.now();
+    const ready = allApplied(agents, new Map(), 600_000);
+    for (const a of agents) await a.start();
+    await ready;
+    process.stderr.write(`  connected and applied in ${Math.round(performance.now() - t)} ms\n`);
+    const one = await phase(agents, [first], creds, webGroupUuid, tenantGroupUuids, changes, burst, 30000);
+    process.stderr.write(`  one server: ${JSON.stringify(one)}\n`);
+    for (const a of agents) await a.stop();
+
+    // ---- N servers ----
+    await Promise.all(servers.slice(1).map((s) => s.start()));
+    agents = makeAgents(servers.map((s) => s.url), H);
+    t = performance.now();
+    const ready2 = allApplied(agents, new Map(), 600_000);
+    for (const a of agents) await a.start();
+    await ready2;
+    const spread = servers.map((s) => agents.filter((a) => a.server === s.url).length);
+    process.stderr.write(`  ${N} servers: agents connected and applied in ${Math.round(performance.now() - t)} ms, spread ${spread.join('/')}\n`);
+    const many = await phase(agents, servers, creds, webGroupUuid, tenantGroupUuids, changes, burst, 40000);
+    process.stderr.write(`  ${N} servers: ${JSON.stringify(many)}\n`);
+
+    // ---- SIGKILL the server holding the most agents (with several) ----
+    const victim = N > 1 ? servers[spread.indexOf(Math.max(...spread))] : null;
+    const moved = victim ? agents.filter((a) => a.server === victim.url) : [];
+    const done = reconnectedAndApplied(moved, 120_000);
+    const tk = performance.now();
+    await victim?.stop('SIGKILL');
+    await done;
+    const failoverMs = victim ? performance.now() - tk : NaN;
+    const survivors = servers.filter((s) => s !== victim);
+    const rssAfter = survivors.map((s) => s.rssMb());
+    const dbSize = Number((await sql<{ n: string }>`select pg_database_size(current_database()) as n`.execute(db)).rows[0].n);
+    const feed = await feedSize(db);
+    await db.destroy();
+
+    const rows: [string, string, string, string][] = [
+      ['one authorize → every host acked, median', `${Math.round(one.median)} ms`, `${Math.round(many.median)} ms`, '< 1.5 s'],
+      ['one authorize → every host acked, p99', `${Math.round(one.p99)} ms`, `${Math.round(many.p99)} ms`, '< 3 s'],
+      [`burst of ${burst}: API time`, `${Math.round(one.burstApiMs)} ms`, `${Math.round(many.burstApiMs)} ms`, ''],
+      [`burst of ${burst}: API throughput`, `${one.burstPerS.toFixed(0)} /s`, `${many.burstPerS.toFixed(0)} /s (${(many.burstPerS / Math.max(1, one.burstPerS)).toFixed(2)}×)`, '≥ 2× one server'],
+      [`burst of ${burst}: all hosts converged`, `${Math.round(one.burstConvergedMs)} ms`, `${Math.round(many.burstConvergedMs)} ms`, ''],
+      [`burst of ${burst} (over ${Math.max(1, Math.floor(H / 40))} groups): pushes per host`, one.pushesPerHost.toFixed(1), many.pushesPerHost.toFixed(1), `≪ ${burst}`],
+      ['SIGKILL a server → its hosts reconnected + resynced', '', `${Math.round(failoverMs)} ms (${moved.length} hosts)`, '< 10 s'],
+      ['server RSS', `${one.rss.map((x) => x.toFixed(0)).join('')} MB`, `${many.rss.map((x) => x.toFixed(0)).join(' / ')} MB; after the kill ${rssAfter.map((x) => x.toFixed(0)).join(' / ')} MB`, '< 1 GB each'],
+      ['database size / change feed', '', `${(dbSize / 2 ** 20).toFixed(0)} MB / ${feed.rows} rows, ${(feed.bytes / 1024).toFixed(0)} KB`, ''],
+    ];
+    const w = Math.max(...rows.map((r) => r[0].length));
+    console.log(`\nfleet, several servers (${os.cpus().length} cores, node ${process.version}; ${H} simulated hosts × ${V} VMs in one process, each server in its own, PostgreSQL ${N === 1 ? '' : 'shared'})`);
+    console.log(`${''.padEnd(w)}  ${'1 server'.padStart(14)}  ${`${N} servers`}`);
+    for (const [k, a, b, target] of rows) console.log(`${k.padEnd(w)}  ${a.padStart(14)}  ${b}${target ? `   [target ${target}]` : ''}`);
+    summary('fleet', `${N} servers, ${H} hosts: authorize → all acked, median`, many.median, 'ms', '< 1.5 s');
+    summary('fleet', `${N} servers, ${H} hosts: authorize → all acked, p99`, many.p99, 'ms', '< 3 s');
+    summary('fleet', `1 server, ${H} hosts (PostgreSQL): authorize → all acked, median`, one.median, 'ms');
+    if (burst) {
+      summary('fleet', `${N} servers: burst of ${burst}, API throughput`, many.burstPerS, '/s', `≥ 2× 1 server (${one.burstPerS.toFixed(0)}/s)`);
+      summary('fleet', `${N} servers: burst of ${burst}, pushes per host`, many.pushesPerHost, '');
+    }
+    summary('fleet', `${N} servers: SIGKILL → ${moved.length} hosts resynced`, failoverMs, 'ms', '< 10 s');
+    summary('fleet', `${N} servers: largest server RSS`, Math.max(...many.rss), 'MB', '< 1 GB');
+    summary('fleet', `${N} servers: database size`, dbSize / 2 ** 20, 'MB');
+  } finally {
+    for (const a of agents) await a.stop().catch(() => {});
+    for (const s of servers) await s.stop().catch(() => {});
+    await pg.stop();
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  }
 }
 
 async function main(): Promise<void> {
   if (process.argv.includes('--burst-client')) return burstClient();
+  const servers = Number(arg('servers', '0'));
+  if (servers > 0) {
+    const H = Number(arg('hosts', '10000'));
+    process.stderr.write(`fleet: ${servers} servers on PostgreSQL, ${H} hosts…\n`);
+    return runMulti(H, Number(arg('vms', '20')), servers, Number(arg('changes', '20')), Number(arg('burst', '1000')));
+  }
   const sizes = arg('hosts', '100,500,2000').split(',').map(Number);
   const V = Number(arg('vms', '20'));
   const burst = Number(arg('burst', '1000'));

@@ -1,17 +1,34 @@
 // The agent (DESIGN.md §4): holds its host's desired state, applies it through a dataplane, acks per
 // VM, persists it (fail static), reconnects with backoff, and reconciles the kernel periodically.
+//
+// Several servers (DESIGN.md §6): the agent is given every server's URL, tries them in random order
+// (or as listed), and moves to the next one when its server closes the connection, refuses it, or
+// stops answering keepalives; the first attempts after losing a server go quickly (a short jittered
+// pause), then, once every server has failed in turn, with exponential backoff and jitter. Rules stay
+// in the kernel meanwhile (fail static). Every server message is validated before use; one that does
+// not match the protocol ends that connection (the agent moves on).
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
 import type { ApplyResult, Dataplane, HostPorts } from '../dataplane/backend.js';
 import type { HostDesiredState } from '../policy/ir.js';
-import { AGENT_PATH, PROTOCOL_VERSION, type AgentMessage, type PreflightFinding, type RepairReport, type ServerMessage } from '../control/protocol.js';
+import {
+  AGENT_PATH, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_REPAIRS_PER_REPORT, MAX_REPAIR_CHARS, PROTOCOL_VERSION, SERVER_FRAME_MAX_BYTES,
+  decodeServerMessage, type AgentMessage, type PreflightFinding, type RepairReport, type ServerMessage,
+} from '../protocol/index.js';
 import { loadState, saveState } from './state-file.js';
 import { applyDelta, samePorts } from './merge.js';
 
 export interface AgentOptions {
-  /** ws(s):// or http(s):// URL of the server; AGENT_PATH is added when the URL has no path. */
-  server: string;
+  /**
+   * ws(s):// or http(s):// URL of the server, or several separated by commas (or a list); AGENT_PATH
+   * is added to a URL without a path.
+   */
+  server: string | string[];
+  /** 'random' (default): try the servers in a random order; 'listed': in the order given. */
+  serverOrder?: 'random' | 'listed';
+  /** Ping period; a server silent for three periods is given up for the next one. */
+  keepaliveMs?: number;
   token: string;
   hostname: string;
   /** Where the held desired state is persisted; null: memory only (simulations). */
@@ -34,6 +51,14 @@ export interface AgentOptions {
   retire?: Dataplane[];
 }
 
+/** The servers of a `--server` value: comma-separated, trimmed, each checked to be a URL. */
+export function parseServers(value: string | string[]): string[] {
+  const list = (Array.isArray(value) ? value : [value]).flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+  if (!list.length) throw new Error('no server URL given');
+  for (const u of list) agentUrl(u);
+  return [...new Set(list)];
+}
+
 export function agentUrl(server: string): string {
   const u = new URL(server);
   if (u.protocol === 'http:') u.protocol = 'ws:';
@@ -42,8 +67,7 @@ export function agentUrl(server: string): string {
   return u.toString();
 }
 
-const PING_MS = 15_000;
-const SILENCE_MS = 45_000;
+const KEEPALIVE_MS = 10_000;
 
 export class Agent extends EventEmitter {
   state: HostDesiredState | null = null;
@@ -59,6 +83,11 @@ export class Agent extends EventEmitter {
   readonly counters = { snapshots: 0, deltas: 0, applies: 0, connects: 0, bytesIn: 0 };
 
   private ws: WebSocket | null = null;
+  /** The servers in the order they are tried, and the one tried last. */
+  readonly servers: string[];
+  private current = -1;
+  /** The server of the live session (null: none). */
+  server: string | null = null;
   private attempt = 0;
   private stopped = false;
   private reconnectTimer: NodeJS.Timeout | null = null;
@@ -78,7 +107,15 @@ export class Agent extends EventEmitter {
   private retiring: Dataplane[] = [];
   private readonly retireTries = new Map<Dataplane, number>();
 
-  constructor(private readonly o: AgentOptions) { super(); this.retiring = [...(o.retire ?? [])]; }
+  constructor(private readonly o: AgentOptions) {
+    super();
+    this.retiring = [...(o.retire ?? [])];
+    const list = parseServers(o.server);
+    if (o.serverOrder !== 'listed') {
+      for (let i = list.length - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [list[i], list[j]] = [list[j], list[i]]; }
+    }
+    this.servers = list;
+  }
 
   /**
    * Fail static: preflight (the bridge sysctls must be on for rules to matter), then re-apply what is
@@ -132,43 +169,69 @@ export class Agent extends EventEmitter {
 
   // ---- connection ----------------------------------------------------------------------------
 
+  private hello(revision: number | null): AgentMessage {
+    return { type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision, dataplane: this.o.dataplane.name };
+  }
+
   private connect(): void {
     if (this.stopped) return;
-    const ws = new WebSocket(agentUrl(this.o.server), { handshakeTimeout: 10_000, maxPayload: 256 * 1024 * 1024 });
+    this.current = (this.current + 1) % this.servers.length;
+    const server = this.servers[this.current];
+    const ws = new WebSocket(agentUrl(server), { handshakeTimeout: 10_000, maxPayload: SERVER_FRAME_MAX_BYTES });
     this.ws = ws;
+    const keepalive = this.o.keepaliveMs ?? KEEPALIVE_MS;
     ws.on('open', () => {
       this.lastHeard = Date.now();
-      this.send({ type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision: this.state?.revision ?? null, dataplane: this.o.dataplane.name });
+      this.send(this.hello(this.state?.revision ?? null));
       this.pingTimer = setInterval(() => {
-        if (Date.now() - this.lastHeard > SILENCE_MS) { ws.terminate(); return; }
+        if (Date.now() - this.lastHeard > 3 * keepalive) {
+          this.o.log.warn({ server, silentMs: Date.now() - this.lastHeard }, 'agent: the server stopped answering; trying another');
+          ws.terminate();
+          return;
+        }
         this.send({ type: 'ping' });
-      }, PING_MS);
+      }, keepalive);
     });
-    ws.on('message', (data) => {
+    ws.on('message', (data, isBinary) => {
+      if (this.ws !== ws) return;
       this.lastHeard = Date.now();
-      let m: ServerMessage;
-      const text = String(data);
-      try { m = JSON.parse(text) as ServerMessage; } catch { this.o.log.warn('agent: malformed server message'); return; }
-      if (m.type === 'snapshot' || m.type === 'delta') this.counters.bytesIn += Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.byteLength;
-      this.onMessage(m);
+      const decoded = decodeServerMessage(data, isBinary);
+      if (!decoded.ok) {
+        this.o.log.warn({ server, reason: decoded.reason }, 'agent: invalid message from the server; closing the connection');
+        ws.close(1008, `invalid message: ${decoded.reason}`.slice(0, 120));
+        return;
+      }
+      const m = decoded.message;
+      if (m.type === 'snapshot' || m.type === 'delta') this.counters.bytesIn += Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer).byteLength;
+      try { this.onMessage(m, server); } catch (e) {
+        this.o.log.error({ err: e instanceof Error ? e.message : String(e), server }, 'agent: a server message could not be handled; closing the connection');
+        ws.close(1011, 'message could not be handled');
+      }
     });
     ws.on('close', (code, reason) => {
       if (this.pingTimer) { clearInterval(this.pingTimer); this.pingTimer = null; }
       if (this.ws === ws) this.ws = null;
-      if (this.connected) this.o.log.warn({ code, reason: String(reason) }, 'agent: disconnected from server');
+      if (this.connected) this.o.log.warn({ server, code, reason: String(reason) }, 'agent: disconnected from server');
       this.connected = false;
+      this.server = null;
       this.emit('disconnected');
       this.scheduleReconnect();
     });
-    ws.on('error', (e) => this.o.log.debug({ err: e.message }, 'agent: connection error'));
+    ws.on('error', (e) => this.o.log.debug({ server, err: e.message }, 'agent: connection error'));
   }
 
+  /**
+   * The next server after a short jittered pause while some server has not been tried since the last
+   * session; once all have failed in turn, exponential backoff with jitter (a fleet never reconnects
+   * in lock-step).
+   */
   private scheduleReconnect(): void {
     if (this.stopped || this.reconnectTimer) return;
     const min = this.o.backoffMinMs ?? 500;
     const max = this.o.backoffMaxMs ?? 30_000;
-    const base = Math.min(max, min * 2 ** Math.min(this.attempt, 16));
-    const delay = Math.round(base * (0.5 + Math.random() * 0.5));   // jitter: a fleet does not reconnect in lock-step
+    const rounds = Math.floor(this.attempt / this.servers.length);
+    const base = Math.min(max, min * 2 ** Math.min(rounds, 16));
+    const delay = Math.round(base * (0.5 + Math.random() * 0.5));
     this.attempt++;
     this.reconnectTimer = setTimeout(() => { this.reconnectTimer = null; this.connect(); }, delay);
   }
@@ -178,20 +241,21 @@ export class Agent extends EventEmitter {
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(m));
   }
 
-  private onMessage(m: ServerMessage): void {
+  private onMessage(m: ServerMessage, server: string): void {
     switch (m.type) {
       case 'welcome':
         if (this.state && this.state.hostId !== m.hostId) {
           // The saved state belongs to another host (a reused state dir): never build deltas on it.
           this.o.log.warn({ saved: this.state.hostId, host: m.hostId }, 'agent: saved state is of another host; asking for a snapshot');
           this.state = null;
-          this.send({ type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision: null, dataplane: this.o.dataplane.name });
+          this.send(this.hello(null));
         }
         this.attempt = 0;
         this.connected = true;
+        this.server = server;
         this.hostId = m.hostId;
         this.counters.connects++;
-        this.o.log.info({ host: m.hostName, hostId: m.hostId }, 'agent: connected to server');
+        this.o.log.info({ host: m.hostName, hostId: m.hostId, server }, 'agent: connected to server');
         this.emit('connected');
         this.report(true);
         break;
@@ -207,7 +271,7 @@ export class Agent extends EventEmitter {
         if (!cur || cur.revision !== m.fromRevision) {
           if (cur && m.revision <= cur.revision) return;   // nothing new
           this.o.log.warn({ held: cur?.revision ?? null, from: m.fromRevision }, 'agent: delta does not follow the held revision; resyncing');
-          this.send({ type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision: null, dataplane: this.o.dataplane.name });
+          this.send(this.hello(cur?.revision ?? null));
           return;
         }
         this.state = applyDelta(cur, m);
@@ -249,7 +313,7 @@ export class Agent extends EventEmitter {
     const state = this.state;
     if (!state) return;
     if (this.o.stateDir && this.savedRevision !== state.revision) {
-      await saveState(this.o.stateDir, { serverUrl: this.o.server, state, savedAt: new Date().toISOString() });
+      await saveState(this.o.stateDir, { serverUrl: this.server ?? this.servers[0], state, savedAt: new Date().toISOString() });
       this.savedRevision = state.revision;
     }
     let ports: HostPorts;
@@ -271,7 +335,10 @@ export class Agent extends EventEmitter {
     this.lastResult = result;
     this.appliedRevision = state.revision;
     const vms: Record<string, { ok: boolean; error?: string }> = {};
-    for (const vm of state.vms) vms[vm.vmId] = result.vms[vm.vmId] ?? { ok: false, error: 'not applied' };
+    for (const vm of state.vms) {
+      const r = result.vms[vm.vmId] ?? { ok: false, error: 'not applied' };
+      vms[vm.vmId] = r.ok ? { ok: true } : { ok: false, error: String(r.error ?? 'failed').slice(0, MAX_ERROR_CHARS) };
+    }
     this.send({ type: 'ack', revision: state.revision, vms });
     if (result.changed) this.o.log.debug({ revision: state.revision, steps: result.steps }, 'agent: applied');
     this.emit('applied', state.revision, result);
@@ -327,14 +394,15 @@ export class Agent extends EventEmitter {
       if (this.stopped) return;
       await this.runPreflight();
       const repaired = this.findings.filter((f) => f.fixed).map((f) => ({ at: new Date().toISOString(), what: `preflight: ${f.check} ${f.detail}`, count: 1 }));
-      this.pendingRepairs.push(...repaired);
+      this.addRepairs(...repaired);
       const state = this.state;
       if (state && this.lastApplyError !== null) {
         // The last apply failed as a whole (e.g. a tool was missing): retry it on every pass; the
         // ack tells the server once it works.
         await this.applyNow();
         if (this.lastApplyError === null) this.o.log.info({ revision: state.revision }, 'agent: apply succeeded on retry');
-      } else if (state) {
+      } else if (state && state.revision === this.appliedRevision && !this.applyWanted) {
+        // Only against what was applied: a state that arrived since is applied next, not "drift".
         await this.repairDrift(state).catch((e) => this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: reconcile failed'));
       }
       this.report(false);
@@ -356,8 +424,18 @@ export class Agent extends EventEmitter {
     await this.applyNow();
     if (this.lastApplyError !== null) return;
     this.repairCount += count;
-    this.pendingRepairs.push({ at: new Date().toISOString(), what, count });
+    this.addRepairs({ at: new Date().toISOString(), what, count });
     this.emit('repaired', { what, count });
+  }
+
+  /** Repairs not reported yet, within the protocol's bound (older ones folded into one while disconnected). */
+  private addRepairs(...repairs: RepairReport[]): void {
+    const cap = (t: string) => t.slice(0, MAX_REPAIR_CHARS);
+    this.pendingRepairs.push(...repairs.map((r) => ({ ...r, what: cap(r.what) })));
+    if (this.pendingRepairs.length > MAX_REPAIRS_PER_REPORT) {
+      const old = this.pendingRepairs.splice(0, this.pendingRepairs.length - MAX_REPAIRS_PER_REPORT + 1);
+      this.pendingRepairs.unshift({ at: old[old.length - 1].at, what: `${old.length} earlier repairs (while disconnected)`, count: old.reduce((n, r) => n + r.count, 0) });
+    }
   }
 
   /** Send findings when they changed (or on connect) and any repairs not yet reported. */
@@ -365,7 +443,8 @@ export class Agent extends EventEmitter {
     if (!this.connected) return;
     const key = JSON.stringify(this.findings.map((f) => [f.check, f.ok, f.detail]));
     if (!force && key === this.sentFindings && !this.pendingRepairs.length) return;
-    this.send({ type: 'report', preflight: this.findings, repairs: this.pendingRepairs });
+    const preflight = this.findings.slice(0, MAX_FINDINGS).map((f) => ({ ...f, check: f.check.slice(0, 200), detail: f.detail.slice(0, MAX_FINDING_CHARS) }));
+    this.send({ type: 'report', preflight, repairs: this.pendingRepairs });
     this.sentFindings = key;
     this.pendingRepairs = [];
   }

@@ -1,7 +1,7 @@
 // Pure helpers of the agent: applying a delta to a held state, comparing port maps.
 import type { HostPorts } from '../dataplane/backend.js';
 import type { AddressSet, HostDesiredState, VmPolicy } from '../policy/ir.js';
-import type { ServerMessage } from '../control/protocol.js';
+import type { ServerMessage } from '../protocol/index.js';
 
 type DeltaMsg = Extract<ServerMessage, { type: 'delta' }>;
 const byKey = <T>(k: (t: T) => string) => (a: T, b: T) => (k(a) < k(b) ? -1 : k(a) > k(b) ? 1 : 0);

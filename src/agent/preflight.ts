@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Runner } from '../dataplane/exec.js';
-import type { PreflightFinding } from '../control/protocol.js';
+import type { PreflightFinding } from '../protocol/index.js';
 
 export const BRIDGE_SYSCTLS = ['bridge-nf-call-iptables', 'bridge-nf-call-ip6tables', 'bridge-nf-call-arptables'];
 /** The tools each backend runs. */

@@ -1,11 +1,12 @@
-// `palisade agent --server URL --token TOKEN [--state-dir DIR] [--netns NAME] [--reconcile-interval 10s] [--uplink DEV]
+// `palisade agent --server URL[,URL…] --token TOKEN [--state-dir DIR] [--netns NAME] [--reconcile-interval 10s] [--uplink DEV]
 //   [--dataplane auto|nftables|iptables|null]`
+// The server list and the token may also come from the environment (PALISADE_SERVER, PALISADE_AGENT_TOKEN).
 import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import pino from 'pino';
 import { createRunner } from '../dataplane/exec.js';
-import { Agent } from './agent.js';
+import { Agent, parseServers } from './agent.js';
 import { preflight, toolsFor } from './preflight.js';
 import { kernelDataplane } from './kernel.js';
 import { BACKENDS, type BackendName } from '../dataplane/choose.js';
@@ -23,7 +24,9 @@ export function parseDuration(s: string): number {
 export async function agentCommand(argv: string[]): Promise<number> {
   const program = new Command('palisade agent')
     .description('Run the host agent: enforce this host\'s desired state from the server in netfilter')
-    .requiredOption('--server <url>', 'server URL (http://host:8080 or ws://host:8080/agent)')
+    .option('--server <url[,url...]>', 'server URL(s), comma-separated (http://host:8080 or ws://host:8080/agent; or PALISADE_SERVER)')
+    .option('--server-order <order>', 'try the servers in random order, or as listed (random|listed)', 'random')
+    .option('--keepalive <duration>', 'ping period; a server silent for three periods is left for the next', '10s')
     .option('--token <token>', 'host token from addHost (or PALISADE_AGENT_TOKEN)')
     .option('--state-dir <dir>', 'where the applied desired state is kept', '/var/lib/palisade/agent')
     .option('--netns <name>', 'run the host side inside this network namespace')
@@ -41,9 +44,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 2;
     throw e;
   }
-  const o = program.opts<{ server: string; token?: string; stateDir: string; netns?: string; reconcileInterval: string; uplink?: string[]; hostname?: string; dataplane: string; backoffMax: string; logLevel: string }>();
+  const o = program.opts<{ server?: string; serverOrder: string; keepalive: string; token?: string; stateDir: string; netns?: string; reconcileInterval: string; uplink?: string[]; hostname?: string; dataplane: string; backoffMax: string; logLevel: string }>();
   const token = o.token ?? process.env.PALISADE_AGENT_TOKEN;
   if (!token) throw new Error('--token (or PALISADE_AGENT_TOKEN) is required');
+  const serverList = o.server ?? process.env.PALISADE_SERVER;
+  if (!serverList) throw new Error('--server (or PALISADE_SERVER) is required');
+  const servers = parseServers(serverList);
+  if (o.serverOrder !== 'random' && o.serverOrder !== 'listed') throw new Error(`--server-order must be random or listed, not ${o.serverOrder}`);
   const log = pino({ level: o.logLevel, base: { svc: 'palisade-agent', ...(o.netns ? { netns: o.netns } : {}) } }, pino.destination(2));
   if (!['auto', 'null', ...BACKENDS].includes(o.dataplane)) {
     process.stderr.write(`palisade agent: --dataplane must be auto, nftables, iptables or null (got ${JSON.stringify(o.dataplane)})\n`);
@@ -54,7 +61,9 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const kernel = simulated ? null : await kernelDataplane(runner, { uplinks: o.uplink ?? [], backend: o.dataplane as BackendName | 'auto' });
   if (kernel) log.info({ dataplane: kernel.dataplane.name, reason: kernel.reason }, `agent: dataplane ${kernel.dataplane.name}`);
   const agent = new Agent({
-    server: o.server,
+    server: servers,
+    serverOrder: o.serverOrder,
+    keepaliveMs: parseDuration(o.keepalive),
     token,
     hostname: o.hostname ?? (o.netns ? `${os.hostname()}/${o.netns}` : os.hostname()),
     stateDir: path.resolve(o.stateDir),
@@ -67,7 +76,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     log,
   });
   await agent.start();
-  log.info({ server: o.server, netns: o.netns ?? null, dataplane: kernel ? kernel.dataplane.name : 'null' }, 'agent started');
+  log.info({ servers: agent.servers, netns: o.netns ?? null, dataplane: kernel ? kernel.dataplane.name : 'null' }, 'agent started');
   return new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'agent stopping; rules stay in place');

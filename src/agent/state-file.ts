@@ -3,6 +3,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { HostDesiredState } from '../policy/ir.js';
+import { hostDesiredStateSchema } from '../protocol/index.js';
 
 const FILE = 'desired-state.json';
 
@@ -31,9 +32,12 @@ export async function loadState(dir: string): Promise<HeldState | null> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw e;
   }
-  const held = JSON.parse(text) as HeldState;
-  if (!held?.state || typeof held.state.revision !== 'number' || !Array.isArray(held.state.vms) || !Array.isArray(held.state.sets)) {
-    throw new Error(`${path.join(dir, FILE)}: not a saved desired state`);
+  let held: HeldState;
+  try { held = JSON.parse(text) as HeldState; } catch { throw new Error(`${path.join(dir, FILE)}: not JSON`); }
+  const state = hostDesiredStateSchema.safeParse(held?.state);
+  if (!state.success) {
+    const issue = state.error.issues[0];
+    throw new Error(`${path.join(dir, FILE)}: not a saved desired state (${issue?.path.join('.') || 'state'}: ${issue?.message ?? 'invalid'})`);
   }
-  return held;
+  return { serverUrl: String(held.serverUrl ?? ''), state: state.data, savedAt: String(held.savedAt ?? '') };
 }

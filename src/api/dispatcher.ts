@@ -17,6 +17,8 @@ import { JobQueue } from './job-queue.js';
 import type { SessionAuth, Transport } from './sessions.js';
 import type { ApiObserver } from './metrics.js';
 import type { ConnectionInspector } from '../model/telemetry.js';
+import { appendFeed } from '../store/queries/feed.js';
+import { storeUnavailable } from '../store/db.js';
 
 export const AUTH_FAILED = 'unable to verify user credentials and/or request signature';
 export const UNKNOWN_COMMAND = 'The given command does not exist or it is not available for user';
@@ -25,6 +27,10 @@ const INTERNAL = 'Internal error executing command, please contact your system a
 const PARAM_NAME = /^[A-Za-z0-9_.\[\]-]+$/;
 /** API keys are 86 characters; anything much longer is not one (and is not worth a lookup). */
 const MAX_APIKEY_LENGTH = 255;
+/** The store cannot be reached from this server (several servers: another one may answer). */
+export const STORE_UNAVAILABLE = 'This management server cannot reach its database; nothing was changed. Retry the call, through another management server if there are several';
+/** The job's server was declared dead by another server, which failed the job, before it finished. */
+const JOB_TAKEN = 'Job was failed by another management server while this one could not reach the database; nothing was changed';
 
 export interface DispatcherDeps {
   db: Db;
@@ -144,6 +150,10 @@ export class Dispatcher {
 
   private toApiError(err: unknown, command: string): ApiError {
     if (err instanceof ApiError) return err;
+    if (storeUnavailable(err)) {
+      this.deps.log.warn({ err: err instanceof Error ? err.message : String(err), command }, 'command failed: the store is unreachable');
+      return new ApiError(530, STORE_UNAVAILABLE, 9999);
+    }
     this.deps.log.error({ err, command }, 'command failed with an unexpected error');
     return new ApiError(530, INTERNAL, 9999);
   }
@@ -187,6 +197,8 @@ export class Dispatcher {
       const { result, events, changes } = await handle(trx);
       if (onCommit) await onCommit(trx, result, events);
       if (!def.quiet?.(params)) await insertEvents(trx, caller, events, now, null);
+      // Last: the feed position is taken under a lock held until commit (store/queries/feed.ts).
+      if (changes.length) await appendFeed(trx, JSON.stringify(changes), this.deps.serverId ?? null, now);
       return { result, changes };
     });
   }
@@ -243,10 +255,13 @@ export class Dispatcher {
         }
         const value = 'object' in result ? result.value : undefined;
         const resultUuid = typeof value?.id === 'string' ? value.id : undefined;
-        await trx.updateTable('async_jobs').set({
+        const done = await trx.updateTable('async_jobs').set({
           status: 1, result_code: 0, result: JSON.stringify(resultBody(result)), completed: this.nowIso(),
           ...(instanceUuid || !resultUuid ? {} : { instance_uuid: resultUuid }),
-        }).where('uuid', '=', jobId).execute();
+        }).where('uuid', '=', jobId).where('status', '=', 0).executeTakeFirst();
+        // Another server failed this job meanwhile (it took this one for dead): the job's outcome is
+        // already told, so its effects must not commit.
+        if (Number(done.numUpdatedRows ?? 0) !== 1) throw new ApiError(530, JOB_TAKEN, 9999);
       });
       this.publish(changes);
       this.deps.observer?.job(def.name, 0, (performance.now() - t0) / 1000);
@@ -257,7 +272,7 @@ export class Dispatcher {
         await db.transaction().execute(async (trx) => {
           await trx.updateTable('async_jobs').set({
             status: 2, result_code: e.code, result: JSON.stringify(errorBody(e.code, bounded(e.message, MAX_STORED_ERROR_TEXT), e.csCode)), completed: this.nowIso(),
-          }).where('uuid', '=', jobId).execute();
+          }).where('uuid', '=', jobId).where('status', '=', 0).execute();
           if (eventType) {
             await insertEvents(trx, caller, [{ type: eventType, description: `Error while ${description}: ${e.message}`, state: 'Completed', level: 'ERROR' }], this.nowIso());
           }
@@ -279,6 +294,11 @@ export class Dispatcher {
     while (this.inflight.size) await Promise.allSettled([...this.inflight]);
   }
   get isClosing(): boolean { return this.closing; }
+}
+
+/** The `result` of a job failed because its management server stopped heartbeating (several servers). */
+export function deadServerJobResult(serverName: string, lastHeartbeat: Date): string {
+  return JSON.stringify(errorBody(530, `Job was cancelled because its management server ${serverName} stopped responding (last heartbeat ${lastHeartbeat.toISOString()}); nothing was changed`, 9999));
 }
 
 /** Jobs left pending by this server's previous run can never finish: mark them failed (CloudStack does the same). */

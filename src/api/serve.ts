@@ -1,14 +1,15 @@
 // `palisade server`: open the store, first-start bootstrap, API + agent channel, graceful shutdown.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Command, CommanderError } from 'commander';
 import pino from 'pino';
-import { openStore, type StoreConfig } from '../store/db.js';
+import { openPostgres, openStore, type StoreConfig } from '../store/db.js';
 import { createControlPlane } from '../control/index.js';
 import { buildServer } from './server.js';
 import { bootstrap } from './bootstrap.js';
-import { failOrphanJobs } from './dispatcher.js';
+import { deadServerJobResult, failOrphanJobs } from './dispatcher.js';
 import { SessionAuth } from './sessions.js';
 import { ApiMetrics, parseAllowList, registerMetricsRoute } from './metrics.js';
 import { MetricsRegistry } from '../metrics/registry.js';
@@ -17,6 +18,9 @@ import { purgeHistory } from '../store/queries/retention.js';
 import { readRetention } from '../store/queries/settings.js';
 
 const DROP_PRUNE_MS = 3600_000;
+
+/** What the last-resort handler logs: tests that run the server look for it in its log and fail. */
+export const UNHANDLED_REJECTION = 'unhandled promise rejection (a bug; the server keeps serving)';
 
 export function parseListen(s: string): { host: string; port: number } {
   const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(s);
@@ -37,6 +41,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8080')
     .option('--data-dir <dir>', 'data directory (SQLite store, admin credentials)', './palisade-data')
     .option('--db <url>', 'PostgreSQL URL (postgres://…) instead of the embedded SQLite store')
+    .option('--name <name>', 'name of this server, shown by listHosts as managementservername (default: hostname:port)')
     .option('--log-level <level>', 'log level', 'info')
     .option('--session-timeout <seconds>', 'idle timeout of login sessions (web console), seconds', '1800')
     .option('--metrics <on|off>', 'serve Prometheus metrics at /metrics on the API port (no API signature needed)', 'on')
@@ -50,7 +55,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' ? 0 : 2;
     throw e;
   }
-  const o = program.opts<{ listen: string; dataDir: string; db?: string; logLevel: string; sessionTimeout: string; metrics: string; metricsAllow?: string; trustProxy?: string }>();
+  const o = program.opts<{ listen: string; dataDir: string; db?: string; name?: string; logLevel: string; sessionTimeout: string; metrics: string; metricsAllow?: string; trustProxy?: string }>();
   const sessionTimeout = Number(o.sessionTimeout);
   if (!Number.isInteger(sessionTimeout) || sessionTimeout < 1) {
     process.stderr.write(`palisade server: --session-timeout expects a whole number of seconds, got ${o.sessionTimeout}\n`);
@@ -65,6 +70,8 @@ export async function serverCommand(argv: string[]): Promise<number> {
     if (o.trustProxy !== undefined) { parseAllowList(o.trustProxy); trustProxy = o.trustProxy.split(',').map((x) => x.trim()).filter(Boolean); }
   } catch (e) { process.stderr.write(`palisade server: ${(e as Error).message.replace('--metrics-allow', '--trust-proxy')}\n`); return 2; }
   const log = pino({ level: o.logLevel, base: { svc: 'palisade-server' } });
+  // Last resort: a promise nobody handled is a bug, logged loudly; it must not take the API down.
+  process.on('unhandledRejection', (reason) => { log.error({ err: reason }, UNHANDLED_REJECTION); });
   const listen = parseListen(o.listen);
   const dataDir = path.resolve(o.dataDir);
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -85,7 +92,14 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const orphans = await failOrphanJobs(db, new Date().toISOString(), serverId);
   if (orphans) log.warn({ jobs: orphans }, 'marked async jobs interrupted by the previous shutdown as failed');
 
-  const cp = await createControlPlane(db, log);
+  const serverName = o.name ?? `${os.hostname()}:${listen.port}`;
+  // PostgreSQL: the heartbeat and leases get connections of their own, so API load cannot starve them
+  // (a server that stops heartbeating is taken for dead by the others).
+  const clusterDb = cfg.kind === 'postgres' ? openPostgres(cfg.url, undefined, 2) : undefined;
+  const cp = await createControlPlane(db, log, {
+    serverId, serverName, listenUrl: cfg.kind === 'postgres' ? cfg.url : undefined, clusterDb,
+    jobFailure: (server) => deadServerJobResult(server.name, new Date(server.heartbeatAt)),
+  });
   const sessions = new SessionAuth({ db, log, timeoutSeconds: sessionTimeout });
   const metrics = new MetricsRegistry({ process: true });
   const app = await buildServer({ db, sink: cp.sink, log, serverId, sessions, observer: new ApiMetrics(metrics, db), trustProxy });
@@ -104,7 +118,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   void purgeHistoryNow();
   await cp.register(app);
   await app.listen({ host: listen.host, port: listen.port });
-  log.info({ url: `http://${listen.host}:${listen.port}/client/api`, console: `http://${listen.host}:${listen.port}/`, store: cfg.kind }, 'palisade server listening');
+  log.info({ url: `http://${listen.host}:${listen.port}/client/api`, console: `http://${listen.host}:${listen.port}/`, store: cfg.kind, server: serverName, id: serverId }, 'palisade server listening');
 
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -116,6 +130,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
         clearInterval(pruner);
         await app.close();
         await cp.close();
+        await clusterDb?.destroy();
         await db.destroy();
       })().then(() => resolve(0), (err) => { log.error({ err }, 'shutdown failed'); resolve(1); });
     };

@@ -1,5 +1,13 @@
 // Per-host desired state, kept compiled in memory and advanced by deltas with a revision per host.
 // Pure logic over the CloudState and the compiler: no I/O here.
+//
+// Revisions are change-feed positions (DESIGN.md §6): a host's state is labelled with the position of
+// the batch that last changed it, and each entry remembers the position it last changed at. Servers
+// batch the feed differently, so two servers may give the same content different labels, but all
+// labels are points of one sequence: a server that has processed the feed up to F can give an agent
+// holding any R in [floor, F] — whoever gave it R — the entries that changed after R (a superset of
+// what it lacks: upserts and removals are idempotent). `floor` is where this server's history of the
+// host starts (its start-up position, raised when old removals are forgotten); below it: a snapshot.
 import type { Change } from '../model/changes.js';
 import type { Family } from '../model/types.js';
 import type { AddressSet, HostDesiredState, VmPolicy } from '../policy/ir.js';
@@ -8,7 +16,7 @@ import { analyzeChange, compileAddressSet, compileVm } from '../policy/api.js';
 import { nicPolicies } from '../policy/compile.js';
 import { sha256Hex } from '../policy/hash.js';
 import { agentForm, formFamilyJson } from './agent-form.js';
-import type { ServerMessage } from './protocol.js';
+import type { DeltaMessage } from '../protocol/index.js';
 
 /** The rule part of a compiled policy, shared by VMs with the same groups within one pass. */
 interface Template { v4: VmPolicy['v4']; v6: VmPolicy['v6']; json4: string; json6: string }
@@ -61,7 +69,7 @@ export const PLACED_STATES = new Set(['Starting', 'Running', 'Stopping', 'Migrat
 const TOMBSTONE_LIMIT = 2000;
 
 /** Deltas and snapshots carry agent forms of the policies (agent-form.ts: no rule sources). */
-export type Delta = Omit<Extract<ServerMessage, { type: 'delta' }>, 'type'>;
+export type Delta = Omit<DeltaMessage, 'type'>;
 
 export interface HostEntry {
   id: number;
@@ -118,17 +126,40 @@ export class Fleet {
   readonly sets = new Map<string, AddressSet>();
   readonly setHosts = new Map<string, Map<number, number>>();
   analyzeFailures = 0;
-  /** VM → number of hosts that have not yet acked its removal. */
-  readonly pendingRemovals = new Map<number, number>();
+  /** VM → the hosts that have not yet acked its removal. */
+  readonly pendingRemovals = new Map<number, Set<number>>();
   /** Compilation failures since the caller last drained them (logged by the control plane). */
   compileErrors: { vmId: number; error: string }[] = [];
+  /** Host by sha256 of its agent token. */
+  readonly byToken = new Map<string, number>();
 
   constructor(public state: CloudState) {}
 
+  /** A host known from `revision` (a feed position) on: empty, its history starts there. */
   addHost(h: { id: number; uuid: string; name: string; tokenHash: string; revision: number }): HostEntry {
     const e: HostEntry = { ...h, floor: h.revision, vms: new Map(), sets: new Map(), tombVms: new Map(), tombSets: new Map(), acked: -1, removals: new Map() };
     this.hosts.set(h.id, e);
+    this.byToken.set(h.tokenHash, h.id);
     return e;
+  }
+
+  /** The host is gone: it owes no removal acks any more; returns the VMs whose removal it owed. */
+  removeHost(id: number): number[] {
+    const h = this.hosts.get(id);
+    if (!h) return [];
+    const owed = [...h.removals.keys()];
+    for (const vmId of owed) this.clearRemoval(h, vmId);
+    if (this.byToken.get(h.tokenHash) === id) this.byToken.delete(h.tokenHash);
+    this.hosts.delete(id);
+    return owed;
+  }
+
+  setToken(id: number, tokenHash: string): void {
+    const h = this.hosts.get(id);
+    if (!h || h.tokenHash === tokenHash) return;
+    if (this.byToken.get(h.tokenHash) === id) this.byToken.delete(h.tokenHash);
+    h.tokenHash = tokenHash;
+    this.byToken.set(tokenHash, id);
   }
 
   private placedHost(vmId: number): number | null {
@@ -246,10 +277,14 @@ export class Fleet {
     return { vms, sets };
   }
 
-  /** Bring a host's given state up to date; returns the delta (null if nothing changed). */
-  advance(hostId: number): Delta | null {
+  /**
+   * Bring a host's given state up to date at feed position `position` (never below the host's
+   * revision); returns the delta (null if nothing changed).
+   */
+  advance(hostId: number, position: number): Delta | null {
     const h = this.hosts.get(hostId);
     if (!h) return null;
+    if (position < h.revision) throw new Error(`fleet: host ${hostId} advanced to position ${position} below its revision ${h.revision}`);
     const want = this.desired(hostId);
     const upsertVms: VmPolicy[] = [];
     const removeVms: string[] = [];
@@ -265,7 +300,8 @@ export class Fleet {
     for (const id of h.sets.keys()) if (!want.sets.has(id)) removeSets.push(id);
     if (!upsertVms.length && !removeVms.length && !upsertSets.length && !removeSets.length) return null;
     const from = h.revision;
-    const rev = ++h.revision;
+    const rev = position;
+    h.revision = position;
     for (const p of upsertVms) {
       const vmId = want.vms.get(p.vmId)!.vmId;
       h.vms.set(p.vmId, { vmId, policy: p, rev });
@@ -287,15 +323,18 @@ export class Fleet {
 
   /** The host owes an ack of a revision >= `rev` (which no longer has the VM) before the VM is Synced. */
   owesRemoval(h: HostEntry, vmId: number, rev: number): void {
-    if (!h.removals.has(vmId)) this.pendingRemovals.set(vmId, (this.pendingRemovals.get(vmId) ?? 0) + 1);
+    let owing = this.pendingRemovals.get(vmId);
+    if (!owing) { owing = new Set(); this.pendingRemovals.set(vmId, owing); }
+    owing.add(h.id);
     h.removals.set(vmId, rev);
   }
 
   /** The host no longer owes an ack for removing this VM. */
   clearRemoval(h: HostEntry, vmId: number): void {
     if (!h.removals.delete(vmId)) return;
-    const n = (this.pendingRemovals.get(vmId) ?? 1) - 1;
-    if (n > 0) this.pendingRemovals.set(vmId, n); else this.pendingRemovals.delete(vmId);
+    const owing = this.pendingRemovals.get(vmId);
+    owing?.delete(h.id);
+    if (!owing?.size) this.pendingRemovals.delete(vmId);
   }
 
   private pruneTombs(h: HostEntry): void {
@@ -314,14 +353,18 @@ export class Fleet {
     return { hostId: h.uuid, revision: h.revision, vms, sets };
   }
 
-  /** What an agent holding `revision` needs: a delta, or null when only a snapshot will do. */
-  since(hostId: number, revision: number | null): Delta | null {
+  /**
+   * What an agent holding `revision` needs, for a server that has processed the feed up to
+   * `processed`: a delta, or null when only a snapshot will do. The delta's revision is the host's,
+   * or the agent's own when that is later (another server labelled the same content later).
+   */
+  since(hostId: number, revision: number | null, processed: number): Delta | null {
     const h = this.hosts.get(hostId)!;
-    if (revision === null || revision < h.floor || revision > h.revision) return null;
+    if (revision === null || revision < h.floor || revision > Math.max(processed, h.revision)) return null;
     const upsertVms = [...h.vms.values()].filter((v) => v.rev > revision).map((v) => v.policy);
     const removeVms = [...h.tombVms.entries()].filter(([, r]) => r > revision).map(([u]) => u);
     const upsertSets = [...h.sets.values()].filter((s) => s.rev > revision).map((s) => s.set);
     const removeSets = [...h.tombSets.entries()].filter(([, r]) => r > revision).map(([u]) => u);
-    return { fromRevision: revision, revision: h.revision, upsertVms, removeVms, upsertSets, removeSets };
+    return { fromRevision: revision, revision: Math.max(h.revision, revision), upsertVms, removeVms, upsertSets, removeSets };
   }
 }

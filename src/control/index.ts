@@ -4,10 +4,12 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { ChangeSink } from '../model/changes.js';
 import type { Db } from '../store/db.js';
-import { ControlPlaneImpl } from './plane.js';
+import { ControlPlaneImpl, type ControlOptions } from './plane.js';
+
+export type { ControlOptions } from './plane.js';
 
 export interface ControlPlane {
-  /** Given to the API: receives committed changes. */
+  /** Given to the API: told after each commit that changed something (the changes are in the feed). */
   sink: ChangeSink;
   /** Adds the agent WebSocket endpoint (AGENT_PATH) to the API's fastify instance. */
   register(app: FastifyInstance): Promise<void>;
@@ -16,8 +18,8 @@ export interface ControlPlane {
   impl?: ControlPlaneImpl;
 }
 
-export async function createControlPlane(db: Db, log: Logger): Promise<ControlPlane> {
-  const impl = await ControlPlaneImpl.create(db, log);
+export async function createControlPlane(db: Db, log: Logger, o: ControlOptions): Promise<ControlPlane> {
+  const impl = await ControlPlaneImpl.create(db, log, o);
   return {
     sink: { publish: (changes) => impl.publish(changes) },
     register: (app) => impl.register(app),

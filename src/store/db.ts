@@ -31,8 +31,12 @@ export function openSqlite(file: string): Db {
  */
 export function openPostgres(url: string, onIdleError: (err: Error) => void = (err) => {
   process.stderr.write(`palisade store: an idle PostgreSQL connection was lost (${err.message}); it will be replaced\n`);
-}): Db {
-  const pool = new pg.Pool({ connectionString: url, max: 10 });
+}, max = 20): Db {
+  // A server cut off from the database fails fast (and its callers get STORE_UNAVAILABLE) rather than
+  // waiting on connections that will not come.
+  // (Waiting for a free pooled connection counts against the timeout too: generous, so load alone
+  // does not turn into errors.)
+  const pool = new pg.Pool({ connectionString: url, max, connectionTimeoutMillis: 15_000, keepAlive: true });
   pool.on('error', onIdleError);
   // pg emits 'error' on a client that is checked out but between queries (inside a transaction, say) when
   // its connection dies; the pool listens only on idle clients, and an unheard 'error' ends the process.
@@ -54,4 +58,16 @@ export async function openStore(cfg: StoreConfig): Promise<Db> {
   const db = cfg.kind === 'sqlite' ? openSqlite(cfg.file) : openPostgres(cfg.url);
   await migrate(db);
   return db;
+}
+
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
+  '57P01', '57P02', '57P03', '08000', '08001', '08003', '08004', '08006']);
+
+/** Is this error the store being unreachable (as opposed to a query that failed)? */
+export function storeUnavailable(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  if (!e || typeof e !== 'object') return false;
+  if (typeof e.code === 'string' && CONNECTION_CODES.has(e.code)) return true;
+  const msg = typeof e.message === 'string' ? e.message : '';
+  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection refused|not queryable/i.test(msg);
 }

@@ -44,6 +44,8 @@ export interface HostTable {
   last_contact: string | null; acked_revision: number; desired_revision: number;
   preflight: string | null /* JSON */; repairs: string | null /* JSON */; repair_count: number;
   created: string; removed: string | null;
+  /** the backend the host's agent runs, from its hello (005) */
+  dataplane?: string | null;
 }
 export interface VmTable {
   id: Generated<number>; uuid: string; name: string; display_name: string; instance_name: string; account_id: number; domain_id: number;
@@ -72,6 +74,14 @@ export interface SecurityGroupDropTable {
 }
 /** Global settings an operator changed from their defaults (007). */
 export interface ConfigurationTable { name: string; value: string; updated: string }
+/** The change feed (005): one row per API transaction that changed something the control plane compiles. */
+export interface ChangeTable { seq: number; server_id: string | null; created: string; body: string /* JSON Change[] */ }
+/** Single row (id 1): the last feed position handed out. */
+export interface ChangeSeqTable { id: number; seq: number }
+/** One row per live server process (005); times in ms since the epoch, by the database's clock. */
+export interface ServerTable { id: string; name: string; started_at: string; heartbeat_at: number; expires_at: number; feed_position: number }
+/** Which server holds a host's agent session (005). */
+export interface HostLeaseTable { host_id: number; server_id: string; hostname: string; acquired_at: number; expires_at: number }
 
 export interface Database {
   domains: DomainTable;
@@ -93,4 +103,8 @@ export interface Database {
   security_group_rule_hits: SecurityGroupRuleHitsTable;
   security_group_drops: SecurityGroupDropTable;
   configuration: ConfigurationTable;
+  changes: ChangeTable;
+  change_seq: ChangeSeqTable;
+  servers: ServerTable;
+  host_leases: HostLeaseTable;
 }

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import WebSocket from 'ws';
 import { startServer, type TestServer } from '../helpers/server.js';
-import { AGENT_PATH, PROTOCOL_VERSION } from '../../src/control/protocol.js';
+import { AGENT_PATH, PROTOCOL_VERSION } from '../../src/protocol/index.js';
 import { addHost, createCloud, deploy, hostRow, job, ok, simAgent, vmIds, vmRow, waitFor, type Cloud } from './helpers.js';
 
 let srv: TestServer;

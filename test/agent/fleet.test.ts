@@ -92,14 +92,14 @@ test('per-host deltas: a host gets only its VMs and the sets they reference; res
   f.addHost({ id: 1, uuid: 'h1', name: 'h1', tokenHash: 'x', revision: 0 });
   f.addHost({ id: 2, uuid: 'h2', name: 'h2', tokenHash: 'y', revision: 0 });
   f.buildAll();
-  const d1 = f.advance(1)!;
-  const d2 = f.advance(2)!;
+  const d1 = f.advance(1, 1)!;
+  const d2 = f.advance(2, 1)!;
   assert.deepEqual(d1.upsertVms.map((v) => v.instanceName).sort(), ['i-1-1-VM', 'i-1-3-VM']);
   assert.deepEqual(d2.upsertVms.map((v) => v.instanceName).sort(), ['i-1-2-VM', 'i-1-4-VM']);
   assert.deepEqual(d1.upsertSets.map((x) => x.id).sort(), ['sg1v4', 'sg1v6']);
   const webSet = d1.upsertSets.find((x) => x.id === 'sg1v4')!;
   assert.deepEqual(webSet.members, ['10.0.0.1', '10.0.0.2']);
-  assert.equal(f.advance(1), null, 'nothing changed: no delta');
+  assert.equal(f.advance(1, 1), null, 'nothing changed: no delta');
   const snap1 = f.snapshot(1);
 
   // VM 2 (web, host 2) stops: it leaves host 2, and its address leaves the web set on host 1.
@@ -111,22 +111,33 @@ test('per-host deltas: a host gets only its VMs and the sets they reference; res
   j.apply(r);
   const dirty = f.recompile(f.impact([{ kind: 'vmState', vmId: 2 }], j.before(), [2], []));
   assert.ok(dirty.has(1) && dirty.has(2));
-  const e1 = f.advance(1)!;
-  const e2 = f.advance(2)!;
+  const e1 = f.advance(1, 5)!;
+  const e2 = f.advance(2, 5)!;
   assert.deepEqual(e1.upsertVms, []);
   assert.deepEqual(e1.upsertSets.find((x) => x.id === 'sg1v4')!.members, ['10.0.0.1']);
   assert.deepEqual(e2.removeVms, [vm(2, null).uuid]);
   assert.equal(e1.fromRevision, d1.revision);
+  assert.equal(e1.revision, 5, 'revisions are feed positions');
 
   // An agent holding snap1 resyncs by delta and ends where a fresh snapshot is.
-  const since = f.since(1, snap1.revision)!;
+  const since = f.since(1, snap1.revision, 5)!;
   const viaDelta = applyDelta(snap1, { type: 'delta', ...since });
   assert.deepEqual(viaDelta, f.snapshot(1));
-  assert.equal(f.since(1, null), null, 'unknown revision: snapshot');
-  assert.equal(f.since(1, f.snapshot(1).revision + 5), null, 'revision from the future: snapshot');
+  assert.equal(f.since(1, null, 5), null, 'unknown revision: snapshot');
+  assert.equal(f.since(1, 9, 5), null, 'a revision beyond what this server has processed: snapshot');
+  // Another server labelled the same content later (it batched the feed differently): the agent
+  // holding that label gets an empty delta that keeps its label, not a snapshot.
+  const later = f.since(1, 7, 8)!;
+  assert.deepEqual([later.fromRevision, later.revision, later.upsertVms, later.removeVms, later.upsertSets, later.removeSets], [7, 7, [], [], [], []]);
+  // A label between two of this server's: whatever changed after it (here the stop at 5) is resent.
+  const between = f.since(1, 3, 5)!;
+  assert.deepEqual(applyDelta({ ...snap1, revision: 3 }, { type: 'delta', ...between }), f.snapshot(1));
+  // Below where this server's history of the host starts: snapshot.
+  assert.equal(f.since(1, -1, 5), null);
   // Host 2's resync from before the stop removes the VM.
-  const h2 = applyDelta({ hostId: 'h2', revision: d2.revision, vms: d2.upsertVms, sets: d2.upsertSets }, { type: 'delta', ...f.since(2, d2.revision)! });
+  const h2 = applyDelta({ hostId: 'h2', revision: d2.revision, vms: d2.upsertVms, sets: d2.upsertSets }, { type: 'delta', ...f.since(2, d2.revision, 5)! });
   assert.deepEqual(h2, f.snapshot(2));
+  assert.throws(() => f.advance(1, 4), /below its revision/);
 });
 
 test('the wire text of deltas and snapshots is exactly JSON.stringify of the messages', () => {
@@ -134,7 +145,7 @@ test('the wire text of deltas and snapshots is exactly JSON.stringify of the mes
   const f = new Fleet(s);
   f.addHost({ id: 1, uuid: 'h1', name: 'h1', tokenHash: 'x', revision: 3 });
   f.buildAll();
-  const d = f.advance(1)!;
+  const d = f.advance(1, 4)!;
   assert.equal(deltaJson(d), JSON.stringify({ type: 'delta', ...d }));
   const snap = f.snapshot(1);
   assert.equal(snapshotJson(snap), JSON.stringify({ type: 'snapshot', state: snap }));
@@ -146,7 +157,7 @@ test('hosts get agent forms: no rule sources, hashed over the form; a change of 
   const f = new Fleet(s);
   f.addHost({ id: 1, uuid: 'h1', name: 'h1', tokenHash: 'x', revision: 0 });
   f.buildAll();
-  const d = f.advance(1)!;
+  const d = f.advance(1, 1)!;
   for (const p of d.upsertVms) {
     const id = Number(p.instanceName.split('-')[2]);
     const full = compileVm(s, id);
@@ -171,7 +182,7 @@ test('hosts get agent forms: no rule sources, hashed over the form; a change of 
   const dirty = f.recompile(f.impact([{ kind: 'rules', groupId: 1 }], j.before(), [], [1]));
   assert.ok(dirty.has(1));
   assert.ok(compileVm(s, 1).v4.ingress.some((x) => x.sources.includes('r-half-1')), 'the compiler sees the new sources');
-  assert.equal(f.advance(1), null, 'nothing the host enforces changed: no delta');
+  assert.equal(f.advance(1, 2), null, 'nothing the host enforces changed: no delta');
   // A real change still goes out.
   const j2 = new Journal(s);
   const r2 = emptyReload();
@@ -180,7 +191,7 @@ test('hosts get agent forms: no rule sources, hashed over the form; a change of 
   r2.membersOfGroup.set(1, [1, 2]);
   j2.apply(r2);
   f.recompile(f.impact([{ kind: 'rules', groupId: 1 }], j2.before(), [], [1]));
-  const d2 = f.advance(1)!;
+  const d2 = f.advance(1, 3)!;
   assert.deepEqual(d2.upsertVms.map((v) => v.instanceName), ['i-1-1-VM']);
   assert.ok(d2.upsertVms[0].v4.ingress.some((x) => x.ports?.from === 8080));
 });

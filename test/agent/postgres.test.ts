@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startPostgres, type PgCluster } from '../helpers/postgres.js';
-import { freePort, type TestServer } from '../helpers/server.js';
+import { assertNoUnhandledRejection, freePort, type TestServer } from '../helpers/server.js';
 import { signParams, formatExpires } from '../../src/api/signing.js';
 import { addHost, createCloud, deploy, hostRow, job, simAgent, vmIds, vmRow, waitFor, sleep } from './helpers.js';
 
@@ -70,6 +70,7 @@ after(async () => {
   await kill();
   await pg?.stop();
   fs.rmSync(dataDir, { recursive: true, force: true });
+  assertNoUnhandledRejection(out);
 });
 
 test('on PostgreSQL: snapshot, delta, acks and sync status, resync after a server restart', async () => {

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { signParams, formatExpires } from '../../src/api/signing.js';
 import { palisadeCommand } from './palisade.js';
+import { UNHANDLED_REJECTION } from '../../src/api/serve.js';
 import { REPO, runProcess, type RunResult } from './process.js';
 
 export interface Creds { apikey: string; secretkey: string }
@@ -26,10 +27,19 @@ export interface TestServer {
   waitJob(jobid: string, creds?: Creds): Promise<any>;
   /** Stop and start the process on the same port and data dir. */
   restart(): Promise<void>;
-  /** Stop the process (SIGTERM) and remove the data dir if this helper created it. */
+  /** Send a signal (SIGKILL: the server dies on the spot) and wait until the process is gone. */
+  kill(signal: NodeJS.Signals): Promise<void>;
+  /** Start it again after `kill` (same port and data dir). */
+  start(): Promise<void>;
+  /**
+   * Stop the process (SIGTERM) and remove the data dir if this helper created it. Throws when the
+   * server logged an unhandled promise rejection (its last-resort handler kept it up, but it is a bug).
+   */
   stop(): Promise<void>;
   /** Everything the process printed so far (for failure messages). */
   output(): string;
+  /** The server process's pid (for /proc measurements). */
+  pid(): number;
 }
 
 export async function freePort(): Promise<number> {
@@ -126,9 +136,30 @@ export async function startServer(opts: { dataDir?: string; db?: string; args?: 
     url, port, dataDir, apikey: creds.apikey, secretkey: creds.secretkey,
     call, callAndWait, waitJob,
     async restart() { await kill(); await launch(); },
-    async stop() { await kill(); if (ownDir) fs.rmSync(dataDir, { recursive: true, force: true }); },
+    async kill(signal: NodeJS.Signals) {
+      const c = child;
+      if (!c || c.exitCode !== null || c.signalCode !== null) return;
+      const done = new Promise<void>((r) => c.once('exit', () => r()));
+      c.kill(signal);
+      await done;
+    },
+    start: () => launch(),
+    async stop() {
+      await kill();
+      // PALISADE_TEST_SERVER_LOG=<file>: keep every server's log for a look after the run.
+      if (process.env.PALISADE_TEST_SERVER_LOG) fs.appendFileSync(process.env.PALISADE_TEST_SERVER_LOG, `=== ${url}\n${out}\n`);
+      if (ownDir) fs.rmSync(dataDir, { recursive: true, force: true });
+      assertNoUnhandledRejection(out);
+    },
     output: () => out,
+    pid: () => child?.pid ?? 0,
   };
+}
+
+/** A server's log must not show its last-resort handler at work (tests that spawn servers call this). */
+export function assertNoUnhandledRejection(log: string): void {
+  const line = log.split('\n').find((l) => l.includes(UNHANDLED_REJECTION));
+  if (line) throw new Error(`the server logged an unhandled promise rejection:\n${line.slice(0, 2000)}`);
 }
 
 /**

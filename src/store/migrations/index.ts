@@ -2,6 +2,7 @@ import type { Migration } from 'kysely';
 import { m001_initial } from './001_initial.js';
 import { m002_unique_backstops } from './002_unique_backstops.js';
 import { m003_async_job_server } from './003_async_job_server.js';
+import { m005_change_feed } from './005_change_feed.js';
 import { m007_observability } from './007_observability.js';
 import { m008_sessions } from './008_sessions.js';
 import { m009_retention } from './009_retention.js';
@@ -11,6 +12,7 @@ export const migrations: Record<string, Migration> = {
   '001_initial': m001_initial,
   '002_unique_backstops': m002_unique_backstops,
   '003_async_job_server': m003_async_job_server,
+  '005_change_feed': m005_change_feed,
   '007_observability': m007_observability,
   '008_sessions': m008_sessions,
   '009_retention': m009_retention,

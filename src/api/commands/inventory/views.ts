@@ -4,6 +4,7 @@ import type { Selectable } from 'kysely';
 import type { HostTable, NetworkTable, NicTable, VmTable, ZoneTable } from '../../../store/schema.js';
 import type { CommandContext } from '../../command.js';
 import { displayDomainPath } from '../../../store/queries/accounts.js';
+import { leaseHolders } from '../../../store/queries/cluster.js';
 import { csDate } from '../common.js';
 import { netmaskPrefix, parseIpv4, formatIpv4, subnet4 } from './addresses.js';
 import { isRootAdmin, type Tx } from './common.js';
@@ -82,8 +83,10 @@ export async function hostViews(db: Tx, rows: HostRow[]): Promise<Record<string,
       .where(inList(db, 'host_id', rows.map((r) => r.id))).where('removed', 'is', null).groupBy('host_id').execute();
     for (const r of c) if (r.host_id !== null) counts.set(r.host_id, Number(r.n));
   }
+  const holders = rows.length ? await leaseHolders(db, rows.map((r) => r.id)) : new Map();
   return rows.map((h) => {
     const z = zones.get(h.zone_id);
+    const holder = holders.get(h.id);
     return {
       id: h.uuid, name: h.name, state: h.state, type: 'Routing', hypervisor: 'KVM', resourcestate: 'Enabled',
       zoneid: z?.uuid, zonename: z?.name, created: csDate(h.created),
@@ -97,6 +100,12 @@ export async function hostViews(db: Tx, rows: HostRow[]): Promise<Record<string,
       driftrepairs: h.repair_count,
       lastrepairs: parseJson(h.repairs) ?? [],
       virtualmachinecount: counts.get(h.id) ?? 0,
+      // Several servers (DESIGN.md §6): the management server holding the host's agent session (its
+      // id as in its data dir's server-id file, and its --name); absent while no server holds it.
+      managementserverid: holder?.serverId,
+      managementservername: holder?.serverName ?? undefined,
+      // The dataplane backend the host's agent reported in its hello (iptables, nftables, null).
+      dataplane: h.dataplane ?? undefined,
     };
   });
 }

@@ -1,0 +1,204 @@
+// This server among others on one database (DESIGN.md §6): its heartbeat row, the leases of the hosts
+// whose agents it holds, and the sweeps every server runs for all (hosts whose lease expired show
+// Disconnected; a server whose heartbeat expired has its unfinished jobs failed and its leases freed;
+// feed rows every live server has read are pruned). With SQLite the same runs for the one server.
+//
+// Health: a server whose heartbeat renewals have been failing for `unhealthyAfterMs`, or that has not
+// renewed at all for `stalledAfterMs` (the database does not answer), is cut off from the database. It
+// lets its agents go (they move to another server) and refuses new ones until a renewal works again;
+// its API calls fail on their own with a clear error (store/db.ts storeUnavailable). Mere slowness (a
+// busy server or database) is not an outage: it only counts after the longer bound. With PostgreSQL the
+// heartbeat has its own connections (serve.ts), so a pool busy with API calls does not delay it.
+import type { Logger } from 'pino';
+import type { Db } from '../store/db.js';
+import {
+  acquireLeases, buryServer, deadServers, heartbeat, minLivePosition, reassertHostStates, releaseAllLeases, releaseLeases,
+  removeServer, renewLeases, sweepLeases, type ServerRow,
+} from '../store/queries/cluster.js';
+import { pruneFeed } from '../store/queries/feed.js';
+
+export interface ClusterTiming {
+  /** How often the heartbeat and the leases are renewed and the sweeps run. */
+  heartbeatMs: number;
+  /** A server whose heartbeat is older than this is dead: its jobs fail, its hosts are free. */
+  serverTtlMs: number;
+  /** A host lease not renewed for this long has expired: the host shows Disconnected. */
+  leaseTtlMs: number;
+  /** Renewals failing (errors) for this long: this server considers itself cut off. */
+  unhealthyAfterMs: number;
+  /** No renewal finished at all for this long (hanging, or too busy): cut off too. */
+  stalledAfterMs: number;
+}
+
+export const DEFAULT_TIMING: ClusterTiming = { heartbeatMs: 2000, serverTtlMs: 15_000, leaseTtlMs: 10_000, unhealthyAfterMs: 5000, stalledAfterMs: 12_000 };
+
+export interface ClusterHooks {
+  /** The feed position this server has processed (written with the heartbeat, for pruning). */
+  position(): number;
+  /** Hosts this server holds, with the state to show for each (Up / Alert). */
+  held(): Map<number, { state: string; hostname: string }>;
+  /** Hosts whose lease another server took: drop their sessions. */
+  lost(hostIds: number[]): void;
+  /** Cut off from the database / back. */
+  unhealthy(): void;
+  healthy(): void;
+  /** The `result` (JSON) of a job failed because its server died. */
+  jobFailure(server: ServerRow): string;
+}
+
+const PRUNE_EVERY = 5;   // ticks
+
+export class Cluster {
+  healthy = true;
+  private lastOk = Date.now();
+  private timer: NodeJS.Timeout | null = null;
+  private watchdog: NodeJS.Timeout | null = null;
+  private ticking = false;
+  private ticks = 0;
+  private stopped = false;
+  private lastError = '';
+  private readonly startedAt = new Date().toISOString();
+  private acquireQueue: { hostId: number; hostname: string; resolve: (ok: boolean) => void; reject: (e: unknown) => void }[] = [];
+  private acquireTimer: NodeJS.Timeout | null = null;
+  private releaseQueue = new Set<number>();
+  private releaseTimer: NodeJS.Timeout | null = null;
+  private releasing: Promise<void> = Promise.resolve();
+  /** Leases this server holds without a session, seen at the last renewal (a hello may be between its lease and its session). */
+  private orphans = new Set<number>();
+
+  constructor(private readonly db: Db, private readonly log: Logger, readonly serverId: string, readonly serverName: string,
+    private readonly hooks: ClusterHooks, readonly timing: ClusterTiming = DEFAULT_TIMING) {}
+
+  /** Register this server; leases of its previous run go (those agents reconnect anyway). */
+  async start(): Promise<void> {
+    await heartbeat(this.db, { id: this.serverId, name: this.serverName, startedAt: this.startedAt, feedPosition: this.hooks.position(), ttlMs: this.timing.serverTtlMs });
+    const stale = await releaseAllLeases(this.db, this.serverId, new Date().toISOString());
+    if (stale) this.log.info({ hosts: stale }, 'released the host leases of this server\'s previous run');
+    await this.sweep();
+    this.timer = setTimeout(() => this.tick(), this.timing.heartbeatMs);
+    this.watchdog = setInterval(() => this.checkHealth(), Math.min(1000, this.timing.heartbeatMs));
+    this.timer.unref(); this.watchdog.unref();
+  }
+
+  private checkHealth(): void {
+    const since = Date.now() - this.lastOk;
+    if (this.healthy && ((this.lastError && since > this.timing.unhealthyAfterMs) || since > this.timing.stalledAfterMs)) {
+      this.healthy = false;
+      this.log.error({ since: new Date(this.lastOk).toISOString(), err: this.lastError }, 'cluster: cannot reach the database; letting agents go to other servers');
+      this.hooks.unhealthy();
+    }
+  }
+
+  private async tick(): Promise<void> {
+    if (this.stopped || this.ticking) return;
+    this.ticking = true;
+    try {
+      await heartbeat(this.db, { id: this.serverId, name: this.serverName, startedAt: this.startedAt, feedPosition: this.hooks.position(), ttlMs: this.timing.serverTtlMs });
+      await this.renew();
+      this.lastOk = Date.now();
+      if (!this.healthy) {
+        this.healthy = true;
+        this.log.warn('cluster: the database is reachable again; accepting agents');
+        this.hooks.healthy();
+      }
+      await this.sweep();
+      this.lastError = '';
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      if (msg !== this.lastError) this.log.warn({ err: msg }, 'cluster: heartbeat failed');
+      this.lastError = msg;
+      this.checkHealth();
+    } finally {
+      this.ticking = false;
+      if (!this.stopped) { this.timer = setTimeout(() => this.tick(), this.timing.heartbeatMs); this.timer.unref(); }
+    }
+  }
+
+  /** Renew what this server holds; take back what a sweep freed meanwhile; let go of what others took. */
+  private async renew(): Promise<void> {
+    const renewed = await renewLeases(this.db, this.serverId, this.timing.leaseTtlMs);
+    const held = this.hooks.held();
+    // A lease without a session two renewals in a row (its release failed, say) goes: it would keep the
+    // host looking held by a server that does not serve it.
+    const orphans = new Set([...renewed].filter((id) => !held.has(id)));
+    for (const id of orphans) if (this.orphans.has(id)) this.release(id);
+    this.orphans = orphans;
+    const missing = [...held].filter(([id]) => !renewed.has(id)).map(([hostId, h]) => ({ hostId, hostname: h.hostname }));
+    if (missing.length) {
+      const back = await acquireLeases(this.db, this.serverId, missing, this.timing.leaseTtlMs, false);
+      const lost = missing.filter((m) => !back.has(m.hostId)).map((m) => m.hostId);
+      if (lost.length) { this.log.warn({ hosts: lost }, 'cluster: hosts now held by another server'); this.hooks.lost(lost); }
+    }
+    const byState = new Map<string, number[]>();
+    for (const [id, h] of held) { const a = byState.get(h.state); if (a) a.push(id); else byState.set(h.state, [id]); }
+    await reassertHostStates(this.db, this.serverId, byState);
+  }
+
+  private async sweep(): Promise<void> {
+    const disconnected = await sweepLeases(this.db);
+    if (disconnected) this.log.info({ hosts: disconnected }, 'cluster: hosts without a live lease marked Disconnected');
+    for (const dead of await deadServers(this.db)) {
+      if (dead.id === this.serverId) continue;
+      const jobs = await buryServer(this.db, dead.id, this.hooks.jobFailure(dead), new Date().toISOString());
+      if (jobs !== null) this.log.warn({ server: dead.name, id: dead.id, lastHeartbeat: new Date(dead.heartbeatAt).toISOString(), jobs }, 'cluster: a server stopped heartbeating; failed its unfinished jobs and freed its hosts');
+    }
+    if (++this.ticks % PRUNE_EVERY === 0) {
+      const min = await minLivePosition(this.db);
+      if (min !== null) await pruneFeed(this.db, min);
+    }
+  }
+
+  // ---- leases ----------------------------------------------------------------------------------
+
+  /** Take a host's lease for its agent's session (batched with concurrent calls). False: held for another agent. */
+  acquire(hostId: number, hostname: string): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.acquireQueue.push({ hostId, hostname, resolve, reject });
+      if (!this.acquireTimer) this.acquireTimer = setTimeout(() => { this.acquireTimer = null; void this.flushAcquire(); }, 5);
+    });
+  }
+
+  private async flushAcquire(): Promise<void> {
+    const batch = this.acquireQueue;
+    this.acquireQueue = [];
+    // The same host twice in one batch (an agent reconnected at once): the last request wins.
+    const last = new Map(batch.map((b) => [b.hostId, b]));
+    try {
+      const got = await acquireLeases(this.db, this.serverId, [...last.values()].map((b) => ({ hostId: b.hostId, hostname: b.hostname })), this.timing.leaseTtlMs);
+      for (const b of batch) b.resolve(last.get(b.hostId) === b && got.has(b.hostId));
+    } catch (e) {
+      for (const b of batch) b.reject(e);
+    }
+  }
+
+  /** This server let a host's session go (batched; its lease expires anyway if this fails). */
+  release(hostId: number): void {
+    this.releaseQueue.add(hostId);
+    if (!this.releaseTimer) this.releaseTimer = setTimeout(() => { this.releaseTimer = null; this.flushRelease(); }, 20);
+  }
+
+  private flushRelease(): Promise<void> {
+    const ids = [...this.releaseQueue].filter((id) => !this.hooks.held().has(id));   // reconnected meanwhile: keep
+    this.releaseQueue.clear();
+    if (!ids.length) return this.releasing;
+    this.releasing = this.releasing.then(() => releaseLeases(this.db, this.serverId, ids, new Date().toISOString()))
+      .catch((e) => this.log.warn({ err: e instanceof Error ? e.message : String(e), hosts: ids.length }, 'cluster: could not release host leases (they expire)'));
+    return this.releasing;
+  }
+
+  /** Graceful stop: every lease and the heartbeat row go, so other servers need not wait for them to expire. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.watchdog) clearInterval(this.watchdog);
+    if (this.acquireTimer) { clearTimeout(this.acquireTimer); this.acquireTimer = null; await this.flushAcquire(); }
+    if (this.releaseTimer) { clearTimeout(this.releaseTimer); this.releaseTimer = null; }
+    await this.flushRelease();
+    try {
+      await releaseAllLeases(this.db, this.serverId, new Date().toISOString());
+      await removeServer(this.db, this.serverId);
+    } catch (e) {
+      this.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'cluster: could not remove this server\'s rows (they expire)');
+    }
+  }
+}

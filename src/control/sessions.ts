@@ -1,0 +1,312 @@
+// The agent session hub: the WebSocket endpoint (AGENT_PATH), hellos, per-host sessions, resyncs,
+// pushes, keepalive. Every frame is validated against the protocol's schemas before use; a frame that
+// does not match closes that one connection with the reason logged (DESIGN.md §4). Until a hello is
+// accepted a connection may send PRE_HELLO_MAX_BYTES in total, counted on the raw socket (ws buffers
+// whole frames, so a per-message check would come too late); after it, frames up to
+// AGENT_FRAME_MAX_BYTES (the server's ws maxPayload).
+//
+// A hello is accepted once this server has caught up with the change feed as of the hello (so it
+// knows a host added a moment ago, and never answers an agent with older content than it holds) and
+// has taken the host's lease (DESIGN.md §6).
+import { createHash } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import websocket from '@fastify/websocket';
+import type { WebSocket } from 'ws';
+import type { Logger } from 'pino';
+import {
+  AGENT_FRAME_MAX_BYTES, AGENT_PATH, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage,
+  type AgentMessage, type HelloMessage, type ServerMessage,
+} from '../protocol/index.js';
+import type { Fleet, Delta } from './fleet.js';
+import type { SyncTracker } from './sync.js';
+import type { Cluster } from './cluster.js';
+import type { Batches } from './batches.js';
+import type { FeedReader } from './feed-reader.js';
+import type { Serial } from './serial.js';
+import { deltaJson, snapshotJson } from './wire.js';
+
+const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
+
+/** A hello must be answered (caught up, lease taken, resynced) within this time, else the agent tries elsewhere. */
+const HELLO_TIMEOUT_MS = 10_000;
+const KEEPALIVE_MS = 20_000;
+
+interface Session {
+  ws: WebSocket;
+  hostId: number;
+  hostname: string;
+  remote: string;
+  /** Resynced: pushes go to it. */
+  ready: boolean;
+  alive: boolean;
+  /** The last revision this session was given (acks are clamped to it); -1: nothing yet. */
+  sent: number;
+}
+
+export interface HubStats { pushes: Map<number, number>; snapshots: number; deltas: number; refused: number; badFrames: number }
+
+export interface HubDeps {
+  log: Logger;
+  fleet: Fleet;
+  sync: SyncTracker;
+  cluster: Cluster;
+  batches: Batches;
+  reader: FeedReader;
+  serial: Serial;
+}
+
+/** A hello this server will not accept: `message` goes to the agent, `why` (default: the same) to the log. */
+class Refused extends Error {
+  constructor(readonly code: number, message: string, readonly why: string = message) { super(message); }
+}
+
+export class SessionHub {
+  private readonly sessions = new Map<number, Session>();
+  /** The session of a connection (set when its hello is accepted, before the accept callback runs). */
+  private readonly byWs = new WeakMap<WebSocket, Session>();
+  private keepalive: NodeJS.Timeout | null = null;
+  /** False while this server is cut off from the database or shutting down: hellos are refused. */
+  accepting = true;
+  readonly stats: HubStats = { pushes: new Map(), snapshots: 0, deltas: 0, refused: 0, badFrames: 0 };
+
+  constructor(private readonly d: HubDeps) {
+    this.keepalive = setInterval(() => this.pingAll(), KEEPALIVE_MS);
+    this.keepalive.unref();
+  }
+
+  async register(app: FastifyInstance): Promise<void> {
+    if (!app.hasDecorator('websocketServer')) await app.register(websocket, { options: { maxPayload: AGENT_FRAME_MAX_BYTES } });
+    await app.register(async (scope) => {
+      scope.get(AGENT_PATH, { websocket: true }, (socket, req) => this.accept(socket, req.ip, req.raw.socket));
+    });
+  }
+
+  /** Does this server hold the host's agent session (and so its lease)? */
+  holds(hostId: number): boolean { return this.sessions.has(hostId); }
+
+  held(): Map<number, { state: string; hostname: string }> {
+    const out = new Map<number, { state: string; hostname: string }>();
+    for (const [id, s] of this.sessions) out.set(id, { state: this.d.sync.hostState(id), hostname: s.hostname });
+    return out;
+  }
+
+  connectedHosts(): number { let n = 0; for (const s of this.sessions.values()) if (s.ready) n++; return n; }
+
+  private sendText(s: { ws: WebSocket }, text: string): void {
+    if (s.ws.readyState === s.ws.OPEN) s.ws.send(text);
+  }
+
+  private send(s: { ws: WebSocket }, m: ServerMessage): void { this.sendText(s, JSON.stringify(m)); }
+
+  private refuse(ws: WebSocket, code: number, message: string): void {
+    this.stats.refused++;
+    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'error', code, message: message.slice(0, 1000) } satisfies ServerMessage));
+    ws.close(4000 + (code % 1000), message.slice(0, 100));
+  }
+
+  /** A frame that breaks the protocol: this connection ends, with the reason logged. */
+  private badFrame(ws: WebSocket, remote: string, hostId: number | null, reason: string): void {
+    this.stats.badFrames++;
+    this.d.log.warn({ remote, host: hostId, reason }, 'agent connection closed: invalid message');
+    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'error', code: 400, message: `invalid message: ${reason}`.slice(0, 1000) } satisfies ServerMessage));
+    ws.close(1008, `invalid message: ${reason}`.slice(0, 120));
+  }
+
+  /** A new agent connection: the first message must be a hello with a known token. */
+  accept(ws: WebSocket, remote: string, raw: Socket): void {
+    let session: Session | null = null;
+    let greeting = false;
+    let closed = false;
+    const early: AgentMessage[] = [];
+    let bytes = 0;
+    const count = (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > PRE_HELLO_MAX_BYTES && !session) {
+        this.stats.refused++;
+        this.d.log.warn({ remote, bytes }, `agent connection closed: more than ${PRE_HELLO_MAX_BYTES} bytes before its hello was accepted`);
+        raw.off('data', count);
+        raw.destroy();
+      }
+    };
+    raw.on('data', count);
+    const helloTimer = setTimeout(() => { if (!session) this.refuse(ws, 503, 'no hello accepted in time (server busy); try another server'); }, HELLO_TIMEOUT_MS);
+    ws.on('pong', () => { if (session) session.alive = true; });
+    ws.on('message', (data, isBinary) => {
+      if (closed) return;
+      try {
+        const decoded = decodeAgentMessage(data, isBinary);
+        if (!decoded.ok) { this.badFrame(ws, remote, session?.hostId ?? null, decoded.reason); return; }
+        const m = decoded.message;
+        if (session) { this.onMessage(session, m); return; }
+        if (greeting) { early.push(m); return; }   // sent before the hello was answered: handled after it
+        if (m.type !== 'hello') { this.badFrame(ws, remote, null, `expected hello first, got ${m.type}`); return; }
+        greeting = true;
+        this.hello(ws, m, remote).then((s) => {
+          clearTimeout(helloTimer);
+          if (!s) return;
+          session = s;
+          raw.off('data', count);
+          for (const e of early.splice(0)) this.onMessage(s, e);
+        }).catch((e: unknown) => {
+          clearTimeout(helloTimer);
+          if (e instanceof Refused) { this.d.log.warn({ remote, hostname: m.hostname, code: e.code }, `agent refused: ${e.why}`); this.refuse(ws, e.code, e.message); return; }
+          this.d.log.error({ err: e, remote }, 'control: hello failed');
+          this.refuse(ws, 503, 'this server could not accept the agent; try another server');
+        });
+      } catch (e) {
+        this.d.log.error({ err: e, remote, host: session?.hostId }, 'control: agent message failed');
+        this.badFrame(ws, remote, session?.hostId ?? null, 'message could not be handled');
+      }
+    });
+    ws.on('close', () => {
+      closed = true;
+      clearTimeout(helloTimer);
+      raw.off('data', count);
+      const s = session ?? this.byWs.get(ws);
+      if (s && this.sessions.get(s.hostId) === s) {
+        this.sessions.delete(s.hostId);
+        if (this.d.fleet.hosts.has(s.hostId)) this.d.cluster.release(s.hostId);
+        this.d.log.info({ host: s.hostId, hostname: s.hostname }, 'agent disconnected');
+      }
+    });
+    ws.on('error', () => {});
+  }
+
+  private async hello(ws: WebSocket, m: HelloMessage, remote: string): Promise<Session | null> {
+    if (m.version !== PROTOCOL_VERSION) throw new Refused(400, `unsupported protocol version ${m.version}, expected ${PROTOCOL_VERSION}`);
+    if (!this.accepting || !this.d.cluster.healthy) throw new Refused(503, 'this server cannot reach its database; try another server');
+    // Catch up with everything committed before this hello: a host added a moment ago becomes known,
+    // and whatever another server gave this agent is not newer than what this one holds.
+    const t0 = performance.now();
+    const hash = sha256(m.token);
+    const busy = (id: number) => {
+      const prev = this.sessions.get(id);
+      return !!prev && prev.ws.readyState === prev.ws.OPEN && prev.hostname !== m.hostname;
+    };
+    // A known host's lease is taken while catching up (a failover storm waits for both only once).
+    const early = this.d.fleet.byToken.get(hash);
+    const earlyLease = early !== undefined && !busy(early) ? this.d.cluster.acquire(early, m.hostname) : null;
+    earlyLease?.catch(() => {});   // awaited below
+    /** The lease taken early is not used after all: give it back (unless a session of this server holds the host). */
+    const dropEarly = async () => {
+      if (earlyLease && await earlyLease.catch(() => false) && !this.sessions.has(early!)) this.d.cluster.release(early!);
+    };
+    let t1 = t0;
+    try {
+      const head = await this.d.reader.head();
+      t1 = performance.now();
+      if (head > this.d.batches.processed) this.d.reader.wake();
+      await this.d.batches.waitProcessed(head);
+    } catch (e) {
+      await dropEarly();
+      throw e;
+    }
+    const t2 = performance.now();
+    const hostId = this.d.fleet.byToken.get(hash);
+    const leased = hostId !== undefined && hostId === early ? earlyLease : null;
+    if (!leased) await dropEarly();
+    if (hostId === undefined || !this.d.fleet.hosts.has(hostId)) throw new Refused(401, 'unknown agent token', 'unknown token');
+    const host = this.d.fleet.hosts.get(hostId)!;
+    if (busy(hostId)) throw new Refused(409, `token of host ${host.name} is in use by another agent`);
+    if (!await (leased ?? this.d.cluster.acquire(hostId, m.hostname))) throw new Refused(409, `token of host ${host.name} is in use by another agent, connected to another server`);
+    const t3 = performance.now();
+    if (ws.readyState !== ws.OPEN || !this.d.fleet.hosts.has(hostId)) {
+      if (!this.sessions.has(hostId)) this.d.cluster.release(hostId);
+      return null;
+    }
+    const cur = this.sessions.get(hostId);
+    if (cur) { this.sessions.delete(hostId); cur.ws.close(4000, 'replaced by a new session'); }
+    const s: Session = { ws, hostId, hostname: m.hostname, remote, ready: false, alive: true, sent: -1 };
+    this.sessions.set(hostId, s);
+    this.byWs.set(ws, s);
+    this.send(s, { type: 'welcome', hostId: host.uuid, hostName: host.name });
+    this.d.sync.hostPatch(hostId, { state: this.d.sync.hostState(hostId), last_contact: new Date().toISOString(), ...(m.dataplane ? { dataplane: m.dataplane } : {}) });
+    this.d.sync.holderChanged(hostId);
+    this.d.log.info({ host: host.name, hostname: s.hostname, revision: m.revision, remote, ms: { head: Math.round(t1 - t0), catchUp: Math.round(t2 - t1), lease: Math.round(t3 - t2) } }, 'agent connected');
+    await this.resync(s, m.revision);
+    return s;
+  }
+
+  /** Bring a session up to date from the revision the agent holds (inside the serial section). */
+  private resync(s: Session, revision: number | null): Promise<void> {
+    return this.d.serial.run(() => {
+      if (this.sessions.get(s.hostId) !== s || !this.d.fleet.hosts.has(s.hostId)) return;
+      const d = this.d.fleet.since(s.hostId, revision, this.d.batches.processed);
+      if (d) { this.sendText(s, deltaJson(d)); this.stats.deltas++; s.sent = d.revision; } else {
+        const snap = this.d.fleet.snapshot(s.hostId);
+        this.sendText(s, snapshotJson(snap));
+        this.stats.snapshots++;
+        s.sent = snap.revision;
+      }
+      this.stats.pushes.set(s.hostId, (this.stats.pushes.get(s.hostId) ?? 0) + 1);
+      s.ready = true;
+      // What this server holds desired for the host is now what counts (another server's label may differ).
+      this.d.sync.hostPatch(s.hostId, { desired_revision: s.sent });
+    });
+  }
+
+  /** A host's desired state advanced (inside the serial section): its session gets the delta. */
+  push(hostId: number, d: Delta): void {
+    const s = this.sessions.get(hostId);
+    if (!s?.ready) return;
+    // A session resynced from another server's label holds a revision this fleet never used: give it
+    // what changed since what it holds.
+    const delta = s.sent === d.fromRevision ? d : this.d.fleet.since(hostId, s.sent, d.revision);
+    if (!delta) { this.sendText(s, snapshotJson(this.d.fleet.snapshot(hostId))); this.stats.snapshots++; s.sent = this.d.fleet.hosts.get(hostId)!.revision; } else {
+      this.sendText(s, deltaJson(delta));
+      this.stats.deltas++;
+      s.sent = delta.revision;
+    }
+    this.stats.pushes.set(hostId, (this.stats.pushes.get(hostId) ?? 0) + 1);
+  }
+
+  private onMessage(s: Session, m: AgentMessage): void {
+    s.alive = true;
+    const now = new Date().toISOString();
+    switch (m.type) {
+      case 'hello': {
+        // The agent asks to resync on the same channel (its state did not follow a delta).
+        const host = this.d.fleet.hosts.get(s.hostId);
+        if (!host || sha256(m.token) !== host.tokenHash) { this.badFrame(s.ws, s.remote, s.hostId, 'hello with another token on an open session'); return; }
+        void this.resync(s, m.revision).catch((e) => this.d.log.error({ err: e, host: s.hostId }, 'control: resync failed'));
+        break;
+      }
+      case 'ping': this.send(s, { type: 'pong' }); this.d.sync.hostPatch(s.hostId, { last_contact: now }); break;
+      case 'ack': this.d.sync.onAck(s.hostId, m, s.sent, now); break;
+      case 'report': this.d.sync.onReport(s.hostId, m, now); break;
+    }
+  }
+
+  /** End a host's session (host deleted, token changed, lease taken by another server). */
+  drop(hostId: number, code: number, reason: string): void {
+    const s = this.sessions.get(hostId);
+    if (!s) return;
+    this.sessions.delete(hostId);
+    if (this.d.fleet.hosts.has(hostId)) this.d.cluster.release(hostId);
+    s.ws.close(code, reason);
+  }
+
+  /** Let every agent go (cut off from the database, shutting down): they move to another server. */
+  closeAll(code: number, reason: string): void {
+    for (const [id, s] of [...this.sessions]) {
+      this.sessions.delete(id);
+      this.d.cluster.release(id);
+      s.ws.close(code, reason);
+    }
+  }
+
+  private pingAll(): void {
+    for (const s of this.sessions.values()) {
+      if (!s.alive) { s.ws.terminate(); continue; }
+      s.alive = false;
+      try { s.ws.ping(); } catch { /* closed */ }
+    }
+  }
+
+  close(): void {
+    this.accepting = false;
+    if (this.keepalive) clearInterval(this.keepalive);
+    this.closeAll(1001, 'server shutting down');
+  }
+}

@@ -1,0 +1,144 @@
+// Sync and status tracking: what each agent acknowledged (per VM, per revision), what it reported
+// (preflight findings, drift repairs), and from that the sync state of every VM and the state of every
+// host this server holds, written through the StatusWriter (which enforces who may write what).
+import type { Logger } from 'pino';
+import type { Db } from '../store/db.js';
+import type { AckMessage, PreflightFinding, RepairReport, ReportMessage } from '../protocol/index.js';
+import { MAX_ERROR_CHARS } from '../protocol/index.js';
+import { Fleet, type Delta } from './fleet.js';
+import { StatusWriter, type HostPatch, type SyncState, type VmAuthority } from './status.js';
+
+const MAX_REPAIRS_KEPT = 20;
+
+interface HostStatus { preflight: PreflightFinding[]; repairs: RepairReport[] }
+
+export class SyncTracker {
+  readonly status: StatusWriter;
+  private readonly hostStatus = new Map<number, HostStatus>();
+  /** Last sync state written per VM, with who wrote it (skips redundant writes). */
+  private readonly vmSync = new Map<number, string>();
+  /** Per VM: the last per-VM result an agent acked, at which revision. */
+  private readonly vmAck = new Map<number, { hostId: number; rev: number; ok: boolean; error: string | null }>();
+
+  constructor(private readonly db: Db, private readonly log: Logger, private readonly fleet: Fleet, serverId: string,
+    /** Does this server hold the host's agent session (and so its lease)? */
+    private readonly holds: (hostId: number) => boolean) {
+    this.status = new StatusWriter(db, serverId, (e) => this.log.error({ err: e }, 'control: status write failed (will retry)'));
+  }
+
+  /** A host's state from its last report: Alert when a preflight check failed and could not be fixed. */
+  hostState(hostId: number): 'Up' | 'Alert' {
+    const st = this.hostStatus.get(hostId);
+    return st?.preflight.some((f) => !f.ok && !f.fixed) ? 'Alert' : 'Up';
+  }
+
+  hostPatch(hostId: number, p: HostPatch): void { this.status.host(hostId, p); }
+
+  forgetHost(hostId: number): void { this.hostStatus.delete(hostId); }
+
+  /** A host was pushed a new desired state. */
+  pushed(hostId: number, d: Delta, touched: Set<number>): void {
+    this.status.desired(hostId, d.revision, this.holds(hostId));
+    const entry = this.fleet.hosts.get(hostId)!;
+    for (const p of d.upsertVms) touched.add(entry.vms.get(p.vmId)!.vmId);
+    for (const vmId of entry.removals.keys()) touched.add(vmId);
+  }
+
+  /** The API may have written these VMs' sync state itself: forget what we think the store holds. */
+  forgetVms(vmIds: Iterable<number>): void { for (const v of vmIds) this.vmSync.delete(v); }
+
+  /**
+   * This server started or stopped holding a host: what it wrote for the host's VMs before no longer
+   * says anything; recompute them (Pending until this session's agent acks them).
+   */
+  holderChanged(hostId: number): void {
+    const h = this.fleet.hosts.get(hostId);
+    const vms = new Set<number>(this.fleet.hostVms.get(hostId) ?? []);
+    if (h) for (const v of h.removals.keys()) vms.add(v);
+    for (const v of vms) { this.vmSync.delete(v); this.refreshVm(v); }
+  }
+
+  /** A VM's sync state from what is desired and what its host(s) acked. */
+  refreshVm(vmId: number): void {
+    const hostId = this.fleet.vmHost.get(vmId);
+    const policy = this.fleet.policies.get(vmId);
+    if (hostId !== undefined && policy) {
+      const h = this.fleet.hosts.get(hostId);
+      const e = h?.vms.get(policy.vmId);
+      const a = this.vmAck.get(vmId);
+      const authority = { hostId, placed: true, owned: this.holds(hostId) };
+      if (!h || !e || e.rev > h.acked || !a || a.hostId !== hostId || a.rev < e.rev) this.setVm(vmId, 'Pending', null, authority);
+      else this.setVm(vmId, a.ok ? 'Synced' : 'Failed', a.ok ? null : a.error, authority);
+      return;
+    }
+    // Not placed: synced once every host it left has acked its removal.
+    const owing = this.fleet.pendingRemovals.get(vmId);
+    if (owing?.size) {
+      // Any host that owes it decides; prefer one this server holds (it hears the ack).
+      const hosts = [...owing];
+      const hostId = hosts.find((h) => this.holds(h)) ?? hosts[0];
+      this.setVm(vmId, 'Pending', null, { hostId, placed: false, owned: this.holds(hostId) });
+    } else if (this.fleet.state.vms.has(vmId)) {
+      this.setVm(vmId, 'Synced', null, null);
+    }
+  }
+
+  private setVm(vmId: number, state: SyncState, error: string | null, authority: VmAuthority | null): void {
+    if (authority && !authority.owned && state !== 'Pending') return;
+    const key = `${state}\u0000${error ?? ''}\u0000${authority ? `${authority.hostId}${authority.owned ? '+' : '-'}` : ''}`;
+    if (this.vmSync.get(vmId) === key) return;
+    this.vmSync.set(vmId, key);
+    this.status.vm(vmId, state, error, authority);
+  }
+
+  /** An ack of the session's agent; `sent`: the highest revision this session was given. */
+  onAck(hostId: number, m: AckMessage, sent: number, now: string): void {
+    const host = this.fleet.hosts.get(hostId);
+    if (!host || sent < 0) return;   // an ack of something another server sent: this session has not been given anything yet
+    const rev = Math.min(m.revision, sent);
+    host.acked = Math.max(host.acked, rev);
+    this.status.host(hostId, { acked_revision: rev, last_contact: now });
+    for (const uuid in m.vms) {
+      const r = m.vms[uuid];
+      const e = host.vms.get(uuid);
+      if (!e || e.rev > rev) continue;   // acked an older version than the one now desired: still pending
+      const error = r.ok ? null : (r.error ?? 'failed').slice(0, MAX_ERROR_CHARS);
+      const prev = this.vmAck.get(e.vmId);
+      // Most of an ack repeats what the host already confirmed (its other VMs): nothing to recompute.
+      if (prev && prev.hostId === hostId && prev.ok === r.ok && prev.error === error && prev.rev >= e.rev) { prev.rev = rev; continue; }
+      this.vmAck.set(e.vmId, { hostId, rev, ok: r.ok, error });
+      this.refreshVm(e.vmId);
+    }
+    for (const [vmId, removedAt] of host.removals) {
+      if (removedAt > rev) continue;
+      this.fleet.clearRemoval(host, vmId);
+      if (this.vmAck.get(vmId)?.hostId === hostId) this.vmAck.delete(vmId);
+      this.refreshVm(vmId);
+    }
+  }
+
+  /** A report (validated by the protocol's schema before it gets here). */
+  onReport(hostId: number, m: ReportMessage, now: string): void {
+    const st = this.hostStatus.get(hostId) ?? { preflight: [], repairs: [] };
+    st.preflight = m.preflight;
+    const patch: HostPatch = { preflight: JSON.stringify(st.preflight), state: 'Up', last_contact: now };
+    this.hostStatus.set(hostId, st);
+    patch.state = this.hostState(hostId);
+    if (m.repairs.length) {
+      st.repairs = [...st.repairs, ...m.repairs].slice(-MAX_REPAIRS_KEPT);
+      patch.repairs = JSON.stringify(st.repairs);
+      this.log.warn({ host: hostId, repairs: m.repairs }, 'agent repaired drift');
+      // repair_count is cumulative in the store across server restarts and moves between servers.
+      void this.bumpRepairs(hostId, m.repairs.reduce((n, r) => n + (r.count || 1), 0));
+    }
+    this.status.host(hostId, patch);
+  }
+
+  private async bumpRepairs(hostId: number, n: number): Promise<void> {
+    try {
+      await this.db.updateTable('hosts').set((eb) => ({ repair_count: eb('repair_count', '+', n) })).where('id', '=', hostId).execute();
+    } catch (e) { this.log.error({ err: e }, 'control: repair count write failed'); }
+  }
+
+  close(): Promise<void> { return this.status.close(); }
+}

@@ -1,0 +1,171 @@
+// The agent channel's messages (DESIGN.md §4): WebSocket at AGENT_PATH on the API port, one JSON
+// object per text frame. Server and agent both import this module (neither imports the other), and
+// each validates every message it receives against these schemas before using it; a message that
+// does not match closes that one connection, with the reason logged.
+//
+// Extending: add a member to AGENT_MESSAGES or SERVER_MESSAGES (a `type` literal and its fields, each
+// bounded), and handle it on the receiving side; unknown fields are dropped by the schemas (an older
+// peer ignores a newer optional field), an unknown `type` is refused (handled by neither side).
+import { z } from 'zod';
+import type { AddressSet, FamilyPolicy, HostDesiredState, NicPolicy, PolicyRule, VmPolicy } from '../policy/ir.js';
+import {
+  MAX_DATAPLANE_CHARS, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_HOSTNAME_CHARS, MAX_REPAIRS_PER_REPORT,
+  MAX_REPAIR_CHARS, MAX_TOKEN_CHARS, MAX_VMS_PER_HOST,
+} from './limits.js';
+
+export const AGENT_PATH = '/agent';
+export const PROTOCOL_VERSION = 1;
+
+/** A revision is a position in the server's change feed (DESIGN.md §6): a non-negative safe integer. */
+const revision = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const id = (max = 64) => z.string().min(1).max(max);
+const text = (max: number) => z.string().max(max);
+
+// ---- agent → server ------------------------------------------------------------------------------
+
+export const preflightFindingSchema = z.object({
+  check: text(200),
+  ok: z.boolean(),
+  fixed: z.boolean().optional(),
+  detail: text(MAX_FINDING_CHARS),
+});
+export type PreflightFinding = z.infer<typeof preflightFindingSchema>;
+
+export const repairReportSchema = z.object({
+  at: text(64),
+  what: text(MAX_REPAIR_CHARS),
+  count: z.number().int().min(0).max(1_000_000_000),
+});
+export type RepairReport = z.infer<typeof repairReportSchema>;
+
+export const helloSchema = z.object({
+  type: z.literal('hello'),
+  version: z.number().int(),
+  token: z.string().min(1).max(MAX_TOKEN_CHARS),
+  hostname: text(MAX_HOSTNAME_CHARS),
+  /** The revision the agent holds (its saved state), null when it holds none. */
+  revision: revision.nullable(),
+  /** The dataplane backend the agent runs ('iptables', 'nftables', 'null'); shown by listHosts. */
+  dataplane: z.string().min(1).max(MAX_DATAPLANE_CHARS).regex(/^[A-Za-z0-9._-]+$/).optional(),
+});
+
+export const ackSchema = z.object({
+  type: z.literal('ack'),
+  revision,
+  /** Per VM uuid of the applied state: did its rules reach the kernel. */
+  vms: z.record(id(), z.object({ ok: z.boolean(), error: text(MAX_ERROR_CHARS).optional() }))
+    .refine((v) => Object.keys(v).length <= MAX_VMS_PER_HOST, `more than ${MAX_VMS_PER_HOST} VMs`),
+});
+
+export const reportSchema = z.object({
+  type: z.literal('report'),
+  preflight: z.array(preflightFindingSchema).max(MAX_FINDINGS),
+  repairs: z.array(repairReportSchema).max(MAX_REPAIRS_PER_REPORT),
+});
+
+export const pingSchema = z.object({ type: z.literal('ping') });
+
+const AGENT_MESSAGES = [helloSchema, ackSchema, reportSchema, pingSchema] as const;
+export const agentMessageSchema = z.discriminatedUnion('type', AGENT_MESSAGES);
+export type AgentMessage = z.infer<typeof agentMessageSchema>;
+export type HelloMessage = z.infer<typeof helloSchema>;
+export type AckMessage = z.infer<typeof ackSchema>;
+export type ReportMessage = z.infer<typeof reportSchema>;
+
+// ---- server → agent ------------------------------------------------------------------------------
+
+const irProtocol = z.union([z.enum(['tcp', 'udp', 'icmp', 'all']), z.number().int().min(0).max(255)]);
+const portRange = z.object({ from: z.number().int().min(0).max(65535), to: z.number().int().min(0).max(65535) });
+const icmpMatch = z.object({ type: z.number().int().min(-1).max(255), code: z.number().int().min(-1).max(255) });
+const address = z.string().min(1).max(64);
+
+export const policyRuleSchema: z.ZodType<PolicyRule> = z.object({
+  id: id(128),
+  protocol: irProtocol,
+  ports: portRange.optional(),
+  icmp: icmpMatch.optional(),
+  cidrs: z.array(address),
+  sets: z.array(id()),
+  sources: z.array(id()),
+});
+
+export const familyPolicySchema: z.ZodType<FamilyPolicy> = z.object({
+  ingress: z.array(policyRuleSchema),
+  egress: z.array(policyRuleSchema),
+  egressRestricted: z.boolean(),
+  notrack: z.boolean(),
+});
+
+export const nicPolicySchema: z.ZodType<NicPolicy> = z.object({
+  nicId: id(),
+  mac: z.string().regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/),
+  ipv4: z.array(address),
+  ipv6: z.array(address),
+  isDefault: z.boolean(),
+  deviceName: z.string().min(1).max(64).nullable(),
+});
+
+export const vmPolicySchema: z.ZodType<VmPolicy> = z.object({
+  vmId: id(),
+  instanceName: id(255),
+  nics: z.array(nicPolicySchema).max(256),
+  v4: familyPolicySchema,
+  v6: familyPolicySchema,
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
+});
+
+export const addressSetSchema: z.ZodType<AddressSet> = z.object({
+  id: z.string().regex(/^sg\d{1,15}v[46]$/),
+  family: z.union([z.literal(4), z.literal(6)]),
+  members: z.array(address),
+});
+
+export const hostDesiredStateSchema: z.ZodType<HostDesiredState> = z.object({
+  hostId: id(),
+  revision,
+  vms: z.array(vmPolicySchema).max(MAX_VMS_PER_HOST),
+  sets: z.array(addressSetSchema),
+});
+
+export const welcomeSchema = z.object({ type: z.literal('welcome'), hostId: id(), hostName: text(255) });
+export const snapshotSchema = z.object({ type: z.literal('snapshot'), state: hostDesiredStateSchema });
+/**
+ * Policies in snapshots and deltas are agent forms (control/agent-form.ts): every rule's `sources` is
+ * empty (explain runs on the server), and VmPolicy.hash is the IR content hash of the policy as sent.
+ */
+export const deltaSchema = z.object({
+  type: z.literal('delta'),
+  fromRevision: revision,
+  revision,
+  upsertVms: z.array(vmPolicySchema).max(MAX_VMS_PER_HOST),
+  removeVms: z.array(id()),
+  upsertSets: z.array(addressSetSchema),
+  removeSets: z.array(id()),
+});
+export const errorSchema = z.object({ type: z.literal('error'), code: z.number().int(), message: text(1000) });
+export const pongSchema = z.object({ type: z.literal('pong') });
+
+const SERVER_MESSAGES = [welcomeSchema, snapshotSchema, deltaSchema, errorSchema, pongSchema] as const;
+export const serverMessageSchema = z.discriminatedUnion('type', SERVER_MESSAGES);
+export type ServerMessage = z.infer<typeof serverMessageSchema>;
+export type DeltaMessage = z.infer<typeof deltaSchema>;
+
+// ---- decoding ------------------------------------------------------------------------------------
+
+export type Decoded<T> = { ok: true; message: T } | { ok: false; reason: string };
+
+function decode<T>(schema: z.ZodType<T>, data: unknown, isBinary: boolean): Decoded<T> {
+  if (isBinary) return { ok: false, reason: 'binary frame (the protocol is JSON text)' };
+  let value: unknown;
+  try { value = JSON.parse(typeof data === 'string' ? data : String(data)); } catch { return { ok: false, reason: 'not JSON' }; }
+  const r = schema.safeParse(value);
+  if (r.success) return { ok: true, message: r.data };
+  const first = r.error.issues[0];
+  const where = first?.path.length ? first.path.slice(0, 6).join('.') : (value && typeof value === 'object' && 'type' in value ? `type ${JSON.stringify(String((value as { type: unknown }).type)).slice(0, 40)}` : 'message');
+  return { ok: false, reason: `invalid ${where}: ${(first?.message ?? 'does not match the protocol').slice(0, 200)}` };
+}
+
+/** A frame from an agent, validated (server side). */
+export const decodeAgentMessage = (data: unknown, isBinary = false): Decoded<AgentMessage> => decode(agentMessageSchema, data, isBinary);
+/** A frame from the server, validated (agent side). */
+export const decodeServerMessage = (data: unknown, isBinary = false): Decoded<ServerMessage> => decode(serverMessageSchema, data, isBinary);

@@ -1,0 +1,314 @@
+// The agent channel under hostile input (issue 8 items 1–3 and the agent half of item 14), against the
+// REAL server process: frames crafted byte by byte (several in one TCP write, lying lengths, invalid
+// UTF-8, bad opcodes), invalid messages before and after a hello, oversized frames before a hello. The
+// server must close only the offending connection, with the reason logged, store nothing from it, keep
+// serving the API and the other agents, and never reach its last-resort rejection handler. And the
+// agent side: a real Agent given invalid server messages keeps its state and moves on.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import SqliteDatabase from 'better-sqlite3';
+import { WebSocketServer } from 'ws';
+import { startServer, type TestServer } from '../helpers/server.js';
+import { frame, rawConnect, endsWithin, type RawConnection } from '../helpers/ws-raw.js';
+import { mulberry32 } from '../helpers/prng.js';
+import { AGENT_FRAME_MAX_BYTES, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage } from '../../src/protocol/index.js';
+import { Agent } from '../../src/agent/agent.js';
+import { NullDataplane } from '../../src/agent/null-dataplane.js';
+import { simulatedPorts } from '../../src/agent/sim-ports.js';
+import { addHost, createCloud, deploy, hostRow, ok, silentLog, simAgent, sleep, waitFor, type Cloud } from './helpers.js';
+
+let srv: TestServer;
+let cloud: Cloud;
+let target: { id: string; token: string };
+let bystander: ReturnType<typeof simAgent>;
+let vmId: string;
+
+const hello = (token: string, extra: Record<string, unknown> = {}) => JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token, hostname: 'fuzz', revision: null, ...extra });
+
+before(async () => {
+  srv = await startServer();
+  cloud = await createCloud(srv);
+  target = await addHost(srv, 'chan-target');
+  const b = await addHost(srv, 'chan-bystander');
+  vmId = (await deploy(srv, cloud, { hostid: target.id, name: 'chan-vm' })).id;
+  await deploy(srv, cloud, { hostid: b.id, name: 'chan-other' });
+  bystander = simAgent(srv, b.token, 'bystander');
+  await bystander.start();
+  await waitFor('bystander applied', () => bystander.appliedRevision !== null && bystander.connected);
+});
+
+after(async () => {
+  await bystander?.stop();
+  if (bystander) fs.rmSync(bystander.dir, { recursive: true, force: true });
+  await srv?.stop();
+});
+
+function rssMb(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+}
+
+async function apiAlive(): Promise<number> {
+  const t0 = performance.now();
+  const r = await srv.call('listZones');
+  assert.equal(r.status, 200, `the API answers: ${JSON.stringify(r.body)}`);
+  return performance.now() - t0;
+}
+
+/**
+ * What agent messages can write, read from the database file: the hosts' reported data and acks, and
+ * the size of everything else. (An accepted hello changes a host's state, contact time and its VMs'
+ * sync state: those are left out, since the inputs after a hello come after a valid one.)
+ */
+function fingerprint(): string {
+  const db = new SqliteDatabase(path.join(srv.dataDir, 'palisade.db'), { readonly: true, fileMustExist: true });
+  try {
+    const h = db.prepare('select preflight, repairs, repair_count, acked_revision, dataplane, name, token_hash from hosts where name = ?').all('chan-target');
+    const n = db.prepare('select (select count(*) from events) e, (select count(*) from async_jobs) j, (select seq from change_seq) c, (select count(*) from security_group_rules) r, (select count(*) from vms) v').get();
+    return process.env.FUZZ_DEBUG ? JSON.stringify([h, n]) : createHash('sha256').update(JSON.stringify([h, n])).digest('hex');
+  } finally { db.close(); }
+}
+
+async function accepted(c: RawConnection): Promise<void> {
+  await c.waitFor((m) => m?.type === 'welcome');
+  await c.waitFor((m) => m?.type === 'snapshot' || m?.type === 'delta');
+}
+
+test('item 1: a hello followed by a bad frame in the same TCP write closes that connection only; the server keeps serving', async () => {
+  const seconds = ['null', '{"type":"report","preflight":[null],"repairs":[]}', '[]', '"hello"', '{"type":"ack"}', '{"type":"ack","revision":-1,"vms":{}}', '{"type":"nonsense"}'];
+  for (const second of seconds) {
+    const c = await rawConnect(srv.port);
+    c.write(frame(hello(target.token)), frame(second));
+    assert.ok(await endsWithin(c, 5000), `closed after ${second}`);
+    assert.ok(c.closeCode === 1008 || c.closeCode === 0, `policy-violation close for ${second}: ${c.closeCode}`);
+    await apiAlive();
+  }
+  await waitFor('reasons logged', () => (srv.output().match(/agent connection closed: invalid message/g) ?? []).length >= seconds.length);
+  assert.ok(bystander.connected && bystander.counters.connects === 1, 'the other agent never noticed');
+  // The twin: the same hello alone is accepted.
+  const good = await rawConnect(srv.port);
+  good.write(frame(hello(target.token)));
+  await accepted(good);
+  good.destroy();
+});
+
+test('item 2: a report with a null finding is refused before anything is stored; the host can connect again and lists fine', async () => {
+  const before = fingerprint();
+  const c = await rawConnect(srv.port);
+  c.write(frame(hello(target.token)));
+  await accepted(c);
+  c.write(frame('{"type":"report","preflight":[null],"repairs":[]}'));
+  assert.ok(await endsWithin(c, 5000));
+  assert.equal(c.closeCode, 1008);
+  assert.ok(c.messages.some((m: any) => m?.type === 'error' && /invalid message/.test(m.message)), 'told why');
+  await sleep(200);
+  assert.equal(fingerprint(), before, 'nothing stored from the bad report');
+  const row = await hostRow(srv, target.id);
+  assert.ok(Array.isArray(row.preflight));
+  for (let i = 0; i < 3; i++) {
+    const again = await rawConnect(srv.port);
+    again.write(frame(hello(target.token)));
+    await accepted(again);
+    // A valid report is stored, and the host still lists.
+    again.write(frame(JSON.stringify({ type: 'report', preflight: [{ check: 'tool x', ok: false, detail: 'missing' }], repairs: [] })));
+    await waitFor('Alert stored', async () => (await hostRow(srv, target.id)).state === 'Alert');
+    again.destroy();
+    await again.ended;
+  }
+});
+
+test('item 3: before a hello only a few KB are read; a 64 MB frame costs the server next to no memory; after it, frames are bounded', async () => {
+  const pid = srv.pid();
+  await apiAlive();
+  const rss0 = rssMb(pid);
+  const c = await rawConnect(srv.port);
+  const size = 64 * 1024 * 1024;
+  const chunk = Buffer.alloc(1024 * 1024, 0x61);
+  c.socket.write(frame(Buffer.alloc(0), { declaredLength: size }).subarray(0, 14));   // header of a masked 64 MiB text frame
+  let sent = 0;
+  while (sent < size && !c.socket.destroyed && c.socket.writable) {
+    if (!c.socket.write(chunk)) await Promise.race([new Promise((r) => c.socket.once('drain', r)), c.ended]);
+    sent += chunk.length;
+  }
+  assert.ok(await endsWithin(c, 10_000), 'the server cut the connection');
+  await sleep(300);
+  const rss1 = rssMb(pid);
+  console.log(`# 64 MB pre-hello frame: server RSS ${rss0.toFixed(0)} MB before, ${rss1.toFixed(0)} MB after (+${(rss1 - rss0).toFixed(1)} MB); client wrote ${(sent / 2 ** 20).toFixed(0)} MB before the cut`);
+  assert.ok(rss1 - rss0 < 32, `RSS grew by ${(rss1 - rss0).toFixed(1)} MB`);
+
+  // Many small frames before a hello add up the same way (a big frame may already be refused by its
+  // header, 1009, when that arrives alone; these can only be stopped by the count).
+  const logged = (srv.output().match(/bytes before its hello was accepted/g) ?? []).length;
+  const d = await rawConnect(srv.port);
+  for (let i = 0; i < 2 * PRE_HELLO_MAX_BYTES / 100; i++) d.write(frame(Buffer.alloc(100, 0x20), { opcode: 9 }));
+  assert.ok(await endsWithin(d, 5000), 'pings past the bound end the connection');
+  await waitFor('logged', () => (srv.output().match(/bytes before its hello was accepted/g) ?? []).length > logged);
+
+  // After a hello: a frame over AGENT_FRAME_MAX_BYTES is refused by its header (1009) …
+  const e = await rawConnect(srv.port);
+  e.write(frame(hello(target.token)));
+  await accepted(e);
+  e.write(frame(Buffer.alloc(0), { declaredLength: AGENT_FRAME_MAX_BYTES + 1 }).subarray(0, 14));
+  assert.ok(await endsWithin(e, 5000));
+  assert.equal(e.closeCode, 1009);
+  // … while a large legitimate one (an ack of thousands of VMs, ~1 MB) is fine.
+  const f = await rawConnect(srv.port);
+  f.write(frame(hello(target.token)));
+  await accepted(f);
+  const vms: Record<string, { ok: boolean; error?: string }> = {};
+  for (let i = 0; i < 5000; i++) vms[`00000000-0000-4000-8000-${String(i).padStart(12, '0')}`] = { ok: false, error: 'x'.repeat(150) };
+  f.write(frame(JSON.stringify({ type: 'ack', revision: 0, vms })));
+  f.write(frame('{"type":"ping"}'));
+  await f.waitFor((m) => m?.type === 'pong');
+  f.destroy();
+  await apiAlive();
+});
+
+// ---- the bounded fuzz ----------------------------------------------------------------------------
+
+const rand = mulberry32(0x5eed);
+const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)];
+const int = (n: number) => Math.floor(rand() * n);
+
+function randomJson(depth = 0): unknown {
+  const k = int(depth > 3 ? 6 : 9);
+  switch (k) {
+    case 0: return null;
+    case 1: return rand() < 0.5;
+    case 2: return pick([0, -1, 1.5, 1e308, -1e308, Number.MAX_SAFE_INTEGER + 2, 2 ** 31, 7]);
+    case 3: return pick(['', 'hello', 'ack', 'report', 'ping', '\u0000', '\ud800', 'x'.repeat(int(3000)), '__proto__']);
+    case 4: return pick(['tcp', 'constructor', 'toString']);
+    case 5: return [];
+    case 6: return Array.from({ length: int(5) }, () => randomJson(depth + 1));
+    default: {
+      const o: Record<string, unknown> = {};
+      for (let i = int(5); i > 0; i--) o[pick(['type', 'version', 'token', 'hostname', 'revision', 'vms', 'preflight', 'repairs', '__proto__', 'constructor', 'dataplane', 'x'])] = randomJson(depth + 1);
+      return o;
+    }
+  }
+}
+
+/** A plausible message with one field broken. */
+function mutated(token: string): unknown {
+  const bases: Record<string, unknown>[] = [
+    JSON.parse(hello(token)),
+    { type: 'ack', revision: 1, vms: { [vmId]: { ok: true } } },
+    { type: 'report', preflight: [{ check: 'c', ok: true, detail: 'd' }], repairs: [{ at: 'now', what: 'w', count: 1 }] },
+    { type: 'ping' },
+  ];
+  const m = structuredClone(pick(bases));
+  const keys = Object.keys(m);
+  const key = pick(keys.length > 1 ? keys.filter((k) => k !== 'type') : keys);
+  const how = int(6);
+  if (how === 0) delete m[key];
+  else if (how === 1) m[key] = randomJson();
+  else if (how === 2) m[key] = 'x'.repeat(pick([300, 5000, 70_000]));
+  else if (how === 3) m[key] = pick([-5, 1.5, 2 ** 60, '1', null, [], {}]);
+  else if (how === 4 && Array.isArray(m.preflight)) m.preflight = Array.from({ length: pick([65, 2, 1000]) }, () => pick([null, { check: 'c', ok: 'yes', detail: 1 }, { check: 'c', ok: true, detail: 'd' }]));
+  else if (how === 5 && m.vms) m.vms = { [vmId]: pick([null, { ok: 'true' }, { ok: false, error: 'e'.repeat(600) }, { ok: true }]) };
+  else m.type = pick(['hits', 'drops', 'HELLO', '', 5]);
+  return m;
+}
+
+interface Input { label: string; frames: Buffer[]; afterHello: boolean; invalid: boolean; text?: string }
+
+function nextInput(token: string): Input {
+  const kind = int(10);
+  const afterHello = rand() < 0.45;
+  const text = (t: string) => {
+    const d = decodeAgentMessage(t);
+    return { frames: [frame(t)], text: t, invalid: !d.ok || (!afterHello && d.message.type !== 'hello') };
+  };
+  switch (kind) {
+    case 0: { const b = Buffer.from(Array.from({ length: 1 + int(200) }, () => int(256))); return { label: 'random bytes as text', frames: [frame(b)], afterHello, invalid: true }; }
+    case 1: return { label: 'binary frame', frames: [frame(Buffer.from(hello(token)), { opcode: 2 })], afterHello, invalid: true };
+    case 2: return { label: 'random JSON', ...text(JSON.stringify(randomJson())), afterHello };
+    case 3: case 4: case 5: { const m = JSON.stringify(mutated(token)); return { label: 'mutated message', ...text(m), afterHello }; }
+    case 6: { const t = hello(token); const cut = 1 + int(t.length - 2); return { label: 'fragmented hello', frames: [frame(t.slice(0, cut), { fin: false }), frame(t.slice(cut), { opcode: 0 })], afterHello, invalid: false }; }
+    case 7: return { label: 'reserved opcode / rsv bits', frames: [frame('{"type":"ping"}', pick([{ opcode: 3 }, { rsv: 4 }, { opcode: 11 }]))], afterHello, invalid: true };
+    case 8: return { label: 'unmasked frame', frames: [frame('{"type":"ping"}', { mask: false })], afterHello, invalid: true };
+    default: return { label: 'oversized control frame', frames: [frame(Buffer.alloc(200, 0x41), { opcode: 9 })], afterHello, invalid: true };
+  }
+}
+
+test('fuzz: malformed agent frames before and after a hello (bounded)', async () => {
+  const N = Number(process.env.PALISADE_FUZZ_AGENT_INPUTS ?? 400);
+  const baseline = await apiAlive();
+  const counts = { inputs: 0, closedByServer: 0, keptOpen: 0, serverErrors: 0, partialWrites: 0, crashes: 0 };
+  const closeCodes = new Map<number, number>();
+  const t0 = Date.now();
+  for (let i = 0; i < N; i++) {
+    const input = nextInput(target.token);
+    counts.inputs++;
+    const fp = input.invalid ? fingerprint() : '';
+    const c = await rawConnect(srv.port);
+    if (input.afterHello) { c.write(frame(hello(target.token))); await accepted(c); }
+    c.write(...input.frames);
+    const closed = await endsWithin(c, input.invalid ? 5000 : 300);
+    if (closed) {
+      counts.closedByServer++;
+      closeCodes.set(c.closeCode ?? -1, (closeCodes.get(c.closeCode ?? -1) ?? 0) + 1);
+      if (c.closeCode === 1011 || c.messages.some((m: any) => m?.type === 'error' && m.code >= 500)) counts.serverErrors++;
+    } else counts.keptOpen++;
+    if (input.invalid) assert.ok(closed, `invalid input (${input.label}) must close the connection`);
+    c.destroy();
+    await c.ended;
+    if (input.invalid) {
+      await sleep(60);   // longer than the status writer's coalescing delay
+      if (fingerprint() !== fp) { counts.partialWrites++; assert.fail(`a rejected input (${input.label}${input.afterHello ? ', after a hello' : ''}: ${(input.text ?? '').slice(0, 300)}) changed the store:\n${fp}\n${fingerprint()}`); }
+    }
+    if (srv.output().includes('exited') || !fs.existsSync(`/proc/${srv.pid()}`)) counts.crashes++;
+    if (i % 50 === 49) await apiAlive();
+  }
+  const after = await apiAlive();
+  console.log(`# agent-channel fuzz: ${JSON.stringify(counts)}; close codes ${JSON.stringify(Object.fromEntries(closeCodes))}; listZones ${baseline.toFixed(1)} ms before, ${after.toFixed(1)} ms after; ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  assert.equal(counts.crashes, 0);
+  assert.equal(counts.serverErrors, 0, 'no input is answered as an internal error');
+  assert.ok(bystander.connected && bystander.counters.connects === 1, 'the other agent stayed connected throughout');
+  const row = ok(await srv.call('listHosts', { id: target.id }), 'listHosts').listhostsresponse.host[0];
+  assert.ok(row.name === 'chan-target');
+});
+
+// ---- the agent side --------------------------------------------------------------------------------
+
+test('an agent given invalid server messages closes that connection, keeps what it holds, and moves to the next server', async () => {
+  const bad = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await new Promise<void>((r) => bad.once('listening', () => r()));
+  const badPort = (bad.address() as { port: number }).port;
+  const payloads = ['not json', '{"type":"snapshot","state":{"hostId":"h","revision":"7","vms":[],"sets":[]}}', '{"type":"delta","fromRevision":0}', '{"type":"welcome"}', '{"type":"mystery"}'];
+  let served = 0;
+  bad.on('connection', (ws) => { ws.on('message', () => { ws.send(payloads[served++ % payloads.length]); }); });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-agent-bad-'));
+  const dp = new NullDataplane();
+  const a = new Agent({
+    server: [`http://127.0.0.1:${badPort}`, `http://127.0.0.1:${srv.port}`], serverOrder: 'listed', token: target.token, hostname: 'fuzz',
+    stateDir: dir, dataplane: dp, discover: async (s) => simulatedPorts(s), preflight: null, reconcileMs: 60_000, log: silentLog, backoffMinMs: 20, backoffMaxMs: 100,
+  });
+  try {
+    await a.start();
+    // The bad server answers the hello with garbage: the agent drops it and reaches the real one.
+    await waitFor('connected to the real server', () => a.connected && a.server === `http://127.0.0.1:${srv.port}` && a.appliedRevision !== null, 15_000);
+    assert.ok(served >= 1, 'the bad server was tried first');
+    assert.ok(a.state!.vms.some((v) => v.vmId === vmId), 'the real snapshot applied');
+    const held = JSON.stringify(a.state);
+    // Now only the bad server: the agent keeps what it holds (fail static) through several rounds.
+    const b2 = new Agent({
+      server: `http://127.0.0.1:${badPort}`, token: target.token, hostname: 'fuzz2', stateDir: dir, dataplane: new NullDataplane(),
+      discover: async (s) => simulatedPorts(s), preflight: null, reconcileMs: 60_000, log: silentLog, backoffMinMs: 20, backoffMaxMs: 50,
+    });
+    await a.stop();
+    await b2.start();
+    const before = served;
+    await waitFor('several bad rounds', () => served >= before + payloads.length, 10_000);
+    assert.equal(JSON.stringify(b2.state), held, 'the held state is untouched by invalid messages');
+    assert.equal(b2.connected, false);
+    await b2.stop();
+  } finally {
+    await a.stop();
+    bad.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,66 @@
+// The agent wire protocol's schemas (pure): what the server sends passes the agent's validation, what
+// an agent may send passes the server's, and each bound refuses just past itself.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  MAX_ERROR_CHARS, MAX_FINDINGS, MAX_HOSTNAME_CHARS, MAX_VMS_PER_HOST, PROTOCOL_VERSION, decodeAgentMessage, decodeServerMessage,
+} from '../../src/protocol/index.js';
+import { emptyCloudState } from '../../src/policy/state.js';
+import { Fleet } from '../../src/control/fleet.js';
+import { deltaJson, snapshotJson } from '../../src/control/wire.js';
+
+const hello = { type: 'hello', version: PROTOCOL_VERSION, token: 't'.repeat(43), hostname: 'kvm01', revision: null };
+const ok = (m: unknown) => decodeAgentMessage(JSON.stringify(m)).ok;
+
+test('agent messages: valid ones pass, each field out of bounds or of the wrong type is refused with a reason', () => {
+  assert.ok(ok(hello));
+  assert.ok(ok({ ...hello, revision: 42, dataplane: 'nftables' }));
+  assert.ok(ok({ type: 'ping' }));
+  assert.ok(ok({ type: 'ack', revision: 3, vms: { a: { ok: true }, b: { ok: false, error: 'e'.repeat(MAX_ERROR_CHARS) } } }));
+  assert.ok(ok({ type: 'report', preflight: [{ check: 'c', ok: false, detail: 'd' }], repairs: [{ at: 'now', what: 'w', count: 2 }] }));
+  const bad: unknown[] = [
+    null, [], 'hello', {}, { type: 'nope' }, { ...hello, version: '1' }, { ...hello, token: '' }, { ...hello, hostname: 'h'.repeat(MAX_HOSTNAME_CHARS + 1) },
+    { ...hello, revision: -1 }, { ...hello, revision: 1.5 }, { ...hello, revision: 2 ** 60 }, { ...hello, dataplane: 'ip tables' }, { ...hello, dataplane: 'x'.repeat(33) },
+    { type: 'ack', revision: 1, vms: { a: { ok: 'yes' } } }, { type: 'ack', revision: 1, vms: { a: { ok: false, error: 'e'.repeat(MAX_ERROR_CHARS + 1) } } },
+    { type: 'ack', revision: 1, vms: [] }, { type: 'report', preflight: [null], repairs: [] },
+    { type: 'report', preflight: Array.from({ length: MAX_FINDINGS + 1 }, () => ({ check: 'c', ok: true, detail: 'd' })), repairs: [] },
+    { type: 'report', preflight: [], repairs: [{ at: 'now', what: 'w', count: -1 }] },
+  ];
+  for (const m of bad) {
+    const d = decodeAgentMessage(JSON.stringify(m));
+    assert.equal(d.ok, false, JSON.stringify(m).slice(0, 80));
+    if (!d.ok) assert.ok(d.reason.length > 0 && d.reason.length < 300);
+  }
+  const many: Record<string, { ok: boolean }> = {};
+  for (let i = 0; i <= MAX_VMS_PER_HOST; i++) many[`vm-${i}`] = { ok: true };
+  assert.equal(ok({ type: 'ack', revision: 1, vms: many }), false, 'more VMs than a host may hold');
+  assert.equal(decodeAgentMessage('{"type":"ping"', false).ok, false, 'not JSON');
+  assert.equal(decodeAgentMessage(Buffer.from('{"type":"ping"}'), true).ok, false, 'binary frames are refused');
+  assert.equal(decodeAgentMessage(Buffer.from('{"type":"ping"}'), false).ok, true, 'text as a Buffer is fine');
+  // Unknown fields are dropped (an older server ignores what a newer agent adds).
+  const d = decodeAgentMessage(JSON.stringify({ ...hello, futureField: 1 }));
+  assert.ok(d.ok && !('futureField' in d.message));
+});
+
+test('what the server sends (its wire text) passes the agent\'s validation', () => {
+  const s = emptyCloudState();
+  s.groups.set(1, { id: 1, uuid: 'g1', name: 'web', description: '', accountId: 1, domainId: 1 });
+  s.rulesByGroup.set(1, [{ id: 1, uuid: 'r1', groupId: 1, direction: 'ingress', protocol: 'tcp', ports: { from: 80, to: 80 }, cidr: '0.0.0.0/0', allowedGroupId: null },
+    { id: 2, uuid: 'r2', groupId: 1, direction: 'ingress', protocol: 'icmp', icmp: { type: -1, code: -1 }, cidr: null, allowedGroupId: 1 }]);
+  for (const id of [1, 2]) {
+    s.vms.set(id, { id, uuid: `00000000-0000-4000-8000-00000000000${id}`, instanceName: `i-1-${id}-VM`, name: `v${id}`, accountId: 1, domainId: 1, hostId: 1, state: 'Running' });
+    s.nicsByVm.set(id, [{ id, uuid: `n${id}`, vmId: id, networkId: 1, mac: `02:00:00:00:00:0${id}`, ipv4: `10.0.0.${id}`, ipv6: `fd00::${id}`, secondaryIps: [], isDefault: true, deviceName: null }]);
+    s.groupsByVm.set(id, [1]);
+  }
+  s.membersByGroup.set(1, [1, 2]);
+  const f = new Fleet(s);
+  f.addHost({ id: 1, uuid: 'h1', name: 'h1', tokenHash: 'x', revision: 5 });
+  f.buildAll();
+  const d = f.advance(1, 6)!;
+  const dm = decodeServerMessage(deltaJson(d));
+  assert.ok(dm.ok, dm.ok ? '' : dm.reason);
+  const sm = decodeServerMessage(snapshotJson(f.snapshot(1)));
+  assert.ok(sm.ok, sm.ok ? '' : sm.reason);
+  if (sm.ok && sm.message.type === 'snapshot') assert.deepEqual(sm.message.state, f.snapshot(1), 'nothing lost in validation');
+  assert.equal(decodeServerMessage(deltaJson({ ...d, revision: -1 })).ok, false);
+});

@@ -1,0 +1,93 @@
+// Leases, heartbeats and sweeps (store/queries/cluster.ts) on both dialects: a real SQLite file and a
+// throwaway PostgreSQL cluster. Times are the database's, so expiry is driven by short TTLs here.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { openStore, type Db } from '../../src/store/db.js';
+import {
+  acquireLeases, buryServer, deadServers, heartbeat, leaseHolders, minLivePosition, releaseLeases, renewLeases, sweepLeases,
+} from '../../src/store/queries/cluster.js';
+import { startPostgres, type PgCluster } from '../helpers/postgres.js';
+
+let pg: PgCluster;
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-cluster-'));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+before(async () => { pg = await startPostgres(); });
+after(async () => { await pg?.stop(); fs.rmSync(dir, { recursive: true, force: true }); });
+
+async function hostIds(db: Db, n: number): Promise<number[]> {
+  const now = new Date().toISOString();
+  const zone = await db.insertInto('zones').values({ uuid: crypto.randomUUID(), name: 'z', description: '', created: now }).returning('id').executeTakeFirstOrThrow();
+  const ids: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const h = await db.insertInto('hosts').values({
+      uuid: crypto.randomUUID(), name: `h${i}`, zone_id: zone.id, token_hash: `t${i}`, state: 'Up', last_contact: null, acked_revision: 0,
+      desired_revision: 0, preflight: null, repairs: null, repair_count: 0, created: now, removed: null,
+    }).returning('id').executeTakeFirstOrThrow();
+    ids.push(h.id);
+  }
+  return ids;
+}
+
+const state = async (db: Db, id: number) => (await db.selectFrom('hosts').select('state').where('id', '=', id).executeTakeFirstOrThrow()).state;
+
+async function exercise(db: Db): Promise<void> {
+  const [h1, h2, h3] = await hostIds(db, 3);
+  await heartbeat(db, { id: 'A', name: 'a', startedAt: 'x', feedPosition: 10, ttlMs: 60_000 });
+  await heartbeat(db, { id: 'B', name: 'b', startedAt: 'x', feedPosition: 7, ttlMs: 60_000 });
+  // A takes h1 and h2 for agents ag1, ag2.
+  assert.deepEqual([...await acquireLeases(db, 'A', [{ hostId: h1, hostname: 'ag1' }, { hostId: h2, hostname: 'ag2' }], 60_000)].sort(), [h1, h2].sort());
+  // Another agent (another hostname) cannot take h1 from A; the same agent moving to B can.
+  assert.deepEqual([...await acquireLeases(db, 'B', [{ hostId: h1, hostname: 'intruder' }], 60_000)], []);
+  assert.deepEqual([...await acquireLeases(db, 'B', [{ hostId: h2, hostname: 'ag2' }], 60_000)], [h2]);
+  // A reclaiming (not a hello) never takes a live lease back, even for the same agent.
+  assert.deepEqual([...await acquireLeases(db, 'A', [{ hostId: h2, hostname: 'ag2' }], 60_000, false)], []);
+  assert.deepEqual([...await renewLeases(db, 'A', 60_000)], [h1], 'A still holds h1 only');
+  const holders = await leaseHolders(db, [h1, h2, h3]);
+  assert.equal(holders.get(h1)?.serverName, 'a');
+  assert.equal(holders.get(h2)?.serverName, 'b');
+  assert.equal(holders.has(h3), false);
+  // Release: h1's lease goes and it shows Disconnected; h2 (held by B) is untouched by A's release.
+  await releaseLeases(db, 'A', [h1, h2], new Date().toISOString());
+  assert.equal(await state(db, h1), 'Disconnected');
+  assert.equal(await state(db, h2), 'Up');
+  // Expiry: a lease not renewed expires; the sweep marks the host Disconnected; anyone may take it.
+  assert.deepEqual([...await acquireLeases(db, 'B', [{ hostId: h3, hostname: 'ag3' }], 150)], [h3]);
+  await db.updateTable('hosts').set({ state: 'Up' }).where('id', '=', h3).execute();
+  await sleep(400);
+  await sweepLeases(db);
+  assert.equal(await state(db, h3), 'Disconnected');
+  assert.equal(await state(db, h2), 'Up', 'a live lease keeps its host');
+  assert.deepEqual([...await acquireLeases(db, 'A', [{ hostId: h3, hostname: 'other' }], 60_000, false)], [h3]);
+  // A server whose heartbeat expired: its jobs fail, its leases go, its row goes — unless it came back.
+  const now = new Date().toISOString();
+  const acct = await db.insertInto('accounts').values({ uuid: crypto.randomUUID(), name: 'x', domain_id: 1, type: 1, state: 'enabled', created: now, removed: null }).returning('id').executeTakeFirstOrThrow();
+  for (const [uuid, server, status] of [['j1', 'B', 0], ['j2', 'B', 1], ['j3', 'A', 0]] as const) {
+    await db.insertInto('async_jobs').values({ uuid, command: 'c', account_id: acct.id, user_id: 1, status, result_code: 0, result_type: 'object', result: null, instance_type: null, instance_uuid: null, created: now, completed: null, server_id: server }).execute();
+  }
+  await heartbeat(db, { id: 'B', name: 'b', startedAt: 'x', feedPosition: 7, ttlMs: 100 });
+  assert.equal(await minLivePosition(db), 7);
+  await sleep(300);
+  assert.deepEqual((await deadServers(db)).map((s) => s.id), ['B']);
+  assert.equal(await minLivePosition(db), 10, 'a dead server no longer holds back pruning');
+  assert.equal(await buryServer(db, 'B', '{"errortext":"dead"}', now), 1);
+  const jobs = await db.selectFrom('async_jobs').select(['uuid', 'status', 'result_code']).orderBy('uuid').execute();
+  assert.deepEqual(jobs.map((j) => [j.uuid, j.status, j.result_code]), [['j1', 2, 530], ['j2', 1, 0], ['j3', 0, 0]]);
+  assert.equal((await leaseHolders(db, [h2])).has(h2), false, 'its leases are gone');
+  assert.equal(await buryServer(db, 'B', 'x', now), null, 'buried once');
+  await heartbeat(db, { id: 'C', name: 'c', startedAt: 'x', feedPosition: 3, ttlMs: 60_000 });
+  assert.equal(await buryServer(db, 'C', 'x', now), null, 'a live server is never buried');
+}
+
+test('leases, heartbeats and sweeps on SQLite', async () => {
+  const db = await openStore({ kind: 'sqlite', file: path.join(dir, 'c.db') });
+  try { await exercise(db); } finally { await db.destroy(); }
+});
+
+test('leases, heartbeats and sweeps on PostgreSQL', async () => {
+  const db = await openStore({ kind: 'postgres', url: pg.url });
+  try { await exercise(db); } finally { await db.destroy(); }
+});
