@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { TestServer } from '../helpers/server.js';
 import { palisadeCommand } from '../helpers/palisade.js';
+import { trackChild } from '../helpers/process.js';
 import { Agent } from '../../src/agent/agent.js';
 import { NullDataplane } from '../../src/agent/null-dataplane.js';
 import { simulatedPorts } from '../../src/agent/sim-ports.js';
@@ -121,9 +122,11 @@ export class AgentProcess {
   /** `env`: the agent's environment (default: this process's). */
   constructor(readonly args: string[], readonly env?: NodeJS.ProcessEnv) {}
   start(): void {
+    if (this.running) throw new Error('agent is still running: kill it before starting it again');
     this.out += `--- start ${new Date().toISOString()}\n`;
     const pal = palisadeCommand();
     const c = spawn(pal.cmd, [...pal.args, 'agent', ...this.args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: this.env ?? process.env });
+    trackChild(c);
     c.stdout!.on('data', (d) => { this.out += d; });
     c.stderr!.on('data', (d) => { this.out += d; });
     this.child = c;

@@ -85,7 +85,7 @@ before(async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `palisade-ms-${h}-`));
     dirs.push(dir);
     hosts[h].agent = new AgentProcess(['--server', urls, '--server-order', 'listed', '--token', hosts[h].token, '--state-dir', dir,
-      '--netns', hosts[h].lab.netns, '--reconcile-interval', '2s', '--backoff-max', '1s', '--keepalive', '2s', '--hostname', `ms-${h}`]);
+      '--netns', hosts[h].lab.netns, '--dataplane', 'iptables', '--reconcile-interval', '2s', '--backoff-max', '1s', '--keepalive', '2s', '--hostname', `ms-${h}`]);
     hosts[h].agent.start();
   }
   await waitFor('both agents on B, Up and synced', async () => {

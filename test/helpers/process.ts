@@ -1,5 +1,5 @@
 // Runs a process to completion and collects its output: the tests' one way to run a command-line tool.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -26,3 +26,18 @@ export function runProcess(cmd: string, args: string[], opts: RunOptions = {}): 
   });
 }
 
+
+// Long-lived children (servers, agents) a test starts. A test that fails half-way can leave one
+// running; its open pipes would keep the test file's process, and so the whole run, alive forever.
+// Every tracked child is SIGKILLed when the test process exits, whatever happened before.
+const liveChildren = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of liveChildren) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+
+/** Track a long-lived child: killed at the latest when this test process exits. */
+export function trackChild(c: ChildProcess): ChildProcess {
+  liveChildren.add(c);
+  c.once('exit', () => liveChildren.delete(c));
+  return c;
+}

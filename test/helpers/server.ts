@@ -8,7 +8,7 @@ import path from 'node:path';
 import { signParams, formatExpires } from '../../src/api/signing.js';
 import { palisadeCommand } from './palisade.js';
 import { UNHANDLED_REJECTION } from '../../src/api/serve.js';
-import { REPO, runProcess, type RunResult } from './process.js';
+import { REPO, runProcess, trackChild, type RunResult } from './process.js';
 
 export interface Creds { apikey: string; secretkey: string }
 export interface ApiResult { status: number; body: any }
@@ -66,12 +66,16 @@ export async function startServer(opts: { dataDir?: string; db?: string; args?: 
   let out = '';
 
   async function launch(): Promise<void> {
+    // A second process on the same port and data dir would orphan the first (a test's `start` after a
+    // kill that never happened because an earlier step failed).
+    if (child && child.exitCode === null && child.signalCode === null) throw new Error(`server on port ${port} is still running: kill it before starting it again`);
     out += `--- start ${new Date().toISOString()}\n`;
     const { cmd, args: lead } = palisadeCommand();
     const args = [...lead, 'server', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...(opts.db ? ['--db', opts.db] : []), ...(opts.args ?? [])];
     const c = spawn(cmd, args, {
       cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env },
     });
+    trackChild(c);
     child = c;
     c.stdout!.on('data', (d) => { out += d; });
     c.stderr!.on('data', (d) => { out += d; });
