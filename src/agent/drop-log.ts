@@ -3,7 +3,8 @@
 //
 // Reader: ulogd2 (Debian's `ulogd2` + `ulogd2-json`), run by the agent in the host's namespace (the
 // agent's --netns through `ip netns exec`), with a config the agent writes: NFLOG group
-// DROP_LOG_GROUP → BASE/IFINDEX/IP2STR/HWHDR → JSON lines on its stdout. Not tcpdump: tcpdump's
+// DROP_LOG_GROUP → BASE/IFINDEX/IP2STR/HWHDR → JSON lines to a unix socket the agent listens on (in a
+// private temp dir; ulogd cannot write to the agent's stdio pipes, which are sockets to it too). Not tcpdump: tcpdump's
 // `nflog:` printer shows neither the log prefix nor the packet mark, and both are what says which VM
 // port dropped the packet and why (prefix `pal:<side>:<reason>`, port numbers in the mark: plan/marks.ts).
 // The reader is restarted with backoff when it dies and stopped with the agent.
@@ -16,7 +17,8 @@
 // Towards the server: a bounded buffer (MAX_BUFFERED records; when full the oldest go and are counted
 // in `lost`), flushed every FLUSH_MS in messages of at most MAX_DROP_BATCH records while connected.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -136,12 +138,12 @@ export function toDropRecord(d: LoggedDrop, ports: PortIndex): DropRecord | null
   return rec as DropRecord;
 }
 
-/** ulogd's config: NFLOG `group` → JSON lines on stdout (`sync`: one write per record, no buffering). */
-export function ulogdConfig(group: number, pluginDir = '/usr/lib/x86_64-linux-gnu/ulogd'): string {
+/** ulogd's config: NFLOG `group` → JSON lines to the unix socket `socket`; its own log to `logfile`. */
+export function ulogdConfig(group: number, socket: string, logfile: string, pluginDir = '/usr/lib/x86_64-linux-gnu/ulogd'): string {
   const plugins = ['inppkt_NFLOG', 'raw2packet_BASE', 'filter_IFINDEX', 'filter_IP2STR', 'filter_HWHDR', 'output_JSON'];
   return [
     '[global]',
-    'logfile="/dev/stderr"',
+    `logfile="${logfile}"`,
     'loglevel=5',
     ...plugins.map((p) => `plugin="${pluginDir}/ulogd_${p}.so"`),
     'stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,mac2str1:HWHDR,json1:JSON',
@@ -150,7 +152,8 @@ export function ulogdConfig(group: number, pluginDir = '/usr/lib/x86_64-linux-gn
     // the whole packet is not needed: headers only
     'copy_range=128',
     '[json1]',
-    'file="/dev/stdout"',
+    'mode="unix"',
+    `file="${socket}"`,
     'sync=1',
     '',
   ].join('\n');
@@ -175,6 +178,7 @@ export interface DropLogOptions {
 
 export class DropLog {
   private child: ChildProcess | null = null;
+  private server: net.Server | null = null;
   private dir: string | null = null;
   private buffer: DropRecord[] = [];
   private flushTimer: NodeJS.Timeout | null = null;
@@ -189,7 +193,15 @@ export class DropLog {
   async start(): Promise<void> {
     this.stopped = false;
     this.dir = await mkdtemp(path.join(os.tmpdir(), 'palisade-ulogd-'));
-    await writeFile(path.join(this.dir, 'ulogd.conf'), ulogdConfig(this.o.group));
+    const socket = path.join(this.dir, 'json.sock');
+    await writeFile(path.join(this.dir, 'ulogd.conf'), ulogdConfig(this.o.group, socket, path.join(this.dir, 'ulogd.log')));
+    const server = net.createServer((conn) => {
+      const lines = readline.createInterface({ input: conn, crlfDelay: Infinity });
+      lines.on('line', (line) => this.onLine(line));
+      conn.on('error', () => { /* the reader died: it is restarted */ });
+    });
+    await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(socket, () => { server.off('error', reject); resolve(); }); });
+    this.server = server;
     this.spawnReader();
     this.flushTimer = setInterval(() => this.flush(), FLUSH_MS);
   }
@@ -199,18 +211,18 @@ export class DropLog {
     const cmd = this.o.command ?? 'ulogd';
     const args = ['-c', path.join(this.dir, 'ulogd.conf')];
     const [bin, argv] = this.o.netns ? ['ip', ['netns', 'exec', this.o.netns, cmd, ...args]] : [cmd, args];
-    const child = spawn(bin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(bin, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     this.stats.starts++;
     const started = Date.now();
-    const lines = readline.createInterface({ input: child.stdout!, crlfDelay: Infinity });
-    lines.on('line', (line) => this.onLine(line));
+    const dir = this.dir;
     let errTail = '';
     child.stderr!.on('data', (d: Buffer) => { errTail = (errTail + d.toString('utf8')).slice(-2000); });
     child.on('error', (e) => this.o.log.warn({ err: e.message }, 'agent: drop-log reader could not start'));
-    child.on('close', (code, signal) => {
+    child.on('close', async (code, signal) => {
       if (this.child === child) this.child = null;
       if (this.stopped) return;
+      errTail += await readFile(path.join(dir, 'ulogd.log'), 'utf8').then((t) => t.slice(-2000), () => '');
       if (Date.now() - started > 60_000) this.attempt = 0;
       const delay = Math.min(this.o.backoffMaxMs ?? 30_000, (this.o.backoffMinMs ?? 500) * 2 ** Math.min(this.attempt++, 16));
       const last = errTail.trim().split('\n').filter((l) => !/registering plugin|building new pluginstance/.test(l)).slice(-2).join(' | ');
@@ -260,6 +272,9 @@ export class DropLog {
       await gone;
       clearTimeout(t);
     }
+    const server = this.server;
+    this.server = null;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
     if (this.dir) await rm(this.dir, { recursive: true, force: true });
     this.dir = null;
   }
