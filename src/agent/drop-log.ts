@@ -80,8 +80,9 @@ export function parseUlogdLine(line: string): LoggedDrop | null {
   if (dst) out.dst = dst;
   if (ipProto !== undefined) {
     out.protocol = ipProto === 6 ? 'tcp' : ipProto === 17 ? 'udp' : ipProto === 1 ? 'icmp' : ipProto === 58 ? 'icmpv6' : ipProto;
-    const sp = ipProto === 6 ? o['tcp.sport'] : ipProto === 17 ? o['udp.sport'] : undefined;
-    const dp = ipProto === 6 ? o['tcp.dport'] : ipProto === 17 ? o['udp.dport'] : undefined;
+    // ulogd's JSON output names them src_port / dest_port (older versions: tcp.* / udp.*)
+    const sp = ipProto === 6 || ipProto === 17 ? (o['src_port'] ?? (ipProto === 6 ? o['tcp.sport'] : o['udp.sport'])) : undefined;
+    const dp = ipProto === 6 || ipProto === 17 ? (o['dest_port'] ?? (ipProto === 6 ? o['tcp.dport'] : o['udp.dport'])) : undefined;
     const s = int(sp, 0, 65535), d = int(dp, 0, 65535);
     if (s !== undefined) out.srcPort = s;
     if (d !== undefined) out.dstPort = d;

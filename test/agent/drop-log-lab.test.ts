@@ -76,10 +76,10 @@ for (const backend of ['nftables', 'iptables'] as const) {
       assert.ok(allowed.ok, `tcp/22 is allowed: ${JSON.stringify(allowed)}`);
       const blocked = await tcpConnect(lab.outside.netns, vms.a!.v4, 80, { timeoutMs: 800 });
       assert.ok(!blocked.ok, 'tcp/80 is blocked');
-      const rows: any[] = await waitFor('the drop in listSecurityGroupDrops', async () => {
+      const rows = (await waitFor('the drop in listSecurityGroupDrops', async () => {
         const r = (await drops('a')).filter((d) => d.dstport === 80);
         return r.length ? r : null;
-      }, 20_000, 250).catch((): never => { throw new Error(`no drop logged; agent output:\n${agent.out.slice(-3000)}`); });
+      }, 20_000, 250).catch((): never => { throw new Error(`no drop logged; agent output:\n${agent.out.slice(-3000)}`); }))!;
       const d = rows[0];
       assert.equal(d.reason, 'ingress-default-deny');
       assert.equal(d.direction, 'ingress');
@@ -98,10 +98,10 @@ for (const backend of ['nftables', 'iptables'] as const) {
       // three UDP datagrams from an address b does not own
       const r = await shIn(vms.b!.netns, `hping3 --udp -p 9 -a 198.51.100.77 -c 3 -i u20000 ${O4} 2>&1 || true`, { timeoutMs: 15_000 });
       void r;
-      const rows: any[] = await waitFor('the spoofed packets logged', async () => {
+      const rows = (await waitFor('the spoofed packets logged', async () => {
         const x = (await drops('b')).filter((d) => d.reason === 'spoofed-ip');
         return x.length ? x : null;
-      }, 20_000, 250).catch((): never => { throw new Error(`no spoofing logged; agent output:\n${agent.out.slice(-3000)}`); });
+      }, 20_000, 250).catch((): never => { throw new Error(`no spoofing logged; agent output:\n${agent.out.slice(-3000)}`); }))!;
       assert.equal(rows[0].direction, 'egress');
       assert.equal(rows[0].srcaddress, '198.51.100.77');
       assert.equal(rows[0].protocol, 'udp');
