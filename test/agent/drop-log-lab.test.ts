@@ -60,7 +60,7 @@ for (const backend of ['nftables', 'iptables'] as const) {
         if ((await hostRow(srv, api.id)).state !== 'Up') return false;
         for (const v of Object.values(vms)) if ((await vmRow(srv, v.id)).securitygroupsyncstate !== 'Synced') return false;
         return true;
-      }, 90_000, 250);
+      }, 90_000, 250).catch((e) => { throw new Error(`${e instanceof Error ? e.message : e}; agent output:\n${agent.out.slice(-3000)}`); });
     });
 
     after(async () => {
@@ -91,7 +91,8 @@ for (const backend of ['nftables', 'iptables'] as const) {
       // the allowed twin: nothing logged for port 22
       await sleep(1500);
       assert.equal((await drops('a')).filter((x) => x.dstport === 22).length, 0);
-      assert.equal((await drops('b')).length, 0, 'nothing for the VM that saw no traffic');
+      // the outside host sent b nothing (b's own IPv6 chatter may be logged: multicast)
+      assert.deepEqual((await drops('b')).filter((x) => x.srcaddress === O4 || x.dstaddress === O4), [], 'nothing between b and the outside host');
     });
 
     test('a spoofed source address from a VM is logged as spoofed-ip (egress)', async () => {
@@ -128,7 +129,7 @@ for (const backend of ['nftables', 'iptables'] as const) {
       const ruleset = async () => backend === 'nftables'
         ? (await runIn(host.netns, 'nft', ['list', 'ruleset'])).stdout
         : (await runIn(host.netns, 'iptables-save', [])).stdout;
-      await waitFor('the log rules gone', async () => !/NFLOG|log group|pal:[ftn]:/.test(await ruleset()), 30_000, 250)
+      await waitFor('the log rules gone', async () => !/NFLOG|pal:[ftn]:/.test(await ruleset()), 30_000, 250)
         .catch(() => { throw new Error(`log rules still there; agent output:\n${agent.out.slice(-3000)}`); });
       const before = (await drops('a')).filter((d) => d.dstport === 80).length;
       const blocked = await tcpConnect(lab.outside.netns, vms.a!.v4, 80, { timeoutMs: 800 });
@@ -137,7 +138,7 @@ for (const backend of ['nftables', 'iptables'] as const) {
       assert.equal((await drops('a')).filter((d) => d.dstport === 80).length, before, 'nothing new logged');
       // and back on: logged again (the twin of the case above)
       ok(await srv.call('updateConfiguration', { name: 'security.group.drop.log.rate', value: '10' }), 'updateConfiguration');
-      await waitFor('the log rules back', async () => /NFLOG|log group/.test(await ruleset()), 30_000, 250);
+      await waitFor('the log rules back', async () => /pal:[ft]:/.test(await ruleset()), 30_000, 250);
       await waitFor('logged again', async () => {
         await tcpConnect(lab.outside.netns, vms.a!.v4, 80, { timeoutMs: 500 });
         return (await drops('a')).filter((d) => d.dstport === 80).length > before;

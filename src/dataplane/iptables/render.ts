@@ -164,7 +164,7 @@ function iptLogChains(cfg: DropLogConfig, fam: Fam): IptChain[] {
 /** The ebtables log chains the rules jump to, in ebtables-save's canonical form. */
 function ebLogChains(cfg: DropLogConfig, chains: EbChain[]): EbChain[] {
   const used = new Set<string>();
-  for (const c of chains) for (const rule of c.rules) { const m = / -j (PDLE-[ft]-[a-z-]+)$/.exec(rule); if (m) used.add(m[1]); }
+  for (const c of chains) for (const rule of c.rules) { const m = /(?:^| )-j (PDLE-[ft]-[a-z-]+)$/.exec(rule); if (m) used.add(m[1]); }
   return [...used].sort().map((name) => {
     const [, side, reason] = /^PDLE-([ft])-(.+)$/.exec(name)!;
     return { table: 'nat' as const, name, rules: [
