@@ -215,6 +215,7 @@ export class DropLog {
     const child = spawn(bin, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     this.stats.starts++;
+    child.once('spawn', () => this.o.log.info({ pid: child.pid, group: this.o.group }, 'agent: drop-log reader started'));
     const started = Date.now();
     const dir = this.dir;
     let errTail = '';

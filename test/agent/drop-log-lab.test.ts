@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startServer, type TestServer } from '../helpers/server.js';
-import { createLab, listenTcp, listenUdpEcho, runIn, shIn, tcpConnect, type Host, type Lab, type Listener } from '../../src/lab/index.js';
+import { createLab, listenTcp, listenUdpEcho, runIn, sendFrame, shIn, tcpConnect, type Host, type Lab, type Listener, type Vm } from '../../src/lab/index.js';
 import { AgentProcess, addHost, hostRow, job, ok, sleep, vmRow, waitFor } from './helpers.js';
 
 const O4 = '198.51.100.1';
@@ -24,7 +24,7 @@ for (const backend of ['nftables', 'iptables'] as const) {
     let dir = '';
     const listeners: Listener[] = [];
     let udpB: Listener | null = null;
-    const vms: Record<string, { id: string; v4: string; netns: string }> = {};
+    const vms: Record<string, { id: string; v4: string; netns: string; lab: Vm }> = {};
 
     const drops = async (vm: string, extra: Record<string, string> = {}): Promise<any[]> =>
       ok(await srv.call('listSecurityGroupDrops', { virtualmachineid: vms[vm]!.id, page: '1', pagesize: '500', ...extra }), 'listSecurityGroupDrops').listsecuritygroupdropsresponse.securitygroupdrop ?? [];
@@ -48,7 +48,7 @@ for (const backend of ['nftables', 'iptables'] as const) {
         const mac = `52:54:00:00:02:${n.toString(16)}`;
         const v = (await job(srv, 'deployVirtualMachine', { name, networkids: net, ipaddress: v4, macaddress: mac, hostid: api.id, securitygroupids: g })).virtualmachine;
         const labVm = await lab.addVm({ host, name, nics: [{ mac, ipv4: `${v4}/24` }] });
-        vms[name] = { id: v.id, v4, netns: labVm.netns };
+        vms[name] = { id: v.id, v4, netns: labVm.netns, lab: labVm };
       }
       agent.start();
       for (const vm of Object.values(vms)) {
@@ -107,6 +107,30 @@ for (const backend of ['nftables', 'iptables'] as const) {
       assert.equal(rows[0].srcaddress, '198.51.100.77');
       assert.equal(rows[0].protocol, 'udp');
       assert.equal(rows[0].dstport, 9);
+    });
+
+    test('a frame from a VM with another source MAC is logged as spoofed-mac (egress)', async () => {
+      await sendFrame(vms.b!.lab, { kind: 'udp', dst: O4, dport: 10, src: vms.b!.v4, srcMac: '02:00:00:00:99:01', count: 3 });
+      const rows = (await waitFor('the spoofed MAC logged', async () => {
+        const x = (await drops('b')).filter((d) => d.reason === 'spoofed-mac');
+        return x.length ? x : null;
+      }, 20_000, 250).catch((): never => { throw new Error(`no MAC spoofing logged; agent output:\n${agent.out.slice(-3000)}`); }))!;
+      assert.equal(rows[0].direction, 'egress');
+      assert.equal(rows[0].virtualmachineid, vms.b!.id);
+    });
+
+    test('the reader is restarted when it dies, and drops are logged again', async () => {
+      const pids = () => [...agent.out.matchAll(/"pid":(\d+)[^\n]*drop-log reader started/g)].map((m) => Number(m[1]));
+      const first = pids().at(-1);
+      assert.ok(first, 'the reader was started');
+      process.kill(first, 'SIGKILL');
+      await waitFor('a new reader', () => { const p = pids().at(-1); return p !== undefined && p !== first; }, 30_000, 100);
+      await sleep(500);
+      const before = (await drops('a')).filter((d) => d.dstport === 81).length;
+      await waitFor('logged by the new reader', async () => {
+        await tcpConnect(lab.outside.netns, vms.a!.v4, 81, { timeoutMs: 400 });
+        return (await drops('a')).filter((d) => d.dstport === 81).length > before;
+      }, 30_000, 500);
     });
 
     test('a flood of 2,000 blocked packets is logged at most ~burst + rate × seconds, and every packet is dropped', async () => {
