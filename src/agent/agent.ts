@@ -14,8 +14,10 @@ import type { ApplyResult, Dataplane, HostPorts } from '../dataplane/backend.js'
 import type { HostDesiredState } from '../policy/ir.js';
 import {
   AGENT_PATH, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_REPAIRS_PER_REPORT, MAX_REPAIR_CHARS, PROTOCOL_VERSION, SERVER_FRAME_MAX_BYTES,
-  decodeServerMessage, type AgentMessage, type PreflightFinding, type RepairReport, type ServerMessage,
+  decodeServerMessage, type AgentMessage, type DropLogSettings, type PreflightFinding, type RepairReport, type ServerMessage,
 } from '../protocol/index.js';
+import { DROP_LOG_GROUP, type DropLogConfig } from '../dataplane/plan/index.js';
+import { DropLog, portIndex, type PortIndex } from './drop-log.js';
 import { loadState, saveState } from './state-file.js';
 import { applyDelta, samePorts } from './merge.js';
 
@@ -49,6 +51,11 @@ export interface AgentOptions {
    * switching backends: the new one is in place before the old one goes, so there is no window).
    */
   retire?: Dataplane[];
+  /**
+   * The drop log (issue 11): read NFLOG with ulogd in this namespace while the server's settings turn
+   * it on. Absent: drops are never logged (simulations: the null dataplane has no kernel).
+   */
+  dropLog?: { netns: string | null; command?: string; onLost?: (n: number) => void };
 }
 
 /** The servers of a `--server` value: comma-separated, trimmed, each checked to be a URL. */
@@ -106,6 +113,11 @@ export class Agent extends EventEmitter {
   /** Other backends still to be removed from the host (see AgentOptions.retire). */
   private retiring: Dataplane[] = [];
   private readonly retireTries = new Map<Dataplane, number>();
+  /** The server's drop-log settings (null until a server sent them: no log rules meanwhile). */
+  dropLogSettings: DropLogSettings | null = null;
+  /** The NFLOG reader while the drop log is on. */
+  dropLogReader: DropLog | null = null;
+  private ports: PortIndex = new Map();
 
   constructor(private readonly o: AgentOptions) {
     super();
@@ -164,6 +176,8 @@ export class Agent extends EventEmitter {
     this.ws?.close(1000, 'agent stopping');
     this.ws = null;
     await this.work;
+    await this.dropLogReader?.stop();
+    this.dropLogReader = null;
     await this.o.dataplane.close?.();
   }
 
@@ -283,7 +297,49 @@ export class Agent extends EventEmitter {
         this.emit('refused', m);
         break;
       case 'pong': break;
+      case 'settings': {
+        const was = this.dropLogSettings;
+        this.dropLogSettings = m.dropLog;
+        if (was && was.rate === m.dropLog.rate && was.burst === m.dropLog.burst) break;
+        this.o.log.info({ rate: m.dropLog.rate, burst: m.dropLog.burst }, 'agent: drop-log settings');
+        void this.syncDropLogReader();
+        if (this.state) void this.requestApply();
+        break;
+      }
       default: break;
+    }
+  }
+
+  // ---- drop log ------------------------------------------------------------------------------
+
+  /** What the kernel's rules log (null: nothing; no reader or rate 0). */
+  private dropLogConfig(): DropLogConfig | null {
+    const s = this.dropLogSettings;
+    if (!this.o.dropLog || !s || s.rate <= 0) return null;
+    return { rate: s.rate, burst: s.burst, group: DROP_LOG_GROUP };
+  }
+
+  /** Start the NFLOG reader when the log is on, stop it when off. */
+  private async syncDropLogReader(): Promise<void> {
+    const on = this.dropLogConfig() !== null && !this.stopped;
+    if (on && !this.dropLogReader) {
+      const reader = new DropLog({
+        group: DROP_LOG_GROUP, netns: this.o.dropLog!.netns, log: this.o.log, command: this.o.dropLog!.command, onLost: this.o.dropLog!.onLost,
+        ports: () => this.ports,
+        send: (records) => {
+          if (!this.connected || !this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+          this.send({ type: 'drops', records });
+          return true;
+        },
+      });
+      this.dropLogReader = reader;
+      try { await reader.start(); } catch (e) {
+        this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: drop-log reader could not start');
+      }
+    } else if (!on && this.dropLogReader) {
+      const reader = this.dropLogReader;
+      this.dropLogReader = null;
+      await reader.stop();
     }
   }
 
@@ -320,8 +376,9 @@ export class Agent extends EventEmitter {
     let result: ApplyResult;
     try {
       ports = await this.o.discover(state);
-      result = await this.o.dataplane.apply({ state, ports });
+      result = await this.o.dataplane.apply({ state, ports, dropLog: this.dropLogConfig() });
       this.lastApplyError = null;
+      this.ports = portIndex(state, ports);
     } catch (e) {
       const error = e instanceof Error ? e.message : String(e);
       this.lastApplyError = error;
@@ -413,7 +470,7 @@ export class Agent extends EventEmitter {
   private async repairDrift(state: HostDesiredState): Promise<void> {
     const ports = await this.o.discover(state);
     const moved = this.lastPorts !== null && !samePorts(ports, this.lastPorts);
-    const obs = await this.o.dataplane.observe({ state, ports });
+    const obs = await this.o.dataplane.observe({ state, ports, dropLog: this.dropLogConfig() });
     if (!obs.drift.length && !moved) return;
     const what = [
       ...(moved ? ['ports changed'] : []),

@@ -71,6 +71,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     discover: kernel ? kernel.discover : async (s) => simulatedPorts(s),
     preflight: kernel ? () => preflight(runner, toolsFor(kernel.dataplane.name as BackendName)) : null,
     retire: kernel?.others ?? [],
+    ...(kernel ? { dropLog: { netns: o.netns ?? null } } : {}),
     reconcileMs: parseDuration(o.reconcileInterval),
     backoffMaxMs: parseDuration(o.backoffMax),
     log,

@@ -96,12 +96,12 @@ export async function serverCommand(argv: string[]): Promise<number> {
   // PostgreSQL: the heartbeat and leases get connections of their own, so API load cannot starve them
   // (a server that stops heartbeating is taken for dead by the others).
   const clusterDb = cfg.kind === 'postgres' ? openPostgres(cfg.url, undefined, 2) : undefined;
+  const metrics = new MetricsRegistry({ process: true });
   const cp = await createControlPlane(db, log, {
-    serverId, serverName, listenUrl: cfg.kind === 'postgres' ? cfg.url : undefined, clusterDb,
+    serverId, serverName, listenUrl: cfg.kind === 'postgres' ? cfg.url : undefined, clusterDb, metrics,
     jobFailure: (server) => deadServerJobResult(server.name, new Date(server.heartbeatAt)),
   });
   const sessions = new SessionAuth({ db, log, timeoutSeconds: sessionTimeout });
-  const metrics = new MetricsRegistry({ process: true });
   const app = await buildServer({ db, sink: cp.sink, log, serverId, sessions, observer: new ApiMetrics(metrics, db), trustProxy });
   if (o.metrics === 'on') registerMetricsRoute(app, metrics, metricsAllow);
   // The drop log's age bound also holds while no agent reports anything (ingestion prunes otherwise);

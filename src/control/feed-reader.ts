@@ -22,7 +22,8 @@ const changeSchema: z.ZodType<Change> = z.discriminatedUnion('kind', [
 ]);
 const bodySchema = z.array(changeSchema);
 
-export interface FeedEntry { seq: number; changes: Change[] }
+/** `committedAt`: Unix ms of the row's commit (its `created`; NaN when unreadable) — for commit→push latency. */
+export interface FeedEntry { seq: number; changes: Change[]; committedAt?: number }
 
 export interface FeedReaderOptions {
   pollMs: number;
@@ -68,7 +69,7 @@ export class FeedReader {
           const rows = await readFeed(this.db, this.position, this.o.pageRows);
           this.stats.reads++;
           if (!rows.length) break;
-          const entries: FeedEntry[] = rows.map((r) => ({ seq: r.seq, changes: this.parse(r.seq, r.body) }));
+          const entries: FeedEntry[] = rows.map((r) => ({ seq: r.seq, changes: this.parse(r.seq, r.body), committedAt: Date.parse(r.created) }));
           this.position = rows[rows.length - 1].seq;
           this.stats.rows += rows.length;
           this.consume(entries);

@@ -22,6 +22,12 @@ import { SessionHub } from './sessions.js';
 import { SyncTracker } from './sync.js';
 import { Cluster, DEFAULT_TIMING, type ClusterTiming } from './cluster.js';
 import { Serial } from './serial.js';
+import { TelemetryIngest } from './telemetry.js';
+import { ControlMetrics } from './metrics.js';
+import type { MetricsRegistry } from '../metrics/registry.js';
+import { readSettings } from '../store/queries/settings.js';
+import type { PalisadeSettings } from '../model/settings.js';
+import type { DropLogSettings } from '../protocol/index.js';
 
 export interface ControlOptions {
   /** Identity of this server process (stable per data dir) and the name shown in listHosts. */
@@ -36,6 +42,8 @@ export interface ControlOptions {
   /** Connections for the heartbeat, leases and sweeps (default: the store's); see cluster.ts. */
   clusterDb?: Db;
   timing?: Partial<ClusterTiming>;
+  /** The server's registry: CONTROL_METRICS are registered in it, and agents' hits/drops counted. */
+  metrics?: MetricsRegistry;
 }
 
 export interface ControlStats { batches: number; changes: number; pushes: Map<number, number>; snapshots: number; deltas: number }
@@ -47,12 +55,19 @@ export class ControlPlaneImpl {
   readonly cluster: Cluster;
   readonly batches: Batches;
   readonly reader: FeedReader;
+  readonly telemetry: TelemetryIngest;
+  readonly metrics: ControlMetrics | null;
+  /** The global settings as last read (start, then every `settings` change); agents get the drop log's. */
+  settings: PalisadeSettings;
   private readonly serial = new Serial();
   private listener: FeedListener | null = null;
   private closed = false;
 
-  private constructor(private readonly db: Db, private readonly log: Logger, fleet: Fleet, start: number, o: ControlOptions) {
+  private constructor(private readonly db: Db, private readonly log: Logger, fleet: Fleet, start: number, o: ControlOptions, settings: PalisadeSettings) {
     this.fleet = fleet;
+    this.settings = settings;
+    this.telemetry = new TelemetryIngest(db, log, fleet, o.metrics);
+    this.metrics = o.metrics ? new ControlMetrics(o.metrics, () => this.hub.connectedHosts()) : null;
     const timing = { ...DEFAULT_TIMING, ...o.timing };
     this.sync = new SyncTracker(db, log, fleet, o.serverId, (h) => this.hub.holds(h));
     this.cluster = new Cluster(o.clusterDb ?? db, log, o.serverId, o.serverName, {
@@ -67,12 +82,16 @@ export class ControlPlaneImpl {
       hostGone: (id, code, reason) => { this.hub.drop(id, code, reason); this.sync.forgetHost(id); },
       removalsCleared: (vmIds) => { for (const v of vmIds) this.sync.refreshVm(v); },
       applied: (out) => this.applied(out),
+      settingsChanged: (st) => this.settingsChanged(st),
     });
     this.reader = new FeedReader(db, log, start, (entries) => this.batches.enqueue(entries), {
       pollMs: o.pollMs ?? 500, pageRows: 1000, paused: () => this.batches.full,
     });
     this.batches.onDrain = () => this.reader.wake();
-    this.hub = new SessionHub({ log, fleet, sync: this.sync, cluster: this.cluster, batches: this.batches, reader: this.reader, serial: this.serial });
+    this.hub = new SessionHub({
+      log, fleet, sync: this.sync, cluster: this.cluster, batches: this.batches, reader: this.reader, serial: this.serial,
+      telemetry: this.telemetry, settings: () => this.dropLogSettings(), ...(this.metrics ? { metrics: this.metrics } : {}),
+    });
   }
 
   static async create(db: Db, log: Logger, o: ControlOptions): Promise<ControlPlaneImpl> {
@@ -81,9 +100,10 @@ export class ControlPlaneImpl {
     // commits after it is read from the feed (applying a change twice is harmless: batches reload rows).
     const start = await feedHead(db);
     const state = await loadCloudState(db);
+    const settings = await readSettings(db);
     const fleet = new Fleet(state);
     for (const h of await loadHosts(db)) if (!h.removed) fleet.addHost({ id: h.id, uuid: h.uuid, name: h.name, tokenHash: h.tokenHash, revision: start });
-    const cp = new ControlPlaneImpl(db, log, fleet, start, o);
+    const cp = new ControlPlaneImpl(db, log, fleet, start, o, settings);
     fleet.buildAll();
     // Nothing given out before this position is known here: agents holding older revisions get a snapshot.
     for (const h of fleet.hosts.values()) {
@@ -130,13 +150,32 @@ export class ControlPlaneImpl {
     // The API may have written these VMs' sync state itself: forget what we think the store holds.
     this.sync.forgetVms(out.touchedVms);
     const refresh = new Set<number>(out.touchedVms);
+    let pushed = false;
     for (const h of out.dirty) {
       const d = this.fleet.advance(h, out.position);
       if (!d) continue;
       this.sync.pushed(h, d, refresh);
-      this.hub.push(h, d);
+      this.hub.push(h, d, out.oldestCommit);
+      pushed = true;
     }
     for (const v of refresh) this.sync.refreshVm(v);
+    this.metrics?.batch(out.changes, out.oldestCommit, pushed);
+  }
+
+  /** What agents apply of the settings: the drop log's per-VM rate and burst. */
+  dropLogSettings(): DropLogSettings {
+    return { rate: this.settings.dropLogRate, burst: this.settings.dropLogBurst };
+  }
+
+  /** A `settings` change (inside the serial section): agents get new drop-log values at once. */
+  private settingsChanged(st: PalisadeSettings): void {
+    const before = this.dropLogSettings();
+    this.settings = st;
+    const after = this.dropLogSettings();
+    if (before.rate !== after.rate || before.burst !== after.burst) {
+      this.log.info({ dropLog: after }, 'control: drop-log settings changed; pushing them to agents');
+      this.hub.pushSettings();
+    }
   }
 
   // ---- the seam (index.ts) -----------------------------------------------------------------------
@@ -166,6 +205,7 @@ export class ControlPlaneImpl {
   async close(): Promise<void> {
     this.closed = true;
     this.reader.stop();
+    this.telemetry.close();
     await this.listener?.close();
     this.batches.close();
     await this.serial.idle();

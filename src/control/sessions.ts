@@ -16,8 +16,10 @@ import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import {
   AGENT_FRAME_MAX_BYTES, AGENT_PATH, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage,
-  type AgentMessage, type HelloMessage, type ServerMessage,
+  type AgentMessage, type DropLogSettings, type HelloMessage, type ServerMessage,
 } from '../protocol/index.js';
+import type { TelemetryIngest } from './telemetry.js';
+import type { ControlMetrics } from './metrics.js';
 import type { Fleet, Delta } from './fleet.js';
 import type { SyncTracker } from './sync.js';
 import type { Cluster } from './cluster.js';
@@ -54,6 +56,11 @@ export interface HubDeps {
   batches: Batches;
   reader: FeedReader;
   serial: Serial;
+  /** Where `hits` and `drops` reports go (issue 11); absent: they are accepted and ignored. */
+  telemetry?: TelemetryIngest;
+  /** The drop-log settings agents apply (sent after the welcome and on every change); absent: none sent. */
+  settings?: () => DropLogSettings;
+  metrics?: ControlMetrics;
 }
 
 /** A hello this server will not accept: `message` goes to the agent, `why` (default: the same) to the log. */
@@ -166,6 +173,7 @@ export class SessionHub {
       const s = session ?? this.byWs.get(ws);
       if (s && this.sessions.get(s.hostId) === s) {
         this.sessions.delete(s.hostId);
+        this.d.metrics?.settled(s.hostId);
         if (this.d.fleet.hosts.has(s.hostId)) this.d.cluster.release(s.hostId);
         this.d.log.info({ host: s.hostId, hostname: s.hostname }, 'agent disconnected');
       }
@@ -232,13 +240,16 @@ export class SessionHub {
   private resync(s: Session, revision: number | null): Promise<void> {
     return this.d.serial.run(() => {
       if (this.sessions.get(s.hostId) !== s || !this.d.fleet.hosts.has(s.hostId)) return;
+      this.sendSettings(s);
       const d = this.d.fleet.since(s.hostId, revision, this.d.batches.processed);
-      if (d) { this.sendText(s, deltaJson(d)); this.stats.deltas++; s.sent = d.revision; } else {
+      if (d) { this.sendDesired(s, 'delta', deltaJson(d)); this.stats.deltas++; s.sent = d.revision; } else {
         const snap = this.d.fleet.snapshot(s.hostId);
-        this.sendText(s, snapshotJson(snap));
+        this.sendDesired(s, 'snapshot', snapshotJson(snap));
         this.stats.snapshots++;
         s.sent = snap.revision;
       }
+      if (this.d.fleet.hosts.get(s.hostId)!.acked >= s.sent) this.d.metrics?.settled(s.hostId);
+      else this.d.metrics?.awaiting(s.hostId, Date.now());
       this.stats.pushes.set(s.hostId, (this.stats.pushes.get(s.hostId) ?? 0) + 1);
       s.ready = true;
       // What this server holds desired for the host is now what counts (another server's label may differ).
@@ -246,15 +257,35 @@ export class SessionHub {
     });
   }
 
-  /** A host's desired state advanced (inside the serial section): its session gets the delta. */
-  push(hostId: number, d: Delta): void {
+  /** The drop-log settings to a session (before any desired state, so the first apply uses them). */
+  private sendSettings(s: Session): void {
+    const dropLog = this.d.settings?.();
+    if (dropLog) this.send(s, { type: 'settings', dropLog });
+  }
+
+  private sendDesired(s: Session, kind: 'delta' | 'snapshot', text: string): void {
+    this.sendText(s, text);
+    this.d.metrics?.pushed(kind, Buffer.byteLength(text));
+  }
+
+  /** The settings changed: every session gets them (their agents re-apply with the new values). */
+  pushSettings(): void {
+    for (const s of this.sessions.values()) if (s.ready) this.sendSettings(s);
+  }
+
+  /**
+   * A host's desired state advanced (inside the serial section): its session gets the delta.
+   * `committedAt`: Unix ms of the oldest commit behind it (the oldest-unacknowledged-change gauge).
+   */
+  push(hostId: number, d: Delta, committedAt = Date.now()): void {
     const s = this.sessions.get(hostId);
     if (!s?.ready) return;
+    this.d.metrics?.awaiting(hostId, committedAt);
     // A session resynced from another server's label holds a revision this fleet never used: give it
     // what changed since what it holds.
     const delta = s.sent === d.fromRevision ? d : this.d.fleet.since(hostId, s.sent, d.revision);
-    if (!delta) { this.sendText(s, snapshotJson(this.d.fleet.snapshot(hostId))); this.stats.snapshots++; s.sent = this.d.fleet.hosts.get(hostId)!.revision; } else {
-      this.sendText(s, deltaJson(delta));
+    if (!delta) { this.sendDesired(s, 'snapshot', snapshotJson(this.d.fleet.snapshot(hostId))); this.stats.snapshots++; s.sent = this.d.fleet.hosts.get(hostId)!.revision; } else {
+      this.sendDesired(s, 'delta', deltaJson(delta));
       this.stats.deltas++;
       s.sent = delta.revision;
     }
@@ -273,8 +304,15 @@ export class SessionHub {
         break;
       }
       case 'ping': this.send(s, { type: 'pong' }); this.d.sync.hostPatch(s.hostId, { last_contact: now }); break;
-      case 'ack': this.d.sync.onAck(s.hostId, m, s.sent, now); break;
+      case 'ack': {
+        this.d.sync.onAck(s.hostId, m, s.sent, now);
+        const host = this.d.fleet.hosts.get(s.hostId);
+        if (host && s.sent >= 0 && host.acked >= s.sent) this.d.metrics?.settled(s.hostId);
+        break;
+      }
       case 'report': this.d.sync.onReport(s.hostId, m, now); break;
+      case 'hits': this.d.telemetry?.hits(s.hostId, m); break;
+      case 'drops': this.d.telemetry?.drops(s.hostId, m); break;
     }
   }
 
@@ -283,6 +321,7 @@ export class SessionHub {
     const s = this.sessions.get(hostId);
     if (!s) return;
     this.sessions.delete(hostId);
+    this.d.metrics?.settled(hostId);
     if (this.d.fleet.hosts.has(hostId)) this.d.cluster.release(hostId);
     s.ws.close(code, reason);
   }
@@ -291,6 +330,7 @@ export class SessionHub {
   closeAll(code: number, reason: string): void {
     for (const [id, s] of [...this.sessions]) {
       this.sessions.delete(id);
+      this.d.metrics?.settled(id);
       this.d.cluster.release(id);
       s.ws.close(code, reason);
     }

@@ -1,5 +1,6 @@
 // The interface every dataplane backend implements (DESIGN.md §2, §4).
 import type { HostDesiredState } from '../policy/ir.js';
+import type { DropLogConfig } from './plan/reasons.js';
 
 /** Where a VM NIC was found on the host (port discovery, agent layer). */
 export interface NicPort { device: string; bridge: string }
@@ -11,7 +12,12 @@ export interface HostPorts {
   bridges: Record<string, { uplinks: string[]; unknownTaps: string[] }>;
 }
 
-export interface DataplaneInput { state: HostDesiredState; ports: HostPorts }
+export interface DataplaneInput {
+  state: HostDesiredState;
+  ports: HostPorts;
+  /** The drop log (issue 11): log drops to NFLOG, rate-limited per VM port; absent or rate 0: no log rules. */
+  dropLog?: DropLogConfig | null;
+}
 
 export interface ApplyResult {
   /** false when the kernel already matched and nothing was written. */

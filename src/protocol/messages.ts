@@ -8,6 +8,7 @@
 // peer ignores a newer optional field), an unknown `type` is refused (handled by neither side).
 import { z } from 'zod';
 import type { AddressSet, FamilyPolicy, HostDesiredState, NicPolicy, PolicyRule, VmPolicy } from '../policy/ir.js';
+import { MAX_DROP_BATCH, RuleCounterBatchSchema } from '../observe/schema.js';
 import {
   MAX_DATAPLANE_CHARS, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_HOSTNAME_CHARS, MAX_REPAIRS_PER_REPORT,
   MAX_REPAIR_CHARS, MAX_TOKEN_CHARS, MAX_VMS_PER_HOST,
@@ -65,12 +66,27 @@ export const reportSchema = z.object({
 
 export const pingSchema = z.object({ type: z.literal('ping') });
 
-const AGENT_MESSAGES = [helloSchema, ackSchema, reportSchema, pingSchema] as const;
+/**
+ * Kernel rule counters (issue 11): per VM uuid, per kernel rule id (PolicyRule.id), the packets
+ * counted since the agent's previous `hits` message — non-zero deltas only, never running totals
+ * (observe/schema.ts). The server attributes them to API rules of VMs placed on the sending host.
+ */
+export const hitsSchema = z.object({ type: z.literal('hits'), ...RuleCounterBatchSchema.shape });
+
+/**
+ * Drop-log records read from the host's NFLOG (issue 11), at most MAX_DROP_BATCH per message. Each
+ * record is checked on its own by the server (observe/ingest.ts): a bad one does not cost the rest.
+ */
+export const dropsSchema = z.object({ type: z.literal('drops'), records: z.array(z.unknown()).max(MAX_DROP_BATCH) });
+
+const AGENT_MESSAGES = [helloSchema, ackSchema, reportSchema, pingSchema, hitsSchema, dropsSchema] as const;
 export const agentMessageSchema = z.discriminatedUnion('type', AGENT_MESSAGES);
 export type AgentMessage = z.infer<typeof agentMessageSchema>;
 export type HelloMessage = z.infer<typeof helloSchema>;
 export type AckMessage = z.infer<typeof ackSchema>;
 export type ReportMessage = z.infer<typeof reportSchema>;
+export type HitsMessage = z.infer<typeof hitsSchema>;
+export type DropsMessage = z.infer<typeof dropsSchema>;
 
 // ---- server → agent ------------------------------------------------------------------------------
 
@@ -145,7 +161,20 @@ export const deltaSchema = z.object({
 export const errorSchema = z.object({ type: z.literal('error'), code: z.number().int(), message: text(1000) });
 export const pongSchema = z.object({ type: z.literal('pong') });
 
-const SERVER_MESSAGES = [welcomeSchema, snapshotSchema, deltaSchema, errorSchema, pongSchema] as const;
+/**
+ * The global settings an agent applies to its kernel (issue 11): the drop log's per-VM rate
+ * (packets logged per second, 0 = off) and burst. Sent after the welcome, before the first snapshot
+ * or delta, and again whenever an operator changes them (updateConfiguration / resetConfiguration).
+ */
+export const dropLogSettingsSchema = z.object({
+  rate: z.number().int().min(0).max(10_000),
+  burst: z.number().int().min(1).max(100_000),
+});
+export type DropLogSettings = z.infer<typeof dropLogSettingsSchema>;
+export const settingsSchema = z.object({ type: z.literal('settings'), dropLog: dropLogSettingsSchema });
+export type SettingsMessage = z.infer<typeof settingsSchema>;
+
+const SERVER_MESSAGES = [welcomeSchema, snapshotSchema, deltaSchema, errorSchema, pongSchema, settingsSchema] as const;
 export const serverMessageSchema = z.discriminatedUnion('type', SERVER_MESSAGES);
 export type ServerMessage = z.infer<typeof serverMessageSchema>;
 export type DeltaMessage = z.infer<typeof deltaSchema>;

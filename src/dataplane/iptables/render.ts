@@ -29,6 +29,7 @@ import type { DataplaneInput } from '../backend.js';
 import type { PolicyRule } from '../../policy/ir.js';
 import {
   type BaseRule, type Match, type PortPlan, type VmPlan, type Verdict, BASELINE, forEther, isDrop, planHost, vmProblems,
+  type DropLogConfig, type DropReason, type LogSide, LOG_REASON, logPrefix,
   BRIDGE_ZONE_BASE, MARK_ALLOW, MARK_IN_MASK, MARK_OUT_MASK, MARK_ZONE_MASK, PORT_UNKNOWN, PORT_UPLINK, assignPorts, canonV6, hex,
 } from '../plan/index.js';
 import {
@@ -125,8 +126,56 @@ function iptMatch(fam: Fam, m: Match, own = ''): string {
 
 const spec = (...parts: string[]) => parts.filter(Boolean).join(' ');
 
-/** ebtables target of a verdict in an L2 list. */
-const ebTarget = (v: Verdict) => (isDrop(v) ? '-j DROP' : '-j RETURN');
+// ---- the drop log (issue 11) --------------------------------------------------------------------
+// With the drop log on, a drop whose reason has an API counterpart (plan/reasons.ts) jumps to a chain
+// that logs to NFLOG (when the limit allows) and then drops: same match, same place, so the allowed
+// path meets exactly the rules it met before. iptables has no per-port token bucket reachable from a
+// shared chain, so its IP-level budgets are per VM address (hashlimit: the source address for drops of
+// what a VM sends, the destination for drops of what goes to it; at most DROP_LOG_BUCKETS buckets,
+// a packet that finds the table full is dropped unlogged); ebtables' (L2 drops) is per reason and side
+// on the host (`--limit`). The set in use for one render (set by render(), read by the helpers below,
+// whose memoised outputs are keyed by it).
+let dropLog: DropLogConfig | null = null;
+const DROP_LOG_BUCKETS = 4096;
+const iptLogChain = (side: LogSide, reason: DropReason) => `PDL-${side}-${reason}`;
+const ebLogChain = (side: LogSide, reason: DropReason) => `PDLE-${side}-${reason}`;
+const logged = (reason: DropReason) => !!dropLog && !!LOG_REASON[reason];
+/** iptables target of a drop with its reason, seen from the VM on `side`. */
+const dropTo = (side: LogSide, reason: DropReason) => (logged(reason) ? `-j ${iptLogChain(side, reason)}` : '-j DROP');
+const dropV = (side: LogSide, v: Verdict, otherwise: string) => (isDrop(v) ? dropTo(side, v.drop) : otherwise);
+
+/** The iptables log chains (every side and reason the renderer can jump to; unused ones cost nothing). */
+function iptLogChains(cfg: DropLogConfig, fam: Fam): IptChain[] {
+  const out: IptChain[] = [];
+  const name = (side: LogSide) => `pdl${side}${hashOf([String(cfg.rate), String(cfg.burst), String(fam)]).slice(0, 8)}`;
+  for (const side of ['f', 't'] as LogSide[]) {
+    for (const reason of Object.keys(LOG_REASON) as DropReason[]) {
+      if (!LOG_REASON[reason] || reason === 'unknown-port') continue;
+      const limit = `-m hashlimit --hashlimit-upto ${cfg.rate}/sec --hashlimit-burst ${cfg.burst} --hashlimit-mode ${side === 'f' ? 'srcip' : 'dstip'} --hashlimit-name ${name(side)} --hashlimit-htable-max ${DROP_LOG_BUCKETS}`;
+      out.push(makeChain('filter', iptLogChain(side, reason), [
+        r('log', `${limit} -j NFLOG --nflog-prefix "${logPrefix(side, reason)}" --nflog-group ${cfg.group}`),
+        r('drop', '-j DROP'),
+      ]));
+    }
+  }
+  return out;
+}
+
+/** The ebtables log chains the rules jump to, in ebtables-save's canonical form. */
+function ebLogChains(cfg: DropLogConfig, chains: EbChain[]): EbChain[] {
+  const used = new Set<string>();
+  for (const c of chains) for (const rule of c.rules) { const m = /(?:^| )-j (PDLE-[ft]-[a-z-]+)$/.exec(rule); if (m) used.add(m[1]); }
+  return [...used].sort().map((name) => {
+    const [, side, reason] = /^PDLE-([ft])-(.+)$/.exec(name)!;
+    return { table: 'nat' as const, name, rules: [
+      `--limit ${cfg.rate}/sec --limit-burst ${cfg.burst} --nflog-prefix "${logPrefix(side as LogSide, reason as DropReason)}" --nflog-group ${cfg.group} -j CONTINUE`,
+      '-j DROP',
+    ] };
+  });
+}
+
+/** ebtables target of a verdict in an L2 list (`side`: where the VM is, for the drop log). */
+const ebTarget = (v: Verdict, side: LogSide) => (isDrop(v) ? (logged(v.drop) ? `-j ${ebLogChain(side, v.drop)}` : '-j DROP') : '-j RETURN');
 
 const ICMP6_NAMES: Record<number, string> = { 133: 'router-solicitation', 134: 'router-advertisement', 135: 'neighbour-solicitation', 136: 'neighbour-advertisement', 137: 'redirect' };
 
@@ -157,8 +206,8 @@ function ebMatches(m: Match, n: { mac: string; ipv4: string[] } | null, arpOnly 
 }
 
 /** An L2 list as ebtables rules. */
-function ebRules(list: BaseRule[], n: { mac: string; ipv4: string[] } | null, arpOnly = false): string[] {
-  return list.flatMap((rule) => ebMatches(rule.match, n, arpOnly).map((m) => spec(m, ebTarget(rule.verdict))));
+function ebRules(list: BaseRule[], n: { mac: string; ipv4: string[] } | null, side: LogSide, arpOnly = false): string[] {
+  return list.flatMap((rule) => ebMatches(rule.match, n, arpOnly).map((m) => spec(m, ebTarget(rule.verdict, side))));
 }
 
 /** u32 test: the next header is ICMPv6 (no extension headers) and the NA target (offset 48) is `addr`. */
@@ -283,11 +332,11 @@ const sharedPrefix = (list: BaseRule[]) => list.slice(0, Math.max(0, list.findIn
 /** IPv6 baseline shared by every VM (per-VM chains jump here; a source-side verdict comes back as MARK_ALLOW). */
 function v6SharedChains(): IptChain[] {
   const b = BASELINE.ip[6];
-  const src = (v: Verdict) => (isDrop(v) ? '-j DROP' : allow);
+  const src = (v: Verdict) => dropV('f', v, allow);
   return [
     makeChain('filter', V6_PRE, [...sharedPrefix(b.fromGuard).map((x) => r(x.id, spec(iptMatch(6, x.match), src(x.verdict)))), r('end', '-j RETURN')]),
     makeChain('filter', V6_POST, [...b.fromAllow.map((x) => r(x.id, spec(iptMatch(6, x.match), src(x.verdict)))), r('end', '-j RETURN')]),
-    makeChain('filter', V6_TO, [...sharedPrefix(b.toGuard).map((x) => r(x.id, spec(iptMatch(6, x.match), isDrop(x.verdict) ? '-j DROP' : '-j ACCEPT'))), r('end', '-j RETURN')]),
+    makeChain('filter', V6_TO, [...sharedPrefix(b.toGuard).map((x) => r(x.id, spec(iptMatch(6, x.match), dropV('t', x.verdict, '-j ACCEPT')))), r('end', '-j RETURN')]),
   ];
 }
 
@@ -301,16 +350,16 @@ function defRules4(n: PlacedNic, names: ReturnType<typeof vmNames>): IptRule[] {
   const t = to(n.device);
   const b = BASELINE.ip[4];
   const out: IptRule[] = [];
-  for (const x of b.fromGuard) out.push(r(`${k}.${x.id}`, spec(f, iptMatch(4, x.match, n.sets.set4), isDrop(x.verdict) ? '-j DROP' : '-j RETURN')));
+  for (const x of b.fromGuard) out.push(r(`${k}.${x.id}`, spec(f, iptMatch(4, x.match, n.sets.set4), dropV('f', x.verdict, '-j RETURN'))));
   for (const x of b.fromAllow) out.push(r(`${k}.${x.id}`, spec(f, iptMatch(4, x.match, n.sets.set4), '-j RETURN')));
   out.push(r(`${k}.eg`, `${f} -j ${names.eg}`), r(`${k}.out`, `${f} -j RETURN`));
   const done = new Set<string>();
   for (const x of [...b.toGuard, ...b.toAccept]) {
     if (done.has(x.id)) continue;
     done.add(x.id);
-    out.push(r(`${k}.${x.id}`, spec(t, iptMatch(4, x.match, n.sets.set4), isDrop(x.verdict) ? '-j DROP' : '-j ACCEPT')));
+    out.push(r(`${k}.${x.id}`, spec(t, iptMatch(4, x.match, n.sets.set4), dropV('t', x.verdict, '-j ACCEPT'))));
   }
-  out.push(r(`${k}.in`, `${t} -j ${names.vm}`), r(`${k}.deny`, `${t} -j DROP`));
+  out.push(r(`${k}.in`, `${t} -j ${names.vm}`), r(`${k}.deny`, `${t} ${dropTo('t', 'ingress-default-deny')}`));
   return out;
 }
 
@@ -322,7 +371,7 @@ function defRules6(n: PlacedNic, names: ReturnType<typeof vmNames>): IptRule[] {
   const b = BASELINE.ip[6];
   const out: IptRule[] = [r(`${k}.pre`, `${f} -j ${V6_PRE}`), r(`${k}.prok`, `${f} -m mark --mark ${ALLOW} -j RETURN`)];
   for (const x of b.fromGuard.slice(sharedPrefix(b.fromGuard).length)) {
-    const target = isDrop(x.verdict) ? '-j DROP' : '-j RETURN';
+    const target = dropV('f', x.verdict, '-j RETURN');
     // A neighbour advertisement's target, read by u32 at its offset when ICMPv6 follows the IPv6
     // header directly: one rule per own address.
     if (x.match.ndTargetOwn) {
@@ -341,9 +390,9 @@ function defRules6(n: PlacedNic, names: ReturnType<typeof vmNames>): IptRule[] {
   for (const x of [...b.toGuard, ...b.toAccept]) {
     if (done.has(x.id)) continue;
     done.add(x.id);
-    out.push(r(`${k}.${x.id}`, spec(t, iptMatch(6, x.match, n.sets.set6), isDrop(x.verdict) ? '-j DROP' : '-j ACCEPT')));
+    out.push(r(`${k}.${x.id}`, spec(t, iptMatch(6, x.match, n.sets.set6), dropV('t', x.verdict, '-j ACCEPT'))));
   }
-  out.push(r(`${k}.in`, `${t} -j ${names.vm}`), r(`${k}.deny`, `${t} -j DROP`));
+  out.push(r(`${k}.in`, `${t} -j ${names.vm}`), r(`${k}.deny`, `${t} ${dropTo('t', 'ingress-default-deny')}`));
   return out;
 }
 
@@ -355,28 +404,28 @@ function ebNic(n: PlacedNic, instanceName: string): { chains: EbChain[]; pre: Po
   const port = n.port.number;
   const nic = { mac: n.port.mac, ipv4: n.port.own[4] };
   const chains: EbChain[] = [
-    { table: 'nat', name: b.inIps, rules: ebRules(BASELINE.arpFromNic, nic, true) },
+    { table: 'nat', name: b.inIps, rules: ebRules(BASELINE.arpFromNic, nic, 'f', true) },
     {
       table: 'nat',
       name: b.in,
       rules: [
-        `-j mark --mark-or ${hex(port << 16)} --mark-target CONTINUE`, ...ebRules(BASELINE.l2FromNic, nic), `-p ARP -j ${b.inIps}`,
+        `-j mark --mark-or ${hex(port << 16)} --mark-target CONTINUE`, ...ebRules(BASELINE.l2FromNic, nic, 'f'), `-p ARP -j ${b.inIps}`,
         // conntrack zone: the bridge's when the frame goes straight to a VM on it, else this port's
         `-j ${ebZoneChains(n.port.bridge).local}`,
         `--mark 0x0/${hex(MARK_ZONE_MASK)} -j mark --mark-or ${hex(port)} --mark-target CONTINUE`,
         `-j ${EB_L2_IN}`,
       ],
     },
-    { table: 'nat', name: b.outIps, rules: ebRules(BASELINE.arpToNic, nic, true) },
+    { table: 'nat', name: b.outIps, rules: ebRules(BASELINE.arpToNic, nic, 't', true) },
     { table: 'nat', name: b.out, rules: [`-p ARP -j ${b.outIps}`, `-j ${EB_L2_OUT}`] },
   ];
   return { chains, pre: [n.device, `-j ${b.in}`], post: [n.device, `-j ${b.out}`] };
 }
 
 /** From any VM, after its MAC and ARP checks. */
-const L2_IN_RULES = ebRules(BASELINE.l2FromVm, null);
+const L2_IN_RULES = () => ebRules(BASELINE.l2FromVm, null, 'f');
 /** To any VM, after its ARP check. */
-const L2_OUT_RULES = ebRules(BASELINE.l2ToVm, null);
+const L2_OUT_RULES = () => ebRules(BASELINE.l2ToVm, null, 't');
 
 /** A MAC as 12 lower-case hex digits. */
 const mac12 = (mac: string) => mac.toLowerCase().split(':').map((b) => b.padStart(2, '0')).join('');
@@ -438,7 +487,7 @@ function renderVm(vm: VmPlan, names: ReturnType<typeof vmNames>): VmOut {
     const pol = f === 4 ? vm.policy.v4 : vm.policy.v6;
     const ingress = [...userRules(f, 'ingress', pol.ingress, refs), r('end', '-j RETURN')];
     const egress = pol.egressRestricted
-      ? [...userRules(f, 'egress', pol.egress, refs), r('deny', '-j DROP')]
+      ? [...userRules(f, 'egress', pol.egress, refs), r('deny', dropTo('f', 'egress-default-deny'))]
       : [r('open', '-j RETURN')];
     const def: IptRule[] = [];
     for (const n of placed) def.push(...(f === 4 ? defRules4(n, names) : defRules6(n, names)));
@@ -466,7 +515,8 @@ function renderVm(vm: VmPlan, names: ReturnType<typeof vmNames>): VmOut {
 
 // VM plans are memoised by the planner (same content, same object), so their renders are memoised by
 // object: re-rendering a host after a one-VM change costs one VM's work. Outputs are never mutated.
-const vmMemo = new WeakMap<VmPlan, VmOut>();
+let vmMemo = new WeakMap<VmPlan, VmOut>();
+let vmMemoKey = '';
 function renderVmMemo(vm: VmPlan, names: ReturnType<typeof vmNames>): VmOut {
   let out = vmMemo.get(vm);
   if (!out) vmMemo.set(vm, (out = renderVm(vm, names)));
@@ -507,6 +557,9 @@ function zoneChains(br: string, no: number, withUplink: boolean, vms: [string, n
 
 export function render(input: DataplaneInput): Rendered {
   const plan = planHost(input);
+  dropLog = plan.dropLog;
+  const logKey = dropLog ? `${dropLog.rate}/${dropLog.burst}/${dropLog.group}` : '';
+  if (logKey !== vmMemoKey) { vmMemo = new WeakMap(); bridgeMemo.clear(); vmMemoKey = logKey; }
   const vmErrors: Record<string, string> = { ...plan.errors };
   const fam: Record<Fam, { chains: IptChain[]; hooks: IptHook[] }> = { 4: { chains: [], hooks: [] }, 6: { chains: [], hooks: [] } };
   const vmSets: SetDef[] = [];
@@ -557,6 +610,7 @@ export function render(input: DataplaneInput): Rendered {
   }
 
   if (programmed.length) fam[6].chains.push(...v6SharedChains());
+  if (dropLog && programmed.length) for (const f of [4, 6] as Fam[]) fam[f].chains.push(...iptLogChains(dropLog, f));
 
   const bridges = plan.bridges;
   /** Conntrack zones (ebtables nat): one per VM port for traffic between it and the uplink, one per
@@ -658,10 +712,11 @@ export function render(input: DataplaneInput): Rendered {
         `-i vnet+ --mark 0x0/${hex(MARK_IN_MASK)} -j DROP`),
       ...portTree('nat', EB_POST, '-o', ebPost, []),
       // shared by every NIC (only while some NIC references them, so they stay reachable for read-back)
-      ...(ebChains.length ? [{ table: 'nat' as const, name: EB_L2_IN, rules: L2_IN_RULES }, { table: 'nat' as const, name: EB_L2_OUT, rules: L2_OUT_RULES }] : []),
+      ...(ebChains.length ? [{ table: 'nat' as const, name: EB_L2_IN, rules: L2_IN_RULES() }, { table: 'nat' as const, name: EB_L2_OUT, rules: L2_OUT_RULES() }] : []),
       ...ebZone,
       ...ebChains,
     );
+    if (dropLog) eb.chains.push(...ebLogChains(dropLog, eb.chains));
     eb.hooks.push(
       { table: 'filter', chain: 'FORWARD', spec: `-j ${EB_FWD}` },
       { table: 'nat', chain: 'PREROUTING', spec: `-j ${EB_PRE}` },

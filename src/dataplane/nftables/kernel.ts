@@ -5,7 +5,7 @@
 // chain's hash), never by rule text; sets and maps by their elements. A write never
 // lists anything: it diffs against what the last write (or the first read) left.
 import type { DriftItem } from '../backend.js';
-import { FAMILIES, type NFamily, TABLE } from './names.js';
+import { DROP_LOG_SET_PREFIX, FAMILIES, type NFamily, TABLE } from './names.js';
 import {
   type NChain, type NSet, type NftProgram,
   chainDecl, elementLines, isVerdictMap, keyOf, parseComment, ruleLine, setDecl,
@@ -68,7 +68,9 @@ export function parseTable(family: NFamily, json: string, into: KState = emptySt
     const s = item.set ?? item.map;
     if (s && s.table === TABLE) {
       const map = !!item.map;
-      into.sets.set(key(family, s.name), { family, name: s.name, map, elements: new Set(((s.elem ?? []) as unknown[]).map((e) => element(e, map))) });
+      // the drop log's buckets are filled by the kernel: their elements are never ours to compare
+      const elements = String(s.name).startsWith(DROP_LOG_SET_PREFIX) ? [] : ((s.elem ?? []) as unknown[]).map((e) => element(e, map));
+      into.sets.set(key(family, s.name), { family, name: s.name, map, elements: new Set(elements) });
     }
     if (item.counter && item.counter.table === TABLE) into.counters.add(key(family, item.counter.name));
     const r = item.rule;

@@ -67,5 +67,11 @@ export const N = {
   raw: 'raw', input: 'input', bf: 'bridged', toPort: 'deliver', bridges: 'bridges', zones: 'zones', from: 'from', to: 'to',
 } as const;
 
+/** The drop log's chain of one side and reason (issue 11; plan/reasons.ts). */
+export const dropLogChain = (side: string, reason: string) => `dl-${side}-${reason}`;
+/** Prefix of the drop log's token-bucket sets, whose elements the kernel adds (never compared). */
+export const DROP_LOG_SET_PREFIX = 'dl_';
+export const dropLogSet = (rate: number, burst: number) => `${DROP_LOG_SET_PREFIX}${rate}_${burst}`;
+
 /** Sanitise an id for use inside a double-quoted comment. */
 export function cid(s: string): string { return s.replace(/[^A-Za-z0-9_.:/=+-]/g, '_').slice(0, 64); }

@@ -30,8 +30,9 @@ import {
   type BaseRule, type Fam, type HostPlan, type Match, type PortPlan, type VmPlan, type Verdict,
   BASELINE, MARK_ACCEPT_TO, MARK_ALLOW, MARK_IN_MASK, MARK_OUT_MASK, MARK_ZONE_MASK, PORT_UPLINK,
   canonV6, forEther, hex, isDrop, planHost, vmProblems,
+  type DropLogConfig, type DropReason, type LogSide, LOG_REASON, logPrefix,
 } from '../plan/index.js';
-import { N, bridgeObjects, cid, groupSet, portChain, vmChains } from './names.js';
+import { N, bridgeObjects, cid, dropLogChain, dropLogSet, groupSet, portChain, vmChains } from './names.js';
 import { type NChain, type NRule, type NSet, type NftProgram, fullScript, makeChain } from './program.js';
 
 export interface Rendered {
@@ -466,9 +467,74 @@ export function renderPlan(plan: HostPlan, opts: RenderOptions = {}): Rendered {
       makeChain('inet', N.input, [r('bridged', `iifname @${N.bridges} goto ${N.bf}`)], 'type filter hook input priority 0; policy accept;'),
     );
   }
+  if (plan.dropLog) {
+    const logged = withDropLog(chains, plan.dropLog);
+    chains.length = 0;
+    for (const c of logged.chains) chains.push(c);
+    sets.push(...logged.sets);
+  }
   const program: NftProgram = { chains, sets };
   let script: string | null = null;
   return { program, get script() { return (script ??= fullScript(program)); }, vmErrors, programmed };
+}
+
+// ---- the drop log (issue 11) -----------------------------------------------------------------------
+// With the drop log on, every drop whose reason has an API counterpart (plan/reasons.ts) becomes
+// `counter goto dl-<side>-<reason>` (same match, same counter and comment): that chain logs the packet
+// to NFLOG when the VM port's budget allows, then drops it. Accepting rules are untouched, so the
+// allowed path meets exactly the rules it met before. The budget is a token bucket per VM port and
+// direction (a dynamic set keyed by the port number in the mark, one per table); its name carries
+// rate and burst, so a settings change starts new buckets (the old set goes with the old rules).
+
+/** Which port in the mark is the VM's for a drop in this chain (see plan/reasons.ts). */
+function sideOf(c: NChain, reason: DropReason): LogSide {
+  if (reason === 'unknown-port' || reason === 'routed-into-bridge') return 'n';
+  if (c.family === 'inet') return c.name.startsWith('from-') ? 'f' : c.name.startsWith('to-') ? 't' : 'n';
+  if (/^(vm-out|vm-arp-out|l2-arp-out)/.test(c.name)) return 't';
+  if (/^(vm-|l2-arp-in)/.test(c.name)) return 'f';
+  return 'n';
+}
+
+const logMemo = new Map<string, WeakMap<NChain, NChain>>();
+
+function withDropLog(chains: NChain[], cfg: DropLogConfig): { chains: NChain[]; sets: NSet[] } {
+  const cfgKey = `${cfg.rate}/${cfg.burst}/${cfg.group}`;
+  let memo = logMemo.get(cfgKey);
+  if (!memo) { if (logMemo.size > 4) logMemo.clear(); logMemo.set(cfgKey, (memo = new WeakMap())); }
+  const used = new Map<string, { family: NChain['family']; side: LogSide; reason: DropReason }>();
+  const out: NChain[] = [];
+  for (const c of chains) {
+    let changed = false;
+    const rules = c.rules.map((x) => {
+      if (!x.reason || !LOG_REASON[x.reason] || !x.text.endsWith('counter drop')) return x;
+      const side = sideOf(c, x.reason);
+      const name = dropLogChain(side, x.reason);
+      used.set(`${c.family}/${name}`, { family: c.family, side, reason: x.reason });
+      changed = true;
+      return { ...x, text: `${x.text.slice(0, -'drop'.length)}goto ${name}` };
+    });
+    if (!changed) { out.push(c); continue; }
+    let m = memo.get(c);
+    if (!m) memo.set(c, (m = makeChain(c.family, c.name, rules, c.base)));
+    out.push(m);
+  }
+  const setName = dropLogSet(cfg.rate, cfg.burst);
+  const families = new Set<NChain['family']>();
+  for (const u of used.values()) {
+    const limit = `limit rate ${cfg.rate}/second burst ${cfg.burst} packets`;
+    const log = `log group ${cfg.group} prefix "${logPrefix(u.side, u.reason)}"`;
+    const key = u.side === 'f' ? `meta mark and ${hex(MARK_IN_MASK)}` : `meta mark and ${hex(MARK_OUT_MASK)}`;
+    if (u.side !== 'n') families.add(u.family);
+    out.push(makeChain(u.family, dropLogChain(u.side, u.reason), [
+      r('log', u.side === 'n' ? `${limit} ${log}` : `add @${setName} { ${key} ${limit} } ${log}`),
+      r('drop', 'drop'),
+    ]));
+  }
+  const sets: NSet[] = [...families].map((family) => ({
+    family, name: setName, key: 'mark', map: false, elements: [],
+    decl: 'type mark; flags dynamic,timeout; timeout 60s; size 65536;',
+  }));
+  return { chains: out, sets };
 }
 
 export function render(input: DataplaneInput, opts: RenderOptions = {}): Rendered {

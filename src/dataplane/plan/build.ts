@@ -5,6 +5,7 @@ import type { DataplaneInput } from '../backend.js';
 import type { VmPolicy } from '../../policy/ir.js';
 import { canonV6, isV4, isV6, linkLocalFromMac } from './addr.js';
 import { BASELINE } from './baseline.js';
+import { logging } from './reasons.js';
 import { BRIDGE_ZONE_BASE, MAX_BRIDGES, assignNumbers, assignPorts } from './marks.js';
 import type { BridgePlan, Fam, HostPlan, PortPlan, SetPlan, VmPlan } from './types.js';
 
@@ -123,6 +124,7 @@ export function planHost(input: DataplaneInput): HostPlan {
 
   return {
     vms, errors, bridges, sets, baseline: BASELINE,
+    dropLog: logging(input.dropLog) ? { ...input.dropLog } : null,
     notrack: {
       4: { untracked: [...notrack[4].untracked].sort(), tracked: [...notrack[4].tracked].sort() },
       6: { untracked: [...notrack[6].untracked].sort(), tracked: [...notrack[6].tracked].sort() },

@@ -1,6 +1,7 @@
 // The host plan: everything a backend needs to program one host, as data (DESIGN.md §7). Pure.
 import type { FamilyPolicy, NicPolicy, PolicyRule, VmPolicy } from '../../policy/ir.js';
 import type { Baseline, Fam } from './baseline.js';
+import type { DropLogConfig } from './reasons.js';
 
 export type { Fam } from './baseline.js';
 
@@ -75,6 +76,8 @@ export interface HostPlan {
    *  unless its other end is a tracked VM of this host. */
   notrack: Record<Fam, { untracked: string[]; tracked: string[] }>;
   baseline: Baseline;
+  /** The drop log's settings (null: drops are not logged). */
+  dropLog: DropLogConfig | null;
 }
 
 export type { FamilyPolicy, PolicyRule };

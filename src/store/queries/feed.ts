@@ -28,12 +28,13 @@ export async function feedHead(db: Q): Promise<number> {
   return Number(r?.seq ?? 0);
 }
 
-export interface FeedRow { seq: number; body: string }
+/** `created`: when the row was written (ISO text, the committing server's clock). */
+export interface FeedRow { seq: number; body: string; created: string }
 
 /** Rows after `after`, in order, at most `limit`. */
 export async function readFeed(db: Q, after: number, limit: number): Promise<FeedRow[]> {
-  const rows = await db.selectFrom('changes').select(['seq', 'body']).where('seq', '>', after).orderBy('seq').limit(limit).execute();
-  return rows.map((r) => ({ seq: Number(r.seq), body: r.body }));
+  const rows = await db.selectFrom('changes').select(['seq', 'body', 'created']).where('seq', '>', after).orderBy('seq').limit(limit).execute();
+  return rows.map((r) => ({ seq: Number(r.seq), body: r.body, created: String(r.created) }));
 }
 
 /** Delete rows below `below` (every live server has read past them). */
