@@ -17,6 +17,7 @@
 // Towards the server: a bounded buffer (MAX_BUFFERED records; when full the oldest go and are counted
 // in `lost`), flushed every FLUSH_MS in messages of at most MAX_DROP_BATCH records while connected.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -139,8 +140,24 @@ export function toDropRecord(d: LoggedDrop, ports: PortIndex): DropRecord | null
   return rec as DropRecord;
 }
 
+/**
+ * Where Debian's ulogd2 keeps its plugins: a multiarch directory (`/usr/lib/<triplet>/ulogd`), so the
+ * one that holds the JSON output plugin is looked up rather than assumed to be x86_64's.
+ */
+export function ulogdPluginDir(): string {
+  const roots = ['/usr/lib', '/usr/lib64', '/usr/local/lib'];
+  for (const root of roots) {
+    let entries: string[] = [];
+    try { entries = readdirSync(root); } catch { continue; }
+    for (const dir of [path.join(root, 'ulogd'), ...entries.map((e) => path.join(root, e, 'ulogd'))]) {
+      if (existsSync(path.join(dir, 'ulogd_output_JSON.so'))) return dir;
+    }
+  }
+  return '/usr/lib/x86_64-linux-gnu/ulogd';
+}
+
 /** ulogd's config: NFLOG `group` → JSON lines to the unix socket `socket`; its own log to `logfile`. */
-export function ulogdConfig(group: number, socket: string, logfile: string, pluginDir = '/usr/lib/x86_64-linux-gnu/ulogd'): string {
+export function ulogdConfig(group: number, socket: string, logfile: string, pluginDir = ulogdPluginDir()): string {
   const plugins = ['inppkt_NFLOG', 'raw2packet_BASE', 'filter_IFINDEX', 'filter_IP2STR', 'filter_HWHDR', 'output_JSON'];
   return [
     '[global]',
