@@ -18,6 +18,8 @@ import {
 } from '../protocol/index.js';
 import { loadState, saveState } from './state-file.js';
 import { applyDelta, samePorts } from './merge.js';
+import type { Conntrack } from '../dataplane/conntrack.js';
+import { AgentConnections } from './connections.js';
 
 export interface AgentOptions {
   /**
@@ -49,6 +51,8 @@ export interface AgentOptions {
    * switching backends: the new one is in place before the old one goes, so there is no window).
    */
   retire?: Dataplane[];
+  /** The host's conntrack table (listing and deleting for the server's questions); absent: questions are answered as unanswerable. */
+  conntrack?: Conntrack | null;
 }
 
 /** The servers of a `--server` value: comma-separated, trimmed, each checked to be a URL. */
@@ -106,9 +110,12 @@ export class Agent extends EventEmitter {
   /** Other backends still to be removed from the host (see AgentOptions.retire). */
   private retiring: Dataplane[] = [];
   private readonly retireTries = new Map<Dataplane, number>();
+  /** Conntrack questions of the server (connections.ts). */
+  private readonly connections: AgentConnections;
 
   constructor(private readonly o: AgentOptions) {
     super();
+    this.connections = new AgentConnections(o.conntrack ?? null, o.log, () => ({ state: this.state, ports: this.lastPorts }));
     this.retiring = [...(o.retire ?? [])];
     const list = parseServers(o.server);
     if (o.serverOrder !== 'listed') {
@@ -283,6 +290,14 @@ export class Agent extends EventEmitter {
         this.emit('refused', m);
         break;
       case 'pong': break;
+      case 'listConnections': case 'cutConnections': {
+        // Answered on the connection that asked: question ids are the asking server's.
+        const ws = this.ws;
+        const answer = m.type === 'listConnections' ? this.connections.list(m) : this.connections.cut(m);
+        void answer.then((a) => { if (ws && this.ws === ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(a)); })
+          .catch((e) => this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: conntrack question failed'));
+        break;
+      }
       default: break;
     }
   }

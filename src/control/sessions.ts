@@ -16,7 +16,7 @@ import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import {
   AGENT_FRAME_MAX_BYTES, AGENT_PATH, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage,
-  type AgentMessage, type HelloMessage, type ServerMessage,
+  type AckMessage, type AgentMessage, type ConnectionsCutMessage, type ConnectionsMessage, type HelloMessage, type ServerMessage,
 } from '../protocol/index.js';
 import type { Fleet, Delta } from './fleet.js';
 import type { SyncTracker } from './sync.js';
@@ -54,6 +54,18 @@ export interface HubDeps {
   batches: Batches;
   reader: FeedReader;
   serial: Serial;
+  /** Conntrack questions and cuts (conntrack.ts); absent: answers are dropped. */
+  conntrack?: HubConntrackHooks;
+}
+
+/** What the conntrack side (conntrack.ts, conntrack-cuts.ts) hears from sessions. */
+export interface HubConntrackHooks {
+  /** An answer to a conntrack question this server asked. */
+  answer(hostId: number, m: ConnectionsMessage | ConnectionsCutMessage): void;
+  /** The session's agent acknowledged a revision (after the SyncTracker recorded it). */
+  acked(hostId: number, m: AckMessage): void;
+  /** A session was brought up to date: by a delta from what its agent held, or (null) a snapshot. */
+  resynced(hostId: number, d: Delta | null): void;
 }
 
 /** A hello this server will not accept: `message` goes to the agent, `why` (default: the same) to the log. */
@@ -92,6 +104,14 @@ export class SessionHub {
   }
 
   connectedHosts(): number { let n = 0; for (const s of this.sessions.values()) if (s.ready) n++; return n; }
+
+  /** Send to the host's agent (conntrack questions); false when this server holds no resynced session for it. */
+  sendTo(hostId: number, m: ServerMessage): boolean {
+    const s = this.sessions.get(hostId);
+    if (!s?.ready || s.ws.readyState !== s.ws.OPEN) return false;
+    this.send(s, m);
+    return true;
+  }
 
   private sendText(s: { ws: WebSocket }, text: string): void {
     if (s.ws.readyState === s.ws.OPEN) s.ws.send(text);
@@ -233,6 +253,7 @@ export class SessionHub {
     return this.d.serial.run(() => {
       if (this.sessions.get(s.hostId) !== s || !this.d.fleet.hosts.has(s.hostId)) return;
       const d = this.d.fleet.since(s.hostId, revision, this.d.batches.processed);
+      this.d.conntrack?.resynced(s.hostId, d);
       if (d) { this.sendText(s, deltaJson(d)); this.stats.deltas++; s.sent = d.revision; } else {
         const snap = this.d.fleet.snapshot(s.hostId);
         this.sendText(s, snapshotJson(snap));
@@ -273,7 +294,8 @@ export class SessionHub {
         break;
       }
       case 'ping': this.send(s, { type: 'pong' }); this.d.sync.hostPatch(s.hostId, { last_contact: now }); break;
-      case 'ack': this.d.sync.onAck(s.hostId, m, s.sent, now); break;
+      case 'ack': this.d.sync.onAck(s.hostId, m, s.sent, now); this.d.conntrack?.acked(s.hostId, m); break;
+      case 'connections': case 'connectionsCut': this.d.conntrack?.answer(s.hostId, m); break;
       case 'report': this.d.sync.onReport(s.hostId, m, now); break;
     }
   }
