@@ -19,7 +19,7 @@ import {
 import { loadState, saveState } from './state-file.js';
 import { applyDelta, samePorts } from './merge.js';
 import type { Conntrack } from '../dataplane/conntrack.js';
-import { AgentConnections } from './connections.js';
+import { AgentConnections, restrictedVms, type CutOutcome } from './connections.js';
 
 export interface AgentOptions {
   /**
@@ -51,7 +51,11 @@ export interface AgentOptions {
    * switching backends: the new one is in place before the old one goes, so there is no window).
    */
   retire?: Dataplane[];
-  /** The host's conntrack table (listing and deleting for the server's questions); absent: questions are answered as unanswerable. */
+  /**
+   * The host's conntrack table: listed for the server's questions (revoke dry runs), and entries no
+   * rule allows any more deleted after applies while the server says so (connections.ts). Absent:
+   * questions are answered as unanswerable and nothing is cut.
+   */
   conntrack?: Conntrack | null;
 }
 
@@ -110,12 +114,17 @@ export class Agent extends EventEmitter {
   /** Other backends still to be removed from the host (see AgentOptions.retire). */
   private retiring: Dataplane[] = [];
   private readonly retireTries = new Map<Dataplane, number>();
-  /** Conntrack questions of the server (connections.ts). */
-  private readonly connections: AgentConnections;
+  /** Conntrack questions of the server and cuts after applies (connections.ts). */
+  readonly connections: AgentConnections;
+  /** The state of the last apply that succeeded (the kernel holds its rules); null: none yet. */
+  private applied: HostDesiredState | null = null;
+  /** security.group.revoke.cut.connections as the server last said (connectionSettings); off until told. */
+  cutOnRevoke = false;
 
   constructor(private readonly o: AgentOptions) {
     super();
-    this.connections = new AgentConnections(o.conntrack ?? null, o.log, () => ({ state: this.state, ports: this.lastPorts }));
+    this.connections = new AgentConnections(o.conntrack ?? null, o.log, () => ({ state: this.applied, ports: this.lastPorts }),
+      (c: CutOutcome) => this.emit('connectionsCut', c));
     this.retiring = [...(o.retire ?? [])];
     const list = parseServers(o.server);
     if (o.serverOrder !== 'listed') {
@@ -171,6 +180,7 @@ export class Agent extends EventEmitter {
     this.ws?.close(1000, 'agent stopping');
     this.ws = null;
     await this.work;
+    await this.connections.idle();
     await this.o.dataplane.close?.();
   }
 
@@ -290,11 +300,14 @@ export class Agent extends EventEmitter {
         this.emit('refused', m);
         break;
       case 'pong': break;
-      case 'listConnections': case 'cutConnections': {
+      case 'connectionSettings':
+        if (m.cutOnRevoke !== this.cutOnRevoke) this.o.log.info({ cutOnRevoke: m.cutOnRevoke }, 'agent: cutting connections no rule allows after a change is now ' + (m.cutOnRevoke ? 'on' : 'off'));
+        this.cutOnRevoke = m.cutOnRevoke;
+        break;
+      case 'listConnections': {
         // Answered on the connection that asked: question ids are the asking server's.
         const ws = this.ws;
-        const answer = m.type === 'listConnections' ? this.connections.list(m) : this.connections.cut(m);
-        void answer.then((a) => { if (ws && this.ws === ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(a)); })
+        void this.connections.list(m).then((a) => { if (ws && this.ws === ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(a)); })
           .catch((e) => this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: conntrack question failed'));
         break;
       }
@@ -346,6 +359,8 @@ export class Agent extends EventEmitter {
     }
     this.counters.applies++;
     if (this.lastApplyError === null && this.retiring.length) await this.retireOthers();
+    const before = this.applied;
+    if (this.lastApplyError === null) this.applied = state;
     this.lastPorts = ports;
     this.lastResult = result;
     this.appliedRevision = state.revision;
@@ -355,6 +370,8 @@ export class Agent extends EventEmitter {
       vms[vm.vmId] = r.ok ? { ok: true } : { ok: false, error: String(r.error ?? 'failed').slice(0, MAX_ERROR_CHARS) };
     }
     this.send({ type: 'ack', revision: state.revision, vms });
+    // The new rules are in the kernel: cut what they no longer allow, off this path (connections.ts).
+    if (this.cutOnRevoke && before && this.applied === state && before !== state) this.connections.scheduleCut(restrictedVms(before, state));
     if (result.changed) this.o.log.debug({ revision: state.revision, steps: result.steps }, 'agent: applied');
     this.emit('applied', state.revision, result);
     if (result.changed) this.reconcileSoon();

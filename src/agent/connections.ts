@@ -1,27 +1,48 @@
-// The agent's side of the conntrack questions (protocol/conntrack.ts): which tracked connections the
-// host's kernel holds for some VMs, and deleting the ones the server names. The agent decides nothing
-// about policy; it knows only where a VM's connections live:
-//   - the zone of each of its ports (traffic between the port and an uplink; under iptables also to
-//     the host itself): every entry there is the VM's;
+// The agent's side of conntrack (issue 11): answering the server's listConnections questions (revoke
+// dry runs), and cutting the tracked connections its newly applied policy no longer allows (when the
+// server says security.group.revoke.cut.connections is on).
+//
+// Where a VM's connections live (the plan's zones, dataplane/plan/marks.ts, the same for both backends):
+//   - the zone of each of its ports (traffic between the port and an uplink): every entry there is the
+//     VM's;
 //   - the zone of each bridge it is on (traffic straight between two VMs of that bridge) and zone 0
-//     (nftables: traffic to the host itself): entries there are the VM's when one end is one of its
-//     addresses (an entry between two asked VMs is reported for both).
-// Zones are the plan's (dataplane/plan), computed from the held desired state and the ports found by
-// the last apply, so they are the zones the kernel uses.
+//     (traffic to the host itself): entries there are the VM's when one end is one of its addresses (an
+//     entry between two VMs belongs to both: the source's egress and the destination's ingress apply).
+// Zones are computed from the state the agent last applied and the ports that apply found, so they are
+// the zones the kernel uses.
+//
+// Cutting (decided here, not on the server): after an apply that succeeded, the VMs whose policy may
+// have lost something — a changed policy (a rule revoked, the VM left a group, its addresses changed)
+// or a referenced address set that lost members (a member left the group, stopped, moved) — are
+// queued; one job at a time, off the apply path (the ack has gone, the new rules are in the kernel),
+// lists the table once, evaluates every entry of a queued VM against the VM's applied policy with the
+// server's own function (policy/connections.ts: the first packet of the flow, baseline included) and
+// deletes exactly the entries no rule allows, in their own zone, in chunks (dataplane/conntrack.ts).
+// VMs queued while a job runs are taken by the next one; the job evaluates against the policy applied
+// when it runs, so a rule authorized again meanwhile keeps its connections. A connection another rule
+// still allows is kept. Entries that involve none of a VM's addresses (in its port zone: forwarded or
+// spoofed traffic the rules never allowed as such) are left alone.
 //
 // Bounds: an answer holds at most `limitPerVm` entries per VM and MAX_CONNECTIONS_PER_MESSAGE in all
-// (the VMs that lost entries are marked truncated); the listing is killed at the question's time bound
-// (the answer then says complete: false). Questions run one at a time; one that waited past its bound
-// is answered at once as incomplete. A cut deletes only entries in the named VM's zones.
+// (the VMs that lost entries are marked truncated); a listing is killed at its time bound (an answer
+// then says complete: false). A cut pass deletes at most MAX_CUT_PER_PASS entries and queues its VMs
+// again when it found more. Questions and cuts run one at a time; a question that waited past its bound
+// is answered at once as incomplete.
 import type { Logger } from 'pino';
 import type { HostPorts } from '../dataplane/backend.js';
 import type { Conntrack, ConntrackEntry } from '../dataplane/conntrack.js';
 import { planHost } from '../dataplane/plan/index.js';
-import type { HostDesiredState } from '../policy/ir.js';
+import type { AddressSet, HostDesiredState, VmPolicy } from '../policy/ir.js';
+import { disallowedConnections } from '../policy/connections.js';
 import {
-  MAX_CONNECTIONS_PER_MESSAGE, MAX_CONNTRACK_ERROR_CHARS,
-  type ConnectionsCutMessage, type ConnectionsMessage, type CutConnectionsMessage, type ListConnectionsMessage,
+  MAX_CONNECTIONS_PER_MESSAGE, MAX_CONNTRACK_ERROR_CHARS, trackedConnectionOf,
+  type ConnectionsMessage, type ListConnectionsMessage,
 } from '../protocol/index.js';
+
+/** Entries one cut pass deletes at most (the rest are taken by a further pass). */
+export const MAX_CUT_PER_PASS = 100_000;
+/** How long one cut pass may spend listing the table. */
+export const CUT_LIST_TIMEOUT_MS = 30_000;
 
 /** Where the VMs' connections live on this host. */
 interface ZoneMap {
@@ -29,8 +50,8 @@ interface ZoneMap {
   ports: Map<number, string>;
   /** Bridge zone → VMs with a port on that bridge. */
   bridges: Map<number, Set<string>>;
-  /** Per VM: its addresses (canonical, both families) and every zone it may have entries in. */
-  vms: Map<string, { addrs: Set<string>; zones: Set<number> }>;
+  /** Per VM: its addresses (canonical, both families). */
+  vms: Map<string, { addrs: Set<string> }>;
 }
 
 function zoneMap(state: HostDesiredState, ports: HostPorts): ZoneMap {
@@ -38,25 +59,31 @@ function zoneMap(state: HostDesiredState, ports: HostPorts): ZoneMap {
   const out: ZoneMap = { ports: new Map(), bridges: new Map(), vms: new Map() };
   const bridgeZone = new Map(plan.bridges.map((b) => [b.name, b.zone]));
   for (const vm of plan.vms) {
-    const zones = new Set<number>([0]);
     for (const p of vm.ports) {
       out.ports.set(p.number, vm.vmId);
-      zones.add(p.number);
       const bz = bridgeZone.get(p.bridge);
       if (bz !== undefined) {
-        zones.add(bz);
         let s = out.bridges.get(bz);
         if (!s) out.bridges.set(bz, (s = new Set()));
         s.add(vm.vmId);
       }
     }
-    out.vms.set(vm.vmId, { addrs: new Set([...vm.addrs[4], ...vm.addrs[6]]), zones });
+    out.vms.set(vm.vmId, { addrs: new Set([...vm.addrs[4], ...vm.addrs[6]]) });
   }
   return out;
 }
 
+/** Address → the wanted VMs that hold it. */
+function addressIndex(map: ZoneMap, wanted: ReadonlySet<string>): Map<string, string[]> {
+  const byAddr = new Map<string, string[]>();
+  for (const v of wanted) {
+    for (const a of map.vms.get(v)?.addrs ?? []) { const l = byAddr.get(a); if (l) l.push(v); else byAddr.set(a, [v]); }
+  }
+  return byAddr;
+}
+
 /** The VMs (among `wanted`) an entry belongs to. */
-function owners(e: ConntrackEntry, map: ZoneMap, wanted: ReadonlySet<string>, byAddr: Map<string, string[]>): string[] {
+export function owners(e: ConntrackEntry, map: ZoneMap, wanted: ReadonlySet<string>, byAddr: Map<string, string[]>): string[] {
   const port = map.ports.get(e.zone);
   if (port !== undefined) return wanted.has(port) ? [port] : [];
   const ends = [...(byAddr.get(e.src) ?? []), ...(byAddr.get(e.dst) ?? [])];
@@ -66,25 +93,76 @@ function owners(e: ConntrackEntry, map: ZoneMap, wanted: ReadonlySet<string>, by
   return onBridge ? [...new Set(ends.filter((v) => onBridge.has(v)))] : [];
 }
 
+/**
+ * The VMs of `after` whose applied policy may allow less than under `before`: a VM whose policy
+ * changed, or one referencing an address set that lost members. VMs new on the host are not included
+ * (nothing of theirs was allowed here before). Pure.
+ */
+export function restrictedVms(before: HostDesiredState, after: HostDesiredState): string[] {
+  const old = new Map(before.vms.map((v) => [v.vmId, v.hash]));
+  const oldSets = new Map(before.sets.map((s) => [s.id, s.members]));
+  const shrunk = new Set<string>();
+  for (const s of after.sets) {
+    const was = oldSets.get(s.id);
+    if (!was) continue;
+    const now = new Set(s.members);
+    if (was.some((m) => !now.has(m))) shrunk.add(s.id);
+  }
+  const out: string[] = [];
+  for (const vm of after.vms) {
+    const hash = old.get(vm.vmId);
+    if (hash === undefined) continue;
+    if (hash !== vm.hash || (shrunk.size && referencesAny(vm, shrunk))) out.push(vm.vmId);
+  }
+  return out;
+}
+
+function referencesAny(vm: VmPolicy, sets: ReadonlySet<string>): boolean {
+  for (const f of [vm.v4, vm.v6]) {
+    for (const r of [...f.ingress, ...f.egress]) if (r.sets.some((s) => sets.has(s))) return true;
+  }
+  return false;
+}
+
 const clip = (s: string) => s.slice(0, MAX_CONNTRACK_ERROR_CHARS);
+
+export interface CutOutcome {
+  /** VMs evaluated. */
+  vms: number;
+  /** Entries no rule allows any more, and how many of them the kernel deleted. */
+  disallowed: number;
+  deleted: number;
+  /** false: the listing did not finish in time or failed (some entries were not looked at). */
+  complete: boolean;
+  error?: string;
+}
 
 export class AgentConnections {
   private queue: Promise<unknown> = Promise.resolve();
+  /** VMs waiting for a cut pass, and whether a pass is queued to take them. */
+  private pendingCut = new Set<string>();
+  private cutQueued = false;
+  readonly stats = { cutPasses: 0, cutDeleted: 0, cutFailed: 0 };
 
   constructor(private readonly conntrack: Conntrack | null, private readonly log: Logger,
-    /** The held desired state and the ports of the last apply (null until known). */
-    private readonly view: () => { state: HostDesiredState | null; ports: HostPorts | null }) {}
+    /** The state the agent last applied and the ports that apply found (null until one succeeded). */
+    private readonly view: () => { state: HostDesiredState | null; ports: HostPorts | null },
+    /** Told after each cut pass (tests, logs). */
+    private readonly onCut: (o: CutOutcome) => void = () => {}) {}
 
-  /** One question at a time (a listing reads the whole table). */
+  /** One conntrack job at a time (a listing reads the whole table). */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const p = this.queue.then(fn, fn);
     this.queue = p.catch(() => {});
     return p;
   }
 
-  private zones(): ZoneMap | null {
+  /** Resolves once every job queued so far has finished (tests, shutdown). */
+  idle(): Promise<void> { return this.queue.then(() => {}, () => {}); }
+
+  private zones(): { map: ZoneMap; state: HostDesiredState } | null {
     const { state, ports } = this.view();
-    return state && ports ? zoneMap(state, ports) : null;
+    return state && ports ? { map: zoneMap(state, ports), state } : null;
   }
 
   list(q: ListConnectionsMessage): Promise<ConnectionsMessage> {
@@ -92,13 +170,13 @@ export class AgentConnections {
     const empty = (error: string): ConnectionsMessage => ({ type: 'connections', id: q.id, complete: false, vms: [], error: clip(error) });
     return this.serial(async () => {
       if (!this.conntrack) return empty('this agent does not read conntrack (--dataplane null)');
-      if (Date.now() >= deadline) return empty('the agent was busy with another conntrack question until the time bound');
-      const map = this.zones();
+      if (Date.now() >= deadline) return empty('the agent was busy with another conntrack job until the time bound');
+      const z = this.zones();
+      const map = z?.map;
       const wanted = new Set(q.vms.filter((v) => map?.vms.has(v)));
       const found = new Map<string, { truncated: boolean; entries: ConntrackEntry[] }>([...wanted].map((v) => [v, { truncated: false, entries: [] }]));
       if (!map || !wanted.size) return { type: 'connections', id: q.id, complete: true, vms: [...found].map(([vmId, f]) => ({ vmId, ...f })) };
-      const byAddr = new Map<string, string[]>();
-      for (const v of wanted) for (const a of map.vms.get(v)!.addrs) { const l = byAddr.get(a); if (l) l.push(v); else byAddr.set(a, [v]); }
+      const byAddr = addressIndex(map, wanted);
       let total = 0;
       let full = 0;   // VMs at their limit
       const r = await this.conntrack.list((e) => {
@@ -120,23 +198,51 @@ export class AgentConnections {
     });
   }
 
-  cut(q: CutConnectionsMessage): Promise<ConnectionsCutMessage> {
-    return this.serial(async () => {
-      const n = q.connections.length;
-      if (!this.conntrack) return { type: 'connectionsCut', id: q.id, deleted: 0, failed: n, error: 'this agent does not read conntrack (--dataplane null)' };
-      const map = this.zones();
-      const ok: ConntrackEntry[] = [];
-      for (const { vmId, ...e } of q.connections) {
-        const vm = map?.vms.get(vmId);
-        // Only an entry in one of the VM's zones, and outside its port zones one with the VM at an end.
-        if (!vm || !vm.zones.has(e.zone)) continue;
-        if (map!.ports.get(e.zone) !== vmId && !vm.addrs.has(e.src) && !vm.addrs.has(e.dst)) continue;
-        ok.push(e);
+  /** Queue a cut pass for these VMs (after an apply); passes coalesce. */
+  scheduleCut(vmIds: Iterable<string>): void {
+    if (!this.conntrack) return;
+    for (const v of vmIds) this.pendingCut.add(v);
+    if (!this.pendingCut.size || this.cutQueued) return;
+    this.cutQueued = true;
+    void this.serial(async () => {
+      this.cutQueued = false;
+      const vms = [...this.pendingCut];
+      this.pendingCut.clear();
+      const o = await this.cutPass(vms);
+      this.stats.cutPasses++;
+      this.stats.cutDeleted += o.deleted;
+      this.stats.cutFailed += o.disallowed - o.deleted;
+      if (o.error) this.log.warn({ err: o.error, ...o }, 'agent: cutting connections no rule allows any more: incomplete');
+      else if (o.disallowed) this.log.info({ deleted: o.deleted, disallowed: o.disallowed, vms: o.vms }, 'agent: cut tracked connections no rule allows any more');
+      this.onCut(o);
+      // More than one pass could take: the rest next (only when this one made progress, so a table
+      // whose entries cannot be deleted is not listed in a loop).
+      if (o.disallowed >= MAX_CUT_PER_PASS && o.deleted > 0) this.scheduleCut(vms);
+    }).catch((e) => this.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: cutting connections failed'));
+  }
+
+  /** One pass: list, evaluate against the applied policy, delete what no rule allows. */
+  private async cutPass(vmIds: string[]): Promise<CutOutcome> {
+    const z = this.zones();
+    if (!z || !this.conntrack) return { vms: 0, disallowed: 0, deleted: 0, complete: true };
+    const policies = new Map<string, VmPolicy>();
+    for (const vm of z.state.vms) if (vmIds.includes(vm.vmId) && z.map.vms.has(vm.vmId)) policies.set(vm.vmId, vm);
+    if (!policies.size) return { vms: 0, disallowed: 0, deleted: 0, complete: true };
+    const sets = new Map<string, AddressSet>(z.state.sets.map((s) => [s.id, s]));
+    const wanted = new Set(policies.keys());
+    const byAddr = addressIndex(z.map, wanted);
+    const cut: ConntrackEntry[] = [];
+    const r = await this.conntrack.list((e) => {
+      for (const vm of owners(e, z.map, wanted, byAddr)) {
+        if (disallowedConnections(policies.get(vm)!, sets, [trackedConnectionOf(vm, e)]).length) {
+          cut.push(e);
+          break;   // one delete removes it for every VM it belongs to
+        }
       }
-      const r = await this.conntrack.delete(ok);
-      if (r.error) this.log.warn({ err: r.error }, 'agent: deleting conntrack entries failed');
-      if (r.deleted) this.log.info({ deleted: r.deleted, asked: n }, 'agent: cut tracked connections no rule allows any more');
-      return { type: 'connectionsCut', id: q.id, deleted: Math.min(r.deleted, n), failed: Math.max(0, n - r.deleted), ...(r.error ? { error: clip(r.error) } : {}) };
-    });
+      return cut.length < MAX_CUT_PER_PASS;
+    }, Date.now() + CUT_LIST_TIMEOUT_MS);
+    const d = cut.length ? await this.conntrack.delete(cut) : { deleted: 0 };
+    const error = [r.error, d.error].filter(Boolean).join('; ');
+    return { vms: policies.size, disallowed: cut.length, deleted: d.deleted, complete: r.complete, ...(error ? { error: clip(error) } : {}) };
   }
 }

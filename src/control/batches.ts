@@ -10,6 +10,8 @@ import { Journal } from './journal.js';
 import { loadHosts, reloadPart, type HostRow } from './load.js';
 import type { FeedEntry } from './feed-reader.js';
 import type { Serial } from './serial.js';
+import { readSettings } from '../store/queries/settings.js';
+import type { PalisadeSettings } from '../model/settings.js';
 
 /** Coalescing: a batch runs once changes pause for QUIET ms, or at the latest MAX_WAIT ms after the first. */
 const QUIET_MS = 15;
@@ -34,6 +36,8 @@ export interface BatchHooks {
   removalsCleared(vmIds: number[]): void;
   /** The fleet advanced: push and track (called inside the serial section). */
   applied(o: BatchOutcome): void;
+  /** A `settings` change was committed: the settings as now stored (read with the batch). */
+  settingsChanged?(s: PalisadeSettings): void;
 }
 
 export class Batches {
@@ -106,17 +110,21 @@ export class Batches {
     const groupIds = new Set<number>();
     const vmIds = new Set<number>();
     const hostIds = new Set<number>();
+    let settingsTouched = false;
     for (const c of changes) {
       switch (c.kind) {
         case 'rules': case 'group': groupIds.add(c.groupId); break;
         case 'membership': case 'vmState': case 'nic': case 'placement': vmIds.add(c.vmId); break;
         case 'host': hostIds.add(c.hostId); break;
+        case 'settings': settingsTouched = true; break;
       }
     }
     // 1. Read (may fail: then nothing has changed and the batch is retried as it was).
     let hostRows: HostRow[] = [];
     let reload = null;
+    let settings: PalisadeSettings | null = null;
     try {
+      if (settingsTouched) settings = await readSettings(this.db);
       if (hostIds.size) hostRows = await loadHosts(this.db, [...hostIds]);
       if (groupIds.size || vmIds.size) reload = await reloadPart(this.db, [...groupIds], [...vmIds]);
     } catch (e) {
@@ -146,6 +154,7 @@ export class Batches {
     }
     this.stats.batches++;
     this.stats.changes += changes.length;
+    if (settings) this.hooks.settingsChanged?.(settings);
     this.hooks.applied({ position, dirty, touchedVms: vmIds, changes: changes.length });
     this.processed = position;
     this.log.debug({ changes: changes.length, hosts: dirty.size, position, ms: +(performance.now() - t0).toFixed(1) }, 'control: batch');

@@ -22,6 +22,8 @@ import { SessionHub } from './sessions.js';
 import { SyncTracker } from './sync.js';
 import { Cluster, DEFAULT_TIMING, type ClusterTiming } from './cluster.js';
 import { Serial } from './serial.js';
+import { ConnectionsControl } from './connections.js';
+import { readSettings } from '../store/queries/settings.js';
 
 export interface ControlOptions {
   /** Identity of this server process (stable per data dir) and the name shown in listHosts. */
@@ -47,12 +49,15 @@ export class ControlPlaneImpl {
   readonly cluster: Cluster;
   readonly batches: Batches;
   readonly reader: FeedReader;
+  /** Conntrack: dry-run questions to agents, the cut setting (connections.ts). */
+  readonly connections: ConnectionsControl;
   private readonly serial = new Serial();
   private listener: FeedListener | null = null;
   private closed = false;
 
-  private constructor(private readonly db: Db, private readonly log: Logger, fleet: Fleet, start: number, o: ControlOptions) {
+  private constructor(private readonly db: Db, private readonly log: Logger, fleet: Fleet, start: number, o: ControlOptions, cutOnRevoke: boolean) {
     this.fleet = fleet;
+    this.connections = new ConnectionsControl(log, () => this.hub, cutOnRevoke);
     const timing = { ...DEFAULT_TIMING, ...o.timing };
     this.sync = new SyncTracker(db, log, fleet, o.serverId, (h) => this.hub.holds(h));
     this.cluster = new Cluster(o.clusterDb ?? db, log, o.serverId, o.serverName, {
@@ -67,12 +72,13 @@ export class ControlPlaneImpl {
       hostGone: (id, code, reason) => { this.hub.drop(id, code, reason); this.sync.forgetHost(id); },
       removalsCleared: (vmIds) => { for (const v of vmIds) this.sync.refreshVm(v); },
       applied: (out) => this.applied(out),
+      settingsChanged: (st) => this.connections.settingChanged(st.revokeCutConnections),
     });
     this.reader = new FeedReader(db, log, start, (entries) => this.batches.enqueue(entries), {
       pollMs: o.pollMs ?? 500, pageRows: 1000, paused: () => this.batches.full,
     });
     this.batches.onDrain = () => this.reader.wake();
-    this.hub = new SessionHub({ log, fleet, sync: this.sync, cluster: this.cluster, batches: this.batches, reader: this.reader, serial: this.serial });
+    this.hub = new SessionHub({ log, fleet, sync: this.sync, cluster: this.cluster, batches: this.batches, reader: this.reader, serial: this.serial, connections: this.connections });
   }
 
   static async create(db: Db, log: Logger, o: ControlOptions): Promise<ControlPlaneImpl> {
@@ -81,9 +87,10 @@ export class ControlPlaneImpl {
     // commits after it is read from the feed (applying a change twice is harmless: batches reload rows).
     const start = await feedHead(db);
     const state = await loadCloudState(db);
+    const cutOnRevoke = (await readSettings(db)).revokeCutConnections;
     const fleet = new Fleet(state);
     for (const h of await loadHosts(db)) if (!h.removed) fleet.addHost({ id: h.id, uuid: h.uuid, name: h.name, tokenHash: h.tokenHash, revision: start });
-    const cp = new ControlPlaneImpl(db, log, fleet, start, o);
+    const cp = new ControlPlaneImpl(db, log, fleet, start, o, cutOnRevoke);
     fleet.buildAll();
     // Nothing given out before this position is known here: agents holding older revisions get a snapshot.
     for (const h of fleet.hosts.values()) {
@@ -169,6 +176,7 @@ export class ControlPlaneImpl {
     await this.listener?.close();
     this.batches.close();
     await this.serial.idle();
+    this.connections.close();
     this.hub.close();
     await this.cluster.stop();
     await this.sync.close();

@@ -16,7 +16,7 @@ import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import {
   AGENT_FRAME_MAX_BYTES, AGENT_PATH, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage,
-  type AckMessage, type AgentMessage, type ConnectionsCutMessage, type ConnectionsMessage, type HelloMessage, type ServerMessage,
+  type AgentMessage, type ConnectionsMessage, type HelloMessage, type ServerMessage,
 } from '../protocol/index.js';
 import type { Fleet, Delta } from './fleet.js';
 import type { SyncTracker } from './sync.js';
@@ -54,18 +54,16 @@ export interface HubDeps {
   batches: Batches;
   reader: FeedReader;
   serial: Serial;
-  /** Conntrack questions and cuts (conntrack.ts); absent: answers are dropped. */
-  conntrack?: HubConntrackHooks;
+  /** Conntrack questions and the cut setting (connections.ts); absent: answers are dropped, no setting sent. */
+  connections?: HubConnectionHooks;
 }
 
-/** What the conntrack side (conntrack.ts, conntrack-cuts.ts) hears from sessions. */
-export interface HubConntrackHooks {
+/** What the conntrack side (connections.ts) needs from sessions. */
+export interface HubConnectionHooks {
   /** An answer to a conntrack question this server asked. */
-  answer(hostId: number, m: ConnectionsMessage | ConnectionsCutMessage): void;
-  /** The session's agent acknowledged a revision (after the SyncTracker recorded it). */
-  acked(hostId: number, m: AckMessage): void;
-  /** A session was brought up to date: by a delta from what its agent held, or (null) a snapshot. */
-  resynced(hostId: number, d: Delta | null): void;
+  answer(hostId: number, m: ConnectionsMessage): void;
+  /** Sent to every session before its first snapshot or delta (the agent's cut setting). */
+  settings(): ServerMessage;
 }
 
 /** A hello this server will not accept: `message` goes to the agent, `why` (default: the same) to the log. */
@@ -111,6 +109,11 @@ export class SessionHub {
     if (!s?.ready || s.ws.readyState !== s.ws.OPEN) return false;
     this.send(s, m);
     return true;
+  }
+
+  /** Send to every resynced session (a setting changed; call inside the serial section, before pushes). */
+  sendAll(m: ServerMessage): void {
+    for (const s of this.sessions.values()) if (s.ready) this.send(s, m);
   }
 
   private sendText(s: { ws: WebSocket }, text: string): void {
@@ -252,8 +255,9 @@ export class SessionHub {
   private resync(s: Session, revision: number | null): Promise<void> {
     return this.d.serial.run(() => {
       if (this.sessions.get(s.hostId) !== s || !this.d.fleet.hosts.has(s.hostId)) return;
+      const cs = this.d.connections?.settings();
+      if (cs) this.send(s, cs);
       const d = this.d.fleet.since(s.hostId, revision, this.d.batches.processed);
-      this.d.conntrack?.resynced(s.hostId, d);
       if (d) { this.sendText(s, deltaJson(d)); this.stats.deltas++; s.sent = d.revision; } else {
         const snap = this.d.fleet.snapshot(s.hostId);
         this.sendText(s, snapshotJson(snap));
@@ -294,8 +298,8 @@ export class SessionHub {
         break;
       }
       case 'ping': this.send(s, { type: 'pong' }); this.d.sync.hostPatch(s.hostId, { last_contact: now }); break;
-      case 'ack': this.d.sync.onAck(s.hostId, m, s.sent, now); this.d.conntrack?.acked(s.hostId, m); break;
-      case 'connections': case 'connectionsCut': this.d.conntrack?.answer(s.hostId, m); break;
+      case 'ack': this.d.sync.onAck(s.hostId, m, s.sent, now); break;
+      case 'connections': this.d.connections?.answer(s.hostId, m); break;
       case 'report': this.d.sync.onReport(s.hostId, m, now); break;
     }
   }

@@ -1,17 +1,23 @@
-// Conntrack questions on the agent channel (issue 11): the server asks an agent which connections its
-// kernel tracks for some VMs (revoke dry runs, and cutting connections on revoke), and tells it which
-// of them to delete. The agent only reads and deletes; which connections no rule allows any more is
-// decided on the server (policy/connections.ts), so the agent needs no policy logic.
+// Conntrack on the agent channel (issue 11): revoke dry runs ask an agent which connections its kernel
+// tracks for some VMs; and the server tells agents whether to cut connections on revoke.
 //
-//   server → agent  listConnections  {id, vms, limitPerVm, timeoutMs}   answered by `connections`
-//   server → agent  cutConnections   {id, connections}                  answered by `connectionsCut`
+//   server → agent  listConnections     {id, vms, limitPerVm, timeoutMs}   answered by `connections`
+//   server → agent  connectionSettings  {cutOnRevoke}                      sent before the first
+//                   snapshot/delta of a session and again whenever the setting changes
+//
+// Which connections a policy no longer allows is decided with policy/connections.ts: on the server for
+// dry runs (against the policy as it would be without the rule), and on the agent for cuts (against the
+// policy it has just applied: the agent holds every VM's full policy and the sets they reference, so it
+// needs no list from the server, and one rule serves all three triggers — a revoke, a VM leaving a
+// group, a member leaving a referenced group).
 //
 // Every answer carries the id of its question; an answer to no open question is ignored. Bounds: an
-// answer holds at most MAX_CONNECTIONS_PER_MESSAGE entries (≈ 150 bytes of JSON each at worst, so
-// under AGENT_FRAME_MAX_BYTES), at most `limitPerVm` per VM; the agent answers within `timeoutMs`
-// (marking the answer incomplete when its listing did not finish in time).
+// answer holds at most MAX_CONNECTIONS_PER_MESSAGE entries (≤ ~200 bytes of JSON each, so with the VM
+// ids well under AGENT_FRAME_MAX_BYTES), at most `limitPerVm` per VM; the agent answers within
+// `timeoutMs` (marking the answer incomplete when its listing did not finish in time).
 import { z } from 'zod';
 import { MAX_VMS_PER_HOST } from './limits.js';
+import type { TrackedConnection } from '../model/telemetry.js';
 
 /** Entries in one answer or one cut, all VMs together. */
 export const MAX_CONNECTIONS_PER_MESSAGE = 50_000;
@@ -42,7 +48,7 @@ export const conntrackEntrySchema = z.object({
   icmpType: byte.optional(),
   icmpCode: byte.optional(),
   icmpId: port.optional(),
-});
+}).refine((e) => e.src.includes(':') === e.dst.includes(':'), 'src and dst are of different families');
 export type ConntrackEntry = z.infer<typeof conntrackEntrySchema>;
 
 export const listConnectionsSchema = z.object({
@@ -55,13 +61,13 @@ export const listConnectionsSchema = z.object({
 });
 export type ListConnectionsMessage = z.infer<typeof listConnectionsSchema>;
 
-export const cutConnectionsSchema = z.object({
-  type: z.literal('cutConnections'),
-  id: queryId,
-  /** Entries to delete, each with the VM it was listed for (the agent checks the zone is that VM's). */
-  connections: z.array(conntrackEntrySchema.extend({ vmId: vmUuid })).max(MAX_CONNECTIONS_PER_MESSAGE),
+/** Whether agents delete the tracked connections their new policy no longer allows after each apply. */
+export const connectionSettingsSchema = z.object({
+  type: z.literal('connectionSettings'),
+  /** security.group.revoke.cut.connections (model/settings.ts). */
+  cutOnRevoke: z.boolean(),
 });
-export type CutConnectionsMessage = z.infer<typeof cutConnectionsSchema>;
+export type ConnectionSettingsMessage = z.infer<typeof connectionSettingsSchema>;
 
 export const connectionsSchema = z.object({
   type: z.literal('connections'),
@@ -79,13 +85,11 @@ export const connectionsSchema = z.object({
 });
 export type ConnectionsMessage = z.infer<typeof connectionsSchema>;
 
-export const connectionsCutSchema = z.object({
-  type: z.literal('connectionsCut'),
-  id: queryId,
-  /** Entries the kernel deleted. */
-  deleted: z.number().int().min(0).max(MAX_CONNECTIONS_PER_MESSAGE),
-  /** Entries not deleted: already gone, refused (not the VM's zone), or the tool failed. */
-  failed: z.number().int().min(0).max(MAX_CONNECTIONS_PER_MESSAGE),
-  error: z.string().max(MAX_CONNTRACK_ERROR_CHARS).optional(),
-});
-export type ConnectionsCutMessage = z.infer<typeof connectionsCutSchema>;
+/** A kernel entry as the policy layer reads a tracked connection of `vmId` (both ends use it). */
+export function trackedConnectionOf(vmId: string, e: ConntrackEntry): TrackedConnection {
+  return {
+    vmId, family: e.src.includes(':') ? 6 : 4, protocol: e.protocol, src: e.src, dst: e.dst,
+    ...(e.sport !== undefined ? { sport: e.sport } : {}), ...(e.dport !== undefined ? { dport: e.dport } : {}),
+    ...(e.icmpType !== undefined ? { icmpType: e.icmpType, icmpCode: e.icmpCode ?? 0 } : {}),
+  };
+}

@@ -12,7 +12,7 @@ import {
   MAX_DATAPLANE_CHARS, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_HOSTNAME_CHARS, MAX_REPAIRS_PER_REPORT,
   MAX_REPAIR_CHARS, MAX_TOKEN_CHARS, MAX_VMS_PER_HOST,
 } from './limits.js';
-import { connectionsCutSchema, connectionsSchema, cutConnectionsSchema, listConnectionsSchema } from './conntrack.js';
+import { connectionSettingsSchema, connectionsSchema, listConnectionsSchema } from './conntrack.js';
 
 export const AGENT_PATH = '/agent';
 export const PROTOCOL_VERSION = 1;
@@ -66,7 +66,7 @@ export const reportSchema = z.object({
 
 export const pingSchema = z.object({ type: z.literal('ping') });
 
-const AGENT_MESSAGES = [helloSchema, ackSchema, reportSchema, pingSchema, connectionsSchema, connectionsCutSchema] as const;
+const AGENT_MESSAGES = [helloSchema, ackSchema, reportSchema, pingSchema, connectionsSchema] as const;
 export const agentMessageSchema = z.discriminatedUnion('type', AGENT_MESSAGES);
 export type AgentMessage = z.infer<typeof agentMessageSchema>;
 export type HelloMessage = z.infer<typeof helloSchema>;
@@ -146,7 +146,7 @@ export const deltaSchema = z.object({
 export const errorSchema = z.object({ type: z.literal('error'), code: z.number().int(), message: text(1000) });
 export const pongSchema = z.object({ type: z.literal('pong') });
 
-const SERVER_MESSAGES = [welcomeSchema, snapshotSchema, deltaSchema, errorSchema, pongSchema, listConnectionsSchema, cutConnectionsSchema] as const;
+const SERVER_MESSAGES = [welcomeSchema, snapshotSchema, deltaSchema, errorSchema, pongSchema, listConnectionsSchema, connectionSettingsSchema] as const;
 export const serverMessageSchema = z.discriminatedUnion('type', SERVER_MESSAGES);
 export type ServerMessage = z.infer<typeof serverMessageSchema>;
 export type DeltaMessage = z.infer<typeof deltaSchema>;
