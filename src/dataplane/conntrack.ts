@@ -7,7 +7,8 @@
 // million entries costs time, not memory — and killed at the caller's deadline. (conntrack 1.4.7
 // filters a zone in user space anyway, so one listing for all zones beats one per zone.)
 // Deleting: `conntrack -R -` with one `-D` line per entry on stdin (zone, protocol and the original
-// tuple: exactly that entry), in chunks; the tool prints each entry it deleted, which is the count.
+// tuple: exactly that entry), in chunks of DELETE_CHUNK lines (one process per chunk, not per entry);
+// the tool prints each entry it deleted, which is the count.
 // An entry already gone is skipped by the tool without failing the rest.
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -138,7 +139,7 @@ export function createConntrack(netns: string | null): Conntrack {
       const lines = [...new Set(entries.map(deleteLine).filter((l): l is string => l !== null))];
       let deleted = 0;
       for (let i = 0; i < lines.length; i += DELETE_CHUNK) {
-        const r = await runConntrack(netns, ['-R', '-'], lines.slice(i, i + DELETE_CHUNK).join('\n') + '\n');
+        const r = await loadFile(netns, lines.slice(i, i + DELETE_CHUNK).join('\n') + '\n');
         deleted += r.stdout.split('\n').filter((l) => l.trim().length > 0).length;
         if (r.code !== 0) return { deleted, error: `conntrack -R failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-1)[0] ?? ''}`.slice(0, 400) };
       }
@@ -147,9 +148,14 @@ export function createConntrack(netns: string | null): Conntrack {
   };
 }
 
-function runConntrack(netns: string | null, args: string[], stdin: string): Promise<{ code: number; stdout: string; stderr: string }> {
+/**
+ * `conntrack -R -` with `stdin` as its input. The tool fopen()s /dev/stdin, which fails on the socket
+ * Node gives a child as stdin: `cat` copies it into a real pipe.
+ */
+function loadFile(netns: string | null, stdin: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const [cmd, argv] = command(netns, args);
+    const script = ['sh', ['-c', 'cat | conntrack -R -']] as const;
+    const [cmd, argv] = netns ? ['ip', ['netns', 'exec', netns, script[0], ...script[1]]] : [script[0], [...script[1]]];
     const child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
