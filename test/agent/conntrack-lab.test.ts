@@ -7,7 +7,9 @@
 //   - security.group.revoke.cut.connections off (default): a revoke leaves the established connection
 //     working (data still flows), while a new connection is refused by the rules;
 //   - on: the revoke deletes its conntrack entry on the host and the next send gets no answer; a
-//     connection another rule still allows is kept and keeps working.
+//     connection another rule still allows is kept and keeps working; the same when a client VM leaves
+//     the group a rule references (VM to VM on one bridge: the bridge's zone), and when a VM leaves a
+//     group whose rule allowed a connection.
 // Needs root.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -125,8 +127,10 @@ const dirs: string[] = [];
 const agents: AgentProcess[] = [];
 const servers: Background[] = [];
 const sessions: Session[] = [];
-const hosts: { backend: string; id: string; netns: string; vm: { id: string; ip: string } }[] = [];
+const hosts: { backend: string; id: string; netns: string; vm: { id: string; ip: string }; client: { id: string; ip: string; netns: string } }[] = [];
 let web = '';
+let extra = '';
+let parking = '';
 
 const rules = async () => ok(await srv.call('listSecurityGroups', { id: web }), 'listSecurityGroups').listsecuritygroupsresponse.securitygroup[0].ingressrule as any[];
 const ruleId = async (port: number, cidr: string) => (await rules()).find((r) => r.startport === port && r.cidr === cidr)?.ruleid as string;
@@ -135,7 +139,7 @@ const setCut = async (on: boolean) => ok(await srv.call('updateConfiguration', {
 
 async function synced(): Promise<void> {
   await waitFor('every VM Synced', async () => {
-    for (const h of hosts) if ((await vmRow(srv, h.vm.id)).securitygroupsyncstate !== 'Synced') return false;
+    for (const h of hosts) for (const id of [h.vm.id, h.client.id]) if ((await vmRow(srv, id)).securitygroupsyncstate !== 'Synced') return false;
     return true;
   }, 60_000, 200);
 }
@@ -146,8 +150,8 @@ async function tracked(h: (typeof hosts)[number], port: number): Promise<string[
   return r.stdout.split('\n').filter((l) => l.includes(`dport=${port}`));
 }
 
-function open(h: (typeof hosts)[number], port: number): Session {
-  const s = new Session(lab.outside.netns, h.vm.ip, port);
+function open(h: (typeof hosts)[number], port: number, from = lab.outside.netns): Session {
+  const s = new Session(from, h.vm.ip, port);
   sessions.push(s);
   return s;
 }
@@ -164,6 +168,13 @@ before(async () => {
   await authorize(7001, `${OUTSIDE}/32`);
   await authorize(7002, `${OUTSIDE}/32`);
   await authorize(7002, '0.0.0.0/0');
+  const group = async (name: string) => ok(await srv.call('createSecurityGroup', { name }), 'createSecurityGroup').createsecuritygroupresponse.securitygroup.id as string;
+  // 7003: VMs of the group `clients`; 7004: the outside, through a second group of the VMs (`extra`)
+  await group('clients');
+  parking = await group('parking');
+  extra = await group('extra');
+  await job(srv, 'authorizeSecurityGroupIngress', { securitygroupid: web, protocol: 'tcp', startport: 7003, endport: 7003, 'usersecuritygrouplist[0].account': 'admin', 'usersecuritygrouplist[0].group': 'clients' });
+  await job(srv, 'authorizeSecurityGroupIngress', { securitygroupid: extra, protocol: 'tcp', startport: 7004, endport: 7004, cidrlist: `${OUTSIDE}/32` });
   for (const [i, backend] of BACKENDS.entries()) {
     const labHost = await lab.addHost(`h${i}`);
     const api = await addHost(srv, `ct-${backend}-${lab.prefix}`);
@@ -171,12 +182,17 @@ before(async () => {
     dirs.push(dir);
     const ip = `198.51.100.${20 + i}`;
     const mac = `52:54:00:00:0c:${(0x20 + i).toString(16)}`;
-    const v = (await job(srv, 'deployVirtualMachine', { name: `ct${i}`, networkids: net, ipaddress: ip, macaddress: mac, hostid: api.id, securitygroupids: web })).virtualmachine;
+    const v = (await job(srv, 'deployVirtualMachine', { name: `ct${i}`, networkids: net, ipaddress: ip, macaddress: mac, hostid: api.id, securitygroupids: `${web},${extra}` })).virtualmachine;
     const labVm = await lab.addVm({ host: labHost, name: `ct${i}`, nics: [{ mac, ipv4: `${ip}/24` }] });
-    const echo = spawnIn(labVm.netns, PYTHON, ['-c', ECHO_SERVER, '7001', '7002']);
+    const echo = spawnIn(labVm.netns, PYTHON, ['-c', ECHO_SERVER, '7001', '7002', '7003', '7004']);
     servers.push(echo);
     await echo.waitFor(/^ready$/);
-    hosts.push({ backend, id: api.id, netns: labHost.netns, vm: { id: v.id, ip } });
+    // a client VM on the same bridge, member of `clients`
+    const cip = `198.51.100.${30 + i}`;
+    const cmac = `52:54:00:00:0c:${(0x30 + i).toString(16)}`;
+    const cv = (await job(srv, 'deployVirtualMachine', { name: `cl${i}`, networkids: net, ipaddress: cip, macaddress: cmac, hostid: api.id, securitygroupnames: 'clients' })).virtualmachine;
+    const clVm = await lab.addVm({ host: labHost, name: `cl${i}`, nics: [{ mac: cmac, ipv4: `${cip}/24` }] });
+    hosts.push({ backend, id: api.id, netns: labHost.netns, vm: { id: v.id, ip }, client: { id: cv.id, ip: cip, netns: clVm.netns } });
     const agent = new AgentProcess(['--server', `http://127.0.0.1:${srv.port}`, '--token', api.token, '--state-dir', dir, '--netns', labHost.netns,
       '--dataplane', backend, '--reconcile-interval', '2s', '--hostname', `ct-${backend}`]);
     agents.push(agent);
@@ -220,7 +236,7 @@ test('revoke dry run reports tracked connections no remaining rule allows; cut o
     const dry2 = await job(srv, 'revokeSecurityGroupIngress', { id: r2, dryrun: true });
     assert.equal(dry2.dryrun.trackedconnections.status, 'complete');
     assert.equal(dry2.dryrun.trackedconnections.count, 0, JSON.stringify(dry2.dryrun.trackedconnections));
-    assert.equal((await rules()).length, 3, 'dry runs change nothing');
+    assert.equal((await rules()).length, 4, 'dry runs change nothing');
   });
 
   await t.test('setting off: a revoke keeps established connections', async () => {
@@ -258,6 +274,35 @@ test('revoke dry run reports tracked connections no remaining rule allows; cut o
       assert.notEqual(await a[i]!.send(), 'echo', `${h.backend}: nor does the older one`);
       assert.equal(await b[i]!.send(), 'echo', `${h.backend}: the connection another rule allows is kept`);
       assert.ok((await tracked(h, 7002)).length >= 1, `${h.backend}: its conntrack entry is still there`);
+    }
+  });
+
+  await t.test('setting on: a member leaving a referenced group, and a VM leaving a group, cut what no rule allows any more', async () => {
+    const fromClient = hosts.map((h) => open(h, 7003, h.client.netns));
+    const viaExtra = hosts.map((h) => open(h, 7004));
+    for (const s of [...fromClient, ...viaExtra]) await s.connected();
+    for (const s of [...fromClient, ...viaExtra]) assert.equal(await s.send(), 'echo', 'data flows while the rules allow it');
+    // the client leaves `clients`: its address leaves the set web's 7003 rule references
+    for (const h of hosts) ok(await srv.call('updateVirtualMachine', { id: h.client.id, securitygroupids: parking }), 'updateVirtualMachine');
+    await synced();
+    for (const h of hosts) {
+      await waitFor(`${h.backend}: the client's 7003 entries are deleted`, async () => (await tracked(h, 7003)).length === 0, 20_000, 250)
+        .catch((e) => { throw new Error(`${e.message}\n${failMsg()}`); });
+    }
+    for (const [i, h] of hosts.entries()) {
+      assert.notEqual(await fromClient[i]!.send(), 'echo', `${h.backend}: the former member's connection carries no more data`);
+      assert.equal(await viaExtra[i]!.send(), 'echo', `${h.backend}: the 7004 connection is not touched by that change`);
+    }
+    // the VM leaves `extra`, whose rule alone allowed 7004 from the outside
+    for (const h of hosts) ok(await srv.call('updateVirtualMachine', { id: h.vm.id, securitygroupids: web }), 'updateVirtualMachine');
+    await synced();
+    for (const h of hosts) {
+      await waitFor(`${h.backend}: the 7004 entries are deleted`, async () => (await tracked(h, 7004)).length === 0, 20_000, 250)
+        .catch((e) => { throw new Error(`${e.message}\n${failMsg()}`); });
+    }
+    for (const [i, h] of hosts.entries()) {
+      assert.notEqual(await viaExtra[i]!.send(), 'echo', `${h.backend}: the connection through the group it left carries no more data`);
+      assert.equal(await b[i]!.send(), 'echo', `${h.backend}: the 7002 connection web still allows is kept`);
     }
   });
 });
