@@ -118,7 +118,7 @@ export class Agent extends EventEmitter {
   readonly connections: AgentConnections;
   /** The state of the last apply that succeeded (the kernel holds its rules); null: none yet. */
   private applied: HostDesiredState | null = null;
-  /** security.group.revoke.cut.connections as the server last said (connectionSettings); off until told. */
+  /** security.group.revoke.cut.connections as this session's server said (connectionSettings); off until told. */
   cutOnRevoke = false;
 
   constructor(private readonly o: AgentOptions) {
@@ -268,6 +268,8 @@ export class Agent extends EventEmitter {
           this.send(this.hello(null));
         }
         this.attempt = 0;
+        // Each server says so before its first snapshot or delta when cutting is on (connectionSettings).
+        this.cutOnRevoke = false;
         this.connected = true;
         this.server = server;
         this.hostId = m.hostId;

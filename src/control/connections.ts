@@ -7,8 +7,8 @@
 //     time. An agent's answer that stopped at its per-VM limit, or whose listing did not finish, counts
 //     as truncated (partial too), with what it did return.
 //   - The cut setting for agents: security.group.revoke.cut.connections, read at start and on every
-//     `settings` change of the feed, sent to each session before its first snapshot or delta and to all
-//     sessions when it changes (inside the serial section, before the batch's pushes, so a revoke
+//     `settings` change of the feed, sent to each session before its first snapshot or delta (only
+//     when on: agents start every session with it off) and to all sessions when it changes (inside the serial section, before the batch's pushes, so a revoke
 //     committed after the change reaches agents after the setting). Agents decide what to cut
 //     themselves, from the policy they have just applied (agent/connections.ts).
 import type { Logger } from 'pino';
@@ -44,14 +44,21 @@ export class ConnectionsControl implements ConnectionInspector {
 
   // ---- the cut setting ----------------------------------------------------------------------------
 
-  settings(): ServerMessage { return { type: 'connectionSettings', cutOnRevoke: this.cutOnRevoke }; }
+  /**
+   * What a new session gets before its first snapshot or delta: the setting when it is on, nothing when
+   * it is off (agents start each session with it off). So an agent of an older release, which would
+   * take an unknown message for a protocol error, is only sent one once an operator turns cutting on.
+   */
+  settings(): ServerMessage | null { return this.cutOnRevoke ? this.message() : null; }
+
+  private message(): ServerMessage { return { type: 'connectionSettings', cutOnRevoke: this.cutOnRevoke }; }
 
   /** The stored setting as a `settings` batch read it (inside the serial section). */
   settingChanged(cutOnRevoke: boolean): void {
     if (cutOnRevoke === this.cutOnRevoke) return;
     this.cutOnRevoke = cutOnRevoke;
     this.log.info({ cutOnRevoke }, 'control: security.group.revoke.cut.connections changed; telling agents');
-    this.sessions().sendAll(this.settings());
+    this.sessions().sendAll(this.message());
   }
 
   // ---- dry-run questions --------------------------------------------------------------------------

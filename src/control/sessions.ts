@@ -62,8 +62,8 @@ export interface HubDeps {
 export interface HubConnectionHooks {
   /** An answer to a conntrack question this server asked. */
   answer(hostId: number, m: ConnectionsMessage): void;
-  /** Sent to every session before its first snapshot or delta (the agent's cut setting). */
-  settings(): ServerMessage;
+  /** Sent to every session before its first snapshot or delta, when not null (the agent's cut setting). */
+  settings(): ServerMessage | null;
 }
 
 /** A hello this server will not accept: `message` goes to the agent, `why` (default: the same) to the log. */

@@ -3,7 +3,8 @@
 //
 //   server → agent  listConnections     {id, vms, limitPerVm, timeoutMs}   answered by `connections`
 //   server → agent  connectionSettings  {cutOnRevoke}                      sent before the first
-//                   snapshot/delta of a session and again whenever the setting changes
+//                   snapshot/delta of a session when on (an agent starts every session with it off),
+//                   and to every session whenever the setting changes
 //
 // Which connections a policy no longer allows is decided with policy/connections.ts: on the server for
 // dry runs (against the policy as it would be without the rule), and on the agent for cuts (against the

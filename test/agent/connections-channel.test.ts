@@ -37,6 +37,7 @@ let srv: TestServer;
 let cloud: Cloud;
 let web = '';
 let solo = '';
+let silentToken = '';
 const agents: ScriptedAgent[] = [];
 const vm: Record<string, { id: string; ip: string }> = {};
 
@@ -61,6 +62,7 @@ before(async () => {
   await place('a2', answers.id, '10.1.0.14', solo);
   await place('s', silent.id, '10.1.0.12', web);
   await place('n', none.id, '10.1.0.13', web);
+  silentToken = silent.token;
   for (const h of [answers, silent]) agents.push(new ScriptedAgent(srv.port, h.token));
   await waitFor('both scripted agents got their snapshot', () => agents.every((a) => a.messages.some((m) => m.type === 'snapshot')), 30_000);
 });
@@ -76,16 +78,20 @@ const ruleId = async (group: string, port: number) => {
 };
 const entry = (src: string, dst: string, dport: number) => ({ zone: 7, protocol: 'tcp', src, dst, sport: 40000, dport });
 
-test('the cut setting reaches each agent before its first snapshot, and again when it changes', async () => {
-  for (const a of agents) {
-    const types = a.messages.map((m) => m.type);
-    const cs = types.indexOf('connectionSettings');
-    assert.ok(cs > types.indexOf('welcome') && cs < types.indexOf('snapshot'), `order: ${types.join(',')}`);
-    assert.equal(a.messages[cs].cutOnRevoke, false, 'off by default');
-  }
+test('the cut setting: nothing while off (agents start sessions with it off); on reaches every session, and new ones before their first snapshot', async () => {
   const settings = (a: ScriptedAgent) => a.messages.filter((m) => m.type === 'connectionSettings').map((m) => m.cutOnRevoke);
+  for (const a of agents) assert.deepEqual(settings(a), [], 'off by default: nothing sent');
   ok(await srv.call('updateConfiguration', { name: 'security.group.revoke.cut.connections', value: 'true' }), 'updateConfiguration');
   await waitFor('agents told: on', () => agents.every((a) => settings(a).at(-1) === true));
+  // a session that starts while it is on gets it between the welcome and the snapshot
+  agents[1]!.close();
+  const again = new ScriptedAgent(srv.port, silentToken);
+  agents[1] = again;
+  await waitFor('the new session got its snapshot', () => again.messages.some((m) => m.type === 'snapshot'), 30_000);
+  const types = again.messages.map((m) => m.type);
+  const cs = types.indexOf('connectionSettings');
+  assert.ok(cs > types.indexOf('welcome') && cs < types.indexOf('snapshot'), `order: ${types.join(',')}`);
+  assert.equal(again.messages[cs].cutOnRevoke, true);
   ok(await srv.call('resetConfiguration', { name: 'security.group.revoke.cut.connections' }), 'resetConfiguration');
   await waitFor('agents told: off', () => agents.every((a) => settings(a).at(-1) === false));
   // a change to another setting sends nothing
