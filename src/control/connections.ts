@@ -5,7 +5,9 @@
 //     hold — no session, or a session held by another server sharing the database (DESIGN.md §6) — is
 //     reported as not answered, so the dry run says "partial"; so is a host that did not answer in
 //     time. An agent's answer that stopped at its per-VM limit, or whose listing did not finish, counts
-//     as truncated (partial too), with what it did return.
+//     as truncated (partial too), with what it did return. Each host is asked only about the VMs this
+//     server placed on it; the per-VM limit shrinks so one inspection collects at most ENTRY_BUDGET
+//     entries, and at most MAX_INSPECTIONS run at once.
 //   - The cut setting for agents: security.group.revoke.cut.connections, read at start and on every
 //     `settings` change of the feed, sent to each session before its first snapshot or delta (only
 //     when on: agents start every session with it off) and to all sessions when it changes (inside the serial section, before the batch's pushes, so a revoke
@@ -26,8 +28,13 @@ export interface ConnectionSessions {
 
 /** Part of the caller's time bound left for the answer to travel back (the agent gets the rest). */
 const TRANSIT_MARGIN_MS = 250;
-/** Questions open at once (each holds at most one answer per host): a bound on what callers can pile up. */
-const MAX_OPEN_QUESTIONS = 64;
+/**
+ * Memory bounds: inspections in flight at once (more are answered at once as not answered: partial),
+ * and the entries one inspection may collect over all its hosts (the per-VM limit is lowered to fit,
+ * so a dry run over a large group is "partial" rather than a memory hazard).
+ */
+const MAX_INSPECTIONS = 4;
+const ENTRY_BUDGET = 200_000;
 
 interface Open {
   hostId: number;
@@ -40,7 +47,12 @@ export class ConnectionsControl implements ConnectionInspector {
   private readonly open = new Map<number, Open>();
   readonly stats = { asked: 0, answered: 0, late: 0, unheld: 0 };
 
-  constructor(private readonly log: Logger, private readonly sessions: () => ConnectionSessions, private cutOnRevoke: boolean) {}
+  private inFlight = 0;
+
+  constructor(private readonly log: Logger, private readonly sessions: () => ConnectionSessions,
+    /** The VM uuids this server last gave a host (undefined: host unknown here). */
+    private readonly placed: (hostId: number) => { has(vmUuid: string): boolean } | undefined,
+    private cutOnRevoke: boolean) {}
 
   // ---- the cut setting ----------------------------------------------------------------------------
 
@@ -65,21 +77,29 @@ export class ConnectionsControl implements ConnectionInspector {
 
   async trackedConnections(req: { hostIds: number[]; vmIds: string[]; limitPerVm: number; timeoutMs: number }): Promise<HostConnections[]> {
     const hostIds = [...new Set(req.hostIds)];
-    const limitPerVm = Math.max(1, Math.min(MAX_CONNECTIONS_PER_VM, Math.floor(req.limitPerVm)));
+    if (this.inFlight >= MAX_INSPECTIONS) {
+      this.log.warn({ hosts: hostIds.length }, 'control: too many conntrack inspections at once; answering this one as partial');
+      return hostIds.map((hostId) => ({ hostId, answered: false, truncated: false, connections: [] }));
+    }
+    // Each host is asked about the wanted VMs it was given (all of them when this server does not know it).
+    const perHost = new Map(hostIds.map((h) => {
+      const placed = this.placed(h);
+      return [h, placed ? req.vmIds.filter((v) => placed.has(v)) : [...new Set(req.vmIds)]] as const;
+    }));
+    const asked = [...perHost.values()].reduce((n, v) => n + v.length, 0);
+    const limitPerVm = Math.max(1, Math.min(MAX_CONNECTIONS_PER_VM, Math.floor(req.limitPerVm), Math.floor(ENTRY_BUDGET / Math.max(1, asked))));
     const waitMs = Math.max(MIN_CONNTRACK_TIMEOUT_MS + TRANSIT_MARGIN_MS, Math.min(MAX_CONNTRACK_TIMEOUT_MS, Math.floor(req.timeoutMs)));
     const agentMs = Math.max(MIN_CONNTRACK_TIMEOUT_MS, waitMs - TRANSIT_MARGIN_MS);
-    const wanted = new Set(req.vmIds);
     const ask = (hostId: number): Promise<HostConnections> => {
       const none: HostConnections = { hostId, answered: false, truncated: false, connections: [] };
-      if (this.open.size >= MAX_OPEN_QUESTIONS) return Promise.resolve(none);
+      const vms = perHost.get(hostId)!;
+      const wanted = new Set(vms);
       const id = this.nextId++;
       const answer = new Promise<ConnectionsMessage | null>((resolve) => {
         const timer = setTimeout(() => { this.open.delete(id); this.stats.late++; resolve(null); }, waitMs);
         this.open.set(id, { hostId, resolve, timer });
       });
-      // Every VM is asked of every host: the agent answers for those it holds (a VM that just moved is
-      // found wherever its connections are).
-      if (!this.sessions().sendTo(hostId, { type: 'listConnections', id, vms: [...wanted], limitPerVm, timeoutMs: agentMs })) {
+      if (!this.sessions().sendTo(hostId, { type: 'listConnections', id, vms, limitPerVm, timeoutMs: agentMs })) {
         this.settle(id, null);
         this.stats.unheld++;
         return Promise.resolve(none);
@@ -87,7 +107,8 @@ export class ConnectionsControl implements ConnectionInspector {
       this.stats.asked++;
       return answer.then((m) => (m ? hostAnswer(hostId, m, wanted) : none));
     };
-    return Promise.all(hostIds.map(ask));
+    this.inFlight++;
+    try { return await Promise.all(hostIds.map(ask)); } finally { this.inFlight--; }
   }
 
   /** An agent's answer (validated by the hub); one to no open question, or from another host, is ignored. */

@@ -57,7 +57,7 @@ export class ControlPlaneImpl {
 
   private constructor(private readonly db: Db, private readonly log: Logger, fleet: Fleet, start: number, o: ControlOptions, cutOnRevoke: boolean) {
     this.fleet = fleet;
-    this.connections = new ConnectionsControl(log, () => this.hub, cutOnRevoke);
+    this.connections = new ConnectionsControl(log, () => this.hub, (h) => fleet.hosts.get(h)?.vms, cutOnRevoke);
     const timing = { ...DEFAULT_TIMING, ...o.timing };
     this.sync = new SyncTracker(db, log, fleet, o.serverId, (h) => this.hub.holds(h));
     this.cluster = new Cluster(o.clusterDb ?? db, log, o.serverId, o.serverName, {

@@ -123,7 +123,7 @@ test('revoke dry run: answers evaluated against the remaining rules; silent, wro
   assert.deepEqual([tc.hostsasked, tc.hostsanswered, tc.count], [3, 1, 1]);
   assert.deepEqual(tc.connection.map((c: any) => [c.virtualmachineid, c.srcaddress, c.dstport]), [[vm.a!.id, '192.0.2.5', 22]]);
   assert.ok(asked.timeoutMs > 0 && asked.timeoutMs < 10_000 && asked.limitPerVm > 0, `bounded: ${JSON.stringify(asked)}`);
-  assert.deepEqual([...asked.vms].sort(), [vm.a!.id, vm.s!.id, vm.n!.id].sort(), 'the affected running VMs');
+  assert.deepEqual(asked.vms, [vm.a!.id], 'each host is asked about the affected VMs placed on it');
   assert.equal(silent.messages.filter((m) => m.type === 'listConnections').length, 1, 'the silent host was asked too');
   const r = ok(await srv.call('listSecurityGroups', { id: web }), 'listSecurityGroups').listsecuritygroupsresponse.securitygroup[0];
   assert.equal(r.ingressrule.length, 2, 'nothing revoked');
