@@ -118,17 +118,25 @@ export function createConntrack(netns: string | null): Conntrack {
         const stop = () => { if (!stopped) { stopped = true; child.kill('SIGKILL'); } };
         const timer = setTimeout(() => { timedOut = true; stop(); }, Math.max(0, deadline - Date.now()));
         const lines = createInterface({ input: child.stdout, crlfDelay: Infinity });
+        let failed: string | null = null;
         lines.on('line', (line) => {
           if (stopped) return;
           const e = parseConntrackLine(line);
-          if (e && onEntry(e) === false) stop();
+          try {
+            if (e && onEntry(e) === false) stop();
+          } catch (err) {
+            // The caller's handler failed: stop rather than let it escape into the event loop.
+            failed = err instanceof Error ? err.message : String(err);
+            stop();
+          }
         });
         child.stderr.setEncoding('utf8').on('data', (d: string) => { if (stderr.length < 2000) stderr += d; });
         child.on('error', (err) => { clearTimeout(timer); stopped = true; resolve({ complete: false, error: `conntrack: ${err.message}` }); });
         child.on('close', (code) => {
           clearTimeout(timer);
           lines.close();
-          if (timedOut) resolve({ complete: false, error: 'the conntrack listing did not finish within the time bound' });
+          if (failed !== null) resolve({ complete: false, error: `reading the conntrack listing failed: ${failed}`.slice(0, 400) });
+          else if (timedOut) resolve({ complete: false, error: 'the conntrack listing did not finish within the time bound' });
           else if (stopped || code === 0) resolve({ complete: true });
           else resolve({ complete: false, error: `conntrack -L failed (exit ${code}): ${stderr.trim().split('\n').slice(-1)[0] ?? ''}`.slice(0, 400) });
         });
