@@ -180,6 +180,7 @@ export class Agent extends EventEmitter {
     this.ws?.close(1000, 'agent stopping');
     this.ws = null;
     await this.work;
+    this.connections.close();
     await this.connections.idle();
     await this.o.dataplane.close?.();
   }

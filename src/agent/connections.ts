@@ -12,9 +12,9 @@
 // the zones the kernel uses.
 //
 // Cutting (decided here, not on the server): after an apply that succeeded, the VMs whose policy may
-// have lost something — a changed policy (a rule revoked, the VM left a group, its addresses changed)
-// or a referenced address set that lost members (a member left the group, stopped, moved) — are
-// queued; one job at a time, off the apply path (the ack has gone, the new rules are in the kernel),
+// have lost something — a changed policy (a rule revoked, the VM left a group, its addresses changed;
+// not a change that only adds rules) or a referenced address set that lost members (a member left the
+// group, stopped, moved) — are queued; one job at a time, off the apply path (the ack has gone, the new rules are in the kernel),
 // lists the table once, evaluates every entry of a queued VM against the VM's applied policy with the
 // server's own function (policy/connections.ts: the first packet of the flow, baseline included) and
 // deletes exactly the entries no rule allows, in their own zone, in chunks (dataplane/conntrack.ts).
@@ -32,7 +32,7 @@ import type { Logger } from 'pino';
 import type { HostPorts } from '../dataplane/backend.js';
 import type { Conntrack, ConntrackEntry } from '../dataplane/conntrack.js';
 import { planHost } from '../dataplane/plan/index.js';
-import type { AddressSet, HostDesiredState, VmPolicy } from '../policy/ir.js';
+import type { AddressSet, FamilyPolicy, HostDesiredState, PolicyRule, VmPolicy } from '../policy/ir.js';
 import { disallowedConnections } from '../policy/connections.js';
 import {
   MAX_CONNECTIONS_PER_MESSAGE, MAX_CONNTRACK_ERROR_CHARS, trackedConnectionOf,
@@ -43,6 +43,8 @@ import {
 export const MAX_CUT_PER_PASS = 100_000;
 /** How long one cut pass may spend listing the table. */
 export const CUT_LIST_TIMEOUT_MS = 30_000;
+/** Least time from the end of one cut pass to the start of the next (a stream of changes is batched). */
+export const CUT_PASS_GAP_MS = 1000;
 
 /** Where the VMs' connections live on this host. */
 interface ZoneMap {
@@ -95,11 +97,12 @@ export function owners(e: ConntrackEntry, map: ZoneMap, wanted: ReadonlySet<stri
 
 /**
  * The VMs of `after` whose applied policy may allow less than under `before`: a VM whose policy
- * changed, or one referencing an address set that lost members. VMs new on the host are not included
- * (nothing of theirs was allowed here before). Pure.
+ * changed other than by widening, or one referencing an address set that lost members. VMs new on the
+ * host are not included (nothing of theirs was allowed here before). Conservative: a VM listed here
+ * may have lost nothing (a pass then finds nothing to cut), never the reverse. Pure.
  */
 export function restrictedVms(before: HostDesiredState, after: HostDesiredState): string[] {
-  const old = new Map(before.vms.map((v) => [v.vmId, v.hash]));
+  const old = new Map(before.vms.map((v) => [v.vmId, v]));
   const oldSets = new Map(before.sets.map((s) => [s.id, s.members]));
   const shrunk = new Set<string>();
   for (const s of after.sets) {
@@ -110,11 +113,33 @@ export function restrictedVms(before: HostDesiredState, after: HostDesiredState)
   }
   const out: string[] = [];
   for (const vm of after.vms) {
-    const hash = old.get(vm.vmId);
-    if (hash === undefined) continue;
-    if (hash !== vm.hash || (shrunk.size && referencesAny(vm, shrunk))) out.push(vm.vmId);
+    const was = old.get(vm.vmId);
+    if (!was) continue;
+    if ((was.hash !== vm.hash && !widened(was, vm)) || (shrunk.size && referencesAny(vm, shrunk))) out.push(vm.vmId);
   }
   return out;
+}
+
+/**
+ * `after` allows everything `before` did (whatever the sets hold): same NICs, and per family untracked
+ * now, or every rule of before still there (rules only allow, so more rules allow more) with egress not
+ * newly restricted. So an authorize costs no conntrack listing. Rules are compared by what they match,
+ * not by id; a rule merged with a new neighbour no longer compares equal — conservative.
+ */
+export function widened(before: VmPolicy, after: VmPolicy): boolean {
+  if (JSON.stringify(before.nics) !== JSON.stringify(after.nics)) return false;
+  return familyWidened(before.v4, after.v4) && familyWidened(before.v6, after.v6);
+}
+
+const ruleKey = (r: PolicyRule) => JSON.stringify([r.protocol, r.ports ?? null, r.icmp ?? null, [...r.cidrs].sort(), [...r.sets].sort()]);
+
+function familyWidened(o: FamilyPolicy, n: FamilyPolicy): boolean {
+  if (n.notrack) return true;
+  if (o.notrack) return false;
+  if (n.egressRestricted && !o.egressRestricted) return false;
+  const contains = (list: PolicyRule[]) => { const keys = new Set(list.map(ruleKey)); return (r: PolicyRule) => keys.has(ruleKey(r)); };
+  if (!o.ingress.every(contains(n.ingress))) return false;
+  return !n.egressRestricted || o.egress.every(contains(n.egress));
 }
 
 function referencesAny(vm: VmPolicy, sets: ReadonlySet<string>): boolean {
@@ -142,6 +167,9 @@ export class AgentConnections {
   /** VMs waiting for a cut pass, and whether a pass is queued to take them. */
   private pendingCut = new Set<string>();
   private cutQueued = false;
+  private lastPassEnd = 0;
+  private gapTimer: NodeJS.Timeout | null = null;
+  private closed = false;
   readonly stats = { cutPasses: 0, cutDeleted: 0, cutFailed: 0 };
 
   constructor(private readonly conntrack: Conntrack | null, private readonly log: Logger,
@@ -198,26 +226,49 @@ export class AgentConnections {
     });
   }
 
-  /** Queue a cut pass for these VMs (after an apply); passes coalesce. */
+  /** No more cut passes (the agent stops); one running finishes. */
+  close(): void {
+    this.closed = true;
+    if (this.gapTimer) { clearTimeout(this.gapTimer); this.gapTimer = null; }
+  }
+
+  /**
+   * Queue a cut pass for these VMs (after an apply). Passes coalesce: VMs queued while one waits join
+   * it, and a pass starts at least CUT_PASS_GAP_MS after the previous one ended.
+   */
   scheduleCut(vmIds: Iterable<string>): void {
-    if (!this.conntrack) return;
+    if (!this.conntrack || this.closed) return;
     for (const v of vmIds) this.pendingCut.add(v);
     if (!this.pendingCut.size || this.cutQueued) return;
     this.cutQueued = true;
+    const wait = this.lastPassEnd + CUT_PASS_GAP_MS - Date.now();
+    if (wait <= 0) { this.runCut(); return; }
+    this.gapTimer = setTimeout(() => { this.gapTimer = null; this.runCut(); }, wait);
+    this.gapTimer.unref();
+  }
+
+  private runCut(): void {
     void this.serial(async () => {
-      this.cutQueued = false;
+      // VMs queued from here on wait for the next pass (cutQueued stays set until this one ends).
       const vms = [...this.pendingCut];
       this.pendingCut.clear();
-      const o = await this.cutPass(vms);
-      this.stats.cutPasses++;
-      this.stats.cutDeleted += o.deleted;
-      this.stats.cutFailed += o.disallowed - o.deleted;
-      if (o.error) this.log.warn({ err: o.error, ...o }, 'agent: cutting connections no rule allows any more: incomplete');
-      else if (o.disallowed) this.log.info({ deleted: o.deleted, disallowed: o.disallowed, vms: o.vms }, 'agent: cut tracked connections no rule allows any more');
-      this.onCut(o);
-      // More than one pass could take: the rest next (only when this one made progress, so a table
-      // whose entries cannot be deleted is not listed in a loop).
-      if (o.disallowed >= MAX_CUT_PER_PASS && o.deleted > 0) this.scheduleCut(vms);
+      let more = false;
+      try {
+        const o = await this.cutPass(vms);
+        this.stats.cutPasses++;
+        this.stats.cutDeleted += o.deleted;
+        this.stats.cutFailed += o.disallowed - o.deleted;
+        if (o.error) this.log.warn({ err: o.error, ...o }, 'agent: cutting connections no rule allows any more: incomplete');
+        else if (o.disallowed) this.log.info({ deleted: o.deleted, disallowed: o.disallowed, vms: o.vms }, 'agent: cut tracked connections no rule allows any more');
+        this.onCut(o);
+        // More than one pass could take: the rest next (only when this one made progress, so a table
+        // whose entries cannot be deleted is not listed in a loop).
+        more = o.disallowed >= MAX_CUT_PER_PASS && o.deleted > 0;
+      } finally {
+        this.lastPassEnd = Date.now();
+        this.cutQueued = false;
+      }
+      this.scheduleCut(more ? vms : []);
     }).catch((e) => this.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: cutting connections failed'));
   }
 

@@ -63,8 +63,23 @@ test('restrictedVms: VMs whose policy changed or whose referenced sets lost memb
   assert.deepEqual(restrictedVms(before, before), []);
   assert.deepEqual(restrictedVms(before, state([web('aa'), other], [clients(['10.0.0.3', '10.0.0.4', '10.0.0.5'])])), [], 'a set that grew');
   assert.deepEqual(restrictedVms(before, state([web('aa'), other], [clients(['10.0.0.3'])])), ['vm-1'], 'a member left: who references the set');
-  assert.deepEqual(restrictedVms(before, state([web('bb'), other], [clients(['10.0.0.3', '10.0.0.4'])])), ['vm-1'], 'a policy changed');
+  const moved = { ...web('bb'), v4: fam({ ingress: [tcp('r1', 23, { sets: ['sg7v4'] })] }) };
+  assert.deepEqual(restrictedVms(before, state([moved, other], [clients(['10.0.0.3', '10.0.0.4'])])), ['vm-1'], 'a policy changed');
+  assert.deepEqual(restrictedVms(before, state([web('bb'), other], [clients(['10.0.0.3', '10.0.0.4'])])), [], 'only the hash changed: nothing lost');
   assert.deepEqual(restrictedVms(state([other]), state([web('aa'), other], [clients(['10.0.0.3'])])), [], 'new on the host');
+  // widening changes cost no pass: a rule added, egress opened, untracked now
+  const http = tcp('r3', 80, { cidrs: ['0.0.0.0/0'] });
+  const base = vmOf(1, { ingress: [tcp('r1', 22, { cidrs: ['192.0.2.0/24'] })], egress: [http], egressRestricted: true }, 'aa');
+  const was = state([base]);
+  const changed = (v4: Partial<FamilyPolicy>) => restrictedVms(was, state([{ ...base, hash: 'b'.repeat(64), v4: { ...base.v4, ...v4 } }]));
+  assert.deepEqual(changed({ ingress: [...base.v4.ingress, http] }), [], 'an ingress rule added');
+  assert.deepEqual(changed({ egress: [], egressRestricted: false }), [], 'egress opened');
+  assert.deepEqual(changed({ notrack: true }), [], 'untracked');
+  assert.deepEqual(changed({ ingress: [http] }), ['vm-1'], 'a rule replaced');
+  assert.deepEqual(changed({ ingress: [] }), ['vm-1'], 'a rule revoked');
+  assert.deepEqual(changed({ egress: [] }), ['vm-1'], 'the last egress rule gone while egress stays restricted');
+  assert.deepEqual(changed({ ingress: [tcp('r1', 22, { cidrs: ['192.0.2.0/25'] })] }), ['vm-1'], 'a CIDR narrowed');
+  assert.deepEqual(restrictedVms(was, state([{ ...base, hash: 'c'.repeat(64), nics: [{ ...base.nics[0]!, ipv4: ['10.0.0.99'] }] }])), ['vm-1'], 'an address changed');
 });
 
 /** An in-memory conntrack table (the kernel's stand-in): lists what it holds, deletes by exact entry. */
