@@ -23,6 +23,10 @@
 // still allows is kept. Entries that involve none of a VM's addresses (in its port zone: forwarded or
 // spoofed traffic the rules never allowed as such) are left alone.
 //
+// Layers: the agent uses the policy layer's pure verdict function (policy/connections.ts → explain →
+// evaluate; no I/O, no state), as it already uses the policy IR's types, so a cut and a dry run judge
+// a connection by exactly the same semantics the dataplane is tested against.
+//
 // Bounds: an answer holds at most `limitPerVm` entries per VM and MAX_CONNECTIONS_PER_MESSAGE in all
 // (the VMs that lost entries are marked truncated); a listing is killed at its time bound (an answer
 // then says complete: false). A cut pass deletes at most MAX_CUT_PER_PASS entries and queues its VMs
