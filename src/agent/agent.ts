@@ -20,6 +20,8 @@ import { DROP_LOG_GROUP, type DropLogConfig } from '../dataplane/plan/index.js';
 import { DropLog, portIndex, type PortIndex } from './drop-log.js';
 import { loadState, saveState } from './state-file.js';
 import { applyDelta, samePorts } from './merge.js';
+import type { Conntrack } from '../dataplane/conntrack.js';
+import { AgentConnections, restrictedVms, type CutOutcome } from './connections.js';
 
 export interface AgentOptions {
   /**
@@ -56,6 +58,12 @@ export interface AgentOptions {
    * it on. Absent: drops are never logged (simulations: the null dataplane has no kernel).
    */
   dropLog?: { netns: string | null; command?: string; onLost?: (n: number) => void };
+  /**
+   * The host's conntrack table: listed for the server's questions (revoke dry runs), and entries no
+   * rule allows any more deleted after applies while the server says so (connections.ts). Absent:
+   * questions are answered as unanswerable and nothing is cut.
+   */
+  conntrack?: Conntrack | null;
 }
 
 /** The servers of a `--server` value: comma-separated, trimmed, each checked to be a URL. */
@@ -118,9 +126,17 @@ export class Agent extends EventEmitter {
   /** The NFLOG reader while the drop log is on. */
   dropLogReader: DropLog | null = null;
   private ports: PortIndex = new Map();
+  /** Conntrack questions of the server and cuts after applies (connections.ts). */
+  readonly connections: AgentConnections;
+  /** The state of the last apply that succeeded (the kernel holds its rules); null: none yet. */
+  private applied: HostDesiredState | null = null;
+  /** security.group.revoke.cut.connections as this session's server said (connectionSettings); off until told. */
+  cutOnRevoke = false;
 
   constructor(private readonly o: AgentOptions) {
     super();
+    this.connections = new AgentConnections(o.conntrack ?? null, o.log, () => ({ state: this.applied, ports: this.lastPorts }),
+      (c: CutOutcome) => this.emit('connectionsCut', c));
     this.retiring = [...(o.retire ?? [])];
     const list = parseServers(o.server);
     if (o.serverOrder !== 'listed') {
@@ -178,6 +194,8 @@ export class Agent extends EventEmitter {
     await this.work;
     await this.dropLogReader?.stop();
     this.dropLogReader = null;
+    this.connections.close();
+    await this.connections.idle();
     await this.o.dataplane.close?.();
   }
 
@@ -265,6 +283,8 @@ export class Agent extends EventEmitter {
           this.send(this.hello(null));
         }
         this.attempt = 0;
+        // Each server says so before its first snapshot or delta when cutting is on (connectionSettings).
+        this.cutOnRevoke = false;
         this.connected = true;
         this.server = server;
         this.hostId = m.hostId;
@@ -304,6 +324,17 @@ export class Agent extends EventEmitter {
         this.o.log.info({ rate: m.dropLog.rate, burst: m.dropLog.burst }, 'agent: drop-log settings');
         void this.syncDropLogReader();
         if (this.state) void this.requestApply();
+        break;
+      }
+      case 'connectionSettings':
+        if (m.cutOnRevoke !== this.cutOnRevoke) this.o.log.info({ cutOnRevoke: m.cutOnRevoke }, 'agent: cutting connections no rule allows after a change is now ' + (m.cutOnRevoke ? 'on' : 'off'));
+        this.cutOnRevoke = m.cutOnRevoke;
+        break;
+      case 'listConnections': {
+        // Answered on the connection that asked: question ids are the asking server's.
+        const ws = this.ws;
+        void this.connections.list(m).then((a) => { if (ws && this.ws === ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(a)); })
+          .catch((e) => this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: conntrack question failed'));
         break;
       }
       default: break;
@@ -388,6 +419,8 @@ export class Agent extends EventEmitter {
     }
     this.counters.applies++;
     if (this.lastApplyError === null && this.retiring.length) await this.retireOthers();
+    const before = this.applied;
+    if (this.lastApplyError === null) this.applied = state;
     this.lastPorts = ports;
     this.lastResult = result;
     this.appliedRevision = state.revision;
@@ -397,6 +430,8 @@ export class Agent extends EventEmitter {
       vms[vm.vmId] = r.ok ? { ok: true } : { ok: false, error: String(r.error ?? 'failed').slice(0, MAX_ERROR_CHARS) };
     }
     this.send({ type: 'ack', revision: state.revision, vms });
+    // The new rules are in the kernel: cut what they no longer allow, off this path (connections.ts).
+    if (this.cutOnRevoke && before && this.applied === state && before !== state) this.connections.scheduleCut(restrictedVms(before, state));
     if (result.changed) this.o.log.debug({ revision: state.revision, steps: result.steps }, 'agent: applied');
     this.emit('applied', state.revision, result);
     if (result.changed) this.reconcileSoon();

@@ -12,6 +12,7 @@ import { kernelDataplane } from './kernel.js';
 import { BACKENDS, type BackendName } from '../dataplane/choose.js';
 import { NullDataplane } from './null-dataplane.js';
 import { simulatedPorts } from './sim-ports.js';
+import { createConntrack } from '../dataplane/conntrack.js';
 
 /** "10s", "500ms", "2m" or plain milliseconds. */
 export function parseDuration(s: string): number {
@@ -72,6 +73,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     preflight: kernel ? () => preflight(runner, toolsFor(kernel.dataplane.name as BackendName)) : null,
     retire: kernel?.others ?? [],
     ...(kernel ? { dropLog: { netns: o.netns ?? null } } : {}),
+    conntrack: kernel ? createConntrack(o.netns ?? null) : null,
     reconcileMs: parseDuration(o.reconcileInterval),
     backoffMaxMs: parseDuration(o.backoffMax),
     log,

@@ -3,6 +3,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { ChangeSink } from '../model/changes.js';
+import type { ConnectionInspector } from '../model/telemetry.js';
 import type { Db } from '../store/db.js';
 import { ControlPlaneImpl, type ControlOptions } from './plane.js';
 
@@ -11,6 +12,8 @@ export type { ControlOptions } from './plane.js';
 export interface ControlPlane {
   /** Given to the API: told after each commit that changed something (the changes are in the feed). */
   sink: ChangeSink;
+  /** Given to the API: asks agents which connections they track (revoke dry runs). */
+  connections: ConnectionInspector;
   /** Adds the agent WebSocket endpoint (AGENT_PATH) to the API's fastify instance. */
   register(app: FastifyInstance): Promise<void>;
   close(): Promise<void>;
@@ -22,6 +25,7 @@ export async function createControlPlane(db: Db, log: Logger, o: ControlOptions)
   const impl = await ControlPlaneImpl.create(db, log, o);
   return {
     sink: { publish: (changes) => impl.publish(changes) },
+    connections: impl.connections,
     register: (app) => impl.register(app),
     close: () => impl.close(),
     impl,

@@ -28,6 +28,7 @@ import type { MetricsRegistry } from '../metrics/registry.js';
 import { readSettings } from '../store/queries/settings.js';
 import type { PalisadeSettings } from '../model/settings.js';
 import type { DropLogSettings } from '../protocol/index.js';
+import { ConnectionsControl } from './connections.js';
 
 export interface ControlOptions {
   /** Identity of this server process (stable per data dir) and the name shown in listHosts. */
@@ -59,6 +60,8 @@ export class ControlPlaneImpl {
   readonly metrics: ControlMetrics | null;
   /** The global settings as last read (start, then every `settings` change); agents get the drop log's. */
   settings: PalisadeSettings;
+  /** Conntrack: dry-run questions to agents, the cut setting (connections.ts). */
+  readonly connections: ConnectionsControl;
   private readonly serial = new Serial();
   private listener: FeedListener | null = null;
   private closed = false;
@@ -68,6 +71,7 @@ export class ControlPlaneImpl {
     this.settings = settings;
     this.telemetry = new TelemetryIngest(db, log, fleet, o.metrics);
     this.metrics = o.metrics ? new ControlMetrics(o.metrics, () => this.hub.connectedHosts()) : null;
+    this.connections = new ConnectionsControl(log, () => this.hub, (h) => fleet.hosts.get(h)?.vms, settings.revokeCutConnections);
     const timing = { ...DEFAULT_TIMING, ...o.timing };
     this.sync = new SyncTracker(db, log, fleet, o.serverId, (h) => this.hub.holds(h));
     this.cluster = new Cluster(o.clusterDb ?? db, log, o.serverId, o.serverName, {
@@ -90,7 +94,7 @@ export class ControlPlaneImpl {
     this.batches.onDrain = () => this.reader.wake();
     this.hub = new SessionHub({
       log, fleet, sync: this.sync, cluster: this.cluster, batches: this.batches, reader: this.reader, serial: this.serial,
-      telemetry: this.telemetry, settings: () => this.dropLogSettings(), ...(this.metrics ? { metrics: this.metrics } : {}),
+      telemetry: this.telemetry, settings: () => this.dropLogSettings(), connections: this.connections, ...(this.metrics ? { metrics: this.metrics } : {}),
     });
   }
 
@@ -176,6 +180,7 @@ export class ControlPlaneImpl {
       this.log.info({ dropLog: after }, 'control: drop-log settings changed; pushing them to agents');
       this.hub.pushSettings();
     }
+    this.connections.settingChanged(st.revokeCutConnections);
   }
 
   // ---- the seam (index.ts) -----------------------------------------------------------------------
@@ -209,6 +214,7 @@ export class ControlPlaneImpl {
     await this.listener?.close();
     this.batches.close();
     await this.serial.idle();
+    this.connections.close();
     this.hub.close();
     await this.cluster.stop();
     await this.sync.close();

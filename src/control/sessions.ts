@@ -16,7 +16,7 @@ import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import {
   AGENT_FRAME_MAX_BYTES, AGENT_PATH, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage,
-  type AgentMessage, type DropLogSettings, type HelloMessage, type ServerMessage,
+  type AgentMessage, type ConnectionsMessage, type DropLogSettings, type HelloMessage, type ServerMessage,
 } from '../protocol/index.js';
 import type { TelemetryIngest } from './telemetry.js';
 import type { ControlMetrics } from './metrics.js';
@@ -61,6 +61,16 @@ export interface HubDeps {
   /** The drop-log settings agents apply (sent after the welcome and on every change); absent: none sent. */
   settings?: () => DropLogSettings;
   metrics?: ControlMetrics;
+  /** Conntrack questions and the cut setting (connections.ts); absent: answers are dropped, no setting sent. */
+  connections?: HubConnectionHooks;
+}
+
+/** What the conntrack side (connections.ts) needs from sessions. */
+export interface HubConnectionHooks {
+  /** An answer to a conntrack question this server asked. */
+  answer(hostId: number, m: ConnectionsMessage): void;
+  /** Sent to every session before its first snapshot or delta, when not null (the agent's cut setting). */
+  settings(): ServerMessage | null;
 }
 
 /** A hello this server will not accept: `message` goes to the agent, `why` (default: the same) to the log. */
@@ -99,6 +109,19 @@ export class SessionHub {
   }
 
   connectedHosts(): number { let n = 0; for (const s of this.sessions.values()) if (s.ready) n++; return n; }
+
+  /** Send to the host's agent (conntrack questions); false when this server holds no resynced session for it. */
+  sendTo(hostId: number, m: ServerMessage): boolean {
+    const s = this.sessions.get(hostId);
+    if (!s?.ready || s.ws.readyState !== s.ws.OPEN) return false;
+    this.send(s, m);
+    return true;
+  }
+
+  /** Send to every resynced session (a setting changed; call inside the serial section, before pushes). */
+  sendAll(m: ServerMessage): void {
+    for (const s of this.sessions.values()) if (s.ready) this.send(s, m);
+  }
 
   private sendText(s: { ws: WebSocket }, text: string): void {
     if (s.ws.readyState === s.ws.OPEN) s.ws.send(text);
@@ -241,6 +264,8 @@ export class SessionHub {
     return this.d.serial.run(() => {
       if (this.sessions.get(s.hostId) !== s || !this.d.fleet.hosts.has(s.hostId)) return;
       this.sendSettings(s);
+      const cs = this.d.connections?.settings();
+      if (cs) this.send(s, cs);
       const d = this.d.fleet.since(s.hostId, revision, this.d.batches.processed);
       if (d) { this.sendDesired(s, 'delta', deltaJson(d)); this.stats.deltas++; s.sent = d.revision; } else {
         const snap = this.d.fleet.snapshot(s.hostId);
@@ -310,6 +335,7 @@ export class SessionHub {
         if (host && s.sent >= 0 && host.acked >= s.sent) this.d.metrics?.settled(s.hostId);
         break;
       }
+      case 'connections': this.d.connections?.answer(s.hostId, m); break;
       case 'report': this.d.sync.onReport(s.hostId, m, now); break;
       case 'hits': this.d.telemetry?.hits(s.hostId, m); break;
       case 'drops': this.d.telemetry?.drops(s.hostId, m); break;

@@ -2,8 +2,9 @@
 // Pure: names, types, defaults, ranges and the value check. The store keeps only values an operator
 // changed (store/queries/settings.ts reads them back as `PalisadeSettings`); the API validates with
 // `checkSettingValue` before storing. Agents get the values they need from the control plane (phase 2
-// of issue 11: the drop-log rate and burst go into the kernel's per-VM log limit; the cut setting is
-// applied on the server when a revoke commits).
+// of issue 11: the drop-log rate and burst go into the kernel's per-VM log limit; the cut setting tells
+// agents to delete, after each apply, the tracked connections their new policy no longer allows —
+// control/connections.ts, agent/connections.ts).
 
 export type SettingType = 'Boolean' | 'Number';
 

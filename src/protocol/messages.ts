@@ -13,6 +13,7 @@ import {
   MAX_DATAPLANE_CHARS, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_HOSTNAME_CHARS, MAX_REPAIRS_PER_REPORT,
   MAX_REPAIR_CHARS, MAX_TOKEN_CHARS, MAX_VMS_PER_HOST,
 } from './limits.js';
+import { connectionSettingsSchema, connectionsSchema, listConnectionsSchema } from './conntrack.js';
 
 export const AGENT_PATH = '/agent';
 export const PROTOCOL_VERSION = 1;
@@ -79,7 +80,7 @@ export const hitsSchema = z.object({ type: z.literal('hits'), ...RuleCounterBatc
  */
 export const dropsSchema = z.object({ type: z.literal('drops'), records: z.array(z.unknown()).max(MAX_DROP_BATCH) });
 
-const AGENT_MESSAGES = [helloSchema, ackSchema, reportSchema, pingSchema, hitsSchema, dropsSchema] as const;
+const AGENT_MESSAGES = [helloSchema, ackSchema, reportSchema, pingSchema, hitsSchema, dropsSchema, connectionsSchema] as const;
 export const agentMessageSchema = z.discriminatedUnion('type', AGENT_MESSAGES);
 export type AgentMessage = z.infer<typeof agentMessageSchema>;
 export type HelloMessage = z.infer<typeof helloSchema>;
@@ -174,7 +175,7 @@ export type DropLogSettings = z.infer<typeof dropLogSettingsSchema>;
 export const settingsSchema = z.object({ type: z.literal('settings'), dropLog: dropLogSettingsSchema });
 export type SettingsMessage = z.infer<typeof settingsSchema>;
 
-const SERVER_MESSAGES = [welcomeSchema, snapshotSchema, deltaSchema, errorSchema, pongSchema, settingsSchema] as const;
+const SERVER_MESSAGES = [welcomeSchema, snapshotSchema, deltaSchema, errorSchema, pongSchema, settingsSchema, listConnectionsSchema, connectionSettingsSchema] as const;
 export const serverMessageSchema = z.discriminatedUnion('type', SERVER_MESSAGES);
 export type ServerMessage = z.infer<typeof serverMessageSchema>;
 export type DeltaMessage = z.infer<typeof deltaSchema>;
