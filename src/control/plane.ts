@@ -79,7 +79,7 @@ export class ControlPlaneImpl {
       jobFailure: o.jobFailure,
     }, timing);
     this.batches = new Batches(db, log, fleet, this.serial, start, {
-      hostGone: (id, code, reason) => { this.hub.drop(id, code, reason); this.sync.forgetHost(id); },
+      hostGone: (id, code, reason) => { this.hub.drop(id, code, reason); this.sync.forgetHost(id); this.telemetry.forget(id); },
       removalsCleared: (vmIds) => { for (const v of vmIds) this.sync.refreshVm(v); },
       applied: (out) => this.applied(out),
       settingsChanged: (st) => this.settingsChanged(st),

@@ -33,6 +33,26 @@ export class DataplaneError extends Error {
   }
 }
 
+/**
+ * One kernel rule's packet counter (per-rule hits, DESIGN.md §8). A user rule may be several kernel
+ * rules (one per peer CIDR or set); each is reported on its own.
+ */
+export interface KernelRuleCount {
+  /** The VM whose chain holds the rule (mapped by the backend from its chain names). */
+  vmId: string;
+  /** The PolicyRule id in the rule's comment. */
+  ruleId: string;
+  /**
+   * Which incarnation of the kernel rule this is: stable while the rule stays in the kernel, different
+   * once a write re-created it (its counter then starts again at 0). Opaque to callers.
+   */
+  slot: string;
+  packets: number;
+}
+
+/** What the counter reader needs to know of a VM to find its chains. */
+export interface VmChainRef { vmId: string; instanceName: string }
+
 export interface Dataplane {
   readonly name: string;
   /** Pure: the full program for this input (backend-specific, e.g. restore texts per tool). */
@@ -43,6 +63,11 @@ export interface Dataplane {
   observe(input: DataplaneInput): Promise<Observation>;
   /** Remove everything this backend owns from the host. */
   teardown(): Promise<void>;
+  /**
+   * Packet counters of the user rules of these VMs, read from the kernel without changing anything
+   * (optional: a dataplane without a kernel has none). Does not wait for applies in progress.
+   */
+  ruleCounts?(vms: readonly VmChainRef[]): Promise<KernelRuleCount[]>;
   /** Release helper processes (the rules stay); optional. */
   close?(): Promise<void>;
 }

@@ -6,9 +6,10 @@
 // observe() re-reads the kernel, reports drift and refreshes that view, so the apply after an observe
 // repairs whatever someone else changed. The agent should therefore observe periodically (DESIGN §4)
 // and apply when drift is reported. A failed step forgets the view (the next apply re-reads).
-import type { ApplyResult, Dataplane, DataplaneInput, Observation } from '../backend.js';
+import type { ApplyResult, Dataplane, DataplaneInput, KernelRuleCount, Observation, VmChainRef } from '../backend.js';
 import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner, must } from '../exec.js';
+import { parseRuleCounts } from './counters.js';
 import { type KState, drift, expectedState, gcPlan, hasGarbage, parseEbSave, parseIpsetSave, parseIptSave, plan, planIsEmpty, withoutGarbage } from './kernel.js';
 import { type Rendered, render } from './render.js';
 import type { Program } from './program.js';
@@ -143,6 +144,20 @@ export class IptablesDataplane implements Dataplane {
       this.scheduleGc();
       return { drift: drift(render(input).program, kernel) };
     });
+  }
+
+  /**
+   * Per-rule hits: the counter of every user rule of these VMs (`iptables-save -c -t filter`, both
+   * families; see counters.ts for how a re-created rule is told apart). Not queued behind applies:
+   * a save is a consistent snapshot of the table.
+   */
+  async ruleCounts(vms: readonly VmChainRef[]): Promise<KernelRuleCount[]> {
+    if (!vms.length) return [];
+    const [v4, v6] = await Promise.all([
+      must(this.runner, 'iptables-save -c', 'iptables-save', ['-c', '-t', 'filter']),
+      must(this.runner, 'ip6tables-save -c', 'ip6tables-save', ['-c', '-t', 'filter']),
+    ]);
+    return [...parseRuleCounts(4, v4, vms), ...parseRuleCounts(6, v6, vms)];
   }
 
   /** Stops the garbage-collection timer (the rules stay). */
