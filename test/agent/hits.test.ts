@@ -214,6 +214,21 @@ test('the agent serves Prometheus metrics at --metrics-listen', async () => {
   }
 });
 
+test('the server\'s /metrics carries the control plane\'s metrics and the hits it attributed', async () => {
+  const r = await fetch(`http://127.0.0.1:${srv.port}/metrics`);
+  const text = await r.text();
+  const value = (line: RegExp) => Number(line.exec(text)?.[1]);
+  assert.equal(value(/^palisade_agent_sessions (\S+)$/m), sides.length, 'one session per agent');
+  assert.ok(value(/^palisade_control_batches_total (\S+)$/m) >= 1);
+  assert.ok(value(/^palisade_control_changes_total (\S+)$/m) >= 1);
+  assert.ok(value(/^palisade_control_pushes_total\{kind="delta"\} (\S+)$/m) >= sides.length, 'the re-render was pushed to every host');
+  assert.ok(value(/^palisade_control_push_bytes_total (\S+)$/m) > 0);
+  assert.ok(value(/^palisade_control_commit_to_push_seconds_count (\S+)$/m) >= 1);
+  const oldest = value(/^palisade_control_oldest_unacked_change_seconds (\S+)$/m);
+  assert.ok(oldest >= 0 && oldest < 60, `oldest unacknowledged change: ${oldest}s (every host acked long ago)`);
+  assert.ok(value(/^palisade_rule_hit_packets_total\{result="attributed"\} (\S+)$/m) >= await hits(ruleX), 'the attributed packets include the rule\'s hits');
+});
+
 test('an invalid --metrics-listen is refused at start with a message naming the flag; a taken port too', async () => {
   const pal = palisadeCommand();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-hits-bad-'));
