@@ -229,6 +229,27 @@ test('the server\'s /metrics carries the control plane\'s metrics and the hits i
   assert.ok(value(/^palisade_rule_hit_packets_total\{result="attributed"\} (\S+)$/m) >= await hits(ruleX), 'the attributed packets include the rule\'s hits');
 });
 
+test('an agent restarted with its saved state does not count again what the kernel counted before', async () => {
+  for (const s of sides) {
+    const id = kernelRuleId(s, 80);
+    assert.ok((await kernelCounts(s)).some((c) => c.ruleId === id && c.packets > 0), `${s.backend}: the kernel holds counts for the rule`);
+  }
+  await sleep(3500);   // the running agents have reported everything
+  const before = await hits(ruleX);
+  for (const s of sides) await s.agent.kill('SIGTERM');
+  for (const s of sides) s.agent.start();
+  for (const s of sides) {
+    await waitFor(`${s.backend}: restarted agent connected`, async () => /^palisade_agent_server_connected 1$/m.test((await metrics(s.metricsPort)).text), 60_000, 250);
+  }
+  await sleep(7000);   // two readings or more
+  assert.equal(await hits(ruleX), before, 'the first reading after the restart is a baseline');
+  for (const s of sides) {
+    const base = await hits(ruleX);
+    await connections(s, 80, 2);
+    await waitFor(`${s.backend}: new packets counted after the restart`, async () => (await hits(ruleX)) >= base + 2, 30_000, 250);
+  }
+});
+
 test('an invalid --metrics-listen is refused at start with a message naming the flag; a taken port too', async () => {
   const pal = palisadeCommand();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-hits-bad-'));
