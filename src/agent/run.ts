@@ -62,7 +62,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   let countersMs: number;
   let listen: { host: string; port: number } | null = null;
   try {
-    countersMs = parseDuration(o.countersInterval);
+    try { countersMs = parseDuration(o.countersInterval); } catch (e) { throw new Error(`--counters-interval: ${e instanceof Error ? e.message : String(e)}`); }
     if (countersMs !== 0 && countersMs < 100) throw new Error(`--counters-interval must be 0 (off) or at least 100ms, got ${o.countersInterval}`);
     if (o.metricsListen !== undefined) listen = parseListen(o.metricsListen);
   } catch (e) {
