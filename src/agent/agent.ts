@@ -78,6 +78,8 @@ export function agentUrl(server: string): string {
 }
 
 const KEEPALIVE_MS = 10_000;
+/** The counter reader's duty cycle bound: it waits at least this many times its last reading's duration. */
+const COUNTERS_DUTY = 20;
 
 export class Agent extends EventEmitter {
   state: HostDesiredState | null = null;
@@ -120,6 +122,8 @@ export class Agent extends EventEmitter {
   hits: HitTracker | null = null;
   private countersTimer: NodeJS.Timeout | null = null;
   private countersFailing = false;
+  /** How long the last counter reading took (ms): the next one waits at least COUNTERS_DUTY times that. */
+  private lastReadMs = 0;
   /** Hits messages sent and packets they carried (tests, logs). */
   readonly hitStats = { readings: 0, messages: 0, packets: 0 };
 
@@ -270,12 +274,17 @@ export class Agent extends EventEmitter {
 
   private armCounters(): void {
     if (this.stopped || !this.o.countersMs) return;
+    // A slow reading (a host with thousands of VMs) stretches the period: reading counters never takes
+    // more than 1/COUNTERS_DUTY of the time.
+    const delay = Math.max(this.o.countersMs, COUNTERS_DUTY * this.lastReadMs);
     this.countersTimer = setTimeout(async () => {
       this.countersTimer = null;
+      const t0 = performance.now();
       await this.readCounters();
+      this.lastReadMs = performance.now() - t0;
       this.sendHits();
       this.armCounters();
-    }, this.o.countersMs);
+    }, delay);
   }
 
   /** One reading of the held VMs' rule counters into the tracker (a failure is logged once per run of failures). */

@@ -120,3 +120,18 @@ test('agent metrics helpers: --metrics-listen values, tools of apply steps', () 
   assert.equal(toolOf('ip6tables-restore'), 'ip6tables-restore');
   assert.equal(toolOf('render'), null);
 });
+
+test('iptables garbage collection keeps the live rules\' counters: liveCounters reads the live version only', async () => {
+  const { liveCounters } = await import('../../src/dataplane/iptables/kernel.js');
+  const save = [
+    '*raw', '[9:90] -A PALISADE-RAW -m comment --comment "pal:x #h" -j CT --notrack', 'COMMIT',
+    '*filter',
+    '[3:180] -A i-2-7-VM -s 10.0.0.0/8 -m comment --comment "pal:aaa.c0 #b" -j ACCEPT',
+    '[0:0] -A i-2-7-VM -m comment --comment pal:end -j RETURN',
+    '[40:2400] -A i-2-7-VM -s 10.0.0.0/8 -m comment --comment "pal:aaa.c0 #a" -j ACCEPT',
+    '[7:70] -A i-2-7-VM -m comment --comment pal:end -j RETURN',
+    '[5:50] -A FORWARD -m comment --comment "foreign" -j ACCEPT',
+    'COMMIT',
+  ].join('\n');
+  assert.deepEqual([...liveCounters(save)], [['raw/PALISADE-RAW/x', '[9:90]'], ['filter/i-2-7-VM/aaa.c0', '[3:180]'], ['filter/i-2-7-VM/end', '[0:0]']]);
+});

@@ -10,7 +10,7 @@ import type { ApplyResult, Dataplane, DataplaneInput, KernelRuleCount, Observati
 import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner, must } from '../exec.js';
 import { parseRuleCounts } from './counters.js';
-import { type KState, drift, expectedState, gcPlan, hasGarbage, parseEbSave, parseIpsetSave, parseIptSave, plan, planIsEmpty, withoutGarbage } from './kernel.js';
+import { type KState, drift, expectedState, gcPlan, hasGarbage, liveCounters, parseEbSave, parseIpsetSave, parseIptSave, plan, planIsEmpty, withoutGarbage } from './kernel.js';
 import { type Rendered, render } from './render.js';
 import type { Program } from './program.js';
 
@@ -125,10 +125,17 @@ export class IptablesDataplane implements Dataplane {
   collectGarbage(): Promise<void> {
     return this.serial(async () => {
       if (!this.known || !this.lastProgram || !hasGarbage(this.known)) return;
-      const gc = gcPlan(this.known, this.lastProgram);
+      const planned = gcPlan(this.known, this.lastProgram);
       try {
-        if (gc.texts[4]) await must(this.runner, 'iptables-restore (garbage)', 'iptables-restore', ['--noflush'], gc.texts[4]);
-        if (gc.texts[6]) await must(this.runner, 'ip6tables-restore (garbage)', 'ip6tables-restore', ['--noflush'], gc.texts[6]);
+        // The live rules' counters go into the rewritten chains (per-rule hits): read just before, so
+        // only what they count in the few ms until the restore is lost.
+        const [s4, s6] = await Promise.all([
+          planned.texts[4] ? must(this.runner, 'iptables-save -c', 'iptables-save', ['-c']) : '',
+          planned.texts[6] ? must(this.runner, 'ip6tables-save -c', 'ip6tables-save', ['-c']) : '',
+        ]);
+        const gc = gcPlan(this.known, this.lastProgram, { 4: liveCounters(s4), 6: liveCounters(s6) });
+        if (gc.texts[4]) await must(this.runner, 'iptables-restore (garbage)', 'iptables-restore', ['--noflush', '--counters'], gc.texts[4]);
+        if (gc.texts[6]) await must(this.runner, 'ip6tables-restore (garbage)', 'ip6tables-restore', ['--noflush', '--counters'], gc.texts[6]);
         this.known = withoutGarbage(this.known, gc.done);
       } catch (e) {
         this.known = null;

@@ -196,13 +196,13 @@ export class NftablesDataplane implements Dataplane {
 
   /**
    * Per-rule hits: the counter of every user rule of these VMs, one entry per nft rule, its slot the
-   * rule's handle (a rule re-created by a write gets a new handle). One `nft -j list table inet`
-   * (the VM chains' table, never anyone else's); not queued behind applies — a listing is a consistent
+   * rule's handle (a rule re-created by a write gets a new handle). One `nft -j -t list table inet`
+   * (the VM chains' table, never anyone else's; -t: without set contents, which can be large); not queued behind applies — a listing is a consistent
    * dump even while another process commits.
    */
   async ruleCounts(vms: readonly VmChainRef[]): Promise<KernelRuleCount[]> {
     if (!vms.length) return [];
-    const r = await this.runner.run('nft', ['-j', 'list', 'table', 'inet', TABLE]);
+    const r = await this.runner.run('nft', ['-j', '-t', 'list', 'table', 'inet', TABLE]);
     if (r.code !== 0) {
       if (/No such file or directory/.test(r.stderr)) return [];
       throw new DataplaneError('nft list table inet', r.stderr);
