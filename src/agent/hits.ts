@@ -4,9 +4,10 @@
 // Each kernel rule is tracked by its slot (dataplane/backend.ts KernelRuleCount): the delta is the
 // counter minus what the slot showed last time; a slot not seen before counts from 0 (a rule created
 // or re-created by a write since the last reading), and so does a counter lower than last seen (the
-// rule was re-created in place, e.g. iptables' garbage collection rewriting a chain). So API hit
-// counts never go back, whatever the dataplane rewrites. What a re-created rule counted between the
-// last reading and its re-creation is lost (at most one reading interval of that rule's packets).
+// rule was re-created in place, e.g. a drift repair rewriting an iptables chain). So API hit counts
+// never go back, whatever the dataplane rewrites. What a re-created nft rule counted between the last
+// reading and its re-creation is lost (at most one reading interval of that rule's packets); iptables
+// keeps the old version's final counts until its clean-up, which carries the live counters over.
 //
 // The first reading after the agent starts with a saved state is a baseline only: the kernel's rules
 // survived the restart and what they counted before was reported by the previous run (or is lost with

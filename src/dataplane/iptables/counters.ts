@@ -6,8 +6,9 @@
 // Slots (which incarnation of a kernel rule a counter belongs to): a changed chain is written as a new
 // version above the old one (kernel.ts, shadowWrite), so a rule of the new version is a new slot
 // (its hash differs) whose counter starts at 0, while the old version, unreachable below it, keeps its
-// final counts until garbage collection rewrites the chain. That rewrite keeps the hash, so the same
-// slot restarts at 0: the reader takes a counter lower than last seen as counting from 0 (agent/hits.ts).
+// final counts until garbage collection rewrites the chain. That rewrite keeps the hash and carries the
+// live rules' counters over (backend.ts collectGarbage, restore --counters), so the slots go on; any
+// other in-place rewrite restarts a slot at 0, which the reader takes as counting from 0 (agent/hits.ts).
 import type { KernelRuleCount, VmChainRef } from '../backend.js';
 import { vmNames } from './names.js';
 
