@@ -7,7 +7,8 @@
 // rule was re-created in place, e.g. a drift repair rewriting an iptables chain). So API hit counts
 // never go back, whatever the dataplane rewrites. What a re-created nft rule counted between the last
 // reading and its re-creation is lost (at most one reading interval of that rule's packets); iptables
-// keeps the old version's final counts until its clean-up, which carries the live counters over.
+// keeps the old version's final counts until its clean-up, which carries the live counters over
+// (losing only what passes between its reading and its rewrite).
 //
 // The first reading after the agent starts with a saved state is a baseline only: the kernel's rules
 // survived the restart and what they counted before was reported by the previous run (or is lost with
