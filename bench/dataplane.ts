@@ -180,6 +180,17 @@ async function smallChanges() {
     const cold = make(backend, ns);
     const [, tCold] = await timed(() => cold.apply({ state: benchState(n), ports }));
     const [obs, tObs] = await timed(() => cold.observe({ state: benchState(n), ports }));
+    // Per-rule hits: the agent's counter reading (every --counters-interval) against observe (the drift
+    // check every --reconcile-interval), both full reads of what Palisade owns.
+    const refs = benchState(n).vms.map((v) => ({ vmId: v.vmId, instanceName: v.instanceName }));
+    const reads: number[] = [];
+    let counted = 0;
+    for (let k = 0; k < 5; k++) { const [c, t] = await timed(() => cold.ruleCounts(refs)); reads.push(t); counted = c.length; }
+    const observes: number[] = [];
+    for (let k = 0; k < 3; k++) observes.push((await timed(() => cold.observe({ state: benchState(n), ports })))[1]);
+    const tObs2 = median(observes);
+    summary('dataplane', `${backend}: rule counter read at ${n} VMs`, median(reads), 'ms');
+    summary('dataplane', `${backend}: rule counter read / observe at ${n} VMs`, median(reads) / tObs2, '×', backend === DEFAULT ? '≤ 1' : '');
     const target = (def: string, other: string) => (backend === DEFAULT ? def : other);
     summary('dataplane', `${backend}: one-rule change at ${n} VMs`, median(rule), 'ms', target('≤ 10', '< 50'));
     summary('dataplane', `${backend}: one-member change at ${n} VMs`, median(member), 'ms', target('≤ 5', '< 50'));
@@ -188,6 +199,7 @@ async function smallChanges() {
     console.log(`one group member added     : median ${ms(median(member))} (min ${ms(Math.min(...member))}, max ${ms(Math.max(...member))})`);
     console.log(`same state again (no write): median ${ms(median(noop))}`);
     console.log(`cold agent (reads the kernel, then writes the diff): ${ms(tCold)}; observe: ${ms(tObs)} (${obs.drift.length} drift items)`);
+    console.log(`rule counter read (per-rule hits): median ${ms(median(reads))} for ${counted} kernel rules; observe ${ms(tObs2)}`);
     for (const w of writes) console.log(w);
     await dp.close();
     await cold.close();

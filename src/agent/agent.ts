@@ -7,10 +7,14 @@
 // pause), then, once every server has failed in turn, with exponential backoff and jitter. Rules stay
 // in the kernel meanwhile (fail static). Every server message is validated before use; one that does
 // not match the protocol ends that connection (the agent moves on).
+//
+// Per-rule hits (DESIGN.md §8): every `countersMs` the agent reads its VMs' rule counters from the
+// dataplane and sends the non-zero deltas (hits.ts) in `hits` messages; while it has no server they
+// wait (bounded) for the next session. Metrics (metrics.ts) are fed where the work is done.
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
-import type { ApplyResult, Dataplane, HostPorts } from '../dataplane/backend.js';
+import { DataplaneError, type ApplyResult, type Dataplane, type HostPorts } from '../dataplane/backend.js';
 import type { HostDesiredState } from '../policy/ir.js';
 import {
   AGENT_PATH, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_REPAIRS_PER_REPORT, MAX_REPAIR_CHARS, PROTOCOL_VERSION, SERVER_FRAME_MAX_BYTES,
@@ -22,6 +26,8 @@ import { loadState, saveState } from './state-file.js';
 import { applyDelta, samePorts } from './merge.js';
 import type { Conntrack } from '../dataplane/conntrack.js';
 import { AgentConnections, restrictedVms, type CutOutcome } from './connections.js';
+import { HitTracker } from './hits.js';
+import type { AgentMetrics } from './metrics.js';
 
 export interface AgentOptions {
   /**
@@ -64,6 +70,10 @@ export interface AgentOptions {
    * questions are answered as unanswerable and nothing is cut.
    */
   conntrack?: Conntrack | null;
+  /** Period of reading the rule counters for per-rule hits; absent or 0: not read. */
+  countersMs?: number;
+  /** Where the agent's Prometheus metrics are counted (--metrics-listen); absent: nowhere. */
+  metrics?: AgentMetrics;
 }
 
 /** The servers of a `--server` value: comma-separated, trimmed, each checked to be a URL. */
@@ -83,6 +93,8 @@ export function agentUrl(server: string): string {
 }
 
 const KEEPALIVE_MS = 10_000;
+/** The counter reader's duty cycle bound: it waits at least this many times its last reading's duration. */
+const COUNTERS_DUTY = 20;
 
 export class Agent extends EventEmitter {
   state: HostDesiredState | null = null;
@@ -132,6 +144,14 @@ export class Agent extends EventEmitter {
   private applied: HostDesiredState | null = null;
   /** security.group.revoke.cut.connections as this session's server said (connectionSettings); off until told. */
   cutOnRevoke = false;
+  /** Per-rule hits: counter deltas waiting for a server (null: counters are not read). */
+  hits: HitTracker | null = null;
+  private countersTimer: NodeJS.Timeout | null = null;
+  private countersFailing = false;
+  /** How long the last counter reading took (ms): the next one waits at least COUNTERS_DUTY times that. */
+  private lastReadMs = 0;
+  /** Hits messages sent and packets they carried (tests, logs). */
+  readonly hitStats = { readings: 0, messages: 0, packets: 0 };
 
   constructor(private readonly o: AgentOptions) {
     super();
@@ -165,6 +185,13 @@ export class Agent extends EventEmitter {
       }
     }
     if (!this.state) await this.applyFailClosed();
+    if (this.o.countersMs && this.o.dataplane.ruleCounts) {
+      // A saved state means the kernel's rules (and their counts) survived the restart: the first
+      // reading is a baseline. Without one, every port was closed and every rule is new.
+      this.hits = new HitTracker({ baseline: this.state !== null });
+      if (this.state) await this.readCounters();
+      this.armCounters();
+    }
     this.connect();
     this.armReconcile();
   }
@@ -187,7 +214,7 @@ export class Agent extends EventEmitter {
   /** Leaves every rule in place: VMs stay protected while the agent is down. */
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const t of [this.reconnectTimer, this.reconcileTimer, this.soonTimer]) if (t) clearTimeout(t);
+    for (const t of [this.reconnectTimer, this.reconcileTimer, this.soonTimer, this.countersTimer]) if (t) clearTimeout(t);
     if (this.pingTimer) clearInterval(this.pingTimer);
     this.ws?.close(1000, 'agent stopping');
     this.ws = null;
@@ -268,9 +295,66 @@ export class Agent extends EventEmitter {
     this.reconnectTimer = setTimeout(() => { this.reconnectTimer = null; this.connect(); }, delay);
   }
 
-  private send(m: AgentMessage): void {
+  private send(m: AgentMessage): boolean {
     const ws = this.ws;
-    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(m));
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(m));
+    return true;
+  }
+
+  // ---- per-rule hits ---------------------------------------------------------------------------
+
+  private armCounters(): void {
+    if (this.stopped || !this.o.countersMs) return;
+    // A slow reading (a host with thousands of VMs) stretches the period: reading counters never takes
+    // more than 1/COUNTERS_DUTY of the time.
+    const delay = Math.max(this.o.countersMs, COUNTERS_DUTY * this.lastReadMs);
+    this.countersTimer = setTimeout(async () => {
+      this.countersTimer = null;
+      const t0 = performance.now();
+      await this.readCounters();
+      await this.readDropCounters();
+      this.lastReadMs = performance.now() - t0;
+      this.sendHits();
+      this.armCounters();
+    }, delay);
+  }
+
+  /** Drop-rule counters into palisade_agent_dropped_packets_total (only when metrics are served). */
+  async readDropCounters(): Promise<void> {
+    const read = this.o.dataplane.dropCounts;
+    if (!this.o.metrics || !read) return;
+    try { this.o.metrics.dropReadings(await read.call(this.o.dataplane)); } catch { /* the next reading tries again; hits log failures */ }
+  }
+
+  /** One reading of the held VMs' rule counters into the tracker (a failure is logged once per run of failures). */
+  async readCounters(): Promise<void> {
+    const tracker = this.hits;
+    const state = this.state;
+    const read = this.o.dataplane.ruleCounts;
+    if (!tracker || !state || !read) return;
+    try {
+      const counts = await read.call(this.o.dataplane, state.vms.map((v) => ({ vmId: v.vmId, instanceName: v.instanceName })));
+      tracker.take(counts);
+      tracker.retain(new Set(state.vms.map((v) => v.vmId)));
+      this.hitStats.readings++;
+      if (this.countersFailing) this.o.log.info('agent: rule counters readable again');
+      this.countersFailing = false;
+    } catch (e) {
+      if (!this.countersFailing) this.o.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'agent: cannot read rule counters (per-rule hits wait)');
+      this.countersFailing = true;
+    }
+  }
+
+  /** Send what the tracker holds, if there is a session (else it keeps waiting, bounded). */
+  sendHits(): void {
+    const tracker = this.hits;
+    if (!tracker || !this.connected || !tracker.waiting) return;
+    for (const m of tracker.drain(new Date())) {
+      if (!this.send(m)) break;   // the session just ended: these counts are lost with it
+      this.hitStats.messages++;
+      for (const per of Object.values(m.vms)) for (const n of Object.values(per)) this.hitStats.packets += n;
+    }
   }
 
   private onMessage(m: ServerMessage, server: string): void {
@@ -410,8 +494,10 @@ export class Agent extends EventEmitter {
       result = await this.o.dataplane.apply({ state, ports, dropLog: this.dropLogConfig() });
       this.lastApplyError = null;
       this.ports = portIndex(state, ports);
+      this.o.metrics?.applied(result);
     } catch (e) {
       const error = e instanceof Error ? e.message : String(e);
+      this.o.metrics?.applyFailed(e instanceof DataplaneError ? e.step : null);
       this.lastApplyError = error;
       this.o.log.error({ err: error, revision: state.revision }, 'agent: apply failed');
       ports = this.lastPorts ?? { nics: {}, bridges: {} };
@@ -516,6 +602,7 @@ export class Agent extends EventEmitter {
     await this.applyNow();
     if (this.lastApplyError !== null) return;
     this.repairCount += count;
+    this.o.metrics?.driftRepaired(count);
     this.addRepairs({ at: new Date().toISOString(), what, count });
     this.emit('repaired', { what, count });
   }

@@ -1,5 +1,5 @@
 // `palisade agent --server URL[,URL…] --token TOKEN [--state-dir DIR] [--netns NAME] [--reconcile-interval 10s] [--uplink DEV]
-//   [--dataplane auto|nftables|iptables|null]`
+//   [--dataplane auto|nftables|iptables|null] [--counters-interval 30s] [--metrics-listen HOST:PORT]`
 // The server list and the token may also come from the environment (PALISADE_SERVER, PALISADE_AGENT_TOKEN).
 import os from 'node:os';
 import path from 'node:path';
@@ -13,6 +13,7 @@ import { BACKENDS, type BackendName } from '../dataplane/choose.js';
 import { NullDataplane } from './null-dataplane.js';
 import { simulatedPorts } from './sim-ports.js';
 import { createConntrack } from '../dataplane/conntrack.js';
+import { AgentMetrics, conntrackUsage, parseListen, serveMetrics } from './metrics.js';
 
 /** "10s", "500ms", "2m" or plain milliseconds. */
 export function parseDuration(s: string): number {
@@ -35,6 +36,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
     .option('--uplink <dev...>', 'bridge port(s) that are uplinks (default: every non-VM port)')
     .option('--hostname <name>', 'name reported to the server')
     .option('--dataplane <kind>', 'auto (nftables when `nft -c` proves the kernel supports it, else iptables), nftables, iptables, or null (render only, touches no kernel)', 'auto')
+    .option('--counters-interval <duration>', 'how often rule counters are read for per-rule hits (0: never)', '30s')
+    .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (default: off)')
     .option('--backoff-max <duration>', 'longest wait between reconnects', '30s')
     .option('--log-level <level>', 'log level', 'info')
     .exitOverride();
@@ -45,7 +48,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 2;
     throw e;
   }
-  const o = program.opts<{ server?: string; serverOrder: string; keepalive: string; token?: string; stateDir: string; netns?: string; reconcileInterval: string; uplink?: string[]; hostname?: string; dataplane: string; backoffMax: string; logLevel: string }>();
+  const o = program.opts<{ server?: string; serverOrder: string; keepalive: string; token?: string; stateDir: string; netns?: string; reconcileInterval: string; uplink?: string[]; hostname?: string; dataplane: string; backoffMax: string; logLevel: string; countersInterval: string; metricsListen?: string }>();
   const token = o.token ?? process.env.PALISADE_AGENT_TOKEN;
   if (!token) throw new Error('--token (or PALISADE_AGENT_TOKEN) is required');
   const serverList = o.server ?? process.env.PALISADE_SERVER;
@@ -57,10 +60,31 @@ export async function agentCommand(argv: string[]): Promise<number> {
     process.stderr.write(`palisade agent: --dataplane must be auto, nftables, iptables or null (got ${JSON.stringify(o.dataplane)})\n`);
     return 2;
   }
+  let countersMs: number;
+  let listen: { host: string; port: number } | null = null;
+  try {
+    try { countersMs = parseDuration(o.countersInterval); } catch (e) { throw new Error(`--counters-interval: ${e instanceof Error ? e.message : String(e)}`); }
+    if (countersMs !== 0 && countersMs < 100) throw new Error(`--counters-interval must be 0 (off) or at least 100ms, got ${o.countersInterval}`);
+    if (o.metricsListen !== undefined) listen = parseListen(o.metricsListen);
+  } catch (e) {
+    process.stderr.write(`palisade agent: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 2;
+  }
   const runner = createRunner({ netns: o.netns ?? null });
   const simulated = o.dataplane === 'null';
   const kernel = simulated ? null : await kernelDataplane(runner, { uplinks: o.uplink ?? [], backend: o.dataplane as BackendName | 'auto' });
   if (kernel) log.info({ dataplane: kernel.dataplane.name, reason: kernel.reason }, `agent: dataplane ${kernel.dataplane.name}`);
+  // The agent's own registry; its gauges read the agent at scrape time.
+  let agentRef: Agent | null = null;
+  const metrics = listen ? new AgentMetrics(() => ({
+    appliedRevision: agentRef?.appliedRevision ?? null, connected: agentRef?.connected ?? false, vms: agentRef?.state?.vms.length ?? 0,
+  }), undefined, kernel ? () => conntrackUsage(runner) : undefined) : undefined;
+  const metricsServer = listen && metrics ? await serveMetrics(metrics.registry, listen.host, listen.port).catch((e: unknown) => {
+    process.stderr.write(`palisade agent: ${e instanceof Error ? e.message : String(e)}\n`);
+    return null;
+  }) : null;
+  if (listen && !metricsServer) return 2;
+  if (listen) log.info({ listen: `${listen.host}:${listen.port}` }, 'agent: metrics at /metrics');
   const agent = new Agent({
     server: servers,
     serverOrder: o.serverOrder,
@@ -72,17 +96,22 @@ export async function agentCommand(argv: string[]): Promise<number> {
     discover: kernel ? kernel.discover : async (s) => simulatedPorts(s),
     preflight: kernel ? () => preflight(runner, toolsFor(kernel.dataplane.name as BackendName)) : null,
     retire: kernel?.others ?? [],
-    ...(kernel ? { dropLog: { netns: o.netns ?? null } } : {}),
+    ...(kernel ? { dropLog: { netns: o.netns ?? null, ...(metrics ? { onLost: (n: number) => metrics.dropLogRecordsLost(n) } : {}) } } : {}),
     conntrack: kernel ? createConntrack(o.netns ?? null) : null,
     reconcileMs: parseDuration(o.reconcileInterval),
     backoffMaxMs: parseDuration(o.backoffMax),
+    countersMs,
+    ...(metrics ? { metrics } : {}),
     log,
   });
+  agentRef = agent;
   await agent.start();
   log.info({ servers: agent.servers, netns: o.netns ?? null, dataplane: kernel ? kernel.dataplane.name : 'null' }, 'agent started');
   return new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'agent stopping; rules stay in place');
+      metricsServer?.close();
+      metricsServer?.closeAllConnections();
       agent.stop().then(() => resolve(0), () => resolve(1));
     };
     process.once('SIGTERM', () => stop('SIGTERM'));

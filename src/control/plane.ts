@@ -83,7 +83,7 @@ export class ControlPlaneImpl {
       jobFailure: o.jobFailure,
     }, timing);
     this.batches = new Batches(db, log, fleet, this.serial, start, {
-      hostGone: (id, code, reason) => { this.hub.drop(id, code, reason); this.sync.forgetHost(id); },
+      hostGone: (id, code, reason) => { this.hub.drop(id, code, reason); this.sync.forgetHost(id); this.telemetry.forget(id); },
       removalsCleared: (vmIds) => { for (const v of vmIds) this.sync.refreshVm(v); },
       applied: (out) => this.applied(out),
       settingsChanged: (st) => this.settingsChanged(st),
@@ -168,7 +168,10 @@ export class ControlPlaneImpl {
 
   /** What agents apply of the settings: the drop log's per-VM rate and burst. */
   dropLogSettings(): DropLogSettings {
-    return { rate: this.settings.dropLogRate, burst: this.settings.dropLogBurst };
+    // Within the protocol's bounds whatever the store holds (a value out of them would make agents
+    // refuse the message and drop the session): the settings API checks the same ranges.
+    const clamp = (n: number, lo: number, hi: number, dflt: number) => (Number.isFinite(n) ? Math.min(hi, Math.max(lo, Math.round(n))) : dflt);
+    return { rate: clamp(this.settings.dropLogRate, 0, 10_000, 10), burst: clamp(this.settings.dropLogBurst, 1, 100_000, 50) };
   }
 
   /** A `settings` change (inside the serial section): agents get new drop-log values at once. */

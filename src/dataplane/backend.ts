@@ -39,6 +39,33 @@ export class DataplaneError extends Error {
   }
 }
 
+/**
+ * One kernel rule's packet counter (per-rule hits, DESIGN.md §8). A user rule may be several kernel
+ * rules (one per peer CIDR or set); each is reported on its own.
+ */
+export interface KernelRuleCount {
+  /** The VM whose chain holds the rule (mapped by the backend from its chain names). */
+  vmId: string;
+  /** The PolicyRule id in the rule's comment. */
+  ruleId: string;
+  /**
+   * Which incarnation of the kernel rule this is: stable while the rule stays in the kernel, different
+   * once a write re-created it (its counter then starts again at 0). Opaque to callers.
+   */
+  slot: string;
+  packets: number;
+}
+
+/** What the counter reader needs to know of a VM to find its chains. */
+export interface VmChainRef { vmId: string; instanceName: string }
+
+/**
+ * One drop rule's packet counter (the agent's palisade_agent_dropped_packets_total): the API drop
+ * reason of the drop point (model/telemetry.ts DROP_REASONS) and, as for rule counts, the incarnation
+ * of the kernel rule (a rewrite restarts its counter at 0).
+ */
+export interface KernelDropCount { reason: string; slot: string; packets: number }
+
 export interface Dataplane {
   readonly name: string;
   /** Pure: the full program for this input (backend-specific, e.g. restore texts per tool). */
@@ -49,6 +76,13 @@ export interface Dataplane {
   observe(input: DataplaneInput): Promise<Observation>;
   /** Remove everything this backend owns from the host. */
   teardown(): Promise<void>;
+  /**
+   * Packet counters of the user rules of these VMs, read from the kernel without changing anything
+   * (optional: a dataplane without a kernel has none). Does not wait for applies in progress.
+   */
+  ruleCounts?(vms: readonly VmChainRef[]): Promise<KernelRuleCount[]>;
+  /** Packet counters of every drop point with an API reason (optional, like ruleCounts). */
+  dropCounts?(): Promise<KernelDropCount[]>;
   /** Release helper processes (the rules stay); optional. */
   close?(): Promise<void>;
 }

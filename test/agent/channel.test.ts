@@ -312,3 +312,81 @@ test('an agent given invalid server messages closes that connection, keeps what 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+// ---- per-rule hits and drops from agents (issue 11) -------------------------------------------------
+
+test('hits: counted only for the sending host\'s VMs and their rules; hostile hits frames are refused or ignored; settings follow the welcome and every change', async () => {
+  const sg = ok(await srv.call('createSecurityGroup', { name: 'chan-hits' }), 'createSecurityGroup').createsecuritygroupresponse.securitygroup.id;
+  const rule = (await srv.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: sg, protocol: 'TCP', startport: 80, endport: 80, cidrlist: '10.0.0.0/8' })).body.jobresult.securitygroup.ingressrule[0].ruleid;
+  const otherVm = ok(await srv.call('listVirtualMachines', { name: 'chan-other', listall: true }), 'listVirtualMachines').listvirtualmachinesresponse.virtualmachine[0].id;
+  for (const id of [vmId, otherVm]) await srv.callAndWait('updateVirtualMachine', { id, securitygroupids: sg }).then((r) => ok(r, 'updateVirtualMachine'));
+  const hitcount = async () => {
+    const g = ok(await srv.call('listSecurityGroups', { id: sg }), 'listSecurityGroups').listsecuritygroupsresponse.securitygroup[0];
+    return g.ingressrule.find((r: any) => r.ruleid === rule).hitcount as number;
+  };
+  const hitRows = () => {
+    const db = new SqliteDatabase(path.join(srv.dataDir, 'palisade.db'), { readonly: true, fileMustExist: true });
+    try { return (db.prepare('select count(*) n from security_group_rule_hits').get() as { n: number }).n; } finally { db.close(); }
+  };
+  const hits = (vms: unknown, at: unknown = new Date().toISOString()) => JSON.stringify({ type: 'hits', at, vms });
+
+  const c = await rawConnect(srv.port);
+  try {
+    c.write(frame(hello(target.token)));
+    await accepted(c);
+    const types = c.messages.map((m: any) => m?.type);
+    assert.ok(types.indexOf('settings') > types.indexOf('welcome') && types.indexOf('settings') < types.findIndex((t) => t === 'snapshot' || t === 'delta'), `settings between welcome and the desired state: ${types.join(',')}`);
+    assert.deepEqual((c.messages.find((m: any) => m?.type === 'settings') as any).dropLog, { rate: 10, burst: 50 });
+    const snap = await c.waitFor((m) => m?.type === 'snapshot' && m.state.vms.some((v: any) => v.vmId === vmId && v.v4.ingress.length));
+    const kernelId = snap.state.vms.find((v: any) => v.vmId === vmId).v4.ingress.find((r: any) => r.ports?.from === 80).id as string;
+
+    // The twin: the host's own VM and rule count.
+    c.write(frame(hits({ [vmId]: { [kernelId]: 5 } })));
+    await waitFor('hitcount 5', async () => (await hitcount()) === 5);
+    // Ignored, the session kept: another host's VM (same group, same kernel rule), an unknown VM, an unknown rule.
+    c.write(frame(hits({ [otherVm]: { [kernelId]: 1000 } })), frame(hits({ '00000000-0000-4000-8000-000000000000': { [kernelId]: 1000 } })),
+      frame(hits({ [vmId]: { ffffffffffff: 1000 } })), frame(hits({ [vmId]: { [kernelId]: 1 } }, '2000-01-01T00:00:00Z')));
+    await waitFor('hitcount 6', async () => (await hitcount()) === 6);
+    await sleep(300);
+    assert.equal(await hitcount(), 6, 'nothing counted for a VM of another host, an unknown VM or an unknown rule');
+    assert.equal(c.closeCode, null, 'ignored, not refused');
+    // Drops the server cannot use are counted rejected, the session kept.
+    c.write(frame(JSON.stringify({ type: 'drops', records: [null, {}, 'x', { at: 'yesterday' }] })));
+    // Huge but valid deltas saturate at 2^53-1 instead of overflowing.
+    c.write(frame(hits({ [vmId]: { [kernelId]: Number.MAX_SAFE_INTEGER } })), frame(hits({ [vmId]: { [kernelId]: Number.MAX_SAFE_INTEGER } })));
+    await waitFor('hitcount saturated', async () => (await hitcount()) === Number.MAX_SAFE_INTEGER);
+    await sleep(300);
+    assert.equal(c.closeCode, null);
+    assert.equal(await hitcount(), Number.MAX_SAFE_INTEGER);
+
+    // A settings change reaches the session at once.
+    ok(await srv.call('updateConfiguration', { name: 'security.group.drop.log.rate', value: '20' }), 'updateConfiguration');
+    await c.waitFor((m) => m?.type === 'settings' && m.dropLog.rate === 20 && m.dropLog.burst === 50, 10_000);
+    ok(await srv.call('resetConfiguration', { name: 'security.group.drop.log.rate' }), 'resetConfiguration');
+    await c.waitFor((m) => m?.type === 'settings' && m.dropLog.rate === 10, 10_000);
+  } finally { c.destroy(); await c.ended; }
+
+  // Malformed hits end that connection and store nothing.
+  const rows = hitRows();
+  const many: Record<string, Record<string, number>> = {};
+  for (let i = 0; i < 5001; i++) many[`00000000-0000-4000-8000-${String(i).padStart(12, '0')}`] = { abc: 1 };
+  const bad = [
+    hits([]), hits({ [vmId]: { abc: '12' } }), hits({ [vmId]: { abc: -1 } }), hits({ [vmId]: { abc: 1.5 } }), hits({ [vmId]: { abc: 2 ** 60 } }),
+    hits({ 'not-a-uuid': { abc: 1 } }), hits({ [vmId]: { 'a.b': 1 } }), hits({ [vmId]: { abc: 1 } }, 'yesterday'), hits(many),
+    JSON.stringify({ type: 'hits', vms: {} }), JSON.stringify({ type: 'drops', records: new Array(5001).fill(null) }),
+  ];
+  for (const text of bad) {
+    const b = await rawConnect(srv.port);
+    b.write(frame(hello(target.token)));
+    await accepted(b);
+    b.write(frame(text));
+    assert.ok(await endsWithin(b, 5000), `refused: ${text.slice(0, 80)}`);
+    assert.equal(b.closeCode, 1008, `policy close for ${text.slice(0, 80)}`);
+    b.destroy();
+  }
+  await sleep(300);
+  assert.equal(await hitcount(), Number.MAX_SAFE_INTEGER, 'nothing from the refused frames');
+  assert.equal(hitRows(), rows, 'no rows from them either');
+  await apiAlive();
+  assert.ok(bystander.connected, 'the other agent stayed connected');
+});

@@ -64,3 +64,24 @@ test('what the server sends (its wire text) passes the agent\'s validation', () 
   if (sm.ok && sm.message.type === 'snapshot') assert.deepEqual(sm.message.state, f.snapshot(1), 'nothing lost in validation');
   assert.equal(decodeServerMessage(deltaJson({ ...d, revision: -1 })).ok, false);
 });
+
+test('telemetry messages (issue 11): hits and drops from agents, settings from the server, each bound refusing just past itself', () => {
+  const vm = '11111111-1111-4111-8111-111111111111';
+  const at = '2026-12-06T10:00:00.000Z';
+  assert.ok(ok({ type: 'hits', at, vms: {} }));
+  assert.ok(ok({ type: 'hits', at, vms: { [vm]: { abc123: 5, def: Number.MAX_SAFE_INTEGER } } }));
+  assert.ok(ok({ type: 'drops', records: [null, 'anything: each record is checked on its own by the server'] }));
+  for (const m of [
+    { type: 'hits', vms: {} }, { type: 'hits', at: 'now', vms: {} }, { type: 'hits', at, vms: [] }, { type: 'hits', at, vms: { nope: { a: 1 } } },
+    { type: 'hits', at, vms: { [vm]: { 'a.b': 1 } } }, { type: 'hits', at, vms: { [vm]: { a: -1 } } }, { type: 'hits', at, vms: { [vm]: { a: 0.5 } } },
+    { type: 'hits', at, vms: { [vm]: { a: Number.MAX_SAFE_INTEGER + 2 } } }, { type: 'hits', at, vms: { [vm]: { a: '1' } } },
+    { type: 'drops', records: new Array(5001).fill(null) }, { type: 'drops' },
+  ]) assert.equal(decodeAgentMessage(JSON.stringify(m)).ok, false, JSON.stringify(m).slice(0, 120));
+  const server = (m: unknown) => decodeServerMessage(JSON.stringify(m)).ok;
+  assert.ok(server({ type: 'settings', dropLog: { rate: 10, burst: 50 } }));
+  assert.ok(server({ type: 'settings', dropLog: { rate: 0, burst: 1 } }));
+  assert.ok(server({ type: 'settings', dropLog: { rate: 10_000, burst: 100_000 } }));
+  for (const dropLog of [{ rate: -1, burst: 50 }, { rate: 10_001, burst: 50 }, { rate: 10, burst: 0 }, { rate: 10, burst: 100_001 }, { rate: 1.5, burst: 50 }, { rate: 10 }]) {
+    assert.equal(server({ type: 'settings', dropLog }), false, JSON.stringify(dropLog));
+  }
+});

@@ -6,10 +6,11 @@
 // observe() re-reads the kernel, reports drift and refreshes that view, so the apply after an observe
 // repairs whatever someone else changed. The agent should therefore observe periodically (DESIGN §4)
 // and apply when drift is reported. A failed step forgets the view (the next apply re-reads).
-import type { ApplyResult, Dataplane, DataplaneInput, Observation } from '../backend.js';
+import type { ApplyResult, Dataplane, DataplaneInput, KernelRuleCount, Observation, VmChainRef } from '../backend.js';
 import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner, must } from '../exec.js';
-import { type KState, drift, expectedState, gcPlan, hasGarbage, parseEbSave, parseIpsetSave, parseIptSave, plan, planIsEmpty, withoutGarbage } from './kernel.js';
+import { parseRuleCounts } from './counters.js';
+import { type KState, drift, expectedState, gcPlan, hasGarbage, liveCounters, parseEbSave, parseIpsetSave, parseIptSave, plan, planIsEmpty, withoutGarbage } from './kernel.js';
 import { type Rendered, render } from './render.js';
 import type { Program } from './program.js';
 
@@ -124,10 +125,17 @@ export class IptablesDataplane implements Dataplane {
   collectGarbage(): Promise<void> {
     return this.serial(async () => {
       if (!this.known || !this.lastProgram || !hasGarbage(this.known)) return;
-      const gc = gcPlan(this.known, this.lastProgram);
+      const planned = gcPlan(this.known, this.lastProgram);
       try {
-        if (gc.texts[4]) await must(this.runner, 'iptables-restore (garbage)', 'iptables-restore', ['--noflush'], gc.texts[4]);
-        if (gc.texts[6]) await must(this.runner, 'ip6tables-restore (garbage)', 'ip6tables-restore', ['--noflush'], gc.texts[6]);
+        // The live rules' counters go into the rewritten chains (per-rule hits): read just before, so
+        // only what they count in the few ms until the restore is lost.
+        const [s4, s6] = await Promise.all([
+          planned.texts[4] ? must(this.runner, 'iptables-save -c', 'iptables-save', ['-c']) : '',
+          planned.texts[6] ? must(this.runner, 'ip6tables-save -c', 'ip6tables-save', ['-c']) : '',
+        ]);
+        const gc = gcPlan(this.known, this.lastProgram, { 4: liveCounters(s4), 6: liveCounters(s6) });
+        if (gc.texts[4]) await must(this.runner, 'iptables-restore (garbage)', 'iptables-restore', ['--noflush', '--counters'], gc.texts[4]);
+        if (gc.texts[6]) await must(this.runner, 'ip6tables-restore (garbage)', 'ip6tables-restore', ['--noflush', '--counters'], gc.texts[6]);
         this.known = withoutGarbage(this.known, gc.done);
       } catch (e) {
         this.known = null;
@@ -143,6 +151,20 @@ export class IptablesDataplane implements Dataplane {
       this.scheduleGc();
       return { drift: drift(render(input).program, kernel) };
     });
+  }
+
+  /**
+   * Per-rule hits: the counter of every user rule of these VMs (`iptables-save -c -t filter`, both
+   * families; see counters.ts for how a re-created rule is told apart). Not queued behind applies:
+   * a save is a consistent snapshot of the table.
+   */
+  async ruleCounts(vms: readonly VmChainRef[]): Promise<KernelRuleCount[]> {
+    if (!vms.length) return [];
+    const [v4, v6] = await Promise.all([
+      must(this.runner, 'iptables-save -c', 'iptables-save', ['-c', '-t', 'filter']),
+      must(this.runner, 'ip6tables-save -c', 'ip6tables-save', ['-c', '-t', 'filter']),
+    ]);
+    return [...parseRuleCounts(4, v4, vms), ...parseRuleCounts(6, v6, vms)];
   }
 
   /** Stops the garbage-collection timer (the rules stay). */

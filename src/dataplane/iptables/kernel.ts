@@ -296,11 +296,38 @@ export function plan(p: Program, k: KState): Plan {
 }
 
 /**
+ * Packet/byte counters of the live version of Palisade's rules, from `iptables-save -c` output:
+ * `table/chain/rule id` → `[packets:bytes]` (rules below a second hash-carrying rule — garbage — are
+ * left out). What garbage collection carries over into the rewritten chains.
+ */
+export function liveCounters(save: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const versions = new Map<string, number>();
+  let table = '';
+  for (const line of save.split('\n')) {
+    if (line.startsWith('*')) { table = line.slice(1).trim(); versions.clear(); continue; }
+    const m = /^(\[\d+:\d+\]) -A (\S+) /.exec(line);
+    if (!m) continue;
+    const c = COMMENT.exec(line);
+    const comment = c ? (c[1] ?? c[2]) : '';
+    if (!comment.startsWith('pal:')) continue;
+    const [id, hash] = comment.slice(4).split(' #');
+    if (hash !== undefined) versions.set(m[2], (versions.get(m[2]) ?? 0) + 1);
+    if ((versions.get(m[2]) ?? 0) > 1) continue;
+    out.set(`${table}/${m[2]}/${id}`, m[1]);
+  }
+  return out;
+}
+
+/**
  * Restore texts that drop the garbage: each chain with garbage whose live rules are `p`'s is flushed
  * and written again, atomically (rewriting, not deleting by position, stays right even if the chain
  * moved under us). `done`: the `fam/table/chain`s it rewrites. Texts are '' when there is nothing to do.
+ * `counters` (per family, from liveCounters): the live rules keep their counts through the rewrite —
+ * the texts are then for `iptables-restore --counters` (per-rule hits must not lose what the rules
+ * counted since their version was written).
  */
-export function gcPlan(k: KState, p: Program): { texts: Record<Fam, string>; done: string[] } {
+export function gcPlan(k: KState, p: Program, counters?: Record<Fam, Map<string, string>>): { texts: Record<Fam, string>; done: string[] } {
   const texts = { 4: '', 6: '' } as Record<Fam, string>;
   const done: string[] = [];
   for (const f of [4, 6] as Fam[]) {
@@ -310,7 +337,8 @@ export function gcPlan(k: KState, p: Program): { texts: Record<Fam, string>; don
       for (const c of (f === 4 ? p.v4 : p.v6).chains) {
         const kc = k.ipt[f][table].chains.get(c.name);
         if (c.table !== table || !kc || kc.garbage <= 0 || !sameChain(c, kc)) continue;
-        lines.push(`:${c.name} - [0:0]`, ...c.rules.map((r, i) => ruleLine(c, r, i)));
+        const count = (id: string) => (counters ? `${counters[f].get(`${table}/${c.name}/${id}`) ?? '[0:0]'} ` : '');
+        lines.push(`:${c.name} - [0:0]`, ...c.rules.map((r, i) => `${count(r.id)}${ruleLine(c, r, i)}`));
         done.push(`${f}/${table}/${c.name}`);
       }
       if (lines.length) out.push(`*${table}`, ...lines.filter((l) => l.startsWith(':')), ...lines.filter((l) => !l.startsWith(':')), 'COMMIT');

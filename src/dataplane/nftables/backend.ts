@@ -15,12 +15,12 @@
 // A very large first write (a cold start of thousands of VMs) is split into several transactions so
 // the kernel's nftables lock is never held for long: first everything with the new VMs' ports closed
 // (dropped), then their chains and the opening of their ports, a batch of VMs at a time.
-import type { ApplyResult, Dataplane, DataplaneInput, Observation } from '../backend.js';
+import type { ApplyResult, Dataplane, DataplaneInput, KernelDropCount, KernelRuleCount, Observation, VmChainRef } from '../backend.js';
 import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner } from '../exec.js';
-import { planHost } from '../plan/index.js';
+import { LOG_REASON, planHost, type DropReason as PlanDropReason } from '../plan/index.js';
 import { type KState, diffScript, drift, emptyState, expectedState, parseTable, teardownScript } from './kernel.js';
-import { FAMILIES, N, type NFamily, TABLE } from './names.js';
+import { FAMILIES, N, type NFamily, TABLE, vmChains } from './names.js';
 import { type NftProgram, parseComment } from './program.js';
 import { type Rendered, render, renderPlan } from './render.js';
 import { NftSession } from './session.js';
@@ -194,6 +194,40 @@ export class NftablesDataplane implements Dataplane {
     });
   }
 
+  /**
+   * Per-rule hits: the counter of every user rule of these VMs, one entry per nft rule, its slot the
+   * rule's handle (a rule re-created by a write gets a new handle). One `nft -j -t list table inet`
+   * (the VM chains' table, never anyone else's; -t: without set contents, which can be large); not queued behind applies — a listing is a consistent
+   * dump even while another process commits.
+   */
+  async ruleCounts(vms: readonly VmChainRef[]): Promise<KernelRuleCount[]> {
+    if (!vms.length) return [];
+    const r = await this.runner.run('nft', ['-j', '-t', 'list', 'table', 'inet', TABLE]);
+    if (r.code !== 0) {
+      if (/No such file or directory/.test(r.stderr)) return [];
+      throw new DataplaneError('nft list table inet', r.stderr);
+    }
+    return parseRuleCounts(r.stdout, vms);
+  }
+
+  /**
+   * Drops per reason: the counter of every rule whose comment names a drop reason (`!<reason>`) with
+   * an API reason, in both of Palisade's tables (L2 drops are in `bridge`, default denies in `inet`).
+   * Read-only, without set contents.
+   */
+  async dropCounts(): Promise<KernelDropCount[]> {
+    const out: KernelDropCount[] = [];
+    for (const family of ['bridge', 'inet'] as const) {
+      const r = await this.runner.run('nft', ['-j', '-t', 'list', 'table', family, TABLE]);
+      if (r.code !== 0) {
+        if (/No such file or directory/.test(r.stderr)) continue;
+        throw new DataplaneError(`nft list table ${family}`, r.stderr);
+      }
+      out.push(...parseDropCounts(r.stdout));
+    }
+    return out;
+  }
+
   /** Ends the long-lived `nft` process (also ends by itself when idle). */
   async close(): Promise<void> { this.session.stop(); }
 }
@@ -221,6 +255,40 @@ export function parseRuleCounters(json: string): RuleCounter[] {
     sums.set(key, c);
   }
   return [...sums.values()];
+}
+
+/** Every user rule's counter in `nft -j list table inet palisade` output, for the chains of `vms`. */
+export function parseRuleCounts(json: string, vms: readonly VmChainRef[]): KernelRuleCount[] {
+  const vmOfChain = new Map<string, string>();
+  for (const vm of vms) { const c = vmChains(vm.instanceName); vmOfChain.set(c.from, vm.vmId); vmOfChain.set(c.to, vm.vmId); }
+  const out: KernelRuleCount[] = [];
+  for (const item of (JSON.parse(json) as { nftables: Record<string, any>[] }).nftables) {
+    const rule = item.rule;
+    if (!rule || rule.table !== TABLE || rule.family !== 'inet') continue;
+    const vmId = vmOfChain.get(rule.chain);
+    const id = /^(.+)\.[ie][46]\.[cs]\d+$/.exec(parseComment(rule.comment)?.id ?? '');
+    const counter = (rule.expr as Record<string, any>[] | undefined)?.find((e) => e.counter && typeof e.counter === 'object');
+    const packets = Number(counter?.counter.packets);
+    if (!vmId || !id || !Number.isSafeInteger(packets) || packets < 0) continue;
+    out.push({ vmId, ruleId: id[1], slot: `${rule.chain}/${String(rule.handle)}`, packets });
+  }
+  return out;
+}
+
+/** The counter of every drop rule with an API reason in `nft -j list table … palisade` output. */
+export function parseDropCounts(json: string): KernelDropCount[] {
+  const out: KernelDropCount[] = [];
+  for (const item of (JSON.parse(json) as { nftables: Record<string, any>[] }).nftables) {
+    const rule = item.rule;
+    if (!rule || rule.table !== TABLE) continue;
+    const planReason = parseComment(rule.comment)?.reason;
+    const reason = planReason && Object.hasOwn(LOG_REASON, planReason) ? LOG_REASON[planReason as PlanDropReason] : null;
+    const counter = (rule.expr as Record<string, any>[] | undefined)?.find((e) => e.counter && typeof e.counter === 'object');
+    const packets = Number(counter?.counter.packets);
+    if (!reason || !Number.isSafeInteger(packets) || packets < 0) continue;
+    out.push({ reason, slot: `${rule.family}/${rule.chain}/${String(rule.handle)}`, packets });
+  }
+  return out;
 }
 
 /** Above this many inet chains, observe reads every VM's rules only every few passes. */

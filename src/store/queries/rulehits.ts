@@ -27,7 +27,11 @@ export async function addRuleHits(db: Q, packetsByRuleUuid: ReadonlyMap<string, 
     const rows = ids.map((r) => ({ rule_id: r.id, hitcount: byUuid.get(r.uuid)!, lasthit: at })).sort((a, b) => a.rule_id - b.rule_id);
     await db.insertInto('security_group_rule_hits').values(rows)
       .onConflict((oc) => oc.column('rule_id').doUpdateSet({
-        hitcount: sql`security_group_rule_hits.hitcount + excluded.hitcount`,
+        // Clamped at 2^53-1 (what a JSON number holds exactly): a hostile or broken agent's huge
+        // deltas saturate the count instead of overflowing the column (PostgreSQL would refuse the row).
+        hitcount: isSqlite(db)
+          ? sql`min(security_group_rule_hits.hitcount + excluded.hitcount, ${Number.MAX_SAFE_INTEGER})`
+          : sql`least(security_group_rule_hits.hitcount + excluded.hitcount, ${Number.MAX_SAFE_INTEGER}::bigint)`,
         lasthit: newer,
       })).execute();
     updated += rows.length;

@@ -1,0 +1,45 @@
+// Per-rule hits on the iptables backend: the packet counters of the VMs' user rules, parsed from
+// `iptables-save -c` (pure). A VM's ingress rules live in its chain `<vm>`, its egress rules in
+// `<vm>-eg`; each rule's comment carries `pal:<rule id>.c<i>` or `.s<i>` (which peer), and the first
+// rule of every version of a chain also carries the chain's hash (`pal:<id> #<hash>`).
+//
+// Slots (which incarnation of a kernel rule a counter belongs to): a changed chain is written as a new
+// version above the old one (kernel.ts, shadowWrite), so a rule of the new version is a new slot
+// (its hash differs) whose counter starts at 0, while the old version, unreachable below it, keeps its
+// final counts until garbage collection rewrites the chain. That rewrite keeps the hash and carries the
+// live rules' counters over (backend.ts collectGarbage, restore --counters), so the slots go on; any
+// other in-place rewrite restarts a slot at 0, which the reader takes as counting from 0 (agent/hits.ts).
+import type { KernelRuleCount, VmChainRef } from '../backend.js';
+import { vmNames } from './names.js';
+
+const LINE = /^\[(\d+):\d+\] -A (\S+) /;
+const COMMENT = /--comment\s+(?:"([^"]*)"|(\S+))/;
+const USER_RULE = /^pal:(.+)\.[cs]\d+(?: #([0-9a-zA-Z]+))?$/;
+const HASH = / #([0-9a-zA-Z]+)$/;
+
+export function parseRuleCounts(family: 4 | 6, save: string, vms: readonly VmChainRef[]): KernelRuleCount[] {
+  const vmOfChain = new Map<string, string>();
+  for (const vm of vms) { const n = vmNames(vm.instanceName); vmOfChain.set(n.vm, vm.vmId); vmOfChain.set(n.eg, vm.vmId); }
+  const out: KernelRuleCount[] = [];
+  /** chain → the hash of the version the rules being read belong to */
+  const version = new Map<string, string>();
+  let filter = false;
+  for (const line of save.split('\n')) {
+    if (line.startsWith('*')) { filter = line.trim() === '*filter'; continue; }
+    if (!filter) continue;
+    const m = LINE.exec(line);
+    if (!m) continue;
+    const vmId = vmOfChain.get(m[2]);
+    if (!vmId) continue;
+    const c = COMMENT.exec(line);
+    const comment = c ? (c[1] ?? c[2]) : '';
+    const hash = HASH.exec(comment);
+    if (hash) version.set(m[2], hash[1]);
+    const u = USER_RULE.exec(comment);
+    const packets = Number(m[1]);
+    if (!u || !Number.isSafeInteger(packets)) continue;
+    const id = comment.slice(4).split(' #')[0];
+    out.push({ vmId, ruleId: u[1], slot: `${family}/${m[2]}/${version.get(m[2]) ?? '-'}/${id}`, packets });
+  }
+  return out;
+}
