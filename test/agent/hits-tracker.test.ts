@@ -3,9 +3,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HitTracker, MAX_PENDING_RULES, MAX_RULES_PER_MESSAGE } from '../../src/agent/hits.js';
-import { parseListen, toolOf } from '../../src/agent/metrics.js';
-import { parseRuleCounts as iptCounts } from '../../src/dataplane/iptables/counters.js';
-import { parseRuleCounts as nftCounts } from '../../src/dataplane/nftables/backend.js';
+import { AgentMetrics, parseListen, toolOf } from '../../src/agent/metrics.js';
+import { MetricsRegistry } from '../../src/metrics/registry.js';
+import { parseDropCounts as iptDrops, parseRuleCounts as iptCounts } from '../../src/dataplane/iptables/counters.js';
+import { parseDropCounts as nftDrops, parseRuleCounts as nftCounts } from '../../src/dataplane/nftables/backend.js';
 import { vmChains } from '../../src/dataplane/nftables/names.js';
 import { agentMessageSchema } from '../../src/protocol/index.js';
 
@@ -134,4 +135,37 @@ test('iptables garbage collection keeps the live rules\' counters: liveCounters 
     'COMMIT',
   ].join('\n');
   assert.deepEqual([...liveCounters(save)], [['raw/PALISADE-RAW/x', '[9:90]'], ['filter/i-2-7-VM/aaa.c0', '[3:180]'], ['filter/i-2-7-VM/end', '[0:0]']]);
+});
+
+test('dropped packets per reason: parsers of both backends map plan reasons to API reasons; the agent counts deltas after a baseline', async () => {
+  const save = ['*filter', ':PDL-t-ingress-default-deny - [0:0]',
+    '[7:420] -A PDL-t-ingress-default-deny -m hashlimit --hashlimit-upto 10/sec -j NFLOG --nflog-group 4217',
+    '[9:540] -A PDL-t-ingress-default-deny -j DROP',
+    '[3:180] -A PDL-f-not-own-address -m comment --comment "pal:drop" -j DROP',
+    '[5:300] -A PDL-f-l2-protocol -j DROP',            // no API reason: not counted
+    '[4:240] -A from-vm1 -j DROP', 'COMMIT'].join('\n');
+  assert.deepEqual(iptDrops('iptables-save', save), [
+    { reason: 'ingress-default-deny', slot: 'iptables-save/filter/PDL-t-ingress-default-deny', packets: 9 },
+    { reason: 'spoofed-ip', slot: 'iptables-save/filter/PDL-f-not-own-address', packets: 3 },
+  ]);
+  const nft = JSON.stringify({ nftables: [
+    { rule: { family: 'bridge', table: 'palisade', chain: 'vmin-1', handle: 12, comment: 'pal:b.spoof !spoof-mac', expr: [{ counter: { packets: 4, bytes: 1 } }, { drop: null }] } },
+    { rule: { family: 'inet', table: 'palisade', chain: 'to-x', handle: 3, comment: 'pal:deny !ingress-default-deny', expr: [{ counter: { packets: 2, bytes: 1 } }] } },
+    { rule: { family: 'inet', table: 'palisade', chain: 'to-x', handle: 4, comment: 'pal:r1.i4.c0', expr: [{ counter: { packets: 99, bytes: 1 } }] } },
+    { rule: { family: 'inet', table: 'other', chain: 'x', handle: 5, comment: 'pal:deny !ingress-default-deny', expr: [{ counter: { packets: 50, bytes: 1 } }] } },
+  ] });
+  assert.deepEqual(nftDrops(nft), [
+    { reason: 'spoofed-mac', slot: 'bridge/vmin-1/12', packets: 4 },
+    { reason: 'ingress-default-deny', slot: 'inet/to-x/3', packets: 2 },
+  ]);
+  const m = new AgentMetrics(() => ({ appliedRevision: null, connected: false, vms: 0 }), new MetricsRegistry());
+  const value = async (reason: string) => Number(new RegExp(`palisade_agent_dropped_packets_total\\{reason="${reason}"\\} (\\d+)`).exec(await m.registry.text())?.[1] ?? 0);
+  m.dropReadings([{ reason: 'ingress-default-deny', slot: 'a', packets: 100 }]);          // baseline: before this agent
+  assert.equal(await value('ingress-default-deny'), 0);
+  m.dropReadings([{ reason: 'ingress-default-deny', slot: 'a', packets: 104 }, { reason: 'spoofed-ip', slot: 'b', packets: 2 }]);
+  assert.equal(await value('ingress-default-deny'), 4);
+  assert.equal(await value('spoofed-ip'), 2, 'a new slot counts from 0');
+  m.dropReadings([{ reason: 'ingress-default-deny', slot: 'a', packets: 1 }, { reason: 'bogus', slot: 'c', packets: 9 }]);
+  assert.equal(await value('ingress-default-deny'), 5, 'a counter that went down was re-created: it counts from 0');
+  assert.doesNotMatch(await m.registry.text(), /bogus/);
 });

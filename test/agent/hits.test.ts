@@ -223,14 +223,13 @@ test('the agent serves Prometheus metrics at --metrics-listen', async () => {
   }
 });
 
-test('the agent counts dropped packets per reason from the kernel (nftables) and reports conntrack usage', async () => {
+test('the agent counts dropped packets per reason from the kernel and reports conntrack usage', async () => {
   const sample = (text: string, name: string) => { const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text); return m ? Number(m[1]) : null; };
   const denied = '^palisade_agent_dropped_packets_total\\{reason="ingress-default-deny"\\}';
   for (const s of sides) {
     const m = await metrics(s.metricsPort);
     assert.ok((sample(m.text, 'palisade_agent_conntrack_limit') ?? 0) > 0, `${s.backend}: conntrack limit`);
     assert.ok((sample(m.text, 'palisade_agent_conntrack_entries') ?? -1) >= 0, `${s.backend}: conntrack entries`);
-    if (s.backend !== 'nftables') continue;   // the iptables backend's drop rules carry no reason to count by (README)
     const before = sample(m.text, denied) ?? 0;
     // Blocked: no rule opens 9999, so each SYN meets the ingress default deny.
     for (let i = 0; i < 3; i++) assert.ok(!(await tcpConnect(s.client.lab, s.serverIp, 9999, { timeoutMs: 400 })).ok, 'tcp/9999 is blocked');

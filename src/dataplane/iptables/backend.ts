@@ -6,10 +6,10 @@
 // observe() re-reads the kernel, reports drift and refreshes that view, so the apply after an observe
 // repairs whatever someone else changed. The agent should therefore observe periodically (DESIGN §4)
 // and apply when drift is reported. A failed step forgets the view (the next apply re-reads).
-import type { ApplyResult, Dataplane, DataplaneInput, KernelRuleCount, Observation, VmChainRef } from '../backend.js';
+import type { ApplyResult, Dataplane, DataplaneInput, KernelDropCount, KernelRuleCount, Observation, VmChainRef } from '../backend.js';
 import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner, must } from '../exec.js';
-import { parseRuleCounts } from './counters.js';
+import { parseDropCounts, parseRuleCounts } from './counters.js';
 import { type KState, drift, expectedState, gcPlan, hasGarbage, liveCounters, parseEbSave, parseIpsetSave, parseIptSave, plan, planIsEmpty, withoutGarbage } from './kernel.js';
 import { type Rendered, render } from './render.js';
 import type { Program } from './program.js';
@@ -165,6 +165,13 @@ export class IptablesDataplane implements Dataplane {
       must(this.runner, 'ip6tables-save -c', 'ip6tables-save', ['-c', '-t', 'filter']),
     ]);
     return [...parseRuleCounts(4, v4, vms), ...parseRuleCounts(6, v6, vms)];
+  }
+
+  /** Drops per reason: the final DROP of each drop-log chain (counters.ts parseDropCounts), all three tools. */
+  async dropCounts(): Promise<KernelDropCount[]> {
+    const tools = [['iptables-save', ['-c', '-t', 'filter']], ['ip6tables-save', ['-c', '-t', 'filter']], ['ebtables-save', ['-c']]] as const;
+    const saves = await Promise.all(tools.map(([tool, args]) => must(this.runner, `${tool} -c`, tool, [...args])));
+    return saves.flatMap((save, i) => parseDropCounts(tools[i][0], save));
   }
 
   /** Stops the garbage-collection timer (the rules stay). */

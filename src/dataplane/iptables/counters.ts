@@ -9,7 +9,8 @@
 // final counts until garbage collection rewrites the chain. That rewrite keeps the hash and carries the
 // live rules' counters over (backend.ts collectGarbage, restore --counters), so the slots go on; any
 // other in-place rewrite restarts a slot at 0, which the reader takes as counting from 0 (agent/hits.ts).
-import type { KernelRuleCount, VmChainRef } from '../backend.js';
+import type { KernelDropCount, KernelRuleCount, VmChainRef } from '../backend.js';
+import { LOG_REASON, type DropReason as PlanDropReason } from '../plan/index.js';
 import { vmNames } from './names.js';
 
 const LINE = /^\[(\d+):\d+\] -A (\S+) /;
@@ -40,6 +41,28 @@ export function parseRuleCounts(family: 4 | 6, save: string, vms: readonly VmCha
     if (!u || !Number.isSafeInteger(packets)) continue;
     const id = comment.slice(4).split(' #')[0];
     out.push({ vmId, ruleId: u[1], slot: `${family}/${m[2]}/${version.get(m[2]) ?? '-'}/${id}`, packets });
+  }
+  return out;
+}
+
+// Drops per reason on this backend: with the drop log on, every drop with an API reason jumps to a
+// log chain of its side and reason (`PDL-<side>-<reason>` in iptables/ip6tables, `PDLE-…` in ebtables,
+// render.ts) that logs within its limit and then drops. The counter of that final DROP is every packet
+// dropped for the reason. With the drop log off (rate 0) there are no such chains and nothing counts.
+const DROP_IN_LOG_CHAIN = /^\[(\d+):\d+\] -A (PDLE?-[ftn]-([a-z0-9-]+)) (?:.* )?-j DROP\s*$/;
+
+/** The drop counters of `*-save -c` output (`tool` names the slot: the same chain in another tool is another counter). */
+export function parseDropCounts(tool: string, save: string): KernelDropCount[] {
+  const out: KernelDropCount[] = [];
+  let table = '';
+  for (const line of save.split('\n')) {
+    if (line.startsWith('*')) { table = line.slice(1).trim(); continue; }
+    const m = DROP_IN_LOG_CHAIN.exec(line);
+    if (!m) continue;
+    const reason = Object.hasOwn(LOG_REASON, m[3]) ? LOG_REASON[m[3] as PlanDropReason] : null;
+    const packets = Number(m[1]);
+    if (!reason || !Number.isSafeInteger(packets)) continue;
+    out.push({ reason, slot: `${tool}/${table}/${m[2]}`, packets });
   }
   return out;
 }
