@@ -17,7 +17,9 @@ export interface DropRule {
 /** Key → drop rule; the key is table:chain plus the rule's position, stable between two saves of the same rules. */
 export type DropCounters = Map<string, DropRule>;
 
-const RULE_RE = /^\[(\d+):\d+\] -A (\S+) (.*)-j (DROP|REJECT)\b/;
+// With the drop log on, a drop jumps to a log-then-drop chain of its side and reason (PDL-…/PDLE-…):
+// the jump is the drop point, counted where it sits.
+const RULE_RE = /^\[(\d+):\d+\] -A (\S+) (.*)-j (DROP|REJECT|PDLE?-[ftn]-\S+)(?:\s|$)/;
 const POLICY_RE = /^:(\S+) (DROP) \[(\d+):\d+\]/;
 
 export function parseDropCounters(saveText: string): DropCounters {
@@ -27,6 +29,7 @@ export function parseDropCounters(saveText: string): DropCounters {
   for (const line of saveText.split('\n')) {
     if (line.startsWith('*')) { table = line.slice(1).trim(); continue; }
     const r = RULE_RE.exec(line);
+    if (r && /^PDLE?-/.test(r[2])) continue;   // inside a log chain: its drop point already counted the packet
     if (r) {
       const chain = `${table}:${r[2]}`;
       const side = /--physdev-in /.test(r[3]) ? 'from' : /--physdev-out /.test(r[3]) ? 'to' : null;
@@ -60,6 +63,13 @@ function nftOwner(chain: string): DropRule['owner'] {
   return undefined;
 }
 
+/** A drop verdict, or (drop log on) a goto into a log-then-drop chain `dl-<side>-<reason>`. */
+function isNftDrop(e: Record<string, any>): boolean {
+  if ('drop' in e) return true;
+  const target = e.goto?.target ?? e.jump?.target;
+  return typeof target === 'string' && target.startsWith('dl-');
+}
+
 /** Drop rules of the nftables backend's tables (`nft -j list table <family> palisade` outputs). */
 export function parseNftDropCounters(tables: { family: string; json: string }[]): DropCounters {
   const out: DropCounters = new Map();
@@ -67,7 +77,7 @@ export function parseNftDropCounters(tables: { family: string; json: string }[])
     if (!json.trim()) continue;
     for (const item of (JSON.parse(json) as { nftables: Record<string, any>[] }).nftables) {
       const r = item.rule;
-      if (!r || !Array.isArray(r.expr) || !r.expr.some((e: Record<string, unknown>) => 'drop' in e)) continue;
+      if (!r || !Array.isArray(r.expr) || !r.expr.some(isNftDrop) || String(r.chain).startsWith('dl-')) continue;
       const counter = r.expr.find((e: Record<string, any>) => e.counter && typeof e.counter === 'object');
       if (!counter) continue;
       const m = /^pal:(\S+)(?: !(\S+))?/.exec(String(r.comment ?? ''));

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tapMac, linkLocalFromMac, v4Network, v6Network, randomPrefix, checkPrefix, randomGuestMac } from '../../src/lab/names.js';
-import { parseDropCounters, dropDelta, explainDrops } from '../../src/lab/verdict.js';
+import { parseDropCounters, parseNftDropCounters, dropDelta, explainDrops } from '../../src/lab/verdict.js';
 import { parseLabArgs } from '../../src/lab/command.js';
 
 test('libvirt tap MAC convention and EUI-64 link-local', () => {
@@ -53,6 +53,28 @@ test('drop attribution: destination ingress, source egress, source anti-spoofing
   assert.equal(explainDrops(dropDelta(base, parseDropCounters(SAVE(3, 0, 1))), a, b), "dropped by web's anti-spoofing rules (i-2-7-def pal:n0.dhcps)");
   assert.equal(explainDrops(dropDelta(base, parseDropCounters(SAVE(3, 0, 0))), a, b), 'no firewall rule counted a drop (nothing answered)');
   assert.equal(explainDrops(ingress, { name: 'outside', instanceName: null }, { name: 'x', instanceName: 'i-9-9-VM' }), 'dropped by chain i-2-8-def pal:n0.deny');
+});
+
+test('drop attribution with the drop log on: the jump into a log chain is the drop point; the log chain\'s own drop is not counted twice', () => {
+  const ipt = (n: number) => `*filter
+:PDL-t-ingress-default-deny - [0:0]
+[${n}:0] -A i-2-8-def -m physdev --physdev-out vnet1 --physdev-is-bridged -m comment --comment "pal:n0.deny" -j PDL-t-ingress-default-deny
+[${n}:0] -A PDL-t-ingress-default-deny -j DROP
+[7:0] -A i-2-8-def -j ACCEPT
+COMMIT
+`;
+  const a = { name: 'web', instanceName: 'i-2-7-VM' };
+  const b = { name: 'db', instanceName: 'i-2-8-VM' };
+  assert.equal(explainDrops(dropDelta(parseDropCounters(ipt(1)), parseDropCounters(ipt(3))), a, b), "dropped by db's ingress rules (i-2-8-def pal:n0.deny)");
+  assert.equal(explainDrops(dropDelta(parseDropCounters(ipt(1)), parseDropCounters(ipt(1))), a, b), 'no firewall rule counted a drop (nothing answered)');
+  const nft = (n: number) => [{ family: 'inet', json: JSON.stringify({ nftables: [
+    { rule: { family: 'inet', table: 'palisade', chain: 'to-i-2-8-VM', handle: 7, comment: 'pal:deny !ingress-default-deny', expr: [{ counter: { packets: n, bytes: 0 } }, { goto: { target: 'dl-t-ingress-default-deny' } }] } },
+    { rule: { family: 'inet', table: 'palisade', chain: 'dl-t-ingress-default-deny', handle: 9, comment: 'pal:drop', expr: [{ counter: { packets: n, bytes: 0 } }, { drop: null }] } },
+    { rule: { family: 'inet', table: 'palisade', chain: 'to-i-2-8-VM', handle: 8, comment: 'pal:r1.i4.c0', expr: [{ counter: { packets: 50, bytes: 0 } }, { goto: { target: 'accept-x' } }] } },
+  ] }) }];
+  const delta = dropDelta(parseNftDropCounters(nft(1)), parseNftDropCounters(nft(4)));
+  assert.deepEqual(delta.map((d) => [d.chain, d.packets]), [['inet:to-i-2-8-VM', 3]]);
+  assert.equal(explainDrops(delta, a, b), "dropped by db's ingress rules (to-i-2-8-VM ingress-default-deny)");
 });
 
 test('lab argument parsing', () => {
