@@ -60,12 +60,12 @@ async function loadNics(db: Db, vmIds?: number[]): Promise<Map<number, Nic[]>> {
   const nicRows: NicRow[] = [];
   const secRows: { nic_id: number; address: string }[] = [];
   if (vmIds === undefined) {
-    nicRows.push(...await db.selectFrom('nics').select(NIC_COLS).where('removed', 'is', null).execute());
-    secRows.push(...await db.selectFrom('nic_secondary_ips').select(['nic_id', 'address']).orderBy('id').execute());
+    for (const row of await db.selectFrom('nics').select(NIC_COLS).where('removed', 'is', null).execute()) nicRows.push(row);
+    for (const row of await db.selectFrom('nic_secondary_ips').select(['nic_id', 'address']).orderBy('id').execute()) secRows.push(row);
   } else {
     for (const c of chunks(vmIds)) {
-      nicRows.push(...await db.selectFrom('nics').select(NIC_COLS).where('removed', 'is', null).where('vm_id', 'in', c).execute());
-      secRows.push(...await db.selectFrom('nic_secondary_ips').select(['nic_id', 'address']).where('vm_id', 'in', c).orderBy('id').execute());
+      for (const row of await db.selectFrom('nics').select(NIC_COLS).where('removed', 'is', null).where('vm_id', 'in', c).execute()) nicRows.push(row);
+      for (const row of await db.selectFrom('nic_secondary_ips').select(['nic_id', 'address']).where('vm_id', 'in', c).orderBy('id').execute()) secRows.push(row);
     }
   }
   const secByNic = new Map<number, string[]>();

@@ -70,13 +70,13 @@ export async function loadGroups(db: Q, ids: number[], opts: { members?: boolean
   const b: GroupBundle = { groups: [], rules: [], referenced: new Map(), tags: [], members: new Map(), hits: new Map() };
   if (ids.length === 0) return b;
   for (const part of chunk(ids)) {
-    b.groups.push(...await db.selectFrom('security_groups').select(['id', 'uuid', 'name', 'description', 'account_id', 'domain_id']).where(inList(db, 'id', part)).execute());
+    for (const row of await db.selectFrom('security_groups').select(['id', 'uuid', 'name', 'description', 'account_id', 'domain_id']).where(inList(db, 'id', part)).execute()) b.groups.push(row);
     let rq = db.selectFrom('security_group_rules')
       .select(['id', 'uuid', 'group_id', 'type', 'protocol', 'start_port', 'end_port', 'cidr', 'allowed_group_id']).where(inList(db, 'group_id', part));
     if (opts.ruleIds) rq = rq.where(inList(db, 'id', opts.ruleIds));
-    b.rules.push(...await rq.orderBy('id').execute());
-    b.tags.push(...await db.selectFrom('tags').select(['resource_type', 'resource_id', 'key', 'value', 'account_id', 'domain_id', 'customer'])
-      .where('resource_type', '=', 'SecurityGroup').where(inList(db, 'resource_id', part)).orderBy('id').execute());
+    for (const row of await rq.orderBy('id').execute()) b.rules.push(row);
+    for (const row of await db.selectFrom('tags').select(['resource_type', 'resource_id', 'key', 'value', 'account_id', 'domain_id', 'customer'])
+      .where('resource_type', '=', 'SecurityGroup').where(inList(db, 'resource_id', part)).orderBy('id').execute()) b.tags.push(row);
     if (opts.members !== false) {
       const rows = await db.selectFrom('security_group_vm_map as m').innerJoin('vms as v', 'v.id', 'm.vm_id')
         .select(['m.group_id', 'v.uuid']).where(inList(db, 'm.group_id', part)).where('v.removed', 'is', null).orderBy('v.id').execute();
@@ -91,8 +91,8 @@ export async function loadGroups(db: Q, ids: number[], opts: { members?: boolean
   for (const part of chunk(ids)) {
     let sub = db.selectFrom('security_group_rules').select('id').where(inList(db, 'group_id', part));
     if (opts.ruleIds) sub = sub.where(inList(db, 'id', opts.ruleIds));
-    b.tags.push(...await db.selectFrom('tags').select(['resource_type', 'resource_id', 'key', 'value', 'account_id', 'domain_id', 'customer'])
-      .where('resource_type', '=', 'SecurityGroupRule').where('resource_id', 'in', sub).orderBy('id').execute());
+    for (const row of await db.selectFrom('tags').select(['resource_type', 'resource_id', 'key', 'value', 'account_id', 'domain_id', 'customer'])
+      .where('resource_type', '=', 'SecurityGroupRule').where('resource_id', 'in', sub).orderBy('id').execute()) b.tags.push(row);
   }
   // hit counters by join on the page's groups: one query however many rules the page has
   for (const part of chunk(ids)) {
