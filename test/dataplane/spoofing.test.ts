@@ -57,6 +57,17 @@ for (const backend of BACKENDS) describe(backend, () => {
       { what: 'IPv4 broadcast UDP (to b)', frame: udp(a.ipv4!, '255.255.255.255', 9011, { dstMac: 'ff:ff:ff:ff:ff:ff' }), to: b, filter: 'udp dst port 9011', want: false },
       { what: 'IPv4 multicast UDP', frame: udp(a.ipv4!, '224.0.0.251', 5353, { dstMac: '01:00:5e:00:00:fb' }), to: out, filter: 'udp dst port 5353', want: false },
       { what: 'IPv6 multicast UDP', frame: udp(a.ipv6!, 'ff02::1', 9012, { dstMac: '33:33:00:00:00:01' }), to: b, filter: 'udp dst port 9012', want: false },
+      // unicast frames from the VM's own MAC and address to a neighbour (the nftables fast path's
+      // shape): only what the baseline would pass gets through (the NA filters tell the targets
+      // apart by the last byte: ::40 is a's, ::41 b's)
+      { what: 'unicast UDP from own IPv4 (to b)', frame: udp(a.ipv4!, b.ipv4!, 9013, { dstMac: b.mac }), to: b, filter: 'udp dst port 9013', want: true },
+      { what: 'unicast DHCP offer from own IPv4 (to b)', frame: { kind: 'dhcp-offer', src: a.ipv4!, dst: b.ipv4!, dstMac: b.mac, yiaddr: '198.51.100.79' }, to: b, filter: 'udp src port 67', want: false },
+      { what: 'unicast UDP from own IPv6 (to b)', frame: udp(a.ipv6!, b.ipv6!, 9014, { dstMac: b.mac }), to: b, filter: 'udp dst port 9014', want: true },
+      { what: 'unicast DHCPv6 reply from own IPv6 (to b)', frame: udp(a.ipv6!, b.ipv6!, 546, { dstMac: b.mac, sport: 547 }), to: b, filter: 'udp src port 547', want: false },
+      { what: 'unicast RA from own link-local (to b)', frame: { kind: 'ra', src: a.nics[0].linkLocal, dst: b.nics[0].linkLocal, dstMac: b.mac }, to: b, filter: 'icmp6 and ip6[40] == 134', want: false },
+      { what: 'unicast NA for its own address (to b)', frame: { kind: 'na', src: a.nics[0].linkLocal, target: a.ipv6!, dst: b.nics[0].linkLocal, dstMac: b.mac }, to: b, filter: 'icmp6 and ip6[40] == 136 and ip6[63] == 0x40', want: true },
+      { what: 'unicast NA for b\'s address (to b)', frame: { kind: 'na', src: a.nics[0].linkLocal, target: b.ipv6!, dst: b.nics[0].linkLocal, dstMac: b.mac }, to: b, filter: 'icmp6 and ip6[40] == 136 and ip6[63] == 0x41', want: false },
+      { what: 'unicast UDP to a foreign address via b\'s MAC', frame: udp(a.ipv4!, '198.51.100.99', 9015, { dstMac: b.mac }), to: b, filter: 'udp dst port 9015', want: false },
       { what: 'non-IP ethertype', frame: { kind: 'raw', expr: `Ether(dst='${out.mac}',type=0x88b5)/Raw(b'palisade-l2')` }, to: out, filter: 'ether proto 0x88b5', want: false },
     ];
     const got = await framesDelivered({ from: a, cases: cases.map((c) => ({ frame: c.frame, to: c.to, filter: c.filter })), timeoutMs: 1200 });
