@@ -8,6 +8,7 @@
 //  - one rule changed and one group member added at 200 VMs, and the same state applied again.
 // Needs root. Time limit: 1800 s (a quiet 2-core machine needs ~10 min).
 // Run: node --import tsx bench/dataplane.ts [--quick] [--only=forwarding|programming|changes]
+import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { run, runIn, createLab, listenTcp, type Vm } from '../src/lab/index.js';
 import { createRunner } from '../src/dataplane/exec.js';
@@ -214,9 +215,13 @@ async function smallChanges() {
 interface Fwd { tcpGbps: number; udpPps: number; pingMs: number }
 
 async function iperf(a: Vm, b: Vm, args: string[]): Promise<any> {
-  const srv = a.lab.background(b.netns, 'iperf3', ['-s', '-1', '-p', '5201']);
+  // Sender and receiver pinned to different CPUs: left to the scheduler they sometimes share one, which
+  // halves the rate of that run whatever the firewall does (the forwarding work runs on the sender's CPU).
+  const cpus = os.availableParallelism();
+  const pin = (cpu: number) => (cpus > 1 ? ['-A', String(cpu % cpus)] : []);
+  const srv = a.lab.background(b.netns, 'iperf3', ['-s', '-1', '-p', '5201', ...pin(1)]);
   await srv.waitFor(/listening/i, 5000).catch(() => new Promise((r) => setTimeout(r, 300)));
-  const out = JSON.parse((await a.exec('iperf3', ['-c', b.ipv4!, '-p', '5201', '-t', '2', '-J', ...args], { timeoutMs: 30_000 })).stdout);
+  const out = JSON.parse((await a.exec('iperf3', ['-c', b.ipv4!, '-p', '5201', '-t', '2', '-J', ...pin(0), ...args], { timeoutMs: 30_000 })).stdout);
   await srv.exited;
   return out;
 }
