@@ -3,7 +3,8 @@
 // written to a private file and the session is sent one short line, `include "<file>"`: nft runs each
 // input line as one batch (all of it or nothing), included files too. Not the script itself on the
 // line: nft's interactive line editor reads its input one byte per read(2), which cost a one-rule
-// change of a VM (~4 KB of script) more than the kernel's whole transaction. Each line is followed by
+// change of a VM (~4 KB of script) more than the kernel's whole transaction (a script of a few
+// hundred bytes, a set element or two, still goes inline: cheaper than a file). Each line is followed by
 // a marker command that fails with a known message, so the end of every transaction is seen on
 // stderr, with the transaction's own error, if any, before it. Scripts larger than `inlineMax` run as
 // one-shot `nft -f -` processes, and the session is restarted after a bounded amount of input: nft
@@ -28,6 +29,8 @@ export interface NftSessionOptions {
 }
 
 const MARKER_TABLE = '__palisade_sync';
+/** Scripts up to this long go inline (cheaper than a file for a set element or two). */
+const INLINE_BYTES = 256;
 /** Restart the interactive process after this much input (bounded history). */
 const MAX_SESSION_BYTES = 8 * 1024 * 1024;
 
@@ -90,7 +93,7 @@ export class NftSession {
     }
     const tag = `${MARKER_TABLE}${++this.seq}`;
     // a new file per transaction: an nft that timed out may still be reading the last one
-    const file = this.file ? `${this.file}${this.seq}.nft` : null;
+    const file = this.file && script.length > INLINE_BYTES ? `${this.file}${this.seq}.nft` : null;
     if (file) writeFileSync(file, script, { mode: 0o600 });
     try {
       await this.send(step, tag, file ? `include "${file}"` : oneLine(script));
