@@ -12,7 +12,11 @@ import {
 } from './program.js';
 
 export interface KChain { family: NFamily; name: string; base: string | null; ids: string[]; hash: string | null; foreign: number }
-export interface KSet { family: NFamily; name: string; map: boolean; elements: Set<string> }
+export interface KSet {
+  family: NFamily; name: string; map: boolean; elements: Set<string>;
+  /** The elements in the order a write gave them (after a write, not a read): an equal list is no change. */
+  written?: readonly string[];
+}
 export interface KState {
   tables: Set<NFamily>;
   chains: Map<string, KChain>;
@@ -89,6 +93,19 @@ export function parseTable(family: NFamily, json: string, into: KState = emptySt
 // Chains are immutable and memoised by the renderer: their expected read-back is made once each.
 const expectedChain = new WeakMap<NChain, KChain>();
 
+/** A set as written: its element Set is only built when something asks (most writes change a few sets). */
+function writtenSet(s: NSet): KSet {
+  let elements: Set<string> | null = null;
+  return { family: s.family, name: s.name, map: s.map, written: s.elements, get elements() { return (elements ??= new Set(s.elements)); } };
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** The kernel state right after `p` was written. */
 export function expectedState(p: NftProgram): KState {
   const k = emptyState();
@@ -98,11 +115,12 @@ export function expectedState(p: NftProgram): KState {
     if (!kc) expectedChain.set(c, (kc = { family: c.family, name: c.name, base: c.base ?? null, ids: c.rules.map((r) => r.id), hash: c.hash, foreign: 0 }));
     k.chains.set(key(c.family, c.name), kc);
   }
-  for (const s of p.sets) { k.tables.add(s.family); k.sets.set(key(s.family, s.name), { family: s.family, name: s.name, map: s.map, elements: new Set(s.elements) }); }
+  for (const s of p.sets) { k.tables.add(s.family); k.sets.set(key(s.family, s.name), writtenSet(s)); }
   return k;
 }
 
 function sameChain(c: NChain, k: KChain | undefined): boolean {
+  if (k && expectedChain.get(c) === k) return true; // written from this very chain
   return !!k && k.foreign === 0 && k.hash === c.hash && (k.base ?? null) === (c.base ?? null)
     && k.ids.length === c.rules.length && k.ids.every((id, i) => id === c.rules[i].id);
 }
@@ -119,25 +137,30 @@ export function diffScript(p: NftProgram, k: KState): string {
   const out: string[] = [];
   const families = new Set<NFamily>([...p.chains.map((c) => c.family), ...p.sets.map((s) => s.family)]);
   for (const f of FAMILIES) if (families.has(f) && !k.tables.has(f)) out.push(`add table ${at(f)}`);
-  const wantChains = new Map(p.chains.map((c) => [key(c.family, c.name), c]));
-  const wantSets = new Map(p.sets.map((s) => [key(s.family, s.name), s]));
   const live = (f: NFamily) => families.has(f);
 
   const rewrite: NChain[] = [];
   const rebase: NChain[] = [];
+  const kept = new Set<KChain>();
   for (const c of p.chains) {
     const kc = k.chains.get(key(c.family, c.name));
     if (!kc) { out.push(chainDecl(c)); rewrite.push(c); continue; }
+    kept.add(kc);
     if ((kc.base ?? null) !== (c.base ?? null)) { rebase.push(c); continue; }
     if (!sameChain(c, kc)) rewrite.push(c);
   }
   const newSets: NSet[] = [];
-  for (const s of p.sets) if (!k.sets.has(key(s.family, s.name))) { out.push(setDecl(s)); newSets.push(s); }
+  const keptSets = new Set<KSet>();
+  for (const s of p.sets) {
+    const ks = k.sets.get(key(s.family, s.name));
+    if (!ks) { out.push(setDecl(s)); newSets.push(s); } else keptSets.add(ks);
+  }
 
   const elementOps = (verdict: boolean) => {
     for (const s of p.sets) {
       if (isVerdictMap(s) !== verdict) continue;
       const ks = k.sets.get(key(s.family, s.name));
+      if (ks?.written && sameList(ks.written, s.elements)) continue;
       const have = ks?.elements ?? new Set<string>();
       const want = new Set(s.elements);
       // a changed value is a deletion of its key, then an addition
@@ -154,10 +177,17 @@ export function diffScript(p: NftProgram, k: KState): string {
   elementOps(true);
 
   // what goes away (in tables that stay; a table that goes is deleted whole)
-  const goneChains = [...k.chains.values()].filter((c) => live(c.family) && !wantChains.has(key(c.family, c.name)));
-  for (const c of goneChains) out.push(`flush chain ${at(c.family)} ${c.name}`);
-  for (const c of goneChains) out.push(`delete chain ${at(c.family)} ${c.name}`);
-  for (const s of k.sets.values()) if (live(s.family) && !wantSets.has(key(s.family, s.name))) out.push(`delete ${s.map ? 'map' : 'set'} ${at(s.family)} ${s.name}`);
+  // (when every known chain / set is still wanted, nothing goes: no need to look)
+  if (kept.size < k.chains.size) {
+    const wantChains = new Set(p.chains.map((c) => key(c.family, c.name)));
+    const goneChains = [...k.chains.values()].filter((c) => live(c.family) && !wantChains.has(key(c.family, c.name)));
+    for (const c of goneChains) out.push(`flush chain ${at(c.family)} ${c.name}`);
+    for (const c of goneChains) out.push(`delete chain ${at(c.family)} ${c.name}`);
+  }
+  if (keptSets.size < k.sets.size) {
+    const wantSets = new Set(p.sets.map((s) => key(s.family, s.name)));
+    for (const s of k.sets.values()) if (live(s.family) && !wantSets.has(key(s.family, s.name))) out.push(`delete ${s.map ? 'map' : 'set'} ${at(s.family)} ${s.name}`);
+  }
   for (const c of k.counters) { const [f, n] = c.split('/') as [NFamily, string]; if (live(f)) out.push(`delete counter ${at(f)} ${n}`); }
   for (const f of FAMILIES) if (k.tables.has(f) && !families.has(f)) out.push(`delete table ${at(f)}`);
   void newSets;

@@ -410,14 +410,42 @@ function bridgeChains(name: string, zone: number, withUplink: boolean, untracked
 }
 
 // Elements in a deterministic order (the plan's); duplicates removed (two VMs sharing a MAC on one bridge).
-const set = (family: 'bridge' | 'inet', name: string, key: string, elements: string[], decl?: string): NSet =>
-  ({ family, name, key, map: false, decl: decl ?? `type ${key};`, elements: [...new Set(elements)] });
+// A set given the same element list as the last render returns the very same NSet: a warm host's
+// render mostly re-lists unchanged ports, and an unchanged NSet is then seen as such at once by the
+// diff (no set is rebuilt, no element compared twice).
+const lastSet = new Map<string, { input: readonly string[]; set: NSet }>();
+function remember(s: NSet, input: readonly string[]): NSet {
+  const k = `${s.family}/${s.name}/${s.map}`;
+  const last = lastSet.get(k);
+  if (last && last.set.decl === s.decl && last.set.key === s.key && sameList(last.input, input)) return last.set;
+  if (lastSet.size >= 4096) lastSet.clear();
+  lastSet.set(k, { input, set: s });
+  return s;
+}
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+function unchanged(family: 'bridge' | 'inet', name: string, map: boolean, key: string, decl: string, input: readonly string[]): NSet | null {
+  const last = lastSet.get(`${family}/${name}/${map}`);
+  return last && last.set.decl === decl && last.set.key === key && sameList(last.input, input) ? last.set : null;
+}
+const set = (family: 'bridge' | 'inet', name: string, key: string, elements: string[], decl?: string): NSet => {
+  const d = decl ?? `type ${key};`;
+  return unchanged(family, name, false, key, d, elements)
+    ?? remember({ family, name, key, map: false, decl: d, elements: [...new Set(elements)] }, elements);
+};
 /** `elements`: `key : value` texts; a key given twice keeps its first value. */
 const map = (family: 'bridge' | 'inet', name: string, key: string, value: string, elements: string[], decl?: string): NSet => {
+  const d = decl ?? `type ${key} : ${value};`;
+  const hit = unchanged(family, name, true, key, d, elements);
+  if (hit) return hit;
   const seen = new Set<string>();
   const out: string[] = [];
   for (const e of elements) { const k = e.slice(0, e.indexOf(' : ')); if (!seen.has(k)) { seen.add(k); out.push(e); } }
-  return { family, name, key, map: true, decl: decl ?? `type ${key} : ${value};`, elements: out };
+  return remember({ family, name, key, map: true, decl: d, elements: out }, elements);
 };
 
 export function renderPlan(plan: HostPlan, opts: RenderOptions = {}): Rendered {
