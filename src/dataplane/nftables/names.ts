@@ -64,7 +64,7 @@ export const N = {
   vmOut: 'vm-out', vmArpOut: 'vm-arp-out', vmOut4: 'vm-out4', vmOut6: 'vm-out6',
   l2ArpOut: 'l2-arp-out', l2Ip4Out: 'l2-ip4-out', l2Ip6Out: 'l2-ip6-out', uplinkOut: 'uplink-out',
   // inet
-  raw: 'raw', input: 'input', bf: 'bridged', toPort: 'deliver', bridges: 'bridges', zones: 'zones', from: 'from', to: 'to',
+  raw: 'raw', input: 'input', bf: 'bridged', pass: 'pass', toPort: 'deliver', bridges: 'bridges', zones: 'zones', from: 'from', to: 'to',
 } as const;
 
 /** The drop log's chain of one side and reason (issue 11; plan/reasons.ts). */

@@ -177,7 +177,8 @@ function renderVm(vm: VmPlan): VmOut {
   const goOn = `goto ${N.toPort}`;
   const fams = [4, 6] as Fam[];
   const pol = (f: Fam) => (f === 4 ? vm.policy.v4 : vm.policy.v6);
-  let from = goOn;
+  // no egress rules: through `pass`, so that `deliver` is reached at one depth whatever the source
+  let from = `goto ${N.pass}`;
   if (fams.some((f) => pol(f).egressRestricted)) {
     const rules: NRule[] = [];
     for (const f of fams) {
@@ -514,7 +515,7 @@ export function renderPlan(plan: HostPlan, opts: RenderOptions = {}): Rendered {
       ...plan.sets.map((s) => set('inet', groupSet(s.id), s.family === 4 ? 'ipv4_addr' : 'ipv6_addr', s.members)),
       set('inet', N.bridges, 'ifname', plan.bridges.map((b) => b.name)),
       map('inet', N.zones, 'mark', 'ct zone', [...zones].sort((a, b) => a - b).map((z) => `${z} : ${z}`), 'typeof meta mark : ct zone;'),
-      map('inet', N.from, 'mark', 'verdict', [...el.from, `${PORT_UPLINK << 16} : goto ${N.toPort}`]),
+      map('inet', N.from, 'mark', 'verdict', [...el.from, `${PORT_UPLINK << 16} : goto ${N.pass}`]),
       map('inet', N.to, 'mark', 'verdict', [...el.to, `${PORT_UPLINK} : accept`]),
     );
     chains.push(
@@ -523,11 +524,17 @@ export function renderPlan(plan: HostPlan, opts: RenderOptions = {}): Rendered {
       makeChain('inet', N.bf, [
         r('est', 'ct state established,related accept'),
         // the source's guard exempted it (DHCP client, DAD, its own NA): its side is done
-        r('exempt', `meta mark and ${hex(MARK_ALLOW)} == ${hex(MARK_ALLOW)} goto ${N.toPort}`),
+        r('exempt', `meta mark and ${hex(MARK_ALLOW)} == ${hex(MARK_ALLOW)} goto ${N.pass}`),
         r('from', `meta mark and ${hex(MARK_IN_MASK)} vmap @${N.from}`),
         // no in-port mark (a port added since the last discovery) or an unknown one
         drop('deny', 'unknown-port'),
       ]),
+      // The kernel checks every chain reachable from a base chain on each commit that adds a rule with
+      // a verdict, once per depth it is reached at: every way into `deliver` (and so into every VM's
+      // destination chain) goes through one more chain, `pass` or the VM's source chain, so the VM
+      // chains are checked once per hook rather than twice (a one-rule change's commit, 200 VMs:
+      // 3.2 → 2.7 ms).
+      makeChain('inet', N.pass, [r('next', `goto ${N.toPort}`)]),
       makeChain('inet', N.toPort, [
         r('exempt', `meta mark and ${hex(MARK_ACCEPT_TO)} == ${hex(MARK_ACCEPT_TO)} accept`),
         r('to', `meta mark and ${hex(MARK_OUT_MASK)} vmap @${N.to}`),
