@@ -40,7 +40,8 @@ const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const REPO = path.dirname(path.dirname(MAIN));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
-const log = pino({ level: 'silent' });
+/** The simulated agents' log: silent, or their warnings (disconnects, refusals) to FLEET_AGENT_LOG. */
+const log = process.env.FLEET_AGENT_LOG ? pino({ level: 'warn' }, pino.destination({ dest: process.env.FLEET_AGENT_LOG, sync: false })) : pino({ level: 'silent' });
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -58,6 +59,9 @@ async function freePort(): Promise<number> {
 class ServerProc {
   child: ChildProcess | null = null;
   out = '';
+  /** Set when the process ended without stop() asking it to (a crash): code or signal. */
+  died: string | null = null;
+  private stopping = false;
   constructor(readonly dataDir: string, readonly port: number, readonly db?: string, readonly name?: string) {}
   get url(): string { return `http://127.0.0.1:${this.port}`; }
   async start(): Promise<number> {
@@ -67,8 +71,16 @@ class ServerProc {
       { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = c;
     const logFile = process.env.FLEET_SERVER_LOG;
+    // Both streams to the log: pino writes to stdout, a crash's stack trace to stderr.
     c.stdout!.on('data', (d) => { this.out = (this.out + d).slice(-20000); if (logFile) fs.appendFileSync(logFile, d); });
-    c.stderr!.on('data', (d) => { this.out = (this.out + d).slice(-20000); });
+    c.stderr!.on('data', (d) => { this.out = (this.out + d).slice(-20000); if (logFile) fs.appendFileSync(logFile, `[${this.name ?? this.port} stderr] ${d}`); });
+    this.stopping = false;
+    this.died = null;
+    c.once('exit', (code, signal) => {
+      if (this.stopping) return;
+      this.died = signal ? `signal ${signal}` : `exit code ${code}`;
+      process.stderr.write(`  !! server ${this.name ?? this.port} ended unexpectedly (${this.died}); its last output:\n${this.out.slice(-4000)}\n`);
+    });
     const t0 = Date.now();
     for (;;) {
       if (c.exitCode !== null) throw new Error(`server exited:\n${this.out}`);
@@ -82,6 +94,7 @@ class ServerProc {
     const c = this.child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
     const done = new Promise((r) => c.once('exit', r));
+    this.stopping = true;
     c.kill(signal);
     await done;
   }
@@ -98,7 +111,14 @@ function api(port: number, creds: { apikey: string; secretkey: string }): Api {
       const p: Record<string, string> = { command, response: 'json', apiKey: creds.apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 600_000)) };
       for (const [k, v] of Object.entries(params)) p[k] = String(v);
       p.signature = signParams(p, creds.secretkey);
-      const r = await fetch(`http://127.0.0.1:${port}/client/api`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(p).toString() });
+      const t0 = performance.now();
+      let r: Response;
+      try {
+        r = await fetch(`http://127.0.0.1:${port}/client/api`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(p).toString() });
+      } catch (e) {
+        const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+        throw new Error(`${command} to port ${port}: ${(e as Error).message} (${cause?.code ?? ''} ${cause?.message ?? ''}) after ${Math.round(performance.now() - t0)} ms`);
+      }
       const body = await r.json() as any;
       if (r.status !== 200) throw new Error(`${command}: ${r.status} ${JSON.stringify(body)}`);
       return body;
@@ -377,21 +397,50 @@ async function runBurst(ports: number[], groups: string[], n: number, first: num
   return JSON.parse(out.trim().split('\n').pop()!);
 }
 
+/** Monotonic µs (the clock of V8's CPU profiles, shared by every process): profile windows (FLEET_MARKS=1). */
+const mark = () => process.hrtime.bigint() / 1000n;
+function markWindow(what: string, from: bigint): void {
+  if (process.env.FLEET_MARKS) process.stderr.write(`  window ${what}: ${from} ${mark()}\n`);
+}
+
 const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))]; };
 
-/** One authorize per run on the web group (a member on every host), through the APIs in turn → every agent applied it. */
-async function authorizeRuns(agents: Agent[], apis: Api[], group: string, runs: number, firstPort: number): Promise<number[]> {
-  const out: number[] = [];
+/**
+ * The server side of a fan-out, from each server's /metrics: palisade_control_commit_to_push_seconds is
+ * observed once per batch that pushed, after its last delta was handed to the agents' sockets.
+ */
+async function commitToPush(servers: ServerProc[]): Promise<{ sum: number; count: number }[]> {
+  return Promise.all(servers.map(async (s) => {
+    if (s.died || !s.child) return { sum: 0, count: 0 };
+    const text = await (await fetch(`${s.url}/metrics`)).text();
+    const num = (name: string) => Number(new RegExp(`^${name}(?:\\{\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+    return { sum: num('palisade_control_commit_to_push_seconds_sum'), count: num('palisade_control_commit_to_push_seconds_count') };
+  }));
+}
+
+/**
+ * One authorize per run on the web group (a member on every host), through the APIs in turn → every
+ * agent applied it. Also the server side: commit → last delta written, the slowest server's (a batch
+ * per server per change; their mean if a change took several).
+ */
+async function authorizeRuns(agents: Agent[], servers: ServerProc[], apis: Api[], group: string, runs: number, firstPort: number): Promise<{ acked: number[]; pushed: number[] }> {
+  const acked: number[] = [];
+  const pushed: number[] = [];
+  const from = mark();
   for (let k = 0; k < runs; k++) {
     const base = new Map(agents.map((a) => [a, a.appliedRevision ?? -1]));
+    const before = await commitToPush(servers);
     const t0 = performance.now();
     const applied = allApplied(agents, base, 120_000);
     await apis[k % apis.length].call('authorizeSecurityGroupIngress', { securitygroupid: group, protocol: 'tcp', startport: firstPort + k, endport: firstPort + k, cidrlist: '0.0.0.0/0' });
     await applied;
-    out.push(performance.now() - t0);
+    acked.push(performance.now() - t0);
+    const after = await commitToPush(servers);
+    pushed.push(Math.max(...after.map((a, i) => { const n = a.count - before[i].count; return n > 0 ? (a.sum - before[i].sum) / n * 1000 : 0; })));
     await sleep(200);
   }
-  return out;
+  markWindow('authorize runs', from);
+  return { acked, pushed };
 }
 
 /** Wait until every agent holds a rule for `port` and has applied its state. */
@@ -404,7 +453,7 @@ async function allHold(agents: Agent[], port: number, timeoutMs = 300_000): Prom
   }
 }
 
-interface PhaseFigures { median: number; p99: number; burstApiMs: number; burstPerS: number; burstConvergedMs: number; pushesPerHost: number; rss: number[] }
+interface PhaseFigures { median: number; p99: number; pushedMedian: number; pushedP99: number; burstApiMs: number; burstPerS: number; burstConvergedMs: number; pushesPerHost: number; rss: number[] }
 
 /**
  * The burst goes to the tenant groups in turn (a member group per ~40 hosts): authorizations of one group
@@ -413,9 +462,10 @@ interface PhaseFigures { median: number; p99: number; burstApiMs: number; burstP
  */
 async function phase(agents: Agent[], servers: ServerProc[], creds: { apikey: string; secretkey: string }, group: string, burstGroups: string[], changes: number, burst: number, portBase: number): Promise<PhaseFigures> {
   const apis = servers.map((s) => api(s.port, creds));
-  const runs = await authorizeRuns(agents, apis, group, changes, portBase);
+  const { acked: runs, pushed } = await authorizeRuns(agents, servers, apis, group, changes, portBase);
   const before = new Map(agents.map((a) => [a, a.counters.deltas]));
   const tb = performance.now();
+  const burstFrom = mark();
   const b = burst ? await runBurst(servers.map((s) => s.port), burstGroups, burst, portBase + 1000, creds) : { ms: 0, failed: 0 };
   if (b.failed) process.stderr.write(`  burst: ${b.failed} calls failed\n`);
   if (burst) {
@@ -423,9 +473,10 @@ async function phase(agents: Agent[], servers: ServerProc[], creds: { apikey: st
     await allHold(agents, portBase + 999);
   }
   const converged = performance.now() - tb;
+  markWindow('burst', burstFrom);
   const pushes = agents.map((a) => a.counters.deltas - before.get(a)!);
   return {
-    median: pct(runs, 0.5), p99: pct(runs, 0.99), burstApiMs: b.ms, burstPerS: burst ? burst / (b.ms / 1000) : 0, burstConvergedMs: converged,
+    median: pct(runs, 0.5), p99: pct(runs, 0.99), pushedMedian: pct(pushed, 0.5), pushedP99: pct(pushed, 0.99), burstApiMs: b.ms, burstPerS: burst ? burst / (b.ms / 1000) : 0, burstConvergedMs: converged,
     pushesPerHost: pushes.reduce((x, y) => x + y, 0) / Math.max(1, pushes.length), rss: servers.map((s) => s.rssMb()),
   };
 }
@@ -492,6 +543,8 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
     const rows: [string, string, string, string][] = [
       ['one authorize → every host acked, median', `${Math.round(one.median)} ms`, `${Math.round(many.median)} ms`, '< 1.5 s'],
       ['one authorize → every host acked, p99', `${Math.round(one.p99)} ms`, `${Math.round(many.p99)} ms`, '< 3 s'],
+      ['  server side: commit → last delta written, median', `${Math.round(one.pushedMedian)} ms`, `${Math.round(many.pushedMedian)} ms`, ''],
+      ['  server side: commit → last delta written, p99', `${Math.round(one.pushedP99)} ms`, `${Math.round(many.pushedP99)} ms`, ''],
       [`burst of ${burst}: API time`, `${Math.round(one.burstApiMs)} ms`, `${Math.round(many.burstApiMs)} ms`, ''],
       [`burst of ${burst}: API throughput`, `${one.burstPerS.toFixed(0)} /s`, `${many.burstPerS.toFixed(0)} /s (${(many.burstPerS / Math.max(1, one.burstPerS)).toFixed(2)}×)`, '≥ 2× one server'],
       [`burst of ${burst}: all hosts converged`, `${Math.round(one.burstConvergedMs)} ms`, `${Math.round(many.burstConvergedMs)} ms`, ''],
