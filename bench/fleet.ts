@@ -31,18 +31,14 @@ import { feedSize } from '../src/store/queries/feed.js';
 import { sql } from 'kysely';
 import { startPostgres } from '../test/helpers/postgres.js';
 import { signParams, formatExpires } from '../src/api/signing.js';
-import { Agent } from '../src/agent/agent.js';
-import { NullDataplane } from '../src/agent/null-dataplane.js';
-import { simulatedPorts } from '../src/agent/sim-ports.js';
+import type { Agent } from '../src/agent/agent.js';
+import { AgentPool, allApplied, makeAgents, nowMs, reconnectedAndApplied } from './fleet-agents.js';
 import { summary } from './summary.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const REPO = path.dirname(path.dirname(MAIN));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
-/** The simulated agents' log: silent, or their warnings (disconnects, refusals) to FLEET_AGENT_LOG. */
-const log = process.env.FLEET_AGENT_LOG ? pino({ level: 'warn' }, pino.destination({ dest: process.env.FLEET_AGENT_LOG, sync: false })) : pino({ level: 'silent' });
-
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
   if (i >= 0) return process.argv[i + 1];
@@ -199,57 +195,6 @@ async function seedDb(db: Db, H: number, V: number, tenants: number): Promise<{ 
   return { webGroupUuid: webGroup, tenantGroupUuids };
 }
 
-function makeAgents(port: number | string[], H: number): (Agent & { dp: NullDataplane })[] {
-  const agents: (Agent & { dp: NullDataplane })[] = [];
-  const server = typeof port === 'number' ? `http://127.0.0.1:${port}` : port;
-  const keepaliveMs = Number(arg('keepalive-ms', '10000'));
-  for (let h = 0; h < H; h++) {
-    const dp = new NullDataplane();
-    const a = new Agent({
-      server, token: `fleet-token-${h}`, hostname: `sim-${h}`, stateDir: null, dataplane: dp, keepaliveMs,
-      discover: async (s) => simulatedPorts(s), preflight: null, reconcileMs: 3_600_000, log, backoffMinMs: 250, backoffMaxMs: 2000,
-    });
-    agents.push(Object.assign(a, { dp }));
-  }
-  return agents;
-}
-
-/** Resolves when each of `agents` has been welcomed by a server again and has applied what it was given. */
-function reconnectedAndApplied(agents: Agent[], timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let left = agents.length;
-    if (!left) { resolve(); return; }
-    const timer = setTimeout(() => reject(new Error(`${left} of ${agents.length} hosts not resynced after ${timeoutMs} ms`)), timeoutMs);
-    for (const a of agents) {
-      let reconnected = false;
-      a.once('connected', () => { reconnected = true; });
-      const onApplied = () => {
-        if (!reconnected) return;
-        a.off('applied', onApplied);
-        if (--left === 0) { clearTimeout(timer); resolve(); }
-      };
-      a.on('applied', onApplied);
-    }
-  });
-}
-
-/** Resolves when every agent has applied (and so acked) a revision > the one recorded in `base`. */
-function allApplied(agents: Agent[], base: Map<Agent, number>, timeoutMs: number): Promise<number> {
-  const t0 = performance.now();
-  return new Promise((resolve, reject) => {
-    let left = 0;
-    const timer = setTimeout(() => reject(new Error(`${left} agents not applied after ${timeoutMs} ms`)), timeoutMs);
-    const done = () => { clearTimeout(timer); resolve(performance.now() - t0); };
-    for (const a of agents) {
-      if ((a.appliedRevision ?? -1) > (base.get(a) ?? -1)) continue;
-      left++;
-      const on = () => { if ((a.appliedRevision ?? -1) > (base.get(a) ?? -1)) { a.off('applied', on); if (--left === 0) done(); } };
-      a.on('applied', on);
-    }
-    if (left === 0) done();
-  });
-}
-
 async function runFleet(H: number, V: number, burst: number): Promise<Record<string, string | number>> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-fleet-'));
   const port = await freePort();
@@ -264,7 +209,7 @@ async function runFleet(H: number, V: number, burst: number): Promise<Record<str
     const creds = JSON.parse(fs.readFileSync(path.join(dataDir, 'admin-credentials.json'), 'utf8'));
     const cs = api(port, creds);
 
-    const agents = makeAgents(port, H);
+    const agents = makeAgents(`http://127.0.0.1:${port}`, H, 0, Number(arg('keepalive-ms', '10000')));
     const tConn = performance.now();
     const initial = new Map<Agent, number>();
     const first = allApplied(agents, initial, 120_000);
@@ -423,34 +368,23 @@ async function commitToPush(servers: ServerProc[]): Promise<{ sum: number; count
  * agent applied it. Also the server side: commit → last delta written, the slowest server's (a batch
  * per server per change; their mean if a change took several).
  */
-async function authorizeRuns(agents: Agent[], servers: ServerProc[], apis: Api[], group: string, runs: number, firstPort: number): Promise<{ acked: number[]; pushed: number[] }> {
+async function authorizeRuns(pool: AgentPool, servers: ServerProc[], apis: Api[], group: string, runs: number, firstPort: number): Promise<{ acked: number[]; pushed: number[] }> {
   const acked: number[] = [];
   const pushed: number[] = [];
   const from = mark();
   for (let k = 0; k < runs; k++) {
-    const base = new Map(agents.map((a) => [a, a.appliedRevision ?? -1]));
     const before = await commitToPush(servers);
-    const t0 = performance.now();
-    const applied = allApplied(agents, base, 120_000);
+    const applied = pool.armApplied(120_000);
+    await applied.armed;
+    const t0 = nowMs();
     await apis[k % apis.length].call('authorizeSecurityGroupIngress', { securitygroupid: group, protocol: 'tcp', startport: firstPort + k, endport: firstPort + k, cidrlist: '0.0.0.0/0' });
-    await applied;
-    acked.push(performance.now() - t0);
+    acked.push(await applied.done - t0);
     const after = await commitToPush(servers);
     pushed.push(Math.max(...after.map((a, i) => { const n = a.count - before[i].count; return n > 0 ? (a.sum - before[i].sum) / n * 1000 : 0; })));
     await sleep(200);
   }
   markWindow('authorize runs', from);
   return { acked, pushed };
-}
-
-/** Wait until every agent holds a rule for `port` and has applied its state. */
-async function allHold(agents: Agent[], port: number, timeoutMs = 300_000): Promise<void> {
-  const t0 = Date.now();
-  for (;;) {
-    if (agents.every((a) => a.state?.vms.some((v) => v.v4.ingress.some((r) => r.ports && r.ports.from <= port && r.ports.to >= port)) && a.appliedRevision === a.state?.revision)) return;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`agents did not converge on port ${port}`);
-    await sleep(20);
-  }
 }
 
 interface PhaseFigures { median: number; p99: number; pushedMedian: number; pushedP99: number; burstApiMs: number; burstPerS: number; burstConvergedMs: number; pushesPerHost: number; rss: number[] }
@@ -460,24 +394,24 @@ interface PhaseFigures { median: number; p99: number; pushedMedian: number; push
  * serialise on its row lock whatever the number of servers, so one group would measure that lock.
  * Convergence: one more authorize on the web group after the burst has reached every host (feed order).
  */
-async function phase(agents: Agent[], servers: ServerProc[], creds: { apikey: string; secretkey: string }, group: string, burstGroups: string[], changes: number, burst: number, portBase: number): Promise<PhaseFigures> {
+async function phase(pool: AgentPool, servers: ServerProc[], creds: { apikey: string; secretkey: string }, group: string, burstGroups: string[], changes: number, burst: number, portBase: number): Promise<PhaseFigures> {
   const apis = servers.map((s) => api(s.port, creds));
-  const { acked: runs, pushed } = await authorizeRuns(agents, servers, apis, group, changes, portBase);
-  const before = new Map(agents.map((a) => [a, a.counters.deltas]));
-  const tb = performance.now();
+  const { acked: runs, pushed } = await authorizeRuns(pool, servers, apis, group, changes, portBase);
+  await pool.markDeltas();
+  const tb = nowMs();
   const burstFrom = mark();
   const b = burst ? await runBurst(servers.map((s) => s.port), burstGroups, burst, portBase + 1000, creds) : { ms: 0, failed: 0 };
   if (b.failed) process.stderr.write(`  burst: ${b.failed} calls failed\n`);
+  let converged = 0;
   if (burst) {
     await apis[0].call('authorizeSecurityGroupIngress', { securitygroupid: group, protocol: 'tcp', startport: portBase + 999, endport: portBase + 999, cidrlist: '0.0.0.0/0' });
-    await allHold(agents, portBase + 999);
+    converged = await pool.allHold(portBase + 999) - tb;
   }
-  const converged = performance.now() - tb;
   markWindow('burst', burstFrom);
-  const pushes = agents.map((a) => a.counters.deltas - before.get(a)!);
+  const pushes = await pool.deltasSince();
   return {
     median: pct(runs, 0.5), p99: pct(runs, 0.99), pushedMedian: pct(pushed, 0.5), pushedP99: pct(pushed, 0.99), burstApiMs: b.ms, burstPerS: burst ? burst / (b.ms / 1000) : 0, burstConvergedMs: converged,
-    pushesPerHost: pushes.reduce((x, y) => x + y, 0) / Math.max(1, pushes.length), rss: servers.map((s) => s.rssMb()),
+    pushesPerHost: pushes.avg, rss: servers.map((s) => s.rssMb()),
   };
 }
 
@@ -485,7 +419,9 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
   const pg = await startPostgres();
   const dirs: string[] = [];
   const servers: ServerProc[] = [];
-  let agents: (Agent & { dp: NullDataplane })[] = [];
+  let pool: AgentPool | null = null;
+  const procs = Number(arg('agent-procs', String(os.cpus().length)));
+  const keepaliveMs = Number(arg('keepalive-ms', '10000'));
   try {
     for (let i = 0; i < N; i++) {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), `palisade-fleet-${i}-`));
@@ -504,36 +440,37 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
     // ---- one server ----
     const startMs = await first.start();
     process.stderr.write(`  one server started in ${startMs} ms; connecting ${H} agents…\n`);
-    agents = makeAgents([first.url], H);
-    let t = performance.now();
-    const ready = allApplied(agents, new Map(), 600_000);
-    for (const a of agents) await a.start();
-    await ready;
-    process.stderr.write(`  connected and applied in ${Math.round(performance.now() - t)} ms\n`);
-    const one = await phase(agents, [first], creds, webGroupUuid, tenantGroupUuids, changes, burst, 30000);
+    let t = nowMs();
+    let started = await AgentPool.start([first.url], H, procs, keepaliveMs);
+    pool = started.pool;
+    process.stderr.write(`  connected and applied in ${Math.round(started.ready - t)} ms (agents in ${procs} processes)\n`);
+    const one = await phase(pool, [first], creds, webGroupUuid, tenantGroupUuids, changes, burst, 30000);
     process.stderr.write(`  one server: ${JSON.stringify(one)}\n`);
-    for (const a of agents) await a.stop();
+    await pool.stop();
+    pool = null;
 
     // ---- N servers ----
     await Promise.all(servers.slice(1).map((s) => s.start()));
-    agents = makeAgents(servers.map((s) => s.url), H);
-    t = performance.now();
-    const ready2 = allApplied(agents, new Map(), 600_000);
-    for (const a of agents) await a.start();
-    await ready2;
-    const spread = servers.map((s) => agents.filter((a) => a.server === s.url).length);
-    process.stderr.write(`  ${N} servers: agents connected and applied in ${Math.round(performance.now() - t)} ms, spread ${spread.join('/')}\n`);
-    const many = await phase(agents, servers, creds, webGroupUuid, tenantGroupUuids, changes, burst, 40000);
+    t = nowMs();
+    started = await AgentPool.start(servers.map((s) => s.url), H, procs, keepaliveMs);
+    pool = started.pool;
+    const byServer = await pool.spread();
+    const spread = servers.map((s) => byServer.get(s.url) ?? 0);
+    process.stderr.write(`  ${N} servers: agents connected and applied in ${Math.round(started.ready - t)} ms, spread ${spread.join('/')}\n`);
+    const many = await phase(pool, servers, creds, webGroupUuid, tenantGroupUuids, changes, burst, 40000);
     process.stderr.write(`  ${N} servers: ${JSON.stringify(many)}\n`);
 
     // ---- SIGKILL the server holding the most agents (with several) ----
     const victim = N > 1 ? servers[spread.indexOf(Math.max(...spread))] : null;
-    const moved = victim ? agents.filter((a) => a.server === victim.url) : [];
-    const done = reconnectedAndApplied(moved, 120_000);
-    const tk = performance.now();
-    await victim?.stop('SIGKILL');
-    await done;
-    const failoverMs = victim ? performance.now() - tk : NaN;
+    let failoverMs = NaN;
+    let movedHosts = 0;
+    if (victim) {
+      const resync = pool.armResync(victim.url, 120_000);
+      movedHosts = await resync.armed;
+      const tk = nowMs();
+      await victim.stop('SIGKILL');
+      failoverMs = await resync.done - tk;
+    }
     const survivors = servers.filter((s) => s !== victim);
     const rssAfter = survivors.map((s) => s.rssMb());
     const dbSize = Number((await sql<{ n: string }>`select pg_database_size(current_database()) as n`.execute(db)).rows[0].n);
@@ -549,7 +486,7 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
       [`burst of ${burst}: API throughput`, `${one.burstPerS.toFixed(0)} /s`, `${many.burstPerS.toFixed(0)} /s (${(many.burstPerS / Math.max(1, one.burstPerS)).toFixed(2)}×)`, '≥ 2× one server'],
       [`burst of ${burst}: all hosts converged`, `${Math.round(one.burstConvergedMs)} ms`, `${Math.round(many.burstConvergedMs)} ms`, ''],
       [`burst of ${burst} (over ${Math.max(1, Math.floor(H / 40))} groups): pushes per host`, one.pushesPerHost.toFixed(1), many.pushesPerHost.toFixed(1), `≪ ${burst}`],
-      ['SIGKILL a server → its hosts reconnected + resynced', '', `${Math.round(failoverMs)} ms (${moved.length} hosts)`, '< 10 s'],
+      ['SIGKILL a server → its hosts reconnected + resynced', '', `${Math.round(failoverMs)} ms (${movedHosts} hosts)`, '< 10 s'],
       ['server RSS', `${one.rss.map((x) => x.toFixed(0)).join('')} MB`, `${many.rss.map((x) => x.toFixed(0)).join(' / ')} MB; after the kill ${rssAfter.map((x) => x.toFixed(0)).join(' / ')} MB`, '< 1 GB each'],
       ['database size / change feed', '', `${(dbSize / 2 ** 20).toFixed(0)} MB / ${feed.rows} rows, ${(feed.bytes / 1024).toFixed(0)} KB`, ''],
     ];
@@ -564,11 +501,11 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
       summary('fleet', `${N} servers: burst of ${burst}, API throughput`, many.burstPerS, '/s', `≥ 2× 1 server (${one.burstPerS.toFixed(0)}/s)`);
       summary('fleet', `${N} servers: burst of ${burst}, pushes per host`, many.pushesPerHost, '');
     }
-    summary('fleet', `${N} servers: SIGKILL → ${moved.length} hosts resynced`, failoverMs, 'ms', '< 10 s');
+    summary('fleet', `${N} servers: SIGKILL → ${movedHosts} hosts resynced`, failoverMs, 'ms', '< 10 s');
     summary('fleet', `${N} servers: largest server RSS`, Math.max(...many.rss), 'MB', '< 1 GB');
     summary('fleet', `${N} servers: database size`, dbSize / 2 ** 20, 'MB');
   } finally {
-    for (const a of agents) await a.stop().catch(() => {});
+    await pool?.stop().catch(() => {});
     for (const s of servers) await s.stop().catch(() => {});
     await pg.stop();
     for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });

@@ -7,8 +7,12 @@
 // renewed at all for `stalledAfterMs` (the database does not answer), is cut off from the database. It
 // lets its agents go (they move to another server) and refuses new ones until a renewal works again;
 // its API calls fail on their own with a clear error (store/db.ts storeUnavailable). Mere slowness (a
-// busy server or database) is not an outage: it only counts after the longer bound. With PostgreSQL the
-// heartbeat has its own connections (serve.ts), so a pool busy with API calls does not delay it.
+// busy server or database) is not an outage: it only counts after the longer bound, and only if the
+// database does not answer a trivial probe either. (A server busy connecting 10,000 agents took more
+// than 12 s for a renewal of all their leases while the database answered at once; it let every agent
+// go, and they came back in a storm, to it or to the other servers, themselves busy.) With PostgreSQL
+// the heartbeat has its own connections (serve.ts), so a pool busy with API calls does not delay it.
+import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { Db } from '../store/db.js';
 import {
@@ -51,6 +55,10 @@ const PRUNE_EVERY = 5;   // ticks
 export class Cluster {
   healthy = true;
   private lastOk = Date.now();
+  /** When the database last answered a probe (a renewal is late: is the database there at all?). */
+  private lastProbeOk = 0;
+  private probing = false;
+  private slowLogged = false;
   private timer: NodeJS.Timeout | null = null;
   private watchdog: NodeJS.Timeout | null = null;
   private ticking = false;
@@ -81,12 +89,33 @@ export class Cluster {
   }
 
   private checkHealth(): void {
-    const since = Date.now() - this.lastOk;
-    if (this.healthy && ((this.lastError && since > this.timing.unhealthyAfterMs) || since > this.timing.stalledAfterMs)) {
+    const now = Date.now();
+    const since = now - this.lastOk;
+    if (!this.healthy) return;
+    const failing = !!this.lastError && since > this.timing.unhealthyAfterMs;
+    // Late but not failing: cut off only when the database has not answered a probe for as long either.
+    const stalled = since > this.timing.stalledAfterMs && now - this.lastProbeOk > this.timing.stalledAfterMs;
+    if (!failing && !stalled && since > 2 * this.timing.heartbeatMs) this.probe();
+    if (!failing && !stalled && since > this.timing.stalledAfterMs && !this.slowLogged) {
+      this.slowLogged = true;
+      this.log.warn({ since: new Date(this.lastOk).toISOString() }, 'cluster: heartbeat renewals are slow but the database answers (busy); keeping the agents');
+    }
+    if (failing || stalled) {
       this.healthy = false;
       this.log.error({ since: new Date(this.lastOk).toISOString(), err: this.lastError }, 'cluster: cannot reach the database; letting agents go to other servers');
       this.hooks.unhealthy();
     }
+  }
+
+  /** A trivial query on the heartbeat's connections, bounded by half the stall bound; its answer time goes to lastProbeOk. */
+  private probe(): void {
+    if (this.probing || this.stopped) return;
+    this.probing = true;
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error('probe timed out')), Math.max(1000, this.timing.stalledAfterMs / 2)); });
+    void Promise.race([sql`select 1`.execute(this.db), bound])
+      .then(() => { this.lastProbeOk = Date.now(); }, () => {})
+      .finally(() => { clearTimeout(timer); this.probing = false; });
   }
 
   private async tick(): Promise<void> {
@@ -96,6 +125,7 @@ export class Cluster {
       await heartbeat(this.db, { id: this.serverId, name: this.serverName, startedAt: this.startedAt, feedPosition: this.hooks.position(), ttlMs: this.timing.serverTtlMs });
       await this.renew();
       this.lastOk = Date.now();
+      this.slowLogged = false;
       if (!this.healthy) {
         this.healthy = true;
         this.log.warn('cluster: the database is reachable again; accepting agents');
