@@ -17,7 +17,27 @@
 //   - SIGKILL of the server holding most agents → all of its hosts reconnected elsewhere and resynced;
 //   - RSS of each server, database and change-feed size.
 // Run: node --import tsx bench/fleet.ts --servers 3 --hosts 10000 [--vms 20] [--changes 20] [--burst 1000]
+//        [--agent-procs 2]
 // (every flag also as FLEET_<NAME> in the environment, e.g. FLEET_SERVERS=3 npm run bench -- fleet)
+//
+// What the multi-server figures are, read them so (bench/fleet-agents.ts has the details):
+//   - The simulated agents run in --agent-procs worker processes (default: one per core) on the SAME
+//     cores as the servers and PostgreSQL. On a real fleet each host applies its delta on its own CPU,
+//     all at once; here 10,000 applies (render + hash of 20 VMs' rules each) queue for two cores. So
+//     "every host acked" is bounded by this machine, not by the server, once the fleet is large: the
+//     server's own part is reported beside it, "server side: commit → last delta written", from each
+//     server's palisade_control_commit_to_push_seconds (observed after a batch's last delta was handed
+//     to the agents' sockets; the slowest server's per change).
+//   - Simulated agents do not reconcile after a write (nothing to drift in the null dataplane).
+//   - The burst's CPU table says who used the machine while the calls ran and until every host
+//     converged (/proc: servers, PostgreSQL and its backends, agent workers, this process with the
+//     burst client it reaps): API throughput with 3 servers cannot exceed one server's by much when the
+//     machine is already busy with one.
+//   - PostgreSQL runs with fsync=off (test/helpers/postgres.ts): a throwaway cluster; commits cost no
+//     disk flush here, unlike production.
+//   - FLEET_SERVER_LOG=<file> keeps the servers' logs (both streams), FLEET_AGENT_LOG=<file> the agents'
+//     warnings, FLEET_SERVER_NODE_ARGS passes node flags to the servers (e.g. --cpu-prof), FLEET_MARKS=1
+//     prints the phases' windows on the monotonic clock of CPU profiles.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -387,31 +407,78 @@ async function authorizeRuns(pool: AgentPool, servers: ServerProc[], apis: Api[]
   return { acked, pushed };
 }
 
-interface PhaseFigures { median: number; p99: number; pushedMedian: number; pushedP99: number; burstApiMs: number; burstPerS: number; burstConvergedMs: number; pushesPerHost: number; rss: number[] }
+// ---- CPU accounting: who used the machine's cores during the burst (what bounds its throughput) ----
+
+const CLK_TCK = 100;
+/** User + system CPU seconds of a process so far (with `reaped`, also of its exited children); 0 when gone. */
+function cpuSeconds(pid: number, reaped = false): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    return (f[11] + f[12] + (reaped ? f[13] + f[14] : 0)) / CLK_TCK;
+  } catch { return 0; }
+}
+/** The machine's busy and total CPU seconds so far (/proc/stat). */
+function machineSeconds(): { busy: number; total: number } {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: (total - f[3] - f[4]) / CLK_TCK, total: total / CLK_TCK };
+}
+/** The postmaster whose data directory is under `dir`, and its children (backends, walwriter, …). */
+function postgresPids(dir: string): number[] {
+  const procs = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number);
+  const ppid = (pid: number) => { try { const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8'); return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]); } catch { return -1; } };
+  const main = procs.find((p) => { try { return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`${dir}/data`); } catch { return false; } });
+  return main === undefined ? [] : [main, ...procs.filter((p) => ppid(p) === main)];
+}
+type CpuGroups = () => Record<string, { pids: number[]; reaped?: boolean }>;
+interface CpuUse { seconds: Record<string, number>; busyPct: number; wallS: number }
+function cpuStart(groups: CpuGroups): () => CpuUse {
+  const g0 = groups();
+  const take = (g: ReturnType<CpuGroups>) => Object.fromEntries(Object.entries(g).map(([k, v]) => [k, v.pids.reduce((n, p) => n + cpuSeconds(p, v.reaped), 0)]));
+  const s0 = take(g0);
+  const m0 = machineSeconds();
+  const t0 = performance.now();
+  return () => {
+    // Processes started since (postgres backends) count from zero; those gone since are lost (small).
+    const s1 = take(groups());
+    const m1 = machineSeconds();
+    return {
+      seconds: Object.fromEntries(Object.keys(s1).map((k) => [k, +(s1[k] - (s0[k] ?? 0)).toFixed(1)])),
+      busyPct: Math.round((m1.busy - m0.busy) / Math.max(1e-9, m1.total - m0.total) * 100),
+      wallS: +((performance.now() - t0) / 1000).toFixed(1),
+    };
+  };
+}
+
+interface PhaseFigures { median: number; p99: number; pushedMedian: number; pushedP99: number; burstApiMs: number; burstPerS: number; burstConvergedMs: number; pushesPerHost: number; rss: number[]; burstCpu: CpuUse | null; apiCpu: CpuUse | null }
 
 /**
  * The burst goes to the tenant groups in turn (a member group per ~40 hosts): authorizations of one group
  * serialise on its row lock whatever the number of servers, so one group would measure that lock.
  * Convergence: one more authorize on the web group after the burst has reached every host (feed order).
  */
-async function phase(pool: AgentPool, servers: ServerProc[], creds: { apikey: string; secretkey: string }, group: string, burstGroups: string[], changes: number, burst: number, portBase: number): Promise<PhaseFigures> {
+async function phase(pool: AgentPool, servers: ServerProc[], creds: { apikey: string; secretkey: string }, group: string, burstGroups: string[], changes: number, burst: number, portBase: number, cpu: CpuGroups): Promise<PhaseFigures> {
   const apis = servers.map((s) => api(s.port, creds));
   const { acked: runs, pushed } = await authorizeRuns(pool, servers, apis, group, changes, portBase);
   await pool.markDeltas();
+  const cpuUse = cpuStart(cpu);
   const tb = nowMs();
   const burstFrom = mark();
   const b = burst ? await runBurst(servers.map((s) => s.port), burstGroups, burst, portBase + 1000, creds) : { ms: 0, failed: 0 };
   if (b.failed) process.stderr.write(`  burst: ${b.failed} calls failed\n`);
+  const apiCpu = burst ? cpuUse() : null;
   let converged = 0;
   if (burst) {
     await apis[0].call('authorizeSecurityGroupIngress', { securitygroupid: group, protocol: 'tcp', startport: portBase + 999, endport: portBase + 999, cidrlist: '0.0.0.0/0' });
     converged = await pool.allHold(portBase + 999) - tb;
   }
   markWindow('burst', burstFrom);
+  const burstCpu = burst ? cpuUse() : null;
   const pushes = await pool.deltasSince();
   return {
     median: pct(runs, 0.5), p99: pct(runs, 0.99), pushedMedian: pct(pushed, 0.5), pushedP99: pct(pushed, 0.99), burstApiMs: b.ms, burstPerS: burst ? burst / (b.ms / 1000) : 0, burstConvergedMs: converged,
-    pushesPerHost: pushes.avg, rss: servers.map((s) => s.rssMb()),
+    pushesPerHost: pushes.avg, rss: servers.map((s) => s.rssMb()), burstCpu, apiCpu,
   };
 }
 
@@ -444,7 +511,13 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
     let started = await AgentPool.start([first.url], H, procs, keepaliveMs);
     pool = started.pool;
     process.stderr.write(`  connected and applied in ${Math.round(started.ready - t)} ms (agents in ${procs} processes)\n`);
-    const one = await phase(pool, [first], creds, webGroupUuid, tenantGroupUuids, changes, burst, 30000);
+    const cpuGroups = (srv: ServerProc[]): CpuGroups => () => ({
+      ...Object.fromEntries(srv.map((s) => [`server ${s.name}`, { pids: s.child?.pid && !s.died ? [s.child.pid] : [] }])),
+      postgres: { pids: postgresPids(pg.dir), reaped: true },
+      'simulated agents': { pids: pool?.pids ?? [] },
+      'bench + burst client': { pids: [process.pid], reaped: true },
+    });
+    const one = await phase(pool, [first], creds, webGroupUuid, tenantGroupUuids, changes, burst, 30000, cpuGroups([first]));
     process.stderr.write(`  one server: ${JSON.stringify(one)}\n`);
     await pool.stop();
     pool = null;
@@ -457,7 +530,7 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
     const byServer = await pool.spread();
     const spread = servers.map((s) => byServer.get(s.url) ?? 0);
     process.stderr.write(`  ${N} servers: agents connected and applied in ${Math.round(started.ready - t)} ms, spread ${spread.join('/')}\n`);
-    const many = await phase(pool, servers, creds, webGroupUuid, tenantGroupUuids, changes, burst, 40000);
+    const many = await phase(pool, servers, creds, webGroupUuid, tenantGroupUuids, changes, burst, 40000, cpuGroups(servers));
     process.stderr.write(`  ${N} servers: ${JSON.stringify(many)}\n`);
 
     // ---- SIGKILL the server holding the most agents (with several) ----
@@ -486,6 +559,10 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
       [`burst of ${burst}: API throughput`, `${one.burstPerS.toFixed(0)} /s`, `${many.burstPerS.toFixed(0)} /s (${(many.burstPerS / Math.max(1, one.burstPerS)).toFixed(2)}×)`, '≥ 2× one server'],
       [`burst of ${burst}: all hosts converged`, `${Math.round(one.burstConvergedMs)} ms`, `${Math.round(many.burstConvergedMs)} ms`, ''],
       [`burst of ${burst} (over ${Math.max(1, Math.floor(H / 40))} groups): pushes per host`, one.pushesPerHost.toFixed(1), many.pushesPerHost.toFixed(1), `≪ ${burst}`],
+      ...(burst ? [['burst: machine CPU busy during the API calls', `${one.apiCpu!.busyPct}%`, `${many.apiCpu!.busyPct}%`, ''] as [string, string, string, string]] : []),
+      ...(burst ? Object.keys(many.apiCpu!.seconds).map((k) => [`  CPU s during the API calls, ${k}`, String(one.apiCpu!.seconds[k] ?? ''), String(many.apiCpu!.seconds[k]), ''] as [string, string, string, string]) : []),
+      ...(burst ? [['burst: machine CPU busy, API calls to all converged', `${one.burstCpu!.busyPct}%`, `${many.burstCpu!.busyPct}%`, ''] as [string, string, string, string]] : []),
+      ...(burst ? Object.keys(many.burstCpu!.seconds).map((k) => [`  CPU s until converged, ${k}`, String(one.burstCpu!.seconds[k] ?? ''), String(many.burstCpu!.seconds[k]), ''] as [string, string, string, string]) : []),
       ['SIGKILL a server → its hosts reconnected + resynced', '', `${Math.round(failoverMs)} ms (${movedHosts} hosts)`, '< 10 s'],
       ['server RSS', `${one.rss.map((x) => x.toFixed(0)).join('')} MB`, `${many.rss.map((x) => x.toFixed(0)).join(' / ')} MB; after the kill ${rssAfter.map((x) => x.toFixed(0)).join(' / ')} MB`, '< 1 GB each'],
       ['database size / change feed', '', `${(dbSize / 2 ** 20).toFixed(0)} MB / ${feed.rows} rows, ${(feed.bytes / 1024).toFixed(0)} KB`, ''],
