@@ -41,6 +41,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -121,21 +122,47 @@ class ServerProc {
 }
 
 interface Api { call(cmd: string, p?: Record<string, string | number>): Promise<any> }
-function api(port: number, creds: { apikey: string; secretkey: string }): Api {
+/** One POST on a connection of its own, closed after the answer (see api()). */
+function postOnce(port: number, body: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: '/client/api', method: 'POST', agent: false,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/**
+ * API calls. The burst client keeps its connections (fetch's pool): it calls without pause. This
+ * process calls now and then, between long waits during which its event loop may lag by seconds under
+ * the agents' load: a pooled connection the server closed as idle meanwhile could be picked for the next
+ * call before the close was read ("other side closed"), so its calls each use a connection of their own.
+ */
+function api(port: number, creds: { apikey: string; secretkey: string }, keepAlive = false): Api {
   return {
     async call(command, params = {}) {
       const p: Record<string, string> = { command, response: 'json', apiKey: creds.apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 600_000)) };
       for (const [k, v] of Object.entries(params)) p[k] = String(v);
       p.signature = signParams(p, creds.secretkey);
       const t0 = performance.now();
-      let r: Response;
+      const form = new URLSearchParams(p).toString();
+      let r: { status: number; text: string };
       try {
-        r = await fetch(`http://127.0.0.1:${port}/client/api`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(p).toString() });
+        if (keepAlive) {
+          const res = await fetch(`http://127.0.0.1:${port}/client/api`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form });
+          r = { status: res.status, text: await res.text() };
+        } else r = await postOnce(port, form);
       } catch (e) {
         const cause = (e as { cause?: { code?: string; message?: string } }).cause;
         throw new Error(`${command} to port ${port}: ${(e as Error).message} (${cause?.code ?? ''} ${cause?.message ?? ''}) after ${Math.round(performance.now() - t0)} ms`);
       }
-      const body = await r.json() as any;
+      const body = JSON.parse(r.text) as any;
       if (r.status !== 200) throw new Error(`${command}: ${r.status} ${JSON.stringify(body)}`);
       return body;
     },
@@ -337,7 +364,7 @@ async function burstClient(): Promise<void> {
   const groups = process.argv[i + 2].split(',');
   const n = Number(process.argv[i + 3]);
   const first = Number(process.argv[i + 4] ?? 10000);
-  const apis = ports.map((p) => api(p, JSON.parse(process.env.FLEET_CREDS!)));
+  const apis = ports.map((p) => api(p, JSON.parse(process.env.FLEET_CREDS!), true));
   const t0 = performance.now();
   let next = 0;
   let failed = 0;
