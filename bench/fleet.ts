@@ -595,7 +595,7 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
       ['database size / change feed', '', `${(dbSize / 2 ** 20).toFixed(0)} MB / ${feed.rows} rows, ${(feed.bytes / 1024).toFixed(0)} KB`, ''],
     ];
     const w = Math.max(...rows.map((r) => r[0].length));
-    console.log(`\nfleet, several servers (${os.cpus().length} cores, node ${process.version}; ${H} simulated hosts × ${V} VMs in one process, each server in its own, PostgreSQL ${N === 1 ? '' : 'shared'})`);
+    console.log(`\nfleet, several servers (${os.cpus().length} cores, node ${process.version}; ${H} simulated hosts × ${V} VMs in ${procs} agent processes, each server in its own, PostgreSQL ${N === 1 ? '' : 'shared'})`);
     console.log(`${''.padEnd(w)}  ${'1 server'.padStart(14)}  ${`${N} servers`}`);
     for (const [k, a, b, target] of rows) console.log(`${k.padEnd(w)}  ${a.padStart(14)}  ${b}${target ? `   [target ${target}]` : ''}`);
     summary('fleet', `${N} servers, ${H} hosts: authorize → all acked, median`, many.median, 'ms', '< 1.5 s');

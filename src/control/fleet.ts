@@ -10,12 +10,12 @@
 // host starts (its start-up position, raised when old removals are forgotten); below it: a snapshot.
 import type { Change } from '../model/changes.js';
 import type { Family } from '../model/types.js';
-import type { AddressSet, FamilyPolicy, HostDesiredState, VmPolicy } from '../policy/ir.js';
+import type { AddressSet, FamilyPolicy, HostDesiredState, NicPolicy, VmPolicy } from '../policy/ir.js';
 import type { CloudState } from '../policy/state.js';
 import { analyzeChange, compileAddressSet, compileVm } from '../policy/api.js';
 import { nicPolicies } from '../policy/compile.js';
 import { sha256Hex } from '../policy/hash.js';
-import { agentForm, formFamilyJson } from './agent-form.js';
+import { agentForm, formFamilyJson, nicsJson } from './agent-form.js';
 import type { DeltaMessage } from '../protocol/index.js';
 
 /** The rule part of a compiled policy, shared by VMs with the same groups within one pass. */
@@ -24,12 +24,29 @@ export type CompileMemo = Map<string, Template>;
 
 const groupKey = (state: CloudState, vmId: number) => [...new Set(state.groupsByVm.get(vmId) ?? [])].sort((a, b) => a - b).join(',');
 
-/** A VM's policy from its group set's template: only the NICs and the hash are computed per VM. */
+/**
+ * A VM's NIC policies and their JSON, kept per NIC list of the state: the journal replaces a VM's list
+ * when its NICs are reloaded and never changes one in place, so a rule change recompiling every VM of a
+ * group reuses them (and its policies share them) instead of building and serialising them again.
+ */
+const nicForms = new WeakMap<object, { nics: NicPolicy[]; json: string }>();
+function vmNics(state: CloudState, vmId: number): { nics: NicPolicy[]; json: string } {
+  const raw = state.nicsByVm.get(vmId);
+  let f = raw ? nicForms.get(raw) : undefined;
+  if (!f) {
+    const nics = nicPolicies(state, vmId);
+    f = { nics, json: nicsJson(nics) };
+    if (raw) nicForms.set(raw, f);
+  }
+  return f;
+}
+
+/** A VM's policy from its group set's template: only the NICs (cached) and the hash are computed per VM. */
 function fromTemplate(state: CloudState, vmId: number, t: Template): VmPolicy {
   const vm = state.vms.get(vmId);
   if (!vm) throw new Error(`compileVm: unknown VM id ${vmId}`);
-  const nics = nicPolicies(state, vmId);
-  const json = `{"vmId":${JSON.stringify(vm.uuid)},"instanceName":${JSON.stringify(vm.instanceName)},"nics":${JSON.stringify(nics)},"v4":${t.json4},"v6":${t.json6}}`;
+  const { nics, json: nicsText } = vmNics(state, vmId);
+  const json = `{"vmId":${JSON.stringify(vm.uuid)},"instanceName":${JSON.stringify(vm.instanceName)},"nics":${nicsText},"v4":${t.json4},"v6":${t.json6}}`;
   return { vmId: vm.uuid, instanceName: vm.instanceName, nics, v4: t.v4, v6: t.v6, hash: sha256Hex(json) };
 }
 
