@@ -410,6 +410,13 @@ async function commitToPush(servers: ServerProc[]): Promise<{ sum: number; count
   }));
 }
 
+/** A server's V8 heap (used, committed) and memory outside it (Buffers), MB, from its /metrics: what its RSS is made of. */
+async function heapMb(s: ServerProc): Promise<{ used: number; total: number; external: number }> {
+  const text = await (await fetch(`${s.url}/metrics`)).text();
+  const num = (name: string) => Math.round(Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0) / 2 ** 20);
+  return { used: num('nodejs_heap_size_used_bytes'), total: num('nodejs_heap_size_total_bytes'), external: num('nodejs_external_memory_bytes') };
+}
+
 /**
  * One authorize per run on the web group (a member on every host), through the APIs in turn → every
  * agent applied it. Also the server side: commit → last delta written, the slowest server's (a batch
@@ -478,7 +485,7 @@ function cpuStart(groups: CpuGroups): () => CpuUse {
   };
 }
 
-interface PhaseFigures { median: number; p99: number; pushedMedian: number; pushedP99: number; burstApiMs: number; burstPerS: number; burstConvergedMs: number; pushesPerHost: number; rss: number[]; burstCpu: CpuUse | null; apiCpu: CpuUse | null }
+interface PhaseFigures { median: number; p99: number; pushedMedian: number; pushedP99: number; burstApiMs: number; burstPerS: number; burstConvergedMs: number; pushesPerHost: number; rss: number[]; heap: { used: number; total: number; external: number }[]; burstCpu: CpuUse | null; apiCpu: CpuUse | null }
 
 /**
  * The burst goes to the tenant groups in turn (a member group per ~40 hosts): authorizations of one group
@@ -505,7 +512,7 @@ async function phase(pool: AgentPool, servers: ServerProc[], creds: { apikey: st
   const pushes = await pool.deltasSince();
   return {
     median: pct(runs, 0.5), p99: pct(runs, 0.99), pushedMedian: pct(pushed, 0.5), pushedP99: pct(pushed, 0.99), burstApiMs: b.ms, burstPerS: burst ? burst / (b.ms / 1000) : 0, burstConvergedMs: converged,
-    pushesPerHost: pushes.avg, rss: servers.map((s) => s.rssMb()), burstCpu, apiCpu,
+    pushesPerHost: pushes.avg, rss: servers.map((s) => s.rssMb()), heap: await Promise.all(servers.map(heapMb)), burstCpu, apiCpu,
   };
 }
 
@@ -592,6 +599,7 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
       ...(burst ? Object.keys(many.burstCpu!.seconds).map((k) => [`  CPU s until converged, ${k}`, String(one.burstCpu!.seconds[k] ?? ''), String(many.burstCpu!.seconds[k]), ''] as [string, string, string, string]) : []),
       ['SIGKILL a server → its hosts reconnected + resynced', '', `${Math.round(failoverMs)} ms (${movedHosts} hosts)`, '< 10 s'],
       ['server RSS', `${one.rss.map((x) => x.toFixed(0)).join('')} MB`, `${many.rss.map((x) => x.toFixed(0)).join(' / ')} MB; after the kill ${rssAfter.map((x) => x.toFixed(0)).join(' / ')} MB`, '< 1 GB each'],
+      ['  of which V8 heap used / committed, external (MB)', one.heap.map((h) => `${h.used} / ${h.total}, ${h.external}`).join(''), many.heap.map((h) => `${h.used} / ${h.total}, ${h.external}`).join('; '), ''],
       ['database size / change feed', '', `${(dbSize / 2 ** 20).toFixed(0)} MB / ${feed.rows} rows, ${(feed.bytes / 1024).toFixed(0)} KB`, ''],
     ];
     const w = Math.max(...rows.map((r) => r[0].length));
