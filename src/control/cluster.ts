@@ -56,6 +56,10 @@ export class Cluster {
   private lastOk = Date.now();
   /** When the database last took this server's heartbeat (a tick's, or a probe's while a tick is late). */
   private lastProbeOk = 0;
+  private lastCheck = Date.now();
+  /** How long this process was itself paused (see checkHealth) since lastOk / lastProbeOk. */
+  private pausedSinceOk = 0;
+  private pausedSinceProbe = 0;
   private probing = false;
   private slowLogged = false;
   private timer: NodeJS.Timeout | null = null;
@@ -101,20 +105,27 @@ export class Cluster {
 
   private checkHealth(): void {
     const now = Date.now();
-    const since = now - this.lastOk;
+    // Time this process itself did not run (the watchdog fired late: a long GC or batch, a starved
+    // CPU) is not time the database failed to answer: the answers may be waiting to be read.
+    const period = Math.min(1000, this.timing.heartbeatMs);
+    const late = now - this.lastCheck - period;
+    this.lastCheck = now;
+    if (late > period) { this.pausedSinceOk += late; this.pausedSinceProbe += late; }
+    const since = now - this.lastOk - this.pausedSinceOk;
+    const probeAge = now - this.lastProbeOk - this.pausedSinceProbe;
     if (!this.healthy) return;
     const failing = this.lastErrorIsOutage && since > this.timing.unhealthyAfterMs;
     // Late but not failing: cut off only when the database has not taken a heartbeat for as long either.
-    const stalled = since > this.timing.stalledAfterMs && now - this.lastProbeOk > this.timing.stalledAfterMs;
+    const stalled = since > this.timing.stalledAfterMs && probeAge > this.timing.stalledAfterMs;
     // A slow renewal (or sweep) must not make the heartbeat row look dead to the other servers.
-    if (!failing && !stalled && now - this.lastProbeOk > this.timing.heartbeatMs && since > this.timing.heartbeatMs) this.probe();
+    if (!failing && !stalled && probeAge > this.timing.heartbeatMs && since > this.timing.heartbeatMs) this.probe();
     if (!failing && !stalled && since > this.timing.stalledAfterMs && !this.slowLogged) {
       this.slowLogged = true;
       this.log.warn({ since: new Date(this.lastOk).toISOString() }, 'cluster: heartbeat renewals are slow but the database answers (busy); keeping the agents');
     }
     if (failing || stalled) {
       this.healthy = false;
-      this.log.error({ since: new Date(this.lastOk).toISOString(), err: this.lastError }, 'cluster: cannot reach the database; letting agents go to other servers');
+      this.log.error({ since: new Date(this.lastOk).toISOString(), pausedMs: this.pausedSinceOk, err: this.lastError }, 'cluster: cannot reach the database; letting agents go to other servers');
       this.hooks.unhealthy();
     }
   }
@@ -135,7 +146,7 @@ export class Cluster {
     let timer: NodeJS.Timeout | undefined;
     const bound = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error('probe timed out')), Math.max(1000, this.timing.stalledAfterMs / 2)); });
     void Promise.race([this.beat(), bound])
-      .then(() => { this.lastProbeOk = Date.now(); }, () => {})
+      .then(() => { this.lastProbeOk = Date.now(); this.pausedSinceProbe = 0; }, () => {})
       .finally(() => { clearTimeout(timer); this.probing = false; });
   }
 
@@ -145,8 +156,10 @@ export class Cluster {
     try {
       await this.beat();
       this.lastProbeOk = Date.now();
+      this.pausedSinceProbe = 0;
       await this.renew();
       this.lastOk = Date.now();
+      this.pausedSinceOk = 0;
       this.slowLogged = false;
       if (!this.healthy) {
         this.healthy = true;
