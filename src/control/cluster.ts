@@ -98,6 +98,9 @@ export class Cluster {
     const stale = await releaseAllLeases(this.db, this.serverId, new Date().toISOString());
     if (stale) this.log.info({ hosts: stale }, 'released the host leases of this server\'s previous run');
     await this.sweep();
+    // The health clock starts now: loading the cloud before start() (many seconds for 200,000 VMs) is not
+    // time the database failed to answer (a new server cut itself off before its first tick).
+    this.lastOk = this.lastProbeOk = this.lastCheck = Date.now();
     this.timer = setTimeout(() => this.tick(), this.timing.heartbeatMs);
     this.watchdog = setInterval(() => this.checkHealth(), Math.min(1000, this.timing.heartbeatMs));
     this.timer.unref(); this.watchdog.unref();
