@@ -17,10 +17,31 @@
 //   - SIGKILL of the server holding most agents → all of its hosts reconnected elsewhere and resynced;
 //   - RSS of each server, database and change-feed size.
 // Run: node --import tsx bench/fleet.ts --servers 3 --hosts 10000 [--vms 20] [--changes 20] [--burst 1000]
+//        [--agent-procs 2]
 // (every flag also as FLEET_<NAME> in the environment, e.g. FLEET_SERVERS=3 npm run bench -- fleet)
+//
+// What the multi-server figures are, read them so (bench/fleet-agents.ts has the details):
+//   - The simulated agents run in --agent-procs worker processes (default: one per core) on the SAME
+//     cores as the servers and PostgreSQL. On a real fleet each host applies its delta on its own CPU,
+//     all at once; here 10,000 applies (render + hash of 20 VMs' rules each) queue for two cores. So
+//     "every host acked" is bounded by this machine, not by the server, once the fleet is large: the
+//     server's own part is reported beside it, "server side: commit → last delta written", from each
+//     server's palisade_control_commit_to_push_seconds (observed after a batch's last delta was handed
+//     to the agents' sockets; the slowest server's per change).
+//   - Simulated agents do not reconcile after a write (nothing to drift in the null dataplane).
+//   - The burst's CPU table says who used the machine while the calls ran and until every host
+//     converged (/proc: servers, PostgreSQL and its backends, agent workers, this process with the
+//     burst client it reaps): API throughput with 3 servers cannot exceed one server's by much when the
+//     machine is already busy with one.
+//   - PostgreSQL runs with fsync=off (test/helpers/postgres.ts): a throwaway cluster; commits cost no
+//     disk flush here, unlike production.
+//   - FLEET_SERVER_LOG=<file> keeps the servers' logs (both streams), FLEET_AGENT_LOG=<file> the agents'
+//     warnings, FLEET_SERVER_NODE_ARGS passes node flags to the servers (e.g. --cpu-prof), FLEET_MARKS=1
+//     prints the phases' windows on the monotonic clock of CPU profiles.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,17 +52,14 @@ import { feedSize } from '../src/store/queries/feed.js';
 import { sql } from 'kysely';
 import { startPostgres } from '../test/helpers/postgres.js';
 import { signParams, formatExpires } from '../src/api/signing.js';
-import { Agent } from '../src/agent/agent.js';
-import { NullDataplane } from '../src/agent/null-dataplane.js';
-import { simulatedPorts } from '../src/agent/sim-ports.js';
+import type { Agent } from '../src/agent/agent.js';
+import { AgentPool, allApplied, makeAgents, nowMs, reconnectedAndApplied } from './fleet-agents.js';
 import { summary } from './summary.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const REPO = path.dirname(path.dirname(MAIN));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
-const log = pino({ level: 'silent' });
-
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
   if (i >= 0) return process.argv[i + 1];
@@ -58,6 +76,9 @@ async function freePort(): Promise<number> {
 class ServerProc {
   child: ChildProcess | null = null;
   out = '';
+  /** Set when the process ended without stop() asking it to (a crash): code or signal. */
+  died: string | null = null;
+  private stopping = false;
   constructor(readonly dataDir: string, readonly port: number, readonly db?: string, readonly name?: string) {}
   get url(): string { return `http://127.0.0.1:${this.port}`; }
   async start(): Promise<number> {
@@ -67,8 +88,16 @@ class ServerProc {
       { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = c;
     const logFile = process.env.FLEET_SERVER_LOG;
+    // Both streams to the log: pino writes to stdout, a crash's stack trace to stderr.
     c.stdout!.on('data', (d) => { this.out = (this.out + d).slice(-20000); if (logFile) fs.appendFileSync(logFile, d); });
-    c.stderr!.on('data', (d) => { this.out = (this.out + d).slice(-20000); });
+    c.stderr!.on('data', (d) => { this.out = (this.out + d).slice(-20000); if (logFile) fs.appendFileSync(logFile, `[${this.name ?? this.port} stderr] ${d}`); });
+    this.stopping = false;
+    this.died = null;
+    c.once('exit', (code, signal) => {
+      if (this.stopping) return;
+      this.died = signal ? `signal ${signal}` : `exit code ${code}`;
+      process.stderr.write(`  !! server ${this.name ?? this.port} ended unexpectedly (${this.died}); its last output:\n${this.out.slice(-4000)}\n`);
+    });
     const t0 = Date.now();
     for (;;) {
       if (c.exitCode !== null) throw new Error(`server exited:\n${this.out}`);
@@ -82,6 +111,7 @@ class ServerProc {
     const c = this.child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
     const done = new Promise((r) => c.once('exit', r));
+    this.stopping = true;
     c.kill(signal);
     await done;
   }
@@ -92,14 +122,47 @@ class ServerProc {
 }
 
 interface Api { call(cmd: string, p?: Record<string, string | number>): Promise<any> }
-function api(port: number, creds: { apikey: string; secretkey: string }): Api {
+/** One POST on a connection of its own, closed after the answer (see api()). */
+function postOnce(port: number, body: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: '/client/api', method: 'POST', agent: false,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/**
+ * API calls. The burst client keeps its connections (fetch's pool): it calls without pause. This
+ * process calls now and then, between long waits during which its event loop may lag by seconds under
+ * the agents' load: a pooled connection the server closed as idle meanwhile could be picked for the next
+ * call before the close was read ("other side closed"), so its calls each use a connection of their own.
+ */
+function api(port: number, creds: { apikey: string; secretkey: string }, keepAlive = false): Api {
   return {
     async call(command, params = {}) {
       const p: Record<string, string> = { command, response: 'json', apiKey: creds.apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 600_000)) };
       for (const [k, v] of Object.entries(params)) p[k] = String(v);
       p.signature = signParams(p, creds.secretkey);
-      const r = await fetch(`http://127.0.0.1:${port}/client/api`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(p).toString() });
-      const body = await r.json() as any;
+      const t0 = performance.now();
+      const form = new URLSearchParams(p).toString();
+      let r: { status: number; text: string };
+      try {
+        if (keepAlive) {
+          const res = await fetch(`http://127.0.0.1:${port}/client/api`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form });
+          r = { status: res.status, text: await res.text() };
+        } else r = await postOnce(port, form);
+      } catch (e) {
+        const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+        throw new Error(`${command} to port ${port}: ${(e as Error).message} (${cause?.code ?? ''} ${cause?.message ?? ''}) after ${Math.round(performance.now() - t0)} ms`);
+      }
+      const body = JSON.parse(r.text) as any;
       if (r.status !== 200) throw new Error(`${command}: ${r.status} ${JSON.stringify(body)}`);
       return body;
     },
@@ -179,57 +242,6 @@ async function seedDb(db: Db, H: number, V: number, tenants: number): Promise<{ 
   return { webGroupUuid: webGroup, tenantGroupUuids };
 }
 
-function makeAgents(port: number | string[], H: number): (Agent & { dp: NullDataplane })[] {
-  const agents: (Agent & { dp: NullDataplane })[] = [];
-  const server = typeof port === 'number' ? `http://127.0.0.1:${port}` : port;
-  const keepaliveMs = Number(arg('keepalive-ms', '10000'));
-  for (let h = 0; h < H; h++) {
-    const dp = new NullDataplane();
-    const a = new Agent({
-      server, token: `fleet-token-${h}`, hostname: `sim-${h}`, stateDir: null, dataplane: dp, keepaliveMs,
-      discover: async (s) => simulatedPorts(s), preflight: null, reconcileMs: 3_600_000, log, backoffMinMs: 250, backoffMaxMs: 2000,
-    });
-    agents.push(Object.assign(a, { dp }));
-  }
-  return agents;
-}
-
-/** Resolves when each of `agents` has been welcomed by a server again and has applied what it was given. */
-function reconnectedAndApplied(agents: Agent[], timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let left = agents.length;
-    if (!left) { resolve(); return; }
-    const timer = setTimeout(() => reject(new Error(`${left} of ${agents.length} hosts not resynced after ${timeoutMs} ms`)), timeoutMs);
-    for (const a of agents) {
-      let reconnected = false;
-      a.once('connected', () => { reconnected = true; });
-      const onApplied = () => {
-        if (!reconnected) return;
-        a.off('applied', onApplied);
-        if (--left === 0) { clearTimeout(timer); resolve(); }
-      };
-      a.on('applied', onApplied);
-    }
-  });
-}
-
-/** Resolves when every agent has applied (and so acked) a revision > the one recorded in `base`. */
-function allApplied(agents: Agent[], base: Map<Agent, number>, timeoutMs: number): Promise<number> {
-  const t0 = performance.now();
-  return new Promise((resolve, reject) => {
-    let left = 0;
-    const timer = setTimeout(() => reject(new Error(`${left} agents not applied after ${timeoutMs} ms`)), timeoutMs);
-    const done = () => { clearTimeout(timer); resolve(performance.now() - t0); };
-    for (const a of agents) {
-      if ((a.appliedRevision ?? -1) > (base.get(a) ?? -1)) continue;
-      left++;
-      const on = () => { if ((a.appliedRevision ?? -1) > (base.get(a) ?? -1)) { a.off('applied', on); if (--left === 0) done(); } };
-      a.on('applied', on);
-    }
-    if (left === 0) done();
-  });
-}
-
 async function runFleet(H: number, V: number, burst: number): Promise<Record<string, string | number>> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-fleet-'));
   const port = await freePort();
@@ -244,7 +256,7 @@ async function runFleet(H: number, V: number, burst: number): Promise<Record<str
     const creds = JSON.parse(fs.readFileSync(path.join(dataDir, 'admin-credentials.json'), 'utf8'));
     const cs = api(port, creds);
 
-    const agents = makeAgents(port, H);
+    const agents = makeAgents(`http://127.0.0.1:${port}`, H, 0, Number(arg('keepalive-ms', '10000')));
     const tConn = performance.now();
     const initial = new Map<Agent, number>();
     const first = allApplied(agents, initial, 120_000);
@@ -352,7 +364,7 @@ async function burstClient(): Promise<void> {
   const groups = process.argv[i + 2].split(',');
   const n = Number(process.argv[i + 3]);
   const first = Number(process.argv[i + 4] ?? 10000);
-  const apis = ports.map((p) => api(p, JSON.parse(process.env.FLEET_CREDS!)));
+  const apis = ports.map((p) => api(p, JSON.parse(process.env.FLEET_CREDS!), true));
   const t0 = performance.now();
   let next = 0;
   let failed = 0;
@@ -377,56 +389,130 @@ async function runBurst(ports: number[], groups: string[], n: number, first: num
   return JSON.parse(out.trim().split('\n').pop()!);
 }
 
+/** Monotonic µs (the clock of V8's CPU profiles, shared by every process): profile windows (FLEET_MARKS=1). */
+const mark = () => process.hrtime.bigint() / 1000n;
+function markWindow(what: string, from: bigint): void {
+  if (process.env.FLEET_MARKS) process.stderr.write(`  window ${what}: ${from} ${mark()}\n`);
+}
+
 const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))]; };
 
-/** One authorize per run on the web group (a member on every host), through the APIs in turn → every agent applied it. */
-async function authorizeRuns(agents: Agent[], apis: Api[], group: string, runs: number, firstPort: number): Promise<number[]> {
-  const out: number[] = [];
+/**
+ * The server side of a fan-out, from each server's /metrics: palisade_control_commit_to_push_seconds is
+ * observed once per batch that pushed, after its last delta was handed to the agents' sockets.
+ */
+async function commitToPush(servers: ServerProc[]): Promise<{ sum: number; count: number }[]> {
+  return Promise.all(servers.map(async (s) => {
+    if (s.died || !s.child) return { sum: 0, count: 0 };
+    const text = await (await fetch(`${s.url}/metrics`)).text();
+    const num = (name: string) => Number(new RegExp(`^${name}(?:\\{\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+    return { sum: num('palisade_control_commit_to_push_seconds_sum'), count: num('palisade_control_commit_to_push_seconds_count') };
+  }));
+}
+
+/** A server's V8 heap (used, committed) and memory outside it (Buffers), MB, from its /metrics: what its RSS is made of. */
+async function heapMb(s: ServerProc): Promise<{ used: number; total: number; external: number }> {
+  const text = await (await fetch(`${s.url}/metrics`)).text();
+  const num = (name: string) => Math.round(Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0) / 2 ** 20);
+  return { used: num('nodejs_heap_size_used_bytes'), total: num('nodejs_heap_size_total_bytes'), external: num('nodejs_external_memory_bytes') };
+}
+
+/**
+ * One authorize per run on the web group (a member on every host), through the APIs in turn → every
+ * agent applied it. Also the server side: commit → last delta written, the slowest server's (a batch
+ * per server per change; their mean if a change took several).
+ */
+async function authorizeRuns(pool: AgentPool, servers: ServerProc[], apis: Api[], group: string, runs: number, firstPort: number): Promise<{ acked: number[]; pushed: number[] }> {
+  const acked: number[] = [];
+  const pushed: number[] = [];
+  const from = mark();
   for (let k = 0; k < runs; k++) {
-    const base = new Map(agents.map((a) => [a, a.appliedRevision ?? -1]));
-    const t0 = performance.now();
-    const applied = allApplied(agents, base, 120_000);
+    const before = await commitToPush(servers);
+    const applied = pool.armApplied(120_000);
+    await applied.armed;
+    const t0 = nowMs();
     await apis[k % apis.length].call('authorizeSecurityGroupIngress', { securitygroupid: group, protocol: 'tcp', startport: firstPort + k, endport: firstPort + k, cidrlist: '0.0.0.0/0' });
-    await applied;
-    out.push(performance.now() - t0);
+    acked.push(await applied.done - t0);
+    const after = await commitToPush(servers);
+    pushed.push(Math.max(...after.map((a, i) => { const n = a.count - before[i].count; return n > 0 ? (a.sum - before[i].sum) / n * 1000 : 0; })));
     await sleep(200);
   }
-  return out;
+  markWindow('authorize runs', from);
+  return { acked, pushed };
 }
 
-/** Wait until every agent holds a rule for `port` and has applied its state. */
-async function allHold(agents: Agent[], port: number, timeoutMs = 300_000): Promise<void> {
-  const t0 = Date.now();
-  for (;;) {
-    if (agents.every((a) => a.state?.vms.some((v) => v.v4.ingress.some((r) => r.ports && r.ports.from <= port && r.ports.to >= port)) && a.appliedRevision === a.state?.revision)) return;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`agents did not converge on port ${port}`);
-    await sleep(20);
-  }
+// ---- CPU accounting: who used the machine's cores during the burst (what bounds its throughput) ----
+
+const CLK_TCK = 100;
+/** User + system CPU seconds of a process so far (with `reaped`, also of its exited children); 0 when gone. */
+function cpuSeconds(pid: number, reaped = false): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    return (f[11] + f[12] + (reaped ? f[13] + f[14] : 0)) / CLK_TCK;
+  } catch { return 0; }
+}
+/** The machine's busy and total CPU seconds so far (/proc/stat). */
+function machineSeconds(): { busy: number; total: number } {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: (total - f[3] - f[4]) / CLK_TCK, total: total / CLK_TCK };
+}
+/** The postmaster whose data directory is under `dir`, and its children (backends, walwriter, …). */
+function postgresPids(dir: string): number[] {
+  const procs = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number);
+  const ppid = (pid: number) => { try { const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8'); return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]); } catch { return -1; } };
+  const main = procs.find((p) => { try { return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`${dir}/data`); } catch { return false; } });
+  return main === undefined ? [] : [main, ...procs.filter((p) => ppid(p) === main)];
+}
+type CpuGroups = () => Record<string, { pids: number[]; reaped?: boolean }>;
+interface CpuUse { seconds: Record<string, number>; busyPct: number; wallS: number }
+function cpuStart(groups: CpuGroups): () => CpuUse {
+  const g0 = groups();
+  const take = (g: ReturnType<CpuGroups>) => Object.fromEntries(Object.entries(g).map(([k, v]) => [k, v.pids.reduce((n, p) => n + cpuSeconds(p, v.reaped), 0)]));
+  const s0 = take(g0);
+  const m0 = machineSeconds();
+  const t0 = performance.now();
+  return () => {
+    // Processes started since (postgres backends) count from zero; those gone since are lost (small).
+    const s1 = take(groups());
+    const m1 = machineSeconds();
+    return {
+      seconds: Object.fromEntries(Object.keys(s1).map((k) => [k, +(s1[k] - (s0[k] ?? 0)).toFixed(1)])),
+      busyPct: Math.round((m1.busy - m0.busy) / Math.max(1e-9, m1.total - m0.total) * 100),
+      wallS: +((performance.now() - t0) / 1000).toFixed(1),
+    };
+  };
 }
 
-interface PhaseFigures { median: number; p99: number; burstApiMs: number; burstPerS: number; burstConvergedMs: number; pushesPerHost: number; rss: number[] }
+interface PhaseFigures { median: number; p99: number; pushedMedian: number; pushedP99: number; burstApiMs: number; burstPerS: number; burstConvergedMs: number; pushesPerHost: number; rss: number[]; heap: { used: number; total: number; external: number }[]; burstCpu: CpuUse | null; apiCpu: CpuUse | null }
 
 /**
  * The burst goes to the tenant groups in turn (a member group per ~40 hosts): authorizations of one group
  * serialise on its row lock whatever the number of servers, so one group would measure that lock.
  * Convergence: one more authorize on the web group after the burst has reached every host (feed order).
  */
-async function phase(agents: Agent[], servers: ServerProc[], creds: { apikey: string; secretkey: string }, group: string, burstGroups: string[], changes: number, burst: number, portBase: number): Promise<PhaseFigures> {
+async function phase(pool: AgentPool, servers: ServerProc[], creds: { apikey: string; secretkey: string }, group: string, burstGroups: string[], changes: number, burst: number, portBase: number, cpu: CpuGroups): Promise<PhaseFigures> {
   const apis = servers.map((s) => api(s.port, creds));
-  const runs = await authorizeRuns(agents, apis, group, changes, portBase);
-  const before = new Map(agents.map((a) => [a, a.counters.deltas]));
-  const tb = performance.now();
+  const { acked: runs, pushed } = await authorizeRuns(pool, servers, apis, group, changes, portBase);
+  await pool.markDeltas();
+  const cpuUse = cpuStart(cpu);
+  const tb = nowMs();
+  const burstFrom = mark();
   const b = burst ? await runBurst(servers.map((s) => s.port), burstGroups, burst, portBase + 1000, creds) : { ms: 0, failed: 0 };
   if (b.failed) process.stderr.write(`  burst: ${b.failed} calls failed\n`);
+  const apiCpu = burst ? cpuUse() : null;
+  let converged = 0;
   if (burst) {
     await apis[0].call('authorizeSecurityGroupIngress', { securitygroupid: group, protocol: 'tcp', startport: portBase + 999, endport: portBase + 999, cidrlist: '0.0.0.0/0' });
-    await allHold(agents, portBase + 999);
+    converged = await pool.allHold(portBase + 999) - tb;
   }
-  const converged = performance.now() - tb;
-  const pushes = agents.map((a) => a.counters.deltas - before.get(a)!);
+  markWindow('burst', burstFrom);
+  const burstCpu = burst ? cpuUse() : null;
+  const pushes = await pool.deltasSince();
   return {
-    median: pct(runs, 0.5), p99: pct(runs, 0.99), burstApiMs: b.ms, burstPerS: burst ? burst / (b.ms / 1000) : 0, burstConvergedMs: converged,
-    pushesPerHost: pushes.reduce((x, y) => x + y, 0) / Math.max(1, pushes.length), rss: servers.map((s) => s.rssMb()),
+    median: pct(runs, 0.5), p99: pct(runs, 0.99), pushedMedian: pct(pushed, 0.5), pushedP99: pct(pushed, 0.99), burstApiMs: b.ms, burstPerS: burst ? burst / (b.ms / 1000) : 0, burstConvergedMs: converged,
+    pushesPerHost: pushes.avg, rss: servers.map((s) => s.rssMb()), heap: await Promise.all(servers.map(heapMb)), burstCpu, apiCpu,
   };
 }
 
@@ -434,7 +520,9 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
   const pg = await startPostgres();
   const dirs: string[] = [];
   const servers: ServerProc[] = [];
-  let agents: (Agent & { dp: NullDataplane })[] = [];
+  let pool: AgentPool | null = null;
+  const procs = Number(arg('agent-procs', String(os.cpus().length)));
+  const keepaliveMs = Number(arg('keepalive-ms', '10000'));
   try {
     for (let i = 0; i < N; i++) {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), `palisade-fleet-${i}-`));
@@ -453,36 +541,43 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
     // ---- one server ----
     const startMs = await first.start();
     process.stderr.write(`  one server started in ${startMs} ms; connecting ${H} agents…\n`);
-    agents = makeAgents([first.url], H);
-    let t = performance.now();
-    const ready = allApplied(agents, new Map(), 600_000);
-    for (const a of agents) await a.start();
-    await ready;
-    process.stderr.write(`  connected and applied in ${Math.round(performance.now() - t)} ms\n`);
-    const one = await phase(agents, [first], creds, webGroupUuid, tenantGroupUuids, changes, burst, 30000);
+    let t = nowMs();
+    let started = await AgentPool.start([first.url], H, procs, keepaliveMs);
+    pool = started.pool;
+    process.stderr.write(`  connected and applied in ${Math.round(started.ready - t)} ms (agents in ${procs} processes)\n`);
+    const cpuGroups = (srv: ServerProc[]): CpuGroups => () => ({
+      ...Object.fromEntries(srv.map((s) => [`server ${s.name}`, { pids: s.child?.pid && !s.died ? [s.child.pid] : [] }])),
+      postgres: { pids: postgresPids(pg.dir), reaped: true },
+      'simulated agents': { pids: pool?.pids ?? [] },
+      'bench + burst client': { pids: [process.pid], reaped: true },
+    });
+    const one = await phase(pool, [first], creds, webGroupUuid, tenantGroupUuids, changes, burst, 30000, cpuGroups([first]));
     process.stderr.write(`  one server: ${JSON.stringify(one)}\n`);
-    for (const a of agents) await a.stop();
+    await pool.stop();
+    pool = null;
 
     // ---- N servers ----
     await Promise.all(servers.slice(1).map((s) => s.start()));
-    agents = makeAgents(servers.map((s) => s.url), H);
-    t = performance.now();
-    const ready2 = allApplied(agents, new Map(), 600_000);
-    for (const a of agents) await a.start();
-    await ready2;
-    const spread = servers.map((s) => agents.filter((a) => a.server === s.url).length);
-    process.stderr.write(`  ${N} servers: agents connected and applied in ${Math.round(performance.now() - t)} ms, spread ${spread.join('/')}\n`);
-    const many = await phase(agents, servers, creds, webGroupUuid, tenantGroupUuids, changes, burst, 40000);
+    t = nowMs();
+    started = await AgentPool.start(servers.map((s) => s.url), H, procs, keepaliveMs);
+    pool = started.pool;
+    const byServer = await pool.spread();
+    const spread = servers.map((s) => byServer.get(s.url) ?? 0);
+    process.stderr.write(`  ${N} servers: agents connected and applied in ${Math.round(started.ready - t)} ms, spread ${spread.join('/')}\n`);
+    const many = await phase(pool, servers, creds, webGroupUuid, tenantGroupUuids, changes, burst, 40000, cpuGroups(servers));
     process.stderr.write(`  ${N} servers: ${JSON.stringify(many)}\n`);
 
     // ---- SIGKILL the server holding the most agents (with several) ----
     const victim = N > 1 ? servers[spread.indexOf(Math.max(...spread))] : null;
-    const moved = victim ? agents.filter((a) => a.server === victim.url) : [];
-    const done = reconnectedAndApplied(moved, 120_000);
-    const tk = performance.now();
-    await victim?.stop('SIGKILL');
-    await done;
-    const failoverMs = victim ? performance.now() - tk : NaN;
+    let failoverMs = NaN;
+    let movedHosts = 0;
+    if (victim) {
+      const resync = pool.armResync(victim.url, 120_000);
+      movedHosts = await resync.armed;
+      const tk = nowMs();
+      await victim.stop('SIGKILL');
+      failoverMs = await resync.done - tk;
+    }
     const survivors = servers.filter((s) => s !== victim);
     const rssAfter = survivors.map((s) => s.rssMb());
     const dbSize = Number((await sql<{ n: string }>`select pg_database_size(current_database()) as n`.execute(db)).rows[0].n);
@@ -492,16 +587,23 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
     const rows: [string, string, string, string][] = [
       ['one authorize → every host acked, median', `${Math.round(one.median)} ms`, `${Math.round(many.median)} ms`, '< 1.5 s'],
       ['one authorize → every host acked, p99', `${Math.round(one.p99)} ms`, `${Math.round(many.p99)} ms`, '< 3 s'],
+      ['  server side: commit → last delta written, median', `${Math.round(one.pushedMedian)} ms`, `${Math.round(many.pushedMedian)} ms`, ''],
+      ['  server side: commit → last delta written, p99', `${Math.round(one.pushedP99)} ms`, `${Math.round(many.pushedP99)} ms`, ''],
       [`burst of ${burst}: API time`, `${Math.round(one.burstApiMs)} ms`, `${Math.round(many.burstApiMs)} ms`, ''],
       [`burst of ${burst}: API throughput`, `${one.burstPerS.toFixed(0)} /s`, `${many.burstPerS.toFixed(0)} /s (${(many.burstPerS / Math.max(1, one.burstPerS)).toFixed(2)}×)`, '≥ 2× one server'],
       [`burst of ${burst}: all hosts converged`, `${Math.round(one.burstConvergedMs)} ms`, `${Math.round(many.burstConvergedMs)} ms`, ''],
       [`burst of ${burst} (over ${Math.max(1, Math.floor(H / 40))} groups): pushes per host`, one.pushesPerHost.toFixed(1), many.pushesPerHost.toFixed(1), `≪ ${burst}`],
-      ['SIGKILL a server → its hosts reconnected + resynced', '', `${Math.round(failoverMs)} ms (${moved.length} hosts)`, '< 10 s'],
+      ...(burst ? [['burst: machine CPU busy during the API calls', `${one.apiCpu!.busyPct}%`, `${many.apiCpu!.busyPct}%`, ''] as [string, string, string, string]] : []),
+      ...(burst ? Object.keys(many.apiCpu!.seconds).map((k) => [`  CPU s during the API calls, ${k}`, String(one.apiCpu!.seconds[k] ?? ''), String(many.apiCpu!.seconds[k]), ''] as [string, string, string, string]) : []),
+      ...(burst ? [['burst: machine CPU busy, API calls to all converged', `${one.burstCpu!.busyPct}%`, `${many.burstCpu!.busyPct}%`, ''] as [string, string, string, string]] : []),
+      ...(burst ? Object.keys(many.burstCpu!.seconds).map((k) => [`  CPU s until converged, ${k}`, String(one.burstCpu!.seconds[k] ?? ''), String(many.burstCpu!.seconds[k]), ''] as [string, string, string, string]) : []),
+      ['SIGKILL a server → its hosts reconnected + resynced', '', `${Math.round(failoverMs)} ms (${movedHosts} hosts)`, '< 10 s'],
       ['server RSS', `${one.rss.map((x) => x.toFixed(0)).join('')} MB`, `${many.rss.map((x) => x.toFixed(0)).join(' / ')} MB; after the kill ${rssAfter.map((x) => x.toFixed(0)).join(' / ')} MB`, '< 1 GB each'],
+      ['  of which V8 heap used / committed, external (MB)', one.heap.map((h) => `${h.used} / ${h.total}, ${h.external}`).join(''), many.heap.map((h) => `${h.used} / ${h.total}, ${h.external}`).join('; '), ''],
       ['database size / change feed', '', `${(dbSize / 2 ** 20).toFixed(0)} MB / ${feed.rows} rows, ${(feed.bytes / 1024).toFixed(0)} KB`, ''],
     ];
     const w = Math.max(...rows.map((r) => r[0].length));
-    console.log(`\nfleet, several servers (${os.cpus().length} cores, node ${process.version}; ${H} simulated hosts × ${V} VMs in one process, each server in its own, PostgreSQL ${N === 1 ? '' : 'shared'})`);
+    console.log(`\nfleet, several servers (${os.cpus().length} cores, node ${process.version}; ${H} simulated hosts × ${V} VMs in ${procs} agent processes, each server in its own, PostgreSQL ${N === 1 ? '' : 'shared'})`);
     console.log(`${''.padEnd(w)}  ${'1 server'.padStart(14)}  ${`${N} servers`}`);
     for (const [k, a, b, target] of rows) console.log(`${k.padEnd(w)}  ${a.padStart(14)}  ${b}${target ? `   [target ${target}]` : ''}`);
     summary('fleet', `${N} servers, ${H} hosts: authorize → all acked, median`, many.median, 'ms', '< 1.5 s');
@@ -511,11 +613,11 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
       summary('fleet', `${N} servers: burst of ${burst}, API throughput`, many.burstPerS, '/s', `≥ 2× 1 server (${one.burstPerS.toFixed(0)}/s)`);
       summary('fleet', `${N} servers: burst of ${burst}, pushes per host`, many.pushesPerHost, '');
     }
-    summary('fleet', `${N} servers: SIGKILL → ${moved.length} hosts resynced`, failoverMs, 'ms', '< 10 s');
+    summary('fleet', `${N} servers: SIGKILL → ${movedHosts} hosts resynced`, failoverMs, 'ms', '< 10 s');
     summary('fleet', `${N} servers: largest server RSS`, Math.max(...many.rss), 'MB', '< 1 GB');
     summary('fleet', `${N} servers: database size`, dbSize / 2 ** 20, 'MB');
   } finally {
-    for (const a of agents) await a.stop().catch(() => {});
+    await pool?.stop().catch(() => {});
     for (const s of servers) await s.stop().catch(() => {});
     await pg.stop();
     for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });

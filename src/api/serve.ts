@@ -94,8 +94,9 @@ export async function serverCommand(argv: string[]): Promise<number> {
 
   const serverName = o.name ?? `${os.hostname()}:${listen.port}`;
   // PostgreSQL: the heartbeat and leases get connections of their own, so API load cannot starve them
-  // (a server that stops heartbeating is taken for dead by the others).
-  const clusterDb = cfg.kind === 'postgres' ? openPostgres(cfg.url, undefined, 2) : undefined;
+  // (a server that stops heartbeating is taken for dead by the others): the tick, this server's lease
+  // writes (one at a time) and the heartbeat alone while a tick is late (control/cluster.ts).
+  const clusterDb = cfg.kind === 'postgres' ? openPostgres(cfg.url, undefined, 3) : undefined;
   const metrics = new MetricsRegistry({ process: true });
   const cp = await createControlPlane(db, log, {
     serverId, serverName, listenUrl: cfg.kind === 'postgres' ? cfg.url : undefined, clusterDb, metrics,

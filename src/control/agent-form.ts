@@ -5,7 +5,7 @@
 // but the hash, as compileVm computes it), so what the server compares, what it sends and what the
 // agent holds agree; a change that only touches sources leaves the form, and so the host, unchanged.
 // Pure; caches per object (compiled objects are never mutated).
-import type { FamilyPolicy, PolicyRule, VmPolicy } from '../policy/ir.js';
+import type { FamilyPolicy, NicPolicy, PolicyRule, VmPolicy } from '../policy/ir.js';
 import { sha256Hex } from '../policy/hash.js';
 
 interface FamilyForm { family: FamilyPolicy; json: string }
@@ -48,4 +48,12 @@ export function agentForm(p: VmPolicy): VmPolicy {
 /** JSON text of a family of an agent form built here (cached), else plain JSON.stringify. */
 export function formFamilyJson(f: FamilyPolicy): string {
   return familyJson.get(f) ?? JSON.stringify(f);
+}
+
+const nicsText = new WeakMap<NicPolicy[], string>();
+/** JSON text of a VM's NIC list (cached per list: the fleet shares lists between recompilations, wire.ts sends them). */
+export function nicsJson(nics: NicPolicy[]): string {
+  let t = nicsText.get(nics);
+  if (t === undefined) { t = JSON.stringify(nics); nicsText.set(nics, t); }
+  return t;
 }

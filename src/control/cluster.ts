@@ -7,10 +7,13 @@
 // renewed at all for `stalledAfterMs` (the database does not answer), is cut off from the database. It
 // lets its agents go (they move to another server) and refuses new ones until a renewal works again;
 // its API calls fail on their own with a clear error (store/db.ts storeUnavailable). Mere slowness (a
-// busy server or database) is not an outage: it only counts after the longer bound. With PostgreSQL the
-// heartbeat has its own connections (serve.ts), so a pool busy with API calls does not delay it.
+// busy server or database) is not an outage: it only counts after the longer bound, and only if the
+// database does not answer a trivial probe either. (A server busy connecting 10,000 agents took more
+// than 12 s for a renewal of all their leases while the database answered at once; it let every agent
+// go, and they came back in a storm, to it or to the other servers, themselves busy.) With PostgreSQL
+// the heartbeat has its own connections (serve.ts), so a pool busy with API calls does not delay it.
 import type { Logger } from 'pino';
-import type { Db } from '../store/db.js';
+import { storeUnavailable, type Db } from '../store/db.js';
 import {
   acquireLeases, buryServer, deadServers, heartbeat, minLivePosition, reassertHostStates, releaseAllLeases, releaseLeases,
   removeServer, renewLeases, sweepLeases, type ServerRow,
@@ -51,18 +54,38 @@ const PRUNE_EVERY = 5;   // ticks
 export class Cluster {
   healthy = true;
   private lastOk = Date.now();
+  /** When the database last took this server's heartbeat (a tick's, or a probe's while a tick is late). */
+  private lastProbeOk = 0;
+  private lastCheck = Date.now();
+  /** How long this process was itself paused (see checkHealth) since lastOk / lastProbeOk. */
+  private pausedSinceOk = 0;
+  private pausedSinceProbe = 0;
+  private probing = false;
+  private slowLogged = false;
   private timer: NodeJS.Timeout | null = null;
   private watchdog: NodeJS.Timeout | null = null;
   private ticking = false;
   private ticks = 0;
   private stopped = false;
   private lastError = '';
+  /**
+   * The last renewal failed because the database could not be reached (connection refused, lost, pool
+   * timeout: storeUnavailable). Other errors (a deadlock with a status write, say) say the database is
+   * there: they count only as lateness, under the stall rule and its probe.
+   */
+  private lastErrorIsOutage = false;
   private readonly startedAt = new Date().toISOString();
   private acquireQueue: { hostId: number; hostname: string; resolve: (ok: boolean) => void; reject: (e: unknown) => void }[] = [];
   private acquireTimer: NodeJS.Timeout | null = null;
   private releaseQueue = new Set<number>();
   private releaseTimer: NodeJS.Timeout | null = null;
   private releasing: Promise<void> = Promise.resolve();
+  /**
+   * This server's writes to host_leases, one at a time: a renewal (all its rows), an acquisition and a
+   * release (hundreds each) running at once on the heartbeat's two connections locked lease rows in
+   * different orders and deadlocked under a connection storm.
+   */
+  private leaseWrites: Promise<unknown> = Promise.resolve();
   /** Leases this server holds without a session, seen at the last renewal (a hello may be between its lease and its session). */
   private orphans = new Set<number>();
 
@@ -75,27 +98,72 @@ export class Cluster {
     const stale = await releaseAllLeases(this.db, this.serverId, new Date().toISOString());
     if (stale) this.log.info({ hosts: stale }, 'released the host leases of this server\'s previous run');
     await this.sweep();
+    // The health clock starts now: loading the cloud before start() (many seconds for 200,000 VMs) is not
+    // time the database failed to answer (a new server cut itself off before its first tick).
+    this.lastOk = this.lastProbeOk = this.lastCheck = Date.now();
     this.timer = setTimeout(() => this.tick(), this.timing.heartbeatMs);
     this.watchdog = setInterval(() => this.checkHealth(), Math.min(1000, this.timing.heartbeatMs));
     this.timer.unref(); this.watchdog.unref();
   }
 
   private checkHealth(): void {
-    const since = Date.now() - this.lastOk;
-    if (this.healthy && ((this.lastError && since > this.timing.unhealthyAfterMs) || since > this.timing.stalledAfterMs)) {
+    const now = Date.now();
+    // Time this process itself did not run (the watchdog fired late: a long GC or batch, a starved
+    // CPU) is not time the database failed to answer: the answers may be waiting to be read.
+    const period = Math.min(1000, this.timing.heartbeatMs);
+    const late = now - this.lastCheck - period;
+    this.lastCheck = now;
+    if (late > period) { this.pausedSinceOk += late; this.pausedSinceProbe += late; }
+    const since = now - this.lastOk - this.pausedSinceOk;
+    const probeAge = now - this.lastProbeOk - this.pausedSinceProbe;
+    if (!this.healthy) return;
+    const failing = this.lastErrorIsOutage && since > this.timing.unhealthyAfterMs;
+    // Late but not failing: cut off only when the database has not taken a heartbeat for as long either.
+    const stalled = since > this.timing.stalledAfterMs && probeAge > this.timing.stalledAfterMs;
+    // A slow renewal (or sweep) must not make the heartbeat row look dead to the other servers.
+    if (!failing && !stalled && probeAge > this.timing.heartbeatMs && since > this.timing.heartbeatMs) this.probe();
+    if (!failing && !stalled && since > this.timing.stalledAfterMs && !this.slowLogged) {
+      this.slowLogged = true;
+      this.log.warn({ since: new Date(this.lastOk).toISOString() }, 'cluster: heartbeat renewals are slow but the database answers (busy); keeping the agents');
+    }
+    if (failing || stalled) {
       this.healthy = false;
-      this.log.error({ since: new Date(this.lastOk).toISOString(), err: this.lastError }, 'cluster: cannot reach the database; letting agents go to other servers');
+      this.log.error({ since: new Date(this.lastOk).toISOString(), pausedMs: this.pausedSinceOk, err: this.lastError }, 'cluster: cannot reach the database; letting agents go to other servers');
       this.hooks.unhealthy();
     }
+  }
+
+  private beat(): Promise<void> {
+    return heartbeat(this.db, { id: this.serverId, name: this.serverName, startedAt: this.startedAt, feedPosition: this.hooks.position(), ttlMs: this.timing.serverTtlMs });
+  }
+
+  /**
+   * The heartbeat alone, while a tick's renewal or sweep is late (bounded by half the stall bound): the
+   * other servers see this one alive (a renewal of 10,000 leases on a loaded machine took longer than
+   * serverTtlMs, and they failed its jobs and freed its hosts), and its answer tells the stall rule that
+   * the database is there.
+   */
+  private probe(): void {
+    if (this.probing || this.stopped) return;
+    this.probing = true;
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error('probe timed out')), Math.max(1000, this.timing.stalledAfterMs / 2)); });
+    void Promise.race([this.beat(), bound])
+      .then(() => { this.lastProbeOk = Date.now(); this.pausedSinceProbe = 0; }, () => {})
+      .finally(() => { clearTimeout(timer); this.probing = false; });
   }
 
   private async tick(): Promise<void> {
     if (this.stopped || this.ticking) return;
     this.ticking = true;
     try {
-      await heartbeat(this.db, { id: this.serverId, name: this.serverName, startedAt: this.startedAt, feedPosition: this.hooks.position(), ttlMs: this.timing.serverTtlMs });
+      await this.beat();
+      this.lastProbeOk = Date.now();
+      this.pausedSinceProbe = 0;
       await this.renew();
       this.lastOk = Date.now();
+      this.pausedSinceOk = 0;
+      this.slowLogged = false;
       if (!this.healthy) {
         this.healthy = true;
         this.log.warn('cluster: the database is reachable again; accepting agents');
@@ -103,10 +171,12 @@ export class Cluster {
       }
       await this.sweep();
       this.lastError = '';
+      this.lastErrorIsOutage = false;
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       if (msg !== this.lastError) this.log.warn({ err: msg }, 'cluster: heartbeat failed');
       this.lastError = msg;
+      this.lastErrorIsOutage = storeUnavailable(e);
       this.checkHealth();
     } finally {
       this.ticking = false;
@@ -116,7 +186,7 @@ export class Cluster {
 
   /** Renew what this server holds; take back what a sweep freed meanwhile; let go of what others took. */
   private async renew(): Promise<void> {
-    const renewed = await renewLeases(this.db, this.serverId, this.timing.leaseTtlMs);
+    const renewed = await this.leases(() => renewLeases(this.db, this.serverId, this.timing.leaseTtlMs));
     const held = this.hooks.held();
     // A lease without a session two renewals in a row (its release failed, say) goes: it would keep the
     // host looking held by a server that does not serve it.
@@ -125,7 +195,7 @@ export class Cluster {
     this.orphans = orphans;
     const missing = [...held].filter(([id]) => !renewed.has(id)).map(([hostId, h]) => ({ hostId, hostname: h.hostname }));
     if (missing.length) {
-      const back = await acquireLeases(this.db, this.serverId, missing, this.timing.leaseTtlMs, false);
+      const back = await this.leases(() => acquireLeases(this.db, this.serverId, missing, this.timing.leaseTtlMs, false));
       const lost = missing.filter((m) => !back.has(m.hostId)).map((m) => m.hostId);
       if (lost.length) { this.log.warn({ hosts: lost }, 'cluster: hosts now held by another server'); this.hooks.lost(lost); }
     }
@@ -150,6 +220,12 @@ export class Cluster {
 
   // ---- leases ----------------------------------------------------------------------------------
 
+  private leases<T>(write: () => Promise<T>): Promise<T> {
+    const p = this.leaseWrites.then(write);
+    this.leaseWrites = p.catch(() => {});
+    return p;
+  }
+
   /** Take a host's lease for its agent's session (batched with concurrent calls). False: held for another agent. */
   acquire(hostId: number, hostname: string): Promise<boolean> {
     return new Promise((resolve, reject) => {
@@ -164,7 +240,7 @@ export class Cluster {
     // The same host twice in one batch (an agent reconnected at once): the last request wins.
     const last = new Map(batch.map((b) => [b.hostId, b]));
     try {
-      const got = await acquireLeases(this.db, this.serverId, [...last.values()].map((b) => ({ hostId: b.hostId, hostname: b.hostname })), this.timing.leaseTtlMs);
+      const got = await this.leases(() => acquireLeases(this.db, this.serverId, [...last.values()].map((b) => ({ hostId: b.hostId, hostname: b.hostname })), this.timing.leaseTtlMs));
       for (const b of batch) b.resolve(last.get(b.hostId) === b && got.has(b.hostId));
     } catch (e) {
       for (const b of batch) b.reject(e);
@@ -181,7 +257,7 @@ export class Cluster {
     const ids = [...this.releaseQueue].filter((id) => !this.hooks.held().has(id));   // reconnected meanwhile: keep
     this.releaseQueue.clear();
     if (!ids.length) return this.releasing;
-    this.releasing = this.releasing.then(() => releaseLeases(this.db, this.serverId, ids, new Date().toISOString()))
+    this.releasing = this.releasing.then(() => this.leases(() => releaseLeases(this.db, this.serverId, ids, new Date().toISOString())))
       .catch((e) => this.log.warn({ err: e instanceof Error ? e.message : String(e), hosts: ids.length }, 'cluster: could not release host leases (they expire)'));
     return this.releasing;
   }

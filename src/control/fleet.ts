@@ -10,12 +10,12 @@
 // host starts (its start-up position, raised when old removals are forgotten); below it: a snapshot.
 import type { Change } from '../model/changes.js';
 import type { Family } from '../model/types.js';
-import type { AddressSet, HostDesiredState, VmPolicy } from '../policy/ir.js';
+import type { AddressSet, FamilyPolicy, HostDesiredState, NicPolicy, VmPolicy } from '../policy/ir.js';
 import type { CloudState } from '../policy/state.js';
 import { analyzeChange, compileAddressSet, compileVm } from '../policy/api.js';
 import { nicPolicies } from '../policy/compile.js';
 import { sha256Hex } from '../policy/hash.js';
-import { agentForm, formFamilyJson } from './agent-form.js';
+import { agentForm, formFamilyJson, nicsJson } from './agent-form.js';
 import type { DeltaMessage } from '../protocol/index.js';
 
 /** The rule part of a compiled policy, shared by VMs with the same groups within one pass. */
@@ -24,12 +24,29 @@ export type CompileMemo = Map<string, Template>;
 
 const groupKey = (state: CloudState, vmId: number) => [...new Set(state.groupsByVm.get(vmId) ?? [])].sort((a, b) => a - b).join(',');
 
-/** A VM's policy from its group set's template: only the NICs and the hash are computed per VM. */
+/**
+ * A VM's NIC policies and their JSON, kept per NIC list of the state: the journal replaces a VM's list
+ * when its NICs are reloaded and never changes one in place, so a rule change recompiling every VM of a
+ * group reuses them (and its policies share them) instead of building and serialising them again.
+ */
+const nicForms = new WeakMap<object, { nics: NicPolicy[]; json: string }>();
+function vmNics(state: CloudState, vmId: number): { nics: NicPolicy[]; json: string } {
+  const raw = state.nicsByVm.get(vmId);
+  let f = raw ? nicForms.get(raw) : undefined;
+  if (!f) {
+    const nics = nicPolicies(state, vmId);
+    f = { nics, json: nicsJson(nics) };
+    if (raw) nicForms.set(raw, f);
+  }
+  return f;
+}
+
+/** A VM's policy from its group set's template: only the NICs (cached) and the hash are computed per VM. */
 function fromTemplate(state: CloudState, vmId: number, t: Template): VmPolicy {
   const vm = state.vms.get(vmId);
   if (!vm) throw new Error(`compileVm: unknown VM id ${vmId}`);
-  const nics = nicPolicies(state, vmId);
-  const json = `{"vmId":${JSON.stringify(vm.uuid)},"instanceName":${JSON.stringify(vm.instanceName)},"nics":${JSON.stringify(nics)},"v4":${t.json4},"v6":${t.json6}}`;
+  const { nics, json: nicsText } = vmNics(state, vmId);
+  const json = `{"vmId":${JSON.stringify(vm.uuid)},"instanceName":${JSON.stringify(vm.instanceName)},"nics":${nicsText},"v4":${t.json4},"v6":${t.json6}}`;
   return { vmId: vm.uuid, instanceName: vm.instanceName, nics, v4: t.v4, v6: t.v6, hash: sha256Hex(json) };
 }
 
@@ -93,10 +110,35 @@ export interface HostEntry {
   removals: Map<number, number>;
 }
 
+const familySets = new WeakMap<FamilyPolicy, string[]>();
+const policySets = new WeakMap<VmPolicy, string[]>();
+
+function familySetsOf(f: FamilyPolicy): string[] {
+  let out = familySets.get(f);
+  if (!out) {
+    const ids = new Set<string>();
+    for (const r of f.ingress) for (const s of r.sets) ids.add(s);
+    for (const r of f.egress) for (const s of r.sets) ids.add(s);
+    out = [...ids];
+    familySets.set(f, out);
+  }
+  return out;
+}
+
+/**
+ * The address sets a policy references (v4 rules first). Cached per object (compiled policies and their
+ * families are never mutated; VMs of the same groups share families): a fan-out over every host asks
+ * for every VM's sets. The array is shared: callers must not change it.
+ */
 export function setsOf(p: VmPolicy): string[] {
-  const out = new Set<string>();
-  for (const fam of [p.v4, p.v6]) for (const r of [...fam.ingress, ...fam.egress]) for (const s of r.sets) out.add(s);
-  return [...out];
+  let out = policySets.get(p);
+  if (!out) {
+    const v4 = familySetsOf(p.v4);
+    const v6 = familySetsOf(p.v6);
+    out = !v6.length ? v4 : !v4.length ? v6 : [...new Set([...v4, ...v6])];
+    policySets.set(p, out);
+  }
+  return out;
 }
 
 const SET_ID = /^sg(\d+)v([46])$/;
@@ -264,46 +306,53 @@ export class Fleet {
     return dirty;
   }
 
-  /** Desired content of a host right now. */
-  private desired(hostId: number): { vms: Map<string, { vmId: number; policy: VmPolicy }>; sets: Map<string, AddressSet> } {
-    const vms = new Map<string, { vmId: number; policy: VmPolicy }>();
-    const sets = new Map<string, AddressSet>();
-    for (const vmId of this.hostVms.get(hostId) ?? []) {
-      const policy = this.policies.get(vmId);
-      if (!policy) continue;
-      vms.set(policy.vmId, { vmId, policy });
-      for (const s of setsOf(policy)) { const set = this.sets.get(s); if (set) sets.set(s, set); }
-    }
-    return { vms, sets };
-  }
-
   /**
    * Bring a host's given state up to date at feed position `position` (never below the host's
-   * revision); returns the delta (null if nothing changed).
+   * revision); returns the delta (null if nothing changed). Runs for every dirty host of a batch (all of
+   * them for a change to a group with members everywhere): one pass over the host's VMs, no copies.
    */
   advance(hostId: number, position: number): Delta | null {
     const h = this.hosts.get(hostId);
     if (!h) return null;
     if (position < h.revision) throw new Error(`fleet: host ${hostId} advanced to position ${position} below its revision ${h.revision}`);
-    const want = this.desired(hostId);
     const upsertVms: VmPolicy[] = [];
+    const upsertIds: number[] = [];
     const removeVms: string[] = [];
     const upsertSets: AddressSet[] = [];
     const removeSets: string[] = [];
-    for (const [uuid, w] of want.vms) {
-      // Agent forms: a change that only touches rule sources leaves the hash, and sends nothing.
-      const cur = h.vms.get(uuid);
-      if (!cur || cur.policy.hash !== w.policy.hash) upsertVms.push(w.policy);
+    const wantSets = new Map<string, AddressSet>();
+    /** Desired VMs the host was already given (each a distinct uuid): all of h.vms when it equals its size. */
+    let kept = 0;
+    const vmIds = this.hostVms.get(hostId);
+    if (vmIds) {
+      for (const vmId of vmIds) {
+        const policy = this.policies.get(vmId);
+        if (!policy) continue;
+        // Agent forms: a change that only touches rule sources leaves the hash, and sends nothing.
+        const cur = h.vms.get(policy.vmId);
+        if (cur) kept++;
+        if (!cur || cur.policy.hash !== policy.hash) { upsertVms.push(policy); upsertIds.push(vmId); }
+        for (const id of setsOf(policy)) {
+          if (wantSets.has(id)) continue;
+          const set = this.sets.get(id);
+          if (set) wantSets.set(id, set);
+        }
+      }
     }
-    for (const uuid of h.vms.keys()) if (!want.vms.has(uuid)) removeVms.push(uuid);
-    for (const [id, s] of want.sets) { const cur = h.sets.get(id); if (!cur || !sameMembers(cur.set, s)) upsertSets.push(s); }
-    for (const id of h.sets.keys()) if (!want.sets.has(id)) removeSets.push(id);
+    if (kept < h.vms.size) {
+      const want = new Set<string>();
+      for (const vmId of vmIds ?? []) { const p = this.policies.get(vmId); if (p) want.add(p.vmId); }
+      for (const uuid of h.vms.keys()) if (!want.has(uuid)) removeVms.push(uuid);
+    }
+    for (const [id, s] of wantSets) { const cur = h.sets.get(id); if (!cur || !sameMembers(cur.set, s)) upsertSets.push(s); }
+    for (const id of h.sets.keys()) if (!wantSets.has(id)) removeSets.push(id);
     if (!upsertVms.length && !removeVms.length && !upsertSets.length && !removeSets.length) return null;
     const from = h.revision;
     const rev = position;
     h.revision = position;
-    for (const p of upsertVms) {
-      const vmId = want.vms.get(p.vmId)!.vmId;
+    for (let i = 0; i < upsertVms.length; i++) {
+      const p = upsertVms[i];
+      const vmId = upsertIds[i];
       h.vms.set(p.vmId, { vmId, policy: p, rev });
       h.tombVms.delete(p.vmId);
       this.clearRemoval(h, vmId);

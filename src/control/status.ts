@@ -11,6 +11,7 @@ import { sql } from 'kysely';
 import type { Db } from '../store/db.js';
 import { dbNowMs, greatest } from '../store/queries/cluster.js';
 import { storeUnavailable } from '../store/db.js';
+import { lockHosts } from '../store/queries/lock.js';
 
 export type SyncState = 'Synced' | 'Pending' | 'Failed';
 export interface HostPatch {
@@ -100,6 +101,8 @@ export class StatusWriter {
   private async write(hosts: Map<number, HostPatch>, unheld: Map<number, number>, vms: Map<number, VmWrite>): Promise<void> {
     const me = this.serverId;
     await this.db.transaction().execute(async (tx) => {
+      // Host rows in id order first: the statements below take them chunk by chunk, column by column.
+      await lockHosts(tx, [...hosts.keys(), ...unheld.keys()]);
       const mine = tx.selectFrom('host_leases').select('host_id').where('server_id', '=', me);
       const live = tx.selectFrom('host_leases').select('host_id').where('expires_at', '>=', dbNowMs(tx) as never);
       // Revisions: one CASE statement per chunk (many hosts advance together).

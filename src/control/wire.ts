@@ -4,7 +4,7 @@
 // rules, not one per host.
 import type { AddressSet, FamilyPolicy, HostDesiredState, VmPolicy } from '../policy/ir.js';
 import type { Delta } from './fleet.js';
-import { formFamilyJson } from './agent-form.js';
+import { formFamilyJson, nicsJson } from './agent-form.js';
 
 const familyJson = new WeakMap<FamilyPolicy, string>();
 const setJson = new WeakMap<AddressSet, string>();
@@ -17,7 +17,7 @@ function fam(f: FamilyPolicy): string {
 
 /** Same text as JSON.stringify(policy) for the IR's fixed key order, with the rule lists cached. */
 export function policyJson(p: VmPolicy): string {
-  return `{"vmId":${JSON.stringify(p.vmId)},"instanceName":${JSON.stringify(p.instanceName)},"nics":${JSON.stringify(p.nics)},"v4":${fam(p.v4)},"v6":${fam(p.v6)},"hash":${JSON.stringify(p.hash)}}`;
+  return `{"vmId":${JSON.stringify(p.vmId)},"instanceName":${JSON.stringify(p.instanceName)},"nics":${nicsJson(p.nics)},"v4":${fam(p.v4)},"v6":${fam(p.v6)},"hash":${JSON.stringify(p.hash)}}`;
 }
 
 function setText(s: AddressSet): string {

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  MAX_ERROR_CHARS, MAX_FINDINGS, MAX_HOSTNAME_CHARS, MAX_VMS_PER_HOST, PROTOCOL_VERSION, decodeAgentMessage, decodeServerMessage,
+  MAX_ERROR_CHARS, MAX_FINDINGS, MAX_HOSTNAME_CHARS, MAX_VMS_PER_HOST, PROTOCOL_VERSION, agentMessageSchema, decodeAgentMessage, decodeServerMessage, fastAck,
 } from '../../src/protocol/index.js';
 import { emptyCloudState } from '../../src/policy/state.js';
 import { Fleet } from '../../src/control/fleet.js';
@@ -84,4 +84,45 @@ test('telemetry messages (issue 11): hits and drops from agents, settings from t
   for (const dropLog of [{ rate: -1, burst: 50 }, { rate: 10_001, burst: 50 }, { rate: 10, burst: 0 }, { rate: 10, burst: 100_001 }, { rate: 1.5, burst: 50 }, { rate: 10 }]) {
     assert.equal(server({ type: 'settings', dropLog }), false, JSON.stringify(dropLog));
   }
+});
+
+test('acks: the hand-written fast path accepts exactly what the schema accepts and returns the same message', () => {
+  const many: Record<string, { ok: boolean }> = {};
+  for (let i = 0; i <= MAX_VMS_PER_HOST; i++) many[`vm-${i}`] = { ok: true };
+  const atMost = Object.fromEntries(Object.entries(many).slice(1));
+  const samples: unknown[] = [
+    { type: 'ack', revision: 0, vms: {} },
+    { type: 'ack', revision: Number.MAX_SAFE_INTEGER, vms: { a: { ok: true }, b: { ok: false, error: 'e'.repeat(MAX_ERROR_CHARS) } } },
+    { type: 'ack', revision: 7, vms: { a: { ok: true, extra: 1 } }, extra: 'dropped' },
+    { type: 'ack', revision: 7, vms: atMost },
+    { type: 'ack', revision: 7, vms: many },
+    { type: 'ack', revision: 7, vms: { [`${'x'.repeat(64)}`]: { ok: true } } },
+    { type: 'ack', revision: 7, vms: { [`${'x'.repeat(65)}`]: { ok: true } } },
+    { type: 'ack', revision: 7, vms: { '': { ok: true } } },
+    { type: 'ack', revision: 7, vms: { a: { ok: false, error: 'e'.repeat(MAX_ERROR_CHARS + 1) } } },
+    { type: 'ack', revision: 7, vms: { a: { ok: false, error: null } } },
+    { type: 'ack', revision: 7, vms: { a: { ok: 1 } } },
+    { type: 'ack', revision: 7, vms: { a: null } },
+    { type: 'ack', revision: 7, vms: { a: [] } },
+    { type: 'ack', revision: 7, vms: [] },
+    { type: 'ack', revision: 7, vms: null },
+    { type: 'ack', revision: 7 },
+    { type: 'ack', revision: -1, vms: {} },
+    { type: 'ack', revision: 1.5, vms: {} },
+    { type: 'ack', revision: 2 ** 60, vms: {} },
+    { type: 'ack', revision: '7', vms: {} },
+    { type: 'ack', revision: null, vms: {} },
+  ];
+  for (const m of samples) {
+    const text = JSON.stringify(m);
+    const fast = fastAck(JSON.parse(text));
+    const schema = agentMessageSchema.safeParse(JSON.parse(text));
+    if (fast) assert.deepEqual(fast, schema.success ? schema.data : 'refused by the schema', text.slice(0, 80));
+    else assert.equal(schema.success, false, `the schema accepts what the fast path leaves to it: ${text.slice(0, 80)}`);
+    assert.equal(decodeAgentMessage(text).ok, schema.success, text.slice(0, 80));
+  }
+  // __proto__ as a VM id is left to the schema (never set as a prototype here).
+  const proto = '{"type":"ack","revision":1,"vms":{"__proto__":{"ok":true}}}';
+  assert.equal(fastAck(JSON.parse(proto)), null);
+  assert.equal(decodeAgentMessage(proto).ok, agentMessageSchema.safeParse(JSON.parse(proto)).success);
 });

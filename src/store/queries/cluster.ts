@@ -5,6 +5,7 @@
 import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import type { Database } from '../schema.js';
 import { isSqlite } from '../dialect.js';
+import { lockHosts } from './lock.js';
 
 type Q = Kysely<Database> | Transaction<Database>;
 const CHUNK = 400;
@@ -134,6 +135,7 @@ export async function renewLeases(db: Q, serverId: string, ttlMs: number): Promi
 export async function releaseLeases(db: Kysely<Database>, serverId: string, hostIds: number[], now: string): Promise<void> {
   for (const part of chunks(hostIds)) {
     await db.transaction().execute(async (trx) => {
+      await lockHosts(trx, part);   // in the order a status flush takes them (lock.ts)
       await trx.deleteFrom('host_leases').where('server_id', '=', serverId).where('host_id', 'in', part).execute();
       await trx.updateTable('hosts').set({ state: 'Disconnected', last_contact: now }).where('id', 'in', part)
         .where('id', 'not in', trx.selectFrom('host_leases').select('host_id')).execute();

@@ -20,3 +20,16 @@ export async function lockDomain(db: Transaction<Database> | Kysely<Database>, d
   if (isSqlite(db)) return;
   await db.selectFrom('domains').select('id').where('id', '=', domainId).forUpdate().execute();
 }
+
+/**
+ * Locks these hosts' rows in ascending id order (PostgreSQL), at the start of a transaction that writes
+ * several of them in several statements: every such writer then takes host rows in the same order, so
+ * two of them (a status flush and a lease release, say) wait for each other instead of deadlocking.
+ */
+export async function lockHosts(db: Transaction<Database>, hostIds: Iterable<number>): Promise<void> {
+  if (isSqlite(db)) return;
+  const ids = [...new Set(hostIds)].sort((a, b) => a - b);
+  for (let i = 0; i < ids.length; i += 1000) {
+    await db.selectFrom('hosts').select('id').where('id', 'in', ids.slice(i, i + 1000)).orderBy('id').forUpdate().execute();
+  }
+}
