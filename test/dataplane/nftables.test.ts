@@ -2,8 +2,8 @@
 // the transaction it writes for a change, read-back parsing, drift, counters. No root needed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BASELINE, DROP_REASONS, forEther, isDrop, planHost, BRIDGE_ZONE_BASE, type BaseRule } from '../../src/dataplane/plan/index.js';
-import { fastPathExclusions, render, v6Hex } from '../../src/dataplane/nftables/render.js';
+import { BASELINE, DROP_REASONS, isDrop, planHost, BRIDGE_ZONE_BASE, type BaseRule } from '../../src/dataplane/plan/index.js';
+import { render, v6Hex } from '../../src/dataplane/nftables/render.js';
 import { diffScript, drift, emptyState, expectedState, parseTable, teardownScript } from '../../src/dataplane/nftables/kernel.js';
 import { parseRuleCounters } from '../../src/dataplane/nftables/backend.js';
 import { elementText, parseComment } from '../../src/dataplane/nftables/program.js';
@@ -144,29 +144,4 @@ test('nftables: rule counters per VM and rule id from the inet table; element te
   assert.equal(elementText({ ...s, key: 'ifname', map: true }, 'vnet0 : goto o-vnet0'), '"vnet0" : goto o-vnet0');
   assert.equal(elementText({ ...s, key: 'mark' }, '5 : 5'), '5 : 5');
   assert.equal(oneLine('add table inet palisade\n\nadd chain inet palisade x\n'), 'add table inet palisade; add chain inet palisade x');
-});
-
-test('nftables fast path: what it leaves to the baseline lists is derived from them; an uncovered rule stops the render', () => {
-  const L = BASELINE;
-  const from = (f: 4 | 6) => [L.l2FromNic, forEther(L.l2FromVm, f === 4 ? 'ip4' : 'ip6'), L.ip[f].fromGuard];
-  const to = (f: 4 | 6) => [forEther(L.l2ToVm, f === 4 ? 'ip4' : 'ip6'), L.ip[f].toGuard];
-  // sending: a DHCP server (v4) and DHCPv6 server (v6), all ICMPv6 (RA, redirect, NA checks)
-  assert.deepEqual(fastPathExclusions(from(4), 'in'), { icmp6: false, sports: [67] });
-  assert.deepEqual(fastPathExclusions(from(6), 'in'), { icmp6: true, sports: [547] });
-  // receiving: DHCP replies and ND / MLD are exempt (they carry a mark), so they take the lists
-  assert.deepEqual(fastPathExclusions(to(4), 'out'), { icmp6: false, sports: [67] });
-  assert.deepEqual(fastPathExclusions(to(6), 'out'), { icmp6: true, sports: [547] });
-  // a baseline rule of a kind the fast path cannot exclude: the render refuses rather than skip it
-  const smtp: BaseRule = { id: 'smtp', match: { proto: 'tcp', dport: 25 }, verdict: { drop: 'l2-protocol' } };
-  assert.throws(() => fastPathExclusions([[smtp]], 'in'), /baseline rule smtp is not covered/);
-  // rules the fast path's own match already rules out are not exclusions
-  const spoof: BaseRule = { id: 'x', match: { src: 'not-own' }, verdict: { drop: 'spoof-ip' } };
-  assert.deepEqual(fastPathExclusions([[spoof]], 'in'), { icmp6: false, sports: [] });
-  assert.throws(() => fastPathExclusions([[spoof]], 'out'), /not covered/);
-  // the rules as rendered
-  const text = render({ state: hostState([vm('a', 'i-2-1-VM', [nic('n1', '52:54:00:00:00:01', ['10.0.0.5'], ['2001:db8::5'])])]),
-    ports: { nics: { n1: { device: 'vnet0', bridge: 'br0' } }, bridges: { br0: { uplinks: [], unknownTaps: [] } } } }).script;
-  assert.match(text, /vm-in ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 iifname \. ether saddr \. ip saddr @src4 th sport != 67 accept/);
-  assert.match(text, /vm-out oifname \. ip6 daddr @own6 meta l4proto != ipv6-icmp th sport != 547 accept/);
-  assert.match(text, /add element bridge palisade src4 \{ "vnet0" \. 52:54:00:00:00:01 \. 10\.0\.0\.5 \}/);
 });

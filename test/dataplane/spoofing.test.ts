@@ -57,8 +57,8 @@ for (const backend of BACKENDS) describe(backend, () => {
       { what: 'IPv4 broadcast UDP (to b)', frame: udp(a.ipv4!, '255.255.255.255', 9011, { dstMac: 'ff:ff:ff:ff:ff:ff' }), to: b, filter: 'udp dst port 9011', want: false },
       { what: 'IPv4 multicast UDP', frame: udp(a.ipv4!, '224.0.0.251', 5353, { dstMac: '01:00:5e:00:00:fb' }), to: out, filter: 'udp dst port 5353', want: false },
       { what: 'IPv6 multicast UDP', frame: udp(a.ipv6!, 'ff02::1', 9012, { dstMac: '33:33:00:00:00:01' }), to: b, filter: 'udp dst port 9012', want: false },
-      // unicast frames from the VM's own MAC and address to a neighbour (the nftables fast path's
-      // shape): only what the baseline would pass gets through (the NA filters tell the targets
+      // unicast frames from the VM's own MAC and address to a neighbour
+      // (only what the baseline would pass gets through; the NA filters tell the targets
       // apart by the last byte: ::40 is a's, ::41 b's)
       { what: 'unicast UDP from own IPv4 (to b)', frame: udp(a.ipv4!, b.ipv4!, 9013, { dstMac: b.mac }), to: b, filter: 'udp dst port 9013', want: true },
       { what: 'unicast DHCP offer from own IPv4 (to b)', frame: { kind: 'dhcp-offer', src: a.ipv4!, dst: b.ipv4!, dstMac: b.mac, yiaddr: '198.51.100.79' }, to: b, filter: 'udp src port 67', want: false },

@@ -55,7 +55,7 @@ export const N = {
   // bridge: hooks and dispatch
   prerouting: 'prerouting', forward: 'forward', inPorts: 'in_ports', outPorts: 'out_ports', unknown: 'unknown',
   // bridge: per-port facts
-  inMark: 'in_mark', portMac: 'port_mac', own4: 'own4', own6: 'own6', src4: 'src4', src6: 'src6', nd6: 'nd6', ntPorts4: 'nt_ports4', ntPorts6: 'nt_ports6',
+  inMark: 'in_mark', portMac: 'port_mac', own4: 'own4', own6: 'own6', nd6: 'nd6', ntPorts4: 'nt_ports4', ntPorts6: 'nt_ports6',
   nt4: 'nt4', tr4: 'tr4', nt6: 'nt6', tr6: 'tr6',
   // bridge: what VM ports send
   vmIn: 'vm-in', vmArp: 'vm-arp', vmIp4: 'vm-ip4', vmIp6: 'vm-ip6', vmDone4: 'vm-ip4-done', vmDone6: 'vm-ip6-done',

@@ -1,15 +1,13 @@
 // The transaction `auto` checks with `nft -c` (nothing is committed): one of each kind of object and
 // statement the nftables backend uses — bridge-family base chains with interface verdict maps, mark
-// arithmetic, ARP / ND payload matches, three-part concatenated set keys with transport-header
-// matches (the fast path), NOTRACK in the bridge family, the conntrack zone set from a map in `inet`,
-// named counters, family verdict maps. A kernel or nft lacking any of them fails it.
+// arithmetic, ARP / ND payload matches, NOTRACK in the bridge family, the conntrack zone set from a
+// map in `inet`, named counters, family verdict maps. A kernel or nft lacking any of them fails it.
 export function probeScript(): string {
   const t = 'palisade_probe';
   return `add table bridge ${t}
 add chain bridge ${t} c
 add map bridge ${t} ports { type ifname : verdict; }
 add set bridge ${t} macs { type ether_addr; }
-add set bridge ${t} src4 { type ifname . ether_addr . ipv4_addr; }
 add chain bridge ${t} pre { type filter hook prerouting priority -350; policy accept; }
 add element bridge ${t} ports { "vnet0" : goto c }
 add rule bridge ${t} pre iifname vmap @ports
@@ -17,7 +15,6 @@ add rule bridge ${t} c meta mark set meta mark and 0xf0000000 or 0x10000 comment
 add rule bridge ${t} c ether type vmap { arp : goto c, ip : goto c, ip6 : goto c }
 add rule bridge ${t} c arp operation request arp saddr ip 0.0.0.0 arp saddr ether 02:00:00:00:00:01 accept
 add rule bridge ${t} c ether daddr @macs meta mark set meta mark or 0x801 accept
-add rule bridge ${t} c ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 iifname . ether saddr . ip saddr @src4 meta l4proto != ipv6-icmp th sport != { 67, 547 } accept
 add rule bridge ${t} c ip6 hoplimit 255 ip6 nexthdr ipv6-icmp @th,64,128 0xfe800000000000000000000000000001 icmpv6 type 136 accept
 add rule bridge ${t} c ip daddr 10.0.0.1 notrack accept
 add rule bridge ${t} c meta pkttype host accept

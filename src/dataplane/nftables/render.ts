@@ -165,7 +165,7 @@ interface VmOut {
   to: string;
   /** per port: its out chain; the elements it contributes to each shared set / map */
   portChains: NChain[];
-  el: Record<'inPorts' | 'outPorts' | 'inMark' | 'portMac' | 'own4' | 'own6' | 'src4' | 'src6' | 'nd6' | 'ntPorts4' | 'ntPorts6' | 'from' | 'to', string[]>;
+  el: Record<'inPorts' | 'outPorts' | 'inMark' | 'portMac' | 'own4' | 'own6' | 'nd6' | 'ntPorts4' | 'ntPorts6' | 'from' | 'to', string[]>;
   closed: Record<'inPorts' | 'outPorts', string[]>;
   zones: number[];
 }
@@ -199,7 +199,7 @@ function renderVm(vm: VmPlan): VmOut {
   rules.push(drop('deny', 'ingress-default-deny'));
   chains.push(makeChain('inet', names.to, rules));
   const toV = `goto ${names.to}`;
-  const el: VmOut['el'] = { inPorts: [], outPorts: [], inMark: [], portMac: [], own4: [], own6: [], src4: [], src6: [], nd6: [], ntPorts4: [], ntPorts6: [], from: [], to: [] };
+  const el: VmOut['el'] = { inPorts: [], outPorts: [], inMark: [], portMac: [], own4: [], own6: [], nd6: [], ntPorts4: [], ntPorts6: [], from: [], to: [] };
   const closed: VmOut['closed'] = { inPorts: [], outPorts: [] };
   for (const port of vm.ports) {
     const d = port.device;
@@ -209,8 +209,8 @@ function renderVm(vm: VmPlan): VmOut {
     closed.outPorts.push(`${d} : goto ${N.unknown}`);
     el.inMark.push(`${d} : ${((port.number << 16) | port.number) >>> 0}`);
     el.portMac.push(`${d} . ${port.mac}`);
-    for (const a of port.own[4]) { el.own4.push(`${d} . ${a}`); el.src4.push(`${d} . ${port.mac} . ${a}`); }
-    for (const a of port.own[6]) { el.own6.push(`${d} . ${a}`); el.src6.push(`${d} . ${port.mac} . ${a}`); el.nd6.push(`${d} . ${v6Hex(a)}`); }
+    for (const a of port.own[4]) el.own4.push(`${d} . ${a}`);
+    for (const a of port.own[6]) { el.own6.push(`${d} . ${a}`); el.nd6.push(`${d} . ${v6Hex(a)}`); }
     if (vm.policy.v4.notrack) el.ntPorts4.push(d);
     if (vm.policy.v6.notrack) el.ntPorts6.push(d);
     el.from.push(`${port.number << 16} : ${from}`);
@@ -256,50 +256,6 @@ function listThenGuard(name: string, list: BaseRule[], guard: BaseRule[], fam: F
   return chains;
 }
 
-/**
- * The fast path: one rule per family and direction that passes, with a single concatenated lookup, the
- * frames most traffic is made of — unicast IP from a VM's own MAC and address (sending), or to one of the
- * port's own addresses (receiving) — instead of walking the baseline lists rule by rule. It is an
- * optimisation only: what it passes, the lists would have passed with the same verdict and no mark, and
- * everything else falls through to them. What it must leave to the lists is derived from the baseline
- * itself: every rule that could match such a frame and does not simply continue (DHCP / DHCPv6 server
- * ports, ICMPv6) becomes an exclusion; a baseline rule this function cannot reason about stops the
- * render, so the baseline cannot grow a case the fast path silently skips.
- */
-export function fastPathExclusions(lists: BaseRule[][], dir: 'in' | 'out'): { icmp6: boolean; sports: number[] } {
-  const out = { icmp6: false, sports: [] as number[] };
-  // each list in turn, up to its first rule that lets every frame of the family continue
-  const reached = lists.flatMap((list) => {
-    const end = list.findIndex((b) => b.verdict === 'continue' && Object.keys(b.match).every((k) => k === 'ether'));
-    return end < 0 ? list : list.slice(0, end);
-  });
-  for (const b of reached) {
-    if (b.verdict === 'continue') continue;
-    const m = b.match;
-    // frames the fast path never passes: group destinations; (in) sources other than the NIC's own
-    // MAC and address; (out) destinations other than the port's own addresses
-    if (m.dstMac) continue;
-    if (dir === 'in' && (m.srcMac === 'not-own' || m.src === 'not-own' || m.src === 'unspecified')) continue;
-    if (dir === 'out' && (m.dst === 'not-own' || m.dst === 'broadcast')) continue;
-    if (m.proto === 'icmp6') { out.icmp6 = true; continue; }
-    const onlyPorts = Object.keys(m).every((k) => ['ether', 'proto', 'sport', 'dport'].includes(k));
-    if (m.proto === 'udp' && m.sport !== undefined && onlyPorts) { if (!out.sports.includes(m.sport)) out.sports.push(m.sport); continue; }
-    throw new Error(`nftables fast path: baseline rule ${b.id} is not covered`);
-  }
-  return out;
-}
-
-function fastRule(fam: Fam, dir: 'in' | 'out', lists: BaseRule[][], then: string): NRule {
-  const ex = fastPathExclusions(lists, dir);
-  const ip = fam === 6 ? 'ip6' : 'ip';
-  const parts = dir === 'in'
-    ? ['ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00', `iifname . ether saddr . ${ip} saddr @${fam === 6 ? N.src6 : N.src4}`]
-    : [`oifname . ${ip} daddr @${fam === 6 ? N.own6 : N.own4}`];
-  if (ex.icmp6) parts.push('meta l4proto != ipv6-icmp');
-  if (ex.sports.length) parts.push(`th sport != ${ex.sports.length === 1 ? ex.sports[0] : `{ ${ex.sports.join(', ')} }`}`);
-  return r(`fast${fam}`, `${parts.join(' ')} ${then}`);
-}
-
 /** The plan's baseline in the shared bridge chains (the same for every host with the same NOTRACK needs). */
 function sharedBridgeChains(untracked: Record<Fam, boolean>): NChain[] {
   const L = BASELINE;
@@ -309,8 +265,6 @@ function sharedBridgeChains(untracked: Record<Fam, boolean>): NChain[] {
   const chains: NChain[] = [
     // ---- what VM ports send (entered from the port's bridge chain)
     makeChain('bridge', N.vmIn, [
-      ...([4, 6] as Fam[]).map((f) => fastRule(f, 'in', [L.l2FromNic, forEther(L.l2FromVm, f === 4 ? 'ip4' : 'ip6'), L.ip[f].fromGuard],
-        untracked[f] ? `goto ${f === 4 ? N.vmDone4 : N.vmDone6}` : 'accept')),
       ...l2(L.l2FromNic, 'other', null, 'in', { continue: '' }),
       r('ip4', `ether type ip goto ${N.vmIp4}`),
       r('ip6', `ether type ip6 goto ${N.vmIp6}`),
@@ -339,7 +293,6 @@ function sharedBridgeChains(untracked: Record<Fam, boolean>): NChain[] {
     makeChain('bridge', N.vmOut, [
       // from a port with no in-port mark: one added to the bridge since the last discovery
       drop('unmarked', 'unknown-port', `meta mark and ${hex(MARK_IN_MASK)} == 0`),
-      ...([4, 6] as Fam[]).map((f) => fastRule(f, 'out', [forEther(L.l2ToVm, f === 4 ? 'ip4' : 'ip6'), L.ip[f].toGuard], 'accept')),
       r('ip4', `ether type ip goto ${N.vmOut4}`),
       r('ip6', `ether type ip6 goto ${N.vmOut6}`),
       r('arp', `ether type arp goto ${N.vmArpOut}`),
@@ -453,7 +406,7 @@ export function renderPlan(plan: HostPlan, opts: RenderOptions = {}): Rendered {
   const vmErrors: Record<string, string> = { ...plan.errors };
   const programmed: string[] = [];
   const chains: NChain[] = [];
-  const el: VmOut['el'] = { inPorts: [], outPorts: [], inMark: [], portMac: [], own4: [], own6: [], src4: [], src6: [], nd6: [], ntPorts4: [], ntPorts6: [], from: [], to: [] };
+  const el: VmOut['el'] = { inPorts: [], outPorts: [], inMark: [], portMac: [], own4: [], own6: [], nd6: [], ntPorts4: [], ntPorts6: [], from: [], to: [] };
   const zones = new Set<number>();
   const vmPorts = new Map<string, PortPlan[]>();
   const seen = new Map<string, string>();
@@ -500,8 +453,6 @@ export function renderPlan(plan: HostPlan, opts: RenderOptions = {}): Rendered {
     set('bridge', N.portMac, 'ifname . ether_addr', el.portMac),
     set('bridge', N.own4, 'ifname . ipv4_addr', el.own4),
     set('bridge', N.own6, 'ifname . ipv6_addr', el.own6),
-    set('bridge', N.src4, 'ifname . ether_addr . ipv4_addr', el.src4),
-    set('bridge', N.src6, 'ifname . ether_addr . ipv6_addr', el.src6),
     set('bridge', N.nd6, 'ifname . integer', el.nd6, 'typeof iifname . @th,64,128;'),
     set('bridge', N.ntPorts4, 'ifname', el.ntPorts4),
     set('bridge', N.ntPorts6, 'ifname', el.ntPorts6),
