@@ -10,7 +10,7 @@
 import { sql } from 'kysely';
 import type { Db } from '../store/db.js';
 import { dbNowMs, greatest } from '../store/queries/cluster.js';
-import { storeUnavailable } from '../store/db.js';
+import { storeUnavailable, transientConflict } from '../store/db.js';
 import { lockHosts } from '../store/queries/lock.js';
 
 export type SyncState = 'Synced' | 'Pending' | 'Failed';
@@ -28,7 +28,8 @@ interface VmWrite { state: SyncState; error: string | null; authority: VmAuthori
 
 const CHUNK = 400;
 const RETRY_MS = 1000;
-/** A flush that fails this often with the store reachable is given up (it is status, recomputed on change). */
+/** A flush that fails this often with the store reachable, and not by a conflict with another
+ *  transaction, is given up (it is status, recomputed on change). */
 const GIVE_UP_AFTER = 3;
 
 export class StatusWriter {
@@ -80,7 +81,9 @@ export class StatusWriter {
         this.failures = 0;
       } catch (e) {
         this.failures++;
-        if (!storeUnavailable(e) && this.failures >= GIVE_UP_AFTER) {
+        // A deadlock or serialization failure is another transaction's doing (several servers flush and
+        // move leases at once): retried however often it happens, never dropped.
+        if (!storeUnavailable(e) && !transientConflict(e) && this.failures >= GIVE_UP_AFTER) {
           // Not the store being away: these writes themselves fail. Never let them block the rest.
           this.failures = 0;
           throw new Error(`status writes dropped after ${GIVE_UP_AFTER} failures (${hosts.size} hosts, ${vms.size} VMs): ${e instanceof Error ? e.message : String(e)}`);

@@ -63,6 +63,15 @@ export async function openStore(cfg: StoreConfig): Promise<Db> {
 const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
   '57P01', '57P02', '57P03', '08000', '08001', '08003', '08004', '08006']);
 
+/** PostgreSQL's deadlock_detected and serialization_failure: the same statements succeed when run again. */
+const CONFLICT_CODES = new Set(['40P01', '40001']);
+
+/** Did the database abort this transaction only because of another one (worth running again as is)? */
+export function transientConflict(err: unknown): boolean {
+  const e = err as { code?: unknown } | null;
+  return !!e && typeof e === 'object' && typeof e.code === 'string' && CONFLICT_CODES.has(e.code);
+}
+
 /** Is this error the store being unreachable (as opposed to a query that failed)? */
 export function storeUnavailable(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown } | null;

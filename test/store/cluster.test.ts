@@ -18,13 +18,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 before(async () => { pg = await startPostgres(); });
 after(async () => { await pg?.stop(); fs.rmSync(dir, { recursive: true, force: true }); });
 
-async function hostIds(db: Db, n: number): Promise<number[]> {
+async function hostIds(db: Db, n: number, prefix = 'h'): Promise<number[]> {
   const now = new Date().toISOString();
   const zone = await db.insertInto('zones').values({ uuid: crypto.randomUUID(), name: 'z', description: '', created: now }).returning('id').executeTakeFirstOrThrow();
   const ids: number[] = [];
   for (let i = 0; i < n; i++) {
     const h = await db.insertInto('hosts').values({
-      uuid: crypto.randomUUID(), name: `h${i}`, zone_id: zone.id, token_hash: `t${i}`, state: 'Up', last_contact: null, acked_revision: 0,
+      uuid: crypto.randomUUID(), name: `${prefix}${i}`, zone_id: zone.id, token_hash: `t${i}`, state: 'Up', last_contact: null, acked_revision: 0,
       desired_revision: 0, preflight: null, repairs: null, repair_count: 0, created: now, removed: null,
     }).returning('id').executeTakeFirstOrThrow();
     ids.push(h.id);
@@ -90,4 +90,76 @@ test('leases, heartbeats and sweeps on SQLite', async () => {
 test('leases, heartbeats and sweeps on PostgreSQL', async () => {
   const db = await openStore({ kind: 'postgres', url: pg.url });
   try { await exercise(db); } finally { await db.destroy(); }
+});
+
+test('a status flush that deadlocks with another transaction is retried until it lands, never dropped (PostgreSQL)', async () => {
+  const { StatusWriter } = await import('../../src/control/status.js');
+  const { default: pgLib } = await import('pg');
+  const db = await openStore({ kind: 'postgres', url: pg.url });
+  const other = new pgLib.Client({ connectionString: pg.url });
+  await other.connect();
+  const errors: unknown[] = [];
+  const writer = new StatusWriter(db, 'S', (e) => errors.push(e), 10);
+  try {
+    const [h1, h2] = await hostIds(db, 2, 'dl');
+    await heartbeat(db, { id: 'S', name: 's', startedAt: 'x', feedPosition: 0, ttlMs: 60_000 });
+    await acquireLeases(db, 'S', [{ hostId: h1, hostname: 'a1' }, { hostId: h2, hostname: 'a2' }], 60_000);
+    // Only the flush's own session detects the deadlock (the other waits 60 s first), so the flush is
+    // the transaction PostgreSQL aborts, each time.
+    await other.query("set deadlock_timeout = '60s'");
+    const otherPid = (await other.query('select pg_backend_pid() as pid')).rows[0].pid;
+    const flushBlocked = async () => {
+      for (let i = 0; i < 200; i++) {
+        const r = await other.query("select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and pid <> $1", [otherPid]);
+        if (r.rows[0].n > 0) return;
+        await sleep(25);
+      }
+      throw new Error('the flush never waited for the lock');
+    };
+    const deadlocks = 5; // more than the flush's give-up count for other errors
+    const done = (async () => {
+      for (let k = 0; k < deadlocks; k++) {
+        await other.query('begin');
+        await other.query('select id from hosts where id = $1 for update', [h2]);
+        await flushBlocked(); // the flush holds h1 and waits for h2 ...
+        await other.query('select id from hosts where id = $1 for update', [h1]); // ... and now for h1: deadlock
+        await other.query('commit');
+      }
+    })();
+    writer.host(h1, { state: 'Up', acked_revision: 42 });
+    writer.host(h2, { state: 'Up', acked_revision: 43 });
+    await done;
+    for (let i = 0; i < 100; i++) {
+      const rows = await db.selectFrom('hosts').select(['id', 'acked_revision']).where('id', 'in', [h1, h2]).orderBy('id').execute();
+      if (rows.every((r) => r.acked_revision > 0)) break;
+      await sleep(100);
+    }
+    const rows = await db.selectFrom('hosts').select(['acked_revision']).where('id', 'in', [h1, h2]).orderBy('id').execute();
+    assert.deepEqual(rows.map((r) => r.acked_revision), [42, 43], 'the status landed after the deadlocks');
+    assert.ok(errors.some((e) => /deadlock/i.test(String((e as Error).message))), 'the deadlock was seen (and reported once)');
+    assert.ok(!errors.some((e) => /dropped/.test(String((e as Error).message))), 'nothing was dropped');
+  } finally {
+    await writer.flush().catch(() => undefined);
+    await other.end();
+    await db.destroy();
+  }
+});
+
+test('a status flush failing on its own data is given up after three tries (the twin: not a conflict)', async () => {
+  const { StatusWriter } = await import('../../src/control/status.js');
+  const db = await openStore({ kind: 'postgres', url: pg.url });
+  const errors: unknown[] = [];
+  const writer = new StatusWriter(db, 'T', (e) => errors.push(e), 10);
+  try {
+    const [h1] = await hostIds(db, 1, 'bad');
+    await heartbeat(db, { id: 'T', name: 't', startedAt: 'x', feedPosition: 0, ttlMs: 60_000 });
+    await acquireLeases(db, 'T', [{ hostId: h1, hostname: 't1' }], 60_000);
+    // a revision the column cannot hold: the write itself fails, every time
+    writer.host(h1, { acked_revision: Number.MAX_SAFE_INTEGER * 1e6 });
+    for (let i = 0; i < 100 && !errors.some((e) => /dropped/.test(String((e as Error).message))); i++) await sleep(100);
+    assert.ok(errors.some((e) => /status writes dropped after 3 failures/.test(String((e as Error).message))), JSON.stringify(errors.map(String)));
+  } finally {
+    await writer.flush().catch(() => undefined);
+    await db.destroy();
+  }
 });
