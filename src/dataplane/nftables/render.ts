@@ -368,12 +368,10 @@ function bridgeChains(name: string, zone: number, withUplink: boolean, untracked
 // render mostly re-lists unchanged ports, and an unchanged NSet is then seen as such at once by the
 // diff (no set is rebuilt, no element compared twice).
 const lastSet = new Map<string, { input: readonly string[]; set: NSet }>();
+/** Keeps `s` as the last render of its set (callers have checked `unchanged` first). */
 function remember(s: NSet, input: readonly string[]): NSet {
-  const k = `${s.family}/${s.name}/${s.map}`;
-  const last = lastSet.get(k);
-  if (last && last.set.decl === s.decl && last.set.key === s.key && sameList(last.input, input)) return last.set;
   if (lastSet.size >= 4096) lastSet.clear();
-  lastSet.set(k, { input, set: s });
+  lastSet.set(`${s.family}/${s.name}/${s.map}`, { input, set: s });
   return s;
 }
 function sameList(a: readonly string[], b: readonly string[]): boolean {
