@@ -148,7 +148,7 @@ export class Batches {
       const journal = new Journal(this.fleet.state);
       journal.apply(reload);
       const impact = this.fleet.impact(changes, journal.before(), vmIds, groupIds);
-      for (const h of this.fleet.recompile(impact)) dirty.add(h);
+      for (const h of this.fleet.recompile(impact, position)) dirty.add(h);
       for (const e of this.fleet.compileErrors.splice(0)) {
         if (e.vmId < 0) this.log.error({ err: e.error }, 'control: change analysis failed; using the conservative analysis');
         else this.log.error({ vm: e.vmId, err: e.error }, 'control: cannot compile VM policy; its host keeps the previous rules');

@@ -8,6 +8,21 @@
 // holding any R in [floor, F] — whoever gave it R — the entries that changed after R (a superset of
 // what it lacks: upserts and removals are idempotent). `floor` is where this server's history of the
 // host starts (its start-up position, raised when old removals are forgotten); below it: a snapshot.
+//
+// Several servers (DESIGN.md §6): the per-host work — compiling a host's VMs, advancing its given
+// state, the sets it references — is done only for the hosts this server is *active* for: those whose
+// agent session it holds, and those nobody holds (someone has to mark their VMs Pending and raise their
+// desired revision; every server does it, the store's conditions make only the unheld writes land).
+// A host held by another server is *passive* here: its VMs' placement is tracked (cheap) but nothing is
+// compiled for it, so each server's CPU and memory scale with the hosts it holds, not with the fleet.
+// What a passive host needs later is remembered as feed positions: `changedAt` (the last batch that may
+// have changed its content: a VM placed on or off it or in a batch's impact, conservatively) and per
+// set the last batch that may have changed its members. A host becomes active (activate()) when a
+// session for it starts here or it is found unheld: its VMs are compiled then and its whole given state
+// labelled at S = the latest of those positions. Revisions are feed positions, so an agent holding any
+// R >= S (from whichever server) holds exactly this content and gets an empty delta; older: a snapshot.
+// The removal of a VM from a passive host is its holder's to confirm (`leftPassive`): this server
+// writes nothing about it until it is active for that host, and then owes it like any removal.
 import type { Change } from '../model/changes.js';
 import type { Family } from '../model/types.js';
 import type { AddressSet, FamilyPolicy, HostDesiredState, NicPolicy, VmPolicy } from '../policy/ir.js';
@@ -174,8 +189,43 @@ export class Fleet {
   compileErrors: { vmId: number; error: string }[] = [];
   /** Host by sha256 of its agent token. */
   readonly byToken = new Map<string, number>();
+  /**
+   * Hosts held by another server (see the header): nothing compiled here. `vmHost` / `hostVms` still
+   * cover their VMs; `policies`, `sets`, `setHosts` and the hosts' given state do not.
+   */
+  private readonly passive = new Set<number>();
+  /** Passive host → the last feed position that may have changed its content. */
+  private readonly changedAt = new Map<number, number>();
+  /** Set id → the last feed position that may have changed its members (sets in a batch's impact). */
+  private readonly setChangedAt = new Map<string, number>();
+  /** VM → the passive host it was last taken off (its holder confirms the removal); per host, the VMs. */
+  readonly leftPassive = new Map<number, number>();
+  private readonly leftByHost = new Map<number, Set<number>>();
 
   constructor(public state: CloudState) {}
+
+  isPassive(hostId: number): boolean { return this.passive.has(hostId); }
+  passiveHosts(): IterableIterator<number> { return this.passive.values(); }
+  /** Hosts this server compiles for. */
+  activeCount(): number { return this.hosts.size - this.passive.size; }
+
+  private leave(vmId: number, hostId: number | null): void {
+    const prev = this.leftPassive.get(vmId);
+    if (prev !== undefined) {
+      this.leftPassive.delete(vmId);
+      const s = this.leftByHost.get(prev);
+      s?.delete(vmId);
+      if (s && !s.size) this.leftByHost.delete(prev);
+    }
+    if (hostId === null) return;
+    this.leftPassive.set(vmId, hostId);
+    let s = this.leftByHost.get(hostId);
+    if (!s) { s = new Set(); this.leftByHost.set(hostId, s); }
+    s.add(vmId);
+  }
+
+  /** A VM whose removal from `hostId` (passive here) is not confirmed yet (start-up: the store shows it Pending). */
+  leftHost(vmId: number, hostId: number): void { this.leave(vmId, hostId); }
 
   /** A host known from `revision` (a feed position) on: empty, its history starts there. */
   addHost(h: { id: number; uuid: string; name: string; tokenHash: string; revision: number }): HostEntry {
@@ -193,6 +243,9 @@ export class Fleet {
     for (const vmId of owed) this.clearRemoval(h, vmId);
     if (this.byToken.get(h.tokenHash) === id) this.byToken.delete(h.tokenHash);
     this.hosts.delete(id);
+    this.passive.delete(id);
+    this.changedAt.delete(id);
+    for (const vmId of [...this.leftByHost.get(id) ?? []]) this.leave(vmId, null);
     return owed;
   }
 
@@ -218,49 +271,66 @@ export class Fleet {
     if (m.size === 0) this.setHosts.delete(setId);
   }
 
-  /** Recompile one VM; returns the hosts whose desired state it touches. */
-  private recompileVm(vmId: number, dirty: Set<number>, newSets: Set<string>, memo: CompileMemo): void {
+  /**
+   * Recompile one VM: its placement is tracked whatever its host; its policy only for a host this server
+   * is active for. Hosts whose content it may change: active ones into `dirty`, passive ones into `passiveHit`.
+   */
+  private recompileVm(vmId: number, dirty: Set<number>, newSets: Set<string>, memo: CompileMemo, passiveHit: Set<number>): void {
     const oldHost = this.vmHost.get(vmId) ?? null;
     const oldPolicy = this.policies.get(vmId);
     const host = this.placedHost(vmId);
     let policy: VmPolicy | null = null;
-    if (host !== null) {
+    if (host !== null && !this.passive.has(host)) {
       // A VM that cannot be compiled keeps the rules it has (never unprotected because of a bug).
       try { policy = compileForm(this.state, vmId, memo); } catch (e) { this.compileErrors.push({ vmId, error: e instanceof Error ? e.message : String(e) }); return; }
     }
+    const hit = (h: number) => { if (this.passive.has(h)) passiveHit.add(h); else dirty.add(h); };
     if (oldHost !== null && oldPolicy) for (const s of setsOf(oldPolicy)) this.ref(s, oldHost, -1);
-    if (oldHost !== null) { this.hostVms.get(oldHost)?.delete(vmId); dirty.add(oldHost); }
+    if (oldHost !== null) { this.hostVms.get(oldHost)?.delete(vmId); hit(oldHost); }
     this.vmHost.delete(vmId);
     this.policies.delete(vmId);
-    if (host === null || policy === null) return;
-    this.policies.set(vmId, policy);
+    // The last host it left decides its removal: a passive one's holder, or (owesRemoval) an active one.
+    if (host !== null) this.leave(vmId, null);
+    else if (oldHost !== null) this.leave(vmId, this.passive.has(oldHost) ? oldHost : null);
+    if (host === null) return;
     this.vmHost.set(vmId, host);
     let hv = this.hostVms.get(host);
     if (!hv) { hv = new Set(); this.hostVms.set(host, hv); }
     hv.add(vmId);
+    hit(host);
+    if (policy === null) return;
+    this.policies.set(vmId, policy);
     for (const s of setsOf(policy)) { this.ref(s, host, 1); if (!this.sets.has(s)) newSets.add(s); }
-    dirty.add(host);
   }
 
-  private recompileSet(id: string, dirty: Set<number>): void {
+  /** Recompile a set active hosts reference; `position`: the set is in a batch's impact (stamped when it may have changed). */
+  private recompileSet(id: string, dirty: Set<number>, position: number | null): void {
     const refs = this.setHosts.get(id);
-    if (!refs) { this.sets.delete(id); return; }
+    if (!refs) {
+      // Nobody here can tell whether its members changed: passive hosts take it as changed.
+      this.sets.delete(id);
+      if (position !== null) this.setChangedAt.set(id, position);
+      return;
+    }
     const p = parseSetId(id);
     if (!p) return;
     const next = compileAddressSet(this.state, p.groupId, p.family);
     const prev = this.sets.get(id);
     if (prev && sameMembers(prev, next)) return;
     this.sets.set(id, next);
+    if (position !== null) this.setChangedAt.set(id, position);
     for (const h of refs.keys()) dirty.add(h);
   }
 
-  /** Everything from scratch (start-up). */
+  /** Everything from scratch (start-up; passive hosts: placement only). */
   buildAll(): Set<number> {
     const dirty = new Set<number>(this.hosts.keys());
     const newSets = new Set<string>();
     const memo: CompileMemo = new Map();
-    for (const vmId of this.state.vms.keys()) if (this.placedHost(vmId) !== null) this.recompileVm(vmId, dirty, newSets, memo);
-    for (const id of this.setHosts.keys()) this.recompileSet(id, dirty);
+    const passiveHit = new Set<number>();
+    for (const vmId of this.state.vms.keys()) if (this.placedHost(vmId) !== null) this.recompileVm(vmId, dirty, newSets, memo, passiveHit);
+    for (const id of this.setHosts.keys()) this.recompileSet(id, dirty, null);
+    for (const h of this.passive) dirty.delete(h);
     return dirty;
   }
 
@@ -294,16 +364,88 @@ export class Fleet {
     return { vms, sets, hosts };
   }
 
-  /** Recompile the impacted VMs and sets; returns the hosts whose desired state may have changed. */
-  recompile(impact: { vms: Set<number>; sets: Set<string>; hosts: Set<number> }): Set<number> {
-    const dirty = new Set<number>(impact.hosts);
+  /**
+   * Recompile the impacted VMs and sets of the batch at feed position `position`; returns the active
+   * hosts whose desired state may have changed (passive ones are stamped with the position instead).
+   */
+  recompile(impact: { vms: Set<number>; sets: Set<string>; hosts: Set<number> }, position: number): Set<number> {
+    const dirty = new Set<number>();
+    const passiveHit = new Set<number>();
+    for (const h of impact.hosts) if (this.passive.has(h)) passiveHit.add(h); else dirty.add(h);
     const newSets = new Set<string>();
     const memo: CompileMemo = new Map();
-    for (const v of impact.vms) this.recompileVm(v, dirty, newSets, memo);
-    for (const s of new Set([...impact.sets, ...newSets])) this.recompileSet(s, dirty);
+    for (const v of impact.vms) this.recompileVm(v, dirty, newSets, memo, passiveHit);
+    for (const s of impact.sets) this.recompileSet(s, dirty, position);
+    for (const s of newSets) if (!impact.sets.has(s)) this.recompileSet(s, dirty, null);
     // Sets nobody references any more leave the cache.
     for (const s of impact.sets) if (!this.setHosts.has(s)) this.sets.delete(s);
+    for (const h of passiveHit) if (this.hosts.has(h)) this.changedAt.set(h, position);
     return dirty;
+  }
+
+  /**
+   * Another server holds this host now: forget what was compiled and given for it (its holder does that
+   * work). Returns its VMs (their sync state is no longer this server's to write).
+   */
+  passivate(hostId: number): number[] {
+    const h = this.hosts.get(hostId);
+    if (!h || this.passive.has(hostId)) return [];
+    this.passive.add(hostId);
+    this.changedAt.set(hostId, h.revision);
+    const vms = [...this.hostVms.get(hostId) ?? []];
+    const dropped = new Set<string>();
+    for (const vmId of vms) {
+      const p = this.policies.get(vmId);
+      if (!p) continue;
+      for (const s of setsOf(p)) { this.ref(s, hostId, -1); dropped.add(s); }
+      this.policies.delete(vmId);
+    }
+    for (const s of dropped) if (!this.setHosts.has(s)) this.sets.delete(s);
+    // Removals it owed: now its holder's to confirm.
+    for (const vmId of [...h.removals.keys()]) { this.clearRemoval(h, vmId); if (!this.vmHost.has(vmId)) this.leave(vmId, hostId); vms.push(vmId); }
+    h.vms.clear(); h.sets.clear(); h.tombVms.clear(); h.tombSets.clear();
+    h.acked = -1;
+    return vms;
+  }
+
+  /**
+   * This server is active for the host again (a session for it starts here, or nobody holds it): compile
+   * its VMs and label its whole given state at S, the last position that may have changed its content
+   * (see the header). `current`: the agent is known to hold a revision >= S (removals it was owed are
+   * done); otherwise the removals of VMs taken off it while passive are owed at S. Returns S, or null
+   * when the host was not passive.
+   */
+  activate(hostId: number, agentRevision: number | null = null): number | null {
+    const h = this.hosts.get(hostId);
+    if (!h || !this.passive.has(hostId)) return null;
+    this.passive.delete(hostId);
+    let stamp = Math.max(h.revision, this.changedAt.get(hostId) ?? h.revision);
+    this.changedAt.delete(hostId);
+    const memo: CompileMemo = new Map();
+    const newSets = new Set<string>();
+    for (const vmId of this.hostVms.get(hostId) ?? []) {
+      let p: VmPolicy;
+      try { p = compileForm(this.state, vmId, memo); } catch (e) { this.compileErrors.push({ vmId, error: e instanceof Error ? e.message : String(e) }); continue; }
+      this.policies.set(vmId, p);
+      for (const s of setsOf(p)) {
+        this.ref(s, hostId, 1);
+        if (!this.sets.has(s)) newSets.add(s);
+        stamp = Math.max(stamp, this.setChangedAt.get(s) ?? 0);
+      }
+    }
+    for (const s of newSets) this.recompileSet(s, new Set(), null);
+    h.vms.clear(); h.sets.clear(); h.tombVms.clear(); h.tombSets.clear();
+    h.removals.clear();
+    this.advance(hostId, stamp);
+    h.revision = stamp;
+    h.floor = stamp;
+    h.acked = -1;
+    const current = agentRevision !== null && agentRevision >= stamp;
+    for (const vmId of [...this.leftByHost.get(hostId) ?? []]) {
+      this.leave(vmId, null);
+      if (!current) this.owesRemoval(h, vmId, stamp);
+    }
+    return stamp;
   }
 
   /**
@@ -313,7 +455,7 @@ export class Fleet {
    */
   advance(hostId: number, position: number): Delta | null {
     const h = this.hosts.get(hostId);
-    if (!h) return null;
+    if (!h || this.passive.has(hostId)) return null;
     if (position < h.revision) throw new Error(`fleet: host ${hostId} advanced to position ${position} below its revision ${h.revision}`);
     const upsertVms: VmPolicy[] = [];
     const upsertIds: number[] = [];

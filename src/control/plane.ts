@@ -4,7 +4,9 @@
 //                                CloudState and each host's desired state (Fleet, fleet.ts);
 //   SessionHub (sessions.ts)     agent sessions: hellos, resyncs, pushes, validation, keepalive;
 //   SyncTracker (sync.ts)        acks and reports → VM sync states and host status in the store;
-//   Cluster (cluster.ts)         heartbeat, host leases, sweeps for dead servers and expired leases.
+//   Cluster (cluster.ts)         heartbeat, host leases, sweeps for dead servers and expired leases;
+//   HostActivity (activity.ts)   from the live leases: the hosts other servers hold, for which this one
+//                                compiles and advances nothing (Fleet's passive hosts).
 // The API's in-process ChangeSink only wakes the reader: this server's own changes travel the same
 // path as everybody else's (DESIGN.md §6).
 import type { FastifyInstance } from 'fastify';
@@ -29,6 +31,7 @@ import { readSettings } from '../store/queries/settings.js';
 import type { PalisadeSettings } from '../model/settings.js';
 import type { DropLogSettings } from '../protocol/index.js';
 import { ConnectionsControl } from './connections.js';
+import { HostActivity } from './activity.js';
 
 export interface ControlOptions {
   /** Identity of this server process (stable per data dir) and the name shown in listHosts. */
@@ -62,6 +65,7 @@ export class ControlPlaneImpl {
   settings: PalisadeSettings;
   /** Conntrack: dry-run questions to agents, the cut setting (connections.ts). */
   readonly connections: ConnectionsControl;
+  readonly activity: HostActivity;
   private readonly serial = new Serial();
   private listener: FeedListener | null = null;
   private closed = false;
@@ -74,6 +78,7 @@ export class ControlPlaneImpl {
     this.connections = new ConnectionsControl(log, () => this.hub, (h) => fleet.hosts.get(h)?.vms, settings.revokeCutConnections);
     const timing = { ...DEFAULT_TIMING, ...o.timing };
     this.sync = new SyncTracker(db, log, fleet, o.serverId, (h) => this.hub.holds(h));
+    this.activity = new HostActivity({ db, log, fleet, sync: this.sync, serial: this.serial, serverId: o.serverId, start, holds: (h) => this.hub.holds(h) });
     this.cluster = new Cluster(o.clusterDb ?? db, log, o.serverId, o.serverName, {
       position: () => this.batches.processed,
       held: () => this.hub.held(),
@@ -81,6 +86,7 @@ export class ControlPlaneImpl {
       unhealthy: () => { this.hub.accepting = false; this.hub.closeAll(4503, 'server cannot reach its database'); },
       healthy: () => { this.hub.accepting = !this.closed; },
       jobFailure: o.jobFailure,
+      leases: (live) => { void this.activity.observe(live).catch((e) => log.warn({ err: e instanceof Error ? e.message : String(e) }, 'control: could not follow which hosts other servers hold')); },
     }, timing);
     this.batches = new Batches(db, log, fleet, this.serial, start, {
       hostGone: (id, code, reason) => { this.hub.drop(id, code, reason); this.sync.forgetHost(id); this.telemetry.forget(id); },
@@ -108,9 +114,12 @@ export class ControlPlaneImpl {
     const fleet = new Fleet(state);
     for (const h of await loadHosts(db)) if (!h.removed) fleet.addHost({ id: h.id, uuid: h.uuid, name: h.name, tokenHash: h.tokenHash, revision: start });
     const cp = new ControlPlaneImpl(db, log, fleet, start, o, settings);
+    // Hosts other servers hold are not compiled here (activity.ts).
+    await cp.activity.initial();
     fleet.buildAll();
     // Nothing given out before this position is known here: agents holding older revisions get a snapshot.
     for (const h of fleet.hosts.values()) {
+      if (fleet.isPassive(h.id)) continue;
       fleet.advance(h.id, start);
       cp.sync.status.desired(h.id, h.revision, false);
     }
@@ -127,7 +136,7 @@ export class ControlPlaneImpl {
       });
     }
     cp.reader.wake();
-    log.info({ hosts: fleet.hosts.size, vms: state.vms.size, placed: fleet.policies.size, position: start, ms: Date.now() - t0 }, 'control plane loaded');
+    log.info({ hosts: fleet.hosts.size, active: fleet.activeCount(), vms: state.vms.size, compiled: fleet.policies.size, position: start, ms: Date.now() - t0 }, 'control plane loaded');
     return cp;
   }
 
@@ -144,7 +153,8 @@ export class ControlPlaneImpl {
       // Placed VMs are decided by their host's ack (also when their policy failed to compile).
       if (r.host_id !== null && PLACED_STATES.has(r.state)) continue;
       const h = this.fleet.hosts.get(r.host_id ?? r.last_host_id ?? -1);
-      if (h) this.fleet.owesRemoval(h, r.id, h.revision);
+      if (h && this.fleet.isPassive(h.id)) this.fleet.leftHost(r.id, h.id);   // its holder confirms it
+      else if (h) this.fleet.owesRemoval(h, r.id, h.revision);
       else this.sync.refreshVm(r.id);
     }
   }

@@ -7,7 +7,9 @@
 //
 // A hello is accepted once this server has caught up with the change feed as of the hello (so it
 // knows a host added a moment ago, and never answers an agent with older content than it holds) and
-// has taken the host's lease (DESIGN.md §6).
+// has taken the host's lease (DESIGN.md §6). A host another server held until now is passive in the
+// fleet (nothing compiled for it here): its resync compiles it first (Fleet.activate, in the serial
+// section), labelled so that an agent already holding its current content gets an empty delta.
 import { createHash } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
@@ -263,6 +265,10 @@ export class SessionHub {
   private resync(s: Session, revision: number | null): Promise<void> {
     return this.d.serial.run(() => {
       if (this.sessions.get(s.hostId) !== s || !this.d.fleet.hosts.has(s.hostId)) return;
+      if (this.d.fleet.isPassive(s.hostId)) {
+        this.d.fleet.activate(s.hostId);
+        this.d.sync.holderChanged(s.hostId);
+      }
       this.sendSettings(s);
       const cs = this.d.connections?.settings();
       if (cs) this.send(s, cs);

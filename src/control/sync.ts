@@ -1,6 +1,11 @@
 // Sync and status tracking: what each agent acknowledged (per VM, per revision), what it reported
 // (preflight findings, drift repairs), and from that the sync state of every VM and the state of every
 // host this server holds, written through the StatusWriter (which enforces who may write what).
+//
+// Several servers: a VM placed on a host another server holds (passive in the Fleet, nothing compiled
+// for it here), or last taken off such a host, is that server's to report: this one writes nothing
+// about it — never Synced merely because it did not compile it. Once this server is active for the host
+// again (a session here, or nobody holds it) it decides as for any other host.
 import type { Logger } from 'pino';
 import type { Db } from '../store/db.js';
 import type { AckMessage, PreflightFinding, RepairReport, ReportMessage } from '../protocol/index.js';
@@ -58,10 +63,22 @@ export class SyncTracker {
     for (const v of vms) { this.vmSync.delete(v); this.refreshVm(v); }
   }
 
+  /** Another server holds the host now: what this one wrote or heard for these VMs no longer counts. */
+  passivated(vmIds: Iterable<number>): void {
+    for (const v of vmIds) { this.vmSync.delete(v); this.vmAck.delete(v); }
+  }
+
   /** A VM's sync state from what is desired and what its host(s) acked. */
   refreshVm(vmId: number): void {
     const hostId = this.fleet.vmHost.get(vmId);
+    // Placed on (or last taken off) a host another server holds: that server reports it.
+    if (hostId !== undefined && this.fleet.isPassive(hostId)) return;
     const policy = this.fleet.policies.get(vmId);
+    if (hostId !== undefined && !policy) {
+      // Placed here but not compiled (its policy failed to compile when the host became active): not enforced as desired.
+      this.setVm(vmId, 'Pending', null, { hostId, placed: true, owned: this.holds(hostId) });
+      return;
+    }
     if (hostId !== undefined && policy) {
       const h = this.fleet.hosts.get(hostId);
       const e = h?.vms.get(policy.vmId);
@@ -78,6 +95,8 @@ export class SyncTracker {
       const hosts = [...owing];
       const hostId = hosts.find((h) => this.holds(h)) ?? hosts[0];
       this.setVm(vmId, 'Pending', null, { hostId, placed: false, owned: this.holds(hostId) });
+    } else if (this.fleet.leftPassive.has(vmId)) {
+      // Taken off a host another server holds: its removal is that server's to confirm.
     } else if (this.fleet.state.vms.has(vmId)) {
       this.setVm(vmId, 'Synced', null, null);
     }

@@ -109,7 +109,7 @@ test('per-host deltas: a host gets only its VMs and the sets they reference; res
   r.nics.set(2, [nic(2, '10.0.0.2')]);
   r.groupsOfVm.set(2, [1]);
   j.apply(r);
-  const dirty = f.recompile(f.impact([{ kind: 'vmState', vmId: 2 }], j.before(), [2], []));
+  const dirty = f.recompile(f.impact([{ kind: 'vmState', vmId: 2 }], j.before(), [2], []), 5);
   assert.ok(dirty.has(1) && dirty.has(2));
   const e1 = f.advance(1, 5)!;
   const e2 = f.advance(2, 5)!;
@@ -179,7 +179,7 @@ test('hosts get agent forms: no rule sources, hashed over the form; a change of 
   r.rules.set(1, [...s.rulesByGroup.get(1)!, { ...rule(1, 80, '0.0.0.0/1'), uuid: 'r-half-1' }, { ...rule(1, 80, '128.0.0.0/1'), uuid: 'r-half-2' }]);
   r.membersOfGroup.set(1, [1, 2]);
   j.apply(r);
-  const dirty = f.recompile(f.impact([{ kind: 'rules', groupId: 1 }], j.before(), [], [1]));
+  const dirty = f.recompile(f.impact([{ kind: 'rules', groupId: 1 }], j.before(), [], [1]), 2);
   assert.ok(dirty.has(1));
   assert.ok(compileVm(s, 1).v4.ingress.some((x) => x.sources.includes('r-half-1')), 'the compiler sees the new sources');
   assert.equal(f.advance(1, 2), null, 'nothing the host enforces changed: no delta');
@@ -190,7 +190,7 @@ test('hosts get agent forms: no rule sources, hashed over the form; a change of 
   r2.rules.set(1, [...s.rulesByGroup.get(1)!, rule(1, 8080, '0.0.0.0/0')]);
   r2.membersOfGroup.set(1, [1, 2]);
   j2.apply(r2);
-  f.recompile(f.impact([{ kind: 'rules', groupId: 1 }], j2.before(), [], [1]));
+  f.recompile(f.impact([{ kind: 'rules', groupId: 1 }], j2.before(), [], [1]), 3);
   const d2 = f.advance(1, 3)!;
   assert.deepEqual(d2.upsertVms.map((v) => v.instanceName), ['i-1-1-VM']);
   assert.ok(d2.upsertVms[0].v4.ingress.some((x) => x.ports?.from === 8080));

@@ -124,6 +124,28 @@ export async function leaseHolders(db: Q, hostIds: number[]): Promise<Map<number
   return out;
 }
 
+/** Every live lease: host → the server holding it (each server reads this to know which hosts others hold). */
+export async function liveLeases(db: Q): Promise<Map<number, string>> {
+  const rows = await db.selectFrom('host_leases').select(['host_id', 'server_id']).where('expires_at', '>=', dbNowMs(db) as never).execute();
+  return new Map(rows.map((r) => [Number(r.host_id), r.server_id]));
+}
+
+/** The revision each of these hosts' agents last acknowledged, as stored by whoever held it. */
+export async function ackedRevisions(db: Q, hostIds: number[]): Promise<Map<number, number>> {
+  const out = new Map<number, number>();
+  for (const part of chunks(hostIds)) {
+    const rows = await db.selectFrom('hosts').select(['id', 'acked_revision']).where('id', 'in', part).execute();
+    for (const r of rows) out.set(Number(r.id), Number(r.acked_revision));
+  }
+  return out;
+}
+
+/** Is a server other than `serverId` alive (heartbeat not expired)? */
+export async function otherServersAlive(db: Q, serverId: string): Promise<boolean> {
+  const r = await db.selectFrom('servers').select('id').where('id', '<>', serverId).where('expires_at', '>=', dbNowMs(db) as never).limit(1).executeTakeFirst();
+  return r !== undefined;
+}
+
 /** Extend every lease this server holds; returns the hosts it still holds. */
 export async function renewLeases(db: Q, serverId: string, ttlMs: number): Promise<Set<number>> {
   const rows = await db.updateTable('host_leases').set({ expires_at: sql`${dbNowMs(db)} + ${ttlMs}` as never })
