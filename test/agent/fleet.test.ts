@@ -12,6 +12,8 @@ import { applyDelta } from '../../src/agent/merge.js';
 import { deltaJson, snapshotJson } from '../../src/control/wire.js';
 import { agentForm } from '../../src/control/agent-form.js';
 import { sha256Hex } from '../../src/policy/hash.js';
+import { SyncTracker } from '../../src/control/sync.js';
+import { silentLog } from './helpers.js';
 
 function vm(id: number, hostId: number | null, state: Vm['state'] = 'Running'): Vm {
   return { id, uuid: `00000000-0000-0000-0000-${String(id).padStart(12, '0')}`, instanceName: `i-1-${id}-VM`, name: `vm${id}`, accountId: 1, domainId: 1, hostId, state };
@@ -194,4 +196,180 @@ test('hosts get agent forms: no rule sources, hashed over the form; a change of 
   const d2 = f.advance(1, 3)!;
   assert.deepEqual(d2.upsertVms.map((v) => v.instanceName), ['i-1-1-VM']);
   assert.ok(d2.upsertVms[0].v4.ingress.some((x) => x.ports?.from === 8080));
+});
+
+// ---- several servers: hosts another server holds are passive (nothing compiled) ----------------
+
+/** The content of a host's state, without its label. */
+const content = (snap: { vms: unknown[]; sets: unknown[] }) => ({ vms: snap.vms, sets: snap.sets });
+
+/** Feed batches applied to both fleets: VM 2 (web, host 2) stops at 5; web gets tcp 8080 at 7. */
+function twoFleets(): { s: CloudState; full: Fleet; part: Fleet; batch: (position: number, r: Reload, changes: Parameters<Fleet['impact']>[0], vms: number[], groups: number[]) => void } {
+  const s = cloud();
+  const full = new Fleet(s);
+  const part = new Fleet(s);
+  for (const f of [full, part]) for (const id of [1, 2]) f.addHost({ id, uuid: `h${id}`, name: `h${id}`, tokenHash: `t${id}`, revision: 1 });
+  part.passivate(2);
+  for (const f of [full, part]) { f.buildAll(); for (const id of [1, 2]) f.advance(id, 1); }
+  const batch = (position: number, r: Reload, changes: Parameters<Fleet['impact']>[0], vms: number[], groups: number[]) => {
+    const j = new Journal(s);
+    j.apply(r);
+    const before = j.before();
+    // Both fleets share the state: analyse against the same "before", recompile each.
+    for (const f of [full, part]) for (const h of f.recompile(f.impact(changes, before, vms, groups), position)) f.advance(h, position);
+  };
+  return { s, full, part, batch };
+}
+
+test('a host held by another server is passive: its VMs are placed but nothing is compiled or given for it', () => {
+  const { s, full, part, batch } = twoFleets();
+  assert.ok(part.isPassive(2) && !part.isPassive(1));
+  assert.deepEqual([...part.hostVms.get(2)!].sort(), [2, 4], 'placement is tracked');
+  assert.ok(!part.policies.has(2) && !part.policies.has(4), 'its VMs are not compiled');
+  assert.ok(part.policies.has(1) && part.policies.has(3));
+  assert.equal(part.hosts.get(2)!.vms.size, 0);
+  assert.ok(![...part.setHosts.values()].some((refs) => refs.has(2)), 'no set is referenced for it');
+  assert.equal(part.advance(2, 3), null, 'a passive host is never advanced');
+  // The twin: the fleet that is active for host 2 compiled and gave it both VMs.
+  assert.equal(full.hosts.get(2)!.vms.size, 2);
+  assert.ok(full.policies.has(2) && full.policies.has(4));
+  // VM 2 (on the passive host) stops: its removal is the holder's to confirm.
+  const r = emptyReload();
+  r.vms.set(2, { ...vm(2, null), state: 'Stopped' });
+  r.nics.set(2, [nic(2, '10.0.0.2')]);
+  r.groupsOfVm.set(2, [1]);
+  batch(5, r, [{ kind: 'vmState', vmId: 2 }], [2], []);
+  assert.equal(part.leftPassive.get(2), 2);
+  assert.ok(!part.pendingRemovals.has(2), 'no removal owed to this server for a passive host');
+  assert.ok(full.pendingRemovals.get(2)?.has(2), 'the twin owes it');
+  // Host 1 (active on both) got the same content on both.
+  assert.deepEqual(content(part.snapshot(1)), content(full.snapshot(1)));
+  assert.equal(s.vms.get(2)!.state, 'Stopped');
+});
+
+test('a passive host activated later gives the same content as a server active for it throughout; an agent holding it gets an empty delta', () => {
+  const { s, full, part, batch } = twoFleets();
+  const r = emptyReload();
+  r.vms.set(2, { ...vm(2, null), state: 'Stopped' });
+  r.nics.set(2, [nic(2, '10.0.0.2')]);
+  r.groupsOfVm.set(2, [1]);
+  batch(5, r, [{ kind: 'vmState', vmId: 2 }], [2], []);
+  const r2 = emptyReload();
+  r2.groups.set(1, s.groups.get(1)!);
+  r2.rules.set(1, [...s.rulesByGroup.get(1)!, rule(1, 8080, '0.0.0.0/0')]);
+  r2.membersOfGroup.set(1, [1, 2]);
+  batch(7, r2, [{ kind: 'rules', groupId: 1 }], [], [1]);
+  const held = full.snapshot(2);          // what the agent of host 2 holds, given by the other server
+  assert.equal(held.revision, 5, 'host 2 last changed at 5 (the rule at 7 has no member on it)');
+  const stamp = part.activate(2);
+  assert.equal(stamp, 5, 'labelled at the last position that changed it');
+  assert.ok(!part.isPassive(2));
+  assert.deepEqual(content(part.snapshot(2)), content(held), 'same VMs (same hashes) and sets');
+  const d = part.since(2, held.revision, 7)!;
+  assert.deepEqual([d.upsertVms, d.removeVms, d.upsertSets, d.removeSets], [[], [], [], []], 'an agent already holding it gets an empty delta');
+  // An agent holding content from before the stop: no delta this server can vouch for, a snapshot.
+  assert.equal(part.since(2, 1, 7), null);
+  // The removal of VM 2 (taken off while passive) is now owed here: Pending until host 2 acks.
+  assert.ok(part.pendingRemovals.get(2)?.has(2));
+  assert.ok(!part.leftPassive.has(2));
+  // From now on both fleets advance host 2 alike: db gets tcp 5433.
+  const r3 = emptyReload();
+  r3.groups.set(2, s.groups.get(2)!);
+  r3.rules.set(2, [...s.rulesByGroup.get(2)!, rule(2, 5433, '0.0.0.0/0')]);
+  r3.membersOfGroup.set(2, [3, 4]);
+  batch(9, r3, [{ kind: 'rules', groupId: 2 }], [], [2]);
+  assert.deepEqual(part.snapshot(2), full.snapshot(2));
+  assert.deepEqual(applyDelta(held, { type: 'delta', ...part.since(2, held.revision, 9)! }), full.snapshot(2));
+});
+
+test('a set that changed while the host was passive raises the label: the agent holding older content gets a snapshot', () => {
+  const { s, full, part, batch } = twoFleets();
+  part.passivate(1);                       // both hosts passive: sg1 (referenced by db VMs) is not compiled
+  assert.equal(part.sets.size, 0);
+  const before = full.snapshot(2);
+  // VM 1 (web, host 1) stops: sg1 loses its address; host 2 holds sg1 (VM 4, db allows web).
+  const r = emptyReload();
+  r.vms.set(1, { ...vm(1, null), state: 'Stopped' });
+  r.nics.set(1, [nic(1, '10.0.0.1')]);
+  r.groupsOfVm.set(1, [1]);
+  batch(6, r, [{ kind: 'vmState', vmId: 1 }], [1], []);
+  assert.equal(full.snapshot(2).revision, 6, 'host 2 changed at 6 (the set)');
+  assert.notDeepEqual(content(full.snapshot(2)), content(before));
+  assert.equal(part.activate(2), 6);
+  assert.equal(part.since(2, before.revision, 6), null, 'older content: snapshot');
+  assert.deepEqual(content(part.snapshot(2)), content(full.snapshot(2)));
+  assert.equal(s.vms.get(1)!.state, 'Stopped');
+});
+
+test('passivating a host drops what was compiled for it; the removals it owed go to its new holder', () => {
+  const { s, full } = twoFleets();
+  const r = emptyReload();
+  r.vms.set(4, { ...vm(4, null), state: 'Stopped' });
+  r.nics.set(4, [nic(4, '10.0.0.4')]);
+  r.groupsOfVm.set(4, [2]);
+  const j = new Journal(s);
+  j.apply(r);
+  for (const h of full.recompile(full.impact([{ kind: 'vmState', vmId: 4 }], j.before(), [4], []), 3)) full.advance(h, 3);
+  assert.ok(full.pendingRemovals.get(4)?.has(2));
+  const vms = full.passivate(2);
+  assert.deepEqual(vms.sort(), [2, 4]);
+  assert.ok(!full.policies.has(2) && full.policies.has(1));
+  assert.equal(full.hosts.get(2)!.vms.size, 0);
+  assert.ok(!full.pendingRemovals.has(4));
+  assert.equal(full.leftPassive.get(4), 2);
+  // An agent known to hold the current content (its acked revision): the removal is done, nothing owed.
+  assert.equal(full.activate(2, 3), 3);
+  assert.ok(!full.pendingRemovals.has(4) && !full.leftPassive.has(4));
+  assert.ok(full.policies.has(2));
+});
+
+test('sync: a VM placed on or taken off a host another server holds is never written by this server; once active, it is decided as before', async () => {
+  const { s, part, batch } = twoFleets();
+  const held = new Set<number>([1]);      // this server holds host 1's session; host 2 is held elsewhere
+  const sync = new SyncTracker(null as never, silentLog, part, 'me', (h) => held.has(h));
+  const writes: { vm: number; state: string; owned: boolean | null }[] = [];
+  const desired: number[] = [];
+  Object.assign(sync.status, {
+    vm: (vm: number, state: string, _e: string | null, a: { owned: boolean } | null) => { writes.push({ vm, state, owned: a ? a.owned : null }); },
+    desired: (h: number) => { desired.push(h); },
+    host: () => {},
+  });
+  for (const v of [1, 2, 3, 4]) sync.refreshVm(v);
+  assert.deepEqual(writes.map((w) => w.vm).sort(), [1, 3], 'VMs 2 and 4 (host 2, held elsewhere) are not written at all');
+  assert.ok(writes.every((w) => w.state === 'Pending' && w.owned === true));
+  // VM 2 stops: taken off the passive host. Not written — not Synced because this server compiled nothing.
+  writes.length = 0;
+  const r = emptyReload();
+  r.vms.set(2, { ...vm(2, null), state: 'Stopped' });
+  r.nics.set(2, [nic(2, '10.0.0.2')]);
+  r.groupsOfVm.set(2, [1]);
+  batch(5, r, [{ kind: 'vmState', vmId: 2 }], [2], []);
+  sync.forgetVms([2]);
+  sync.refreshVm(2);
+  sync.refreshVm(4);
+  assert.equal(writes.length, 0, 'nothing written');
+  // The twin: a VM taken off a host this server is active for (host 1) and owed nowhere is Synced.
+  const r2 = emptyReload();
+  r2.vms.set(3, { ...vm(3, null), state: 'Stopped' });
+  r2.nics.set(3, [nic(3, '10.0.0.3')]);
+  r2.groupsOfVm.set(3, [2]);
+  batch(6, r2, [{ kind: 'vmState', vmId: 3 }], [3], []);
+  sync.forgetVms([3]);                    // as the control plane does for the VMs a batch touched
+  sync.refreshVm(3);
+  assert.deepEqual(writes.map((w) => [w.vm, w.state]), [[3, 'Pending']], 'owed by host 1 until it acks');
+  sync.onAck(1, { type: 'ack', revision: 6, vms: {} } as never, 6, new Date().toISOString());
+  assert.deepEqual(writes.map((w) => [w.vm, w.state]), [[3, 'Pending'], [3, 'Synced']]);
+  // A session for host 2 starts here: it is compiled, and its VMs (and the removal of VM 2) are Pending until its agent acks.
+  writes.length = 0;
+  held.add(2);
+  part.activate(2);
+  sync.holderChanged(2);
+  assert.deepEqual(writes.map((w) => [w.vm, w.state, w.owned]).sort(), [[2, 'Pending', true], [4, 'Pending', true]]);
+  const rev = part.hosts.get(2)!.revision;
+  const e4 = part.hosts.get(2)!.vms.get(vm(4, 2).uuid)!;
+  sync.onAck(2, { type: 'ack', revision: rev, vms: { [vm(4, 2).uuid]: { ok: true } } } as never, rev, new Date().toISOString());
+  assert.equal(e4.vmId, 4);
+  assert.deepEqual(writes.slice(2).map((w) => [w.vm, w.state]).sort(), [[2, 'Synced'], [4, 'Synced']]);
+  assert.equal(s.vms.get(2)!.state, 'Stopped');
+  await sync.close().catch(() => {});
 });
