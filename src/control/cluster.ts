@@ -15,7 +15,7 @@
 import type { Logger } from 'pino';
 import { storeUnavailable, type Db } from '../store/db.js';
 import {
-  acquireLeases, buryServer, deadServers, heartbeat, liveLeases, minLivePosition, reassertHostStates, releaseAllLeases, releaseLeases,
+  acquireLeases, buryServer, deadServers, heartbeat, liveLeases, liveServerIds, minLivePosition, reassertHostStates, releaseAllLeases, releaseLeases,
   removeServer, renewLeases, sweepLeases, type ServerRow,
 } from '../store/queries/cluster.js';
 import { pruneFeed } from '../store/queries/feed.js';
@@ -47,8 +47,8 @@ export interface ClusterHooks {
   healthy(): void;
   /** The `result` (JSON) of a job failed because its server died. */
   jobFailure(server: ServerRow): string;
-  /** Every live lease (host → server), read with each tick after the sweep. */
-  leases?(live: Map<number, string>): void;
+  /** Every live lease (host → server) and the live servers' ids, read with each tick after the sweep. */
+  leases?(live: Map<number, string>, servers: string[]): void;
 }
 
 const PRUNE_EVERY = 5;   // ticks
@@ -218,7 +218,7 @@ export class Cluster {
       const min = await minLivePosition(this.db);
       if (min !== null) await pruneFeed(this.db, min);
     }
-    if (this.hooks.leases) this.hooks.leases(await liveLeases(this.db));
+    if (this.hooks.leases) this.hooks.leases(await liveLeases(this.db), await liveServerIds(this.db));
   }
 
   // ---- leases ----------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ export class ControlPlaneImpl {
     this.connections = new ConnectionsControl(log, () => this.hub, (h) => fleet.hosts.get(h)?.vms, settings.revokeCutConnections);
     const timing = { ...DEFAULT_TIMING, ...o.timing };
     this.sync = new SyncTracker(db, log, fleet, o.serverId, (h) => this.hub.holds(h));
-    this.activity = new HostActivity({ db, log, fleet, sync: this.sync, serial: this.serial, serverId: o.serverId, start, holds: (h) => this.hub.holds(h) });
+    this.activity = new HostActivity({ db, log, fleet, sync: this.sync, serial: this.serial, serverId: o.serverId, start, graceMs: timing.leaseTtlMs, holds: (h) => this.hub.holds(h) });
     this.cluster = new Cluster(o.clusterDb ?? db, log, o.serverId, o.serverName, {
       position: () => this.batches.processed,
       held: () => this.hub.held(),
@@ -86,7 +86,7 @@ export class ControlPlaneImpl {
       unhealthy: () => { this.hub.accepting = false; this.hub.closeAll(4503, 'server cannot reach its database'); },
       healthy: () => { this.hub.accepting = !this.closed; },
       jobFailure: o.jobFailure,
-      leases: (live) => { void this.activity.observe(live).catch((e) => log.warn({ err: e instanceof Error ? e.message : String(e) }, 'control: could not follow which hosts other servers hold')); },
+      leases: (live, servers) => { void this.activity.observe(live, servers).catch((e) => log.warn({ err: e instanceof Error ? e.message : String(e) }, 'control: could not follow which hosts other servers hold')); },
     }, timing);
     this.batches = new Batches(db, log, fleet, this.serial, start, {
       hostGone: (id, code, reason) => { this.hub.drop(id, code, reason); this.sync.forgetHost(id); this.telemetry.forget(id); },

@@ -102,9 +102,18 @@ before(async () => {
   }
 });
 
+const stopped = new Set<Server>();
+async function stop(s: Server): Promise<void> {
+  if (stopped.has(s)) return;
+  stopped.add(s);
+  await s.app.close();
+  await s.cp.close();
+  await s.db.destroy();
+}
+
 after(async () => {
   for (const a of agents) { await a.stop(); fs.rmSync(a.dir, { recursive: true, force: true }); }
-  for (const s of servers) { await s.app.close(); await s.cp.close(); await s.db.destroy(); }
+  for (const s of servers) await stop(s);
   await pg?.stop();
 });
 
@@ -139,11 +148,15 @@ test('a host nobody holds: its VMs stay as its last holder left them, and go Pen
   const a3 = agents[2];
   await a3.stop();
   const { h3 } = hosts;
-  await waitFor('B takes h3 as held by nobody (active again)', () => !B.impl.fleet.isPassive(h3.internal), 15_000, 50);
-  await B.impl.settle();
-  await B.impl.sync.status.flush();
+  // A held h3 and stays active for it; B compiles it only if it is the warden (after a lease period).
+  const warden = [A, B].find((s) => s.impl.activity.warden)!;
+  assert.ok(warden, 'one of the two is the warden');
+  assert.equal([A, B].filter((s) => s.impl.activity.warden).length, 1, 'exactly one');
+  await waitFor('the warden is active for h3', () => !warden.impl.fleet.isPassive(h3.internal), 15_000, 50);
+  assert.ok(!A.impl.fleet.isPassive(h3.internal));
+  await sleep(500);
+  for (const s of [A, B]) { await s.impl.settle(); await s.impl.sync.status.flush(); }
   assert.equal((await vmRow(B.srv, vms.v3.id)).securitygroupsyncstate, 'Synced', 'nothing changed since its agent acked: Synced stands');
-  assert.ok(B.impl.fleet.policies.has(vms.v3.internal), 'B compiles it now');
   // Through B: v3 (nobody holds h3) goes Pending and h3's desired revision passes what its agent acked.
   await job(B.srv, 'authorizeSecurityGroupIngress', { securitygroupid: web, protocol: 'tcp', startport: 8181, endport: 8181, cidrlist: '0.0.0.0/0' });
   await waitFor('v3 Pending', async () => (await vmRow(B.srv, vms.v3.id)).securitygroupsyncstate === 'Pending', 15_000, 50);
@@ -180,4 +193,17 @@ test('an agent moving to the server that held nothing for its host gets the same
   });
   await waitFor('v2 synced', async () => (await vmRow(A.srv, vms.v2.id)).securitygroupsyncstate === 'Synced', 15_000, 50);
   assert.deepEqual(content(moved.state), content(A.impl.fleet.snapshot(h2.internal)));
+});
+
+test('a server that stops: the survivor becomes the warden, compiles the hosts nobody holds now and marks their VMs Pending on a change', async () => {
+  const { h1, h2 } = hosts;
+  assert.ok(B.impl.fleet.isPassive(h1.internal) && B.impl.fleet.isPassive(h2.internal), 'B compiled nothing for A\'s hosts');
+  // A stops (its leases and heartbeat row go); its agents know only A and stay away.
+  await stop(A);
+  await waitFor('B is the warden', () => B.impl.activity.warden, 15_000, 50);
+  await waitFor('B active for h1 and h2', () => !B.impl.fleet.isPassive(h1.internal) && !B.impl.fleet.isPassive(h2.internal), 15_000, 50);
+  assert.ok(B.impl.fleet.policies.has(vms.v1.internal) && B.impl.fleet.policies.has(vms.v2.internal));
+  await job(B.srv, 'authorizeSecurityGroupIngress', { securitygroupid: web, protocol: 'tcp', startport: 8383, endport: 8383, cidrlist: '0.0.0.0/0' });
+  await waitFor('v1 and v2 Pending', async () => (await vmRow(B.srv, vms.v1.id)).securitygroupsyncstate === 'Pending' && (await vmRow(B.srv, vms.v2.id)).securitygroupsyncstate === 'Pending', 15_000, 50);
+  for (const h of [h1, h2]) assert.equal((await hostRow(B.srv, h.id)).securitygroupsynced, false);
 });

@@ -140,10 +140,10 @@ export async function ackedRevisions(db: Q, hostIds: number[]): Promise<Map<numb
   return out;
 }
 
-/** Is a server other than `serverId` alive (heartbeat not expired)? */
-export async function otherServersAlive(db: Q, serverId: string): Promise<boolean> {
-  const r = await db.selectFrom('servers').select('id').where('id', '<>', serverId).where('expires_at', '>=', dbNowMs(db) as never).limit(1).executeTakeFirst();
-  return r !== undefined;
+/** The ids of the live servers (heartbeat not expired). */
+export async function liveServerIds(db: Q): Promise<string[]> {
+  const rows = await db.selectFrom('servers').select('id').where('expires_at', '>=', dbNowMs(db) as never).orderBy('id').execute();
+  return rows.map((r) => r.id);
 }
 
 /** Extend every lease this server holds; returns the hosts it still holds. */
