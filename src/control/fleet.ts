@@ -11,10 +11,11 @@
 //
 // Several servers (DESIGN.md §6): the per-host work — compiling a host's VMs, advancing its given
 // state, the sets it references — is done only for the hosts this server is *active* for: those whose
-// agent session it holds, and those nobody holds (someone has to mark their VMs Pending and raise their
-// desired revision; every server does it, the store's conditions make only the unheld writes land).
-// A host held by another server is *passive* here: its VMs' placement is tracked (cheap) but nothing is
-// compiled for it, so each server's CPU and memory scale with the hosts it holds, not with the fleet.
+// agent session it holds, and hosts nobody holds that it was active for or took up as the warden
+// (someone has to mark their VMs Pending and raise their desired revision; the store's conditions make
+// only such writes land while nobody holds the host; activity.ts decides). A host another server holds
+// is *passive* here: its VMs' placement is tracked (cheap) but nothing is compiled for it, so each
+// server's CPU and memory scale with the hosts it holds, not with the fleet.
 // What a passive host needs later is remembered as feed positions: `changedAt` (the last batch that may
 // have changed its content: a VM placed on or off it or in a batch's impact, conservatively) and per
 // set the last batch that may have changed its members. A host becomes active (activate()) when a
