@@ -278,8 +278,10 @@ export class Fleet {
    */
   private recompileVm(vmId: number, dirty: Set<number>, newSets: Set<string>, memo: CompileMemo, passiveHit: Set<number>): void {
     const oldHost = this.vmHost.get(vmId) ?? null;
-    const oldPolicy = this.policies.get(vmId);
     const host = this.placedHost(vmId);
+    // Still on the same passive host (a rule change of a group with members everywhere): only the stamp.
+    if (host !== null && host === oldHost && this.passive.has(host)) { passiveHit.add(host); return; }
+    const oldPolicy = this.policies.get(vmId);
     let policy: VmPolicy | null = null;
     if (host !== null && !this.passive.has(host)) {
       // A VM that cannot be compiled keeps the rules it has (never unprotected because of a bug).
