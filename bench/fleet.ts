@@ -35,9 +35,10 @@
 //     machine is already busy with one.
 //   - PostgreSQL runs with fsync=off (test/helpers/postgres.ts): a throwaway cluster; commits cost no
 //     disk flush here, unlike production.
-//   - FLEET_SERVER_LOG=<file> keeps the servers' logs (both streams), FLEET_AGENT_LOG=<file> the agents'
-//     warnings, FLEET_SERVER_NODE_ARGS passes node flags to the servers (e.g. --cpu-prof), FLEET_MARKS=1
-//     prints the phases' windows on the monotonic clock of CPU profiles.
+//   - FLEET_SERVER_LOG=<file> keeps the servers' logs (both streams; their level: FLEET_SERVER_LOG_LEVEL,
+//     default warn; it was read from FLEET_SERVER_LOG itself, so keeping the logs kept them from starting),
+//     FLEET_AGENT_LOG=<file> the agents' warnings, FLEET_SERVER_NODE_ARGS passes node flags to the servers
+//     (e.g. --cpu-prof), FLEET_MARKS=1 prints the phases' windows on the monotonic clock of CPU profiles.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -84,7 +85,7 @@ class ServerProc {
   async start(): Promise<number> {
     const nodeArgs = process.env.FLEET_SERVER_NODE_ARGS ? process.env.FLEET_SERVER_NODE_ARGS.split(' ') : [];
     const extra = [...(this.db ? ['--db', this.db] : []), ...(this.name ? ['--name', this.name] : [])];
-    const c = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', MAIN, 'server', '--listen', `127.0.0.1:${this.port}`, '--data-dir', this.dataDir, '--log-level', arg('server-log', 'warn'), ...extra],
+    const c = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', MAIN, 'server', '--listen', `127.0.0.1:${this.port}`, '--data-dir', this.dataDir, '--log-level', arg('server-log-level', 'warn'), ...extra],
       { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = c;
     const logFile = process.env.FLEET_SERVER_LOG;
