@@ -5,7 +5,9 @@
 // its VMs' sync state. Every statement carries that condition, checked by the database at write time,
 // so a server that lost a host (its agent moved) cannot overwrite the new holder's writes. A server
 // that does not hold a host may only mark its VMs Pending (and raise its desired revision) while nobody
-// holds it: all servers see every change, and someone has to say it is not enforced yet.
+// holds it: every server sees every change, and someone has to say it is not enforced yet (the servers
+// still active for that host do: the last to hold it and the warden, activity.ts; a server writes nothing
+// at all about VMs of hosts another server holds).
 // A flush that fails is kept (newer values win) and retried.
 import { sql } from 'kysely';
 import type { Db } from '../store/db.js';
