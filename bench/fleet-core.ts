@@ -7,7 +7,8 @@
 //   change  journal → impact → recompile (the VM policies, with their per-VM hash) → advance of every
 //           dirty host → the JSON of each delta (what a push writes to the socket).
 // `--held F` (0..1): the share of hosts this server holds, the others held by other servers (Fleet's
-// passive hosts, see fleet.ts): shows what the per-host work scales with.
+// passive hosts, see fleet.ts): shows what the per-host work scales with; at the end every passive host
+// is activated (what a failover's hellos compile).
 // Run: node --import tsx bench/fleet-core.ts [--hosts 10000] [--vms 20] [--changes 5] [--held 1]
 import { emptyCloudState, type CloudState } from '../src/policy/state.js';
 import { Fleet } from '../src/control/fleet.js';
@@ -92,4 +93,11 @@ for (let k = 0; k < CHANGES; k++) {
   for (const d of deltas) bytes += deltaJson(d).length;
   const t4 = performance.now();
   console.log(`change ${k + 1}: impact ${(t1 - t0).toFixed(0)} ms (${impact.vms.size} VMs), recompile ${(t2 - t1).toFixed(0)} ms, advance ${(t3 - t2).toFixed(0)} ms (${deltas.length} deltas), JSON ${(t4 - t3).toFixed(0)} ms (${(bytes / 2 ** 20).toFixed(1)} MB); total ${(t4 - t0).toFixed(0)} ms`);
+}
+
+if (passive.size) {
+  // A failover: every passive host activated (a hello each), between two batches.
+  const t0 = performance.now();
+  for (const h of passive) fleet.activate(h);
+  console.log(`activate ${passive.size} passive hosts (a failover's hellos): ${(performance.now() - t0).toFixed(0)} ms`);
 }

@@ -202,6 +202,11 @@ export class Fleet {
   /** VM → the passive host it was last taken off (its holder confirms the removal); per host, the VMs. */
   readonly leftPassive = new Map<number, number>();
   private readonly leftByHost = new Map<number, Set<number>>();
+  /**
+   * Compiled rule templates shared by activations between two batches (the state does not change in
+   * between): a failover's thousands of hellos compile each group set once, not once per host.
+   */
+  private activationMemo: CompileMemo = new Map();
 
   constructor(public state: CloudState) {}
 
@@ -327,6 +332,7 @@ export class Fleet {
 
   /** Everything from scratch (start-up; passive hosts: placement only). */
   buildAll(): Set<number> {
+    this.activationMemo = new Map();
     const dirty = new Set<number>(this.hosts.keys());
     const newSets = new Set<string>();
     const memo: CompileMemo = new Map();
@@ -372,6 +378,7 @@ export class Fleet {
    * hosts whose desired state may have changed (passive ones are stamped with the position instead).
    */
   recompile(impact: { vms: Set<number>; sets: Set<string>; hosts: Set<number> }, position: number): Set<number> {
+    this.activationMemo = new Map();
     const dirty = new Set<number>();
     const passiveHit = new Set<number>();
     for (const h of impact.hosts) if (this.passive.has(h)) passiveHit.add(h); else dirty.add(h);
@@ -424,7 +431,7 @@ export class Fleet {
     this.passive.delete(hostId);
     let stamp = Math.max(h.revision, this.changedAt.get(hostId) ?? h.revision);
     this.changedAt.delete(hostId);
-    const memo: CompileMemo = new Map();
+    const memo = this.activationMemo;
     const newSets = new Set<string>();
     for (const vmId of this.hostVms.get(hostId) ?? []) {
       let p: VmPolicy;
