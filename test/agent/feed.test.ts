@@ -15,9 +15,8 @@ import { buildServer } from '../../src/api/server.js';
 import { deadServerJobResult } from '../../src/api/dispatcher.js';
 import { createControlPlane, type ControlPlane } from '../../src/control/index.js';
 import { loadCloudState } from '../../src/control/load.js';
-import { signParams, formatExpires } from '../../src/api/signing.js';
 import type { TestServer } from '../helpers/server.js';
-import { freePort } from '../helpers/server.js';
+import { apiClient, freePort } from '../helpers/server.js';
 import { failOnUnhandledRejection } from '../helpers/rejections.js';
 import { addHost, createCloud, deploy, hostRow, job, ok, silentLog, simAgent, sleep, waitFor, type Cloud } from './helpers.js';
 
@@ -68,23 +67,7 @@ before(async () => {
   const port = await freePort();
   await app.listen({ host: '127.0.0.1', port });
   const url = `http://127.0.0.1:${port}/client/api`;
-  const call = async (command: string, params: Record<string, string | number | boolean> = {}) => {
-    const p: Record<string, string> = { command, response: 'json', apiKey: boot.apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 600_000)) };
-    for (const [k, v] of Object.entries(params)) p[k] = String(v);
-    p.signature = signParams(p, boot.secretkey);
-    const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(p).toString() });
-    return { status: r.status, body: await r.json() as any };
-  };
-  const callAndWait = async (command: string, params: Record<string, string | number | boolean> = {}) => {
-    const r = await call(command, params);
-    const jobid = r.body?.[`${command.toLowerCase()}response`]?.jobid;
-    if (r.status !== 200 || !jobid) return r;
-    for (;;) {
-      const j = (await call('queryAsyncJobResult', { jobid })).body.queryasyncjobresultresponse;
-      if (j.jobstatus !== 0) return { status: 200, body: j };
-      await sleep(20);
-    }
-  };
+  const { call, callAndWait } = apiClient(url, boot, 20);
   srv = { port, url, call, callAndWait } as unknown as TestServer;
   cloud = await createCloud(srv);
   host = await addHost(srv, 'feed-h1');

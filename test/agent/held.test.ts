@@ -14,9 +14,8 @@ import { buildServer } from '../../src/api/server.js';
 import { deadServerJobResult } from '../../src/api/dispatcher.js';
 import { createControlPlane, type ControlPlane } from '../../src/control/index.js';
 import type { ControlPlaneImpl } from '../../src/control/plane.js';
-import { signParams, formatExpires } from '../../src/api/signing.js';
 import { startPostgres, type PgCluster } from '../helpers/postgres.js';
-import { freePort, type TestServer } from '../helpers/server.js';
+import { apiClient, freePort, type TestServer } from '../helpers/server.js';
 import { failOnUnhandledRejection } from '../helpers/rejections.js';
 import { addHost, createCloud, deploy, hostRow, job, ok, silentLog, simAgent, sleep, vmRow, waitFor, type Cloud } from './helpers.js';
 
@@ -47,23 +46,7 @@ async function startServer(name: string, creds: { apikey: string; secretkey: str
   const port = await freePort();
   await app.listen({ host: '127.0.0.1', port });
   const url = `http://127.0.0.1:${port}/client/api`;
-  const call = async (command: string, params: Record<string, string | number | boolean> = {}) => {
-    const p: Record<string, string> = { command, response: 'json', apiKey: creds.apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 600_000)) };
-    for (const [k, v] of Object.entries(params)) p[k] = String(v);
-    p.signature = signParams(p, creds.secretkey);
-    const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(p).toString() });
-    return { status: r.status, body: await r.json() as any };
-  };
-  const callAndWait = async (command: string, params: Record<string, string | number | boolean> = {}) => {
-    const r = await call(command, params);
-    const jobid = r.body?.[`${command.toLowerCase()}response`]?.jobid;
-    if (r.status !== 200 || !jobid) return r;
-    for (;;) {
-      const j = (await call('queryAsyncJobResult', { jobid })).body.queryasyncjobresultresponse;
-      if (j.jobstatus !== 0) return { status: 200, body: j };
-      await sleep(20);
-    }
-  };
+  const { call, callAndWait } = apiClient(url, creds, 20);
   const s: Server = { name, db, cp, impl: cp.impl!, app, srv: { port, url, call, callAndWait } as unknown as TestServer };
   servers.push(s);
   return s;

@@ -9,9 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startPostgres, type PgCluster } from '../helpers/postgres.js';
-import { assertNoUnhandledRejection, freePort, type TestServer } from '../helpers/server.js';
-import { signParams, formatExpires } from '../../src/api/signing.js';
-import { addHost, createCloud, deploy, hostRow, job, simAgent, vmIds, vmRow, waitFor, sleep } from './helpers.js';
+import { apiClient, assertNoUnhandledRejection, freePort, type TestServer } from '../helpers/server.js';
+import { addHost, createCloud, deploy, hostRow, job, simAgent, vmIds, vmRow, waitFor } from './helpers.js';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
 let pg: PgCluster;
@@ -45,23 +44,7 @@ before(async () => {
   const port = await freePort();
   await launch(port);
   const creds = JSON.parse(fs.readFileSync(path.join(dataDir, 'admin-credentials.json'), 'utf8'));
-  const call = async (command: string, params: Record<string, string | number | boolean> = {}) => {
-    const p: Record<string, string> = { command, response: 'json', apiKey: creds.apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 600_000)) };
-    for (const [k, v] of Object.entries(params)) p[k] = String(v);
-    p.signature = signParams(p, creds.secretkey);
-    const r = await fetch(`http://127.0.0.1:${port}/client/api`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(p).toString() });
-    return { status: r.status, body: await r.json() as any };
-  };
-  const callAndWait = async (command: string, params: Record<string, string | number | boolean> = {}) => {
-    const r = await call(command, params);
-    const jobid = r.body?.[`${command.toLowerCase()}response`]?.jobid;
-    if (r.status !== 200 || !jobid) return r;
-    for (;;) {
-      const j = (await call('queryAsyncJobResult', { jobid })).body.queryasyncjobresultresponse;
-      if (j.jobstatus !== 0) return { status: 200, body: j };
-      await sleep(50);
-    }
-  };
+  const { call, callAndWait } = apiClient(`http://127.0.0.1:${port}/client/api`, creds, 50);
   srv = { port, call, callAndWait, restart: async () => { await kill(); await launch(port); }, output: () => out } as unknown as TestServer;
 });
 

@@ -56,6 +56,44 @@ export async function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * A signed CloudStack API client for `url` (…/client/api): `call` posts one command, `callAndWait`
+ * also follows an async job to its end (polling every `pollMs`, for at most a minute).
+ */
+export function apiClient(url: string, creds: Creds, pollMs = 50) {
+  async function call(command: string, params: Record<string, string | number | boolean> = {}, who: Creds = creds): Promise<ApiResult> {
+    const p: Record<string, string> = { command, response: 'json', apiKey: who.apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 600_000)) };
+    for (const [k, v] of Object.entries(params)) p[k] = String(v);
+    p.signature = signParams(p, who.secretkey);
+    const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(p).toString() });
+    const text = await r.text();
+    let body: any;
+    try { body = JSON.parse(text); } catch { body = text; }
+    return { status: r.status, body };
+  }
+
+  async function waitJob(jobid: string, who: Creds = creds): Promise<any> {
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      const r = await call('queryAsyncJobResult', { jobid }, who);
+      const j = r.body?.queryasyncjobresultresponse;
+      if (!j) throw new Error(`queryAsyncJobResult failed: ${JSON.stringify(r.body)}`);
+      if (j.jobstatus !== 0) return j;
+      await sleep(pollMs);
+    }
+    throw new Error(`job ${jobid} did not finish`);
+  }
+
+  async function callAndWait(command: string, params: Record<string, string | number | boolean> = {}, who: Creds = creds): Promise<ApiResult> {
+    const r = await call(command, params, who);
+    const inner = r.body?.[`${command.toLowerCase()}response`];
+    if (r.status !== 200 || !inner?.jobid) return r;
+    return { status: 200, body: await waitJob(inner.jobid, who) };
+  }
+
+  return { call, waitJob, callAndWait };
+}
+
 /** `db`: a postgres:// URL to run on PostgreSQL instead of the embedded SQLite store; `args`: more server options. */
 export async function startServer(opts: { dataDir?: string; db?: string; args?: string[] } = {}): Promise<TestServer> {
   const ownDir = !opts.dataDir;
@@ -107,34 +145,7 @@ export async function startServer(opts: { dataDir?: string; db?: string; args?: 
   await launch();
   const creds: Creds = JSON.parse(fs.readFileSync(path.join(dataDir, 'admin-credentials.json'), 'utf8'));
 
-  async function call(command: string, params: Record<string, string | number | boolean> = {}, who: Creds = creds): Promise<ApiResult> {
-    const p: Record<string, string> = { command, response: 'json', apiKey: who.apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 600_000)) };
-    for (const [k, v] of Object.entries(params)) p[k] = String(v);
-    p.signature = signParams(p, who.secretkey);
-    const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(p).toString() });
-    const text = await r.text();
-    let body: any;
-    try { body = JSON.parse(text); } catch { body = text; }
-    return { status: r.status, body };
-  }
-
-  async function waitJob(jobid: string, who: Creds = creds): Promise<any> {
-    for (let i = 0; i < 600; i++) {
-      const r = await call('queryAsyncJobResult', { jobid }, who);
-      const j = r.body?.queryasyncjobresultresponse;
-      if (!j) throw new Error(`queryAsyncJobResult failed: ${JSON.stringify(r.body)}`);
-      if (j.jobstatus !== 0) return j;
-      await sleep(50);
-    }
-    throw new Error(`job ${jobid} did not finish`);
-  }
-
-  async function callAndWait(command: string, params: Record<string, string | number | boolean> = {}, who: Creds = creds): Promise<ApiResult> {
-    const r = await call(command, params, who);
-    const inner = r.body?.[`${command.toLowerCase()}response`];
-    if (r.status !== 200 || !inner?.jobid) return r;
-    return { status: 200, body: await waitJob(inner.jobid, who) };
-  }
+  const { call, waitJob, callAndWait } = apiClient(url, creds);
 
   return {
     url, port, dataDir, apikey: creds.apikey, secretkey: creds.secretkey,
