@@ -140,12 +140,25 @@ test('item 3: before a hello only a few KB are read; a 64 MB frame costs the ser
   assert.ok(rss1 - rss0 < 32, `RSS grew by ${(rss1 - rss0).toFixed(1)} MB`);
 
   // Many small frames before a hello add up the same way (a big frame may already be refused by its
-  // header, 1009, when that arrives alone; these can only be stopped by the count).
+  // header, 1009, when that arrives alone). Unsolicited pongs get no answer, so only the count stops them.
   const logged = (srv.output().match(/bytes before its hello was accepted/g) ?? []).length;
   const d = await rawConnect(srv.port);
-  for (let i = 0; i < 2 * PRE_HELLO_MAX_BYTES / 100; i++) d.write(frame(Buffer.alloc(100, 0x20), { opcode: 9 }));
-  assert.ok(await endsWithin(d, 5000), 'pings past the bound end the connection');
+  for (let i = 0; i < 2 * PRE_HELLO_MAX_BYTES / 100; i++) d.write(frame(Buffer.alloc(100, 0x20), { opcode: 10 }));
+  assert.ok(await endsWithin(d, 5000), 'pongs past the bound end the connection');
   await waitFor('logged', () => (srv.output().match(/bytes before its hello was accepted/g) ?? []).length > logged);
+  // A ping flood ends too: by the count, or earlier by ws's own bound on pongs it still has to write
+  // (it then ends the connection without a log line of ours, so only the end is asserted).
+  const pings = await rawConnect(srv.port);
+  for (let i = 0; i < 2 * PRE_HELLO_MAX_BYTES / 100; i++) pings.write(frame(Buffer.alloc(100, 0x20), { opcode: 9 }));
+  assert.ok(await endsWithin(pings, 5000), 'pings past the bound end the connection');
+  // The twin: fewer bytes than the bound, then a hello, is a normal session.
+  const few = await rawConnect(srv.port);
+  for (let i = 0; i < 20; i++) few.write(frame(Buffer.alloc(100, 0x20), { opcode: 10 }));
+  few.write(frame(hello(target.token)));
+  await accepted(few);
+  assert.equal(await endsWithin(few, 300), false, 'a few frames before a hello are fine');
+  few.destroy();
+  await few.ended;
 
   // After a hello: a frame over AGENT_FRAME_MAX_BYTES is refused by its header (1009) …
   const e = await rawConnect(srv.port);
