@@ -411,6 +411,16 @@ async function commitToPush(servers: ServerProc[]): Promise<{ sum: number; count
   }));
 }
 
+/** Desired-state pushes the servers made so far, by kind (palisade_control_pushes_total). */
+async function pushesByKind(servers: ServerProc[]): Promise<{ delta: number; snapshot: number }> {
+  const each = await Promise.all(servers.map(async (s) => {
+    const text = await (await fetch(`${s.url}/metrics`)).text();
+    const num = (kind: string) => Number(new RegExp(`^palisade_control_pushes_total\\{kind="${kind}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+    return { delta: num('delta'), snapshot: num('snapshot') };
+  }));
+  return each.reduce((a, b) => ({ delta: a.delta + b.delta, snapshot: a.snapshot + b.snapshot }), { delta: 0, snapshot: 0 });
+}
+
 /** A server's V8 heap (used, committed) and memory outside it (Buffers), MB, from its /metrics: what its RSS is made of. */
 async function heapMb(s: ServerProc): Promise<{ used: number; total: number; external: number }> {
   const text = await (await fetch(`${s.url}/metrics`)).text();
@@ -572,14 +582,22 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
     const victim = N > 1 ? servers[spread.indexOf(Math.max(...spread))] : null;
     let failoverMs = NaN;
     let movedHosts = 0;
+    const survivors = servers.filter((s) => s !== victim);
+    let failoverPushes = { delta: 0, snapshot: 0 };
+    let failoverCpu: CpuUse | null = null;
     if (victim) {
       const resync = pool.armResync(victim.url, 120_000);
       movedHosts = await resync.armed;
+      const before = await pushesByKind(survivors);
+      // The bench's own time without its reaped children: the killed server's lifetime CPU lands there.
+      const cpuEnd = cpuStart(() => ({ ...cpuGroups(survivors)(), 'bench + burst client': { pids: [process.pid] } }));
       const tk = nowMs();
       await victim.stop('SIGKILL');
       failoverMs = await resync.done - tk;
+      failoverCpu = cpuEnd();
+      const after = await pushesByKind(survivors);
+      failoverPushes = { delta: after.delta - before.delta, snapshot: after.snapshot - before.snapshot };
     }
-    const survivors = servers.filter((s) => s !== victim);
     const rssAfter = survivors.map((s) => s.rssMb());
     const dbSize = Number((await sql<{ n: string }>`select pg_database_size(current_database()) as n`.execute(db)).rows[0].n);
     const feed = await feedSize(db);
@@ -599,6 +617,9 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
       ...(burst ? [['burst: machine CPU busy, API calls to all converged', `${one.burstCpu!.busyPct}%`, `${many.burstCpu!.busyPct}%`, ''] as [string, string, string, string]] : []),
       ...(burst ? Object.keys(many.burstCpu!.seconds).map((k) => [`  CPU s until converged, ${k}`, String(one.burstCpu!.seconds[k] ?? ''), String(many.burstCpu!.seconds[k]), ''] as [string, string, string, string]) : []),
       ['SIGKILL a server → its hosts reconnected + resynced', '', `${Math.round(failoverMs)} ms (${movedHosts} hosts)`, '< 10 s'],
+      ['  survivors\' pushes meanwhile: deltas / snapshots', '', `${failoverPushes.delta} / ${failoverPushes.snapshot}`, ''],
+      ...(failoverCpu ? [['  machine CPU busy meanwhile', '', `${failoverCpu.busyPct}%`, ''] as [string, string, string, string]] : []),
+      ...(failoverCpu ? Object.keys(failoverCpu.seconds).map((k) => [`  CPU s meanwhile, ${k}`, '', String(failoverCpu!.seconds[k]), ''] as [string, string, string, string]) : []),
       ['server RSS', `${one.rss.map((x) => x.toFixed(0)).join('')} MB`, `${many.rss.map((x) => x.toFixed(0)).join(' / ')} MB; after the kill ${rssAfter.map((x) => x.toFixed(0)).join(' / ')} MB`, '< 1 GB each'],
       ['  of which V8 heap used / committed, external (MB)', one.heap.map((h) => `${h.used} / ${h.total}, ${h.external}`).join(''), many.heap.map((h) => `${h.used} / ${h.total}, ${h.external}`).join('; '), ''],
       ['database size / change feed', '', `${(dbSize / 2 ** 20).toFixed(0)} MB / ${feed.rows} rows, ${(feed.bytes / 1024).toFixed(0)} KB`, ''],

@@ -108,6 +108,8 @@ export class Batches {
     if (!items.length) return;
     this.queue = [];
     const changes = items.flatMap((e) => e.changes);
+    // Each change's feed position: passive hosts are stamped per change (Fleet.impact).
+    const seqs = items.flatMap((e) => e.changes.map(() => e.seq));
     const position = items[items.length - 1].seq;
     const groupIds = new Set<number>();
     const vmIds = new Set<number>();
@@ -147,7 +149,7 @@ export class Batches {
     if (reload) {
       const journal = new Journal(this.fleet.state);
       journal.apply(reload);
-      const impact = this.fleet.impact(changes, journal.before(), vmIds, groupIds);
+      const impact = this.fleet.impact(changes, journal.before(), vmIds, groupIds, seqs);
       for (const h of this.fleet.recompile(impact, position)) dirty.add(h);
       for (const e of this.fleet.compileErrors.splice(0)) {
         if (e.vmId < 0) this.log.error({ err: e.error }, 'control: change analysis failed; using the conservative analysis');

@@ -34,6 +34,16 @@ import { sha256Hex } from '../policy/hash.js';
 import { agentForm, formFamilyJson, nicsJson } from './agent-form.js';
 import type { DeltaMessage } from '../protocol/index.js';
 
+/** Per impacted VM, set and host: the feed position of the last change in the batch that touched it. */
+export interface ImpactStamps { vms: Map<number, number>; sets: Map<string, number>; hosts: Map<number, number> }
+/** What a batch touches (Fleet.impact); `at` when the changes' positions are known. */
+export interface Impact { vms: Set<number>; sets: Set<string>; hosts: Set<number>; at?: ImpactStamps }
+/** Untrusted label intervals kept (see Fleet.untrusted); past this the oldest are merged. */
+const MAX_UNTRUSTED = 4096;
+/** Passive hosts a batch may have changed → the position it changed them at. */
+type PassiveHits = Map<number, number>;
+const hitAt = (hits: PassiveHits, hostId: number, seq: number) => { if (seq > (hits.get(hostId) ?? -1)) hits.set(hostId, seq); };
+
 /** The rule part of a compiled policy, shared by VMs with the same groups within one pass. */
 interface Template { v4: VmPolicy['v4']; v6: VmPolicy['v6']; json4: string; json6: string }
 export type CompileMemo = Map<string, Template>;
@@ -199,6 +209,16 @@ export class Fleet {
   private readonly changedAt = new Map<number, number>();
   /** Set id → the last feed position that may have changed its members (sets in a batch's impact). */
   private readonly setChangedAt = new Map<string, number>();
+  /**
+   * Feed intervals [from, to) inside which an agent's label cannot be trusted here: a batch of several
+   * feed entries in which one entity (VM, group, host) changed more than once. The batch is analysed
+   * net (its state before against after), so an entry changed and changed back in it is not seen as
+   * changed (an authorize revoked again, a VM leaving a group it joined) — but another server that cut
+   * the feed between those changes gave its agents the state in between. Such an agent (its label R in
+   * an interval) gets a snapshot here (since() and activate()), never a delta that would keep the
+   * in-between rule. Sorted, one per such batch; bounded by merging the oldest.
+   */
+  private readonly untrusted: [number, number][] = [];
   /** VM → the passive host it was last taken off (its holder confirms the removal); per host, the VMs. */
   readonly leftPassive = new Map<number, number>();
   private readonly leftByHost = new Map<number, Set<number>>();
@@ -281,18 +301,18 @@ export class Fleet {
    * Recompile one VM: its placement is tracked whatever its host; its policy only for a host this server
    * is active for. Hosts whose content it may change: active ones into `dirty`, passive ones into `passiveHit`.
    */
-  private recompileVm(vmId: number, dirty: Set<number>, newSets: Set<string>, memo: CompileMemo, passiveHit: Set<number>): void {
+  private recompileVm(vmId: number, dirty: Set<number>, newSets: Set<string>, memo: CompileMemo, passiveHit: PassiveHits, seq: number): void {
     const oldHost = this.vmHost.get(vmId) ?? null;
     const host = this.placedHost(vmId);
     // Still on the same passive host (a rule change of a group with members everywhere): only the stamp.
-    if (host !== null && host === oldHost && this.passive.has(host)) { passiveHit.add(host); return; }
+    if (host !== null && host === oldHost && this.passive.has(host)) { hitAt(passiveHit, host, seq); return; }
     const oldPolicy = this.policies.get(vmId);
     let policy: VmPolicy | null = null;
     if (host !== null && !this.passive.has(host)) {
       // A VM that cannot be compiled keeps the rules it has (never unprotected because of a bug).
       try { policy = compileForm(this.state, vmId, memo); } catch (e) { this.compileErrors.push({ vmId, error: e instanceof Error ? e.message : String(e) }); return; }
     }
-    const hit = (h: number) => { if (this.passive.has(h)) passiveHit.add(h); else dirty.add(h); };
+    const hit = (h: number) => { if (this.passive.has(h)) hitAt(passiveHit, h, seq); else dirty.add(h); };
     if (oldHost !== null && oldPolicy) for (const s of setsOf(oldPolicy)) this.ref(s, oldHost, -1);
     if (oldHost !== null) { this.hostVms.get(oldHost)?.delete(vmId); hit(oldHost); }
     this.vmHost.delete(vmId);
@@ -336,60 +356,93 @@ export class Fleet {
     const dirty = new Set<number>(this.hosts.keys());
     const newSets = new Set<string>();
     const memo: CompileMemo = new Map();
-    const passiveHit = new Set<number>();
-    for (const vmId of this.state.vms.keys()) if (this.placedHost(vmId) !== null) this.recompileVm(vmId, dirty, newSets, memo, passiveHit);
+    const passiveHit: PassiveHits = new Map();
+    for (const vmId of this.state.vms.keys()) if (this.placedHost(vmId) !== null) this.recompileVm(vmId, dirty, newSets, memo, passiveHit, 0);
     for (const id of this.setHosts.keys()) this.recompileSet(id, dirty, null);
     for (const h of this.passive) dirty.delete(h);
     return dirty;
   }
 
-  /** Impact of a batch: the compiler's analysis, widened by what the reload itself touched. */
-  impact(changes: Change[], before: CloudState, touchedVms: Iterable<number>, touchedGroups: Iterable<number>): { vms: Set<number>; sets: Set<string>; hosts: Set<number> } {
+  /**
+   * Impact of a batch: the compiler's analysis, widened by what the reload itself touched. `seqs` (the
+   * feed position of each change, parallel to `changes`) makes the passive stamps per change: each
+   * VM, host and set impacted is stamped with the position of the last change in the batch that
+   * touched it, not the batch's end. Servers cut the feed into batches differently; an agent given the
+   * host by another server holds a label at that server's batch end, at or after the change that last
+   * touched the host, so per-change stamps let a moved agent keep its delta (batch-end stamps sent most
+   * of a failover's agents a snapshot).
+   */
+  impact(changes: Change[], before: CloudState, touchedVms: Iterable<number>, touchedGroups: Iterable<number>, seqs?: number[]): Impact {
     const vms = new Set<number>();
     const sets = new Set<string>();
     const hosts = new Set<number>();
-    for (const c of changes) {
+    // A batch of one feed entry (every change at one position) needs no stamps: its end is exact.
+    const at: ImpactStamps | undefined = seqs?.some((q) => q !== seqs[0]) ? { vms: new Map(), sets: new Map(), hosts: new Map() } : undefined;
+    const stamp = <K>(m: Map<K, number> | undefined, k: K, seq: number | undefined) => {
+      if (m && seq !== undefined && seq > (m.get(k) ?? -1)) m.set(k, seq);
+    };
+    /** Per VM / group: the position of the last change naming it (the widening below is stamped with it). */
+    const vmSeq = new Map<number, number>();
+    const groupSeq = new Map<number, number>();
+    changes.forEach((c, index) => {
+      const seq = seqs?.[index];
       try {
         const i = analyzeChange(this.state, c, before);
-        i.vms.forEach((v) => vms.add(v)); i.sets.forEach((s) => sets.add(s)); i.hosts.forEach((h) => hosts.add(h));
+        for (const v of i.vms) { vms.add(v); stamp(at?.vms, v, seq); }
+        for (const x of i.sets) { sets.add(x); stamp(at?.sets, x, seq); }
+        for (const h of i.hosts) { hosts.add(h); stamp(at?.hosts, h, seq); }
       } catch (e) {
         // The widened analysis below still covers what the reload touched.
         this.analyzeFailures++;
         this.compileErrors.push({ vmId: -1, error: `analyzeChange(${c.kind}): ${e instanceof Error ? e.message : String(e)}` });
       }
-      if (c.kind === 'placement') { if (c.fromHostId !== null) hosts.add(c.fromHostId); if (c.toHostId !== null) hosts.add(c.toHostId); }
-    }
-    const groupSets = (g: number) => { sets.add(`sg${g}v4`); sets.add(`sg${g}v6`); };
+      if (c.kind === 'placement') {
+        for (const h of [c.fromHostId, c.toHostId]) if (h !== null) { hosts.add(h); stamp(at?.hosts, h, seq); }
+      }
+      if ('vmId' in c) stamp(vmSeq, c.vmId, seq ?? 0);
+      if (c.kind === 'rules' || c.kind === 'group') stamp(groupSeq, c.groupId, seq ?? 0);
+    });
+    if (at) this.noteRepeats(changes, seqs!);
+    // Without a position for what the reload touched (not named by any change), the batch's end.
+    const last = seqs?.length ? Math.max(...seqs) : undefined;
+    const groupSets = (g: number, seq: number | undefined) => {
+      for (const x of [`sg${g}v4`, `sg${g}v6`]) { sets.add(x); stamp(at?.sets, x, seq); }
+    };
     for (const v of touchedVms) {
+      const seq = vmSeq.get(v) ?? last;
       vms.add(v);
-      for (const g of before.groupsByVm.get(v) ?? []) groupSets(g);
-      for (const g of this.state.groupsByVm.get(v) ?? []) groupSets(g);
+      stamp(at?.vms, v, seq);
+      for (const g of before.groupsByVm.get(v) ?? []) groupSets(g, seq);
+      for (const g of this.state.groupsByVm.get(v) ?? []) groupSets(g, seq);
     }
     for (const g of touchedGroups) {
-      groupSets(g);
-      for (const v of before.membersByGroup.get(g) ?? []) vms.add(v);
-      for (const v of this.state.membersByGroup.get(g) ?? []) vms.add(v);
+      const seq = groupSeq.get(g) ?? last;
+      groupSets(g, seq);
+      for (const v of before.membersByGroup.get(g) ?? []) { vms.add(v); stamp(at?.vms, v, seq); }
+      for (const v of this.state.membersByGroup.get(g) ?? []) { vms.add(v); stamp(at?.vms, v, seq); }
     }
-    return { vms, sets, hosts };
+    return at ? { vms, sets, hosts, at } : { vms, sets, hosts };
   }
 
   /**
    * Recompile the impacted VMs and sets of the batch at feed position `position`; returns the active
-   * hosts whose desired state may have changed (passive ones are stamped with the position instead).
+   * hosts whose desired state may have changed (passive ones are stamped instead: with the position of
+   * the change that touched them when the impact has per-change stamps, else with `position`).
    */
-  recompile(impact: { vms: Set<number>; sets: Set<string>; hosts: Set<number> }, position: number): Set<number> {
+  recompile(impact: Impact, position: number): Set<number> {
     this.activationMemo = new Map();
     const dirty = new Set<number>();
-    const passiveHit = new Set<number>();
-    for (const h of impact.hosts) if (this.passive.has(h)) passiveHit.add(h); else dirty.add(h);
+    const passiveHit: PassiveHits = new Map();
+    const hostAt = (h: number) => impact.at?.hosts.get(h) ?? position;
+    for (const h of impact.hosts) if (this.passive.has(h)) hitAt(passiveHit, h, hostAt(h)); else dirty.add(h);
     const newSets = new Set<string>();
     const memo: CompileMemo = new Map();
-    for (const v of impact.vms) this.recompileVm(v, dirty, newSets, memo, passiveHit);
-    for (const s of impact.sets) this.recompileSet(s, dirty, position);
+    for (const v of impact.vms) this.recompileVm(v, dirty, newSets, memo, passiveHit, impact.at?.vms.get(v) ?? position);
+    for (const s of impact.sets) this.recompileSet(s, dirty, impact.at?.sets.get(s) ?? position);
     for (const s of newSets) if (!impact.sets.has(s)) this.recompileSet(s, dirty, null);
     // Sets nobody references any more leave the cache.
     for (const s of impact.sets) if (!this.setHosts.has(s)) this.sets.delete(s);
-    for (const h of passiveHit) if (this.hosts.has(h)) this.changedAt.set(h, position);
+    for (const [h, seq] of passiveHit) if (this.hosts.has(h)) this.changedAt.set(h, Math.max(seq, this.changedAt.get(h) ?? -1));
     return dirty;
   }
 
@@ -450,12 +503,42 @@ export class Fleet {
     h.revision = stamp;
     h.floor = stamp;
     h.acked = -1;
-    const current = agentRevision !== null && agentRevision >= stamp;
+    const current = agentRevision !== null && agentRevision >= stamp && !this.labelUntrusted(agentRevision);
     for (const vmId of [...this.leftByHost.get(hostId) ?? []]) {
       this.leave(vmId, null);
       if (!current) this.owesRemoval(h, vmId, stamp);
     }
     return stamp;
+  }
+
+  /** A batch with several feed entries: the span of the changes to one entity named more than once. */
+  private noteRepeats(changes: Change[], seqs: number[]): void {
+    const first = new Map<string, number>();
+    const last = new Map<string, number>();
+    changes.forEach((c, index) => {
+      const key = 'vmId' in c ? `v${c.vmId}` : c.kind === 'rules' || c.kind === 'group' ? `g${c.groupId}` : c.kind === 'host' ? `h${c.hostId}` : null;
+      if (key === null) return;
+      const seq = seqs[index];
+      if (!first.has(key) || seq < first.get(key)!) first.set(key, seq);
+      if (seq > (last.get(key) ?? -1)) last.set(key, seq);
+    });
+    let from = Infinity;
+    let to = -Infinity;
+    for (const [key, a] of first) { const b = last.get(key)!; if (b > a) { from = Math.min(from, a); to = Math.max(to, b); } }
+    if (from === Infinity) return;
+    this.untrusted.push([from, to]);
+    // Bounded: the oldest two become one (more labels distrusted, never fewer).
+    if (this.untrusted.length > MAX_UNTRUSTED) { const [a, b] = this.untrusted.splice(0, 2); this.untrusted.unshift([a[0], b[1]]); }
+  }
+
+  /** Is `revision` inside a batch of this server's that saw an entity change and maybe change back? */
+  labelUntrusted(revision: number): boolean {
+    for (let i = this.untrusted.length - 1; i >= 0; i--) {
+      const [from, to] = this.untrusted[i];
+      if (revision >= to) return false;
+      if (revision >= from) return true;
+    }
+    return false;
   }
 
   /**
@@ -562,6 +645,7 @@ export class Fleet {
   since(hostId: number, revision: number | null, processed: number): Delta | null {
     const h = this.hosts.get(hostId)!;
     if (revision === null || revision < h.floor || revision > Math.max(processed, h.revision)) return null;
+    if (this.labelUntrusted(revision)) return null;
     const upsertVms = [...h.vms.values()].filter((v) => v.rev > revision).map((v) => v.policy);
     const removeVms = [...h.tombVms.entries()].filter(([, r]) => r > revision).map(([u]) => u);
     const upsertSets = [...h.sets.values()].filter((s) => s.rev > revision).map((s) => s.set);
