@@ -22,6 +22,13 @@
 // session for it starts here or it is found unheld: its VMs are compiled then and its whole given state
 // labelled at S = the latest of those positions. Revisions are feed positions, so an agent holding any
 // R >= S (from whichever server) holds exactly this content and gets an empty delta; older: a snapshot.
+// Stamps are per change, not per batch (impact() with the changes' positions): servers cut the feed
+// into batches differently, and an agent labelled by another server holds that server's batch end,
+// which is at or after the change that last touched its host. One caveat of batches analysed net
+// (state before against after): an entity changed twice within one of this server's batches (a rule
+// authorized and revoked again) may look unchanged here while another server, cutting the feed between
+// the two changes, gave its agents the state in between. Labels inside such a span are not trusted
+// (`untrusted`): those agents get a snapshot.
 // The removal of a VM from a passive host is its holder's to confirm (`leftPassive`): this server
 // writes nothing about it until it is active for that host, and then owes it like any removal.
 import type { Change } from '../model/changes.js';

@@ -266,7 +266,9 @@ export class SessionHub {
     return this.d.serial.run(() => {
       if (this.sessions.get(s.hostId) !== s || !this.d.fleet.hosts.has(s.hostId)) return;
       if (this.d.fleet.isPassive(s.hostId)) {
-        this.d.fleet.activate(s.hostId);
+        // The revision the agent holds (one this server can know of): removals done before it are not
+        // owed again (Fleet.activate).
+        this.d.fleet.activate(s.hostId, revision !== null && revision <= this.d.batches.processed ? revision : null);
         this.d.sync.holderChanged(s.hostId);
       }
       this.sendSettings(s);
@@ -275,6 +277,10 @@ export class SessionHub {
       const d = this.d.fleet.since(s.hostId, revision, this.d.batches.processed);
       if (d) { this.sendDesired(s, 'delta', deltaJson(d)); this.stats.deltas++; s.sent = d.revision; } else {
         const snap = this.d.fleet.snapshot(s.hostId);
+        if (revision !== null) {
+          const h = this.d.fleet.hosts.get(s.hostId)!;
+          this.d.log.debug({ host: s.hostId, held: revision, floor: h.floor, revision: h.revision, processed: this.d.batches.processed, untrusted: this.d.fleet.labelUntrusted(revision) }, 'agent resynced by snapshot: no delta from the revision it holds');
+        }
         this.sendDesired(s, 'snapshot', snapshotJson(snap));
         this.stats.snapshots++;
         s.sent = snap.revision;
