@@ -162,8 +162,13 @@ export class SessionHub {
       }
     };
     raw.on('data', count);
-    const helloTimer = setTimeout(() => { if (!session) this.refuse(ws, 503, 'no hello accepted in time (server busy); try another server'); }, HELLO_TIMEOUT_MS);
-    ws.on('pong', () => { if (session) session.alive = true; });
+    // The bound is on accepting the hello (token, lease, welcome), not on the resync queued after it:
+    // refusing an accepted hello that waits for the serial section (a failover's thousands of hellos)
+    // threw away its lease and activation and sent the agent to do it all again elsewhere. An accepted
+    // session's pongs count (the server's keepalive) while its agent's own pings wait with its other
+    // early messages, so an agent whose resync never comes still leaves after its keepalive periods.
+    const helloTimer = setTimeout(() => { if (!session && !this.byWs.has(ws)) this.refuse(ws, 503, 'no hello accepted in time (server busy); try another server'); }, HELLO_TIMEOUT_MS);
+    ws.on('pong', () => { const s = session ?? this.byWs.get(ws); if (s) s.alive = true; });
     ws.on('message', (data, isBinary) => {
       if (closed) return;
       try {

@@ -8,6 +8,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import type { FastifyInstance } from 'fastify';
+import WebSocket from 'ws';
+import { AGENT_PATH, PROTOCOL_VERSION } from '../../src/protocol/index.js';
 import { openStore, type Db } from '../../src/store/db.js';
 import { bootstrap } from '../../src/api/bootstrap.js';
 import { buildServer } from '../../src/api/server.js';
@@ -189,4 +191,57 @@ test('a server that stops: the survivor becomes the warden, compiles the hosts n
   await job(B.srv, 'authorizeSecurityGroupIngress', { securitygroupid: web, protocol: 'tcp', startport: 8383, endport: 8383, cidrlist: '0.0.0.0/0' });
   await waitFor('v1 and v2 Pending', async () => (await vmRow(B.srv, vms.v1.id)).securitygroupsyncstate === 'Pending' && (await vmRow(B.srv, vms.v2.id)).securitygroupsyncstate === 'Pending', 15_000, 50);
   for (const h of [h1, h2]) assert.equal((await hostRow(B.srv, h.id)).securitygroupsynced, false);
+});
+
+/** A bare agent connection: the messages the server sends, parsed. */
+function rawAgent(on: Server, token: string, hostname: string): Promise<{ ws: WebSocket; messages: any[]; closed: () => boolean; waitFor: (pred: (m: any) => boolean, ms: number) => Promise<any> }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${on.srv.port}${AGENT_PATH}`);
+    const messages: any[] = [];
+    let closed = false;
+    ws.on('message', (data) => { try { messages.push(JSON.parse(String(data))); } catch { messages.push(String(data)); } });
+    ws.on('close', () => { closed = true; });
+    ws.on('error', reject);
+    ws.on('open', () => {
+      ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token, hostname, revision: null }));
+      resolve({
+        ws, messages, closed: () => closed,
+        waitFor: (pred, ms) => waitFor('server message', () => messages.find(pred) ?? null, ms, 20),
+      });
+    });
+  });
+}
+
+test('a hello accepted while the serial section is busy waits for its resync, not refused at the hello bound; one that cannot be accepted in time is refused', async () => {
+  const serial = (B.impl as unknown as { serial: { run(fn: () => Promise<void>): Promise<void> } }).serial;
+  // Accepted (token, lease, welcome) while a long section runs: the resync waits its turn.
+  let release!: () => void;
+  const hold = serial.run(() => new Promise<void>((r) => { release = r; }));
+  const c = await rawAgent(B, hosts.h3.token, 'held-h3');
+  await c.waitFor((m) => m?.type === 'welcome', 5000);
+  await sleep(11_000);   // past the 10 s bound on accepting a hello
+  assert.ok(!c.closed() && !c.messages.some((m) => m?.type === 'error'), `still connected: ${JSON.stringify(c.messages).slice(0, 300)}`);
+  assert.ok(!c.messages.some((m) => m?.type === 'snapshot' || m?.type === 'delta'), 'no state before the section is free');
+  release();
+  await hold;
+  const state = await c.waitFor((m) => m?.type === 'snapshot' || m?.type === 'delta', 5000);
+  assert.equal(state.type, 'snapshot');
+  c.ws.close();
+  await waitFor('B lets the session go', () => !B.impl.hub.holds(hosts.h3.internal), 10_000, 50);
+  // The twin: a change committed but not yet processed here (its batch waits behind the section), so
+  // the hello cannot be accepted (it must catch up first): refused with 503 at the bound.
+  let release2!: () => void;
+  const hold2 = serial.run(() => new Promise<void>((r) => { release2 = r; }));
+  try {
+    await job(B.srv, 'authorizeSecurityGroupIngress', { securitygroupid: web, protocol: 'tcp', startport: 8484, endport: 8484, cidrlist: '0.0.0.0/0' });
+    const d = await rawAgent(B, hosts.h3.token, 'held-h3');
+    const refused = await d.waitFor((m) => m?.type === 'error', 15_000);
+    assert.equal(refused.code, 503);
+    assert.match(refused.message, /no hello accepted in time/);
+    assert.ok(!d.messages.some((m) => m?.type === 'welcome'));
+    await waitFor('refused connection closed', () => d.closed(), 5000, 20);
+  } finally {
+    release2();
+    await hold2;
+  }
 });
