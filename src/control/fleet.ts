@@ -411,7 +411,7 @@ export class Fleet {
     });
     if (at) this.noteRepeats(changes, seqs!);
     // Without a position for what the reload touched (not named by any change), the batch's end.
-    const last = seqs?.length ? Math.max(...seqs) : undefined;
+    const last = seqs?.length ? seqs.reduce((a, b) => (b > a ? b : a)) : undefined;
     const groupSets = (g: number, seq: number | undefined) => {
       for (const x of [`sg${g}v4`, `sg${g}v6`]) { sets.add(x); stamp(at?.sets, x, seq); }
     };
