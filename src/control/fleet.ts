@@ -49,7 +49,28 @@ export interface Impact { vms: Set<number>; sets: Set<string>; hosts: Set<number
 const MAX_UNTRUSTED = 4096;
 /** Passive hosts a batch may have changed → the position it changed them at. */
 type PassiveHits = Map<number, number>;
-const hitAt = (hits: PassiveHits, hostId: number, seq: number) => { if (seq > (hits.get(hostId) ?? -1)) hits.set(hostId, seq); };
+/** Keep the latest feed position per key (stamps only ever rise). */
+function raise<K>(stamps: Map<K, number>, key: K, seq: number): void { if (seq > (stamps.get(key) ?? -1)) stamps.set(key, seq); }
+/** The entity a change names (VM, group, host), as one key space; null for settings. */
+function entityKey(c: Change): string | null {
+  if ('vmId' in c) return `v${c.vmId}`;
+  if (c.kind === 'rules' || c.kind === 'group') return `g${c.groupId}`;
+  return c.kind === 'host' ? `h${c.hostId}` : null;
+}
+
+/** Per entity a batch's changes name (entityKey): the positions of the first and last change naming it. */
+function entitySpans(changes: Change[], seqs: number[]): Map<string, [number, number]> {
+  const spans = new Map<string, [number, number]>();
+  changes.forEach((c, index) => {
+    const key = entityKey(c);
+    if (key === null) return;
+    const seq = seqs[index];
+    const span = spans.get(key);
+    if (!span) spans.set(key, [seq, seq]);
+    else { if (seq < span[0]) span[0] = seq; if (seq > span[1]) span[1] = seq; }
+  });
+  return spans;
+}
 
 /** The rule part of a compiled policy, shared by VMs with the same groups within one pass. */
 interface Template { v4: VmPolicy['v4']; v6: VmPolicy['v6']; json4: string; json6: string }
@@ -312,14 +333,14 @@ export class Fleet {
     const oldHost = this.vmHost.get(vmId) ?? null;
     const host = this.placedHost(vmId);
     // Still on the same passive host (a rule change of a group with members everywhere): only the stamp.
-    if (host !== null && host === oldHost && this.passive.has(host)) { hitAt(passiveHit, host, seq); return; }
+    if (host !== null && host === oldHost && this.passive.has(host)) { raise(passiveHit, host, seq); return; }
     const oldPolicy = this.policies.get(vmId);
     let policy: VmPolicy | null = null;
     if (host !== null && !this.passive.has(host)) {
       // A VM that cannot be compiled keeps the rules it has (never unprotected because of a bug).
       try { policy = compileForm(this.state, vmId, memo); } catch (e) { this.compileErrors.push({ vmId, error: e instanceof Error ? e.message : String(e) }); return; }
     }
-    const hit = (h: number) => { if (this.passive.has(h)) hitAt(passiveHit, h, seq); else dirty.add(h); };
+    const hit = (h: number) => { if (this.passive.has(h)) raise(passiveHit, h, seq); else dirty.add(h); };
     if (oldHost !== null && oldPolicy) for (const s of setsOf(oldPolicy)) this.ref(s, oldHost, -1);
     if (oldHost !== null) { this.hostVms.get(oldHost)?.delete(vmId); hit(oldHost); }
     this.vmHost.delete(vmId);
@@ -385,12 +406,7 @@ export class Fleet {
     const hosts = new Set<number>();
     // A batch of one feed entry (every change at one position) needs no stamps: its end is exact.
     const at: ImpactStamps | undefined = seqs?.some((q) => q !== seqs[0]) ? { vms: new Map(), sets: new Map(), hosts: new Map() } : undefined;
-    const stamp = <K>(m: Map<K, number> | undefined, k: K, seq: number | undefined) => {
-      if (m && seq !== undefined && seq > (m.get(k) ?? -1)) m.set(k, seq);
-    };
-    /** Per VM / group: the position of the last change naming it (the widening below is stamped with it). */
-    const vmSeq = new Map<number, number>();
-    const groupSeq = new Map<number, number>();
+    const stamp = <K>(m: Map<K, number> | undefined, k: K, seq: number | undefined) => { if (m && seq !== undefined) raise(m, k, seq); };
     changes.forEach((c, index) => {
       const seq = seqs?.[index];
       try {
@@ -406,24 +422,26 @@ export class Fleet {
       if (c.kind === 'placement') {
         for (const h of [c.fromHostId, c.toHostId]) if (h !== null) { hosts.add(h); stamp(at?.hosts, h, seq); }
       }
-      if ('vmId' in c) stamp(vmSeq, c.vmId, seq ?? 0);
-      if (c.kind === 'rules' || c.kind === 'group') stamp(groupSeq, c.groupId, seq ?? 0);
     });
-    if (at) this.noteRepeats(changes, seqs!);
+    // Per entity the positions of the first and last change naming it: the widening below is stamped
+    // with the last, and an entity named at two positions makes labels between them untrusted.
+    const spans = at ? entitySpans(changes, seqs!) : null;
+    if (spans) this.noteRepeats(spans);
     // Without a position for what the reload touched (not named by any change), the batch's end.
     const last = seqs?.length ? seqs.reduce((a, b) => (b > a ? b : a)) : undefined;
+    const lastNaming = (key: string) => spans?.get(key)?.[1] ?? last;
     const groupSets = (g: number, seq: number | undefined) => {
       for (const x of [`sg${g}v4`, `sg${g}v6`]) { sets.add(x); stamp(at?.sets, x, seq); }
     };
     for (const v of touchedVms) {
-      const seq = vmSeq.get(v) ?? last;
+      const seq = lastNaming(`v${v}`);
       vms.add(v);
       stamp(at?.vms, v, seq);
       for (const g of before.groupsByVm.get(v) ?? []) groupSets(g, seq);
       for (const g of this.state.groupsByVm.get(v) ?? []) groupSets(g, seq);
     }
     for (const g of touchedGroups) {
-      const seq = groupSeq.get(g) ?? last;
+      const seq = lastNaming(`g${g}`);
       groupSets(g, seq);
       for (const v of before.membersByGroup.get(g) ?? []) { vms.add(v); stamp(at?.vms, v, seq); }
       for (const v of this.state.membersByGroup.get(g) ?? []) { vms.add(v); stamp(at?.vms, v, seq); }
@@ -441,7 +459,7 @@ export class Fleet {
     const dirty = new Set<number>();
     const passiveHit: PassiveHits = new Map();
     const hostAt = (h: number) => impact.at?.hosts.get(h) ?? position;
-    for (const h of impact.hosts) if (this.passive.has(h)) hitAt(passiveHit, h, hostAt(h)); else dirty.add(h);
+    for (const h of impact.hosts) if (this.passive.has(h)) raise(passiveHit, h, hostAt(h)); else dirty.add(h);
     const newSets = new Set<string>();
     const memo: CompileMemo = new Map();
     for (const v of impact.vms) this.recompileVm(v, dirty, newSets, memo, passiveHit, impact.at?.vms.get(v) ?? position);
@@ -449,7 +467,7 @@ export class Fleet {
     for (const s of newSets) if (!impact.sets.has(s)) this.recompileSet(s, dirty, null);
     // Sets nobody references any more leave the cache.
     for (const s of impact.sets) if (!this.setHosts.has(s)) this.sets.delete(s);
-    for (const [h, seq] of passiveHit) if (this.hosts.has(h)) this.changedAt.set(h, Math.max(seq, this.changedAt.get(h) ?? -1));
+    for (const [h, seq] of passiveHit) if (this.hosts.has(h)) raise(this.changedAt, h, seq);
     return dirty;
   }
 
@@ -518,20 +536,11 @@ export class Fleet {
     return stamp;
   }
 
-  /** A batch with several feed entries: the span of the changes to one entity named more than once. */
-  private noteRepeats(changes: Change[], seqs: number[]): void {
-    const first = new Map<string, number>();
-    const last = new Map<string, number>();
-    changes.forEach((c, index) => {
-      const key = 'vmId' in c ? `v${c.vmId}` : c.kind === 'rules' || c.kind === 'group' ? `g${c.groupId}` : c.kind === 'host' ? `h${c.hostId}` : null;
-      if (key === null) return;
-      const seq = seqs[index];
-      if (!first.has(key) || seq < first.get(key)!) first.set(key, seq);
-      if (seq > (last.get(key) ?? -1)) last.set(key, seq);
-    });
+  /** A batch with several feed entries: one untrusted span over its entities named at two positions or more. */
+  private noteRepeats(spans: Map<string, [number, number]>): void {
     let from = Infinity;
     let to = -Infinity;
-    for (const [key, a] of first) { const b = last.get(key)!; if (b > a) { from = Math.min(from, a); to = Math.max(to, b); } }
+    for (const [first, last] of spans.values()) if (last > first) { from = Math.min(from, first); to = Math.max(to, last); }
     if (from === Infinity) return;
     this.untrusted.push([from, to]);
     // Bounded: the oldest two become one (more labels distrusted, never fewer).

@@ -282,7 +282,7 @@ export class SessionHub {
       const d = this.d.fleet.since(s.hostId, revision, this.d.batches.processed);
       if (d) { this.sendDesired(s, 'delta', deltaJson(d)); this.stats.deltas++; s.sent = d.revision; } else {
         const snap = this.d.fleet.snapshot(s.hostId);
-        if (revision !== null) {
+        if (revision !== null && this.d.log.isLevelEnabled('debug')) {
           const h = this.d.fleet.hosts.get(s.hostId)!;
           this.d.log.debug({ host: s.hostId, held: revision, floor: h.floor, revision: h.revision, processed: this.d.batches.processed, untrusted: this.d.fleet.labelUntrusted(revision) }, 'agent resynced by snapshot: no delta from the revision it holds');
         }
