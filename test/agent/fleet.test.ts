@@ -282,42 +282,45 @@ test('a passive host activated later gives the same content as a server active f
   assert.deepEqual(applyDelta(held, { type: 'delta', ...part.since(2, held.revision, 9)! }), full.snapshot(2));
 });
 
+/** A fleet over its own copy of cloud() (hosts 1 and 2; `passive` held elsewhere), built and given out at 1. */
+function ownFleet(passive: number[] = []): { s: CloudState; f: Fleet } {
+  const s = cloud();
+  const f = new Fleet(s);
+  for (const id of [1, 2]) f.addHost({ id, uuid: `h${id}`, name: `h${id}`, tokenHash: `t${id}`, revision: 1 });
+  for (const id of passive) f.passivate(id);
+  f.buildAll();
+  for (const id of [1, 2]) if (!passive.includes(id)) f.advance(id, 1);
+  return { s, f };
+}
+
+/** One batch on that fleet at `position`; `seqs`: each change's feed position (per-change stamps). */
+function runBatch(x: { s: CloudState; f: Fleet }, r: Reload, changes: Parameters<Fleet['impact']>[0], vms: number[], groups: number[], position: number, seqs?: number[]): void {
+  const j = new Journal(x.s);
+  j.apply(r);
+  for (const h of x.f.recompile(x.f.impact(changes, j.before(), vms, groups, seqs), position)) x.f.advance(h, position);
+}
+
+/** VM `id` (in `group`) stopped, as the reload reads it. */
+function stopVm(r: Reload, id: number, group: number): Reload {
+  r.vms.set(id, { ...vm(id, null), state: 'Stopped' });
+  r.nics.set(id, [nic(id, `10.0.0.${id}`)]);
+  r.groupsOfVm.set(id, [group]);
+  return r;
+}
+
 test('passive hosts are stamped per change, not per batch: an agent labelled by a server that cut the feed elsewhere keeps its empty delta', () => {
   // The host-2 agent's server (full) cut the feed into two batches, 5 and 7; this server (part, host 2
   // passive) read both entries in one batch ending at 7. Only the change at 5 touched host 2.
-  const stop = (r: Reload, id: number, group: number) => {
-    r.vms.set(id, { ...vm(id, null), state: 'Stopped' });
-    r.nics.set(id, [nic(id, `10.0.0.${id}`)]);
-    r.groupsOfVm.set(id, [group]);
-  };
-  const setup = () => {
-    const s = cloud();
-    const f = new Fleet(s);
-    for (const id of [1, 2]) f.addHost({ id, uuid: `h${id}`, name: `h${id}`, tokenHash: `t${id}`, revision: 1 });
-    return { s, f };
-  };
-  const full = setup();
-  full.f.buildAll();
-  for (const id of [1, 2]) full.f.advance(id, 1);
-  const batch = (x: { s: CloudState; f: Fleet }, r: Reload, changes: Parameters<Fleet['impact']>[0], vms: number[], position: number, seqs?: number[]) => {
-    const j = new Journal(x.s);
-    j.apply(r);
-    for (const h of x.f.recompile(x.f.impact(changes, j.before(), vms, [], seqs), position)) x.f.advance(h, position);
-  };
-  const r5 = emptyReload(); stop(r5, 2, 1);          // VM 2 (web, host 2) stops at 5
-  const r7 = emptyReload(); stop(r7, 3, 2);          // VM 3 (db, host 1; nobody references db) stops at 7
-  batch(full, r5, [{ kind: 'vmState', vmId: 2 }], [2], 5);
-  batch(full, r7, [{ kind: 'vmState', vmId: 3 }], [3], 7);
+  const full = ownFleet();
+  runBatch(full, stopVm(emptyReload(), 2, 1), [{ kind: 'vmState', vmId: 2 }], [2], [], 5);   // VM 2 (web, host 2) stops at 5
+  runBatch(full, stopVm(emptyReload(), 3, 2), [{ kind: 'vmState', vmId: 3 }], [3], [], 7);   // VM 3 (db, host 1; nobody references db) at 7
   const held = full.f.snapshot(2);
   assert.equal(held.revision, 5, 'the other server labelled host 2 at 5');
 
-  const both = emptyReload(); stop(both, 2, 1); stop(both, 3, 2);
+  const both = stopVm(stopVm(emptyReload(), 2, 1), 3, 2);
   const run = (seqs?: number[]) => {
-    const part = setup();
-    part.f.passivate(2);
-    part.f.buildAll();
-    part.f.advance(1, 1);
-    batch(part, both, [{ kind: 'vmState', vmId: 2 }, { kind: 'vmState', vmId: 3 }], [2, 3], 7, seqs);
+    const part = ownFleet([2]);
+    runBatch(part, both, [{ kind: 'vmState', vmId: 2 }, { kind: 'vmState', vmId: 3 }], [2, 3], [], 7, seqs);
     return { stamp: part.f.activate(2, held.revision), part: part.f };
   };
   const perChange = run([5, 7]);
@@ -332,24 +335,12 @@ test('passive hosts are stamped per change, not per batch: an agent labelled by 
   assert.equal(perBatch.part.since(2, held.revision, 7), null);
   // A later change in the same batch that does touch the host raises the stamp (4's db peer 3 is on
   // host 1, but VM 4 itself is on host 2).
-  const part = setup();
-  part.f.passivate(2);
-  part.f.buildAll();
-  part.f.advance(1, 1);
-  const r = emptyReload(); stop(r, 2, 1); stop(r, 4, 2);
-  batch(part, r, [{ kind: 'vmState', vmId: 2 }, { kind: 'vmState', vmId: 4 }], [2, 4], 9, [5, 8]);
+  const part = ownFleet([2]);
+  runBatch(part, stopVm(stopVm(emptyReload(), 2, 1), 4, 2), [{ kind: 'vmState', vmId: 2 }, { kind: 'vmState', vmId: 4 }], [2, 4], [], 9, [5, 8]);
   assert.equal(part.f.activate(2, 5), 8);
 });
 
 test('a rule authorized and revoked within one batch here, but between two batches elsewhere: an agent labelled in between gets a snapshot, not a stale empty delta', () => {
-  const setup = () => {
-    const s = cloud();
-    const f = new Fleet(s);
-    for (const id of [1, 2]) f.addHost({ id, uuid: `h${id}`, name: `h${id}`, tokenHash: `t${id}`, revision: 1 });
-    f.buildAll();
-    for (const id of [1, 2]) f.advance(id, 1);
-    return { s, f };
-  };
   const rulesReload = (s: CloudState, rules: SecurityGroupRule[]) => {
     const r = emptyReload();
     r.groups.set(1, s.groups.get(1)!);
@@ -357,23 +348,18 @@ test('a rule authorized and revoked within one batch here, but between two batch
     r.membersOfGroup.set(1, [1, 2]);
     return r;
   };
-  const batch = (x: { s: CloudState; f: Fleet }, r: Reload, changes: Parameters<Fleet['impact']>[0], position: number, seqs?: number[]) => {
-    const j = new Journal(x.s);
-    j.apply(r);
-    for (const h of x.f.recompile(x.f.impact(changes, j.before(), [], [1], seqs), position)) x.f.advance(h, position);
-  };
   const base = cloud().rulesByGroup.get(1)!;
   const extra = rule(1, 8080, '0.0.0.0/0');
   // Server A cut the feed at 5: its agent of host 1 holds web with tcp 8080.
-  const a = setup();
-  batch(a, rulesReload(a.s, [...base, extra]), [{ kind: 'rules', groupId: 1 }], 5);
+  const a = ownFleet();
+  runBatch(a, rulesReload(a.s, [...base, extra]), [{ kind: 'rules', groupId: 1 }], [], [1], 5);
   const held = a.f.snapshot(1);
   assert.equal(held.revision, 5);
   assert.ok(JSON.stringify(held.vms).includes('8080'));
   // Server B read the authorize (5) and the revoke (7) in one batch: net, nothing changed for host 1.
-  const b = setup();
+  const b = ownFleet();
   const before = b.f.snapshot(1);
-  batch(b, rulesReload(b.s, base), [{ kind: 'rules', groupId: 1 }, { kind: 'rules', groupId: 1 }], 7, [5, 7]);
+  runBatch(b, rulesReload(b.s, base), [{ kind: 'rules', groupId: 1 }, { kind: 'rules', groupId: 1 }], [], [1], 7, [5, 7]);
   assert.deepEqual(content(b.f.snapshot(1)), content(before), 'net, host 1 is as before');
   assert.ok(b.f.labelUntrusted(5) && b.f.labelUntrusted(6));
   assert.equal(b.f.since(1, held.revision, 7), null, 'the agent holding the in-between state gets a snapshot');
@@ -383,8 +369,8 @@ test('a rule authorized and revoked within one batch here, but between two batch
   assert.deepEqual([fromOld.upsertVms, fromOld.removeVms], [[], []], 'an agent from before the batch: an empty delta');
   assert.ok(b.f.since(1, 7, 7));
   // One entry with both changes (one transaction: nobody can cut inside it) distrusts nothing.
-  const c = setup();
-  batch(c, rulesReload(c.s, base), [{ kind: 'rules', groupId: 1 }, { kind: 'rules', groupId: 1 }], 7, [7, 7]);
+  const c = ownFleet();
+  runBatch(c, rulesReload(c.s, base), [{ kind: 'rules', groupId: 1 }, { kind: 'rules', groupId: 1 }], [], [1], 7, [7, 7]);
   assert.ok(!c.f.labelUntrusted(5) && !c.f.labelUntrusted(6));
 });
 

@@ -8,8 +8,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import type { FastifyInstance } from 'fastify';
-import WebSocket from 'ws';
-import { AGENT_PATH, PROTOCOL_VERSION } from '../../src/protocol/index.js';
+import { PROTOCOL_VERSION } from '../../src/protocol/index.js';
+import { frame, rawConnect, type RawConnection } from '../helpers/ws-raw.js';
 import { openStore, type Db } from '../../src/store/db.js';
 import { bootstrap } from '../../src/api/bootstrap.js';
 import { buildServer } from '../../src/api/server.js';
@@ -193,23 +193,11 @@ test('a server that stops: the survivor becomes the warden, compiles the hosts n
   for (const h of [h1, h2]) assert.equal((await hostRow(B.srv, h.id)).securitygroupsynced, false);
 });
 
-/** A bare agent connection: the messages the server sends, parsed. */
-function rawAgent(on: Server, token: string, hostname: string): Promise<{ ws: WebSocket; messages: any[]; closed: () => boolean; waitFor: (pred: (m: any) => boolean, ms: number) => Promise<any> }> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${on.srv.port}${AGENT_PATH}`);
-    const messages: any[] = [];
-    let closed = false;
-    ws.on('message', (data) => { try { messages.push(JSON.parse(String(data))); } catch { messages.push(String(data)); } });
-    ws.on('close', () => { closed = true; });
-    ws.on('error', reject);
-    ws.on('open', () => {
-      ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token, hostname, revision: null }));
-      resolve({
-        ws, messages, closed: () => closed,
-        waitFor: (pred, ms) => waitFor('server message', () => messages.find(pred) ?? null, ms, 20),
-      });
-    });
-  });
+/** A bare agent connection (the real handshake, raw frames) that has sent its hello. */
+async function rawAgent(on: Server, token: string, hostname: string): Promise<RawConnection> {
+  const c = await rawConnect(on.srv.port);
+  c.write(frame(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token, hostname, revision: null })));
+  return c;
 }
 
 test('a hello accepted while the serial section is busy waits for its resync, not refused at the hello bound; one that cannot be accepted in time is refused', async () => {
@@ -220,13 +208,13 @@ test('a hello accepted while the serial section is busy waits for its resync, no
   const c = await rawAgent(B, hosts.h3.token, 'held-h3');
   await c.waitFor((m) => m?.type === 'welcome', 5000);
   await sleep(11_000);   // past the 10 s bound on accepting a hello
-  assert.ok(!c.closed() && !c.messages.some((m) => m?.type === 'error'), `still connected: ${JSON.stringify(c.messages).slice(0, 300)}`);
-  assert.ok(!c.messages.some((m) => m?.type === 'snapshot' || m?.type === 'delta'), 'no state before the section is free');
+  assert.ok(c.closeCode === null && !c.messages.some((m: any) => m?.type === 'error'), `still connected: ${JSON.stringify(c.messages).slice(0, 300)}`);
+  assert.ok(!c.messages.some((m: any) => m?.type === 'snapshot' || m?.type === 'delta'), 'no state before the section is free');
   release();
   await hold;
   const state = await c.waitFor((m) => m?.type === 'snapshot' || m?.type === 'delta', 5000);
   assert.equal(state.type, 'snapshot');
-  c.ws.close();
+  c.destroy();
   await waitFor('B lets the session go', () => !B.impl.hub.holds(hosts.h3.internal), 10_000, 50);
   // The twin: a change committed but not yet processed here (its batch waits behind the section), so
   // the hello cannot be accepted (it must catch up first): refused with 503 at the bound.
@@ -238,8 +226,8 @@ test('a hello accepted while the serial section is busy waits for its resync, no
     const refused = await d.waitFor((m) => m?.type === 'error', 15_000);
     assert.equal(refused.code, 503);
     assert.match(refused.message, /no hello accepted in time/);
-    assert.ok(!d.messages.some((m) => m?.type === 'welcome'));
-    await waitFor('refused connection closed', () => d.closed(), 5000, 20);
+    assert.ok(!d.messages.some((m: any) => m?.type === 'welcome'));
+    await waitFor('refused connection closed', () => d.closeCode !== null, 5000, 20);
   } finally {
     release2();
     await hold2;
