@@ -13,7 +13,7 @@ import { sql } from 'kysely';
 import type { Db } from '../store/db.js';
 import { dbNowMs, greatest } from '../store/queries/cluster.js';
 import { storeUnavailable, transientConflict } from '../store/db.js';
-import { lockHosts } from '../store/queries/lock.js';
+import { lockHosts, lockVms } from '../store/queries/lock.js';
 
 export type SyncState = 'Synced' | 'Pending' | 'Failed';
 export interface HostPatch {
@@ -153,6 +153,9 @@ export class StatusWriter {
         const g = groups.get(k);
         if (g) g.push(id); else groups.set(k, [id]);
       }
+      // VMs another server may write as well (those of hosts nobody holds, and unplaced ones): locked
+      // first, in id order, like the hosts above. A server's own hosts' VMs only it writes.
+      await lockVms(tx, [...vms].filter(([, w]) => !w.authority?.owned).map(([id]) => id));
       for (const [k, ids] of groups) {
         const [state, error, who] = JSON.parse(k) as [SyncState, string | null, string];
         for (let i = 0; i < ids.length; i += CHUNK) {

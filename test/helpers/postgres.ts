@@ -38,7 +38,12 @@ export async function startPostgres(): Promise<PgCluster> {
   const proc: ChildProcess = spawn(path.join(bin, 'postgres'), ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off'],
     { ...opts, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  proc.stderr?.on('data', (d) => { stderr += String(d); });
+  // PALISADE_PG_LOG=<file> keeps the server's log (a deadlock's report names both statements).
+  const logFile = process.env.PALISADE_PG_LOG;
+  proc.stderr?.on('data', (d) => {
+    if (stderr.length < 65536) stderr += String(d);
+    if (logFile) fs.appendFileSync(logFile, d);
+  });
   const url = `postgres://palisade@127.0.0.1:${port}/postgres`;
   const deadline = Date.now() + 20_000;
   for (;;) {

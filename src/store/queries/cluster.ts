@@ -94,7 +94,8 @@ export async function minLivePosition(db: Q): Promise<number | null> {
 export async function acquireLeases(db: Q, serverId: string, items: { hostId: number; hostname: string }[], ttlMs: number, takeover = true): Promise<Set<number>> {
   const got = new Set<number>();
   const now = dbNowMs(db);
-  for (const part of chunks(items)) {
+  // In host order: the rows of one INSERT … ON CONFLICT are locked in VALUES order (see leaseOrder).
+  for (const part of chunks([...items].sort((a, b) => a.hostId - b.hostId))) {
     const rows = await db.insertInto('host_leases')
       .values(part.map((i) => ({ host_id: i.hostId, server_id: serverId, hostname: i.hostname, acquired_at: now as never, expires_at: sql`${now} + ${ttlMs}` as never })))
       .onConflict((oc) => oc.column('host_id').doUpdateSet({
@@ -146,10 +147,29 @@ export async function liveServerIds(db: Q): Promise<string[]> {
   return rows.map((r) => r.id);
 }
 
+/**
+ * Lock order. Every statement that writes several rows of `hosts` or of `host_leases` while another
+ * server may write some of the same rows takes them in ascending id order, and a transaction that
+ * writes both takes hosts first (releaseLeases): then two writers wait for each other instead of
+ * deadlocking. A plain multi-row UPDATE or DELETE locks rows in the order its plan visits them (a
+ * sequential scan: the heap's order, which updates reshuffle), so such statements lock first, through
+ * a sub-select sorted by id FOR UPDATE (its rows are locked as the sort hands them out), or through
+ * lockHosts. (Three servers deadlocked a few times per failover test on the hosts rows: a status
+ * flush, which locks in order, against the heartbeat's reassertion, which did not.) SQLite has one
+ * writer at a time and no row locks.
+ */
+function leaseOrder(db: Q, where: (q: ReturnType<typeof leaseIds>) => ReturnType<typeof leaseIds>) {
+  const q = where(leaseIds(db)).orderBy('host_id');
+  return isSqlite(db) ? q : q.forUpdate();
+}
+function leaseIds(db: Q) { return db.selectFrom('host_leases').select('host_id'); }
+
 /** Extend every lease this server holds; returns the hosts it still holds. */
 export async function renewLeases(db: Q, serverId: string, ttlMs: number): Promise<Set<number>> {
   const rows = await db.updateTable('host_leases').set({ expires_at: sql`${dbNowMs(db)} + ${ttlMs}` as never })
-    .where('server_id', '=', serverId).returning('host_id').execute();
+    .where('server_id', '=', serverId)
+    .where('host_id', 'in', leaseOrder(db, (q) => q.where('server_id', '=', serverId)))
+    .returning('host_id').execute();
   return new Set(rows.map((r) => Number(r.host_id)));
 }
 
@@ -157,8 +177,9 @@ export async function renewLeases(db: Q, serverId: string, ttlMs: number): Promi
 export async function releaseLeases(db: Kysely<Database>, serverId: string, hostIds: number[], now: string): Promise<void> {
   for (const part of chunks(hostIds)) {
     await db.transaction().execute(async (trx) => {
-      await lockHosts(trx, part);   // in the order a status flush takes them (lock.ts)
-      await trx.deleteFrom('host_leases').where('server_id', '=', serverId).where('host_id', 'in', part).execute();
+      await lockHosts(trx, part);   // hosts first, in the order a status flush takes them (lock.ts)
+      await trx.deleteFrom('host_leases').where('server_id', '=', serverId)
+        .where('host_id', 'in', leaseOrder(trx, (q) => q.where('server_id', '=', serverId).where('host_id', 'in', part))).execute();
       await trx.updateTable('hosts').set({ state: 'Disconnected', last_contact: now }).where('id', 'in', part)
         .where('id', 'not in', trx.selectFrom('host_leases').select('host_id')).execute();
     });
@@ -176,21 +197,42 @@ export async function releaseAllLeases(db: Kysely<Database>, serverId: string, n
  * Leases that expired go; hosts nobody holds a live lease on show Disconnected. Safe against a server
  * taking a host at the same moment: it writes the lease before it writes the host's state.
  */
-export async function sweepLeases(db: Q): Promise<number> {
+export async function sweepLeases(db: Kysely<Database>): Promise<number> {
   const now = dbNowMs(db);
-  await db.deleteFrom('host_leases').where('expires_at', '<', now as never).execute();
-  const r = await db.updateTable('hosts').set({ state: 'Disconnected' })
-    .where('removed', 'is', null).where('state', '<>', 'Disconnected')
-    .where('id', 'not in', db.selectFrom('host_leases').select('host_id')).executeTakeFirst();
-  return Number(r.numUpdatedRows ?? 0);
+  await db.deleteFrom('host_leases').where('expires_at', '<', now as never)
+    .where('host_id', 'in', leaseOrder(db, (q) => q.where('expires_at', '<', now as never))).execute();
+  // Found without locks (usually none), then locked in order and written with the same conditions.
+  const unheld = (db: Q, ids?: number[]) => {
+    let q = db.selectFrom('hosts').select('id').where('removed', 'is', null).where('state', '<>', 'Disconnected')
+      .where('id', 'not in', db.selectFrom('host_leases').select('host_id'));
+    if (ids) q = q.where('id', 'in', ids);
+    return q;
+  };
+  const candidates = (await unheld(db).execute()).map((h) => h.id);
+  let marked = 0;
+  for (const part of chunks(candidates)) {
+    marked += await db.transaction().execute(async (trx) => {
+      await lockHosts(trx, part);
+      const r = await trx.updateTable('hosts').set({ state: 'Disconnected' }).where('id', 'in', unheld(trx, part)).executeTakeFirst();
+      return Number(r.numUpdatedRows ?? 0);
+    });
+  }
+  return marked;
 }
 
 /** Hosts this server holds that a sweep marked Disconnected while it was slow: put their state back. */
-export async function reassertHostStates(db: Q, serverId: string, byState: Map<string, number[]>): Promise<void> {
+export async function reassertHostStates(db: Kysely<Database>, serverId: string, byState: Map<string, number[]>): Promise<void> {
+  const swept = (q: Q, ids: number[]) => q.selectFrom('hosts').select('id').where('id', 'in', ids).where('state', '=', 'Disconnected')
+    .where('id', 'in', q.selectFrom('host_leases').select('host_id').where('server_id', '=', serverId));
   for (const [state, ids] of byState) {
     for (const part of chunks(ids)) {
-      await db.updateTable('hosts').set({ state }).where('id', 'in', part).where('state', '=', 'Disconnected')
-        .where('id', 'in', db.selectFrom('host_leases').select('host_id').where('server_id', '=', serverId)).execute();
+      // Found without locks (nearly always none), then locked in order (see leaseOrder) and written.
+      const found = (await swept(db, part).execute()).map((h) => h.id);
+      if (!found.length) continue;
+      await db.transaction().execute(async (trx) => {
+        await lockHosts(trx, found);
+        await trx.updateTable('hosts').set({ state }).where('id', 'in', swept(trx, found)).execute();
+      });
     }
   }
 }

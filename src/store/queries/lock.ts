@@ -26,10 +26,19 @@ export async function lockDomain(db: Transaction<Database> | Kysely<Database>, d
  * several of them in several statements: every such writer then takes host rows in the same order, so
  * two of them (a status flush and a lease release, say) wait for each other instead of deadlocking.
  */
-export async function lockHosts(db: Transaction<Database>, hostIds: Iterable<number>): Promise<void> {
+export function lockHosts(db: Transaction<Database>, hostIds: Iterable<number>): Promise<void> {
+  return lockInIdOrder(db, 'hosts', hostIds);
+}
+
+/** The same for VM rows (status flushes of two servers marking one unheld host's VMs Pending). */
+export function lockVms(db: Transaction<Database>, vmIds: Iterable<number>): Promise<void> {
+  return lockInIdOrder(db, 'vms', vmIds);
+}
+
+async function lockInIdOrder(db: Transaction<Database>, table: 'hosts' | 'vms', rowIds: Iterable<number>): Promise<void> {
   if (isSqlite(db)) return;
-  const ids = [...new Set(hostIds)].sort((a, b) => a - b);
+  const ids = [...new Set(rowIds)].sort((a, b) => a - b);
   for (let i = 0; i < ids.length; i += 1000) {
-    await db.selectFrom('hosts').select('id').where('id', 'in', ids.slice(i, i + 1000)).orderBy('id').forUpdate().execute();
+    await db.selectFrom(table).select('id').where('id', 'in', ids.slice(i, i + 1000)).orderBy('id').forUpdate().execute();
   }
 }
