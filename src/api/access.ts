@@ -62,10 +62,15 @@ export class CallerAccess implements Access {
       }
       return { accountId: c.accountId, domainId: c.domainId };
     }
-    const owner = await this.db.selectFrom('accounts').select(['id', 'domain_id']).where('name', '=', accountName)
+    const owner = await this.db.selectFrom('accounts').select(['id', 'domain_id', 'type']).where('name', '=', accountName)
       .where('domain_id', '=', domain.id).where('removed', 'is', null).executeTakeFirst();
     if (!owner) throw paramError(`Unable to find account ${accountName} in domain ${domainUuid}`);
     await this.checkDomain(domain.id, domain.uuid);
+    // Creating for an account is writing to it (checkAccess): a domain admin's reach stops at root-admin
+    // accounts, or it could put a VM of its choosing into their groups.
+    if (c.role === 'domainadmin' && owner.type === ROOT_ADMIN_TYPE) {
+      throw permissionDenied(`Account ${c.accountName} does not have permission to operate with resource owned by a root admin account`);
+    }
     return { accountId: owner.id, domainId: owner.domain_id };
   }
 

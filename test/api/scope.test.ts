@@ -115,3 +115,25 @@ test('a domain admin cannot list a root-admin account of its domain, by name or 
   const root = await s.call('listSecurityGroups', { account: 'rootish', domainid: D1.id });
   assert.deepEqual(names(root.body.listsecuritygroupsresponse.securitygroup), ['default', 'root-secret']);
 });
+
+test('a domain admin cannot create for a root-admin account of its domain (group, network, VM in its group); for an ordinary account it can', async () => {
+  const before = names((await s.call('listSecurityGroups', { account: 'rootish', domainid: D1.id })).body.listsecuritygroupsresponse.securitygroup);
+  const group = await s.call('createSecurityGroup', { name: 'planted', account: 'rootish', domainid: D1.id }, dadmin);
+  assert.equal(group.status, 531, JSON.stringify(group.body));
+  assert.match(group.body.createsecuritygroupresponse.errortext, /root admin account/);
+  const net = await s.call('createNetwork', { name: 'planted-net', account: 'rootish', domainid: D1.id, gateway: '10.9.0.1', netmask: '255.255.255.0', startip: '10.9.0.10', endip: '10.9.0.99' }, dadmin);
+  assert.equal(net.status, 531, JSON.stringify(net.body));
+  // A VM put into the root-admin account's group (it would gain what other rules grant that group's members).
+  const rootNet = await s.call('createNetwork', { name: 'root-net', account: 'rootish', domainid: D1.id, gateway: '10.10.0.1', netmask: '255.255.255.0', startip: '10.10.0.10', endip: '10.10.0.99' });
+  assert.equal(rootNet.status, 200, JSON.stringify(rootNet.body));
+  const vm = await s.call('deployVirtualMachine', { networkids: rootNet.body.createnetworkresponse.network.id, name: 'sneaky', account: 'rootish', domainid: D1.id, securitygroupnames: 'root-secret' }, dadmin);
+  if (vm.status === 200) assert.equal((await s.waitJob(vm.body.deployvirtualmachineresponse.jobid)).jobstatus, 2, 'the deploy job fails');
+  else assert.equal(vm.status, 531, JSON.stringify(vm.body));
+  const root = (await s.call('listSecurityGroups', { account: 'rootish', domainid: D1.id })).body.listsecuritygroupsresponse.securitygroup;
+  assert.deepEqual(names(root), before, 'nothing was created in the root-admin account');
+  assert.deepEqual(root.find((g: any) => g.name === 'root-secret').virtualmachineids ?? [], [], 'no VM joined its group');
+  // the allowed counterpart: the same calls for an ordinary account of D1
+  const mine = await s.call('createSecurityGroup', { name: 'for-d1user', account: 'd1user', domainid: D1.id }, dadmin);
+  assert.equal(mine.status, 200, JSON.stringify(mine.body));
+  assert.equal(mine.body.createsecuritygroupresponse.securitygroup.account, 'd1user');
+});
