@@ -24,6 +24,8 @@ export class RequestParams implements Params {
     return false;
   }
   str(name: string): string | undefined { return this.lower.get(name.toLowerCase()); }
+  /** Replace a validated value by its canonical form (validateParams: UUIDs in lower case). */
+  canonical(name: string, value: string): void { this.lower.set(name.toLowerCase(), value); }
   int(name: string): number | undefined {
     const v = this.str(name);
     if (v === undefined || v.trim() === '') return undefined;
@@ -101,7 +103,7 @@ function checkMap(def: CommandDef, p: ParamDef, raw: Readonly<Record<string, str
  * Validate declared parameters: required-ness, types and bounds (string length, list and map sizes,
  * characters). Unknown parameters are ignored (as CloudStack). Runs before anything is stored.
  */
-export function validateParams(def: CommandDef, params: Params): void {
+export function validateParams(def: CommandDef, params: RequestParams): void {
   for (const p of def.params) {
     const present = p.type === 'map' ? params.has(p.name) : params.str(p.name) !== undefined;
     if (!present) {
@@ -131,6 +133,8 @@ export function validateParams(def: CommandDef, params: Params): void {
       }
       case 'uuid':
         if (!isUuid(v.trim())) throw invalidUuid(def, p, v);
+        // CloudStack's MySQL compares UUIDs without regard to case; they are stored in lower case.
+        params.canonical(p.name, v.trim().toLowerCase());
         break;
       case 'date':
         if (!DATE_RE.test(v.trim())) {
@@ -145,6 +149,7 @@ export function validateParams(def: CommandDef, params: Params): void {
           if (p.of === 'uuid' && !isUuid(item)) throw invalidUuid(def, p, item);
           if (p.of === 'integer' && !INT_RE.test(item)) throw invalid(def, p, v);
         }
+        if (p.of === 'uuid') params.canonical(p.name, items.map((item) => item.toLowerCase()).join(','));
         break;
       }
       default: break;

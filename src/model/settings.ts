@@ -31,6 +31,18 @@ export const EVENT_PURGE_DELAY = 'event.purge.delay';
 export const DROP_LOG_RATE = 'security.group.drop.log.rate';
 export const DROP_LOG_BURST = 'security.group.drop.log.burst';
 
+/**
+ * Bounds on what one tenant can store (CloudStack has none for security groups). Without them one
+ * account could build a group of 300,000 rules: every authorize on it re-read all of them, and a page
+ * listing it was tens of megabytes, stalling the server for every other caller. The defaults are far
+ * above what AWS (60 rules per direction) or Neutron (100 rules per project) allow by default;
+ * operators raise or lower them with updateConfiguration. A call that would exceed one fails with 535
+ * and changes nothing.
+ */
+export const MAX_RULES_PER_GROUP = 'security.group.max.rules';
+export const MAX_RULES_PER_ACCOUNT = 'security.group.max.rules.per.account';
+export const MAX_GROUPS_PER_ACCOUNT = 'security.group.max.per.account';
+
 const common = { category: 'Network', component: 'SecurityGroupManager', group: 'Network', subgroup: 'Security Groups' };
 
 /** Every setting Palisade has, in listing order. */
@@ -49,6 +61,21 @@ export const SETTINGS: readonly SettingDef[] = [
     ...common, name: DROP_LOG_BURST, type: 'Number', defaultValue: '50', range: { min: 1, max: 100000 },
     displaytext: 'Security group drop log burst',
     description: 'Dropped packets logged in a burst per VM before the drop log rate applies.',
+  },
+  {
+    ...common, name: MAX_RULES_PER_GROUP, type: 'Number', defaultValue: '1000', range: { min: 1, max: 100000 },
+    displaytext: 'Security group max rules',
+    description: 'Most rules (ingress and egress together) one security group may hold; an authorize that would exceed it fails and adds nothing.',
+  },
+  {
+    ...common, name: MAX_RULES_PER_ACCOUNT, type: 'Number', defaultValue: '20000', range: { min: 1, max: 10000000 },
+    displaytext: 'Security group max rules per account',
+    description: 'Most rules all security groups of one account may hold together; an authorize that would exceed it fails and adds nothing.',
+  },
+  {
+    ...common, name: MAX_GROUPS_PER_ACCOUNT, type: 'Number', defaultValue: '1000', range: { min: 1, max: 1000000 },
+    displaytext: 'Security group max per account',
+    description: 'Most security groups one account may own (its default group included); createSecurityGroup beyond it fails.',
   },
   {
     category: 'Advanced', component: 'AsyncJobManager', group: 'Miscellaneous', subgroup: 'Others',
@@ -110,6 +137,17 @@ export interface RetentionSettings { jobExpireMinutes: number; eventPurgeDays: n
 
 export function retentionFrom(stored: ReadonlyMap<string, string>): RetentionSettings {
   return { jobExpireMinutes: Number(valueOf(stored, JOB_EXPIRE_MINUTES)), eventPurgeDays: Number(valueOf(stored, EVENT_PURGE_DELAY)) };
+}
+
+/** What one tenant may store (see MAX_RULES_PER_GROUP). */
+export interface TenantLimits { rulesPerGroup: number; rulesPerAccount: number; groupsPerAccount: number }
+
+export function limitsFrom(stored: ReadonlyMap<string, string>): TenantLimits {
+  return {
+    rulesPerGroup: Number(valueOf(stored, MAX_RULES_PER_GROUP)),
+    rulesPerAccount: Number(valueOf(stored, MAX_RULES_PER_ACCOUNT)),
+    groupsPerAccount: Number(valueOf(stored, MAX_GROUPS_PER_ACCOUNT)),
+  };
 }
 
 /** Typed settings from the stored (changed) values; anything unreadable falls back to its default. */

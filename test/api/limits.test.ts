@@ -156,6 +156,10 @@ test('no keyword produces a 5xx on any list command: long, wildcard-laden, escap
 });
 
 test('deletes succeed whatever a tenant stored: 34,000 rules in one group, then the group; again, then the account', async () => {
+  // An operator allowed big groups (the tenant bounds are tested below).
+  for (const name of ['security.group.max.rules', 'security.group.max.rules.per.account']) {
+    assert.equal((await s.call('updateConfiguration', { name, value: '40000' })).status, 200);
+  }
   const cidrs = (base: number) => Array.from({ length: MAX_LIST_ITEMS }, (_, i) => {
     const n = base * MAX_LIST_ITEMS + i;
     return `172.${16 + (n >> 16 & 15)}.${n >> 8 & 255}.${n & 255}/32`;
@@ -184,4 +188,52 @@ test('deletes succeed whatever a tenant stored: 34,000 rules in one group, then 
   const gone = await s.callAndWait('deleteAccount', { id: tenant.accountId });
   assert.equal(gone.body.jobstatus, 1, JSON.stringify(gone.body).slice(0, 500));
   assert.ok(store().rules <= rulesBefore - 34 * MAX_LIST_ITEMS);
+  for (const name of ['security.group.max.rules', 'security.group.max.rules.per.account']) {
+    assert.equal((await s.call('resetConfiguration', { name })).status, 200);
+  }
+});
+
+test('tenant bounds: rules per group, rules per account and groups per account; a call over one fails with 535 naming the setting and adds nothing', async () => {
+  const a = await s.call('createAccount', { username: 'bounded', password: 'pw', email: 'b@example.org', firstname: 'b', lastname: 'b' });
+  assert.equal(a.status, 200, JSON.stringify(a.body));
+  const k = await s.call('registerUserKeys', { id: a.body.createaccountresponse.account.user[0].id });
+  const who: Creds = k.body.registeruserkeysresponse.userkeys;
+  const set = async (name: string, value: string) => assert.equal((await s.call('updateConfiguration', { name, value })).status, 200);
+  const cidrs = (from: number, n: number) => Array.from({ length: n }, (_, i) => `203.0.113.${from + i}/32`).join(',');
+  const authorize = (group: string, list: string) => s.callAndWait('authorizeSecurityGroupIngress', { securitygroupname: group, protocol: 'tcp', startport: 22, endport: 22, cidrlist: list }, who);
+  const rulesOf = async (group: string) => (await s.call('listSecurityGroups', { securitygroupname: group }, who)).body.listsecuritygroupsresponse.securitygroup[0].ingressrule?.length ?? 0;
+  try {
+    await set('security.group.max.rules', '5');
+    await set('security.group.max.rules.per.account', '7');
+    await set('security.group.max.per.account', '3');
+    assert.equal((await s.call('createSecurityGroup', { name: 'b1' }, who)).status, 200);
+    // per group: 3 fit, 3 more would make 6 > 5, 2 more make exactly 5
+    assert.equal((await authorize('b1', cidrs(1, 3))).body.jobstatus, 1);
+    const over = await authorize('b1', cidrs(4, 3));
+    assert.equal(over.body.jobstatus, 2);
+    assert.equal(over.body.jobresult.errorcode, 535, JSON.stringify(over.body));
+    assert.match(over.body.jobresult.errortext, /Maximum number of resources of type 'security_group_rule \(per group\)' for account name=bounded .* 3 exist, this call adds 3, the limit is 5 \(security\.group\.max\.rules\)/);
+    assert.equal(await rulesOf('b1'), 3, 'nothing was added');
+    assert.equal((await authorize('b1', cidrs(4, 2))).body.jobstatus, 1);
+    assert.equal(await rulesOf('b1'), 5);
+    // a duplicate adds nothing, so it is not counted against the bound
+    assert.equal((await authorize('b1', cidrs(1, 1))).body.jobresult.errorcode, 530);
+    // per account: 5 held, 3 more in another group would make 8 > 7; 2 fit
+    assert.equal((await s.call('createSecurityGroup', { name: 'b2' }, who)).status, 200);
+    const overAccount = await authorize('b2', cidrs(10, 3));
+    assert.equal(overAccount.body.jobresult.errorcode, 535);
+    assert.match(overAccount.body.jobresult.errortext, /security\.group\.max\.rules\.per\.account/);
+    assert.equal(await rulesOf('b2'), 0);
+    assert.equal((await authorize('b2', cidrs(10, 2))).body.jobstatus, 1);
+    // groups per account: default, b1, b2 = 3; a fourth is refused and not created
+    const fourth = await s.call('createSecurityGroup', { name: 'b3' }, who);
+    assert.equal(fourth.status, 535, JSON.stringify(fourth.body));
+    assert.match(fourth.body.createsecuritygroupresponse.errortext, /'security_group' .* the limit is 3 \(security\.group\.max\.per\.account\)/);
+    assert.equal((await s.call('listSecurityGroups', { securitygroupname: 'b3' }, who)).body.listsecuritygroupsresponse.count, undefined);
+    // raised by the operator, the same calls pass
+    await set('security.group.max.per.account', '4');
+    assert.equal((await s.call('createSecurityGroup', { name: 'b3' }, who)).status, 200);
+  } finally {
+    for (const name of ['security.group.max.rules', 'security.group.max.rules.per.account', 'security.group.max.per.account']) await s.call('resetConfiguration', { name });
+  }
 });

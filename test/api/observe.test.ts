@@ -422,13 +422,15 @@ test('listConfigurations / updateConfiguration / resetConfiguration: CloudStack 
   const all = await ok('listConfigurations');
   assert.deepEqual(all.configuration.map((c: any) => [c.name, c.value, c.defaultvalue]), [
     ['event.purge.delay', '15', '15'], ['job.expire.minutes', '1440', '1440'],
-    ['security.group.drop.log.burst', '50', '50'], ['security.group.drop.log.rate', '10', '10'], ['security.group.revoke.cut.connections', 'false', 'false'],
+    ['security.group.drop.log.burst', '50', '50'], ['security.group.drop.log.rate', '10', '10'],
+    ['security.group.max.per.account', '1000', '1000'], ['security.group.max.rules', '1000', '1000'], ['security.group.max.rules.per.account', '20000', '20000'],
+    ['security.group.revoke.cut.connections', 'false', 'false'],
   ]);
   const cut = all.configuration.find((c: any) => c.name === 'security.group.revoke.cut.connections');
   assert.deepEqual([cut.category, cut.type, cut.isdynamic], ['Network', 'Boolean', true]);
   assert.equal((await ok('listConfigurations', { name: 'drop.log' })).count, 2, 'name matches a part, as CloudStack');
   assert.equal((await ok('listConfigurations', { keyword: 'revoke' })).count, 1);
-  assert.equal((await ok('listConfigurations', { category: 'network' })).count, 3);
+  assert.equal((await ok('listConfigurations', { category: 'network' })).count, 6);
   assert.deepEqual(await ok('listConfigurations', { zoneid: (await ok('listZones')).zone[0].id }), {}, 'no zone-scoped settings');
   await fails('listConfigurations', {}, 432, /does not exist/, alice);
   await fails('updateConfiguration', { name: 'security.group.drop.log.rate', value: '1' }, 432, /does not exist/, alice);

@@ -12,6 +12,8 @@ import { inList, valuesChunks } from '../../store/queries/batch.js';
 import { deleteRuleHits } from '../../store/queries/rulehits.js';
 import { ruleFromRow } from '../../store/queries/cloud.js';
 import { authorizeDryRun, revokeDryRun } from './dryrun.js';
+import { readLimits } from '../../store/queries/settings.js';
+import { MAX_GROUPS_PER_ACCOUNT, MAX_RULES_PER_ACCOUNT, MAX_RULES_PER_GROUP } from '../../model/settings.js';
 
 type Ctx = CommandContext;
 type Db = Ctx['db'];
@@ -102,6 +104,16 @@ async function nameInUse(db: Db, accountId: number, name: string, exceptId?: num
   return rows.some((r) => r.id !== exceptId && r.name.toLowerCase() === name.toLowerCase());
 }
 
+/**
+ * A tenant bound (model/settings.ts: security.group.max.*) that this call would exceed: CloudStack's
+ * ResourceAllocationException (535), naming the bound's setting so an operator knows what to raise.
+ */
+async function overLimit(db: Db, accountId: number, what: string, setting: string, limit: number, have: number, adding: number): Promise<ApiError> {
+  const a = await db.selectFrom('accounts as a').innerJoin('domains as d', 'd.id', 'a.domain_id').select(['a.name', 'd.uuid']).where('a.id', '=', accountId).executeTakeFirst();
+  return new ApiError(535, `Maximum number of resources of type '${what}' for account name=${a?.name ?? accountId} in domain id=${a?.uuid ?? '?'} has been exceeded: `
+    + `${have} exist, this call adds ${adding}, the limit is ${limit} (${setting})`, 9999);
+}
+
 /** Owner account id for name-based lookups (CloudStack's getEntityOwnerId / finalizeAccountId). */
 async function ownerAccountId(ctx: Ctx): Promise<number> {
   return (await ctx.access.resolveOwner(ctx.params)).accountId;
@@ -123,6 +135,10 @@ const createSecurityGroup: CommandDef = {
     if (name.trim() === '') throw paramError('Security group name cannot be empty');
     const owner = await ctx.access.resolveOwner(ctx.params);
     if (await nameInUse(ctx.db, owner.accountId, name)) throw paramError(`Unable to create security group, a group with name ${name} already exists.`);
+    // Counted under the account's lock (nameInUse), so concurrent creators cannot both pass.
+    const limits = await readLimits(ctx.db);
+    const owned = Number((await ctx.db.selectFrom('security_groups').select((eb) => eb.fn.countAll<number>().as('n')).where('account_id', '=', owner.accountId).executeTakeFirst())?.n ?? 0);
+    if (owned + 1 > limits.groupsPerAccount) throw await overLimit(ctx.db, owner.accountId, 'security_group', MAX_GROUPS_PER_ACCOUNT, limits.groupsPerAccount, owned, 1);
     const uuid = randomUUID();
     const r = await ctx.db.insertInto('security_groups').values({
       uuid, name, description: ctx.params.str('description') ?? name, account_id: owner.accountId, domain_id: owner.domainId, created: ctx.now,
@@ -411,6 +427,15 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
         have.add(`c:${c}`);
         rows.push({ uuid: randomUUID(), cidr: c, allowed_group_id: null });
       }
+      // Tenant bounds: the group's count is exact (its lock is held); the account's may be passed by
+      // concurrent calls on its other groups, by at most one call's rules each.
+      const limits = await readLimits(ctx.db);
+      const inGroup = Number((await ctx.db.selectFrom('security_group_rules').select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('group_id', '=', g.id).executeTakeFirst())?.n ?? 0);
+      if (inGroup + rows.length > limits.rulesPerGroup) throw await overLimit(ctx.db, g.account_id, 'security_group_rule (per group)', MAX_RULES_PER_GROUP, limits.rulesPerGroup, inGroup, rows.length);
+      const inAccount = Number((await ctx.db.selectFrom('security_group_rules as r').innerJoin('security_groups as sg', 'sg.id', 'r.group_id')
+        .select((eb) => eb.fn.countAll<number>().as('n')).where('sg.account_id', '=', g.account_id).executeTakeFirst())?.n ?? 0);
+      if (inAccount + rows.length > limits.rulesPerAccount) throw await overLimit(ctx.db, g.account_id, 'security_group_rule', MAX_RULES_PER_ACCOUNT, limits.rulesPerAccount, inAccount, rows.length);
       if (isDryRun(p)) return { raw: await authorizeDryRun(ctx, g, dir, spec, allowed.map((x) => x.id), cidrs ?? [], rows) };
       if (rows.length === 0) throw internalError(`Failed to authorize security group ${dir} rule(s)`);
       const inserted: { id: number }[] = [];

@@ -2,7 +2,7 @@
 // are kept; model/settings.ts has the names, types and defaults.
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../schema.js';
-import { retentionFrom, settingsFrom, type PalisadeSettings, type RetentionSettings } from '../../model/settings.js';
+import { limitsFrom, retentionFrom, settingsFrom, type PalisadeSettings, type RetentionSettings, type TenantLimits } from '../../model/settings.js';
 
 type Q = Transaction<Database> | Kysely<Database>;
 
@@ -22,6 +22,12 @@ export async function readSettings(db: Q): Promise<PalisadeSettings> {
 export async function readRetention(db: Q): Promise<RetentionSettings> {
   const stored = await storedSettings(db);
   return retentionFrom(new Map([...stored].map(([k, v]) => [k, v.value])));
+}
+
+/** What one tenant may store (security.group.max.*). */
+export async function readLimits(db: Q): Promise<TenantLimits> {
+  const stored = await storedSettings(db);
+  return limitsFrom(new Map([...stored].map(([k, v]) => [k, v.value])));
 }
 
 /** Sets a value, or (null) goes back to the default. */
