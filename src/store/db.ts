@@ -21,6 +21,9 @@ export function openSqlite(file: string): Db {
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('busy_timeout = 5000');
+  // Case folding for names compared without regard to case (queries/like.ts equalsCi): SQLite's own
+  // lower() folds ASCII only; this is the folding the API's uniqueness checks use.
+  sqlite.function('palisade_lower', { deterministic: true }, (text: unknown) => (typeof text === 'string' ? text.toLowerCase() : text));
   return new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
 }
 

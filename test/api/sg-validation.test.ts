@@ -226,3 +226,37 @@ test('concurrent identical authorizations: exactly one rule is created', async (
   assert.deepEqual(rs.map((r) => r.body.jobstatus).sort(), [1, 2, 2, 2, 2, 2, 2, 2]);
   assert.equal((await s.call('listSecurityGroups', { id: g })).body.listsecuritygroupsresponse.securitygroup[0].ingressrule.length, 1);
 });
+
+test('names and ids are found without regard to case, as CloudStack\'s collation finds them; other names still are not', async () => {
+  const made = await s.call('createSecurityGroup', { name: 'Mixed-Case' });
+  assert.equal(made.status, 200, JSON.stringify(made.body));
+  const id = made.body.createsecuritygroupresponse.securitygroup.id as string;
+  const listed = async (name: string) => ((await s.call('listSecurityGroups', { securitygroupname: name })).body.listsecuritygroupsresponse.securitygroup ?? []).map((g: any) => g.id);
+  assert.deepEqual(await listed('mixed-case'), [id]);
+  assert.deepEqual(await listed('MIXED-CASE'), [id]);
+  assert.deepEqual(await listed('mixed-cas'), [], 'a different name is not found');
+  // outside ASCII too (SQLite's own lower() folds ASCII only)
+  const umlaut = (await s.call('createSecurityGroup', { name: 'Äpfel' })).body.createsecuritygroupresponse.securitygroup.id;
+  assert.deepEqual(await listed('äPFEL'), [umlaut]);
+  assert.equal((await s.call('createSecurityGroup', { name: 'äpfel' })).status, 431, 'unique ignoring case, as before');
+  // authorize by name, and a referenced group by name
+  const auth = await s.callAndWait('authorizeSecurityGroupIngress', { securitygroupname: 'MIXED-case', protocol: 'tcp', startport: 80, endport: 80, cidrlist: '198.51.100.0/24' });
+  assert.equal(auth.body.jobstatus, 1, JSON.stringify(auth.body));
+  const ref = await s.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: gid, protocol: 'tcp', startport: 5432, endport: 5432, 'usersecuritygrouplist[0].account': 'admin', 'usersecuritygrouplist[0].group': 'mixed-CASE' });
+  assert.equal(ref.body.jobstatus, 1, JSON.stringify(ref.body));
+  assert.equal(ref.body.jobresult.securitygroup.ingressrule[0].securitygroupname, 'Mixed-Case');
+  await authorizeFails('Ingress', { securitygroupname: 'mixed-cas', protocol: 'tcp', startport: 80, endport: 80, cidrlist: '198.51.100.0/24' }, 431, /Unable to find security group mixed-cas/);
+  // a rule id in upper case is the same rule
+  const rule = auth.body.jobresult.securitygroup.ingressrule[0].ruleid as string;
+  const revoked = await s.callAndWait('revokeSecurityGroupIngress', { id: rule.toUpperCase() });
+  assert.equal(revoked.body.jobstatus, 1, JSON.stringify(revoked.body));
+  assert.deepEqual((await s.call('listSecurityGroups', { id: id.toUpperCase() })).body.listsecuritygroupsresponse.securitygroup[0].ingressrule ?? [], [], 'gone, and the group found by its id in upper case');
+  // the default group by another case is still reserved, not "not found"
+  await syncFails('deleteSecurityGroup', { name: 'DEFAULT' }, 431, 'The network group default is reserved');
+  // the group referenced by name in another case is in use (536), then its own deletion by name in another case works
+  await syncFails('deleteSecurityGroup', { name: 'MIXED-CASE' }, 536, 'Cannot delete group when there are security rules that allow this group');
+  const r = (await s.call('listSecurityGroups', { id: gid })).body.listsecuritygroupsresponse.securitygroup[0].ingressrule.find((x: any) => x.securitygroupname === 'Mixed-Case');
+  assert.equal((await s.callAndWait('revokeSecurityGroupIngress', { id: r.ruleid })).body.jobstatus, 1);
+  assert.equal((await s.call('deleteSecurityGroup', { name: 'MIXED-CASE' })).status, 200);
+  assert.deepEqual(await listed('mixed-case'), []);
+});

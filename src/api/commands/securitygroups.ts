@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { ApiError, paramError, permissionDenied, internalError, type CommandContext, type CommandDef, type Params } from '../command.js';
 import { DEFAULT_GROUP_NAME } from '../../store/queries/accounts.js';
-import { countGroups, loadGroups, pageGroupIds, type GroupBundle, type GroupFilter } from '../../store/queries/securitygroups.js';
+import { countGroups, groupByNameCi, loadGroups, pageGroupIds, type GroupBundle, type GroupFilter } from '../../store/queries/securitygroups.js';
 import { ACL_LIST_PARAMS, LIST_PARAMS, OWNER_PARAMS, csDate, ownerInfo, paging } from './common.js';
 import { isUuid } from '../params.js';
 import { isValidCidr } from './cidr.js';
@@ -93,9 +93,7 @@ async function groupByUuid(db: Db, uuid: string) {
   if (!isUuid(uuid)) return undefined;
   return db.selectFrom('security_groups').selectAll().where('uuid', '=', uuid).executeTakeFirst();
 }
-async function groupByName(db: Db, accountId: number, name: string) {
-  return db.selectFrom('security_groups').selectAll().where('account_id', '=', accountId).where('name', '=', name).executeTakeFirst();
-}
+const groupByName = groupByNameCi;
 async function nameInUse(db: Db, accountId: number, name: string, exceptId?: number): Promise<boolean> {
   // CloudStack's MySQL collation makes names case-insensitive per account. The account lock makes
   // check-then-insert atomic on PostgreSQL (READ COMMITTED lets concurrent creators all pass the check).

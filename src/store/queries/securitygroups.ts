@@ -1,6 +1,6 @@
 // Security group queries: filtered, paged listing with batch loading of rules, tags, members and
 // owners for one page (a constant number of queries per page, never one per group).
-import { containsCi } from './like.js';
+import { containsCi, equalsCi } from './like.js';
 import { inList } from './batch.js';
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../schema.js';
@@ -26,7 +26,7 @@ function filtered(db: Q, f: GroupFilter) {
   if (f.domainIds) q = q.where(inList(db, 'g.domain_id', f.domainIds));
   if (f.groupIds) q = q.where(inList(db, 'g.id', f.groupIds));
   if (f.id !== undefined) q = q.where('g.uuid', '=', f.id);
-  if (f.name !== undefined) q = q.where('g.name', '=', f.name);
+  if (f.name !== undefined) q = q.where(equalsCi(db, 'g.name', f.name));
   if (f.keyword !== undefined) {
     const kw = f.keyword;
     q = q.where((eb) => eb.or([containsCi('g.name', kw), containsCi('g.description', kw)]));
@@ -113,4 +113,19 @@ export async function loadGroups(db: Q, ids: number[], opts: { members?: boolean
 /** Member VM ids of groups (for change fan-out callers that need them). */
 export async function groupOfVm(db: Q, vmId: number): Promise<number[]> {
   return (await db.selectFrom('security_group_vm_map').select('group_id').where('vm_id', '=', vmId).execute()).map((r) => r.group_id);
+}
+
+/**
+ * An account's group by name, as CloudStack's MySQL collation finds it: without regard to case (names
+ * are unique per account ignoring case, createSecurityGroup). The exact name first (indexed); else the
+ * account's groups compared with JavaScript's case folding, the same as the uniqueness check (an
+ * account holds at most security.group.max.per.account groups).
+ */
+export async function groupByNameCi(db: Q, accountId: number, name: string) {
+  const exact = await db.selectFrom('security_groups').selectAll().where('account_id', '=', accountId).where('name', '=', name).executeTakeFirst();
+  if (exact) return exact;
+  const folded = name.toLowerCase();
+  const all = await db.selectFrom('security_groups').select(['id', 'name']).where('account_id', '=', accountId).execute();
+  const match = all.find((g) => g.name.toLowerCase() === folded);
+  return match ? db.selectFrom('security_groups').selectAll().where('id', '=', match.id).executeTakeFirst() : undefined;
 }

@@ -4,6 +4,7 @@ import { inList } from '../../../store/queries/batch.js';
 import { paramError, permissionDenied, type CommandContext } from '../../command.js';
 import { notFound, serverCapacity, uuid, type Tx } from './common.js';
 import type { HostRow } from './views.js';
+import { groupByNameCi } from '../../../store/queries/securitygroups.js';
 
 /** Pure: the least-loaded host, preferring hosts whose agent is Up; ties go to the oldest host. */
 export function leastLoaded(hosts: HostRow[], load: Map<number, number>, exclude?: number): HostRow | null {
@@ -74,7 +75,7 @@ export async function resolveGroups(ctx: CommandContext, ownerAccountId: number)
   }
   if (names?.length) {
     for (const n of names) {
-      const g = await ctx.db.selectFrom('security_groups').select('id').where('account_id', '=', ownerAccountId).where('name', '=', n.trim()).executeTakeFirst();
+      const g = await groupByNameCi(ctx.db, ownerAccountId, n.trim());
       if (!g) throw paramError(`Unable to find group by name ${n} (securitygroupnames)`);
       if (!out.includes(g.id)) out.push(g.id);
     }
