@@ -95,7 +95,18 @@ export class SessionHub {
   }
 
   async register(app: FastifyInstance): Promise<void> {
-    if (!app.hasDecorator('websocketServer')) await app.register(websocket, { options: { maxPayload: AGENT_FRAME_MAX_BYTES } });
+    if (!app.hasDecorator('websocketServer')) {
+      await app.register(websocket, {
+        options: { maxPayload: AGENT_FRAME_MAX_BYTES },
+        // A connection's own errors (a frame over the bound, a broken frame, an unclean disconnect) are the
+        // peer's doing, before or after a hello: one warning line, not an error with a stack per connection
+        // (anyone could fill the log with those).
+        errorHandler: (error, socket, request) => {
+          request.log.warn({ remote: request.ip, err: error.message.slice(0, 200) }, 'agent connection: protocol error; closed');
+          socket.terminate();
+        },
+      });
+    }
     await app.register(async (scope) => {
       scope.get(AGENT_PATH, { websocket: true }, (socket, req) => this.accept(socket, req.ip, req.raw.socket));
     });

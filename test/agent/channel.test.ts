@@ -167,6 +167,13 @@ test('item 3: before a hello only a few KB are read; a 64 MB frame costs the ser
   e.write(frame(Buffer.alloc(0), { declaredLength: AGENT_FRAME_MAX_BYTES + 1 }).subarray(0, 14));
   assert.ok(await endsWithin(e, 5000));
   assert.equal(e.closeCode, 1009);
+  // A peer's bad frame is one warning line, never an error with a stack (anyone could fill the log).
+  const unmasked = await rawConnect(srv.port);
+  unmasked.socket.write(Buffer.from([0x81, 0xff, 0, 0, 0, 0, 0x10, 0, 0, 0]));   // unmasked, 256 MiB declared
+  assert.ok(await endsWithin(unmasked, 5000));
+  await waitFor('warned', () => (srv.output().match(/agent connection: protocol error; closed/g) ?? []).length >= 2);
+  const errorLines = srv.output().split('\n').filter((l) => l.includes('"level":50') && /payload|MASK|RangeError/i.test(l));
+  assert.deepEqual(errorLines, [], 'no error-level line for a peer\'s bad frame');
   // … while a large legitimate one (an ack of thousands of VMs, ~1 MB) is fine.
   const f = await rawConnect(srv.port);
   f.write(frame(hello(target.token)));
