@@ -164,114 +164,99 @@ test('a status flush failing on its own data is given up after three tries (the 
   }
 });
 
-// The heartbeat's writes to hosts against a status flush (which locks hosts in id order, lock.ts): the
-// heap's order is made the reverse of the ids' (the lower id's row updated last) and index scans are
-// off, so a plain multi-row UPDATE would lock the higher id first. The flush-like transaction holds the
-// lower id, waits until the heartbeat's statement waits for it, then asks for the higher one: with the
-// statement locking in id order it gets it (the statement holds nothing yet); in heap order it is a
-// deadlock, which the statement's session detects (the other's deadlock_timeout is a minute).
+/**
+ * The race of the lock-order tests below: with index scans off (so a plain multi-row UPDATE visits rows
+ * in heap order), another transaction — standing for a status flush, which locks in id order — holds
+ * the lower id's row of `table`, waits until `write` waits for it, then asks for the higher id's. A
+ * `write` that locks in id order holds nothing yet and lets it through; one that took the higher id
+ * first deadlocks, which its own session detects (the other's deadlock_timeout is a minute). Returns
+ * what `write` failed with (null: nothing).
+ */
+async function lowThenHigh(table: 'hosts' | 'vms', lo: number, hi: number, write: (db: Db) => Promise<unknown>): Promise<unknown> {
+  const { default: pgLib } = await import('pg');
+  const holder = new pgLib.Client({ connectionString: pg.url });
+  await holder.connect();
+  await holder.query('alter database postgres set enable_indexscan = off');
+  await holder.query('alter database postgres set enable_bitmapscan = off');
+  const db = await openStore({ kind: 'postgres', url: pg.url });   // new connections: the settings above
+  try {
+    await holder.query("set deadlock_timeout = '60s'");
+    const holderPid = (await holder.query('select pg_backend_pid() as pid')).rows[0].pid;
+    await holder.query('begin');
+    await holder.query(`select id from ${table} where id = $1 for update`, [lo]);
+    const writing = write(db).then(() => null, (e: unknown) => e);
+    let waited = false;
+    for (let i = 0; i < 200 && !waited; i++) {
+      const r = await holder.query("select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and pid <> $1", [holderPid]);
+      waited = r.rows[0].n > 0;
+      if (!waited) await sleep(25);
+    }
+    assert.ok(waited, 'the write under test waited for the row the other transaction holds');
+    await holder.query(`select id from ${table} where id = $1 for update`, [hi]);
+    await holder.query('commit');
+    return await writing;
+  } finally {
+    await holder.query('rollback').catch(() => undefined);
+    await holder.query('alter database postgres reset enable_indexscan');
+    await holder.query('alter database postgres reset enable_bitmapscan');
+    await holder.end();
+    await db.destroy();
+  }
+}
+
+// The heartbeat's writes to hosts against a status flush (lock.ts): the heap's order is made the
+// reverse of the ids' (the lower id's row updated last).
 for (const [what, setup, write, expected] of [
   ['reasserting held hosts\' states', 'Disconnected', (db: Db, ids: number[]) => reassertHostStates(db, 'R', new Map([['Up', ids]])), 'Up'],
   ['the sweep marking unheld hosts Disconnected', 'Up', (db: Db) => sweepLeases(db).then(() => undefined), 'Disconnected'],
 ] as const) {
   test(`${what} locks host rows in id order: no deadlock with a status flush (PostgreSQL)`, async () => {
-    const { default: pgLib } = await import('pg');
-    const admin = await openStore({ kind: 'postgres', url: pg.url });
-    const [lo, hi] = await hostIds(admin, 2, `order-${setup}-`);
-    // Every other host is out of the way (removed), so the sweep's statement touches these two only.
-    await admin.updateTable('hosts').set({ removed: new Date().toISOString() }).where('id', 'not in', [lo!, hi!]).where('removed', 'is', null).execute();
-    await admin.updateTable('hosts').set({ state: setup }).where('id', '=', hi!).execute();
-    await admin.updateTable('hosts').set({ state: setup }).where('id', '=', lo!).execute();
-    await heartbeat(admin, { id: 'R', name: 'r', startedAt: 'x', feedPosition: 0, ttlMs: 60_000 });
-    if (setup === 'Disconnected') await acquireLeases(admin, 'R', [{ hostId: lo!, hostname: 'o1' }, { hostId: hi!, hostname: 'o2' }], 60_000);
-    else await admin.deleteFrom('host_leases').execute();
-    await admin.destroy();
-    await (async () => { const c = new pgLib.Client({ connectionString: pg.url }); await c.connect(); await c.query('alter database postgres set enable_indexscan = off'); await c.query('alter database postgres set enable_bitmapscan = off'); await c.end(); })();
     const db = await openStore({ kind: 'postgres', url: pg.url });
-    const flush = new pgLib.Client({ connectionString: pg.url });
-    await flush.connect();
     try {
-      await flush.query("set deadlock_timeout = '60s'");
-      const flushPid = (await flush.query('select pg_backend_pid() as pid')).rows[0].pid;
-      await flush.query('begin');
-      await flush.query('select id from hosts where id = $1 for update', [lo]);
-      const writing = write(db, [lo!, hi!]).then(() => null, (e: unknown) => e);
-      let waited = false;
-      for (let i = 0; i < 200 && !waited; i++) {
-        const r = await flush.query("select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and pid <> $1", [flushPid]);
-        waited = r.rows[0].n > 0;
-        if (!waited) await sleep(25);
-      }
-      assert.ok(waited, 'the heartbeat\'s statement waited for the row the flush holds');
-      await flush.query('select id from hosts where id = $1 for update', [hi]);
-      await flush.query('commit');
-      const failure = await writing;
+      const [lo, hi] = await hostIds(db, 2, `order-${setup}-`);
+      // Every other host is out of the way (removed), so the sweep's statement touches these two only.
+      await db.updateTable('hosts').set({ removed: new Date().toISOString() }).where('id', 'not in', [lo!, hi!]).where('removed', 'is', null).execute();
+      await db.updateTable('hosts').set({ state: setup }).where('id', '=', hi!).execute();
+      await db.updateTable('hosts').set({ state: setup }).where('id', '=', lo!).execute();
+      await heartbeat(db, { id: 'R', name: 'r', startedAt: 'x', feedPosition: 0, ttlMs: 60_000 });
+      if (setup === 'Disconnected') await acquireLeases(db, 'R', [{ hostId: lo!, hostname: 'o1' }, { hostId: hi!, hostname: 'o2' }], 60_000);
+      else await db.deleteFrom('host_leases').execute();
+      const failure = await lowThenHigh('hosts', lo!, hi!, (other) => write(other, [lo!, hi!]));
       assert.equal(failure, null, `no deadlock: ${String((failure as Error | null)?.message)}`);
       const states = await db.selectFrom('hosts').select('state').where('id', 'in', [lo!, hi!]).execute();
       assert.deepEqual(states.map((h) => h.state), [expected, expected]);
-    } finally {
-      await flush.query('rollback').catch(() => undefined);
-      await flush.query('alter database postgres reset enable_indexscan');
-      await flush.query('alter database postgres reset enable_bitmapscan');
-      await flush.end();
-      await db.destroy();
-    }
+    } finally { await db.destroy(); }
   });
 }
 
-// The same for VM rows: two servers' flushes both mark the VMs of a host nobody holds Pending. The
-// flush-like transaction holds the lower VM id; the StatusWriter's flush must not deadlock with it
-// (it would be retried, but each deadlock is reported, and under load they repeated).
+// The same for VM rows: two servers' flushes both mark the VMs of a host nobody holds Pending; a
+// StatusWriter's flush must not deadlock with the other (it would be retried, but each deadlock is
+// reported, and under load they repeated).
 test('a status flush locks the VM rows other servers may write in id order: no deadlock (PostgreSQL)', async () => {
   const { StatusWriter } = await import('../../src/control/status.js');
-  const { default: pgLib } = await import('pg');
-  const admin = await openStore({ kind: 'postgres', url: pg.url });
-  const [host] = await hostIds(admin, 1, 'vmorder');
-  await admin.deleteFrom('host_leases').where('host_id', '=', host!).execute();
-  const now = new Date().toISOString();
-  const vm = (name: string) => admin.insertInto('vms').values({
-    uuid: crypto.randomUUID(), name, display_name: name, instance_name: name, account_id: 1, domain_id: 1, zone_id: 1, host_id: host!, last_host_id: null,
-    state: 'Running', service_offering_id: null, template_id: null, sync_state: 'Synced', sync_error: null, created: now, removed: null,
-  }).returning('id').executeTakeFirstOrThrow();
-  const lo = (await vm('order-vm-1')).id;
-  const hi = (await vm('order-vm-2')).id;
-  await admin.updateTable('vms').set({ sync_error: null }).where('id', '=', lo).execute();   // heap order: hi, then lo
-  await admin.destroy();
-  await (async () => { const c = new pgLib.Client({ connectionString: pg.url }); await c.connect(); await c.query('alter database postgres set enable_indexscan = off'); await c.query('alter database postgres set enable_bitmapscan = off'); await c.end(); })();
   const db = await openStore({ kind: 'postgres', url: pg.url });
-  const errors: unknown[] = [];
-  const writer = new StatusWriter(db, 'V', (e) => errors.push(e), 10);
-  const other = new pgLib.Client({ connectionString: pg.url });
-  await other.connect();
   try {
-    await other.query("set deadlock_timeout = '60s'");
-    const otherPid = (await other.query('select pg_backend_pid() as pid')).rows[0].pid;
-    await other.query('begin');
-    await other.query('select id from vms where id = $1 for update', [lo]);
-    const unheld = { hostId: host!, placed: true, owned: false };
-    writer.vm(lo, 'Pending', null, unheld);
-    writer.vm(hi, 'Pending', null, unheld);
-    const flushing = writer.flush().then(() => null, (e: unknown) => e);
-    let waited = false;
-    for (let i = 0; i < 200 && !waited; i++) {
-      const r = await other.query("select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and pid <> $1", [otherPid]);
-      waited = r.rows[0].n > 0;
-      if (!waited) await sleep(25);
-    }
-    assert.ok(waited, 'the flush waited for the row the other transaction holds');
-    await other.query('select id from vms where id = $1 for update', [hi]);
-    await other.query('commit');
-    const failure = await flushing;
+    const [host] = await hostIds(db, 1, 'vmorder');
+    await db.deleteFrom('host_leases').where('host_id', '=', host!).execute();
+    const now = new Date().toISOString();
+    const vm = (name: string) => db.insertInto('vms').values({
+      uuid: crypto.randomUUID(), name, display_name: name, instance_name: name, account_id: 1, domain_id: 1, zone_id: 1, host_id: host!, last_host_id: null,
+      state: 'Running', service_offering_id: null, template_id: null, sync_state: 'Synced', sync_error: null, created: now, removed: null,
+    }).returning('id').executeTakeFirstOrThrow();
+    const lo = (await vm('order-vm-1')).id;
+    const hi = (await vm('order-vm-2')).id;
+    await db.updateTable('vms').set({ sync_error: null }).where('id', '=', lo).execute();   // heap order: hi, then lo
+    const errors: unknown[] = [];
+    const failure = await lowThenHigh('vms', lo, hi, async (other) => {
+      const writer = new StatusWriter(other, 'V', (e) => errors.push(e), 10);
+      const unheld = { hostId: host!, placed: true, owned: false };
+      writer.vm(lo, 'Pending', null, unheld);
+      writer.vm(hi, 'Pending', null, unheld);
+      try { await writer.flush(); } finally { await writer.close(); }
+    });
     assert.equal(failure, null, `no deadlock: ${String((failure as Error | null)?.message)}`);
     assert.deepEqual(errors, []);
     const states = await db.selectFrom('vms').select('sync_state').where('id', 'in', [lo, hi]).execute();
     assert.deepEqual(states.map((v) => v.sync_state), ['Pending', 'Pending']);
-  } finally {
-    await other.query('rollback').catch(() => undefined);
-    await other.query('alter database postgres reset enable_indexscan');
-    await other.query('alter database postgres reset enable_bitmapscan');
-    await other.end();
-    await writer.close();
-    await db.destroy();
-  }
+  } finally { await db.destroy(); }
 });
