@@ -43,9 +43,13 @@ before(async () => {
   app = await buildServer({ db, sink: { publish() {} }, log: pino({ level: 'silent' }), console: false });
   await app.listen({ host: '127.0.0.1', port: 0 });
   url = `http://127.0.0.1:${(app.server.address() as net.AddressInfo).port}/client/api`;
+  // A group bigger than a tenant may build by default (security.group.max.rules): the operator allowed it.
+  await call('updateConfiguration', { name: 'security.group.max.rules', value: '20000' });
   group = (await call('createSecurityGroup', { name: 'big' })).securitygroup.id;
   for (let k = 0; k < 10; k++) await call('authorizeSecurityGroupIngress', { securitygroupid: group, protocol: 'tcp', startport: 22, endport: 22, cidrlist: cidrs(k) });
   await dispatcherOf(app).idle();
+  const rules = await db.selectFrom('security_group_rules').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+  assert.equal(Number(rules.n), 10_000, 'the big group was built');
 });
 after(async () => {
   await app?.close();
