@@ -93,7 +93,6 @@ async function groupByUuid(db: Db, uuid: string) {
   if (!isUuid(uuid)) return undefined;
   return db.selectFrom('security_groups').selectAll().where('uuid', '=', uuid).executeTakeFirst();
 }
-const groupByName = groupByNameCi;
 async function nameInUse(db: Db, accountId: number, name: string, exceptId?: number): Promise<boolean> {
   // CloudStack's MySQL collation makes names case-insensitive per account. The account lock makes
   // check-then-insert atomic on PostgreSQL (READ COMMITTED lets concurrent creators all pass the check).
@@ -224,7 +223,7 @@ const deleteSecurityGroup: CommandDef = {
     let g;
     if (name !== undefined) {
       const accountId = await ownerAccountId(ctx);
-      g = await groupByName(ctx.db, accountId, name);
+      g = await groupByNameCi(ctx.db, accountId, name);
       if (!g) throw paramError(`Unable to find security group by name ${name} for the account id=${accountId}`);
     } else if (id !== undefined) {
       g = await groupByUuid(ctx.db, id);
@@ -377,7 +376,7 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
       let g;
       if (gname !== undefined) {
         const accountId = await ownerAccountId(ctx);
-        g = await groupByName(ctx.db, accountId, gname);
+        g = await groupByNameCi(ctx.db, accountId, gname);
         if (!g) throw paramError(`Unable to find security group ${gname} for account id=${accountId}`);
       } else if (gid !== undefined) {
         g = await groupByUuid(ctx.db, gid);
@@ -403,7 +402,7 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
         }
         const acct = await ctx.db.selectFrom('accounts').select('id').where('name', '=', u.account).where('domain_id', '=', domainId).where('removed', 'is', null).executeTakeFirst();
         if (!acct) throw paramError(`Nonexistent account: ${u.account} when trying to authorize security group rule  for ${g.uuid}:${spec.protocol}:${spec.start}:${spec.end}`);
-        const ref = await groupByName(ctx.db, acct.id, u.group);
+        const ref = await groupByNameCi(ctx.db, acct.id, u.group);
         if (!ref) throw paramError(`Nonexistent group ${u.group} for account ${u.account}/${domainId} is given, unable to authorize security group rule.`);
         if (ref.domain_id !== domainId) throw permissionDenied(`Can't add security group id=${ref.domain_id} as it belongs to different domain`);
         allowed.push({ id: ref.id });
