@@ -202,11 +202,10 @@ export async function sweepLeases(db: Kysely<Database>): Promise<number> {
   await db.deleteFrom('host_leases').where('expires_at', '<', now as never)
     .where('host_id', 'in', leaseOrder(db, (q) => q.where('expires_at', '<', now as never))).execute();
   // Found without locks (usually none), then locked in order and written with the same conditions.
-  const unheld = (db: Q, ids?: number[]) => {
-    let q = db.selectFrom('hosts').select('id').where('removed', 'is', null).where('state', '<>', 'Disconnected')
-      .where('id', 'not in', db.selectFrom('host_leases').select('host_id'));
-    if (ids) q = q.where('id', 'in', ids);
-    return q;
+  const unheld = (q: Q, ids?: number[]) => {
+    const hosts = q.selectFrom('hosts').select('id').where('removed', 'is', null).where('state', '<>', 'Disconnected')
+      .where('id', 'not in', q.selectFrom('host_leases').select('host_id'));
+    return ids ? hosts.where('id', 'in', ids) : hosts;
   };
   const candidates = (await unheld(db).execute()).map((h) => h.id);
   let marked = 0;

@@ -125,7 +125,6 @@ export async function groupByNameCi(db: Q, accountId: number, name: string) {
   const exact = await db.selectFrom('security_groups').selectAll().where('account_id', '=', accountId).where('name', '=', name).executeTakeFirst();
   if (exact) return exact;
   const folded = name.toLowerCase();
-  const all = await db.selectFrom('security_groups').select(['id', 'name']).where('account_id', '=', accountId).execute();
-  const match = all.find((g) => g.name.toLowerCase() === folded);
-  return match ? db.selectFrom('security_groups').selectAll().where('id', '=', match.id).executeTakeFirst() : undefined;
+  const all = await db.selectFrom('security_groups').selectAll().where('account_id', '=', accountId).execute();
+  return all.find((g) => g.name.toLowerCase() === folded);
 }

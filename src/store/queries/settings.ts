@@ -12,22 +12,24 @@ export async function storedSettings(db: Q): Promise<Map<string, { value: string
   return new Map(rows.map((r) => [r.name, { value: r.value, updated: r.updated }]));
 }
 
+/** Stored (changed) values by name, without when they changed (what the typed readers take). */
+async function storedValues(db: Q): Promise<Map<string, string>> {
+  return new Map([...await storedSettings(db)].map(([name, v]) => [name, v.value]));
+}
+
 /** The current settings, typed (what other layers read; the control plane pushes them to agents). */
 export async function readSettings(db: Q): Promise<PalisadeSettings> {
-  const stored = await storedSettings(db);
-  return settingsFrom(new Map([...stored].map(([k, v]) => [k, v.value])));
+  return settingsFrom(await storedValues(db));
 }
 
 /** How long history is kept (job.expire.minutes, event.purge.delay). */
 export async function readRetention(db: Q): Promise<RetentionSettings> {
-  const stored = await storedSettings(db);
-  return retentionFrom(new Map([...stored].map(([k, v]) => [k, v.value])));
+  return retentionFrom(await storedValues(db));
 }
 
 /** What one tenant may store (security.group.max.*). */
 export async function readLimits(db: Q): Promise<TenantLimits> {
-  const stored = await storedSettings(db);
-  return limitsFrom(new Map([...stored].map(([k, v]) => [k, v.value])));
+  return limitsFrom(await storedValues(db));
 }
 
 /** Sets a value, or (null) goes back to the default. */
