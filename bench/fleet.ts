@@ -592,8 +592,10 @@ async function runMulti(H: number, V: number, N: number, changes: number, burst:
       // The bench's own time without its reaped children: the killed server's lifetime CPU lands there.
       const cpuEnd = cpuStart(() => ({ ...cpuGroups(survivors)(), 'bench + burst client': { pids: [process.pid] } }));
       const tk = nowMs();
+      const killFrom = mark();
       await victim.stop('SIGKILL');
       failoverMs = await resync.done - tk;
+      markWindow('failover', killFrom);
       failoverCpu = cpuEnd();
       const after = await pushesByKind(survivors);
       failoverPushes = { delta: after.delta - before.delta, snapshot: after.snapshot - before.snapshot };

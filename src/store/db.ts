@@ -5,6 +5,7 @@ import { Kysely, Migrator, SqliteDialect, PostgresDialect, type MigrationProvide
 import pg from 'pg';
 import type { Database } from './schema.js';
 import { migrations } from './migrations/index.js';
+import { cachingStatements } from './statement-cache.js';
 
 export type Db = Kysely<Database>;
 
@@ -24,7 +25,7 @@ export function openSqlite(file: string): Db {
   // Case folding for names compared without regard to case (queries/like.ts equalsCi): SQLite's own
   // lower() folds ASCII only; this is the folding the API's uniqueness checks use.
   sqlite.function('palisade_lower', { deterministic: true }, (text: unknown) => (typeof text === 'string' ? text.toLowerCase() : text));
-  return new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  return new Kysely<Database>({ dialect: new SqliteDialect({ database: cachingStatements(sqlite) }) });
 }
 
 /**
