@@ -91,6 +91,8 @@ export class CallerAccess implements Access {
 
   async listScope(params: Params): Promise<{ accountIds: number[] | null; domainIds: number[] | null }> {
     const c = this.caller;
+    // projectid=-1 (params.ts lets no other project id through): resources of projects only — none.
+    if (params.str('projectid') === '-1') return { accountIds: [], domainIds: null };
     const accountName = params.str('account');
     const domainUuid = params.str('domainid');
     const listAll = params.bool('listall') === true;
@@ -118,7 +120,10 @@ export class CallerAccess implements Access {
     if (c.role === 'user') return { accountIds: [c.accountId], domainIds: null };
     let domainIds: number[] | null;
     if (domain) domainIds = recursive || listAll ? await domainSubtree(this.db, domain.path) : [domain.id];
-    else if (listAll) domainIds = c.role === 'admin' ? null : await domainSubtree(this.db, c.domainPath);
+    // Asking for one id lifts an admin's own-account default as listall does (CloudStack's
+    // buildACLSearchParameters): a root admin finds any account's resource by id, a domain admin any in
+    // its domain tree. A user stays in its own account (above).
+    else if (listAll || params.str('id') !== undefined) domainIds = c.role === 'admin' ? null : await domainSubtree(this.db, c.domainPath);
     else return { accountIds: [c.accountId], domainIds: null };
     if (c.role === 'admin') return { accountIds: null, domainIds };
     // A domain admin sees what it may act on: every account of those domains except root-admin ones. The

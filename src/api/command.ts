@@ -36,6 +36,12 @@ export interface ParamDef {
    * value as false; a flag whose false means "really do it" (dryrun) must not be misread that way.
    */
   strict?: boolean;
+  /**
+   * A project id (type 'uuid'). Palisade has no projects, so every project id names nothing: 431 with
+   * ParamProcessWorker's "entity does not exist" text, as CloudStack answers an unknown one. `list`:
+   * CloudStack's -1 ("every project of the caller") is accepted and lists nothing (listScope).
+   */
+  project?: 'list' | 'owner';
   since?: string;
 }
 

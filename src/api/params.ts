@@ -132,7 +132,8 @@ export function validateParams(def: CommandDef, params: RequestParams): void {
         break;
       }
       case 'uuid':
-        if (!isUuid(v.trim())) throw invalidUuid(def, p, v);
+        if (p.project === 'list' && v.trim() === '-1') { params.canonical(p.name, '-1'); break; }
+        if (!isUuid(v.trim()) || p.project) throw invalidUuid(def, p, v);
         // CloudStack's MySQL compares UUIDs without regard to case; they are stored in lower case.
         params.canonical(p.name, v.trim().toLowerCase());
         break;

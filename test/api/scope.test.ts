@@ -137,3 +137,53 @@ test('a domain admin cannot create for a root-admin account of its domain (group
   assert.equal(mine.status, 200, JSON.stringify(mine.body));
   assert.equal(mine.body.createsecuritygroupresponse.securitygroup.account, 'd1user');
 });
+
+test('listing by id: an admin finds a group of any account it may see without listall; a user only its own', async () => {
+  const groupId = async (name: string, who?: Creds) => {
+    const r = await s.call('listSecurityGroups', { securitygroupname: name, listall: true }, who);
+    return r.body.listsecuritygroupsresponse.securitygroup[0].id as string;
+  };
+  const d1user = await makeUser('d1byid', D1.id);
+  assert.equal((await s.call('createSecurityGroup', { name: 'd1-group' }, d1user)).status, 200);
+  const d1Group = await groupId('d1-group', d1user);
+  const siblingGroup = await groupId('sibling-secret', sibling);
+  const rootGroup = await groupId('root-secret', rootish);
+  const byId = async (id: string, who?: Creds) => names((await s.call('listSecurityGroups', { id }, who)).body.listsecuritygroupsresponse.securitygroup);
+  // The root admin: by id, any account's group; without id, its own account's only (the default scope).
+  assert.deepEqual(await byId(siblingGroup), ['sibling-secret']);
+  assert.deepEqual(await byId(d1Group), ['d1-group']);
+  assert.ok(!names((await s.call('listSecurityGroups', {})).body.listsecuritygroupsresponse.securitygroup).includes('d1-group'));
+  // A domain admin: a group of its domain by id; not the sibling domain's, not a root-admin account's.
+  assert.deepEqual(await byId(d1Group, dadmin), ['d1-group']);
+  assert.deepEqual(await byId(siblingGroup, dadmin), []);
+  assert.deepEqual(await byId(rootGroup, dadmin), []);
+  assert.ok(!names((await s.call('listSecurityGroups', {}, dadmin)).body.listsecuritygroupsresponse.securitygroup).includes('d1-group'));
+  // A user: its own group by id, nobody else's.
+  assert.deepEqual(await byId(d1Group, d1user), ['d1-group']);
+  assert.deepEqual(await byId(siblingGroup, d1user), []);
+});
+
+test('projectid: Palisade has no projects; -1 lists nothing, any other id is refused and creates nothing', async () => {
+  const unknown = '00000000-0000-4000-8000-0000000000aa';
+  const before = (await s.call('listSecurityGroups', { listall: true })).body.listsecuritygroupsresponse.count;
+  const created = await s.call('createSecurityGroup', { name: 'in-project', projectid: unknown });
+  assert.equal(created.status, 431, JSON.stringify(created.body));
+  assert.equal(created.body.createsecuritygroupresponse.errortext,
+    `Unable to execute API command createsecuritygroup due to invalid value. Invalid parameter projectid value=${unknown} due to incorrect long value format, or entity does not exist or due to incorrect parameter annotation for the field in api cmd class.`);
+  assert.equal((await s.call('createSecurityGroup', { name: 'in-project', projectid: '-1' })).status, 431);
+  assert.equal((await s.call('listSecurityGroups', { listall: true })).body.listsecuritygroupsresponse.count, before, 'nothing was created');
+  // Listing: -1 (every project of the caller) is empty; an unknown project is refused.
+  const all = await s.call('listSecurityGroups', { projectid: '-1', listall: true });
+  assert.equal(all.status, 200);
+  assert.deepEqual(all.body.listsecuritygroupsresponse, {});
+  for (const cmd of ['listVirtualMachines', 'listNetworks', 'listEvents']) {
+    const r = await s.call(cmd, { projectid: '-1' });
+    assert.equal(r.status, 200, `${cmd}: ${JSON.stringify(r.body)}`);
+    assert.equal(r.body[`${cmd.toLowerCase()}response`].count ?? 0, 0, cmd);
+  }
+  assert.equal((await s.call('listEvents', {})).body.listeventsresponse.count > 0, true, 'the twin: without projectid there are events');
+  assert.equal((await s.call('listSecurityGroups', { projectid: unknown })).status, 431);
+  // Authorize names its group in a project: refused before anything is queued or changed.
+  const auth = await s.call('authorizeSecurityGroupIngress', { securitygroupname: 'default', projectid: unknown, protocol: 'tcp', startport: 1, endport: 1, cidrlist: '192.0.2.9/32' });
+  assert.equal(auth.status, 431, JSON.stringify(auth.body));
+});

@@ -105,7 +105,10 @@ test('authorize: exact duplicates fail with 530 (per direction); partial duplica
   assert.equal(partial.body.jobstatus, 1);
   const rules = partial.body.jobresult.securitygroup.ingressrule;
   assert.deepEqual(rules.map((r: any) => r.cidr), ['192.0.2.2/32']);
-  assert.equal(partial.body.jobresult.securitygroup.egressrule, undefined);
+  // Only the new rules; the other direction and the members as empty lists (CloudStack's fresh SecurityGroupResponse).
+  assert.deepEqual(partial.body.jobresult.securitygroup.egressrule, []);
+  assert.deepEqual(partial.body.jobresult.securitygroup.virtualmachineids, []);
+  assert.equal(partial.body.jobresult.securitygroup.virtualmachinecount, undefined);
 });
 
 test('authorize: accepted forms are stored as CloudStack stores them', async () => {
@@ -162,6 +165,10 @@ test('update: not found, blank, reserved name, default group, no-op', async () =
   await syncFails('updateSecurityGroup', { id: gid, name: 'DEFAULT' }, 431, 'The security group name default is reserved');
   const def = (await s.call('listSecurityGroups', { securitygroupname: 'default' })).body.listsecuritygroupsresponse.securitygroup[0].id;
   await syncFails('updateSecurityGroup', { id: def, name: 'renamed' }, 431, 'The default security group cannot be renamed');
+  // its own name again is a no-op, as for any group (CloudStack checks for an unchanged name first)
+  const unchanged = await s.call('updateSecurityGroup', { id: def, name: 'default' });
+  assert.equal(unchanged.status, 200, JSON.stringify(unchanged.body));
+  assert.equal(unchanged.body.updatesecuritygroupresponse.securitygroup.name, 'default');
   await syncFails('updateSecurityGroup', { id: gid, name: 'forms' }, 431, 'Unable to update security group, a group with name forms already exists.');
   const same = await s.call('updateSecurityGroup', { id: gid, name: 'web' });
   assert.equal(same.status, 200);

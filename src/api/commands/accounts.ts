@@ -302,7 +302,8 @@ const listUsers: CommandDef = {
     const pg = paging(p);
     const c = ctx.caller;
     let accountIds: number[];
-    if (c.role === 'user') accountIds = [c.accountId];
+    if (p.str('projectid') === '-1') accountIds = []; // users of projects: none (no projects)
+    else if (c.role === 'user') accountIds = [c.accountId];
     else if (p.str('account') !== undefined) accountIds = (await ctx.access.listScope(p)).accountIds ?? [];
     else {
       const duuid = p.str('domainid');

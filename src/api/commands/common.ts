@@ -19,12 +19,12 @@ export const ACL_LIST_PARAMS: ParamDef[] = [
   { name: 'domainid', type: 'uuid', description: 'list only resources belonging to the domain specified' },
   { name: 'isrecursive', type: 'boolean', description: "defaults to false, but if true, lists all resources from the parent specified by the domainId till leaves." },
   { name: 'listall', type: 'boolean', description: "If set to false, list only resources belonging to the command's caller; if set to true - list resources that the caller is authorized to see. Default value is false" },
-  { name: 'projectid', type: 'uuid', description: 'list objects by project' },
+  { name: 'projectid', type: 'uuid', project: 'list', description: 'list objects by project' },
 ];
 export const OWNER_PARAMS: ParamDef[] = [
   { name: 'account', type: 'string', description: 'an optional account for the resource. Must be used with domainId.' },
   { name: 'domainid', type: 'uuid', description: 'an optional domainId for the resource. If the account parameter is used, domainId must also be used.' },
-  { name: 'projectid', type: 'uuid', description: 'create the resource for the project' },
+  { name: 'projectid', type: 'uuid', project: 'owner', description: 'create the resource for the project' },
 ];
 
 /** CloudStack's BaseListCmd paging: limit null = unlimited. */

@@ -174,9 +174,11 @@ const updateSecurityGroup: CommandDef = {
     const newName = ctx.params.str('name');
     if (newName === undefined) return { object: 'securitygroup', value: await groupResponse(ctx.db, g.id) };
     if (newName.trim() === '') throw paramError('Security group name cannot be empty');
-    if (newName.toLowerCase() === DEFAULT_GROUP_NAME) throw paramError('The security group name default is reserved');
+    // CloudStack's order: access, then an unchanged name is a no-op (also `default` for the default
+    // group), then the reserved name, then the default group's own name.
     await ctx.access.checkAccess(g.account_id, g.domain_id);
-    if (g.name.toLowerCase() === DEFAULT_GROUP_NAME) throw paramError('The default security group cannot be renamed');
+    if (newName !== g.name && newName.toLowerCase() === DEFAULT_GROUP_NAME) throw paramError('The security group name default is reserved');
+    if (newName !== g.name && g.name.toLowerCase() === DEFAULT_GROUP_NAME) throw paramError('The default security group cannot be renamed');
     if (newName !== g.name) {
       // CloudStack does not check this; names must stay unique for name-based lookups to mean one group.
       if (await nameInUse(ctx.db, g.account_id, newName, g.id)) throw paramError(`Unable to update security group, a group with name ${newName} already exists.`);
@@ -214,7 +216,7 @@ const deleteSecurityGroup: CommandDef = {
     { name: 'name', type: 'string', description: 'The name of the security group. Mutually exclusive with id parameter' },
     { name: 'account', type: 'string', description: 'The account of the security group. Must be specified with domain ID' },
     { name: 'domainid', type: 'uuid', description: 'The domain ID of account owning the security group' },
-    { name: 'projectid', type: 'uuid', description: 'The project of the security group' },
+    { name: 'projectid', type: 'uuid', project: 'owner', description: 'The project of the security group' },
   ],
   async handle(ctx) {
     const id = ctx.params.str('id');
@@ -447,8 +449,9 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
       ctx.changed({ kind: 'rules', groupId: g.id });
       const b = await loadGroups(ctx.db, [g.id], { members: false, ruleIds: inserted.map((r) => r.id) });
       const [full] = await groupResponses(ctx.db, [g.id], b, { members: false });
-      const value: Record<string, unknown> = { ...full };
-      delete value[dir === 'ingress' ? 'egressrule' : 'ingressrule'];
+      // CloudStack builds this answer from an empty SecurityGroupResponse: the new rules, and the other
+      // direction's rules and the members as empty lists (no member count).
+      const value: Record<string, unknown> = { ...full, [dir === 'ingress' ? 'egressrule' : 'ingressrule']: [], virtualmachineids: [] };
       return { object: 'securitygroup', value };
     },
   };

@@ -172,6 +172,7 @@ const listNetworks: CommandDef = {
     }
     const type = p.str('type');
     if (type !== undefined && !/^shared$/i.test(type)) return { list: 'network', items: [] };
+    if (p.str('projectid') === '-1') return { list: 'network', items: [] }; // project networks: none
     if (!isRootAdmin(ctx)) {
       // usable (own and ancestor domains) plus, for domain admins, everything in their subtree
       const visible = new Set(await domainAncestors(ctx.db, ctx.caller.domainId));
