@@ -276,7 +276,7 @@ test('drop log: ingestion validates, keeps only the sending host\'s VMs; listSec
 
 test('drop log bounds: per VM the newest N, unowned per host, a global cap, nothing older than the age bound', async () => {
   const a = await hostInternalId(hostA.id);
-  const limits = { perVm: 5, perHostUnowned: 3, maxAgeMs: 24 * 3600_000, total: 12 };
+  const limits = { perVm: 5, perHostUnowned: 3, perHost: 100_000, maxAgeMs: 24 * 3600_000, total: 12 };
   const rec = (i: number, vm?: string) => ({ at: new Date(Date.now() - 1000 + i).toISOString(), ...(vm ? { vm } : {}), reason: vm ? 'ingress-default-deny' : 'unknown-port', direction: 'ingress', protocol: 'tcp', dstPort: 1000 + i });
   await ingestDrops(db, a, { records: Array.from({ length: 9 }, (_, i) => rec(i, web1.id)) }, { limits });
   await ingestDrops(db, a, { records: Array.from({ length: 7 }, (_, i) => rec(i)) }, { limits });

@@ -91,7 +91,7 @@ for (const which of ['sqlite', 'postgres']) {
     assert.equal((await ruleHits(db, ids.rules)).has(ids.rules[0]), false);
 
     // drop log bounds on this dialect
-    const limits = { perVm: 4, perHostUnowned: 2, maxAgeMs: 3600_000, total: 1_000_000 };
+    const limits = { perVm: 4, perHostUnowned: 2, perHost: 100_000, maxAgeMs: 3600_000, total: 1_000_000 };
     const now = new Date();
     const rec = (i: number, vm?: string) => ({ at: new Date(now.getTime() - 60_000 + i).toISOString(), ...(vm ? { vm } : {}), reason: vm ? 'egress-default-deny' : 'unknown-port', direction: 'egress', protocol: 17, dstPort: i });
     const res = await ingestDrops(db, ids.host, { records: [...Array.from({ length: 7 }, (_, i) => rec(i, U(11))), ...Array.from({ length: 5 }, (_, i) => rec(i))] }, { limits, now });
@@ -115,6 +115,17 @@ for (const which of ['sqlite', 'postgres']) {
     assert.equal((await db.selectFrom('security_group_drops').select('id').execute()).length, 0, 'the age bound without new input');
     await ingestDrops(db, ids.host, { records: Array.from({ length: 6 }, (_, i) => rec(i, U(12))) }, { limits: { ...limits, perVm: 100, total: 4 }, now });
     assert.equal((await db.selectFrom('security_group_drops').select('id').execute()).length, 4, 'the global cap');
+    // Ids advance with every insert: a VM whose rows are pruned as fast as they come must not push
+    // another's out through the global cap (it counts rows; it once deleted by distance from the newest id).
+    await db.deleteFrom('security_group_drops').execute();
+    const capped = { ...limits, perVm: 4, total: 10 };
+    await ingestDrops(db, ids.host, { records: Array.from({ length: 3 }, (_, i) => rec(i, U(11))) }, { limits: capped, now });
+    for (let round = 0; round < 8; round++) await ingestDrops(db, ids.host, { records: Array.from({ length: 6 }, (_, i) => rec(i, U(12))) }, { limits: capped, now });
+    const perVm = async () => (await db.selectFrom('security_group_drops').select('vm_id').execute()).reduce((m, x) => m.set(x.vm_id, (m.get(x.vm_id) ?? 0) + 1), new Map<number | null, number>());
+    assert.deepEqual([...(await perVm()).values()].sort(), [3, 4], 'vm1 keeps its 3 rows beside vm2\'s newest 4');
+    // one host's share of the table: its newest perHost rows
+    await ingestDrops(db, ids.host, { records: [rec(9, U(11))] }, { limits: { ...capped, perHost: 5 }, now });
+    assert.equal((await db.selectFrom('security_group_drops').select('id').execute()).length, 5, 'the per-host cap');
 
     // settings
     assert.deepEqual(await readSettings(db), { revokeCutConnections: false, dropLogRate: 10, dropLogBurst: 50 });

@@ -1,8 +1,10 @@
 // The drop log (security_group_drops), kept bounded on every insert:
 // - per VM: the newest DROP_LOG_LIMITS.perVm rows (by arrival), none older than maxAgeMs;
 // - per host, drops no VM owns (unknown ports): the newest perHostUnowned rows;
-// - overall: rows with an id more than `total` below the newest id are deleted, so the table never
-//   holds more than `total` rows whatever the number of VMs.
+// - per host, all its rows: the newest perHost, so one host (whatever its number of VMs) holds at most
+//   a tenth of the table and cannot push the other hosts' records out;
+// - overall: the newest `total` rows, counted (not by id distance: ids advance with every insert, so a
+//   host whose own rows were pruned as fast as it sent them once emptied every other host's log).
 // Listing never shows rows older than maxAgeMs, however late a prune ran.
 import type { Expression, Kysely, SqlBool, Transaction } from 'kysely';
 import type { Database, SecurityGroupDropTable } from '../schema.js';
@@ -12,7 +14,7 @@ import { inList } from './batch.js';
 
 type Q = Transaction<Database> | Kysely<Database>;
 
-export const DROP_LOG_LIMITS = { perVm: 1000, perHostUnowned: 1000, maxAgeMs: 24 * 3600 * 1000, total: 1_000_000 };
+export const DROP_LOG_LIMITS = { perVm: 1000, perHostUnowned: 1000, perHost: 100_000, maxAgeMs: 24 * 3600 * 1000, total: 1_000_000 };
 export type DropLogLimits = typeof DROP_LOG_LIMITS;
 
 export type DropRow = Insertable<SecurityGroupDropTable>;
@@ -27,11 +29,12 @@ export async function insertDrops(db: Q, rows: DropRow[], now: Date, limits: Dro
   await pruneDrops(db, now, limits, {
     vms: [...new Set(rows.map((r) => r.vm_id).filter((v): v is number => v !== null && v !== undefined))],
     hosts: [...new Set(rows.filter((r) => r.vm_id === null || r.vm_id === undefined).map((r) => r.host_id).filter((h): h is number => h !== null && h !== undefined))],
+    senders: [...new Set(rows.map((r) => r.host_id).filter((h): h is number => h !== null && h !== undefined))],
   });
 }
 
 /** Enforces the bounds: age and total always; the per-VM / per-host counts for the ones named. */
-export async function pruneDrops(db: Q, now: Date, limits: DropLogLimits = DROP_LOG_LIMITS, touched: { vms: number[]; hosts: number[] } = { vms: [], hosts: [] }): Promise<void> {
+export async function pruneDrops(db: Q, now: Date, limits: DropLogLimits = DROP_LOG_LIMITS, touched: { vms: number[]; hosts: number[]; senders?: number[] } = { vms: [], hosts: [] }): Promise<void> {
   const oldest = new Date(now.getTime() - limits.maxAgeMs).toISOString();
   await db.deleteFrom('security_group_drops').where('created', '<', oldest).execute();
   for (const vmId of touched.vms) {
@@ -46,9 +49,15 @@ export async function pruneDrops(db: Q, now: Date, limits: DropLogLimits = DROP_
         .orderBy('d.id', 'desc').limit(1).offset(limits.perHostUnowned))
       .execute();
   }
-  const top = await db.selectFrom('security_group_drops').select((eb) => eb.fn.max('id').as('m')).executeTakeFirst();
-  const maxId = Number(top?.m ?? 0);
-  if (maxId > limits.total) await db.deleteFrom('security_group_drops').where('id', '<=', maxId - limits.total).execute();
+  for (const hostId of touched.senders ?? []) {
+    await db.deleteFrom('security_group_drops').where('host_id', '=', hostId)
+      .where('id', '<=', (eb) => eb.selectFrom('security_group_drops as d').select('d.id').where('d.host_id', '=', hostId)
+        .orderBy('d.id', 'desc').limit(1).offset(limits.perHost))
+      .execute();
+  }
+  await db.deleteFrom('security_group_drops')
+    .where('id', '<=', (eb) => eb.selectFrom('security_group_drops as d').select('d.id').orderBy('d.id', 'desc').limit(1).offset(limits.total))
+    .execute();
 }
 
 export interface DropFilter {
