@@ -35,6 +35,23 @@ const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex
 /** A hello must be answered (caught up, lease taken, resynced) within this time, else the agent tries elsewhere. */
 const HELLO_TIMEOUT_MS = 10_000;
 const KEEPALIVE_MS = 20_000;
+/**
+ * Bytes queued towards one agent and not yet taken by its socket, beyond which the connection is cut:
+ * an agent that does not read (and keeps asking for resyncs, or pinging) would otherwise make the server
+ * hold every snapshot and pong for it. A message is always let through when nothing is queued (one
+ * snapshot may be up to SERVER_FRAME_MAX_BYTES); the agent reconnects and resyncs like after any cut.
+ */
+const SEND_BACKLOG_MAX_BYTES = 64 * 1024 * 1024;
+/**
+ * Event-loop time one connection's frames may take (decoding and handling): a budget refilled at
+ * HANDLING_MS_PER_SECOND up to HANDLING_BURST_MS. A connection in debt is not read (ws.pause) until
+ * the debt is paid back, so valid but huge frames sent without pause (telemetry within its bounds)
+ * cannot keep the server from everything else. A real agent uses a small fraction of this.
+ */
+const HANDLING_MS_PER_SECOND = 50;
+const HANDLING_BURST_MS = 2000;
+/** A throttled connection is not read for at least this long (no pause/resume churn per frame). */
+const THROTTLE_MIN_MS = 2000;
 
 interface Session {
   ws: WebSocket;
@@ -46,6 +63,12 @@ interface Session {
   alive: boolean;
   /** The last revision this session was given (acks are clamped to it); -1: nothing yet. */
   sent: number;
+  /**
+   * A resync the agent asked for on the open channel that has not run yet: later asks join it (from the
+   * lowest revision named; null, a snapshot, is lowest). An agent asks again for every delta that does
+   * not follow what it holds, so a burst of pushes brings many asks; one resync answers them all.
+   */
+  resyncAsked?: { revision: number | null };
 }
 
 export interface HubStats { pushes: Map<number, number>; snapshots: number; deltas: number; refused: number; badFrames: number }
@@ -137,7 +160,16 @@ export class SessionHub {
   }
 
   private sendText(s: { ws: WebSocket }, text: string): void {
-    if (s.ws.readyState === s.ws.OPEN) s.ws.send(text);
+    const ws = s.ws;
+    if (ws.readyState !== ws.OPEN) return;
+    const queued = ws.bufferedAmount;
+    if (queued > 0 && queued + text.length > SEND_BACKLOG_MAX_BYTES) {
+      const session = this.byWs.get(ws);
+      this.d.log.warn({ host: session?.hostId, remote: session?.remote, queuedBytes: queued }, 'agent connection cut: it does not read what the server sends');
+      ws.terminate();
+      return;
+    }
+    ws.send(text);
   }
 
   private send(s: { ws: WebSocket }, m: ServerMessage): void { this.sendText(s, JSON.stringify(m)); }
@@ -180,8 +212,26 @@ export class SessionHub {
     // early messages, so an agent whose resync never comes still leaves after its keepalive periods.
     const helloTimer = setTimeout(() => { if (!session && !this.byWs.has(ws)) this.refuse(ws, 503, 'no hello accepted in time (server busy); try another server'); }, HELLO_TIMEOUT_MS);
     ws.on('pong', () => { const s = session ?? this.byWs.get(ws); if (s) s.alive = true; });
+    // The connection's handling budget (HANDLING_MS_PER_SECOND): charged after each frame.
+    let budgetMs = HANDLING_BURST_MS;
+    let budgetAt = performance.now();
+    let throttleLogged = false;
+    const charge = (spentMs: number) => {
+      const now = performance.now();
+      budgetMs = Math.min(HANDLING_BURST_MS, budgetMs + (now - budgetAt) / 1000 * HANDLING_MS_PER_SECOND) - spentMs;
+      budgetAt = now;
+      if (budgetMs >= 0 || ws.isPaused || closed) return;
+      const waitMs = Math.max(THROTTLE_MIN_MS, Math.ceil(-budgetMs / HANDLING_MS_PER_SECOND * 1000));
+      if (!throttleLogged) {
+        throttleLogged = true;
+        this.d.log.warn({ remote, host: session?.hostId ?? null, waitMs }, 'agent connection throttled: its messages take too much of the server\'s time');
+      }
+      ws.pause();
+      setTimeout(() => { if (!closed) ws.resume(); }, waitMs).unref();
+    };
     ws.on('message', (data, isBinary) => {
       if (closed) return;
+      const began = performance.now();
       try {
         const decoded = decodeAgentMessage(data, isBinary);
         if (!decoded.ok) { this.badFrame(ws, remote, session?.hostId ?? null, decoded.reason); return; }
@@ -205,6 +255,8 @@ export class SessionHub {
       } catch (e) {
         this.d.log.error({ err: e, remote, host: session?.hostId }, 'control: agent message failed');
         this.badFrame(ws, remote, session?.hostId ?? null, 'message could not be handled');
+      } finally {
+        charge(performance.now() - began);
       }
     });
     ws.on('close', () => {
@@ -278,8 +330,10 @@ export class SessionHub {
   }
 
   /** Bring a session up to date from the revision the agent holds (inside the serial section). */
-  private resync(s: Session, revision: number | null): Promise<void> {
+  private resync(s: Session, from: number | null | (() => number | null)): Promise<void> {
     return this.d.serial.run(() => {
+      // Read when the resync runs: asks that came meanwhile have joined it (Session.resyncAsked).
+      const revision = typeof from === 'function' ? from() : from;
       if (this.sessions.get(s.hostId) !== s || !this.d.fleet.hosts.has(s.hostId)) return;
       if (this.d.fleet.isPassive(s.hostId)) {
         // The revision the agent holds (one this server can know of): removals done before it are not
@@ -353,7 +407,15 @@ export class SessionHub {
         // The agent asks to resync on the same channel (its state did not follow a delta).
         const host = this.d.fleet.hosts.get(s.hostId);
         if (!host || sha256(m.token) !== host.tokenHash) { this.badFrame(s.ws, s.remote, s.hostId, 'hello with another token on an open session'); return; }
-        void this.resync(s, m.revision).catch((e) => this.d.log.error({ err: e, host: s.hostId }, 'control: resync failed'));
+        if (s.resyncAsked) {
+          const pending = s.resyncAsked;
+          pending.revision = pending.revision === null || m.revision === null ? null : Math.min(pending.revision, m.revision);
+          break;
+        }
+        const asked = { revision: m.revision };
+        s.resyncAsked = asked;
+        void this.resync(s, () => { s.resyncAsked = undefined; return asked.revision; })
+          .catch((e) => this.d.log.error({ err: e, host: s.hostId }, 'control: resync failed'));
         break;
       }
       case 'ping': this.send(s, { type: 'pong' }); this.d.sync.hostPatch(s.hostId, { last_contact: now }); break;

@@ -7,6 +7,7 @@
 // about it — never Synced merely because it did not compile it. Once this server is active for the host
 // again (a session here, or nobody holds it) it decides as for any other host.
 import type { Logger } from 'pino';
+import { sql } from 'kysely';
 import type { Db } from '../store/db.js';
 import type { AckMessage, PreflightFinding, RepairReport, ReportMessage } from '../protocol/index.js';
 import { MAX_ERROR_CHARS } from '../protocol/index.js';
@@ -14,6 +15,12 @@ import { Fleet, type Delta } from './fleet.js';
 import { StatusWriter, type HostPatch, type SyncState, type VmAuthority } from './status.js';
 
 const MAX_REPAIRS_KEPT = 20;
+/** Drift repairs are logged at most once per host per this long (the rest counted in the next line). */
+const REPAIR_LOG_EVERY_MS = 60_000;
+/** Repairs counted per report at most, and the stored total's ceiling (PostgreSQL `integer`): an agent's
+ *  numbers cannot overflow the column or make `driftrepairs` meaningless. */
+const MAX_REPAIRS_COUNTED_PER_REPORT = 1_000_000;
+const MAX_REPAIR_TOTAL = 2_147_483_647;
 
 interface HostStatus { preflight: PreflightFinding[]; repairs: RepairReport[] }
 
@@ -24,6 +31,8 @@ export class SyncTracker {
   private readonly vmSync = new Map<number, string>();
   /** Per VM: the last per-VM result an agent acked, at which revision. */
   private readonly vmAck = new Map<number, { hostId: number; rev: number; ok: boolean; error: string | null }>();
+  /** Per host: when its repairs were last logged, and the reports not logged since. */
+  private readonly repairLog = new Map<number, { at: number; unlogged: number }>();
 
   constructor(private readonly db: Db, private readonly log: Logger, private readonly fleet: Fleet, serverId: string,
     /** Does this server hold the host's agent session (and so its lease)? */
@@ -39,7 +48,7 @@ export class SyncTracker {
 
   hostPatch(hostId: number, p: HostPatch): void { this.status.host(hostId, p); }
 
-  forgetHost(hostId: number): void { this.hostStatus.delete(hostId); }
+  forgetHost(hostId: number): void { this.hostStatus.delete(hostId); this.repairLog.delete(hostId); }
 
   /** A host was pushed a new desired state. */
   pushed(hostId: number, d: Delta, touched: Set<number>): void {
@@ -146,16 +155,31 @@ export class SyncTracker {
     if (m.repairs.length) {
       st.repairs = [...st.repairs, ...m.repairs].slice(-MAX_REPAIRS_KEPT);
       patch.repairs = JSON.stringify(st.repairs);
-      this.log.warn({ host: hostId, repairs: m.repairs }, 'agent repaired drift');
+      const counted = Math.min(MAX_REPAIRS_COUNTED_PER_REPORT, m.repairs.reduce((n, r) => n + (r.count || 1), 0));
+      this.logRepairs(hostId, m.repairs, counted);
       // repair_count is cumulative in the store across server restarts and moves between servers.
-      void this.bumpRepairs(hostId, m.repairs.reduce((n, r) => n + (r.count || 1), 0));
+      void this.bumpRepairs(hostId, counted);
     }
     this.status.host(hostId, patch);
   }
 
+  /**
+   * One short line per host per REPAIR_LOG_EVERY_MS (what was repaired is in listHosts): an agent
+   * sending full reports without pause once wrote hundreds of MB of log in seconds.
+   */
+  private logRepairs(hostId: number, repairs: RepairReport[], counted: number): void {
+    const now = Date.now();
+    const seen = this.repairLog.get(hostId);
+    if (seen && now - seen.at < REPAIR_LOG_EVERY_MS) { seen.unlogged++; return; }
+    this.repairLog.set(hostId, { at: now, unlogged: 0 });
+    this.log.warn({ host: hostId, repairs: counted, first: repairs[0]?.what.slice(0, 200), reportsNotLogged: seen?.unlogged ?? 0 }, 'agent repaired drift');
+  }
+
   private async bumpRepairs(hostId: number, n: number): Promise<void> {
     try {
-      await this.db.updateTable('hosts').set((eb) => ({ repair_count: eb('repair_count', '+', n) })).where('id', '=', hostId).execute();
+      await this.db.updateTable('hosts')
+        .set({ repair_count: sql<number>`case when repair_count > ${MAX_REPAIR_TOTAL - n} then ${MAX_REPAIR_TOTAL} else repair_count + ${n} end` })
+        .where('id', '=', hostId).execute();
     } catch (e) { this.log.error({ err: e }, 'control: repair count write failed'); }
   }
 

@@ -410,3 +410,105 @@ test('hits: counted only for the sending host\'s VMs and their rules; hostile hi
   await apiAlive();
   assert.ok(bystander.connected, 'the other agent stayed connected');
 });
+
+test('resyncs asked on an open channel join one another; an agent that does not read is cut off, a reading one is not', async () => {
+  // A host whose snapshot is ~1 MB: 8 VMs in a group of 600 rules.
+  const fat = await addHost(srv, 'chan-noread');
+  const group = ok(await srv.call('createSecurityGroup', { name: 'noread-fat' }), 'createSecurityGroup').createsecuritygroupresponse.securitygroup.id;
+  ok(await srv.call('updateConfiguration', { name: 'security.group.max.rules', value: '10000' }), 'updateConfiguration');
+  // Ten rules of 600 scattered /32s each (no two merge into a shorter prefix, no two ports into a range).
+  for (let k = 0; k < 10; k++) {
+    const cidrs = Array.from({ length: 600 }, (_, i) => `${11 + ((i + k * 7) % 200)}.${(i * 37 + k) % 256}.${(i * 101) % 256}.${(i * 7 + k * 2) % 256 | 1}/32`).join(',');
+    assert.equal((await srv.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: group, protocol: 'tcp', startport: 1000 + 2 * k, endport: 1000 + 2 * k, cidrlist: cidrs })).body.jobstatus, 1);
+  }
+  for (let i = 0; i < 8; i++) await deploy(srv, cloud, { hostid: fat.id, name: `noread-${i}`, securitygroupids: group });
+  const snapshots = (c: RawConnection) => c.messages.filter((m: any) => m?.type === 'snapshot').length;
+
+  // Fifty asks in one write, while the first is queued: one resync answers them (not fifty snapshots).
+  const reader = await rawConnect(srv.port);
+  reader.write(frame(hello(fat.token)));
+  await accepted(reader);
+  const first = snapshots(reader);
+  if (process.env.DEBUG_SNAP) console.log("snapshot bytes", JSON.stringify(reader.messages.find((m: any) => m?.type === "snapshot")).length);
+  reader.write(...Array.from({ length: 50 }, () => frame(hello(fat.token))));
+  await reader.waitFor(() => snapshots(reader) > first, 10_000);
+  await sleep(500);
+  assert.ok(snapshots(reader) - first <= 3, `asks joined: ${snapshots(reader) - first} snapshots for 50 asks`);
+  // The twin of the cut below: a reading agent asking again and again, paced, keeps its session.
+  for (let i = 0; i < 20; i++) { reader.write(frame(hello(fat.token))); await sleep(20); }
+  await reader.waitFor(() => snapshots(reader) >= first + 5, 10_000);
+  assert.equal(reader.closeCode, null, 'a reading agent is not cut');
+  reader.destroy();
+  await reader.ended;
+
+  // The same asks from an agent that never reads: what waits for it is bounded, then it is cut.
+  const pid = srv.pid();
+  const rssBefore = rssMb(pid);
+  const deaf = await rawConnect(srv.port);
+  deaf.write(frame(hello(fat.token)));
+  await accepted(deaf);
+  deaf.socket.pause();
+  let cut = false;
+  for (let i = 0; i < 400 && !cut; i++) {
+    deaf.write(frame(hello(fat.token)));
+    await sleep(15);
+    cut = /agent connection cut: it does not read/.test(srv.output());
+  }
+  assert.ok(cut, 'the server cut the agent that does not read');
+  const rssGrowth = rssMb(pid) - rssBefore;
+  assert.ok(rssGrowth < 300, `server RSS grew by ${Math.round(rssGrowth)} MB`);
+  deaf.socket.resume();
+  assert.ok(await endsWithin(deaf, 10_000), 'its connection ended');
+  await apiAlive();
+  assert.ok(bystander.connected, 'the other agent stayed connected');
+});
+
+test('an agent whose valid frames take too much of the server\'s time is throttled (not read for a while), not cut; the API keeps answering', async () => {
+  const c = await rawConnect(srv.port);
+  c.write(frame(hello(target.token)));
+  await accepted(c);
+  // Hits frames within every bound (5,000 VMs × 6 rules, ~2 MB; a few hundred ms of decoding each,
+  // here), sent without pause until the server has spent more than its 2 s burst on them. (Once
+  // throttled, every further frame is paid for at 50 ms per second: the fewer sent beyond the burst,
+  // the sooner the ping after them is answered.)
+  const uuid = (i: number) => `00000000-0000-4000-8000-${i.toString(16).padStart(12, '0')}`;
+  const vms: Record<string, Record<string, number>> = {};
+  for (let i = 0; i < 5000; i++) { const rules: Record<string, number> = {}; for (let j = 0; j < 6; j++) rules[`r${j}x${i.toString(36)}`] = 1; vms[uuid(i)] = rules; }
+  const big = frame(JSON.stringify({ type: 'hits', at: new Date().toISOString(), vms }));
+  assert.ok(big.length < AGENT_FRAME_MAX_BYTES);
+  const before = (srv.output().match(/agent connection throttled/g) ?? []).length;
+  const throttled = () => (srv.output().match(/agent connection throttled/g) ?? []).length > before;
+  for (let i = 0; i < 200 && !throttled(); i++) { c.write(big); await new Promise<void>((r) => c.socket.write('', () => r())); await sleep(400); }
+  await waitFor('throttled', throttled, 60_000);
+  const t0 = performance.now();
+  // Not read meanwhile (for at least 2 s): its ping waits; the API is answered.
+  c.write(frame(JSON.stringify({ type: 'ping' })));
+  await assert.rejects(c.waitFor((m) => m?.type === 'pong', 500), 'not read while throttled');
+  assert.ok(await apiAlive() < 1000, 'the API answers while the agent is throttled');
+  // Not cut: once paid back, it is read again (its ping is answered after the frames before it).
+  await c.waitFor((m) => m?.type === 'pong', 180_000);
+  assert.equal(c.closeCode, null, 'still connected');
+  if (process.env.DEBUG_THROTTLE) console.log('pong after', Math.round(performance.now() - t0), 'ms');
+  c.destroy();
+  await c.ended;
+});
+
+test('drift reports: counted within bounds and logged once per host per minute, however often and however large', async () => {
+  const host = await addHost(srv, 'chan-reports');
+  const c = await rawConnect(srv.port);
+  c.write(frame(hello(host.token)));
+  await accepted(c);
+  const logged = () => (srv.output().match(/agent repaired drift/g) ?? []).length;
+  const before = logged();
+  // The largest report the schema lets through: 100 repairs of a billion each, with long texts.
+  const repairs = Array.from({ length: 100 }, (_, i) => ({ at: new Date().toISOString(), what: `chain ${i} ${'x'.repeat(1900)}`, count: 1_000_000_000 }));
+  for (let i = 0; i < 5; i++) c.write(frame(JSON.stringify({ type: 'report', preflight: [], repairs })));
+  await waitFor('five reports counted', async () => (await hostRow(srv, host.id)).driftrepairs === 5_000_000);
+  await sleep(300);
+  assert.equal((await hostRow(srv, host.id)).driftrepairs, 5_000_000, 'a million per report at most');
+  assert.equal(logged() - before, 1, 'one log line for five reports');
+  const line = srv.output().split('\n').find((l) => l.includes('agent repaired drift') && l.includes('chain 0'))!;
+  assert.ok(line.length < 1000, `a short line: ${line.length} characters`);
+  c.destroy();
+  await c.ended;
+});
