@@ -228,9 +228,34 @@ export function fastAck(value: unknown): AckMessage | null {
 }
 
 /** A frame from an agent, validated (server side). */
+/**
+ * Arrays and objects one agent frame may open (`[` and `{` outside strings). The largest legitimate frames open tens of thousands (an ack of 16,384 VMs, a
+ * connections answer of 50,000 entries); 16 MiB of `[[],[],…` would open eight million, and parsing
+ * them took seconds and 2 GB.
+ */
+export const MAX_JSON_CONTAINERS = 500_000;
+
+/** `[` and `{` outside JSON strings (a scan, not a parse: malformed text is JSON.parse's to refuse). */
+function containers(text: Buffer): number {
+  let n = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const byte = text[i];
+    if (inString) {
+      if (byte === 0x5c) i++;                 // backslash: the next byte is escaped
+      else if (byte === 0x22) inString = false;
+    } else if (byte === 0x22) inString = true;
+    else if ((byte === 0x5b || byte === 0x7b) && ++n > MAX_JSON_CONTAINERS) return n;
+  }
+  return n;
+}
+
 export function decodeAgentMessage(data: unknown, isBinary = false): Decoded<AgentMessage> {
   if (!isBinary) {
     let value: unknown;
+    if (Buffer.isBuffer(data) && data.length > MAX_JSON_CONTAINERS && containers(data) > MAX_JSON_CONTAINERS) {
+      return { ok: false, reason: `more than ${MAX_JSON_CONTAINERS} arrays and objects` };
+    }
     try { value = JSON.parse(typeof data === 'string' ? data : String(data)); } catch { return { ok: false, reason: 'not JSON' }; }
     const ack = fastAck(value);
     if (ack) return { ok: true, message: ack };

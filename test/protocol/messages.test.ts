@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  MAX_ERROR_CHARS, MAX_FINDINGS, MAX_HOSTNAME_CHARS, MAX_VMS_PER_HOST, PROTOCOL_VERSION, agentMessageSchema, decodeAgentMessage, decodeServerMessage, fastAck,
+  MAX_ERROR_CHARS, MAX_FINDINGS, MAX_HOSTNAME_CHARS, MAX_JSON_CONTAINERS, MAX_VMS_PER_HOST, PROTOCOL_VERSION, agentMessageSchema, decodeAgentMessage, decodeServerMessage, fastAck,
 } from '../../src/protocol/index.js';
 import { emptyCloudState } from '../../src/policy/state.js';
 import { Fleet } from '../../src/control/fleet.js';
@@ -125,4 +125,15 @@ test('acks: the hand-written fast path accepts exactly what the schema accepts a
   const proto = '{"type":"ack","revision":1,"vms":{"__proto__":{"ok":true}}}';
   assert.equal(fastAck(JSON.parse(proto)), null);
   assert.equal(decodeAgentMessage(proto).ok, agentMessageSchema.safeParse(JSON.parse(proto)).success);
+});
+
+test('a frame opening more arrays and objects than any real message is refused before it is parsed; brackets inside strings do not count', () => {
+  const nested = Buffer.from(JSON.stringify({ type: 'drops', records: Array.from({ length: 5000 }, () => Array.from({ length: 200 }, () => [])) }));
+  const refused = decodeAgentMessage(nested);
+  assert.equal(refused.ok, false);
+  assert.match((refused as { reason: string }).reason, new RegExp(`more than ${MAX_JSON_CONTAINERS}`));
+  // The twin: the largest ack (16,384 VMs) whose error texts are full of brackets is a valid message.
+  const vms = Object.fromEntries(Array.from({ length: 16_384 }, (_, i) => [`00000000-0000-4000-8000-${i.toString(16).padStart(12, '0')}`, { ok: false, error: 'nft: unexpected \'{\' in [set] \\"{['.repeat(12) }]));
+  const ack = decodeAgentMessage(Buffer.from(JSON.stringify({ type: 'ack', revision: 1, vms })));
+  assert.equal(ack.ok, true, JSON.stringify(ack).slice(0, 200));
 });
