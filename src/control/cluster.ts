@@ -77,7 +77,7 @@ export class Cluster {
    */
   private lastErrorIsOutage = false;
   private readonly startedAt = new Date().toISOString();
-  private acquireQueue: { hostId: number; hostname: string; resolve: (ok: boolean) => void; reject: (e: unknown) => void }[] = [];
+  private acquireQueue: { hostId: number; hostname: string; resolve: (ok: boolean | 'superseded') => void; reject: (e: unknown) => void }[] = [];
   private acquireTimer: NodeJS.Timeout | null = null;
   private releaseQueue = new Set<number>();
   private releaseTimer: NodeJS.Timeout | null = null;
@@ -230,7 +230,7 @@ export class Cluster {
   }
 
   /** Take a host's lease for its agent's session (batched with concurrent calls). False: held for another agent. */
-  acquire(hostId: number, hostname: string): Promise<boolean> {
+  acquire(hostId: number, hostname: string): Promise<boolean | 'superseded'> {
     return new Promise((resolve, reject) => {
       this.acquireQueue.push({ hostId, hostname, resolve, reject });
       if (!this.acquireTimer) this.acquireTimer = setTimeout(() => { this.acquireTimer = null; void this.flushAcquire(); }, 5);
@@ -244,7 +244,7 @@ export class Cluster {
     const last = new Map(batch.map((b) => [b.hostId, b]));
     try {
       const got = await this.leases(() => acquireLeases(this.db, this.serverId, [...last.values()].map((b) => ({ hostId: b.hostId, hostname: b.hostname })), this.timing.leaseTtlMs));
-      for (const b of batch) b.resolve(last.get(b.hostId) === b && got.has(b.hostId));
+      for (const b of batch) b.resolve(last.get(b.hostId) !== b ? 'superseded' : got.has(b.hostId));
     } catch (e) {
       for (const b of batch) b.reject(e);
     }

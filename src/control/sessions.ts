@@ -52,6 +52,13 @@ const HANDLING_MS_PER_SECOND = 50;
 const HANDLING_BURST_MS = 2000;
 /** A throttled connection is not read for at least this long (no pause/resume churn per frame). */
 const THROTTLE_MIN_MS = 2000;
+/**
+ * Refused hellos are logged one by one up to REFUSALS_LOGGED per REFUSAL_LOG_WINDOW_MS, then only
+ * counted (the count is logged when the next window starts): agents retrying with a stale token, or a
+ * storm of reconnects, cannot fill the log.
+ */
+const REFUSALS_LOGGED = 20;
+const REFUSAL_LOG_WINDOW_MS = 10_000;
 
 interface Session {
   ws: WebSocket;
@@ -111,6 +118,7 @@ export class SessionHub {
   /** False while this server is cut off from the database or shutting down: hellos are refused. */
   accepting = true;
   readonly stats: HubStats = { pushes: new Map(), snapshots: 0, deltas: 0, refused: 0, badFrames: 0 };
+  private refusalLog = { since: 0, logged: 0, unlogged: 0 };
 
   constructor(private readonly d: HubDeps) {
     this.keepalive = setInterval(() => this.pingAll(), KEEPALIVE_MS);
@@ -178,6 +186,15 @@ export class SessionHub {
     this.stats.refused++;
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'error', code, message: message.slice(0, 1000) } satisfies ServerMessage));
     ws.close(4000 + (code % 1000), message.slice(0, 100));
+  }
+
+  private logRefusal(fields: Record<string, unknown>, why: string): void {
+    const now = Date.now();
+    if (now - this.refusalLog.since >= REFUSAL_LOG_WINDOW_MS) {
+      if (this.refusalLog.unlogged) this.d.log.warn({ refusals: this.refusalLog.unlogged }, `agent refusals not logged one by one (more than ${REFUSALS_LOGGED} in ${REFUSAL_LOG_WINDOW_MS / 1000} s)`);
+      this.refusalLog = { since: now, logged: 0, unlogged: 0 };
+    }
+    if (this.refusalLog.logged < REFUSALS_LOGGED) { this.refusalLog.logged++; this.d.log.warn(fields, `agent refused: ${why}`); } else this.refusalLog.unlogged++;
   }
 
   /** A frame that breaks the protocol: this connection ends, with the reason logged. */
@@ -248,7 +265,7 @@ export class SessionHub {
           for (const e of early.splice(0)) this.onMessage(s, e);
         }).catch((e: unknown) => {
           clearTimeout(helloTimer);
-          if (e instanceof Refused) { this.d.log.warn({ remote, hostname: m.hostname, code: e.code }, `agent refused: ${e.why}`); this.refuse(ws, e.code, e.message); return; }
+          if (e instanceof Refused) { this.logRefusal({ remote, hostname: m.hostname, code: e.code }, e.why); this.refuse(ws, e.code, e.message); return; }
           this.d.log.error({ err: e, remote }, 'control: hello failed');
           this.refuse(ws, 503, 'this server could not accept the agent; try another server');
         });
@@ -291,7 +308,7 @@ export class SessionHub {
     earlyLease?.catch(() => {});   // awaited below
     /** The lease taken early is not used after all: give it back (unless a session of this server holds the host). */
     const dropEarly = async () => {
-      if (earlyLease && await earlyLease.catch(() => false) && !this.sessions.has(early!)) this.d.cluster.release(early!);
+      if (earlyLease && await earlyLease.catch(() => false) === true && !this.sessions.has(early!)) this.d.cluster.release(early!);
     };
     let t1 = t0;
     try {
@@ -310,7 +327,9 @@ export class SessionHub {
     if (hostId === undefined || !this.d.fleet.hosts.has(hostId)) throw new Refused(401, 'unknown agent token', 'unknown token');
     const host = this.d.fleet.hosts.get(hostId)!;
     if (busy(hostId)) throw new Refused(409, `token of host ${host.name} is in use by another agent`);
-    if (!await (leased ?? this.d.cluster.acquire(hostId, m.hostname))) throw new Refused(409, `token of host ${host.name} is in use by another agent, connected to another server`);
+    const lease = await (leased ?? this.d.cluster.acquire(hostId, m.hostname));
+    if (lease === 'superseded') throw new Refused(409, `a newer connection with the token of host ${host.name} arrived at once; this one is not used`);
+    if (!lease) throw new Refused(409, `token of host ${host.name} is in use by another agent, connected to another server`);
     const t3 = performance.now();
     if (ws.readyState !== ws.OPEN || !this.d.fleet.hosts.has(hostId)) {
       if (!this.sessions.has(hostId)) this.d.cluster.release(hostId);

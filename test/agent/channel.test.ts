@@ -512,3 +512,31 @@ test('drift reports: counted within bounds and logged once per host per minute, 
   c.destroy();
   await c.ended;
 });
+
+test('refused hellos: a storm is logged as a count after the first lines; two at once for one host are told apart from another server\'s', async () => {
+  const refusedLines = () => (srv.output().match(/agent refused: /g) ?? []).length;
+  const before = refusedLines();
+  const stale = 'stale-token-' + 'x'.repeat(32);
+  const storm = await Promise.all(Array.from({ length: 60 }, () => rawConnect(srv.port)));
+  for (const c of storm) c.write(frame(hello(stale)));
+  for (const c of storm) assert.ok(await endsWithin(c, 10_000), 'every stale hello is refused');
+  assert.ok(storm.every((c) => c.messages.some((m: any) => m?.type === 'error' && /unknown agent token/.test(m.message))), 'each is told why');
+  const logged = refusedLines() - before;
+  assert.ok(logged >= 1 && logged <= 20, `at most 20 lines for 60 refusals: ${logged}`);
+
+  // Two connections of one host at the same moment, on the one server: one is used, the other is not
+  // told the host is held by another server.
+  const host = await addHost(srv, 'chan-twins');
+  const [a, b] = await Promise.all([rawConnect(srv.port), rawConnect(srv.port)]);
+  a.write(frame(hello(host.token)));
+  b.write(frame(hello(host.token)));
+  const outcome = async (c: RawConnection) => Promise.race([c.waitFor((m) => m?.type === 'welcome', 10_000).then(() => 'welcome'), c.ended.then(() => 'ended')]);
+  const results = await Promise.all([outcome(a), outcome(b)]);
+  assert.ok(results.includes('welcome'), `one is accepted: ${results}`);
+  for (const c of [a, b]) {
+    const error = c.messages.find((m: any) => m?.type === 'error') as { message: string } | undefined;
+    if (error) assert.doesNotMatch(error.message, /another server/, 'not sent to look for another server');
+  }
+  a.destroy(); b.destroy();
+  await Promise.all([a.ended, b.ended]);
+});
