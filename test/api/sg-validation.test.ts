@@ -267,3 +267,14 @@ test('names and ids are found without regard to case, as CloudStack\'s collation
   assert.equal((await s.call('deleteSecurityGroup', { name: 'MIXED-CASE' })).status, 200);
   assert.deepEqual(await listed('mixed-case'), []);
 });
+
+test('create: without a description the group has none (CloudStack stores null and omits it); with one it is kept', async () => {
+  const bare = await s.call('createSecurityGroup', { name: 'no-description' });
+  assert.equal(bare.status, 200, JSON.stringify(bare.body));
+  assert.ok(!('description' in bare.body.createsecuritygroupresponse.securitygroup), JSON.stringify(bare.body));
+  const listed = (await s.call('listSecurityGroups', { securitygroupname: 'no-description' })).body.listsecuritygroupsresponse.securitygroup[0];
+  assert.ok(!('description' in listed), JSON.stringify(listed));
+  const described = (await s.call('createSecurityGroup', { name: 'with-description', description: 'the web tier' })).body.createsecuritygroupresponse.securitygroup;
+  assert.equal(described.description, 'the web tier');
+  for (const id of [bare.body.createsecuritygroupresponse.securitygroup.id, described.id]) assert.equal((await s.call('deleteSecurityGroup', { id })).status, 200);
+});

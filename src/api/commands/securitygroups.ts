@@ -67,7 +67,8 @@ export async function groupResponses(db: Db, ids: number[], b: GroupBundle, opts
     const o = owners.get(g.account_id);
     const rules = rulesByGroup.get(id) ?? [];
     const resp: Record<string, unknown> = {
-      id: g.uuid, name: g.name, description: g.description, account: o?.account, domainid: o?.domainid, domain: o?.domain, domainpath: o?.domainpath,
+      // No description given at creation is stored as '' and not shown (CloudStack stores null and omits it).
+      id: g.uuid, name: g.name, description: g.description === '' ? undefined : g.description, account: o?.account, domainid: o?.domainid, domain: o?.domain, domainpath: o?.domainpath,
       ingressrule: rules.filter((r) => r.type === 'ingress').map((r) => ruleResponse(r, b, tagsOf.get(`SecurityGroupRule:${r.id}`) ?? [])),
       egressrule: rules.filter((r) => r.type === 'egress').map((r) => ruleResponse(r, b, tagsOf.get(`SecurityGroupRule:${r.id}`) ?? [])),
       tags: tagsOf.get(`SecurityGroup:${id}`) ?? [],
@@ -138,7 +139,7 @@ const createSecurityGroup: CommandDef = {
     if (owned + 1 > limits.groupsPerAccount) throw await overLimit(ctx.db, owner.accountId, 'security_group', MAX_GROUPS_PER_ACCOUNT, limits.groupsPerAccount, owned, 1);
     const uuid = randomUUID();
     const r = await ctx.db.insertInto('security_groups').values({
-      uuid, name, description: ctx.params.str('description') ?? name, account_id: owner.accountId, domain_id: owner.domainId, created: ctx.now,
+      uuid, name, description: ctx.params.str('description') ?? '', account_id: owner.accountId, domain_id: owner.domainId, created: ctx.now,
     }).returning('id').executeTakeFirstOrThrow();
     ctx.event({ type: 'SG.CREATE', description: `creating security group: ${name}`, resourceType: 'SecurityGroup', resourceUuid: uuid, resourceName: name, accountId: owner.accountId, domainId: owner.domainId });
     ctx.changed({ kind: 'group', groupId: r.id });
