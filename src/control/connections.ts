@@ -105,7 +105,7 @@ export class ConnectionsControl implements ConnectionInspector {
         return Promise.resolve(none);
       }
       this.stats.asked++;
-      return answer.then((m) => (m ? hostAnswer(hostId, m, wanted) : none));
+      return answer.then((m) => (m ? hostAnswer(hostId, m, wanted, limitPerVm) : none));
     };
     this.inFlight++;
     try { return await Promise.all(hostIds.map(ask)); } finally { this.inFlight--; }
@@ -136,13 +136,22 @@ export class ConnectionsControl implements ConnectionInspector {
   }
 }
 
-function hostAnswer(hostId: number, m: ConnectionsMessage, wanted: ReadonlySet<string>): HostConnections {
+/** What one host answered, held to the question: only the VMs asked about, at most `limitPerVm` entries each
+ *  (an agent sending more is cut at the limit and counts as truncated; the inspection's budget holds). */
+function hostAnswer(hostId: number, m: ConnectionsMessage, wanted: ReadonlySet<string>, limitPerVm: number): HostConnections {
   const connections: TrackedConnection[] = [];
+  const taken = new Map<string, number>();
   let truncated = !m.complete;
   for (const vm of m.vms) {
     if (!wanted.has(vm.vmId)) continue;   // not asked: ignored
     if (vm.truncated) truncated = true;
-    for (const e of vm.entries) connections.push(trackedConnectionOf(vm.vmId, e));
+    let n = taken.get(vm.vmId) ?? 0;
+    for (const e of vm.entries) {
+      if (n >= limitPerVm) { truncated = true; break; }
+      connections.push(trackedConnectionOf(vm.vmId, e));
+      n++;
+    }
+    taken.set(vm.vmId, n);
   }
   return { hostId, answered: true, truncated, connections };
 }

@@ -145,6 +145,18 @@ test('revoke dry run: complete when every affected host answers in full, partial
   truncated = false; complete = false;
   tc = await run();
   assert.deepEqual([tc.status, tc.count], ['partial', 1], 'the listing did not finish in time');
+  // An agent sending more entries than asked for (and saying it is complete): cut at the per-VM limit, partial.
+  complete = true;
+  let limit = 0;
+  answering.onList = (m, a) => {
+    limit = m.limitPerVm;
+    a.send({ type: 'connections', id: m.id, complete: true, vms: [{ vmId: vm.a2!.id, truncated: false, entries: Array.from({ length: m.limitPerVm + 5 }, (_, i) => entry(`192.0.${2 + (i >> 8)}.${i & 255}`, vm.a2!.ip, 22)) }] });
+  };
+  tc = await run();
+  assert.deepEqual([tc.status, tc.count], ['partial', limit], `held to the limit it was asked for (${limit})`);
+  answering.onList = (m, a) => a.send({
+    type: 'connections', id: m.id, complete, vms: [{ vmId: vm.a2!.id, truncated, entries: [entry('192.0.2.5', vm.a2!.ip, 22)] }],
+  });
   // a revoke of the rule that does not cover the connection reports none
   complete = true;
   const http = (await job(srv, 'revokeSecurityGroupIngress', { id: await ruleId(solo, 80), dryrun: true })).dryrun.trackedconnections;
