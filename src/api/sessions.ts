@@ -30,6 +30,13 @@ const SESSIONS_PER_USER = 20;
 export interface Transport {
   method: string;
   cookies: Readonly<Record<string, string>>;
+  /**
+   * Every SESSION_COOKIE value the request carries, in order, at most MAX_SESSION_COOKIES. A browser
+   * sends a cookie with a longer Path first, so another page on the same host (cookies ignore ports)
+   * could plant `JSESSIONID=x; Path=/client/api` ahead of ours: the session is the one of these whose
+   * sessionkey the call presents, not simply the first.
+   */
+  sessionCookies: readonly string[];
   /** the Origin header, if any */
   origin?: string;
   /** the Host header */
@@ -67,6 +74,24 @@ class TooManyAttempts extends ApiError {
 const ROLE_BY_TYPE = new Map<number, Role>(Object.entries(ROLE_ACCOUNT_TYPE).map(([role, type]) => [type, role as Role]));
 const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest('base64url');
 const token = (bytes: number) => randomBytes(bytes).toString('base64url');
+
+/** Session cookies looked up per request at most (each is one store read). */
+export const MAX_SESSION_COOKIES = 4;
+
+/** Every value of cookie `name` in a Cookie header, in order, at most `max`. */
+export function cookieValues(header: string | undefined, name: string, max = MAX_SESSION_COOKIES): string[] {
+  const out: string[] = [];
+  if (!header) return out;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0 || part.slice(0, eq).trim() !== name) continue;
+    let value = part.slice(eq + 1).trim();
+    if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) value = value.slice(1, -1);
+    if (value && !out.includes(value)) out.push(value);
+    if (out.length >= max) break;
+  }
+  return out;
+}
 
 /** Parse a Cookie header: first occurrence of a name wins; values are not decoded (ours are base64url). */
 export function parseCookies(header: string | undefined): Record<string, string> {
@@ -202,8 +227,7 @@ export class SessionAuth {
       await insertSession(trx, { tokenHash: digest(sessionToken), keyHash: digest(sessionKey), userId: user.id, address: t.address, now: nowIso, expires: this.expiry(now, now) });
     });
     // A cookie sent with the login belongs to a session this login replaces.
-    const old = t.cookies[SESSION_COOKIE];
-    if (old) await deleteSessionByToken(db, digest(old));
+    for (const old of t.sessionCookies) await deleteSessionByToken(db, digest(old));
     this.o.log.info({ user: username, domain: domain.uuid }, 'login');
     return {
       status: 200,
@@ -219,35 +243,38 @@ export class SessionAuth {
 
   private async logout(raw: Record<string, string>, t: Transport): Promise<AuthReply> {
     if (!sameOrigin(t)) throw new ApiError(401, CROSS_ORIGIN);
-    const cookie = t.cookies[SESSION_COOKIE];
     const clear = [this.cookie('', t, true)];
-    if (!cookie) return { status: 200, cookies: clear, body: envelope('logout', { description: 'success' }) };
-    const row = await findSession(this.o.db, digest(cookie), this.now().toISOString());
-    if (row) {
+    let unproven = false;
+    for (const cookie of t.sessionCookies) {
+      const row = await findSession(this.o.db, digest(cookie), this.now().toISOString());
+      if (!row) continue;
       // Only the page holding the sessionkey may end the session (no logout by a forged request).
-      if (!keysEqual(digest(sessionKeyOf(raw) ?? ''), row.keyHash)) throw new ApiError(401, SESSION_AUTH_FAILED);
+      if (!keysEqual(digest(sessionKeyOf(raw) ?? ''), row.keyHash)) { unproven = true; continue; }
       await deleteSessionByToken(this.o.db, digest(cookie));
       this.o.log.info({ user: row.username }, 'logout');
+      return { status: 200, cookies: clear, body: envelope('logout', { description: 'success' }) };
     }
+    if (unproven) throw new ApiError(401, SESSION_AUTH_FAILED);
     return { status: 200, cookies: clear, body: envelope('logout', { description: 'success' }) };
   }
 
   /** Does this request try session authentication (it has our cookie or a sessionkey)? */
   wants(raw: Record<string, string>, t: Transport): boolean {
-    return t.cookies[SESSION_COOKIE] !== undefined || sessionKeyOf(raw) !== undefined;
+    return t.sessionCookies.length > 0 || sessionKeyOf(raw) !== undefined;
   }
 
   /** The caller of a session-authenticated call; 401 unless cookie, sessionkey and origin all agree. */
   async authenticate(raw: Record<string, string>, t: Transport): Promise<Caller> {
     if (!sameOrigin(t)) throw new ApiError(401, CROSS_ORIGIN);
-    const cookie = t.cookies[SESSION_COOKIE];
     const key = sessionKeyOf(raw);
-    if (!cookie || key === undefined) throw new ApiError(401, SESSION_AUTH_FAILED);
+    if (!t.sessionCookies.length || key === undefined) throw new ApiError(401, SESSION_AUTH_FAILED);
     const now = this.now();
-    const row = await findSession(this.o.db, digest(cookie), now.toISOString());
-    if (!row || !keysEqual(digest(key), row.keyHash) || row.userState !== 'enabled' || row.accountState !== 'enabled') {
-      throw new ApiError(401, SESSION_AUTH_FAILED);
+    let row: Awaited<ReturnType<typeof findSession>> | undefined;
+    for (const cookie of t.sessionCookies) {
+      const found = await findSession(this.o.db, digest(cookie), now.toISOString());
+      if (found && keysEqual(digest(key), found.keyHash)) { row = found; break; }
     }
+    if (!row || row.userState !== 'enabled' || row.accountState !== 'enabled') throw new ApiError(401, SESSION_AUTH_FAILED);
     // Sliding expiry, written at most every tenth of the timeout (not on every call).
     if (now.getTime() - Date.parse(row.lastSeen) > Math.min(60_000, this.timeoutSeconds * 100)) {
       await touchSession(this.o.db, row.sessionId, now.toISOString(), this.expiry(new Date(row.sessionCreated), now));

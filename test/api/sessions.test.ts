@@ -96,6 +96,15 @@ test('a session call needs the cookie AND the matching sessionkey', async () => 
   }
   // The refusals did not end the real session.
   assert.equal(zones(await sessionCall(s.url, a, 'listZones')), 1);
+  // A cookie planted ahead of ours (another page on this host can set `JSESSIONID=x; Path=/client/api`,
+  // which the browser sends first) does not lock the user out: the session is the one whose key is presented.
+  assert.equal(zones(await sessionCall(s.url, { cookie: `planted; JSESSIONID=${a.cookie}`, sessionkey: a.sessionkey }, 'listZones')), 1);
+  assert.equal(zones(await sessionCall(s.url, { cookie: `${b.cookie}; JSESSIONID=${a.cookie}`, sessionkey: a.sessionkey }, 'listZones')), 1);
+  const planted = await sessionCall(s.url, { cookie: `planted; JSESSIONID=${a.cookie}`, sessionkey: a.sessionkey }, 'listSecurityGroups');
+  assert.deepEqual(planted.body.listsecuritygroupsresponse.securitygroup.map((g: any) => g.account), ['alice'], 'still alice');
+  // Its twin: the planted cookie alone, or beside another session's cookie with the wrong key, is refused.
+  assert.equal((await sessionCall(s.url, { cookie: 'planted', sessionkey: a.sessionkey }, 'listZones')).status, 401);
+  assert.equal((await sessionCall(s.url, { cookie: `planted; JSESSIONID=${b.cookie}`, sessionkey: a.sessionkey }, 'listZones')).status, 401);
   // A session answer is never cached.
   assert.equal((await sessionCall(s.url, a, 'listZones')).headers.get('cache-control'), 'no-store');
 });
@@ -133,6 +142,12 @@ test('logout ends the session: the old cookie and sessionkey then fail; logout n
   assert.equal(zones(await sessionCall(s.url, other, 'listZones')), 1, 'another session of the same user is untouched');
   // Logging out twice, or without a session, is harmless.
   assert.equal((await sessionCall(s.url, a, 'logout')).status, 200);
+  // Behind a planted cookie, logout still finds and ends the session its key proves.
+  const c = await mustLogin(s.url, 'alice', 'pw-alice-secret', { domain: '/d1' });
+  const withPlanted = { cookie: `planted; JSESSIONID=${c.cookie}`, sessionkey: c.sessionkey };
+  assert.equal((await sessionCall(s.url, { ...withPlanted, sessionkey: 'wrong' }, 'logout')).status, 401, 'not without its key');
+  assert.equal((await sessionCall(s.url, withPlanted, 'logout')).status, 200);
+  assert.equal((await sessionCall(s.url, c, 'listZones')).status, 401, 'that session is over');
 });
 
 test('sessions are stored as digests only', async () => {
