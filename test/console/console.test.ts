@@ -577,6 +577,23 @@ test('changes made elsewhere (the API, another user) appear without a reload', a
   await page.getByRole('cell', { name: '192.0.2.0/24', exact: true }).waitFor({ state: 'detached', timeout: 15_000 });
 });
 
+test('links with a broken escape or a made-up id show "no such" pages, not a blank console or the link\'s text as an error', async () => {
+  const { page } = acme;
+  const lure = 'Session expired. Log in again at https://evil.example';
+  for (const [link, title] of [
+    ['#/groups/%E0%A4%A', 'No such group'], [`#/groups/${encodeURIComponent(lure)}`, 'No such group'],
+    ['#/vms/%E0%A4%A', 'No such VM'], [`#/vms/${encodeURIComponent(lure)}`, 'No such VM'],
+  ] as const) {
+    await page.goto(`${base}${link}`);
+    await page.getByText(title).first().waitFor({ timeout: 15_000 });
+    assert.ok(!(await page.content()).includes('evil.example'), `${link}: the link's text is not shown`);
+    assert.ok(await page.getByRole('link', { name: 'Security groups', exact: true }).count() > 0, `${link}: the console is still there`);
+  }
+  // The twin: a real group's link shows the group.
+  await page.goto(`${base}#/groups/${pwtId}`);
+  await page.getByTestId('group-name').waitFor();
+});
+
 test('recent drops: the VM page lists what listSecurityGroupDrops reports for the tenant', async () => {
   const { page } = acme;
   // A blocked probe first: the kernel logs it, the agent reads the log and reports it.

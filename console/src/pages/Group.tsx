@@ -11,7 +11,7 @@ import { ErrorAlert, Loading, PageHeader } from '../components/common';
 import { RulesTable, portsLabel, protocolLabel, ruleSummary, sourceLabel, type RuleRow } from '../components/RulesTable';
 import { DryRunSummary, coveringRules, type DryRun } from '../components/DryRun';
 import { DeleteGroupModal, type GroupView } from './Groups';
-import { href, navigate } from '../route';
+import { href, isUuid, navigate } from '../route';
 
 type Direction = 'ingress' | 'egress';
 const CMD = {
@@ -24,6 +24,7 @@ export function useGroup(id: string) {
   return useQuery({
     queryKey: ['groups', 'one', id],
     queryFn: async () => {
+      if (!isUuid(id)) return null;
       const r = await call('listSecurityGroups', { id, listall: operator ? true : undefined });
       return ((r.securitygroup ?? []) as GroupView[])[0] ?? null;
     },

@@ -11,14 +11,14 @@ import { Empty, ErrorAlert, Loading, PageHeader, SyncBadge, Unavailable, When, i
 import { RulesTable, ruleSummary, type RuleRow } from '../components/RulesTable';
 import type { GroupView } from './Groups';
 import { addressesOf, type VmView } from './Vms';
-import { href } from '../route';
+import { href, isUuid } from '../route';
 
 export function VmPage({ id }: { id: string }) {
   const operator = isOperator(getSession());
   const [highlight, setHighlight] = useState<string | undefined>();
   const q = useQuery({
     queryKey: ['vms', 'one', id],
-    queryFn: async () => (((await call('listVirtualMachines', { id, listall: operator ? true : undefined })).virtualmachine ?? []) as VmView[])[0] ?? null,
+    queryFn: async () => (isUuid(id) ? (((await call('listVirtualMachines', { id, listall: operator ? true : undefined })).virtualmachine ?? []) as VmView[])[0] ?? null : null),
   });
   const groupsQ = useQuery({
     queryKey: ['groups', 'of-vm', id],
