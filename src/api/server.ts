@@ -105,8 +105,10 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
       const answer = await dispatcher.handle(read.params, { ...transportOf(req), query });
       if (answer.cookies?.length) reply.header('set-cookie', answer.cookies);
       if (answer.headers) reply.headers(answer.headers);
-      // Session answers are per user: never cached by a browser or a proxy.
-      if (answer.cookies || answer.headers || Object.keys(read.params).some((k) => k.toLowerCase() === 'sessionkey')) reply.header('cache-control', 'no-store');
+      // Every answer is the caller's own (a signed GET too): never cached by a browser or a proxy, and
+      // never read as anything but the JSON or XML it is declared as.
+      reply.header('cache-control', 'no-store');
+      reply.header('x-content-type-options', 'nosniff');
       return sendReply(reply, answer, wantsJson(read.params));
     };
     api.get(API_PATH, { bodyLimit: MAX_BODY_BYTES }, handler);

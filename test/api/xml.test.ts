@@ -154,4 +154,9 @@ test('errors in XML: signature, unknown command, parameter errors, refusals befo
   assert.equal(upper.headers.get('content-type'), 'application/json; charset=UTF-8');
   const other = await fetch(`${s.url}?command=listZones&response=yaml`);
   assert.equal(other.headers.get('content-type'), 'text/xml; charset=UTF-8');
+  // Neither kind is sniffed as anything else by a browser, nor cached (an answer is its caller's).
+  for (const r of [upper, other]) {
+    assert.equal(r.headers.get('x-content-type-options'), 'nosniff');
+    assert.equal(r.headers.get('cache-control'), 'no-store');
+  }
 });
