@@ -12,7 +12,7 @@ import { envelope, errorBody } from './envelope.js';
 import { countPairs, queryOf, readParams, wantsJson, wantsJsonRaw } from './form.js';
 import { MAX_BODY_BYTES, MAX_PARAMETERS, REQUEST_TIMEOUT_MS } from './limits.js';
 import { XML_TYPE, toXml } from './xml.js';
-import { SESSION_COOKIE, SessionAuth, cookieValues, parseCookies, type Transport } from './sessions.js';
+import { SESSION_COOKIE, SessionAuth, cookieValues, type Transport } from './sessions.js';
 import { registerConsole } from './console.js';
 
 export const API_PATH = '/client/api';
@@ -40,7 +40,7 @@ function transportOf(req: FastifyRequest): Transport {
   // req.ip, req.host and req.protocol are the client's as a trusted proxy reports them (trustProxy),
   // else the connection's and the Host header.
   return {
-    method: req.method, cookies: parseCookies(one(h.cookie)), sessionCookies: cookieValues(one(h.cookie), SESSION_COOKIE), origin: one(h.origin), host: req.host || undefined,
+    method: req.method, sessionCookies: cookieValues(one(h.cookie), SESSION_COOKIE), origin: one(h.origin), host: req.host || undefined,
     fetchSite: one(h['sec-fetch-site']), address: req.ip, secure: req.protocol === 'https',
   };
 }

@@ -29,7 +29,6 @@ const SESSIONS_PER_USER = 20;
 /** What the HTTP layer knows about a request beyond its parameters. */
 export interface Transport {
   method: string;
-  cookies: Readonly<Record<string, string>>;
   /**
    * Every SESSION_COOKIE value the request carries, in order, at most MAX_SESSION_COOKIES. A browser
    * sends a cookie with a longer Path first, so another page on the same host (cookies ignore ports)
@@ -89,21 +88,6 @@ export function cookieValues(header: string | undefined, name: string, max = MAX
     if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) value = value.slice(1, -1);
     if (value && !out.includes(value)) out.push(value);
     if (out.length >= max) break;
-  }
-  return out;
-}
-
-/** Parse a Cookie header: first occurrence of a name wins; values are not decoded (ours are base64url). */
-export function parseCookies(header: string | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (!header) return out;
-  for (const part of header.split(';')) {
-    const eq = part.indexOf('=');
-    if (eq <= 0) continue;
-    const name = part.slice(0, eq).trim();
-    let value = part.slice(eq + 1).trim();
-    if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) value = value.slice(1, -1);
-    if (name && !(name in out)) out[name] = value;
   }
   return out;
 }
