@@ -55,7 +55,7 @@ async function populate(db: Db): Promise<{ groupUuids: string[]; accountIds: num
       const port = pick(60000);
       const ref = rnd() < 0.1;
       return {
-        uuid: randomUUID(), group_id: g, type: rnd() < 0.8 ? 'ingress' : 'egress', protocol: proto,
+        uuid: randomUUID(), group_id: g, account_id: accountIds[(i % GROUPS) % ACCOUNTS]!, type: rnd() < 0.8 ? 'ingress' : 'egress', protocol: proto,
         start_port: proto === 'icmp' ? -1 : proto === 'all' ? 0 : port, end_port: proto === 'icmp' ? -1 : proto === 'all' ? 0 : port + pick(10),
         cidr: ref ? null : `10.${pick(250)}.${pick(250)}.0/24`, allowed_group_id: ref ? groupIds[pick(GROUPS) - 1]! : null, created: now,
       };

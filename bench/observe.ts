@@ -61,7 +61,7 @@ async function main() {
     const rules = Array.from({ length: RULES }, (_, i) => {
       const g = i < GROUP_RULES ? groupIds[0]! : groupIds[1 + (i % (GROUPS - 1))]!;
       const ref = i === 0;
-      return { uuid: randomUUID(), group_id: g, type: 'ingress', protocol: 'tcp', start_port: 1 + (i % 60000), end_port: 1 + (i % 60000), cidr: ref ? null : `10.${(i >> 8) & 255}.${i & 255}.0/24`, allowed_group_id: ref ? groupIds[1]! : null, created: now };
+      return { uuid: randomUUID(), group_id: g, account_id: admin.accountId, type: 'ingress', protocol: 'tcp', start_port: 1 + (i % 60000), end_port: 1 + (i % 60000), cidr: ref ? null : `10.${(i >> 8) & 255}.${i & 255}.0/24`, allowed_group_id: ref ? groupIds[1]! : null, created: now };
     });
     const ruleIds: number[] = [];
     await batches(rules, 1000, async (c) => { ruleIds.push(...(await db.insertInto('security_group_rules').values(c).returning('id').execute()).map((r) => r.id)); });

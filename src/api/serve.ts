@@ -12,6 +12,7 @@ import { bootstrap } from './bootstrap.js';
 import { deadServerJobResult, failOrphanJobs } from './dispatcher.js';
 import { SessionAuth } from './sessions.js';
 import { ApiMetrics, parseAllowList, registerMetricsRoute } from './metrics.js';
+import { parseAllowedHosts, type AllowedHosts } from './hosts.js';
 import { MetricsRegistry } from '../metrics/registry.js';
 import { pruneDrops } from '../store/queries/drops.js';
 import { purgeHistory } from '../store/queries/retention.js';
@@ -46,6 +47,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     .option('--session-timeout <seconds>', 'idle timeout of login sessions (web console), seconds', '1800')
     .option('--metrics <on|off>', 'serve Prometheus metrics at /metrics on the API port (no API signature needed)', 'on')
     .option('--metrics-allow <cidrs>', 'answer /metrics only to these client addresses (CIDRs or addresses, comma separated); default: any')
+    .option('--allowed-hosts <names>', 'host names (name or name:port, comma separated) the web console, /metrics, login and session calls answer to; others get 421/401 (against DNS rebinding); signed API calls and agents answer on any name; default: any name')
     .option('--trust-proxy <cidrs>', 'reverse proxies (CIDRs or addresses, comma separated) whose X-Forwarded-For/-Proto/-Host give the client\'s address, scheme and host; default: none (the headers are ignored)')
     .exitOverride();
   try {
@@ -55,7 +57,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' ? 0 : 2;
     throw e;
   }
-  const o = program.opts<{ listen: string; dataDir: string; db?: string; name?: string; logLevel: string; sessionTimeout: string; metrics: string; metricsAllow?: string; trustProxy?: string }>();
+  const o = program.opts<{ listen: string; dataDir: string; db?: string; name?: string; logLevel: string; sessionTimeout: string; metrics: string; metricsAllow?: string; trustProxy?: string; allowedHosts?: string }>();
   const sessionTimeout = Number(o.sessionTimeout);
   if (!Number.isInteger(sessionTimeout) || sessionTimeout < 1) {
     process.stderr.write(`palisade server: --session-timeout expects a whole number of seconds, got ${o.sessionTimeout}\n`);
@@ -69,6 +71,8 @@ export async function serverCommand(argv: string[]): Promise<number> {
     // Checked like --metrics-allow; fastify (proxy-addr) takes the same texts.
     if (o.trustProxy !== undefined) { parseAllowList(o.trustProxy); trustProxy = o.trustProxy.split(',').map((x) => x.trim()).filter(Boolean); }
   } catch (e) { process.stderr.write(`palisade server: ${(e as Error).message.replace('--metrics-allow', '--trust-proxy')}\n`); return 2; }
+  let allowedHosts: AllowedHosts | null = null;
+  try { allowedHosts = o.allowedHosts !== undefined ? parseAllowedHosts(o.allowedHosts) : null; } catch (e) { process.stderr.write(`palisade server: ${(e as Error).message}\n`); return 2; }
   const log = pino({ level: o.logLevel, base: { svc: 'palisade-server' } });
   // Last resort: a promise nobody handled is a bug, logged loudly; it must not take the API down.
   process.on('unhandledRejection', (reason) => { log.error({ err: reason }, UNHANDLED_REJECTION); });
@@ -102,8 +106,8 @@ export async function serverCommand(argv: string[]): Promise<number> {
     serverId, serverName, listenUrl: cfg.kind === 'postgres' ? cfg.url : undefined, clusterDb, metrics,
     jobFailure: (server) => deadServerJobResult(server.name, new Date(server.heartbeatAt)),
   });
-  const sessions = new SessionAuth({ db, log, timeoutSeconds: sessionTimeout });
-  const app = await buildServer({ db, sink: cp.sink, connections: cp.connections, log, serverId, sessions, observer: new ApiMetrics(metrics, db), trustProxy });
+  const sessions = new SessionAuth({ db, log, timeoutSeconds: sessionTimeout, allowedHosts });
+  const app = await buildServer({ db, sink: cp.sink, connections: cp.connections, log, serverId, sessions, observer: new ApiMetrics(metrics, db), trustProxy, allowedHosts });
   if (o.metrics === 'on') registerMetricsRoute(app, metrics, metricsAllow);
   // The drop log's age bound also holds while no agent reports anything (ingestion prunes otherwise);
   // finished jobs and old events go as CloudStack's job.expire.minutes / event.purge.delay say, at start

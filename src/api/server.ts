@@ -14,6 +14,8 @@ import { MAX_BODY_BYTES, MAX_PARAMETERS, REQUEST_TIMEOUT_MS } from './limits.js'
 import { XML_TYPE, toXml } from './xml.js';
 import { SESSION_COOKIE, SessionAuth, cookieValues, type Transport } from './sessions.js';
 import { registerConsole } from './console.js';
+import { hostAllowed, type AllowedHosts } from './hosts.js';
+import { AGENT_PATH } from '../protocol/messages.js';
 
 export const API_PATH = '/client/api';
 const JSON_TYPE = 'application/json; charset=UTF-8';
@@ -32,6 +34,8 @@ export type ServerOptions = Omit<DispatcherDeps, 'commands'> & {
    * has the proxy's address, and the login limiter's per-address bound would lock everyone out at once.
    */
   trustProxy?: string[];
+  /** Host names browsers may use (hosts.ts); the console and other non-API routes answer others 421. */
+  allowedHosts?: AllowedHosts | null;
 };
 
 function transportOf(req: FastifyRequest): Transport {
@@ -83,7 +87,19 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
     ...(opts.trustProxy?.length ? { trustProxy: opts.trustProxy } : {}),
     http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1000, requestTimeout) },
   });
-  const sessions = opts.sessions ?? new SessionAuth({ db: opts.db, log: opts.log, now: opts.now });
+  // DNS rebinding (hosts.ts): every route but the API (whose session calls SessionAuth checks, and
+  // whose signed calls need a key) and the agent channel (a token) answers only the allowed names,
+  // routes added later (/metrics) too.
+  const allowedHosts = opts.allowedHosts;
+  if (allowedHosts) {
+    app.addHook('onRequest', async (req, reply) => {
+      const path = (req.raw.url ?? '').split('?', 1)[0];
+      if (path === API_PATH || path === AGENT_PATH || hostAllowed(allowedHosts, req.host || undefined)) return;
+      await reply.code(421).header('content-type', 'text/plain; charset=utf-8').header('cache-control', 'no-store')
+        .send('Misdirected request: this server does not answer to that host name (--allowed-hosts)\n');
+    });
+  }
+  const sessions = opts.sessions ?? new SessionAuth({ db: opts.db, log: opts.log, now: opts.now, allowedHosts });
   const dispatcher = new Dispatcher({ ...opts, sessions, commands: opts.commands ?? allCommands() });
 
   // The API in its own context: its body parsers and error handler apply to /client/api only.

@@ -20,10 +20,12 @@ import { MAX_PASSWORD_LENGTH, verifyPassword } from './passwords.js';
 import { RequestParams, isUuid, validateParams } from './params.js';
 import { deleteSessionByToken, findSession, insertSession, pruneSessions, touchSession } from '../store/queries/sessions.js';
 import { displayDomainPath } from '../store/queries/accounts.js';
+import { hostAllowed, type AllowedHosts } from './hosts.js';
 
 export const SESSION_COOKIE = 'JSESSIONID';
 export const SESSION_AUTH_FAILED = 'unable to verify user credentials';
 const CROSS_ORIGIN = 'unable to verify user credentials: the request comes from another origin';
+const FOREIGN_HOST = 'unable to verify user credentials: the request names a host this server does not answer to (--allowed-hosts)';
 const SESSIONS_PER_USER = 20;
 
 /** What the HTTP layer knows about a request beyond its parameters. */
@@ -61,6 +63,8 @@ export interface SessionOptions {
   /** absolute lifetime, seconds; default 12 h */
   maxAgeSeconds?: number;
   limiter?: LoginLimiter;
+  /** the host names browsers may use (`--allowed-hosts`, hosts.ts); absent: any */
+  allowedHosts?: AllowedHosts | null;
 }
 
 /** 429 from the login limiter, with the seconds to wait (sent as Retry-After). */
@@ -128,6 +132,12 @@ export class SessionAuth {
 
   private now(): Date { return this.o.now?.() ?? new Date(); }
 
+  /** 401 unless the request comes from this server's own page: its origin, on a name it answers to. */
+  private mustComeFromHere(t: Transport): void {
+    if (!sameOrigin(t)) throw new ApiError(401, CROSS_ORIGIN);
+    if (!hostAllowed(this.o.allowedHosts, t.host)) throw new ApiError(401, FOREIGN_HOST);
+  }
+
   private cookie(value: string, t: Transport, clear = false): string {
     const attrs = [`${SESSION_COOKIE}=${value}`, 'Path=/client', 'HttpOnly', 'SameSite=Strict'];
     if (t.secure) attrs.push('Secure');
@@ -156,7 +166,7 @@ export class SessionAuth {
     if (t.method !== 'POST') throw new ApiError(405, 'Please use HTTP POST to authenticate using this API');
     // A POST with the password in its URL would still leave it in proxies' and servers' access logs.
     if (t.query && [...new URLSearchParams(t.query).keys()].some((k) => k.toLowerCase() === 'password')) throw new ApiError(405, 'Please use HTTP POST to authenticate using this API, with the password in the request body, not in the URL');
-    if (!sameOrigin(t)) throw new ApiError(401, CROSS_ORIGIN);
+    this.mustComeFromHere(t);
     const params = new RequestParams(raw);
     validateParams(def, params);
     const username = params.str('username')!;
@@ -226,7 +236,7 @@ export class SessionAuth {
   }
 
   private async logout(raw: Record<string, string>, t: Transport): Promise<AuthReply> {
-    if (!sameOrigin(t)) throw new ApiError(401, CROSS_ORIGIN);
+    this.mustComeFromHere(t);
     const clear = [this.cookie('', t, true)];
     let unproven = false;
     for (const cookie of t.sessionCookies) {
@@ -249,7 +259,7 @@ export class SessionAuth {
 
   /** The caller of a session-authenticated call; 401 unless cookie, sessionkey and origin all agree. */
   async authenticate(raw: Record<string, string>, t: Transport): Promise<Caller> {
-    if (!sameOrigin(t)) throw new ApiError(401, CROSS_ORIGIN);
+    this.mustComeFromHere(t);
     const key = sessionKeyOf(raw);
     if (!t.sessionCookies.length || key === undefined) throw new ApiError(401, SESSION_AUTH_FAILED);
     const now = this.now();

@@ -16,6 +16,8 @@ export interface SecurityGroupRuleTable {
   protocol: string /* tcp udp icmp all or a number as text */;
   start_port: number | null; end_port: number | null; /* icmp: type, code */
   cidr: string | null; allowed_group_id: number | null; created: string;
+  /** the group's account (copied: the per-account rule bound counts by it) */
+  account_id: number;
 }
 export interface SecurityGroupVmMapTable { group_id: number; vm_id: number }
 

@@ -225,6 +225,13 @@ test('tenant bounds: rules per group, rules per account and groups per account; 
     assert.match(overAccount.body.jobresult.errortext, /security\.group\.max\.rules\.per\.account/);
     assert.equal(await rulesOf('b2'), 0);
     assert.equal((await authorize('b2', cidrs(10, 2))).body.jobstatus, 1);
+    // the account is full (7); a revoke in b1 frees one place for b2, and only one
+    assert.equal((await authorize('b2', cidrs(20, 1))).body.jobresult.errorcode, 535);
+    const b1Rule = (await s.call('listSecurityGroups', { securitygroupname: 'b1' }, who)).body.listsecuritygroupsresponse.securitygroup[0].ingressrule[0].ruleid;
+    assert.equal((await s.callAndWait('revokeSecurityGroupIngress', { id: b1Rule }, who)).body.jobstatus, 1);
+    assert.equal((await authorize('b2', cidrs(20, 2))).body.jobresult.errorcode, 535);
+    assert.equal((await authorize('b2', cidrs(20, 1))).body.jobstatus, 1);
+    assert.equal(await rulesOf('b2'), 3);
     // groups per account: default, b1, b2 = 3; a fourth is refused and not created
     const fourth = await s.call('createSecurityGroup', { name: 'b3' }, who);
     assert.equal(fourth.status, 535, JSON.stringify(fourth.body));

@@ -7,7 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { startServer, type TestServer } from '../helpers/server.js';
-import { login, mustLogin, sessionCall, type SessionCreds } from '../helpers/session.js';
+import { runPalisade } from '../helpers/palisade.js';
+import { login, mustLogin, rawRequest, sessionCall, type SessionCreds } from '../helpers/session.js';
+import { signParams, formatExpires } from '../../src/api/signing.js';
 
 let s: TestServer;
 let adminPassword: string;
@@ -271,4 +273,50 @@ test('the console is served at / with a strict Content-Security-Policy; the API 
   assert.equal((await fetch(`${base}/../../etc/passwd`)).status, 404);
   assert.equal((await fetch(`${base}/assets/../../package.json`)).status, 404);
   assert.equal((await fetch(`${base}/index.html/x`)).status, 404);
+});
+
+test('--allowed-hosts: a page reaching the server under another name (DNS rebinding) gets no console, metrics, login or session; signed calls and listed names do', async () => {
+  const t = await startServer({ args: ['--allowed-hosts', 'palisade.example, 127.0.0.1'] });
+  try {
+    const { port } = new URL(t.url);
+    const base = t.url.replace(/\/client\/api$/, '');
+    const good = `palisade.example:${port}`, evil = `rebind.example:${port}`;
+    const password = JSON.parse(fs.readFileSync(path.join(t.dataDir, 'admin-credentials.json'), 'utf8')).password;
+    // the console and /metrics: 421 under a foreign name, served under a listed one (any port: none given)
+    for (const route of ['/', '/metrics']) {
+      const refused = await rawRequest(`${base}${route}`, { headers: { host: evil } });
+      assert.equal(refused.status, 421, `${route} as ${evil}`);
+      assert.match(refused.text, /does not answer to that host name/);
+      assert.notEqual((await rawRequest(`${base}${route}`, { headers: { host: good } })).status, 421, `${route} as ${good}`);
+    }
+    // login: the rebinding page's Origin matches the Host it sends, so only the name can tell
+    const foreign = await login(t.url, 'admin', password, {}, { host: evil, origin: `http://${evil}` });
+    assert.equal(foreign.status, 401);
+    assert.match(foreign.body.loginresponse.errortext, /host this server does not answer to/);
+    assert.equal(foreign.setCookie.length, 0);
+    const ok = await login(t.url, 'admin', password, {}, { host: good, origin: `http://${good}` });
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    const creds = { cookie: ok.cookie!, sessionkey: ok.sessionkey! };
+    // a session call: listed name yes, foreign no (the cookie would be the victim's, were it sent)
+    assert.equal((await sessionCall(t.url, creds, 'listZones', {}, { host: good, origin: `http://${good}` })).status, 200);
+    const stolen = await sessionCall(t.url, creds, 'listZones', {}, { host: evil, origin: `http://${evil}` });
+    assert.equal(stolen.status, 401);
+    assert.match(stolen.body.listzonesresponse.errortext, /host this server does not answer to/);
+    // logout likewise: refused under the foreign name, so the session lives on
+    assert.equal((await sessionCall(t.url, creds, 'logout', {}, { host: evil })).status, 401);
+    assert.equal((await sessionCall(t.url, creds, 'listZones', {}, { host: good })).status, 200);
+    // a signed call needs the secret key, which no page has: it answers under any name (tools by address)
+    const { apikey, secretkey } = JSON.parse(fs.readFileSync(path.join(t.dataDir, 'admin-credentials.json'), 'utf8'));
+    const p: Record<string, string> = { command: 'listZones', response: 'json', apiKey: apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 600_000)) };
+    p.signature = signParams(p, secretkey);
+    const signed = await rawRequest(`${t.url}?${new URLSearchParams(p)}`, { headers: { host: evil } });
+    assert.equal(signed.status, 200, signed.text);
+    assert.ok(JSON.parse(signed.text).listzonesresponse.zone.length >= 1);
+  } finally {
+    await t.stop();
+  }
+  // a malformed list is refused at start, naming the entry
+  const bad = await runPalisade(['server', '--allowed-hosts', 'ok.example,bad host', '--listen', '127.0.0.1:1']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--allowed-hosts: 'bad host' is not a host name/);
 });

@@ -30,20 +30,20 @@ after(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function group(db: Db, domainName: string, domainPath: string): Promise<{ groupId: number; domainId: number }> {
+async function group(db: Db, domainName: string, domainPath: string): Promise<{ groupId: number; accountId: number; domainId: number }> {
   const now = new Date().toISOString();
   const d = await db.insertInto('domains').values({ uuid: randomUUID(), name: domainName, path: domainPath, parent_id: null, created: now, removed: null }).returning('id').executeTakeFirstOrThrow();
   const a = await db.insertInto('accounts').values({ uuid: randomUUID(), name: `a-${domainName}`, domain_id: d.id, type: 0, state: 'enabled', created: now, removed: null }).returning('id').executeTakeFirstOrThrow();
   const g = await db.insertInto('security_groups').values({ uuid: randomUUID(), name: 'big', description: '', account_id: a.id, domain_id: d.id, created: now }).returning('id').executeTakeFirstOrThrow();
-  return { groupId: g.id, domainId: d.id };
+  return { groupId: g.id, accountId: a.id, domainId: d.id };
 }
 
 test('70,000 values: a one-statement multi-row insert and IN list exceed both engines; the batch helpers do not', async () => {
   for (const { name, db } of stores) {
-    const { groupId } = await group(db, `dom-${name}`, `/dom-${name}/`);
+    const { groupId, accountId } = await group(db, `dom-${name}`, `/dom-${name}/`);
     const now = new Date().toISOString();
     const rows = Array.from({ length: N }, (_, i) => ({
-      uuid: randomUUID(), group_id: groupId, type: 'ingress', protocol: 'udp', start_port: 53, end_port: 53,
+      uuid: randomUUID(), group_id: groupId, account_id: accountId, type: 'ingress', protocol: 'udp', start_port: 53, end_port: 53,
       cidr: `10.${i >> 16 & 255}.${i >> 8 & 255}.${i & 255}/32`, allowed_group_id: null, created: now,
     }));
     // the limit is real: the naive forms fail on this engine

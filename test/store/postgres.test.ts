@@ -18,14 +18,14 @@ async function exercise(db: Db): Promise<void> {
     .returning('id').executeTakeFirstOrThrow();
   // A transaction that fails half-way leaves nothing behind.
   await assert.rejects(db.transaction().execute(async (trx) => {
-    await trx.insertInto('security_group_rules').values({ uuid: crypto.randomUUID(), group_id: g.id, type: 'ingress', protocol: 'tcp', start_port: 22, end_port: 22, cidr: '10.0.0.0/8', allowed_group_id: null, created: now }).execute();
+    await trx.insertInto('security_group_rules').values({ uuid: crypto.randomUUID(), group_id: g.id, account_id: acct.id, type: 'ingress', protocol: 'tcp', start_port: 22, end_port: 22, cidr: '10.0.0.0/8', allowed_group_id: null, created: now }).execute();
     throw new Error('boom');
   }), /boom/);
   // PostgreSQL returns count(*) as a string (bigint): callers must Number() it.
   assert.equal(Number((await db.selectFrom('security_group_rules').select((e) => e.fn.countAll().as('n')).executeTakeFirstOrThrow()).n), 0);
   await db.transaction().execute(async (trx) => {
     for (const cidr of ['10.0.0.0/8', '2001:db8::/32']) {
-      await trx.insertInto('security_group_rules').values({ uuid: crypto.randomUUID(), group_id: g.id, type: 'ingress', protocol: 'tcp', start_port: 22, end_port: 22, cidr, allowed_group_id: null, created: now }).execute();
+      await trx.insertInto('security_group_rules').values({ uuid: crypto.randomUUID(), group_id: g.id, account_id: acct.id, type: 'ingress', protocol: 'tcp', start_port: 22, end_port: 22, cidr, allowed_group_id: null, created: now }).execute();
     }
   });
   const rows = await db.selectFrom('security_group_rules as r').innerJoin('security_groups as g', 'g.id', 'r.group_id')

@@ -433,14 +433,14 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
       const inGroup = Number((await ctx.db.selectFrom('security_group_rules').select((eb) => eb.fn.countAll<number>().as('n'))
         .where('group_id', '=', g.id).executeTakeFirst())?.n ?? 0);
       if (inGroup + rows.length > limits.rulesPerGroup) throw await overLimit(ctx.db, g.account_id, 'security_group_rule (per group)', MAX_RULES_PER_GROUP, limits.rulesPerGroup, inGroup, rows.length);
-      const inAccount = Number((await ctx.db.selectFrom('security_group_rules as r').innerJoin('security_groups as sg', 'sg.id', 'r.group_id')
-        .select((eb) => eb.fn.countAll<number>().as('n')).where('sg.account_id', '=', g.account_id).executeTakeFirst())?.n ?? 0);
+      const inAccount = Number((await ctx.db.selectFrom('security_group_rules')
+        .select((eb) => eb.fn.countAll<number>().as('n')).where('account_id', '=', g.account_id).executeTakeFirst())?.n ?? 0);
       if (inAccount + rows.length > limits.rulesPerAccount) throw await overLimit(ctx.db, g.account_id, 'security_group_rule', MAX_RULES_PER_ACCOUNT, limits.rulesPerAccount, inAccount, rows.length);
       if (isDryRun(p)) return { raw: await authorizeDryRun(ctx, g, dir, spec, allowed.map((x) => x.id), cidrs ?? [], rows) };
       if (rows.length === 0) throw internalError(`Failed to authorize security group ${dir} rule(s)`);
       const inserted: { id: number }[] = [];
       for (const part of valuesChunks(rows.map((r) => ({
-        uuid: r.uuid, group_id: g.id, type: dir, protocol: spec.protocol, start_port: spec.start, end_port: spec.end,
+        uuid: r.uuid, group_id: g.id, account_id: g.account_id, type: dir, protocol: spec.protocol, start_port: spec.start, end_port: spec.end,
         cidr: r.cidr, allowed_group_id: r.allowed_group_id, created: ctx.now,
       })))) inserted.push(...await ctx.db.insertInto('security_group_rules').values(part).returning('id').execute());
       ctx.event({

@@ -10,7 +10,7 @@
 // one-shot `nft -f -` processes, and the session is restarted after a bounded amount of input: nft
 // keeps its interactive history in memory.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DataplaneError } from '../backend.js';
@@ -39,13 +39,43 @@ export function oneLine(script: string): string {
   return script.split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
 }
 
-// One private directory per process for the sessions' transaction files (removed at exit).
+// One private directory per process for the sessions' transaction files, named after the process
+// (`palisade-nft-<pid>-<random>`) and removed at exit. A process killed by a signal cannot remove its
+// own, so each new one removes those of processes that are gone: empty ones (a file lives only during
+// its transaction), untouched for a minute (a pid in another pid namespace sharing /tmp may look gone).
+const DIR_PREFIX = 'palisade-nft-';
+const STALE_MS = 60_000;
 let txDir: string | null | undefined;
 let sessions = 0;
+
+function processGone(pid: number): boolean {
+  try { process.kill(pid, 0); return false; } catch (e) { return (e as NodeJS.ErrnoException).code === 'ESRCH'; }
+}
+
+/** Remove the transaction directories of processes that no longer run (see above). */
+export function sweepStaleDirs(parent = tmpdir(), now = Date.now()): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try { names = readdirSync(parent); } catch { return removed; }
+  for (const name of names) {
+    const pid = /^palisade-nft-(\d+)-[A-Za-z0-9]+$/.exec(name)?.[1];
+    if (!pid || Number(pid) === process.pid || !processGone(Number(pid))) continue;
+    const path = join(parent, name);
+    try {
+      const st = lstatSync(path);
+      if (!st.isDirectory() || now - st.mtimeMs < STALE_MS || readdirSync(path).length > 0) continue;
+      rmdirSync(path); // only an empty directory, never a tree
+      removed.push(path);
+    } catch { /* taken by another sweeper, or not ours to read */ }
+  }
+  return removed;
+}
+
 function transactionDir(): string | null {
   if (txDir !== undefined) return txDir;
+  sweepStaleDirs();
   try {
-    const dir = mkdtempSync(join(tmpdir(), 'palisade-nft-')); // mode 0700: only root reads it
+    const dir = mkdtempSync(join(tmpdir(), `${DIR_PREFIX}${process.pid}-`)); // mode 0700: only root reads it
     // nft's include takes a quoted path and expands glob characters: only plain paths
     txDir = /^[A-Za-z0-9_./-]+$/.test(dir) ? dir : null;
     if (!txDir) rmSync(dir, { recursive: true, force: true });
@@ -93,8 +123,9 @@ export class NftSession {
     }
     const tag = `${MARKER_TABLE}${++this.seq}`;
     // a new file per transaction: an nft that timed out may still be reading the last one
-    const file = this.file && script.length > INLINE_BYTES ? `${this.file}${this.seq}.nft` : null;
-    if (file) writeFileSync(file, script, { mode: 0o600 });
+    let file = this.file && script.length > INLINE_BYTES ? `${this.file}${this.seq}.nft` : null;
+    // a directory removed under us (by hand, or a sweeper that took this process for gone): inline
+    if (file) try { writeFileSync(file, script, { mode: 0o600 }); } catch { file = null; }
     try {
       await this.send(step, tag, file ? `include "${file}"` : oneLine(script));
     } finally {

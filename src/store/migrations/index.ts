@@ -6,6 +6,7 @@ import { m005_change_feed } from './005_change_feed.js';
 import { m007_observability } from './007_observability.js';
 import { m008_sessions } from './008_sessions.js';
 import { m009_retention } from './009_retention.js';
+import { m010_rule_account } from './010_rule_account.js';
 
 // Ordered by name; append new migrations here (never edit a shipped one).
 export const migrations: Record<string, Migration> = {
@@ -16,4 +17,5 @@ export const migrations: Record<string, Migration> = {
   '007_observability': m007_observability,
   '008_sessions': m008_sessions,
   '009_retention': m009_retention,
+  '010_rule_account': m010_rule_account,
 };
