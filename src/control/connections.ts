@@ -7,7 +7,9 @@
 //     time. An agent's answer that stopped at its per-VM limit, or whose listing did not finish, counts
 //     as truncated (partial too), with what it did return. Each host is asked only about the VMs this
 //     server placed on it; the per-VM limit shrinks so one inspection collects at most ENTRY_BUDGET
-//     entries, and at most MAX_INSPECTIONS run at once.
+//     entries, and at most MAX_INSPECTIONS run at once. A host that let a question time out is not
+//     asked again for UNANSWERED_HOLD_MS (reported as not answered at once), so an agent that never
+//     answers holds an inspection slot for one timeout per hold, not one per dry run.
 //   - The cut setting for agents: security.group.revoke.cut.connections, read at start and on every
 //     `settings` change of the feed, sent to each session before its first snapshot or delta (only
 //     when on: agents start every session with it off) and to all sessions when it changes (inside the serial section, before the batch's pushes, so a revoke
@@ -35,6 +37,8 @@ const TRANSIT_MARGIN_MS = 250;
  */
 const MAX_INSPECTIONS = 4;
 const ENTRY_BUDGET = 200_000;
+/** How long a host whose agent let a question time out is not asked (see the header). */
+export const UNANSWERED_HOLD_MS = 30_000;
 
 interface Open {
   hostId: number;
@@ -45,7 +49,9 @@ interface Open {
 export class ConnectionsControl implements ConnectionInspector {
   private nextId = 1;
   private readonly open = new Map<number, Open>();
-  readonly stats = { asked: 0, answered: 0, late: 0, unheld: 0 };
+  readonly stats = { asked: 0, answered: 0, late: 0, unheld: 0, heldOff: 0 };
+  /** Hosts that let a question time out, and until when they are not asked (bounded by the fleet). */
+  private readonly unanswered = new Map<number, number>();
 
   private inFlight = 0;
 
@@ -94,9 +100,20 @@ export class ConnectionsControl implements ConnectionInspector {
       const none: HostConnections = { hostId, answered: false, truncated: false, connections: [] };
       const vms = perHost.get(hostId)!;
       const wanted = new Set(vms);
+      const heldUntil = this.unanswered.get(hostId);
+      if (heldUntil !== undefined) {
+        if (Date.now() < heldUntil) { this.stats.heldOff++; return Promise.resolve(none); }
+        this.unanswered.delete(hostId);
+      }
       const id = this.nextId++;
       const answer = new Promise<ConnectionsMessage | null>((resolve) => {
-        const timer = setTimeout(() => { this.open.delete(id); this.stats.late++; resolve(null); }, waitMs);
+        const timer = setTimeout(() => {
+          this.open.delete(id);
+          this.stats.late++;
+          if (!this.unanswered.has(hostId)) this.log.info({ host: hostId, holdMs: UNANSWERED_HOLD_MS }, 'control: an agent did not answer a conntrack question in time; not asking it for a while');
+          this.unanswered.set(hostId, Date.now() + UNANSWERED_HOLD_MS);
+          resolve(null);
+        }, waitMs);
         this.open.set(id, { hostId, resolve, timer });
       });
       if (!this.sessions().sendTo(hostId, { type: 'listConnections', id, vms, limitPerVm, timeoutMs: agentMs })) {

@@ -4,7 +4,7 @@
 //   - revoke dry runs ask the agents of the affected hosts, evaluate their answers against the
 //     remaining rules, and are bounded: a host without an agent, an agent that does not answer in time
 //     or answers another question, or an answer cut at the per-VM limit, make the result "partial";
-//     VMs nobody asked about are ignored.
+//     VMs nobody asked about are ignored; a host that let a question time out is not asked for a while.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
@@ -127,6 +127,13 @@ test('revoke dry run: answers evaluated against the remaining rules; silent, wro
   assert.equal(silent.messages.filter((m) => m.type === 'listConnections').length, 1, 'the silent host was asked too');
   const r = ok(await srv.call('listSecurityGroups', { id: web }), 'listSecurityGroups').listsecuritygroupsresponse.securitygroup[0];
   assert.equal(r.ingressrule.length, 2, 'nothing revoked');
+  // The silent host let its question time out: for a while it is not asked again (so it cannot hold an
+  // inspection slot for every dry run), while the answering host still is.
+  const answeredBefore = answering.messages.filter((m) => m.type === 'listConnections').length;
+  const again = (await job(srv, 'revokeSecurityGroupIngress', { id: await ruleId(web, 22), dryrun: true })).dryrun.trackedconnections;
+  assert.deepEqual([again.status, again.hostsasked, again.hostsanswered, again.count], ['partial', 3, 1, 1], JSON.stringify(again));
+  assert.equal(silent.messages.filter((m) => m.type === 'listConnections').length, 1, 'the silent host was not asked again');
+  assert.equal(answering.messages.filter((m) => m.type === 'listConnections').length, answeredBefore + 1, 'the answering host was');
 });
 
 test('revoke dry run: complete when every affected host answers in full, partial when an answer is truncated or incomplete', async () => {
