@@ -28,6 +28,7 @@ import type { Conntrack } from '../dataplane/conntrack.js';
 import { AgentConnections, restrictedVms, type CutOutcome } from './connections.js';
 import { HitTracker } from './hits.js';
 import type { AgentMetrics } from './metrics.js';
+import type { LinkWatch } from './link-watch.js';
 
 export interface AgentOptions {
   /**
@@ -74,6 +75,11 @@ export interface AgentOptions {
   countersMs?: number;
   /** Where the agent's Prometheus metrics are counted (--metrics-listen); absent: nowhere. */
   metrics?: AgentMetrics;
+  /**
+   * Watch the host's links (link-watch.ts), calling back after changes: a VM's tap that appears gets its
+   * rules at once. Absent: new ports are found by the reconcile pass (simulations).
+   */
+  watchLinks?: (onChange: () => void) => LinkWatch;
 }
 
 /** The servers of a `--server` value: comma-separated, trimmed, each checked to be a URL. */
@@ -128,6 +134,8 @@ export class Agent extends EventEmitter {
   private sentFindings = '';
   private pendingRepairs: RepairReport[] = [];
   private work: Promise<void> = Promise.resolve();
+  private linkWatch: LinkWatch | null = null;
+  private portCheckQueued = false;
   private applyWanted = false;
   private applyQueued = false;
   /** Other backends still to be removed from the host (see AgentOptions.retire). */
@@ -192,8 +200,28 @@ export class Agent extends EventEmitter {
       if (this.state) await this.readCounters();
       this.armCounters();
     }
+    this.linkWatch = this.o.watchLinks?.(() => this.linksChanged()) ?? null;
     this.connect();
     this.armReconcile();
+  }
+
+  /**
+   * The host's links changed (a VM's tap came or went): when the state's ports moved, apply now rather
+   * than at the next reconcile. Not drift: ports come and go with the VMs' lifecycle.
+   */
+  private linksChanged(): void {
+    if (this.stopped || this.portCheckQueued) return;
+    this.portCheckQueued = true;
+    void this.serial(async () => {
+      this.portCheckQueued = false;
+      const state = this.state;
+      // an apply already queued discovers the ports itself
+      if (!state || this.stopped || this.applyWanted || this.lastPorts === null) return;
+      const ports = await this.o.discover(state);
+      if (samePorts(ports, this.lastPorts)) return;
+      this.o.log.info({ revision: state.revision }, 'agent: VM ports changed; applying');
+      await this.applyNow();
+    });
   }
 
   /**
@@ -216,6 +244,8 @@ export class Agent extends EventEmitter {
     this.stopped = true;
     for (const t of [this.reconnectTimer, this.reconcileTimer, this.soonTimer, this.countersTimer]) if (t) clearTimeout(t);
     if (this.pingTimer) clearInterval(this.pingTimer);
+    this.linkWatch?.stop();
+    this.linkWatch = null;
     this.ws?.close(1000, 'agent stopping');
     this.ws = null;
     await this.work;
@@ -513,7 +543,10 @@ export class Agent extends EventEmitter {
     const vms: Record<string, { ok: boolean; error?: string }> = {};
     for (const vm of state.vms) {
       const r = result.vms[vm.vmId] ?? { ok: false, error: 'not applied' };
-      vms[vm.vmId] = r.ok ? { ok: true } : { ok: false, error: String(r.error ?? 'failed').slice(0, MAX_ERROR_CHARS) };
+      // A VM whose tap is not on the host yet (its hypervisor has not started it) waits for it: Pending
+      // on the server, not Failed; its rules go in when the port appears (linksChanged).
+      const waiting = !r.ok && this.lastApplyError === null && vm.nics.some((n) => !ports.nics[n.nicId]);
+      vms[vm.vmId] = r.ok ? { ok: true } : { ok: false, error: String(r.error ?? 'failed').slice(0, MAX_ERROR_CHARS), ...(waiting ? { waiting: true } : {}) };
     }
     this.send({ type: 'ack', revision: state.revision, vms });
     // The new rules are in the kernel: cut what they no longer allow, off this path (connections.ts).
@@ -590,15 +623,18 @@ export class Agent extends EventEmitter {
   /** Observe the kernel (and the ports); re-apply when something drifted; count it when the repair worked. */
   private async repairDrift(state: HostDesiredState): Promise<void> {
     const ports = await this.o.discover(state);
-    const moved = this.lastPorts !== null && !samePorts(ports, this.lastPorts);
+    if (this.lastPorts !== null && !samePorts(ports, this.lastPorts)) {
+      // VM ports came or went (no link watcher, or it missed them): a new input, not drift; what the
+      // kernel holds is judged against the new ports on the next pass.
+      this.o.log.info({ revision: state.revision }, 'agent: VM ports changed; applying');
+      await this.applyNow();
+      return;
+    }
     const obs = await this.o.dataplane.observe({ state, ports, dropLog: this.dropLogConfig() });
-    if (!obs.drift.length && !moved) return;
-    const what = [
-      ...(moved ? ['ports changed'] : []),
-      ...obs.drift.slice(0, 5).map((d) => `${d.kind} ${d.what}`),
-    ].join('; ') + (obs.drift.length > 5 ? `; … ${obs.drift.length - 5} more` : '');
-    const count = obs.drift.length + (moved ? 1 : 0);
-    this.o.log.warn({ drift: obs.drift.length, moved }, `agent: repairing drift: ${what}`);
+    if (!obs.drift.length) return;
+    const what = obs.drift.slice(0, 5).map((d) => `${d.kind} ${d.what}`).join('; ') + (obs.drift.length > 5 ? `; … ${obs.drift.length - 5} more` : '');
+    const count = obs.drift.length;
+    this.o.log.warn({ drift: obs.drift.length }, `agent: repairing drift: ${what}`);
     await this.applyNow();
     if (this.lastApplyError !== null) return;
     this.repairCount += count;

@@ -18,9 +18,9 @@
 // in `lost`), flushed every FLUSH_MS in messages of at most MAX_DROP_BATCH records while connected.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { privateTempDir } from '../dataplane/temp-dirs.js';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { Logger } from 'pino';
@@ -210,7 +210,7 @@ export class DropLog {
 
   async start(): Promise<void> {
     this.stopped = false;
-    this.dir = await mkdtemp(path.join(os.tmpdir(), 'palisade-ulogd-'));
+    this.dir = privateTempDir('palisade-ulogd-'); // named after this process: swept if it is killed
     const socket = path.join(this.dir, 'json.sock');
     await writeFile(path.join(this.dir, 'ulogd.conf'), ulogdConfig(this.o.group, socket, path.join(this.dir, 'ulogd.log')));
     const server = net.createServer((conn) => {

@@ -1,6 +1,7 @@
 // `palisade agent --server URL[,URL…] --token TOKEN [--state-dir DIR] [--netns NAME] [--reconcile-interval 10s] [--uplink DEV]
 //   [--dataplane auto|nftables|iptables|null] [--counters-interval 30s] [--metrics-listen HOST:PORT]`
 // The server list and the token may also come from the environment (PALISADE_SERVER, PALISADE_AGENT_TOKEN).
+import { watchLinks } from './link-watch.js';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
@@ -102,6 +103,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     backoffMaxMs: parseDuration(o.backoffMax),
     countersMs,
     ...(metrics ? { metrics } : {}),
+    ...(kernel ? { watchLinks: (onChange: () => void) => watchLinks({ netns: o.netns ?? null, log, onChange }) } : {}),
     log,
   });
   agentRef = agent;

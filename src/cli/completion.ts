@@ -7,6 +7,9 @@ import { SETTABLE } from './config.js';
 
 export const BUILTINS = ['api', 'completion', 'help', 'set', 'sync', 'version'];
 export const SHELL_ONLY = ['exit', 'quit'];
+/** The programs beside the API client: offered on the command line (bash), not in the shell. */
+export const PROGRAMS = ['server', 'agent', 'lab'];
+const LAB_COMMANDS = ['up', 'vm', 'probe', 'status', 'wait', 'down', 'clean'];
 
 export interface CompleteContext {
   cat: Catalogue;
@@ -39,10 +42,15 @@ export function complete(ctx: CompleteContext, line: string): { candidates: stri
   if (partial.startsWith('-')) return { candidates: pick(FLAGS), partial };
 
   if (positional.length === 0) {
-    const verbs = [...ctx.cat.byVerb.keys(), ...BUILTINS, ...(ctx.interactive ? SHELL_ONLY : [])];
+    const verbs = [...ctx.cat.byVerb.keys(), ...BUILTINS, ...(ctx.interactive ? SHELL_ONLY : PROGRAMS)];
     return { candidates: pick(verbs), partial };
   }
   const verb = positional[0].toLowerCase();
+  if (!ctx.interactive && PROGRAMS.includes(verb)) {
+    if (verb === 'lab' && positional.length === 1) return { candidates: pick(LAB_COMMANDS), partial };
+    if (verb === 'lab' && positional[1] === 'vm' && positional.length === 2) return { candidates: pick(['add', 'del']), partial };
+    return { candidates: [], partial };
+  }
   if (verb === 'set') {
     if (positional.length === 1) return { candidates: pick(SETTABLE), partial };
     if (positional.length === 2 && positional[1] === 'profile') return { candidates: pick(ctx.profiles), partial };

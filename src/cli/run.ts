@@ -222,6 +222,8 @@ usage:
   palisade completion bash                  bash completion script
   palisade                                  interactive shell (commands on stdin when piped)
   palisade server | agent | lab             run the management server, a host agent, the local lab
+                                            (\`palisade server --help\` etc. for their options)
+  palisade version                          this release
 
 examples:
   palisade create securitygroup name="Production_Web_Tier" description="Standard web ingress rules"

@@ -30,7 +30,7 @@ export class SyncTracker {
   /** Last sync state written per VM, with who wrote it (skips redundant writes). */
   private readonly vmSync = new Map<number, string>();
   /** Per VM: the last per-VM result an agent acked, at which revision. */
-  private readonly vmAck = new Map<number, { hostId: number; rev: number; ok: boolean; error: string | null }>();
+  private readonly vmAck = new Map<number, { hostId: number; rev: number; ok: boolean; error: string | null; waiting: boolean }>();
   /** Per host: when its repairs were last logged, and the reports not logged since. */
   private readonly repairLog = new Map<number, { at: number; unlogged: number }>();
 
@@ -94,7 +94,8 @@ export class SyncTracker {
       const a = this.vmAck.get(vmId);
       const authority = { hostId, placed: true, owned: this.holds(hostId) };
       if (!h || !e || e.rev > h.acked || !a || a.hostId !== hostId || a.rev < e.rev) this.setVm(vmId, 'Pending', null, authority);
-      else this.setVm(vmId, a.ok ? 'Synced' : 'Failed', a.ok ? null : a.error, authority);
+      // (an agent waiting for the VM's port to appear: Pending, with the reason)
+      else this.setVm(vmId, a.ok ? 'Synced' : a.waiting ? 'Pending' : 'Failed', a.ok ? null : a.error, authority);
       return;
     }
     // Not placed: synced once every host it left has acked its removal.
@@ -131,10 +132,11 @@ export class SyncTracker {
       const e = host.vms.get(uuid);
       if (!e || e.rev > rev) continue;   // acked an older version than the one now desired: still pending
       const error = r.ok ? null : (r.error ?? 'failed').slice(0, MAX_ERROR_CHARS);
+      const waiting = !r.ok && r.waiting === true;
       const prev = this.vmAck.get(e.vmId);
       // Most of an ack repeats what the host already confirmed (its other VMs): nothing to recompute.
-      if (prev && prev.hostId === hostId && prev.ok === r.ok && prev.error === error && prev.rev >= e.rev) { prev.rev = rev; continue; }
-      this.vmAck.set(e.vmId, { hostId, rev, ok: r.ok, error });
+      if (prev && prev.hostId === hostId && prev.ok === r.ok && prev.error === error && prev.waiting === waiting && prev.rev >= e.rev) { prev.rev = rev; continue; }
+      this.vmAck.set(e.vmId, { hostId, rev, ok: r.ok, error, waiting });
       this.refreshVm(e.vmId);
     }
     for (const [vmId, removedAt] of host.removals) {

@@ -54,8 +54,11 @@ export const helloSchema = z.object({
 export const ackSchema = z.object({
   type: z.literal('ack'),
   revision,
-  /** Per VM uuid of the applied state: did its rules reach the kernel. */
-  vms: z.record(id(), z.object({ ok: z.boolean(), error: text(MAX_ERROR_CHARS).optional() }))
+  /**
+   * Per VM uuid of the applied state: did its rules reach the kernel. `waiting`: not yet, because a
+   * port of the VM is not on the host (its hypervisor has not started it): Pending, not Failed.
+   */
+  vms: z.record(id(), z.object({ ok: z.boolean(), error: text(MAX_ERROR_CHARS).optional(), waiting: z.boolean().optional() }))
     .refine((v) => Object.keys(v).length <= MAX_VMS_PER_HOST, `more than ${MAX_VMS_PER_HOST} VMs`),
 });
 
@@ -219,10 +222,16 @@ export function fastAck(value: unknown): AckMessage | null {
     if (++n > MAX_VMS_PER_HOST || uuid.length < 1 || uuid.length > 64 || uuid === '__proto__') return null;
     const r = vms[uuid];
     if (!isPlainObject(r) || typeof r.ok !== 'boolean') return null;
+    const one: AckMessage['vms'][string] = { ok: r.ok };
     if ('error' in r) {
       if (typeof r.error !== 'string' || r.error.length > MAX_ERROR_CHARS) return null;
-      out[uuid] = { ok: r.ok, error: r.error };
-    } else out[uuid] = { ok: r.ok };
+      one.error = r.error;
+    }
+    if ('waiting' in r) {
+      if (typeof r.waiting !== 'boolean') return null;
+      one.waiting = r.waiting;
+    }
+    out[uuid] = one;
   }
   return { type: 'ack', revision: rev, vms: out };
 }

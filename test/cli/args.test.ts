@@ -162,6 +162,14 @@ test('completion: verbs, nouns, parameter names, values', () => {
   assert.deepEqual(complete(ctx, 'api createS').candidates, ['createSecurityGroup']);
   assert.deepEqual(complete(ctx, 'delete ').candidates, []);
   assert.deepEqual(complete(ctx, 'list events --o').candidates, ['--output']);
+  // the programs beside the client: on the command line (bash), not in the shell
+  const bash = { ...ctx, interactive: false };
+  assert.ok(['server', 'agent', 'lab'].every((p) => complete(bash, '').candidates.includes(p)));
+  assert.ok(!complete(bash, '').candidates.includes('exit'));
+  assert.ok(!complete(ctx, '').candidates.includes('server'));
+  assert.deepEqual(complete(bash, 'lab ').candidates, ['clean', 'down', 'probe', 'status', 'up', 'vm', 'wait']);
+  assert.deepEqual(complete(bash, 'lab vm ').candidates, ['add', 'del']);
+  assert.deepEqual(complete(bash, 'server ').candidates, []);
 });
 
 test('writeProfile (used by `palisade lab up`): creates the file 0600, activates the profile; removeProfile undoes it', async () => {

@@ -2,16 +2,12 @@
 // the transaction it writes for a change, read-back parsing, drift, counters. No root needed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { BASELINE, DROP_REASONS, isDrop, planHost, BRIDGE_ZONE_BASE, type BaseRule } from '../../src/dataplane/plan/index.js';
 import { render, v6Hex } from '../../src/dataplane/nftables/render.js';
 import { diffScript, drift, emptyState, expectedState, parseTable, teardownScript } from '../../src/dataplane/nftables/kernel.js';
 import { parseRuleCounters } from '../../src/dataplane/nftables/backend.js';
 import { elementText, parseComment } from '../../src/dataplane/nftables/program.js';
-import { oneLine, sweepStaleDirs } from '../../src/dataplane/nftables/session.js';
+import { oneLine } from '../../src/dataplane/nftables/session.js';
 import { portChain, vmChains } from '../../src/dataplane/nftables/names.js';
 import type { HostPorts } from '../../src/dataplane/backend.js';
 import { hostState, nic, rule, vm } from './fixtures.js';
@@ -150,35 +146,3 @@ test('nftables: rule counters per VM and rule id from the inet table; element te
   assert.equal(oneLine('add table inet palisade\n\nadd chain inet palisade x\n'), 'add table inet palisade; add chain inet palisade x');
 });
 
-test('nft transaction directories: those of processes gone are swept when empty and a minute old; nothing else is', () => {
-  const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-sweep-'));
-  try {
-    const gone = spawnSync('true').pid!; // exited: its pid runs no process (until reused)
-    const old = (Date.now() - 120_000) / 1000;
-    const make = (name: string, opts: { file?: boolean; fresh?: boolean; plain?: boolean } = {}) => {
-      const p = path.join(parent, name);
-      if (opts.plain) fs.writeFileSync(p, '');
-      else {
-        fs.mkdirSync(p);
-        if (opts.file) fs.writeFileSync(path.join(p, 's1-1.nft'), 'add table inet x');
-      }
-      if (!opts.fresh) fs.utimesSync(p, old, old);
-      return p;
-    };
-    const stale = make(`palisade-nft-${gone}-aB3xYz`);
-    const keep = [
-      make(`palisade-nft-${gone}-busy01`, { file: true }), // a transaction in flight (or left by a crash: not ours to judge)
-      make(`palisade-nft-${gone}-fresh1`, { fresh: true }), // recent: maybe a live process in another pid namespace
-      make(`palisade-nft-${process.pid}-mine01`), // this process's own
-      make('palisade-nft-1-init01'), // pid 1 runs
-      make(`palisade-nft-${gone}-file01`, { plain: true }), // not a directory
-      make(`other-${gone}-abcdef`), // not ours
-    ];
-    assert.deepEqual(sweepStaleDirs(parent), [stale]);
-    assert.equal(fs.existsSync(stale), false);
-    for (const p of keep) assert.ok(fs.existsSync(p), `${path.basename(p)} kept`);
-    assert.deepEqual(sweepStaleDirs(parent), [], 'a second sweep finds nothing');
-  } finally {
-    fs.rmSync(parent, { recursive: true, force: true });
-  }
-});

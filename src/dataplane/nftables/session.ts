@@ -10,11 +10,11 @@
 // one-shot `nft -f -` processes, and the session is restarted after a bounded amount of input: nft
 // keeps its interactive history in memory.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { lstatSync, mkdtempSync, readdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DataplaneError } from '../backend.js';
 import { type Runner, must } from '../exec.js';
+import { privateTempDir } from '../temp-dirs.js';
 
 export interface NftSessionOptions {
   /** Scripts larger than this run as one-shot `nft -f -` (default 4 MiB). */
@@ -39,43 +39,15 @@ export function oneLine(script: string): string {
   return script.split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
 }
 
-// One private directory per process for the sessions' transaction files, named after the process
-// (`palisade-nft-<pid>-<random>`) and removed at exit. A process killed by a signal cannot remove its
-// own, so each new one removes those of processes that are gone: empty ones (a file lives only during
-// its transaction), untouched for a minute (a pid in another pid namespace sharing /tmp may look gone).
-const DIR_PREFIX = 'palisade-nft-';
-const STALE_MS = 60_000;
+// One private directory per process for the sessions' transaction files (temp-dirs.ts: named after
+// the process, removed at exit, and by the next process if this one is killed).
 let txDir: string | null | undefined;
 let sessions = 0;
 
-function processGone(pid: number): boolean {
-  try { process.kill(pid, 0); return false; } catch (e) { return (e as NodeJS.ErrnoException).code === 'ESRCH'; }
-}
-
-/** Remove the transaction directories of processes that no longer run (see above). */
-export function sweepStaleDirs(parent = tmpdir(), now = Date.now()): string[] {
-  const removed: string[] = [];
-  let names: string[];
-  try { names = readdirSync(parent); } catch { return removed; }
-  for (const name of names) {
-    const pid = /^palisade-nft-(\d+)-[A-Za-z0-9]+$/.exec(name)?.[1];
-    if (!pid || Number(pid) === process.pid || !processGone(Number(pid))) continue;
-    const path = join(parent, name);
-    try {
-      const st = lstatSync(path);
-      if (!st.isDirectory() || now - st.mtimeMs < STALE_MS || readdirSync(path).length > 0) continue;
-      rmdirSync(path); // only an empty directory, never a tree
-      removed.push(path);
-    } catch { /* taken by another sweeper, or not ours to read */ }
-  }
-  return removed;
-}
-
 function transactionDir(): string | null {
   if (txDir !== undefined) return txDir;
-  sweepStaleDirs();
   try {
-    const dir = mkdtempSync(join(tmpdir(), `${DIR_PREFIX}${process.pid}-`)); // mode 0700: only root reads it
+    const dir = privateTempDir('palisade-nft-'); // mode 0700: only root reads it
     // nft's include takes a quoted path and expands glob characters: only plain paths
     txDir = /^[A-Za-z0-9_./-]+$/.test(dir) ? dir : null;
     if (!txDir) rmSync(dir, { recursive: true, force: true });
