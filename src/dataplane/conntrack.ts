@@ -21,13 +21,20 @@ const PORT_PROTOCOLS: Record<number, string> = { 6: 'tcp', 17: 'udp', 33: 'dccp'
 /** Lines per `conntrack -R` process. */
 const DELETE_CHUNK = 5000;
 
-/** One line of `conntrack -L -o extended`, or null when it is not an entry we can name exactly. */
+/** TCP states of a connection that has ended: its entry only waits to expire, and no rule change affects it. */
+const FINISHED_TCP = new Set(['TIME_WAIT', 'CLOSE']);
+
+/**
+ * One line of `conntrack -L -o extended`, or null when it is not an entry we can name exactly, or a TCP
+ * connection that has ended (TIME_WAIT, CLOSE: neither reported by a dry run nor worth cutting).
+ */
 export function parseConntrackLine(line: string): ConntrackEntry | null {
   const t = line.trim().split(/\s+/);
   // "ipv4 2 tcp 6 431999 ESTABLISHED src=… dst=… sport=… dport=… [ASSURED] src=… … mark=0 zone=5 use=1"
   if (t.length < 7 || (t[0] !== 'ipv4' && t[0] !== 'ipv6')) return null;
   const l4 = Number(t[3]);
   if (!Number.isInteger(l4) || l4 < 0 || l4 > 255) return null;
+  if (l4 === 6 && FINISHED_TCP.has(t[5])) return null;
   const first = new Map<string, string>();
   for (let i = 4; i < t.length; i++) {
     const eq = t[i].indexOf('=');

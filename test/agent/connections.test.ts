@@ -29,7 +29,15 @@ test('parseConntrackLine: conntrack 1.4.7 extended lines, original direction, zo
     'ipv4     2 tcp      6 99 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=1000 dport=99999', // out of range
     'ipv6     10 udp      17 29 src=2001:db8::zz dst=2001:db8::2 sport=5 dport=53',
     'ipv4     2 tcp      x 99 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2',
+    // connections that have ended: they only wait to expire
+    'ipv4     2 tcp      6 119 TIME_WAIT src=10.0.0.1 dst=10.0.0.3 sport=1000 dport=80 src=10.0.0.3 dst=10.0.0.1 sport=80 dport=1000 [ASSURED] mark=0 zone=4 use=1',
+    'ipv4     2 tcp      6 9 CLOSE src=10.0.0.1 dst=10.0.0.3 sport=1001 dport=80 src=10.0.0.3 dst=10.0.0.1 sport=80 dport=1001 [ASSURED] mark=0 zone=4 use=1',
   ]) assert.equal(parseConntrackLine(bad), null, bad);
+  // the twins: a connection still closing (FIN_WAIT, CLOSE_WAIT, LAST_ACK) is still there
+  for (const state of ['FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'SYN_SENT']) {
+    assert.deepEqual(parseConntrackLine(`ipv4     2 tcp      6 119 ${state} src=10.0.0.1 dst=10.0.0.3 sport=1000 dport=80 src=10.0.0.3 dst=10.0.0.1 sport=80 dport=1000 mark=0 zone=4 use=1`),
+      { zone: 4, protocol: 'tcp', src: '10.0.0.1', dst: '10.0.0.3', sport: 1000, dport: 80 }, state);
+  }
 });
 
 test('deleteLine: zone, protocol and the original tuple — exactly one entry; GRE is not named', () => {
