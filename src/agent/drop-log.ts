@@ -119,6 +119,13 @@ export function portIndex(state: HostDesiredState, ports: HostPorts): PortIndex 
   return byNumber;
 }
 
+/** IPv4 limited broadcast or multicast (224.0.0.0/4), IPv6 multicast (ff00::/8). */
+function groupAddress(ip: string): boolean {
+  if (ip.includes(':')) return /^ff[0-9a-f]{2}:/i.test(ip);
+  const first = Number(ip.split('.', 1)[0]);
+  return ip === '255.255.255.255' || (first >= 224 && first <= 239);
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** A logged drop as the server's DropRecord, or null when its VM cannot be named (port not known). */
@@ -126,6 +133,9 @@ export function toDropRecord(d: LoggedDrop, ports: PortIndex): DropRecord | null
   let reason = LOG_REASON[d.reason];
   if (!reason) return null;
   if (d.reason === 'not-own-address' && d.protocol === 'arp') reason = 'spoofed-arp';
+  // Towards a VM, to a broadcast or multicast address (a neighbour's router solicitation, mDNS): nobody
+  // spoofed anything; it is multicast the VM does not take.
+  else if (d.reason === 'not-own-address' && d.dst !== undefined && groupAddress(d.dst)) reason = 'multicast';
   const rec: Record<string, unknown> = {
     at: d.at, reason, direction: d.side === 't' ? 'ingress' : 'egress', protocol: d.protocol,
   };

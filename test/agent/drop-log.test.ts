@@ -44,6 +44,15 @@ test('side f reads the in-port; plan reasons map to API reasons (spoof-ip, ARP n
   assert.equal(a.reason, 'spoofed-arp');
   assert.equal(a.protocol, 'arp');
   assert.ok(DropRecordSchema.safeParse(a).success);
+  // towards the VM for a group address (a neighbour's router solicitation, mDNS, a broadcast): multicast,
+  // not spoofing; the twin, to an address the NIC does not own, stays spoofed-ip
+  for (const [dst, proto] of [['ff02::2', 58], ['ff02::fb', 17], ['224.0.0.251', 17], ['255.255.255.255', 17]] as const) {
+    const line = parseUlogdLine(JSON.stringify({ 'oob.prefix': 'pal:t:not-own-address', 'oob.mark': port, 'ip.protocol': proto, src_ip: dst.includes(':') ? 'fe80::1' : '198.51.100.5', dest_ip: dst, ...(proto === 58 ? { 'icmp.type': 133, 'icmp.code': 0 } : { 'udp.sport': 5353, 'udp.dport': 5353 }) }))!;
+    const m = toDropRecord(line, portIndex(state, ports))!;
+    assert.deepEqual([m.reason, m.direction], ['multicast', 'ingress'], dst);
+  }
+  const unicast = parseUlogdLine(JSON.stringify({ 'oob.prefix': 'pal:t:not-own-address', 'oob.mark': port, 'ip.protocol': 6, src_ip: '198.51.100.5', dest_ip: '198.51.100.77', 'tcp.sport': 1, 'tcp.dport': 2 }))!;
+  assert.equal(toDropRecord(unicast, portIndex(state, ports))!.reason, 'spoofed-ip');
   // the mark names another port: no VM to attribute it to
   const other = parseUlogdLine(JSON.stringify({ 'oob.prefix': 'pal:f:spoof-ip', 'oob.mark': ((port % 2000) + 1) << 16 }))!;
   assert.equal(toDropRecord(other, portIndex(state, ports)), null);
