@@ -86,6 +86,20 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
     requestTimeout: requestTimeout,
     ...(opts.trustProxy?.length ? { trustProxy: opts.trustProxy } : {}),
     http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1000, requestTimeout) },
+    // A request Node's parser cannot read (bytes a URL may not hold, headers too large) or that did not
+    // arrive in time never reaches a route: answered here, in CloudStack's error shape like every other
+    // refusal, and the connection closed.
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const [status, reason, text] = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout', 'Request not received in time']
+        : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large', 'Request headers too large']
+          : [400, 'Bad Request', 'Malformed request'];
+      const body = JSON.stringify({ errorresponse: { uuidList: [], errorcode: status, errortext: text } });
+      if (!socket.writable) { socket.destroy(); return; }
+      socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      // a peer that never reads must not hold the socket
+      setTimeout(() => socket.destroy(), 5000).unref();
+    },
   });
   // DNS rebinding (hosts.ts): every route but the API (whose session calls SessionAuth checks, and
   // whose signed calls need a key) and the agent channel (a token) answers only the allowed names,

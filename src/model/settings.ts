@@ -42,6 +42,7 @@ export const DROP_LOG_BURST = 'security.group.drop.log.burst';
 export const MAX_RULES_PER_GROUP = 'security.group.max.rules';
 export const MAX_RULES_PER_ACCOUNT = 'security.group.max.rules.per.account';
 export const MAX_GROUPS_PER_ACCOUNT = 'security.group.max.per.account';
+export const MAX_TAGS_PER_ACCOUNT = 'security.group.max.tags.per.account';
 
 const common = { category: 'Network', component: 'SecurityGroupManager', group: 'Network', subgroup: 'Security Groups' };
 
@@ -76,6 +77,11 @@ export const SETTINGS: readonly SettingDef[] = [
     ...common, name: MAX_GROUPS_PER_ACCOUNT, type: 'Number', defaultValue: '1000', range: { min: 1, max: 1000000 },
     displaytext: 'Security group max per account',
     description: 'Most security groups one account may own (its default group included); createSecurityGroup beyond it fails.',
+  },
+  {
+    ...common, name: MAX_TAGS_PER_ACCOUNT, type: 'Number', defaultValue: '10000', range: { min: 1, max: 1000000 },
+    displaytext: 'Security group max tags per account',
+    description: 'Most resource tags (on security groups and their rules) one account may hold; createTags beyond it fails and adds nothing.',
   },
   {
     category: 'Advanced', component: 'AsyncJobManager', group: 'Miscellaneous', subgroup: 'Others',
@@ -140,13 +146,14 @@ export function retentionFrom(stored: ReadonlyMap<string, string>): RetentionSet
 }
 
 /** What one tenant may store (see MAX_RULES_PER_GROUP). */
-export interface TenantLimits { rulesPerGroup: number; rulesPerAccount: number; groupsPerAccount: number }
+export interface TenantLimits { rulesPerGroup: number; rulesPerAccount: number; groupsPerAccount: number; tagsPerAccount: number }
 
 export function limitsFrom(stored: ReadonlyMap<string, string>): TenantLimits {
   return {
     rulesPerGroup: Number(valueOf(stored, MAX_RULES_PER_GROUP)),
     rulesPerAccount: Number(valueOf(stored, MAX_RULES_PER_ACCOUNT)),
     groupsPerAccount: Number(valueOf(stored, MAX_GROUPS_PER_ACCOUNT)),
+    tagsPerAccount: Number(valueOf(stored, MAX_TAGS_PER_ACCOUNT)),
   };
 }
 

@@ -193,7 +193,7 @@ test('deletes succeed whatever a tenant stored: 34,000 rules in one group, then 
   }
 });
 
-test('tenant bounds: rules per group, rules per account and groups per account; a call over one fails with 535 naming the setting and adds nothing', async () => {
+test('tenant bounds: rules per group, rules per account, groups per account and tags per account; a call over one fails with 535 naming the setting and adds nothing', async () => {
   const a = await s.call('createAccount', { username: 'bounded', password: 'pw', email: 'b@example.org', firstname: 'b', lastname: 'b' });
   assert.equal(a.status, 200, JSON.stringify(a.body));
   const k = await s.call('registerUserKeys', { id: a.body.createaccountresponse.account.user[0].id });
@@ -240,7 +240,40 @@ test('tenant bounds: rules per group, rules per account and groups per account; 
     // raised by the operator, the same calls pass
     await set('security.group.max.per.account', '4');
     assert.equal((await s.call('createSecurityGroup', { name: 'b3' }, who)).status, 200);
+
+    // tags: at most security.group.max.tags.per.account over the account's groups and rules; a call
+    // that would pass it (tags × resources) adds none of them
+    await set('security.group.max.tags.per.account', '10');
+    const sg = (await s.call('listSecurityGroups', { securitygroupname: 'b1' }, who)).body.listsecuritygroupsresponse.securitygroup[0];
+    const ruleIds = sg.ingressrule.map((r: any) => r.ruleid).join(',');
+    const tagsOf = (n: number, prefix: string) => Object.fromEntries(Array.from({ length: n }, (_, i) => [[`tags[${i}].key`, `${prefix}${i}`], [`tags[${i}].value`, 'v']]).flat());
+    const tag = (ids: string, type: string, params: Record<string, string>) => s.callAndWait('createTags', { resourcetype: type, resourceids: ids, ...params }, who);
+    const tagCount = async () => (await s.call('listTags', { listall: true }, who)).body.listtagsresponse.count ?? 0;
+    assert.equal((await tag(sg.id, 'SecurityGroup', tagsOf(6, 'g'))).body.jobstatus, 1);
+    // 4 rules × 2 tags = 8 more would make 14 > 10
+    const overTags = await tag(ruleIds, 'SecurityGroupRule', tagsOf(2, 'r'));
+    assert.equal(overTags.body.jobresult.errorcode, 535, JSON.stringify(overTags.body));
+    assert.match(overTags.body.jobresult.errortext, /'resource_tag' .* 6 exist, this call adds 8, the limit is 10 \(security\.group\.max\.tags\.per\.account\)/);
+    assert.equal(await tagCount(), 6, 'nothing was added');
+    // 4 rules × 1 tag = 10: fits exactly; one more does not
+    assert.equal((await tag(ruleIds, 'SecurityGroupRule', tagsOf(1, 'r'))).body.jobstatus, 1);
+    assert.equal(await tagCount(), 10);
+    assert.equal((await tag(sg.id, 'SecurityGroup', tagsOf(1, 'x'))).body.jobresult.errorcode, 535);
+    // a key already on a resource, or given twice: refused, nothing added
+    assert.equal((await s.call('deleteTags', { resourcetype: 'SecurityGroup', resourceids: sg.id, 'tags[0].key': 'g5' }, who)).status, 200);
+    await waitForCount(tagCount, 9);
+    const dupKey = await tag(sg.id, 'SecurityGroup', { 'tags[0].key': 'g0', 'tags[0].value': 'v' });
+    assert.equal(dupKey.body.jobresult.errorcode, 431);
+    assert.match(dupKey.body.jobresult.errortext, /tag g0 already on SecurityGroup/);
+    const twice = await tag(sg.id, 'SecurityGroup', { 'tags[0].key': 'new', 'tags[0].value': 'v', 'tags[1].key': 'new', 'tags[1].value': 'w' });
+    assert.equal(twice.body.jobresult.errorcode, 431);
+    assert.equal(await tagCount(), 9);
   } finally {
-    for (const name of ['security.group.max.rules', 'security.group.max.rules.per.account', 'security.group.max.per.account']) await s.call('resetConfiguration', { name });
+    for (const name of ['security.group.max.rules', 'security.group.max.rules.per.account', 'security.group.max.per.account', 'security.group.max.tags.per.account']) await s.call('resetConfiguration', { name });
   }
 });
+
+async function waitForCount(read: () => Promise<number>, want: number): Promise<void> {
+  for (let i = 0; i < 100; i++) { if ((await read()) === want) return; await new Promise((r) => setTimeout(r, 50)); }
+  assert.equal(await read(), want);
+}

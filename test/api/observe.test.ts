@@ -394,6 +394,8 @@ test('dry runs: authorize reports affected VMs and hosts and redundancy, revoke 
   assert.equal(r.dryrun.redundant, false);
   r = await job('authorizeSecurityGroupIngress', { securitygroupid: webGroup.id, protocol: 'tcp', startport: 5432, endport: 5432, 'usersecuritygrouplist[0].account': 'alice', 'usersecuritygrouplist[0].group': 'web', dryrun: true }, alice);
   assert.deepEqual(r.dryrun.redundancy.map((f: any) => f.notcovered.securitygroupname), ['web', 'web']);
+  // the would-be rule names the referenced group as a stored rule does: name and account, never its id
+  assert.deepEqual(r.securitygroup.ingressrule.map((x: any) => [x.securitygroupname, x.account, x.securitygroupid]), [['web', 'alice', undefined]]);
   // revoke
   const rule = (await groupOf(webGroup.id, alice)).ingressrule.find((x: any) => x.startport === 80);
   r = await job('revokeSecurityGroupIngress', { id: rule.ruleid, dryrun: true }, alice);
@@ -424,13 +426,13 @@ test('listConfigurations / updateConfiguration / resetConfiguration: CloudStack 
     ['event.purge.delay', '15', '15'], ['job.expire.minutes', '1440', '1440'],
     ['security.group.drop.log.burst', '50', '50'], ['security.group.drop.log.rate', '10', '10'],
     ['security.group.max.per.account', '1000', '1000'], ['security.group.max.rules', '1000', '1000'], ['security.group.max.rules.per.account', '20000', '20000'],
-    ['security.group.revoke.cut.connections', 'false', 'false'],
+    ['security.group.max.tags.per.account', '10000', '10000'], ['security.group.revoke.cut.connections', 'false', 'false'],
   ]);
   const cut = all.configuration.find((c: any) => c.name === 'security.group.revoke.cut.connections');
   assert.deepEqual([cut.category, cut.type, cut.isdynamic], ['Network', 'Boolean', true]);
   assert.equal((await ok('listConfigurations', { name: 'drop.log' })).count, 2, 'name matches a part, as CloudStack');
   assert.equal((await ok('listConfigurations', { keyword: 'revoke' })).count, 1);
-  assert.equal((await ok('listConfigurations', { category: 'network' })).count, 6);
+  assert.equal((await ok('listConfigurations', { category: 'network' })).count, 7);
   assert.deepEqual(await ok('listConfigurations', { zoneid: (await ok('listZones')).zone[0].id }), {}, 'no zone-scoped settings');
   await fails('listConfigurations', {}, 432, /does not exist/, alice);
   await fails('updateConfiguration', { name: 'security.group.drop.log.rate', value: '1' }, 432, /does not exist/, alice);

@@ -63,3 +63,23 @@ test('a request that does not arrive whole within the bound is answered 408 and 
   const quick = await slowRequest(`POST /client/api HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`, '', 1000, 20_000);
   assert.match(quick!, /^HTTP\/1\.1 401 /, 'answered (unsigned: 401)');
 });
+
+test('a request Node cannot parse (raw non-UTF-8 bytes in the URL, headers too large) gets a CloudStack-shaped error; its encoded twin is an API call', async () => {
+  const raw = (bytes: Buffer) => new Promise<string>((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    let got = '';
+    s.on('data', (d) => { got += d; });
+    s.on('error', () => {});
+    s.on('close', () => resolve(got));
+    s.write(bytes);
+  });
+  const bad = await raw(Buffer.concat([Buffer.from('GET /client/api?command=listZones&response=json&x='), Buffer.from([0xff, 0xfe]), Buffer.from(' HTTP/1.1\r\nHost: t\r\n\r\n')]));
+  assert.match(bad, /^HTTP\/1\.1 400 /);
+  assert.deepEqual(JSON.parse(bad.split('\r\n\r\n')[1]!), { errorresponse: { uuidList: [], errorcode: 400, errortext: 'Malformed request' } });
+  const big = await raw(Buffer.from(`GET /client/api?command=listZones HTTP/1.1\r\nHost: t\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`));
+  assert.match(big, /^HTTP\/1\.1 431 /);
+  assert.equal(JSON.parse(big.split('\r\n\r\n')[1]!).errorresponse.errorcode, 431);
+  const encoded = await raw(Buffer.from('GET /client/api?command=listZones&response=json&x=%FF%FE HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n'));
+  assert.match(encoded, /^HTTP\/1\.1 401 /, 'percent-encoded, the same bytes reach the API (unsigned: 401)');
+  assert.match(encoded, /"listzonesresponse"/);
+});

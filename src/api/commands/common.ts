@@ -1,7 +1,7 @@
 // Shared pieces of command modules: list paging, owner fields of responses, standard parameters.
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../../store/schema.js';
-import { paramError, type ParamDef, type Params } from '../command.js';
+import { ApiError, paramError, type ParamDef, type Params } from '../command.js';
 import { displayDomainPath } from '../../store/queries/accounts.js';
 import { inList } from '../../store/queries/batch.js';
 
@@ -85,4 +85,14 @@ export function dateBound(s: string, end: boolean, command: string): string {
   // Date rolls 2026-02-31 over to March: a date that does not come back as written is invalid.
   if (Number.isNaN(d.getTime()) || (tz === 'Z' && d.toISOString().slice(0, 10) !== m[1])) throw paramError(`Unable to parse date ${s} for command ${command}, please pass dates in the format mentioned in the api documentation`);
   return d.toISOString();
+}
+
+/**
+ * A tenant bound (model/settings.ts: security.group.max.*) that this call would exceed: CloudStack's
+ * ResourceAllocationException (535), naming the bound's setting so an operator knows what to raise.
+ */
+export async function overLimit(db: Q, accountId: number, what: string, setting: string, limit: number, have: number, adding: number): Promise<ApiError> {
+  const a = await db.selectFrom('accounts as a').innerJoin('domains as d', 'd.id', 'a.domain_id').select(['a.name', 'd.uuid']).where('a.id', '=', accountId).executeTakeFirst();
+  return new ApiError(535, `Maximum number of resources of type '${what}' for account name=${a?.name ?? accountId} in domain id=${a?.uuid ?? '?'} has been exceeded: `
+    + `${have} exist, this call adds ${adding}, the limit is ${limit} (${setting})`, 9999);
 }

@@ -116,8 +116,13 @@ export async function authorizeDryRun(ctx: CommandContext, g: { id: number; uuid
   const added = [...groupIds.map((ref, i) => asRow(i, null, ref)), ...cidrs.map((c, i) => asRow(groupIds.length + i, c, null))];
   const existing = await groupRules(ctx.db, g.id, dir);
   const perFamily = ruleRedundancy(existing, added);
-  const refs = new Map<number, { uuid: string; name: string }>();
-  if (groupIds.length) for (const x of await ctx.db.selectFrom('security_groups').select(['id', 'uuid', 'name']).where(inList(ctx.db, 'id', groupIds)).execute()) refs.set(x.id, x);
+  // A referenced group is named as a stored rule names it (CloudStack's rule response): its name and its
+  // account, never its id (the caller may reference a group of another account it cannot otherwise see).
+  const refs = new Map<number, { name: string; account: string }>();
+  if (groupIds.length) {
+    for (const x of await ctx.db.selectFrom('security_groups as sg').innerJoin('accounts as a', 'a.id', 'sg.account_id')
+      .select(['sg.id', 'sg.name', 'a.name as account']).where(inList(ctx.db, 'sg.id', groupIds)).execute()) refs.set(x.id, x);
+  }
   const names = new Map([...refs].flatMap(([id, x]) => [[`sg${id}v4`, x.name], [`sg${id}v6`, x.name]] as [string, string][]));
   const affected = await affectedBy(ctx.db, g.id);
   const owner = (await ownerInfo(ctx.db, [g.account_id])).get(g.account_id);
@@ -125,7 +130,7 @@ export async function authorizeDryRun(ctx: CommandContext, g: { id: number; uuid
     const out: Record<string, unknown> = { protocol: spec.protocol };
     if (spec.protocol === 'icmp') { out.icmptype = spec.start; out.icmpcode = spec.end; } else { out.startport = spec.start; out.endport = spec.end; }
     if (r.cidr !== null) out.cidr = r.cidr;
-    else { const ref = refs.get(r.allowed_group_id!); out.securitygroupid = ref?.uuid; out.securitygroupname = ref?.name; }
+    else { const ref = refs.get(r.allowed_group_id!); out.securitygroupname = ref?.name; out.account = ref?.account; }
     return out;
   });
   return {

@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { ApiError, paramError, permissionDenied, internalError, type CommandContext, type CommandDef, type Params } from '../command.js';
 import { DEFAULT_GROUP_NAME } from '../../store/queries/accounts.js';
 import { countGroups, groupByNameCi, loadGroups, pageGroupIds, type GroupBundle, type GroupFilter } from '../../store/queries/securitygroups.js';
-import { ACL_LIST_PARAMS, LIST_PARAMS, OWNER_PARAMS, csDate, ownerInfo, paging } from './common.js';
+import { ACL_LIST_PARAMS, LIST_PARAMS, OWNER_PARAMS, csDate, overLimit, ownerInfo, paging } from './common.js';
 import { isUuid } from '../params.js';
 import { isValidCidr } from './cidr.js';
 import { lockAccount, lockGroup } from '../../store/queries/lock.js';
@@ -100,16 +100,6 @@ async function nameInUse(db: Db, accountId: number, name: string, exceptId?: num
   await lockAccount(db, accountId);
   const rows = await db.selectFrom('security_groups').select(['id', 'name']).where('account_id', '=', accountId).execute();
   return rows.some((r) => r.id !== exceptId && r.name.toLowerCase() === name.toLowerCase());
-}
-
-/**
- * A tenant bound (model/settings.ts: security.group.max.*) that this call would exceed: CloudStack's
- * ResourceAllocationException (535), naming the bound's setting so an operator knows what to raise.
- */
-async function overLimit(db: Db, accountId: number, what: string, setting: string, limit: number, have: number, adding: number): Promise<ApiError> {
-  const a = await db.selectFrom('accounts as a').innerJoin('domains as d', 'd.id', 'a.domain_id').select(['a.name', 'd.uuid']).where('a.id', '=', accountId).executeTakeFirst();
-  return new ApiError(535, `Maximum number of resources of type '${what}' for account name=${a?.name ?? accountId} in domain id=${a?.uuid ?? '?'} has been exceeded: `
-    + `${have} exist, this call adds ${adding}, the limit is ${limit} (${setting})`, 9999);
 }
 
 /** Owner account id for name-based lookups (CloudStack's getEntityOwnerId / finalizeAccountId). */

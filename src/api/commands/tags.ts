@@ -1,9 +1,13 @@
-// Resource tags (createTags / deleteTags / listTags) for SecurityGroup and SecurityGroupRule.
+// Resource tags (createTags / deleteTags / listTags) for SecurityGroup and SecurityGroupRule. An account
+// holds at most security.group.max.tags.per.account tags (CloudStack has no bound: one user stored
+// 120,000, and every page listing their groups carried them all); a createTags over it adds nothing.
 import { randomUUID } from 'node:crypto';
 import { paramError, type CommandContext, type CommandDef } from '../command.js';
-import { ACL_LIST_PARAMS, LIST_PARAMS, ownerInfo, paging } from './common.js';
+import { ACL_LIST_PARAMS, LIST_PARAMS, overLimit, ownerInfo, paging } from './common.js';
+import { readLimits } from '../../store/queries/settings.js';
+import { MAX_TAGS_PER_ACCOUNT } from '../../model/settings.js';
 import { containsCi } from '../../store/queries/like.js';
-import { inList } from '../../store/queries/batch.js';
+import { inList, valuesChunks } from '../../store/queries/batch.js';
 
 type Ctx = CommandContext;
 
@@ -52,17 +56,44 @@ const createTags: CommandDef = {
     }
     const ids = ctx.params.list('resourceids') ?? [];
     if (ids.length === 0) throw paramError('Unable to execute API command createtags due to missing parameter resourceids');
+    const resources = new Map<number, Awaited<ReturnType<typeof resolveResource>>>();
     for (const uuid of ids) {
       const res = await resolveResource(ctx, type, uuid);
       await ctx.access.checkAccess(res.accountId, res.domainId);
-      for (const t of tags) {
-        const dup = await ctx.db.selectFrom('tags').select('id').where('resource_type', '=', type).where('resource_id', '=', res.id).where('key', '=', t.key!).executeTakeFirst();
-        if (dup) throw paramError(`tag ${t.key} already on ${type} with id ${res.uuid}`);
-        await ctx.db.insertInto('tags').values({
-          uuid: randomUUID(), resource_type: type, resource_id: res.id, resource_uuid: res.uuid, key: t.key!, value: t.value!,
-          account_id: res.accountId, domain_id: res.domainId, customer: ctx.params.str('customer') ?? null, created: ctx.now,
-        }).execute();
-      }
+      resources.set(res.id, res);
+    }
+    // Duplicates (a key already on a resource, or twice in this call): one read for all the resources.
+    const keys = new Set<string>();
+    const first = resources.values().next().value!;
+    for (const t of tags) {
+      // (a key given twice: the second would meet the first, as when they were written one by one)
+      if (keys.has(t.key!)) throw paramError(`tag ${t.key} already on ${type} with id ${first.uuid}`);
+      keys.add(t.key!);
+    }
+    const existing = new Set<string>();
+    for (const part of valuesChunks([...resources.keys()].map((id) => ({ id })))) {
+      const rows = await ctx.db.selectFrom('tags').select(['resource_id', 'key']).where('resource_type', '=', type)
+        .where(inList(ctx.db, 'resource_id', part.map((r) => r.id))).execute();
+      for (const r of rows) existing.add(`${r.resource_id}\u0000${r.key}`);
+    }
+    for (const res of resources.values()) {
+      for (const t of tags) if (existing.has(`${res.id}\u0000${t.key}`)) throw paramError(`tag ${t.key} already on ${type} with id ${res.uuid}`);
+    }
+    // Tenant bound: what each account would hold after this call (checked before anything is written).
+    const limits = await readLimits(ctx.db);
+    const adding = new Map<number, number>();
+    for (const res of resources.values()) adding.set(res.accountId, (adding.get(res.accountId) ?? 0) + tags.length);
+    for (const [accountId, n] of adding) {
+      const have = Number((await ctx.db.selectFrom('tags').select((eb) => eb.fn.countAll<number>().as('n')).where('account_id', '=', accountId).executeTakeFirst())?.n ?? 0);
+      if (have + n > limits.tagsPerAccount) throw await overLimit(ctx.db, accountId, 'resource_tag', MAX_TAGS_PER_ACCOUNT, limits.tagsPerAccount, have, n);
+    }
+    const customer = ctx.params.str('customer') ?? null;
+    const rows = [...resources.values()].flatMap((res) => tags.map((t) => ({
+      uuid: randomUUID(), resource_type: type, resource_id: res.id, resource_uuid: res.uuid, key: t.key!, value: t.value!,
+      account_id: res.accountId, domain_id: res.domainId, customer, created: ctx.now,
+    })));
+    for (const part of valuesChunks(rows)) await ctx.db.insertInto('tags').values(part).execute();
+    for (const res of resources.values()) {
       ctx.event({ type: 'CREATE_TAGS', description: `creating tags on ${type} ${res.uuid}`, resourceType: type, resourceUuid: res.uuid, accountId: res.accountId, domainId: res.domainId });
     }
     return { success: true };

@@ -7,6 +7,7 @@ import { m007_observability } from './007_observability.js';
 import { m008_sessions } from './008_sessions.js';
 import { m009_retention } from './009_retention.js';
 import { m010_rule_account } from './010_rule_account.js';
+import { m011_tag_account } from './011_tag_account.js';
 
 // Ordered by name; append new migrations here (never edit a shipped one).
 export const migrations: Record<string, Migration> = {
@@ -18,4 +19,5 @@ export const migrations: Record<string, Migration> = {
   '008_sessions': m008_sessions,
   '009_retention': m009_retention,
   '010_rule_account': m010_rule_account,
+  '011_tag_account': m011_tag_account,
 };
