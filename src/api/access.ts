@@ -6,6 +6,7 @@ import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { paramError, permissionDenied, type Access, type Caller, type Params } from './command.js';
 import { isUuid } from './params.js';
+import { accountByName } from '../store/queries/accounts.js';
 
 type Q = Transaction<Database> | Kysely<Database>;
 
@@ -57,13 +58,12 @@ export class CallerAccess implements Access {
     const domain = await findDomainByUuid(this.db, domainUuid);
     if (!domain) throw paramError(`Unable to find the domain by id=${domainUuid}`);
     if (c.role === 'user') {
-      if (accountName !== c.accountName || domain.id !== c.domainId) {
+      if (accountName.toLowerCase() !== c.accountName.toLowerCase() || domain.id !== c.domainId) {
         throw permissionDenied(`Can't create/list resources for account ${accountName} in domain ${domainUuid}, permission denied`);
       }
       return { accountId: c.accountId, domainId: c.domainId };
     }
-    const owner = await this.db.selectFrom('accounts').select(['id', 'domain_id', 'type']).where('name', '=', accountName)
-      .where('domain_id', '=', domain.id).where('removed', 'is', null).executeTakeFirst();
+    const owner = await accountByName(this.db, domain.id, accountName);
     if (!owner) throw paramError(`Unable to find account ${accountName} in domain ${domainUuid}`);
     await this.checkDomain(domain.id, domain.uuid);
     // Creating for an account is writing to it (checkAccess): a domain admin's reach stops at root-admin
@@ -105,8 +105,7 @@ export class CallerAccess implements Access {
     }
     if (accountName !== undefined) {
       const domainId = domain?.id ?? c.domainId;
-      const acct = await this.db.selectFrom('accounts').select(['id', 'domain_id', 'type']).where('name', '=', accountName)
-        .where('domain_id', '=', domainId).where('removed', 'is', null).executeTakeFirst();
+      const acct = await accountByName(this.db, domainId, accountName);
       if (!acct) throw paramError(`Unable to find account by name ${accountName} in domain ${domain?.uuid ?? c.domainUuid}`);
       if (c.role === 'user' && acct.id !== c.accountId) {
         throw permissionDenied(`Account ${c.accountName} does not have permission to operate with resource owned by another account`);

@@ -21,6 +21,7 @@ import { RequestParams, isUuid, validateParams } from './params.js';
 import { deleteSessionByToken, findSession, insertSession, pruneSessions, touchSession } from '../store/queries/sessions.js';
 import { displayDomainPath } from '../store/queries/accounts.js';
 import { hostAllowed, type AllowedHosts } from './hosts.js';
+import { equalsCi } from '../store/queries/like.js';
 
 export const SESSION_COOKIE = 'JSESSIONID';
 export const SESSION_AUTH_FAILED = 'unable to verify user credentials';
@@ -192,23 +193,28 @@ export class SessionAuth {
     }
 
     const now = this.now();
-    const verdict = this.limiter.begin(`${domain.id}/${username}`, t.address, now.getTime());
+    // One user however its name is spelt (usernames are found ignoring case): guesses under another
+    // spelling count against the same bound.
+    const who = `${domain.id}/${username.toLowerCase()}`;
+    const verdict = this.limiter.begin(who, t.address, now.getTime());
     if (!verdict.allowed) {
       this.o.log.warn({ user: username, address: t.address }, 'login refused: too many failed attempts');
       throw new TooManyAttempts(verdict.retryAfterSeconds);
     }
     const failed = new ApiError(531, `Failed to authenticate user ${username} in domain ${domain.uuid}; please provide valid credentials`);
-    const user = await db.selectFrom('users as u').innerJoin('accounts as a', 'a.id', 'u.account_id')
+    // The username as CloudStack's collation finds it: the exact one, else ignoring case.
+    const live = () => db.selectFrom('users as u').innerJoin('accounts as a', 'a.id', 'u.account_id')
       .select(['u.id', 'u.uuid', 'u.username', 'u.firstname', 'u.lastname', 'u.password_hash', 'u.state as userState',
         'a.name as account', 'a.type', 'a.state as accountState'])
-      .where('u.username', '=', username).where('a.domain_id', '=', domain.id).where('u.removed', 'is', null).where('a.removed', 'is', null)
-      .executeTakeFirst();
+      .where('a.domain_id', '=', domain.id).where('u.removed', 'is', null).where('a.removed', 'is', null);
+    const user = await live().where('u.username', '=', username).executeTakeFirst()
+      ?? await live().where(equalsCi(db, 'u.username', username)).orderBy('u.id').executeTakeFirst();
     const ok = password.length <= MAX_PASSWORD_LENGTH && await verifyPassword(password, user?.password_hash);
     if (!user || !ok) {
       this.o.log.info({ user: username, domain: domain.uuid, address: t.address }, 'login failed');
       throw failed;
     }
-    this.limiter.succeeded(`${domain.id}/${username}`, t.address);
+    this.limiter.succeeded(who, t.address);
     if (user.userState !== 'enabled' || user.accountState !== 'enabled') {
       throw new ApiError(531, `User ${username} in domain ${domain.uuid} is disabled/locked (or account is disabled/locked)`);
     }

@@ -58,6 +58,19 @@ test('createAccount creates the account default group; listDomains/listAccounts/
   const dupAcct = await s.call('createAccount', { username: 'alice', password: 'x', email: 'a@b', firstname: 'a', lastname: 'b', domainid: d1 });
   assert.equal(dupAcct.status, 431);
   assert.equal(dupAcct.body.createaccountresponse.errortext, 'The specified account: alice already exists');
+  // names are compared as CloudStack's collation does: without regard to case
+  const dupCase = await s.call('createAccount', { username: 'ALICE', password: 'x', email: 'a@b', firstname: 'a', lastname: 'b', domainid: d1 });
+  assert.equal(dupCase.status, 431);
+  assert.equal(dupCase.body.createaccountresponse.errortext, 'The specified account: ALICE already exists');
+  const dupUser = await s.call('createAccount', { account: 'fresh', username: 'Bob', password: 'x', email: 'a@b', firstname: 'a', lastname: 'b', domainid: d1 });
+  assert.equal(dupUser.status, 431);
+  assert.match(dupUser.body.createaccountresponse.errortext, /The user Bob already exists in domain/);
+  assert.equal((await s.call('listAccounts', { domainid: d1 })).body.listaccountsresponse.account.some((a: any) => a.name === 'fresh'), false, 'nothing created');
+  assert.deepEqual((await s.call('listAccounts', { name: 'ALICE', domainid: d1 })).body.listaccountsresponse.account.map((a: any) => a.name), ['alice']);
+  assert.deepEqual((await s.call('listUsers', { username: 'BOB', domainid: d1 })).body.listusersresponse.user.map((u: any) => u.username), ['bob']);
+  // and an account named in another case is that account (the twin: a name no account has is refused)
+  assert.equal((await s.call('listSecurityGroups', { account: 'Alice', domainid: d1 })).status, 200);
+  assert.equal((await s.call('listSecurityGroups', { account: 'alicia', domainid: d1 })).status, 431);
 });
 
 test('role checks: users cannot call admin commands (432, as CloudStack hides them)', async () => {

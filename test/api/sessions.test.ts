@@ -218,7 +218,8 @@ test('createUser adds a user with a password to an existing account; tenants can
 });
 
 test('password guessing is bounded per user and address: 429 with Retry-After, even for the right password', async () => {
-  for (let i = 0; i < 5; i++) assert.equal((await login(s.url, 'mallory', `guess-${i}`, { domain: '/d1' })).status, 531, `guess ${i}`);
+  // usernames are found ignoring case, so guesses under other spellings count against the same user
+  for (let i = 0; i < 5; i++) assert.equal((await login(s.url, ['mallory', 'MALLORY', 'Mallory'][i % 3]!, `guess-${i}`, { domain: '/d1' })).status, 531, `guess ${i}`);
   const locked = await login(s.url, 'mallory', 'pw-mallory-secret', { domain: '/d1' });
   assert.equal(locked.status, 429, JSON.stringify(locked.body));
   assert.match(locked.body.loginresponse.errortext, /Too many failed login attempts; try again in \d+ seconds/);
@@ -227,8 +228,10 @@ test('password guessing is bounded per user and address: 429 with Retry-After, e
   // Parallel guesses cannot slip past the bound either.
   const burst = await Promise.all(Array.from({ length: 5 }, (_, i) => login(s.url, 'mallory', `burst-${i}`, { domain: '/d1' })));
   assert.ok(burst.every((r) => r.status === 429));
-  // Other users from the same address are not locked out.
+  // Other users from the same address are not locked out (a user logs in under any case of its name).
   assert.equal((await login(s.url, 'alice', 'pw-alice-secret', { domain: '/d1' })).status, 200);
+  assert.equal((await login(s.url, 'ALICE', 'pw-alice-secret', { domain: '/d1' })).status, 200);
+  assert.equal((await login(s.url, 'ALICE', 'pw-wrong', { domain: '/d1' })).status, 531);
 });
 
 test('sessions expire after the idle timeout; calls keep a session alive', async () => {

@@ -155,6 +155,12 @@ test('create: blank and duplicate names', async () => {
   await syncFails('createSecurityGroup', { name: '  ' }, 431, 'Security group name cannot be empty');
   await syncFails('createSecurityGroup', { name: 'WEB' }, 431, 'Unable to create security group, a group with name WEB already exists.');
   await syncFails('createSecurityGroup', { name: 'default' }, 431, 'Unable to create security group, a group with name default already exists.');
+  // trailing spaces do not make another name (MySQL's PAD SPACE collation), leading ones do
+  await syncFails('createSecurityGroup', { name: 'web  ' }, 431, 'Unable to create security group, a group with name web   already exists.');
+  await syncFails('createSecurityGroup', { name: 'Default ' }, 431, 'Unable to create security group, a group with name Default  already exists.');
+  const lead = await s.call('createSecurityGroup', { name: ' web' });
+  assert.equal(lead.status, 200, JSON.stringify(lead.body));
+  assert.equal((await s.call('deleteSecurityGroup', { id: lead.body.createsecuritygroupresponse.securitygroup.id })).status, 200);
   await syncFails('createSecurityGroup', {}, 431, 'Unable to execute API command createsecuritygroup due to missing parameter name');
 });
 

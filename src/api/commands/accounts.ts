@@ -1,10 +1,10 @@
 // Accounts, users, domains: createAccount, listAccounts, deleteAccount, listDomains, createDomain,
 // listUsers, registerUserKeys — CloudStack response shapes.
-import { containsCi, startsWith } from '../../store/queries/like.js';
+import { containsCi, equalsCi, startsWith } from '../../store/queries/like.js';
 import { inList } from '../../store/queries/batch.js';
 import { ApiError, paramError, permissionDenied, resourceInUse, type CommandContext, type CommandDef, type Params } from '../command.js';
 import { CallerAccess, domainSubtree, findDomainByUuid } from '../access.js';
-import { displayDomainPath, insertAccount, insertDomain, insertUser, newApiKey } from '../../store/queries/accounts.js';
+import { accountByName, displayDomainPath, insertAccount, insertDomain, insertUser, newApiKey, usernameTaken } from '../../store/queries/accounts.js';
 import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, pageOf, paging } from './common.js';
 import { isUuid } from '../params.js';
 import { deleteGroupCascade } from './securitygroups.js';
@@ -109,12 +109,9 @@ const createAccount: CommandDef = {
     // Usernames are unique per domain and no index can say so (they live in accounts): the domain's lock
     // makes check-then-insert atomic on PostgreSQL, where concurrent creators would all pass the check.
     await lockDomain(ctx.db, domain.id);
-    const dupAcct = await ctx.db.selectFrom('accounts').select('id').where('name', '=', accountName).where('domain_id', '=', domain.id)
-      .where('removed', 'is', null).executeTakeFirst();
-    if (dupAcct) throw new ApiError(431, `The specified account: ${accountName} already exists`, 4350);
-    const dupUser = await ctx.db.selectFrom('users as u').innerJoin('accounts as a', 'a.id', 'u.account_id').select('u.id')
-      .where('u.username', '=', username).where('a.domain_id', '=', domain.id).where('u.removed', 'is', null).executeTakeFirst();
-    if (dupUser) throw paramError(`The user ${username} already exists in domain ${domain.uuid}`);
+    // (ignoring case, as CloudStack's collation compares names)
+    if (await accountByName(ctx.db, domain.id, accountName)) throw new ApiError(431, `The specified account: ${accountName} already exists`, 4350);
+    if (await usernameTaken(ctx.db, domain.id, username)) throw paramError(`The user ${username} already exists in domain ${domain.uuid}`);
     const acct = await insertAccount(ctx.db, { name: accountName, domainId: domain.id, type, now: ctx.now });
     const user = await insertUser(ctx.db, {
       accountId: acct.id, username, firstname: p.str('firstname')!, lastname: p.str('lastname')!, email: p.str('email') ?? null,
@@ -163,7 +160,7 @@ const listAccounts: CommandDef = {
     const id = p.str('id');
     if (id) q = q.where('uuid', '=', id);
     const name = p.str('name');
-    if (name) q = q.where('name', '=', name);
+    if (name) q = q.where(equalsCi(ctx.db, 'name', name));
     const t = p.int('accounttype');
     if (t !== undefined) q = q.where('type', '=', t);
     const st = p.str('state');
@@ -248,7 +245,7 @@ const listDomains: CommandDef = {
       q = q.where('id', '=', ctx.caller.domainId);
     }
     const name = p.str('name');
-    if (name) q = q.where('name', '=', name);
+    if (name) q = q.where(equalsCi(ctx.db, 'name', name));
     const kw = p.str('keyword');
     if (kw) q = q.where(containsCi('name', kw));
     const rows = (await q.orderBy('path').execute()).filter((r) => p.int('level') === undefined || r.path.split('/').length - 2 === p.int('level'));
@@ -320,7 +317,7 @@ const listUsers: CommandDef = {
     }
     let users = await userResponses(ctx.db, { accountIds });
     const id = p.str('id'); if (id) users = users.filter((u) => u.value.id === id);
-    const un = p.str('username'); if (un) users = users.filter((u) => u.value.username === un);
+    const un = p.str('username'); if (un) users = users.filter((u) => String(u.value.username).toLowerCase() === un.toLowerCase());
     const t = p.int('accounttype'); if (t !== undefined) users = users.filter((u) => u.value.accounttype === t);
     const st = p.str('state'); if (st) users = users.filter((u) => u.value.state === st.toLowerCase());
     const kw = p.str('keyword')?.toLowerCase();

@@ -2,7 +2,8 @@
 // validation order, error codes and messages (reference §4) and response shapes (§3.3).
 import { randomUUID } from 'node:crypto';
 import { ApiError, paramError, permissionDenied, internalError, type CommandContext, type CommandDef, type Params } from '../command.js';
-import { DEFAULT_GROUP_NAME } from '../../store/queries/accounts.js';
+import { DEFAULT_GROUP_NAME, accountByName } from '../../store/queries/accounts.js';
+import { collationKey } from '../../store/queries/like.js';
 import { countGroups, groupByNameCi, loadGroups, pageGroupIds, type GroupBundle, type GroupFilter } from '../../store/queries/securitygroups.js';
 import { ACL_LIST_PARAMS, LIST_PARAMS, OWNER_PARAMS, csDate, overLimit, ownerInfo, paging } from './common.js';
 import { isUuid } from '../params.js';
@@ -99,7 +100,8 @@ async function nameInUse(db: Db, accountId: number, name: string, exceptId?: num
   // check-then-insert atomic on PostgreSQL (READ COMMITTED lets concurrent creators all pass the check).
   await lockAccount(db, accountId);
   const rows = await db.selectFrom('security_groups').select(['id', 'name']).where('account_id', '=', accountId).execute();
-  return rows.some((r) => r.id !== exceptId && r.name.toLowerCase() === name.toLowerCase());
+  const key = collationKey(name);
+  return rows.some((r) => r.id !== exceptId && collationKey(r.name) === key);
 }
 
 /** Owner account id for name-based lookups (CloudStack's getEntityOwnerId / finalizeAccountId). */
@@ -393,7 +395,7 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
         if (u.group === undefined || u.account === undefined) {
           throw paramError("Invalid user group specified, fields 'group' and 'account' cannot be null, please specify groups in the form:  userGroupList[0].group=XXX&userGroupList[0].account=YYY");
         }
-        const acct = await ctx.db.selectFrom('accounts').select('id').where('name', '=', u.account).where('domain_id', '=', domainId).where('removed', 'is', null).executeTakeFirst();
+        const acct = await accountByName(ctx.db, domainId, u.account);
         if (!acct) throw paramError(`Nonexistent account: ${u.account} when trying to authorize security group rule  for ${g.uuid}:${spec.protocol}:${spec.start}:${spec.end}`);
         const ref = await groupByNameCi(ctx.db, acct.id, u.group);
         if (!ref) throw paramError(`Nonexistent group ${u.group} for account ${u.account}/${domainId} is given, unable to authorize security group rule.`);

@@ -2,7 +2,7 @@
 // them with CloudStack's parameters), createUser, updateUser.
 import { ApiError, paramError, permissionDenied, type CommandDef, type PrepareContext } from '../command.js';
 import { CallerAccess, findDomainByUuid } from '../access.js';
-import { insertUser } from '../../store/queries/accounts.js';
+import { accountByName, insertUser, usernameTaken } from '../../store/queries/accounts.js';
 import { deleteUserSessions } from '../../store/queries/sessions.js';
 import { lockDomain } from '../../store/queries/lock.js';
 import { hashPassword, verifyPassword } from '../passwords.js';
@@ -63,14 +63,11 @@ const createUser: CommandDef = {
     }
     await (ctx.access as CallerAccess).checkDomain(domain.id, domain.uuid);
     const accountName = p.str('account')!;
-    const acct = await ctx.db.selectFrom('accounts').select(['id', 'uuid', 'domain_id']).where('name', '=', accountName)
-      .where('domain_id', '=', domain.id).where('removed', 'is', null).executeTakeFirst();
+    const acct = await accountByName(ctx.db, domain.id, accountName);
     if (!acct) throw paramError(`Unable to find account ${accountName} in domain id=${domain.uuid} to create user`);
     await ctx.access.checkAccess(acct.id, acct.domain_id);
     await lockDomain(ctx.db, domain.id); // usernames are unique per domain (see createAccount)
-    const dup = await ctx.db.selectFrom('users as u').innerJoin('accounts as a', 'a.id', 'u.account_id').select('u.id')
-      .where('u.username', '=', username).where('a.domain_id', '=', domain.id).where('u.removed', 'is', null).executeTakeFirst();
-    if (dup) throw paramError(`The user ${username} already exists in domain ${domain.uuid}`);
+    if (await usernameTaken(ctx.db, domain.id, username)) throw paramError(`The user ${username} already exists in domain ${domain.uuid}`);
     const user = await insertUser(ctx.db, {
       accountId: acct.id, username, firstname: p.str('firstname')!, lastname: p.str('lastname')!, email: p.str('email') ?? null,
       passwordHash: await newPasswordHash(ctx, p.str('password')!), keys: false, now: ctx.now,

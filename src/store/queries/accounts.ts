@@ -2,6 +2,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../schema.js';
+import { equalsCi } from './like.js';
 
 type Q = Transaction<Database> | Kysely<Database>;
 
@@ -54,4 +55,21 @@ export async function insertUser(db: Q, u: {
 /** CloudStack's domain path shown in responses: ROOT, ROOT/child, … */
 export function displayDomainPath(path: string): string {
   return 'ROOT' + path.replace(/\/$/, '');
+}
+
+/**
+ * A live account of a domain by name, as CloudStack's MySQL collation finds it: without regard to case
+ * (names are unique per domain ignoring case, createAccount). The exact name first (indexed, and the
+ * one meant where older data holds two names differing in case); else ignoring case.
+ */
+export async function accountByName(db: Q, domainId: number, name: string) {
+  const live = () => db.selectFrom('accounts').select(['id', 'uuid', 'name', 'domain_id', 'type']).where('domain_id', '=', domainId).where('removed', 'is', null);
+  return await live().where('name', '=', name).executeTakeFirst() ?? await live().where(equalsCi(db, 'name', name)).orderBy('id').executeTakeFirst();
+}
+
+/** Is this username taken in the domain, ignoring case (usernames are unique per domain, as accounts)? */
+export async function usernameTaken(db: Q, domainId: number, username: string): Promise<boolean> {
+  const row = await db.selectFrom('users as u').innerJoin('accounts as a', 'a.id', 'u.account_id').select('u.id')
+    .where(equalsCi(db, 'u.username', username)).where('a.domain_id', '=', domainId).where('u.removed', 'is', null).executeTakeFirst();
+  return row !== undefined;
 }

@@ -1,6 +1,6 @@
 // Security group queries: filtered, paged listing with batch loading of rules, tags, members and
 // owners for one page (a constant number of queries per page, never one per group).
-import { containsCi, equalsCi } from './like.js';
+import { collationKey, containsCi, equalsCi } from './like.js';
 import { inList } from './batch.js';
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../schema.js';
@@ -124,7 +124,7 @@ export async function groupOfVm(db: Q, vmId: number): Promise<number[]> {
 export async function groupByNameCi(db: Q, accountId: number, name: string) {
   const exact = await db.selectFrom('security_groups').selectAll().where('account_id', '=', accountId).where('name', '=', name).executeTakeFirst();
   if (exact) return exact;
-  const folded = name.toLowerCase();
+  const folded = collationKey(name);
   const all = await db.selectFrom('security_groups').selectAll().where('account_id', '=', accountId).execute();
-  return all.find((g) => g.name.toLowerCase() === folded);
+  return all.find((g) => collationKey(g.name) === folded);
 }
