@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { Command, CommanderError } from 'commander';
 import pino from 'pino';
@@ -77,6 +78,13 @@ export async function serverCommand(argv: string[]): Promise<number> {
   // Last resort: a promise nobody handled is a bug, logged loudly; it must not take the API down.
   process.on('unhandledRejection', (reason) => { log.error({ err: reason }, UNHANDLED_REJECTION); });
   const listen = parseListen(o.listen);
+  // The address first: a server that cannot listen must not create a data dir or write credentials.
+  const taken = await new Promise<string | null>((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    probe.listen({ host: listen.host, port: listen.port, exclusive: true }, () => probe.close(() => resolve(null)));
+  });
+  if (taken) { process.stderr.write(`palisade server: cannot listen on ${o.listen}: ${taken}\n`); return 2; }
   const dataDir = path.resolve(o.dataDir);
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
 

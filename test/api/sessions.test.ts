@@ -5,6 +5,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import os from 'node:os';
+import net from 'node:net';
 import Database from 'better-sqlite3';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { runPalisade } from '../helpers/palisade.js';
@@ -322,4 +324,20 @@ test('--allowed-hosts: a page reaching the server under another name (DNS rebind
   const bad = await runPalisade(['server', '--allowed-hosts', 'ok.example,bad host', '--listen', '127.0.0.1:1']);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--allowed-hosts: 'bad host' is not a host name/);
+});
+
+test('a server that cannot listen says so and writes nothing (no data dir, no credentials)', async () => {
+  const holder = net.createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+  const port = (holder.address() as net.AddressInfo).port;
+  const dataDir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-busy-')), 'data');
+  try {
+    const busy = await runPalisade(['server', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir]);
+    assert.equal(busy.code, 2, busy.stderr);
+    assert.match(busy.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`));
+    assert.equal(fs.existsSync(dataDir), false, 'no data dir was created');
+  } finally {
+    holder.close();
+    fs.rmSync(path.dirname(dataDir), { recursive: true, force: true });
+  }
 });
