@@ -53,6 +53,8 @@ export function SyncBadge({ state, error }: { state?: string; error?: string }) 
     <Stack gap={2}>
       {badge}
       {state === 'Failed' && error ? <Text size="xs" c="red" data-testid="sync-error">{error}</Text> : null}
+      {/* Pending with a reason: the host waits for the VM's port (its hypervisor has not started it) */}
+      {state === 'Pending' && error ? <Text size="xs" c="dimmed" data-testid="sync-error">{error}</Text> : null}
     </Stack>
   );
 }
