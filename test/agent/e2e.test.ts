@@ -450,7 +450,7 @@ for (const backend of BACKENDS) describe(backend, () => {
     }
   });
 
-  test('a VM placed before its tap exists is Pending with the reason (not Failed); the tap appears → its rules are in at once, no drift counted', async () => {
+  test('a VM placed before its tap exists is Pending with the reason (not Failed); the tap appears → its rules are in at once, no drift counted', async (t) => {
     const labHost = await lab.addHost('h4');
     const api = await addHost(srv, `e2e-h4-${lab.prefix}`);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-e2e-h4-'));
@@ -473,8 +473,10 @@ for (const backend of BACKENDS) describe(backend, () => {
       assert.match(waiting.securitygroupsyncerror, /NIC port not found on host/);
       // the hypervisor starts it: its tap appears on the bridge
       web4 = await lab.addVm({ host: labHost, name: 'web4', nics: [{ mac: '52:54:00:aa:00:14', ipv4: '10.1.0.14/16' }] });
+      const tapAt = performance.now();
       const reach4 = async (port: number) => { const r = await tcpConnect(lab.outside, '10.1.0.14', port, { timeoutMs: 700 }); return r.ok || r.reason === 'refused'; };
-      await waitFor('web4 Synced (long before any reconcile pass)', async () => (await vmRow(srv, v.id)).securitygroupsyncstate === 'Synced', 15_000, 100);
+      await waitFor('web4 Synced (long before any reconcile pass)', async () => (await vmRow(srv, v.id)).securitygroupsyncstate === 'Synced', 15_000, 20);
+      t.diagnostic(`tap up → VM Synced in the API: ${Math.round(performance.now() - tapAt)} ms (polled every 20 ms)`);
       assert.ok(await reach4(80), `outside → web4:80 allowed${diag()}\n--- agent h4 ---\n${agent.out.slice(-3000)}`);
       assert.ok(!(await reach4(22)), 'outside → web4:22 blocked');
       const row = await hostRow(srv, api.id);
