@@ -33,14 +33,28 @@ export function openSqlite(file: string): Db {
  * pool drops that connection and opens a new one when needed; without a listener pg would throw the error
  * out of the process instead.
  */
+/**
+ * How long a PostgreSQL session may sit inside a transaction without sending anything before the
+ * database ends it (rolling back, releasing its locks). Palisade never waits on anything but the
+ * database inside a transaction (agents, password hashing and the like run outside one), so a session
+ * idle that long belongs to a process that is frozen, or whose machine or network is gone (no FIN or
+ * RST reaches the database, which would otherwise keep its locks for TCP's keepalive, ~2 h): without
+ * the bound, its row locks (an account's, a group's, the change feed's) stall every other server's
+ * writes for as long.
+ */
+export const IDLE_IN_TRANSACTION_MS = 10_000;
+
 export function openPostgres(url: string, onIdleError: (err: Error) => void = (err) => {
   process.stderr.write(`palisade store: an idle PostgreSQL connection was lost (${err.message}); it will be replaced\n`);
-}, max = 20): Db {
+}, max = 20, idleInTransactionMs = IDLE_IN_TRANSACTION_MS): Db {
   // A server cut off from the database fails fast (and its callers get STORE_UNAVAILABLE) rather than
   // waiting on connections that will not come.
   // (Waiting for a free pooled connection counts against the timeout too: generous, so load alone
   // does not turn into errors.)
-  const pool = new pg.Pool({ connectionString: url, max, connectionTimeoutMillis: 15_000, keepAlive: true });
+  const pool = new pg.Pool({
+    connectionString: url, max, connectionTimeoutMillis: 15_000, keepAlive: true,
+    idle_in_transaction_session_timeout: idleInTransactionMs,
+  });
   pool.on('error', onIdleError);
   // pg emits 'error' on a client that is checked out but between queries (inside a transaction, say) when
   // its connection dies; the pool listens only on idle clients, and an unheard 'error' ends the process.

@@ -60,6 +60,33 @@ test('store on a real PostgreSQL cluster: migrations, transactions, queries', as
   }), /not queryable|terminat/i);
   assert.ok(lost.length > 0, 'the loss was reported');
   assert.equal((await sql<{ one: number }>`select 1 as one`.execute(victim)).rows[0].one, 1, 'the pool serves again');
+
+  // A process frozen inside a transaction (SIGSTOP, a machine gone without a FIN) sends nothing more: the
+  // database ends its session after the idle-in-transaction bound, and another writer gets the row lock
+  // it held then, not when (if ever) the frozen one comes back.
+  const frozen = openPostgres(pg.url, () => {}, 2, 1000);
+  t.after(() => frozen.destroy().catch(() => {}));
+  const acct = (await db.selectFrom('accounts').select('id').executeTakeFirstOrThrow()).id;
+  let release!: () => void;
+  const hold = new Promise<void>((r) => { release = r; });
+  let locked!: () => void;
+  const gotLock = new Promise<void>((r) => { locked = r; });
+  const stuck = frozen.transaction().execute(async (trx) => {
+    await sql`select id from accounts where id = ${acct} for update`.execute(trx);
+    locked();
+    await hold; // "frozen": nothing sent while the lock is held
+    await sql`select 1`.execute(trx);
+  });
+  await gotLock;
+  // without the bound the lock would be released only when the "frozen" one resumes, here after 8 s
+  const resume = setTimeout(release, 8000);
+  const t0 = performance.now();
+  await db.transaction().execute(async (trx) => { await sql`select id from accounts where id = ${acct} for update`.execute(trx); });
+  const waited = performance.now() - t0;
+  clearTimeout(resume);
+  release();
+  await assert.rejects(stuck, 'the frozen transaction was ended, not committed');
+  assert.ok(waited >= 500 && waited < 8000, `the other writer waited for the bound (1 s here), not for the frozen one: ${Math.round(waited)} ms`);
 });
 
 test('store on SQLite: the same queries', async (t) => {
