@@ -31,6 +31,8 @@ const MAX_APIKEY_LENGTH = 255;
 export const STORE_UNAVAILABLE = 'This management server cannot reach its database; nothing was changed. Retry the call, through another management server if there are several';
 /** The job's server was declared dead by another server, which failed the job, before it finished. */
 const JOB_TAKEN = 'Job was failed by another management server while this one could not reach the database; nothing was changed';
+const READS = /^(list|query|explain)/;
+const FENCED = 'This management server stopped answering for a while and the others took it for dead; this request, which it received before it knew, was not carried out (nothing was changed). Retry it';
 
 export interface DispatcherDeps {
   db: Db;
@@ -49,6 +51,17 @@ export interface DispatcherDeps {
   connections?: ConnectionInspector;
   /** Async jobs running at once (job-queue.ts); default 2. */
   jobConcurrency?: number;
+  /**
+   * Several servers (PostgreSQL): the cluster's write fence (control/cluster.ts). `token` is read when a
+   * request arrives; every write transaction commits only if `holds` still says yes for it.
+   */
+  fence?: WriteFence;
+}
+
+/** What the API needs of the cluster to refuse writes a server buried by the others received before. */
+export interface WriteFence {
+  token(): string;
+  holds(trx: CommandContext['db'], token: string): Promise<boolean>;
 }
 
 /** `cookies`: Set-Cookie values; `headers`: extra response headers (login/logout only). */
@@ -112,7 +125,10 @@ export class Dispatcher {
   /** Handle one HTTP request's parameters end to end; never throws. `transport`: cookies and headers (HTTP only). */
   async handle(raw: Record<string, string>, transport?: Transport): Promise<ApiReply> {
     const t0 = performance.now();
-    const reply = await this.handleInner(raw, transport);
+    // The write fence's token as the request arrives (before any await: a server waking from a freeze
+    // reads the requests waiting in its sockets before its heartbeat can learn it was buried).
+    const fence = this.deps.fence?.token();
+    const reply = await this.handleInner(raw, transport, fence);
     if (this.deps.observer) {
       let name: string | undefined;
       for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'command') name = v;
@@ -126,7 +142,7 @@ export class Dispatcher {
     return reply;
   }
 
-  private async handleInner(raw: Record<string, string>, transport?: Transport): Promise<ApiReply> {
+  private async handleInner(raw: Record<string, string>, transport: Transport | undefined, fence: string | undefined): Promise<ApiReply> {
     let commandName: string | undefined;
     for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'command') commandName = v;
     const def = commandName ? this.commands.get(commandName.toLowerCase()) : undefined;
@@ -140,7 +156,7 @@ export class Dispatcher {
       const caller = await this.authenticate(raw, transport);
       if (transport) caller.address = transport.address;
       if (def.roles && !def.roles.includes(caller.role)) throw new ApiError(432, UNKNOWN_COMMAND);
-      return await this.run(def, raw, caller);
+      return await this.run(def, raw, caller, fence);
     } catch (err) {
       const e = this.toApiError(err, def?.name ?? commandName ?? '?');
       const framework = e.code === 401 || e.code === 432;
@@ -159,19 +175,26 @@ export class Dispatcher {
   }
 
   /** Run an authenticated command (also used in-process by tests and the bench). */
-  async run(def: CommandDef, raw: Record<string, string>, caller: Caller): Promise<ApiReply> {
+  async run(def: CommandDef, raw: Record<string, string>, caller: Caller, arrived = this.deps.fence?.token()): Promise<ApiReply> {
     const params = new RequestParams(raw);
     validateParams(def, params);
     const name = def.name;
+    // (reads need no fence: CloudStack's read verbs)
+    const fence = READS.test(name) ? undefined : arrived;
     if (!def.async) {
-      const { result, changes } = await this.transaction(def, params, caller, {});
+      const { result, changes } = await this.transaction(def, params, caller, { fence });
       this.publish(changes);
       return { status: 200, body: envelope(name, resultBody(result)) };
     }
-    return this.submit(def, params, caller);
+    return this.submit(def, params, caller, fence);
   }
 
-  private async transaction(def: CommandDef, params: RequestParams, caller: Caller, job: { jobId?: string; instanceUuid?: string },
+  /** The write fence, inside a write transaction: 530 when this server was buried since the request arrived. */
+  private async fenced(trx: CommandContext['db'], token: string | undefined): Promise<void> {
+    if (this.deps.fence && token !== undefined && !(await this.deps.fence.holds(trx, token))) throw new ApiError(530, FENCED, 9999);
+  }
+
+  private async transaction(def: CommandDef, params: RequestParams, caller: Caller, job: { jobId?: string; instanceUuid?: string; fence?: string },
     onCommit?: (trx: CommandContext['db'], result: CommandResult, events: EventRow[]) => Promise<void>) {
     const prepared = def.prepare ? await def.prepare({ db: this.deps.db, caller, params, passwordAttempts: this.passwordAttempts(caller) }) : undefined;
     const now = this.nowIso();
@@ -190,13 +213,14 @@ export class Dispatcher {
       // Outside any transaction: the handler may wait on agents without holding the store.
       const { result, events, changes } = await handle(this.deps.db);
       if (events.length || changes.length) throw new Error(`${def.name}: a read-only run recorded events or changes`);
-      if (onCommit) await this.deps.db.transaction().execute((trx) => onCommit(trx, result, events));
+      if (onCommit) await this.deps.db.transaction().execute(async (trx) => { await onCommit(trx, result, events); await this.fenced(trx, job.fence); });
       return { result, changes };
     }
     return this.deps.db.transaction().execute(async (trx) => {
       const { result, events, changes } = await handle(trx);
       if (onCommit) await onCommit(trx, result, events);
       if (!def.quiet?.(params)) await insertEvents(trx, caller, events, now, null);
+      await this.fenced(trx, job.fence);
       // Last: the feed position is taken under a lock held until commit (store/queries/feed.ts).
       if (changes.length) await appendFeed(trx, JSON.stringify(changes), this.deps.serverId ?? null, now);
       return { result, changes };
@@ -219,7 +243,7 @@ export class Dispatcher {
     try { this.deps.sink.publish(changes); } catch (err) { this.deps.log.error({ err }, 'change sink failed'); }
   }
 
-  private async submit(def: CommandDef, params: RequestParams, caller: Caller): Promise<ApiReply> {
+  private async submit(def: CommandDef, params: RequestParams, caller: Caller, fence: string | undefined): Promise<ApiReply> {
     const jobId = randomUUID();
     const instanceUuid = def.reservesUuid ? randomUUID() : undefined;
     const now = this.nowIso();
@@ -231,22 +255,23 @@ export class Dispatcher {
         server_id: this.deps.serverId ?? null,
       }).execute();
       if (def.eventType && !def.quiet?.(params)) await insertEvents(trx, caller, [{ type: def.eventType, description, state: 'Scheduled' }], now);
+      await this.fenced(trx, fence);
     });
     // Queued (jobstatus 0 meanwhile): accounts take turns and requests keep being served between jobs.
-    const p = this.jobs.submit(caller.accountId, () => this.execute(def, params, caller, jobId, instanceUuid, description)).finally(() => this.inflight.delete(p));
+    const p = this.jobs.submit(caller.accountId, () => this.execute(def, params, caller, jobId, instanceUuid, description, fence)).finally(() => this.inflight.delete(p));
     this.inflight.add(p);
     const body: Record<string, unknown> = instanceUuid ? { id: instanceUuid, jobid: jobId } : { jobid: jobId };
     return { status: 200, body: envelope(def.name, body) };
   }
 
-  private async execute(def: CommandDef, params: RequestParams, caller: Caller, jobId: string, instanceUuid: string | undefined, description: string): Promise<void> {
+  private async execute(def: CommandDef, params: RequestParams, caller: Caller, jobId: string, instanceUuid: string | undefined, description: string, fence: string | undefined): Promise<void> {
     const t0 = performance.now();
     await new Promise((r) => setImmediate(r));
     const db = this.deps.db;
     const eventType = def.quiet?.(params) ? undefined : def.eventType;
     try {
       if (eventType) await insertEvents(db, caller, [{ type: eventType, description, state: 'Started' }], this.nowIso());
-      const { changes } = await this.transaction(def, params, caller, { jobId, instanceUuid }, async (trx, result, events) => {
+      const { changes } = await this.transaction(def, params, caller, { jobId, instanceUuid, fence }, async (trx, result, events) => {
         // The command's own event of the job's type becomes the Completed event; else a generic one.
         if (def.eventType) {
           const own = events.find((e) => e.type === def.eventType);

@@ -115,7 +115,8 @@ export async function serverCommand(argv: string[]): Promise<number> {
     jobFailure: (server) => deadServerJobResult(server.name, new Date(server.heartbeatAt)),
   });
   const sessions = new SessionAuth({ db, log, timeoutSeconds: sessionTimeout, allowedHosts });
-  const app = await buildServer({ db, sink: cp.sink, connections: cp.connections, log, serverId, sessions, observer: new ApiMetrics(metrics, db), trustProxy, allowedHosts });
+  const app = await buildServer({ db, sink: cp.sink, connections: cp.connections, log, serverId, sessions, observer: new ApiMetrics(metrics, db), trustProxy, allowedHosts,
+    ...(cfg.kind === 'postgres' ? { fence: cp.fence } : {}) });
   if (o.metrics === 'on') registerMetricsRoute(app, metrics, metricsAllow);
   // The drop log's age bound also holds while no agent reports anything (ingestion prunes otherwise);
   // finished jobs and old events go as CloudStack's job.expire.minutes / event.purge.delay say, at start

@@ -12,12 +12,26 @@
 // than 12 s for a renewal of all their leases while the database answered at once; it let every agent
 // go, and they came back in a storm, to it or to the other servers, themselves busy.) With PostgreSQL
 // the heartbeat has its own connections (serve.ts), so a pool busy with API calls does not delay it.
+//
+// Fencing: each run registers an incarnation in its heartbeat row and renews only that row. A server
+// the others buried (frozen or cut off past serverTtlMs) finds its row gone when it wakes: it logs it,
+// rejoins as a new incarnation, and the API's write fence (`fence`) refuses the requests that arrived
+// under the old one. A live row of another incarnation under this server's id means another process
+// runs as this server (a shared or copied data dir): this one steps back, as when cut off.
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { Kysely, Transaction } from 'kysely';
+import type { Database } from '../store/schema.js';
 import { storeUnavailable, type Db } from '../store/db.js';
 import {
   acquireLeases, buryServer, deadServers, heartbeat, liveLeases, liveServerIds, minLivePosition, reassertHostStates, releaseAllLeases, releaseLeases,
-  removeServer, renewLeases, sweepLeases, type ServerRow,
+  removeServer, renewHeartbeat, renewLeases, stillRegistered, sweepLeases, type ServerBeat, type ServerRow,
 } from '../store/queries/cluster.js';
+
+type Q = Kysely<Database> | Transaction<Database>;
+
+/** The heartbeat found a live row of another incarnation under this server's id. */
+class Displaced extends Error { constructor() { super('another process holds this server\'s id'); } }
 import { pruneFeed } from '../store/queries/feed.js';
 
 export interface ClusterTiming {
@@ -77,6 +91,12 @@ export class Cluster {
    */
   private lastErrorIsOutage = false;
   private readonly startedAt = new Date().toISOString();
+  /** This run's registration in its heartbeat row; a new one when it rejoins after being buried. */
+  private incarnation = randomUUID();
+  private beating: Promise<void> | null = null;
+  /** A live heartbeat row of another incarnation has this server's id (see renewBeat). */
+  displaced = false;
+  private displacedLoggedAt = 0;
   private acquireQueue: { hostId: number; hostname: string; resolve: (ok: boolean | 'superseded') => void; reject: (e: unknown) => void }[] = [];
   private acquireTimer: NodeJS.Timeout | null = null;
   private releaseQueue = new Set<number>();
@@ -96,7 +116,7 @@ export class Cluster {
 
   /** Register this server; leases of its previous run go (those agents reconnect anyway). */
   async start(): Promise<void> {
-    await heartbeat(this.db, { id: this.serverId, name: this.serverName, startedAt: this.startedAt, feedPosition: this.hooks.position(), ttlMs: this.timing.serverTtlMs });
+    await heartbeat(this.db, this.beatRow());
     const stale = await releaseAllLeases(this.db, this.serverId, new Date().toISOString());
     if (stale) this.log.info({ hosts: stale }, 'released the host leases of this server\'s previous run');
     await this.sweep();
@@ -135,9 +155,48 @@ export class Cluster {
     }
   }
 
-  private beat(): Promise<void> {
-    return heartbeat(this.db, { id: this.serverId, name: this.serverName, startedAt: this.startedAt, feedPosition: this.hooks.position(), ttlMs: this.timing.serverTtlMs });
+  private beatRow(): ServerBeat {
+    return { id: this.serverId, name: this.serverName, startedAt: this.startedAt, feedPosition: this.hooks.position(), ttlMs: this.timing.serverTtlMs, incarnation: this.incarnation };
   }
+
+  /** Renew the heartbeat row (one at a time: the tick's and a probe's may overlap). */
+  private beat(): Promise<void> {
+    this.beating ??= this.renewBeat().finally(() => { this.beating = null; });
+    return this.beating;
+  }
+
+  private async renewBeat(): Promise<void> {
+    const r = await renewHeartbeat(this.db, this.beatRow());
+    if (r === 'renewed') { this.displaced = false; return; }
+    if (r === 'gone') {
+      // Taken for dead (frozen, or cut off, past serverTtlMs): the others failed its unfinished jobs and
+      // freed its hosts. What it received as the old incarnation is refused by the write fence; it
+      // serves on as a new one.
+      this.log.warn({ id: this.serverId }, 'cluster: the other servers took this one for dead (its heartbeat row is gone); requests it received before now are refused, and it rejoins');
+      this.incarnation = randomUUID();
+      await heartbeat(this.db, this.beatRow());
+      this.displaced = false;
+      return;
+    }
+    this.displaced = true;
+    if (Date.now() - this.displacedLoggedAt > 60_000) {
+      this.displacedLoggedAt = Date.now();
+      this.log.error({ id: this.serverId }, 'cluster: another server process runs with this server\'s id (the same --data-dir, or a copy of it); this one holds no agents and refuses writes while it does');
+    }
+    throw new Displaced();
+  }
+
+  /**
+   * The write fence the API checks in every write transaction before it commits (PostgreSQL): the
+   * incarnation current when a request arrived must still be this server's live registration. A
+   * server frozen past its heartbeat's expiry is buried by the others (its jobs failed as "nothing was
+   * changed", its hosts freed); woken, the requests waiting in its sockets would otherwise be carried
+   * out after their callers had retried elsewhere (a revoked rule came back that way).
+   */
+  readonly fence = {
+    token: (): string => this.incarnation,
+    holds: (trx: Q, token: string): Promise<boolean> => stillRegistered(trx, this.serverId, token),
+  };
 
   /**
    * The heartbeat alone, while a tick's renewal or sweep is late (bounded by half the stall bound): the
@@ -175,6 +234,11 @@ export class Cluster {
       this.lastError = '';
       this.lastErrorIsOutage = false;
     } catch (e) {
+      if (e instanceof Displaced) {
+        // Another process serves as this server: step back at once (agents go elsewhere, writes are fenced).
+        if (this.healthy) { this.healthy = false; this.hooks.unhealthy(); }
+        return;
+      }
       const msg = e instanceof Error ? e.message : String(e);
       if (msg !== this.lastError) this.log.warn({ err: msg }, 'cluster: heartbeat failed');
       this.lastError = msg;

@@ -14,6 +14,11 @@ export interface ControlPlane {
   sink: ChangeSink;
   /** Given to the API: asks agents which connections they track (revoke dry runs). */
   connections: ConnectionInspector;
+  /**
+   * Given to the API on PostgreSQL: the write fence (cluster.ts), so a server the others buried does not
+   * carry out the requests it received before it knew.
+   */
+  fence: { token(): string; holds(trx: Parameters<ControlPlaneImpl['cluster']['fence']['holds']>[0], token: string): Promise<boolean> };
   /** Adds the agent WebSocket endpoint (AGENT_PATH) to the API's fastify instance. */
   register(app: FastifyInstance): Promise<void>;
   close(): Promise<void>;
@@ -26,6 +31,7 @@ export async function createControlPlane(db: Db, log: Logger, o: ControlOptions)
   return {
     sink: { publish: (changes) => impl.publish(changes) },
     connections: impl.connections,
+    fence: impl.cluster.fence,
     register: (app) => impl.register(app),
     close: () => impl.close(),
     impl,

@@ -81,7 +81,7 @@ export interface ChangeTable { seq: number; server_id: string | null; created: s
 /** Single row (id 1): the last feed position handed out. */
 export interface ChangeSeqTable { id: number; seq: number }
 /** One row per live server process (005); times in ms since the epoch, by the database's clock. */
-export interface ServerTable { id: string; name: string; started_at: string; heartbeat_at: number; expires_at: number; feed_position: number }
+export interface ServerTable { id: string; name: string; started_at: string; heartbeat_at: number; expires_at: number; feed_position: number; incarnation: string | null }
 /** Which server holds a host's agent session (005). */
 export interface HostLeaseTable { host_id: number; server_id: string; hostname: string; acquired_at: number; expires_at: number }
 

@@ -326,3 +326,37 @@ test('a server that stops answering (SIGSTOP) is left by its agents after missed
   assert.equal(await holder('h2', srv.C), NAMES.B);
   await waitFor('both hosts synced', async () => (await hostRow(srv.A, hosts.h1.id)).securitygroupsynced && (await hostRow(srv.A, hosts.h2.id)).securitygroupsynced, 20_000, 200);
 });
+
+test('a server frozen past its heartbeat\'s expiry is taken for dead; woken, it carries out none of the requests it received meanwhile, then serves again', async () => {
+  const aId = fs.readFileSync(path.join(srv.A.dataDir, 'server-id'), 'utf8').trim();
+  const { openPostgres } = await import('../../src/store/db.js');
+  const db = openPostgres(pg.url, () => {}, 2);
+  try {
+    process.kill(srv.A.pid(), 'SIGSTOP');
+    let late: Promise<{ status: number; body: any }>;
+    try {
+      // A request A receives while frozen: it waits in A's socket
+      late = srv.A.call('authorizeSecurityGroupIngress', { securitygroupid: web, protocol: 'tcp', startport: 8111, endport: 8111, cidrlist: '0.0.0.0/0' });
+      await waitFor('B and C bury A (its heartbeat row removed)', async () => (await db.selectFrom('servers').select('id').where('id', '=', aId).execute()).length === 0, 40_000, 250);
+      // the caller, hearing nothing, retries through B, then changes its mind
+      await job(srv.B, 'authorizeSecurityGroupIngress', { securitygroupid: web, protocol: 'tcp', startport: 8111, endport: 8111, cidrlist: '0.0.0.0/0' });
+      const rule = (await dbPorts(8111, 8112, srv.B)).get(8111)!;
+      await job(srv.B, 'revokeSecurityGroupIngress', { id: rule });
+    } finally {
+      process.kill(srv.A.pid(), 'SIGCONT');
+    }
+    const answer = await late;
+    assert.equal(answer.status, 530, JSON.stringify(answer.body));
+    assert.match(answer.body.authorizesecuritygroupingressresponse.errortext, /took it for dead; this request, which it received before it knew, was not carried out/);
+    await sleep(2000);   // a few of A's heartbeats after waking
+    assert.equal((await dbPorts(8111, 8112, srv.B)).size, 0, 'the revoked rule did not come back');
+    assert.match(srv.A.output(), /took this one for dead/);
+    // the twin: A rejoined and serves new requests
+    await waitFor('A writes again', async () => (await srv.A.call('createSecurityGroup', { name: 'after-fence' })).status === 200, 20_000, 250);
+    await job(srv.A, 'authorizeSecurityGroupIngress', { securitygroupid: web, protocol: 'tcp', startport: 8113, endport: 8113, cidrlist: '0.0.0.0/0' });
+    assert.equal((await dbPorts(8113, 8114, srv.B)).size, 1);
+    await waitFor('8113 in both kernels', async () => (await kernelPorts('h1', 8113, 8114)).size === 1 && (await kernelPorts('h2', 8113, 8114)).size === 1, 20_000, 50);
+  } finally {
+    await db.destroy();
+  }
+});

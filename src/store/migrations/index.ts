@@ -8,6 +8,7 @@ import { m008_sessions } from './008_sessions.js';
 import { m009_retention } from './009_retention.js';
 import { m010_rule_account } from './010_rule_account.js';
 import { m011_tag_account } from './011_tag_account.js';
+import { m012_server_incarnation } from './012_server_incarnation.js';
 
 // Ordered by name; append new migrations here (never edit a shipped one).
 export const migrations: Record<string, Migration> = {
@@ -20,4 +21,5 @@ export const migrations: Record<string, Migration> = {
   '009_retention': m009_retention,
   '010_rule_account': m010_rule_account,
   '011_tag_account': m011_tag_account,
+  '012_server_incarnation': m012_server_incarnation,
 };

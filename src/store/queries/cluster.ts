@@ -30,16 +30,43 @@ export function greatest(db: Q, a: RawBuilder<unknown> | ReturnType<typeof sql.r
 
 // ---- servers -------------------------------------------------------------------------------------
 
-export interface ServerBeat { id: string; name: string; startedAt: string; feedPosition: number; ttlMs: number }
+export interface ServerBeat { id: string; name: string; startedAt: string; feedPosition: number; ttlMs: number; incarnation: string }
 
 /** Insert or refresh this server's heartbeat row. */
 export async function heartbeat(db: Q, s: ServerBeat): Promise<void> {
   const now = dbNowMs(db);
   await db.insertInto('servers').values({
     id: s.id, name: s.name, started_at: s.startedAt, heartbeat_at: now as never, expires_at: sql`${now} + ${s.ttlMs}` as never, feed_position: s.feedPosition,
+    incarnation: s.incarnation,
   }).onConflict((oc) => oc.column('id').doUpdateSet({
     name: s.name, started_at: s.startedAt, heartbeat_at: now as never, expires_at: sql`${now} + ${s.ttlMs}` as never, feed_position: s.feedPosition,
+    incarnation: s.incarnation,
   })).execute();
+}
+
+/**
+ * Renew this incarnation's heartbeat row. 'gone': the row is not there (the others took this server for
+ * dead and removed it) or only an expired row of another incarnation is; 'taken': a live row of another
+ * incarnation holds this server's id (another process with the same id: a shared or copied data dir).
+ */
+export async function renewHeartbeat(db: Q, s: ServerBeat): Promise<'renewed' | 'gone' | 'taken'> {
+  const now = dbNowMs(db);
+  const r = await db.updateTable('servers').set({
+    name: s.name, heartbeat_at: now as never, expires_at: sql`${now} + ${s.ttlMs}` as never, feed_position: s.feedPosition,
+  }).where('id', '=', s.id).where('incarnation', '=', s.incarnation).executeTakeFirst();
+  if (Number(r.numUpdatedRows ?? 0) === 1) return 'renewed';
+  const other = await db.selectFrom('servers').select('id').where('id', '=', s.id).where('expires_at', '>=', dbNowMs(db) as never).executeTakeFirst();
+  return other ? 'taken' : 'gone';
+}
+
+/**
+ * Is `incarnation` still this server's live registration? Inside a write transaction (PostgreSQL): the
+ * row is share-locked until commit, so a burial (which deletes it) waits for the write, and a write
+ * after a burial sees no row.
+ */
+export async function stillRegistered(trx: Q, id: string, incarnation: string): Promise<boolean> {
+  const row = await trx.selectFrom('servers').select('id').where('id', '=', id).where('incarnation', '=', incarnation).forShare().executeTakeFirst();
+  return row !== undefined;
 }
 
 export async function removeServer(db: Q, id: string): Promise<void> {
