@@ -289,3 +289,26 @@ test('the server outlives lost database connections: PostgreSQL ends them all, t
   assert.equal((await ok('listZones')).count, 1, 'still serving: ' + s.output().slice(-2000));
   await job('authorizeSecurityGroupIngress', { securitygroupid: web.id, protocol: 'tcp', startport: 8443, endport: 8443, cidrlist: '192.0.2.0/24' }, alice);
 });
+
+test('two processes on one data dir (one server id): the later one serves, the earlier steps back and refuses writes; alone again, it rejoins', async () => {
+  const twin = await startServer({ db: pg.url, dataDir: s.dataDir });
+  try {
+    assert.equal((await twin.call('createSecurityGroup', { name: 'twin-ok' })).status, 200, 'the later process serves');
+    // the earlier one finds a live heartbeat row of another incarnation under its id at its next beat
+    await waitUntil(() => /another server process runs with this server's id/.test(s.output()), 15_000);
+    const refused = await s.call('createSecurityGroup', { name: 'twin-refused' });
+    assert.equal(refused.status, 530, JSON.stringify(refused.body));
+    assert.equal((await twin.call('listSecurityGroups', { securitygroupname: 'twin-refused' })).body.listsecuritygroupsresponse.count, undefined, 'nothing created');
+    assert.equal((await s.call('listZones')).status, 200, 'reads still answer');
+  } finally {
+    await twin.stop();   // (its data dir is the first one's: kept)
+  }
+  // the twin stopped (its row removed): the first rejoins and writes again
+  await waitUntil(async () => (await s.call('createSecurityGroup', { name: 'twin-back' })).status === 200, 20_000);
+});
+
+async function waitUntil(cond: () => boolean | Promise<boolean>, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) { if (await cond()) return; await new Promise((r) => setTimeout(r, 200)); }
+  assert.fail(`not within ${ms} ms`);
+}

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { openStore, type Db } from '../../src/store/db.js';
 import {
-  acquireLeases, buryServer, deadServers, heartbeat, leaseHolders, minLivePosition, reassertHostStates, releaseLeases, renewLeases, sweepLeases,
+  acquireLeases, buryServer, deadServers, heartbeat, leaseHolders, minLivePosition, reassertHostStates, releaseLeases, renewHeartbeat, renewLeases, stillRegistered, sweepLeases,
 } from '../../src/store/queries/cluster.js';
 import { startPostgres, type PgCluster } from '../helpers/postgres.js';
 
@@ -36,8 +36,8 @@ const state = async (db: Db, id: number) => (await db.selectFrom('hosts').select
 
 async function exercise(db: Db): Promise<void> {
   const [h1, h2, h3] = await hostIds(db, 3);
-  await heartbeat(db, { id: 'A', name: 'a', startedAt: 'x', feedPosition: 10, ttlMs: 60_000 });
-  await heartbeat(db, { id: 'B', name: 'b', startedAt: 'x', feedPosition: 7, ttlMs: 60_000 });
+  await heartbeat(db, { id: 'A', name: 'a', startedAt: 'x', feedPosition: 10, ttlMs: 60_000, incarnation: 'i1' });
+  await heartbeat(db, { id: 'B', name: 'b', startedAt: 'x', feedPosition: 7, ttlMs: 60_000, incarnation: 'i1' });
   // A takes h1 and h2 for agents ag1, ag2.
   assert.deepEqual([...await acquireLeases(db, 'A', [{ hostId: h1, hostname: 'ag1' }, { hostId: h2, hostname: 'ag2' }], 60_000)].sort(), [h1, h2].sort());
   // Another agent (another hostname) cannot take h1 from A; the same agent moving to B can.
@@ -68,7 +68,7 @@ async function exercise(db: Db): Promise<void> {
   for (const [uuid, server, status] of [['j1', 'B', 0], ['j2', 'B', 1], ['j3', 'A', 0]] as const) {
     await db.insertInto('async_jobs').values({ uuid, command: 'c', account_id: acct.id, user_id: 1, status, result_code: 0, result_type: 'object', result: null, instance_type: null, instance_uuid: null, created: now, completed: null, server_id: server }).execute();
   }
-  await heartbeat(db, { id: 'B', name: 'b', startedAt: 'x', feedPosition: 7, ttlMs: 100 });
+  await heartbeat(db, { id: 'B', name: 'b', startedAt: 'x', feedPosition: 7, ttlMs: 100, incarnation: 'i1' });
   assert.equal(await minLivePosition(db), 7);
   await sleep(300);
   assert.deepEqual((await deadServers(db)).map((s) => s.id), ['B']);
@@ -78,8 +78,32 @@ async function exercise(db: Db): Promise<void> {
   assert.deepEqual(jobs.map((j) => [j.uuid, j.status, j.result_code]), [['j1', 2, 530], ['j2', 1, 0], ['j3', 0, 0]]);
   assert.equal((await leaseHolders(db, [h2])).has(h2), false, 'its leases are gone');
   assert.equal(await buryServer(db, 'B', 'x', now), null, 'buried once');
-  await heartbeat(db, { id: 'C', name: 'c', startedAt: 'x', feedPosition: 3, ttlMs: 60_000 });
+  await heartbeat(db, { id: 'C', name: 'c', startedAt: 'x', feedPosition: 3, ttlMs: 60_000, incarnation: 'i1' });
   assert.equal(await buryServer(db, 'C', 'x', now), null, 'a live server is never buried');
+
+  // Incarnations (the write fence): a renewal renews only its own incarnation's row.
+  const beat = (incarnation: string, ttlMs = 60_000) => ({ id: 'D', name: 'd', startedAt: 'x', feedPosition: 0, ttlMs, incarnation });
+  assert.equal(await renewHeartbeat(db, beat('d1')), 'gone', 'no row yet');
+  await heartbeat(db, beat('d1'));
+  assert.equal(await renewHeartbeat(db, beat('d1')), 'renewed');
+  assert.equal(await stillRegistered(db, 'D', 'd1'), true);
+  // another process takes the id: the first finds it taken, and its writes are no longer fenced in
+  await heartbeat(db, beat('d2'));
+  assert.equal(await renewHeartbeat(db, beat('d1')), 'taken');
+  assert.equal(await stillRegistered(db, 'D', 'd1'), false);
+  assert.equal(await stillRegistered(db, 'D', 'd2'), true);
+  // buried (its row expired and removed): gone; a new incarnation registers afresh
+  await heartbeat(db, beat('d2', 100));
+  await sleep(300);
+  assert.equal(await buryServer(db, 'D', 'x', now), 0);
+  assert.equal(await renewHeartbeat(db, beat('d2')), 'gone', 'the buried one finds its row gone');
+  assert.equal(await stillRegistered(db, 'D', 'd2'), false, 'so its old requests are fenced');
+  await heartbeat(db, beat('d3'));
+  assert.equal(await stillRegistered(db, 'D', 'd3'), true);
+  // an expired row of another incarnation is not "taken": it can be replaced
+  await heartbeat(db, beat('d4', 100));
+  await sleep(300);
+  assert.equal(await renewHeartbeat(db, beat('d3')), 'gone');
 }
 
 test('leases, heartbeats and sweeps on SQLite', async () => {
@@ -102,7 +126,7 @@ test('a status flush that deadlocks with another transaction is retried until it
   const writer = new StatusWriter(db, 'S', (e) => errors.push(e), 10);
   try {
     const [h1, h2] = await hostIds(db, 2, 'dl');
-    await heartbeat(db, { id: 'S', name: 's', startedAt: 'x', feedPosition: 0, ttlMs: 60_000 });
+    await heartbeat(db, { id: 'S', name: 's', startedAt: 'x', feedPosition: 0, ttlMs: 60_000, incarnation: 'i1' });
     await acquireLeases(db, 'S', [{ hostId: h1, hostname: 'a1' }, { hostId: h2, hostname: 'a2' }], 60_000);
     // Only the flush's own session detects the deadlock (the other waits 60 s first), so the flush is
     // the transaction PostgreSQL aborts, each time.
@@ -152,7 +176,7 @@ test('a status flush failing on its own data is given up after three tries (the 
   const writer = new StatusWriter(db, 'T', (e) => errors.push(e), 10);
   try {
     const [h1] = await hostIds(db, 1, 'bad');
-    await heartbeat(db, { id: 'T', name: 't', startedAt: 'x', feedPosition: 0, ttlMs: 60_000 });
+    await heartbeat(db, { id: 'T', name: 't', startedAt: 'x', feedPosition: 0, ttlMs: 60_000, incarnation: 'i1' });
     await acquireLeases(db, 'T', [{ hostId: h1, hostname: 't1' }], 60_000);
     // a revision the column cannot hold: the write itself fails, every time
     writer.host(h1, { acked_revision: Number.MAX_SAFE_INTEGER * 1e6 });
@@ -218,7 +242,7 @@ for (const [what, setup, write, expected] of [
       await db.updateTable('hosts').set({ removed: new Date().toISOString() }).where('id', 'not in', [lo!, hi!]).where('removed', 'is', null).execute();
       await db.updateTable('hosts').set({ state: setup }).where('id', '=', hi!).execute();
       await db.updateTable('hosts').set({ state: setup }).where('id', '=', lo!).execute();
-      await heartbeat(db, { id: 'R', name: 'r', startedAt: 'x', feedPosition: 0, ttlMs: 60_000 });
+      await heartbeat(db, { id: 'R', name: 'r', startedAt: 'x', feedPosition: 0, ttlMs: 60_000, incarnation: 'i1' });
       if (setup === 'Disconnected') await acquireLeases(db, 'R', [{ hostId: lo!, hostname: 'o1' }, { hostId: hi!, hostname: 'o2' }], 60_000);
       else await db.deleteFrom('host_leases').execute();
       const failure = await lowThenHigh('hosts', lo!, hi!, (other) => write(other, [lo!, hi!]));
