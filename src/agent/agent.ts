@@ -427,7 +427,9 @@ export class Agent extends EventEmitter {
         break;
       }
       case 'error':
-        this.o.log.error({ code: m.code }, `agent: server refused: ${m.message}`);
+        // a server's passing trouble (503: it cannot reach its database) is a warning: the agent moves on
+        if (m.code >= 500) this.o.log.warn({ code: m.code }, `agent: server refused: ${m.message}`);
+        else this.o.log.error({ code: m.code }, `agent: server refused: ${m.message}`);
         this.emit('refused', m);
         break;
       case 'pong': break;

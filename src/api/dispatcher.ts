@@ -56,6 +56,12 @@ export interface DispatcherDeps {
    * request arrives; every write transaction commits only if `holds` still says yes for it.
    */
   fence?: WriteFence;
+  /**
+   * Several servers: false while the cluster finds the database unreachable (its heartbeats fail). Calls
+   * are then answered 530 at once instead of each waiting for a connection that will not come (15 s
+   * when the database hangs rather than refuses).
+   */
+  storeReachable?: () => boolean;
 }
 
 /** What the API needs of the cluster to refuse writes a server buried by the others received before. */
@@ -149,6 +155,7 @@ export class Dispatcher {
     const label = def?.name ?? undefined;
     try {
       if (!def) throw new ApiError(432, UNKNOWN_COMMAND);
+      if (this.deps.storeReachable && !this.deps.storeReachable()) throw new ApiError(530, STORE_UNAVAILABLE, 9999);
       if (def.authenticator) {
         if (!this.deps.sessions || !transport) throw new ApiError(405, 'This is an authentication api, cannot be used directly');
         return await this.deps.sessions.handle(def, raw, transport);

@@ -89,7 +89,9 @@ export async function serverCommand(argv: string[]): Promise<number> {
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
 
   const cfg: StoreConfig = o.db ? { kind: 'postgres', url: o.db } : { kind: 'sqlite', file: path.join(dataDir, 'palisade.db') };
-  const db = await openStore(cfg);
+  // (a lost idle connection is replaced by the pool: worth a line in the server's own log, as JSON)
+  const idleLost = (err: Error) => log.warn({ err: err.message }, 'store: an idle PostgreSQL connection was lost; it will be replaced');
+  const db = await openStore(cfg, idleLost);
   const boot = await bootstrap(db);
   const credFile = path.join(dataDir, 'admin-credentials.json');
   if (boot.created || boot.password || !fs.existsSync(credFile)) {
@@ -108,7 +110,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   // PostgreSQL: the heartbeat and leases get connections of their own, so API load cannot starve them
   // (a server that stops heartbeating is taken for dead by the others): the tick, this server's lease
   // writes (one at a time) and the heartbeat alone while a tick is late (control/cluster.ts).
-  const clusterDb = cfg.kind === 'postgres' ? openPostgres(cfg.url, undefined, 3) : undefined;
+  const clusterDb = cfg.kind === 'postgres' ? openPostgres(cfg.url, idleLost, 3) : undefined;
   const metrics = new MetricsRegistry({ process: true });
   const cp = await createControlPlane(db, log, {
     serverId, serverName, listenUrl: cfg.kind === 'postgres' ? cfg.url : undefined, clusterDb, metrics,
@@ -116,7 +118,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   });
   const sessions = new SessionAuth({ db, log, timeoutSeconds: sessionTimeout, allowedHosts });
   const app = await buildServer({ db, sink: cp.sink, connections: cp.connections, log, serverId, sessions, observer: new ApiMetrics(metrics, db), trustProxy, allowedHosts,
-    ...(cfg.kind === 'postgres' ? { fence: cp.fence } : {}) });
+    ...(cfg.kind === 'postgres' ? { fence: cp.fence, storeReachable: cp.storeReachable } : {}) });
   if (o.metrics === 'on') registerMetricsRoute(app, metrics, metricsAllow);
   // The drop log's age bound also holds while no agent reports anything (ingestion prunes otherwise);
   // finished jobs and old events go as CloudStack's job.expire.minutes / event.purge.delay say, at start

@@ -19,6 +19,8 @@ export interface ControlPlane {
    * carry out the requests it received before it knew.
    */
   fence: { token(): string; holds(trx: Parameters<ControlPlaneImpl['cluster']['fence']['holds']>[0], token: string): Promise<boolean> };
+  /** Given to the API on PostgreSQL: false while the heartbeat finds the database unreachable. */
+  storeReachable: () => boolean;
   /** Adds the agent WebSocket endpoint (AGENT_PATH) to the API's fastify instance. */
   register(app: FastifyInstance): Promise<void>;
   close(): Promise<void>;
@@ -32,6 +34,8 @@ export async function createControlPlane(db: Db, log: Logger, o: ControlOptions)
     sink: { publish: (changes) => impl.publish(changes) },
     connections: impl.connections,
     fence: impl.cluster.fence,
+    // (a displaced server reaches its database: only its writes are refused, by the fence)
+    storeReachable: () => impl.cluster.healthy || impl.cluster.displaced,
     register: (app) => impl.register(app),
     close: () => impl.close(),
     impl,

@@ -23,6 +23,7 @@ import {
 import type { TelemetryIngest } from './telemetry.js';
 import type { ControlMetrics } from './metrics.js';
 import type { Fleet, Delta } from './fleet.js';
+import { storeUnavailable } from '../store/db.js';
 import type { SyncTracker } from './sync.js';
 import type { Cluster } from './cluster.js';
 import type { Batches } from './batches.js';
@@ -266,7 +267,8 @@ export class SessionHub {
         }).catch((e: unknown) => {
           clearTimeout(helloTimer);
           if (e instanceof Refused) { this.logRefusal({ remote, hostname: m.hostname, code: e.code }, e.why); this.refuse(ws, e.code, e.message); return; }
-          this.d.log.error({ err: e, remote }, 'control: hello failed');
+          if (storeUnavailable(e)) this.d.log.warn({ err: e instanceof Error ? e.message : String(e), remote }, 'control: hello failed: the database cannot be reached');
+          else this.d.log.error({ err: e, remote }, 'control: hello failed');
           this.refuse(ws, 503, 'this server could not accept the agent; try another server');
         });
       } catch (e) {

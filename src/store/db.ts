@@ -72,8 +72,9 @@ export async function migrate(db: Db): Promise<void> {
   }
 }
 
-export async function openStore(cfg: StoreConfig): Promise<Db> {
-  const db = cfg.kind === 'sqlite' ? openSqlite(cfg.file) : openPostgres(cfg.url);
+/** `onIdleError`: where a lost idle PostgreSQL connection is reported (default: a line on stderr). */
+export async function openStore(cfg: StoreConfig, onIdleError?: (err: Error) => void): Promise<Db> {
+  const db = cfg.kind === 'sqlite' ? openSqlite(cfg.file) : openPostgres(cfg.url, onIdleError);
   await migrate(db);
   return db;
 }

@@ -83,3 +83,26 @@ test('a request Node cannot parse (raw non-UTF-8 bytes in the URL, headers too l
   assert.match(encoded, /^HTTP\/1\.1 401 /, 'percent-encoded, the same bytes reach the API (unsigned: 401)');
   assert.match(encoded, /"listzonesresponse"/);
 });
+
+test('while the cluster finds the database unreachable, calls are answered 530 at once, not after waiting on the store', async () => {
+  let reachable = false;
+  const reads: string[] = [];
+  // every read of the store is counted: the call must not reach it
+  const selectFrom = db.selectFrom.bind(db);
+  (db as { selectFrom: unknown }).selectFrom = (...args: Parameters<Db['selectFrom']>) => { reads.push(String(args[0])); return selectFrom(...args); };
+  const cut = await buildServer({ db, sink: { publish() {} }, log: pino({ level: 'silent' }), console: false, storeReachable: () => reachable });
+  try {
+    const r = await cut.inject({ method: 'GET', url: '/client/api?command=listZones&response=json' });
+    assert.equal(r.statusCode, 530);
+    assert.match(JSON.parse(r.body).listzonesresponse.errortext, /cannot reach its database; nothing was changed/);
+    assert.deepEqual(reads, [], 'the store was not asked');
+    // the twin: reachable again, the same call goes to the store (unsigned here: 401 after the key lookup)
+    reachable = true;
+    const back = await cut.inject({ method: 'GET', url: '/client/api?command=listZones&response=json&apiKey=nokey&signature=x' });
+    assert.equal(back.statusCode, 401);
+    assert.ok(reads.length > 0, 'the store was asked');
+  } finally {
+    delete (db as { selectFrom?: unknown }).selectFrom;
+    await cut.close();
+  }
+});
