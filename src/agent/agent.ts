@@ -215,13 +215,22 @@ export class Agent extends EventEmitter {
     void this.serial(async () => {
       this.portCheckQueued = false;
       const state = this.state;
-      // an apply already queued discovers the ports itself
+      // an apply already queued discovers the ports itself; before the first one there is nothing to follow
       if (!state || this.stopped || this.applyWanted || this.lastPorts === null) return;
-      const ports = await this.o.discover(state);
-      if (samePorts(ports, this.lastPorts)) return;
-      this.o.log.info({ revision: state.revision }, 'agent: VM ports changed; applying');
-      await this.applyNow();
+      await this.followPorts(state, await this.o.discover(state));
     });
+  }
+
+  /**
+   * VM ports came or went since the last apply (`ports`: discovered now): apply with them. A new input,
+   * not drift: what the kernel holds is judged against the new ports on the next pass. Returns whether
+   * they had moved.
+   */
+  private async followPorts(state: HostDesiredState, ports: HostPorts): Promise<boolean> {
+    if (this.lastPorts === null || samePorts(ports, this.lastPorts)) return false;
+    this.o.log.info({ revision: state.revision }, 'agent: VM ports changed; applying');
+    await this.applyNow();
+    return true;
   }
 
   /**
@@ -625,13 +634,8 @@ export class Agent extends EventEmitter {
   /** Observe the kernel (and the ports); re-apply when something drifted; count it when the repair worked. */
   private async repairDrift(state: HostDesiredState): Promise<void> {
     const ports = await this.o.discover(state);
-    if (this.lastPorts !== null && !samePorts(ports, this.lastPorts)) {
-      // VM ports came or went (no link watcher, or it missed them): a new input, not drift; what the
-      // kernel holds is judged against the new ports on the next pass.
-      this.o.log.info({ revision: state.revision }, 'agent: VM ports changed; applying');
-      await this.applyNow();
-      return;
-    }
+    // (no link watcher, or it missed them)
+    if (await this.followPorts(state, ports)) return;
     const obs = await this.o.dataplane.observe({ state, ports, dropLog: this.dropLogConfig() });
     if (!obs.drift.length) return;
     const what = obs.drift.slice(0, 5).map((d) => `${d.kind} ${d.what}`).join('; ') + (obs.drift.length > 5 ? `; … ${obs.drift.length - 5} more` : '');

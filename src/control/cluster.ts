@@ -27,12 +27,12 @@ import {
   acquireLeases, buryServer, deadServers, heartbeat, liveLeases, liveServerIds, minLivePosition, reassertHostStates, releaseAllLeases, releaseLeases,
   removeServer, renewHeartbeat, renewLeases, stillRegistered, sweepLeases, type ServerBeat, type ServerRow,
 } from '../store/queries/cluster.js';
+import { pruneFeed } from '../store/queries/feed.js';
 
 type Q = Kysely<Database> | Transaction<Database>;
 
 /** The heartbeat found a live row of another incarnation under this server's id. */
 class Displaced extends Error { constructor() { super('another process holds this server\'s id'); } }
-import { pruneFeed } from '../store/queries/feed.js';
 
 export interface ClusterTiming {
   /** How often the heartbeat and the leases are renewed and the sweeps run. */

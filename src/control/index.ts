@@ -6,6 +6,7 @@ import type { ChangeSink } from '../model/changes.js';
 import type { ConnectionInspector } from '../model/telemetry.js';
 import type { Db } from '../store/db.js';
 import { ControlPlaneImpl, type ControlOptions } from './plane.js';
+import type { Cluster } from './cluster.js';
 
 export type { ControlOptions } from './plane.js';
 
@@ -18,7 +19,7 @@ export interface ControlPlane {
    * Given to the API on PostgreSQL: the write fence (cluster.ts), so a server the others buried does not
    * carry out the requests it received before it knew.
    */
-  fence: { token(): string; holds(trx: Parameters<ControlPlaneImpl['cluster']['fence']['holds']>[0], token: string): Promise<boolean> };
+  fence: Cluster['fence'];
   /** Given to the API on PostgreSQL: false while the heartbeat finds the database unreachable. */
   storeReachable: () => boolean;
   /** Adds the agent WebSocket endpoint (AGENT_PATH) to the API's fastify instance. */
