@@ -6,18 +6,21 @@
 // stops answering keepalives; the first attempts after losing a server go quickly (a short jittered
 // pause), then, once every server has failed in turn, with exponential backoff and jitter. Rules stay
 // in the kernel meanwhile (fail static). Every server message is validated before use; one that does
-// not match the protocol ends that connection (the agent moves on).
+// not match the protocol ends that connection (the agent moves on). Each process says who it is in its
+// hellos (a random instance id) so servers can tell a restarted agent from a second one on the same
+// token; an agent whose session keeps being taken by another connection says so and backs off long.
 //
 // Per-rule hits (DESIGN.md §8): every `countersMs` the agent reads its VMs' rule counters from the
 // dataplane and sends the non-zero deltas (hits.ts) in `hits` messages; while it has no server they
 // wait (bounded) for the next session. Metrics (metrics.ts) are fed where the work is done.
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
 import { DataplaneError, type ApplyResult, type Dataplane, type HostPorts } from '../dataplane/backend.js';
 import type { HostDesiredState } from '../policy/ir.js';
 import {
-  AGENT_PATH, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_REPAIRS_PER_REPORT, MAX_REPAIR_CHARS, PROTOCOL_VERSION, SERVER_FRAME_MAX_BYTES,
+  AGENT_PATH, CLOSE_HELD_ELSEWHERE, CLOSE_REPLACED, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_REPAIRS_PER_REPORT, MAX_REPAIR_CHARS, PROTOCOL_VERSION, SERVER_FRAME_MAX_BYTES,
   decodeServerMessage, type AgentMessage, type DropLogSettings, type PreflightFinding, type RepairReport, type ServerMessage,
 } from '../protocol/index.js';
 import { DROP_LOG_GROUP, type DropLogConfig } from '../dataplane/plan/index.js';
@@ -99,6 +102,8 @@ export function agentUrl(server: string): string {
 }
 
 const KEEPALIVE_MS = 10_000;
+/** Taken off its host's session twice within this time: a second agent uses this host's token (wasDisplaced). */
+const DISPLACED_WINDOW_MS = 300_000;
 /** The counter reader's duty cycle bound: it waits at least this many times its last reading's duration. */
 const COUNTERS_DUTY = 20;
 
@@ -122,6 +127,10 @@ export class Agent extends EventEmitter {
   /** The server of the live session (null: none). */
   server: string | null = null;
   private attempt = 0;
+  /** This process's id in its hellos: servers tell a restarted agent from a second one on the same token. */
+  readonly instance = randomUUID();
+  /** When a server ended this agent's live session because another connection took its host (recent ones). */
+  private displacedAt: number[] = [];
   private stopped = false;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private reconcileTimer: NodeJS.Timeout | null = null;
@@ -268,7 +277,7 @@ export class Agent extends EventEmitter {
   // ---- connection ----------------------------------------------------------------------------
 
   private hello(revision: number | null): AgentMessage {
-    return { type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision, dataplane: this.o.dataplane.name };
+    return { type: 'hello', version: PROTOCOL_VERSION, token: this.o.token, hostname: this.o.hostname, revision, dataplane: this.o.dataplane.name, instance: this.instance };
   }
 
   private connect(): void {
@@ -310,9 +319,11 @@ export class Agent extends EventEmitter {
       if (this.pingTimer) { clearInterval(this.pingTimer); this.pingTimer = null; }
       if (this.ws === ws) this.ws = null;
       if (this.connected) this.o.log.warn({ server, code, reason: String(reason) }, 'agent: disconnected from server');
+      const displaced = this.connected && (code === CLOSE_REPLACED || code === CLOSE_HELD_ELSEWHERE);
       this.connected = false;
       this.server = null;
       this.emit('disconnected');
+      if (displaced) this.wasDisplaced(server);
       this.scheduleReconnect();
     });
     ws.on('error', (e) => this.o.log.debug({ server, err: e.message }, 'agent: connection error'));
@@ -332,6 +343,21 @@ export class Agent extends EventEmitter {
     const delay = Math.round(base * (0.5 + Math.random() * 0.5));
     this.attempt++;
     this.reconnectTimer = setTimeout(() => { this.reconnectTimer = null; this.connect(); }, delay);
+  }
+
+  /**
+   * A server ended this agent's working session because another connection with its token and hostname
+   * took the host. Once is a reconnect race (this agent's own earlier connection); again within
+   * DISPLACED_WINDOW_MS, a second agent process uses this host's token: say so, and come back slowly
+   * (the two would otherwise take the host from each other every few seconds, on any server).
+   */
+  private wasDisplaced(server: string): void {
+    const now = Date.now();
+    this.displacedAt = [...this.displacedAt.filter((t) => now - t < DISPLACED_WINDOW_MS), now];
+    if (this.displacedAt.length < 2) return;
+    this.o.log.error({ server, hostname: this.o.hostname, times: this.displacedAt.length },
+      'agent: another agent uses this host\'s token and hostname and keeps taking its session; stop one of them, or register this hypervisor as a host of its own');
+    this.attempt = Math.max(this.attempt, this.servers.length * 16);   // the backoff's longest pause
   }
 
   private send(m: AgentMessage): boolean {

@@ -29,7 +29,7 @@ import { ControlMetrics } from './metrics.js';
 import type { MetricsRegistry } from '../metrics/registry.js';
 import { readSettings } from '../store/queries/settings.js';
 import type { PalisadeSettings } from '../model/settings.js';
-import type { DropLogSettings } from '../protocol/index.js';
+import { CLOSE_HELD_ELSEWHERE, type DropLogSettings } from '../protocol/index.js';
 import { ConnectionsControl } from './connections.js';
 import { HostActivity } from './activity.js';
 
@@ -82,7 +82,7 @@ export class ControlPlaneImpl {
     this.cluster = new Cluster(o.clusterDb ?? db, log, o.serverId, o.serverName, {
       position: () => this.batches.processed,
       held: () => this.hub.held(),
-      lost: (ids) => { for (const id of ids) this.hub.drop(id, 4409, 'host is now served by another server'); },
+      lost: (ids) => { for (const id of ids) this.hub.drop(id, CLOSE_HELD_ELSEWHERE, 'host is now served by another server'); },
       unhealthy: () => { this.hub.accepting = false; this.hub.closeAll(4503, 'server cannot reach its database'); },
       healthy: () => { this.hub.accepting = !this.closed; },
       jobFailure: o.jobFailure,

@@ -17,7 +17,7 @@ import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import {
-  AGENT_FRAME_MAX_BYTES, AGENT_PATH, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage,
+  AGENT_FRAME_MAX_BYTES, AGENT_PATH, CLOSE_REPLACED, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage,
   type AgentMessage, type ConnectionsMessage, type DropLogSettings, type HelloMessage, type ServerMessage,
 } from '../protocol/index.js';
 import type { TelemetryIngest } from './telemetry.js';
@@ -60,12 +60,23 @@ const THROTTLE_MIN_MS = 2000;
  */
 const REFUSALS_LOGGED = 20;
 const REFUSAL_LOG_WINDOW_MS = 10_000;
+/**
+ * How long an agent process replaced on its host's live session by another process is remembered. A
+ * restarted agent replaces its dead predecessor once; a replaced process that comes back within this
+ * time is a second agent sharing the host's token and hostname (a cloned host, a forgotten old
+ * install), which would otherwise take the session back and forth for ever.
+ */
+const TWIN_MEMORY_MS = 120_000;
+/** A host's two-agents error is logged at most once per this period. */
+const TWIN_LOG_EVERY_MS = 60_000;
 
 interface Session {
   ws: WebSocket;
   hostId: number;
   hostname: string;
   remote: string;
+  /** The agent process's instance id (hello.instance), when it sent one. */
+  instance?: string;
   /** Resynced: pushes go to it. */
   ready: boolean;
   alive: boolean;
@@ -120,6 +131,8 @@ export class SessionHub {
   accepting = true;
   readonly stats: HubStats = { pushes: new Map(), snapshots: 0, deltas: 0, refused: 0, badFrames: 0 };
   private refusalLog = { since: 0, logged: 0, unlogged: 0 };
+  /** Per host: the agent process whose live session another process took (TWIN_MEMORY_MS). */
+  private readonly replaced = new Map<number, { instance: string; remote: string; at: number; loggedAt: number }>();
 
   constructor(private readonly d: HubDeps) {
     this.keepalive = setInterval(() => this.pingAll(), KEEPALIVE_MS);
@@ -302,7 +315,7 @@ export class SessionHub {
     const hash = sha256(m.token);
     const busy = (id: number) => {
       const prev = this.sessions.get(id);
-      return !!prev && prev.ws.readyState === prev.ws.OPEN && prev.hostname !== m.hostname;
+      return !!prev && prev.ws.readyState === prev.ws.OPEN && (prev.hostname !== m.hostname || this.twin(id, m) !== null);
     };
     // A known host's lease is taken while catching up (a failover storm waits for both only once).
     const early = this.d.fleet.byToken.get(hash);
@@ -328,7 +341,14 @@ export class SessionHub {
     if (!leased) await dropEarly();
     if (hostId === undefined || !this.d.fleet.hosts.has(hostId)) throw new Refused(401, 'unknown agent token', 'unknown token');
     const host = this.d.fleet.hosts.get(hostId)!;
-    if (busy(hostId)) throw new Refused(409, `token of host ${host.name} is in use by another agent`);
+    if (busy(hostId)) {
+      const holder = this.sessions.get(hostId)!;
+      if (this.twin(hostId, m)) {
+        this.logTwin(hostId, host.name, holder, remote);
+        throw new Refused(409, `two agents use the token of host ${host.name} with hostname ${m.hostname}: the other (at ${holder.remote}) replaced this one's session and holds it; stop one of them or give it its own host`);
+      }
+      throw new Refused(409, `token of host ${host.name} is in use by another agent`);
+    }
     const lease = await (leased ?? this.d.cluster.acquire(hostId, m.hostname));
     if (lease === 'superseded') throw new Refused(409, `a newer connection with the token of host ${host.name} arrived at once; this one is not used`);
     if (!lease) throw new Refused(409, `token of host ${host.name} is in use by another agent, connected to another server`);
@@ -338,8 +358,16 @@ export class SessionHub {
       return null;
     }
     const cur = this.sessions.get(hostId);
-    if (cur) { this.sessions.delete(hostId); cur.ws.close(4000, 'replaced by a new session'); }
-    const s: Session = { ws, hostId, hostname: m.hostname, remote, ready: false, alive: true, sent: -1 };
+    if (cur) {
+      this.sessions.delete(hostId);
+      // Another process taking a live session: remembered, so that process coming back is known for a twin.
+      if (cur.instance && m.instance && cur.instance !== m.instance && cur.ws.readyState === cur.ws.OPEN) {
+        this.replaced.set(hostId, { instance: cur.instance, remote: cur.remote, at: Date.now(), loggedAt: this.replaced.get(hostId)?.loggedAt ?? 0 });
+        this.d.log.info({ host: host.name, previous: cur.remote, remote }, 'agent: a new agent process took the host\'s session (a restarted agent; if the previous one comes back, two agents share the token)');
+      }
+      cur.ws.close(CLOSE_REPLACED, 'replaced by a new session');
+    }
+    const s: Session = { ws, hostId, hostname: m.hostname, remote, ...(m.instance ? { instance: m.instance } : {}), ready: false, alive: true, sent: -1 };
     this.sessions.set(hostId, s);
     this.byWs.set(ws, s);
     this.send(s, { type: 'welcome', hostId: host.uuid, hostName: host.name });
@@ -348,6 +376,28 @@ export class SessionHub {
     this.d.log.info({ host: host.name, hostname: s.hostname, revision: m.revision, remote, ms: { head: Math.round(t1 - t0), catchUp: Math.round(t2 - t1), lease: Math.round(t3 - t2) } }, 'agent connected');
     await this.resync(s, m.revision);
     return s;
+  }
+
+  /**
+   * The replaced-process record when this hello comes from an agent process that another process took
+   * the host's live session from a moment ago (and that one still holds it): two agents on one token.
+   */
+  private twin(hostId: number, m: HelloMessage): { instance: string; remote: string; at: number; loggedAt: number } | null {
+    const gone = this.replaced.get(hostId);
+    if (!gone || !m.instance || gone.instance !== m.instance) return null;
+    if (Date.now() - gone.at > TWIN_MEMORY_MS) { this.replaced.delete(hostId); return null; }
+    const holder = this.sessions.get(hostId);
+    if (!holder || holder.instance === m.instance) return null;
+    gone.at = Date.now();   // refused again: remembered for as long as it keeps trying
+    return gone;
+  }
+
+  private logTwin(hostId: number, hostName: string, holder: Session, remote: string): void {
+    const gone = this.replaced.get(hostId);
+    if (!gone || Date.now() - gone.loggedAt < TWIN_LOG_EVERY_MS) return;
+    gone.loggedAt = Date.now();
+    this.d.log.error({ host: hostName, hostname: holder.hostname, holder: holder.remote, refused: remote },
+      'two agents use one host token and hostname: the one holding the session keeps it, the other is refused (stop one, or register its hypervisor as a host of its own)');
   }
 
   /** Bring a session up to date from the revision the agent holds (inside the serial section). */
@@ -474,6 +524,8 @@ export class SessionHub {
   }
 
   private pingAll(): void {
+    const forgetBefore = Date.now() - TWIN_MEMORY_MS;
+    for (const [id, gone] of this.replaced) if (gone.at < forgetBefore) this.replaced.delete(id);
     for (const s of this.sessions.values()) {
       if (!s.alive) { s.ws.terminate(); continue; }
       s.alive = false;

@@ -17,6 +17,10 @@ import { connectionSettingsSchema, connectionsSchema, listConnectionsSchema } fr
 
 export const AGENT_PATH = '/agent';
 export const PROTOCOL_VERSION = 1;
+/** WebSocket close code: another connection with this host's token and hostname took its session here. */
+export const CLOSE_REPLACED = 4000;
+/** WebSocket close code: another server now holds the host (an agent with its token connected there). */
+export const CLOSE_HELD_ELSEWHERE = 4409;
 
 /** A revision is a position in the server's change feed (DESIGN.md §6): a non-negative safe integer. */
 const revision = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
@@ -49,6 +53,11 @@ export const helloSchema = z.object({
   revision: revision.nullable(),
   /** The dataplane backend the agent runs ('iptables', 'nftables', 'null'); shown by listHosts. */
   dataplane: z.string().min(1).max(MAX_DATAPLANE_CHARS).regex(/^[A-Za-z0-9._-]+$/).optional(),
+  /**
+   * Random per agent process: tells a restarted agent (a new instance taking its host's session) from
+   * a second agent using the same token and hostname (an instance that was replaced coming back).
+   */
+  instance: z.string().min(1).max(64).regex(/^[A-Za-z0-9-]+$/).optional(),
 });
 
 export const ackSchema = z.object({

@@ -1,13 +1,20 @@
-// Agent pieces without a server or kernel: the state file, URL and duration parsing, port comparison.
+// Agent pieces without a server or kernel: the state file, URL and duration parsing, port comparison,
+// reconnecting when another agent keeps taking the session.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadState, saveState } from '../../src/agent/state-file.js';
-import { agentUrl } from '../../src/agent/agent.js';
 import { parseDuration } from '../../src/agent/run.js';
 import { samePorts } from '../../src/agent/merge.js';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
+import { WebSocketServer } from 'ws';
+import { Agent, agentUrl } from '../../src/agent/agent.js';
+import { NullDataplane } from '../../src/agent/null-dataplane.js';
+import { simulatedPorts } from '../../src/agent/sim-ports.js';
+import { CLOSE_HELD_ELSEWHERE, CLOSE_REPLACED } from '../../src/protocol/index.js';
 
 test('the held state survives a round trip through the state dir; a corrupt file is an error, a missing one is null', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-state-'));
@@ -42,4 +49,48 @@ test('a renamed tap is a port change; the same ports in another order are not', 
   assert.ok(samePorts(a, b));
   const c = { ...a, nics: { ...a.nics, n1: { device: 'vnet7', bridge: 'cloudbr0' } } };
   assert.ok(!samePorts(a, c));
+});
+
+/**
+ * A stand-in server that welcomes every hello and ends the session 30 ms later with `closeCode`:
+ * how many connections an agent makes in `ms`, and what it logged at error level.
+ */
+async function sessionsEndedWith(closeCode: number, ms: number): Promise<{ connections: number; errors: string[] }> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+  let connections = 0;
+  wss.on('connection', (ws) => {
+    connections++;
+    ws.once('message', () => {
+      ws.send(JSON.stringify({ type: 'welcome', hostId: 'h', hostName: 'h' }));
+      setTimeout(() => ws.close(closeCode, 'ended'), 30);
+    });
+  });
+  const errors: string[] = [];
+  const log = pino({ level: 'error' }, { write: (line: string) => { errors.push(JSON.parse(line).msg); } });
+  const agent = new Agent({
+    server: `http://127.0.0.1:${(wss.address() as AddressInfo).port}`, token: 't', hostname: 'twin', stateDir: null, dataplane: new NullDataplane(),
+    discover: async (s) => simulatedPorts(s), preflight: null, reconcileMs: 60_000, log, backoffMinMs: 20, backoffMaxMs: 2000,
+  });
+  try {
+    await agent.start();
+    await new Promise((r) => setTimeout(r, ms));
+  } finally {
+    await agent.stop();
+    await new Promise((r) => wss.close(r));
+  }
+  return { connections, errors };
+}
+
+test('an agent taken off its host\'s session again and again says another agent uses its token, and comes back slowly', async () => {
+  const displaced = await sessionsEndedWith(CLOSE_REPLACED, 2500);
+  assert.ok(displaced.errors.some((m) => /another agent uses this host's token and hostname/.test(m)), displaced.errors.join('; '));
+  assert.ok(displaced.connections <= 4, `longest backoff after the second time: ${displaced.connections} connections`);
+  const elsewhere = await sessionsEndedWith(CLOSE_HELD_ELSEWHERE, 2500);
+  assert.ok(elsewhere.errors.some((m) => /another agent uses this host's token/.test(m)));
+  assert.ok(elsewhere.connections <= 4);
+  // Twin: sessions ended for another reason (a server shutting down) are neither reported nor slowed.
+  const shutdown = await sessionsEndedWith(1001, 2500);
+  assert.deepEqual(shutdown.errors, []);
+  assert.ok(shutdown.connections >= 8, `reconnects at once: ${shutdown.connections} connections`);
 });

@@ -136,6 +136,44 @@ test('a wrong token is refused with an error and logged; a token in use by anoth
   assert.equal(first.hostId, h3.id);
 });
 
+/** Raw protocol: a hello with an instance id; resolves with the first message, the socket and its close (code). */
+async function instanceHello(token: string, hostname: string, instance: string): Promise<{ first: any; ws: WebSocket; closed: Promise<number> }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);
+  const closed = new Promise<number>((resolve) => ws.on('close', (code) => resolve(code)));
+  const first = await new Promise<any>((resolve, reject) => {
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token, hostname, revision: null, instance })));
+    ws.once('message', (d) => resolve(JSON.parse(String(d))));
+    ws.on('error', reject);
+  });
+  return { first, ws, closed };
+}
+
+test('two agent processes on one token and hostname: a restarted one takes the session, a replaced one coming back is refused and named', async () => {
+  const h = await addHost(srv, 'ctl-twin');
+  const a = await instanceHello(h.token, 'twin', 'inst-a');
+  assert.equal(a.first.type, 'welcome');
+  // Another process with the same hostname (a restart whose predecessor's socket still looks open): accepted.
+  const b = await instanceHello(h.token, 'twin', 'inst-b');
+  assert.equal(b.first.type, 'welcome');
+  assert.equal(await a.closed, 4000, 'the earlier session is replaced');
+  // The replaced process comes back while the other holds the host: a second agent, refused.
+  const again = await instanceHello(h.token, 'twin', 'inst-a');
+  assert.equal(again.first.type, 'error');
+  assert.equal(again.first.code, 409);
+  assert.match(again.first.message, /two agents use the token of host ctl-twin with hostname twin/);
+  assert.equal(await again.closed, 4409);
+  assert.equal(b.ws.readyState, WebSocket.OPEN, 'the holder keeps its session');
+  await waitFor('named in the log', () => /two agents use one host token and hostname/.test(srv.output()));
+  // Twin: the holder's own reconnect (same instance) and a later restart (a new instance) are accepted.
+  const bAgain = await instanceHello(h.token, 'twin', 'inst-b');
+  assert.equal(bAgain.first.type, 'welcome');
+  assert.equal(await b.closed, 4000);
+  const c = await instanceHello(h.token, 'twin', 'inst-c');
+  assert.equal(c.first.type, 'welcome');
+  assert.equal(await bAgain.closed, 4000);
+  c.ws.close();
+});
+
 test('preflight findings reach listHosts: an unfixable one puts the host in Alert, a fixed one keeps it Up', async () => {
   const h = await addHost(srv, 'ctl-alert');
   const ws = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);
