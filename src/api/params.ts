@@ -57,19 +57,25 @@ export class RequestParams implements Params {
   }
 }
 
+/**
+ * `cserrorcode` of the errors raised while reading parameters: CloudStack's ParamProcessWorker throws
+ * them as ServerApiException(PARAM_ERROR, text) without a cause, whose code is ServerApiException's
+ * (9999), not InvalidParameterValueException's 4350 (what a command's own checks raise).
+ */
+const PARAM_PROCESSING_CS_CODE = 9999;
 const cmdLabel = (def: CommandDef) => def.name.toLowerCase();
 /** A value as echoed in an error message: long ones are cut (the message names the parameter anyway). */
 const echo = (v: string) => bounded(v, 100);
 
 function invalid(def: CommandDef, p: ParamDef, value: string): ApiError {
-  return new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to invalid value ${echo(value)} for parameter ${p.name}`, 4350);
+  return new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to invalid value ${echo(value)} for parameter ${p.name}`, PARAM_PROCESSING_CS_CODE);
 }
 function invalidUuid(def: CommandDef, p: ParamDef, value: string): ApiError {
-  return new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to invalid value. Invalid parameter ${p.name} value=${echo(value)} due to incorrect long value format, or entity does not exist or due to incorrect parameter annotation for the field in api cmd class.`, 4350);
+  return new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to invalid value. Invalid parameter ${p.name} value=${echo(value)} due to incorrect long value format, or entity does not exist or due to incorrect parameter annotation for the field in api cmd class.`, PARAM_PROCESSING_CS_CODE);
 }
 /** ParamProcessWorker's InvalidParameterValueException wording: "… due to invalid value. <why>". */
 function invalidBecause(def: CommandDef, why: string): ApiError {
-  return new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to invalid value. ${why}`, 4350);
+  return new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to invalid value. ${why}`, PARAM_PROCESSING_CS_CODE);
 }
 
 const DATE_RE = /^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2})?$|^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}([+-]\d{4}|Z)?$/;
@@ -79,6 +85,22 @@ const tooLong = (v: string, max: number) => v.length > max;
 
 function checkChars(def: CommandDef, name: string, v: string): void {
   if (FORBIDDEN_CHARS.test(v)) throw invalidBecause(def, `Parameter ${name} contains a control character`);
+}
+
+/**
+ * CloudStack's ParamUnpackWorker reads every parameter name holding a `[` as `name[index].field` before
+ * any command sees it: one `[`, one `]` after it, a `.` after that, an integer index. Anything else is
+ * a 430 for the whole request (a filter written `tags[0]=x` is not silently dropped).
+ */
+function checkArrayKey(key: string): void {
+  const open = key.indexOf('[');
+  const malformed = () => new ApiError(430, `Unable to decode parameter ${echo(key)}; if specifying an object array, please use parameter[index].field=XXX, e.g. userGroupList[0].group=httpGroup`, PARAM_PROCESSING_CS_CODE);
+  if (open !== key.lastIndexOf('[')) throw malformed();
+  if (open <= 0) return;   // a name starting with `[` is an ordinary parameter there
+  const close = key.indexOf(']');
+  if (close < open || close !== key.lastIndexOf(']')) throw malformed();
+  if (key.indexOf('.') < close) throw malformed();
+  if (!/^[+-]?\d{1,10}$/.test(key.slice(open + 1, close)) || Math.abs(Number(key.slice(open + 1, close))) > 2 ** 31) throw malformed();   // Integer.parseInt
 }
 
 /** Map entries: how many, their indexes, and each field's value (resource_tags.key/value are varchar(255)). */
@@ -104,10 +126,11 @@ function checkMap(def: CommandDef, p: ParamDef, raw: Readonly<Record<string, str
  * characters). Unknown parameters are ignored (as CloudStack). Runs before anything is stored.
  */
 export function validateParams(def: CommandDef, params: RequestParams): void {
+  for (const key of Object.keys(params.raw)) if (key.includes('[')) checkArrayKey(key);
   for (const p of def.params) {
     const present = p.type === 'map' ? params.has(p.name) : params.str(p.name) !== undefined;
     if (!present) {
-      if (p.required) throw new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to missing parameter ${p.name}`, 4350);
+      if (p.required) throw new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to missing parameter ${p.name}`, PARAM_PROCESSING_CS_CODE);
       continue;
     }
     if (p.type === 'map') { checkMap(def, p, params.raw); continue; }
@@ -139,7 +162,7 @@ export function validateParams(def: CommandDef, params: RequestParams): void {
         break;
       case 'date':
         if (!DATE_RE.test(v.trim())) {
-          throw new ApiError(431, `Unable to parse date ${echo(v)} for command ${cmdLabel(def)}, please pass dates in the format mentioned in the api documentation`, 4350);
+          throw new ApiError(431, `Unable to parse date ${echo(v)} for command ${cmdLabel(def)}, please pass dates in the format mentioned in the api documentation`, PARAM_PROCESSING_CS_CODE);
         }
         break;
       case 'list': {

@@ -102,7 +102,7 @@ test('unknown command → 432; missing and malformed parameters → 431 naming t
   assert.deepEqual(u.body, { errorresponse: { uuidList: [], errorcode: 432, errortext: 'The given command does not exist or it is not available for user' } });
   const m = await s.call('queryAsyncJobResult');
   assert.equal(m.status, 431);
-  assert.deepEqual(m.body, { queryasyncjobresultresponse: { uuidList: [], errorcode: 431, cserrorcode: 4350, errortext: 'Unable to execute API command queryasyncjobresult due to missing parameter jobid' } });
+  assert.deepEqual(m.body, { queryasyncjobresultresponse: { uuidList: [], errorcode: 431, cserrorcode: 9999, errortext: 'Unable to execute API command queryasyncjobresult due to missing parameter jobid' } });
   const bad = await s.call('authorizeSecurityGroupIngress', { securitygroupname: 'default', protocol: 'tcp', startport: 'twenty', endport: 22, cidrlist: '0.0.0.0/0' });
   assert.equal(bad.status, 431);
   assert.equal(bad.body.authorizesecuritygroupingressresponse.errortext, 'Unable to execute API command authorizesecuritygroupingress due to invalid value twenty for parameter startport');
@@ -185,6 +185,18 @@ test('tags on security groups: createTags, listSecurityGroups by tags, listTags,
   assert.deepEqual(byTag.securitygroup[0].tags.map((t: any) => `${t.key}=${t.value}`).sort(), ['env=prod', 'team=web']);
   assert.equal(byTag.securitygroup[0].tags[0].resourcetype, 'SecurityGroup');
   assert.equal((await s.call('listSecurityGroups', { 'tags[0].key': 'env', 'tags[0].value': 'dev' })).body.listsecuritygroupsresponse.count, undefined);
+  // A malformed object-array name is refused for the whole request (ParamUnpackWorker), not ignored.
+  for (const bad of ['tags[0]', 'tags[0][1].key', 'tags[x].key', 'tags]0[.key', 'whatever[0]']) {
+    const r = await s.call('listSecurityGroups', { [bad]: 'env' });
+    assert.equal(r.status, 430, bad);
+    assert.equal(r.body.listsecuritygroupsresponse.errortext, `Unable to decode parameter ${bad}; if specifying an object array, please use parameter[index].field=XXX, e.g. userGroupList[0].group=httpGroup`);
+    assert.equal(r.body.listsecuritygroupsresponse.cserrorcode, 9999);
+  }
+  assert.equal((await s.call('listSecurityGroups', { 'whatever[3].x': 'y', 'tags[0].key': 'env' })).body.listsecuritygroupsresponse.count, 1, 'well-formed names pass');
+  // resource_tags compares as CloudStack's utf8_general_ci: the filters ignore case (another value still does not match)
+  assert.equal((await s.call('listSecurityGroups', { 'tags[0].key': 'ENV', 'tags[0].value': 'Prod' })).body.listsecuritygroupsresponse.count, 1);
+  assert.equal((await s.call('listTags', { resourcetype: 'SecurityGroup', key: 'Team', value: 'WEB' })).body.listtagsresponse.count, 1);
+  assert.equal((await s.call('listTags', { resourcetype: 'SecurityGroup', key: 'Team', value: 'webs' })).body.listtagsresponse.count, undefined);
   const lt = (await s.call('listTags', { resourcetype: 'SecurityGroup', key: 'team' })).body.listtagsresponse;
   assert.deepEqual(lt.tag.map((t: any) => [t.resourceid, t.value]), [[g, 'web']]);
   const d = await s.callAndWait('deleteTags', { resourcetype: 'SecurityGroup', resourceids: g, 'tags[0].key': 'env' });

@@ -183,7 +183,12 @@ test('update: not found, blank, reserved name, default group, no-op', async () =
   const moved = await s.call('updateSecurityGroup', { id: gid, customid: custom });
   assert.equal(moved.body.updatesecuritygroupresponse.securitygroup.id, custom);
   assert.equal((await s.call('updateSecurityGroup', { id: custom, customid: gid })).body.updatesecuritygroupresponse.securitygroup.id, gid);
-  await syncFails('updateSecurityGroup', { id: gid, customid: 'nope' }, 431, 'Invalid format for the custom id nope; a UUID is expected');
+  await syncFails('updateSecurityGroup', { id: gid, customid: 'nope' }, 431, "UUID: nope doesn't follow the UUID format");
+  // Upper case is not CloudStack's uuid format (ids are looked up lower-cased: the group would be lost by id).
+  const upper = 'AAAAAAAA-BBBB-4CCC-8DDD-EEEEEEEEEEEE';
+  await syncFails('updateSecurityGroup', { id: gid, customid: upper }, 431, `UUID: ${upper} doesn't follow the UUID format`);
+  await syncFails('updateSecurityGroup', { id: gid, customid: gid }, 431, `UUID: ${gid} already exists so can't create/update with custom id`);
+  assert.equal((await s.call('listSecurityGroups', { id: gid })).body.listsecuritygroupsresponse.securitygroup[0].id, gid, 'still found by its id');
   const renamed = await s.call('updateSecurityGroup', { id: gid, name: 'web2' });
   assert.equal(renamed.body.updatesecuritygroupresponse.securitygroup.name, 'web2');
   assert.equal((await s.call('updateSecurityGroup', { id: gid, name: 'web' })).status, 200);

@@ -7,6 +7,9 @@ import { collationKey } from '../../store/queries/like.js';
 import { countGroups, groupByNameCi, loadGroups, pageGroupIds, type GroupBundle, type GroupFilter } from '../../store/queries/securitygroups.js';
 import { ACL_LIST_PARAMS, LIST_PARAMS, OWNER_PARAMS, csDate, overLimit, ownerInfo, paging } from './common.js';
 import { isUuid } from '../params.js';
+
+/** UUIDManagerImpl.IsUuidFormat: the only form a custom id may take. */
+const CUSTOM_UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 import { isValidCidr } from './cidr.js';
 import { lockAccount, lockGroup } from '../../store/queries/lock.js';
 import { inList, valuesChunks } from '../../store/queries/batch.js';
@@ -155,10 +158,13 @@ const updateSecurityGroup: CommandDef = {
     const g = await groupByUuid(ctx.db, id);
     if (!g) throw paramError(`Unable to find security group: ${id}; failed to update security group.`);
     const customId = ctx.params.str('customid');
-    if (customId !== undefined && customId !== g.uuid) {
-      // BaseCustomIdCmd: the resource's uuid becomes the custom id (must be a free uuid)
-      if (!isUuid(customId)) throw paramError(`Invalid format for the custom id ${customId}; a UUID is expected`);
-      if (await groupByUuid(ctx.db, customId)) throw paramError(`A security group with id ${customId} already exists`);
+    if (customId !== undefined) {
+      // BaseCustomIdCmd → UUIDManagerImpl.checkUuid: root admins only, a lower-case uuid (ids are looked
+      // up lower-cased, so an upper-case one would make the group unreachable by id), not in use (its
+      // own uuid included); the resource's uuid becomes the custom id.
+      if (ctx.caller.role !== 'admin') throw permissionDenied('Please check your permissions, you are not allowed to create/update custom id');
+      if (!CUSTOM_UUID_RE.test(customId)) throw paramError(`UUID: ${customId} doesn't follow the UUID format`);
+      if (await groupByUuid(ctx.db, customId)) throw paramError(`UUID: ${customId} already exists so can't create/update with custom id`);
       await ctx.access.checkAccess(g.account_id, g.domain_id);
       await ctx.db.updateTable('security_groups').set({ uuid: customId }).where('id', '=', g.id).execute();
       await ctx.db.updateTable('tags').set({ resource_uuid: customId }).where('resource_type', '=', 'SecurityGroup').where('resource_id', '=', g.id).execute();

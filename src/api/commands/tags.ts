@@ -6,7 +6,7 @@ import { paramError, type CommandContext, type CommandDef } from '../command.js'
 import { ACL_LIST_PARAMS, LIST_PARAMS, overLimit, ownerInfo, paging } from './common.js';
 import { readLimits } from '../../store/queries/settings.js';
 import { MAX_TAGS_PER_ACCOUNT } from '../../model/settings.js';
-import { containsCi } from '../../store/queries/like.js';
+import { containsCi, equalsCi } from '../../store/queries/like.js';
 import { inList, valuesChunks } from '../../store/queries/batch.js';
 
 type Ctx = CommandContext;
@@ -153,8 +153,9 @@ const listTags: CommandDef = {
     if (scope.domainIds) q = q.where(inList(ctx.db, 'domain_id', scope.domainIds));
     const rt = p.str('resourcetype'); if (rt) q = q.where('resource_type', '=', resourceType(rt));
     const rid = p.str('resourceid'); if (rid) q = q.where('resource_uuid', '=', rid);
-    const key = p.str('key'); if (key) q = q.where('key', '=', key);
-    const value = p.str('value'); if (value) q = q.where('value', '=', value);
+    // resource_tags is utf8_general_ci in CloudStack: these filters ignore case
+    const key = p.str('key'); if (key) q = q.where(equalsCi(ctx.db, 'key', key));
+    const value = p.str('value'); if (value) q = q.where(equalsCi(ctx.db, 'value', value));
     const cust = p.str('customer'); if (cust) q = q.where('customer', '=', cust);
     const kw = p.str('keyword');
     if (kw) q = q.where((eb) => eb.or([containsCi('key', kw), containsCi('value', kw)]));

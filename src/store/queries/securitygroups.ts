@@ -35,7 +35,8 @@ function filtered(db: Q, f: GroupFilter) {
     const tags = f.tags;
     q = q.where((eb) => eb.exists(eb.selectFrom('tags as t').select('t.id')
       .whereRef('t.resource_id', '=', 'g.id').where('t.resource_type', '=', 'SecurityGroup')
-      .where((e2) => e2.or(tags.map((t) => t.value === undefined ? e2('t.key', '=', t.key) : e2.and([e2('t.key', '=', t.key), e2('t.value', '=', t.value)]))))));
+      // resource_tags is utf8_general_ci in CloudStack: key and value compare without regard to case
+      .where((e2) => e2.or(tags.map((t) => t.value === undefined ? equalsCi(db, 't.key', t.key) : e2.and([equalsCi(db, 't.key', t.key), equalsCi(db, 't.value', t.value)]))))));
   }
   return q;
 }
