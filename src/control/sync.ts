@@ -21,6 +21,8 @@ const REPAIR_LOG_EVERY_MS = 60_000;
  *  numbers cannot overflow the column or make `driftrepairs` meaningless. */
 const MAX_REPAIRS_COUNTED_PER_REPORT = 1_000_000;
 const MAX_REPAIR_TOTAL = 2_147_483_647;
+/** Reported repairs are added to the store at most this often (per server, one statement per host). */
+const REPAIR_FLUSH_MS = 1000;
 
 interface HostStatus { preflight: PreflightFinding[]; repairs: RepairReport[] }
 
@@ -33,6 +35,11 @@ export class SyncTracker {
   private readonly vmAck = new Map<number, { hostId: number; rev: number; ok: boolean; error: string | null; waiting: boolean }>();
   /** Per host: when its repairs were last logged, and the reports not logged since. */
   private readonly repairLog = new Map<number, { at: number; unlogged: number }>();
+  /** Repairs reported and not yet added to hosts.repair_count (flushRepairs). */
+  private readonly pendingRepairs = new Map<number, number>();
+  private repairFlush: NodeJS.Timeout | null = null;
+  private repairFailLoggedAt = 0;
+  private closed = false;
 
   constructor(private readonly db: Db, private readonly log: Logger, private readonly fleet: Fleet, serverId: string,
     /** Does this server hold the host's agent session (and so its lease)? */
@@ -126,7 +133,9 @@ export class SyncTracker {
     if (!host || sent < 0) return;   // an ack of something another server sent: this session has not been given anything yet
     const rev = Math.min(m.revision, sent);
     host.acked = Math.max(host.acked, rev);
-    this.status.host(hostId, { acked_revision: rev, last_contact: now });
+    // The store holds the highest revision acked (an ack of an older one, valid but late or hostile,
+    // must not make the host look behind in listHosts while its VMs stay Synced).
+    this.status.host(hostId, { acked_revision: host.acked, last_contact: now });
     for (const uuid in m.vms) {
       const r = m.vms[uuid];
       const e = host.vms.get(uuid);
@@ -159,8 +168,11 @@ export class SyncTracker {
       patch.repairs = JSON.stringify(st.repairs);
       const counted = Math.min(MAX_REPAIRS_COUNTED_PER_REPORT, m.repairs.reduce((n, r) => n + (r.count || 1), 0));
       this.logRepairs(hostId, m.repairs, counted);
-      // repair_count is cumulative in the store across server restarts and moves between servers.
-      void this.bumpRepairs(hostId, counted);
+      // repair_count is cumulative in the store across server restarts and moves between servers;
+      // added once a second per host, however many reports came (one write per report let a flooding
+      // agent exhaust the database pool).
+      this.pendingRepairs.set(hostId, Math.min(MAX_REPAIR_TOTAL, (this.pendingRepairs.get(hostId) ?? 0) + counted));
+      this.repairFlush ??= setTimeout(() => { this.repairFlush = null; void this.flushRepairs(); }, REPAIR_FLUSH_MS);
     }
     this.status.host(hostId, patch);
   }
@@ -177,13 +189,35 @@ export class SyncTracker {
     this.log.warn({ host: hostId, repairs: counted, first: repairs[0]?.what.slice(0, 200), reportsNotLogged: seen?.unlogged ?? 0 }, 'agent repaired drift');
   }
 
-  private async bumpRepairs(hostId: number, n: number): Promise<void> {
-    try {
-      await this.db.updateTable('hosts')
-        .set({ repair_count: sql<number>`case when repair_count > ${MAX_REPAIR_TOTAL - n} then ${MAX_REPAIR_TOTAL} else repair_count + ${n} end` })
-        .where('id', '=', hostId).execute();
-    } catch (e) { this.log.error({ err: e }, 'control: repair count write failed'); }
+  /** Add the repairs counted since the last flush, one statement per host; what fails is kept for the next. */
+  private async flushRepairs(): Promise<void> {
+    const pending = [...this.pendingRepairs];
+    this.pendingRepairs.clear();
+    let failed: unknown = null;
+    for (const [hostId, n] of pending) {
+      try {
+        await this.db.updateTable('hosts')
+          .set({ repair_count: sql<number>`case when repair_count > ${MAX_REPAIR_TOTAL - n} then ${MAX_REPAIR_TOTAL} else repair_count + ${n} end` })
+          .where('id', '=', hostId).execute();
+      } catch (e) {
+        failed = e;
+        this.pendingRepairs.set(hostId, Math.min(MAX_REPAIR_TOTAL, (this.pendingRepairs.get(hostId) ?? 0) + n));
+      }
+    }
+    if (failed) {
+      const now = Date.now();
+      if (now - this.repairFailLoggedAt >= REPAIR_LOG_EVERY_MS) {
+        this.repairFailLoggedAt = now;
+        this.log.warn({ err: failed instanceof Error ? failed.message : String(failed), hosts: this.pendingRepairs.size }, 'control: repair counts could not be written; kept for the next try');
+      }
+      if (!this.closed) this.repairFlush ??= setTimeout(() => { this.repairFlush = null; void this.flushRepairs(); }, REPAIR_FLUSH_MS);
+    }
   }
 
-  close(): Promise<void> { return this.status.close(); }
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.repairFlush) { clearTimeout(this.repairFlush); this.repairFlush = null; }
+    if (this.pendingRepairs.size) await this.flushRepairs();
+    await this.status.close();
+  }
 }

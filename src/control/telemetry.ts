@@ -7,6 +7,13 @@
 // more are counted unattributed and dropped), drop batches into one waiting batch of at most
 // MAX_DROP_BATCH records (the rest are counted rejected). Nothing here throws into the session: store
 // errors are logged and the report is lost (the agent's counters have moved on; drops are a log).
+// A summed counter report larger than one report may be (MAX_COUNTER_VMS VMs) is stored in parts, and a
+// VM's rules beyond MAX_COUNTER_RULES are counted unattributed, so honest reports sent back to back by a
+// large host are never refused whole.
+//
+// Each ingestion's time (store work included) is charged to the reporting host's session (`spent`),
+// whose handling budget then holds back its next frames: an agent flooding valid reports gets no
+// more of the server's time than its budget, not one ingestion after another without pause.
 //
 // Attribution uses this server's policies with their sources (compileShared over the fleet's state,
 // one compilation per group set and report), and only for VMs the fleet places on the reporting host.
@@ -15,6 +22,7 @@ import type { Db } from '../store/db.js';
 import type { MetricsRegistry } from '../metrics/registry.js';
 import { SERVER_METRICS } from '../metrics/catalog.js';
 import { ingestDrops, ingestRuleCounters, MAX_DROP_BATCH } from '../observe/index.js';
+import { MAX_COUNTER_RULES, MAX_COUNTER_VMS } from '../observe/schema.js';
 import type { DropsMessage, HitsMessage } from '../protocol/index.js';
 import type { VmPolicy } from '../policy/ir.js';
 import { compileShared, type CompileMemo, type Fleet } from './fleet.js';
@@ -34,6 +42,9 @@ export class TelemetryIngest {
   private readonly hosts = new Map<number, HostQueue>();
   readonly stats: TelemetryStats = { hitReports: 0, dropBatches: 0, failures: 0 };
   private closed = false;
+
+  /** Charged with each ingestion's duration, per host (set by the session hub). */
+  spent: (hostId: number, ms: number) => void = () => {};
 
   constructor(private readonly db: Db, private readonly log: Logger, private readonly fleet: Fleet, private readonly metrics?: MetricsRegistry) {}
 
@@ -63,7 +74,7 @@ export class TelemetryIngest {
       for (const [rule, n] of Object.entries(rules)) {
         if (!per) { if (w.rules >= MAX_WAITING_RULES) { dropped += n; continue; } w.vms.set(vm, (per = new Map())); }
         const have = per.get(rule);
-        if (have === undefined) { if (w.rules >= MAX_WAITING_RULES) { dropped += n; continue; } w.rules++; }
+        if (have === undefined) { if (w.rules >= MAX_WAITING_RULES || per.size >= MAX_COUNTER_RULES) { dropped += n; continue; } w.rules++; }
         per.set(rule, Math.min(Number.MAX_SAFE_INTEGER, (have ?? 0) + n));
       }
     }
@@ -79,14 +90,19 @@ export class TelemetryIngest {
       while (q.waitingHits && !this.closed) {
         const w = q.waitingHits;
         q.waitingHits = null;
-        const payload = { at: w.at, vms: Object.fromEntries([...w.vms].map(([vm, rules]) => [vm, Object.fromEntries(rules)])) };
-        try {
-          const r = await ingestRuleCounters(this.db, payload, this.policyOf(hostId, new Map()), { metrics: this.metrics });
-          this.stats.hitReports++;
-          if (r.error) this.log.warn({ host: hostId, err: r.error }, 'control: rule counter report refused');
-        } catch (e) {
-          this.stats.failures++;
-          this.log.error({ host: hostId, err: e instanceof Error ? e.message : String(e) }, 'control: rule counters could not be stored; this report is lost');
+        const vms = [...w.vms];
+        const memo: CompileMemo = new Map();
+        for (let from = 0; from < vms.length && !this.closed; from += MAX_COUNTER_VMS) {
+          const payload = { at: w.at, vms: Object.fromEntries(vms.slice(from, from + MAX_COUNTER_VMS).map(([vm, rules]) => [vm, Object.fromEntries(rules)])) };
+          const began = performance.now();
+          try {
+            const r = await ingestRuleCounters(this.db, payload, this.policyOf(hostId, memo), { metrics: this.metrics });
+            this.stats.hitReports++;
+            if (r.error) this.log.warn({ host: hostId, err: r.error }, 'control: rule counter report refused');
+          } catch (e) {
+            this.stats.failures++;
+            this.log.error({ host: hostId, err: e instanceof Error ? e.message : String(e) }, 'control: rule counters could not be stored; this report is lost');
+          } finally { this.spent(hostId, performance.now() - began); }
         }
       }
     } finally { q.hitsBusy = false; }
@@ -109,6 +125,7 @@ export class TelemetryIngest {
       while (q.waitingDrops && !this.closed) {
         const records = q.waitingDrops;
         q.waitingDrops = null;
+        const began = performance.now();
         try {
           const r = await ingestDrops(this.db, hostId, { records }, { metrics: this.metrics });
           this.stats.dropBatches++;
@@ -116,7 +133,7 @@ export class TelemetryIngest {
         } catch (e) {
           this.stats.failures++;
           this.log.error({ host: hostId, err: e instanceof Error ? e.message : String(e) }, 'control: drop records could not be stored; this batch is lost');
-        }
+        } finally { this.spent(hostId, performance.now() - began); }
       }
     } finally { q.dropsBusy = false; }
   }

@@ -174,6 +174,28 @@ test('two agent processes on one token and hostname: a restarted one takes the s
   c.ws.close();
 });
 
+test('an ack of an older revision does not take the host\'s acknowledged revision back', async () => {
+  const h = await addHost(srv, 'ctl-ackback');
+  const ws = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);
+  const snapshot = await new Promise<any>((resolve, reject) => {
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token: h.token, hostname: 'ackback', revision: null })));
+    ws.on('message', (d) => { const m = JSON.parse(String(d)); if (m.type === 'snapshot') resolve(m); });
+    ws.on('error', reject);
+  });
+  try {
+    const rev = snapshot.state.revision as number;
+    ws.send(JSON.stringify({ type: 'ack', revision: rev, vms: {} }));
+    await waitFor('acked', async () => (await hostRow(srv, h.id)).securitygroupsyncrevision === rev);
+    ws.send(JSON.stringify({ type: 'ack', revision: 0, vms: {} }));
+    ws.send(JSON.stringify({ type: 'ping' }));
+    await new Promise<void>((resolve) => ws.on('message', (d) => { if (JSON.parse(String(d)).type === 'pong') resolve(); }));
+    await new Promise((r) => setTimeout(r, 700));   // past the status writer's flush
+    const row = await hostRow(srv, h.id);
+    assert.equal(row.securitygroupsyncrevision, rev);
+    assert.equal(row.securitygroupsynced, true);
+  } finally { ws.close(); }
+});
+
 test('preflight findings reach listHosts: an unfixable one puts the host in Alert, a fixed one keeps it Up', async () => {
   const h = await addHost(srv, 'ctl-alert');
   const ws = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);

@@ -1,6 +1,6 @@
 // The control plane on the PostgreSQL store: the real server process with --db against a throwaway
 // cluster, agents in this process (render-only dataplane): snapshot, delta, acks and sync status,
-// resync after a server restart.
+// resync after a server restart; a flood of valid reports from one agent.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -10,6 +10,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startPostgres, type PgCluster } from '../helpers/postgres.js';
 import { apiClient, assertNoUnhandledRejection, freePort, type TestServer } from '../helpers/server.js';
+import WebSocket from 'ws';
+import pgLib from 'pg';
+import { AGENT_PATH, PROTOCOL_VERSION } from '../../src/protocol/index.js';
 import { addHost, createCloud, deploy, hostRow, job, simAgent, vmIds, vmRow, waitFor } from './helpers.js';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
@@ -80,4 +83,42 @@ test('on PostgreSQL: snapshot, delta, acks and sync status, resync after a serve
   await srv.restart();
   await waitFor('resynced after restart', async () => { const x = await hostRow(srv, h1.id); return x.state === 'Up' && x.securitygroupsynced && x.desiredrevision > before; }, 30_000, 100);
   assert.ok(vmIds(a1).includes(v1.id));
+});
+
+test('on PostgreSQL: one agent flooding valid drift reports neither exhausts the pool nor floods the log; every repair is counted', async () => {
+  const host = await addHost(srv, 'pg-flood');
+  const ws = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);
+  await new Promise<void>((resolve, reject) => {
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token: host.token, hostname: 'flood', revision: null })));
+    ws.on('message', (d) => { if (JSON.parse(String(d)).type === 'welcome') resolve(); });
+    ws.on('error', reject);
+  });
+  // Writes to `hosts` as PostgreSQL counts them (its statistics reach the view within ~10 s of a backend going idle).
+  const stats = new pgLib.Client({ connectionString: pg.url });
+  await stats.connect();
+  const hostUpdates = async () => Number((await stats.query("select n_tup_upd from pg_stat_user_tables where relname = 'hosts'")).rows[0].n_tup_upd);
+  const settled = async () => {
+    let last = -1;
+    for (let i = 0; i < 30; i++) { const n = await hostUpdates(); if (n === last) return n; last = n; await new Promise((r) => setTimeout(r, 1000)); }
+    return last;
+  };
+  const updatesBefore = await settled();
+  const mark = out.length;
+  const report = JSON.stringify({ type: 'report', preflight: [], repairs: [{ at: new Date().toISOString(), what: 'chain x', count: 1 }] });
+  const FRAMES = 20_000;
+  for (let i = 0; i < FRAMES; i++) ws.send(report);
+  // API calls while the server reads the flood: answered, not 530 for an exhausted pool.
+  for (let i = 0; i < 5; i++) {
+    const r = await srv.call('listSecurityGroups', {});
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+  }
+  await waitFor('every repair counted', async () => (await hostRow(srv, host.id)).driftrepairs === FRAMES, 120_000, 200);
+  ws.close();
+  await new Promise((r) => setTimeout(r, 11_000));   // past PostgreSQL's idle statistics flush
+  const updates = await settled() - updatesBefore;
+  await stats.end();
+  // The twin of "every repair counted": not one write per report (that flood of writes is what exhausted the pool).
+  assert.ok(updates < FRAMES / 100, `${updates} updates of hosts rows for ${FRAMES} reports`);
+  const errors = out.slice(mark).split('\n').filter((l) => l.includes('"level":50'));
+  assert.deepEqual(errors.slice(0, 3), [], `${errors.length} error lines`);
 });
