@@ -44,11 +44,12 @@ const KEEPALIVE_MS = 20_000;
  */
 const SEND_BACKLOG_MAX_BYTES = 64 * 1024 * 1024;
 /**
- * Server time one connection's frames may take (decoding and handling, and the store work of its
- * telemetry, charged when each ingestion ends): a budget refilled at HANDLING_MS_PER_SECOND up to
- * HANDLING_BURST_MS. A connection in debt is not read (ws.pause) until the debt is paid back, so valid
- * but huge or endless frames (telemetry within its bounds) cannot keep the server from everything
- * else. A real agent uses a small fraction of this.
+ * Event-loop time one connection's frames may take (decoding and handling): a budget refilled at
+ * HANDLING_MS_PER_SECOND up to HANDLING_BURST_MS. A connection in debt is not read (ws.pause) until
+ * the debt is paid back, so valid but huge frames sent without pause (telemetry within its bounds)
+ * cannot keep the server from everything else. A real agent uses a small fraction of this. (The
+ * store work of its telemetry has a budget of its own, in telemetry.ts, so that a host reporting many
+ * drops sheds drop records rather than having its acks and pongs held back.)
  */
 const HANDLING_MS_PER_SECOND = 50;
 const HANDLING_BURST_MS = 2000;
@@ -76,8 +77,6 @@ interface Session {
   hostId: number;
   hostname: string;
   remote: string;
-  /** Charges time spent for this session after its frame was handled (telemetry's store work) to its budget. */
-  charge?: (ms: number) => void;
   /** The agent process's instance id (hello.instance), when it sent one. */
   instance?: string;
   /** Resynced: pushes go to it. */
@@ -140,7 +139,6 @@ export class SessionHub {
   constructor(private readonly d: HubDeps) {
     this.keepalive = setInterval(() => this.pingAll(), KEEPALIVE_MS);
     this.keepalive.unref();
-    if (d.telemetry) d.telemetry.spent = (hostId, ms) => this.sessions.get(hostId)?.charge?.(ms);
   }
 
   async register(app: FastifyInstance): Promise<void> {
@@ -279,7 +277,6 @@ export class SessionHub {
           clearTimeout(helloTimer);
           if (!s) return;
           session = s;
-          s.charge = charge;
           raw.off('data', count);
           for (const e of early.splice(0)) this.onMessage(s, e);
         }).catch((e: unknown) => {

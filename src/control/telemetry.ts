@@ -11,9 +11,11 @@
 // VM's rules beyond MAX_COUNTER_RULES are counted unattributed, so honest reports sent back to back by a
 // large host are never refused whole.
 //
-// Each ingestion's time (store work included) is charged to the reporting host's session (`spent`),
-// whose handling budget then holds back its next frames: an agent flooding valid reports gets no
-// more of the server's time than its budget, not one ingestion after another without pause.
+// Each ingestion's time (store work included) is charged to the host's ingestion budget (refilled at
+// INGEST_MS_PER_SECOND up to INGEST_BURST_MS): a host in debt waits before its next ingestion, while
+// what it sends meanwhile is summed into the bounded waiting report and batch (drop records beyond
+// the batch are counted rejected). An agent flooding valid reports so gets no more of the server's
+// time than its budget, and its session (acks, pongs) is not held back for it.
 //
 // Attribution uses this server's policies with their sources (compileShared over the fleet's state,
 // one compilation per group set and report), and only for VMs the fleet places on the reporting host.
@@ -28,12 +30,20 @@ import type { VmPolicy } from '../policy/ir.js';
 import { compileShared, type CompileMemo, type Fleet } from './fleet.js';
 
 const MAX_WAITING_RULES = 200_000;
+const INGEST_MS_PER_SECOND = 50;
+const INGEST_BURST_MS = 2000;
+/** A host's ingestions held back for its budget are logged at most once per this period. */
+const THROTTLE_LOG_EVERY_MS = 60_000;
 
 interface HostQueue {
   hitsBusy: boolean;
   waitingHits: { at: string; vms: Map<string, Map<string, number>>; rules: number } | null;
   dropsBusy: boolean;
   waitingDrops: unknown[] | null;
+  /** Ingestion time left (ms), as of budgetAt (performance.now()). */
+  budgetMs: number;
+  budgetAt: number;
+  throttleLoggedAt: number;
 }
 
 export interface TelemetryStats { hitReports: number; dropBatches: number; failures: number }
@@ -43,16 +53,35 @@ export class TelemetryIngest {
   readonly stats: TelemetryStats = { hitReports: 0, dropBatches: 0, failures: 0 };
   private closed = false;
 
-  /** Charged with each ingestion's duration, per host (set by the session hub). */
-  spent: (hostId: number, ms: number) => void = () => {};
-
   constructor(private readonly db: Db, private readonly log: Logger, private readonly fleet: Fleet, private readonly metrics?: MetricsRegistry) {}
 
   private queue(hostId: number): HostQueue {
     let q = this.hosts.get(hostId);
-    if (!q) this.hosts.set(hostId, (q = { hitsBusy: false, waitingHits: null, dropsBusy: false, waitingDrops: null }));
+    if (!q) this.hosts.set(hostId, (q = { hitsBusy: false, waitingHits: null, dropsBusy: false, waitingDrops: null, budgetMs: INGEST_BURST_MS, budgetAt: performance.now(), throttleLoggedAt: -Infinity }));
     return q;
   }
+
+  private refill(q: HostQueue): void {
+    const now = performance.now();
+    q.budgetMs = Math.min(INGEST_BURST_MS, q.budgetMs + (now - q.budgetAt) / 1000 * INGEST_MS_PER_SECOND);
+    q.budgetAt = now;
+  }
+
+  /** Resolves once the host's ingestion budget is out of debt. */
+  private async paid(hostId: number, q: HostQueue): Promise<void> {
+    this.refill(q);
+    if (q.budgetMs >= 0 || this.closed) return;
+    const waitMs = Math.ceil(-q.budgetMs / INGEST_MS_PER_SECOND * 1000);
+    const now = Date.now();
+    if (now - q.throttleLoggedAt >= THROTTLE_LOG_EVERY_MS) {
+      q.throttleLoggedAt = now;
+      this.log.warn({ host: hostId, waitMs }, 'control: telemetry of this host held back: storing it takes too much of the server\'s time (drop records over the waiting batch are shed)');
+    }
+    await new Promise((r) => setTimeout(r, waitMs).unref());
+    this.refill(q);
+  }
+
+  private charge(q: HostQueue, ms: number): void { this.refill(q); q.budgetMs -= ms; }
 
   /** The server-side policy (rules with their sources) of a VM the fleet places on `hostId`. */
   private policyOf(hostId: number, memo: CompileMemo): (vmUuid: string) => VmPolicy | undefined {
@@ -88,6 +117,7 @@ export class TelemetryIngest {
     q.hitsBusy = true;
     try {
       while (q.waitingHits && !this.closed) {
+        await this.paid(hostId, q);
         const w = q.waitingHits;
         q.waitingHits = null;
         const vms = [...w.vms];
@@ -102,7 +132,7 @@ export class TelemetryIngest {
           } catch (e) {
             this.stats.failures++;
             this.log.error({ host: hostId, err: e instanceof Error ? e.message : String(e) }, 'control: rule counters could not be stored; this report is lost');
-          } finally { this.spent(hostId, performance.now() - began); }
+          } finally { this.charge(q, performance.now() - began); }
         }
       }
     } finally { q.hitsBusy = false; }
@@ -123,6 +153,7 @@ export class TelemetryIngest {
     q.dropsBusy = true;
     try {
       while (q.waitingDrops && !this.closed) {
+        await this.paid(hostId, q);
         const records = q.waitingDrops;
         q.waitingDrops = null;
         const began = performance.now();
@@ -133,7 +164,7 @@ export class TelemetryIngest {
         } catch (e) {
           this.stats.failures++;
           this.log.error({ host: hostId, err: e instanceof Error ? e.message : String(e) }, 'control: drop records could not be stored; this batch is lost');
-        } finally { this.spent(hostId, performance.now() - began); }
+        } finally { this.charge(q, performance.now() - began); }
       }
     } finally { q.dropsBusy = false; }
   }

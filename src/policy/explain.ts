@@ -91,14 +91,17 @@ export function baselineVerdict(packet: ExplainPacket, nic: NicPolicy | undefine
     if (icmp && type === 134) return drop('the VM may not send router advertisements');
     if (icmp && type === 137) return drop('the VM may not send redirects');
     if (udp && sport === 547) return drop('the VM may not act as a DHCPv6 server (UDP source port 547)');
-    if (icmp && type !== undefined && [133, 135, 136, 130, 131, 132, 143].includes(type)) return pass('neighbour discovery and MLD are always allowed (for the NIC\'s own addresses)');
+    if (icmp && type !== undefined && [133, 135, 136, 131, 132, 143].includes(type)) return pass('neighbour discovery and MLD reports are always allowed (for the NIC\'s own addresses; MLD from its link-local address)');
+    if (icmp && type === 130) return drop('the VM may not send MLD queries (it is not a multicast router)');
     if (udp && sport === 546 && dport === 547) return pass('DHCPv6 client traffic is always allowed');
     if (inCidr(6, peer.value, 'ff00::/8')) return drop('IPv6 multicast from a VM is dropped (except neighbour discovery, MLD and DHCPv6)');
     if ((udp || tcp) && dport === 53) return pass('DNS queries are always allowed');
     return null;
   }
-  if (icmp && type !== undefined && [134, 135, 136, 130].includes(type)) return pass('router advertisements, neighbour discovery and MLD queries to the VM are always allowed');
-  if (udp && sport === 547 && dport === 546) return pass('DHCPv6 server replies to the VM are always allowed');
+  const linkLocal = inCidr(6, peer.value, 'fe80::/10');
+  if (icmp && type !== undefined && [134, 135, 136].includes(type)) return pass('router advertisements and neighbour discovery to the VM are always allowed');
+  if (icmp && type === 130 && linkLocal) return pass('MLD queries from a link-local address are always allowed');
+  if (udp && sport === 547 && dport === 546 && linkLocal) return pass('DHCPv6 server replies from a link-local address are always allowed');
   return null;
 }
 

@@ -499,6 +499,33 @@ test('an agent whose valid frames take too much of the server\'s time is throttl
   await c.ended;
 });
 
+test('drop batches sent without pause: the host\'s telemetry is held back to its budget (records shed), its session is not', async () => {
+  const host = await addHost(srv, 'chan-drops');
+  const c = await rawConnect(srv.port);
+  c.write(frame(hello(host.token)));
+  await accepted(c);
+  const dropRows = () => {
+    const db = new SqliteDatabase(path.join(srv.dataDir, 'palisade.db'), { readonly: true, fileMustExist: true });
+    try { return (db.prepare("select count(*) n from security_group_drops where src_address = '192.0.2.77'").get() as { n: number }).n; } finally { db.close(); }
+  };
+  const heldBack = () => srv.output().split('\n').filter((l) => l.includes('telemetry of this host held back') && l.includes(`"host":`)).length;
+  const record = () => ({ at: new Date().toISOString(), reason: 'unknown-port', direction: 'ingress', protocol: 'tcp', src: '192.0.2.77', dst: '192.0.2.78', srcPort: 1, dstPort: 2 });
+  const batch = (n: number) => frame(JSON.stringify({ type: 'drops', records: Array.from({ length: n }, record) }));
+  try {
+    // The twin first: a batch at an honest pace is stored, nothing held back.
+    const before = heldBack();
+    c.write(batch(10));
+    await waitFor('10 stored', () => dropRows() === 10);
+    assert.equal(heldBack(), before);
+    // Full batches without pause: held back (logged once), while the session answers its pings.
+    for (let i = 0; i < 200 && heldBack() === before; i++) { c.write(batch(5000)); await new Promise<void>((r) => c.socket.write('', () => r())); }
+    await waitFor('held back', () => heldBack() > before, 60_000);
+    c.write(frame(JSON.stringify({ type: 'ping' })));
+    await c.waitFor((m) => m?.type === 'pong', 10_000);
+    assert.equal(c.closeCode, null);
+  } finally { c.destroy(); await c.ended; }
+});
+
 test('drift reports: counted within bounds and logged once per host per minute, however often and however large', async () => {
   const host = await addHost(srv, 'chan-reports');
   const c = await rawConnect(srv.port);

@@ -49,7 +49,7 @@ for (const backend of BACKENDS) describe(backend, () => {
     s6 = await lab.addVm(vmSpec(h1, 's6', 0x16));
     d6 = await lab.addVm(vmSpec(h1, 'd6', 0x17));
     e8 = await lab.addVm(vmSpec(h1, 'e8', 0x18));
-    x8 = await lab.addVm(vmSpec(h1, 'x8', 0x19, ['2001:db8:ff::77']));
+    x8 = await lab.addVm(vmSpec(h1, 'x8', 0x19, ['2001:db8:ff::77', '2001:db8:ff::79']));
     r = await lab.addVm(vmSpec(h2, 'r', 0x20)); // another host, no firewall: a remote peer
     out = { netns: lab.outside.netns, iface: 'eth0', mac: lab.outside.mac };
     await lab.outside.startDns();
@@ -78,11 +78,14 @@ for (const backend of BACKENDS) describe(backend, () => {
     }));
     fw.set(policyOf(s6, { egress: [rule('tcp', [`${d6.ipv4}/32`], { ports: [80, 81] })] })); // case 6
     fw.set(policyOf(d6, { ingress: [rule('tcp', [`${s6.ipv4}/32`], { ports: [80, 80] }), rule('tcp', [`${s6.ipv4}/32`], { ports: [8080, 8080] })] }));
-    fw.set(policyOf(e8, {}, { ingress: [ // case 8
+    // case 8; e8 is also given ::77 (x8's secondary: a duplicate assignment) and ::78, not yet on its interface
+    const e8Policy = policyOf(e8, {}, { ingress: [
       rule('icmp', ['::/0'], { icmp: [128, -1] }),
       rule('tcp', ['2001:db8:ff::/64'], { ports: [22, 22] }),
       rule('tcp', ['2001:db8:aa::/64'], { ports: [23, 23] }),
-    ] }));
+    ] });
+    e8Policy.nics[0].ipv6.push('2001:db8:ff::77', '2001:db8:ff::78');
+    fw.set(e8Policy);
     fw.set(policyOf(x8));
     const res = await fw.apply();
     assert.equal(res.changed, true);
@@ -190,10 +193,13 @@ for (const backend of BACKENDS) describe(backend, () => {
       ping(out.netns, e8.ipv4!, BLOCK).then((x) => ['outside→e8 echo (no v4 rule)', x, false]),
       tcpConnect(e8, O6, 80, PASS).then((x) => ['e8→outside tcp6/80 (egress open)', x, true]),
     ] as Promise<[string, ProbeResult, boolean]>[]));
-    // DAD: e8 claims x8's secondary address; its NS from :: must reach x8 and x8's NA come back.
+    // DAD: e8 takes up ::77, which x8 also holds (both assigned it); its NS from :: must reach x8 and
+    // x8's NA come back. ::78 is free. ::79 is x8's alone: e8's DAD for it never leaves e8's port (a VM
+    // may not solicit for a neighbour's address), so x8 keeps it whatever e8 claims.
     await e8.exec('sysctl', ['-qw', 'net.ipv6.conf.eth0.accept_dad=1']);
     await e8.exec('ip', ['addr', 'add', '2001:db8:ff::77/64', 'dev', 'eth0']);
     await e8.exec('ip', ['addr', 'add', '2001:db8:ff::78/64', 'dev', 'eth0']);
+    await e8.exec('ip', ['addr', 'add', '2001:db8:ff::79/64', 'dev', 'eth0']);
     let addrs = '';
     for (let i = 0; i < 30; i++) {
       await new Promise((res) => setTimeout(res, 200));
@@ -202,5 +208,6 @@ for (const backend of BACKENDS) describe(backend, () => {
     }
     assert.match(addrs, /2001:db8:ff::77\/64 scope global (tentative )?dadfailed/, addrs);
     assert.match(addrs, /2001:db8:ff::78\/64 scope global (?!tentative|dadfailed)/, addrs);
+    assert.match(addrs, /2001:db8:ff::79\/64 scope global (?!tentative|dadfailed)/, addrs);
   });
 });

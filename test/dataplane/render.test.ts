@@ -105,10 +105,12 @@ test('render: chains, dispatch, hooks and comments on every rule', () => {
   assert.match(out.ip6tables, /^-A i-2-7-VM-eg -d ::\/0 -p udp -m udp --dport 123 .*-j RETURN$/m);
   assert.match(out.ip6tables, /^-A i-2-7-VM-eg -m comment --comment "pal:deny" -j DROP$/m);
   assert.match(out.ip6tables, /^-A i-2-7-VM -s ::\/0 -p ipv6-icmp -m icmp6 --icmpv6-type 128\/0 /m);
-  // the IPv6 baseline is shared: DAD from ::, no RAs from VMs; verdicts come back as a mark
+  // the IPv6 baseline is shared up to what needs the NIC's own addresses (no RAs from VMs); verdicts come back as a mark
   assert.match(out.ip6tables, /^-A i-2-7-def -m physdev --physdev-in vnet3 .*-j PALISADE-V6-PRE$/m);
   assert.match(out.ip6tables, /^-A i-2-7-def -m physdev --physdev-in vnet3 -m mark --mark 0x8000000\/0x8000000 .*-j RETURN$/m);
-  assert.match(out.ip6tables, /^-A PALISADE-V6-PRE -s ::\/128 -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255 .*-j MARK --set-xmark 0x8000000\/0x8000000$/m);
+  // DAD from :: only for the NIC's own addresses (the target read by u32, one rule per address), else dropped
+  assert.match(out.ip6tables, /^-A i-2-7-def -m physdev --physdev-in vnet3 -s ::\/128 -p ipv6-icmp -m icmp6 --icmpv6-type 135 -m hl --hl-eq 255 -m u32 --u32 "0x4&0xff00=0x3a00&&0x30=0xfd000000&&0x34=0x0&&0x38=0x0&&0x3c=0x55" .*-j RETURN$/m);
+  assert.match(out.ip6tables, /^-A i-2-7-def -m physdev --physdev-in vnet3 -s ::\/128 -p ipv6-icmp -m icmp6 --icmpv6-type 135 .*pal:n0.dadx.*-j DROP$/m);
   assert.match(out.ip6tables, /^-A PALISADE-V6-PRE -p ipv6-icmp -m icmp6 --icmpv6-type 134 .*-j DROP$/m);
   // own-address sets, incl. secondary and EUI-64 link-local
   assert.match(out.ipset, /^create i-2-7-VM hash:ip family inet comment -exist$/m);

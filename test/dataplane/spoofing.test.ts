@@ -8,7 +8,7 @@ import { rule } from './fixtures.js';
 
 for (const backend of BACKENDS) describe(backend, () => {
   let lab: Lab;
-  let a: Vm, b: Vm;
+  let a: Vm, b: Vm, c: Vm;
   let out: Endpoint;
   const O4 = '198.51.100.1';
   const O6 = '2001:db8:ff::1';
@@ -20,12 +20,14 @@ for (const backend of BACKENDS) describe(backend, () => {
     const h1 = await lab.addHost('h1');
     a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:02:0a', ipv4: '198.51.100.40/24', ipv6: '2001:db8:ff::40/64', secondary: ['198.51.100.140', '2001:db8:ff::140'] }] });
     b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:02:0b', ipv4: '198.51.100.41/24', ipv6: '2001:db8:ff::41/64' }] });
+    // c: default deny ingress (its default group): only the baseline's exemptions reach it
+    c = await lab.addVm({ host: h1, name: 'c', nics: [{ mac: '52:54:00:00:02:0c', ipv4: '198.51.100.42/24', ipv6: '2001:db8:ff::42/64' }] });
     out = { netns: lab.outside.netns, iface: 'eth0', mac: lab.outside.mac };
     await lab.outside.startDhcp();
     const openAll = { ingress: [rule('all', ['0.0.0.0/0'])] };
     const openAll6 = { ingress: [rule('all', ['::/0'])] };
     const fw = new HostFw(h1, backend);
-    fw.set(policyOf(a, openAll, openAll6)).set(policyOf(b, openAll, openAll6));
+    fw.set(policyOf(a, openAll, openAll6)).set(policyOf(b, openAll, openAll6)).set(policyOf(c));
     await fw.apply();
   });
 
@@ -79,5 +81,40 @@ for (const backend of BACKENDS) describe(backend, () => {
       ping(a, b.nics[0].linkLocal, { timeoutMs: 3000, iface: 'eth0' }),
     ]);
     assert.deepEqual([arp.ok, dhcp.ok, ll.ok], [true, true, true], JSON.stringify({ arp, dhcp, ll }));
+  });
+
+  test('7b. the always-on exemptions are as narrow as their protocols: DHCP replies, DAD, ARP probes, MLD', async () => {
+    const oLL = linkLocalFromMac(lab.outside.mac);
+    const last6 = (addr: string) => `0x${addr.split(':').pop()!.padStart(2, '0').slice(-2)}`;
+    const mld = (from: Endpoint, src: string, type: 130 | 131, dst: string, hlim: number, dstMac = '33:33:00:00:00:01') => ({ kind: 'raw', expr:
+      `Ether(src='${from.mac}',dst='${dstMac}')/IPv6(src='${src}',dst='${dst}',hlim=${hlim})/${type === 130 ? 'ICMPv6MLQuery()' : `ICMPv6MLReport(mladdr='ff02::fb')`}` } as FrameSpec);
+    // From VM a (its rules let everything out: only the baseline can drop).
+    const fromA: { what: string; frame: FrameSpec; to: Endpoint; filter: string; want: boolean }[] = [
+      { what: 'ARP probe for its own address', frame: { kind: 'arp', op: 'request', psrc: '0.0.0.0', pdst: a.ipv4!, dstMac: 'ff:ff:ff:ff:ff:ff' }, to: out, filter: `arp and arp[14:4] = 0 and arp[24:4] = ${ipHex(a.ipv4!)}`, want: true },
+      { what: 'ARP probe for b\'s address (to b)', frame: { kind: 'arp', op: 'request', psrc: '0.0.0.0', pdst: b.ipv4!, dstMac: 'ff:ff:ff:ff:ff:ff' }, to: b, filter: `arp and arp[14:4] = 0 and arp[24:4] = ${ipHex(b.ipv4!)}`, want: false },
+      { what: 'ARP probe for b\'s address (to uplink)', frame: { kind: 'arp', op: 'request', psrc: '0.0.0.0', pdst: b.ipv4!, dstMac: 'ff:ff:ff:ff:ff:ff' }, to: out, filter: `arp and arp[14:4] = 0 and arp[24:4] = ${ipHex(b.ipv4!)}`, want: false },
+      { what: 'DAD for its own address', frame: { kind: 'ns', target: a.ipv6! }, to: out, filter: `icmp6 and ip6[40] == 135 and ip6[63] == ${last6(a.ipv6!)}`, want: true },
+      { what: 'DAD for b\'s address (to b)', frame: { kind: 'ns', target: b.ipv6! }, to: b, filter: `icmp6 and ip6[40] == 135 and ip6[63] == ${last6(b.ipv6!)}`, want: false },
+      { what: 'DAD for c\'s address (to c)', frame: { kind: 'ns', target: c.ipv6! }, to: c, filter: `icmp6 and ip6[40] == 135 and ip6[63] == ${last6(c.ipv6!)}`, want: false },
+      { what: 'MLD report from its link-local', frame: mld(a, a.nics[0].linkLocal, 131, 'ff02::fb', 1), to: out, filter: 'icmp6 and ip6[40] == 131', want: true },
+      { what: 'MLD query from a VM (to uplink)', frame: mld(a, a.nics[0].linkLocal, 130, 'ff02::1', 1), to: out, filter: 'icmp6 and ip6[40] == 130', want: false },
+    ];
+    // From the uplink to c, which allows no ingress.
+    const fromOut: typeof fromA = [
+      { what: 'DHCP reply to c\'s address', frame: { kind: 'udp', src: O4, dst: c.ipv4!, dstMac: c.mac, sport: 67, dport: 68 }, to: c, filter: `udp src port 67 and dst host ${c.ipv4}`, want: true },
+      { what: 'DHCP reply to broadcast', frame: { kind: 'udp', src: O4, dst: '255.255.255.255', dstMac: 'ff:ff:ff:ff:ff:ff', sport: 67, dport: 68 }, to: c, filter: 'udp src port 67 and dst host 255.255.255.255', want: true },
+      { what: 'DHCP reply to another address via c\'s MAC', frame: { kind: 'udp', src: O4, dst: '198.51.100.99', dstMac: c.mac, sport: 67, dport: 68 }, to: c, filter: 'udp src port 67 and dst host 198.51.100.99', want: false },
+      { what: 'DHCPv6 reply from a link-local server', frame: { kind: 'udp', src: oLL, dst: c.nics[0].linkLocal, dstMac: c.mac, sport: 547, dport: 546 }, to: c, filter: `udp src port 547 and src host ${oLL}`, want: true },
+      { what: 'DHCPv6 reply from an off-link address', frame: { kind: 'udp', src: O6, dst: c.ipv6!, dstMac: c.mac, sport: 547, dport: 546 }, to: c, filter: `udp src port 547 and src host ${O6}`, want: false },
+      { what: 'MLD query from a link-local router', frame: mld(out, oLL, 130, c.nics[0].linkLocal, 1, c.mac), to: c, filter: `icmp6 and ip6[40] == 130 and src host ${oLL}`, want: true },
+      { what: 'MLD query from an off-link address', frame: mld(out, O6, 130, c.ipv6!, 50, c.mac), to: c, filter: `icmp6 and ip6[40] == 130 and src host ${O6}`, want: false },
+    ];
+    const [gotA, gotOut] = await Promise.all([
+      framesDelivered({ from: a, cases: fromA.map((x) => ({ frame: x.frame, to: x.to, filter: x.filter })), timeoutMs: 1200 }),
+      framesDelivered({ from: out, cases: fromOut.map((x) => ({ frame: x.frame, to: x.to, filter: x.filter })), timeoutMs: 1200 }),
+    ]);
+    const show = (list: typeof fromA, got: { delivered: boolean }[] | null) => list.map((x, i) => `${x.what}: ${(got ? got[i].delivered : x.want) ? 'delivered' : 'dropped'}`);
+    assert.deepEqual(show(fromA, gotA), show(fromA, null));
+    assert.deepEqual(show(fromOut, gotOut), show(fromOut, null));
   });
 });

@@ -114,6 +114,7 @@ const PORTS = (p: string, m: Match) => `-p ${p} -m ${p}${m.sport !== undefined ?
 function iptMatch(fam: Fam, m: Match, own = ''): string {
   const parts: string[] = [];
   if (m.src === 'unspecified') parts.push(fam === 4 ? '-s 0.0.0.0/32' : '-s ::/128');
+  if (m.src === 'link-local') parts.push('-s fe80::/10');
   if (m.dst === 'broadcast') parts.push('-d 255.255.255.255/32');
   if (m.proto === 'udp' || m.proto === 'tcp') parts.push(PORTS(m.proto, m));
   if (m.proto === 'icmp6') parts.push(icmp6(m.icmp6!));
@@ -200,8 +201,8 @@ function ebMatches(m: Match, n: { mac: string; ipv4: string[] } | null, arpOnly 
   }
   const per = (opt: string, ips: string[]) => ips.map((ip) => spec(...head, `${opt} ${ip}`, ...tail));
   if (m.arpSenderIp === 'own') return per('--arp-ip-src', n!.ipv4);
+  if (m.arpSenderIp === 'unspecified') head.push('--arp-ip-src 0.0.0.0');
   if (m.arpTargetIp === 'own') return per('--arp-ip-dst', n!.ipv4);
-  if (m.arpSenderIp === 'unspecified') return [spec(...head, '--arp-ip-src 0.0.0.0', ...tail)];
   return [spec(...head, ...tail)];
 }
 

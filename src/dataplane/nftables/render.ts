@@ -82,6 +82,7 @@ function nftMatch(m: Match, fam: Fam | null, dir: 'in' | 'out'): string {
   if (m.arpSenderMac === 'own') parts.push(`${port} . arp saddr ether @${N.portMac}`);
   if (m.arpTargetIp === 'own') parts.push(`${port} . arp daddr ip @${N.own4}`);
   if (m.src === 'unspecified') parts.push(fam === 6 ? 'ip6 saddr ::' : 'ip saddr 0.0.0.0');
+  if (m.src === 'link-local') parts.push('ip6 saddr fe80::/10');
   if (m.dst === 'broadcast') parts.push('ip daddr 255.255.255.255');
   if (m.src === 'not-own') parts.push(`${port} . ${ip} saddr != @${own}`);
   if (m.dst === 'not-own') parts.push(`${port} . ${ip} daddr != @${own}`);

@@ -36,8 +36,11 @@ export interface Match {
   arpSenderIp?: 'own' | 'unspecified';
   arpSenderMac?: 'own';
   arpTargetIp?: 'own';
-  /** IP source: the unspecified address (0.0.0.0 / ::), or not one of the NIC's own. */
-  src?: 'unspecified' | 'not-own';
+  /**
+   * IP source: the unspecified address (0.0.0.0 / ::), not one of the NIC's own, or an IPv6 link-local
+   * address (fe80::/10: routers never forward it, so it was sent on this link).
+   */
+  src?: 'unspecified' | 'not-own' | 'link-local';
   /** IP destination: the limited broadcast, or not one of the NIC's own. */
   dst?: 'broadcast' | 'not-own';
   proto?: 'udp' | 'tcp' | 'icmp6';
@@ -45,7 +48,7 @@ export interface Match {
   dport?: number;
   icmp6?: number;
   hopLimit255?: true;
-  /** An ICMPv6 neighbour advertisement right after the IPv6 header (no extension headers) whose target is one of the NIC's own addresses. */
+  /** An ICMPv6 neighbour solicitation or advertisement right after the IPv6 header (no extension headers) whose target is one of the NIC's own addresses. */
   ndTargetOwn?: true;
   /** Replies and related packets of tracked flows. */
   ct?: 'established';
@@ -81,15 +84,17 @@ export interface Baseline {
 const drop = (reason: DropReason): Verdict => ({ drop: reason });
 const rule = (id: string, match: Match, verdict: Verdict): BaseRule => ({ id, match, verdict });
 
-const ND_FROM_VM = [133, 135, 136, 130, 131, 132, 143];
+// A VM is never a multicast router: it may report its listening (MLD 131, 132, 143), not query (130).
+const ND_FROM_VM = [133, 135, 136, 131, 132, 143];
 const i6 = (type: number): BaseRule => rule(`i6.${type}`, { ether: 'ip6', dstMac: 'multicast', proto: 'icmp6', icmp6: type }, 'continue');
 
 export const BASELINE: Baseline = {
   l2FromNic: [rule('mac', { srcMac: 'not-own' }, drop('spoof-mac'))],
   arpFromNic: [
     rule('arp.own', { ether: 'arp', arpSenderIp: 'own', arpSenderMac: 'own' }, 'continue'),
-    // ARP probes (RFC 5227) come from 0.0.0.0
-    rule('arp.probe', { ether: 'arp', arpOp: 'request', arpSenderIp: 'unspecified', arpSenderMac: 'own' }, 'continue'),
+    // ARP probes (RFC 5227) come from 0.0.0.0, for the NIC's own addresses only (a probe for a
+    // neighbour's address is a conflict its guest may give the address up for)
+    rule('arp.probe', { ether: 'arp', arpOp: 'request', arpSenderIp: 'unspecified', arpSenderMac: 'own', arpTargetIp: 'own' }, 'continue'),
     rule('arp.deny', { ether: 'arp' }, drop('spoof-arp')),
   ],
   l2FromVm: [
@@ -137,9 +142,11 @@ export const BASELINE: Baseline = {
         rule('dnst', { proto: 'tcp', dport: 53 }, 'allow'),
       ],
       toGuard: [
-        // DHCP offers and acks go to the address being offered, or to broadcast
-        rule('dhcpr', { proto: 'udp', sport: 67, dport: 68 }, 'exempt'),
+        // DHCP offers and acks go to broadcast, or to the address being offered (the NIC's own: checked
+        // first, so a reply to another address never reaches the VM's client port)
+        rule('dhcpr', { dst: 'broadcast', proto: 'udp', sport: 67, dport: 68 }, 'exempt'),
         rule('dst', { dst: 'not-own' }, drop('not-own-address')),
+        rule('dhcpru', { proto: 'udp', sport: 67, dport: 68 }, 'exempt'),
       ],
       toAccept: [
         rule('estin', { ct: 'established' }, 'accept'),
@@ -150,8 +157,11 @@ export const BASELINE: Baseline = {
         rule('ra', { proto: 'icmp6', icmp6: 134 }, drop('rogue-ra')),
         rule('redir', { proto: 'icmp6', icmp6: 137 }, drop('rogue-redirect')),
         rule('dhcps', { proto: 'udp', sport: 547 }, drop('rogue-dhcp')),
-        // Duplicate address detection and its MLD report are sent from the unspecified address.
-        rule('dad', { src: 'unspecified', proto: 'icmp6', icmp6: 135, hopLimit255: true }, 'exempt'),
+        // Duplicate address detection and its MLD report are sent from the unspecified address; a DAD
+        // solicitation only for the NIC's own addresses (one for a neighbour's address makes the
+        // neighbour give its address up).
+        rule('dad', { src: 'unspecified', proto: 'icmp6', icmp6: 135, hopLimit255: true, ndTargetOwn: true }, 'exempt'),
+        rule('dadx', { src: 'unspecified', proto: 'icmp6', icmp6: 135 }, drop('spoof-nd')),
         rule('dadmld', { src: 'unspecified', proto: 'icmp6', icmp6: 143 }, 'exempt'),
         rule('spoof', { src: 'not-own' }, drop('spoof-ip')),
         // A neighbour advertisement only for the NIC's own addresses; any other NA (extension headers
@@ -162,7 +172,8 @@ export const BASELINE: Baseline = {
       fromAllow: [
         rule('rs', { proto: 'icmp6', icmp6: 133, hopLimit255: true }, 'allow'),
         rule('ns', { proto: 'icmp6', icmp6: 135, hopLimit255: true }, 'allow'),
-        ...[130, 131, 132, 143].map((t) => rule(`mld${t}`, { proto: 'icmp6', icmp6: t }, 'allow')),
+        // MLD reports are link-local (RFC 3810 §5): from anywhere else they are the VM's egress rules' to judge
+        ...[131, 132, 143].map((t) => rule(`mld${t}`, { src: 'link-local', proto: 'icmp6', icmp6: t }, 'allow')),
         rule('dhcpc', { proto: 'udp', sport: 546, dport: 547 }, 'allow'),
         rule('est', { ct: 'established' }, 'allow'),
         rule('dnsu', { proto: 'udp', dport: 53 }, 'allow'),
@@ -172,8 +183,10 @@ export const BASELINE: Baseline = {
         rule('ra', { proto: 'icmp6', icmp6: 134, hopLimit255: true }, 'exempt'),
         rule('ns', { proto: 'icmp6', icmp6: 135, hopLimit255: true }, 'exempt'),
         rule('na', { proto: 'icmp6', icmp6: 136, hopLimit255: true }, 'exempt'),
-        rule('mldq', { proto: 'icmp6', icmp6: 130 }, 'exempt'),
-        rule('dhcpr', { proto: 'udp', sport: 547, dport: 546 }, 'exempt'),
+        // MLD queries and DHCPv6 replies come from a link-local address: an off-link sender cannot
+        // reach the VM's client port or its MLD stack through them
+        rule('mldq', { src: 'link-local', proto: 'icmp6', icmp6: 130 }, 'exempt'),
+        rule('dhcpr', { src: 'link-local', proto: 'udp', sport: 547, dport: 546 }, 'exempt'),
         rule('dst', { dst: 'not-own' }, drop('not-own-address')),
       ],
       toAccept: [

@@ -15,7 +15,7 @@ import json
 import sys
 
 from scapy.all import (ARP, BOOTP, DHCP, ICMP, IP, TCP, UDP, Ether, ICMPv6EchoRequest,  # noqa: F401
-                       ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6NDOptPrefixInfo,
+                       ICMPv6MLQuery, ICMPv6MLReport, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6NDOptPrefixInfo,
                        ICMPv6NDOptSrcLLAddr, ICMPv6NDOptDstLLAddr, IPv6, Raw, conf,
                        get_if_hwaddr, in6_getnsma, in6_getnsmac, inet_pton, sendp, srp1)
 import socket
