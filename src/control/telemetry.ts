@@ -34,6 +34,8 @@ const INGEST_MS_PER_SECOND = 50;
 const INGEST_BURST_MS = 2000;
 /** A host's ingestions held back for its budget are logged at most once per this period. */
 const THROTTLE_LOG_EVERY_MS = 60_000;
+/** Store failures logged one by one per minute (the rest are counted). */
+const FAILURES_LOGGED = 10;
 
 interface HostQueue {
   hitsBusy: boolean;
@@ -52,6 +54,7 @@ export class TelemetryIngest {
   private readonly hosts = new Map<number, HostQueue>();
   readonly stats: TelemetryStats = { hitReports: 0, dropBatches: 0, failures: 0 };
   private closed = false;
+  private failureLog = { since: 0, logged: 0, unlogged: 0 };
 
   constructor(private readonly db: Db, private readonly log: Logger, private readonly fleet: Fleet, private readonly metrics?: MetricsRegistry) {}
 
@@ -82,6 +85,20 @@ export class TelemetryIngest {
   }
 
   private charge(q: HostQueue, ms: number): void { this.refill(q); q.budgetMs -= ms; }
+
+  /**
+   * A store failure: logged one by one up to FAILURES_LOGGED per minute, then counted (a database
+   * outage fails every host's reports; the log gets a few lines and a count, not one line per host).
+   */
+  private failed(hostId: number, e: unknown, what: string): void {
+    this.stats.failures++;
+    const now = Date.now();
+    if (now - this.failureLog.since >= 60_000) {
+      if (this.failureLog.unlogged) this.log.error({ failures: this.failureLog.unlogged }, 'control: telemetry store failures not logged one by one in the last minute');
+      this.failureLog = { since: now, logged: 0, unlogged: 0 };
+    }
+    if (this.failureLog.logged < FAILURES_LOGGED) { this.failureLog.logged++; this.log.error({ host: hostId, err: e instanceof Error ? e.message : String(e) }, what); } else this.failureLog.unlogged++;
+  }
 
   /** The server-side policy (rules with their sources) of a VM the fleet places on `hostId`. */
   private policyOf(hostId: number, memo: CompileMemo): (vmUuid: string) => VmPolicy | undefined {
@@ -130,8 +147,7 @@ export class TelemetryIngest {
             this.stats.hitReports++;
             if (r.error) this.log.warn({ host: hostId, err: r.error }, 'control: rule counter report refused');
           } catch (e) {
-            this.stats.failures++;
-            this.log.error({ host: hostId, err: e instanceof Error ? e.message : String(e) }, 'control: rule counters could not be stored; this report is lost');
+            this.failed(hostId, e, 'control: rule counters could not be stored; this report is lost');
           } finally { this.charge(q, performance.now() - began); }
         }
       }
@@ -162,8 +178,7 @@ export class TelemetryIngest {
           this.stats.dropBatches++;
           if (r.rejected) this.log.debug({ host: hostId, rejected: r.rejected, err: r.error }, 'control: drop records rejected');
         } catch (e) {
-          this.stats.failures++;
-          this.log.error({ host: hostId, err: e instanceof Error ? e.message : String(e) }, 'control: drop records could not be stored; this batch is lost');
+          this.failed(hostId, e, 'control: drop records could not be stored; this batch is lost');
         } finally { this.charge(q, performance.now() - began); }
       }
     } finally { q.dropsBusy = false; }
