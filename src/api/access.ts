@@ -47,13 +47,14 @@ export class CallerAccess implements Access {
     }
   }
 
-  async resolveOwner(params: Params): Promise<{ accountId: number; domainId: number }> {
+  async resolveOwner(params: Params, lookup = false): Promise<{ accountId: number; domainId: number }> {
     const c = this.caller;
     const accountName = params.str('account');
     const domainUuid = params.str('domainid');
-    if ((accountName === undefined) !== (domainUuid === undefined)) {
-      throw paramError('AccountName and domainId must be specified together');
+    if (accountName !== undefined && domainUuid === undefined) {
+      throw paramError(lookup ? 'Account must be specified with domainId parameter' : 'AccountName and domainId must be specified together');
     }
+    // finalizeOwner / finalizeAccountId: a domain without an account names no owner (the caller's account)
     if (accountName === undefined || domainUuid === undefined) return { accountId: c.accountId, domainId: c.domainId };
     const domain = await findDomainByUuid(this.db, domainUuid);
     if (!domain) throw paramError(`Unable to find the domain by id=${domainUuid}`);
@@ -64,7 +65,7 @@ export class CallerAccess implements Access {
       return { accountId: c.accountId, domainId: c.domainId };
     }
     const owner = await accountByName(this.db, domain.id, accountName);
-    if (!owner) throw paramError(`Unable to find account ${accountName} in domain ${domainUuid}`);
+    if (!owner) throw paramError(lookup ? `Unable to find account by name ${accountName} in domain with specified id` : `Unable to find account ${accountName} in domain ${domainUuid}`);
     await this.checkDomain(domain.id, domain.uuid);
     // Creating for an account is writing to it (checkAccess): a domain admin's reach stops at root-admin
     // accounts, or it could put a VM of its choosing into their groups.

@@ -87,8 +87,12 @@ export interface PrepareContext {
 
 /** Ownership and access rules (CloudStack's finalizeOwner / checkAccess / buildACLSearchParameters). */
 export interface Access {
-  /** Owner for a create-like command: caller's account, or `account`+`domainid` / `domainid` when allowed. 431/531 otherwise. */
-  resolveOwner(params: Params): Promise<{ accountId: number; domainId: number }>;
+  /**
+   * Owner named by `account`+`domainid` (a `domainid` alone is ignored, as CloudStack does), else the
+   * caller's account. `lookup`: for finding an existing entity by name (CloudStack's finalizeAccountId
+   * and its texts) rather than for creating one (finalizeOwner). 431/531 when not allowed.
+   */
+  resolveOwner(params: Params, lookup?: boolean): Promise<{ accountId: number; domainId: number }>;
   /** Throws 531 unless the caller may operate on an entity owned by this account. */
   checkAccess(ownerAccountId: number, ownerDomainId: number): Promise<void>;
   /** For list commands: the account ids (null = no account restriction) and domain ids (null = any) the caller may see, given account/domainid/isrecursive/listall. */

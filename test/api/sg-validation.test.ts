@@ -201,6 +201,16 @@ test('delete: id/name selection, not found, default reserved, referenced group i
   await syncFails('deleteSecurityGroup', { id: missing }, 431, `Unable to find network group: ${missing}; failed to delete group.`);
   await syncFails('deleteSecurityGroup', { name: 'ghost' }, 431, /^Unable to find security group by name ghost for the account id=\d+$/);
   await syncFails('deleteSecurityGroup', { name: 'default' }, 431, 'The network group default is reserved');
+  // The owner of a group named by name: finalizeAccountId's texts (createSecurityGroup has finalizeOwner's)
+  const rootDomain = (await s.call('listDomains', {})).body.listdomainsresponse.domain.find((d: any) => d.name === 'ROOT').id;
+  await syncFails('deleteSecurityGroup', { name: 'web', account: 'admin' }, 431, 'Account must be specified with domainId parameter');
+  await syncFails('deleteSecurityGroup', { name: 'web', account: 'nobody', domainid: rootDomain }, 431, 'Unable to find account by name nobody in domain with specified id');
+  await syncFails('createSecurityGroup', { name: 'web-x', account: 'admin' }, 431, 'AccountName and domainId must be specified together');
+  // A domain without an account names no owner: the caller's account (the twin: created, in admin's account)
+  const own = await s.call('createSecurityGroup', { name: 'domain-only', domainid: rootDomain });
+  assert.equal(own.status, 200, JSON.stringify(own.body));
+  assert.equal(own.body.createsecuritygroupresponse.securitygroup.account, 'admin');
+  assert.equal((await s.call('deleteSecurityGroup', { name: 'domain-only', domainid: rootDomain })).status, 200);
   const ref = (await s.call('createSecurityGroup', { name: 'referenced' })).body.createsecuritygroupresponse.securitygroup.id;
   const a = await s.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: gid, 'usersecuritygrouplist[0].group': 'referenced', 'usersecuritygrouplist[0].account': 'admin' });
   assert.equal(a.body.jobstatus, 1);

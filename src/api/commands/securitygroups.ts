@@ -109,7 +109,7 @@ async function nameInUse(db: Db, accountId: number, name: string, exceptId?: num
 
 /** Owner account id for name-based lookups (CloudStack's getEntityOwnerId / finalizeAccountId). */
 async function ownerAccountId(ctx: Ctx): Promise<number> {
-  return (await ctx.access.resolveOwner(ctx.params)).accountId;
+  return (await ctx.access.resolveOwner(ctx.params, true)).accountId;
 }
 
 // ---------------------------------------------------------------- create / update / delete
