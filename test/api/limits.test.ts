@@ -135,8 +135,11 @@ test('list and map parameters are capped with a clear 431; at the cap they work'
   assert.equal(overTags.status, 431);
   assert.match(overTags.body.listsecuritygroupsresponse.errortext, /Too many entries for parameter tags/);
   assert.equal((await s.call('listSecurityGroups', tags(MAX_MAP_ENTRIES), tenant)).status, 200);
-  const badIndex = await s.call('listSecurityGroups', { 'tags[12345678901].key': 'k' }, tenant);
+  // an index past Integer.parseInt is malformed (430, as ParamUnpackWorker); one past our bound, 431
+  assert.equal((await s.call('listSecurityGroups', { 'tags[12345678901].key': 'k' }, tenant)).status, 430);
+  const badIndex = await s.call('listSecurityGroups', { 'tags[12345678].key': 'k' }, tenant);
   assert.equal(badIndex.status, 431);
+  assert.match(badIndex.body.listsecuritygroupsresponse.errortext, /Invalid map parameter name tags\[12345678\]\.key/);
 });
 
 test('no keyword produces a 5xx on any list command: long, wildcard-laden, escaped', async () => {
