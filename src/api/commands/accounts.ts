@@ -8,7 +8,7 @@ import { accountByName, displayDomainPath, insertAccount, insertDomain, insertUs
 import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, pageOf, paging } from './common.js';
 import { isUuid } from '../params.js';
 import { deleteGroupCascade } from './securitygroups.js';
-import { lockDomain } from '../../store/queries/lock.js';
+import { lockAccount, lockDomain } from '../../store/queries/lock.js';
 
 const ROLE_TYPE: Record<number, string> = { 0: 'User', 1: 'Admin', 2: 'DomainAdmin' };
 
@@ -191,6 +191,9 @@ const deleteAccount: CommandDef = {
     await ctx.access.checkAccess(a.id, a.domain_id);
     if (a.id === ctx.caller.accountId) throw paramError('Deletion of the specified account is not allowed: you cannot delete your own account');
     if (a.name === 'admin' && a.path === '/') throw permissionDenied('Account id : ' + a.uuid + ' is a system account, delete is not allowed');
+    // Exclusive until commit: a VM being created for it (share-locked) has committed and is counted
+    // below, or waits and then finds the account gone; its groups are locked one by one in the cascade.
+    if (!(await lockAccount(ctx.db, a.id))) throw paramError(`The specified account does not exist in the system`);
     const vms = await ctx.db.selectFrom('vms').select('id').where('account_id', '=', a.id).where('removed', 'is', null).execute();
     if (vms.length) throw resourceInUse(`Unable to delete account ${a.name}: it still owns ${vms.length} virtual machine(s); destroy them first`);
     const groups = await ctx.db.selectFrom('security_groups').select('id').where('account_id', '=', a.id).execute();

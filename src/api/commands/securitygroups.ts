@@ -11,7 +11,7 @@ import { isUuid } from '../params.js';
 /** UUIDManagerImpl.IsUuidFormat: the only form a custom id may take. */
 const CUSTOM_UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 import { isValidCidr } from './cidr.js';
-import { lockAccount, lockGroup } from '../../store/queries/lock.js';
+import { lockAccount, lockGroups } from '../../store/queries/lock.js';
 import { inList, valuesChunks } from '../../store/queries/batch.js';
 import { deleteRuleHits } from '../../store/queries/rulehits.js';
 import { ruleFromRow } from '../../store/queries/cloud.js';
@@ -101,7 +101,7 @@ async function groupByUuid(db: Db, uuid: string) {
 async function nameInUse(db: Db, accountId: number, name: string, exceptId?: number): Promise<boolean> {
   // CloudStack's MySQL collation makes names case-insensitive per account. The account lock makes
   // check-then-insert atomic on PostgreSQL (READ COMMITTED lets concurrent creators all pass the check).
-  await lockAccount(db, accountId);
+  if (!(await lockAccount(db, accountId))) throw paramError('Unable to find the account: it was deleted');
   const rows = await db.selectFrom('security_groups').select(['id', 'name']).where('account_id', '=', accountId).execute();
   const key = collationKey(name);
   return rows.some((r) => r.id !== exceptId && collationKey(r.name) === key);
@@ -191,6 +191,8 @@ const updateSecurityGroup: CommandDef = {
 
 /** Delete a group with its rules, tags and the rules of other groups that reference it (account deletion). */
 export async function deleteGroupCascade(ctx: Ctx, groupId: number): Promise<void> {
+  // Exclusive: whatever pointed at it meanwhile (a rule, a VM, a tag) has committed or waits, then finds it gone.
+  await lockGroups(ctx.db, [groupId]);
   const referencing = await ctx.db.selectFrom('security_group_rules').select(['id', 'group_id']).where('allowed_group_id', '=', groupId).execute();
   const ruleIds = (await ctx.db.selectFrom('security_group_rules').select('id').where('group_id', '=', groupId).execute()).map((r) => r.id);
   const allRuleIds = [...new Set([...ruleIds, ...referencing.map((r) => r.id)])];
@@ -232,6 +234,8 @@ const deleteSecurityGroup: CommandDef = {
     } else throw paramError('Either id or name parameter is required by deleteSecurityGroup command');
     await ctx.access.checkAccess(g.account_id, g.domain_id);
     if (g.name.toLowerCase() === DEFAULT_GROUP_NAME) throw paramError('The network group default is reserved');
+    // The checks below hold until commit: rules and VMs that would point at it wait for this lock.
+    if (!(await lockGroups(ctx.db, [g.id])).has(g.id)) throw paramError(`Unable to find network group: ${g.uuid}; failed to delete group.`);
     const allowing = await ctx.db.selectFrom('security_group_rules').select('id').where('allowed_group_id', '=', g.id).where('group_id', '!=', g.id).limit(1).execute();
     // CloudStack wraps ResourceInUseException in a ServerApiException here: code 536, cserrorcode 9999.
     if (allowing.length) throw new ApiError(536, 'Cannot delete group when there are security rules that allow this group', 9999);
@@ -396,7 +400,7 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
       const spec = validateRuleSpec(p.str('protocol'), p.int('startport'), p.int('endport'), p.int('icmptype'), p.int('icmpcode'));
       // 9. referenced groups, in the owner's domain
       const domainId = g.domain_id;
-      const allowed: { id: number }[] = [];
+      const allowed: { id: number; group: string; account: string }[] = [];
       for (const u of users ?? []) {
         if (u.group === undefined || u.account === undefined) {
           throw paramError("Invalid user group specified, fields 'group' and 'account' cannot be null, please specify groups in the form:  userGroupList[0].group=XXX&userGroupList[0].account=YYY");
@@ -406,10 +410,14 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
         const ref = await groupByNameCi(ctx.db, acct.id, u.group);
         if (!ref) throw paramError(`Nonexistent group ${u.group} for account ${u.account}/${domainId} is given, unable to authorize security group rule.`);
         if (ref.domain_id !== domainId) throw permissionDenied(`Can't add security group id=${ref.domain_id} as it belongs to different domain`);
-        allowed.push({ id: ref.id });
+        allowed.push({ id: ref.id, group: u.group, account: u.account });
       }
-      // 10. insert, skipping exact duplicates of the same direction (under the group's lock)
-      await lockGroup(ctx.db, g.id);
+      // 10. insert, skipping exact duplicates of the same direction (under the group's lock; the
+      // referenced groups share-locked, so none can be deleted while this rule points at it)
+      const present = await lockGroups(ctx.db, [g.id], allowed.map((x) => x.id));
+      if (!present.has(g.id)) throw paramError(`Unable to find security group by id ${g.uuid}`);
+      const gone = allowed.find((x) => !present.has(x.id));
+      if (gone) throw paramError(`Nonexistent group ${gone.group} for account ${gone.account}/${domainId} is given, unable to authorize security group rule.`);
       const existing = await ctx.db.selectFrom('security_group_rules').select(['protocol', 'start_port', 'end_port', 'cidr', 'allowed_group_id'])
         .where('group_id', '=', g.id).where('type', '=', dir).where('protocol', '=', spec.protocol)
         .where('start_port', '=', spec.start).where('end_port', '=', spec.end).execute();
@@ -478,7 +486,9 @@ function makeRevoke(dir: 'ingress' | 'egress'): CommandDef {
       const g = await ctx.db.selectFrom('security_groups').selectAll().where('id', '=', rule.group_id).executeTakeFirstOrThrow();
       await ctx.access.checkAccess(g.account_id, g.domain_id);
       if (isDryRun(ctx.params)) return { raw: { success: true, dryrun: await revokeDryRun(ctx, g.id, ruleFromRow(rule)) } };
-      await lockGroup(ctx.db, g.id);
+      await lockGroups(ctx.db, [g.id]);
+      // a revoke of the same rule through another server may have committed while this one waited
+      if (!(await ctx.db.selectFrom('security_group_rules').select('id').where('id', '=', rule.id).executeTakeFirst())) throw paramError(`Unable to find security rule with id ${id}`);
       await ctx.db.deleteFrom('tags').where('resource_type', '=', 'SecurityGroupRule').where('resource_id', '=', rule.id).execute();
       await ctx.db.deleteFrom('security_group_rules').where('id', '=', rule.id).execute();
       await deleteRuleHits(ctx.db, [rule.id]);

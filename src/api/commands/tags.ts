@@ -8,6 +8,7 @@ import { readLimits } from '../../store/queries/settings.js';
 import { MAX_TAGS_PER_ACCOUNT } from '../../model/settings.js';
 import { containsCi, equalsCi } from '../../store/queries/like.js';
 import { inList, valuesChunks } from '../../store/queries/batch.js';
+import { lockAccount, lockGroups } from '../../store/queries/lock.js';
 
 type Ctx = CommandContext;
 
@@ -61,6 +62,19 @@ const createTags: CommandDef = {
       const res = await resolveResource(ctx, type, uuid);
       await ctx.access.checkAccess(res.accountId, res.domainId);
       resources.set(res.id, res);
+    }
+    // The owners' accounts exclusive (the duplicate and per-account checks below hold until commit:
+    // createTags calls for one account run one after another), then the resources' groups shared (a
+    // group or rule deleted meanwhile is found gone, and none is deleted under the new tags).
+    for (const accountId of [...new Set([...resources.values()].map((r) => r.accountId))].sort((x, y) => x - y)) {
+      if (!(await lockAccount(ctx.db, accountId))) throw paramError(`Unable to find resource owner account (it was deleted)`);
+    }
+    const groupIds = [...resources.values()].map((r) => r.groupId);
+    const present = await lockGroups(ctx.db, [], groupIds);
+    const stillThere = type === 'SecurityGroup' ? present : new Set((await ctx.db.selectFrom('security_group_rules').select('id')
+      .where(inList(ctx.db, 'id', [...resources.keys()])).execute()).map((r) => r.id));
+    for (const res of resources.values()) {
+      if (!present.has(res.groupId) || !stillThere.has(res.id)) throw paramError(`Unable to find resource by id ${res.uuid} and type ${type}`);
     }
     // Duplicates (a key already on a resource, or twice in this call): one read for all the resources.
     const keys = new Set<string>();

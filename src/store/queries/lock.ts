@@ -1,5 +1,14 @@
-// Row locks that serialise concurrent writers on one security group (CloudStack locks the group for
-// authorize/revoke so duplicate checks hold). SQLite has one writer at a time already.
+// Row locks that serialise concurrent writers (PostgreSQL; SQLite has one writer at a time already).
+//
+// The protocol, so that a check and the write it guards are never split by another server's call:
+// - a security group is locked FOR UPDATE by whoever deletes it or adds rules to it (authorize, its
+//   duplicate and limit checks), and FOR SHARE by whoever makes something point at it (a rule that
+//   references it, a VM joining it, a tag on it or on its rules); whoever waited for a delete finds the
+//   group gone once it has the lock, and fails cleanly;
+// - an account is locked FOR UPDATE by whoever deletes it or checks a per-account bound or name
+//   (createSecurityGroup, createTags), and FOR SHARE by whoever creates a VM for it;
+// - order: account, then VM, then groups in ascending id order (mixed modes included), so that two
+//   writers wait for each other instead of deadlocking.
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../schema.js';
 import { isSqlite } from '../dialect.js';
@@ -9,10 +18,50 @@ export async function lockGroup(db: Transaction<Database> | Kysely<Database>, gr
   await db.selectFrom('security_groups').select('id').where('id', '=', groupId).forUpdate().execute();
 }
 
-/** Serialises writers of one account's group names (the case-insensitive uniqueness check) on PostgreSQL. */
-export async function lockAccount(db: Transaction<Database> | Kysely<Database>, accountId: number): Promise<void> {
-  if (isSqlite(db)) return;
-  await db.selectFrom('accounts').select('id').where('id', '=', accountId).forUpdate().execute();
+/**
+ * Serialises writers of one account (group names, per-account bounds, its deletion) on PostgreSQL.
+ * False when the account is gone or removed (by a transaction this one may have waited for).
+ */
+export async function lockAccount(db: Transaction<Database> | Kysely<Database>, accountId: number): Promise<boolean> {
+  const q = db.selectFrom('accounts').select(['id', 'removed']).where('id', '=', accountId);
+  const row = await (isSqlite(db) ? q : q.forUpdate()).executeTakeFirst();
+  return !!row && row.removed === null;
+}
+
+/** An account something is created for (a VM): shared with other creators, exclusive of its deletion. */
+export async function lockAccountShared(db: Transaction<Database> | Kysely<Database>, accountId: number): Promise<boolean> {
+  const q = db.selectFrom('accounts').select(['id', 'removed']).where('id', '=', accountId);
+  const row = await (isSqlite(db) ? q : q.forShare()).executeTakeFirst();
+  return !!row && row.removed === null;
+}
+
+/**
+ * Locks security groups in ascending id order: those in `update` FOR UPDATE, the others FOR SHARE.
+ * Returns the ids among them that exist once locked (a group deleted meanwhile is not among them).
+ */
+export async function lockGroups(db: Transaction<Database> | Kysely<Database>, update: Iterable<number>, share: Iterable<number> = []): Promise<Set<number>> {
+  const exclusive = new Set(update);
+  const ids = [...new Set([...exclusive, ...share])].sort((a, b) => a - b);
+  const present = new Set<number>();
+  if (ids.length === 0) return present;
+  if (isSqlite(db)) {
+    for (let i = 0; i < ids.length; i += 1000) {
+      for (const r of await db.selectFrom('security_groups').select('id').where('id', 'in', ids.slice(i, i + 1000)).execute()) present.add(r.id);
+    }
+    return present;
+  }
+  for (const id of ids) {
+    const q = db.selectFrom('security_groups').select('id').where('id', '=', id);
+    if (await (exclusive.has(id) ? q.forUpdate() : q.forShare()).executeTakeFirst()) present.add(id);
+  }
+  return present;
+}
+
+/** One VM's row, FOR UPDATE (writers of its group set): false when it is gone or removed. */
+export async function lockVm(db: Transaction<Database> | Kysely<Database>, vmId: number): Promise<boolean> {
+  const q = db.selectFrom('vms').select(['id', 'removed']).where('id', '=', vmId);
+  const row = await (isSqlite(db) ? q : q.forUpdate()).executeTakeFirst();
+  return !!row && row.removed === null;
 }
 
 /** Serialises creators of child domains under one parent (the case-insensitive sibling-name check) on PostgreSQL. */

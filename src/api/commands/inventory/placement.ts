@@ -5,6 +5,7 @@ import { paramError, permissionDenied, type CommandContext } from '../../command
 import { notFound, serverCapacity, uuid, type Tx } from './common.js';
 import type { HostRow } from './views.js';
 import { groupByNameCi } from '../../../store/queries/securitygroups.js';
+import { lockGroups } from '../../../store/queries/lock.js';
 
 /** Pure: the least-loaded host, preferring hosts whose agent is Up; ties go to the oldest host. */
 export function leastLoaded(hosts: HostRow[], load: Map<number, number>, exclude?: number): HostRow | null {
@@ -57,7 +58,19 @@ export async function ensureDefaultGroup(ctx: CommandContext, owner: { accountId
  * `securitygroupids` xor `securitygroupnames`, resolved in the VM owner's account. Returns null when neither
  * is given (or both are empty). Groups of another account are refused (531), unknown ones are 431.
  */
+/**
+ * The groups named by securitygroupids / securitygroupnames, share-locked (store/queries/lock.ts): none
+ * of them can be deleted until the VM's membership is committed. Null when neither is given.
+ */
 export async function resolveGroups(ctx: CommandContext, ownerAccountId: number): Promise<number[] | null> {
+  const out = await namedGroups(ctx, ownerAccountId);
+  if (out === null) return null;
+  const present = await lockGroups(ctx.db, [], out);
+  if (out.some((g) => !present.has(g))) throw paramError('A security group given was deleted meanwhile; nothing was changed');
+  return out;
+}
+
+async function namedGroups(ctx: CommandContext, ownerAccountId: number): Promise<number[] | null> {
   const ids = ctx.params.list('securitygroupids')?.filter((x) => x.trim() !== '');
   const names = ctx.params.list('securitygroupnames')?.filter((x) => x.trim() !== '');
   if (ids?.length && names?.length) throw paramError('securitygroupids parameter is mutually exclusive with securitygroupnames parameter');

@@ -10,6 +10,7 @@ import { checkNameFree, ensureDefaultGroup, hostInZone, pickHost, resolveGroups,
 import { vmView, vmViews, type NetworkRow, type VmRow } from './views.js';
 import { containsCi } from '../../../store/queries/like.js';
 import { inList, valuesChunks } from '../../../store/queries/batch.js';
+import { lockAccountShared, lockVm } from '../../../store/queries/lock.js';
 
 const vmEvent = (ctx: CommandContext, vm: VmRow, type: string, description: string) =>
   ctx.event({ type, description, resourceType: 'VirtualMachine', resourceUuid: vm.uuid, resourceName: vm.name, accountId: vm.account_id, domainId: vm.domain_id });
@@ -96,6 +97,8 @@ const deployVirtualMachine: CommandDef = {
     const p = ctx.params;
     if (p.has('hostid') && !isRootAdmin(ctx)) throw permissionDenied('Parameter hostid can only be specified by a Root Admin');
     const owner = await ctx.access.resolveOwner(p);
+    // shared with other deploys, exclusive of the account's deletion (which refuses while it owns VMs)
+    if (!(await lockAccountShared(ctx.db, owner.accountId))) throw paramError('Unable to find the owner account: it was deleted');
     const specs = await nicSpecs(ctx);
     const zone = await resolveZone(ctx, 'zoneid', specs[0].net.zone_id);
     for (const s of specs) {
@@ -300,6 +303,10 @@ const updateVirtualMachine: CommandDef = {
       }
     }
     if (p.has('displayname')) set.display_name = p.str('displayname')!;
+    // one writer of this VM's group set at a time (two at once each deleted and re-inserted its rows)
+    if (p.has('securitygroupids') || p.has('securitygroupnames')) {
+      if (!(await lockVm(ctx.db, vm.id))) throw paramError(`Unable to find virtual machine by id ${vm.uuid}`);
+    }
     const groups = await resolveGroups(ctx, vm.account_id);
     let groupsChanged = false;
     if (groups !== null) {

@@ -1,0 +1,100 @@
+// Two servers on one PostgreSQL database, the same calls raced through both: a check and the write it
+// guards must not be split by the other server's call (store/queries/lock.ts). Each race is run for
+// several rounds; every round must end in a state one order of the two calls could have produced.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { apiClient, startServer, type TestServer } from '../helpers/server.js';
+
+const ROUNDS = 10;
+let pg: PgCluster;
+let s1: TestServer;
+let s2: TestServer;
+/** The same admin, through the second server. */
+let via2: ReturnType<typeof apiClient>;
+
+before(async () => {
+  pg = await startPostgres();
+  s1 = await startServer({ db: pg.url });
+  s2 = await startServer({ db: pg.url });
+  via2 = apiClient(`http://127.0.0.1:${s2.port}/client/api`, { apikey: s1.apikey, secretkey: s1.secretkey });
+});
+after(async () => { await s2?.stop(); await s1?.stop(); await pg?.stop(); });
+
+async function ok(command: string, params: Record<string, string | number | boolean> = {}): Promise<any> {
+  const r = await s1.call(command, params);
+  assert.equal(r.status, 200, `${command}: ${JSON.stringify(r.body)}`);
+  return r.body[`${command.toLowerCase()}response`];
+}
+
+test('deleting a group while another server authorizes a rule referencing it: one of the two wins, no rule points at a deleted group', async () => {
+  const outcomes = new Map<string, number>();
+  for (let i = 0; i < ROUNDS; i++) {
+    const target = (await ok('createSecurityGroup', { name: `ref-target-${i}` })).securitygroup.id;
+    const holder = (await ok('createSecurityGroup', { name: `ref-holder-${i}` })).securitygroup.id;
+    const [del, auth] = await Promise.all([
+      s1.call('deleteSecurityGroup', { id: target }),
+      via2.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: holder, protocol: 'tcp', startport: 22, endport: 22, 'usersecuritygrouplist[0].group': `ref-target-${i}`, 'usersecuritygrouplist[0].account': 'admin' }),
+    ]);
+    const deleted = del.status === 200;
+    const authorized = auth.body.jobstatus === 1;
+    const key = `${deleted ? 'deleted' : `delete ${del.status}`} / ${authorized ? 'authorized' : 'authorize failed'}`;
+    outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+    assert.notEqual(deleted, authorized, `round ${i}: exactly one wins (${key})`);
+    const rules = (await ok('listSecurityGroups', { id: holder })).securitygroup[0].ingressrule ?? [];
+    assert.equal(rules.length, authorized ? 1 : 0, `round ${i}`);
+    for (const r of rules) assert.equal(r.securitygroupname, `ref-target-${i}`, `round ${i}: the rule names an existing group`);
+    assert.equal((await ok('listSecurityGroups', { id: target })).securitygroup?.length ?? 0, deleted ? 0 : 1);
+  }
+  console.log(`# delete vs reference: ${JSON.stringify(Object.fromEntries(outcomes))}`);
+});
+
+test('the same tag key created through both servers at once: stored once, every other call refused', async () => {
+  for (let i = 0; i < ROUNDS; i++) {
+    const g = (await ok('createSecurityGroup', { name: `tagged-${i}` })).securitygroup.id;
+    const params = { resourcetype: 'SecurityGroup', resourceids: g, 'tags[0].key': 'env', 'tags[0].value': 'prod' };
+    const results = await Promise.all([s1.callAndWait('createTags', params), via2.callAndWait('createTags', params), s1.callAndWait('createTags', params), via2.callAndWait('createTags', params)]);
+    assert.equal(results.filter((r) => r.body.jobstatus === 1).length, 1, `round ${i}: ${JSON.stringify(results.map((r) => r.body.jobresult))}`);
+    for (const r of results.filter((x) => x.body.jobstatus !== 1)) assert.match(r.body.jobresult.errortext, /tag env already on SecurityGroup/);
+    assert.equal((await ok('listTags', { resourceid: g })).count, 1, `round ${i}`);
+  }
+});
+
+test('one VM\'s group set changed through both servers at once: every call answers, the VM ends in one of the sets', async () => {
+  const net = (await ok('createNetwork', { name: 'racenet', displaytext: 'race', gateway: '10.30.0.1', netmask: '255.255.255.0', startip: '10.30.0.10', endip: '10.30.0.200' })).network;
+  await ok('addHost', { name: 'race-hv' });
+  const groups = await Promise.all(['ga', 'gb', 'gc', 'gd'].map(async (n) => (await ok('createSecurityGroup', { name: n })).securitygroup.id as string));
+  const vm = (await s1.callAndWait('deployVirtualMachine', { networkids: net.id, name: 'race-vm', securitygroupids: groups[0] })).body.jobresult.virtualmachine;
+  for (let i = 0; i < ROUNDS; i++) {
+    const results = await Promise.all(groups.map((g, k) => (k % 2 ? via2 : s1).call('updateVirtualMachine', { id: vm.id, securitygroupids: g })));
+    assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 200], `round ${i}: ${JSON.stringify(results.filter((r) => r.status !== 200).map((r) => r.body))}`);
+    const now = (await ok('listVirtualMachines', { id: vm.id })).virtualmachine[0].securitygroup.map((x: any) => x.id);
+    assert.equal(now.length, 1, `round ${i}: one group, not a mix: ${now}`);
+    assert.ok(groups.includes(now[0]));
+  }
+});
+
+test('deleting an account while another server deploys a VM for it: never a live VM of a deleted account', async () => {
+  const domain = (await ok('listDomains', {})).domain.find((d: any) => d.name === 'ROOT').id;
+  const net = (await ok('listNetworks', {})).network.find((n: any) => n.name === 'racenet').id;
+  const outcomes = new Map<string, number>();
+  for (let i = 0; i < ROUNDS; i++) {
+    const name = `doomed-${i}`;
+    const account = (await ok('createAccount', { username: name, password: `${name}-password`, email: `${name}@example.org`, firstname: 'd', lastname: 'd', accounttype: 0, domainid: domain })).account;
+    const [del, dep] = await Promise.all([
+      s1.callAndWait('deleteAccount', { id: account.id }),
+      via2.callAndWait('deployVirtualMachine', { networkids: net, name: `doomed-vm-${i}`, account: name, domainid: domain }),
+    ]);
+    const deleted = del.body.jobstatus === 1;
+    const deployed = dep.body.jobstatus === 1;
+    const key = `${deleted ? 'deleted' : 'delete failed'} / ${deployed ? 'deployed' : 'deploy failed'}`;
+    outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+    assert.ok(!(deleted && deployed), `round ${i}: ${key}`);
+    if (deployed) {
+      // the account stays and owns its VM; clean up for the next round
+      const vmId = dep.body.jobresult.virtualmachine.id;
+      assert.equal((await s1.callAndWait('destroyVirtualMachine', { id: vmId, expunge: true })).body.jobstatus, 1);
+    }
+  }
+  console.log(`# delete account vs deploy: ${JSON.stringify(Object.fromEntries(outcomes))}`);
+});
