@@ -129,6 +129,8 @@ export class Agent extends EventEmitter {
   private attempt = 0;
   /** This process's id in its hellos: servers tell a restarted agent from a second one on the same token. */
   readonly instance = randomUUID();
+  /** Why the held state could not be saved (null: saved, or no state dir). */
+  private stateSaveError: string | null = null;
   /** When a server ended this agent's live session because another connection took its host (recent ones). */
   private displacedAt: number[] = [];
   private stopped = false;
@@ -550,10 +552,7 @@ export class Agent extends EventEmitter {
   private async applyNow(): Promise<void> {
     const state = this.state;
     if (!state) return;
-    if (this.o.stateDir && this.savedRevision !== state.revision) {
-      await saveState(this.o.stateDir, { serverUrl: this.server ?? this.servers[0], state, savedAt: new Date().toISOString() });
-      this.savedRevision = state.revision;
-    }
+    await this.saveHeld(state);
     let ports: HostPorts;
     let result: ApplyResult;
     try {
@@ -591,6 +590,31 @@ export class Agent extends EventEmitter {
     if (result.changed) this.o.log.debug({ revision: state.revision, steps: result.steps }, 'agent: applied');
     this.emit('applied', state.revision, result);
     if (result.changed) this.reconcileSoon();
+  }
+
+  /**
+   * Save the held state (fail static after a restart). A state dir that cannot be written (a full
+   * disk, a file in its place) must not keep the kernel from the new rules: the error is logged, shown
+   * on the server as a failed check of the host (Alert), and the save is retried on every pass.
+   */
+  private async saveHeld(state: HostDesiredState): Promise<void> {
+    if (!this.o.stateDir || this.savedRevision === state.revision) return;
+    try {
+      await saveState(this.o.stateDir, { serverUrl: this.server ?? this.servers[0], state, savedAt: new Date().toISOString() });
+      this.savedRevision = state.revision;
+      if (this.stateSaveError !== null) {
+        this.stateSaveError = null;
+        this.o.log.info({ stateDir: this.o.stateDir }, 'agent: the desired state is saved again');
+        this.report(false);
+      }
+    } catch (e) {
+      const err = e instanceof Error ? e.message : String(e);
+      if (err !== this.stateSaveError) {
+        this.o.log.error({ stateDir: this.o.stateDir, err }, 'agent: cannot save the desired state; applying it anyway (after a restart the agent would start from an older state); retrying on every reconcile pass');
+        this.stateSaveError = err;
+        this.report(false);
+      }
+    }
   }
 
   /**
@@ -644,6 +668,7 @@ export class Agent extends EventEmitter {
       const repaired = this.findings.filter((f) => f.fixed).map((f) => ({ at: new Date().toISOString(), what: `preflight: ${f.check} ${f.detail}`, count: 1 }));
       this.addRepairs(...repaired);
       const state = this.state;
+      if (state && this.stateSaveError !== null) await this.saveHeld(state);
       if (state && this.lastApplyError !== null) {
         // The last apply failed as a whole (e.g. a tool was missing): retry it on every pass; the
         // ack tells the server once it works.
@@ -688,9 +713,11 @@ export class Agent extends EventEmitter {
   /** Send findings when they changed (or on connect) and any repairs not yet reported. */
   private report(force: boolean): void {
     if (!this.connected) return;
-    const key = JSON.stringify(this.findings.map((f) => [f.check, f.ok, f.detail]));
+    const findings = this.stateSaveError === null ? this.findings
+      : [...this.findings, { check: 'state dir', ok: false, detail: `cannot save the desired state in ${this.o.stateDir}: ${this.stateSaveError}` }];
+    const key = JSON.stringify(findings.map((f) => [f.check, f.ok, f.detail]));
     if (!force && key === this.sentFindings && !this.pendingRepairs.length) return;
-    const preflight = this.findings.slice(0, MAX_FINDINGS).map((f) => ({ ...f, check: f.check.slice(0, 200), detail: f.detail.slice(0, MAX_FINDING_CHARS) }));
+    const preflight = findings.slice(0, MAX_FINDINGS).map((f) => ({ ...f, check: f.check.slice(0, 200), detail: f.detail.slice(0, MAX_FINDING_CHARS) }));
     this.send({ type: 'report', preflight, repairs: this.pendingRepairs });
     this.sentFindings = key;
     this.pendingRepairs = [];

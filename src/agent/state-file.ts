@@ -13,14 +13,19 @@ export async function saveState(dir: string, held: HeldState): Promise<void> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   const target = path.join(dir, FILE);
   const tmp = `${target}.tmp-${process.pid}`;
-  const fh = await fs.open(tmp, 'w', 0o600);
   try {
-    await fh.writeFile(JSON.stringify(held));
-    await fh.sync();
-  } finally {
-    await fh.close();
+    const fh = await fs.open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(JSON.stringify(held));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.rename(tmp, target);
+  } catch (e) {
+    await fs.rm(tmp, { force: true }).catch(() => {});   // a full disk leaves no half-written file behind
+    throw e;
   }
-  await fs.rename(tmp, target);
   const d = await fs.open(dir, 'r');
   try { await d.sync(); } finally { await d.close(); }
 }

@@ -408,6 +408,7 @@ export class SessionHub {
       // Read when the resync runs: asks that came meanwhile have joined it (Session.resyncAsked).
       const revision = typeof from === 'function' ? from() : from;
       if (this.sessions.get(s.hostId) !== s || !this.d.fleet.hosts.has(s.hostId)) return;
+      this.d.sync.agentHolds(s.hostId, revision);
       if (this.d.fleet.isPassive(s.hostId)) {
         // The revision the agent holds (one this server can know of): removals done before it are not
         // owed again (Fleet.activate).

@@ -79,6 +79,23 @@ export class SyncTracker {
     for (const v of vms) { this.vmSync.delete(v); this.refreshVm(v); }
   }
 
+  /**
+   * A (re)connected agent says which revision it holds (null: none, e.g. its state could not be read,
+   * so it closed its VMs' ports): acks of anything later no longer describe its kernel. Its VMs acked
+   * beyond that are Pending again, and the host is not synced, until it acks what it is sent now.
+   */
+  agentHolds(hostId: number, revision: number | null): void {
+    const host = this.fleet.hosts.get(hostId);
+    const held = revision ?? -1;
+    if (!host || held >= host.acked) return;
+    host.acked = held;
+    this.status.host(hostId, { acked_revision: Math.max(0, held) });
+    for (const vmId of this.fleet.hostVms.get(hostId) ?? []) {
+      const a = this.vmAck.get(vmId);
+      if (a && a.hostId === hostId && a.rev > held) { this.vmAck.delete(vmId); this.refreshVm(vmId); }
+    }
+  }
+
   /** Another server holds the host now: what this one wrote or heard for these VMs no longer counts. */
   passivated(vmIds: Iterable<number>): void {
     for (const v of vmIds) { this.vmSync.delete(v); this.vmAck.delete(v); }

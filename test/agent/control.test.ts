@@ -3,6 +3,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { createHash } from 'node:crypto';
 import WebSocket from 'ws';
 import { startServer, type TestServer } from '../helpers/server.js';
@@ -194,6 +196,59 @@ test('an ack of an older revision does not take the host\'s acknowledged revisio
     assert.equal(row.securitygroupsyncrevision, rev);
     assert.equal(row.securitygroupsynced, true);
   } finally { ws.close(); }
+});
+
+test('an agent that cannot save its state still applies and acks what it is sent; the host shows the failed check', async () => {
+  const h = await addHost(srv, 'ctl-nosave');
+  const v = await deploy(srv, cloud, { hostid: h.id, name: 'ctl-nosave-vm' });
+  // a file where the state dir should be: nothing can be saved (nor loaded: the agent starts closed)
+  const notADir = path.join(os.tmpdir(), `palisade-notadir-${process.pid}`);
+  fs.writeFileSync(notADir, 'x');
+  const a = agent(h.token, 'nosave');
+  const blocked = simAgent(srv, h.token, 'nosave', notADir);
+  agents.push(blocked);
+  await blocked.start();
+  await waitFor('VM Synced', async () => (await vmRow(srv, v.id)).securitygroupsyncstate === 'Synced');
+  assert.ok(vmIds(blocked).includes(v.id));
+  const row = await waitFor('Alert', async () => { const x = await hostRow(srv, h.id); return x.state === 'Alert' ? x : null; });
+  assert.ok(row.preflight.some((f: any) => f.check === 'state dir' && !f.ok && /cannot save the desired state/.test(f.detail)), JSON.stringify(row.preflight));
+  // Twin: the same host's agent with a state dir it can write: Up, no such finding.
+  await blocked.stop();
+  await a.start();
+  const up = await waitFor('Up', async () => { const x = await hostRow(srv, h.id); return x.state === 'Up' ? x : null; });
+  assert.ok(!(up.preflight ?? []).some((f: any) => f.check === 'state dir'));
+  assert.ok(fs.existsSync(path.join(a.dir, 'desired-state.json')));
+});
+
+test('an agent reconnecting without the state it acked (lost, unreadable) shows its VMs Pending until it acks again', async () => {
+  const h = await addHost(srv, 'ctl-forgot');
+  const v = await deploy(srv, cloud, { hostid: h.id, name: 'ctl-forgot-vm' });
+  const session = async (revision: number | null, ack: boolean) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);
+    const snap = await new Promise<any>((resolve, reject) => {
+      ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token: h.token, hostname: 'forgot', revision })));
+      ws.on('message', (d) => { const m = JSON.parse(String(d)); if (m.type === 'snapshot' || m.type === 'delta') resolve(m); });
+      ws.on('error', reject);
+    });
+    const rev = snap.type === 'snapshot' ? snap.state.revision : snap.revision;
+    if (ack) ws.send(JSON.stringify({ type: 'ack', revision: rev, vms: { [v.id]: { ok: true } } }));
+    return { ws, rev };
+  };
+  const first = await session(null, true);
+  await waitFor('Synced', async () => (await vmRow(srv, v.id)).securitygroupsyncstate === 'Synced');
+  first.ws.close();
+  // Back holding nothing, and not acking: its kernel holds nothing of what it acked before.
+  const second = await session(null, false);
+  await waitFor('Pending again', async () => (await vmRow(srv, v.id)).securitygroupsyncstate === 'Pending');
+  assert.equal((await hostRow(srv, h.id)).securitygroupsynced, false);
+  second.ws.send(JSON.stringify({ type: 'ack', revision: second.rev, vms: { [v.id]: { ok: true } } }));
+  await waitFor('Synced after its ack', async () => (await vmRow(srv, v.id)).securitygroupsyncstate === 'Synced');
+  second.ws.close();
+  // Twin: back holding what it acked: Synced throughout.
+  const third = await session(second.rev, false);
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal((await vmRow(srv, v.id)).securitygroupsyncstate, 'Synced');
+  third.ws.close();
 });
 
 test('preflight findings reach listHosts: an unfixable one puts the host in Alert, a fixed one keeps it Up', async () => {
