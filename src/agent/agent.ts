@@ -102,6 +102,8 @@ export function agentUrl(server: string): string {
 }
 
 const KEEPALIVE_MS = 10_000;
+/** "No server could be reached" is logged at most once per this period. */
+const UNREACHABLE_LOG_EVERY_MS = 60_000;
 /** Taken off its host's session twice within this time: a second agent uses this host's token (wasDisplaced). */
 const DISPLACED_WINDOW_MS = 300_000;
 /** The counter reader's duty cycle bound: it waits at least this many times its last reading's duration. */
@@ -129,6 +131,11 @@ export class Agent extends EventEmitter {
   private attempt = 0;
   /** This process's id in its hellos: servers tell a restarted agent from a second one on the same token. */
   readonly instance = randomUUID();
+  /** The last connection error (server: message), for the "no server could be reached" line. */
+  private lastConnectError: string | null = null;
+  private unreachableLoggedAt = -Infinity;
+  /** Connection attempts that ended before a welcome, since the last welcome. */
+  private failedInRow = 0;
   /** Why the held state could not be saved (null: saved, or no state dir). */
   private stateSaveError: string | null = null;
   /** When a server ended this agent's live session because another connection took its host (recent ones). */
@@ -322,13 +329,14 @@ export class Agent extends EventEmitter {
       if (this.ws === ws) this.ws = null;
       if (this.connected) this.o.log.warn({ server, code, reason: String(reason) }, 'agent: disconnected from server');
       const displaced = this.connected && (code === CLOSE_REPLACED || code === CLOSE_HELD_ELSEWHERE);
+      if (!this.connected) this.failedInRow++;
       this.connected = false;
       this.server = null;
       this.emit('disconnected');
       if (displaced) this.wasDisplaced(server);
       this.scheduleReconnect();
     });
-    ws.on('error', (e) => this.o.log.debug({ server, err: e.message }, 'agent: connection error'));
+    ws.on('error', (e) => { this.lastConnectError = `${server}: ${e.message}`; this.o.log.debug({ server, err: e.message }, 'agent: connection error'); });
   }
 
   /**
@@ -343,6 +351,12 @@ export class Agent extends EventEmitter {
     const rounds = Math.floor(this.attempt / this.servers.length);
     const base = Math.min(max, min * 2 ** Math.min(rounds, 16));
     const delay = Math.round(base * (0.5 + Math.random() * 0.5));
+    // Every server failed in turn: say so (once a minute), or an agent that cannot reach any server
+    // (a wrong URL, a firewall) looks in its log as if it were working.
+    if (this.failedInRow >= this.servers.length && Date.now() - this.unreachableLoggedAt >= UNREACHABLE_LOG_EVERY_MS) {
+      this.unreachableLoggedAt = Date.now();
+      this.o.log.warn({ servers: this.servers, lastError: this.lastConnectError, retryInMs: delay }, 'agent: no server could be reached or accepted this agent; retrying (rules stay as they are meanwhile)');
+    }
     this.attempt++;
     this.reconnectTimer = setTimeout(() => { this.reconnectTimer = null; this.connect(); }, delay);
   }
@@ -434,6 +448,7 @@ export class Agent extends EventEmitter {
           this.send(this.hello(null));
         }
         this.attempt = 0;
+        this.failedInRow = 0;
         // Each server says so before its first snapshot or delta when cutting is on (connectionSettings).
         this.cutOnRevoke = false;
         this.connected = true;

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { loadState, saveState } from '../../src/agent/state-file.js';
 import { parseDuration } from '../../src/agent/run.js';
 import { samePorts } from '../../src/agent/merge.js';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import pino from 'pino';
 import { WebSocketServer } from 'ws';
 import { Agent, agentUrl } from '../../src/agent/agent.js';
@@ -93,4 +93,32 @@ test('an agent taken off its host\'s session again and again says another agent 
   const shutdown = await sessionsEndedWith(1001, 2500);
   assert.deepEqual(shutdown.errors, []);
   assert.ok(shutdown.connections >= 8, `reconnects at once: ${shutdown.connections} connections`);
+});
+
+test('an agent that cannot reach any server says so, once, with the last error; one that can does not', async () => {
+  const lines: { level: number; msg: string; lastError?: string }[] = [];
+  const log = pino({ level: 'warn' }, { write: (line: string) => { lines.push(JSON.parse(line)); } });
+  const closed = net.createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', () => r()));
+  const port = (closed.address() as AddressInfo).port;
+  await new Promise((r) => closed.close(r));   // nothing listens there now
+  const opts = { token: 't', hostname: 'lonely', stateDir: null, discover: async (s: any) => simulatedPorts(s), preflight: null, reconcileMs: 60_000, log, backoffMinMs: 20, backoffMaxMs: 100 };
+  const lonely = new Agent({ ...opts, server: `http://127.0.0.1:${port}`, dataplane: new NullDataplane() });
+  await lonely.start();
+  await new Promise((r) => setTimeout(r, 1500));
+  await lonely.stop();
+  const said = lines.filter((l) => /no server could be reached/.test(l.msg));
+  assert.equal(said.length, 1, 'once (a minute), not per attempt');
+  assert.match(said[0].lastError ?? '', /ECONNREFUSED/);
+  // Twin: a server that welcomes it.
+  lines.length = 0;
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+  wss.on('connection', (ws) => ws.once('message', () => ws.send(JSON.stringify({ type: 'welcome', hostId: 'h', hostName: 'h' }))));
+  const fine = new Agent({ ...opts, server: `http://127.0.0.1:${(wss.address() as AddressInfo).port}`, dataplane: new NullDataplane() });
+  await fine.start();
+  await new Promise((r) => setTimeout(r, 500));
+  await fine.stop();
+  await new Promise((r) => wss.close(r));
+  assert.deepEqual(lines.filter((l) => /no server could be reached/.test(l.msg)), []);
 });
