@@ -18,7 +18,7 @@ import type { SessionAuth, Transport } from './sessions.js';
 import type { ApiObserver } from './metrics.js';
 import type { ConnectionInspector } from '../model/telemetry.js';
 import { appendFeed } from '../store/queries/feed.js';
-import { storeUnavailable } from '../store/db.js';
+import { storeOutOfSpace, storeUnavailable } from '../store/db.js';
 
 export const AUTH_FAILED = 'unable to verify user credentials and/or request signature';
 export const UNKNOWN_COMMAND = 'The given command does not exist or it is not available for user';
@@ -28,6 +28,7 @@ const PARAM_NAME = /^[A-Za-z0-9_.\[\]-]+$/;
 /** API keys are 86 characters; anything much longer is not one (and is not worth a lookup). */
 const MAX_APIKEY_LENGTH = 255;
 /** The store cannot be reached from this server (several servers: another one may answer). */
+export const STORE_FULL = 'The database is out of disk space; nothing was changed. Free space where the database keeps its files, then retry';
 export const STORE_UNAVAILABLE = 'This management server cannot reach its database; nothing was changed. Retry the call, through another management server if there are several';
 /** The job's server was declared dead by another server, which failed the job, before it finished. */
 const JOB_TAKEN = 'Job was failed by another management server while this one could not reach the database; nothing was changed';
@@ -176,6 +177,10 @@ export class Dispatcher {
     if (storeUnavailable(err)) {
       this.deps.log.warn({ err: err instanceof Error ? err.message : String(err), command }, 'command failed: the store is unreachable');
       return new ApiError(530, STORE_UNAVAILABLE, 9999);
+    }
+    if (storeOutOfSpace(err)) {
+      this.deps.log.error({ err: err instanceof Error ? err.message : String(err), command }, 'command failed: the database is out of disk space');
+      return new ApiError(530, STORE_FULL, 9999);
     }
     this.deps.log.error({ err, command }, 'command failed with an unexpected error');
     return new ApiError(530, INTERNAL, 9999);

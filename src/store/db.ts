@@ -91,6 +91,12 @@ export function transientConflict(err: unknown): boolean {
   return !!e && typeof e === 'object' && typeof e.code === 'string' && CONFLICT_CODES.has(e.code);
 }
 
+/** Is this error the database being out of disk space (SQLite's SQLITE_FULL, PostgreSQL's disk_full)? */
+export function storeOutOfSpace(err: unknown): boolean {
+  const e = err as { code?: unknown } | null;
+  return !!e && typeof e === 'object' && (e.code === 'SQLITE_FULL' || e.code === '53100');
+}
+
 /** Is this error the store being unreachable (as opposed to a query that failed)? */
 export function storeUnavailable(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown } | null;
