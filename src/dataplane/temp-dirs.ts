@@ -4,7 +4,11 @@
 // new one removes those of processes of its own pid namespace that no longer run. (Only its own pid
 // namespace: a pid from another one, sharing /tmp, says nothing here. A pid reused by a live process
 // keeps a dead one's directory until that process ends too: never the other way round.)
-import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+//
+// A process killed by SIGKILL also leaves its children running (the drop-log reader, ulogd, re-parented
+// to init, still holding its NFLOG group so a new reader cannot bind it): a process whose command line
+// names a dead owner's directory is that owner's orphan, and is sent SIGTERM before the directory goes.
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -15,6 +19,22 @@ function pidNamespace(): number {
 
 function processGone(pid: number): boolean {
   try { process.kill(pid, 0); return false; } catch (e) { return (e as NodeJS.ErrnoException).code === 'ESRCH'; }
+}
+
+/** SIGTERM to the processes of this pid namespace whose command line names `dir` (a dead owner's orphans). */
+function stopOrphansOf(dir: string): number[] {
+  const stopped: number[] = [];
+  let pids: string[];
+  try { pids = readdirSync('/proc').filter((e) => /^\d+$/.test(e)); } catch { return stopped; }
+  for (const p of pids) {
+    const pid = Number(p);
+    if (pid === process.pid) continue;
+    let cmdline: string;
+    try { cmdline = readFileSync(`/proc/${p}/cmdline`, 'utf8'); } catch { continue; }
+    if (!cmdline.split('\0').some((arg) => arg === dir || arg.startsWith(`${dir}/`))) continue;
+    try { process.kill(pid, 'SIGTERM'); stopped.push(pid); } catch { /* gone meanwhile */ }
+  }
+  return stopped;
 }
 
 /** A new private directory (mode 0700) named after this process. */
@@ -36,6 +56,7 @@ export function sweepDeadDirs(prefix: string, parent = tmpdir()): string[] {
     if (!m || Number(m[1]) !== ns) continue;
     const pid = Number(m[2]);
     if (pid === process.pid || !processGone(pid)) continue;
+    stopOrphansOf(join(parent, name));
     try {
       rmSync(join(parent, name), { recursive: true, force: true });
       removed.push(join(parent, name));

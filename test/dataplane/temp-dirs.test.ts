@@ -3,7 +3,7 @@
 // namespace's and anything not named so are kept.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -40,6 +40,35 @@ test('temp dirs: a killed process\'s directory is swept by the next; nothing els
     assert.ok(!fs.existsSync(again), 'swept when the new one was made');
     assert.deepEqual(sweepDeadDirs('palisade-ulogd-', parent), [], 'a second sweep finds nothing');
   } finally {
+    fs.rmSync(parent, { recursive: true, force: true });
+  }
+});
+
+test('temp dirs: a dead owner\'s orphan (a reader still running with its config) is stopped when its directory is swept; a live owner\'s is not', async () => {
+  const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-sweep-'));
+  const children: ReturnType<typeof spawn>[] = [];
+  try {
+    const ns = Number(/\[(\d+)\]/.exec(fs.readlinkSync('/proc/self/ns/pid'))![1]);
+    const gone = spawnSync('true').pid!;
+    const deadDir = path.join(parent, `palisade-ulogd-${ns}-${gone}-orphan`);
+    const liveDir = path.join(parent, `palisade-ulogd-${ns}-${process.pid}-living`);
+    fs.mkdirSync(deadDir); fs.mkdirSync(liveDir);
+    // stand-ins for ulogd -c <dir>/ulogd.conf
+    const reader = (dir: string) => {
+      const c = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 300000)', '--', '-c', path.join(dir, 'ulogd.conf')], { stdio: 'ignore' });
+      children.push(c);
+      return c;
+    };
+    const orphan = reader(deadDir);
+    const kept = reader(liveDir);
+    await new Promise((r) => setTimeout(r, 300));   // both running, their command lines readable
+    const ended = new Promise<NodeJS.Signals | null>((r) => orphan.once('exit', (_code, signal) => r(signal)));
+    assert.deepEqual(sweepDeadDirs('palisade-ulogd-', parent), [deadDir]);
+    assert.equal(await ended, 'SIGTERM');
+    assert.equal(kept.exitCode, null, 'a live owner\'s reader keeps running');
+    assert.equal(kept.signalCode, null);
+  } finally {
+    for (const c of children) c.kill('SIGKILL');
     fs.rmSync(parent, { recursive: true, force: true });
   }
 });
