@@ -89,7 +89,11 @@ export interface AgentOptions {
 export function parseServers(value: string | string[]): string[] {
   const list = (Array.isArray(value) ? value : [value]).flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
   if (!list.length) throw new Error('no server URL given');
-  for (const u of list) agentUrl(u);
+  for (const u of list) {
+    let url: URL;
+    try { url = new URL(agentUrl(u)); } catch { throw new Error(`--server: ${JSON.stringify(u)} is not a URL (e.g. http://mgmt:8080)`); }
+    if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new Error(`--server: ${JSON.stringify(u)} must be http, https, ws or wss`);
+  }
   return [...new Set(list)];
 }
 
@@ -327,7 +331,8 @@ export class Agent extends EventEmitter {
     ws.on('close', (code, reason) => {
       if (this.pingTimer) { clearInterval(this.pingTimer); this.pingTimer = null; }
       if (this.ws === ws) this.ws = null;
-      if (this.connected) this.o.log.warn({ server, code, reason: String(reason) }, 'agent: disconnected from server');
+      if (this.connected && this.stopped) this.o.log.info({ server }, 'agent: disconnected (stopping)');
+      else if (this.connected) this.o.log.warn({ server, code, reason: String(reason) }, 'agent: disconnected from server');
       const displaced = this.connected && (code === CLOSE_REPLACED || code === CLOSE_HELD_ELSEWHERE);
       if (!this.connected) this.failedInRow++;
       this.connected = false;

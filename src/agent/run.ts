@@ -15,6 +15,7 @@ import { NullDataplane } from './null-dataplane.js';
 import { simulatedPorts } from './sim-ports.js';
 import { createConntrack } from '../dataplane/conntrack.js';
 import { AgentMetrics, conntrackUsage, parseListen, serveMetrics } from './metrics.js';
+import { LOG_LEVELS } from '../model/log-levels.js';
 
 /** "10s", "500ms", "2m" or plain milliseconds. */
 export function parseDuration(s: string): number {
@@ -56,6 +57,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   if (!serverList) throw new Error('--server (or PALISADE_SERVER) is required');
   const servers = parseServers(serverList);
   if (o.serverOrder !== 'random' && o.serverOrder !== 'listed') throw new Error(`--server-order must be random or listed, not ${o.serverOrder}`);
+  if (!LOG_LEVELS.includes(o.logLevel)) throw new Error(`--log-level must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(o.logLevel)}`);
   const log = pino({ level: o.logLevel, base: { svc: 'palisade-agent', ...(o.netns ? { netns: o.netns } : {}) } }, pino.destination(2));
   if (!['auto', 'null', ...BACKENDS].includes(o.dataplane)) {
     process.stderr.write(`palisade agent: --dataplane must be auto, nftables, iptables or null (got ${JSON.stringify(o.dataplane)})\n`);

@@ -18,6 +18,7 @@ import { MetricsRegistry } from '../metrics/registry.js';
 import { pruneDrops } from '../store/queries/drops.js';
 import { purgeHistory } from '../store/queries/retention.js';
 import { readRetention } from '../store/queries/settings.js';
+import { LOG_LEVELS } from '../model/log-levels.js';
 
 const DROP_PRUNE_MS = 3600_000;
 
@@ -27,7 +28,9 @@ export const UNHANDLED_REJECTION = 'unhandled promise rejection (a bug; the serv
 export function parseListen(s: string): { host: string; port: number } {
   const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(s);
   if (!m) throw new Error(`--listen expects host:port, got ${s}`);
-  return { host: m[1] || '127.0.0.1', port: Number(m[2]) };
+  const port = Number(m[2]);
+  if (!(port >= 1 && port <= 65535)) throw new Error(`--listen: the port must be from 1 to 65535, got ${m[2]}`);
+  return { host: m[1] || '127.0.0.1', port };
 }
 
 /** A stable identity per data dir: several servers may share one PostgreSQL. */
@@ -59,6 +62,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     throw e;
   }
   const o = program.opts<{ listen: string; dataDir: string; db?: string; name?: string; logLevel: string; sessionTimeout: string; metrics: string; metricsAllow?: string; trustProxy?: string; allowedHosts?: string }>();
+  if (!LOG_LEVELS.includes(o.logLevel)) throw new Error(`--log-level must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(o.logLevel)}`);
   const sessionTimeout = Number(o.sessionTimeout);
   if (!Number.isInteger(sessionTimeout) || sessionTimeout < 1) {
     process.stderr.write(`palisade server: --session-timeout expects a whole number of seconds, got ${o.sessionTimeout}\n`);

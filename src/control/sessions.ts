@@ -302,7 +302,7 @@ export class SessionHub {
         this.sessions.delete(s.hostId);
         this.d.metrics?.settled(s.hostId);
         if (this.d.fleet.hosts.has(s.hostId)) this.d.cluster.release(s.hostId);
-        this.d.log.info({ host: s.hostId, hostname: s.hostname }, 'agent disconnected');
+        this.d.log.info({ host: this.d.fleet.hosts.get(s.hostId)?.name ?? s.hostId, hostname: s.hostname }, 'agent disconnected');
       }
     });
     ws.on('error', () => {});

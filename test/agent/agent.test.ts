@@ -11,7 +11,8 @@ import { samePorts } from '../../src/agent/merge.js';
 import net, { type AddressInfo } from 'node:net';
 import pino from 'pino';
 import { WebSocketServer } from 'ws';
-import { Agent, agentUrl } from '../../src/agent/agent.js';
+import { Agent, agentUrl, parseServers } from '../../src/agent/agent.js';
+import { parseListen as parseServerListen } from '../../src/api/serve.js';
 import { NullDataplane } from '../../src/agent/null-dataplane.js';
 import { simulatedPorts } from '../../src/agent/sim-ports.js';
 import { CLOSE_HELD_ELSEWHERE, CLOSE_REPLACED } from '../../src/protocol/index.js';
@@ -41,6 +42,12 @@ test('server URLs and durations', () => {
   assert.equal(parseDuration('2m'), 120_000);
   assert.equal(parseDuration('1500'), 1500);
   assert.throws(() => parseDuration('soon'), /not a duration/);
+  // flags checked before anything is touched, naming the flag
+  assert.deepEqual(parseServers('http://a:8080, ws://b:8080/agent'), ['http://a:8080', 'ws://b:8080/agent']);
+  assert.throws(() => parseServers('notaurl'), /--server: "notaurl" is not a URL/);
+  assert.throws(() => parseServers('http://a:8080,ftp://b'), /--server: "ftp:\/\/b" must be http, https, ws or wss/);
+  assert.deepEqual(parseServerListen('127.0.0.1:8080'), { host: '127.0.0.1', port: 8080 });
+  assert.throws(() => parseServerListen('127.0.0.1:99999'), /--listen: the port must be from 1 to 65535/);
 });
 
 test('a renamed tap is a port change; the same ports in another order are not', () => {
