@@ -57,19 +57,79 @@ export const historyPath = (path: string) => join(dirname(path), 'history');
 
 // ---- INI (pure) ----
 
+/** A line of the file: a section header, a setting, or anything else kept as it is (comments, blanks). */
+type IniLine = { kind: 'section'; name: string } | { kind: 'key'; key: string; value: string } | { kind: 'other' };
+
+/** One line read; a line that is none of comment, blank, `[section]` or `key = value` is an error. */
+function readLine(raw: string, n: number): IniLine {
+  const line = raw.trim();
+  if (line === '' || line.startsWith('#') || line.startsWith(';')) return { kind: 'other' };
+  const sec = /^\[(.+)\]$/.exec(line);
+  if (sec) return { kind: 'section', name: sec[1].trim() };
+  const eq = line.indexOf('=');
+  // a value may be followed by a comment after whitespace (`profile = lab   ; the lab`)
+  if (eq > 0) return { kind: 'key', key: line.slice(0, eq).trim().toLowerCase(), value: line.slice(eq + 1).replace(/\s+[;#].*$/, '').trim() };
+  throw new Error(`line ${n}: expected [section], key = value or a # comment, got ${JSON.stringify(line.slice(0, 40))}`);
+}
+
 export function parseIni(text: string): Record<string, Record<string, string>> {
   const out: Record<string, Record<string, string>> = {};
   let section = 'core';
-  for (const raw of text.split(/\r?\n/)) {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
-    const sec = /^\[(.+)\]$/.exec(line);
-    if (sec) { section = sec[1].trim(); out[section] ??= {}; continue; }
-    const eq = line.indexOf('=');
-    if (eq < 0) continue;
-    (out[section] ??= {})[line.slice(0, eq).trim().toLowerCase()] = line.slice(eq + 1).trim();
-  }
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const l = readLine(raw, i + 1);
+    if (l.kind === 'section') { section = l.name; out[section] ??= {}; }
+    else if (l.kind === 'key') (out[section] ??= {})[l.key] = l.value;
+  });
   return out;
+}
+
+/**
+ * The file's text with `cfg` written into it: settings palisade knows are updated where they are,
+ * missing ones added at the end of their section, sections of removed profiles dropped, new profiles
+ * appended; comments, blank lines and keys it does not know are kept (the file is for people too).
+ */
+export function updateIni(text: string, cfg: CliConfig): string {
+  if (!text.trim()) return toIni(cfg);
+  const want: Record<string, Record<string, string>> = {
+    core: { profile: cfg.core.profile, output: cfg.core.output, asyncblock: String(cfg.core.asyncblock), timeout: String(cfg.core.timeout) },
+  };
+  for (const [name, p] of Object.entries(cfg.profiles)) want[name] = { url: p.url, apikey: p.apikey, secretkey: p.secretkey };
+  // the file as sections (lines before the first header belong to [core])
+  const sections: { name: string; lines: string[] }[] = [{ name: 'core', lines: [] }];
+  text.replace(/\r?\n$/, '').split(/\r?\n/).forEach((raw, i) => {
+    const l = readLine(raw, i + 1);
+    if (l.kind === 'section') sections.push({ name: l.name, lines: [raw] });
+    else sections[sections.length - 1].lines.push(raw);
+  });
+  const lastOf = new Map(sections.map((sec, i) => [sec.name, i] as const));
+  const done = new Map<string, Set<string>>();
+  const out: string[] = [];
+  sections.forEach((sec, index) => {
+    const keys = want[sec.name];
+    if (!keys) return;   // a profile removed since
+    const seen = done.get(sec.name) ?? new Set<string>();
+    done.set(sec.name, seen);
+    const lines = sec.lines.map((raw) => {
+      const l = readLine(raw, 0);
+      if (l.kind !== 'key' || keys[l.key] === undefined) return raw;
+      seen.add(l.key);
+      const comment = /\s+[;#].*$/.exec(raw.slice(raw.indexOf('=') + 1))?.[0] ?? '';
+      return `${raw.slice(0, raw.indexOf('=')).trimEnd()} = ${keys[l.key]}${comment}`;
+    });
+    if (lastOf.get(sec.name) !== index) { out.push(...lines); return; }
+    // missing settings go at the end of the section's last occurrence, before its trailing blank lines
+    let end = lines.length;
+    while (end > 0 && lines[end - 1].trim() === '') end--;
+    const missing = Object.entries(keys).filter(([k]) => !seen.has(k)).map(([k, v]) => `${k} = ${v}`);
+    out.push(...lines.slice(0, end), ...missing, ...lines.slice(end));
+  });
+  const written = new Set(done.keys());
+  for (const [name, keys] of Object.entries(want)) {
+    if (written.has(name)) continue;
+    if (out.length && out[out.length - 1].trim() !== '') out.push('');
+    out.push(`[${name}]`, ...Object.entries(keys).map(([k, v]) => `${k} = ${v}`));
+  }
+  return out.join('\n') + '\n';
 }
 
 const PROFILE_NAME = /^[A-Za-z0-9_.@-]+$/;
@@ -102,7 +162,7 @@ export function fromIni(path: string, text: string): CliConfig {
 
 export function toIni(cfg: CliConfig): string {
   const lines = [
-    '# palisade CLI configuration (cloudmonkey-style). Edit freely or use `palisade set KEY VALUE`.',
+    '# palisade CLI configuration (cloudmonkey-style). Edit freely or use `palisade set KEY VALUE` (which keeps comments and other keys).',
     '[core]',
     `profile = ${cfg.core.profile}`,
     `output = ${cfg.core.output}`,
@@ -117,19 +177,23 @@ export function toIni(cfg: CliConfig): string {
 
 // ---- file I/O ----
 
-export function loadConfig(path = configPath()): CliConfig {
-  let text = '';
-  try { text = readFileSync(path, 'utf8'); } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+function readConfigText(path: string): string {
+  try { return readFileSync(path, 'utf8'); } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw new Error(`the CLI config ${path}: ${(e as Error).message}`);
   }
-  return fromIni(path, text);
+}
+
+export function loadConfig(path = configPath()): CliConfig {
+  const text = readConfigText(path);
+  try { return fromIni(path, text); } catch (e) { throw new Error(`the CLI config ${path}: ${(e as Error).message}`); }
 }
 
 export function saveConfig(cfg: CliConfig): void {
   mkdirSync(dirname(cfg.path), { recursive: true, mode: 0o700 });
   // write-then-rename: a concurrent reader never sees half a file; 0600 because it holds secret keys
   const tmp = `${cfg.path}.${process.pid}.tmp`;
-  writeFileSync(tmp, toIni(cfg), { mode: 0o600 });
+  writeFileSync(tmp, updateIni(readConfigText(cfg.path), cfg), { mode: 0o600 });
   chmodSync(tmp, 0o600);
   renameSync(tmp, cfg.path);
 }
@@ -165,6 +229,10 @@ export function effective(cfg: CliConfig, profileName?: string, env: NodeJS.Proc
   const name = profileName ?? cfg.core.profile;
   if (profileName !== undefined && !(profileName in cfg.profiles)) {
     throw new Error(`unknown profile "${profileName}" (known: ${Object.keys(cfg.profiles).join(', ') || 'none'})`);
+  }
+  // The config names an active profile it does not define (a fresh config defines none: the defaults apply)
+  if (profileName === undefined && Object.keys(cfg.profiles).length && !(name in cfg.profiles) && !env.CLOUDSTACK_ENDPOINT) {
+    throw new Error(`unknown profile "${name}" (core.profile in ${cfg.path}; known: ${Object.keys(cfg.profiles).join(', ')})`);
   }
   const p = cfg.profiles[name] ?? { url: '', apikey: '', secretkey: '' };
   return {

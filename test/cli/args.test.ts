@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { ArgError, normalizeArgv, normalizeList, parseWords, splitLine } from '../../src/cli/args.js';
 import { buildCatalogue, resolveApi, splitApiName } from '../../src/cli/apis.js';
 import { formatOutput } from '../../src/cli/output.js';
-import { applySet, effective, fromIni, toIni } from '../../src/cli/config.js';
+import { applySet, effective, fromIni, toIni, updateIni } from '../../src/cli/config.js';
 import { complete } from '../../src/cli/completion.js';
 
 const SEED_CREATE = ['create', 'securitygroup', 'name=Production_Web_Tier', 'description=Standard web ingress rules'];
@@ -146,6 +146,32 @@ test('config: INI round trip, set, environment overrides', () => {
   assert.deepEqual(e, { profile: 'lab', url: 'http://127.0.0.1:9/client/api', apikey: 'EK', secretkey: 'S' });
   assert.equal(effective(cfg, undefined, { CLOUDSTACK_ENDPOINT: 'http://h:1' }).url, 'http://h:1/client/api');
   assert.throws(() => effective(cfg, 'nope', {}));
+});
+
+test('config: set keeps the file\'s comments and keys it does not know; a file that is not INI is an error naming the line; an undefined active profile is named', () => {
+  const text = '# my notes\n[core]\nprofile = lab ; the lab\nverifysslcert = false\n\n[lab]\n# the lab server\nurl = http://127.0.0.1:9/client/api\napikey = K\nsecretkey = S\n\n[old]\nurl = http://old/client/api\n';
+  let cfg = fromIni('/x/config', text);
+  cfg = applySet(cfg, 'output', 'table');
+  cfg = applySet(cfg, 'apikey', 'K2');
+  delete cfg.profiles.old;
+  cfg.profiles.new = { url: 'http://new/client/api', apikey: 'N', secretkey: 'NS' };
+  const out = updateIni(text, cfg);
+  assert.match(out, /^# my notes$/m);
+  assert.match(out, /^verifysslcert = false$/m, 'an unknown key is kept');
+  assert.match(out, /^# the lab server$/m);
+  assert.match(out, /^\[core\]\nprofile = lab ; the lab\nverifysslcert = false\noutput = table\nasyncblock = true\ntimeout = 1800$/m, 'missing settings added to their section, an inline comment kept');
+  assert.ok(out.startsWith('# my notes\n[core]\n'), out);
+  assert.match(out, /^apikey = K2$/m);
+  assert.doesNotMatch(out, /\[old\]|http:\/\/old/, 'a removed profile goes');
+  assert.match(out, /\[new\]\nurl = http:\/\/new\/client\/api\napikey = N\nsecretkey = NS\n$/);
+  assert.deepEqual(fromIni('/x/config', out), cfg, 'reads back as written');
+  // not INI: refused, naming the line
+  assert.throws(() => fromIni('/x/config', '[core]\nprofile = lab\n[unterminated\n'), /line 3: expected \[section\]/);
+  assert.throws(() => fromIni('/x/config', '\u0000\u0001binary'), /line 1/);
+  // the active profile undefined while others are: named (a fresh config, with none, uses the defaults)
+  const dangling = fromIni('/x/config', '[core]\nprofile = missing\n[lab]\nurl = http://h:1/client/api\napikey = K\nsecretkey = S\n');
+  assert.throws(() => effective(dangling, undefined, {}), /unknown profile "missing" \(core.profile in \/x\/config; known: lab\)/);
+  assert.equal(effective(fromIni('/x/config', ''), undefined, {}).profile, 'local');
 });
 
 test('completion: verbs, nouns, parameter names, values', () => {
