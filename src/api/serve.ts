@@ -62,6 +62,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     throw e;
   }
   const o = program.opts<{ listen: string; dataDir: string; db?: string; name?: string; logLevel: string; sessionTimeout: string; metrics: string; metricsAllow?: string; trustProxy?: string; allowedHosts?: string }>();
+  if (o.db !== undefined && !/^postgres(ql)?:\/\//i.test(o.db)) throw new Error(`--db must be a postgres:// or postgresql:// URL (without it the embedded SQLite store is used), not ${JSON.stringify(o.db.replace(/\/\/[^@/]*@/, '//…@'))}`);
   if (!LOG_LEVELS.includes(o.logLevel)) throw new Error(`--log-level must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(o.logLevel)}`);
   const sessionTimeout = Number(o.sessionTimeout);
   if (!Number.isInteger(sessionTimeout) || sessionTimeout < 1) {
@@ -95,15 +96,20 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const cfg: StoreConfig = o.db ? { kind: 'postgres', url: o.db } : { kind: 'sqlite', file: path.join(dataDir, 'palisade.db') };
   // (a lost idle connection is replaced by the pool: worth a line in the server's own log, as JSON)
   const idleLost = (err: Error) => log.warn({ err: err.message }, 'store: an idle PostgreSQL connection was lost; it will be replaced');
-  const db = await openStore(cfg, idleLost);
+  const db = await openStore(cfg, idleLost).catch((e: unknown) => {
+    throw new Error(`cannot open the store (${cfg.kind === 'sqlite' ? cfg.file : 'PostgreSQL at --db'}): ${e instanceof Error ? e.message : String(e)}`);
+  });
   const boot = await bootstrap(db);
   const credFile = path.join(dataDir, 'admin-credentials.json');
   if (boot.created || boot.password || !fs.existsSync(credFile)) {
     // The password is known only when it is set (the store keeps its scrypt hash), so a rewritten file
     // without a new one has only the keys.
     const creds = { username: 'admin', domain: '/', apikey: boot.apikey, secretkey: boot.secretkey, ...(boot.password ? { password: boot.password } : {}) };
-    fs.writeFileSync(credFile, JSON.stringify(creds, null, 2) + '\n', { mode: 0o600 });
-    fs.chmodSync(credFile, 0o600);
+    // write-then-rename: a crash mid-write never leaves a truncated file (which would not be rewritten)
+    const tmp = `${credFile}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(creds, null, 2) + '\n', { mode: 0o600 });
+    fs.chmodSync(tmp, 0o600);
+    fs.renameSync(tmp, credFile);
     log.info({ file: credFile }, boot.created ? 'first start: created ROOT domain, admin account and zone; admin API keys and password written' : 'admin credentials written');
   }
   const serverId = readServerId(dataDir);

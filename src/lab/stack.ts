@@ -68,11 +68,11 @@ export function palisadeArgv(): string[] {
   return [process.execPath, path.join(path.dirname(here), '..', 'main.js')];
 }
 
-function spawnDetached(args: string[], log: string): number {
+function spawnDetached(args: string[], log: string, env: Record<string, string> = {}): number {
   const fd = fs.openSync(log, 'a', 0o600);
   try {
     const [cmd, ...rest] = palisadeArgv();
-    const child = spawn(cmd, [...rest, ...args], { detached: true, stdio: ['ignore', fd, fd] });
+    const child = spawn(cmd, [...rest, ...args], { detached: true, stdio: ['ignore', fd, fd], env: { ...process.env, ...env } });
     child.unref();
     if (!child.pid) throw new Error(`could not start palisade ${args[0]}`);
     return child.pid;
@@ -198,8 +198,10 @@ export async function labUp(o: UpOptions): Promise<StackState> {
       const agentStateDir = path.join(o.stateDir, 'agents', name);
       fs.mkdirSync(agentStateDir, { recursive: true, mode: 0o700 });
       const log = path.join(o.stateDir, `agent-${name}.log`);
-      const pid = spawnDetached(['agent', '--server', `http://127.0.0.1:${port}`, '--token', token, '--state-dir', agentStateDir,
-        '--netns', host.netns, '--hostname', name, '--reconcile-interval', '2s', '--dataplane', o.dataplane ?? 'auto', '--log-level', 'info'], log);
+      // the token in the environment, not on the command line (which any user can read in ps)
+      const pid = spawnDetached(['agent', '--server', `http://127.0.0.1:${port}`, '--state-dir', agentStateDir,
+        '--netns', host.netns, '--hostname', name, '--reconcile-interval', '2s', '--dataplane', o.dataplane ?? 'auto', '--log-level', 'info'], log,
+      { PALISADE_AGENT_TOKEN: token });
       state.hosts[name] = { uuid: String(h.id), agentPid: pid, agentStateDir, log };
       state.lab = lab.toState();
       saveStack(state);

@@ -68,7 +68,8 @@ export async function migrate(db: Db): Promise<void> {
   const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === 'Error');
-    throw new Error(`store migration ${failed?.migrationName ?? '?'} failed: ${(error as Error).message ?? String(error)}`);
+    const what = failed ? `store migration ${failed.migrationName} failed` : 'the store could not be migrated';
+    throw new Error(`${what}: ${(error as Error).message ?? String(error)}`);
   }
 }
 
