@@ -196,7 +196,8 @@ const deleteAccount: CommandDef = {
     if (!(await lockAccount(ctx.db, a.id))) throw paramError(`The specified account does not exist in the system`);
     const vms = await ctx.db.selectFrom('vms').select('id').where('account_id', '=', a.id).where('removed', 'is', null).execute();
     if (vms.length) throw resourceInUse(`Unable to delete account ${a.name}: it still owns ${vms.length} virtual machine(s); destroy them first`);
-    const groups = await ctx.db.selectFrom('security_groups').select('id').where('account_id', '=', a.id).execute();
+    // in id order: each cascade locks its group, and every writer locks groups in that order (lock.ts)
+    const groups = await ctx.db.selectFrom('security_groups').select('id').where('account_id', '=', a.id).orderBy('id').execute();
     for (const g of groups) await deleteGroupCascade(ctx, g.id);
     await ctx.db.updateTable('users').set({ removed: ctx.now, state: 'disabled', apikey: null, secretkey: null }).where('account_id', '=', a.id).execute();
     await ctx.db.updateTable('accounts').set({ removed: ctx.now, state: 'disabled' }).where('id', '=', a.id).execute();

@@ -13,11 +13,6 @@ import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../schema.js';
 import { isSqlite } from '../dialect.js';
 
-export async function lockGroup(db: Transaction<Database> | Kysely<Database>, groupId: number): Promise<void> {
-  if (isSqlite(db)) return;
-  await db.selectFrom('security_groups').select('id').where('id', '=', groupId).forUpdate().execute();
-}
-
 /**
  * Serialises writers of one account (group names, per-account bounds, its deletion) on PostgreSQL.
  * False when the account is gone or removed (by a transaction this one may have waited for).
