@@ -91,10 +91,9 @@ export function parseUlogdLine(line: string): LoggedDrop | null {
     const c = int(ipProto === 58 ? o['icmpv6.code'] : o['icmp.code'], 0, 255);
     if ((ipProto === 1 || ipProto === 58) && t !== undefined) { out.icmpType = t; if (c !== undefined) out.icmpCode = c; }
   } else if (l2proto === 0x0806 || o['arp.hwtype'] !== undefined || o['arp.saddr.str'] !== undefined) {
+    // ulogd's IP2STR gets ARP's sender and target addresses wrong (real drops logged pairs that were
+    // never on the wire): an ARP record carries the sender's MAC (below), not made-up addresses.
     out.protocol = 'arp';
-    const s = addr(o['arp.saddr.str']), d = addr(o['arp.daddr.str']);
-    if (s) out.src = s;
-    if (d) out.dst = d;
   }
   // Layer-2 drops without an IP header: the MACs say who sent it.
   if (!out.src) { const m = str(o['mac.saddr.str'], 17); if (m && MAC.test(m)) out.src = m.toLowerCase(); }

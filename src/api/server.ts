@@ -12,7 +12,7 @@ import { envelope, errorBody } from './envelope.js';
 import { countPairs, queryOf, readParams, wantsJson, wantsJsonRaw } from './form.js';
 import { MAX_BODY_BYTES, MAX_PARAMETERS, REQUEST_TIMEOUT_MS } from './limits.js';
 import { XML_TYPE, toXml } from './xml.js';
-import { SESSION_COOKIE, SessionAuth, cookieValues, type Transport } from './sessions.js';
+import { IDLE_HEADER, SESSION_COOKIE, SessionAuth, cookieValues, type Transport } from './sessions.js';
 import { registerConsole } from './console.js';
 import { hostAllowed, type AllowedHosts } from './hosts.js';
 import { AGENT_PATH } from '../protocol/messages.js';
@@ -46,6 +46,7 @@ function transportOf(req: FastifyRequest): Transport {
   return {
     method: req.method, sessionCookies: cookieValues(one(h.cookie), SESSION_COOKIE), origin: one(h.origin), host: req.host || undefined,
     fetchSite: one(h['sec-fetch-site']), address: req.ip, secure: req.protocol === 'https',
+    ...(/^\d{1,12}$/.test(one(h[IDLE_HEADER]) ?? '') ? { idleMs: Number(one(h[IDLE_HEADER])) } : {}),
   };
 }
 

@@ -51,7 +51,16 @@ export interface Transport {
   secure: boolean;
   /** the URL's query string, undecoded (login refuses a password in it) */
   query?: string;
+  /**
+   * IDLE_HEADER: milliseconds since the console's user last did something (a key, a click). Calls the
+   * console makes on its own (polling every list) say so, and count for the idle timeout only from
+   * that moment: an open tab nobody touches still ends after the timeout.
+   */
+  idleMs?: number;
 }
+
+/** The header the console sends with every call (see Transport.idleMs). */
+export const IDLE_HEADER = 'x-palisade-idle-ms';
 
 export interface AuthReply { status: number; body: Record<string, unknown>; cookies?: string[]; headers?: Record<string, string> }
 
@@ -275,9 +284,11 @@ export class SessionAuth {
       if (found && keysEqual(digest(key), found.keyHash)) { row = found; break; }
     }
     if (!row || row.userState !== 'enabled' || row.accountState !== 'enabled') throw new ApiError(401, SESSION_AUTH_FAILED);
-    // Sliding expiry, written at most every tenth of the timeout (not on every call).
-    if (now.getTime() - Date.parse(row.lastSeen) > Math.min(60_000, this.timeoutSeconds * 100)) {
-      await touchSession(this.o.db, row.sessionId, now.toISOString(), this.expiry(new Date(row.sessionCreated), now));
+    // Sliding expiry from the user's last activity (the call itself, or what the console says it was),
+    // written at most every tenth of the timeout (not on every call), never moved back.
+    const active = new Date(now.getTime() - Math.min(Math.max(0, t.idleMs ?? 0), this.timeoutSeconds * 1000));
+    if (active.getTime() - Date.parse(row.lastSeen) > Math.min(60_000, this.timeoutSeconds * 100)) {
+      await touchSession(this.o.db, row.sessionId, active.toISOString(), this.expiry(new Date(row.sessionCreated), active));
     }
     return {
       userId: row.userId, userUuid: row.userUuid, username: row.username,

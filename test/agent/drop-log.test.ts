@@ -39,10 +39,14 @@ test('side f reads the in-port; plan reasons map to API reasons (spoof-ip, ARP n
   assert.equal(r.vm, VM);
   assert.equal(r.icmpType, 8);
   assert.equal(r.icmpCode, 0);
-  const arp = parseUlogdLine(JSON.stringify({ 'oob.prefix': 'pal:t:not-own-address', 'oob.mark': port, 'oob.protocol': 0x0806, 'arp.saddr.str': '198.51.100.5', 'arp.daddr.str': '198.51.100.99' }))!;
+  // ARP: ulogd's address strings for ARP are not what was on the wire (seen on real drops): the record
+  // names the sender by its MAC, and carries no IPv4 addresses
+  const arp = parseUlogdLine(JSON.stringify({ 'oob.prefix': 'pal:t:not-own-address', 'oob.mark': port, 'oob.protocol': 0x0806, 'arp.saddr.str': '186.145.1.197', 'arp.daddr.str': '196.145.1.197', 'mac.saddr.str': '52:54:00:AA:00:05' }))!;
   const a = toDropRecord(arp, portIndex(state, ports))!;
   assert.equal(a.reason, 'spoofed-arp');
   assert.equal(a.protocol, 'arp');
+  assert.equal(a.src, '52:54:00:aa:00:05');
+  assert.equal(a.dst, undefined);
   assert.ok(DropRecordSchema.safeParse(a).success);
   // towards the VM for a group address (a neighbour's router solicitation, mDNS, a broadcast): multicast,
   // not spoofing; the twin, to an address the NIC does not own, stays spoofed-ip

@@ -236,7 +236,7 @@ test('password guessing is bounded per user and address: 429 with Retry-After, e
   assert.equal((await login(s.url, 'ALICE', 'pw-wrong', { domain: '/d1' })).status, 531);
 });
 
-test('sessions expire after the idle timeout; calls keep a session alive', async () => {
+test('sessions expire after the idle timeout; calls keep a session alive, a console\'s polling without user input does not', async () => {
   const short = await startServer({ args: ['--session-timeout', '3'] });
   try {
     const pw = JSON.parse(fs.readFileSync(path.join(short.dataDir, 'admin-credentials.json'), 'utf8')).password;
@@ -244,11 +244,18 @@ test('sessions expire after the idle timeout; calls keep a session alive', async
     assert.equal(r.body.loginresponse.timeout, 3);
     const sess: SessionCreds = { cookie: r.cookie!, sessionkey: r.sessionkey! };
     const idle = await mustLogin(short.url, 'admin', pw);
+    // A console tab nobody touches: it polls every 500 ms, each call saying the user's last input was
+    // that long ago (x-palisade-idle-ms); its polling does not keep the session alive.
+    const polled = await mustLogin(short.url, 'admin', pw);
+    const openedAt = Date.now();
+    let polledEnded = false;
     // Busy for ~5 s (longer than the timeout): still valid.
     for (let i = 0; i < 10; i++) {
       assert.equal((await sessionCall(short.url, sess, 'listZones')).status, 200, `busy call ${i}`);
+      if (!polledEnded) polledEnded = (await sessionCall(short.url, polled, 'listZones', {}, { 'x-palisade-idle-ms': String(Date.now() - openedAt) })).status === 401;
       await sleep(500);
     }
+    assert.ok(polledEnded, 'the polled but untouched session ended at its timeout');
     assert.equal((await sessionCall(short.url, idle, 'listZones')).status, 401, 'the idle session expired');
     await sleep(4500);
     assert.equal((await sessionCall(short.url, sess, 'listZones')).status, 401, 'and so does the busy one once idle');

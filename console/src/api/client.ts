@@ -63,6 +63,13 @@ export const isOperator = (s: Session | null) => s?.type === '1' || s?.type === 
 
 export type Params = Record<string, string | number | boolean | undefined | null>;
 
+// The user's last input: every call says how long ago it was, so the server's idle timeout counts from
+// it, not from the console's own polling (an open tab nobody touches still ends after the timeout).
+let lastInput = performance.now();
+if (typeof window !== 'undefined') {
+  for (const ev of ['keydown', 'pointerdown', 'wheel', 'touchstart']) window.addEventListener(ev, () => { lastInput = performance.now(); }, { passive: true, capture: true });
+}
+
 async function post(command: string, params: Params, withSession: boolean): Promise<Record<string, any>> {
   const body = new URLSearchParams({ command, response: 'json' });
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') body.set(k, String(v));
@@ -74,7 +81,7 @@ async function post(command: string, params: Params, withSession: boolean): Prom
   try {
     res = await fetch('client/api', {
       method: 'POST', body, credentials: 'same-origin', cache: 'no-store',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-palisade-idle-ms': String(Math.max(0, Math.round(performance.now() - lastInput))) },
     });
   } catch {
     throw new ApiError(0, 'The server cannot be reached. Check the connection; the console retries on its own.', command);
