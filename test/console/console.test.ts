@@ -563,6 +563,41 @@ test('deleting a group shows CloudStack\'s errors where they apply and changes n
   assert.equal(ok(await srv.call('listSecurityGroups', { securitygroupname: 'scratch', listall: true }), 'list').listsecuritygroupsresponse.count, undefined);
 });
 
+test('pickers offer every group of the owner, past the API\'s largest page; a double click on Delete sends one request', async () => {
+  const { page } = acme;
+  const names = Array.from({ length: 505 }, (_, i) => `bulk-${String(i).padStart(4, '0')}`);
+  for (let i = 0; i < names.length; i += 25) {
+    await Promise.all(names.slice(i, i + 25).map((name) => srv.call('createSecurityGroup', { name, account: 'acme', domainid: vmsDomain() })));
+  }
+  try {
+    await page.goto(`${base}#/vms/${vms.web1!.id}`);
+    await page.getByTestId('vm-name').filter({ hasText: 'web1' }).waitFor();
+    const groups = page.getByRole('form', { name: 'Change security groups' });
+    const box = groups.getByRole('combobox', { name: 'Security groups' });
+    await box.click();
+    await box.fill('bulk-0504');
+    await page.getByRole('option', { name: 'bulk-0504' }).waitFor({ timeout: 10_000 });
+    await page.keyboard.press('Escape');
+    // A double click faster than the button turns disabled: one deleteSecurityGroup, not two.
+    let deletes = 0;
+    const count = (r: { method(): string; postData(): string | null }) => { if (r.method() === 'POST' && /command=deleteSecurityGroup/.test(r.postData() ?? '')) deletes++; };
+    page.on('request', count);
+    await page.goto(`${base}#/groups`);
+    await page.getByRole('searchbox').fill('bulk-0000');
+    await page.getByRole('button', { name: 'Delete group bulk-0000' }).click();
+    await page.getByRole('dialog', { name: 'Delete security group' }).getByRole('button', { name: 'Delete' }).dblclick();
+    await page.locator('[data-group="bulk-0000"]').waitFor({ state: 'detached' });
+    await new Promise((r) => setTimeout(r, 500));
+    page.off('request', count);
+    assert.equal(deletes, 1);
+  } finally {
+    for (let i = 0; i < names.length; i += 25) {
+      await Promise.all(names.slice(i, i + 25).map((name) => srv.call('deleteSecurityGroup', { name, account: 'acme', domainid: vmsDomain() })));
+    }
+    await page.goto(`${base}#/groups`);
+  }
+});
+
 test('changes made elsewhere (the API, another user) appear without a reload', async () => {
   const { page } = acme;
   await page.goto(`${base}#/groups/${pwtId}`);

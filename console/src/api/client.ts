@@ -107,6 +107,20 @@ export function call(command: string, params: Params = {}): Promise<Record<strin
   return post(command, params, true);
 }
 
+/** Pages through a list command (the API's largest page, 500, at a time): every item, up to `max`. */
+export async function callAll(command: string, params: Params, listKey: string, max = 10_000): Promise<Record<string, any>> {
+  const items: unknown[] = [];
+  let count = 0;
+  for (let page = 1; items.length < max; page++) {
+    const r = await call(command, { ...params, page, pagesize: 500 });
+    const got = (r[listKey] ?? []) as unknown[];
+    count = Number(r.count ?? 0);
+    items.push(...got);
+    if (got.length < 500 || items.length >= count) break;
+  }
+  return { count, [listKey]: items.slice(0, max) };
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** An asynchronous command: submit, then poll queryAsyncJobResult; resolves to the job result. */

@@ -1,5 +1,5 @@
 // Pieces every page uses: error and empty states, sync state badges, dates, page headers.
-import type { ReactNode } from 'react';
+import { useRef, type ReactNode } from 'react';
 import { Alert, Badge, Center, Group, Loader, Stack, Text, Title, Tooltip } from '@mantine/core';
 import { ApiError } from '../api/client';
 
@@ -73,3 +73,20 @@ export function When({ value }: { value?: string | null }) {
 
 export const errorText = (e: unknown) => (e instanceof Error ? e.message : e ? String(e) : '');
 export const isUnknownCommand = (e: unknown) => e instanceof ApiError && e.unknownCommand;
+
+/**
+ * A mutation's `mutate` that ignores calls while one is running: a fast double click (faster than the
+ * button can turn disabled) sends one request, not two.
+ */
+export function useSingleFlight<V>(m: { mutate: (v: V, o?: { onSettled?: () => void }) => void }): (v: V) => void {
+  const busy = useRef(false);
+  return (v: V) => {
+    if (busy.current) return;
+    busy.current = true;
+    m.mutate(v, { onSettled: () => { busy.current = false; } });
+  };
+}
+
+/** Accessible names for a Pagination's previous / next controls. */
+export const pageControlLabels = (control: string) =>
+  control === 'previous' ? { 'aria-label': 'Previous page' } : control === 'next' ? { 'aria-label': 'Next page' } : {};

@@ -3,7 +3,7 @@
 import { useState, type FormEvent } from 'react';
 import { Alert, Badge, Button, Group, Modal, PasswordInput, Select, SimpleGrid, Stack, Table, Tabs, Text, TextInput } from '@mantine/core';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
-import { call, getSession, isAdmin, isOperator } from '../api/client';
+import { call, callAll, getSession, isAdmin, isOperator } from '../api/client';
 import { Empty, ErrorAlert, Loading, PageHeader, When } from '../components/common';
 
 interface UserView { id: string; username: string; firstname?: string; lastname?: string; email?: string; state?: string }
@@ -15,7 +15,7 @@ export function AccountsPage() {
   const operator = isOperator(session);
   const [creatingAccount, setCreatingAccount] = useState(false);
   const [creatingDomain, setCreatingDomain] = useState(false);
-  const accounts = useQuery({ queryKey: ['accounts'], queryFn: () => call('listAccounts', { listall: operator ? true : undefined, page: 1, pagesize: 500 }) });
+  const accounts = useQuery({ queryKey: ['accounts'], queryFn: () => callAll('listAccounts', { listall: operator ? true : undefined }, 'account') });
   const domains = useQuery({ queryKey: ['domains'], queryFn: () => call('listDomains', { listall: true, page: 1, pagesize: 500 }), enabled: operator });
   const accountList = (accounts.data?.account ?? []) as AccountView[];
   const domainList = (domains.data?.domain ?? []) as DomainView[];

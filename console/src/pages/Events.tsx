@@ -5,7 +5,7 @@ import { Autocomplete, Group, Pagination, Select, SimpleGrid, Table, Text, TextI
 import { useDebouncedValue } from '@mantine/hooks';
 import { useQuery } from '@tanstack/react-query';
 import { call, getSession, isOperator } from '../api/client';
-import { Empty, ErrorAlert, Loading, PageHeader, When } from '../components/common';
+import { Empty, ErrorAlert, Loading, PageHeader, When, pageControlLabels } from '../components/common';
 
 const PAGE = 50;
 const TYPES = ['SECURITY.GROUP.AUTHORIZE', 'SG.CREATE', 'SG.DELETE', 'SG.UPDATE', 'SG.AUTH.INGRESS', 'SG.AUTH.EGRESS', 'SG.REVOKE.INGRESS', 'SG.REVOKE.EGRESS',
@@ -64,7 +64,7 @@ export function EventsPage() {
         </Table.ScrollContainer>
       )}
       <Group justify="space-between" mt="md">
-        {count > PAGE ? <Pagination total={Math.ceil(count / PAGE)} value={page} onChange={setPage} aria-label="Pages" /> : <span />}
+        {count > PAGE ? <Pagination total={Math.ceil(count / PAGE)} value={page} onChange={setPage} aria-label="Pages" getControlProps={pageControlLabels} /> : <span />}
         <Text size="xs" c="dimmed">{count} event{count === 1 ? '' : 's'}</Text>
       </Group>
     </>

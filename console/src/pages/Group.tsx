@@ -5,9 +5,9 @@ import {
   Alert, Anchor, Badge, Button, Card, Group, Modal, SegmentedControl, Select, SimpleGrid, Stack, Tabs, Text, TextInput, Title,
 } from '@mantine/core';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
-import { ApiError, call, callAsync, getSession, isOperator } from '../api/client';
+import { ApiError, call, callAll, callAsync, getSession, isOperator } from '../api/client';
 import { useCaps } from '../caps';
-import { ErrorAlert, Loading, PageHeader } from '../components/common';
+import { ErrorAlert, Loading, PageHeader, useSingleFlight } from '../components/common';
 import { RulesTable, portsLabel, protocolLabel, ruleSummary, sourceLabel, type RuleRow } from '../components/RulesTable';
 import { DryRunSummary, coveringRules, type DryRun } from '../components/DryRun';
 import { DeleteGroupModal, type GroupView } from './Groups';
@@ -125,7 +125,7 @@ function AddRule({ group, direction, onCovering, describeRule }: {
   };
   const groupsQ = useQuery({
     queryKey: ['groups', 'names', group.account, group.domainid],
-    queryFn: () => call('listSecurityGroups', isOperator(getSession()) ? { account: group.account, domainid: group.domainid, pagesize: 500, page: 1 } : { pagesize: 500, page: 1 }),
+    queryFn: () => callAll('listSecurityGroups', isOperator(getSession()) ? { account: group.account, domainid: group.domainid } : {}, 'securitygroup'),
     enabled: f.source === 'group',
   });
   const authorize = useMutation({
@@ -139,7 +139,8 @@ function AddRule({ group, direction, onCovering, describeRule }: {
     },
     onError: (err) => { if (preview) setPreview(null); showError(err); },
   });
-  const submit = (e: FormEvent) => { e.preventDefault(); authorize.mutate(false); };
+  const authorizeOnce = useSingleFlight<boolean>(authorize);
+  const submit = (e: FormEvent) => { e.preventDefault(); authorizeOnce(false); };
   const ports = f.protocol === 'tcp' || f.protocol === 'udp';
   return (
     <Card withBorder mt="lg" component="section" aria-labelledby="add-rule-title">
@@ -172,7 +173,7 @@ function AddRule({ group, direction, onCovering, describeRule }: {
           {preview ? <DryRunSummary result={preview} action="authorize" direction={direction} describeRule={describeRule} /> : null}
           {added ? <Alert color="green" role="status">{added}</Alert> : null}
           <Group justify="flex-end">
-            {canDryRun ? <Button variant="default" onClick={() => authorize.mutate(true)} loading={authorize.isPending && authorize.variables === true}>Preview</Button> : null}
+            {canDryRun ? <Button variant="default" onClick={() => authorizeOnce(true)} loading={authorize.isPending && authorize.variables === true}>Preview</Button> : null}
             <Button type="submit" loading={authorize.isPending && authorize.variables === false}>Add rule</Button>
           </Group>
         </Stack>
@@ -197,6 +198,7 @@ function RevokeModal({ rule, onClose, describeRule }: { rule: RuleRow | null; on
     mutationFn: () => callAsync(CMD.revoke[dir], { id: rule!.ruleid }),
     onSuccess: () => { void queries.invalidateQueries({ queryKey: ['groups'] }); onClose(); },
   });
+  const revokeOnce = useSingleFlight<void>(revoke);
   const close = () => { revoke.reset(); onClose(); };
   return (
     <Modal opened={rule !== null} onClose={close} title={`Revoke ${dir} rule`}>
@@ -210,7 +212,7 @@ function RevokeModal({ rule, onClose, describeRule }: { rule: RuleRow | null; on
           {revoke.error ? <Alert color="red" role="alert">{revoke.error.message}</Alert> : null}
           <Group justify="flex-end">
             <Button variant="default" onClick={close} data-autofocus>Cancel</Button>
-            <Button color="red" onClick={() => revoke.mutate()} loading={revoke.isPending}>Revoke</Button>
+            <Button color="red" onClick={() => revokeOnce()} loading={revoke.isPending}>Revoke</Button>
           </Group>
         </Stack>
       ) : null}

@@ -4,7 +4,7 @@ import { Alert, Anchor, Badge, Button, Group, Modal, Pagination, Stack, Table, T
 import { useDebouncedValue } from '@mantine/hooks';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { call, getSession, isOperator } from '../api/client';
-import { Empty, ErrorAlert, Loading, PageHeader } from '../components/common';
+import { Empty, ErrorAlert, Loading, PageHeader, pageControlLabels, useSingleFlight } from '../components/common';
 import { href, navigate } from '../route';
 
 const PAGE = 50;
@@ -74,7 +74,7 @@ export function GroupsPage() {
           </Table>
         </Table.ScrollContainer>
       )}
-      {count > PAGE ? <Pagination mt="md" total={Math.ceil(count / PAGE)} value={page} onChange={setPage} aria-label="Pages" /> : null}
+      {count > PAGE ? <Pagination mt="md" total={Math.ceil(count / PAGE)} value={page} onChange={setPage} aria-label="Pages" getControlProps={pageControlLabels} /> : null}
       <Text size="xs" c="dimmed" mt="xs">{count ? `${count} group${count === 1 ? '' : 's'}` : ''}</Text>
       <CreateGroupModal opened={creating} onClose={() => setCreating(false)} />
       <DeleteGroupModal group={deleting} onClose={() => setDeleting(null)} />
@@ -95,7 +95,8 @@ function CreateGroupModal({ opened, onClose }: { opened: boolean; onClose: () =>
       navigate(`/groups/${r.securitygroup.id}`);
     },
   });
-  const submit = (e: FormEvent) => { e.preventDefault(); create.mutate(); };
+  const createOnce = useSingleFlight<void>(create);
+  const submit = (e: FormEvent) => { e.preventDefault(); createOnce(); };
   const close = () => { create.reset(); onClose(); };
   return (
     <Modal opened={opened} onClose={close} title="Create security group">
@@ -120,6 +121,7 @@ export function DeleteGroupModal({ group, onClose, onDeleted }: { group: GroupVi
     mutationFn: () => call('deleteSecurityGroup', { id: group!.id }),
     onSuccess: () => { void queries.invalidateQueries({ queryKey: ['groups'] }); onClose(); onDeleted?.(); },
   });
+  const delOnce = useSingleFlight<void>(del);
   const close = () => { del.reset(); onClose(); };
   return (
     <Modal opened={group !== null} onClose={close} title="Delete security group">
@@ -128,7 +130,7 @@ export function DeleteGroupModal({ group, onClose, onDeleted }: { group: GroupVi
         {del.error ? <Alert color="red" role="alert" title="Not deleted">{del.error.message}</Alert> : null}
         <Group justify="flex-end">
           <Button variant="default" onClick={close} data-autofocus>Cancel</Button>
-          <Button color="red" onClick={() => del.mutate()} loading={del.isPending}>Delete</Button>
+          <Button color="red" onClick={() => delOnce()} loading={del.isPending}>Delete</Button>
         </Group>
       </Stack>
     </Modal>

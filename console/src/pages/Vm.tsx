@@ -5,9 +5,9 @@ import {
   Alert, Anchor, Badge, Button, Card, Group, MultiSelect, SegmentedControl, Select, SimpleGrid, Stack, Table, Text, TextInput, Title,
 } from '@mantine/core';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
-import { call, getSession, isOperator } from '../api/client';
+import { call, callAll, getSession, isOperator } from '../api/client';
 import { useCaps } from '../caps';
-import { Empty, ErrorAlert, Loading, PageHeader, SyncBadge, Unavailable, When, isUnknownCommand } from '../components/common';
+import { Empty, ErrorAlert, Loading, PageHeader, SyncBadge, Unavailable, When, isUnknownCommand, useSingleFlight } from '../components/common';
 import { RulesTable, ruleSummary, type RuleRow } from '../components/RulesTable';
 import type { GroupView } from './Groups';
 import { addressesOf, type VmView } from './Vms';
@@ -66,13 +66,14 @@ function ChangeGroups({ vm }: { vm: VmView }) {
   useEffect(() => { if (!dirty) setChosen(current); }, [current.join(','), dirty]);
   const options = useQuery({
     queryKey: ['groups', 'names', vm.account, vm.domainid],
-    queryFn: () => call('listSecurityGroups', isOperator(getSession()) ? { account: vm.account, domainid: vm.domainid, pagesize: 500, page: 1 } : { pagesize: 500, page: 1 }),
+    queryFn: () => callAll('listSecurityGroups', isOperator(getSession()) ? { account: vm.account, domainid: vm.domainid } : {}, 'securitygroup'),
   });
   const save = useMutation({
     mutationFn: () => call('updateVirtualMachine', { id: vm.id, securitygroupids: chosen.join(',') }),
     onSuccess: () => { setDirty(false); void queries.invalidateQueries({ queryKey: ['vms'] }); void queries.invalidateQueries({ queryKey: ['groups'] }); },
   });
-  const submit = (e: FormEvent) => { e.preventDefault(); save.mutate(); };
+  const saveOnce = useSingleFlight<void>(save);
+  const submit = (e: FormEvent) => { e.preventDefault(); saveOnce(); };
   return (
     <Card withBorder component="form" onSubmit={submit} aria-label="Change security groups">
       <Stack gap="sm">

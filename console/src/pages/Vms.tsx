@@ -4,7 +4,7 @@ import { Anchor, Badge, Group, Pagination, Table, Text, TextInput } from '@manti
 import { useDebouncedValue } from '@mantine/hooks';
 import { useQuery } from '@tanstack/react-query';
 import { call, getSession, isAdmin, isOperator } from '../api/client';
-import { Empty, ErrorAlert, Loading, PageHeader, SyncBadge } from '../components/common';
+import { Empty, ErrorAlert, Loading, PageHeader, SyncBadge, pageControlLabels } from '../components/common';
 import { href } from '../route';
 
 const PAGE = 50;
@@ -60,7 +60,7 @@ export function VmsPage() {
           </Table>
         </Table.ScrollContainer>
       )}
-      {count > PAGE ? <Pagination mt="md" total={Math.ceil(count / PAGE)} value={page} onChange={setPage} aria-label="Pages" /> : null}
+      {count > PAGE ? <Pagination mt="md" total={Math.ceil(count / PAGE)} value={page} onChange={setPage} aria-label="Pages" getControlProps={pageControlLabels} /> : null}
     </>
   );
 }
