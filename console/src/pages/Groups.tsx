@@ -1,5 +1,5 @@
 // Security groups: search, create, delete. Operators see every group they may manage (listall).
-import { useState, type FormEvent } from 'react';
+import { useEffect, useState, type FormEvent } from 'react';
 import { Alert, Anchor, Badge, Button, Group, Modal, Pagination, Stack, Table, Text, TextInput, Textarea } from '@mantine/core';
 import { useDebouncedValue } from '@mantine/hooks';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
@@ -31,6 +31,9 @@ export function GroupsPage() {
   });
   const groups = (q.data?.securitygroup ?? []) as GroupView[];
   const count = Number(q.data?.count ?? 0);
+  // groups deleted meanwhile (here or elsewhere): stay on a page that exists
+  const pages = Math.max(1, Math.ceil(count / PAGE));
+  useEffect(() => { if (!q.isPending && !q.error && page > pages) setPage(pages); }, [page, pages, q.isPending, q.error]);
 
   return (
     <>

@@ -1,9 +1,10 @@
 // Hosts for root admins: state, dataplane backend, acknowledged vs desired revision, drift repairs,
 // preflight findings and the management server holding each host's agent session.
-import { Badge, List, Stack, Table, Text, Tooltip } from '@mantine/core';
+import { useEffect, useState } from 'react';
+import { Badge, List, Pagination, Stack, Table, Text, Tooltip } from '@mantine/core';
 import { useQuery } from '@tanstack/react-query';
 import { call } from '../api/client';
-import { Empty, ErrorAlert, Loading, PageHeader, When } from '../components/common';
+import { Empty, ErrorAlert, Loading, PageHeader, When, pageControlLabels } from '../components/common';
 
 interface Finding { check: string; ok: boolean; fixed?: boolean; detail?: string }
 interface Repair { at?: string; what?: string; count?: number }
@@ -38,9 +39,17 @@ function Findings({ items }: { items: HostView['preflight'] }) {
   );
 }
 
+/** Hosts per page: a fleet of thousands is paged by the server, not fetched whole every few seconds. */
+const PAGE = 100;
+
 export function HostsPage() {
-  const q = useQuery({ queryKey: ['hosts'], queryFn: () => call('listHosts', { page: 1, pagesize: 500 }) });
+  const [page, setPage] = useState(1);
+  const q = useQuery({ queryKey: ['hosts', page], queryFn: () => call('listHosts', { page, pagesize: PAGE }) });
   const hosts = (q.data?.host ?? []) as HostView[];
+  const count = Number(q.data?.count ?? 0);
+  const pages = Math.max(1, Math.ceil(count / PAGE));
+  // hosts removed meanwhile: stay on a page that exists
+  useEffect(() => { if (!q.isPending && page > pages) setPage(pages); }, [page, pages, q.isPending]);
   return (
     <>
       <PageHeader title="Hosts" />
@@ -85,6 +94,7 @@ export function HostsPage() {
           </Table>
         </Table.ScrollContainer>
       )}
+      {count > PAGE ? <Pagination mt="md" total={pages} value={page} onChange={setPage} aria-label="Pages" getControlProps={pageControlLabels} /> : null}
     </>
   );
 }
