@@ -60,6 +60,9 @@ export const historyPath = (path: string) => join(dirname(path), 'history');
 /** A line of the file: a section header, a setting, or anything else kept as it is (comments, blanks). */
 type IniLine = { kind: 'section'; name: string } | { kind: 'key'; key: string; value: string } | { kind: 'other' };
 
+/** A comment after a value, after whitespace (`profile = lab   ; the lab`). */
+const INLINE_COMMENT = /\s+[;#].*$/;
+
 /** One line read; a line that is none of comment, blank, `[section]` or `key = value` is an error. */
 function readLine(raw: string, n: number): IniLine {
   const line = raw.trim();
@@ -67,8 +70,7 @@ function readLine(raw: string, n: number): IniLine {
   const sec = /^\[(.+)\]$/.exec(line);
   if (sec) return { kind: 'section', name: sec[1].trim() };
   const eq = line.indexOf('=');
-  // a value may be followed by a comment after whitespace (`profile = lab   ; the lab`)
-  if (eq > 0) return { kind: 'key', key: line.slice(0, eq).trim().toLowerCase(), value: line.slice(eq + 1).replace(/\s+[;#].*$/, '').trim() };
+  if (eq > 0) return { kind: 'key', key: line.slice(0, eq).trim().toLowerCase(), value: line.slice(eq + 1).replace(INLINE_COMMENT, '').trim() };
   throw new Error(`line ${n}: expected [section], key = value or a # comment, got ${JSON.stringify(line.slice(0, 40))}`);
 }
 
@@ -90,10 +92,7 @@ export function parseIni(text: string): Record<string, Record<string, string>> {
  */
 export function updateIni(text: string, cfg: CliConfig): string {
   if (!text.trim()) return toIni(cfg);
-  const want: Record<string, Record<string, string>> = {
-    core: { profile: cfg.core.profile, output: cfg.core.output, asyncblock: String(cfg.core.asyncblock), timeout: String(cfg.core.timeout) },
-  };
-  for (const [name, p] of Object.entries(cfg.profiles)) want[name] = { url: p.url, apikey: p.apikey, secretkey: p.secretkey };
+  const want = sectionsOf(cfg);
   // the file as sections (lines before the first header belong to [core])
   const sections: { name: string; lines: string[] }[] = [{ name: 'core', lines: [] }];
   text.replace(/\r?\n$/, '').split(/\r?\n/).forEach((raw, i) => {
@@ -113,21 +112,21 @@ export function updateIni(text: string, cfg: CliConfig): string {
       const l = readLine(raw, 0);
       if (l.kind !== 'key' || keys[l.key] === undefined) return raw;
       seen.add(l.key);
-      const comment = /\s+[;#].*$/.exec(raw.slice(raw.indexOf('=') + 1))?.[0] ?? '';
+      const comment = INLINE_COMMENT.exec(raw.slice(raw.indexOf('=') + 1))?.[0] ?? '';
       return `${raw.slice(0, raw.indexOf('=')).trimEnd()} = ${keys[l.key]}${comment}`;
     });
     if (lastOf.get(sec.name) !== index) { out.push(...lines); return; }
     // missing settings go at the end of the section's last occurrence, before its trailing blank lines
     let end = lines.length;
     while (end > 0 && lines[end - 1].trim() === '') end--;
-    const missing = Object.entries(keys).filter(([k]) => !seen.has(k)).map(([k, v]) => `${k} = ${v}`);
+    const missing = settingLines(keys, (k) => !seen.has(k));
     out.push(...lines.slice(0, end), ...missing, ...lines.slice(end));
   });
   const written = new Set(done.keys());
   for (const [name, keys] of Object.entries(want)) {
     if (written.has(name)) continue;
     if (out.length && out[out.length - 1].trim() !== '') out.push('');
-    out.push(`[${name}]`, ...Object.entries(keys).map(([k, v]) => `${k} = ${v}`));
+    out.push(`[${name}]`, ...settingLines(keys));
   }
   return out.join('\n') + '\n';
 }
@@ -160,17 +159,23 @@ export function fromIni(path: string, text: string): CliConfig {
   return { path, core, profiles };
 }
 
+/** What the file holds for `cfg`: [core], then one section per profile, as settings in file order. */
+function sectionsOf(cfg: CliConfig): Record<string, Record<string, string>> {
+  const out: Record<string, Record<string, string>> = {
+    core: { profile: cfg.core.profile, output: cfg.core.output, asyncblock: String(cfg.core.asyncblock), timeout: String(cfg.core.timeout) },
+  };
+  for (const [name, p] of Object.entries(cfg.profiles)) out[name] = { url: p.url, apikey: p.apikey, secretkey: p.secretkey };
+  return out;
+}
+
+const settingLines = (keys: Record<string, string>, include: (key: string) => boolean = () => true) =>
+  Object.entries(keys).filter(([k]) => include(k)).map(([k, v]) => `${k} = ${v}`);
+
 export function toIni(cfg: CliConfig): string {
-  const lines = [
-    '# palisade CLI configuration (cloudmonkey-style). Edit freely or use `palisade set KEY VALUE` (which keeps comments and other keys).',
-    '[core]',
-    `profile = ${cfg.core.profile}`,
-    `output = ${cfg.core.output}`,
-    `asyncblock = ${cfg.core.asyncblock}`,
-    `timeout = ${cfg.core.timeout}`,
-  ];
-  for (const [name, p] of Object.entries(cfg.profiles)) {
-    lines.push('', `[${name}]`, `url = ${p.url}`, `apikey = ${p.apikey}`, `secretkey = ${p.secretkey}`);
+  const lines = ['# palisade CLI configuration (cloudmonkey-style). Edit freely or use `palisade set KEY VALUE` (which keeps comments and other keys).'];
+  for (const [name, keys] of Object.entries(sectionsOf(cfg))) {
+    if (name !== 'core') lines.push('');
+    lines.push(`[${name}]`, ...settingLines(keys));
   }
   return lines.join('\n') + '\n';
 }

@@ -30,6 +30,8 @@ import type { Batches } from './batches.js';
 import type { FeedReader } from './feed-reader.js';
 import type { Serial } from './serial.js';
 import { deltaJson, snapshotJson } from './wire.js';
+import { TimeBudget } from './time-budget.js';
+import { LogWindow } from './log-window.js';
 
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
 
@@ -132,11 +134,13 @@ export class SessionHub {
   /** False while this server is cut off from the database or shutting down: hellos are refused. */
   accepting = true;
   readonly stats: HubStats = { pushes: new Map(), snapshots: 0, deltas: 0, refused: 0, badFrames: 0 };
-  private refusalLog = { since: 0, logged: 0, unlogged: 0 };
+  private readonly refusalLog: LogWindow;
   /** Per host: the agent process whose live session another process took (TWIN_MEMORY_MS). */
   private readonly replaced = new Map<number, { instance: string; remote: string; at: number; loggedAt: number }>();
 
   constructor(private readonly d: HubDeps) {
+    this.refusalLog = new LogWindow(REFUSALS_LOGGED, REFUSAL_LOG_WINDOW_MS, (refusals) =>
+      d.log.warn({ refusals }, `agent refusals not logged one by one (more than ${REFUSALS_LOGGED} in ${REFUSAL_LOG_WINDOW_MS / 1000} s)`));
     this.keepalive = setInterval(() => this.pingAll(), KEEPALIVE_MS);
     this.keepalive.unref();
   }
@@ -205,13 +209,9 @@ export class SessionHub {
   }
 
   private logRefusal(fields: Record<string, unknown>, why: string): void {
-    const now = Date.now();
-    if (now - this.refusalLog.since >= REFUSAL_LOG_WINDOW_MS) {
-      if (this.refusalLog.unlogged) this.d.log.warn({ refusals: this.refusalLog.unlogged }, `agent refusals not logged one by one (more than ${REFUSALS_LOGGED} in ${REFUSAL_LOG_WINDOW_MS / 1000} s)`);
-      this.refusalLog = { since: now, logged: 0, unlogged: 0 };
-    }
-    if (this.refusalLog.logged < REFUSALS_LOGGED) { this.refusalLog.logged++; this.d.log.warn(fields, `agent refused: ${why}`); } else this.refusalLog.unlogged++;
+    if (this.refusalLog.admit()) this.d.log.warn(fields, `agent refused: ${why}`);
   }
+
 
   /** A frame that breaks the protocol: this connection ends, with the reason logged. */
   private badFrame(ws: WebSocket, remote: string, hostId: number | null, reason: string): void {
@@ -246,15 +246,12 @@ export class SessionHub {
     const helloTimer = setTimeout(() => { if (!session && !this.byWs.has(ws)) this.refuse(ws, 503, 'no hello accepted in time (server busy); try another server'); }, HELLO_TIMEOUT_MS);
     ws.on('pong', () => { const s = session ?? this.byWs.get(ws); if (s) s.alive = true; });
     // The connection's handling budget (HANDLING_MS_PER_SECOND): charged after each frame.
-    let budgetMs = HANDLING_BURST_MS;
-    let budgetAt = performance.now();
+    const budget = new TimeBudget(HANDLING_MS_PER_SECOND, HANDLING_BURST_MS);
     let throttleLogged = false;
     const charge = (spentMs: number) => {
-      const now = performance.now();
-      budgetMs = Math.min(HANDLING_BURST_MS, budgetMs + (now - budgetAt) / 1000 * HANDLING_MS_PER_SECOND) - spentMs;
-      budgetAt = now;
-      if (budgetMs >= 0 || ws.isPaused || closed) return;
-      const waitMs = Math.max(THROTTLE_MIN_MS, Math.ceil(-budgetMs / HANDLING_MS_PER_SECOND * 1000));
+      const debtMs = budget.charge(spentMs);
+      if (debtMs === 0 || ws.isPaused || closed) return;
+      const waitMs = Math.max(THROTTLE_MIN_MS, debtMs);
       if (!throttleLogged) {
         throttleLogged = true;
         this.d.log.warn({ remote, host: session?.hostId ?? null, waitMs }, 'agent connection throttled: its messages take too much of the server\'s time');

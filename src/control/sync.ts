@@ -188,8 +188,8 @@ export class SyncTracker {
       // repair_count is cumulative in the store across server restarts and moves between servers;
       // added once a second per host, however many reports came (one write per report let a flooding
       // agent exhaust the database pool).
-      this.pendingRepairs.set(hostId, Math.min(MAX_REPAIR_TOTAL, (this.pendingRepairs.get(hostId) ?? 0) + counted));
-      this.repairFlush ??= setTimeout(() => { this.repairFlush = null; void this.flushRepairs(); }, REPAIR_FLUSH_MS);
+      this.addPendingRepairs(hostId, counted);
+      this.scheduleRepairFlush();
     }
     this.status.host(hostId, patch);
   }
@@ -206,6 +206,14 @@ export class SyncTracker {
     this.log.warn({ host: hostId, repairs: counted, first: repairs[0]?.what.slice(0, 200), reportsNotLogged: seen?.unlogged ?? 0 }, 'agent repaired drift');
   }
 
+  private addPendingRepairs(hostId: number, n: number): void {
+    this.pendingRepairs.set(hostId, Math.min(MAX_REPAIR_TOTAL, (this.pendingRepairs.get(hostId) ?? 0) + n));
+  }
+
+  private scheduleRepairFlush(): void {
+    if (!this.closed) this.repairFlush ??= setTimeout(() => { this.repairFlush = null; void this.flushRepairs(); }, REPAIR_FLUSH_MS);
+  }
+
   /** Add the repairs counted since the last flush, one statement per host; what fails is kept for the next. */
   private async flushRepairs(): Promise<void> {
     const pending = [...this.pendingRepairs];
@@ -218,7 +226,7 @@ export class SyncTracker {
           .where('id', '=', hostId).execute();
       } catch (e) {
         failed = e;
-        this.pendingRepairs.set(hostId, Math.min(MAX_REPAIR_TOTAL, (this.pendingRepairs.get(hostId) ?? 0) + n));
+        this.addPendingRepairs(hostId, n);
       }
     }
     if (failed) {
@@ -227,7 +235,7 @@ export class SyncTracker {
         this.repairFailLoggedAt = now;
         this.log.warn({ err: failed instanceof Error ? failed.message : String(failed), hosts: this.pendingRepairs.size }, 'control: repair counts could not be written; kept for the next try');
       }
-      if (!this.closed) this.repairFlush ??= setTimeout(() => { this.repairFlush = null; void this.flushRepairs(); }, REPAIR_FLUSH_MS);
+      this.scheduleRepairFlush();
     }
   }
 

@@ -28,6 +28,8 @@ import { MAX_COUNTER_RULES, MAX_COUNTER_VMS } from '../observe/schema.js';
 import type { DropsMessage, HitsMessage } from '../protocol/index.js';
 import type { VmPolicy } from '../policy/ir.js';
 import { compileShared, type CompileMemo, type Fleet } from './fleet.js';
+import { LogWindow } from './log-window.js';
+import { TimeBudget } from './time-budget.js';
 
 const MAX_WAITING_RULES = 200_000;
 const INGEST_MS_PER_SECOND = 50;
@@ -42,9 +44,8 @@ interface HostQueue {
   waitingHits: { at: string; vms: Map<string, Map<string, number>>; rules: number } | null;
   dropsBusy: boolean;
   waitingDrops: unknown[] | null;
-  /** Ingestion time left (ms), as of budgetAt (performance.now()). */
-  budgetMs: number;
-  budgetAt: number;
+  /** The host's ingestion time (INGEST_MS_PER_SECOND). */
+  budget: TimeBudget;
   throttleLoggedAt: number;
 }
 
@@ -54,37 +55,29 @@ export class TelemetryIngest {
   private readonly hosts = new Map<number, HostQueue>();
   readonly stats: TelemetryStats = { hitReports: 0, dropBatches: 0, failures: 0 };
   private closed = false;
-  private failureLog = { since: 0, logged: 0, unlogged: 0 };
+  private readonly failureLog: LogWindow;
 
-  constructor(private readonly db: Db, private readonly log: Logger, private readonly fleet: Fleet, private readonly metrics?: MetricsRegistry) {}
+  constructor(private readonly db: Db, private readonly log: Logger, private readonly fleet: Fleet, private readonly metrics?: MetricsRegistry) {
+    this.failureLog = new LogWindow(FAILURES_LOGGED, 60_000, (failures) => log.error({ failures }, 'control: telemetry store failures not logged one by one in the last minute'));
+  }
 
   private queue(hostId: number): HostQueue {
     let q = this.hosts.get(hostId);
-    if (!q) this.hosts.set(hostId, (q = { hitsBusy: false, waitingHits: null, dropsBusy: false, waitingDrops: null, budgetMs: INGEST_BURST_MS, budgetAt: performance.now(), throttleLoggedAt: -Infinity }));
+    if (!q) this.hosts.set(hostId, (q = { hitsBusy: false, waitingHits: null, dropsBusy: false, waitingDrops: null, budget: new TimeBudget(INGEST_MS_PER_SECOND, INGEST_BURST_MS), throttleLoggedAt: -Infinity }));
     return q;
-  }
-
-  private refill(q: HostQueue): void {
-    const now = performance.now();
-    q.budgetMs = Math.min(INGEST_BURST_MS, q.budgetMs + (now - q.budgetAt) / 1000 * INGEST_MS_PER_SECOND);
-    q.budgetAt = now;
   }
 
   /** Resolves once the host's ingestion budget is out of debt. */
   private async paid(hostId: number, q: HostQueue): Promise<void> {
-    this.refill(q);
-    if (q.budgetMs >= 0 || this.closed) return;
-    const waitMs = Math.ceil(-q.budgetMs / INGEST_MS_PER_SECOND * 1000);
+    const waitMs = q.budget.charge();
+    if (waitMs === 0 || this.closed) return;
     const now = Date.now();
     if (now - q.throttleLoggedAt >= THROTTLE_LOG_EVERY_MS) {
       q.throttleLoggedAt = now;
       this.log.warn({ host: hostId, waitMs }, 'control: telemetry of this host held back: storing it takes too much of the server\'s time (drop records over the waiting batch are shed)');
     }
     await new Promise((r) => setTimeout(r, waitMs).unref());
-    this.refill(q);
   }
-
-  private charge(q: HostQueue, ms: number): void { this.refill(q); q.budgetMs -= ms; }
 
   /**
    * A store failure: logged one by one up to FAILURES_LOGGED per minute, then counted (a database
@@ -92,12 +85,7 @@ export class TelemetryIngest {
    */
   private failed(hostId: number, e: unknown, what: string): void {
     this.stats.failures++;
-    const now = Date.now();
-    if (now - this.failureLog.since >= 60_000) {
-      if (this.failureLog.unlogged) this.log.error({ failures: this.failureLog.unlogged }, 'control: telemetry store failures not logged one by one in the last minute');
-      this.failureLog = { since: now, logged: 0, unlogged: 0 };
-    }
-    if (this.failureLog.logged < FAILURES_LOGGED) { this.failureLog.logged++; this.log.error({ host: hostId, err: e instanceof Error ? e.message : String(e) }, what); } else this.failureLog.unlogged++;
+    if (this.failureLog.admit()) this.log.error({ host: hostId, err: e instanceof Error ? e.message : String(e) }, what);
   }
 
   /** The server-side policy (rules with their sources) of a VM the fleet places on `hostId`. */
@@ -148,7 +136,7 @@ export class TelemetryIngest {
             if (r.error) this.log.warn({ host: hostId, err: r.error }, 'control: rule counter report refused');
           } catch (e) {
             this.failed(hostId, e, 'control: rule counters could not be stored; this report is lost');
-          } finally { this.charge(q, performance.now() - began); }
+          } finally { q.budget.charge(performance.now() - began); }
         }
       }
     } finally { q.hitsBusy = false; }
@@ -179,7 +167,7 @@ export class TelemetryIngest {
           if (r.rejected) this.log.debug({ host: hostId, rejected: r.rejected, err: r.error }, 'control: drop records rejected');
         } catch (e) {
           this.failed(hostId, e, 'control: drop records could not be stored; this batch is lost');
-        } finally { this.charge(q, performance.now() - began); }
+        } finally { q.budget.charge(performance.now() - began); }
       }
     } finally { q.dropsBusy = false; }
   }

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import WebSocket from 'ws';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { AGENT_PATH, PROTOCOL_VERSION } from '../../src/protocol/index.js';
-import { addHost, createCloud, deploy, hostRow, job, ok, simAgent, vmIds, vmRow, waitFor, type Cloud } from './helpers.js';
+import { addHost, createCloud, deploy, hostRow, job, ok, rawAgent, simAgent, vmIds, vmRow, waitFor, type Cloud } from './helpers.js';
 
 let srv: TestServer;
 let cloud: Cloud;
@@ -140,14 +140,8 @@ test('a wrong token is refused with an error and logged; a token in use by anoth
 
 /** Raw protocol: a hello with an instance id; resolves with the first message, the socket and its close (code). */
 async function instanceHello(token: string, hostname: string, instance: string): Promise<{ first: any; ws: WebSocket; closed: Promise<number> }> {
-  const ws = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);
-  const closed = new Promise<number>((resolve) => ws.on('close', (code) => resolve(code)));
-  const first = await new Promise<any>((resolve, reject) => {
-    ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token, hostname, revision: null, instance })));
-    ws.once('message', (d) => resolve(JSON.parse(String(d))));
-    ws.on('error', reject);
-  });
-  return { first, ws, closed };
+  const { ws, message, closed } = await rawAgent(srv.port, token, hostname, { instance });
+  return { first: message, ws, closed };
 }
 
 test('two agent processes on one token and hostname: a restarted one takes the session, a replaced one coming back is refused and named', async () => {
@@ -178,12 +172,7 @@ test('two agent processes on one token and hostname: a restarted one takes the s
 
 test('an ack of an older revision does not take the host\'s acknowledged revision back', async () => {
   const h = await addHost(srv, 'ctl-ackback');
-  const ws = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);
-  const snapshot = await new Promise<any>((resolve, reject) => {
-    ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token: h.token, hostname: 'ackback', revision: null })));
-    ws.on('message', (d) => { const m = JSON.parse(String(d)); if (m.type === 'snapshot') resolve(m); });
-    ws.on('error', reject);
-  });
+  const { ws, message: snapshot } = await rawAgent(srv.port, h.token, 'ackback', {}, (m) => m.type === 'snapshot');
   try {
     const rev = snapshot.state.revision as number;
     ws.send(JSON.stringify({ type: 'ack', revision: rev, vms: {} }));
@@ -224,12 +213,7 @@ test('an agent reconnecting without the state it acked (lost, unreadable) shows 
   const h = await addHost(srv, 'ctl-forgot');
   const v = await deploy(srv, cloud, { hostid: h.id, name: 'ctl-forgot-vm' });
   const session = async (revision: number | null, ack: boolean) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);
-    const snap = await new Promise<any>((resolve, reject) => {
-      ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token: h.token, hostname: 'forgot', revision })));
-      ws.on('message', (d) => { const m = JSON.parse(String(d)); if (m.type === 'snapshot' || m.type === 'delta') resolve(m); });
-      ws.on('error', reject);
-    });
+    const { ws, message: snap } = await rawAgent(srv.port, h.token, 'forgot', { revision }, (m) => m.type === 'snapshot' || m.type === 'delta');
     const rev = snap.type === 'snapshot' ? snap.state.revision : snap.revision;
     if (ack) ws.send(JSON.stringify({ type: 'ack', revision: rev, vms: { [v.id]: { ok: true } } }));
     return { ws, rev };
@@ -253,12 +237,7 @@ test('an agent reconnecting without the state it acked (lost, unreadable) shows 
 
 test('preflight findings reach listHosts: an unfixable one puts the host in Alert, a fixed one keeps it Up', async () => {
   const h = await addHost(srv, 'ctl-alert');
-  const ws = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);
-  await new Promise<void>((resolve, reject) => {
-    ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token: h.token, hostname: 'alert', revision: null })));
-    ws.on('message', (d) => { if (JSON.parse(String(d)).type === 'snapshot') resolve(); });
-    ws.on('error', reject);
-  });
+  const { ws } = await rawAgent(srv.port, h.token, 'alert', {}, (m) => m.type === 'snapshot');
   try {
     const bad = { check: 'sysctl net.bridge.bridge-nf-call-iptables', ok: false, detail: 'is 0 and cannot be set to 1' };
     ws.send(JSON.stringify({ type: 'report', preflight: [bad], repairs: [] }));

@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import type { TestServer } from '../helpers/server.js';
 import { palisadeCommand } from '../helpers/palisade.js';
 import { trackChild } from '../helpers/process.js';
+import WebSocket from 'ws';
+import { AGENT_PATH, PROTOCOL_VERSION } from '../../src/protocol/index.js';
 import { Agent } from '../../src/agent/agent.js';
 import { NullDataplane } from '../../src/agent/null-dataplane.js';
 import { simulatedPorts } from '../../src/agent/sim-ports.js';
@@ -141,4 +143,21 @@ export class AgentProcess {
     await done;
     clearTimeout(t);
   }
+}
+
+/**
+ * A raw agent connection (the real protocol, no Agent): a hello (`hello` adds or overrides fields),
+ * resolved with the first server message `until` accepts (default: the first of any type); `closed`
+ * resolves with the close code.
+ */
+export async function rawAgent(port: number, token: string, hostname: string, hello: Record<string, unknown> = {},
+  until: (m: any) => boolean = () => true): Promise<{ ws: WebSocket; message: any; closed: Promise<number> }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}${AGENT_PATH}`);
+  const closed = new Promise<number>((resolve) => ws.on('close', (code) => resolve(code)));
+  const message = await new Promise<any>((resolve, reject) => {
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token, hostname, revision: null, ...hello })));
+    ws.on('message', (d) => { const m = JSON.parse(String(d)); if (until(m)) resolve(m); });
+    ws.on('error', reject);
+  });
+  return { ws, message, closed };
 }

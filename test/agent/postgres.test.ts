@@ -10,10 +10,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startPostgres, type PgCluster } from '../helpers/postgres.js';
 import { apiClient, assertNoUnhandledRejection, freePort, type TestServer } from '../helpers/server.js';
-import WebSocket from 'ws';
 import pgLib from 'pg';
-import { AGENT_PATH, PROTOCOL_VERSION } from '../../src/protocol/index.js';
-import { addHost, createCloud, deploy, hostRow, job, simAgent, vmIds, vmRow, waitFor } from './helpers.js';
+import { addHost, createCloud, deploy, hostRow, job, rawAgent, simAgent, vmIds, vmRow, waitFor } from './helpers.js';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
 let pg: PgCluster;
@@ -87,12 +85,7 @@ test('on PostgreSQL: snapshot, delta, acks and sync status, resync after a serve
 
 test('on PostgreSQL: one agent flooding valid drift reports neither exhausts the pool nor floods the log; every repair is counted', async () => {
   const host = await addHost(srv, 'pg-flood');
-  const ws = new WebSocket(`ws://127.0.0.1:${srv.port}${AGENT_PATH}`);
-  await new Promise<void>((resolve, reject) => {
-    ws.on('open', () => ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, token: host.token, hostname: 'flood', revision: null })));
-    ws.on('message', (d) => { if (JSON.parse(String(d)).type === 'welcome') resolve(); });
-    ws.on('error', reject);
-  });
+  const { ws } = await rawAgent(srv.port, host.token, 'flood', {}, (m) => m.type === 'welcome');
   // Writes to `hosts` as PostgreSQL counts them (its statistics reach the view within ~10 s of a backend going idle).
   const stats = new pgLib.Client({ connectionString: pg.url });
   await stats.connect();

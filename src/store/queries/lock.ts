@@ -17,17 +17,13 @@ import { isSqlite } from '../dialect.js';
  * Serialises writers of one account (group names, per-account bounds, its deletion) on PostgreSQL.
  * False when the account is gone or removed (by a transaction this one may have waited for).
  */
-export async function lockAccount(db: Transaction<Database> | Kysely<Database>, accountId: number): Promise<boolean> {
-  const q = db.selectFrom('accounts').select(['id', 'removed']).where('id', '=', accountId);
-  const row = await (isSqlite(db) ? q : q.forUpdate()).executeTakeFirst();
-  return !!row && row.removed === null;
+export function lockAccount(db: Transaction<Database> | Kysely<Database>, accountId: number): Promise<boolean> {
+  return lockLiveRow(db, 'accounts', accountId, 'update');
 }
 
 /** An account something is created for (a VM): shared with other creators, exclusive of its deletion. */
-export async function lockAccountShared(db: Transaction<Database> | Kysely<Database>, accountId: number): Promise<boolean> {
-  const q = db.selectFrom('accounts').select(['id', 'removed']).where('id', '=', accountId);
-  const row = await (isSqlite(db) ? q : q.forShare()).executeTakeFirst();
-  return !!row && row.removed === null;
+export function lockAccountShared(db: Transaction<Database> | Kysely<Database>, accountId: number): Promise<boolean> {
+  return lockLiveRow(db, 'accounts', accountId, 'share');
 }
 
 /**
@@ -53,9 +49,14 @@ export async function lockGroups(db: Transaction<Database> | Kysely<Database>, u
 }
 
 /** One VM's row, FOR UPDATE (writers of its group set): false when it is gone or removed. */
-export async function lockVm(db: Transaction<Database> | Kysely<Database>, vmId: number): Promise<boolean> {
-  const q = db.selectFrom('vms').select(['id', 'removed']).where('id', '=', vmId);
-  const row = await (isSqlite(db) ? q : q.forUpdate()).executeTakeFirst();
+export function lockVm(db: Transaction<Database> | Kysely<Database>, vmId: number): Promise<boolean> {
+  return lockLiveRow(db, 'vms', vmId, 'update');
+}
+
+/** Locks one row of a table with a `removed` mark (PostgreSQL); true when it exists and is not removed. */
+async function lockLiveRow(db: Transaction<Database> | Kysely<Database>, table: 'accounts' | 'vms', id: number, mode: 'update' | 'share'): Promise<boolean> {
+  const q = db.selectFrom(table).select(['id', 'removed']).where('id', '=', id);
+  const row = await (isSqlite(db) ? q : mode === 'update' ? q.forUpdate() : q.forShare()).executeTakeFirst();
   return !!row && row.removed === null;
 }
 
