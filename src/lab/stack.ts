@@ -438,7 +438,9 @@ export async function labProbe(s: StackState, p: ProbeSpec): Promise<ProbeReport
   try {
     if (p.proto === 'tcp') listener = await listenTcp(dst.ns, p.port!).catch(() => null); // a service may already listen
     if (p.proto === 'udp') listener = await listenUdpEcho(dst.ns, p.port!).catch(() => null);
-    const t = { timeoutMs: p.timeoutMs ?? 1500 };
+    // "outside" always speaks from its documented address (198.51.100.1 / 2001:db8:ff::1), not whichever
+    // of its addresses (a guest network's gateway) the route to the VM would pick: a rule for it matches.
+    const t = { timeoutMs: p.timeoutMs ?? 1500, ...(src.vm ? {} : { src: src.ip }) };
     const result = p.proto === 'tcp' ? await tcpConnect(src.ns, dst.ip, p.port!, t)
       : p.proto === 'udp' ? await udpRequest(src.ns, dst.ip, p.port!, t)
         : await ping(src.ns, dst.ip, t);

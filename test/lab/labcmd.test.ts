@@ -112,6 +112,26 @@ test('rules made with the CLI are enforced: ingress opens one port, an egress ru
   assert.match((await palisade('lab', 'probe', 'from=web2', 'to=outside', 'proto=tcp', 'port=80', 'family=6')).stdout, /^PASS/);
 });
 
+test('from=outside speaks from the lab gateway\'s documented address, not the guest network\'s gateway', async () => {
+  const cli = async (...a: string[]) => { const r = await palisade(...a); assert.equal(r.code, 0, `${a.join(' ')}: ${r.stderr}`); };
+  await cli('create', 'securitygroup', 'name=gw');
+  // 8443 is open to the outside's documented address only, 8444 to the guest network's gateway only
+  await cli('authorize', 'securitygroupingress', 'protocol=TCP', 'startport=8443', 'endport=8443', 'cidrlist=198.51.100.1/32', 'securitygroupname=gw');
+  await cli('authorize', 'securitygroupingress', 'protocol=TCP', 'startport=8444', 'endport=8444', 'cidrlist=10.1.0.1/32', 'securitygroupname=gw');
+  await cli('authorize', 'securitygroupingress', 'protocol=TCP', 'startport=8443', 'endport=8443', 'cidrlist=2001:db8:ff::1/128', 'securitygroupname=gw');
+  await cli('authorize', 'securitygroupingress', 'protocol=TCP', 'startport=8444', 'endport=8444', 'cidrlist=2001:db8:1::1/128', 'securitygroupname=gw');
+  const add = await palisade('lab', 'vm', 'add', 'web3', 'host=h2', 'groups=gw');
+  assert.equal(add.code, 0, add.stdout + add.stderr);
+  for (const family of ['4', '6']) {
+    const open = await palisade('lab', 'probe', 'from=outside', 'to=web3', 'proto=tcp', 'port=8443', `family=${family}`);
+    assert.equal(open.code, 0, `IPv${family}: ${open.stdout}${open.stderr}`);
+    assert.match(open.stdout, /^PASS\s+outside -> web3/);
+    const other = await palisade('lab', 'probe', 'from=outside', 'to=web3', 'proto=tcp', 'port=8444', `family=${family}`);
+    assert.equal(other.code, 1, `IPv${family}: ${other.stdout}${other.stderr}`);
+    assert.match(other.stdout, /web3's ingress rules/);
+  }
+});
+
 test('lab down removes every namespace, link, process, file and the profile', async () => {
   const s = upState!;
   assert.ok(s, 'lab was up');
