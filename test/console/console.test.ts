@@ -309,6 +309,10 @@ test('attach the group to a running VM in the console; the rules are enforced on
   await groups.getByRole('combobox', { name: 'Security groups' }).click();
   await page.getByRole('option', { name: 'Production_Web_Tier' }).click();
   await page.keyboard.press('Escape');
+  // Each chosen group's pill has a named remove button (the pill of a group not chosen has none).
+  assert.equal(await groups.getByRole('button', { name: 'Remove Production_Web_Tier' }).count(), 1, 'the new pill can be removed by name');
+  assert.equal(await groups.getByRole('button', { name: 'Remove default' }).count(), 1, 'the current pill can be removed by name');
+  assert.equal(await groups.getByRole('button', { name: /^Remove / }).count(), 2, 'one remove button per chosen group');
   await groups.getByRole('button', { name: 'Save groups' }).click();
   await groups.getByText('Groups changed.').waitFor();
   try {
@@ -590,6 +594,28 @@ test('pickers offer every group of the owner, past the API\'s largest page; a do
     await new Promise((r) => setTimeout(r, 500));
     page.off('request', count);
     assert.equal(deletes, 1);
+
+    // A rule may name another account's group (CloudStack resolves account + name): a tenant, who cannot
+    // list that account's groups, types its name. The twin: a name no group has is refused, nothing added.
+    const target = ok(await srv.call('listSecurityGroups', { securitygroupname: 'bulk-0001', account: 'acme', domainid: vmsDomain() }), 'list').listsecuritygroupsresponse.securitygroup[0];
+    await page.goto(`${base}#/groups/${target.id}`);
+    await page.getByTestId('group-name').filter({ hasText: 'bulk-0001' }).waitFor();
+    const form = page.getByRole('form', { name: 'Add ingress rule' });
+    const byGroup = async (group: string) => {
+      await form.getByLabel('Start port').fill('9000');
+      await form.getByText('Security group', { exact: true }).click();
+      await form.getByLabel('Account').fill('globex');
+      await form.getByLabel('Group', { exact: true }).fill(group);
+      await page.keyboard.press('Escape');
+      await form.getByRole('button', { name: 'Add rule' }).click();
+    };
+    await byGroup('no-such-group');
+    await form.getByText(/Nonexistent group no-such-group for account globex/).waitFor();
+    const rulesOf = async () => ok(await srv.call('listSecurityGroups', { id: target.id, listall: true }), 'list').listsecuritygroupsresponse.securitygroup[0].ingressrule ?? [];
+    assert.deepEqual(await rulesOf(), [], 'a refused rule adds nothing');
+    await byGroup('globex-secret');
+    await form.getByText('Added ingress rule.').waitFor();
+    assert.deepEqual((await rulesOf()).map((r: any) => `${r.protocol}:${r.startport}:${r.account}:${r.securitygroupname}`), ['tcp:9000:globex:globex-secret']);
   } finally {
     for (let i = 0; i < names.length; i += 25) {
       await Promise.all(names.slice(i, i + 25).map((name) => srv.call('deleteSecurityGroup', { name, account: 'acme', domainid: vmsDomain() })));

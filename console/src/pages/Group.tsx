@@ -2,7 +2,7 @@
 // dry-run preview where the server has one), revoking a rule.
 import { useState, type FormEvent } from 'react';
 import {
-  Alert, Anchor, Badge, Button, Card, Group, Modal, SegmentedControl, Select, SimpleGrid, Stack, Tabs, Text, TextInput, Title,
+  Alert, Anchor, Autocomplete, Badge, Button, Card, Group, Modal, SegmentedControl, Select, SimpleGrid, Stack, Tabs, Text, TextInput, Title,
 } from '@mantine/core';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { ApiError, call, callAll, callAsync, getSession, isOperator } from '../api/client';
@@ -123,10 +123,16 @@ function AddRule({ group, direction, onCovering, describeRule }: {
     const msg = err instanceof Error ? err.message : String(err);
     setErrors({ [err instanceof ApiError && err.code === 431 ? fieldOf(msg) : 'form']: msg });
   };
+  // A rule may name any account's group (CloudStack resolves account + name in the rule's domain).
+  // Suggestions: an operator's for the account typed; a user lists only its own account's groups, so
+  // for another account the name is typed (the server says if there is no such group).
+  const operator = isOperator(getSession());
+  const pickAccount = operator ? f.account.trim() || group.account : group.account;
   const groupsQ = useQuery({
-    queryKey: ['groups', 'names', group.account, group.domainid],
-    queryFn: () => callAll('listSecurityGroups', isOperator(getSession()) ? { account: group.account, domainid: group.domainid } : {}, 'securitygroup'),
+    queryKey: ['groups', 'names', pickAccount, group.domainid],
+    queryFn: () => callAll('listSecurityGroups', operator ? { account: pickAccount, domainid: group.domainid } : {}, 'securitygroup'),
     enabled: f.source === 'group',
+    retry: false,
   });
   const authorize = useMutation({
     mutationFn: (dryrun: boolean) => callAsync(CMD.authorize[direction], { ...ruleParams(group, f), ...(dryrun ? { dryrun: true } : {}) }),
@@ -165,9 +171,9 @@ function AddRule({ group, direction, onCovering, describeRule }: {
           ) : (
             <SimpleGrid cols={{ base: 1, sm: 2 }}>
               <TextInput label="Account" value={f.account} onChange={(e) => set({ account: e.currentTarget.value })} error={errors.group ? ' ' : undefined} />
-              <Select label="Group" searchable value={f.groupname || null} onChange={(v) => set({ groupname: v ?? '' })} error={errors.group}
-                data={[...new Set(((groupsQ.data?.securitygroup ?? []) as GroupView[]).filter((x) => !f.account || x.account === f.account).map((x) => x.name))]}
-                nothingFoundMessage="No group of that account" />
+              <Autocomplete label="Group" value={f.groupname} onChange={(v) => set({ groupname: v })} error={errors.group}
+                description={f.account.trim() && f.account.trim() !== pickAccount ? 'Type the group\'s name' : undefined}
+                data={[...new Set(((groupsQ.data?.securitygroup ?? []) as GroupView[]).filter((x) => !f.account.trim() || x.account === f.account.trim()).map((x) => x.name))]} />
             </SimpleGrid>
           )}
           {preview ? <DryRunSummary result={preview} action="authorize" direction={direction} describeRule={describeRule} /> : null}

@@ -2,7 +2,7 @@
 // (explainSecurityGroupTraffic, with the deciding rule highlighted) and its recent drops.
 import { useEffect, useState, type FormEvent } from 'react';
 import {
-  Alert, Anchor, Badge, Button, Card, Group, MultiSelect, SegmentedControl, Select, SimpleGrid, Stack, Table, Text, TextInput, Title,
+  Alert, Anchor, Badge, Button, Card, Group, MultiSelect, Pill, SegmentedControl, Select, SimpleGrid, Stack, Table, Text, TextInput, Title,
 } from '@mantine/core';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { call, callAll, getSession, isOperator } from '../api/client';
@@ -79,7 +79,15 @@ function ChangeGroups({ vm }: { vm: VmView }) {
       <Stack gap="sm">
         <MultiSelect label="Security groups" description="Applies while the VM runs; enforcement shows Pending until the host has it."
           data={((options.data?.securitygroup ?? []) as GroupView[]).map((g) => ({ value: g.id, label: g.name }))}
-          value={chosen} onChange={(v) => { setChosen(v); setDirty(true); }} searchable error={save.error?.message} />
+          value={chosen} onChange={(v) => { setChosen(v); setDirty(true); }} searchable error={save.error?.message}
+          renderPill={({ option, value, onRemove, disabled }) => {
+            // Mantine's own pill hides its remove button from assistive technology; this one is named and reachable.
+            const name = option?.label ?? value;
+            return (
+              <Pill withRemoveButton={!disabled} onRemove={onRemove}
+                removeButtonProps={{ 'aria-label': `Remove ${name}`, 'aria-hidden': false, tabIndex: 0 }}>{name}</Pill>
+            );
+          }} />
         {save.isSuccess && !dirty ? <Text size="sm" c="green" role="status">Groups changed.</Text> : null}
         <Group justify="flex-end">
           {dirty ? <Button variant="default" onClick={() => { setDirty(false); setChosen(current); save.reset(); }}>Reset</Button> : null}
