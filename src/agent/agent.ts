@@ -20,7 +20,7 @@ import type { Logger } from 'pino';
 import { DataplaneError, type ApplyResult, type Dataplane, type HostPorts } from '../dataplane/backend.js';
 import type { HostDesiredState } from '../policy/ir.js';
 import {
-  AGENT_PATH, CLOSE_HELD_ELSEWHERE, CLOSE_REPLACED, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_REPAIRS_PER_REPORT, MAX_REPAIR_CHARS, PROTOCOL_VERSION, SERVER_FRAME_MAX_BYTES,
+  AGENT_PATH, CLOSE_HELD_ELSEWHERE, CLOSE_REPLACED, REPLACED_BY_ANOTHER_AGENT, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_REPAIRS_PER_REPORT, MAX_REPAIR_CHARS, PROTOCOL_VERSION, SERVER_FRAME_MAX_BYTES,
   decodeServerMessage, type AgentMessage, type DropLogSettings, type PreflightFinding, type RepairReport, type ServerMessage,
 } from '../protocol/index.js';
 import { DROP_LOG_GROUP, type DropLogConfig } from '../dataplane/plan/index.js';
@@ -127,6 +127,8 @@ export class Agent extends EventEmitter {
   readonly counters = { snapshots: 0, deltas: 0, applies: 0, connects: 0, bytesIn: 0 };
 
   private ws: WebSocket | null = null;
+  /** Another agent process with this host's token holds its session (a 409 saying so): no kernel writes until a welcome. */
+  standingDown = false;
   /** The servers in the order they are tried, and the one tried last. */
   readonly servers: string[];
   private current = -1;
@@ -446,10 +448,16 @@ export class Agent extends EventEmitter {
   private onMessage(m: ServerMessage, server: string): void {
     switch (m.type) {
       case 'welcome':
+        if (this.standingDown) {
+          this.standingDown = false;
+          this.o.log.warn({ server }, 'agent: this host\'s session is ours again; writing its kernel again');
+        }
         if (this.state && this.state.hostId !== m.hostId) {
-          // The saved state belongs to another host (a reused state dir): never build deltas on it.
+          // The saved state belongs to another host (a reused state dir): never build deltas on it, and
+          // overwrite the file with this host's state even when the revision numbers happen to match.
           this.o.log.warn({ saved: this.state.hostId, host: m.hostId }, 'agent: saved state is of another host; asking for a snapshot');
           this.state = null;
+          this.savedRevision = null;
           this.send(this.hello(null));
         }
         this.attempt = 0;
@@ -484,6 +492,12 @@ export class Agent extends EventEmitter {
         break;
       }
       case 'error':
+        if (m.code === 409 && m.message.includes(REPLACED_BY_ANOTHER_AGENT) && !this.standingDown) {
+          // Another agent process holds this host: two writers would undo each other's rules on every
+          // pass. Leave the kernel as it is until a server gives this host's session back.
+          this.standingDown = true;
+          this.o.log.error({ server }, 'agent: another agent process holds this host; not writing its kernel until the session is ours again');
+        }
         // a server's passing trouble (503: it cannot reach its database) is a warning: the agent moves on
         if (m.code >= 500) this.o.log.warn({ code: m.code }, `agent: server refused: ${m.message}`);
         else this.o.log.error({ code: m.code }, `agent: server refused: ${m.message}`);
@@ -571,7 +585,7 @@ export class Agent extends EventEmitter {
 
   private async applyNow(): Promise<void> {
     const state = this.state;
-    if (!state) return;
+    if (!state || this.standingDown) return;
     await this.saveHeld(state);
     let ports: HostPorts;
     let result: ApplyResult;
@@ -704,6 +718,7 @@ export class Agent extends EventEmitter {
 
   /** Observe the kernel (and the ports); re-apply when something drifted; count it when the repair worked. */
   private async repairDrift(state: HostDesiredState): Promise<void> {
+    if (this.standingDown) return;
     const ports = await this.o.discover(state);
     // (no link watcher, or it missed them)
     if (await this.followPorts(state, ports)) return;

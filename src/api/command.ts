@@ -85,6 +85,12 @@ export interface PrepareContext {
   readonly passwordAttempts?: PasswordAttempts;
 }
 
+/** What an async command's `validate` may use at submission: the store outside any transaction (read only). */
+export interface SubmitContext extends PrepareContext {
+  readonly command: string;
+  readonly access: Access;
+}
+
 /** Ownership and access rules (CloudStack's finalizeOwner / checkAccess / buildACLSearchParameters). */
 export interface Access {
   /**
@@ -170,5 +176,12 @@ export interface CommandDef {
    * `ctx.prepared` and re-checks whatever it relied on inside the transaction.
    */
   prepare?(p: PrepareContext): Promise<unknown>;
+  /**
+   * Async only (optional): read-only checks at submission, before a job exists. CloudStack resolves an
+   * async command's entity parameters (ParamProcessWorker, and the getters its event and instance id
+   * need) before queueing it, so an unknown or forbidden group or rule is an immediate 431/531 answer,
+   * not a job that fails. `handle` checks again in its transaction (the entity may go meanwhile).
+   */
+  validate?(ctx: SubmitContext): Promise<void>;
   handle(ctx: CommandContext): Promise<CommandResult>;
 }

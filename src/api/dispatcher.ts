@@ -198,6 +198,7 @@ export class Dispatcher {
       this.publish(changes);
       return { status: 200, body: envelope(name, resultBody(result)) };
     }
+    if (def.validate) await def.validate({ db: this.deps.db, caller, params, command: name, access: new CallerAccess(this.deps.db, caller) });
     return this.submit(def, params, caller, fence);
   }
 

@@ -8,6 +8,7 @@ import { securityGroupCommands } from './commands/securitygroups.js';
 import { tagCommands } from './commands/tags.js';
 import { eventCommands } from './commands/events.js';
 import { projectCommands } from './commands/projects.js';
+import { basicZoneCommands } from './commands/basic-zone.js';
 import { userCommands } from './commands/users.js';
 import { trafficCommands } from './commands/traffic.js';
 import { configurationCommands } from './commands/configurations.js';
@@ -16,7 +17,7 @@ let cached: CommandDef[] | undefined;
 
 export function allCommands(): CommandDef[] {
   if (cached) return cached;
-  const own: CommandDef[] = [...accountCommands, ...securityGroupCommands, ...tagCommands, ...eventCommands, ...asyncJobCommands, ...projectCommands, ...userCommands];
+  const own: CommandDef[] = [...accountCommands, ...securityGroupCommands, ...tagCommands, ...eventCommands, ...asyncJobCommands, ...projectCommands, ...basicZoneCommands, ...userCommands];
   const list: CommandDef[] = [...own, ...inventoryCommands, ...trafficCommands, ...configurationCommands];
   list.push(makeListApis(() => list));
   const seen = new Set<string>();

@@ -24,6 +24,13 @@ import { hostAllowed, type AllowedHosts } from './hosts.js';
 import { equalsCi } from '../store/queries/like.js';
 
 export const SESSION_COOKIE = 'JSESSIONID';
+/**
+ * CloudStack also hands the sessionkey out as a cookie at login, and clients read it there (cloudmonkey
+ * takes it only from that cookie, then sends it as the sessionkey parameter). Palisade sets it the same
+ * way, HttpOnly and SameSite=Strict, and never reads it: a session call still needs the key as a
+ * parameter, which another site cannot add to a forged request.
+ */
+export const SESSION_KEY_COOKIE = 'sessionkey';
 export const SESSION_AUTH_FAILED = 'unable to verify user credentials';
 const CROSS_ORIGIN = 'unable to verify user credentials: the request comes from another origin';
 const FOREIGN_HOST = 'unable to verify user credentials: the request names a host this server does not answer to (--allowed-hosts)';
@@ -148,8 +155,8 @@ export class SessionAuth {
     if (!hostAllowed(this.o.allowedHosts, t.host)) throw new ApiError(401, FOREIGN_HOST);
   }
 
-  private cookie(value: string, t: Transport, clear = false): string {
-    const attrs = [`${SESSION_COOKIE}=${value}`, 'Path=/client', 'HttpOnly', 'SameSite=Strict'];
+  private cookie(value: string, t: Transport, clear = false, name = SESSION_COOKIE): string {
+    const attrs = [`${name}=${value}`, 'Path=/client', 'HttpOnly', 'SameSite=Strict'];
     if (t.secure) attrs.push('Secure');
     if (clear) attrs.push('Max-Age=0');
     return attrs.join('; ');
@@ -240,7 +247,7 @@ export class SessionAuth {
     this.o.log.info({ user: username, domain: domain.uuid }, 'login');
     return {
       status: 200,
-      cookies: [this.cookie(sessionToken, t)],
+      cookies: [this.cookie(sessionToken, t), this.cookie(sessionKey, t, false, SESSION_KEY_COOKIE)],
       body: envelope('login', {
         username: user.username, userid: user.uuid, domainid: domain.uuid, timeout: this.timeoutSeconds, account: user.account,
         firstname: user.firstname, lastname: user.lastname, type: String(user.type), registered: 'false', sessionkey: sessionKey,
@@ -252,7 +259,7 @@ export class SessionAuth {
 
   private async logout(raw: Record<string, string>, t: Transport): Promise<AuthReply> {
     this.mustComeFromHere(t);
-    const clear = [this.cookie('', t, true)];
+    const clear = [this.cookie('', t, true), this.cookie('', t, true, SESSION_KEY_COOKIE)];
     let unproven = false;
     for (const cookie of t.sessionCookies) {
       const row = await findSession(this.o.db, digest(cookie), this.now().toISOString());

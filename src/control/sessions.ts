@@ -17,7 +17,7 @@ import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import {
-  AGENT_FRAME_MAX_BYTES, AGENT_PATH, CLOSE_REPLACED, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage,
+  AGENT_FRAME_MAX_BYTES, AGENT_PATH, CLOSE_REPLACED, REPLACED_BY_ANOTHER_AGENT, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage,
   type AgentMessage, type ConnectionsMessage, type DropLogSettings, type HelloMessage, type ServerMessage,
 } from '../protocol/index.js';
 import type { TelemetryIngest } from './telemetry.js';
@@ -344,7 +344,7 @@ export class SessionHub {
       const holder = this.sessions.get(hostId)!;
       if (this.twin(hostId, m)) {
         this.logTwin(hostId, host.name, holder, remote);
-        throw new Refused(409, `two agents use the token of host ${host.name} with hostname ${m.hostname}: the other (at ${holder.remote}) replaced this one's session and holds it; stop one of them or give it its own host`);
+        throw new Refused(409, `two agents use the token of host ${host.name} with hostname ${m.hostname}: the other (at ${holder.remote}) ${REPLACED_BY_ANOTHER_AGENT}; stop one of them or give it its own host`);
       }
       throw new Refused(409, `token of host ${host.name} is in use by another agent`);
     }

@@ -21,6 +21,12 @@ export const PROTOCOL_VERSION = 1;
 export const CLOSE_REPLACED = 4000;
 /** WebSocket close code: another server now holds the host (an agent with its token connected there). */
 export const CLOSE_HELD_ELSEWHERE = 4409;
+/**
+ * Part of a 409 refusal's text when another agent process with this host's token and hostname replaced
+ * this one's session and holds it: the refused agent stops writing the host's kernel (agent.ts), or the
+ * two would keep undoing each other's rules.
+ */
+export const REPLACED_BY_ANOTHER_AGENT = "replaced this one's session and holds it";
 
 /** A revision is a position in the server's change feed (DESIGN.md §6): a non-negative safe integer. */
 const revision = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);

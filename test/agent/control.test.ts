@@ -170,6 +170,34 @@ test('two agent processes on one token and hostname: a restarted one takes the s
   c.ws.close();
 });
 
+test('a replaced agent refused while the other holds its host stops writing the kernel (no tug of war); it writes again once the host is its own', async () => {
+  const h = await addHost(srv, 'ctl-twin-kernel');
+  const a = simAgent(srv, h.token, 'twin-kernel');
+  const b = simAgent(srv, h.token, 'twin-kernel');
+  try {
+    a.start();
+    await waitFor('a applied', () => a.connected && a.dataplane.applies > 0);
+    b.start();
+    await waitFor('b holds the host, a refused', () => b.connected && a.standingDown, 15_000);
+    // Drift on both: the holder repairs its kernel, the refused one leaves it alone.
+    const [aWrites, bWrites] = [a.dataplane.writes, b.dataplane.writes];
+    a.dataplane.applied = 'someone else wrote this';
+    b.dataplane.applied = 'someone else wrote this';
+    await a.reconcile();
+    await b.reconcile();
+    assert.equal(a.dataplane.writes, aWrites, 'the refused agent wrote nothing');
+    assert.equal(b.dataplane.writes, bWrites + 1, 'the holder repaired its kernel');
+    // The holder goes away: the other is accepted again and repairs.
+    b.stop();
+    await waitFor('a holds the host again', () => a.connected && !a.standingDown, 30_000);
+    await a.reconcile();
+    assert.ok(a.dataplane.writes > aWrites, 'writing again');
+  } finally {
+    a.stop();
+    b.stop();
+  }
+});
+
 test('an ack of an older revision does not take the host\'s acknowledged revision back', async () => {
   const h = await addHost(srv, 'ctl-ackback');
   const { ws, message: snapshot } = await rawAgent(srv.port, h.token, 'ackback', {}, (m) => m.type === 'snapshot');

@@ -129,16 +129,19 @@ test('history does not grow for ever: finished jobs and old events are purged as
   assert.equal((await s.call('updateConfiguration', { name: 'event.purge.delay', value: '-1' })).status, 431);
   assert.equal((await s.call('listConfigurations', {}, users.dadmin)).status, 432);
   // a tenant's flood of failing async calls leaves jobs and events; as if it were weeks ago:
+  // (a revoke of an ingress rule as egress: the job fails; an unknown rule would be refused before any job)
+  const ingress = (await ok('authorizeSecurityGroupIngress', { securitygroupid: web, protocol: 'tcp', startport: 2222, endport: 2222, cidrlist: '192.0.2.0/24' }, users.alice))
+    .securitygroup.ingressrule.find((r: any) => r.startport === 2222).ruleid;
   for (let i = 0; i < 5; i++) {
-    const r = await s.callAndWait('revokeSecurityGroupIngress', { id: '00000000-0000-4000-8000-000000000000' }, users.alice);
+    const r = await s.callAndWait('revokeSecurityGroupEgress', { id: ingress }, users.alice);
     assert.equal(r.body.jobstatus, 2);
   }
   const { default: Database } = await import('better-sqlite3');
   const file = `${s.dataDir}/palisade.db`;
   const old = new Date(Date.now() - 20 * 86_400_000).toISOString();
   const sql = new Database(file);
-  const jobs = sql.prepare(`update async_jobs set created = ?, completed = ? where command = 'revokeSecurityGroupIngress' and status = 2`).run(old, old).changes;
-  const events = sql.prepare(`update events set created = ? where type = 'SG.REVOKE.INGRESS'`).run(old).changes;
+  const jobs = sql.prepare(`update async_jobs set created = ?, completed = ? where command = 'revokeSecurityGroupEgress' and status = 2`).run(old, old).changes;
+  const events = sql.prepare(`update events set created = ? where type = 'SG.REVOKE.EGRESS'`).run(old).changes;
   const recentEvents = (sql.prepare(`select count(*) as n from events where created > ?`).get(old) as { n: number }).n;
   sql.close();
   assert.deepEqual([jobs, events], [5, 15]);

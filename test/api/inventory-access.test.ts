@@ -111,6 +111,8 @@ test('a VM may only join groups of its own account', async () => {
   assert.deepEqual(bobVm.securitygroup.map((g: any) => g.name), ['default']);
   assert.equal(bobVm.securitygroup[0].account, 'bob');
   await fails('updateVirtualMachine', { id: bobVm.id, securitygroupids: aliceGroup.id }, 531, /belongs to an account other than the owner/, bob.creds);
+  const refused = await s.call('updateVirtualMachine', { id: bobVm.id, securitygroupids: aliceGroup.id }, bob.creds);
+  assert.ok(!JSON.stringify(refused.body).includes(aliceGroup.name), 'the refusal does not name another account\'s group');
   // the root admin acting on bob's VM is bound by the same rule: groups come from the VM's owner
   await fails('updateVirtualMachine', { id: bobVm.id, securitygroupids: aliceGroup.id }, 531, /belongs to an account other than the owner/);
   const again = (await ok('listVirtualMachines', { id: bobVm.id }, bob.creds)).virtualmachine[0];
@@ -145,4 +147,30 @@ test('a user may destroy its own VM but not expunge it (admin only, as CloudStac
   assert.equal((await job('destroyVirtualMachine', { id: vm.id }, alice.creds)).virtualmachine.state, 'Destroyed');
   await job('destroyVirtualMachine', { id: vm.id, expunge: true });
   assert.deepEqual(await ok('listVirtualMachines', { id: vm.id, listall: true }), {});
+});
+
+test('networks on one VLAN of a zone may not overlap: a domain admin cannot create one over another domain\'s subnet (IPv4, IPv6); only the root admin may bypass', async () => {
+  const sub = (await ok('listDomains', { name: 'sub', listall: true })).domain[0];
+  const dadm = (await ok('createAccount', {
+    username: 'dadm', password: 'secret-pw', email: 'dadm@example.test', firstname: 'd', lastname: 'a', accounttype: 2, domainid: sub.id,
+  })).account;
+  const keys = (await ok('registerUserKeys', { id: dadm.user[0].id })).userkeys;
+  const da: Creds = { apikey: keys.apikey, secretkey: keys.secretkey };
+  const count = async () => (await ok('listNetworks', { listall: true })).count;
+  const before = await count();
+  // Over the root domain's 10.7.0.0/24 (a wider mask, a narrower one, and the very same subnet): refused, nothing made.
+  for (const [gateway, netmask, startip] of [['10.7.255.254', '255.255.0.0', '10.7.0.1'], ['10.7.0.129', '255.255.255.128', '10.7.0.130'], ['10.7.0.2', '255.255.255.0', '10.7.0.3']]) {
+    await fails('createNetwork', { name: 'ovl', domainid: sub.id, gateway, netmask, startip }, 431, /IP range with tag: untagged in zone .* has overlapped with the subnet\. Please specify a different gateway\/netmask/, da);
+  }
+  await fails('createNetwork', { name: 'ovl', domainid: sub.id, gateway: '10.7.0.1', netmask: '255.255.0.0', startip: '10.7.200.1', bypassvlanoverlapcheck: true }, 431, /Only ROOT admin is allowed to specify vlanId or bypass vlan overlap check \(bypassvlanoverlapcheck\)/, da);
+  assert.equal(await count(), before, 'nothing created');
+  // The twin: a subnet of its own is fine; then IPv6 over it is refused likewise.
+  await ok('createNetwork', { name: 'own', domainid: sub.id, gateway: '10.9.0.1', netmask: '255.255.255.0', startip: '10.9.0.10', ip6gateway: '2001:db8:90::1', ip6cidr: '2001:db8:90::/64' }, da);
+  await fails('createNetwork', { name: 'ovl6', domainid: sub.id, ip6gateway: '2001:db8:90:0:1::1', ip6cidr: '2001:db8:90:0:1::/80' }, 431, /IPv6 range with tag: untagged .* has overlapped with the subnet\. Please specify a different ip6gateway\/ip6cidr/, da);
+  assert.equal(await count(), before + 1);
+  // The root admin: another VLAN is another segment; on the same one only with the bypass.
+  await ok('createNetwork', { name: 'v100', gateway: '10.7.0.1', netmask: '255.255.255.0', startip: '10.7.0.10', vlan: '100' });
+  await fails('createNetwork', { name: 'v100b', gateway: '10.7.0.1', netmask: '255.255.255.0', startip: '10.7.0.10', vlan: 'vlan://100' }, 431, /tag: vlan:\/\/100 .* has overlapped/);
+  await ok('createNetwork', { name: 'bypass', gateway: '10.7.0.1', netmask: '255.255.255.0', startip: '10.7.0.10', bypassvlanoverlapcheck: true });
+  assert.equal(await count(), before + 3);
 });

@@ -46,3 +46,40 @@ test('libcloud: create, authorize, list (with hitcount/lasthit), dry-run, revoke
   assert.deepEqual(out.after[0].ingressrule.map((x: any) => x.protocol), ['icmp'], 'the dry run revoked nothing; the real revoke did');
   assert.equal(out.deleted, true);
 });
+
+const NODES = String.raw`
+import json, sys
+from libcloud.compute.providers import get_driver
+from libcloud.compute.types import Provider
+port, key, secret = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+d = get_driver(Provider.CLOUDSTACK)(key=key, secret=secret, host='127.0.0.1', port=port, path='/client/api', secure=False)
+nodes = d.list_nodes()
+out = {'nodes': [{'id': n.id, 'name': n.name, 'private': n.private_ips, 'public': n.public_ips, 'state': str(n.state)} for n in nodes]}
+out['keypairs'] = [k.name for k in d.list_key_pairs()]
+print(json.dumps(out))
+`;
+
+test('libcloud: list_nodes and list_key_pairs work (a basic zone has no public IPs, forwarding rules or key pairs: empty lists, not 432)', async () => {
+  const run = () => runProcess('/usr/bin/python3', ['-c', NODES, String(s.port), s.apikey, s.secretkey], { timeoutMs: 60_000 });
+  const empty = await run();
+  assert.equal(empty.code, 0, empty.stdout + empty.stderr);
+  assert.deepEqual(JSON.parse(empty.stdout.trim().split('\n').pop()!), { nodes: [], keypairs: [] });
+  const ok = async (command: string, params: Record<string, string>) => {
+    const r = command === 'deployVirtualMachine' ? await s.callAndWait(command, params) : await s.call(command, params);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    return r.body;
+  };
+  await ok('addHost', { name: 'lc-hv' });
+  const net = (await ok('createNetwork', { name: 'lc-net', gateway: '10.61.0.1', netmask: '255.255.255.0', startip: '10.61.0.10', endip: '10.61.0.20' })).createnetworkresponse.network;
+  const vm = (await ok('deployVirtualMachine', { networkids: net.id, name: 'lc-vm', ipaddress: '10.61.0.15' })).jobresult.virtualmachine;
+  const r = await run();
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  assert.deepEqual(out.nodes.map((n: any) => [n.id, n.name, n.private, n.public]), [[vm.id, 'lc-vm', ['10.61.0.15'], []]]);
+  assert.deepEqual(out.keypairs, []);
+  // The calls themselves: CloudStack's empty-list shape, and their scope checked like any list.
+  for (const [command, root] of [['listPublicIpAddresses', 'listpublicipaddressesresponse'], ['listPortForwardingRules', 'listportforwardingrulesresponse'], ['listIpForwardingRules', 'listipforwardingrulesresponse'], ['listSSHKeyPairs', 'listsshkeypairsresponse']]) {
+    assert.deepEqual((await s.call(command, { listall: 'true' })).body, { [root]: {} }, command);
+    assert.equal((await s.call(command, { account: 'nobody', domainid: vm.domainid })).status, 431, `${command}: an unknown account is refused`);
+  }
+});

@@ -407,8 +407,8 @@ test('dry runs: authorize reports affected VMs and hosts and redundancy, revoke 
   const bad = await s.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: webGroup.id, protocol: 'tcp', startport: 90, endport: 80, cidrlist: '0.0.0.0/0', dryrun: true }, alice);
   assert.equal(bad.body.jobstatus, 2);
   assert.equal(bad.body.jobresult.errorcode, 431);
-  const other = await s.callAndWait('revokeSecurityGroupIngress', { id: rule.ruleid, dryrun: true }, bob);
-  assert.deepEqual([other.body.jobstatus, other.body.jobresult.errorcode], [2, 531], 'a dry run checks permissions like the real call');
+  const other = await s.call('revokeSecurityGroupIngress', { id: rule.ruleid, dryrun: true }, bob);
+  assert.equal(other.status, 531, 'a dry run checks permissions like the real call (at submission)');
   // nothing changed: rules, events, hosts' desired revisions (no change reached the control plane)
   assert.equal(await storeSnapshot(), before);
   assert.equal((await ok('listEvents', { pagesize: 1, page: 1 }, alice)).count, events);

@@ -44,10 +44,17 @@ test('first start writes an admin password; login answers like CloudStack with a
   assert.equal(lr.timeout, 1800);
   assert.match(lr.userid, /^[0-9a-f-]{36}$/);
   assert.ok(lr.sessionkey && lr.sessionkey.length >= 20);
-  assert.equal(r.setCookie.length, 1);
+  assert.equal(r.setCookie.length, 2);
   assert.match(r.setCookie[0]!, /^JSESSIONID=[A-Za-z0-9_-]{40,}; Path=\/client; HttpOnly; SameSite=Strict$/);
   assert.equal(r.headers.get('cache-control'), 'no-store');
-  assert.ok(!r.setCookie[0]!.includes(lr.sessionkey), 'the sessionkey is not in a cookie');
+  assert.ok(!r.setCookie[0]!.includes(lr.sessionkey), 'the session cookie is not the sessionkey');
+  // As CloudStack, the sessionkey also comes as a cookie (cloudmonkey reads it there), HttpOnly and SameSite;
+  // it is never read back: with both cookies but no sessionkey parameter a call is refused.
+  assert.equal(r.setCookie[1], `sessionkey=${lr.sessionkey}; Path=/client; HttpOnly; SameSite=Strict`);
+  const jsession = /^JSESSIONID=([^;]+)/.exec(r.setCookie[0]!)![1];
+  const cookiesOnly = await sessionCall(s.url, { cookie: `${jsession}; sessionkey=${lr.sessionkey}`, sessionkey: null }, 'listZones');
+  assert.equal(cookiesOnly.status, 401);
+  assert.equal(zones(await sessionCall(s.url, { cookie: `${jsession}; sessionkey=${lr.sessionkey}`, sessionkey: lr.sessionkey }, 'listZones')), 1, 'the way cloudmonkey calls');
   // The same user's API keys still work (signed calls are unaffected).
   assert.equal((await s.call('listZones')).status, 200);
 });

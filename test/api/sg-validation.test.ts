@@ -44,12 +44,32 @@ async function syncFails(command: string, params: Record<string, string | number
   assert.equal(await snapshot(), beforeState, 'a rejected request changed state');
 }
 
-test('authorize: group selection (step 1)', async () => {
-  await authorizeFails('Ingress', { securitygroupid: gid, securitygroupname: 'web', cidrlist: '10.0.0.0/8' }, 431, 'securityGroupId and securityGroupName parameters are mutually exclusive');
-  await authorizeFails('Ingress', { cidrlist: '10.0.0.0/8' }, 431, 'Either securityGroupId or securityGroupName is required by authorizeSecurityGroupIngress command');
-  await authorizeFails('Egress', { cidrlist: '10.0.0.0/8' }, 431, 'Either securityGroupId or securityGroupName is required by authorizeSecurityGroupEgress command');
-  await authorizeFails('Ingress', { securitygroupid: '00000000-0000-4000-8000-000000000000', cidrlist: '10.0.0.0/8' }, 431, 'Unable to find security group by id 00000000-0000-4000-8000-000000000000');
-  await authorizeFails('Ingress', { securitygroupname: 'nope', cidrlist: '10.0.0.0/8' }, 431, /^Unable to find security group nope for account id=\d+$/);
+const jobCount = async () => Number((await s.call('listAsyncJobs', { listall: true })).body.listasyncjobsresponse.count ?? 0);
+
+/**
+ * Refused at submission, as CloudStack resolves an async command's group or rule before queueing it:
+ * the answer itself is the error (no jobid), and no job, event or state change is left behind.
+ */
+async function submitFails(command: string, params: Record<string, string | number>, code: number, message: string | RegExp) {
+  const [beforeState, jobs, events] = [await snapshot(), await jobCount(), JSON.stringify((await s.call('listEvents', { listall: true })).body)];
+  await syncFails(command, params, code, message);
+  assert.equal(await jobCount(), jobs, 'no job was created');
+  assert.equal(JSON.stringify((await s.call('listEvents', { listall: true })).body), events, 'no event was recorded');
+  assert.equal(await snapshot(), beforeState);
+}
+
+test('authorize: group selection (step 1) is answered at submission, without a job', async () => {
+  await submitFails('authorizeSecurityGroupIngress', { securitygroupid: gid, securitygroupname: 'web', cidrlist: '10.0.0.0/8' }, 431, 'securityGroupId and securityGroupName parameters are mutually exclusive');
+  await submitFails('authorizeSecurityGroupIngress', { cidrlist: '10.0.0.0/8' }, 431, 'Either securityGroupId or securityGroupName is required by authorizeSecurityGroupIngress command');
+  await submitFails('authorizeSecurityGroupEgress', { cidrlist: '10.0.0.0/8' }, 431, 'Either securityGroupId or securityGroupName is required by authorizeSecurityGroupEgress command');
+  await submitFails('authorizeSecurityGroupIngress', { securitygroupid: '00000000-0000-4000-8000-000000000000', cidrlist: '10.0.0.0/8' }, 431, 'Unable to find security group by id 00000000-0000-4000-8000-000000000000');
+  await submitFails('authorizeSecurityGroupIngress', { securitygroupname: 'nope', cidrlist: '10.0.0.0/8' }, 431, /^Unable to find security group nope for account id=\d+$/);
+  // The twin: a group that exists gets a job (which then fails on what the job checks: nothing to allow).
+  const jobs = await jobCount();
+  const r = await s.call('authorizeSecurityGroupIngress', { securitygroupname: 'web', protocol: 'tcp', startport: 80, endport: 80 });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.match(r.body.authorizesecuritygroupingressresponse.jobid, /^[0-9a-f-]{36}$/);
+  assert.equal(await jobCount(), jobs + 1);
 });
 
 test('authorize: something to allow (step 2), CIDRs (step 4)', async () => {
@@ -134,21 +154,19 @@ test('authorize: accepted forms are stored as CloudStack stores them', async () 
   assert.equal(n, 7, 'one rule per CIDR: the two-CIDR call created two rules');
 });
 
-test('revoke: unknown rule, direction mismatch', async () => {
+test('revoke: an unknown rule is answered at submission (ParamProcessWorker\'s text); a direction mismatch fails the job', async () => {
   const list = await s.call('listSecurityGroups', { id: gid });
   const ingress = list.body.listsecuritygroupsresponse.securitygroup[0].ingressrule[0].ruleid;
   const missing = '00000000-0000-4000-8000-000000000001';
-  for (const [cmd, id, msg] of [
-    ['revokeSecurityGroupIngress', missing, `Unable to find security rule with id ${missing}`],
-    ['revokeSecurityGroupEgress', ingress, `Mismatch in rule type for security rule with id ${ingress}`],
-  ] as const) {
-    const beforeState = await snapshot();
-    const r = await s.callAndWait(cmd, { id });
-    assert.equal(r.body.jobstatus, 2);
-    assert.equal(r.body.jobresult.errorcode, 431);
-    assert.equal(r.body.jobresult.errortext, msg);
-    assert.equal(await snapshot(), beforeState);
+  for (const cmd of ['revokeSecurityGroupIngress', 'revokeSecurityGroupEgress']) {
+    await submitFails(cmd, { id: missing }, 431, `Unable to execute API command ${cmd.toLowerCase()} due to invalid value. Invalid parameter id value=${missing} due to incorrect long value format, or entity does not exist or due to incorrect parameter annotation for the field in api cmd class.`);
   }
+  const beforeState = await snapshot();
+  const r = await s.callAndWait('revokeSecurityGroupEgress', { id: ingress });
+  assert.equal(r.body.jobstatus, 2);
+  assert.equal(r.body.jobresult.errorcode, 431);
+  assert.equal(r.body.jobresult.errortext, `Mismatch in rule type for security rule with id ${ingress}`);
+  assert.equal(await snapshot(), beforeState);
 });
 
 test('create: blank and duplicate names', async () => {
@@ -273,7 +291,7 @@ test('names and ids are found without regard to case, as CloudStack\'s collation
   const ref = await s.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: gid, protocol: 'tcp', startport: 5432, endport: 5432, 'usersecuritygrouplist[0].account': 'admin', 'usersecuritygrouplist[0].group': 'mixed-CASE' });
   assert.equal(ref.body.jobstatus, 1, JSON.stringify(ref.body));
   assert.equal(ref.body.jobresult.securitygroup.ingressrule[0].securitygroupname, 'Mixed-Case');
-  await authorizeFails('Ingress', { securitygroupname: 'mixed-cas', protocol: 'tcp', startport: 80, endport: 80, cidrlist: '198.51.100.0/24' }, 431, /Unable to find security group mixed-cas/);
+  await submitFails('authorizeSecurityGroupIngress', { securitygroupname: 'mixed-cas', protocol: 'tcp', startport: 80, endport: 80, cidrlist: '198.51.100.0/24' }, 431, /Unable to find security group mixed-cas/);
   // a rule id in upper case is the same rule
   const rule = auth.body.jobresult.securitygroup.ingressrule[0].ruleid as string;
   const revoked = await s.callAndWait('revokeSecurityGroupIngress', { id: rule.toUpperCase() });

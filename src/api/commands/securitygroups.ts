@@ -6,7 +6,7 @@ import { DEFAULT_GROUP_NAME, accountByName } from '../../store/queries/accounts.
 import { collationKey } from '../../store/queries/like.js';
 import { countGroups, groupByNameCi, loadGroups, pageGroupIds, type GroupBundle, type GroupFilter } from '../../store/queries/securitygroups.js';
 import { ACL_LIST_PARAMS, LIST_PARAMS, OWNER_PARAMS, csDate, overLimit, ownerInfo, paging } from './common.js';
-import { isUuid } from '../params.js';
+import { entityNotFound, isUuid } from '../params.js';
 
 /** UUIDManagerImpl.IsUuidFormat: the only form a custom id may take. */
 const CUSTOM_UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -357,6 +357,25 @@ function describeAuthorize(dir: 'ingress' | 'egress', p: Params): string {
   return `authorizing ${dir} to group: ${p.str('securitygroupid') ?? p.str('securitygroupname')} to ${what}`;
 }
 
+/** The group an authorize names (CloudStack's Cmd.getSecurityGroupId, with its texts). */
+async function authorizeTarget(ctx: { db: Ctx['db']; access: Ctx['access']; params: Ctx['params'] }, command: string) {
+  const gid = ctx.params.str('securitygroupid');
+  const gname = ctx.params.str('securitygroupname');
+  if (gid !== undefined && gname !== undefined) throw paramError('securityGroupId and securityGroupName parameters are mutually exclusive');
+  if (gname !== undefined) {
+    const accountId = (await ctx.access.resolveOwner(ctx.params, true)).accountId;
+    const g = await groupByNameCi(ctx.db, accountId, gname);
+    if (!g) throw paramError(`Unable to find security group ${gname} for account id=${accountId}`);
+    return g;
+  }
+  if (gid !== undefined) {
+    const g = await groupByUuid(ctx.db, gid);
+    if (!g) throw paramError(`Unable to find security group by id ${gid}`);
+    return g;
+  }
+  throw paramError(`Either securityGroupId or securityGroupName is required by ${command} command`);
+}
+
 function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
   const Dir = dir === 'ingress' ? 'Ingress' : 'Egress';
   const name = `authorizeSecurityGroup${Dir}`;
@@ -372,21 +391,12 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
     describe: (p) => describeAuthorize(dir, p),
     quiet: isDryRun,
     readOnly: isDryRun,
+    // The group and the caller's right to it, at submission too (an unknown group: 431 at once, no job)
+    async validate(ctx) { const g = await authorizeTarget(ctx, name); await ctx.access.checkAccess(g.account_id, g.domain_id); },
     async handle(ctx) {
       const p = ctx.params;
       // 1. the group (Cmd.getSecurityGroupId)
-      const gid = p.str('securitygroupid');
-      const gname = p.str('securitygroupname');
-      if (gid !== undefined && gname !== undefined) throw paramError('securityGroupId and securityGroupName parameters are mutually exclusive');
-      let g;
-      if (gname !== undefined) {
-        const accountId = await ownerAccountId(ctx);
-        g = await groupByNameCi(ctx.db, accountId, gname);
-        if (!g) throw paramError(`Unable to find security group ${gname} for account id=${accountId}`);
-      } else if (gid !== undefined) {
-        g = await groupByUuid(ctx.db, gid);
-        if (!g) throw paramError(`Unable to find security group by id ${gid}`);
-      } else throw paramError(`Either securityGroupId or securityGroupName is required by ${name} command`);
+      const g = await authorizeTarget(ctx, name);
       // 2. something to allow
       const listed = p.list('cidrlist');
       const cidrs = listed && listed.length ? listed : undefined;
@@ -478,6 +488,15 @@ function makeRevoke(dir: 'ingress' | 'egress'): CommandDef {
     describe: (p) => `revoking ${dir} rule id: ${p.str('id')}`,
     quiet: isDryRun,
     readOnly: isDryRun,
+    // The rule and the caller's right to its group, at submission (ParamProcessWorker's text for a rule
+    // that does not exist); the job checks again under the group's lock.
+    async validate(ctx) {
+      const id = ctx.params.str('id')!;
+      const rule = await ctx.db.selectFrom('security_group_rules').select('group_id').where('uuid', '=', id).executeTakeFirst();
+      if (!rule) throw entityNotFound(ctx.command, 'id', id);
+      const g = await ctx.db.selectFrom('security_groups').select(['account_id', 'domain_id']).where('id', '=', rule.group_id).executeTakeFirst();
+      if (g) await ctx.access.checkAccess(g.account_id, g.domain_id);
+    },
     async handle(ctx) {
       const id = ctx.params.str('id')!;
       const rule = await ctx.db.selectFrom('security_group_rules').selectAll().where('uuid', '=', id).executeTakeFirst();

@@ -3,6 +3,7 @@
 import { inList } from '../../../store/queries/batch.js';
 import { paramError, resourceInUse, type CommandContext, type CommandDef } from '../../command.js';
 import { netmaskPrefix, parseCidr6, parseIpv4, parseIpv6, subnet4, inSubnet4, formatIpv6 } from './addresses.js';
+import type { Tx } from './common.js';
 import {
   domainAncestors, domainSubtree, getNetwork, isRootAdmin, notFound, matchesKeyword, pageOf, paging, pagingParams, resolveZone, scopeParams, uuid,
 } from './common.js';
@@ -84,6 +85,42 @@ export function validateRanges(p: Record<string, string | undefined>): Ranges {
   return out;
 }
 
+/**
+ * Networks of one zone on one VLAN (untagged included) share one L2 segment, so their subnets must not
+ * overlap: two NICs with one address would each pass anti-spoofing with it, and a tenant of one network
+ * could take another domain's VM address or the gateway's. As CloudStack, only the root admin may
+ * bypass this (bypassvlanoverlapcheck). Creations in one zone are serialised by a no-op write to the
+ * zone's row (PostgreSQL holds its row lock until commit), so two servers cannot both pass the check.
+ */
+async function checkNoOverlap(db: Tx, zone: { id: number; name: string }, r: Ranges): Promise<void> {
+  await db.updateTable('zones').set((eb) => ({ id: eb.ref('id') })).where('id', '=', zone.id).execute();
+  let q = db.selectFrom('networks').select(['gateway', 'netmask', 'ip6_cidr']).where('zone_id', '=', zone.id).where('removed', 'is', null);
+  q = r.vlan === null ? q.where('vlan', 'is', null) : q.where('vlan', '=', r.vlan);
+  const others = await q.execute();
+  const tag = r.vlan === null ? 'untagged' : `vlan://${r.vlan}`;
+  if (r.gateway !== null && r.netmask !== null) {
+    const mine = subnet4(parseIpv4(r.gateway)!, netmaskPrefix(r.netmask)!);
+    for (const o of others) {
+      const gw = o.gateway ? parseIpv4(o.gateway) : null;
+      const prefix = o.netmask ? netmaskPrefix(o.netmask) : null;
+      if (gw === null || prefix === null) continue;
+      const theirs = subnet4(gw, prefix);
+      if (mine.network <= theirs.broadcast && theirs.network <= mine.broadcast) {
+        throw paramError(`The IP range with tag: ${tag} in zone ${zone.name} has overlapped with the subnet. Please specify a different gateway/netmask.`);
+      }
+    }
+  }
+  if (r.ip6Cidr !== null) {
+    const mine = parseCidr6(r.ip6Cidr)!;
+    for (const o of others) {
+      const theirs = o.ip6_cidr ? parseCidr6(o.ip6_cidr) : null;
+      if (theirs && mine.network <= theirs.last && theirs.network <= mine.last) {
+        throw paramError(`The IPv6 range with tag: ${tag} in zone ${zone.name} has overlapped with the subnet. Please specify a different ip6gateway/ip6cidr.`);
+      }
+    }
+  }
+}
+
 /** Networks the owner (account in a domain) may attach NICs to: its domain's and its ancestors'. */
 export async function checkNetworkUsable(ctx: CommandContext, net: NetworkRow, ownerDomainId: number): Promise<void> {
   const ancestors = await domainAncestors(ctx.db, ownerDomainId);
@@ -109,6 +146,7 @@ const createNetwork: CommandDef = {
     { name: 'startipv6', type: 'string', description: 'the beginning IPv6 address in the IPv6 network range' },
     { name: 'endipv6', type: 'string', description: 'the ending IPv6 address in the IPv6 network range' },
     { name: 'vlan', type: 'string', description: 'the ID or VID of the network (root admin only)' },
+    { name: 'bypassvlanoverlapcheck', type: 'boolean', description: 'when true, the subnet may overlap another network\'s on the same VLAN in the zone (root admin only)' },
     { name: 'account', type: 'string', description: 'account that will own the network (with domainid)' },
     { name: 'domainid', type: 'uuid', description: 'domain of the network' },
     { name: 'acltype', type: 'string', description: 'Access control type; only Domain is supported' },
@@ -119,7 +157,9 @@ const createNetwork: CommandDef = {
     if (name === '') throw paramError('Invalid name: the network name cannot be empty');
     const acl = p.str('acltype');
     if (acl !== undefined && !/^domain$/i.test(acl)) throw paramError(`Invalid acltype ${acl}: Palisade shared networks are Domain-wide`);
-    if (p.has('vlan') && !isRootAdmin(ctx)) throw paramError('Only ROOT admin is allowed to specify vlanId or bypass vlan overlap check (vlan)');
+    if ((p.has('vlan') || p.bool('bypassvlanoverlapcheck')) && !isRootAdmin(ctx)) {
+      throw paramError(`Only ROOT admin is allowed to specify vlanId or bypass vlan overlap check (${p.has('vlan') ? 'vlan' : 'bypassvlanoverlapcheck'})`);
+    }
     const get = (k: string) => { const v = p.str(k); return v === undefined || v.trim() === '' ? undefined : v.trim(); };
     const r = validateRanges({
       gateway: get('gateway'), netmask: get('netmask'), startip: get('startip'), endip: get('endip'),
@@ -136,6 +176,7 @@ const createNetwork: CommandDef = {
     } else {
       owner = await ctx.access.resolveOwner(p);
     }
+    if (!p.bool('bypassvlanoverlapcheck')) await checkNoOverlap(ctx.db, zone, r);
     const row = await ctx.db.insertInto('networks').values({
       uuid: uuid(), name, display_text: p.str('displaytext') ?? name, zone_id: zone.id, account_id: owner.accountId, domain_id: owner.domainId,
       gateway: r.gateway, netmask: r.netmask, start_ip: r.startIp, end_ip: r.endIp,

@@ -80,7 +80,8 @@ async function namedGroups(ctx: CommandContext, ownerAccountId: number): Promise
       const g = await ctx.db.selectFrom('security_groups').select(['id', 'name', 'account_id']).where('uuid', '=', id.trim()).executeTakeFirst();
       if (!g) throw notFound(ctx, 'securitygroupids', id);
       if (g.account_id !== ownerAccountId) {
-        throw permissionDenied(`Unable to use security group ${g.name} (${id}): it belongs to an account other than the owner of the virtual machine`);
+        // by id only: the caller may not see another account's group, its name included
+        throw permissionDenied(`Unable to use security group ${id.trim()}: it belongs to an account other than the owner of the virtual machine`);
       }
       if (!out.includes(g.id)) out.push(g.id);
     }
