@@ -17,6 +17,7 @@
 // Towards the server: a bounded buffer (MAX_BUFFERED records; when full the oldest go and are counted
 // in `lost`), flushed every FLUSH_MS in messages of at most MAX_DROP_BATCH records while connected.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { endsWithAgent } from './lifelong.js';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { privateTempDir } from '../dataplane/temp-dirs.js';
@@ -238,7 +239,7 @@ export class DropLog {
     const cmd = this.o.command ?? 'ulogd';
     const args = ['-c', path.join(this.dir, 'ulogd.conf')];
     const [bin, argv] = this.o.netns ? ['ip', ['netns', 'exec', this.o.netns, cmd, ...args]] : [cmd, args];
-    const child = spawn(bin, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(...endsWithAgent(bin, argv), { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     this.stats.starts++;
     child.once('spawn', () => this.o.log.info({ pid: child.pid, group: this.o.group }, 'agent: drop-log reader started'));

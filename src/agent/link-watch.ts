@@ -6,6 +6,7 @@
 // the periodic reconcile still finds new ports when no watcher runs.
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Logger } from 'pino';
+import { endsWithAgent } from './lifelong.js';
 
 export interface LinkWatch { stop(): void }
 
@@ -41,7 +42,7 @@ export function watchLinks(o: LinkWatchOptions): LinkWatch {
     restart = null;
     if (stopped) return;
     const args = [...(o.netns ? ['-n', o.netns] : []), '-o', 'monitor', 'link'];
-    const c = spawn(o.command ?? 'ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawn(...endsWithAgent(o.command ?? 'ip', args), { stdio: ['ignore', 'pipe', 'pipe'] });
     child = c;
     const startedAt = Date.now();
     let err = '';

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startServer, type TestServer } from '../helpers/server.js';
-import { createLab, listenTcp, listenUdpEcho, runIn, sendFrame, shIn, tcpConnect, type Host, type Lab, type Listener, type Vm } from '../../src/lab/index.js';
+import { createLab, listenTcp, listenUdpEcho, run, runIn, sendFrame, shIn, tcpConnect, type Host, type Lab, type Listener, type Vm } from '../../src/lab/index.js';
 import { AgentProcess, addHost, hostRow, job, ok, sleep, vmRow, waitFor } from './helpers.js';
 
 const O4 = '198.51.100.1';
@@ -150,6 +150,29 @@ for (const backend of ['nftables', 'iptables'] as const) {
       assert.doesNotMatch(agent.out, /repairing drift/);
       // every packet was dropped: b's UDP listener never saw the outside host
       assert.deepEqual(udpB!.peers().filter((p) => p.startsWith(`${O4} `)), []);
+    });
+
+    test('a SIGKILLed agent leaves no drop-log reader or link watcher behind; the next agent logs drops at once', async () => {
+      const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+      const readers = () => [...agent.out.matchAll(/"pid":(\d+)[^\n]*drop-log reader started/g)].map((m) => Number(m[1]));
+      const watchers = async () => (await run('pgrep', ['-f', `ip -n ${host.netns} -o monitor link`], { allowFail: true })).stdout.split('\n').filter(Boolean).map(Number);
+      const reader = readers().at(-1)!;
+      const watcher = (await watchers())[0];
+      assert.ok(reader && alive(reader), 'a reader runs');
+      assert.ok(watcher && alive(watcher), 'a link watcher runs');
+      await agent.kill('SIGKILL');
+      await waitFor('the dead agent\'s children gone', () => !alive(reader) && !alive(watcher), 5000, 50)
+        .catch(() => { throw new Error(`left behind: reader ${alive(reader) ? reader : '-'}, watcher ${alive(watcher) ? watcher : '-'}`); });
+      // The twin: the next agent starts both, and its reader gets the NFLOG group at once (no "error starting").
+      const t0 = agent.out.length;
+      agent.start();
+      await waitFor('a new reader and watcher', async () => /drop-log reader started/.test(agent.out.slice(t0)) && (await watchers()).length === 1, 30_000, 100);
+      const before = (await drops('a')).filter((d) => d.dstport === 82).length;
+      await waitFor('logged by the new agent\'s reader', async () => {
+        await tcpConnect(lab.outside.netns, vms.a!.v4, 82, { timeoutMs: 400 });
+        return (await drops('a')).filter((d) => d.dstport === 82).length > before;
+      }, 15_000, 500);
+      assert.doesNotMatch(agent.out.slice(t0), /drop-log reader \(ulogd\) exited/);
     });
 
     test('rate 0 (updateConfiguration) removes the log rules: nothing more is logged, the packet is still dropped', async () => {

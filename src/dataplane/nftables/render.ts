@@ -28,7 +28,7 @@ import type { DataplaneInput } from '../backend.js';
 import type { PolicyRule } from '../../policy/ir.js';
 import {
   type BaseRule, type Fam, type HostPlan, type Match, type PortPlan, type VmPlan, type Verdict,
-  BASELINE, MARK_ACCEPT_TO, MARK_ALLOW, MARK_IN_MASK, MARK_OUT_MASK, MARK_ZONE_MASK, PORT_UPLINK,
+  BASELINE, MARK_ACCEPT_TO, MARK_ALLOW, MARK_IN_MASK, MARK_NOT_ACCEPT_TO, MARK_NOT_ALLOW, MARK_OUT_MASK, MARK_ZONE_MASK, PORT_UPLINK,
   canonV6, forEther, hex, isDrop, planHost, vmProblems,
   type DropLogConfig, type DropReason, type LogSide, LOG_REASON, logPrefix,
 } from '../plan/index.js';
@@ -52,6 +52,8 @@ export interface RenderOptions {
 const r = (id: string, text: string, reason?: NRule['reason']): NRule => (reason ? { id, text, reason } : { id, text });
 const drop = (id: string, reason: NRule['reason'], match = ''): NRule => r(id, `${match ? `${match} ` : ''}counter drop`, reason);
 const CLEAR_ZONE = hex(~MARK_ZONE_MASK >>> 0);
+/** Set on every frame entering from a managed port: neither verdict yet (plan/marks.ts, the bit pairs). */
+const NOT_YET = (MARK_NOT_ALLOW | MARK_NOT_ACCEPT_TO) >>> 0;
 
 /** 128-bit hex of an IPv6 address (the NA target is compared as raw payload). */
 export function v6Hex(addr: string): string {
@@ -208,7 +210,7 @@ function renderVm(vm: VmPlan): VmOut {
     el.outPorts.push(`${d} : goto ${portChain(d)}`);
     closed.inPorts.push(`${d} : goto ${N.unknown}`);
     closed.outPorts.push(`${d} : goto ${N.unknown}`);
-    el.inMark.push(`${d} : ${((port.number << 16) | port.number) >>> 0}`);
+    el.inMark.push(`${d} : ${((port.number << 16) | port.number | NOT_YET) >>> 0}`);
     el.portMac.push(`${d} . ${port.mac}`);
     for (const a of port.own[4]) el.own4.push(`${d} . ${a}`);
     for (const a of port.own[6]) { el.own6.push(`${d} . ${a}`); el.nd6.push(`${d} . ${v6Hex(a)}`); }
@@ -260,8 +262,9 @@ function listThenGuard(name: string, list: BaseRule[], guard: BaseRule[], fam: F
 /** The plan's baseline in the shared bridge chains (the same for every host with the same NOTRACK needs). */
 function sharedBridgeChains(untracked: Record<Fam, boolean>): NChain[] {
   const L = BASELINE;
-  const allowMark = `meta mark set meta mark or ${hex(MARK_ALLOW)}`;
-  const acceptMark = `meta mark set meta mark or ${hex(MARK_ACCEPT_TO)}`;
+  // a verdict's bit set and its complement cleared, in one write
+  const allowMark = `meta mark set meta mark and ${hex(~MARK_NOT_ALLOW >>> 0)} or ${hex(MARK_ALLOW)}`;
+  const acceptMark = `meta mark set meta mark and ${hex(~MARK_NOT_ACCEPT_TO >>> 0)} or ${hex(MARK_ACCEPT_TO)}`;
   const l2 = (list: BaseRule[], ether: 'arp' | 'ip4' | 'ip6' | 'other', fam: Fam | null, dir: 'in' | 'out', t: Targets) => listRules(forEther(list, ether), fam, dir, t);
   const chains: NChain[] = [
     // ---- what VM ports send (entered from the port's bridge chain)
@@ -353,7 +356,7 @@ function bridgeChains(name: string, zone: number, withUplink: boolean, untracked
     if (untracked[4]) nt.push(r('nt4', `ip daddr @${N.nt4} ip saddr != @${N.tr4} notrack accept`));
     if (untracked[6]) nt.push(r('nt6', `ip6 daddr @${N.nt6} ip6 saddr != @${N.tr6} notrack accept`));
     chains.push(makeChain('bridge', o.uplink, [
-      r('mark', `meta mark set meta mark and ${hex(~(MARK_IN_MASK | MARK_ALLOW | 0xffff) >>> 0)} or ${hex(PORT_UPLINK << 16)}`),
+      r('mark', `meta mark set meta mark and ${hex(~(MARK_IN_MASK | MARK_ALLOW | 0xffff) >>> 0)} or ${hex(((PORT_UPLINK << 16) | NOT_YET) >>> 0)}`),
       ...nt,
       r('host', 'meta pkttype host accept'),
       // the destination VM port's zone (and the uplink in-port) by destination MAC
@@ -442,7 +445,7 @@ export function renderPlan(plan: HostPlan, opts: RenderOptions = {}): Rendered {
     sets.push(set('bridge', o.macs, 'ether_addr', ports.map((p) => p.mac)));
     for (const u of b.uplinks) { el.inPorts.push(`${u} : goto ${o.uplink}`); el.outPorts.push(`${u} : goto ${N.uplinkOut}`); }
     for (const t of b.unknown) { el.inPorts.push(`${t} : goto ${N.unknown}`); el.outPorts.push(`${t} : goto ${N.unknown}`); }
-    if (b.uplinks.length) sets.push(map('bridge', o.umac, 'ether_addr', 'mark', ports.map((p) => `${p.mac} : ${((PORT_UPLINK << 16) | p.number) >>> 0}`)));
+    if (b.uplinks.length) sets.push(map('bridge', o.umac, 'ether_addr', 'mark', ports.map((p) => `${p.mac} : ${((PORT_UPLINK << 16) | p.number | NOT_YET) >>> 0}`)));
   }
   for (const c of sharedBridge(untracked)) chains.push(c);
   sets.push(
@@ -474,7 +477,7 @@ export function renderPlan(plan: HostPlan, opts: RenderOptions = {}): Rendered {
       makeChain('inet', N.bf, [
         r('est', 'ct state established,related accept'),
         // the source's guard exempted it (DHCP client, DAD, its own NA): its side is done
-        r('exempt', `meta mark and ${hex(MARK_ALLOW)} == ${hex(MARK_ALLOW)} goto ${N.pass}`),
+        r('exempt', `meta mark and ${hex((MARK_ALLOW | MARK_NOT_ALLOW) >>> 0)} == ${hex(MARK_ALLOW)} goto ${N.pass}`),
         r('from', `meta mark and ${hex(MARK_IN_MASK)} vmap @${N.from}`),
         // no in-port mark (a port added since the last discovery) or an unknown one
         drop('deny', 'unknown-port'),
@@ -486,7 +489,7 @@ export function renderPlan(plan: HostPlan, opts: RenderOptions = {}): Rendered {
       // 3.2 → 2.7 ms).
       makeChain('inet', N.pass, [r('next', `goto ${N.toPort}`)]),
       makeChain('inet', N.toPort, [
-        r('exempt', `meta mark and ${hex(MARK_ACCEPT_TO)} == ${hex(MARK_ACCEPT_TO)} accept`),
+        r('exempt', `meta mark and ${hex((MARK_ACCEPT_TO | MARK_NOT_ACCEPT_TO) >>> 0)} == ${hex(MARK_ACCEPT_TO)} accept`),
         r('to', `meta mark and ${hex(MARK_OUT_MASK)} vmap @${N.to}`),
         // bridged to a port with no out-port mark, or routed into a VM bridge after leaving one
         drop('deny', 'unknown-port', `oifname @${N.bridges}`),
