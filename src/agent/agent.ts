@@ -51,7 +51,8 @@ export interface AgentOptions {
   /** Port discovery: where each NIC of the state is on the host. */
   discover: (state: HostDesiredState) => Promise<HostPorts>;
   /** Preflight checks (fix what may be fixed); null: none (simulations). */
-  preflight: (() => Promise<PreflightFinding[]>) | null;
+  /** The host's checks; `bridges`: the VM bridges of the last apply (preflight.ts). */
+  preflight: ((bridges: string[]) => Promise<PreflightFinding[]>) | null;
   reconcileMs: number;
   log: Logger;
   backoffMinMs?: number;
@@ -83,7 +84,17 @@ export interface AgentOptions {
    * rules at once. Absent: new ports are found by the reconcile pass (simulations).
    */
   watchLinks?: (onChange: () => void) => LinkWatch;
+  /**
+   * Watch Palisade's own tables in the kernel (link-watch.ts, nftables), calling back after changes:
+   * someone else's change to them is checked and repaired at once. Absent: at the next reconcile.
+   */
+  watchRuleset?: (onChange: () => void) => LinkWatch;
 }
+
+/** Events of the agent's own writes arrive until this long after the write. */
+const OWN_WRITE_ECHO_MS = 250;
+/** A ruleset watcher's drift checks at most this often (another program rewriting the tables in a loop). */
+const TAMPER_CHECK_MIN_MS = 1000;
 
 /** The servers of a `--server` value: comma-separated, trimmed, each checked to be a URL. */
 export function parseServers(value: string | string[]): string[] {
@@ -159,6 +170,12 @@ export class Agent extends EventEmitter {
   private pendingRepairs: RepairReport[] = [];
   private work: Promise<void> = Promise.resolve();
   private linkWatch: LinkWatch | null = null;
+  private rulesetWatch: LinkWatch | null = null;
+  /** The agent writes the kernel (its own changes echo through the ruleset watcher) / when it last did. */
+  private writing = false;
+  private lastWriteEnd = 0;
+  private tamperTimer: NodeJS.Timeout | null = null;
+  private lastTamperCheck = 0;
   private portCheckQueued = false;
   private applyWanted = false;
   private applyQueued = false;
@@ -225,6 +242,7 @@ export class Agent extends EventEmitter {
       this.armCounters();
     }
     this.linkWatch = this.o.watchLinks?.(() => this.linksChanged()) ?? null;
+    this.rulesetWatch = this.o.watchRuleset?.(() => this.rulesetChanged()) ?? null;
     this.connect();
     this.armReconcile();
   }
@@ -246,6 +264,22 @@ export class Agent extends EventEmitter {
   }
 
   /**
+   * Palisade's tables changed in the kernel. The agent's own writes do that (their events are
+   * ignored: the reconcile after each write checks them); anything else is someone else's change, a
+   * `nft flush ruleset` or an edit, checked (and repaired) now rather than at the next pass.
+   */
+  private rulesetChanged(): void {
+    if (this.stopped || this.standingDown || this.tamperTimer) return;
+    if (this.writing || Date.now() - this.lastWriteEnd < OWN_WRITE_ECHO_MS) return;
+    const wait = Math.max(0, this.lastTamperCheck + TAMPER_CHECK_MIN_MS - Date.now());
+    this.tamperTimer = setTimeout(() => {
+      this.tamperTimer = null;
+      this.lastTamperCheck = Date.now();
+      void this.reconcile();
+    }, wait);
+  }
+
+  /**
    * VM ports came or went since the last apply (`ports`: discovered now): apply with them. A new input,
    * not drift: what the kernel holds is judged against the new ports on the next pass. Returns whether
    * they had moved.
@@ -264,21 +298,27 @@ export class Agent extends EventEmitter {
    */
   private async applyFailClosed(): Promise<void> {
     const empty = { hostId: '', revision: 0, vms: [], sets: [] };
+    this.writing = true;
     try {
       await this.o.dataplane.apply({ state: empty, ports: await this.o.discover(empty) });
       this.o.log.info('agent: no saved desired state; VM ports are closed until the server answers');
     } catch (e) {
       this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: could not close VM ports before the first snapshot');
+    } finally {
+      this.writing = false;
+      this.lastWriteEnd = Date.now();
     }
   }
 
   /** Leaves every rule in place: VMs stay protected while the agent is down. */
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const t of [this.reconnectTimer, this.reconcileTimer, this.soonTimer, this.countersTimer]) if (t) clearTimeout(t);
+    for (const t of [this.reconnectTimer, this.reconcileTimer, this.soonTimer, this.countersTimer, this.tamperTimer]) if (t) clearTimeout(t);
     if (this.pingTimer) clearInterval(this.pingTimer);
     this.linkWatch?.stop();
     this.linkWatch = null;
+    this.rulesetWatch?.stop();
+    this.rulesetWatch = null;
     this.ws?.close(1000, 'agent stopping');
     this.ws = null;
     await this.work;
@@ -586,6 +626,14 @@ export class Agent extends EventEmitter {
   private async applyNow(): Promise<void> {
     const state = this.state;
     if (!state || this.standingDown) return;
+    this.writing = true;
+    try { await this.applyHeld(state); } finally {
+      this.writing = false;
+      this.lastWriteEnd = Date.now();
+    }
+  }
+
+  private async applyHeld(state: HostDesiredState): Promise<void> {
     await this.saveHeld(state);
     let ports: HostPorts;
     let result: ApplyResult;
@@ -685,7 +733,7 @@ export class Agent extends EventEmitter {
 
   private async runPreflight(): Promise<void> {
     if (!this.o.preflight) return;
-    try { this.findings = await this.o.preflight(); } catch (e) {
+    try { this.findings = await this.o.preflight(Object.keys(this.lastPorts?.bridges ?? {})); } catch (e) {
       this.findings = [{ check: 'preflight', ok: false, detail: e instanceof Error ? e.message : String(e) }];
     }
     for (const f of this.findings) {

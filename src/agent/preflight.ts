@@ -29,7 +29,7 @@ async function readSysctl(runner: Runner, key: string): Promise<string | null> {
   return r.code === 0 ? r.stdout.trim() : null;
 }
 
-export async function preflight(runner: Runner, tools: string[] = TOOLS.iptables): Promise<PreflightFinding[]> {
+export async function preflight(runner: Runner, tools: string[] = TOOLS.iptables, bridges: string[] = []): Promise<PreflightFinding[]> {
   const out: PreflightFinding[] = [];
   let loadedModule = false;
   for (const name of BRIDGE_SYSCTLS) {
@@ -58,7 +58,57 @@ export async function preflight(runner: Runner, tools: string[] = TOOLS.iptables
   } else {
     out.push({ check: 'conntrack headroom', ok: true, detail: 'conntrack not loaded yet' });
   }
+  if (onPath('nft')) out.push(...await forwardDropCheck(runner, bridges));
   return out;
+}
+
+/**
+ * Another firewall's forward hook that drops by default (Docker sets `iptables -P FORWARD DROP`) drops
+ * every bridged VM packet its rules do not accept, whatever the security groups allow: br_netfilter
+ * passes bridged traffic through every table's forward hook. Palisade cannot accept for that table (a
+ * packet must pass every base chain), so it says so. A table counts as passing the VM bridges when one
+ * of its rules accepts (or jumps) on a managed bridge's name (`-i br0 -j ACCEPT`, e.g. in DOCKER-USER)
+ * or on physdev (`-m physdev --physdev-is-bridged -j ACCEPT`). Seen through nftables, so iptables-nft's
+ * tables and native nft tables; iptables-legacy's are not read. Pure: nft's JSON in, findings out.
+ */
+export function forwardDropFindings(chainsJson: string, tableJson: (family: string, table: string) => string | null, bridges: string[]): PreflightFinding[] {
+  type Chain = { family: string; table: string; name: string; hook?: string; policy?: string };
+  let chains: Chain[];
+  try {
+    chains = ((JSON.parse(chainsJson) as { nftables?: { chain?: Chain }[] }).nftables ?? []).flatMap((e) => (e.chain ? [e.chain] : []));
+  } catch { return []; }
+  const dropping = chains.filter((c) => c.hook === 'forward' && c.policy === 'drop' && ['ip', 'ip6', 'inet'].includes(c.family) && c.table !== 'palisade');
+  const out: PreflightFinding[] = [];
+  for (const c of dropping) {
+    const text = tableJson(c.family, c.table) ?? '';
+    const passes = rulesOf(text).some((rule) => /"(accept|jump|goto)"/.test(rule)
+      && (/"name":\s*"physdev"/.test(rule) || bridges.some((b) => new RegExp(`"(iifname|oifname)"\}\},\s*"right":\s*"${b.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"`).test(rule))));
+    out.push(passes
+      ? { check: `forward policy ${c.family} ${c.table} ${c.name}`, ok: true, detail: 'drops by default, and a rule of its table accepts the VM bridges' }
+      : { check: `forward policy ${c.family} ${c.table} ${c.name}`, ok: false,
+        detail: `another firewall's forward chain drops by default (policy drop) and none of its table's rules accepts the VM bridges${bridges.length ? ` (${bridges.join(', ')})` : ''}: bridged VM traffic is dropped whatever the security groups allow (Docker sets this: accept the bridges there, e.g. iptables -I DOCKER-USER -i BRIDGE -o BRIDGE -j ACCEPT)` });
+  }
+  return out;
+}
+
+/** The rules of an `nft -j list table` answer, each as its JSON text. */
+function rulesOf(tableJson: string): string[] {
+  try {
+    return ((JSON.parse(tableJson) as { nftables?: { rule?: unknown }[] }).nftables ?? []).flatMap((e) => (e.rule ? [JSON.stringify(e.rule)] : []));
+  } catch { return []; }
+}
+
+/** forwardDropFindings for the host: two `nft -j` reads, more only for tables with such a chain. */
+export async function forwardDropCheck(runner: Runner, bridges: string[]): Promise<PreflightFinding[]> {
+  const chains = await runner.run('nft', ['-j', 'list', 'chains']);
+  if (chains.code !== 0) return [];
+  const tables = new Map<string, string | null>();
+  const candidates = forwardDropFindings(chains.stdout, () => null, []).map((f) => f.check.split(' ').slice(2, 4));
+  for (const [family, table] of candidates) {
+    const r = await runner.run('nft', ['-j', 'list', 'table', family!, table!]);
+    tables.set(`${family} ${table}`, r.code === 0 ? r.stdout : null);
+  }
+  return forwardDropFindings(chains.stdout, (family, table) => tables.get(`${family} ${table}`) ?? null, bridges);
 }
 
 /** Findings that put the host in Alert. */

@@ -1,7 +1,7 @@
 // `palisade agent --server URL[,URL…] --token TOKEN [--state-dir DIR] [--netns NAME] [--reconcile-interval 10s] [--uplink DEV]
 //   [--dataplane auto|nftables|iptables|null] [--counters-interval 30s] [--metrics-listen HOST:PORT]`
 // The server list and the token may also come from the environment (PALISADE_SERVER, PALISADE_AGENT_TOKEN).
-import { watchLinks } from './link-watch.js';
+import { watchLinks, watchRuleset } from './link-watch.js';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
@@ -97,7 +97,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     stateDir: path.resolve(o.stateDir),
     dataplane: kernel ? kernel.dataplane : new NullDataplane(),
     discover: kernel ? kernel.discover : async (s) => simulatedPorts(s),
-    preflight: kernel ? () => preflight(runner, toolsFor(kernel.dataplane.name as BackendName)) : null,
+    preflight: kernel ? (bridges: string[]) => preflight(runner, toolsFor(kernel.dataplane.name as BackendName), bridges) : null,
     retire: kernel?.others ?? [],
     ...(kernel ? { dropLog: { netns: o.netns ?? null, ...(metrics ? { onLost: (n: number) => metrics.dropLogRecordsLost(n) } : {}) } } : {}),
     conntrack: kernel ? createConntrack(o.netns ?? null) : null,
@@ -106,6 +106,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     countersMs,
     ...(metrics ? { metrics } : {}),
     ...(kernel ? { watchLinks: (onChange: () => void) => watchLinks({ netns: o.netns ?? null, log, onChange }) } : {}),
+    ...(kernel?.dataplane.name === 'nftables' ? { watchRuleset: (onChange: () => void) => watchRuleset({ netns: o.netns ?? null, log, onChange }) } : {}),
     log,
   });
   agentRef = agent;

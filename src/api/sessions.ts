@@ -217,7 +217,8 @@ export class SessionAuth {
       this.o.log.warn({ user: username, address: t.address }, 'login refused: too many failed attempts');
       throw new TooManyAttempts(verdict.retryAfterSeconds);
     }
-    const failed = new ApiError(531, `Failed to authenticate user ${username} in domain ${domain.uuid}; please provide valid credentials`);
+    // (the domain's internal number, as CloudStack: its uuid is not for someone who has not logged in)
+    const failed = new ApiError(531, `Failed to authenticate user ${username} in domain ${domain.id}; please provide valid credentials`);
     // The username as CloudStack's collation finds it: the exact one, else ignoring case.
     const live = () => db.selectFrom('users as u').innerJoin('accounts as a', 'a.id', 'u.account_id')
       .select(['u.id', 'u.uuid', 'u.username', 'u.firstname', 'u.lastname', 'u.password_hash', 'u.state as userState',

@@ -488,4 +488,42 @@ for (const backend of BACKENDS) describe(backend, () => {
       await web4?.remove().catch(() => {});
     }
   });
+
+  if (backend === 'nftables') test('another program\'s `nft flush ruleset` (nftables.service reloading) is repaired within a second or two by the ruleset watcher, long before a reconcile pass', async (t) => {
+    const labHost = await lab.addHost('h5');
+    const api = await addHost(srv, `e2e-h5-${lab.prefix}`);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-e2e-h5-'));
+    dirs.push(dir);
+    // A reconcile pass only every 10 minutes: a repair below is the ruleset watcher's doing.
+    const agent = new AgentProcess(['--server', `http://127.0.0.1:${relay.port}`, '--token', api.token, '--state-dir', dir, '--netns', labHost.netns,
+      '--reconcile-interval', '600s', '--backoff-max', '1s', '--hostname', 'e2e-h5', '--dataplane', backend]);
+    agent.start();
+    let web5: { remove(): Promise<void> } | null = null;
+    try {
+      await waitFor('h5 Up', async () => (await hostRow(srv, api.id)).state === 'Up', 30_000, 200);
+      web5 = await lab.addVm({ host: labHost, name: 'web5', nics: [{ mac: '52:54:00:aa:00:15', ipv4: '10.1.0.15/16' }] });
+      const v = (await job(srv, 'deployVirtualMachine', {
+        name: 'web5', account: 'acme', domainid: domainId, networkids: guestNet,
+        ipaddress: '10.1.0.15', macaddress: '52:54:00:aa:00:15', hostid: api.id, securitygroupids: pwt,
+      })).virtualmachine;
+      await waitFor('web5 Synced', async () => (await vmRow(srv, v.id)).securitygroupsyncstate === 'Synced', 20_000, 100);
+      const reach5 = async (port: number, timeoutMs = 700) => { const r = await tcpConnect(lab.outside, '10.1.0.15', port, { timeoutMs }); return r.ok || r.reason === 'refused'; };
+      await waitFor('web5 protected', async () => !(await reach5(22)), 5_000, 100);
+      await sleep(2500);   // past the check that follows every write of the agent's own (1 s after it)
+      const repairsBefore = (await hostRow(srv, api.id)).driftrepairs as number;
+      await labHost.exec('nft', ['flush', 'ruleset']);
+      const flushedAt = performance.now();
+      await waitFor('outside → web5:22 blocked again', async () => !(await reach5(22, 250)), 10_000, 0)
+        .catch((e) => { throw new Error(`${e instanceof Error ? e.message : e}\n--- agent h5 ---\n${agent.out.slice(-3000)}`); });
+      const repairedMs = performance.now() - flushedAt;
+      t.diagnostic(`nft flush ruleset → web5:22 blocked again: ${Math.round(repairedMs)} ms`);
+      assert.ok(repairedMs < 3000, `repaired ${Math.round(repairedMs)} ms after the flush (a reconcile pass would be up to 600 s)`);
+      assert.ok(await reach5(80), 'outside → web5:80 still allowed');
+      await waitFor('the repair reported', async () => ((await hostRow(srv, api.id)).driftrepairs as number) > repairsBefore, 10_000, 100);
+      assert.match(agent.out, /repairing drift/);
+    } finally {
+      await agent.kill('SIGTERM');
+      await web5?.remove().catch(() => {});
+    }
+  });
 });

@@ -68,6 +68,7 @@ test('wrong password and unknown user: 531, no cookie, nothing learnt about whic
     assert.match(r.body.loginresponse.errortext, /^Failed to authenticate user \S+ in domain \S+; please provide valid credentials$/);
   }
   assert.equal(wrong.body.loginresponse.errortext.replace('alice', 'X'), unknown.body.loginresponse.errortext.replace('nobody', 'X'));
+  assert.ok(!wrong.body.loginresponse.errortext.includes(d1), 'the domain\'s uuid is not told to someone not logged in');
   // The right password in the wrong domain fails too; the right domain (path, ROOT/ spelling, or id) works.
   assert.equal((await login(s.url, 'alice', 'pw-alice-secret')).status, 531);
   assert.equal((await login(s.url, 'alice', 'pw-alice-secret', { domain: '/nope' })).status, 531);
