@@ -98,17 +98,36 @@ function rulesOf(tableJson: string): string[] {
   } catch { return []; }
 }
 
-/** forwardDropFindings for the host: two `nft -j` reads, more only for tables with such a chain. */
+/**
+ * forwardDropFindings for the host. Cheap when there is nothing to find (one `nft -j list tables`):
+ * chains are listed only for the families (ip, ip6, inet) that have a table of someone else's, and a
+ * table's rules only for a table with such a chain (Palisade's own inet table can hold thousands of
+ * chains on a big host; it is listed only when another inet table exists).
+ */
 export async function forwardDropCheck(runner: Runner, bridges: string[]): Promise<PreflightFinding[]> {
-  const chains = await runner.run('nft', ['-j', 'list', 'chains']);
+  const tables = await runner.run('nft', ['-j', 'list', 'tables']);
+  if (tables.code !== 0) return [];
+  let families: string[];
+  try {
+    const all = ((JSON.parse(tables.stdout) as { nftables?: { table?: { family: string; name: string } }[] }).nftables ?? []).flatMap((e) => (e.table ? [e.table] : []));
+    families = [...new Set(all.filter((t) => ['ip', 'ip6', 'inet'].includes(t.family) && t.name !== 'palisade').map((t) => t.family))];
+  } catch { return []; }
+  const found: PreflightFinding[] = [];
+  for (const family of families) found.push(...await forwardDropsOf(runner, family, bridges));
+  return found;
+}
+
+async function forwardDropsOf(runner: Runner, family: string, bridges: string[]): Promise<PreflightFinding[]> {
+  const chains = await runner.run('nft', ['-j', 'list', 'chains', family]);
   if (chains.code !== 0) return [];
   const tables = new Map<string, string | null>();
-  const candidates = forwardDropFindings(chains.stdout, () => null, []).map((f) => f.check.split(' ').slice(2, 4));
-  for (const [family, table] of candidates) {
-    const r = await runner.run('nft', ['-j', 'list', 'table', family!, table!]);
-    tables.set(`${family} ${table}`, r.code === 0 ? r.stdout : null);
+  // the tables with such a chain (a first pass without rules finds them: "forward policy FAMILY TABLE CHAIN")
+  const candidates = forwardDropFindings(chains.stdout, () => null, []).map((f) => f.check.split(' ').slice(2, 4) as [string, string]);
+  for (const [fam, table] of candidates) {
+    const r = await runner.run('nft', ['-j', 'list', 'table', fam, table]);
+    tables.set(`${fam} ${table}`, r.code === 0 ? r.stdout : null);
   }
-  return forwardDropFindings(chains.stdout, (family, table) => tables.get(`${family} ${table}`) ?? null, bridges);
+  return forwardDropFindings(chains.stdout, (fam, table) => tables.get(`${fam} ${table}`) ?? null, bridges);
 }
 
 /** Findings that put the host in Alert. */
