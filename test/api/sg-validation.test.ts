@@ -154,12 +154,12 @@ test('authorize: accepted forms are stored as CloudStack stores them', async () 
   assert.equal(n, 7, 'one rule per CIDR: the two-CIDR call created two rules');
 });
 
-test('revoke: an unknown rule is answered at submission (ParamProcessWorker\'s text); a direction mismatch fails the job', async () => {
+test('revoke: an unknown rule is answered at submission; a direction mismatch fails the job', async () => {
   const list = await s.call('listSecurityGroups', { id: gid });
   const ingress = list.body.listsecuritygroupsresponse.securitygroup[0].ingressrule[0].ruleid;
   const missing = '00000000-0000-4000-8000-000000000001';
   for (const cmd of ['revokeSecurityGroupIngress', 'revokeSecurityGroupEgress']) {
-    await submitFails(cmd, { id: missing }, 431, `Unable to execute API command ${cmd.toLowerCase()} due to invalid value. Invalid parameter id value=${missing} due to incorrect long value format, or entity does not exist or due to incorrect parameter annotation for the field in api cmd class.`);
+    await submitFails(cmd, { id: missing }, 431, `Unable to find security rule with id ${missing}`);
   }
   const beforeState = await snapshot();
   const r = await s.callAndWait('revokeSecurityGroupEgress', { id: ingress });

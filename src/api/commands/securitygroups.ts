@@ -6,7 +6,7 @@ import { DEFAULT_GROUP_NAME, accountByName } from '../../store/queries/accounts.
 import { collationKey } from '../../store/queries/like.js';
 import { countGroups, groupByNameCi, loadGroups, pageGroupIds, type GroupBundle, type GroupFilter } from '../../store/queries/securitygroups.js';
 import { ACL_LIST_PARAMS, LIST_PARAMS, OWNER_PARAMS, csDate, overLimit, ownerInfo, paging } from './common.js';
-import { entityNotFound, isUuid } from '../params.js';
+import { isUuid } from '../params.js';
 
 /** UUIDManagerImpl.IsUuidFormat: the only form a custom id may take. */
 const CUSTOM_UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -488,12 +488,12 @@ function makeRevoke(dir: 'ingress' | 'egress'): CommandDef {
     describe: (p) => `revoking ${dir} rule id: ${p.str('id')}`,
     quiet: isDryRun,
     readOnly: isDryRun,
-    // The rule and the caller's right to its group, at submission (ParamProcessWorker's text for a rule
-    // that does not exist); the job checks again under the group's lock.
+    // The rule and the caller's right to its group, at submission (the reference's text for a rule that
+    // does not exist); the job checks again under the group's lock.
     async validate(ctx) {
       const id = ctx.params.str('id')!;
       const rule = await ctx.db.selectFrom('security_group_rules').select('group_id').where('uuid', '=', id).executeTakeFirst();
-      if (!rule) throw entityNotFound(ctx.command, 'id', id);
+      if (!rule) throw paramError(`Unable to find security rule with id ${id}`);
       const g = await ctx.db.selectFrom('security_groups').select(['account_id', 'domain_id']).where('id', '=', rule.group_id).executeTakeFirst();
       if (g) await ctx.access.checkAccess(g.account_id, g.domain_id);
     },
