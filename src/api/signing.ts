@@ -124,6 +124,8 @@ export function checkFreshness(params: Record<string, string>, nowMs: number = D
   return { ok: true };
 }
 
+const BASE64_SHA1 = /^[A-Za-z0-9+/]{27}=$/;
+
 /**
  * Verify a request's signature against the user's secret. `params` are the decoded request
  * parameters including `signature`. Version 3 (`signatureVersion`, any case, = "3") requires a future `expires`.
@@ -133,7 +135,10 @@ export function verifySignature(params: Record<string, string>, secret: string, 
   if (!fresh.ok) return fresh;
   let given = '';
   for (const [k, v] of Object.entries(params)) if (k.toLowerCase() === 'signature') given = v;
-  const givenBytes = Buffer.from(given.trim(), 'base64');
+  // CloudStack compares the Base64 text itself: exactly the 28 characters of an HMAC-SHA1 (not the
+  // unpadded, URL-safe, space-padded or junk-trailed spellings a lenient decoder would take).
+  if (!BASE64_SHA1.test(given)) return { ok: false, reason: 'bad-signature' };
+  const givenBytes = Buffer.from(given, 'base64');
   const unsigned: Record<string, string> = {};
   for (const [k, v] of Object.entries(params)) if (k.toLowerCase() !== 'signature') unsigned[k] = v;
   const seen = new Set<string>();

@@ -43,6 +43,15 @@ test('property: sign → verify round-trips; any tampering fails', () => {
   }
 });
 
+test('the signature is compared as CloudStack\'s Base64 text: other spellings of the same bytes are refused', () => {
+  const p = { command: 'listUsers', apiKey: 'plgWJfZK4gyS3mOMTVmjUVg-X-jlWlnfaUJ9GAbBbf9EdM-kAYMmAiLqzzq1ElZLYq_u38zCm0bewzGUdP66mg', response: 'json' };
+  const exact = 'TTpdDq/7j/J58XCRHomKoQXEQds=';
+  assert.deepEqual(verifySignature({ ...p, signature: exact }, SECRET), { ok: true });
+  for (const other of ['TTpdDq/7j/J58XCRHomKoQXEQds', 'TTpdDq_7j_J58XCRHomKoQXEQds=', `${exact}!!`, `${exact} `, ` ${exact}`, 'TTpdDq/7j/J58XCRHomKoQXEQds==']) {
+    assert.deepEqual(verifySignature({ ...p, signature: other }, SECRET), { ok: false, reason: 'bad-signature' }, JSON.stringify(other));
+  }
+});
+
 test('missing signature is rejected', () => {
   assert.deepEqual(verifySignature({ command: 'listZones', apiKey: 'k' }, 's'), { ok: false, reason: 'missing-signature' });
 });
