@@ -250,10 +250,15 @@ test('async failure: a job that fails gives exit 1 and the job error on stderr',
   const g = await groupByName('Async_Group');
   const rule = g.ingressrule[0].ruleid;
   json(await cli(['revoke', 'securitygroupingress', `id=${rule}`]));
-  // revoking it again is accepted as a job, and the job fails
-  const submitted = json(await cli(['revoke', 'securitygroupingress', `id=${rule}`, '--async']));
+  // revoking it again is refused at once, as CloudStack checks the rule before queueing a job
+  const refused = await cli(['revoke', 'securitygroupingress', `id=${rule}`, '--async']);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /^Error: \(HTTP 431, error code \d+\) Unable to find security rule with id /m);
+  // a rule the job refuses (its ports) is accepted as a job, and the job fails
+  const bad = ['authorize', 'securitygroupingress', `securitygroupid=${g.id}`, 'protocol=tcp', 'startport=90', 'endport=80', 'cidrlist=0.0.0.0/0'];
+  const submitted = json(await cli([...bad, '--async']));
   assert.equal((await srv.waitJob(submitted.jobid)).jobstatus, 2);
-  const again = await cli(['revoke', 'securitygroupingress', `id=${rule}`]);
+  const again = await cli(bad);
   assert.equal(again.code, 1);
   assert.equal(again.stdout, '');
   assert.match(again.stderr, /^Error: \(HTTP \d+/m);
