@@ -91,11 +91,11 @@ for (const backend of BACKENDS) describe(backend, () => {
     // From VM a (its rules let everything out: only the baseline can drop).
     const fromA: { what: string; frame: FrameSpec; to: Endpoint; filter: string; want: boolean }[] = [
       { what: 'ARP probe for its own address', frame: { kind: 'arp', op: 'request', psrc: '0.0.0.0', pdst: a.ipv4!, dstMac: 'ff:ff:ff:ff:ff:ff' }, to: out, filter: `arp and arp[14:4] = 0 and arp[24:4] = ${ipHex(a.ipv4!)}`, want: true },
-      { what: 'ARP probe for b\'s address (to b)', frame: { kind: 'arp', op: 'request', psrc: '0.0.0.0', pdst: b.ipv4!, dstMac: 'ff:ff:ff:ff:ff:ff' }, to: b, filter: `arp and arp[14:4] = 0 and arp[24:4] = ${ipHex(b.ipv4!)}`, want: false },
-      { what: 'ARP probe for b\'s address (to uplink)', frame: { kind: 'arp', op: 'request', psrc: '0.0.0.0', pdst: b.ipv4!, dstMac: 'ff:ff:ff:ff:ff:ff' }, to: out, filter: `arp and arp[14:4] = 0 and arp[24:4] = ${ipHex(b.ipv4!)}`, want: false },
-      { what: 'DAD for its own address', frame: { kind: 'ns', target: a.ipv6! }, to: out, filter: `icmp6 and ip6[40] == 135 and ip6[63] == ${last6(a.ipv6!)}`, want: true },
-      { what: 'DAD for b\'s address (to b)', frame: { kind: 'ns', target: b.ipv6! }, to: b, filter: `icmp6 and ip6[40] == 135 and ip6[63] == ${last6(b.ipv6!)}`, want: false },
-      { what: 'DAD for c\'s address (to c)', frame: { kind: 'ns', target: c.ipv6! }, to: c, filter: `icmp6 and ip6[40] == 135 and ip6[63] == ${last6(c.ipv6!)}`, want: false },
+      { what: 'ARP probe for b\'s address (to b)', frame: { kind: 'arp', op: 'request', psrc: '0.0.0.0', pdst: b.ipv4!, dstMac: 'ff:ff:ff:ff:ff:ff' }, to: b, filter: `ether src ${a.mac} and arp and arp[14:4] = 0 and arp[24:4] = ${ipHex(b.ipv4!)}`, want: false },
+      { what: 'ARP probe for b\'s address (to uplink)', frame: { kind: 'arp', op: 'request', psrc: '0.0.0.0', pdst: b.ipv4!, dstMac: 'ff:ff:ff:ff:ff:ff' }, to: out, filter: `ether src ${a.mac} and arp and arp[14:4] = 0 and arp[24:4] = ${ipHex(b.ipv4!)}`, want: false },
+      { what: 'DAD for its own address', frame: { kind: 'ns', target: a.ipv6! }, to: out, filter: `ether src ${a.mac} and src host :: and icmp6 and ip6[40] == 135 and ip6[63] == ${last6(a.ipv6!)}`, want: true },
+      { what: 'DAD for b\'s address (to b)', frame: { kind: 'ns', target: b.ipv6! }, to: b, filter: `ether src ${a.mac} and src host :: and icmp6 and ip6[40] == 135 and ip6[63] == ${last6(b.ipv6!)}`, want: false },
+      { what: 'DAD for c\'s address (to c)', frame: { kind: 'ns', target: c.ipv6! }, to: c, filter: `ether src ${a.mac} and src host :: and icmp6 and ip6[40] == 135 and ip6[63] == ${last6(c.ipv6!)}`, want: false },
       { what: 'MLD report from its link-local', frame: mld(a, a.nics[0].linkLocal, 131, 'ff02::fb', 1), to: out, filter: 'icmp6 and ip6[40] == 131', want: true },
       { what: 'MLD query from a VM (to uplink)', frame: mld(a, a.nics[0].linkLocal, 130, 'ff02::1', 1), to: out, filter: 'icmp6 and ip6[40] == 130', want: false },
     ];
