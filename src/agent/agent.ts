@@ -91,8 +91,6 @@ export interface AgentOptions {
   watchRuleset?: (onChange: () => void) => LinkWatch;
 }
 
-/** Events of the agent's own writes arrive until this long after the write. */
-const OWN_WRITE_ECHO_MS = 250;
 /** A ruleset watcher's drift checks at most this often (another program rewriting the tables in a loop). */
 const TAMPER_CHECK_MIN_MS = 1000;
 
@@ -171,9 +169,6 @@ export class Agent extends EventEmitter {
   private work: Promise<void> = Promise.resolve();
   private linkWatch: LinkWatch | null = null;
   private rulesetWatch: LinkWatch | null = null;
-  /** The agent writes the kernel (its own changes echo through the ruleset watcher) / when it last did. */
-  private writing = false;
-  private lastWriteEnd = 0;
   private tamperTimer: NodeJS.Timeout | null = null;
   private lastTamperCheck = 0;
   private portCheckQueued = false;
@@ -264,13 +259,11 @@ export class Agent extends EventEmitter {
   }
 
   /**
-   * Palisade's tables changed in the kernel. The agent's own writes do that (their events are
-   * ignored: the reconcile after each write checks them); anything else is someone else's change, a
-   * `nft flush ruleset` or an edit, checked (and repaired) now rather than at the next pass.
+   * Someone else changed Palisade's tables in the kernel (the watcher leaves out the agent's own
+   * writes): a `nft flush ruleset` or an edit, checked (and repaired) now rather than at the next pass.
    */
   private rulesetChanged(): void {
     if (this.stopped || this.standingDown || this.tamperTimer) return;
-    if (this.writing || Date.now() - this.lastWriteEnd < OWN_WRITE_ECHO_MS) return;
     const wait = Math.max(0, this.lastTamperCheck + TAMPER_CHECK_MIN_MS - Date.now());
     this.tamperTimer = setTimeout(() => {
       this.tamperTimer = null;
@@ -298,15 +291,11 @@ export class Agent extends EventEmitter {
    */
   private async applyFailClosed(): Promise<void> {
     const empty = { hostId: '', revision: 0, vms: [], sets: [] };
-    this.writing = true;
     try {
       await this.o.dataplane.apply({ state: empty, ports: await this.o.discover(empty) });
       this.o.log.info('agent: no saved desired state; VM ports are closed until the server answers');
     } catch (e) {
       this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: could not close VM ports before the first snapshot');
-    } finally {
-      this.writing = false;
-      this.lastWriteEnd = Date.now();
     }
   }
 
@@ -491,6 +480,8 @@ export class Agent extends EventEmitter {
         if (this.standingDown) {
           this.standingDown = false;
           this.o.log.warn({ server }, 'agent: this host\'s session is ours again; writing its kernel again');
+          // the other agent wrote the kernel meanwhile: read it afresh (and repair) before trusting the last view
+          void this.reconcile();
         }
         if (this.state && this.state.hostId !== m.hostId) {
           // The saved state belongs to another host (a reused state dir): never build deltas on it, and
@@ -626,14 +617,6 @@ export class Agent extends EventEmitter {
   private async applyNow(): Promise<void> {
     const state = this.state;
     if (!state || this.standingDown) return;
-    this.writing = true;
-    try { await this.applyHeld(state); } finally {
-      this.writing = false;
-      this.lastWriteEnd = Date.now();
-    }
-  }
-
-  private async applyHeld(state: HostDesiredState): Promise<void> {
     await this.saveHeld(state);
     let ports: HostPorts;
     let result: ApplyResult;

@@ -63,13 +63,16 @@ export async function preflight(runner: Runner, tools: string[] = TOOLS.iptables
 }
 
 /**
- * Another firewall's forward hook that drops by default (Docker sets `iptables -P FORWARD DROP`) drops
- * every bridged VM packet its rules do not accept, whatever the security groups allow: br_netfilter
- * passes bridged traffic through every table's forward hook. Palisade cannot accept for that table (a
- * packet must pass every base chain), so it says so. A table counts as passing the VM bridges when one
- * of its rules accepts (or jumps) on a managed bridge's name (`-i br0 -j ACCEPT`, e.g. in DOCKER-USER)
- * or on physdev (`-m physdev --physdev-is-bridged -j ACCEPT`). Seen through nftables, so iptables-nft's
- * tables and native nft tables; iptables-legacy's are not read. Pure: nft's JSON in, findings out.
+ * Another firewall's forward hook that drops by default (Docker sets `iptables -P FORWARD DROP`; an
+ * `ebtables -P FORWARD DROP` likewise) drops every bridged VM packet its rules do not accept, whatever
+ * the security groups allow: br_netfilter passes bridged traffic through every table's forward hook.
+ * Palisade cannot accept for that table (a packet must pass every base chain), so it says so. A table
+ * counts as passing the VM bridges when one of its rules accepts on a managed bridge's name (in- or
+ * out-interface, or the bridge of a bridged port; `cloudbr+` style wildcards included), or without any
+ * condition, e.g.
+ * `-i br0 -j ACCEPT` in DOCKER-USER, or on physdev (`-m physdev --physdev-is-bridged -j ACCEPT`). A
+ * rule that only jumps elsewhere does not count. Seen through nftables, so iptables-nft's, ebtables-nft's
+ * and nft's tables; iptables-legacy's are not read. Pure: nft's JSON in, findings out.
  */
 export function forwardDropFindings(chainsJson: string, tableJson: (family: string, table: string) => string | null, bridges: string[]): PreflightFinding[] {
   type Chain = { family: string; table: string; name: string; hook?: string; policy?: string };
@@ -77,32 +80,53 @@ export function forwardDropFindings(chainsJson: string, tableJson: (family: stri
   try {
     chains = ((JSON.parse(chainsJson) as { nftables?: { chain?: Chain }[] }).nftables ?? []).flatMap((e) => (e.chain ? [e.chain] : []));
   } catch { return []; }
-  const dropping = chains.filter((c) => c.hook === 'forward' && c.policy === 'drop' && ['ip', 'ip6', 'inet'].includes(c.family) && c.table !== 'palisade');
+  const dropping = chains.filter((c) => c.hook === 'forward' && c.policy === 'drop' && FORWARD_FAMILIES.includes(c.family) && c.table !== 'palisade');
   const out: PreflightFinding[] = [];
   for (const c of dropping) {
-    const text = tableJson(c.family, c.table) ?? '';
-    const passes = rulesOf(text).some((rule) => /"(accept|jump|goto)"/.test(rule)
-      && (/"name":\s*"physdev"/.test(rule) || bridges.some((b) => new RegExp(`"(iifname|oifname)"\}\},\s*"right":\s*"${b.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"`).test(rule))));
-    out.push(passes
-      ? { check: `forward policy ${c.family} ${c.table} ${c.name}`, ok: true, detail: 'drops by default, and a rule of its table accepts the VM bridges' }
-      : { check: `forward policy ${c.family} ${c.table} ${c.name}`, ok: false,
+    const check = `forward policy ${c.family} ${c.table} ${c.name}`;
+    if (rulesOf(tableJson(c.family, c.table) ?? '').some((rule) => acceptsBridges(rule, bridges))) {
+      out.push({ check, ok: true, detail: 'drops by default, and a rule of its table accepts the VM bridges' });
+    } else {
+      out.push({ check, ok: false,
         detail: `another firewall's forward chain drops by default (policy drop) and none of its table's rules accepts the VM bridges${bridges.length ? ` (${bridges.join(', ')})` : ''}: bridged VM traffic is dropped whatever the security groups allow (Docker sets this: accept the bridges there, e.g. iptables -I DOCKER-USER -i BRIDGE -o BRIDGE -j ACCEPT)` });
+    }
   }
   return out;
 }
 
-/** The rules of an `nft -j list table` answer, each as its JSON text. */
-function rulesOf(tableJson: string): string[] {
+const FORWARD_FAMILIES = ['ip', 'ip6', 'inet', 'bridge'];
+const IFACE_KEYS = new Set(['iifname', 'oifname', 'ibrname', 'obrname']);
+type Expr = Record<string, any>;
+
+/** A rule (nft JSON) that accepts, matching a managed bridge by name (wildcards too) or physdev. */
+function acceptsBridges(rule: Expr, bridges: string[]): boolean {
+  const expr: Expr[] = Array.isArray(rule.expr) ? rule.expr : [];
+  if (!expr.some((e) => e && typeof e === 'object' && 'accept' in e)) return false;
+  if (expr.some((e) => e?.xt?.name === 'physdev')) return true;
+  // an accept without any condition passes everything
+  if (!expr.some((e) => e && typeof e === 'object' && ('match' in e || 'xt' in e))) return true;
+  const names = (right: unknown): string[] => (typeof right === 'string' ? [right]
+    : Array.isArray((right as Expr)?.set) ? (right as Expr).set.filter((x: unknown): x is string => typeof x === 'string') : []);
+  const covers = (pattern: string, bridge: string) => (pattern.endsWith('*') ? bridge.startsWith(pattern.slice(0, -1)) : pattern === bridge);
+  return expr.some((e) => {
+    const m = e?.match;
+    if (!m || (m.op !== '==' && m.op !== 'in') || !IFACE_KEYS.has(m.left?.meta?.key)) return false;
+    return names(m.right).some((pattern) => bridges.some((b) => covers(pattern, b)));
+  });
+}
+
+/** The rules of an `nft -j list table` answer. */
+function rulesOf(tableJson: string): Expr[] {
   try {
-    return ((JSON.parse(tableJson) as { nftables?: { rule?: unknown }[] }).nftables ?? []).flatMap((e) => (e.rule ? [JSON.stringify(e.rule)] : []));
+    return ((JSON.parse(tableJson) as { nftables?: { rule?: Expr }[] }).nftables ?? []).flatMap((e) => (e.rule ? [e.rule] : []));
   } catch { return []; }
 }
 
 /**
  * forwardDropFindings for the host. Cheap when there is nothing to find (one `nft -j list tables`):
- * chains are listed only for the families (ip, ip6, inet) that have a table of someone else's, and a
- * table's rules only for a table with such a chain (Palisade's own inet table can hold thousands of
- * chains on a big host; it is listed only when another inet table exists).
+ * chains are listed only for the families that have a table of someone else's, and a table's rules
+ * only for a table with such a chain (Palisade's own tables can hold thousands of chains on a big
+ * host; they are listed only when another table of their family exists).
  */
 export async function forwardDropCheck(runner: Runner, bridges: string[]): Promise<PreflightFinding[]> {
   const tables = await runner.run('nft', ['-j', 'list', 'tables']);
@@ -110,7 +134,7 @@ export async function forwardDropCheck(runner: Runner, bridges: string[]): Promi
   let families: string[];
   try {
     const all = ((JSON.parse(tables.stdout) as { nftables?: { table?: { family: string; name: string } }[] }).nftables ?? []).flatMap((e) => (e.table ? [e.table] : []));
-    families = [...new Set(all.filter((t) => ['ip', 'ip6', 'inet'].includes(t.family) && t.name !== 'palisade').map((t) => t.family))];
+    families = [...new Set(all.filter((t) => FORWARD_FAMILIES.includes(t.family) && t.name !== 'palisade').map((t) => t.family))];
   } catch { return []; }
   const found: PreflightFinding[] = [];
   for (const family of families) found.push(...await forwardDropsOf(runner, family, bridges));

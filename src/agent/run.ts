@@ -2,6 +2,7 @@
 //   [--dataplane auto|nftables|iptables|null] [--counters-interval 30s] [--metrics-listen HOST:PORT]`
 // The server list and the token may also come from the environment (PALISADE_SERVER, PALISADE_AGENT_TOKEN).
 import { watchLinks, watchRuleset } from './link-watch.js';
+import { isOwnProcess } from './lifelong.js';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
@@ -106,7 +107,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     countersMs,
     ...(metrics ? { metrics } : {}),
     ...(kernel ? { watchLinks: (onChange: () => void) => watchLinks({ netns: o.netns ?? null, log, onChange }) } : {}),
-    ...(kernel?.dataplane.name === 'nftables' ? { watchRuleset: (onChange: () => void) => watchRuleset({ netns: o.netns ?? null, log, onChange }) } : {}),
+    ...(kernel?.dataplane.name === 'nftables' ? { watchRuleset: (onChange: () => void) => watchRuleset({ netns: o.netns ?? null, log, onChange, ours: isOwnProcess }) } : {}),
     log,
   });
   agentRef = agent;

@@ -32,7 +32,7 @@
 // The removal of a VM from a passive host is its holder's to confirm (`leftPassive`): this server
 // writes nothing about it until it is active for that host, and then owes it like any removal.
 import type { Change } from '../model/changes.js';
-import type { Family } from '../model/types.js';
+import { PLACED_VM_STATES, type Family } from '../model/types.js';
 import type { AddressSet, FamilyPolicy, HostDesiredState, NicPolicy, VmPolicy } from '../policy/ir.js';
 import type { CloudState } from '../policy/state.js';
 import { analyzeChange, compileAddressSet, compileVm } from '../policy/api.js';
@@ -134,7 +134,7 @@ export function compileForm(state: CloudState, vmId: number, memo: CompileMemo):
 }
 
 /** VM states in which a VM's rules are on its host: from before it runs until it is gone. */
-export const PLACED_STATES = new Set(['Starting', 'Running', 'Stopping', 'Migrating']);
+export const PLACED_STATES = new Set<string>(PLACED_VM_STATES);
 
 /** How many removals a host remembers for resync-by-delta before it falls back to a snapshot. */
 const TOMBSTONE_LIMIT = 2000;

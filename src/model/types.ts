@@ -33,6 +33,8 @@ export interface SecurityGroupRule {
 }
 
 export type VmState = 'Starting' | 'Running' | 'Stopping' | 'Stopped' | 'Migrating' | 'Destroyed' | 'Expunging' | 'Error';
+/** The states in which a VM is on its host: the host's agent enforces its rules (its desired state holds it). */
+export const PLACED_VM_STATES: readonly VmState[] = ['Starting', 'Running', 'Stopping', 'Migrating'];
 
 export interface Vm {
   id: number;

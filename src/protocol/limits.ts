@@ -19,6 +19,10 @@ export const SERVER_FRAME_MAX_BYTES = 256 * 1024 * 1024;
 
 /** VMs one host can hold (snapshot, acks). A host with more is refused by the schemas on both sides. */
 export const MAX_VMS_PER_HOST = 16_384;
+/** NICs of one VM in a desired state (the API refuses more before writing). */
+export const MAX_NICS_PER_VM = 256;
+/** Secondary addresses of one NIC (the API's bound: each is a set element and an anti-spoofing fact on its host). */
+export const MAX_SECONDARY_IPS_PER_NIC = 256;
 /** Characters of a per-VM apply error the agent reports (it truncates longer ones). */
 export const MAX_ERROR_CHARS = 512;
 /** Preflight findings per report, and the length of their texts. */

@@ -11,7 +11,7 @@ import type { AddressSet, FamilyPolicy, HostDesiredState, NicPolicy, PolicyRule,
 import { MAX_DROP_BATCH, RuleCounterBatchSchema } from '../observe/schema.js';
 import {
   MAX_DATAPLANE_CHARS, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_HOSTNAME_CHARS, MAX_REPAIRS_PER_REPORT,
-  MAX_REPAIR_CHARS, MAX_TOKEN_CHARS, MAX_VMS_PER_HOST,
+  MAX_NICS_PER_VM, MAX_REPAIR_CHARS, MAX_TOKEN_CHARS, MAX_VMS_PER_HOST,
 } from './limits.js';
 import { connectionSettingsSchema, connectionsSchema, listConnectionsSchema } from './conntrack.js';
 
@@ -143,7 +143,7 @@ export const nicPolicySchema: z.ZodType<NicPolicy> = z.object({
 export const vmPolicySchema: z.ZodType<VmPolicy> = z.object({
   vmId: id(),
   instanceName: id(255),
-  nics: z.array(nicPolicySchema).max(256),
+  nics: z.array(nicPolicySchema).max(MAX_NICS_PER_VM),
   v4: familyPolicySchema,
   v6: familyPolicySchema,
   hash: z.string().regex(/^[0-9a-f]{64}$/),

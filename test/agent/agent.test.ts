@@ -129,3 +129,19 @@ test('an agent that cannot reach any server says so, once, with the last error; 
   await new Promise((r) => wss.close(r));
   assert.deepEqual(lines.filter((l) => /no server could be reached/.test(l.msg)), []);
 });
+
+test('ruleset watcher: a transaction counts when it touched a palisade table and its writer is not the agent\'s', async () => {
+  const { foreignTransactions } = await import('../../src/agent/link-watch.js');
+  const ours = new Set([100]);
+  const count = foreignTransactions((pid) => ours.has(pid));
+  const feed = (lines: string[]) => lines.map(count).some(Boolean);
+  // the agent's own write: not counted
+  assert.equal(feed(['add rule inet palisade to-x ip saddr 10.0.0.1 accept', '# new generation 5 by process 100 (nft)']), false);
+  // someone else's flush of everything, ours included: counted
+  assert.equal(feed(['delete table inet foreign', 'delete table inet palisade', '# new generation 6 by process 4242 (nft)']), true);
+  // someone else's change to another table only (kube-proxy, Docker): not counted
+  assert.equal(feed(['add rule ip filter FORWARD accept', '# new generation 7 by process 4243 (iptables-nft)']), false);
+  // a bridge-table edit by someone else: counted; and the next transaction starts clean
+  assert.equal(feed(['delete element bridge palisade own4 { "vnet0" . 10.0.0.1 }', '# new generation 8 by process 4244 (nft)']), true);
+  assert.equal(feed(['# new generation 9 by process 4245 (nft)']), false);
+});

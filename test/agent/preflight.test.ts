@@ -39,3 +39,21 @@ test('a foreign forward chain dropping by default is an unfixable finding until 
   await sh('ip6tables', '-A', 'FORWARD', '-m', 'physdev', '--physdev-is-bridged', '-j', 'ACCEPT');
   assert.deepEqual((await forwardDropCheck(runner, ['br0'])).map((f) => [f.check, f.ok]), [['forward policy ip filter FORWARD', true], ['forward policy ip6 filter FORWARD', true]]);
 });
+
+test('wildcards count, a jump alone does not, and ebtables\' bridge-family FORWARD is checked too', async () => {
+  const of = async (check: string) => (await forwardDropCheck(runner, ['cloudbr0'])).find((f) => f.check === check)?.ok;
+  // (the previous test left ip filter FORWARD dropping, with accepts for br0 only)
+  assert.equal(await of('forward policy ip filter FORWARD'), false, 'br0 rules do not pass cloudbr0');
+  await sh('iptables', '-N', 'RJ');
+  await sh('iptables', '-A', 'RJ', '-j', 'DROP');
+  await sh('iptables', '-I', 'FORWARD', '-i', 'cloudbr0', '-j', 'RJ');
+  assert.equal(await of('forward policy ip filter FORWARD'), false, 'a jump to a chain that drops is no accept');
+  await sh('iptables', '-I', 'DOCKER-USER', '-i', 'cloudbr+', '-j', 'ACCEPT');
+  assert.equal(await of('forward policy ip filter FORWARD'), true, 'cloudbr+ covers cloudbr0');
+  await sh('ebtables', '-P', 'FORWARD', 'DROP');
+  assert.equal(await of('forward policy bridge filter FORWARD'), false);
+  await sh('ebtables', '-A', 'FORWARD', '-i', 'vnet0', '-j', 'ACCEPT');
+  assert.equal(await of('forward policy bridge filter FORWARD'), false, 'one port\'s accept is not the bridges\'');
+  await sh('ebtables', '-A', 'FORWARD', '-j', 'ACCEPT');
+  assert.equal(await of('forward policy bridge filter FORWARD'), true);
+});

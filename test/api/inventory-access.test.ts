@@ -174,3 +174,57 @@ test('networks on one VLAN of a zone may not overlap: a domain admin cannot crea
   await ok('createNetwork', { name: 'bypass', gateway: '10.7.0.1', netmask: '255.255.255.0', startip: '10.7.0.10', bypassvlanoverlapcheck: true });
   assert.equal(await count(), before + 3);
 });
+
+test('bounds an agent needs are enforced before anything is written: VMs per host, NICs per VM, secondary IPs per NIC; reserved address blocks are refused', async () => {
+  const { default: Database } = await import('better-sqlite3');
+  const { randomUUID } = await import('node:crypto');
+  const { MAX_VMS_PER_HOST, MAX_NICS_PER_VM, MAX_SECONDARY_IPS_PER_NIC } = await import('../../src/protocol/limits.js');
+  const count = async (command: string, key: string) => (await ok(command, { listall: true })).count ?? 0;
+  // Reserved blocks: none may be a guest network (a tenant owning fe80::1 or 169.254.169.254 could pose as a router or metadata service).
+  for (const [gateway, netmask] of [['169.254.169.1', '255.255.255.0'], ['127.0.0.1', '255.255.255.0'], ['224.0.0.1', '255.255.255.0'], ['0.0.0.1', '255.255.255.0'], ['255.255.255.1', '255.255.255.252']]) {
+    await fails('createNetwork', { name: 'rsv', gateway, netmask, startip: gateway.replace(/\d+$/, '2') }, 431, /Invalid gateway\/netmask .*overlaps .*a guest network may not use/);
+  }
+  for (const ip6cidr of ['fe80::/64', 'ff02::/64', '::/120', '::ffff:10.1.0.0/120']) {
+    await fails('createNetwork', { name: 'rsv6', ip6gateway: ip6cidr.replace(/\/\d+$/, '').replace(/::$/, '::1').replace(/0\/?$/, '1'), ip6cidr }, 431, /Invalid ip6cidr .*overlaps .*a guest network may not use/);
+  }
+  const nets = await count('listNetworks', 'network');
+
+  // NICs per VM: more networks than a VM may have is refused before they are even looked up.
+  const tooMany = Array.from({ length: MAX_NICS_PER_VM + 1 }, () => randomUUID()).join(',');
+  await jobFails('deployVirtualMachine', { networkids: tooMany }, 431, new RegExp(`Invalid networkids: ${MAX_NICS_PER_VM + 1} networks, a virtual machine may have at most ${MAX_NICS_PER_VM} NICs`));
+  const many: string[] = [];
+  for (let i = 0; i < MAX_NICS_PER_VM; i++) {
+    many.push((await ok('createNetwork', { name: `cap-${i}`, gateway: `10.120.${i}.1`, netmask: '255.255.255.252', startip: `10.120.${i}.2` })).network.id);
+  }
+  const full = (await job('deployVirtualMachine', { networkids: many.join(','), name: 'full-nics' })).virtualmachine;
+  assert.equal(full.nic.length, MAX_NICS_PER_VM, 'the most a VM may have is allowed');
+  const extra = (await ok('createNetwork', { name: 'cap-extra', gateway: '10.121.0.1', netmask: '255.255.255.0', startip: '10.121.0.10' })).network.id;
+  await jobFails('addNicToVirtualMachine', { virtualmachineid: full.id, networkid: extra }, 431, /has 256 NICs, the most a virtual machine may have/);
+  assert.equal((await ok('listNics', { virtualmachineid: full.id })).count, MAX_NICS_PER_VM, 'nothing added');
+
+  // Secondary IPs per NIC.
+  const wide = (await ok('createNetwork', { name: 'cap-wide', gateway: '10.122.0.1', netmask: '255.255.0.0', startip: '10.122.0.10', endip: '10.122.255.250' })).network.id;
+  const vm = (await job('deployVirtualMachine', { networkids: wide, name: 'sec-ips' })).virtualmachine;
+  for (let i = 0; i < MAX_SECONDARY_IPS_PER_NIC; i++) await job('addIpToNic', { nicid: vm.nic[0].id });
+  await jobFails('addIpToNic', { nicid: vm.nic[0].id }, 431, /has 256 secondary addresses, the most a NIC may have/);
+  assert.equal((await ok('listNics', { virtualmachineid: vm.id })).nic[0].secondaryip.length, MAX_SECONDARY_IPS_PER_NIC);
+  assert.ok(await count('listNetworks', 'network') > nets);
+
+  // VMs per host: a host holding the most its agent can take gets no more (533, nothing written).
+  const hosts = (await ok('listHosts', {})).host;
+  const db = new Database(`${s.dataDir}/palisade.db`);
+  try {
+    const ref = db.prepare('select * from vms where uuid = ?').get(vm.id) as Record<string, unknown>;
+    const placed = Number((db.prepare(`select count(*) as n from vms where host_id = ? and removed is null and state in ('Starting','Running','Stopping','Migrating')`).get(ref.host_id) as { n: number }).n);
+    const insert = db.prepare(`insert into vms (uuid, name, display_name, instance_name, account_id, domain_id, zone_id, host_id, last_host_id, state, service_offering_id, template_id, sync_state, sync_error, created, removed)
+      values (?, ?, ?, ?, ?, ?, ?, ?, null, 'Running', null, null, 'Synced', null, ?, null)`);
+    db.transaction(() => {
+      for (let i = placed; i < MAX_VMS_PER_HOST; i++) insert.run(randomUUID(), `filler-${i}`, `filler-${i}`, `i-0-${900000 + i}-VM`, ref.account_id, ref.domain_id, ref.zone_id, ref.host_id, ref.created);
+    })();
+  } finally { db.close(); }
+  assert.equal(hosts.length, 1);
+  const vmsBefore = await count('listVirtualMachines', 'virtualmachine');
+  await jobFails('deployVirtualMachine', { networkids: wide, name: 'one-too-many' }, 533, new RegExp(`every host in the zone runs ${MAX_VMS_PER_HOST} VMs`));
+  await jobFails('deployVirtualMachine', { networkids: wide, name: 'one-too-many', hostid: hosts[0].id }, 533, new RegExp(`Unable to place the VM on host .* \\(hostid\\): it runs ${MAX_VMS_PER_HOST} VMs`));
+  assert.equal(await count('listVirtualMachines', 'virtualmachine'), vmsBefore, 'nothing written');
+});

@@ -3,6 +3,7 @@
 // several rounds; every round must end in a state one order of the two calls could have produced.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import pgLib from 'pg';
 import { startPostgres, type PgCluster } from '../helpers/postgres.js';
 import { apiClient, startServer, type TestServer } from '../helpers/server.js';
 
@@ -97,4 +98,27 @@ test('deleting an account while another server deploys a VM for it: never a live
     }
   }
   console.log(`# delete account vs deploy: ${JSON.stringify(Object.fromEntries(outcomes))}`);
+});
+
+test('one network added to a VM through both servers at once: one NIC; a secondary IP added while its NIC is removed: never an address of a removed NIC', async () => {
+  const base = (await ok('listNetworks', {})).network.find((n: any) => n.name === 'racenet').id;
+  const vm = (await s1.callAndWait('deployVirtualMachine', { networkids: base, name: 'nic-race-vm' })).body.jobresult.virtualmachine;
+  for (let i = 0; i < ROUNDS; i++) {
+    const net = (await ok('createNetwork', { name: `nicrace-${i}`, gateway: `10.31.${i}.1`, netmask: '255.255.255.0', startip: `10.31.${i}.10`, endip: `10.31.${i}.200` })).network.id;
+    const [a, b] = await Promise.all([s1, via2].map((s) => s.callAndWait('addNicToVirtualMachine', { virtualmachineid: vm.id, networkid: net })));
+    assert.deepEqual([a.body.jobstatus, b.body.jobstatus].sort(), [1, 2], `round ${i}: exactly one NIC added: ${JSON.stringify([a.body.jobresult, b.body.jobresult])}`);
+    const nics = (await ok('listNics', { virtualmachineid: vm.id })).nic.filter((n: any) => n.networkid === net);
+    assert.equal(nics.length, 1, `round ${i}: one NIC in the network`);
+    const [added, removed] = await Promise.all([
+      s1.callAndWait('addIpToNic', { nicid: nics[0].id }),
+      via2.callAndWait('removeNicFromVirtualMachine', { virtualmachineid: vm.id, nicid: nics[0].id }),
+    ]);
+    assert.equal(removed.body.jobstatus, 1, JSON.stringify(removed.body));
+    // the address either went with the NIC or was refused: in neither case is it still held in the network
+    const client = new pgLib.Client({ connectionString: pg.url });
+    await client.connect();
+    const held = await client.query('select count(*)::int as n from nic_secondary_ips s left join nics n on n.id = s.nic_id where n.id is null or n.removed is not null')
+      .finally(() => client.end());
+    assert.equal(held.rows[0].n, 0, `round ${i}: no secondary address of a removed NIC (addIpToNic ${added.body.jobstatus})`);
+  }
 });

@@ -6,7 +6,8 @@
 //   bits  0–11  conntrack zone until bridge FORWARD, then the out-port number (bits 0–10)
 //   bit  27     ALLOW: the always-allowed baseline let the packet leave its VM (source side done)
 //   bit  15     ACCEPT_TO: the always-allowed baseline accepts it into the destination VM (nftables)
-//   bits 12, 13 NOT_ALLOW, NOT_ACCEPT_TO: their complements (nftables)
+//   bits 28, 29 NOT_ALLOW, NOT_ACCEPT_TO: their complements (nftables; outside bits 0–15, which the
+//               iptables backend's `CT --zone mark` takes whole as the zone while both are in place)
 // The nftables backend carries ALLOW and ACCEPT_TO from its bridge chains to its inet chain, and other
 // software on the host may set mark bits in between (kube-proxy's 0x8000, `ebtables -j mark
 // --mark-or`, a mangle rule). So each is a pair: a frame entering from a managed port gets both
@@ -14,9 +15,10 @@
 // honours a verdict only when its bit is set and its complement clear. Another tool ORing a bit in can
 // then never turn "not allowed" into "allowed"; one that rewrites the whole mark (a CONNMARK restore)
 // clears the port numbers too, and the frame is dropped as coming from an unknown port (fail closed).
-// The iptables backend keeps bits 28–31 of frames entering a managed port; the nftables backend sets the
-// whole mark there (one map lookup per frame instead of two), so bridged frames from Palisade's ports
-// carry no one else's mark bits (frames arriving from a tap, a veth or a NIC have none).
+// The iptables backend keeps bits 28–31 of frames entering a managed port (it never sets them); the
+// nftables backend sets the whole mark there (one map lookup per frame instead of two), so bridged
+// frames from Palisade's ports carry no one else's mark bits (frames arriving from a tap, a veth or a
+// NIC have none).
 
 /** Port numbers in the packet mark: in-port in bits 16–26, out-port in bits 0–10. */
 export const MARK_IN_MASK = 0x07ff0000;
@@ -25,8 +27,8 @@ export const MARK_OUT_MASK = 0x000007ff;
 export const MARK_ZONE_MASK = 0x00000fff;
 export const MARK_ALLOW = 0x08000000;
 export const MARK_ACCEPT_TO = 0x00008000;
-export const MARK_NOT_ALLOW = 0x00001000;
-export const MARK_NOT_ACCEPT_TO = 0x00002000;
+export const MARK_NOT_ALLOW = 0x10000000;
+export const MARK_NOT_ACCEPT_TO = 0x20000000;
 /** Everything Palisade sets; cleared where a frame enters a port Palisade manages. */
 export const MARK_OURS = MARK_IN_MASK | MARK_ALLOW | 0xffff;
 

@@ -15,6 +15,19 @@ interface Ranges {
   ip6Gateway: string | null; ip6Cidr: string | null; startIpv6: string | null; endIpv6: string | null; vlan: string | null;
 }
 
+/**
+ * Address blocks no guest network may use: a VM's own addresses pass its anti-spoofing and its ARP / ND /
+ * DAD exemptions, so a tenant owning the link-local metadata address, a router's fe80:: address, a
+ * multicast group or the unspecified address could impersonate them to its neighbours.
+ */
+const RESERVED4: [string, number, number, string][] = [
+  ['0.0.0.0/8', 0x00000000, 8, '"this network"'], ['127.0.0.0/8', 0x7f000000, 8, 'loopback'], ['169.254.0.0/16', 0xa9fe0000, 16, 'link-local'],
+  ['224.0.0.0/4', 0xe0000000, 4, 'multicast'], ['240.0.0.0/4', 0xf0000000, 4, 'reserved and broadcast'],
+];
+const RESERVED6: [string, string, string][] = [
+  ['::/8', '::/8', 'unspecified, loopback and IPv4-mapped'], ['fe80::/10', 'fe80::/10', 'link-local'], ['ff00::/8', 'ff00::/8', 'multicast'],
+];
+
 /** Validates the address parameters of createNetwork (CloudStack's checks and messages where it has them). Pure. */
 export function validateRanges(p: Record<string, string | undefined>): Ranges {
   const { gateway, netmask, startip, ip6gateway, ip6cidr, startipv6 } = p;
@@ -42,6 +55,10 @@ export function validateRanges(p: Record<string, string | undefined>): Ranges {
     if (!inSubnet4(sub, s) || s === sub.network || s === sub.broadcast) throw paramError(`Invalid startip ${startip}: it is not a host address of the subnet of gateway ${gateway}/${netmask}`);
     if (!inSubnet4(sub, e) || e === sub.network || e === sub.broadcast) throw paramError(`Invalid endip ${endip}: it is not a host address of the subnet of gateway ${gateway}/${netmask}`);
     if (s > e) throw paramError(`Invalid IP range: startip ${startip} is greater than endip ${endip}`);
+    for (const [text, base, len, what] of RESERVED4) {
+      const block = subnet4(base, len);
+      if (sub.network <= block.broadcast && block.network <= sub.broadcast) throw paramError(`Invalid gateway/netmask ${gateway}/${netmask}: the subnet overlaps ${text} (${what}), which a guest network may not use`);
+    }
     if (gw >= s && gw <= e) throw paramError('The gateway ip should not be the part of the ip range being added (startip-endip).');
     Object.assign(out, { gateway, netmask, startIp: startip, endIp: endip });
   }
@@ -50,6 +67,10 @@ export function validateRanges(p: Record<string, string | undefined>): Ranges {
     const cidr = parseCidr6(ip6cidr);
     if (cidr === null) throw paramError('Invalid ip6cidr');
     if (cidr.prefix > 120) throw paramError(`Invalid ip6cidr ${ip6cidr}: prefix too long`);
+    for (const [text, block, what] of RESERVED6) {
+      const b = parseCidr6(block)!;
+      if (cidr.network <= b.last && b.network <= cidr.last) throw paramError(`Invalid ip6cidr ${ip6cidr}: it overlaps ${text} (${what}), which a guest network may not use`);
+    }
     const gw = parseIpv6(ip6gateway);
     if (gw === null) throw paramError('Invalid ip6Gateway (ip6gateway)');
     if (gw < cidr.network || gw > cidr.last) throw paramError('ip6Gateway is not in ip6cidr indicated network! (ip6gateway)');

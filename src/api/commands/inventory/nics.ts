@@ -8,6 +8,8 @@ import { getNetwork, getVm, notFound, runtimeError, uuid } from './common.js';
 import { checkNetworkUsable } from './networks.js';
 import { insertNic } from './vms.js';
 import { nicViews, vmView } from './views.js';
+import { lockVm } from '../../../store/queries/lock.js';
+import { MAX_NICS_PER_VM, MAX_SECONDARY_IPS_PER_NIC } from '../../../protocol/limits.js';
 
 async function touched(ctx: CommandContext, vmId: number): Promise<void> {
   await ctx.db.updateTable('vms').set({ sync_state: 'Pending', sync_error: null }).where('id', '=', vmId).execute();
@@ -38,8 +40,11 @@ const addNicToVirtualMachine: CommandDef = {
     const net = await getNetwork(ctx, 'networkid');
     await checkNetworkUsable(ctx, net, vm.domain_id);
     if (net.zone_id !== vm.zone_id) throw paramError(`Invalid networkid: network ${net.uuid} is not in the zone of virtual machine ${vm.uuid}`);
+    // the VM's NIC set is read and written under its row lock (two servers adding the same network at once)
+    await lockVm(ctx.db, vm.id);
     const nics = await ctx.db.selectFrom('nics').select(['network_id', 'device_id', 'is_default']).where('vm_id', '=', vm.id).where('removed', 'is', null).execute();
     if (nics.some((n) => n.network_id === net.id)) throw runtimeError(`A NIC already exists for VM:${vm.instance_name} in network: ${net.uuid}`);
+    if (nics.length >= MAX_NICS_PER_VM) throw paramError(`Invalid networkid: virtual machine ${vm.uuid} has ${nics.length} NICs, the most a virtual machine may have`);
     const deviceId = nics.reduce((m, n) => Math.max(m, n.device_id + 1), 0);
     const p = ctx.params;
     await insertNic(ctx, vm.id, { net, ip: p.str('ipaddress'), ip6: p.str('ip6address'), mac: p.str('macaddress'), param: 'networkids' }, deviceId, !nics.some((n) => n.is_default === 1));
@@ -63,6 +68,9 @@ const removeNicFromVirtualMachine: CommandDef = {
     if (nic.vm_id !== vm.id) throw paramError(`Invalid nicid: NIC ${nic.uuid} is not a NIC on VM ${vm.uuid}`);
     const net = await ctx.db.selectFrom('networks').select(['uuid', 'name']).where('id', '=', nic.network_id).executeTakeFirst();
     if (nic.is_default === 1) throw paramError(`Unable to remove NIC from VM ${vm.instance_name} in network ${net?.name ?? nic.network_id}, NIC is default. (nicid)`);
+    // under the VM's row lock: an addIpToNic for this NIC waits, then finds it gone
+    await lockVm(ctx.db, vm.id);
+    if (!(await ctx.db.selectFrom('nics').select('id').where('id', '=', nic.id).where('removed', 'is', null).executeTakeFirst())) throw notFound(ctx, 'nicid', nic.uuid);
     await ctx.db.deleteFrom('nic_secondary_ips').where('nic_id', '=', nic.id).execute();
     await ctx.db.deleteFrom('nics').where('id', '=', nic.id).execute();
     await touched(ctx, vm.id);
@@ -84,6 +92,12 @@ const addIpToNic: CommandDef = {
     const vm = await ctx.db.selectFrom('vms').selectAll().where('id', '=', nic.vm_id).executeTakeFirstOrThrow();
     await ctx.access.checkAccess(vm.account_id, vm.domain_id);
     if (vm.state === 'Destroyed') throw paramError(`Invalid nicid: virtual machine ${vm.uuid} is destroyed`);
+    // under the VM's row lock: a removeNicFromVirtualMachine racing this one either ran first (the NIC is
+    // gone: refused) or waits (and removes this address with the NIC)
+    await lockVm(ctx.db, vm.id);
+    if (!(await ctx.db.selectFrom('nics').select('id').where('id', '=', nic.id).where('removed', 'is', null).executeTakeFirst())) throw notFound(ctx, 'nicid', nic.uuid);
+    const held = await ctx.db.selectFrom('nic_secondary_ips').select((eb) => eb.fn.countAll<number>().as('n')).where('nic_id', '=', nic.id).executeTakeFirstOrThrow();
+    if (Number(held.n) >= MAX_SECONDARY_IPS_PER_NIC) throw paramError(`Invalid nicid: NIC ${nic.uuid} has ${held.n} secondary addresses, the most a NIC may have`);
     const net = await ctx.db.selectFrom('networks').selectAll().where('id', '=', nic.network_id).executeTakeFirstOrThrow();
     const req = ctx.params.str('ipaddress')?.trim() || undefined;
     let address: string, family: 4 | 6;

@@ -6,6 +6,8 @@ import { notFound, serverCapacity, uuid, type Tx } from './common.js';
 import type { HostRow } from './views.js';
 import { groupByNameCi } from '../../../store/queries/securitygroups.js';
 import { lockGroups } from '../../../store/queries/lock.js';
+import { MAX_VMS_PER_HOST } from '../../../protocol/limits.js';
+import { PLACED_VM_STATES } from '../../../model/types.js';
 
 /** Pure: the least-loaded host, preferring hosts whose agent is Up; ties go to the oldest host. */
 export function leastLoaded(hosts: HostRow[], load: Map<number, number>, exclude?: number): HostRow | null {
@@ -26,20 +28,31 @@ export async function pickHost(db: Tx, zoneId: number, exclude?: number): Promis
   const load = new Map<number, number>();
   if (hosts.length) {
     const rows = await db.selectFrom('vms').select(['host_id']).select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('host_id', 'is not', null).where('removed', 'is', null).groupBy('host_id').execute();
+      .where('host_id', 'is not', null).where('removed', 'is', null).where('state', 'in', [...PLACED_VM_STATES]).groupBy('host_id').execute();
     for (const r of rows) if (r.host_id !== null) load.set(r.host_id, Number(r.n));
   }
-  const h = leastLoaded(hosts, load, exclude);
-  if (!h) throw serverCapacity('Unable to create a deployment for the VM: no host is available in the zone (add one with addHost)');
+  const h = leastLoaded(hosts.filter((x) => (load.get(x.id) ?? 0) < MAX_VMS_PER_HOST), load, exclude);
+  if (!h) {
+    throw serverCapacity(hosts.some((x) => x.id !== exclude)
+      ? `Unable to create a deployment for the VM: every host in the zone runs ${MAX_VMS_PER_HOST} VMs, the most one host's agent can hold`
+      : 'Unable to create a deployment for the VM: no host is available in the zone (add one with addHost)');
+  }
   return h;
 }
 
-/** The host named by `param`, which must be in the zone. */
+/**
+ * The host named by `param`, which must be in the zone and have room for one more VM: an agent holds
+ * at most MAX_VMS_PER_HOST (its desired state is refused beyond that, and every VM on the host would
+ * stop getting changes), so a full host is a capacity error before anything is written.
+ */
 export async function hostInZone(ctx: CommandContext, param: string, zoneId: number): Promise<HostRow> {
   const id = ctx.params.str(param)!;
   const h = await ctx.db.selectFrom('hosts').selectAll().where('uuid', '=', id).where('removed', 'is', null).executeTakeFirst();
   if (!h) throw notFound(ctx, param, id);
   if (h.zone_id !== zoneId) throw paramError(`Invalid ${param} ${id}: host ${h.name} is not in the zone of the virtual machine`);
+  const placed = await ctx.db.selectFrom('vms').select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('host_id', '=', h.id).where('removed', 'is', null).where('state', 'in', [...PLACED_VM_STATES]).executeTakeFirstOrThrow();
+  if (Number(placed.n) >= MAX_VMS_PER_HOST) throw serverCapacity(`Unable to place the VM on host ${h.name} (${param}): it runs ${MAX_VMS_PER_HOST} VMs, the most one host's agent can hold`);
   return h;
 }
 

@@ -1,6 +1,7 @@
 // Virtual machine lifecycle as CloudStack shows it: deploy, start, stop, reboot, destroy (expunge),
 // migrate, update (groups may change while the VM runs — a CloudStack gap Palisade closes), list.
 // Palisade runs no VMs: these commands record what the orchestrator did and tell the control plane.
+import { MAX_NICS_PER_VM } from '../../../protocol/limits.js';
 import { paramError, permissionDenied, type CommandContext, type CommandDef, type ParamDef } from '../../command.js';
 import type { Change } from '../../../model/changes.js';
 import { allocateIpv4, allocateIpv6, allocateMac } from './allocation.js';
@@ -31,6 +32,8 @@ async function nicSpecs(ctx: CommandContext): Promise<NicSpec[]> {
   const p = ctx.params;
   const specs: NicSpec[] = [];
   const ipmap = p.map('iptonetworklist');
+  const asked = ipmap?.length ? ipmap.length : (p.list('networkids')?.filter((x) => x.trim() !== '').length ?? 0);
+  if (asked > MAX_NICS_PER_VM) throw paramError(`Invalid ${ipmap?.length ? 'iptonetworklist' : 'networkids'}: ${asked} networks, a virtual machine may have at most ${MAX_NICS_PER_VM} NICs`);
   if (ipmap?.length) {
     if (p.has('networkids')) throw paramError('networkids and iptonetworklist are mutually exclusive');
     for (const [i, e] of ipmap.entries()) {
