@@ -18,7 +18,7 @@ import type { SessionAuth, Transport } from './sessions.js';
 import type { ApiObserver } from './metrics.js';
 import type { ConnectionInspector } from '../model/telemetry.js';
 import { appendFeed } from '../store/queries/feed.js';
-import { storeOutOfSpace, storeUnavailable } from '../store/db.js';
+import { storeOutOfSpace, storeUnavailable, uniqueViolation } from '../store/db.js';
 
 export const AUTH_FAILED = 'unable to verify user credentials and/or request signature';
 export const UNKNOWN_COMMAND = 'The given command does not exist or it is not available for user';
@@ -177,6 +177,11 @@ export class Dispatcher {
     if (storeUnavailable(err)) {
       this.deps.log.warn({ err: err instanceof Error ? err.message : String(err), command }, 'command failed: the store is unreachable');
       return new ApiError(530, STORE_UNAVAILABLE, 9999);
+    }
+    const unique = uniqueViolation(err);
+    if (unique) {
+      this.deps.log.warn({ err: err instanceof Error ? err.message : String(err), command }, 'command refused: a concurrent request took the same unique value');
+      return new ApiError(431, `Unable to execute API command ${command.toLowerCase()}: the ${unique.column} given is already in use (taken by a concurrent request); nothing was changed`, 4350);
     }
     if (storeOutOfSpace(err)) {
       this.deps.log.error({ err: err instanceof Error ? err.message : String(err), command }, 'command failed: the database is out of disk space');

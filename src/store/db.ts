@@ -98,6 +98,19 @@ export function storeOutOfSpace(err: unknown): boolean {
   return !!e && typeof e === 'object' && (e.code === 'SQLITE_FULL' || e.code === '53100');
 }
 
+/**
+ * A unique constraint refused a write: another request committed the same value (a requested MAC, a
+ * name) between this one's check and its write. The column it names (PostgreSQL's detail "Key (col)=(…)",
+ * SQLite's "UNIQUE constraint failed: table.col"), or null when the error is not that.
+ */
+export function uniqueViolation(err: unknown): { column: string } | null {
+  const e = err as { code?: unknown; detail?: unknown; message?: unknown } | null;
+  if (!e || typeof e !== 'object') return null;
+  if (e.code === '23505') return { column: /Key \(([^)]+)\)/.exec(typeof e.detail === 'string' ? e.detail : '')?.[1] ?? 'value' };
+  if (e.code === 'SQLITE_CONSTRAINT_UNIQUE') return { column: /UNIQUE constraint failed: [\w]+\.(\w+)/.exec(typeof e.message === 'string' ? e.message : '')?.[1] ?? 'value' };
+  return null;
+}
+
 /** Is this error the store being unreachable (as opposed to a query that failed)? */
 export function storeUnavailable(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown } | null;

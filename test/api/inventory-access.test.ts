@@ -228,3 +228,17 @@ test('bounds an agent needs are enforced before anything is written: VMs per hos
   await jobFails('deployVirtualMachine', { networkids: wide, name: 'one-too-many', hostid: hosts[0].id }, 533, new RegExp(`Unable to place the VM on host .* \\(hostid\\): it runs ${MAX_VMS_PER_HOST} VMs`));
   assert.equal(await count('listVirtualMachines', 'virtualmachine'), vmsBefore, 'nothing written');
 });
+
+test('VM names are unique in a network ignoring case (as CloudStack\'s collation and DNS); a recovered VM does not take a name given away meanwhile', async () => {
+  const first = (await job('deployVirtualMachine', { networkids: net.id, name: 'Dup1' })).virtualmachine;
+  await jobFails('deployVirtualMachine', { networkids: net.id, name: 'dup1' }, 431, /the vm with hostName dup1 already exists in the network domain of network rootnet/);
+  await job('deployVirtualMachine', { networkids: net.id, name: 'dup2' });
+  // destroyed (not expunged): its name is free again; the first one then cannot be recovered under it
+  await job('destroyVirtualMachine', { id: first.id });
+  const second = (await job('deployVirtualMachine', { networkids: net.id, name: 'DUP1' })).virtualmachine;
+  await fails('recoverVirtualMachine', { id: first.id }, 431, /the vm with hostName Dup1 already exists/);
+  assert.equal((await ok('listVirtualMachines', { id: first.id, listall: true })).virtualmachine[0].state, 'Destroyed', 'nothing changed');
+  // the twin: once the name is free, the recovery works
+  await job('destroyVirtualMachine', { id: second.id, expunge: true });
+  assert.equal((await ok('recoverVirtualMachine', { id: first.id })).virtualmachine.state, 'Stopped');
+});

@@ -122,3 +122,17 @@ test('one network added to a VM through both servers at once: one NIC; a seconda
     assert.equal(held.rows[0].n, 0, `round ${i}: no secondary address of a removed NIC (addIpToNic ${added.body.jobstatus})`);
   }
 });
+
+test('the same requested MAC through both servers at once: one deploy wins, the other is refused with 431 naming it (not 530)', async () => {
+  // two networks: the deploys share no network lock, only the MAC's uniqueness
+  const nets = [(await ok('listNetworks', {})).network.find((n: any) => n.name === 'racenet').id,
+    (await ok('createNetwork', { name: 'racenet-mac', gateway: '10.32.0.1', netmask: '255.255.255.0', startip: '10.32.0.10', endip: '10.32.0.200' })).network.id];
+  for (let i = 0; i < ROUNDS; i++) {
+    const mac = `52:54:00:7a:00:${(0x10 + i).toString(16)}`;
+    const [a, b] = await Promise.all([s1, via2].map((s, k) => s.callAndWait('deployVirtualMachine', { networkids: nets[k], name: `mac-race-${i}-${k}`, macaddress: mac })));
+    const outcomes = [a, b].map((r) => (r.body.jobstatus === 1 ? 'ok' : `${r.body.jobresult?.errorcode}`)).sort();
+    assert.deepEqual(outcomes, ['431', 'ok'], `round ${i}: ${JSON.stringify([a.body.jobresult, b.body.jobresult])}`);
+    const loser = [a, b].find((r) => r.body.jobstatus === 2)!;
+    assert.match(loser.body.jobresult.errortext, /MAC address is already in use|mac given is already in use/);
+  }
+});

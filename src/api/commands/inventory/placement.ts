@@ -5,6 +5,7 @@ import { paramError, permissionDenied, type CommandContext } from '../../command
 import { notFound, serverCapacity, uuid, type Tx } from './common.js';
 import type { HostRow } from './views.js';
 import { groupByNameCi } from '../../../store/queries/securitygroups.js';
+import { equalsCi } from '../../../store/queries/like.js';
 import { lockGroups } from '../../../store/queries/lock.js';
 import { MAX_VMS_PER_HOST } from '../../../protocol/limits.js';
 import { PLACED_VM_STATES } from '../../../model/types.js';
@@ -126,7 +127,8 @@ export function validateVmName(name: string, param = 'name'): void {
 export async function checkNameFree(ctx: CommandContext, name: string, networkIds: number[], exceptVmId?: number): Promise<void> {
   if (!networkIds.length) return;
   let q = ctx.db.selectFrom('vms').innerJoin('nics', 'nics.vm_id', 'vms.id').innerJoin('networks', 'networks.id', 'nics.network_id')
-    .select(['vms.id as id', 'networks.name as network']).where('vms.name', '=', name).where('vms.removed', 'is', null)
+    // ignoring case, as CloudStack's collation compares host names (and DNS does)
+    .select(['vms.id as id', 'networks.name as network']).where(equalsCi(ctx.db, 'vms.name', name)).where('vms.removed', 'is', null)
     .where('vms.state', '!=', 'Destroyed').where('nics.removed', 'is', null).where(inList(ctx.db, 'nics.network_id', networkIds));
   if (exceptVmId !== undefined) q = q.where('vms.id', '!=', exceptVmId);
   const clash = await q.executeTakeFirst();

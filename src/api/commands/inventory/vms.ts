@@ -253,6 +253,9 @@ const recoverVirtualMachine: CommandDef = {
   async handle(ctx) {
     const vm = await getVm(ctx, 'id', { allowDestroyed: true });
     if (vm.state !== 'Destroyed') throw paramError(`Unable to recover VM ${vm.uuid} (id): it is ${vm.state}, not Destroyed`);
+    // its name may have been given to another VM of its networks meanwhile
+    const nets = await ctx.db.selectFrom('nics').select('network_id').where('vm_id', '=', vm.id).where('removed', 'is', null).execute();
+    await checkNameFree(ctx, vm.name, nets.map((n) => n.network_id), vm.id);
     await ctx.db.updateTable('vms').set({ state: 'Stopped', sync_state: 'Pending', sync_error: null }).where('id', '=', vm.id).execute();
     ctx.changed({ kind: 'vmState', vmId: vm.id });
     vmEvent(ctx, vm, 'VM.RECOVER', `Recovering VM: ${vm.uuid}`);
