@@ -268,7 +268,7 @@ export class Agent extends EventEmitter {
     this.tamperTimer = setTimeout(() => {
       this.tamperTimer = null;
       this.lastTamperCheck = Date.now();
-      void this.reconcile();
+      void this.reconcile({ full: true });
     }, wait);
   }
 
@@ -481,7 +481,7 @@ export class Agent extends EventEmitter {
           this.standingDown = false;
           this.o.log.warn({ server }, 'agent: this host\'s session is ours again; writing its kernel again');
           // the other agent wrote the kernel meanwhile: read it afresh (and repair) before trusting the last view
-          void this.reconcile();
+          void this.reconcile({ full: true });
         }
         if (this.state && this.state.hostId !== m.hostId) {
           // The saved state belongs to another host (a reused state dir): never build deltas on it, and
@@ -725,8 +725,8 @@ export class Agent extends EventEmitter {
     }
   }
 
-  /** One reconcile pass: preflight, port discovery, observe, repair drift, report. */
-  reconcile(): Promise<void> {
+  /** One reconcile pass: preflight, port discovery, observe, repair drift, report. `full`: read every rule (after someone else's change). */
+  reconcile(opts: { full?: boolean } = {}): Promise<void> {
     return this.serial(async () => {
       if (this.stopped) return;
       await this.runPreflight();
@@ -741,19 +741,19 @@ export class Agent extends EventEmitter {
         if (this.lastApplyError === null) this.o.log.info({ revision: state.revision }, 'agent: apply succeeded on retry');
       } else if (state && state.revision === this.appliedRevision && !this.applyWanted) {
         // Only against what was applied: a state that arrived since is applied next, not "drift".
-        await this.repairDrift(state).catch((e) => this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: reconcile failed'));
+        await this.repairDrift(state, opts.full ?? false).catch((e) => this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: reconcile failed'));
       }
       this.report(false);
     });
   }
 
   /** Observe the kernel (and the ports); re-apply when something drifted; count it when the repair worked. */
-  private async repairDrift(state: HostDesiredState): Promise<void> {
+  private async repairDrift(state: HostDesiredState, full: boolean): Promise<void> {
     if (this.standingDown) return;
     const ports = await this.o.discover(state);
     // (no link watcher, or it missed them)
     if (await this.followPorts(state, ports)) return;
-    const obs = await this.o.dataplane.observe({ state, ports, dropLog: this.dropLogConfig() });
+    const obs = await this.o.dataplane.observe({ state, ports, dropLog: this.dropLogConfig() }, { full });
     if (!obs.drift.length) return;
     const what = obs.drift.slice(0, 5).map((d) => `${d.kind} ${d.what}`).join('; ') + (obs.drift.length > 5 ? `; … ${obs.drift.length - 5} more` : '');
     const count = obs.drift.length;

@@ -73,7 +73,8 @@ export interface Dataplane {
   /** Make the kernel match the input: one transaction per tool; writes nothing if already matching. */
   apply(input: DataplaneInput): Promise<ApplyResult>;
   /** Read back what is there and what drifted from the input. */
-  observe(input: DataplaneInput): Promise<Observation>;
+  /** `full`: read everything even where a big host's pass would read part (someone else just changed the tables). */
+  observe(input: DataplaneInput, opts?: { full?: boolean }): Promise<Observation>;
   /** Remove everything this backend owns from the host. */
   teardown(): Promise<void>;
   /**

@@ -153,12 +153,12 @@ export class NftablesDataplane implements Dataplane {
     return this.known;
   }
 
-  observe(input: DataplaneInput): Promise<Observation> {
+  observe(input: DataplaneInput, opts: { full?: boolean } = {}): Promise<Observation> {
     return this.serial(async () => {
       const program = render(input).program;
       const vmChains = program.chains.filter((c) => c.family === 'inet').length;
       const every = Math.ceil(vmChains / FULL_READ_CHAINS);
-      if (every > 1 && this.known && this.passes++ % every !== 0) {
+      if (!opts.full && every > 1 && this.known && this.passes++ % every !== 0) {
         const { kernel, read } = await this.readPartial();
         const items = drift(program, kernel, read);
         // what was read replaces what we knew of it; the rest stays as known
