@@ -450,15 +450,21 @@ for (const backend of BACKENDS) describe(backend, () => {
     }
   });
 
-  test('a VM placed before its tap exists is Pending with the reason (not Failed); the tap appears → its rules are in at once, no drift counted', async (t) => {
-    const labHost = await lab.addHost('h4');
-    const api = await addHost(srv, `e2e-h4-${lab.prefix}`);
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-e2e-h4-'));
+  /** Another lab host with its agent, whose reconcile pass runs only every 10 minutes. */
+  async function slowPassHost(name: string) {
+    const labHost = await lab.addHost(name);
+    const api = await addHost(srv, `e2e-${name}-${lab.prefix}`);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `palisade-e2e-${name}-`));
     dirs.push(dir);
-    // A reconcile pass only every 10 minutes: what happens below is the link watcher's doing.
     const agent = new AgentProcess(['--server', `http://127.0.0.1:${relay.port}`, '--token', api.token, '--state-dir', dir, '--netns', labHost.netns,
-      '--reconcile-interval', '600s', '--backoff-max', '1s', '--hostname', 'e2e-h4', '--dataplane', backend]);
+      '--reconcile-interval', '600s', '--backoff-max', '1s', '--hostname', `e2e-${name}`, '--dataplane', backend]);
     agent.start();
+    return { labHost, api, agent };
+  }
+
+  test('a VM placed before its tap exists is Pending with the reason (not Failed); the tap appears → its rules are in at once, no drift counted', async (t) => {
+    // A reconcile pass only every 10 minutes: what happens below is the link watcher's doing.
+    const { labHost, api, agent } = await slowPassHost('h4');
     let web4: { remove(): Promise<void> } | null = null;
     try {
       await waitFor('h4 Up', async () => (await hostRow(srv, api.id)).state === 'Up', 30_000, 200);
@@ -490,14 +496,8 @@ for (const backend of BACKENDS) describe(backend, () => {
   });
 
   if (backend === 'nftables') test('another program\'s `nft flush ruleset` (nftables.service reloading) is repaired within a second or two by the ruleset watcher, long before a reconcile pass', async (t) => {
-    const labHost = await lab.addHost('h5');
-    const api = await addHost(srv, `e2e-h5-${lab.prefix}`);
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-e2e-h5-'));
-    dirs.push(dir);
     // A reconcile pass only every 10 minutes: a repair below is the ruleset watcher's doing.
-    const agent = new AgentProcess(['--server', `http://127.0.0.1:${relay.port}`, '--token', api.token, '--state-dir', dir, '--netns', labHost.netns,
-      '--reconcile-interval', '600s', '--backoff-max', '1s', '--hostname', 'e2e-h5', '--dataplane', backend]);
-    agent.start();
+    const { labHost, api, agent } = await slowPassHost('h5');
     let web5: { remove(): Promise<void> } | null = null;
     try {
       await waitFor('h5 Up', async () => (await hostRow(srv, api.id)).state === 'Up', 30_000, 200);
