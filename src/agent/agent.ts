@@ -50,8 +50,7 @@ export interface AgentOptions {
   dataplane: Dataplane;
   /** Port discovery: where each NIC of the state is on the host. */
   discover: (state: HostDesiredState) => Promise<HostPorts>;
-  /** Preflight checks (fix what may be fixed); null: none (simulations). */
-  /** The host's checks; `bridges`: the VM bridges of the last apply (preflight.ts). */
+  /** Preflight checks (fix what may be fixed; `bridges`: the VM bridges of the last apply); null: none (simulations). */
   preflight: ((bridges: string[]) => Promise<PreflightFinding[]>) | null;
   reconcileMs: number;
   log: Logger;
