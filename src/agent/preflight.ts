@@ -68,35 +68,39 @@ export async function preflight(runner: Runner, tools: string[] = TOOLS.iptables
  * the security groups allow: br_netfilter passes bridged traffic through every table's forward hook.
  * Palisade cannot accept for that table (a packet must pass every base chain), so it says so. A table
  * counts as passing the VM bridges when one of its rules accepts on a managed bridge's name (in- or
- * out-interface, or the bridge of a bridged port; `cloudbr+` style wildcards included), or without any
- * condition, e.g.
- * `-i br0 -j ACCEPT` in DOCKER-USER, or on physdev (`-m physdev --physdev-is-bridged -j ACCEPT`). A
- * rule that only jumps elsewhere does not count. Seen through nftables, so iptables-nft's, ebtables-nft's
- * and nft's tables; iptables-legacy's are not read. Pure: nft's JSON in, findings out.
+ * out-interface, or the bridge of a bridged port; `cloudbr+` style wildcards included), e.g.
+ * `-i br0 -j ACCEPT` in DOCKER-USER, on physdev (`-m physdev --physdev-is-bridged -j ACCEPT`), or
+ * without any condition. A rule that only jumps elsewhere does not count. Seen through nftables, so iptables-nft's, ebtables-nft's
+ * and nft's tables; iptables-legacy's are not read. Pure: the chains and their tables' rules (nft's
+ * JSON) in, findings out.
  */
-export function forwardDropFindings(chainsJson: string, tableJson: (family: string, table: string) => string | null, bridges: string[]): PreflightFinding[] {
-  type Chain = { family: string; table: string; name: string; hook?: string; policy?: string };
-  let chains: Chain[];
-  try {
-    chains = ((JSON.parse(chainsJson) as { nftables?: { chain?: Chain }[] }).nftables ?? []).flatMap((e) => (e.chain ? [e.chain] : []));
-  } catch { return []; }
-  const dropping = chains.filter((c) => c.hook === 'forward' && c.policy === 'drop' && FORWARD_FAMILIES.includes(c.family) && c.table !== 'palisade');
-  const out: PreflightFinding[] = [];
-  for (const c of dropping) {
+export function forwardDropFindings(dropping: NftChain[], tableJson: (family: string, table: string) => string | null, bridges: string[]): PreflightFinding[] {
+  return dropping.map((c) => {
     const check = `forward policy ${c.family} ${c.table} ${c.name}`;
-    if (rulesOf(tableJson(c.family, c.table) ?? '').some((rule) => acceptsBridges(rule, bridges))) {
-      out.push({ check, ok: true, detail: 'drops by default, and a rule of its table accepts the VM bridges' });
-    } else {
-      out.push({ check, ok: false,
-        detail: `another firewall's forward chain drops by default (policy drop) and none of its table's rules accepts the VM bridges${bridges.length ? ` (${bridges.join(', ')})` : ''}: bridged VM traffic is dropped whatever the security groups allow (Docker sets this: accept the bridges there, e.g. iptables -I DOCKER-USER -i BRIDGE -o BRIDGE -j ACCEPT)` });
+    if (listed<Expr>(tableJson(c.family, c.table) ?? '', 'rule').some((rule) => acceptsBridges(rule, bridges))) {
+      return { check, ok: true, detail: 'drops by default, and a rule of its table accepts the VM bridges' };
     }
-  }
-  return out;
+    return { check, ok: false,
+      detail: `another firewall's forward chain drops by default (policy drop) and none of its table's rules accepts the VM bridges${bridges.length ? ` (${bridges.join(', ')})` : ''}: bridged VM traffic is dropped whatever the security groups allow (Docker sets this: accept the bridges there, e.g. iptables -I DOCKER-USER -i BRIDGE -o BRIDGE -j ACCEPT)` };
+  });
 }
 
 const FORWARD_FAMILIES = ['ip', 'ip6', 'inet', 'bridge'];
 const IFACE_KEYS = new Set(['iifname', 'oifname', 'ibrname', 'obrname']);
 type Expr = Record<string, any>;
+export interface NftChain { family: string; table: string; name: string; hook?: string; policy?: string }
+
+/** The `key` objects of an `nft -j list …` answer (none for an answer that is not nft's JSON). */
+function listed<T>(json: string, key: string): T[] {
+  try {
+    return ((JSON.parse(json) as { nftables?: Record<string, T | undefined>[] }).nftables ?? []).flatMap((e) => (e[key] ? [e[key]!] : []));
+  } catch { return []; }
+}
+
+/** Someone else's forward base chains, in a `nft -j list chains` answer, that drop by default. Pure. */
+export function droppingForwardChains(chainsJson: string): NftChain[] {
+  return listed<NftChain>(chainsJson, 'chain').filter((c) => c.hook === 'forward' && c.policy === 'drop' && FORWARD_FAMILIES.includes(c.family) && c.table !== 'palisade');
+}
 
 /** A rule (nft JSON) that accepts, matching a managed bridge by name (wildcards too) or physdev. */
 function acceptsBridges(rule: Expr, bridges: string[]): boolean {
@@ -115,13 +119,6 @@ function acceptsBridges(rule: Expr, bridges: string[]): boolean {
   });
 }
 
-/** The rules of an `nft -j list table` answer. */
-function rulesOf(tableJson: string): Expr[] {
-  try {
-    return ((JSON.parse(tableJson) as { nftables?: { rule?: Expr }[] }).nftables ?? []).flatMap((e) => (e.rule ? [e.rule] : []));
-  } catch { return []; }
-}
-
 /**
  * forwardDropFindings for the host. Cheap when there is nothing to find (one `nft -j list tables`):
  * chains are listed only for the families that have a table of someone else's, and a table's rules
@@ -131,27 +128,20 @@ function rulesOf(tableJson: string): Expr[] {
 export async function forwardDropCheck(runner: Runner, bridges: string[]): Promise<PreflightFinding[]> {
   const tables = await runner.run('nft', ['-j', 'list', 'tables']);
   if (tables.code !== 0) return [];
-  let families: string[];
-  try {
-    const all = ((JSON.parse(tables.stdout) as { nftables?: { table?: { family: string; name: string } }[] }).nftables ?? []).flatMap((e) => (e.table ? [e.table] : []));
-    families = [...new Set(all.filter((t) => FORWARD_FAMILIES.includes(t.family) && t.name !== 'palisade').map((t) => t.family))];
-  } catch { return []; }
+  const others = listed<{ family: string; name: string }>(tables.stdout, 'table').filter((t) => FORWARD_FAMILIES.includes(t.family) && t.name !== 'palisade');
   const found: PreflightFinding[] = [];
-  for (const family of families) found.push(...await forwardDropsOf(runner, family, bridges));
-  return found;
-}
-
-async function forwardDropsOf(runner: Runner, family: string, bridges: string[]): Promise<PreflightFinding[]> {
-  const chains = await runner.run('nft', ['-j', 'list', 'chains', family]);
-  if (chains.code !== 0) return [];
-  const tables = new Map<string, string | null>();
-  // the tables with such a chain (a first pass without rules finds them: "forward policy FAMILY TABLE CHAIN")
-  const candidates = forwardDropFindings(chains.stdout, () => null, []).map((f) => f.check.split(' ').slice(2, 4) as [string, string]);
-  for (const [fam, table] of candidates) {
-    const r = await runner.run('nft', ['-j', 'list', 'table', fam, table]);
-    tables.set(`${fam} ${table}`, r.code === 0 ? r.stdout : null);
+  for (const family of new Set(others.map((t) => t.family))) {
+    const chains = await runner.run('nft', ['-j', 'list', 'chains', family]);
+    if (chains.code !== 0) continue;
+    const dropping = droppingForwardChains(chains.stdout);
+    const rules = new Map<string, string | null>();
+    for (const table of new Set(dropping.map((c) => c.table))) {
+      const r = await runner.run('nft', ['-j', 'list', 'table', family, table]);
+      rules.set(table, r.code === 0 ? r.stdout : null);
+    }
+    found.push(...forwardDropFindings(dropping, (_, table) => rules.get(table) ?? null, bridges));
   }
-  return forwardDropFindings(chains.stdout, (fam, table) => tables.get(`${fam} ${table}`) ?? null, bridges);
+  return found;
 }
 
 /** Findings that put the host in Alert. */

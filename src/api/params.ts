@@ -71,11 +71,7 @@ function invalid(def: CommandDef, p: ParamDef, value: string): ApiError {
   return new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to invalid value ${echo(value)} for parameter ${p.name}`, PARAM_PROCESSING_CS_CODE);
 }
 function invalidUuid(def: CommandDef, p: ParamDef, value: string): ApiError {
-  return entityNotFound(def.name, p.name, value);
-}
-/** ParamProcessWorker's answer for a uuid that names no entity of the parameter's kind. */
-export function entityNotFound(command: string, param: string, value: string): ApiError {
-  return new ApiError(431, `Unable to execute API command ${command.toLowerCase()} due to invalid value. Invalid parameter ${param} value=${echo(value)} due to incorrect long value format, or entity does not exist or due to incorrect parameter annotation for the field in api cmd class.`, PARAM_PROCESSING_CS_CODE);
+  return new ApiError(431, `Unable to execute API command ${cmdLabel(def)} due to invalid value. Invalid parameter ${p.name} value=${echo(value)} due to incorrect long value format, or entity does not exist or due to incorrect parameter annotation for the field in api cmd class.`, PARAM_PROCESSING_CS_CODE);
 }
 /** ParamProcessWorker's InvalidParameterValueException wording: "… due to invalid value. <why>". */
 function invalidBecause(def: CommandDef, why: string): ApiError {

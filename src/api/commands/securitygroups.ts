@@ -108,7 +108,7 @@ async function nameInUse(db: Db, accountId: number, name: string, exceptId?: num
 }
 
 /** Owner account id for name-based lookups (CloudStack's getEntityOwnerId / finalizeAccountId). */
-async function ownerAccountId(ctx: Ctx): Promise<number> {
+async function ownerAccountId(ctx: Pick<Ctx, 'access' | 'params'>): Promise<number> {
   return (await ctx.access.resolveOwner(ctx.params, true)).accountId;
 }
 
@@ -358,12 +358,12 @@ function describeAuthorize(dir: 'ingress' | 'egress', p: Params): string {
 }
 
 /** The group an authorize names (CloudStack's Cmd.getSecurityGroupId, with its texts). */
-async function authorizeTarget(ctx: { db: Ctx['db']; access: Ctx['access']; params: Ctx['params'] }, command: string) {
+async function authorizeTarget(ctx: Pick<Ctx, 'db' | 'access' | 'params'>, command: string) {
   const gid = ctx.params.str('securitygroupid');
   const gname = ctx.params.str('securitygroupname');
   if (gid !== undefined && gname !== undefined) throw paramError('securityGroupId and securityGroupName parameters are mutually exclusive');
   if (gname !== undefined) {
-    const accountId = (await ctx.access.resolveOwner(ctx.params, true)).accountId;
+    const accountId = await ownerAccountId(ctx);
     const g = await groupByNameCi(ctx.db, accountId, gname);
     if (!g) throw paramError(`Unable to find security group ${gname} for account id=${accountId}`);
     return g;

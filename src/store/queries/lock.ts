@@ -66,6 +66,12 @@ export async function lockDomain(db: Transaction<Database> | Kysely<Database>, d
   await db.selectFrom('domains').select('id').where('id', '=', domainId).forUpdate().execute();
 }
 
+/** Serialises creators of networks in one zone (the subnet overlap check) on PostgreSQL. */
+export async function lockZone(db: Transaction<Database> | Kysely<Database>, zoneId: number): Promise<void> {
+  if (isSqlite(db)) return;
+  await db.selectFrom('zones').select('id').where('id', '=', zoneId).forUpdate().execute();
+}
+
 /**
  * Locks these hosts' rows in ascending id order (PostgreSQL), at the start of a transaction that writes
  * several of them in several statements: every such writer then takes host rows in the same order, so

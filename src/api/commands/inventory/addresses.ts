@@ -39,6 +39,15 @@ export function subnet4(gateway: number, prefix: number): Subnet4 {
 
 export const inSubnet4 = (s: Subnet4, ip: number) => ip >= s.network && ip <= s.broadcast;
 
+/** "10.0.0.0/8" → subnet; null unless it is IPv4 with a prefix 0..32. */
+export function parseCidr4(cidr: string): Subnet4 | null {
+  const c = parseCidr(cidr.trim());
+  return c?.family === 4 ? subnet4(Number(c.start), c.prefix) : null;
+}
+
+/** Whether two subnets share an address. */
+export const overlaps4 = (a: Subnet4, b: Subnet4) => a.network <= b.broadcast && b.network <= a.broadcast;
+
 // ---------- IPv6 ----------
 
 /** An IPv6 address (with :: and an optional dotted IPv4 tail, no zone) → 128-bit bigint. */
@@ -61,6 +70,9 @@ export function parseCidr6(cidr: string): Subnet6 | null {
 }
 
 export const inSubnet6 = (s: Subnet6, ip: bigint) => ip >= s.network && ip <= s.last;
+
+/** Whether two subnets share an address. */
+export const overlaps6 = (a: Subnet6, b: Subnet6) => a.network <= b.last && b.network <= a.last;
 
 // ---------- allocation ----------
 

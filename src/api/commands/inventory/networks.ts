@@ -2,8 +2,9 @@
 // is usable by every account of that domain and its subdomains (CloudStack's Domain ACL with subdomain access).
 import { inList } from '../../../store/queries/batch.js';
 import { paramError, resourceInUse, type CommandContext, type CommandDef } from '../../command.js';
-import { netmaskPrefix, parseCidr6, parseIpv4, parseIpv6, subnet4, inSubnet4, formatIpv6 } from './addresses.js';
+import { netmaskPrefix, overlaps4, overlaps6, parseCidr4, parseCidr6, parseIpv4, parseIpv6, subnet4, inSubnet4, formatIpv6 } from './addresses.js';
 import type { Tx } from './common.js';
+import { lockZone } from '../../../store/queries/lock.js';
 import {
   domainAncestors, domainSubtree, getNetwork, isRootAdmin, notFound, matchesKeyword, pageOf, paging, pagingParams, resolveZone, scopeParams, uuid,
 } from './common.js';
@@ -20,13 +21,10 @@ interface Ranges {
  * DAD exemptions, so a tenant owning the link-local metadata address, a router's fe80:: address, a
  * multicast group or the unspecified address could impersonate them to its neighbours.
  */
-const RESERVED4: [string, number, number, string][] = [
-  ['0.0.0.0/8', 0x00000000, 8, '"this network"'], ['127.0.0.0/8', 0x7f000000, 8, 'loopback'], ['169.254.0.0/16', 0xa9fe0000, 16, 'link-local'],
-  ['224.0.0.0/4', 0xe0000000, 4, 'multicast'], ['240.0.0.0/4', 0xf0000000, 4, 'reserved and broadcast'],
-];
-const RESERVED6: [string, string, string][] = [
-  ['::/8', '::/8', 'unspecified, loopback and IPv4-mapped'], ['fe80::/10', 'fe80::/10', 'link-local'], ['ff00::/8', 'ff00::/8', 'multicast'],
-];
+const RESERVED4 = ([['0.0.0.0/8', '"this network"'], ['127.0.0.0/8', 'loopback'], ['169.254.0.0/16', 'link-local'], ['224.0.0.0/4', 'multicast'], ['240.0.0.0/4', 'reserved and broadcast']] as const)
+  .map(([text, what]) => ({ text, what, block: parseCidr4(text)! }));
+const RESERVED6 = ([['::/8', 'unspecified, loopback and IPv4-mapped'], ['fe80::/10', 'link-local'], ['ff00::/8', 'multicast']] as const)
+  .map(([text, what]) => ({ text, what, block: parseCidr6(text)! }));
 
 /** Validates the address parameters of createNetwork (CloudStack's checks and messages where it has them). Pure. */
 export function validateRanges(p: Record<string, string | undefined>): Ranges {
@@ -55,9 +53,8 @@ export function validateRanges(p: Record<string, string | undefined>): Ranges {
     if (!inSubnet4(sub, s) || s === sub.network || s === sub.broadcast) throw paramError(`Invalid startip ${startip}: it is not a host address of the subnet of gateway ${gateway}/${netmask}`);
     if (!inSubnet4(sub, e) || e === sub.network || e === sub.broadcast) throw paramError(`Invalid endip ${endip}: it is not a host address of the subnet of gateway ${gateway}/${netmask}`);
     if (s > e) throw paramError(`Invalid IP range: startip ${startip} is greater than endip ${endip}`);
-    for (const [text, base, len, what] of RESERVED4) {
-      const block = subnet4(base, len);
-      if (sub.network <= block.broadcast && block.network <= sub.broadcast) throw paramError(`Invalid gateway/netmask ${gateway}/${netmask}: the subnet overlaps ${text} (${what}), which a guest network may not use`);
+    for (const { text, what, block } of RESERVED4) {
+      if (overlaps4(sub, block)) throw paramError(`Invalid gateway/netmask ${gateway}/${netmask}: the subnet overlaps ${text} (${what}), which a guest network may not use`);
     }
     if (gw >= s && gw <= e) throw paramError('The gateway ip should not be the part of the ip range being added (startip-endip).');
     Object.assign(out, { gateway, netmask, startIp: startip, endIp: endip });
@@ -67,9 +64,8 @@ export function validateRanges(p: Record<string, string | undefined>): Ranges {
     const cidr = parseCidr6(ip6cidr);
     if (cidr === null) throw paramError('Invalid ip6cidr');
     if (cidr.prefix > 120) throw paramError(`Invalid ip6cidr ${ip6cidr}: prefix too long`);
-    for (const [text, block, what] of RESERVED6) {
-      const b = parseCidr6(block)!;
-      if (cidr.network <= b.last && b.network <= cidr.last) throw paramError(`Invalid ip6cidr ${ip6cidr}: it overlaps ${text} (${what}), which a guest network may not use`);
+    for (const { text, what, block } of RESERVED6) {
+      if (overlaps6(cidr, block)) throw paramError(`Invalid ip6cidr ${ip6cidr}: it overlaps ${text} (${what}), which a guest network may not use`);
     }
     const gw = parseIpv6(ip6gateway);
     if (gw === null) throw paramError('Invalid ip6Gateway (ip6gateway)');
@@ -110,11 +106,11 @@ export function validateRanges(p: Record<string, string | undefined>): Ranges {
  * Networks of one zone on one VLAN (untagged included) share one L2 segment, so their subnets must not
  * overlap: two NICs with one address would each pass anti-spoofing with it, and a tenant of one network
  * could take another domain's VM address or the gateway's. As CloudStack, only the root admin may
- * bypass this (bypassvlanoverlapcheck). Creations in one zone are serialised by a no-op write to the
- * zone's row (PostgreSQL holds its row lock until commit), so two servers cannot both pass the check.
+ * bypass this (bypassvlanoverlapcheck). Creations in one zone are serialised by the zone's row lock
+ * (store/queries/lock.ts), so two servers cannot both pass the check.
  */
 async function checkNoOverlap(db: Tx, zone: { id: number; name: string }, r: Ranges): Promise<void> {
-  await db.updateTable('zones').set((eb) => ({ id: eb.ref('id') })).where('id', '=', zone.id).execute();
+  await lockZone(db, zone.id);
   let q = db.selectFrom('networks').select(['gateway', 'netmask', 'ip6_cidr']).where('zone_id', '=', zone.id).where('removed', 'is', null);
   q = r.vlan === null ? q.where('vlan', 'is', null) : q.where('vlan', '=', r.vlan);
   const others = await q.execute();
@@ -125,8 +121,7 @@ async function checkNoOverlap(db: Tx, zone: { id: number; name: string }, r: Ran
       const gw = o.gateway ? parseIpv4(o.gateway) : null;
       const prefix = o.netmask ? netmaskPrefix(o.netmask) : null;
       if (gw === null || prefix === null) continue;
-      const theirs = subnet4(gw, prefix);
-      if (mine.network <= theirs.broadcast && theirs.network <= mine.broadcast) {
+      if (overlaps4(mine, subnet4(gw, prefix))) {
         throw paramError(`The IP range with tag: ${tag} in zone ${zone.name} has overlapped with the subnet. Please specify a different gateway/netmask.`);
       }
     }
@@ -135,7 +130,7 @@ async function checkNoOverlap(db: Tx, zone: { id: number; name: string }, r: Ran
     const mine = parseCidr6(r.ip6Cidr)!;
     for (const o of others) {
       const theirs = o.ip6_cidr ? parseCidr6(o.ip6_cidr) : null;
-      if (theirs && mine.network <= theirs.last && theirs.network <= mine.last) {
+      if (theirs && overlaps6(mine, theirs)) {
         throw paramError(`The IPv6 range with tag: ${tag} in zone ${zone.name} has overlapped with the subnet. Please specify a different ip6gateway/ip6cidr.`);
       }
     }

@@ -16,6 +16,16 @@ async function touched(ctx: CommandContext, vmId: number): Promise<void> {
   ctx.changed({ kind: 'nic', vmId });
 }
 
+/**
+ * The VM's row lock, then the NIC must still be there: a VM's NICs and secondary addresses change under
+ * it, so an addIpToNic and a removeNicFromVirtualMachine of one NIC (through two servers) run one after
+ * the other, and the later one finds what the earlier did.
+ */
+async function lockVmOfLiveNic(ctx: CommandContext, vmId: number, nic: { id: number; uuid: string }): Promise<void> {
+  await lockVm(ctx.db, vmId);
+  if (!(await ctx.db.selectFrom('nics').select('id').where('id', '=', nic.id).where('removed', 'is', null).executeTakeFirst())) throw notFound(ctx, 'nicid', nic.uuid);
+}
+
 async function getNic(ctx: CommandContext, param: string) {
   const id = ctx.params.str(param)!;
   const nic = await ctx.db.selectFrom('nics').selectAll().where('uuid', '=', id).where('removed', 'is', null).executeTakeFirst();
@@ -68,9 +78,7 @@ const removeNicFromVirtualMachine: CommandDef = {
     if (nic.vm_id !== vm.id) throw paramError(`Invalid nicid: NIC ${nic.uuid} is not a NIC on VM ${vm.uuid}`);
     const net = await ctx.db.selectFrom('networks').select(['uuid', 'name']).where('id', '=', nic.network_id).executeTakeFirst();
     if (nic.is_default === 1) throw paramError(`Unable to remove NIC from VM ${vm.instance_name} in network ${net?.name ?? nic.network_id}, NIC is default. (nicid)`);
-    // under the VM's row lock: an addIpToNic for this NIC waits, then finds it gone
-    await lockVm(ctx.db, vm.id);
-    if (!(await ctx.db.selectFrom('nics').select('id').where('id', '=', nic.id).where('removed', 'is', null).executeTakeFirst())) throw notFound(ctx, 'nicid', nic.uuid);
+    await lockVmOfLiveNic(ctx, vm.id, nic);
     await ctx.db.deleteFrom('nic_secondary_ips').where('nic_id', '=', nic.id).execute();
     await ctx.db.deleteFrom('nics').where('id', '=', nic.id).execute();
     await touched(ctx, vm.id);
@@ -92,10 +100,7 @@ const addIpToNic: CommandDef = {
     const vm = await ctx.db.selectFrom('vms').selectAll().where('id', '=', nic.vm_id).executeTakeFirstOrThrow();
     await ctx.access.checkAccess(vm.account_id, vm.domain_id);
     if (vm.state === 'Destroyed') throw paramError(`Invalid nicid: virtual machine ${vm.uuid} is destroyed`);
-    // under the VM's row lock: a removeNicFromVirtualMachine racing this one either ran first (the NIC is
-    // gone: refused) or waits (and removes this address with the NIC)
-    await lockVm(ctx.db, vm.id);
-    if (!(await ctx.db.selectFrom('nics').select('id').where('id', '=', nic.id).where('removed', 'is', null).executeTakeFirst())) throw notFound(ctx, 'nicid', nic.uuid);
+    await lockVmOfLiveNic(ctx, vm.id, nic);
     const held = await ctx.db.selectFrom('nic_secondary_ips').select((eb) => eb.fn.countAll<number>().as('n')).where('nic_id', '=', nic.id).executeTakeFirstOrThrow();
     if (Number(held.n) >= MAX_SECONDARY_IPS_PER_NIC) throw paramError(`Invalid nicid: NIC ${nic.uuid} has ${held.n} secondary addresses, the most a NIC may have`);
     const net = await ctx.db.selectFrom('networks').selectAll().where('id', '=', nic.network_id).executeTakeFirstOrThrow();

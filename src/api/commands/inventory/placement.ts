@@ -24,12 +24,15 @@ export function leastLoaded(hosts: HostRow[], load: Map<number, number>, exclude
   return best;
 }
 
+/** VMs on their hosts (the states whose rules the host's agent holds). */
+const placedVms = (db: Tx) => db.selectFrom('vms').where('removed', 'is', null).where('state', 'in', [...PLACED_VM_STATES]);
+
 export async function pickHost(db: Tx, zoneId: number, exclude?: number): Promise<HostRow> {
   const hosts = await db.selectFrom('hosts').selectAll().where('zone_id', '=', zoneId).where('removed', 'is', null).execute();
   const load = new Map<number, number>();
   if (hosts.length) {
-    const rows = await db.selectFrom('vms').select(['host_id']).select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('host_id', 'is not', null).where('removed', 'is', null).where('state', 'in', [...PLACED_VM_STATES]).groupBy('host_id').execute();
+    const rows = await placedVms(db).select(['host_id']).select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('host_id', 'is not', null).groupBy('host_id').execute();
     for (const r of rows) if (r.host_id !== null) load.set(r.host_id, Number(r.n));
   }
   const h = leastLoaded(hosts.filter((x) => (load.get(x.id) ?? 0) < MAX_VMS_PER_HOST), load, exclude);
@@ -51,8 +54,7 @@ export async function hostInZone(ctx: CommandContext, param: string, zoneId: num
   const h = await ctx.db.selectFrom('hosts').selectAll().where('uuid', '=', id).where('removed', 'is', null).executeTakeFirst();
   if (!h) throw notFound(ctx, param, id);
   if (h.zone_id !== zoneId) throw paramError(`Invalid ${param} ${id}: host ${h.name} is not in the zone of the virtual machine`);
-  const placed = await ctx.db.selectFrom('vms').select((eb) => eb.fn.countAll<number>().as('n'))
-    .where('host_id', '=', h.id).where('removed', 'is', null).where('state', 'in', [...PLACED_VM_STATES]).executeTakeFirstOrThrow();
+  const placed = await placedVms(ctx.db).select((eb) => eb.fn.countAll<number>().as('n')).where('host_id', '=', h.id).executeTakeFirstOrThrow();
   if (Number(placed.n) >= MAX_VMS_PER_HOST) throw serverCapacity(`Unable to place the VM on host ${h.name} (${param}): it runs ${MAX_VMS_PER_HOST} VMs, the most one host's agent can hold`);
   return h;
 }
