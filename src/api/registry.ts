@@ -12,13 +12,14 @@ import { basicZoneCommands } from './commands/basic-zone.js';
 import { userCommands } from './commands/users.js';
 import { trafficCommands } from './commands/traffic.js';
 import { configurationCommands } from './commands/configurations.js';
+import { capabilityCommands } from './commands/capabilities.js';
 
 let cached: CommandDef[] | undefined;
 
 export function allCommands(): CommandDef[] {
   if (cached) return cached;
   const own: CommandDef[] = [...accountCommands, ...securityGroupCommands, ...tagCommands, ...eventCommands, ...asyncJobCommands, ...projectCommands, ...basicZoneCommands, ...userCommands];
-  const list: CommandDef[] = [...own, ...inventoryCommands, ...trafficCommands, ...configurationCommands];
+  const list: CommandDef[] = [...own, ...inventoryCommands, ...trafficCommands, ...configurationCommands, ...capabilityCommands];
   list.push(makeListApis(() => list));
   const seen = new Set<string>();
   for (const c of list) {

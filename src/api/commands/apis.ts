@@ -1,5 +1,8 @@
 // listApis: every command with its parameters, as CloudStack's ApiDiscoveryService shapes it
 // (api[].name, description, isasync, since, related, params[] {name, description, type, required, length}, response[]).
+// `related`, as ApiDiscoveryServiceImpl computes it: for a command, the other commands answering with
+// the same response object (none for a bare success); for a parameter naming an entity (its
+// @Parameter entityType), the commands answering with that entity. Absent where there is none.
 import { paramError, type CommandDef } from '../command.js';
 import { DEFAULT_STRING_LENGTH } from '../limits.js';
 
@@ -20,11 +23,29 @@ const RESPONSE_FIELDS: Record<string, string[]> = {
   nic: ['id', 'networkid', 'ipaddress', 'ip6address', 'macaddress', 'isdefault', 'secondaryip', 'virtualmachineid'],
   nicsecondaryip: ['id', 'ipaddress', 'nicid', 'networkid', 'virtualmachineid'],
   project: ['id', 'name', 'displaytext', 'domainid', 'domain', 'account', 'state', 'tags', 'created'],
+  capability: ['securitygroupsenabled', 'dynamicrolesenabled', 'cloudstackversion', 'userpublictemplateenabled', 'supportELB', 'projectinviterequired',
+    'allowusercreateprojects', 'customdiskofferingminsize', 'customdiskofferingmaxsize', 'regionsecondaryenabled', 'kvmsnapshotenabled',
+    'allowuserviewdestroyedvm', 'allowuserexpungerecovervm', 'allowuserexpungerecovervolume', 'allowuserviewalldomainaccounts',
+    'kubernetesserviceenabled', 'kubernetesclusterexperimentalfeaturesenabled', 'defaultuipagesize'],
   api: ['name', 'description', 'isasync', 'since', 'related', 'params', 'response', 'type'],
   securitygroupdrop: ['virtualmachineid', 'virtualmachinename', 'nicid', 'direction', 'protocol', 'srcaddress', 'srcport', 'dstaddress', 'dstport', 'icmptype', 'icmpcode', 'reason', 'created'],
   securitygrouptraffic: ['virtualmachineid', 'direction', 'protocol', 'address', 'port', 'icmptype', 'icmpcode', 'allowed', 'reason', 'detail', 'ruleid', 'securitygroupid', 'securitygroupname', 'hitcount', 'securitygroupsyncstate'],
   configuration: ['category', 'name', 'value', 'defaultvalue', 'description', 'isdynamic', 'component', 'group', 'subgroup', 'type', 'displaytext'],
 };
+
+/** The response object a uuid parameter names (CloudStack: the parameter's entityType), by its name. */
+const PARAM_ENTITY: Record<string, string> = {
+  securitygroupid: 'securitygroup', securitygroupids: 'securitygroup', virtualmachineid: 'virtualmachine', virtualmachineids: 'virtualmachine',
+  domainid: 'domain', accountid: 'account', userid: 'user', zoneid: 'zone', networkid: 'network', networkids: 'network',
+  hostid: 'host', nicid: 'nic', jobid: 'asyncjobs', projectid: 'project',
+};
+
+/** An `id` parameter names the command's own entity: its response object, else the noun of its name (deleteSecurityGroup → securitygroup). */
+function idEntity(c: CommandDef): string | undefined {
+  if (c.responseObject && c.responseObject !== 'success') return c.responseObject;
+  const noun = c.name.replace(/^[a-z]+/, '').toLowerCase();
+  return noun in RESPONSE_FIELDS ? noun : undefined;
+}
 
 export function makeListApis(all: () => CommandDef[]): CommandDef {
   return {
@@ -40,6 +61,16 @@ export function makeListApis(all: () => CommandDef[]): CommandDef {
         cmds = cmds.filter((c) => c.name.toLowerCase() === name.toLowerCase());
         if (cmds.length === 0) throw paramError('Api Discovery plugin was unable to find an api by that name or process any apis');
       }
+      // Grouped over every command (CloudStack's graph is built once, for all APIs), not only the caller's.
+      const byObject = new Map<string, string[]>();
+      for (const c of all()) {
+        if (!c.responseObject || c.responseObject === 'success') continue;
+        byObject.set(c.responseObject, [...(byObject.get(c.responseObject) ?? []), c.name]);
+      }
+      const relatedTo = (object: string | undefined, except?: string) => {
+        const names = object ? byObject.get(object) : undefined;
+        return names ? { related: names.filter((n) => n !== except).sort().join(',') } : {};
+      };
       const items = [...cmds].sort((a, b) => a.name.localeCompare(b.name)).map((c) => {
         const response = (c.responseObject ? RESPONSE_FIELDS[c.responseObject] ?? [] : []).map((f) => ({ name: f, description: f, type: 'string' }));
         if (c.async) response.push({ name: 'jobid', description: 'the ID of the latest async job acting on this object', type: 'string' });
@@ -48,10 +79,11 @@ export function makeListApis(all: () => CommandDef[]): CommandDef {
           description: c.description,
           isasync: !!c.async,
           ...(c.since ? { since: c.since } : {}),
-          related: '',
+          ...relatedTo(c.responseObject, c.name),
           params: c.params.map((p) => ({
             name: p.name, description: p.description, type: p.type === 'map' ? 'map' : p.type, length: p.length ?? DEFAULT_STRING_LENGTH, required: !!p.required,
-            ...(p.since ? { since: p.since } : {}), related: '',
+            ...(p.since ? { since: p.since } : {}),
+            ...(p.type === 'uuid' || p.of === 'uuid' ? relatedTo(p.name === 'id' ? idEntity(c) : PARAM_ENTITY[p.name]) : {}),
           })),
           response,
           ...(c.responseObject ? { responseobject: c.responseObject } : {}),

@@ -1,0 +1,47 @@
+// listCapabilities: CloudStack's CapabilitiesResponse (`capability`), which its UI and clients such as
+// cloudmonkey read after logging in. Every value says what Palisade itself does, not CloudStack's
+// defaults for features Palisade lacks (templates, projects, snapshots, Kubernetes, region stores).
+import type { CommandDef } from '../command.js';
+import { CLOUDSTACK_VERSION } from '../xml.js';
+
+const listCapabilities: CommandDef = {
+  name: 'listCapabilities',
+  description: 'Lists capabilities',
+  responseObject: 'capability',
+  params: [],
+  async handle() {
+    return {
+      object: 'capability',
+      value: {
+        securitygroupsenabled: true,
+        // Roles are fixed (user, domain admin, root admin): no role permissions to edit.
+        dynamicrolesenabled: false,
+        cloudstackversion: CLOUDSTACK_VERSION,
+        // No templates: nothing a user could share.
+        userpublictemplateenabled: false,
+        supportELB: 'false',
+        // No projects (listProjects is always empty): none to create, nobody to invite.
+        projectinviterequired: false,
+        allowusercreateprojects: false,
+        // CloudStack's custom.diskoffering.size.min/max defaults (GB); Palisade has no disk offerings.
+        customdiskofferingminsize: 1,
+        customdiskofferingmaxsize: 1024,
+        regionsecondaryenabled: false,
+        kvmsnapshotenabled: false,
+        // listVirtualMachines shows every role its destroyed VMs; expungeVirtualMachine is for admins only.
+        allowuserviewdestroyedvm: true,
+        allowuserexpungerecovervm: false,
+        allowuserexpungerecovervolume: false,
+        allowuserviewalldomainaccounts: false,
+        kubernetesserviceenabled: false,
+        kubernetesclusterexperimentalfeaturesenabled: false,
+        // CloudStack's default.ui.page.size default.
+        defaultuipagesize: 20,
+        // apilimitinterval/apilimitmax are left out, as CloudStack leaves them out while api.throttling.enabled
+        // is false: Palisade has no per-account API rate limit.
+      },
+    };
+  },
+};
+
+export const capabilityCommands: CommandDef[] = [listCapabilities];
