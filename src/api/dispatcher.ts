@@ -94,7 +94,10 @@ export class Dispatcher {
     // Checks that need neither the store nor a hash come first: a malformed or stale request costs nothing more.
     let apiKey: string | undefined;
     for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'apikey') apiKey = v;
-    const sessions = !apiKey && transport && this.deps.sessions?.wants(raw, transport) ? this.deps.sessions : undefined;
+    // A session call even when it also carries an apiKey, as long as its cookie names a live session
+    // (CloudStack's ApiServlet, then verifyRequest with the session's user, ignores the key then).
+    const wanted = transport && this.deps.sessions?.wants(raw, transport) ? this.deps.sessions : undefined;
+    const sessions = wanted && transport && (!apiKey || await wanted.live(transport)) ? wanted : undefined;
     if (!sessions && (!apiKey || apiKey.length > MAX_APIKEY_LENGTH)) throw new ApiError(401, AUTH_FAILED);
     if (Object.keys(raw).some((k) => k.length > MAX_PARAMETER_NAME_LENGTH || !PARAM_NAME.test(k))) {
       this.deps.log.info('request rejected: malformed parameter name');
@@ -155,7 +158,14 @@ export class Dispatcher {
     const def = commandName ? this.commands.get(commandName.toLowerCase()) : undefined;
     const label = def?.name ?? undefined;
     try {
-      if (!def) throw new ApiError(432, UNKNOWN_COMMAND);
+      if (!def) {
+        // CloudStack's verifyRequest: without a session, a command it does not know fails the request's
+        // authentication (401) before any key or signature is looked at; a live session's user learns 432.
+        const sessions = transport && this.deps.sessions?.wants(raw, transport) ? this.deps.sessions : undefined;
+        if (!sessions || !transport || !(await sessions.live(transport))) throw new ApiError(401, AUTH_FAILED);
+        await sessions.authenticate(raw, transport);
+        throw new ApiError(432, UNKNOWN_COMMAND);
+      }
       if (this.deps.storeReachable && !this.deps.storeReachable()) throw new ApiError(530, STORE_UNAVAILABLE, 9999);
       if (def.authenticator) {
         if (!this.deps.sessions || !transport) throw new ApiError(405, 'This is an authentication api, cannot be used directly');

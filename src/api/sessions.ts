@@ -280,6 +280,17 @@ export class SessionAuth {
     return t.sessionCookies.length > 0 || sessionKeyOf(raw) !== undefined;
   }
 
+  /**
+   * Does one of the request's cookies name a live session? CloudStack's ApiServlet takes a request with
+   * a live HTTP session as a session call (the sessionkey must then match) whatever else it carries,
+   * an apiKey included; without one, the request is judged by its signature.
+   */
+  async live(t: Transport): Promise<boolean> {
+    const now = this.now().toISOString();
+    for (const cookie of t.sessionCookies) if (await findSession(this.o.db, digest(cookie), now)) return true;
+    return false;
+  }
+
   /** The caller of a session-authenticated call; 401 unless cookie, sessionkey and origin all agree. */
   async authenticate(raw: Record<string, string>, t: Transport): Promise<Caller> {
     this.mustComeFromHere(t);

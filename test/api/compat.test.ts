@@ -71,3 +71,32 @@ test('listApis lists listCapabilities; related = the other commands answering wi
   const name = create.params.find((p: any) => p.name === 'name');
   assert.ok(!('related' in name));
 });
+
+test('an unknown command: 401 signed or unsigned (CloudStack checks the name before the signature); 432 to a live session', async () => {
+  const signedUnknown = await signed({ command: 'listFoo', response: 'json' });
+  assert.equal(signedUnknown.status, 401);
+  assert.deepEqual(signedUnknown.body, { errorresponse: { uuidList: [], errorcode: 401, errortext: AUTH } });
+  assert.equal((await postForm(s.url, { command: 'listFoo', response: 'json' })).status, 401);
+  // the twin: a known command with the same signing passes
+  assert.equal((await signed({ command: 'listZones', response: 'json' })).status, 200);
+  const admin = await mustLogin(s.url, 'admin', adminPassword);
+  const viaSession = await sessionCall(s.url, admin, 'listFoo');
+  assert.equal(viaSession.status, 432);
+  assert.equal(viaSession.body.errorresponse.errorcode, 432);
+  // a session cookie with the wrong key does not learn that much
+  assert.equal((await sessionCall(s.url, { cookie: admin.cookie, sessionkey: 'wrong' }, 'listFoo')).status, 401);
+});
+
+test('a live session call that also carries an apiKey is a session call (200); a stale cookie falls back to the signature', async () => {
+  const admin = await mustLogin(s.url, 'admin', adminPassword);
+  const both = await sessionCall(s.url, admin, 'listZones', { apiKey: s.apikey });
+  assert.equal(both.status, 200, JSON.stringify(both.body));
+  // the session still needs its key: the apiKey does not stand in for it
+  assert.equal((await sessionCall(s.url, { cookie: admin.cookie }, 'listZones', { apiKey: s.apikey })).status, 401);
+  // a cookie naming no session: the request is judged by its signature, unsigned → 401, signed → 200
+  const stale = { cookie: 'no-such-session', sessionkey: 'x' };
+  assert.equal((await sessionCall(s.url, stale, 'listZones', { apiKey: s.apikey })).status, 401);
+  const p = { command: 'listZones', response: 'json', apiKey: s.apikey };
+  const signedWithStale = await postForm(s.url, { ...p, signature: signParams(p, s.secretkey) }, { cookie: 'JSESSIONID=no-such-session' });
+  assert.equal(signedWithStale.status, 200, JSON.stringify(signedWithStale.body));
+});

@@ -96,10 +96,10 @@ test('query strings: + decodes to a space; RFC 3986 client escaping verifies', a
   assert.equal(g.body.listsecuritygroupsresponse.count, 1);
 });
 
-test('unknown command → 432; missing and malformed parameters → 431 naming them', async () => {
+test('unknown command → 401 (signed: CloudStack refuses it before the signature); missing and malformed parameters → 431 naming them', async () => {
   const u = await s.call('listFoo');
-  assert.equal(u.status, 432);
-  assert.deepEqual(u.body, { errorresponse: { uuidList: [], errorcode: 432, errortext: 'The given command does not exist or it is not available for user' } });
+  assert.equal(u.status, 401);
+  assert.deepEqual(u.body, { errorresponse: { uuidList: [], errorcode: 401, errortext: AUTH } });
   const m = await s.call('queryAsyncJobResult');
   assert.equal(m.status, 431);
   assert.deepEqual(m.body, { queryasyncjobresultresponse: { uuidList: [], errorcode: 431, cserrorcode: 9999, errortext: 'Unable to execute API command queryasyncjobresult due to missing parameter jobid' } });

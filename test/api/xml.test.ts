@@ -141,7 +141,7 @@ test('errors in XML: signature, unknown command, parameter errors, refusals befo
   const bad = await assertSame('listZones', { signature: 'AAAA' }, { sign: false });
   assert.match(bad.xml, /^<\?xml version="1.0" encoding="UTF-8"\?><listzonesresponse cloud-stack-version="[^"]+"><errorcode>401<\/errorcode><errortext>unable to verify user credentials and\/or request signature<\/errortext><\/listzonesresponse>$/);
   const unknown = await assertSame('listNoSuchThing', {});
-  assert.match(unknown.xml, /<errorresponse cloud-stack-version="[^"]+"><errorcode>432<\/errorcode>/);
+  assert.match(unknown.xml, /<errorresponse cloud-stack-version="[^"]+"><errorcode>401<\/errorcode>/);
   const missing = await assertSame('queryAsyncJobResult', {});
   assert.match(missing.xml, /<errorcode>431<\/errorcode><cserrorcode>9999<\/cserrorcode><errortext>Unable to execute API command queryasyncjobresult due to missing parameter jobid<\/errortext>/);
   const tooMany = await fetch(`${s.url}?command=listZones`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=1&'.repeat(2000) });
