@@ -72,25 +72,70 @@ export function signaturesEqual(a: Buffer, b: Buffer): boolean {
   return timingSafeEqual(a, b);
 }
 
+const YMD = String.raw`(\d{4})-(\d{2})-(\d{2})`;
+const ISO_OFFSET_DATE_TIME = new RegExp(String.raw`^${YMD}[Tt](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{0,9}))?)?([Zz]|[+-]\d{2}(?::\d{2}(?::\d{2})?)?)$`);
+/** `yyyy-MM-dd'T'HH:mm:ssZ` and the legacy `yyyy-MM-dd'T'HH:mm:ss'Z'Z`. */
+const ZONED = new RegExp(String.raw`^${YMD}T(\d{2}):(\d{2}):(\d{2})Z?([+-]\d{4})$`);
+/** `yyyy-MM-dd'T'HH:mm:ss.SSSSSSX` (and `.SSSSSSZ`, whose `+HHMM` X reads too). */
+const MICROS = new RegExp(String.raw`^${YMD}T(\d{2}):(\d{2}):(\d{2})\.(\d{6})(Z|[+-]\d{2}(?:\d{2})?)$`);
+
 /**
- * Parse CloudStack's `expires` (`yyyy-MM-dd'T'HH:mm:ssZ`, e.g. 2026-11-21T09:47:47+0000).
- * Also accepts `+00:00` and `Z` offsets and optional fractional seconds. Returns epoch ms or null.
+ * Parse `expires` exactly as CloudStack's DateUtil.parseTZDateString does (java.time formatters, the
+ * first that yields an OffsetDateTime wins); epoch ms, or null where CloudStack throws ParseException:
+ *  - ISO_OFFSET_DATE_TIME: case-insensitive (`t`, `z`), seconds and 0–9 fraction digits optional, offset
+ *    `Z` or `+HH`, `+HH:MM`, `+HH:MM:SS` (colons required); strict calendar (no Feb 30, no 24:00);
+ *  - `yyyy-MM-dd'T'HH:mm:ssZ` (python3-cs's, offset `+HHMM`), `…:ss.SSSSSSX` (exactly six fraction digits,
+ *    `Z`, `+HH` or `+HHMM`; `.SSSSSSZ` is a subset) and the legacy `…:ss'Z'Z` (`…Z+0000`): case-sensitive,
+ *    resolved SMART, so a day past the month's end is clamped to its last day and 24:00:00 is the next
+ *    midnight. (ISO_INSTANT and `….SSSSSS'Z'` carry no offset, so never yield an OffsetDateTime.)
+ * Offsets beyond ±18:00 are refused. Nothing is trimmed. Years have four digits (Java also reads
+ * `+` and 5–10 digits: far beyond any date a client sends; refused here).
  */
 export function parseExpires(s: string): number | null {
-  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(Z|[+-]\d{2}:?\d{2})$/.exec(s.trim());
-  if (!m) return null;
-  const [, y, mo, d, h, mi, se, tz] = m;
-  let offsetMin = 0;
-  if (tz !== 'Z') {
-    const sign = tz![0] === '-' ? -1 : 1;
-    const digits = tz!.slice(1).replace(':', '');
-    offsetMin = sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2)));
-  }
-  const ms = Date.UTC(+y!, +mo! - 1, +d!, +h!, +mi!, +se!);
-  const check = new Date(ms);
-  if (check.getUTCMonth() !== +mo! - 1 || check.getUTCDate() !== +d! || +h! > 23 || +mi! > 59 || +se! > 59) return null;
-  return ms - offsetMin * 60_000;
+  // In CloudStack's order; one that matches but fails to resolve (Feb 30 under STRICT) leaves the next to try.
+  let m = ISO_OFFSET_DATE_TIME.exec(s);
+  const iso = m ? resolve(m, m[7] ?? '', m[8]!, false) : null;
+  if (iso !== null) return iso;
+  if ((m = ZONED.exec(s))) return resolve(m, '', m[7]!, true);
+  if ((m = MICROS.exec(s))) return resolve(m, m[7]!, m[8]!, true);
+  return null;
 }
+
+/** Offset in seconds (`Z`, ±HH, ±HHMM, ±HH:MM, ±HH:MM:SS), or null past Java's bounds (hours ≤ 23 to parse, |offset| ≤ 18 h). */
+function offsetSeconds(tz: string): number | null {
+  if (tz === 'Z' || tz === 'z') return 0;
+  const digits = tz.slice(1).replaceAll(':', '');
+  const h = Number(digits.slice(0, 2)), mi = Number(digits.slice(2, 4) || 0), se = Number(digits.slice(4, 6) || 0);
+  if (h > 23 || mi > 59 || se > 59) return null;
+  const total = h * 3600 + mi * 60 + se;
+  if (total > 18 * 3600) return null;
+  return tz[0] === '-' ? -total : total;
+}
+
+/** Date and time fields resolved STRICT (ISO formatter) or SMART (ofPattern formatters), as java.time does. */
+function resolve(m: RegExpExecArray, fraction: string, tz: string, smart: boolean): number | null {
+  const [y, mo, d0, h, mi] = [1, 2, 3, 4, 5].map((i) => Number(m[i]));
+  const se = Number(m[6] ?? 0);
+  const nanos = Number((fraction + '000000000').slice(0, 9));
+  const off = offsetSeconds(tz);
+  if (off === null || mo! < 1 || mo! > 12 || d0! < 1 || d0! > 31 || mi! > 59 || se > 59) return null;
+  const monthDays = [31, leap(y!) ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][mo! - 1]!;
+  let d = d0!;
+  if (d > monthDays) {
+    if (!smart) return null;
+    d = monthDays;      // SMART: the month's last valid day
+  }
+  if (smart && y === 0) return null;   // `yyyy` is year-of-era: there is no year 0
+  let nextDay = 0;
+  if (h === 24 && smart && mi === 0 && se === 0 && nanos === 0) nextDay = 1;   // SMART: 24:00 ends the day
+  else if (h! > 23) return null;
+  const t = new Date(0);
+  t.setUTCFullYear(y!, mo! - 1, d + nextDay);
+  t.setUTCHours(nextDay ? 0 : h!, mi!, se, Math.floor(nanos / 1e6));
+  return t.getTime() - off * 1000;
+}
+
+const leap = (y: number) => (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0;
 
 /** Format a Date the way python3-cs sends `expires`. */
 export function formatExpires(d: Date): string {
@@ -119,7 +164,8 @@ export function checkFreshness(params: Record<string, string>, nowMs: number = D
     if (!expires) return { ok: false, reason: 'missing-expires' };
     const at = parseExpires(expires);
     if (at === null) return { ok: false, reason: 'bad-expires' };
-    if (at <= nowMs) return { ok: false, reason: 'expired' };
+    // CloudStack refuses an expires before now (Date.before): the very millisecond is still good.
+    if (at < nowMs) return { ok: false, reason: 'expired' };
   }
   return { ok: true };
 }

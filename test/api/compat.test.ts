@@ -100,3 +100,21 @@ test('a live session call that also carries an apiKey is a session call (200); a
   const signedWithStale = await postForm(s.url, { ...p, signature: signParams(p, s.secretkey) }, { cookie: 'JSESSIONID=no-such-session' });
   assert.equal(signedWithStale.status, 200, JSON.stringify(signedWithStale.body));
 });
+
+test('expires in the spellings CloudStack parses is accepted end to end; a near miss is 401 and changes nothing', async () => {
+  const t = new Date(Date.now() + 600_000);
+  const iso = t.toISOString();                       // 2026-12-07T16:00:00.000Z
+  const accepted = [iso.slice(0, 16) + 'Z', iso.toLowerCase(), iso.slice(0, 19) + 'Z+0000', iso.slice(0, 19) + '+00', formatExpires(t)];
+  for (const expires of accepted) {
+    const r = await signed({ command: 'createSecurityGroup', response: 'json', name: `exp-${accepted.indexOf(expires)}`, signatureVersion: '3', expires });
+    assert.equal(r.status, 200, `${expires}: ${JSON.stringify(r.body)}`);
+  }
+  const refused = [iso.slice(0, 13) + 'Z', iso.slice(0, 19) + 'Z+00:00', iso.slice(0, 19) + '+0', ` ${iso}`, iso.slice(0, 19).replace('T', 't') + '+0000'];
+  for (const expires of refused) {
+    const r = await signed({ command: 'createSecurityGroup', response: 'json', name: 'exp-refused', signatureVersion: '3', expires });
+    assert.equal(r.status, 401, expires);
+    assert.equal(r.body.createsecuritygroupresponse.errortext, AUTH);
+  }
+  const groups = await s.call('listSecurityGroups', { securitygroupname: 'exp-refused' });
+  assert.equal(groups.body.listsecuritygroupsresponse.count, undefined, 'nothing created');
+});

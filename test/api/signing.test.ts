@@ -75,8 +75,48 @@ test('parseExpires accepts CloudStack and ISO offsets', () => {
   assert.equal(parseExpires('2026-11-21T09:47:47+0000'), Date.parse('2026-11-21T09:47:47Z'));
   assert.equal(parseExpires('2026-11-21T11:47:47+0200'), Date.parse('2026-11-21T09:47:47Z'));
   assert.equal(parseExpires('2026-11-21T09:47:47Z'), Date.parse('2026-11-21T09:47:47Z'));
-  assert.equal(parseExpires('2026-02-30T09:47:47+0000'), null);
   assert.equal(parseExpires(formatExpires(new Date('2030-01-02T03:04:05Z'))), Date.parse('2030-01-02T03:04:05Z'));
+});
+
+test('parseExpires takes exactly what DateUtil.parseTZDateString takes (each accepted form next to a near miss)', () => {
+  const at = (iso: string) => Date.parse(iso);
+  const pairs: [string, number | null][] = [
+    // ISO_OFFSET_DATE_TIME: seconds optional, any case, hour-only and colon offsets, 0–9 fraction digits
+    ['2026-11-21T09:47Z', at('2026-11-21T09:47:00Z')], ['2026-11-21T09Z', null],
+    ['2026-11-21t09:47:47z', at('2026-11-21T09:47:47Z')], ['2026-11-21 09:47:47Z', null],
+    ['2026-11-21T11:47:47+02', at('2026-11-21T09:47:47Z')], ['2026-11-21T11:47:47+2', null],
+    ['2026-11-21T11:17:47+01:30', at('2026-11-21T09:47:47Z')], ['2026-11-21T11:17:47+01:3', null],
+    ['2026-11-21T11:17:48+01:30:01', at('2026-11-21T09:47:47Z')], ['2026-11-21T11:17:47+01:30:1', null],
+    ['2026-11-21T09:47:47.123456789Z', at('2026-11-21T09:47:47.123Z')], ['2026-11-21T09:47:47.1234567891Z', null],
+    ['2026-11-21T09:47:47.Z', at('2026-11-21T09:47:47Z')], ['2026-11-21T09:47.5Z', null],
+    ['2026-11-21T09:47:47+18:00', at('2026-11-20T15:47:47Z')], ['2026-11-21T09:47:47+18:01', null],
+    ['2026-11-21T09:47:47-00:00', at('2026-11-21T09:47:47Z')], ['2026-11-21T09:47:47+24:00', null],
+    // yyyy-MM-dd'T'HH:mm:ssZ (python3-cs): +HHMM only, case-sensitive T, SMART calendar
+    ['2026-11-21T11:47:47+0200', at('2026-11-21T09:47:47Z')], ['2026-11-21t11:47:47+0200', null],
+    ['2026-02-30T09:47:47+0000', at('2026-02-28T09:47:47Z')], ['2026-02-30T09:47:47Z', null], ['2026-02-32T09:47:47+0000', null],
+    ['2028-02-30T09:47:47+0000', at('2028-02-29T09:47:47Z')], ['2026-13-01T09:47:47+0000', null],
+    ['2026-11-21T24:00:00+0000', at('2026-11-22T00:00:00Z')], ['2026-11-21T24:00:01+0000', null], ['2026-11-21T24:00:00Z', null],
+    ['2026-11-21T09:47+0000', null], ['2026-11-21T09:47:47+020', null],
+    // the legacy 'Z'Z form
+    ['2026-11-21T09:47:47Z+0000', at('2026-11-21T09:47:47Z')], ['2026-11-21T09:47:47Z+00:00', null], ['2026-11-21T09:47:47z+0000', null],
+    ['2026-11-21T11:47:47Z+0200', at('2026-11-21T09:47:47Z')],
+    // .SSSSSSX: exactly six fraction digits, Z / +HH / +HHMM
+    ['2026-11-21T11:47:47.500000+0200', at('2026-11-21T09:47:47.5Z')], ['2026-11-21T11:47:47.50000+0200', null],
+    ['2026-02-30T09:47:47.000000Z', at('2026-02-28T09:47:47Z')], ['2026-02-30T09:47:47.00000Z', null],
+    ['2026-11-21T11:47:47.000000+02', at('2026-11-21T09:47:47Z')], ['2026-11-21T09:47:47.000000z', at('2026-11-21T09:47:47Z')],
+    // nothing is trimmed or guessed
+    [' 2026-11-21T09:47:47Z', null], ['2026-11-21T09:47:47Z ', null], ['2026-11-21T09:47:47 0000', null], ['2026-11-21', null],
+    ['1763718467', null], ['２026-11-21T09:47:47Z', null],
+  ];
+  for (const [text, want] of pairs) assert.equal(parseExpires(text), want, text);
+});
+
+test('expires: the very millisecond is still good (CloudStack refuses one before now)', () => {
+  const now = Date.parse('2026-11-21T10:00:00Z');
+  const sign = (p: Record<string, string>) => ({ ...p, signature: signParams(p, 's') });
+  const base = { command: 'listZones', apiKey: 'k', signatureVersion: '3' };
+  assert.deepEqual(verifySignature(sign({ ...base, expires: '2026-11-21T10:00:00Z' }), 's', now), { ok: true });
+  assert.deepEqual(verifySignature(sign({ ...base, expires: '2026-11-21T10:00:00Z' }), 's', now + 1), { ok: false, reason: 'expired' });
 });
 
 function signWith(params: Record<string, string>, secret: string, enc: (s: string) => string, opts: { encKeys?: boolean; sortLower?: boolean } = {}): string {
