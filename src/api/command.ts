@@ -181,7 +181,9 @@ export interface CommandDef {
    * async command's entity parameters (ParamProcessWorker, and the getters its event and instance id
    * need) before queueing it, so an unknown or forbidden group or rule is an immediate 431/531 answer,
    * not a job that fails. `handle` checks again in its transaction (the entity may go meanwhile).
+   * May return the uuid of the job's instance (CloudStack's getApiResourceId, recorded at submission),
+   * so `jobinstanceid` is there while the job runs and after it fails.
    */
-  validate?(ctx: SubmitContext): Promise<void>;
+  validate?(ctx: SubmitContext): Promise<void | { instanceUuid?: string }>;
   handle(ctx: CommandContext): Promise<CommandResult>;
 }

@@ -14,6 +14,7 @@ import { envelope, errorBody, resultBody } from './envelope.js';
 import { checkFreshness, verifySignature } from './signing.js';
 import { MAX_PARAMETER_NAME_LENGTH, MAX_STORED_ERROR_TEXT, bounded } from './limits.js';
 import { JobQueue } from './job-queue.js';
+import { jobClass } from './job-classes.js';
 import type { SessionAuth, Transport } from './sessions.js';
 import type { ApiObserver } from './metrics.js';
 import type { ConnectionInspector } from '../model/telemetry.js';
@@ -213,8 +214,8 @@ export class Dispatcher {
       this.publish(changes);
       return { status: 200, body: envelope(name, resultBody(result)) };
     }
-    if (def.validate) await def.validate({ db: this.deps.db, caller, params, command: name, access: new CallerAccess(this.deps.db, caller) });
-    return this.submit(def, params, caller, fence);
+    const target = def.validate ? await def.validate({ db: this.deps.db, caller, params, command: name, access: new CallerAccess(this.deps.db, caller) }) : undefined;
+    return this.submit(def, params, caller, fence, target?.instanceUuid);
   }
 
   /** The write fence, inside a write transaction: 530 when this server was buried since the request arrived. */
@@ -271,15 +272,17 @@ export class Dispatcher {
     try { this.deps.sink.publish(changes); } catch (err) { this.deps.log.error({ err }, 'change sink failed'); }
   }
 
-  private async submit(def: CommandDef, params: RequestParams, caller: Caller, fence: string | undefined): Promise<ApiReply> {
+  /** `target`: the uuid of the entity the job acts on, known at submission (validate), recorded as its instance. */
+  private async submit(def: CommandDef, params: RequestParams, caller: Caller, fence: string | undefined, target?: string): Promise<ApiReply> {
     const jobId = randomUUID();
     const instanceUuid = def.reservesUuid ? randomUUID() : undefined;
     const now = this.nowIso();
     const description = def.describe?.(params) ?? `executing ${def.name}`;
     await this.deps.db.transaction().execute(async (trx) => {
       await trx.insertInto('async_jobs').values({
-        uuid: jobId, command: def.name, account_id: caller.accountId, user_id: caller.userId, status: 0, result_code: 0,
-        result_type: 'object', result: null, instance_type: def.instanceType ?? null, instance_uuid: instanceUuid ?? null, created: now, completed: null,
+        // `cmd` is the command's Java class, as CloudStack records it (job-classes.ts)
+        uuid: jobId, command: jobClass(def.name, caller.role), account_id: caller.accountId, user_id: caller.userId, status: 0, result_code: 0,
+        result_type: 'object', result: null, instance_type: def.instanceType ?? null, instance_uuid: instanceUuid ?? target ?? null, created: now, completed: null,
         server_id: this.deps.serverId ?? null,
       }).execute();
       if (def.eventType && !def.quiet?.(params)) await insertEvents(trx, caller, [{ type: def.eventType, description, state: 'Scheduled' }], now);

@@ -118,3 +118,36 @@ test('expires in the spellings CloudStack parses is accepted end to end; a near 
   const groups = await s.call('listSecurityGroups', { securitygroupname: 'exp-refused' });
   assert.equal(groups.body.listsecuritygroupsresponse.count, undefined, 'nothing created');
 });
+
+test('async jobs: cmd is the Java class CloudStack records; a failed authorize names its group (jobinstanceid) like a good one', async () => {
+  const g = (await s.call('createSecurityGroup', { name: 'jobs-compat' }, user)).body.createsecuritygroupresponse.securitygroup;
+  const rule = { securitygroupid: g.id, protocol: 'tcp', startport: 22, endport: 22, cidrlist: '192.0.2.0/24' };
+  const good = await s.callAndWait('authorizeSecurityGroupIngress', rule, user);
+  assert.equal(good.body.jobstatus, 1);
+  const bad = await s.callAndWait('authorizeSecurityGroupIngress', rule, user);   // the same rule again: the job fails
+  assert.equal(bad.body.jobstatus, 2);
+  for (const j of [good.body, bad.body]) {
+    assert.equal(j.cmd, 'org.apache.cloudstack.api.command.user.securitygroup.AuthorizeSecurityGroupIngressCmd');
+    assert.equal(j.jobinstancetype, 'SecurityGroup');
+    assert.equal(j.jobinstanceid, g.id);
+  }
+  // the twin: a revoke's job names no instance (CloudStack's names the rule's id as if it were a group's)
+  const ruleId = good.body.jobresult.securitygroup.ingressrule[0].ruleid;
+  const revoke = await s.callAndWait('revokeSecurityGroupIngress', { id: ruleId }, user);
+  assert.equal(revoke.body.cmd, 'org.apache.cloudstack.api.command.user.securitygroup.RevokeSecurityGroupIngressCmd');
+  assert.ok(!('jobinstanceid' in revoke.body));
+  // listAsyncJobs shows the same, and its keyword searches the class name, as CloudStack's job_cmd
+  const listed = (await s.call('listAsyncJobs', { keyword: 'AuthorizeSecurityGroupIngressCmd' }, user)).body.listasyncjobsresponse;
+  assert.equal(listed.count, 2);
+  assert.equal((await s.call('listAsyncJobs', { keyword: 'NoSuchCmd' }, user)).body.listasyncjobsresponse.count, undefined);
+});
+
+test('job classes: a root admin runs the ByAdmin variant where CloudStack has one; every async command has a class', async () => {
+  const { jobClass, JOB_CLASS_APIS } = await import('../../src/api/job-classes.js');
+  const { allCommands } = await import('../../src/api/registry.js');
+  assert.equal(jobClass('deployVirtualMachine', 'admin'), 'org.apache.cloudstack.api.command.admin.vm.DeployVMCmdByAdmin');
+  assert.equal(jobClass('deployVirtualMachine', 'domainadmin'), 'org.apache.cloudstack.api.command.user.vm.DeployVMCmd');
+  assert.equal(jobClass('authorizeSecurityGroupEgress', 'admin'), 'org.apache.cloudstack.api.command.user.securitygroup.AuthorizeSecurityGroupEgressCmd');
+  const async = allCommands().filter((c) => c.async).map((c) => c.name).sort();
+  assert.deepEqual(async, [...JOB_CLASS_APIS].sort());
+});

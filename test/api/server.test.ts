@@ -123,10 +123,12 @@ test('async jobs: submission, success, failure, listAsyncJobs; events Scheduled/
   assert.equal(done.jobresulttype, 'object');
   assert.equal(done.jobinstancetype, 'SecurityGroup');
   assert.equal(done.jobinstanceid, g.id);
-  assert.equal(done.cmd, 'authorizeSecurityGroupIngress');
+  assert.equal(done.cmd, 'org.apache.cloudstack.api.command.user.securitygroup.AuthorizeSecurityGroupIngressCmd');
   assert.deepEqual(done.jobresult.securitygroup.ingressrule.map((r: any) => [r.protocol, r.startport, r.endport, r.cidr]), [['tcp', 80, 443, '0.0.0.0/0']]);
   const fail = await s.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: g.id, protocol: 'tcp', startport: 80, endport: 443, cidrlist: '0.0.0.0/0' });
   assert.equal(fail.body.jobstatus, 2);
+  assert.equal(fail.body.jobinstancetype, 'SecurityGroup');
+  assert.equal(fail.body.jobinstanceid, g.id, 'a failed job names its group too');
   assert.deepEqual(fail.body.jobresult, { uuidList: [], errorcode: 530, cserrorcode: 9999, errortext: 'Failed to authorize security group ingress rule(s)' });
   const jobs = (await s.call('listAsyncJobs', {})).body.listasyncjobsresponse.asyncjobs;
   assert.ok(jobs.some((j: any) => j.jobid === jobid && j.jobstatus === 1));

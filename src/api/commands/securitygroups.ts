@@ -392,7 +392,11 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
     quiet: isDryRun,
     readOnly: isDryRun,
     // The group and the caller's right to it, at submission too (an unknown group: 431 at once, no job)
-    async validate(ctx) { const g = await authorizeTarget(ctx, name); await ctx.access.checkAccess(g.account_id, g.domain_id); },
+    async validate(ctx) {
+      const g = await authorizeTarget(ctx, name);
+      await ctx.access.checkAccess(g.account_id, g.domain_id);
+      return { instanceUuid: g.uuid };   // the job's instance is the group (the Cmd's getApiResourceId)
+    },
     async handle(ctx) {
       const p = ctx.params;
       // 1. the group (Cmd.getSecurityGroupId)
