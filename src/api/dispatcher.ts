@@ -83,8 +83,15 @@ export class Dispatcher {
   private readonly jobs: JobQueue;
   private closing = false;
 
+  /** login/logout by lower-cased name: CloudStack finds its authenticators ignoring case (APIAuthenticationManagerImpl). */
+  private readonly authenticators = new Map<string, CommandDef>();
+
   constructor(private readonly deps: DispatcherDeps) {
-    for (const c of deps.commands) this.commands.set(c.name.toLowerCase(), c);
+    // Every other command by its exact name: ApiServer's command map is a HashMap of the annotations' names.
+    for (const c of deps.commands) {
+      this.commands.set(c.name, c);
+      if (c.authenticator) this.authenticators.set(c.name.toLowerCase(), c);
+    }
     this.jobs = new JobQueue(deps.jobConcurrency ?? 2);
   }
 
@@ -140,23 +147,16 @@ export class Dispatcher {
     // reads the requests waiting in its sockets before its heartbeat can learn it was buried).
     const fence = this.deps.fence?.token();
     const reply = await this.handleInner(raw, transport, fence);
-    if (this.deps.observer) {
-      let name: string | undefined;
-      for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'command') name = v;
-      this.deps.observer.request(name ? this.commands.get(name.toLowerCase())?.name ?? null : null, reply.status, (performance.now() - t0) / 1000);
-    }
+    if (this.deps.observer) this.deps.observer.request(this.lookup(raw)?.name ?? null, reply.status, (performance.now() - t0) / 1000);
     if (this.deps.log.isLevelEnabled('debug')) {
-      let command: string | undefined;
-      for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'command') command = v;
-      this.deps.log.debug({ command, status: reply.status, ms: +(performance.now() - t0).toFixed(2) }, 'api call');
+      this.deps.log.debug({ command: commandOf(raw), status: reply.status, ms: +(performance.now() - t0).toFixed(2) }, 'api call');
     }
     return reply;
   }
 
   private async handleInner(raw: Record<string, string>, transport: Transport | undefined, fence: string | undefined): Promise<ApiReply> {
-    let commandName: string | undefined;
-    for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'command') commandName = v;
-    const def = commandName ? this.commands.get(commandName.toLowerCase()) : undefined;
+    const commandName = commandOf(raw);
+    const def = this.lookup(raw);
     const label = def?.name ?? undefined;
     try {
       if (!def) {
@@ -165,6 +165,7 @@ export class Dispatcher {
         const sessions = transport && this.deps.sessions?.wants(raw, transport) ? this.deps.sessions : undefined;
         if (!sessions || !transport || !(await sessions.live(transport))) throw new ApiError(401, AUTH_FAILED);
         await sessions.authenticate(raw, transport);
+        if (commandName === undefined) throw new ApiError(400, 'no command specified');   // ApiServlet's answer to a session
         throw new ApiError(432, UNKNOWN_COMMAND);
       }
       if (this.deps.storeReachable && !this.deps.storeReachable()) throw new ApiError(530, STORE_UNAVAILABLE, 9999);
@@ -178,9 +179,15 @@ export class Dispatcher {
       return await this.run(def, raw, caller, fence);
     } catch (err) {
       const e = this.toApiError(err, def?.name ?? commandName ?? '?');
-      const framework = e.code === 401 || e.code === 432;
+      const framework = e.code === 400 || e.code === 401 || e.code === 432;
       return { status: e.code, body: envelope(e.code === 432 ? undefined : label, errorBody(e.code, e.message, framework ? undefined : e.csCode)) };
     }
+  }
+
+  /** The command a request names: `command` by that exact name, its value exactly (login/logout in any case). */
+  private lookup(raw: Record<string, string>): CommandDef | undefined {
+    const name = commandOf(raw);
+    return name === undefined ? undefined : this.commands.get(name) ?? this.authenticators.get(name.toLowerCase());
   }
 
   private toApiError(err: unknown, command: string): ApiError {
@@ -350,6 +357,11 @@ export class Dispatcher {
     while (this.inflight.size) await Promise.allSettled([...this.inflight]);
   }
   get isClosing(): boolean { return this.closing; }
+}
+
+/** The `command` parameter, by that exact name (ApiServlet: params.get("command"); `Command=` names none). */
+function commandOf(raw: Record<string, string>): string | undefined {
+  return Object.hasOwn(raw, 'command') ? raw.command : undefined;
 }
 
 /** The `result` of a job failed because its management server stopped heartbeating (several servers). */

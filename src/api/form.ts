@@ -49,11 +49,13 @@ export function queryOf(url: string): string {
  * XML unless `response=json`.
  */
 export function wantsJsonRaw(...raw: string[]): boolean {
-  return raw.some((s) => /(?:^|&)response=json(?:&|$)/i.test(s));
+  return raw.some((s) => /(?:^|&)response=[jJ][sS][oO][nN](?:&|$)/.test(s));
 }
 
-/** Whether decoded parameters ask for JSON (`response` in any case, value `json` in any case). */
+/**
+ * Whether decoded parameters ask for JSON: CloudStack's ApiServlet reads `response` by that exact name
+ * and compares its value to `json` ignoring case (`RESPONSE=json` or `response= json` get XML).
+ */
 export function wantsJson(params: Record<string, string>): boolean {
-  for (const [k, v] of Object.entries(params)) if (k.toLowerCase() === 'response') return v.trim().toLowerCase() === 'json';
-  return false;
+  return Object.hasOwn(params, 'response') && params.response!.toLowerCase() === 'json';
 }

@@ -1,4 +1,4 @@
-// Request parameters: case-insensitive names, typed accessors, list and map parameters, and the
+// Request parameters: names matched exactly (as CloudStack), typed accessors, list and map parameters, and the
 // framework's validation against a command's ParamDefs (CloudStack's ParamProcessWorker messages).
 import { ApiError, type CommandDef, type ParamDef, type Params } from './command.js';
 import {
@@ -13,19 +13,20 @@ export const isUuid = (s: string) => UUID_RE.test(s);
 export const TRANSPORT_PARAMS = new Set(['command', 'response', 'apikey', 'signature', 'signatureversion', 'expires', 'sessionkey', '_']);
 
 export class RequestParams implements Params {
-  private readonly lower = new Map<string, string>();
+  // Names as sent, matched exactly: CloudStack reads each parameter by its annotation's (lower-case)
+  // name (ParamProcessWorker: params.get(name)), so `SecurityGroupName=web` is not `securitygroupname`.
+  private readonly byName = new Map<string, string>();
   constructor(public readonly raw: Readonly<Record<string, string>>) {
-    for (const [k, v] of Object.entries(raw)) if (!this.lower.has(k.toLowerCase())) this.lower.set(k.toLowerCase(), v);
+    for (const [k, v] of Object.entries(raw)) this.byName.set(k, v);
   }
   has(name: string): boolean {
-    const n = name.toLowerCase();
-    if (this.lower.has(n)) return true;
-    for (const k of this.lower.keys()) if (k.startsWith(n + '[')) return true;
+    if (this.byName.has(name)) return true;
+    for (const k of this.byName.keys()) if (k.startsWith(name + '[')) return true;
     return false;
   }
-  str(name: string): string | undefined { return this.lower.get(name.toLowerCase()); }
+  str(name: string): string | undefined { return this.byName.get(name); }
   /** Replace a validated value by its canonical form (validateParams: UUIDs in lower case). */
-  canonical(name: string, value: string): void { this.lower.set(name.toLowerCase(), value); }
+  canonical(name: string, value: string): void { this.byName.set(name, value); }
   int(name: string): number | undefined {
     const v = this.str(name);
     if (v === undefined || v.trim() === '') return undefined;
@@ -41,9 +42,9 @@ export class RequestParams implements Params {
     return v.split(',').map((s) => s.trim()).filter((s) => s !== '');
   }
   map(name: string): Record<string, string>[] | undefined {
-    const prefix = name.toLowerCase() + '[';
+    const prefix = name + '[';
     const byIndex = new Map<number, Record<string, string>>();
-    for (const [k, v] of this.lower) {
+    for (const [k, v] of this.byName) {
       if (!k.startsWith(prefix)) continue;
       const m = /^\[(\d+)\]\.(.+)$/.exec(k.slice(prefix.length - 1));
       if (!m) continue;
@@ -108,9 +109,8 @@ function checkMap(def: CommandDef, p: ParamDef, raw: Readonly<Record<string, str
   const prefix = p.name + '[';
   const indexes = new Set<string>();
   for (const [k, v] of Object.entries(raw)) {
-    const lk = k.toLowerCase();
-    if (!lk.startsWith(prefix)) continue;
-    const m = /^\[(\d+)\]/.exec(lk.slice(prefix.length - 1));
+    if (!k.startsWith(prefix)) continue;
+    const m = /^\[(\d+)\]/.exec(k.slice(prefix.length - 1));
     if (!m || m[1]!.length > String(MAX_MAP_INDEX).length || Number(m[1]) > MAX_MAP_INDEX) {
       throw invalidBecause(def, `Invalid map parameter name ${echo(k)} for parameter ${p.name}: expected ${p.name}[N].field with N from 0 to ${MAX_MAP_INDEX}`);
     }

@@ -320,7 +320,7 @@ export class SessionAuth {
 
 const ROLE_LABEL: Record<number, string> = { 0: 'User', 1: 'Admin', 2: 'DomainAdmin' };
 
+/** The `sessionkey` parameter, by that exact name (CloudStack's HttpUtils.validateSessionKey: params.get). */
 function sessionKeyOf(raw: Record<string, string>): string | undefined {
-  for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'sessionkey') return v;
-  return undefined;
+  return Object.hasOwn(raw, 'sessionkey') ? raw.sessionkey : undefined;
 }

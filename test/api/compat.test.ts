@@ -151,3 +151,31 @@ test('job classes: a root admin runs the ByAdmin variant where CloudStack has on
   const async = allCommands().filter((c) => c.async).map((c) => c.name).sort();
   assert.deepEqual(async, [...JOB_CLASS_APIS].sort());
 });
+
+test('names: command, response, sessionkey and command parameters exactly as CloudStack reads them; signing names in any case', async () => {
+  // `command` by that exact name and value (ApiServer's command map); signed: 401 either way
+  assert.equal((await signed({ Command: 'listZones', response: 'json' })).status, 401);
+  assert.equal((await signed({ command: 'listzones', response: 'json' })).status, 401);
+  assert.equal((await signed({ command: 'listZones', response: 'json' })).status, 200);
+  // apiKey, signature, signatureVersion, expires: any case (verifyRequest compares them ignoring case)
+  const p = { command: 'listZones', response: 'json', APIKEY: s.apikey, SignatureVersion: '3', EXPIRES: formatExpires(new Date(Date.now() + 600_000)) };
+  assert.equal((await postForm(s.url, { ...p, SIGNATURE: signParams(p, s.secretkey) })).status, 200);
+  // a session: another case of a command is 432, no `command` at all 400; `sessionkey` only by that name
+  const admin = await mustLogin(s.url, 'admin', adminPassword);
+  assert.equal((await sessionCall(s.url, admin, 'listzones')).status, 432);
+  const none = await postForm(s.url, { Command: 'listZones', response: 'json', sessionkey: admin.sessionkey }, { cookie: `JSESSIONID=${admin.cookie}` });
+  assert.deepEqual(none.body, { errorresponse: { uuidList: [], errorcode: 400, errortext: 'no command specified' } });
+  const badKeyName = await postForm(s.url, { command: 'listZones', response: 'json', SessionKey: admin.sessionkey }, { cookie: `JSESSIONID=${admin.cookie}` });
+  assert.equal(badKeyName.status, 401);
+  assert.equal((await sessionCall(s.url, admin, 'listZones')).status, 200);
+  // login and logout are found in any case (APIAuthenticationManagerImpl lower-cases their names)
+  const login = await postForm(s.url, { command: 'LOGIN', response: 'json', username: 'carol', password: 'pw-carol-secret' });
+  assert.equal(login.status, 200, JSON.stringify(login.body));
+  const wrongName = await postForm(s.url, { command: 'login', response: 'json', UserName: 'carol', password: 'pw-carol-secret' });
+  assert.equal(wrongName.status, 431, 'username is read by its exact name');
+  // a parameter in another case is unknown: a required one is missing, nothing is created
+  const created = await s.call('createSecurityGroup', { Name: 'case-x' }, user);
+  assert.equal(created.status, 431);
+  assert.equal(created.body.createsecuritygroupresponse.errortext, 'Unable to execute API command createsecuritygroup due to missing parameter name');
+  assert.equal((await s.call('createSecurityGroup', { name: 'case-x' }, user)).status, 200);
+});

@@ -8,8 +8,8 @@ import { parseCidr } from '../../src/policy/cidr.js';
 import { paging } from '../../src/api/commands/common.js';
 import { ApiError, type CommandDef } from '../../src/api/command.js';
 
-test('RequestParams: case-insensitive names, lists, maps by index', () => {
-  const p = new RequestParams({ SecurityGroupName: 'web', cidrList: '10.0.0.0/8, ::/0,', 'UserSecurityGroupList[1].group': 'b', 'usersecuritygrouplist[0].Account': 'a', 'usersecuritygrouplist[0].group': 'g', 'usersecuritygrouplist[1].account': 'c', flag: 'TRUE', n: ' 42 ' });
+test('RequestParams: names as sent (exactly, as CloudStack reads them), lists, maps by index', () => {
+  const p = new RequestParams({ securitygroupname: 'web', cidrlist: '10.0.0.0/8, ::/0,', 'usersecuritygrouplist[1].group': 'b', 'usersecuritygrouplist[0].account': 'a', 'usersecuritygrouplist[0].group': 'g', 'usersecuritygrouplist[1].account': 'c', flag: 'TRUE', n: ' 42 ' });
   assert.equal(p.str('securitygroupname'), 'web');
   assert.deepEqual(p.list('cidrlist'), ['10.0.0.0/8', '::/0']);
   assert.deepEqual(p.map('usersecuritygrouplist'), [{ account: 'a', group: 'g' }, { group: 'b', account: 'c' }]);
@@ -18,6 +18,11 @@ test('RequestParams: case-insensitive names, lists, maps by index', () => {
   assert.equal(p.bool('flag'), true);
   assert.equal(p.int('n'), 42);
   assert.equal(p.int('missing'), undefined);
+  // the near misses: another case is another (unknown, ignored) parameter; a map field keeps its spelling
+  const q = new RequestParams({ SecurityGroupName: 'web', 'UserSecurityGroupList[0].group': 'g', 'tags[0].Key': 'k' });
+  assert.equal(q.str('securitygroupname'), undefined);
+  assert.equal(q.has('usersecuritygrouplist'), false);
+  assert.deepEqual(q.map('tags'), [{ Key: 'k' }]);
 });
 
 test('validateParams: CloudStack messages for missing and malformed parameters', () => {
@@ -34,7 +39,8 @@ test('validateParams: CloudStack messages for missing and malformed parameters',
   assert.match(err({ id: 'x', 'm[0].k': 'v' })!.message, /invalid value\. Invalid parameter id value=x/);
   assert.match(err({ id: u, 'm[0].k': 'v', ids: `${u},nope` })!.message, /Invalid parameter ids value=nope/);
   assert.equal(err({ id: u, 'm[0].k': 'v', n: '' }), null, 'blank integers count as absent');
-  assert.equal(err({ id: u.toUpperCase(), 'M[0].k': 'v', N: '-3' }), null);
+  assert.equal(err({ id: u.toUpperCase(), 'm[0].k': 'v', n: '-3' }), null);
+  assert.equal(err({ id: u, 'M[0].k': 'v' })?.message, 'Unable to execute API command dothing due to missing parameter m');
 });
 
 test('validateRuleSpec: table of accepted forms and errors', () => {

@@ -106,9 +106,16 @@ test('unknown command → 401 (signed: CloudStack refuses it before the signatur
   const bad = await s.call('authorizeSecurityGroupIngress', { securitygroupname: 'default', protocol: 'tcp', startport: 'twenty', endport: 22, cidrlist: '0.0.0.0/0' });
   assert.equal(bad.status, 431);
   assert.equal(bad.body.authorizesecuritygroupingressresponse.errortext, 'Unable to execute API command authorizesecuritygroupingress due to invalid value twenty for parameter startport');
-  const caseless = await s.call('LISTSECURITYGROUPS', { SecurityGroupName: 'default' });
-  assert.equal(caseless.status, 200);
-  assert.equal(caseless.body.listsecuritygroupsresponse.securitygroup[0].name, 'default');
+  // names are matched exactly, as CloudStack: another case of a command is no command (401 when signed),
+  // another case of a parameter is an unknown parameter (ignored: the filter does not apply)
+  assert.equal((await s.call('LISTSECURITYGROUPS', { securitygroupname: 'default' })).status, 401);
+  const exact = await s.call('listSecurityGroups', { securitygroupname: 'default' });
+  assert.equal(exact.body.listsecuritygroupsresponse.securitygroup[0].name, 'default');
+  await s.call('createSecurityGroup', { name: 'case-other' });
+  const ignored = await s.call('listSecurityGroups', { SecurityGroupName: 'default' });
+  assert.ok(ignored.body.listsecuritygroupsresponse.securitygroup.some((g: any) => g.name === 'case-other'), 'SecurityGroupName filters nothing');
+  const missing = await s.call('createSecurityGroup', { Name: 'x' });
+  assert.equal(missing.body.createsecuritygroupresponse.errortext, 'Unable to execute API command createsecuritygroup due to missing parameter name');
 });
 
 test('async jobs: submission, success, failure, listAsyncJobs; events Scheduled/Started/Completed', async () => {

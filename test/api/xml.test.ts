@@ -149,9 +149,11 @@ test('errors in XML: signature, unknown command, parameter errors, refusals befo
   const tm = xmlLines(await tooMany.text());
   assert.equal(tm.root, 'errorresponse');
   assert.deepEqual(tm.lines, ['/errorcode=431', '/errortext=Too many parameters in the request: at most 1000 are accepted']);
-  // `response` is read case-insensitively, name and value; anything but json is XML
-  const upper = await fetch(`${s.url}?command=listZones&RESPONSE=JSON`);
+  // `response` by that exact name, its value in any case (CloudStack's ApiServlet); anything else is XML
+  const upper = await fetch(`${s.url}?command=listZones&response=JSON`);
   assert.equal(upper.headers.get('content-type'), 'application/json; charset=UTF-8');
+  const upperName = await fetch(`${s.url}?command=listZones&RESPONSE=json`);
+  assert.equal(upperName.headers.get('content-type'), 'text/xml; charset=UTF-8');
   const other = await fetch(`${s.url}?command=listZones&response=yaml`);
   assert.equal(other.headers.get('content-type'), 'text/xml; charset=UTF-8');
   // Neither kind is sniffed as anything else by a browser, nor cached (an answer is its caller's).
