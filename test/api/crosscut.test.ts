@@ -140,7 +140,7 @@ test('history does not grow for ever: finished jobs and old events are purged as
   const file = `${s.dataDir}/palisade.db`;
   const old = new Date(Date.now() - 20 * 86_400_000).toISOString();
   const sql = new Database(file);
-  const jobs = sql.prepare(`update async_jobs set created = ?, completed = ? where command = 'revokeSecurityGroupEgress' and status = 2`).run(old, old).changes;
+  const jobs = sql.prepare(`update async_jobs set created = ?, completed = ? where command = 'org.apache.cloudstack.api.command.user.securitygroup.RevokeSecurityGroupEgressCmd' and status = 2`).run(old, old).changes;
   const events = sql.prepare(`update events set created = ? where type = 'SG.REVOKE.EGRESS'`).run(old).changes;
   const recentEvents = (sql.prepare(`select count(*) as n from events where created > ?`).get(old) as { n: number }).n;
   sql.close();

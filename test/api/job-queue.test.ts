@@ -80,7 +80,7 @@ test('many heavy jobs at once: the event loop keeps turning between them, so req
   // and every job still completes
   await dispatcherOf(app).idle();
   assert.equal(await pendingNow(), 0);
-  const done = await db.selectFrom('async_jobs').select(['status']).where('command', '=', 'authorizeSecurityGroupIngress').where('result', 'like', '%dryrun%').execute();
+  const done = await db.selectFrom('async_jobs').select(['status']).where('command', '=', 'org.apache.cloudstack.api.command.user.securitygroup.AuthorizeSecurityGroupIngressCmd').where('result', 'like', '%dryrun%').execute();
   assert.equal(done.filter((j) => j.status === 1).length, jobs);
 });
 
