@@ -112,7 +112,7 @@ async function main() {
         'dm.id as domainId', 'dm.uuid as domainUuid', 'dm.name as domainName', 'dm.path as domainPath'])
       .where('u.username', '=', 'admin').executeTakeFirstOrThrow();
     const caller: Caller = { ...admin, role: 'admin' };
-    const cmd = (n: string) => d.commands.get(n.toLowerCase())!;
+    const cmd = (n: string) => d.commands.get(n)!;
     const jobResult = async (jobid: string) => {
       const j = await db.selectFrom('async_jobs').select(['status', 'result']).where('uuid', '=', jobid).executeTakeFirstOrThrow();
       if (j.status !== 1) throw new Error(`job failed: ${j.result}`);

@@ -76,7 +76,7 @@ async function main() {
 
     const app = await buildServer({ db, sink: { publish() {} }, log: pino({ level: 'warn' }) });
     const d = dispatcherOf(app);
-    const cmd = (n: string) => d.commands.get(n.toLowerCase())!;
+    const cmd = (n: string) => d.commands.get(n)!;
     // Pages 2 and 3 hold the same number of groups and rules; only page 2's rules get hit counters.
     // The two are listed alternately, so a change in machine load hits both alike.
     const listPage = async (n: number) => {
