@@ -70,6 +70,10 @@ test('listApis lists listCapabilities; related = the other commands answering wi
   assert.ok(sgid.related.split(',').includes('listSecurityGroups'), sgid.related);
   const name = create.params.find((p: any) => p.name === 'name');
   assert.ok(!('related' in name));
+  // name= finds an API by its exact name, as the discovery plugin's map
+  assert.equal((await s.call('listApis', { name: 'listCapabilities' }, user)).body.listapisresponse.count, 1);
+  const lower = await s.call('listApis', { name: 'listcapabilities' }, user);
+  assert.equal(lower.status, 431);
 });
 
 test('an unknown command: 401 signed or unsigned (CloudStack checks the name before the signature); 432 to a live session', async () => {

@@ -58,7 +58,7 @@ export function makeListApis(all: () => CommandDef[]): CommandDef {
       const name = ctx.params.str('name');
       let cmds = all().filter((c) => !c.roles || c.roles.includes(ctx.caller.role));
       if (name !== undefined) {
-        cmds = cmds.filter((c) => c.name.toLowerCase() === name.toLowerCase());
+        cmds = cmds.filter((c) => c.name === name);   // exactly: the discovery map is keyed by the APIs' names
         if (cmds.length === 0) throw paramError('Api Discovery plugin was unable to find an api by that name or process any apis');
       }
       // Grouped over every command (CloudStack's graph is built once, for all APIs), not only the caller's.
