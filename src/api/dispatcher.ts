@@ -164,9 +164,10 @@ export class Dispatcher {
         // authentication (401) before any key or signature is looked at; a live session's user learns 432.
         const sessions = transport && this.deps.sessions?.wants(raw, transport) ? this.deps.sessions : undefined;
         if (!sessions || !transport || !(await sessions.live(transport))) throw new ApiError(401, AUTH_FAILED);
-        await sessions.authenticate(raw, transport);
+        const caller = await sessions.authenticate(raw, transport);
         if (commandName === undefined) throw new ApiError(400, 'no command specified');   // ApiServlet's answer to a session
-        throw new ApiError(432, UNKNOWN_COMMAND);
+        // A root admin passes the role check and meets ApiServer.handleRequest's own refusal; others the role check's.
+        throw new ApiError(432, caller.role === 'admin' ? `Unknown API command: ${commandName}` : UNKNOWN_COMMAND);
       }
       if (this.deps.storeReachable && !this.deps.storeReachable()) throw new ApiError(530, STORE_UNAVAILABLE, 9999);
       if (def.authenticator) {

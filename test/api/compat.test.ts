@@ -86,7 +86,11 @@ test('an unknown command: 401 signed or unsigned (CloudStack checks the name bef
   const admin = await mustLogin(s.url, 'admin', adminPassword);
   const viaSession = await sessionCall(s.url, admin, 'listFoo');
   assert.equal(viaSession.status, 432);
-  assert.equal(viaSession.body.errorresponse.errorcode, 432);
+  assert.equal(viaSession.body.errorresponse.errortext, 'Unknown API command: listFoo');
+  const carol = await mustLogin(s.url, 'carol', 'pw-carol-secret');
+  const byUser = await sessionCall(s.url, carol, 'listFoo');
+  assert.equal(byUser.status, 432);
+  assert.equal(byUser.body.errorresponse.errortext, 'The given command does not exist or it is not available for user');
   // a session cookie with the wrong key does not learn that much
   assert.equal((await sessionCall(s.url, { cookie: admin.cookie, sessionkey: 'wrong' }, 'listFoo')).status, 401);
 });
