@@ -140,6 +140,30 @@ test('list scoping: default own account, account+domainid, domainid, isrecursive
   assert.deepEqual(groupsOf(await s.call('listSecurityGroups', { listall: true }, bob)), ['bob/default']);
 });
 
+test('listAccounts/listUsers: a domainid the caller may not see is refused (531), its own domain lists its own', async () => {
+  const names = (r: { body: any }, cmd: string, key: string, field: string) => (r.body[`${cmd}response`][key] ?? []).map((x: any) => x[field]).sort();
+  for (const [cmd, key, field] of [['listAccounts', 'account', 'name'], ['listUsers', 'user', 'username']] as const) {
+    const lc = cmd.toLowerCase();
+    // alice (a user of d1) naming d2
+    const foreign = await s.call(cmd, { domainid: d2 }, alice);
+    assert.equal(foreign.status, 531, `${cmd}: ${JSON.stringify(foreign.body)}`);
+    assert.equal(foreign.body[`${lc}response`].errortext, `Account alice does not have permission to operate within domain id=${d2}`);
+    assert.equal((await s.call(cmd, { domainid: d2, listall: true, isrecursive: true }, alice)).status, 531);
+    // the twin: her own domain answers with her own account
+    const own = await s.call(cmd, { domainid: d1 }, alice);
+    assert.equal(own.status, 200);
+    assert.deepEqual(names(own, lc, key, field), ['alice']);
+    // a domain that does not exist is 431; the domain admin of d1 is refused d2 too, and sees d1
+    assert.equal((await s.call(cmd, { domainid: '00000000-0000-4000-8000-000000000000' }, alice)).status, 431);
+    assert.equal((await s.call(cmd, { domainid: d2 }, dadmin)).status, 531);
+    assert.ok(names(await s.call(cmd, { domainid: d1 }, dadmin), lc, key, field).includes('bob'));
+  }
+  // listUsers naming another account of her domain is refused as well (its twin: her own account)
+  const bobs = await s.call('listUsers', { account: 'bob', domainid: d1 }, alice);
+  assert.equal(bobs.status, 531);
+  assert.deepEqual((await s.call('listUsers', { account: 'alice', domainid: d1 }, alice)).body.listusersresponse.user.map((u: any) => u.username), ['alice']);
+});
+
 test('a rule may reference another account\'s group in the same domain, not another domain\'s', async () => {
   const r = await s.callAndWait('authorizeSecurityGroupIngress', {
     securitygroupname: 'alice-web', protocol: 'tcp', startport: 5432, endport: 5432,

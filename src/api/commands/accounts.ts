@@ -143,13 +143,15 @@ const listAccounts: CommandDef = {
     const pg = paging(p);
     const c = ctx.caller;
     let q = ctx.db.selectFrom('accounts').select(['id', 'name']).where('removed', 'is', null);
+    // CloudStack checks a named domain's access for every caller before anything else: a user naming a
+    // domain not its own is refused (531), not answered with its own account as if it had not asked.
+    const duuid = p.str('domainid');
+    const d = duuid ? await findDomainByUuid(ctx.db, duuid) : undefined;
+    if (duuid && !d) throw paramError(`Domain id=${duuid} doesn't exist`);
+    if (d) await (ctx.access as CallerAccess).checkDomain(d.id, d.uuid);
     if (c.role === 'user') q = q.where('id', '=', c.accountId);
     else {
-      const duuid = p.str('domainid');
-      if (duuid) {
-        const d = await findDomainByUuid(ctx.db, duuid);
-        if (!d) throw paramError(`Domain id=${duuid} doesn't exist`);
-        await (ctx.access as CallerAccess).checkDomain(d.id, d.uuid);
+      if (d) {
         q = q.where(inList(ctx.db, 'domain_id', p.bool('isrecursive') || p.bool('listall') ? await domainSubtree(ctx.db, d.path) : [d.id]));
       } else {
         q = q.where(inList(ctx.db, 'domain_id', await domainSubtree(ctx.db, c.domainPath)));
@@ -304,8 +306,9 @@ const listUsers: CommandDef = {
     const c = ctx.caller;
     let accountIds: number[];
     if (p.str('projectid') === '-1') accountIds = []; // users of projects: none (no projects)
-    else if (c.role === 'user') accountIds = [c.accountId];
-    else if (p.str('account') !== undefined) accountIds = (await ctx.access.listScope(p)).accountIds ?? [];
+    // A user's list is its own account's, but a domainid or account it may not see is refused (531), as
+    // CloudStack's buildACLSearchParameters does, not quietly answered with its own.
+    else if (c.role === 'user' || p.str('account') !== undefined) accountIds = (await ctx.access.listScope(p)).accountIds ?? [];
     else {
       const duuid = p.str('domainid');
       let domainIds: number[];
