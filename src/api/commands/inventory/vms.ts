@@ -299,9 +299,14 @@ const updateVirtualMachine: CommandDef = {
     const p = ctx.params;
     const vm = await getVm(ctx, 'id');
     const set: { name?: string; display_name?: string } = {};
-    if (p.has('name')) {
-      const name = p.str('name')!.trim();
-      validateVmName(name);
+    const name = p.has('name') ? p.str('name')!.trim() : undefined;
+    if (name !== undefined) validateVmName(name);
+    // One writer of this VM's name or group set at a time (two at once each deleted and re-inserted its
+    // group rows); taken before the networks the name check locks, as lock.ts orders them.
+    if ((name !== undefined && name !== vm.name) || p.has('securitygroupids') || p.has('securitygroupnames')) {
+      if (!(await lockVm(ctx.db, vm.id))) throw paramError(`Unable to find virtual machine by id ${vm.uuid}`);
+    }
+    if (name !== undefined) {
       if (name !== vm.name) {
         const nets = await ctx.db.selectFrom('nics').select('network_id').where('vm_id', '=', vm.id).where('removed', 'is', null).execute();
         await checkNameFree(ctx, name, nets.map((n) => n.network_id), vm.id);
@@ -309,10 +314,6 @@ const updateVirtualMachine: CommandDef = {
       }
     }
     if (p.has('displayname')) set.display_name = p.str('displayname')!;
-    // one writer of this VM's group set at a time (two at once each deleted and re-inserted its rows)
-    if (p.has('securitygroupids') || p.has('securitygroupnames')) {
-      if (!(await lockVm(ctx.db, vm.id))) throw paramError(`Unable to find virtual machine by id ${vm.uuid}`);
-    }
     const groups = await resolveGroups(ctx, vm.account_id);
     let groupsChanged = false;
     if (groups !== null) {
