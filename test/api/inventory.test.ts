@@ -203,6 +203,29 @@ test('deployVirtualMachine: requested addresses are validated against the networ
   await job('destroyVirtualMachine', { id: next.id, expunge: true });
 });
 
+test('IPv6: the subnet-router anycast address (all-zero host part) is no VM address: deploy, iptonetworklist, addIpToNic and ranges refuse it, 431 naming the parameter', async () => {
+  const count = async () => (await listVms()).length;
+  const before = await count();
+  for (const anycast of ['2001:db8:1::', '2001:DB8:1:0:0:0:0:0']) {
+    await jobFails('deployVirtualMachine', { networkids: net1.id, ip6address: anycast }, 431, /ip6address .*subnet-router anycast address of 2001:db8:1::\/64/);
+    await jobFails('deployVirtualMachine', { 'iptonetworklist[0].networkid': net1.id, 'iptonetworklist[0].ipv6': anycast }, 431, /iptonetworklist\[0\]\.ipv6 .*subnet-router anycast/);
+  }
+  assert.equal(await count(), before, 'the refused deploys left nothing behind');
+  // the twin: the next address is a host's
+  const vm = await deploy({ networkids: net1.id, name: 'anycast-twin', ip6address: '2001:db8:1::31' });
+  assert.equal(vm.nic[0].ip6address, '2001:db8:1::31');
+  await jobFails('addIpToNic', { nicid: vm.nic[0].id, ipaddress: '2001:db8:1::' }, 431, /ipaddress 2001:db8:1::: it is the subnet-router anycast address/);
+  assert.equal((await getVm(vm.id)).nic[0].secondaryip?.length ?? 0, 0, 'no secondary address was added');
+  assert.equal((await job('addIpToNic', { nicid: vm.nic[0].id, ipaddress: '2001:db8:1::32' })).nicsecondaryip.ipaddress, '2001:db8:1::32');
+  await job('destroyVirtualMachine', { id: vm.id, expunge: true });
+  // a range may not start or end there either (as startip/endip may not be the IPv4 network address)
+  const v6 = { name: 'anycast-range', ip6gateway: 'fd00:77::1', ip6cidr: 'fd00:77::/64' };
+  await fails('createNetwork', { ...v6, startipv6: 'fd00:77::', endipv6: 'fd00:77::20' }, 431, /startipv6 fd00:77::: it is the subnet-router anycast address/);
+  const ranged = (await ok('createNetwork', { ...v6, startipv6: 'fd00:77::10', endipv6: 'fd00:77::20' })).network;
+  assert.equal(ranged.ip6cidr, 'fd00:77::/64');
+  await job('deleteNetwork', { id: ranged.id });
+});
+
 test('deployVirtualMachine: security groups by ids xor names, unknown ones refused', async () => {
   const web = (await ok('createSecurityGroup', { name: 'inv-web' })).securitygroup;
   const db = (await ok('createSecurityGroup', { name: 'inv-db' })).securitygroup;
