@@ -375,6 +375,29 @@ test('destroy without expunge keeps the VM (Destroyed) and its address; expunge 
   assert.equal((await listVms({ id: reuse.id })).length, 0);
 });
 
+test('a destroyed VM\'s NICs and secondary addresses are frozen: removeIpFromNic, addIpToNic, add/removeNic refuse (431); once recovered they work', async () => {
+  const side = (await ok('createNetwork', { name: 'frozen-side', gateway: '10.6.6.1', netmask: '255.255.255.0', startip: '10.6.6.10', endip: '10.6.6.20' })).network;
+  const third = (await ok('createNetwork', { name: 'frozen-third', gateway: '10.6.7.1', netmask: '255.255.255.0', startip: '10.6.7.10', endip: '10.6.7.20' })).network;
+  const vm = await deploy({ networkids: `${net1.id},${side.id}`, name: 'frozen' });
+  const primary = vm.nic.find((n: any) => n.networkid === net1.id), extra = vm.nic.find((n: any) => n.networkid === side.id);
+  const sec = (await job('addIpToNic', { nicid: primary.id })).nicsecondaryip;
+  await job('destroyVirtualMachine', { id: vm.id });
+  const snapshot = async () => JSON.stringify((await ok('listNics', { virtualmachineid: vm.id })).nic);
+  const before = await snapshot();
+  await jobFails('removeIpFromNic', { id: sec.id }, 431, new RegExp(`Invalid id: virtual machine ${vm.id} of secondary IP ${sec.id} is destroyed`));
+  await jobFails('addIpToNic', { nicid: primary.id }, 431, /Invalid nicid: virtual machine .* is destroyed/);
+  await jobFails('addNicToVirtualMachine', { virtualmachineid: vm.id, networkid: third.id }, 431, /virtualmachineid.*destroyed/);
+  await jobFails('removeNicFromVirtualMachine', { virtualmachineid: vm.id, nicid: extra.id }, 431, /virtualmachineid.*destroyed/);
+  assert.equal(await snapshot(), before, 'nothing changed');
+  // the twin: recovered (Stopped), the same calls work
+  await ok('recoverVirtualMachine', { id: vm.id });
+  assert.equal((await job('removeIpFromNic', { id: sec.id })).success, true);
+  await job('removeNicFromVirtualMachine', { virtualmachineid: vm.id, nicid: extra.id });
+  assert.deepEqual((await ok('listNics', { virtualmachineid: vm.id })).nic.map((n: any) => [n.networkid, n.secondaryip?.length ?? 0]), [[net1.id, 0]]);
+  await job('destroyVirtualMachine', { id: vm.id, expunge: true });
+  for (const n of [side, third]) await job('deleteNetwork', { id: n.id });
+});
+
 test('updateVirtualMachine changes the groups of a RUNNING VM; a bad request changes nothing', async () => {
   const g1 = (await ok('createSecurityGroup', { name: 'upd-1' })).securitygroup;
   const g2 = (await ok('createSecurityGroup', { name: 'upd-2' })).securitygroup;

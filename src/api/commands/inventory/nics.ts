@@ -26,6 +26,9 @@ async function lockVmOfLiveNic(ctx: CommandContext, vmId: number, nic: { id: num
   if (!(await ctx.db.selectFrom('nics').select('id').where('id', '=', nic.id).where('removed', 'is', null).executeTakeFirst())) throw notFound(ctx, 'nicid', nic.uuid);
 }
 
+/** Destroyed (recoverable) or being expunged: its NICs and addresses no longer change. */
+const isGone = (state: string) => state === 'Destroyed' || state === 'Expunging';
+
 async function getNic(ctx: CommandContext, param: string) {
   const id = ctx.params.str(param)!;
   const nic = await ctx.db.selectFrom('nics').selectAll().where('uuid', '=', id).where('removed', 'is', null).executeTakeFirst();
@@ -99,7 +102,7 @@ const addIpToNic: CommandDef = {
     const nic = await getNic(ctx, 'nicid');
     const vm = await ctx.db.selectFrom('vms').selectAll().where('id', '=', nic.vm_id).executeTakeFirstOrThrow();
     await ctx.access.checkAccess(vm.account_id, vm.domain_id);
-    if (vm.state === 'Destroyed') throw paramError(`Invalid nicid: virtual machine ${vm.uuid} is destroyed`);
+    if (isGone(vm.state)) throw paramError(`Invalid nicid: virtual machine ${vm.uuid} is ${vm.state.toLowerCase()}`);
     await lockVmOfLiveNic(ctx, vm.id, nic);
     const held = await ctx.db.selectFrom('nic_secondary_ips').select((eb) => eb.fn.countAll<number>().as('n')).where('nic_id', '=', nic.id).executeTakeFirstOrThrow();
     if (Number(held.n) >= MAX_SECONDARY_IPS_PER_NIC) throw paramError(`Invalid nicid: NIC ${nic.uuid} has ${held.n} secondary addresses, the most a NIC may have`);
@@ -133,8 +136,11 @@ const removeIpFromNic: CommandDef = {
     const id = ctx.params.str('id')!;
     const sec = await ctx.db.selectFrom('nic_secondary_ips').selectAll().where('uuid', '=', id).executeTakeFirst();
     if (!sec) throw notFound(ctx, 'id', id);
-    const vm = await ctx.db.selectFrom('vms').select(['account_id', 'domain_id']).where('id', '=', sec.vm_id).executeTakeFirstOrThrow();
+    const vm = await ctx.db.selectFrom('vms').select(['uuid', 'state', 'account_id', 'domain_id']).where('id', '=', sec.vm_id).executeTakeFirstOrThrow();
     await ctx.access.checkAccess(vm.account_id, vm.domain_id);
+    // A destroyed VM is kept as it was, addresses included, until it is recovered or expunged: as its
+    // NICs (add/remove) and secondary addresses (addIpToNic) are, its secondary addresses are frozen too.
+    if (isGone(vm.state)) throw paramError(`Invalid id: virtual machine ${vm.uuid} of secondary IP ${sec.uuid} is ${vm.state.toLowerCase()}`);
     await ctx.db.deleteFrom('nic_secondary_ips').where('id', '=', sec.id).execute();
     await touched(ctx, sec.vm_id);
     return { success: true };
