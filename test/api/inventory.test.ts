@@ -315,20 +315,27 @@ test('lifecycle: stop, start on the last host, reboot, migrate, with the errors 
   assert.equal((await job('rebootVirtualMachine', { id: vm.id })).virtualmachine.state, 'Running');
   await jobFails('migrateVirtualMachine', { virtualmachineid: vm.id, hostid: hostA.id }, 431, /same host/);
   await jobFails('migrateVirtualMachine', { virtualmachineid: vm.id, hostid: '00000000-0000-0000-0000-000000000006' }, 431, /parameter hostid/);
-  const migrated = (await job('migrateVirtualMachine', { virtualmachineid: vm.id, hostid: hostB.id })).virtualmachine;
+  // no agent runs here, so every host is Disconnected: an explicit destination is refused, as in
+  // CloudStack (test/agent/control.test.ts migrates and starts onto Up hosts)
+  await jobFails('migrateVirtualMachine', { virtualmachineid: vm.id, hostid: hostB.id }, 431,
+    /^Cannot migrate VM, destination host is not in correct state, has status: Disconnected, state: Enabled \(hostid\)$/);
+  assert.equal((await getVm(vm.id)).hostid, hostA.id, 'the refused migration moved nothing');
+  // without hostid: the least loaded other host
+  const migrated = (await job('migrateVirtualMachine', { virtualmachineid: vm.id })).virtualmachine;
   assert.equal(migrated.hostid, hostB.id);
   assert.equal(migrated.state, 'Running');
   assert.equal(migrated.securitygroupsyncstate, 'Pending');
   assert.equal((await getVm(vm.id)).hostid, hostB.id);
-  // without hostid: the least loaded other host
   const back = (await job('migrateVirtualMachine', { virtualmachineid: vm.id })).virtualmachine;
   assert.equal(back.hostid, hostA.id);
   // startvm=false records a Stopped VM with no host; start places it
   const cold = await deploy({ networkids: net1.id, name: 'cold', startvm: false });
   assert.equal(cold.state, 'Stopped');
   assert.equal(cold.hostid, undefined);
-  const warm = (await job('startVirtualMachine', { id: cold.id, hostid: hostB.id })).virtualmachine;
-  assert.equal(warm.hostid, hostB.id);
+  await jobFails('startVirtualMachine', { id: cold.id, hostid: hostB.id }, 431, /^Unable to deploy the VM as the host: \S+ is not in the right state \(hostid\)$/);
+  assert.equal((await getVm(cold.id)).state, 'Stopped', 'the refused start changed nothing');
+  const warm = (await job('startVirtualMachine', { id: cold.id })).virtualmachine;
+  assert.ok([hostA.id, hostB.id].includes(warm.hostid));
   for (const id of [vm.id, cold.id]) await job('destroyVirtualMachine', { id, expunge: true });
 });
 
@@ -520,7 +527,7 @@ test('every inventory write reaches the control plane: the affected hosts\' desi
   assert.equal(r.body.jobstatus, 1, JSON.stringify(r.body));
   let vm: any;
   await bumps('deploy', [hostA.id], async () => { vm = await deploy({ networkids: net1.id, name: 'sync1', hostid: hostA.id }); });
-  await bumps('migrate', [hostA.id, hostB.id], () => job('migrateVirtualMachine', { virtualmachineid: vm.id, hostid: hostB.id }));
+  await bumps('migrate', [hostA.id, hostB.id], () => job('migrateVirtualMachine', { virtualmachineid: vm.id }));
   await bumps('group change while running', [hostB.id], () => ok('updateVirtualMachine', { id: vm.id, securitygroupids: g.id }));
   await bumps('secondary IP', [hostB.id], () => job('addIpToNic', { nicid: vm.nic[0].id }));
   await bumps('stop', [hostB.id], () => job('stopVirtualMachine', { id: vm.id }));
