@@ -190,6 +190,12 @@ test('deployVirtualMachine: requested addresses are validated against the networ
   await jobFails('deployVirtualMachine', { networkids: net1.id, macaddress: '02:aa:bb:cc:dd:01' }, 431, /macaddress .* already in use/);
   await jobFails('deployVirtualMachine', { networkids: net1.id, macaddress: '03:aa:bb:cc:dd:01' }, 431, /macaddress .*multicast/);
   await jobFails('deployVirtualMachine', { networkids: net1.id, macaddress: 'not-a-mac' }, 431, /macaddress/);
+  // mixed separators are refused, naming the parameter; one separator throughout (CloudStack's forms) is taken
+  await jobFails('deployVirtualMachine', { networkids: net1.id, macaddress: '02:00-00:00:00:01' }, 431, /^Mac address is not valid: 02:00-00:00:00:01 \(parameter macaddress\)$/);
+  await jobFails('deployVirtualMachine', { 'iptonetworklist[0].networkid': net1.id, 'iptonetworklist[0].mac': '02-00:00:00:00:01' }, 431, /parameter iptonetworklist\[0\]\.mac/);
+  const dotted = await deploy({ networkids: net1.id, name: 'dotted-mac', macaddress: '2.0.0.0.0.41' });
+  assert.equal(dotted.nic[0].macaddress, '02:00:00:00:00:41');
+  await job('destroyVirtualMachine', { id: dotted.id, expunge: true });
   await jobFails('deployVirtualMachine', { networkids: net1.id, name: '9lives' }, 431, /Invalid name/);
   await jobFails('deployVirtualMachine', { networkids: net1.id, name: 'web1' }, 431, /web1 already exists/);
   await jobFails('deployVirtualMachine', {}, 431, /networkids/);
