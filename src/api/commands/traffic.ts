@@ -2,8 +2,8 @@
 // and explainSecurityGroupTraffic (would this packet pass, and why — the policy compiler's `evaluate`
 // plus the always-on baseline, on the VM's policy compiled from the store, never a second copy of the
 // semantics). Tenants see their own VMs only, domain admins their domain, as CloudStack's list rules.
-import { ApiError, paramError, type CommandContext, type CommandDef } from '../command.js';
-import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, dateBound, paging } from './common.js';
+import { paramError, type CommandContext, type CommandDef } from '../command.js';
+import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, dateBound, opaqueGroups, paging } from './common.js';
 import { DROP_REASONS, isDropReason } from '../../model/telemetry.js';
 import { countDrops, listDrops, type DropFilter } from '../../store/queries/drops.js';
 import { loadPolicyInput } from '../../store/queries/cloud.js';
@@ -24,17 +24,6 @@ async function vmByUuid(ctx: CommandContext, uuid: string) {
   if (!vm) throw paramError(`Unable to find virtual machine with id ${uuid}`);
   await ctx.access.checkAccess(vm.account_id, vm.domain_id);
   return vm;
-}
-
-/** checkAccess as a question: may the caller operate on (and so see the VMs of) this account? */
-async function mayOperateOn(ctx: CommandContext, accountId: number, domainId: number): Promise<boolean> {
-  try {
-    await ctx.access.checkAccess(accountId, domainId);
-    return true;
-  } catch (err) {
-    if (err instanceof ApiError && err.code === 531) return false;
-    throw err;
-  }
 }
 
 const opt = <T>(v: T | null | undefined): T | undefined => (v === null ? undefined : v);
@@ -155,14 +144,10 @@ const explainSecurityGroupTraffic: CommandDef = {
     const sets = new Map<string, AddressSet>();
     const hidden: { id: string; family: 4 | 6 }[] = [];
     const refs = referencedSets(policy).map((id) => ({ id, s: parseAddressSetId(id) }));
-    const refGroupIds = [...new Set(refs.flatMap((r) => (r.s ? [r.s.groupId] : [])))];
-    const owners = refGroupIds.length === 0 ? [] : await ctx.db.selectFrom('security_groups')
-      .select(['id', 'account_id', 'domain_id']).where('id', 'in', refGroupIds).execute();
-    const visible = new Set<number>();
-    for (const o of owners) if (await mayOperateOn(ctx, o.account_id, o.domain_id)) visible.add(o.id);
+    const opaque = await opaqueGroups(ctx, refs.flatMap((r) => (r.s ? [r.s.groupId] : [])));
     for (const { id, s } of refs) {
       if (!s) continue;
-      if (visible.has(s.groupId)) sets.set(id, compileAddressSet(state, s.groupId, s.family));
+      if (!opaque.has(s.groupId)) sets.set(id, compileAddressSet(state, s.groupId, s.family));
       else { hidden.push({ id, family: s.family }); sets.set(id, { id, family: s.family, members: [] }); }
     }
     const rules = new Map<string, SecurityGroupRule>();
