@@ -515,6 +515,19 @@ test('NICs and secondary IPs: add, list, remove, with their errors', async () =>
   await job('deleteNetwork', { id: net3.id });
 });
 
+test('addNicToVirtualMachine keeps host names unique per network: a NIC in a network where another VM has the name is refused (530, as CloudStack)', async () => {
+  const other = (await ok('createNetwork', { name: 'names-other', gateway: '10.7.7.1', netmask: '255.255.255.0', startip: '10.7.7.10', endip: '10.7.7.20' })).network;
+  const third = (await ok('createNetwork', { name: 'names-third', gateway: '10.7.8.1', netmask: '255.255.255.0', startip: '10.7.8.10', endip: '10.7.8.20' })).network;
+  const a = await deploy({ networkids: net1.id, name: 'twin-name' });
+  const b = await deploy({ networkids: other.id, name: 'twin-name' }); // another network: the name is free there
+  await jobFails('addNicToVirtualMachine', { virtualmachineid: b.id, networkid: net1.id }, 530, /^Network guest1 already has a vm with host name: twin-name$/);
+  assert.equal((await ok('listNics', { virtualmachineid: b.id })).nic.length, 1, 'no NIC was added');
+  // the twin: a network where nobody has the name
+  assert.equal((await job('addNicToVirtualMachine', { virtualmachineid: b.id, networkid: third.id })).virtualmachine.nic.length, 2);
+  for (const v of [a, b]) await job('destroyVirtualMachine', { id: v.id, expunge: true });
+  for (const n of [other, third]) await job('deleteNetwork', { id: n.id });
+});
+
 test('every inventory write reaches the control plane: the affected hosts\' desired revision grows', async () => {
   const rev = async () => new Map(((await ok('listHosts')).host as any[]).map((h) => [h.id, h.desiredrevision as number]));
   /** Run a write, then wait (bounded) until each named host's desired revision passed its value before the write. */

@@ -8,7 +8,7 @@
 // - an account is locked FOR UPDATE by whoever deletes it or checks a per-account bound or name
 //   (createSecurityGroup, createTags), and FOR SHARE by whoever creates a VM for it;
 // - a network is locked FOR UPDATE by whoever allocates an address in it and by whoever checks that a
-//   VM name is free in it (deploy, rename, recover: host names are unique per network), so two servers
+//   VM name is free in it (deploy, rename, recover, a NIC added: host names are unique per network), so two servers
 //   cannot both find a name free and both take it;
 // - order: account, then VM, then networks in ascending id order, then groups in ascending id order
 //   (mixed modes included), so that two writers wait for each other instead of deadlocking.

@@ -7,6 +7,7 @@ import { parseIpv4, parseIpv6 } from './addresses.js';
 import { getNetwork, getVm, notFound, runtimeError, uuid } from './common.js';
 import { checkNetworkUsable } from './networks.js';
 import { insertNic } from './vms.js';
+import { checkNameFree } from './placement.js';
 import { nicViews, vmView } from './views.js';
 import { lockVm } from '../../../store/queries/lock.js';
 import { MAX_NICS_PER_VM, MAX_SECONDARY_IPS_PER_NIC } from '../../../protocol/limits.js';
@@ -58,6 +59,8 @@ const addNicToVirtualMachine: CommandDef = {
     const nics = await ctx.db.selectFrom('nics').select(['network_id', 'device_id', 'is_default']).where('vm_id', '=', vm.id).where('removed', 'is', null).execute();
     if (nics.some((n) => n.network_id === net.id)) throw runtimeError(`A NIC already exists for VM:${vm.instance_name} in network: ${net.uuid}`);
     if (nics.length >= MAX_NICS_PER_VM) throw paramError(`Invalid networkid: virtual machine ${vm.uuid} has ${nics.length} NICs, the most a virtual machine may have`);
+    // Host names are unique per network (as at deploy): the network's lock is held to commit.
+    await checkNameFree(ctx, vm.name, [net.id], vm.id, (network) => runtimeError(`Network ${network} already has a vm with host name: ${vm.name}`));
     const deviceId = nics.reduce((m, n) => Math.max(m, n.device_id + 1), 0);
     const p = ctx.params;
     await insertNic(ctx, vm.id, { net, ip: p.str('ipaddress'), ip6: p.str('ip6address'), mac: p.str('macaddress'), param: 'networkids' }, deviceId, !nics.some((n) => n.is_default === 1));

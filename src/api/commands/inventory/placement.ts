@@ -130,7 +130,8 @@ export function validateVmName(name: string, param = 'name'): void {
  * first (store/queries/lock.ts) and stay locked until the caller commits the name, so two servers cannot
  * both find a name free.
  */
-export async function checkNameFree(ctx: CommandContext, name: string, networkIds: number[], exceptVmId?: number): Promise<void> {
+export async function checkNameFree(ctx: CommandContext, name: string, networkIds: number[], exceptVmId?: number,
+  taken: (network: string) => Error = (network) => paramError(`Invalid name: the vm with hostName ${name} already exists in the network domain of network ${network}`)): Promise<void> {
   if (!networkIds.length) return;
   await lockNetworks(ctx.db, networkIds);
   let q = ctx.db.selectFrom('vms').innerJoin('nics', 'nics.vm_id', 'vms.id').innerJoin('networks', 'networks.id', 'nics.network_id')
@@ -139,5 +140,5 @@ export async function checkNameFree(ctx: CommandContext, name: string, networkId
     .where('vms.state', '!=', 'Destroyed').where('nics.removed', 'is', null).where(inList(ctx.db, 'nics.network_id', networkIds));
   if (exceptVmId !== undefined) q = q.where('vms.id', '!=', exceptVmId);
   const clash = await q.executeTakeFirst();
-  if (clash) throw paramError(`Invalid name: the vm with hostName ${name} already exists in the network domain of network ${clash.network}`);
+  if (clash) throw taken(clash.network);
 }
