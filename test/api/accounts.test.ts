@@ -164,6 +164,22 @@ test('listAccounts/listUsers: a domainid the caller may not see is refused (531)
   assert.deepEqual((await s.call('listUsers', { account: 'alice', domainid: d1 }, alice)).body.listusersresponse.user.map((u: any) => u.username), ['alice']);
 });
 
+test('listUsers by a user shows that user alone, not the other users of its account; another user\'s id is refused (531)', async () => {
+  const second = (await s.call('createUser', { account: 'alice', domainid: d1, username: 'alice2', password: 'pw-alice2', email: 'a2@example.org', firstname: 'a', lastname: 'two' })).body.createuserresponse.user;
+  assert.ok(second?.id, 'second user of alice\'s account');
+  const mine = (await s.call('listUsers', {}, alice)).body.listusersresponse;
+  assert.deepEqual(mine.user.map((u: any) => u.username), ['alice']);
+  assert.equal(mine.count, 1);
+  assert.deepEqual((await s.call('listUsers', { listall: true, account: 'alice', domainid: d1 }, alice)).body.listusersresponse.user.map((u: any) => u.username), ['alice']);
+  const other = await s.call('listUsers', { id: second.id }, alice);
+  assert.equal(other.status, 531);
+  assert.equal(other.body.listusersresponse.errortext, 'Calling user is not authorized to see the user requested by id');
+  const self = mine.user[0].id;
+  assert.deepEqual((await s.call('listUsers', { id: self }, alice)).body.listusersresponse.user.map((u: any) => u.username), ['alice']);
+  // the twin: an admin of the domain sees both users of the account
+  assert.deepEqual((await s.call('listUsers', { account: 'alice', domainid: d1 }, dadmin)).body.listusersresponse.user.map((u: any) => u.username).sort(), ['alice', 'alice2']);
+});
+
 test('a rule may reference another account\'s group in the same domain, not another domain\'s', async () => {
   const r = await s.callAndWait('authorizeSecurityGroupIngress', {
     securitygroupname: 'alice-web', protocol: 'tcp', startport: 5432, endport: 5432,

@@ -322,8 +322,14 @@ const listUsers: CommandDef = {
       if (c.role === 'domainadmin') aq = aq.where('type', '!=', 1); // root-admin users (and their API keys) stay hidden
       accountIds = (await aq.execute()).map((r) => r.id);
     }
-    let users = await userResponses(ctx.db, { accountIds });
-    const id = p.str('id'); if (id) users = users.filter((u) => u.value.id === id);
+    const id = p.str('id');
+    // CloudStack: a user's listUsers shows that user alone (not the other users of its account, their
+    // API keys included); asking for another user's id is refused.
+    if (c.role === 'user' && id !== undefined && id.toLowerCase() !== c.userUuid.toLowerCase()) {
+      throw permissionDenied('Calling user is not authorized to see the user requested by id');
+    }
+    let users = await userResponses(ctx.db, c.role === 'user' ? { accountIds, userIds: [c.userId] } : { accountIds });
+    if (id) users = users.filter((u) => u.value.id === id);
     const un = p.str('username'); if (un) users = users.filter((u) => String(u.value.username).toLowerCase() === un.toLowerCase());
     const t = p.int('accounttype'); if (t !== undefined) users = users.filter((u) => u.value.accounttype === t);
     const st = p.str('state'); if (st) users = users.filter((u) => u.value.state === st.toLowerCase());
