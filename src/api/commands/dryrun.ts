@@ -15,10 +15,10 @@
 // - revoke: `redundant` (the remaining rules still allow everything it allowed), `opensegress` (the
 //   last egress rule of a family: egress opens), and `trackedconnections`: the connections tracked right
 //   now on the affected VMs that no remaining rule would allow, asked of the agents through the
-//   ConnectionInspector within a time bound. Another account's referenced groups count as empty; a
-//   connection that would stay only if its peer were their member is flagged `dependsonmembership`. Without one (before the agents can answer) it reports
+//   ConnectionInspector within a time bound. Without one (before the agents can answer) it reports
 //   status "unavailable"; hosts that do not answer in time, or answers cut at the per-VM limit, make
-//   it "partial".
+//   it "partial". Another account's referenced groups count as empty; a connection that would stay
+//   only if its peer were their member is flagged `dependsonmembership`.
 import type { CommandContext } from '../command.js';
 import type { Family, SecurityGroupRule } from '../../model/types.js';
 import type { TrackedConnection } from '../../model/telemetry.js';

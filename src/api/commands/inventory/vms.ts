@@ -313,12 +313,10 @@ const updateVirtualMachine: CommandDef = {
     if ((name !== undefined && name !== vm.name) || p.has('securitygroupids') || p.has('securitygroupnames')) {
       if (!(await lockVm(ctx.db, vm.id))) throw paramError(`Unable to find virtual machine by id ${vm.uuid}`);
     }
-    if (name !== undefined) {
-      if (name !== vm.name) {
-        const nets = await ctx.db.selectFrom('nics').select('network_id').where('vm_id', '=', vm.id).where('removed', 'is', null).execute();
-        await checkNameFree(ctx, name, nets.map((n) => n.network_id), vm.id);
-        set.name = name;
-      }
+    if (name !== undefined && name !== vm.name) {
+      const nets = await ctx.db.selectFrom('nics').select('network_id').where('vm_id', '=', vm.id).where('removed', 'is', null).execute();
+      await checkNameFree(ctx, name, nets.map((n) => n.network_id), vm.id);
+      set.name = name;
     }
     if (p.has('displayname')) set.display_name = p.str('displayname')!;
     const groups = await resolveGroups(ctx, vm.account_id);
