@@ -88,6 +88,27 @@ test('migration moves the VM from the source host\'s state to the target\'s', as
   await waitFor('Synced on host 2', async () => (await vmRow(srv, v.id)).securitygroupsyncstate === 'Synced');
 });
 
+test('start and migrate onto an explicit host need it Up: a host without an agent is refused (431), an Up one takes the VM', async () => {
+  const [a1, a2] = agents;
+  const idle = await addHost(srv, 'ctl-idle'); // never connected: Disconnected
+  const v = await deploy(srv, cloud, { hostid: h1.id, name: 'ctl-up' });
+  await waitFor('on host 1', () => vmIds(a1).includes(v.id));
+  const refused = await srv.callAndWait('migrateVirtualMachine', { virtualmachineid: v.id, hostid: idle.id });
+  assert.equal(refused.body.jobresult?.errorcode, 431, JSON.stringify(refused.body));
+  assert.equal(refused.body.jobresult.errortext, 'Cannot migrate VM, destination host is not in correct state, has status: Disconnected, state: Enabled (hostid)');
+  assert.equal((await vmRow(srv, v.id)).hostid, h1.id, 'still on host 1');
+  await job(srv, 'migrateVirtualMachine', { virtualmachineid: v.id, hostid: h2.id });
+  await waitFor('on host 2', () => vmIds(a2).includes(v.id) && !vmIds(a1).includes(v.id));
+  await job(srv, 'stopVirtualMachine', { id: v.id });
+  const notStarted = await srv.callAndWait('startVirtualMachine', { id: v.id, hostid: idle.id });
+  assert.equal(notStarted.body.jobresult?.errorcode, 431, JSON.stringify(notStarted.body));
+  assert.equal(notStarted.body.jobresult.errortext, 'Unable to deploy the VM as the host: ctl-idle is not in the right state (hostid)');
+  assert.equal((await vmRow(srv, v.id)).state, 'Stopped');
+  await job(srv, 'startVirtualMachine', { id: v.id, hostid: h1.id });
+  await waitFor('started on host 1', () => vmIds(a1).includes(v.id));
+  assert.equal((await hostRow(srv, idle.id)).state, 'Disconnected');
+});
+
 test('a referenced group is an address set on the other host: secondary IPs join it, a stopped member leaves it', async () => {
   const [a1, a2] = agents;
   const mk = async (name: string) => ok(await srv.call('createSecurityGroup', { name }), 'createSecurityGroup').createsecuritygroupresponse.securitygroup.id;

@@ -140,6 +140,46 @@ test('list scoping: default own account, account+domainid, domainid, isrecursive
   assert.deepEqual(groupsOf(await s.call('listSecurityGroups', { listall: true }, bob)), ['bob/default']);
 });
 
+test('listAccounts/listUsers: a domainid the caller may not see is refused (531), its own domain lists its own', async () => {
+  const names = (r: { body: any }, cmd: string, key: string, field: string) => (r.body[`${cmd}response`][key] ?? []).map((x: any) => x[field]).sort();
+  for (const [cmd, key, field] of [['listAccounts', 'account', 'name'], ['listUsers', 'user', 'username']] as const) {
+    const lc = cmd.toLowerCase();
+    // alice (a user of d1) naming d2
+    const foreign = await s.call(cmd, { domainid: d2 }, alice);
+    assert.equal(foreign.status, 531, `${cmd}: ${JSON.stringify(foreign.body)}`);
+    assert.equal(foreign.body[`${lc}response`].errortext, `Account alice does not have permission to operate within domain id=${d2}`);
+    assert.equal((await s.call(cmd, { domainid: d2, listall: true, isrecursive: true }, alice)).status, 531);
+    // the twin: her own domain answers with her own account
+    const own = await s.call(cmd, { domainid: d1 }, alice);
+    assert.equal(own.status, 200);
+    assert.deepEqual(names(own, lc, key, field), ['alice']);
+    // a domain that does not exist is 431; the domain admin of d1 is refused d2 too, and sees d1
+    assert.equal((await s.call(cmd, { domainid: '00000000-0000-4000-8000-000000000000' }, alice)).status, 431);
+    assert.equal((await s.call(cmd, { domainid: d2 }, dadmin)).status, 531);
+    assert.ok(names(await s.call(cmd, { domainid: d1 }, dadmin), lc, key, field).includes('bob'));
+  }
+  // listUsers naming another account of her domain is refused as well (its twin: her own account)
+  const bobs = await s.call('listUsers', { account: 'bob', domainid: d1 }, alice);
+  assert.equal(bobs.status, 531);
+  assert.deepEqual((await s.call('listUsers', { account: 'alice', domainid: d1 }, alice)).body.listusersresponse.user.map((u: any) => u.username), ['alice']);
+});
+
+test('listUsers by a user shows that user alone, not the other users of its account; another user\'s id is refused (531)', async () => {
+  const second = (await s.call('createUser', { account: 'alice', domainid: d1, username: 'alice2', password: 'pw-alice2', email: 'a2@example.org', firstname: 'a', lastname: 'two' })).body.createuserresponse.user;
+  assert.ok(second?.id, 'second user of alice\'s account');
+  const mine = (await s.call('listUsers', {}, alice)).body.listusersresponse;
+  assert.deepEqual(mine.user.map((u: any) => u.username), ['alice']);
+  assert.equal(mine.count, 1);
+  assert.deepEqual((await s.call('listUsers', { listall: true, account: 'alice', domainid: d1 }, alice)).body.listusersresponse.user.map((u: any) => u.username), ['alice']);
+  const other = await s.call('listUsers', { id: second.id }, alice);
+  assert.equal(other.status, 531);
+  assert.equal(other.body.listusersresponse.errortext, 'Calling user is not authorized to see the user requested by id');
+  const self = mine.user[0].id;
+  assert.deepEqual((await s.call('listUsers', { id: self }, alice)).body.listusersresponse.user.map((u: any) => u.username), ['alice']);
+  // the twin: an admin of the domain sees both users of the account
+  assert.deepEqual((await s.call('listUsers', { account: 'alice', domainid: d1 }, dadmin)).body.listusersresponse.user.map((u: any) => u.username).sort(), ['alice', 'alice2']);
+});
+
 test('a rule may reference another account\'s group in the same domain, not another domain\'s', async () => {
   const r = await s.callAndWait('authorizeSecurityGroupIngress', {
     securitygroupname: 'alice-web', protocol: 'tcp', startport: 5432, endport: 5432,

@@ -23,22 +23,22 @@ let keys: { apikey: string; secretkey: string };
 let answer: (req: Parameters<ConnectionInspector['trackedConnections']>[0]) => HostConnections[] = () => [];
 const asked: Parameters<ConnectionInspector['trackedConnections']>[0][] = [];
 
-async function call(command: string, params: Record<string, string | number | boolean> = {}): Promise<any> {
-  const p: Record<string, string> = { command, response: 'json', apiKey: keys.apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 60_000)) };
+async function call(command: string, params: Record<string, string | number | boolean> = {}, who: { apikey: string; secretkey: string } = keys): Promise<any> {
+  const p: Record<string, string> = { command, response: 'json', apiKey: who.apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 60_000)) };
   for (const [k, v] of Object.entries(params)) p[k] = String(v);
-  p.signature = signParams(p, keys.secretkey);
+  p.signature = signParams(p, who.secretkey);
   const r = await app.inject({ method: 'POST', url: '/client/api', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: new URLSearchParams(p).toString() });
   const body = JSON.parse(r.body);
   assert.equal(r.statusCode, 200, JSON.stringify(body));
   const inner = body[`${command.toLowerCase()}response`];
   if (!inner.jobid || command === 'queryAsyncJobResult') return inner;
   await dispatcherOf(app).idle();
-  const j = await call('queryAsyncJobResult', { jobid: inner.jobid });
+  const j = await call('queryAsyncJobResult', { jobid: inner.jobid }, who);
   assert.equal(j.jobstatus, 1, JSON.stringify(j));
   return j.jobresult;
 }
 
-let web: any, vm1: any, vm2: any, hosts: any[];
+let web: any, vm1: any, vm2: any, hosts: any[], net: any;
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-dryrun-'));
@@ -47,7 +47,7 @@ before(async () => {
   const inspector: ConnectionInspector = { trackedConnections: async (req) => { asked.push(req); return answer(req); } };
   app = await buildServer({ db, sink: { publish() {} }, log: pino({ level: 'silent' }), connections: inspector });
   const zone = (await call('listZones')).zone[0].id;
-  const net = (await call('createNetwork', { name: 'n', zoneid: zone, gateway: '10.0.0.1', netmask: '255.255.255.0', startip: '10.0.0.10', endip: '10.0.0.99' })).network;
+  net = (await call('createNetwork', { name: 'n', zoneid: zone, gateway: '10.0.0.1', netmask: '255.255.255.0', startip: '10.0.0.10', endip: '10.0.0.99' })).network;
   hosts = [(await call('addHost', { name: 'h1' })).host[0], (await call('addHost', { name: 'h2' })).host[0]];
   web = (await call('createSecurityGroup', { name: 'web' })).securitygroup;
   await call('authorizeSecurityGroupIngress', { securitygroupid: web.id, protocol: 'tcp', startport: 22, endport: 22, cidrlist: '192.0.2.0/24' });
@@ -92,4 +92,38 @@ test('revoke dry run: a host that does not answer, or an answer cut at the limit
   answer = (req) => req.hostIds.map((hostId) => ({ hostId, answered: true, truncated: true, connections: [] }));
   t = (await call('revokeSecurityGroupIngress', { id: http.ruleid, dryrun: true })).dryrun.trackedconnections;
   assert.deepEqual([t.status, t.count], ['partial', 0]);
+});
+
+test('revoke dry run: a connection from an address of another account\'s referenced group says the same whether that address is a member or not', async () => {
+  const domainid = (await call('listDomains', {})).domain[0].id;
+  const user = async (name: string) => {
+    const a = (await call('createAccount', { username: name, password: `pw-${name}`, email: `${name}@example.org`, firstname: name, lastname: 'T', domainid, accounttype: 0 })).account;
+    return { name, ...(await call('registerUserKeys', { id: a.user[0].id })).userkeys as { apikey: string; secretkey: string } };
+  };
+  const alice = await user('alice');
+  await user('bob');
+  const mine = (await call('createSecurityGroup', { name: 'mine' }, alice)).securitygroup;
+  await call('createSecurityGroup', { name: 'peers' }, alice);
+  const rule = async (p: Record<string, string | number>) => (await call('authorizeSecurityGroupIngress', { securitygroupid: mine.id, protocol: 'tcp', startport: 22, endport: 22, ...p }, alice)).securitygroup.ingressrule[0];
+  const open = await rule({ cidrlist: '0.0.0.0/0' });
+  await rule({ 'usersecuritygrouplist[0].account': 'bob', 'usersecuritygrouplist[0].group': 'default' });
+  await rule({ 'usersecuritygrouplist[0].account': 'alice', 'usersecuritygrouplist[0].group': 'peers' });
+  const deploy = (name: string, ip: string, owner: string, group: string) => call('deployVirtualMachine', { name, networkids: net.id, ipaddress: ip, hostid: hosts[0].id, account: owner, domainid, securitygroupnames: group });
+  const target = (await deploy('a-target', '10.0.0.40', 'alice', 'mine')).virtualmachine;
+  await deploy('b-member', '10.0.0.41', 'bob', 'default');
+  await deploy('a-peer', '10.0.0.42', 'alice', 'peers');
+  const nobody = '10.0.0.49';
+  answer = (req) => req.hostIds.map((hostId) => ({
+    hostId, answered: true, truncated: false,
+    connections: [conn(target, '10.0.0.41', 22), conn(target, nobody, 22), conn(target, '10.0.0.42', 22)],
+  }));
+  const listed = async (who: { apikey: string; secretkey: string }) => {
+    const t = (await call('revokeSecurityGroupIngress', { id: open.ruleid, dryrun: true }, who)).dryrun.trackedconnections;
+    return Object.fromEntries(t.connection.map((c: any) => [c.srcaddress, c.dependsonmembership ? 'depends' : 'cut']));
+  };
+  // alice: bob's member and the stranger look alike (both might be cut); her own group's member is
+  // known to stay, so it is not listed
+  assert.deepEqual(await listed(alice), { '10.0.0.41': 'depends', [nobody]: 'depends' });
+  // the root admin may see bob's VMs: the real answer
+  assert.deepEqual(await listed(keys), { [nobody]: 'cut' });
 });

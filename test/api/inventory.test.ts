@@ -190,6 +190,12 @@ test('deployVirtualMachine: requested addresses are validated against the networ
   await jobFails('deployVirtualMachine', { networkids: net1.id, macaddress: '02:aa:bb:cc:dd:01' }, 431, /macaddress .* already in use/);
   await jobFails('deployVirtualMachine', { networkids: net1.id, macaddress: '03:aa:bb:cc:dd:01' }, 431, /macaddress .*multicast/);
   await jobFails('deployVirtualMachine', { networkids: net1.id, macaddress: 'not-a-mac' }, 431, /macaddress/);
+  // mixed separators are refused, naming the parameter; one separator throughout (CloudStack's forms) is taken
+  await jobFails('deployVirtualMachine', { networkids: net1.id, macaddress: '02:00-00:00:00:01' }, 431, /^Mac address is not valid: 02:00-00:00:00:01 \(parameter macaddress\)$/);
+  await jobFails('deployVirtualMachine', { 'iptonetworklist[0].networkid': net1.id, 'iptonetworklist[0].mac': '02-00:00:00:00:01' }, 431, /parameter iptonetworklist\[0\]\.mac/);
+  const dotted = await deploy({ networkids: net1.id, name: 'dotted-mac', macaddress: '2.0.0.0.0.41' });
+  assert.equal(dotted.nic[0].macaddress, '02:00:00:00:00:41');
+  await job('destroyVirtualMachine', { id: dotted.id, expunge: true });
   await jobFails('deployVirtualMachine', { networkids: net1.id, name: '9lives' }, 431, /Invalid name/);
   await jobFails('deployVirtualMachine', { networkids: net1.id, name: 'web1' }, 431, /web1 already exists/);
   await jobFails('deployVirtualMachine', {}, 431, /networkids/);
@@ -201,6 +207,29 @@ test('deployVirtualMachine: requested addresses are validated against the networ
   const next = await deploy({ networkids: net1.id, name: 'after-failures' });
   assert.equal(next.nic[0].ipaddress, '10.1.1.12');
   await job('destroyVirtualMachine', { id: next.id, expunge: true });
+});
+
+test('IPv6: the subnet-router anycast address (all-zero host part) is no VM address: deploy, iptonetworklist, addIpToNic and ranges refuse it, 431 naming the parameter', async () => {
+  const count = async () => (await listVms()).length;
+  const before = await count();
+  for (const anycast of ['2001:db8:1::', '2001:DB8:1:0:0:0:0:0']) {
+    await jobFails('deployVirtualMachine', { networkids: net1.id, ip6address: anycast }, 431, /ip6address .*subnet-router anycast address of 2001:db8:1::\/64/);
+    await jobFails('deployVirtualMachine', { 'iptonetworklist[0].networkid': net1.id, 'iptonetworklist[0].ipv6': anycast }, 431, /iptonetworklist\[0\]\.ipv6 .*subnet-router anycast/);
+  }
+  assert.equal(await count(), before, 'the refused deploys left nothing behind');
+  // the twin: the next address is a host's
+  const vm = await deploy({ networkids: net1.id, name: 'anycast-twin', ip6address: '2001:db8:1::31' });
+  assert.equal(vm.nic[0].ip6address, '2001:db8:1::31');
+  await jobFails('addIpToNic', { nicid: vm.nic[0].id, ipaddress: '2001:db8:1::' }, 431, /ipaddress 2001:db8:1::: it is the subnet-router anycast address/);
+  assert.equal((await getVm(vm.id)).nic[0].secondaryip?.length ?? 0, 0, 'no secondary address was added');
+  assert.equal((await job('addIpToNic', { nicid: vm.nic[0].id, ipaddress: '2001:db8:1::32' })).nicsecondaryip.ipaddress, '2001:db8:1::32');
+  await job('destroyVirtualMachine', { id: vm.id, expunge: true });
+  // a range may not start or end there either (as startip/endip may not be the IPv4 network address)
+  const v6 = { name: 'anycast-range', ip6gateway: 'fd00:77::1', ip6cidr: 'fd00:77::/64' };
+  await fails('createNetwork', { ...v6, startipv6: 'fd00:77::', endipv6: 'fd00:77::20' }, 431, /startipv6 fd00:77::: it is the subnet-router anycast address/);
+  const ranged = (await ok('createNetwork', { ...v6, startipv6: 'fd00:77::10', endipv6: 'fd00:77::20' })).network;
+  assert.equal(ranged.ip6cidr, 'fd00:77::/64');
+  await job('deleteNetwork', { id: ranged.id });
 });
 
 test('deployVirtualMachine: security groups by ids xor names, unknown ones refused', async () => {
@@ -292,20 +321,27 @@ test('lifecycle: stop, start on the last host, reboot, migrate, with the errors 
   assert.equal((await job('rebootVirtualMachine', { id: vm.id })).virtualmachine.state, 'Running');
   await jobFails('migrateVirtualMachine', { virtualmachineid: vm.id, hostid: hostA.id }, 431, /same host/);
   await jobFails('migrateVirtualMachine', { virtualmachineid: vm.id, hostid: '00000000-0000-0000-0000-000000000006' }, 431, /parameter hostid/);
-  const migrated = (await job('migrateVirtualMachine', { virtualmachineid: vm.id, hostid: hostB.id })).virtualmachine;
+  // no agent runs here, so every host is Disconnected: an explicit destination is refused, as in
+  // CloudStack (test/agent/control.test.ts migrates and starts onto Up hosts)
+  await jobFails('migrateVirtualMachine', { virtualmachineid: vm.id, hostid: hostB.id }, 431,
+    /^Cannot migrate VM, destination host is not in correct state, has status: Disconnected, state: Enabled \(hostid\)$/);
+  assert.equal((await getVm(vm.id)).hostid, hostA.id, 'the refused migration moved nothing');
+  // without hostid: the least loaded other host
+  const migrated = (await job('migrateVirtualMachine', { virtualmachineid: vm.id })).virtualmachine;
   assert.equal(migrated.hostid, hostB.id);
   assert.equal(migrated.state, 'Running');
   assert.equal(migrated.securitygroupsyncstate, 'Pending');
   assert.equal((await getVm(vm.id)).hostid, hostB.id);
-  // without hostid: the least loaded other host
   const back = (await job('migrateVirtualMachine', { virtualmachineid: vm.id })).virtualmachine;
   assert.equal(back.hostid, hostA.id);
   // startvm=false records a Stopped VM with no host; start places it
   const cold = await deploy({ networkids: net1.id, name: 'cold', startvm: false });
   assert.equal(cold.state, 'Stopped');
   assert.equal(cold.hostid, undefined);
-  const warm = (await job('startVirtualMachine', { id: cold.id, hostid: hostB.id })).virtualmachine;
-  assert.equal(warm.hostid, hostB.id);
+  await jobFails('startVirtualMachine', { id: cold.id, hostid: hostB.id }, 431, /^Unable to deploy the VM as the host: \S+ is not in the right state \(hostid\)$/);
+  assert.equal((await getVm(cold.id)).state, 'Stopped', 'the refused start changed nothing');
+  const warm = (await job('startVirtualMachine', { id: cold.id })).virtualmachine;
+  assert.ok([hostA.id, hostB.id].includes(warm.hostid));
   for (const id of [vm.id, cold.id]) await job('destroyVirtualMachine', { id, expunge: true });
 });
 
@@ -350,6 +386,29 @@ test('destroy without expunge keeps the VM (Destroyed) and its address; expunge 
   await job('destroyVirtualMachine', { id: reuse.id });
   assert.equal((await job('expungeVirtualMachine', { id: reuse.id })).success, true);
   assert.equal((await listVms({ id: reuse.id })).length, 0);
+});
+
+test('a destroyed VM\'s NICs and secondary addresses are frozen: removeIpFromNic, addIpToNic, add/removeNic refuse (431); once recovered they work', async () => {
+  const side = (await ok('createNetwork', { name: 'frozen-side', gateway: '10.6.6.1', netmask: '255.255.255.0', startip: '10.6.6.10', endip: '10.6.6.20' })).network;
+  const third = (await ok('createNetwork', { name: 'frozen-third', gateway: '10.6.7.1', netmask: '255.255.255.0', startip: '10.6.7.10', endip: '10.6.7.20' })).network;
+  const vm = await deploy({ networkids: `${net1.id},${side.id}`, name: 'frozen' });
+  const primary = vm.nic.find((n: any) => n.networkid === net1.id), extra = vm.nic.find((n: any) => n.networkid === side.id);
+  const sec = (await job('addIpToNic', { nicid: primary.id })).nicsecondaryip;
+  await job('destroyVirtualMachine', { id: vm.id });
+  const snapshot = async () => JSON.stringify((await ok('listNics', { virtualmachineid: vm.id })).nic);
+  const before = await snapshot();
+  await jobFails('removeIpFromNic', { id: sec.id }, 431, new RegExp(`Invalid id: virtual machine ${vm.id} of secondary IP ${sec.id} is destroyed`));
+  await jobFails('addIpToNic', { nicid: primary.id }, 431, /Invalid nicid: virtual machine .* is destroyed/);
+  await jobFails('addNicToVirtualMachine', { virtualmachineid: vm.id, networkid: third.id }, 431, /virtualmachineid.*destroyed/);
+  await jobFails('removeNicFromVirtualMachine', { virtualmachineid: vm.id, nicid: extra.id }, 431, /virtualmachineid.*destroyed/);
+  assert.equal(await snapshot(), before, 'nothing changed');
+  // the twin: recovered (Stopped), the same calls work
+  await ok('recoverVirtualMachine', { id: vm.id });
+  assert.equal((await job('removeIpFromNic', { id: sec.id })).success, true);
+  await job('removeNicFromVirtualMachine', { virtualmachineid: vm.id, nicid: extra.id });
+  assert.deepEqual((await ok('listNics', { virtualmachineid: vm.id })).nic.map((n: any) => [n.networkid, n.secondaryip?.length ?? 0]), [[net1.id, 0]]);
+  await job('destroyVirtualMachine', { id: vm.id, expunge: true });
+  for (const n of [side, third]) await job('deleteNetwork', { id: n.id });
 });
 
 test('updateVirtualMachine changes the groups of a RUNNING VM; a bad request changes nothing', async () => {
@@ -456,6 +515,19 @@ test('NICs and secondary IPs: add, list, remove, with their errors', async () =>
   await job('deleteNetwork', { id: net3.id });
 });
 
+test('addNicToVirtualMachine keeps host names unique per network: a NIC in a network where another VM has the name is refused (530, as CloudStack)', async () => {
+  const other = (await ok('createNetwork', { name: 'names-other', gateway: '10.7.7.1', netmask: '255.255.255.0', startip: '10.7.7.10', endip: '10.7.7.20' })).network;
+  const third = (await ok('createNetwork', { name: 'names-third', gateway: '10.7.8.1', netmask: '255.255.255.0', startip: '10.7.8.10', endip: '10.7.8.20' })).network;
+  const a = await deploy({ networkids: net1.id, name: 'twin-name' });
+  const b = await deploy({ networkids: other.id, name: 'twin-name' }); // another network: the name is free there
+  await jobFails('addNicToVirtualMachine', { virtualmachineid: b.id, networkid: net1.id }, 530, /^Network guest1 already has a vm with host name: twin-name$/);
+  assert.equal((await ok('listNics', { virtualmachineid: b.id })).nic.length, 1, 'no NIC was added');
+  // the twin: a network where nobody has the name
+  assert.equal((await job('addNicToVirtualMachine', { virtualmachineid: b.id, networkid: third.id })).virtualmachine.nic.length, 2);
+  for (const v of [a, b]) await job('destroyVirtualMachine', { id: v.id, expunge: true });
+  for (const n of [other, third]) await job('deleteNetwork', { id: n.id });
+});
+
 test('every inventory write reaches the control plane: the affected hosts\' desired revision grows', async () => {
   const rev = async () => new Map(((await ok('listHosts')).host as any[]).map((h) => [h.id, h.desiredrevision as number]));
   /** Run a write, then wait (bounded) until each named host's desired revision passed its value before the write. */
@@ -474,7 +546,7 @@ test('every inventory write reaches the control plane: the affected hosts\' desi
   assert.equal(r.body.jobstatus, 1, JSON.stringify(r.body));
   let vm: any;
   await bumps('deploy', [hostA.id], async () => { vm = await deploy({ networkids: net1.id, name: 'sync1', hostid: hostA.id }); });
-  await bumps('migrate', [hostA.id, hostB.id], () => job('migrateVirtualMachine', { virtualmachineid: vm.id, hostid: hostB.id }));
+  await bumps('migrate', [hostA.id, hostB.id], () => job('migrateVirtualMachine', { virtualmachineid: vm.id }));
   await bumps('group change while running', [hostB.id], () => ok('updateVirtualMachine', { id: vm.id, securitygroupids: g.id }));
   await bumps('secondary IP', [hostB.id], () => job('addIpToNic', { nicid: vm.nic[0].id }));
   await bumps('stop', [hostB.id], () => job('stopVirtualMachine', { id: vm.id }));

@@ -332,6 +332,48 @@ test('explainSecurityGroupTraffic: verdict, reason, deciding rule with group and
   assert.equal((await ex({ direction: 'ingress', protocol: 'tcp', port: 80, address: '203.0.113.77' }, admin)).allowed, true);
 });
 
+test('explainSecurityGroupTraffic: a rule referencing the caller\'s own group names its members; another account\'s group does not tell who is in it', async () => {
+  const ex = async (params: P, who: Creds = alice) => (await ok('explainSecurityGroupTraffic', { virtualmachineid: web1.id, direction: 'ingress', protocol: 'tcp', ...params }, who)).securitygrouptraffic;
+  const ref = async (port: number, account: string, group: string) => (await job('authorizeSecurityGroupIngress', {
+    securitygroupid: webGroup.id, protocol: 'tcp', startport: port, endport: port, 'usersecuritygrouplist[0].account': account, 'usersecuritygrouplist[0].group': group,
+  }, alice)).securitygroup.ingressrule[0];
+  const own = await ref(6001, 'alice', 'web');
+  const foreign = await ref(6002, 'bob', 'default');
+  const web2Ip = web2.nic[0].ipaddress, db1Ip = db1.nic[0].ipaddress, nobody = '10.1.1.199';
+  assert.notEqual(db1Ip, nobody);
+  try {
+    // Alice's own group: members are hers to see, so the verdict turns on membership.
+    const member = await ex({ port: 6001, address: web2Ip });
+    assert.deepEqual([member.allowed, member.reason, member.ruleid], [true, 'rule', own.ruleid]);
+    const stranger = await ex({ port: 6001, address: nobody });
+    assert.deepEqual([stranger.allowed, stranger.reason, stranger.ruleid], [false, 'default-deny', undefined]);
+    // Bob's group: the same answer for his VM's address and for an address nobody holds.
+    const strip = (x: any) => { const { address: _a, ...rest } = x; return rest; };
+    const asked = await ex({ port: 6002, address: db1Ip });
+    const unasked = await ex({ port: 6002, address: nobody });
+    assert.deepEqual(strip(asked), strip(unasked), 'nothing in the answer depends on whether the address is a member');
+    assert.equal(asked.allowed, undefined);
+    assert.equal(asked.reason, 'referenced-group');
+    assert.equal(asked.ruleid, foreign.ruleid, 'the caller still sees its own rule');
+    assert.match(asked.detail, /another account's/);
+    // A rule that allows the address on its own (a CIDR) still decides plainly, members or not.
+    const cidr = (await job('authorizeSecurityGroupIngress', { securitygroupid: webGroup.id, protocol: 'tcp', startport: 6002, endport: 6002, cidrlist: `${db1Ip}/32` }, alice)).securitygroup.ingressrule[0];
+    try {
+      const byCidr = await ex({ port: 6002, address: db1Ip });
+      assert.deepEqual([byCidr.allowed, byCidr.reason, byCidr.ruleid, byCidr.matchingruleids], [true, 'rule', cidr.ruleid, undefined], 'the foreign-group rule is not named beside it');
+    } finally {
+      await job('revokeSecurityGroupIngress', { id: cidr.ruleid }, alice);
+    }
+    // The root admin may see bob's VMs: its answer is the real one.
+    const adminMember = await ex({ port: 6002, address: db1Ip }, admin);
+    assert.deepEqual([adminMember.allowed, adminMember.reason, adminMember.ruleid], [true, 'rule', foreign.ruleid]);
+    const adminStranger = await ex({ port: 6002, address: nobody }, admin);
+    assert.deepEqual([adminStranger.allowed, adminStranger.reason], [false, 'default-deny']);
+  } finally {
+    for (const r of [own, foreign]) await job('revokeSecurityGroupIngress', { id: r.ruleid }, alice);
+  }
+});
+
 test('the palisade CLI gets explain and the drop log for free (verb + noun from listApis)', async () => {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-cli-'));
   try {

@@ -136,3 +136,40 @@ test('the same requested MAC through both servers at once: one deploy wins, the 
     assert.match(loser.body.jobresult.errortext, /MAC address is already in use|mac given is already in use/);
   }
 });
+
+test('the same VM name deployed through both servers at once into one network: one wins, the other is refused 431; different names both pass', async () => {
+  const net = (await ok('listNetworks', {})).network.find((n: any) => n.name === 'racenet').id;
+  for (let i = 0; i < ROUNDS; i++) {
+    const name = `name-race-${i}`;
+    const [a, b] = await Promise.all([s1, via2].map((s) => s.callAndWait('deployVirtualMachine', { networkids: net, name })));
+    const outcomes = [a, b].map((r) => (r.body.jobstatus === 1 ? 'ok' : `${r.body.jobresult?.errorcode}`)).sort();
+    assert.deepEqual(outcomes, ['431', 'ok'], `round ${i}: ${JSON.stringify([a.body.jobresult, b.body.jobresult])}`);
+    const loser = [a, b].find((r) => r.body.jobstatus === 2)!;
+    assert.match(loser.body.jobresult.errortext, new RegExp(`hostName ${name} already exists`));
+    const named = (await ok('listVirtualMachines', { name, listall: true })).virtualmachine.filter((v: any) => v.name === name);
+    assert.equal(named.length, 1, `round ${i}: one VM of that name`);
+    // the twin: two names at once both pass (the lock serialises, it refuses nothing)
+    const [c, d] = await Promise.all([s1, via2].map((s, k) => s.callAndWait('deployVirtualMachine', { networkids: net, name: `${name}-${k}` })));
+    assert.deepEqual([c.body.jobstatus, d.body.jobstatus], [1, 1], JSON.stringify([c.body.jobresult, d.body.jobresult]));
+    for (const r of [a, b, c, d].filter((x) => x.body.jobstatus === 1)) {
+      assert.equal((await s1.callAndWait('destroyVirtualMachine', { id: r.body.jobresult.virtualmachine.id, expunge: true })).body.jobstatus, 1);
+    }
+  }
+});
+
+test('renaming a VM through one server while the other deploys that name into its network: never two VMs of one name', async () => {
+  const net = (await ok('listNetworks', {})).network.find((n: any) => n.name === 'racenet').id;
+  for (let i = 0; i < ROUNDS; i++) {
+    const name = `rename-race-${i}`;
+    const vm = (await s1.callAndWait('deployVirtualMachine', { networkids: net, name: `${name}-old` })).body.jobresult.virtualmachine;
+    const [ren, dep] = await Promise.all([s1.call('updateVirtualMachine', { id: vm.id, name }), via2.callAndWait('deployVirtualMachine', { networkids: net, name })]);
+    const renamed = ren.status === 200, deployed = dep.body.jobstatus === 1;
+    assert.ok(renamed !== deployed, `round ${i}: exactly one takes the name: rename ${ren.status} ${JSON.stringify(ren.body)}, deploy ${JSON.stringify(dep.body.jobresult)}`);
+    if (!renamed) assert.equal(ren.status, 431);
+    const named = (await ok('listVirtualMachines', { name, listall: true })).virtualmachine.filter((v: any) => v.name === name);
+    assert.equal(named.length, 1, `round ${i}: one VM of that name`);
+    for (const id of [vm.id, ...(deployed ? [dep.body.jobresult.virtualmachine.id] : [])]) {
+      assert.equal((await s1.callAndWait('destroyVirtualMachine', { id, expunge: true })).body.jobstatus, 1);
+    }
+  }
+});

@@ -6,7 +6,7 @@ import { href } from '../route';
 
 interface NotCovered { protocol?: string; port?: number; icmptype?: number; icmpcode?: number; address?: string; securitygroupname?: string }
 interface FamilyRedundancy { family?: string; redundant?: boolean; coveredby?: string[]; notcovered?: NotCovered }
-interface TrackedConnection { virtualmachineid?: string; protocol?: string; srcaddress?: string; srcport?: number; dstaddress?: string; dstport?: number; icmptype?: number }
+interface TrackedConnection { virtualmachineid?: string; protocol?: string; srcaddress?: string; srcport?: number; dstaddress?: string; dstport?: number; icmptype?: number; dependsonmembership?: boolean }
 export interface DryRun {
   affectedvirtualmachinecount?: number; affectedvirtualmachines?: { id: string; name: string; state?: string }[];
   affectedhostcount?: number; affectedhosts?: { id: string; name: string }[];
@@ -117,7 +117,7 @@ function Tracked({ tracked }: { tracked: NonNullable<DryRun['trackedconnections'
       </Text>
       {conns.length ? (
         <List size="xs" className="mono">
-          {conns.slice(0, 20).map((c, i) => <List.Item key={i}>{c.protocol} {endpoint(c.srcaddress, c.srcport)} → {endpoint(c.dstaddress, c.dstport)}</List.Item>)}
+          {conns.slice(0, 20).map((c, i) => <List.Item key={i}>{c.protocol} {endpoint(c.srcaddress, c.srcport)} → {endpoint(c.dstaddress, c.dstport)}{c.dependsonmembership ? ' (kept if the peer is in another account\'s group a rule references)' : ''}</List.Item>)}
         </List>
       ) : null}
     </div>

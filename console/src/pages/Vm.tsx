@@ -111,6 +111,7 @@ const REASON: Record<string, string> = {
   untracked: 'The VM\'s groups allow all traffic of this address family both ways, so it passes without connection tracking.',
   'anti-spoofing': 'Always dropped by Palisade\'s built-in protection, whatever the rules (spoofing, rogue DHCP or router advertisements, stray multicast).',
   baseline: 'Always allowed by Palisade\'s built-in baseline (DHCP client, DNS, neighbour discovery), whatever the rules.',
+  'referenced-group': 'Allowed only if the address belongs to a running VM in another account\'s group that a rule references; which VMs those are is that account\'s to see.',
 };
 
 function Explain({ vm, onDecided, shownRules, describeRule }: {
@@ -145,6 +146,8 @@ function Explain({ vm, onDecided, shownRules, describeRule }: {
   const submit = (e: FormEvent) => { e.preventDefault(); explain.mutate(); };
   const v = explain.data;
   const allowed = v ? v.allowed === true || v.allowed === 'true' : false;
+  // Neither: it turns on another account's group membership, which the API does not tell.
+  const depends = v?.reason === 'referenced-group';
   const nics = vm.nic ?? [];
   return (
     <Card withBorder mt="lg" component="section" aria-labelledby="explain-title">
@@ -169,12 +172,13 @@ function Explain({ vm, onDecided, shownRules, describeRule }: {
           <Group justify="flex-end"><Button type="submit" loading={explain.isPending}>Explain</Button></Group>
           {explain.error ? <ErrorAlert error={explain.error} title="Could not explain" /> : null}
           {v ? (
-            <Alert color={allowed ? 'green' : 'red'} title={allowed ? 'Allowed' : 'Blocked'} data-testid="explain-verdict" data-allowed={allowed ? 'true' : 'false'}
+            <Alert color={depends ? 'yellow' : allowed ? 'green' : 'red'} title={depends ? 'Depends on another account\'s group' : allowed ? 'Allowed' : 'Blocked'}
+              data-testid="explain-verdict" data-allowed={depends ? 'unknown' : allowed ? 'true' : 'false'}
               data-reason={v.reason} data-ruleid={v.ruleid} role="status">
               <Text size="sm" data-testid="explain-reason">{(v.reason && REASON[v.reason]) ?? v.reason}</Text>
               {v.ruleid ? (
                 <Text size="sm" data-testid="explain-rule">
-                  Deciding rule: <b>{describeRule(v.ruleid) ?? v.ruleid}</b>{v.securitygroupname ? <> in group <Anchor href={href(`/groups/${v.securitygroupid}`)} size="sm">{v.securitygroupname}</Anchor></> : null}
+                  {depends ? 'The rule that would allow it' : 'Deciding rule'}: <b>{describeRule(v.ruleid) ?? v.ruleid}</b>{v.securitygroupname ? <> in group <Anchor href={href(`/groups/${v.securitygroupid}`)} size="sm">{v.securitygroupname}</Anchor></> : null}
                   {v.hitcount !== undefined ? `, matched ${v.hitcount.toLocaleString()} packet${v.hitcount === 1 ? '' : 's'} so far` : ''}
                   {shownRules.has(v.ruleid) ? ' (highlighted in the rules above)' : ''}.
                   {v.matchingruleids && v.matchingruleids.length > 1 ? ` ${v.matchingruleids.length - 1} other rule${v.matchingruleids.length > 2 ? 's' : ''} would allow it too.` : ''}

@@ -143,13 +143,15 @@ const listAccounts: CommandDef = {
     const pg = paging(p);
     const c = ctx.caller;
     let q = ctx.db.selectFrom('accounts').select(['id', 'name']).where('removed', 'is', null);
+    // CloudStack checks a named domain's access for every caller before anything else: a user naming a
+    // domain not its own is refused (531), not answered with its own account as if it had not asked.
+    const duuid = p.str('domainid');
+    const d = duuid ? await findDomainByUuid(ctx.db, duuid) : undefined;
+    if (duuid && !d) throw paramError(`Domain id=${duuid} doesn't exist`);
+    if (d) await (ctx.access as CallerAccess).checkDomain(d.id, d.uuid);
     if (c.role === 'user') q = q.where('id', '=', c.accountId);
     else {
-      const duuid = p.str('domainid');
-      if (duuid) {
-        const d = await findDomainByUuid(ctx.db, duuid);
-        if (!d) throw paramError(`Domain id=${duuid} doesn't exist`);
-        await (ctx.access as CallerAccess).checkDomain(d.id, d.uuid);
+      if (d) {
         q = q.where(inList(ctx.db, 'domain_id', p.bool('isrecursive') || p.bool('listall') ? await domainSubtree(ctx.db, d.path) : [d.id]));
       } else {
         q = q.where(inList(ctx.db, 'domain_id', await domainSubtree(ctx.db, c.domainPath)));
@@ -304,8 +306,9 @@ const listUsers: CommandDef = {
     const c = ctx.caller;
     let accountIds: number[];
     if (p.str('projectid') === '-1') accountIds = []; // users of projects: none (no projects)
-    else if (c.role === 'user') accountIds = [c.accountId];
-    else if (p.str('account') !== undefined) accountIds = (await ctx.access.listScope(p)).accountIds ?? [];
+    // A user's list is its own account's, but a domainid or account it may not see is refused (531), as
+    // CloudStack's buildACLSearchParameters does, not quietly answered with its own.
+    else if (c.role === 'user' || p.str('account') !== undefined) accountIds = (await ctx.access.listScope(p)).accountIds ?? [];
     else {
       const duuid = p.str('domainid');
       let domainIds: number[];
@@ -319,8 +322,14 @@ const listUsers: CommandDef = {
       if (c.role === 'domainadmin') aq = aq.where('type', '!=', 1); // root-admin users (and their API keys) stay hidden
       accountIds = (await aq.execute()).map((r) => r.id);
     }
-    let users = await userResponses(ctx.db, { accountIds });
-    const id = p.str('id'); if (id) users = users.filter((u) => u.value.id === id);
+    const id = p.str('id');
+    // CloudStack: a user's listUsers shows that user alone (not the other users of its account, their
+    // API keys included); asking for another user's id is refused.
+    if (c.role === 'user' && id !== undefined && id.toLowerCase() !== c.userUuid.toLowerCase()) {
+      throw permissionDenied('Calling user is not authorized to see the user requested by id');
+    }
+    let users = await userResponses(ctx.db, c.role === 'user' ? { accountIds, userIds: [c.userId] } : { accountIds });
+    if (id) users = users.filter((u) => u.value.id === id);
     const un = p.str('username'); if (un) users = users.filter((u) => String(u.value.username).toLowerCase() === un.toLowerCase());
     const t = p.int('accounttype'); if (t !== undefined) users = users.filter((u) => u.value.accounttype === t);
     const st = p.str('state'); if (st) users = users.filter((u) => u.value.state === st.toLowerCase());

@@ -1,7 +1,7 @@
 // Shared pieces of command modules: list paging, owner fields of responses, standard parameters.
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../../store/schema.js';
-import { ApiError, paramError, type ParamDef, type Params } from '../command.js';
+import { ApiError, paramError, type CommandContext, type ParamDef, type Params } from '../command.js';
 import { displayDomainPath } from '../../store/queries/accounts.js';
 import { inList } from '../../store/queries/batch.js';
 
@@ -95,4 +95,27 @@ export async function overLimit(db: Q, accountId: number, what: string, setting:
   const a = await db.selectFrom('accounts as a').innerJoin('domains as d', 'd.id', 'a.domain_id').select(['a.name', 'd.uuid']).where('a.id', '=', accountId).executeTakeFirst();
   return new ApiError(535, `Maximum number of resources of type '${what}' for account name=${a?.name ?? accountId} in domain id=${a?.uuid ?? '?'} has been exceeded: `
     + `${have} exist, this call adds ${adding}, the limit is ${limit} (${setting})`, 9999);
+}
+
+/**
+ * Of these referenced groups, those whose members the caller may not see: groups of accounts it may
+ * not operate on (checkAccess). Their membership is that account's business, so whatever the API tells
+ * the caller (explain, dry runs) must not depend on which addresses they hold.
+ */
+export async function opaqueGroups(ctx: CommandContext, groupIds: Iterable<number>): Promise<Set<number>> {
+  const ids = [...new Set(groupIds)];
+  const out = new Set<number>();
+  if (!ids.length) return out;
+  const owners = await ctx.db.selectFrom('security_groups').select(['id', 'account_id', 'domain_id']).where(inList(ctx.db, 'id', ids)).execute();
+  const found = new Set(owners.map((o) => o.id));
+  for (const id of ids) if (!found.has(id)) out.add(id); // gone meanwhile: nothing to show either
+  for (const o of owners) {
+    try {
+      await ctx.access.checkAccess(o.account_id, o.domain_id);
+    } catch (err) {
+      if (err instanceof ApiError && err.code === 531) out.add(o.id);
+      else throw err;
+    }
+  }
+  return out;
 }

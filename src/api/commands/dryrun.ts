@@ -17,7 +17,8 @@
 //   now on the affected VMs that no remaining rule would allow, asked of the agents through the
 //   ConnectionInspector within a time bound. Without one (before the agents can answer) it reports
 //   status "unavailable"; hosts that do not answer in time, or answers cut at the per-VM limit, make
-//   it "partial".
+//   it "partial". Another account's referenced groups count as empty; a connection that would stay
+//   only if its peer were their member is flagged `dependsonmembership`.
 import type { CommandContext } from '../command.js';
 import type { Family, SecurityGroupRule } from '../../model/types.js';
 import type { TrackedConnection } from '../../model/telemetry.js';
@@ -28,7 +29,7 @@ import { referencedSets } from '../../policy/host.js';
 import { parseAddressSetId } from '../../policy/sets.js';
 import type { AddressSet } from '../../policy/ir.js';
 import { RULE_COLUMNS, loadPolicyInput, ruleFromRow } from '../../store/queries/cloud.js';
-import { ownerInfo } from './common.js';
+import { opaqueGroups, ownerInfo } from './common.js';
 import { inList } from '../../store/queries/batch.js';
 
 type Db = CommandContext['db'];
@@ -174,16 +175,34 @@ async function trackedConnections(ctx: CommandContext, affected: Affected, revok
   const state = await loadPolicyInput(ctx.db, running.map((v) => v.id));
   for (const [g, rules] of state.rulesByGroup) state.rulesByGroup.set(g, rules.filter((r) => r.id !== revoked.id));
   const policies = new Map(running.filter((v) => state.vms.has(v.id)).map((v) => [v.uuid, compileVm(state, v.id)]));
+  // A group of an account the caller may not operate on is opaque (as in explain): its set counts as
+  // empty, and a connection that would stay only if its peer were a member is listed as such
+  // (`dependsonmembership`), so the answer is the same whether the peer is one or not.
+  const refs = [...new Set([...policies.values()].flatMap((p) => referencedSets(p)))].map((id) => ({ id, s: parseAddressSetId(id) }));
+  const opaque = await opaqueGroups(ctx, refs.flatMap((r) => (r.s ? [r.s.groupId] : [])));
   const sets = new Map<string, AddressSet>();
-  for (const p of policies.values()) for (const id of referencedSets(p)) {
-    const s = parseAddressSetId(id);
-    if (s && !sets.has(id)) sets.set(id, compileAddressSet(state, s.groupId, s.family));
+  const hidden: { id: string; family: Family }[] = [];
+  for (const { id, s } of refs) {
+    if (!s) continue;
+    if (!opaque.has(s.groupId)) sets.set(id, compileAddressSet(state, s.groupId, s.family));
+    else { hidden.push({ id, family: s.family }); sets.set(id, { id, family: s.family, members: [] }); }
   }
+  /** The sets with both ends of the connection put into every opaque set of its family. */
+  const assuming = (c: TrackedConnection) => {
+    const m = new Map(sets);
+    for (const h of hidden) if (h.family === c.family) m.set(h.id, { id: h.id, family: h.family, members: [c.src, c.dst] });
+    return m;
+  };
   const answers = await ctx.connections.trackedConnections({ hostIds, vmIds: [...policies.keys()], limitPerVm: TRACKED_LIMIT_PER_VM, timeoutMs: TRACKED_TIMEOUT_MS });
-  const cut: TrackedConnection[] = [];
+  const cut: (TrackedConnection & { dependsOnMembership?: true })[] = [];
   for (const a of answers) {
     if (!a.answered) continue;
-    for (const [vmId, policy] of policies) cut.push(...disallowedConnections(policy, sets, a.connections.filter((c) => c.vmId === vmId)));
+    for (const [vmId, policy] of policies) {
+      for (const c of disallowedConnections(policy, sets, a.connections.filter((x) => x.vmId === vmId))) {
+        const kept = hidden.length > 0 && disallowedConnections(policy, assuming(c), [c]).length === 0;
+        cut.push(kept ? { ...c, dependsOnMembership: true } : c);
+      }
+    }
   }
   const answered = answers.filter((a) => a.answered).length;
   const partial = answered < hostIds.length || answers.some((a) => a.truncated);
@@ -193,6 +212,7 @@ async function trackedConnections(ctx: CommandContext, affected: Affected, revok
       virtualmachineid: c.vmId, protocol: typeof c.protocol === 'number' ? String(c.protocol) : c.protocol,
       srcaddress: c.src, ...(c.sport !== undefined ? { srcport: c.sport } : {}), dstaddress: c.dst, ...(c.dport !== undefined ? { dstport: c.dport } : {}),
       ...(c.icmpType !== undefined ? { icmptype: c.icmpType } : {}),
+      ...(c.dependsOnMembership ? { dependsonmembership: true } : {}),
     })),
   };
 }

@@ -3,7 +3,7 @@
 // plus the always-on baseline, on the VM's policy compiled from the store, never a second copy of the
 // semantics). Tenants see their own VMs only, domain admins their domain, as CloudStack's list rules.
 import { paramError, type CommandContext, type CommandDef } from '../command.js';
-import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, dateBound, paging } from './common.js';
+import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, dateBound, opaqueGroups, paging } from './common.js';
 import { DROP_REASONS, isDropReason } from '../../model/telemetry.js';
 import { countDrops, listDrops, type DropFilter } from '../../store/queries/drops.js';
 import { loadPolicyInput } from '../../store/queries/cloud.js';
@@ -137,14 +137,34 @@ const explainSecurityGroupTraffic: CommandDef = {
     const nicId = p.str('nicid');
     const nic = nicId !== undefined ? policy.nics.find((n) => n.nicId === nicId.toLowerCase()) : policy.nics.find((n) => n.isDefault) ?? policy.nics[0];
     if (nicId !== undefined && !nic) throw paramError(`Unable to find NIC ${nicId} of virtual machine ${vm.uuid}`);
+    // A referenced group of an account the caller may not operate on is opaque: its members are that
+    // account's VMs, and a verdict that turns on them would tell the caller which addresses they hold
+    // (a membership oracle). Such sets are evaluated empty; should the packet pass only if the peer were
+    // a member, the answer says so without saying whether it is (reason referenced-group, no `allowed`).
     const sets = new Map<string, AddressSet>();
-    for (const id of referencedSets(policy)) {
-      const s = parseAddressSetId(id);
-      if (s) sets.set(id, compileAddressSet(state, s.groupId, s.family));
+    const hidden: { id: string; family: 4 | 6 }[] = [];
+    const refs = referencedSets(policy).map((id) => ({ id, s: parseAddressSetId(id) }));
+    const opaque = await opaqueGroups(ctx, refs.flatMap((r) => (r.s ? [r.s.groupId] : [])));
+    for (const { id, s } of refs) {
+      if (!s) continue;
+      if (!opaque.has(s.groupId)) sets.set(id, compileAddressSet(state, s.groupId, s.family));
+      else { hidden.push({ id, family: s.family }); sets.set(id, { id, family: s.family, members: [] }); }
     }
     const rules = new Map<string, SecurityGroupRule>();
     for (const list of state.rulesByGroup.values()) for (const r of list) rules.set(r.uuid, r);
-    const e = explainPacket(policy, nic, packet, sets, (uuid) => rules.get(uuid));
+    let e = explainPacket(policy, nic, packet, sets, (uuid) => rules.get(uuid));
+    let undetermined = false;
+    if (!e.allow && e.reason === 'default-deny' && hidden.length > 0) {
+      // Would a member pass? Asked with the peer put into every opaque set, so the answer is the same
+      // whether or not it is one.
+      const assumed = new Map(sets);
+      for (const h of hidden) if (h.family === family) assumed.set(h.id, { id: h.id, family, members: [peer] });
+      const ifMember = explainPacket(policy, nic, packet, assumed, (uuid) => rules.get(uuid));
+      if (ifMember.allow) {
+        undetermined = true;
+        e = { ...ifMember, detail: `allowed by an ${direction} rule if the address belongs to a running member of the security group it references; that group is another account's, whose members you may not see` };
+      }
+    }
     // The deciding API rule: the oldest of those that allow the packet.
     const matching = e.apiRules.map((u) => rules.get(u)!).sort((a, b) => a.id - b.id);
     const decider = matching[0];
@@ -155,7 +175,7 @@ const explainSecurityGroupTraffic: CommandDef = {
       direction, protocol: typeof protocol === 'number' ? String(protocol) : protocol, address: peer,
       ...(packet.port !== undefined ? { port: packet.port } : {}), ...(packet.sourcePort !== undefined ? { sourceport: packet.sourcePort } : {}),
       ...(packet.icmpType !== undefined ? { icmptype: packet.icmpType, icmpcode: packet.icmpCode } : {}),
-      allowed: e.allow, reason: e.reason, detail: e.detail,
+      ...(undetermined ? { reason: 'referenced-group' } : { allowed: e.allow, reason: e.reason }), detail: e.detail,
       ...(decider ? {
         ruleid: decider.uuid, securitygroupid: group?.uuid, securitygroupname: group?.name,
         hitcount: hits?.hitcount ?? 0, ...(hits?.lasthit ? { lasthit: csDate(hits.lasthit) } : {}),

@@ -7,8 +7,11 @@
 //   group gone once it has the lock, and fails cleanly;
 // - an account is locked FOR UPDATE by whoever deletes it or checks a per-account bound or name
 //   (createSecurityGroup, createTags), and FOR SHARE by whoever creates a VM for it;
-// - order: account, then VM, then groups in ascending id order (mixed modes included), so that two
-//   writers wait for each other instead of deadlocking.
+// - a network is locked FOR UPDATE by whoever allocates an address in it and by whoever checks that a
+//   VM name is free in it (deploy, rename, recover, a NIC added: host names are unique per network), so two servers
+//   cannot both find a name free and both take it;
+// - order: account, then VM, then networks in ascending id order, then groups in ascending id order
+//   (mixed modes included), so that two writers wait for each other instead of deadlocking.
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../schema.js';
 import { isSqlite } from '../dialect.js';
@@ -60,6 +63,14 @@ async function lockLiveRow(db: Transaction<Database> | Kysely<Database>, table: 
   return !!row && row.removed === null;
 }
 
+/**
+ * Locks networks FOR UPDATE in ascending id order (PostgreSQL): their address allocators and the VM
+ * name check, which must hold until the VM (or its new name) is committed.
+ */
+export function lockNetworks(db: Transaction<Database> | Kysely<Database>, networkIds: Iterable<number>): Promise<void> {
+  return lockInIdOrder(db, 'networks', networkIds);
+}
+
 /** Serialises creators of child domains under one parent (the case-insensitive sibling-name check) on PostgreSQL. */
 export async function lockDomain(db: Transaction<Database> | Kysely<Database>, domainId: number): Promise<void> {
   if (isSqlite(db)) return;
@@ -86,7 +97,7 @@ export function lockVms(db: Transaction<Database>, vmIds: Iterable<number>): Pro
   return lockInIdOrder(db, 'vms', vmIds);
 }
 
-async function lockInIdOrder(db: Transaction<Database>, table: 'hosts' | 'vms', rowIds: Iterable<number>): Promise<void> {
+async function lockInIdOrder(db: Transaction<Database> | Kysely<Database>, table: 'hosts' | 'vms' | 'networks', rowIds: Iterable<number>): Promise<void> {
   if (isSqlite(db)) return;
   const ids = [...new Set(rowIds)].sort((a, b) => a - b);
   for (let i = 0; i < ids.length; i += 1000) {

@@ -93,14 +93,17 @@ export function firstFree<T extends number | bigint>(start: T, end: T, used: Set
 
 // ---------- MAC ----------
 
-/** Normalise a MAC (colon, dash or dot-less hex) to lower-case colon form; null if invalid. */
+/**
+ * Normalise a MAC to lower-case colon form; null if invalid. Accepted: what CloudStack's
+ * NetUtils.isValidMac accepts — six octets of one or two hex digits, any case, joined by ONE separator
+ * (`:`, `-` or `.`) used throughout, so `02:00-00:00:00:01` is refused — and twelve bare hex digits.
+ */
 export function normaliseMac(s: string): string | null {
-  const hex = s.trim().toLowerCase().replace(/[:-]/g, '');
-  if (!/^[0-9a-f]{12}$/.test(hex)) return null;
-  if (s.includes(':') || s.includes('-')) {
-    if (!/^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$/.test(s.trim())) return null;
-  }
-  return hex.match(/../g)!.join(':');
+  const t = s.trim();
+  if (/^[0-9a-fA-F]{12}$/.test(t)) return t.toLowerCase().match(/../g)!.join(':');
+  const m = /^[0-9a-fA-F]{1,2}([-:.])(?:[0-9a-fA-F]{1,2}\1){4}[0-9a-fA-F]{1,2}$/.exec(t);
+  if (!m) return null;
+  return t.split(m[1]!).map((o) => o.toLowerCase().padStart(2, '0')).join(':');
 }
 
 /** A guest MAC must be unicast and not all zeros (the host-side tap rewrites the first octet to fe). */

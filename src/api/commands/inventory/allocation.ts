@@ -69,10 +69,14 @@ export async function allocateIpv6(db: Tx, net: NetworkRow, requested: string | 
   const { v6 } = await usedAddresses(db, net.id);
   const gw = net.ip6_gateway ? parseIpv6(net.ip6_gateway) : null;
   if (gw !== null) v6.add(gw);
+  // The all-zero host part is the subnet-router anycast address (RFC 4291 2.6.1): the routers' address,
+  // never a host's — IPv6's counterpart of the IPv4 network address, which no range may hold either.
+  v6.add(cidr.network);
   if (requested !== undefined) {
     const ip = parseIpv6(requested);
     if (ip === null) throw paramError(`Invalid format for IPv6 address parameter ${param}: ${requested}`);
     if (ip < cidr.network || ip > cidr.last) throw paramError(`Invalid ${param} ${requested}: it is not in the IPv6 subnet ${net.ip6_cidr} of network ${net.name}`);
+    if (ip === cidr.network) throw paramError(`Invalid ${param} ${requested}: it is the subnet-router anycast address of ${net.ip6_cidr} (network ${net.name}), not a host address`);
     if (start !== null && end !== null && (ip < start || ip > end)) {
       throw paramError(`Invalid ${param} ${requested}: it is not in the IPv6 range ${net.start_ipv6}-${net.end_ipv6} of network ${net.name}`);
     }

@@ -84,6 +84,9 @@ export function validateRanges(p: Record<string, string | undefined>): Ranges {
     if (s !== null && e !== null) {
       if (s < cidr.network || s > cidr.last) throw paramError('startIPv6 is not in ip6cidr indicated network! (startipv6)');
       if (e < cidr.network || e > cidr.last) throw paramError('endIPv6 is not in ip6cidr indicated network! (endipv6)');
+      // as startip/endip may not be the IPv4 network address: the subnet-router anycast is no host's
+      if (s === cidr.network) throw paramError(`Invalid startipv6 ${startipv6}: it is the subnet-router anycast address of ${ip6cidr}, not a host address`);
+      if (e === cidr.network) throw paramError(`Invalid endipv6 ${endipv6}: it is the subnet-router anycast address of ${ip6cidr}, not a host address`);
       if (s > e) throw paramError(`Invalid IPv6 range: startipv6 ${startipv6} is greater than endipv6 ${endipv6}`);
       if (gw >= s && gw <= e) throw paramError('The IPv6 gateway should not be part of the range startipv6-endipv6');
     }

@@ -7,6 +7,7 @@ import { parseIpv4, parseIpv6 } from './addresses.js';
 import { getNetwork, getVm, notFound, runtimeError, uuid } from './common.js';
 import { checkNetworkUsable } from './networks.js';
 import { insertNic } from './vms.js';
+import { checkNameFree } from './placement.js';
 import { nicViews, vmView } from './views.js';
 import { lockVm } from '../../../store/queries/lock.js';
 import { MAX_NICS_PER_VM, MAX_SECONDARY_IPS_PER_NIC } from '../../../protocol/limits.js';
@@ -25,6 +26,9 @@ async function lockVmOfLiveNic(ctx: CommandContext, vmId: number, nic: { id: num
   await lockVm(ctx.db, vmId);
   if (!(await ctx.db.selectFrom('nics').select('id').where('id', '=', nic.id).where('removed', 'is', null).executeTakeFirst())) throw notFound(ctx, 'nicid', nic.uuid);
 }
+
+/** Destroyed (recoverable) or being expunged: its NICs and addresses no longer change. */
+const isGone = (state: string) => state === 'Destroyed' || state === 'Expunging';
 
 async function getNic(ctx: CommandContext, param: string) {
   const id = ctx.params.str(param)!;
@@ -55,6 +59,8 @@ const addNicToVirtualMachine: CommandDef = {
     const nics = await ctx.db.selectFrom('nics').select(['network_id', 'device_id', 'is_default']).where('vm_id', '=', vm.id).where('removed', 'is', null).execute();
     if (nics.some((n) => n.network_id === net.id)) throw runtimeError(`A NIC already exists for VM:${vm.instance_name} in network: ${net.uuid}`);
     if (nics.length >= MAX_NICS_PER_VM) throw paramError(`Invalid networkid: virtual machine ${vm.uuid} has ${nics.length} NICs, the most a virtual machine may have`);
+    // Host names are unique per network (as at deploy): the network's lock is held to commit.
+    await checkNameFree(ctx, vm.name, [net.id], vm.id, (network) => runtimeError(`Network ${network} already has a vm with host name: ${vm.name}`));
     const deviceId = nics.reduce((m, n) => Math.max(m, n.device_id + 1), 0);
     const p = ctx.params;
     await insertNic(ctx, vm.id, { net, ip: p.str('ipaddress'), ip6: p.str('ip6address'), mac: p.str('macaddress'), param: 'networkids' }, deviceId, !nics.some((n) => n.is_default === 1));
@@ -99,7 +105,7 @@ const addIpToNic: CommandDef = {
     const nic = await getNic(ctx, 'nicid');
     const vm = await ctx.db.selectFrom('vms').selectAll().where('id', '=', nic.vm_id).executeTakeFirstOrThrow();
     await ctx.access.checkAccess(vm.account_id, vm.domain_id);
-    if (vm.state === 'Destroyed') throw paramError(`Invalid nicid: virtual machine ${vm.uuid} is destroyed`);
+    if (isGone(vm.state)) throw paramError(`Invalid nicid: virtual machine ${vm.uuid} is ${vm.state.toLowerCase()}`);
     await lockVmOfLiveNic(ctx, vm.id, nic);
     const held = await ctx.db.selectFrom('nic_secondary_ips').select((eb) => eb.fn.countAll<number>().as('n')).where('nic_id', '=', nic.id).executeTakeFirstOrThrow();
     if (Number(held.n) >= MAX_SECONDARY_IPS_PER_NIC) throw paramError(`Invalid nicid: NIC ${nic.uuid} has ${held.n} secondary addresses, the most a NIC may have`);
@@ -133,8 +139,11 @@ const removeIpFromNic: CommandDef = {
     const id = ctx.params.str('id')!;
     const sec = await ctx.db.selectFrom('nic_secondary_ips').selectAll().where('uuid', '=', id).executeTakeFirst();
     if (!sec) throw notFound(ctx, 'id', id);
-    const vm = await ctx.db.selectFrom('vms').select(['account_id', 'domain_id']).where('id', '=', sec.vm_id).executeTakeFirstOrThrow();
+    const vm = await ctx.db.selectFrom('vms').select(['uuid', 'state', 'account_id', 'domain_id']).where('id', '=', sec.vm_id).executeTakeFirstOrThrow();
     await ctx.access.checkAccess(vm.account_id, vm.domain_id);
+    // A destroyed VM is kept as it was, addresses included, until it is recovered or expunged: as its
+    // NICs (add/remove) and secondary addresses (addIpToNic) are, its secondary addresses are frozen too.
+    if (isGone(vm.state)) throw paramError(`Invalid id: virtual machine ${vm.uuid} of secondary IP ${sec.uuid} is ${vm.state.toLowerCase()}`);
     await ctx.db.deleteFrom('nic_secondary_ips').where('id', '=', sec.id).execute();
     await touched(ctx, sec.vm_id);
     return { success: true };

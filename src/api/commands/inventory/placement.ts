@@ -6,7 +6,7 @@ import { notFound, serverCapacity, uuid, type Tx } from './common.js';
 import type { HostRow } from './views.js';
 import { groupByNameCi } from '../../../store/queries/securitygroups.js';
 import { equalsCi } from '../../../store/queries/like.js';
-import { lockGroups } from '../../../store/queries/lock.js';
+import { lockGroups, lockNetworks } from '../../../store/queries/lock.js';
 import { MAX_VMS_PER_HOST } from '../../../protocol/limits.js';
 import { PLACED_VM_STATES } from '../../../model/types.js';
 
@@ -125,14 +125,20 @@ export function validateVmName(name: string, param = 'name'): void {
   }
 }
 
-/** CloudStack keeps VM host names unique per network (they are DNS names there). */
-export async function checkNameFree(ctx: CommandContext, name: string, networkIds: number[], exceptVmId?: number): Promise<void> {
+/**
+ * CloudStack keeps VM host names unique per network (they are DNS names there). The networks are locked
+ * first (store/queries/lock.ts) and stay locked until the caller commits the name, so two servers cannot
+ * both find a name free.
+ */
+export async function checkNameFree(ctx: CommandContext, name: string, networkIds: number[], exceptVmId?: number,
+  taken: (network: string) => Error = (network) => paramError(`Invalid name: the vm with hostName ${name} already exists in the network domain of network ${network}`)): Promise<void> {
   if (!networkIds.length) return;
+  await lockNetworks(ctx.db, networkIds);
   let q = ctx.db.selectFrom('vms').innerJoin('nics', 'nics.vm_id', 'vms.id').innerJoin('networks', 'networks.id', 'nics.network_id')
     // ignoring case, as CloudStack's collation compares host names (and DNS does)
     .select(['vms.id as id', 'networks.name as network']).where(equalsCi(ctx.db, 'vms.name', name)).where('vms.removed', 'is', null)
     .where('vms.state', '!=', 'Destroyed').where('nics.removed', 'is', null).where(inList(ctx.db, 'nics.network_id', networkIds));
   if (exceptVmId !== undefined) q = q.where('vms.id', '!=', exceptVmId);
   const clash = await q.executeTakeFirst();
-  if (clash) throw paramError(`Invalid name: the vm with hostName ${name} already exists in the network domain of network ${clash.network}`);
+  if (clash) throw taken(clash.network);
 }

@@ -150,6 +150,8 @@ const startVirtualMachine: CommandDef = {
     const vm = await getVm(ctx, 'id');
     if (vm.state !== 'Stopped') throw paramError(`Unable to start VM ${vm.uuid} (id): it is ${vm.state}, not Stopped`);
     let host = ctx.params.has('hostid') ? await hostInZone(ctx, 'hostid', vm.zone_id) : null;
+    // CloudStack's getDestinationHost: an explicit destination must be Up (an agent there enforcing).
+    if (host && host.state !== 'Up') throw paramError(`Unable to deploy the VM as the host: ${host.name} is not in the right state (hostid)`);
     if (!host && vm.last_host_id !== null) {
       host = (await ctx.db.selectFrom('hosts').selectAll().where('id', '=', vm.last_host_id).where('removed', 'is', null).executeTakeFirst()) ?? null;
       if (host && host.state !== 'Up') {
@@ -277,6 +279,11 @@ const migrateVirtualMachine: CommandDef = {
     if (vm.state !== 'Running' || vm.host_id === null) throw paramError('VM is not Running, unable to migrate the vm with specified id (virtualmachineid)');
     const target = ctx.params.has('hostid') ? await hostInZone(ctx, 'hostid', vm.zone_id) : await pickHost(ctx.db, vm.zone_id, vm.host_id);
     if (target.id === vm.host_id) throw paramError(`Invalid hostid: the VM is already running on host ${target.name}; cannot migrate to the same host`);
+    // CloudStack's checkVmMigrationDestination: the destination must be Up, or its rules would not be
+    // enforced where the VM now runs.
+    if (ctx.params.has('hostid') && target.state !== 'Up') {
+      throw paramError(`Cannot migrate VM, destination host is not in correct state, has status: ${target.state}, state: Enabled (hostid)`);
+    }
     await ctx.db.updateTable('vms').set({ host_id: target.id, last_host_id: vm.host_id, sync_state: 'Pending', sync_error: null }).where('id', '=', vm.id).execute();
     ctx.changed({ kind: 'placement', vmId: vm.id, fromHostId: vm.host_id, toHostId: target.id });
     return { object: 'virtualmachine', value: await vmView(ctx, vm.id) };
@@ -299,20 +306,19 @@ const updateVirtualMachine: CommandDef = {
     const p = ctx.params;
     const vm = await getVm(ctx, 'id');
     const set: { name?: string; display_name?: string } = {};
-    if (p.has('name')) {
-      const name = p.str('name')!.trim();
-      validateVmName(name);
-      if (name !== vm.name) {
-        const nets = await ctx.db.selectFrom('nics').select('network_id').where('vm_id', '=', vm.id).where('removed', 'is', null).execute();
-        await checkNameFree(ctx, name, nets.map((n) => n.network_id), vm.id);
-        set.name = name;
-      }
-    }
-    if (p.has('displayname')) set.display_name = p.str('displayname')!;
-    // one writer of this VM's group set at a time (two at once each deleted and re-inserted its rows)
-    if (p.has('securitygroupids') || p.has('securitygroupnames')) {
+    const name = p.has('name') ? p.str('name')!.trim() : undefined;
+    if (name !== undefined) validateVmName(name);
+    // One writer of this VM's name or group set at a time (two at once each deleted and re-inserted its
+    // group rows); taken before the networks the name check locks, as lock.ts orders them.
+    if ((name !== undefined && name !== vm.name) || p.has('securitygroupids') || p.has('securitygroupnames')) {
       if (!(await lockVm(ctx.db, vm.id))) throw paramError(`Unable to find virtual machine by id ${vm.uuid}`);
     }
+    if (name !== undefined && name !== vm.name) {
+      const nets = await ctx.db.selectFrom('nics').select('network_id').where('vm_id', '=', vm.id).where('removed', 'is', null).execute();
+      await checkNameFree(ctx, name, nets.map((n) => n.network_id), vm.id);
+      set.name = name;
+    }
+    if (p.has('displayname')) set.display_name = p.str('displayname')!;
     const groups = await resolveGroups(ctx, vm.account_id);
     let groupsChanged = false;
     if (groups !== null) {
