@@ -162,6 +162,8 @@ export class Agent extends EventEmitter {
   private lastHeard = 0;
   private savedRevision: number | null = null;
   private lastPorts: HostPorts | null = null;
+  /** The last drift check's warnings (logged when they change). */
+  private lastObserveWarning = '';
   private findings: PreflightFinding[] = [];
   private sentFindings = '';
   private pendingRepairs: RepairReport[] = [];
@@ -753,6 +755,10 @@ export class Agent extends EventEmitter {
     // (no link watcher, or it missed them)
     if (await this.followPorts(state, ports)) return;
     const obs = await this.o.dataplane.observe({ state, ports, dropLog: this.dropLogConfig() }, { full });
+    const warned = (obs.warnings ?? []).join('; ');
+    // said once per change, not every pass
+    if (warned && warned !== this.lastObserveWarning) this.o.log.error({ warnings: obs.warnings }, `agent: drift check incomplete: ${warned}`);
+    this.lastObserveWarning = warned;
     if (!obs.drift.length) return;
     const what = obs.drift.slice(0, 5).map((d) => `${d.kind} ${d.what}`).join('; ') + (obs.drift.length > 5 ? `; … ${obs.drift.length - 5} more` : '');
     const count = obs.drift.length;
