@@ -1,10 +1,12 @@
 // Preflight (DESIGN.md §4): the bridge-netfilter sysctls must be 1 inside the host's namespace (with
-// them at 0 no group filters anything), the tools must exist, conntrack must have headroom.
-// Fixes what it may; reports every check.
+// them at 0 no group filters anything), the tools must exist, conntrack must have headroom, and no
+// other firewall may silently drop VM traffic (a forward chain dropping by default; a rule rewriting
+// the packet mark Palisade carries: mark-rewrites.ts). Fixes what it may; reports every check.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Runner } from '../dataplane/exec.js';
 import type { PreflightFinding } from '../protocol/index.js';
+import { legacyMarkRewrites, nftMarkRewrites } from './mark-rewrites.js';
 
 export const BRIDGE_SYSCTLS = ['bridge-nf-call-iptables', 'bridge-nf-call-ip6tables', 'bridge-nf-call-arptables'];
 /** The tools each backend runs. */
@@ -58,7 +60,8 @@ export async function preflight(runner: Runner, tools: string[] = TOOLS.iptables
   } else {
     out.push({ check: 'conntrack headroom', ok: true, detail: 'conntrack not loaded yet' });
   }
-  if (onPath('nft')) out.push(...await forwardDropCheck(runner, bridges));
+  if (onPath('nft')) out.push(...await forwardDropCheck(runner, bridges), ...await nftMarkRewrites(runner));
+  if (onPath('iptables-legacy')) out.push(...await legacyMarkRewrites(runner));
   return out;
 }
 

@@ -1,19 +1,29 @@
 // Preflight's check of other firewalls' forward hooks, in a namespace of the test's own with the real
 // iptables (nft backend) and nft: Docker's `iptables -P FORWARD DROP` drops bridged VM traffic whatever
-// the groups allow, unless a rule of that table accepts the VM bridges. Each finding has its twin.
+// the groups allow, unless a rule of that table accepts the VM bridges. And its check of foreign rules
+// rewriting the packet mark Palisade carries (a CONNMARK restore in mangle PREROUTING), in a namespace
+// of its own, with nft, iptables-nft, ebtables-nft and iptables-legacy. Each finding has its twin.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { run } from '../../src/lab/index.js';
 import { createRunner } from '../../src/dataplane/exec.js';
 import { forwardDropCheck, preflight, unfixable } from '../../src/agent/preflight.js';
+import { legacyMarkRewrites, nftMarkRewrites } from '../../src/agent/mark-rewrites.js';
+import { createLab } from '../../src/lab/index.js';
+import { HostFw, policyOf, BACKENDS, closeAll } from '../dataplane/kit.js';
+import { rule } from '../dataplane/fixtures.js';
 
 const ns = `pf${randomBytes(3).toString('hex')}`;
 const runner = createRunner({ netns: ns });
 const sh = async (...args: string[]) => { const r = await run('ip', ['netns', 'exec', ns, ...args]); assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`); };
+// the mark checks' namespace (the forward-drop tests leave theirs dropping)
+const mns = `pm${randomBytes(3).toString('hex')}`;
+const mrunner = createRunner({ netns: mns });
+const msh = async (script: string) => { const r = await run('ip', ['netns', 'exec', mns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
 
-before(async () => { await run('ip', ['netns', 'add', ns]); });
-after(async () => { await run('ip', ['netns', 'del', ns], { allowFail: true }); });
+before(async () => { await run('ip', ['netns', 'add', ns]); await run('ip', ['netns', 'add', mns]); });
+after(async () => { await run('ip', ['netns', 'del', ns], { allowFail: true }); await run('ip', ['netns', 'del', mns], { allowFail: true }); });
 
 test('a foreign forward chain dropping by default is an unfixable finding until a rule of its table accepts the VM bridges (by name or physdev)', async () => {
   assert.deepEqual(await forwardDropCheck(runner, ['br0']), [], 'nothing to say on a host without one');
@@ -56,4 +66,75 @@ test('wildcards count, a jump alone does not, and ebtables\' bridge-family FORWA
   assert.equal(await of('forward policy bridge filter FORWARD'), false, 'one port\'s accept is not the bridges\'');
   await sh('ebtables', '-A', 'FORWARD', '-j', 'ACCEPT');
   assert.equal(await of('forward policy bridge filter FORWARD'), true);
+});
+
+test('a foreign rule rewriting the packet mark between Palisade\'s marking and matching is an alert naming the rule; masked to bits Palisade does not use, none', async () => {
+  const marks = async () => [...await nftMarkRewrites(mrunner), ...await legacyMarkRewrites(mrunner)];
+  assert.deepEqual(await marks(), [], 'nothing to say on a host without one');
+  // the CONNMARK restore of the README, through iptables-nft: the whole mark from the connection's
+  await msh('iptables -t mangle -A PREROUTING -j CONNMARK --restore-mark');
+  let found = await marks();
+  assert.equal(found.length, 1, JSON.stringify(found));
+  assert.equal(found[0]!.check, 'foreign mark ip mangle PREROUTING');
+  assert.equal(found[0]!.ok, false);
+  assert.match(found[0]!.detail, /-A PREROUTING -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff/);
+  assert.match(found[0]!.detail, /does not keep bits 0x3fff8fff .* Palisade drops the VMs' traffic/);
+  assert.ok(unfixable(await preflight(mrunner, ['nft'], ['br0'])).some((f) => f.check === 'foreign mark ip mangle PREROUTING'), 'part of preflight, and it alerts');
+  // twin: the same restore masked to bits 30–31, kube-proxy's masquerade bit (14) and a verdict bit set: nothing
+  await msh(`iptables -t mangle -D PREROUTING -j CONNMARK --restore-mark
+iptables -t mangle -A PREROUTING -j CONNMARK --restore-mark --mask 0xc0000000
+iptables -t mangle -N KUBE-MARK-MASQ
+iptables -t mangle -A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+iptables -t mangle -A FORWARD -j KUBE-MARK-MASQ
+iptables -t mangle -A FORWARD -j MARK --set-xmark 0x8000/0x8000
+iptables -t mangle -A OUTPUT -j MARK --set-mark 0x1`);
+  assert.deepEqual(await marks(), []);
+  // a whole-mark set in a chain FORWARD jumps to is found there
+  await msh('iptables -t mangle -A KUBE-MARK-MASQ -j MARK --set-mark 0x1');
+  assert.deepEqual((await marks()).map((f) => f.check), ['foreign mark ip mangle KUBE-MARK-MASQ']);
+  await msh('iptables -t mangle -D KUBE-MARK-MASQ -j MARK --set-mark 0x1');
+  // nft's own: `meta mark set ct mark` at prerouting; the masked form and an output-hook restore say nothing
+  await msh(`nft add table inet other
+nft add chain inet other pre '{ type filter hook prerouting priority -150; policy accept; }'
+nft add chain inet other out '{ type filter hook output priority -150; policy accept; }'
+nft add rule inet other out meta mark set ct mark
+nft add rule inet other pre meta mark set meta mark and 0x3fffffff or 0x40000000`);
+  assert.deepEqual(await marks(), []);
+  await msh('nft add rule inet other pre meta mark set ct mark');
+  found = await marks();
+  assert.deepEqual(found.map((f) => f.check), ['foreign mark inet other pre']);
+  assert.match(found[0]!.detail, /meta mark set ct mark/);
+  await msh('nft delete table inet other');
+  // ebtables' mark --mark-set in nat PREROUTING (after Palisade's in-port mark): found; --mark-or on bit 30: not
+  await msh('ebtables -t nat -A PREROUTING -j mark --mark-or 0x40000000 --mark-target CONTINUE');
+  assert.deepEqual(await marks(), []);
+  await msh('ebtables -t nat -A PREROUTING -j mark --mark-set 0x5 --mark-target CONTINUE');
+  assert.deepEqual((await marks()).map((f) => f.check), ['foreign mark bridge nat PREROUTING']);
+  await msh('ebtables -t nat -F PREROUTING');
+  // iptables-legacy's tables, which nft cannot see
+  await msh('iptables-legacy -t mangle -A PREROUTING -j CONNMARK --restore-mark --mask 0xc0000000');
+  assert.deepEqual(await marks(), []);
+  await msh('iptables-legacy -t mangle -A PREROUTING -j CONNMARK --restore-mark');
+  found = await marks();
+  assert.deepEqual(found.map((f) => f.check), ['foreign mark ip mangle PREROUTING (iptables-legacy)']);
+  assert.match(found[0]!.detail, /--restore-mark --nfmask 0xffffffff/);
+});
+
+test('Palisade\'s own rules (each backend, a VM with rules) are no foreign mark rewrite', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:0d:0a', ipv4: '198.51.100.60/24' }] });
+    for (const backend of BACKENDS) {
+      const fw = new HostFw(h1, backend);
+      fw.set(policyOf(a, { ingress: [rule('tcp', ['0.0.0.0/0'], { ports: [80, 80] })] }));
+      await fw.apply();
+      const hr = createRunner({ netns: h1.netns });
+      assert.deepEqual([...await nftMarkRewrites(hr), ...await legacyMarkRewrites(hr)], [], backend);
+      await fw.dp.teardown();
+    }
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
 });
