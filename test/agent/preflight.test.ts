@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { run } from '../../src/lab/index.js';
 import { createRunner } from '../../src/dataplane/exec.js';
-import { forwardDropCheck, preflight, unfixable } from '../../src/agent/preflight.js';
+import { forwardDropCheck, legacyForwardDropCheck, preflight, unfixable } from '../../src/agent/preflight.js';
 import { legacyMarkRewrites, nftMarkRewrites } from '../../src/agent/mark-rewrites.js';
 import { createLab } from '../../src/lab/index.js';
 import { HostFw, policyOf, BACKENDS, closeAll } from '../dataplane/kit.js';
@@ -22,8 +22,13 @@ const mns = `pm${randomBytes(3).toString('hex')}`;
 const mrunner = createRunner({ netns: mns });
 const msh = async (script: string) => { const r = await run('ip', ['netns', 'exec', mns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
 
-before(async () => { await run('ip', ['netns', 'add', ns]); await run('ip', ['netns', 'add', mns]); });
-after(async () => { await run('ip', ['netns', 'del', ns], { allowFail: true }); await run('ip', ['netns', 'del', mns], { allowFail: true }); });
+// the iptables-legacy forward-drop check's namespace
+const lns = `pl${randomBytes(3).toString('hex')}`;
+const lrunner = createRunner({ netns: lns });
+const lsh = async (script: string) => { const r = await run('ip', ['netns', 'exec', lns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); return r.stdout; };
+
+before(async () => { for (const n of [ns, mns, lns]) await run('ip', ['netns', 'add', n]); });
+after(async () => { for (const n of [ns, mns, lns]) await run('ip', ['netns', 'del', n], { allowFail: true }); });
 
 test('a foreign forward chain dropping by default is an unfixable finding until a rule of its table accepts the VM bridges (by name or physdev)', async () => {
   assert.deepEqual(await forwardDropCheck(runner, ['br0']), [], 'nothing to say on a host without one');
@@ -66,6 +71,32 @@ test('wildcards count, a jump alone does not, and ebtables\' bridge-family FORWA
   assert.equal(await of('forward policy bridge filter FORWARD'), false, 'one port\'s accept is not the bridges\'');
   await sh('ebtables', '-A', 'FORWARD', '-j', 'ACCEPT');
   assert.equal(await of('forward policy bridge filter FORWARD'), true);
+});
+
+test('iptables-legacy\'s FORWARD dropping by default (invisible to nft) is the same alert, until a legacy rule accepts the VM bridges', async () => {
+  assert.deepEqual(await legacyForwardDropCheck(lrunner, ['br0']), [], 'nothing to say without a legacy filter table');
+  assert.equal((await lsh('cat /proc/net/ip_tables_names')).trim(), '', 'and looking did not create one');
+  await lsh('iptables-legacy -P FORWARD DROP');
+  assert.deepEqual(await forwardDropCheck(lrunner, ['br0']), [], 'nft does not see it');
+  let found = await legacyForwardDropCheck(lrunner, ['br0']);
+  assert.deepEqual(found.map((f) => [f.check, f.ok]), [['forward policy ip filter FORWARD (iptables-legacy)', false]]);
+  assert.match(found[0]!.detail, /drops by default .* none of its table's rules accepts the VM bridges \(br0\)/);
+  assert.ok(unfixable(await preflight(lrunner, ['nft'], ['br0'])).some((f) => f.check === 'forward policy ip filter FORWARD (iptables-legacy)'), 'part of preflight, and it alerts');
+  // a negated or other bridge's accept does not pass br0; DOCKER-USER accepting br+ does
+  await lsh(`iptables-legacy -N DOCKER-USER
+iptables-legacy -A FORWARD -j DOCKER-USER
+iptables-legacy -A DOCKER-USER ! -i br0 -j ACCEPT
+iptables-legacy -A DOCKER-USER -i br1 -j ACCEPT`);
+  assert.equal((await legacyForwardDropCheck(lrunner, ['br0']))[0]!.ok, false);
+  await lsh('iptables-legacy -I DOCKER-USER -i br+ -o br+ -j ACCEPT');
+  found = await legacyForwardDropCheck(lrunner, ['br0']);
+  assert.deepEqual(found.map((f) => [f.check, f.ok]), [['forward policy ip filter FORWARD (iptables-legacy)', true]]);
+  // IPv6 likewise; physdev counts
+  await lsh('ip6tables-legacy -P FORWARD DROP');
+  assert.deepEqual((await legacyForwardDropCheck(lrunner, ['br0'])).map((f) => [f.check, f.ok]),
+    [['forward policy ip filter FORWARD (iptables-legacy)', true], ['forward policy ip6 filter FORWARD (iptables-legacy)', false]]);
+  await lsh('ip6tables-legacy -A FORWARD -m physdev --physdev-is-bridged -j ACCEPT');
+  assert.equal((await legacyForwardDropCheck(lrunner, ['br0']))[1]!.ok, true);
 });
 
 test('a foreign rule rewriting the packet mark between Palisade\'s marking and matching is an alert naming the rule; masked to bits Palisade does not use, none', async () => {
