@@ -13,7 +13,7 @@ import net, { type AddressInfo } from 'node:net';
 import pino from 'pino';
 import { createLab, ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
 import { Agent } from '../../src/agent/agent.js';
-import { saveState } from '../../src/agent/state-file.js';
+import { saveState, tokenSha256 } from '../../src/agent/state-file.js';
 import { createDataplane, type BackendName, type KernelBackend } from '../../src/dataplane/choose.js';
 import { discoverPorts } from '../../src/dataplane/ports.js';
 import { vmChains } from '../../src/dataplane/nftables/names.js';
@@ -54,7 +54,7 @@ for (const backend of BACKENDS) describe(backend, () => {
     // a: ICMP in from one outside /24 only (not b); b: nothing in (default deny)
     const hashed = (p: ReturnType<typeof policyOf>) => ({ ...p, hash: '0'.repeat(64) }); // what a saved state holds
     const state = hostState([hashed(policyOf(a, { ingress: [rule('icmp', ['203.0.113.0/24'], { icmp: [-1, -1], id: 'only-doc' })] })), hashed(policyOf(b))]);
-    await saveState(dir, { serverUrl: '', savedAt: new Date().toISOString(), state });
+    await saveState(dir, { serverUrl: '', savedAt: new Date().toISOString(), state, host: { hostname: HOSTNAME, tokenSha256: tokenSha256(TOKEN) } });
     dp = createDataplane(backend as BackendName, { netns: h1.netns });
     agent = new Agent({
       server: `http://127.0.0.1:${await deadPort()}`, token: TOKEN, hostname: HOSTNAME, stateDir: dir, dataplane: dp,
