@@ -9,7 +9,7 @@
 // so a steady host learns nothing; only what is new since the last check is learned, in one namespace.
 import { DataplaneError } from '../backend.js';
 import type { Runner } from '../exec.js';
-import type { Written } from './kernel.js';
+import { type Written, lineDigest } from './kernel.js';
 import { type Fam, type IptChain, type IptHook, type Program, TABLES, hookLine, ruleLine, setCreateLine } from './program.js';
 
 const chainKey = (f: Fam, c: IptChain) => `${f}/${c.table}/${c.name}#${c.hash}`;
@@ -60,7 +60,7 @@ export class IptCanon implements Written {
     if (r.code !== 0) throw new DataplaneError('iptables (learning rule forms in a scratch namespace)', r.stderr || `exit ${r.code}`);
     const [s4, s6] = r.stdout.split('\nPALISADE_V6\n');
     const saved = { 4: parseSave(s4 ?? ''), 6: parseSave(s6 ?? '') } as const;
-    for (const { f, c } of todo) this.chains.set(chainKey(f, c), saved[f].get(`${c.table}/${c.name}`) ?? []);
+    for (const { f, c } of todo) this.chains.set(chainKey(f, c), (saved[f].get(`${c.table}/${c.name}`) ?? []).map(lineDigest));
     for (const f of [4, 6] as Fam[]) {
       for (const h of progs[f].hooks) {
         const line = (saved[f].get(`${h.table}/${h.chain}`) ?? []).find((l) => { const m = COMMENT_ID.exec(l); return (m?.[1] ?? m?.[2]) === h.id; });

@@ -7,7 +7,7 @@ import type { DriftItem } from '../backend.js';
 import { EB_FWD, EB_POST, EB_PRE } from './names.js';
 import {
   type EbProgram, type EbTable, EB_TABLES, type Fam, type IptChain, type IptHook, type IptProgram, type Program, type SetDef, type Table,
-  TABLES, hookLine, ruleLine, setCreateLine,
+  TABLES, hashOf, hookLine, ruleLine, setCreateLine,
 } from './program.js';
 
 /** `foreign`: rules without a Palisade id inside the chain (someone else's, or tampering).
@@ -15,7 +15,7 @@ import {
  *  the live rules end in an unconditional verdict; removed later by `gcPlan`. */
 export interface KChain {
   name: string; owned: boolean; ids: string[]; hash: string | null; foreign: number; garbage: number;
-  /** Read back only: the live rules' lines as saved (`-A …`), in `ids` order. */
+  /** Read back only: digests of the live rules' lines as saved (`lineDigest`), in `ids` order. */
   lines?: string[];
 }
 /** `pos`: index of the rule in its built-in chain (Palisade's jumps must come first). */
@@ -27,6 +27,9 @@ export interface KEb { chains: Map<string, string[]>; hooks: { table: EbTable; c
 const EB_ROOTS: Record<EbTable, string[]> = { nat: [EB_PRE, EB_POST], filter: [EB_FWD] };
 const ebKey = (t: string, c: string) => `${t}/${c}`;
 export interface KState { ipt: Record<Fam, Record<Table, KTable>>; sets: Map<string, KSet>; eb: KEb }
+
+/** A saved rule line as a short digest (a big host's views hold one per rule). */
+export const lineDigest = (line: string) => hashOf([line]);
 
 const BUILTIN = new Set(['INPUT', 'FORWARD', 'OUTPUT', 'PREROUTING', 'POSTROUTING']);
 const COMMENT = /--comment\s+(?:"([^"]*)"|(\S+))/;
@@ -66,7 +69,7 @@ export function parseIptSave(text: string): Record<Table, KTable> {
     if (c.garbage > 0 || (hashPart && c.ids.length > 0)) { c.garbage++; continue; }
     if (c.ids.length === 0 && hashPart) c.hash = hashPart;
     c.ids.push(idPart);
-    c.lines?.push(line);
+    c.lines?.push(lineDigest(line));
   }
   return out;
 }
@@ -370,7 +373,7 @@ export function hasGarbage(k: KState): boolean {
   return ([4, 6] as Fam[]).some((f) => TABLES.some((t) => [...k.ipt[f][t].chains.values()].some((c) => c.owned && c.garbage > 0 && c.foreign === 0)));
 }
 
-/** The saved form of what Palisade writes (canon.ts): a chain's lines, a hook's line; undefined: not known. */
+/** The saved form of what Palisade writes (canon.ts): a chain's lines' digests, a hook's line; undefined: not known. */
 export interface Written {
   chain(f: Fam, c: IptChain): readonly string[] | undefined;
   hook(f: Fam, h: IptHook): string | undefined;

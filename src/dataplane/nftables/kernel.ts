@@ -10,7 +10,7 @@ import type { DriftItem } from '../backend.js';
 import { DROP_LOG_SET_PREFIX, FAMILIES, type NFamily, TABLE } from './names.js';
 import {
   type NChain, type NSet, type NftProgram,
-  chainDecl, elementLines, isVerdictMap, keyOf, parseComment, ruleLine, setDecl,
+  chainDecl, elementLines, hashOf, isVerdictMap, keyOf, parseComment, ruleLine, setDecl,
 } from './program.js';
 
 /** `bodies` (read back only): each Palisade rule's body as the kernel holds it (see `ruleBody`), in `ids` order. */
@@ -94,10 +94,13 @@ export function parseTable(family: NFamily, json: string, into: KState = emptySt
   return into;
 }
 
-/** A rule as the kernel holds it, without what changes by itself (handle, counter values). */
+/**
+ * A rule as the kernel holds it, without what changes by itself (handle, counter values), as a short
+ * digest (a big host's views hold one per rule).
+ */
 export function ruleBody(r: Record<string, any>): string {
   const expr = ((r.expr ?? []) as Record<string, any>[]).map((e) => (e.counter && typeof e.counter === 'object' ? { counter: null } : e));
-  return JSON.stringify([expr, r.comment ?? null]);
+  return hashOf([JSON.stringify([expr, r.comment ?? null])]);
 }
 
 // Chains are immutable and memoised by the renderer: their expected read-back is made once each.
