@@ -143,21 +143,31 @@ export async function nftMarkRewrites(runner: Runner): Promise<PreflightFinding[
     seen.add(key);
     const r = await runner.run('nft', ['-j', 'list', 'chain', c.family, c.table, c.name]);
     if (r.code !== 0) continue;
-    let xt = false;
-    for (const rule of listed(r.stdout, 'rule')) {
-      if (typeof rule.comment === 'string' && rule.comment.startsWith('pal:')) continue; // Palisade's own jumps
+    const rules = listed(r.stdout, 'rule');
+    const xt = (rule: Expr) => (Array.isArray(rule.expr) ? rule.expr as Expr[] : []).some((e) => e?.xt);
+    if ((c.family === 'ip' || c.family === 'ip6') && rules.some(xt)) {
+      // iptables-nft's: nft's JSON shows neither xt options nor comments (Palisade's own jumps carry
+      // `pal:`), so this chain is read as iptables text, and its jumps followed from there
+      const chain = await iptChain(runner, c.family === 'ip' ? 'iptables-nft' : 'ip6tables-nft', c.table, c.name, key);
+      found.push(...chain.found);
+      todo.push(...chain.jumps.map((name) => ({ ...c, name })));
+      continue;
+    }
+    for (const rule of rules) {
+      if (typeof rule.comment === 'string' && rule.comment.startsWith('pal:')) continue;
       for (const e of (Array.isArray(rule.expr) ? rule.expr : []) as Expr[]) {
         const target = e?.jump?.target ?? e?.goto?.target;
+        // (ebtables-nft's rules have no comments: Palisade's are reached only through its roots)
         if (typeof target === 'string' && !(c.family === 'bridge' && EB_ROOTS.test(target))) todo.push({ ...c, name: target });
         if (e?.mangle?.key?.meta?.key === 'mark') {
           const effect = nftMarkEffect(e.mangle.value);
           if (brokenBits(effect)) found.push(finding(key, `meta mark set ${nftText(e.mangle.value)}, handle ${rule.handle}`, effect));
         }
-        if (e?.xt?.type === 'target' && ['MARK', 'CONNMARK', 'mark'].includes(e.xt.name)) xt = true;
       }
     }
-    if (xt && (c.family === 'ip' || c.family === 'ip6')) found.push(...await iptMarkRewrites(runner, c.family === 'ip' ? 'iptables-nft' : 'ip6tables-nft', c.table, c.name, key));
-    if (xt && c.family === 'bridge') found.push(...await ebMarkRewrites(runner, c.table, c.name, key));
+    if (c.family === 'bridge' && rules.some((rule) => (rule.expr as Expr[] | undefined)?.some((e) => e?.xt?.type === 'target' && e.xt.name === 'mark'))) {
+      found.push(...await ebMarkRewrites(runner, c.table, c.name, key));
+    }
   }
   return found;
 }
@@ -172,15 +182,22 @@ async function ebMarkRewrites(runner: Runner, table: string, chain: string, wher
   });
 }
 
-/** Mark rewrites among one iptables chain's rules (`<tool> -t <table> -S <chain>`; jumps not followed). */
-async function iptMarkRewrites(runner: Runner, tool: string, table: string, chain: string, where: string): Promise<PreflightFinding[]> {
+/**
+ * One iptables chain as `<tool> -t <table> -S <chain>` text: its mark rewrites, and the user chains it
+ * jumps to (not through Palisade's own, `pal:`-commented, rules). A chain that is not there: nothing.
+ */
+async function iptChain(runner: Runner, tool: string, table: string, chain: string, where: string): Promise<{ found: PreflightFinding[]; jumps: string[] }> {
   const r = await runner.run(tool, ['-t', table, '-S', chain]);
-  if (r.code !== 0) return [];
-  return r.stdout.split('\n').flatMap((line) => {
-    if (!line.startsWith('-A ') || /--comment "?pal:/.test(line)) return [];
+  const out = { found: [] as PreflightFinding[], jumps: [] as string[] };
+  if (r.code !== 0) return out;
+  for (const line of r.stdout.split('\n')) {
+    if (!line.startsWith('-A ') || /--comment "?pal:/.test(line)) continue;
+    const j = / -[jg] (\S+)/.exec(line);
+    if (j && !TARGETS.has(j[1])) out.jumps.push(j[1]); // a user chain (or a target: its listing fails)
     const effect = iptMarkEffect(line);
-    return effect && brokenBits(effect) ? [finding(where, line, effect)] : [];
-  });
+    if (effect && brokenBits(effect)) out.found.push(finding(where, line, effect));
+  }
+  return out;
 }
 
 /**
@@ -200,15 +217,9 @@ export async function legacyMarkRewrites(runner: Runner): Promise<PreflightFindi
         const chain = todo.shift()!;
         if (seen.has(chain) || seen.size > 200) continue;
         seen.add(chain);
-        const r = await runner.run(tool, ['-t', table, '-S', chain]);
-        if (r.code !== 0) continue; // no such chain in this table
-        for (const line of r.stdout.split('\n')) {
-          if (!line.startsWith('-A ') || /--comment "?pal:/.test(line)) continue;
-          const j = / -[jg] (\S+)/.exec(line);
-          if (j && !TARGETS.has(j[1])) todo.push(j[1]); // a user chain (or a target: its listing fails)
-          const effect = iptMarkEffect(line);
-          if (effect && brokenBits(effect)) found.push(finding(`${fam} ${table} ${chain} (iptables-legacy)`, line, effect));
-        }
+        const c = await iptChain(runner, tool, table, chain, `${fam} ${table} ${chain} (iptables-legacy)`);
+        found.push(...c.found);
+        todo.push(...c.jumps);
       }
     }
   }
