@@ -10,7 +10,7 @@ import { run } from '../../src/lab/index.js';
 import { createRunner } from '../../src/dataplane/exec.js';
 import { forwardDropCheck, legacyForwardDropCheck, preflight, unfixable } from '../../src/agent/preflight.js';
 import { legacyMarkRewrites, nftMarkRewrites } from '../../src/agent/mark-rewrites.js';
-import { createLab } from '../../src/lab/index.js';
+import { createLab, ping } from '../../src/lab/index.js';
 import { HostFw, policyOf, BACKENDS, closeAll } from '../dataplane/kit.js';
 import { rule } from '../dataplane/fixtures.js';
 
@@ -151,17 +151,30 @@ nft add rule inet other pre meta mark set meta mark and 0x3fffffff or 0x40000000
   assert.match(found[0]!.detail, /--restore-mark --nfmask 0xffffffff/);
 });
 
-test('Palisade\'s own rules (each backend, a VM with rules) are no foreign mark rewrite', async () => {
+test('with real packets, per backend: Palisade\'s own rules are no foreign mark rewrite; the CONNMARK restore it alerts on drops VM traffic, the masked one neither drops nor alerts', async () => {
   const lab = await createLab();
   try {
     const h1 = await lab.addHost('h1');
     const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:0d:0a', ipv4: '198.51.100.60/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:0d:0b', ipv4: '198.51.100.61/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const marks = async () => (await nftMarkRewrites(hr)).map((f) => f.check);
+    const pings = async () => (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok;
+    const restore = (op: '-A' | '-D', ...mask: string[]) => h1.exec('iptables', ['-t', 'mangle', op, 'PREROUTING', '-j', 'CONNMARK', '--restore-mark', ...mask]);
     for (const backend of BACKENDS) {
       const fw = new HostFw(h1, backend);
-      fw.set(policyOf(a, { ingress: [rule('tcp', ['0.0.0.0/0'], { ports: [80, 80] })] }));
+      fw.set(policyOf(a, { ingress: [rule('tcp', ['0.0.0.0/0'], { ports: [80, 80] })] })).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
       await fw.apply();
-      const hr = createRunner({ netns: h1.netns });
-      assert.deepEqual([...await nftMarkRewrites(hr), ...await legacyMarkRewrites(hr)], [], backend);
+      assert.deepEqual([...await marks(), ...(await legacyMarkRewrites(hr)).map((f) => f.check)], [], backend);
+      assert.equal(await pings(), true, `${backend}: a may ping b`);
+      await restore('-A');
+      assert.deepEqual(await marks(), ['foreign mark ip mangle PREROUTING'], backend);
+      assert.equal(await pings(), false, `${backend}: the whole-mark restore drops it (the alert is right)`);
+      await restore('-D');
+      await restore('-A', '--mask', '0xc0000000');
+      assert.deepEqual(await marks(), [], backend);
+      assert.equal(await pings(), true, `${backend}: restored on bits 30–31 only, it passes`);
+      await restore('-D', '--mask', '0xc0000000');
       await fw.dp.teardown();
     }
   } finally {
