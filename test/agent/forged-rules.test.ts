@@ -1,7 +1,8 @@
 // A Palisade rule replaced in place by another tool with its `pal:` comment kept (`iptables -R …`,
 // `nft replace rule …`): ids and chain hashes still match, so only the rule's body tells. On each
 // backend a real agent (its saved state applied at start, no server) runs its periodic drift check
-// against a lab host: after the forged replacement the blocked traffic passes (shown), then the drift
+// against a lab host (with nftables also its ruleset watcher, as `palisade agent` runs it, which starts
+// the check at once): after the forged replacement the blocked traffic passes (shown), then the drift
 // check repairs it and the traffic is blocked again. Twin: an untouched ruleset is never rewritten.
 // Needs root.
 import { test, before, after, describe } from 'node:test';
@@ -13,6 +14,8 @@ import net, { type AddressInfo } from 'node:net';
 import pino from 'pino';
 import { createLab, ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
 import { Agent } from '../../src/agent/agent.js';
+import { watchRuleset } from '../../src/agent/link-watch.js';
+import { isOwnProcess } from '../../src/agent/lifelong.js';
 import { saveState, tokenSha256 } from '../../src/agent/state-file.js';
 import { createDataplane, type BackendName, type KernelBackend } from '../../src/dataplane/choose.js';
 import { discoverPorts } from '../../src/dataplane/ports.js';
@@ -56,9 +59,11 @@ for (const backend of BACKENDS) describe(backend, () => {
     const state = hostState([hashed(policyOf(a, { ingress: [rule('icmp', ['203.0.113.0/24'], { icmp: [-1, -1], id: 'only-doc' })] })), hashed(policyOf(b))]);
     await saveState(dir, { serverUrl: '', savedAt: new Date().toISOString(), state, host: { hostname: HOSTNAME, tokenSha256: tokenSha256(TOKEN) } });
     dp = createDataplane(backend as BackendName, { netns: h1.netns });
+    const log = pino({ level: 'silent' });
     agent = new Agent({
+      ...(backend === 'nftables' ? { watchRuleset: (onChange: () => void) => watchRuleset({ netns: h1.netns, log, onChange, ours: isOwnProcess }) } : {}),
       server: `http://127.0.0.1:${await deadPort()}`, token: TOKEN, hostname: HOSTNAME, stateDir: dir, dataplane: dp,
-      discover: (s) => discoverPorts(dp.runner, s), preflight: null, reconcileMs: 1000, log: pino({ level: 'silent' }),
+      discover: (s) => discoverPorts(dp.runner, s), preflight: null, reconcileMs: 1000, log,
       backoffMinMs: 1000, backoffMaxMs: 5000,
     });
     await agent.start();
@@ -106,7 +111,7 @@ for (const backend of BACKENDS) describe(backend, () => {
     const opened = await ping(victim[0], victim[1].ipv4!, { timeoutMs: 250 });
     const r = await repaired;
     const ms = performance.now() - forgedAt;
-    console.log(`# ${backend}: forged rule repaired ${ms.toFixed(0)} ms after the replacement (drift check every 1 s): ${r.what}`);
+    console.log(`# ${backend}: forged rule repaired ${ms.toFixed(0)} ms after the replacement (drift check every 1 s${backend === 'nftables' ? ', ruleset watcher on' : ''}): ${r.what}`);
     assert.match(r.what, /not the rule Palisade wrote/);
     assert.ok(opened.ok, 'the forged rule let the blocked ping through before the repair');
     assert.equal((await ping(victim[0], victim[1].ipv4!, { timeoutMs: 800 })).ok, false, 'blocked again after the repair');
