@@ -6,8 +6,10 @@
 // into a throwaway network namespace (`unshare --net`: its own empty tables and ipsets, never the
 // host's), with every chain they may jump to declared empty and every set created empty, and saved
 // back there. Learned forms are kept per chain hash (which covers every rule's spec) and per hook spec,
-// so a steady host learns nothing; only what is new since the last check is learned, in one namespace.
+// so a steady host learns nothing; only what is new since the last check is learned, in one namespace,
+// at most LEARN_RULES rules a check (learn-budget.ts).
 import { DataplaneError } from '../backend.js';
+import { withinBudget } from '../learn-budget.js';
 import type { Runner } from '../exec.js';
 import { type Written, lineDigest } from './kernel.js';
 import { type Fam, type IptChain, type IptHook, type Program, TABLES, hookLine, ruleLine, setCreateLine } from './program.js';
@@ -32,7 +34,7 @@ export class IptCanon implements Written {
     for (const f of [4, 6] as Fam[]) { for (const c of progs[f].chains) liveC.add(chainKey(f, c)); for (const h of progs[f].hooks) liveH.add(hookKey(f, h)); }
     for (const k of this.chains.keys()) if (!liveC.has(k)) this.chains.delete(k);
     for (const k of this.hooks.keys()) if (!liveH.has(k)) this.hooks.delete(k);
-    const todo = chains.filter(({ f, c }) => !this.chains.has(chainKey(f, c)));
+    const todo = withinBudget(chains.filter(({ f, c }) => !this.chains.has(chainKey(f, c))), ({ c }) => c.rules.length);
     const hooksTodo = ([4, 6] as Fam[]).some((f) => progs[f].hooks.some((h) => !this.hooks.has(hookKey(f, h))));
     if (!todo.length && !hooksTodo) return;
     const restore = (f: Fam): string => {

@@ -6,9 +6,11 @@
 // throwaway network namespace (`unshare --net`: its own empty ruleset, never the host's), next to
 // every set and chain they may reference (declared empty), and read back there. Learned forms are kept
 // per chain hash (which covers every rule's text), so a steady host learns nothing; only chains whose
-// hash is new since the last check are learned, in one namespace per check.
+// hash is new since the last check are learned, in one namespace per check, at most LEARN_RULES a
+// check (learn-budget.ts; chains not learned yet are judged by ids and hashes only, as before).
 import { DataplaneError } from '../backend.js';
 import type { Runner } from '../exec.js';
+import { withinBudget } from '../learn-budget.js';
 import { ruleBody } from './kernel.js';
 import { TABLE } from './names.js';
 import { type NChain, type NftProgram, chainDecl, ruleLine, setDecl } from './program.js';
@@ -26,7 +28,7 @@ export class NftCanon {
   async learn(p: NftProgram, chains: readonly NChain[]): Promise<void> {
     const live = new Set(p.chains.map((c) => c.hash));
     for (const h of this.known.keys()) if (!live.has(h)) this.known.delete(h);
-    const todo = chains.filter((c) => !this.known.has(c.hash));
+    const todo = withinBudget(chains.filter((c) => !this.known.has(c.hash)), (c) => c.rules.length);
     if (!todo.length) return;
     const families = new Set(p.chains.map((c) => c.family));
     const lines = [...[...families].map((f) => `add table ${f} ${TABLE}`), ...p.chains.map(chainDecl), ...p.sets.map(setDecl)];
