@@ -6,7 +6,8 @@
 // observe() re-reads the kernel, reports drift and refreshes that view, so the apply after an observe
 // repairs whatever someone else changed, a rule replaced in place under its own `pal:` comment
 // included (its saved line against the saved form of what Palisade writes: canon.ts). The agent
-// should therefore observe periodically (DESIGN §4) and apply when drift is reported. A failed step forgets the view (the next apply re-reads).
+// should therefore observe periodically (DESIGN §4) and apply when drift is reported. A failed step
+// forgets the view (the next apply re-reads).
 import type { ApplyResult, Dataplane, DataplaneInput, KernelDropCount, KernelRuleCount, Observation, VmChainRef } from '../backend.js';
 import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner, must } from '../exec.js';

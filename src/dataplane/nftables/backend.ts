@@ -7,8 +7,8 @@
 // at the first apply (`nft -j list table`, ours only), then kept up to date by its own writes; so a
 // small change never lists anything. observe() re-reads the tables, reports drift (by rule ids, chain
 // hashes, set elements, and each rule's body against the kernel's form of what Palisade wrote, learned
-// in a scratch namespace: canon.ts) and refreshes that view; the next apply repairs. A failed transaction changes
-// nothing and forgets the view (the next apply re-reads).
+// in a scratch namespace: canon.ts) and refreshes that view; the next apply repairs. A failed
+// transaction changes nothing and forgets the view (the next apply re-reads).
 // Listing costs nft ~0.1 ms per rule, so on a big host (more than FULL_READ_CHAINS VM chains) observe
 // reads the whole bridge table (all L2 checks and port dispatch) and the inet table's entry chains
 // every time, and the whole inet table (every VM's rules) only every few passes: a flushed or deleted
