@@ -25,7 +25,7 @@ import {
 } from '../protocol/index.js';
 import { DROP_LOG_GROUP, type DropLogConfig } from '../dataplane/plan/index.js';
 import { DropLog, portIndex, type PortIndex } from './drop-log.js';
-import { loadState, saveState } from './state-file.js';
+import { loadState, notOurs, saveState, tokenSha256 } from './state-file.js';
 import { applyDelta, samePorts } from './merge.js';
 import type { Conntrack } from '../dataplane/conntrack.js';
 import { AgentConnections, restrictedVms, type CutOutcome } from './connections.js';
@@ -162,6 +162,8 @@ export class Agent extends EventEmitter {
   private lastHeard = 0;
   private savedRevision: number | null = null;
   private lastPorts: HostPorts | null = null;
+  /** The last drift check's warnings (logged when they change). */
+  private lastObserveWarning = '';
   private findings: PreflightFinding[] = [];
   private sentFindings = '';
   private pendingRepairs: RepairReport[] = [];
@@ -210,7 +212,8 @@ export class Agent extends EventEmitter {
 
   /**
    * Fail static: preflight (the bridge sysctls must be on for rules to matter), then re-apply what is
-   * on disk, and only then dial the server.
+   * on disk when it was written for this agent's hostname and token (state-file.ts), and only then
+   * dial the server.
    */
   async start(): Promise<void> {
     await this.runPreflight();
@@ -220,7 +223,13 @@ export class Agent extends EventEmitter {
         // Unreadable: say so loudly and carry on; the server's snapshot replaces it.
         this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: the saved desired state cannot be read; waiting for the server');
       }
-      if (held) {
+      const other = held && notOurs(held, this.o.hostname, this.o.token);
+      if (held && other) {
+        // A cloned hypervisor's copy of its original's file: enforcing those VMs here would be wrong,
+        // and before the welcome nothing else could tell. The server's snapshot replaces the file.
+        this.o.log.error({ stateDir: this.o.stateDir, savedFor: held.host ?? null, hostname: this.o.hostname },
+          `agent: the saved desired state is not this host's (${other}); not applied: VM ports are closed until the server answers`);
+      } else if (held) {
         this.state = held.state;
         this.savedRevision = held.state.revision;
         this.o.log.info({ revision: held.state.revision, vms: held.state.vms.length }, 'agent: re-applying the saved desired state');
@@ -664,7 +673,8 @@ export class Agent extends EventEmitter {
   private async saveHeld(state: HostDesiredState): Promise<void> {
     if (!this.o.stateDir || this.savedRevision === state.revision) return;
     try {
-      await saveState(this.o.stateDir, { serverUrl: this.server ?? this.servers[0], state, savedAt: new Date().toISOString() });
+      await saveState(this.o.stateDir, { serverUrl: this.server ?? this.servers[0], state, savedAt: new Date().toISOString(),
+        host: { hostname: this.o.hostname, tokenSha256: tokenSha256(this.o.token) } });
       this.savedRevision = state.revision;
       if (this.stateSaveError !== null) {
         this.stateSaveError = null;
@@ -753,6 +763,10 @@ export class Agent extends EventEmitter {
     // (no link watcher, or it missed them)
     if (await this.followPorts(state, ports)) return;
     const obs = await this.o.dataplane.observe({ state, ports, dropLog: this.dropLogConfig() }, { full });
+    const warned = (obs.warnings ?? []).join('; ');
+    // said once per change, not every pass
+    if (warned && warned !== this.lastObserveWarning) this.o.log.error({ warnings: obs.warnings }, `agent: drift check incomplete: ${warned}`);
+    this.lastObserveWarning = warned;
     if (!obs.drift.length) return;
     const what = obs.drift.slice(0, 5).map((d) => `${d.kind} ${d.what}`).join('; ') + (obs.drift.length > 5 ? `; … ${obs.drift.length - 5} more` : '');
     const count = obs.drift.length;

@@ -1,10 +1,12 @@
 // Preflight (DESIGN.md §4): the bridge-netfilter sysctls must be 1 inside the host's namespace (with
-// them at 0 no group filters anything), the tools must exist, conntrack must have headroom.
-// Fixes what it may; reports every check.
+// them at 0 no group filters anything), the tools must exist, conntrack must have headroom, and no
+// other firewall may silently drop VM traffic (a forward chain dropping by default; a rule rewriting
+// the packet mark Palisade carries: mark-rewrites.ts). Fixes what it may; reports every check.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Runner } from '../dataplane/exec.js';
 import type { PreflightFinding } from '../protocol/index.js';
+import { legacyMarkRewrites, nftMarkRewrites } from './mark-rewrites.js';
 
 export const BRIDGE_SYSCTLS = ['bridge-nf-call-iptables', 'bridge-nf-call-ip6tables', 'bridge-nf-call-arptables'];
 /** The tools each backend runs. */
@@ -58,7 +60,8 @@ export async function preflight(runner: Runner, tools: string[] = TOOLS.iptables
   } else {
     out.push({ check: 'conntrack headroom', ok: true, detail: 'conntrack not loaded yet' });
   }
-  if (onPath('nft')) out.push(...await forwardDropCheck(runner, bridges));
+  if (onPath('nft')) out.push(...await forwardDropCheck(runner, bridges), ...await nftMarkRewrites(runner));
+  if (onPath('iptables-legacy')) out.push(...await legacyForwardDropCheck(runner, bridges), ...await legacyMarkRewrites(runner));
   return out;
 }
 
@@ -71,18 +74,49 @@ export async function preflight(runner: Runner, tools: string[] = TOOLS.iptables
  * out-interface, or the bridge of a bridged port; `cloudbr+` style wildcards included), e.g.
  * `-i br0 -j ACCEPT` in DOCKER-USER, on physdev (`-m physdev --physdev-is-bridged -j ACCEPT`), or
  * without any condition. A rule that only jumps elsewhere does not count. Seen through nftables, so iptables-nft's, ebtables-nft's
- * and nft's tables; iptables-legacy's are not read. Pure: the chains and their tables' rules (nft's
- * JSON) in, findings out.
+ * and nft's tables (iptables-legacy's: legacyForwardDropCheck). Pure: the chains and their tables'
+ * rules (nft's JSON) in, findings out.
  */
 export function forwardDropFindings(dropping: NftChain[], tableJson: (family: string, table: string) => string | null, bridges: string[]): PreflightFinding[] {
-  return dropping.map((c) => {
-    const check = `forward policy ${c.family} ${c.table} ${c.name}`;
-    if (listed<Expr>(tableJson(c.family, c.table) ?? '', 'rule').some((rule) => acceptsBridges(rule, bridges))) {
-      return { check, ok: true, detail: 'drops by default, and a rule of its table accepts the VM bridges' };
-    }
-    return { check, ok: false,
-      detail: `another firewall's forward chain drops by default (policy drop) and none of its table's rules accepts the VM bridges${bridges.length ? ` (${bridges.join(', ')})` : ''}: bridged VM traffic is dropped whatever the security groups allow (Docker sets this: accept the bridges there, e.g. iptables -I DOCKER-USER -i BRIDGE -o BRIDGE -j ACCEPT)` };
-  });
+  return dropping.map((c) => forwardDropFinding(`forward policy ${c.family} ${c.table} ${c.name}`,
+    listed<Expr>(tableJson(c.family, c.table) ?? '', 'rule').some((rule) => acceptsBridges(rule, bridges)), bridges));
+}
+
+function forwardDropFinding(check: string, accepted: boolean, bridges: string[]): PreflightFinding {
+  if (accepted) return { check, ok: true, detail: 'drops by default, and a rule of its table accepts the VM bridges' };
+  return { check, ok: false,
+    detail: `another firewall's forward chain drops by default (policy drop) and none of its table's rules accepts the VM bridges${bridges.length ? ` (${bridges.join(', ')})` : ''}: bridged VM traffic is dropped whatever the security groups allow (Docker sets this: accept the bridges there, e.g. iptables -I DOCKER-USER -i BRIDGE -o BRIDGE -j ACCEPT)` };
+}
+
+/**
+ * The same check for iptables-legacy's filter FORWARD (nft cannot see legacy tables; Docker on a host
+ * whose `iptables` is the legacy one puts its policy there). Only a filter table the kernel already has
+ * in this namespace is listed (`/proc/net/ip{,6}_tables_names`: listing a missing one would create it);
+ * its rules are read as `iptables-legacy -S` text only when FORWARD drops by default.
+ */
+export async function legacyForwardDropCheck(runner: Runner, bridges: string[]): Promise<PreflightFinding[]> {
+  const found: PreflightFinding[] = [];
+  for (const [fam, tool, names] of [['ip', 'iptables-legacy', '/proc/net/ip_tables_names'], ['ip6', 'ip6tables-legacy', '/proc/net/ip6_tables_names']] as const) {
+    const t = await runner.run('cat', [names]);
+    if (t.code !== 0 || !t.stdout.split('\n').some((l) => l.trim() === 'filter')) continue;
+    const fwd = await runner.run(tool, ['-t', 'filter', '-S', 'FORWARD']);
+    if (fwd.code !== 0 || !/^-P FORWARD DROP$/m.test(fwd.stdout)) continue;
+    const all = await runner.run(tool, ['-t', 'filter', '-S']);
+    const accepted = all.code === 0 && all.stdout.split('\n').some((line) => legacyAcceptsBridges(line, bridges));
+    found.push(forwardDropFinding(`forward policy ${fam} filter FORWARD (iptables-legacy)`, accepted, bridges));
+  }
+  return found;
+}
+
+/** An `iptables -S` rule that accepts, on a managed bridge's name (`+` wildcards too), physdev, or unconditionally. */
+export function legacyAcceptsBridges(line: string, bridges: string[]): boolean {
+  const l = line.trim();
+  if (!l.startsWith('-A ') || !/ -j ACCEPT$/.test(l)) return false;
+  const conds = l.replace(/^-A \S+/, '').replace(/ -j ACCEPT$/, '').replace(/-m comment --comment (?:"[^"]*"|\S+)/g, '').trim();
+  if (!conds) return true;
+  if (/(^| )-m physdev( |$)/.test(conds)) return true;
+  const covers = (pattern: string, bridge: string) => (pattern.endsWith('+') ? bridge.startsWith(pattern.slice(0, -1)) : pattern === bridge);
+  return [...conds.matchAll(/(^| )(!\s+)?-[io] (\S+)/g)].some((x) => !x[2] && bridges.some((b) => covers(x[3], b)));
 }
 
 const FORWARD_FAMILIES = ['ip', 'ip6', 'inet', 'bridge'];

@@ -29,7 +29,8 @@ export interface ApplyResult {
 }
 
 export interface DriftItem { kind: 'missing' | 'unexpected' | 'changed'; what: string }
-export interface Observation { drift: DriftItem[] }
+/** `warnings`: what this pass could not judge (e.g. rule bodies, when their written form could not be learned). */
+export interface Observation { drift: DriftItem[]; warnings?: string[] }
 
 /** Thrown when a kernel step fails: names the tool and carries its stderr. Nothing after it ran. */
 export class DataplaneError extends Error {

@@ -21,7 +21,8 @@ test('the held state survives a round trip through the state dir; a corrupt file
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-state-'));
   try {
     assert.equal(await loadState(dir), null);
-    const held = { serverUrl: 'http://x', savedAt: 'now', state: { hostId: 'h', revision: 7, vms: [], sets: [{ id: 'sg1v4', family: 4 as const, members: ['10.0.0.1'] }] } };
+    const held = { serverUrl: 'http://x', savedAt: 'now', state: { hostId: 'h', revision: 7, vms: [], sets: [{ id: 'sg1v4', family: 4 as const, members: ['10.0.0.1'] }] },
+      host: { hostname: 'kvm01', tokenSha256: 'ab'.repeat(32) } };
     await saveState(dir, held);
     assert.deepEqual(await loadState(dir), held);
     assert.deepEqual(fs.readdirSync(dir), ['desired-state.json'], 'no temp file left behind');

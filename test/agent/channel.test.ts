@@ -321,8 +321,9 @@ test('an agent given invalid server messages closes that connection, keeps what 
     assert.ok(a.state!.vms.some((v) => v.vmId === vmId), 'the real snapshot applied');
     const held = JSON.stringify(a.state);
     // Now only the bad server: the agent keeps what it holds (fail static) through several rounds.
+    // (The same agent restarted: its state file is applied only under the hostname and token it was written for.)
     const b2 = new Agent({
-      server: `http://127.0.0.1:${badPort}`, token: target.token, hostname: 'fuzz2', stateDir: dir, dataplane: new NullDataplane(),
+      server: `http://127.0.0.1:${badPort}`, token: target.token, hostname: 'fuzz', stateDir: dir, dataplane: new NullDataplane(),
       discover: async (s) => simulatedPorts(s), preflight: null, reconcileMs: 60_000, log: silentLog, backoffMinMs: 20, backoffMaxMs: 50,
     });
     await a.stop();

@@ -1,19 +1,34 @@
 // Preflight's check of other firewalls' forward hooks, in a namespace of the test's own with the real
 // iptables (nft backend) and nft: Docker's `iptables -P FORWARD DROP` drops bridged VM traffic whatever
-// the groups allow, unless a rule of that table accepts the VM bridges. Each finding has its twin.
+// the groups allow, unless a rule of that table accepts the VM bridges. And its check of foreign rules
+// rewriting the packet mark Palisade carries (a CONNMARK restore in mangle PREROUTING), in a namespace
+// of its own, with nft, iptables-nft, ebtables-nft and iptables-legacy. Each finding has its twin.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { run } from '../../src/lab/index.js';
 import { createRunner } from '../../src/dataplane/exec.js';
-import { forwardDropCheck, preflight, unfixable } from '../../src/agent/preflight.js';
+import { forwardDropCheck, legacyForwardDropCheck, preflight, unfixable } from '../../src/agent/preflight.js';
+import { legacyMarkRewrites, nftMarkRewrites } from '../../src/agent/mark-rewrites.js';
+import { createLab, ping } from '../../src/lab/index.js';
+import { HostFw, policyOf, BACKENDS, closeAll } from '../dataplane/kit.js';
+import { rule } from '../dataplane/fixtures.js';
 
 const ns = `pf${randomBytes(3).toString('hex')}`;
 const runner = createRunner({ netns: ns });
 const sh = async (...args: string[]) => { const r = await run('ip', ['netns', 'exec', ns, ...args]); assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`); };
+// the mark checks' namespace (the forward-drop tests leave theirs dropping)
+const mns = `pm${randomBytes(3).toString('hex')}`;
+const mrunner = createRunner({ netns: mns });
+const msh = async (script: string) => { const r = await run('ip', ['netns', 'exec', mns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
 
-before(async () => { await run('ip', ['netns', 'add', ns]); });
-after(async () => { await run('ip', ['netns', 'del', ns], { allowFail: true }); });
+// the iptables-legacy forward-drop check's namespace
+const lns = `pl${randomBytes(3).toString('hex')}`;
+const lrunner = createRunner({ netns: lns });
+const lsh = async (script: string) => { const r = await run('ip', ['netns', 'exec', lns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); return r.stdout; };
+
+before(async () => { for (const n of [ns, mns, lns]) await run('ip', ['netns', 'add', n]); });
+after(async () => { for (const n of [ns, mns, lns]) await run('ip', ['netns', 'del', n], { allowFail: true }); });
 
 test('a foreign forward chain dropping by default is an unfixable finding until a rule of its table accepts the VM bridges (by name or physdev)', async () => {
   assert.deepEqual(await forwardDropCheck(runner, ['br0']), [], 'nothing to say on a host without one');
@@ -56,4 +71,114 @@ test('wildcards count, a jump alone does not, and ebtables\' bridge-family FORWA
   assert.equal(await of('forward policy bridge filter FORWARD'), false, 'one port\'s accept is not the bridges\'');
   await sh('ebtables', '-A', 'FORWARD', '-j', 'ACCEPT');
   assert.equal(await of('forward policy bridge filter FORWARD'), true);
+});
+
+test('iptables-legacy\'s FORWARD dropping by default (invisible to nft) is the same alert, until a legacy rule accepts the VM bridges', async () => {
+  assert.deepEqual(await legacyForwardDropCheck(lrunner, ['br0']), [], 'nothing to say without a legacy filter table');
+  assert.equal((await lsh('cat /proc/net/ip_tables_names')).trim(), '', 'and looking did not create one');
+  await lsh('iptables-legacy -P FORWARD DROP');
+  assert.deepEqual(await forwardDropCheck(lrunner, ['br0']), [], 'nft does not see it');
+  let found = await legacyForwardDropCheck(lrunner, ['br0']);
+  assert.deepEqual(found.map((f) => [f.check, f.ok]), [['forward policy ip filter FORWARD (iptables-legacy)', false]]);
+  assert.match(found[0]!.detail, /drops by default .* none of its table's rules accepts the VM bridges \(br0\)/);
+  assert.ok(unfixable(await preflight(lrunner, ['nft'], ['br0'])).some((f) => f.check === 'forward policy ip filter FORWARD (iptables-legacy)'), 'part of preflight, and it alerts');
+  // a negated or other bridge's accept does not pass br0; DOCKER-USER accepting br+ does
+  await lsh(`iptables-legacy -N DOCKER-USER
+iptables-legacy -A FORWARD -j DOCKER-USER
+iptables-legacy -A DOCKER-USER ! -i br0 -j ACCEPT
+iptables-legacy -A DOCKER-USER -i br1 -j ACCEPT`);
+  assert.equal((await legacyForwardDropCheck(lrunner, ['br0']))[0]!.ok, false);
+  await lsh('iptables-legacy -I DOCKER-USER -i br+ -o br+ -j ACCEPT');
+  found = await legacyForwardDropCheck(lrunner, ['br0']);
+  assert.deepEqual(found.map((f) => [f.check, f.ok]), [['forward policy ip filter FORWARD (iptables-legacy)', true]]);
+  // IPv6 likewise; physdev counts
+  await lsh('ip6tables-legacy -P FORWARD DROP');
+  assert.deepEqual((await legacyForwardDropCheck(lrunner, ['br0'])).map((f) => [f.check, f.ok]),
+    [['forward policy ip filter FORWARD (iptables-legacy)', true], ['forward policy ip6 filter FORWARD (iptables-legacy)', false]]);
+  await lsh('ip6tables-legacy -A FORWARD -m physdev --physdev-is-bridged -j ACCEPT');
+  assert.equal((await legacyForwardDropCheck(lrunner, ['br0']))[1]!.ok, true);
+});
+
+test('a foreign rule rewriting the packet mark between Palisade\'s marking and matching is an alert naming the rule; masked to bits Palisade does not use, none', async () => {
+  const marks = async () => [...await nftMarkRewrites(mrunner), ...await legacyMarkRewrites(mrunner)];
+  assert.deepEqual(await marks(), [], 'nothing to say on a host without one');
+  // the CONNMARK restore of the README, through iptables-nft: the whole mark from the connection's
+  await msh('iptables -t mangle -A PREROUTING -j CONNMARK --restore-mark');
+  let found = await marks();
+  assert.equal(found.length, 1, JSON.stringify(found));
+  assert.equal(found[0]!.check, 'foreign mark ip mangle PREROUTING');
+  assert.equal(found[0]!.ok, false);
+  assert.match(found[0]!.detail, /-A PREROUTING -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff/);
+  assert.match(found[0]!.detail, /does not keep bits 0x3fff8fff .* Palisade drops the VMs' traffic/);
+  assert.ok(unfixable(await preflight(mrunner, ['nft'], ['br0'])).some((f) => f.check === 'foreign mark ip mangle PREROUTING'), 'part of preflight, and it alerts');
+  // twin: the same restore masked to bits 30–31, kube-proxy's masquerade bit (14) and a verdict bit set: nothing
+  await msh(`iptables -t mangle -D PREROUTING -j CONNMARK --restore-mark
+iptables -t mangle -A PREROUTING -j CONNMARK --restore-mark --mask 0xc0000000
+iptables -t mangle -N KUBE-MARK-MASQ
+iptables -t mangle -A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+iptables -t mangle -A FORWARD -j KUBE-MARK-MASQ
+iptables -t mangle -A FORWARD -j MARK --set-xmark 0x8000/0x8000
+iptables -t mangle -A OUTPUT -j MARK --set-mark 0x1`);
+  assert.deepEqual(await marks(), []);
+  // a whole-mark set in a chain FORWARD jumps to is found there
+  await msh('iptables -t mangle -A KUBE-MARK-MASQ -j MARK --set-mark 0x1');
+  assert.deepEqual((await marks()).map((f) => f.check), ['foreign mark ip mangle KUBE-MARK-MASQ']);
+  await msh('iptables -t mangle -D KUBE-MARK-MASQ -j MARK --set-mark 0x1');
+  // nft's own: `meta mark set ct mark` at prerouting; the masked form and an output-hook restore say nothing
+  await msh(`nft add table inet other
+nft add chain inet other pre '{ type filter hook prerouting priority -150; policy accept; }'
+nft add chain inet other out '{ type filter hook output priority -150; policy accept; }'
+nft add rule inet other out meta mark set ct mark
+nft add rule inet other pre meta mark set meta mark and 0x3fffffff or 0x40000000`);
+  assert.deepEqual(await marks(), []);
+  await msh('nft add rule inet other pre meta mark set ct mark');
+  found = await marks();
+  assert.deepEqual(found.map((f) => f.check), ['foreign mark inet other pre']);
+  assert.match(found[0]!.detail, /meta mark set ct mark/);
+  await msh('nft delete table inet other');
+  // ebtables' mark --mark-set in nat PREROUTING (after Palisade's in-port mark): found; --mark-or on bit 30: not
+  await msh('ebtables -t nat -A PREROUTING -j mark --mark-or 0x40000000 --mark-target CONTINUE');
+  assert.deepEqual(await marks(), []);
+  await msh('ebtables -t nat -A PREROUTING -j mark --mark-set 0x5 --mark-target CONTINUE');
+  assert.deepEqual((await marks()).map((f) => f.check), ['foreign mark bridge nat PREROUTING']);
+  await msh('ebtables -t nat -F PREROUTING');
+  // iptables-legacy's tables, which nft cannot see
+  await msh('iptables-legacy -t mangle -A PREROUTING -j CONNMARK --restore-mark --mask 0xc0000000');
+  assert.deepEqual(await marks(), []);
+  await msh('iptables-legacy -t mangle -A PREROUTING -j CONNMARK --restore-mark');
+  found = await marks();
+  assert.deepEqual(found.map((f) => f.check), ['foreign mark ip mangle PREROUTING (iptables-legacy)']);
+  assert.match(found[0]!.detail, /--restore-mark --nfmask 0xffffffff/);
+});
+
+test('with real packets, per backend: Palisade\'s own rules are no foreign mark rewrite; the CONNMARK restore it alerts on drops VM traffic, the masked one neither drops nor alerts', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:0d:0a', ipv4: '198.51.100.60/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:0d:0b', ipv4: '198.51.100.61/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const marks = async () => (await nftMarkRewrites(hr)).map((f) => f.check);
+    const pings = async () => (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok;
+    const restore = (op: '-A' | '-D', ...mask: string[]) => h1.exec('iptables', ['-t', 'mangle', op, 'PREROUTING', '-j', 'CONNMARK', '--restore-mark', ...mask]);
+    for (const backend of BACKENDS) {
+      const fw = new HostFw(h1, backend);
+      fw.set(policyOf(a, { ingress: [rule('tcp', ['0.0.0.0/0'], { ports: [80, 80] })] })).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
+      await fw.apply();
+      assert.deepEqual([...await marks(), ...(await legacyMarkRewrites(hr)).map((f) => f.check)], [], backend);
+      assert.equal(await pings(), true, `${backend}: a may ping b`);
+      await restore('-A');
+      assert.deepEqual(await marks(), ['foreign mark ip mangle PREROUTING'], backend);
+      assert.equal(await pings(), false, `${backend}: the whole-mark restore drops it (the alert is right)`);
+      await restore('-D');
+      await restore('-A', '--mask', '0xc0000000');
+      assert.deepEqual(await marks(), [], backend);
+      assert.equal(await pings(), true, `${backend}: restored on bits 30–31 only, it passes`);
+      await restore('-D', '--mask', '0xc0000000');
+      await fw.dp.teardown();
+    }
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
 });

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BASELINE, DROP_REASONS, isDrop, planHost, BRIDGE_ZONE_BASE, type BaseRule } from '../../src/dataplane/plan/index.js';
 import { render, v6Hex } from '../../src/dataplane/nftables/render.js';
-import { diffScript, drift, emptyState, expectedState, parseTable, teardownScript } from '../../src/dataplane/nftables/kernel.js';
+import { diffScript, drift, emptyState, expectedState, parseTable, ruleBody, teardownScript } from '../../src/dataplane/nftables/kernel.js';
 import { parseRuleCounters } from '../../src/dataplane/nftables/backend.js';
 import { elementText, parseComment } from '../../src/dataplane/nftables/program.js';
 import { oneLine } from '../../src/dataplane/nftables/session.js';
@@ -111,7 +111,11 @@ test('nftables read-back: ownership by comments, foreign rules, elements of maps
     { set: { family: 'inet', table: 'palisade', name: 'own', elem: [{ concat: ['vnet0', '10.0.0.1'] }] } },
   ] });
   const k = parseTable('inet', json);
-  assert.deepEqual(k.chains.get('inet/to-x'), { family: 'inet', name: 'to-x', base: null, ids: ['a', 'deny'], hash: '0123456789ab', foreign: 1 });
+  assert.deepEqual(k.chains.get('inet/to-x'), { family: 'inet', name: 'to-x', base: null, ids: ['a', 'deny'], hash: '0123456789ab', foreign: 1,
+    bodies: [ruleBody({ comment: 'pal:a #0123456789ab', expr: [] }), ruleBody({ comment: 'pal:deny !ingress-default-deny', expr: [] })] });
+  // a rule's body leaves out its handle and counter values, not its comment or statements
+  assert.equal(ruleBody({ handle: 3, comment: 'pal:a', expr: [{ counter: { packets: 5, bytes: 9 } }, { drop: null }] }), ruleBody({ handle: 9, comment: 'pal:a', expr: [{ counter: { packets: 0, bytes: 0 } }, { drop: null }] }));
+  assert.notEqual(ruleBody({ comment: 'pal:a', expr: [{ drop: null }] }), ruleBody({ comment: 'pal:a', expr: [{ accept: null }] }));
   assert.equal(k.chains.get('inet/forward')!.base, 'type filter hook forward priority 0; policy accept;');
   assert.deepEqual([...k.sets.get('inet/to')!.elements], ['5 : goto to-x', '2045 : accept']);
   assert.deepEqual([...k.sets.get('inet/own')!.elements], ['vnet0 . 10.0.0.1']);

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { render, protoMatch, assignPorts, portTree } from '../../src/dataplane/iptables/render.js';
 import { vmNames, ebBase, groupSetName } from '../../src/dataplane/iptables/names.js';
 import { linkLocalFromMac, tapMac } from '../../src/dataplane/iptables/addr.js';
-import { expectedState, gcPlan, parseIptSave, parseIpsetSave, parseEbSave, plan, planIsEmpty, drift } from '../../src/dataplane/iptables/kernel.js';
+import { expectedState, gcPlan, lineDigest, parseIptSave, parseIpsetSave, parseEbSave, plan, planIsEmpty, drift } from '../../src/dataplane/iptables/kernel.js';
 import { portsFromLinks } from '../../src/dataplane/ports.js';
 import type { HostPorts } from '../../src/dataplane/backend.js';
 import { hostState, nic, rule, vm } from './fixtures.js';
@@ -224,7 +224,8 @@ test('plan: nothing to write when the kernel matches; one chain when one rule ch
   const saved = parseIptSave(['*filter', ':i-2-8-VM - [0:0]',
     '-A i-2-8-VM -p tcp -m comment --comment "pal:telnet.s0 #aaaaaaaaaaaa" -j ACCEPT', '-A i-2-8-VM -m comment --comment "pal:end" -j RETURN',
     '-A i-2-8-VM -p tcp -m comment --comment "pal:ssh.s0 #bbbbbbbbbbbb" -j ACCEPT', '-A i-2-8-VM -m comment --comment "pal:end" -j RETURN', 'COMMIT'].join('\n'));
-  assert.deepEqual(saved.filter.chains.get('i-2-8-VM'), { name: 'i-2-8-VM', owned: true, ids: ['telnet.s0', 'end'], hash: 'aaaaaaaaaaaa', foreign: 0, garbage: 2 });
+  assert.deepEqual(saved.filter.chains.get('i-2-8-VM'), { name: 'i-2-8-VM', owned: true, ids: ['telnet.s0', 'end'], hash: 'aaaaaaaaaaaa', foreign: 0, garbage: 2,
+    lines: ['-A i-2-8-VM -p tcp -m comment --comment "pal:telnet.s0 #aaaaaaaaaaaa" -j ACCEPT', '-A i-2-8-VM -m comment --comment "pal:end" -j RETURN'].map(lineDigest) });
   // chains with jumps (dispatch, default chains) are flushed and rewritten: no stale jump may keep a
   // chain referenced that the same transaction deletes
   const C = vm('vm-c', 'i-2-9-VM', [nic('nic-c', '02:00:00:00:00:09', ['10.1.1.9'])]);
@@ -252,7 +253,8 @@ test('kernel parsers: ownership by pal: comments / comment-flagged sets / reacha
   ].join('\n');
   const t = parseIptSave(save);
   assert.equal(t.filter.chains.get('FOREIGN')!.owned, false);
-  assert.deepEqual(t.filter.chains.get('i-2-8-VM'), { name: 'i-2-8-VM', owned: true, ids: ['x.c0', 'end'], hash: '0123456789ab', foreign: 0, garbage: 0 });
+  assert.deepEqual(t.filter.chains.get('i-2-8-VM'), { name: 'i-2-8-VM', owned: true, ids: ['x.c0', 'end'], hash: '0123456789ab', foreign: 0, garbage: 0,
+    lines: ['-A i-2-8-VM -p tcp -m comment --comment "pal:x.c0 #0123456789ab" -j ACCEPT', '-A i-2-8-VM -m comment --comment pal:end -j RETURN'].map(lineDigest) });
   assert.equal(t.filter.hooks[0].pos, 0);
   assert.deepEqual(t.filter.hooks.map((h) => h.id), ['fwd.cloudbr0.abc']);
   const sets = parseIpsetSave('create pal-sg1v4 hash:ip family inet hashsize 1024 maxelem 65536 comment bucketsize 12\nadd pal-sg1v4 10.0.0.1\ncreate mine hash:ip family inet hashsize 1024\ncreate i-1-1-VM hash:ip family inet hashsize 1024\n');

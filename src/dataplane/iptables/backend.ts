@@ -4,13 +4,16 @@
 // difference (nothing at all when they match). What it knows is the kernel as read at the first apply
 // (so a restarted agent does not rewrite a correct host), then kept up to date by its own writes;
 // observe() re-reads the kernel, reports drift and refreshes that view, so the apply after an observe
-// repairs whatever someone else changed. The agent should therefore observe periodically (DESIGN §4)
-// and apply when drift is reported. A failed step forgets the view (the next apply re-reads).
+// repairs whatever someone else changed, a rule replaced in place under its own `pal:` comment
+// included (its saved line against the saved form of what Palisade writes: canon.ts). The agent
+// should therefore observe periodically (DESIGN §4) and apply when drift is reported. A failed step
+// forgets the view (the next apply re-reads).
 import type { ApplyResult, Dataplane, DataplaneInput, KernelDropCount, KernelRuleCount, Observation, VmChainRef } from '../backend.js';
 import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner, must } from '../exec.js';
 import { parseDropCounts, parseRuleCounts } from './counters.js';
-import { type KState, drift, expectedState, gcPlan, hasGarbage, liveCounters, parseEbSave, parseIpsetSave, parseIptSave, plan, planIsEmpty, withoutGarbage } from './kernel.js';
+import { IptCanon } from './canon.js';
+import { type KState, bodyDrift, drift, expectedState, judgeable, gcPlan, hasGarbage, liveCounters, parseEbSave, parseIpsetSave, parseIptSave, plan, planIsEmpty, withoutGarbage } from './kernel.js';
 import { type Rendered, render } from './render.js';
 import type { Program } from './program.js';
 
@@ -44,8 +47,11 @@ export class IptablesDataplane implements Dataplane {
     return run;
   }
 
+  private readonly canon: IptCanon;
+
   constructor(opts: IptablesOptions = {}) {
     this.runner = opts.runner ?? createRunner({ netns: opts.netns ?? null });
+    this.canon = new IptCanon(this.runner);
     this.gcDelayMs = opts.gcDelayMs ?? 1000;
   }
 
@@ -149,7 +155,15 @@ export class IptablesDataplane implements Dataplane {
       const kernel = await this.read();
       this.known = kernel; // the next apply repairs from what is really there
       this.scheduleGc();
-      return { drift: drift(render(input).program, kernel) };
+      const program = render(input).program;
+      const items = drift(program, kernel);
+      try {
+        await this.canon.learn(program, judgeable(program, kernel));
+      } catch (e) {
+        // the other drift is still judged and repaired
+        return { drift: items, warnings: [`rule bodies not checked: ${e instanceof Error ? e.message : String(e)}`] };
+      }
+      return { drift: [...items, ...bodyDrift(program, kernel, this.canon)] };
     });
   }
 

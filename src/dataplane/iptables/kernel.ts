@@ -1,16 +1,23 @@
 // What Palisade owns in the kernel, as read back (parsers of *-save output) or as expected after a
-// write (from the program), and the diff between that and a desired program. Pure.
+// write (from the program), and the diff between that and a desired program. Pure. A read keeps each
+// live rule's line as saved, which observe compares with the saved form of what Palisade writes
+// (canon.ts): a rule replaced in place (`iptables -R`) with its `pal:` comment kept has the right id
+// but another line.
 import type { DriftItem } from '../backend.js';
 import { EB_FWD, EB_POST, EB_PRE } from './names.js';
 import {
   type EbProgram, type EbTable, EB_TABLES, type Fam, type IptChain, type IptHook, type IptProgram, type Program, type SetDef, type Table,
-  TABLES, hookLine, ruleLine, setCreateLine,
+  TABLES, hashOf, hookLine, ruleLine, setCreateLine,
 } from './program.js';
 
 /** `foreign`: rules without a Palisade id inside the chain (someone else's, or tampering).
  *  `garbage`: rules of an older version below the live ones (see `shadowWrite`), unreachable because
  *  the live rules end in an unconditional verdict; removed later by `gcPlan`. */
-export interface KChain { name: string; owned: boolean; ids: string[]; hash: string | null; foreign: number; garbage: number }
+export interface KChain {
+  name: string; owned: boolean; ids: string[]; hash: string | null; foreign: number; garbage: number;
+  /** Read back only: digests of the live rules' lines as saved (`lineDigest`), in `ids` order. */
+  lines?: string[];
+}
 /** `pos`: index of the rule in its built-in chain (Palisade's jumps must come first). */
 export interface KHook { chain: string; id: string; line: string; pos: number }
 export interface KTable { chains: Map<string, KChain>; hooks: KHook[] }
@@ -20,6 +27,9 @@ export interface KEb { chains: Map<string, string[]>; hooks: { table: EbTable; c
 const EB_ROOTS: Record<EbTable, string[]> = { nat: [EB_PRE, EB_POST], filter: [EB_FWD] };
 const ebKey = (t: string, c: string) => `${t}/${c}`;
 export interface KState { ipt: Record<Fam, Record<Table, KTable>>; sets: Map<string, KSet>; eb: KEb }
+
+/** A saved rule line as a short digest (a big host's views hold one per rule). */
+export const lineDigest = (line: string) => hashOf([line]);
 
 const BUILTIN = new Set(['INPUT', 'FORWARD', 'OUTPUT', 'PREROUTING', 'POSTROUTING']);
 const COMMENT = /--comment\s+(?:"([^"]*)"|(\S+))/;
@@ -36,7 +46,7 @@ export function parseIptSave(text: string): Record<Table, KTable> {
     if (!cur) continue;
     if (line.startsWith(':')) {
       const name = line.slice(1).split(' ')[0];
-      if (!BUILTIN.has(name)) cur.chains.set(name, { name, owned: false, ids: [], hash: null, foreign: 0, garbage: 0 });
+      if (!BUILTIN.has(name)) cur.chains.set(name, { name, owned: false, ids: [], hash: null, foreign: 0, garbage: 0, lines: [] });
       continue;
     }
     if (!line.startsWith('-A ')) continue;
@@ -52,13 +62,14 @@ export function parseIptSave(text: string): Record<Table, KTable> {
     }
     const [idPart, hashPart] = comment.slice(4).split(' #');
     if (BUILTIN.has(chain)) { cur.hooks.push({ chain, id: idPart, line, pos }); continue; }
-    const c = cur.chains.get(chain) ?? { name: chain, owned: false, ids: [], hash: null, foreign: 0, garbage: 0 };
+    const c = cur.chains.get(chain) ?? { name: chain, owned: false, ids: [], hash: null, foreign: 0, garbage: 0, lines: [] };
     cur.chains.set(chain, c);
     c.owned = true;
     // Each version of a chain starts with the rule carrying its hash: a second one starts the garbage.
     if (c.garbage > 0 || (hashPart && c.ids.length > 0)) { c.garbage++; continue; }
     if (c.ids.length === 0 && hashPart) c.hash = hashPart;
     c.ids.push(idPart);
+    c.lines?.push(lineDigest(line));
   }
   return out;
 }
@@ -360,6 +371,51 @@ export function withoutGarbage(k: KState, done: string[]): KState {
 
 export function hasGarbage(k: KState): boolean {
   return ([4, 6] as Fam[]).some((f) => TABLES.some((t) => [...k.ipt[f][t].chains.values()].some((c) => c.owned && c.garbage > 0 && c.foreign === 0)));
+}
+
+/** The saved form of what Palisade writes (canon.ts): a chain's lines' digests, a hook's line; undefined: not known. */
+export interface Written {
+  chain(f: Fam, c: IptChain): readonly string[] | undefined;
+  hook(f: Fam, h: IptHook): string | undefined;
+}
+
+/**
+ * Rules replaced in place with their comment kept (`iptables -R … -m comment --comment "pal:…"`):
+ * chains whose ids and hash match but whose lines are not what Palisade wrote are marked (hash
+ * forgotten) so the next plan rewrites them whole; such hooks are renamed so the next plan deletes them
+ * (by their line) and inserts Palisade's own again.
+ */
+export function bodyDrift(p: Program, k: KState, written: Written): DriftItem[] {
+  const out: DriftItem[] = [];
+  for (const f of [4, 6] as Fam[]) {
+    const prog = f === 4 ? p.v4 : p.v6;
+    const tool = f === 4 ? 'iptables' : 'ip6tables';
+    for (const c of prog.chains) {
+      const kc = k.ipt[f][c.table].chains.get(c.name);
+      if (!kc?.lines || !sameChain(c, kc)) continue; // other drift, reported by drift()
+      const want = written.chain(f, c);
+      if (!want) continue;
+      const bad = c.rules.filter((_, i) => kc.lines![i] !== want[i]);
+      for (const r of bad) out.push({ kind: 'changed', what: `${tool} ${c.table} rule ${c.name} pal:${r.id}: not the rule Palisade wrote` });
+      if (bad.length) kc.hash = null;
+    }
+    for (const h of prog.hooks) {
+      const want = written.hook(f, h);
+      for (const kh of k.ipt[f][h.table].hooks) {
+        if (kh.id !== h.id || want === undefined || kh.line === want) continue;
+        out.push({ kind: 'changed', what: `${tool} ${h.table} ${kh.chain} jump pal:${h.id}: not the rule Palisade wrote` });
+        kh.id = `${h.id} (not as written)`;
+      }
+    }
+  }
+  return out;
+}
+
+/** Chains whose lines can be judged (read back, ids and hash as written). */
+export function judgeable(p: Program, k: KState): { f: Fam; c: IptChain }[] {
+  return ([4, 6] as Fam[]).flatMap((f) => (f === 4 ? p.v4 : p.v6).chains
+    .filter((c) => { const kc = k.ipt[f][c.table].chains.get(c.name); return !!kc?.lines && sameChain(c, kc); })
+    .map((c) => ({ f, c })));
 }
 
 /** What differs between the kernel and the program, for observe. */

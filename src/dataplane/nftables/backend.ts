@@ -6,8 +6,9 @@
 // difference, as one transaction (nothing at all when they match). What it knows is the kernel as read
 // at the first apply (`nft -j list table`, ours only), then kept up to date by its own writes; so a
 // small change never lists anything. observe() re-reads the tables, reports drift (by rule ids, chain
-// hashes, set elements) and refreshes that view; the next apply repairs. A failed transaction changes
-// nothing and forgets the view (the next apply re-reads).
+// hashes, set elements, and each rule's body against the kernel's form of what Palisade wrote, learned
+// in a scratch namespace: canon.ts) and refreshes that view; the next apply repairs. A failed
+// transaction changes nothing and forgets the view (the next apply re-reads).
 // Listing costs nft ~0.1 ms per rule, so on a big host (more than FULL_READ_CHAINS VM chains) observe
 // reads the whole bridge table (all L2 checks and port dispatch) and the inet table's entry chains
 // every time, and the whole inet table (every VM's rules) only every few passes: a flushed or deleted
@@ -15,11 +16,12 @@
 // A very large first write (a cold start of thousands of VMs) is split into several transactions so
 // the kernel's nftables lock is never held for long: first everything with the new VMs' ports closed
 // (dropped), then their chains and the opening of their ports, a batch of VMs at a time.
-import type { ApplyResult, Dataplane, DataplaneInput, KernelDropCount, KernelRuleCount, Observation, VmChainRef } from '../backend.js';
+import type { ApplyResult, Dataplane, DataplaneInput, DriftItem, KernelDropCount, KernelRuleCount, Observation, VmChainRef } from '../backend.js';
 import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner } from '../exec.js';
 import { LOG_REASON, planHost, type DropReason as PlanDropReason } from '../plan/index.js';
-import { type KState, diffScript, drift, emptyState, expectedState, parseTable, teardownScript } from './kernel.js';
+import { NftCanon } from './canon.js';
+import { type KState, bodyDrift, diffScript, drift, emptyState, expectedState, judgeable, parseTable, teardownScript } from './kernel.js';
 import { FAMILIES, N, type NFamily, TABLE, vmChains } from './names.js';
 import { type NftProgram, parseComment } from './program.js';
 import { type Rendered, render, renderPlan } from './render.js';
@@ -45,9 +47,11 @@ export class NftablesDataplane implements Dataplane {
   /** The last script written (for people and tests). */
   lastScript = '';
   private passes = 0;
+  private readonly canon: NftCanon;
 
   constructor(opts: NftablesOptions = {}) {
     this.runner = opts.runner ?? createRunner({ netns: opts.netns ?? null });
+    this.canon = new NftCanon(this.runner);
     this.session = new NftSession(this.runner);
     this.chunkLines = opts.chunkLines ?? 8_000;
   }
@@ -160,15 +164,32 @@ export class NftablesDataplane implements Dataplane {
       const every = Math.ceil(vmChains / FULL_READ_CHAINS);
       if (!opts.full && every > 1 && this.known && this.passes++ % every !== 0) {
         const { kernel, read } = await this.readPartial();
-        const items = drift(program, kernel, read);
+        const found = drift(program, kernel, read); // before forged() marks chains for rewrite
+        const bodies = await this.forged(program, kernel);
+        const items = [...found, ...bodies.drift];
         // what was read replaces what we knew of it; the rest stays as known
         if (items.length) this.known = mergeRead(this.known, kernel, read);
-        return { drift: items };
+        return { drift: items, warnings: bodies.warnings };
       }
       const kernel = await this.read();
       this.known = kernel; // the next apply repairs from what is really there
-      return { drift: drift(program, kernel) };
+      const found = drift(program, kernel); // before forged() marks chains for rewrite
+      const bodies = await this.forged(program, kernel);
+      return { drift: [...found, ...bodies.drift], warnings: bodies.warnings };
     });
+  }
+
+  /**
+   * Rules whose body is not what Palisade wrote (their chains marked for rewrite in `kernel`). When the
+   * written form cannot be learned, the other drift is still judged and repaired; this is a warning.
+   */
+  private async forged(program: NftProgram, kernel: KState): Promise<{ drift: DriftItem[]; warnings: string[] }> {
+    try {
+      await this.canon.learn(program, judgeable(program, kernel));
+    } catch (e) {
+      return { drift: [], warnings: [`rule bodies not checked: ${e instanceof Error ? e.message : String(e)}`] };
+    }
+    return { drift: bodyDrift(program, kernel, this.canon.written), warnings: [] };
   }
 
   teardown(): Promise<void> {

@@ -2,16 +2,19 @@
 // as expected after a write, and the difference between that and a desired program. Pure.
 //
 // Chains are compared by ids and hashes (every rule's comment carries its id, the first rule's the
-// chain's hash), never by rule text; sets and maps by their elements. A write never
-// lists anything: it diffs against what the last write (or the first read) left.
+// chain's hash); sets and maps by their elements. A write never lists anything: it diffs against what
+// the last write (or the first read) left. A read also keeps each rule's body (`bodies`), which observe
+// compares with the kernel's own form of the rule as written (canon.ts): a rule replaced in place with
+// its comment kept has the right id but another body.
 import type { DriftItem } from '../backend.js';
 import { DROP_LOG_SET_PREFIX, FAMILIES, type NFamily, TABLE } from './names.js';
 import {
   type NChain, type NSet, type NftProgram,
-  chainDecl, elementLines, isVerdictMap, keyOf, parseComment, ruleLine, setDecl,
+  chainDecl, elementLines, hashOf, isVerdictMap, keyOf, parseComment, ruleLine, setDecl,
 } from './program.js';
 
-export interface KChain { family: NFamily; name: string; base: string | null; ids: string[]; hash: string | null; foreign: number }
+/** `bodies` (read back only): each Palisade rule's body as the kernel holds it (see `ruleBody`), in `ids` order. */
+export interface KChain { family: NFamily; name: string; base: string | null; ids: string[]; hash: string | null; foreign: number; bodies?: string[] }
 export interface KSet {
   family: NFamily; name: string; map: boolean; elements: Set<string>;
   /** The elements in the order a write gave them (after a write, not a read): an equal list is no change. */
@@ -68,7 +71,7 @@ export function parseTable(family: NFamily, json: string, into: KState = emptySt
   for (const item of items) {
     if (item.table && item.table.name === TABLE) into.tables.add(family);
     const c = item.chain;
-    if (c && c.table === TABLE) into.chains.set(key(family, c.name), { family, name: c.name, base: baseOf(c), ids: [], hash: null, foreign: 0 });
+    if (c && c.table === TABLE) into.chains.set(key(family, c.name), { family, name: c.name, base: baseOf(c), ids: [], hash: null, foreign: 0, bodies: [] });
     const s = item.set ?? item.map;
     if (s && s.table === TABLE) {
       const map = !!item.map;
@@ -85,9 +88,19 @@ export function parseTable(family: NFamily, json: string, into: KState = emptySt
       if (!pc) { kc.foreign++; continue; }
       if (kc.ids.length === 0) kc.hash = pc.hash;
       kc.ids.push(pc.id);
+      kc.bodies?.push(ruleBody(r));
     }
   }
   return into;
+}
+
+/**
+ * A rule as the kernel holds it, without what changes by itself (handle, counter values), as a short
+ * digest (a big host's views hold one per rule).
+ */
+export function ruleBody(r: Record<string, any>): string {
+  const expr = ((r.expr ?? []) as Record<string, any>[]).map((e) => (e.counter && typeof e.counter === 'object' ? { counter: null } : e));
+  return hashOf([JSON.stringify([expr, r.comment ?? null])]);
 }
 
 // Chains are immutable and memoised by the renderer: their expected read-back is made once each.
@@ -245,6 +258,32 @@ export function drift(p: NftProgram, kernel: KState, read?: Set<string>): DriftI
   for (const [n, s] of k.sets) if (!wantSets.has(n) && families.has(s.family)) out.push({ kind: 'unexpected', what: `nft ${s.family} set ${s.name}` });
   for (const c of k.counters) if (families.has(c.split('/')[0] as NFamily)) out.push({ kind: 'unexpected', what: `nft counter ${c}` });
   return out;
+}
+
+/**
+ * Rules replaced in place with their comment kept (another tool's `nft replace rule … comment "pal:…"`):
+ * chains whose ids and hash match but whose rule bodies differ from `written` (the kernel's form of the
+ * chain as Palisade writes it; undefined: not known, not judged). Such a chain is marked (hash
+ * forgotten) so the next diff rewrites it whole.
+ */
+export function bodyDrift(p: NftProgram, k: KState, written: (c: NChain) => readonly string[] | undefined): DriftItem[] {
+  const out: DriftItem[] = [];
+  for (const c of p.chains) {
+    const kc = k.chains.get(key(c.family, c.name));
+    if (!kc?.bodies || !sameChain(c, kc)) continue; // other drift, reported by drift()
+    const want = written(c);
+    if (!want) continue;
+    const bad = c.rules.filter((_, i) => kc.bodies![i] !== want[i]);
+    if (!bad.length) continue;
+    for (const r of bad) out.push({ kind: 'changed', what: `nft ${c.family} chain ${c.name} rule pal:${r.id}: not the rule Palisade wrote` });
+    kc.hash = null;
+  }
+  return out;
+}
+
+/** Chains whose rule bodies can be judged (read back, ids and hash as written). */
+export function judgeable(p: NftProgram, k: KState): NChain[] {
+  return p.chains.filter((c) => { const kc = k.chains.get(key(c.family, c.name)); return !!kc?.bodies && sameChain(c, kc); });
 }
 
 export { keyOf };

@@ -1,0 +1,227 @@
+// Preflight's check for another tool rewriting the packet mark between where Palisade writes its bits
+// (bridge prerouting / forward: the in-port, zone and out-port numbers and the verdict pairs of
+// src/dataplane/plan/marks.ts) and where it reads them (IP prerouting for the conntrack zone, IP
+// forward for dispatch). A rule there that clears or replaces those bits — `CONNMARK --restore-mark`
+// without a mask in mangle PREROUTING, `MARK --set-mark`, nft's `meta mark set ct mark` — makes every
+// VM frame look as if it came from an unknown port: Palisade drops the host's VM traffic (fail closed)
+// and nothing else says why. Setting bits is harmless (a verdict bit without its complement cleared
+// opens nothing, see marks.ts) unless they are port-number bits. Masked rules on bits Palisade does not
+// use (12–14, 30–31) are fine.
+//
+// Owns: reading the foreign chains of those hooks (nft's JSON per chain, following jumps; rules of
+// iptables' and ebtables' xt targets, whose options nft's JSON leaves out, through `iptables -S
+// <chain>` / `ebtables -L <chain>`, and iptables-legacy's tables, which nft cannot see, likewise), and judging each mark write bit by bit. Palisade's own rules (a `pal:`
+// comment, its ebtables roots) are not followed.
+import type { Runner } from '../dataplane/exec.js';
+import { MARK_ACCEPT_TO, MARK_ALLOW, MARK_IN_MASK, MARK_NOT_ACCEPT_TO, MARK_NOT_ALLOW, MARK_ZONE_MASK, hex } from '../dataplane/plan/marks.js';
+import type { PreflightFinding } from '../protocol/index.js';
+
+/** The bits Palisade carries from its marking to its matching. */
+export const MARK_CARRIED = (MARK_IN_MASK | MARK_ZONE_MASK | MARK_ALLOW | MARK_ACCEPT_TO | MARK_NOT_ALLOW | MARK_NOT_ACCEPT_TO) >>> 0;
+/** Of those, the ones another tool may set to 1 without harm (a verdict needs its complement cleared too). */
+const SET_HARMLESS = (MARK_ALLOW | MARK_ACCEPT_TO) >>> 0;
+const ALL = 0xffffffff;
+
+/** What a mark write does to each bit: kept (the old mark's), forced to 1 / 0, or anything else (unknown). */
+export interface BitEffect { keep: number; one: number; zero: number }
+
+/** The bits of Palisade's mark a write breaks: not kept, and not a verdict bit forced to 1. */
+export function brokenBits(e: BitEffect): number {
+  return (MARK_CARRIED & ~e.keep & ~(e.one & SET_HARMLESS)) >>> 0;
+}
+
+const konst = (n: number): BitEffect => ({ keep: 0, one: n >>> 0, zero: (~n) >>> 0 });
+const OLD: BitEffect = { keep: ALL, one: 0, zero: 0 };
+const UNKNOWN: BitEffect = { keep: 0, one: 0, zero: 0 };
+
+function and(a: BitEffect, b: BitEffect): BitEffect {
+  const zero = (a.zero | b.zero) >>> 0;
+  // where one side is 1 the result is the other side
+  const keep = ((a.keep & b.one) | (b.keep & a.one) | (a.keep & b.keep)) & ~zero;
+  return { keep: keep >>> 0, one: (a.one & b.one) >>> 0, zero };
+}
+function or(a: BitEffect, b: BitEffect): BitEffect {
+  const one = (a.one | b.one) >>> 0;
+  const keep = ((a.keep & b.zero) | (b.keep & a.zero) | (a.keep & b.keep)) & ~one;
+  return { keep: keep >>> 0, one, zero: (a.zero & b.zero) >>> 0 };
+}
+function xor(a: BitEffect, b: BitEffect): BitEffect {
+  const keep = (a.keep & b.zero) | (b.keep & a.zero);
+  const one = (a.one & b.zero) | (a.zero & b.one);
+  const zero = (a.one & b.one) | (a.zero & b.zero);
+  return { keep: keep >>> 0, one: one >>> 0, zero: zero >>> 0 };
+}
+
+type Expr = Record<string, any>;
+
+/** The effect of nft's `meta mark set <value>` (nft JSON value). */
+export function nftMarkEffect(v: unknown): BitEffect {
+  if (typeof v === 'number') return konst(v);
+  if (typeof v === 'string' && /^0x[0-9a-f]+$|^\d+$/i.test(v)) return konst(Number(v));
+  const o = v as Expr;
+  if (o?.meta?.key === 'mark') return OLD;
+  for (const [op, f] of [['&', and], ['|', or], ['^', xor]] as const) {
+    if (Array.isArray(o?.[op])) return (o[op] as unknown[]).map(nftMarkEffect).reduce((x, y) => f(x, y));
+  }
+  return UNKNOWN; // ct mark, a map lookup, anything else
+}
+
+/** nft's JSON value as text, for the finding (`ct mark`, `meta mark & 0xc0000000 | 0x1`). */
+function nftText(v: unknown): string {
+  if (typeof v === 'number') return hex(v);
+  const o = v as Expr;
+  if (o?.meta?.key) return `meta ${o.meta.key}`;
+  if (o?.ct?.key) return `ct ${o.ct.key}`;
+  for (const op of ['&', '|', '^']) if (Array.isArray(o?.[op])) return (o[op] as unknown[]).map(nftText).join(` ${op} `);
+  return JSON.stringify(v);
+}
+
+/** The effect of an iptables rule's mark target (`iptables -S` text), or null when it writes no packet mark. */
+export function iptMarkEffect(line: string): BitEffect | null {
+  const num = (re: RegExp) => { const m = re.exec(line); return m ? Number(m[1]) >>> 0 : null; };
+  if (/ -j MARK /.test(line)) {
+    const x = /--set-xmark (0x[0-9a-f]+|\d+)(?:\/(0x[0-9a-f]+|\d+))?/i.exec(line);
+    if (!x) return UNKNOWN;
+    const value = Number(x[1]) >>> 0, mask = x[2] === undefined ? ALL : Number(x[2]) >>> 0;
+    return xor(and(OLD, konst(~mask)), konst(value)); // (mark & ~mask) ^ value
+  }
+  if (/ -j CONNMARK /.test(line) && / --restore-mark/.test(line)) {
+    const mask = num(/--mask (0x[0-9a-f]+|\d+)/i);
+    const nf = num(/--nfmask (0x[0-9a-f]+|\d+)/i) ?? mask ?? ALL;
+    const ct = num(/--ctmask (0x[0-9a-f]+|\d+)/i) ?? mask ?? ALL;
+    return or(and(OLD, konst(~nf)), and(UNKNOWN, konst(ct))); // (mark & ~nfmask) | (ctmark & ctmask)
+  }
+  return null;
+}
+
+/** The effect of an ebtables rule's `mark` target (`ebtables -L` text), or null when it has none. */
+export function ebMarkEffect(line: string): BitEffect | null {
+  const m = / -j mark --mark-(set|or|and|xor) (0x[0-9a-f]+|\d+)/i.exec(` ${line}`);
+  if (!m) return / -j mark /.test(` ${line}`) ? UNKNOWN : null;
+  const v = konst(Number(m[2]));
+  return m[1] === 'set' ? v : m[1] === 'or' ? or(OLD, v) : m[1] === 'and' ? and(OLD, v) : xor(OLD, v);
+}
+
+/** Hooks between Palisade's marking and its matching, per family (bridge: Palisade's chains run at -300 / -250). */
+function between(family: string, hook: string, prio: number): boolean {
+  if (family === 'bridge') return (hook === 'prerouting' && prio >= -300) || (hook === 'forward' && prio < 0);
+  return (family === 'ip' || family === 'ip6' || family === 'inet') && (hook === 'prerouting' || (hook === 'forward' && prio <= 0));
+}
+
+const EB_ROOTS = /^PALISADE-/;
+/** iptables targets that are no chain (not listed as one). */
+const TARGETS = new Set(['ACCEPT', 'DROP', 'RETURN', 'REJECT', 'MARK', 'CONNMARK', 'LOG', 'NFLOG', 'CT', 'NOTRACK', 'MASQUERADE', 'SNAT', 'DNAT', 'CHECKSUM', 'TCPMSS']);
+
+function listed(json: string, key: string): Expr[] {
+  try { return ((JSON.parse(json) as { nftables?: Expr[] }).nftables ?? []).flatMap((e) => (e[key] ? [e[key]] : [])); } catch { return []; }
+}
+
+function finding(where: string, rule: string, e: BitEffect): PreflightFinding {
+  return {
+    check: `foreign mark ${where}`, ok: false,
+    detail: `another tool rewrites the packet mark between Palisade's marking and its matching (${rule}): it does not keep bits ${hex(brokenBits(e))} of the ${hex(MARK_CARRIED)} Palisade carries there (port numbers, conntrack zone, verdicts), so Palisade drops the VMs' traffic (fail closed). Mask it to other bits (e.g. --mask 0xc0000000) or move it elsewhere`,
+  };
+}
+
+/**
+ * Foreign mark rewrites seen through nftables (nft's, iptables-nft's and ebtables-nft's tables). One
+ * `nft -j list chains`, then one `nft -j list chain` per base chain at those hooks and per chain they
+ * jump to; xt MARK / CONNMARK targets are read as `iptables-nft -S <chain>` text.
+ */
+export async function nftMarkRewrites(runner: Runner): Promise<PreflightFinding[]> {
+  const chains = await runner.run('nft', ['-j', 'list', 'chains']);
+  if (chains.code !== 0) return [];
+  const found: PreflightFinding[] = [];
+  const todo = listed(chains.stdout, 'chain')
+    .filter((c) => c.table !== 'palisade' && c.hook && between(c.family, c.hook, Number(c.prio)))
+    .map((c) => ({ family: String(c.family), table: String(c.table), name: String(c.name) }));
+  const seen = new Set<string>();
+  while (todo.length) {
+    const c = todo.shift()!;
+    const key = `${c.family} ${c.table} ${c.name}`;
+    if (seen.has(key) || seen.size > 200) continue; // bounded: a hypervisor's foreign chains are few
+    seen.add(key);
+    const r = await runner.run('nft', ['-j', 'list', 'chain', c.family, c.table, c.name]);
+    if (r.code !== 0) continue;
+    const rules = listed(r.stdout, 'rule');
+    const xt = (rule: Expr) => (Array.isArray(rule.expr) ? rule.expr as Expr[] : []).some((e) => e?.xt);
+    if ((c.family === 'ip' || c.family === 'ip6') && rules.some(xt)) {
+      // iptables-nft's: nft's JSON shows neither xt options nor comments (Palisade's own jumps carry
+      // `pal:`), so this chain is read as iptables text, and its jumps followed from there
+      const chain = await iptChain(runner, c.family === 'ip' ? 'iptables-nft' : 'ip6tables-nft', c.table, c.name, key);
+      found.push(...chain.found);
+      todo.push(...chain.jumps.map((name) => ({ ...c, name })));
+      continue;
+    }
+    for (const rule of rules) {
+      if (typeof rule.comment === 'string' && rule.comment.startsWith('pal:')) continue;
+      for (const e of (Array.isArray(rule.expr) ? rule.expr : []) as Expr[]) {
+        const target = e?.jump?.target ?? e?.goto?.target;
+        // (ebtables-nft's rules have no comments: Palisade's are reached only through its roots)
+        if (typeof target === 'string' && !(c.family === 'bridge' && EB_ROOTS.test(target))) todo.push({ ...c, name: target });
+        if (e?.mangle?.key?.meta?.key === 'mark') {
+          const effect = nftMarkEffect(e.mangle.value);
+          if (brokenBits(effect)) found.push(finding(key, `meta mark set ${nftText(e.mangle.value)}, handle ${rule.handle}`, effect));
+        }
+      }
+    }
+    if (c.family === 'bridge' && rules.some((rule) => (rule.expr as Expr[] | undefined)?.some((e) => e?.xt?.type === 'target' && e.xt.name === 'mark'))) {
+      found.push(...await ebMarkRewrites(runner, c.table, c.name, key));
+    }
+  }
+  return found;
+}
+
+/** Mark rewrites among one ebtables-nft chain's rules (`ebtables -t <table> -L <chain>`). */
+async function ebMarkRewrites(runner: Runner, table: string, chain: string, where: string): Promise<PreflightFinding[]> {
+  const r = await runner.run('ebtables', ['-t', table, '-L', chain]);
+  if (r.code !== 0) return [];
+  return r.stdout.split('\n').flatMap((line) => {
+    const effect = line.startsWith('-') ? ebMarkEffect(line) : null;
+    return effect && brokenBits(effect) ? [finding(where, `ebtables -t ${table} -A ${chain} ${line.trim()}`, effect)] : [];
+  });
+}
+
+/**
+ * One iptables chain as `<tool> -t <table> -S <chain>` text: its mark rewrites, and the user chains it
+ * jumps to (not through Palisade's own, `pal:`-commented, rules). A chain that is not there: nothing.
+ */
+async function iptChain(runner: Runner, tool: string, table: string, chain: string, where: string): Promise<{ found: PreflightFinding[]; jumps: string[] }> {
+  const r = await runner.run(tool, ['-t', table, '-S', chain]);
+  const out = { found: [] as PreflightFinding[], jumps: [] as string[] };
+  if (r.code !== 0) return out;
+  for (const line of r.stdout.split('\n')) {
+    if (!line.startsWith('-A ') || /--comment "?pal:/.test(line)) continue;
+    const j = / -[jg] (\S+)/.exec(line);
+    if (j && !TARGETS.has(j[1])) out.jumps.push(j[1]); // a user chain (or a target: its listing fails)
+    const effect = iptMarkEffect(line);
+    if (effect && brokenBits(effect)) out.found.push(finding(where, line, effect));
+  }
+  return out;
+}
+
+/**
+ * Mark rewrites in iptables-legacy's tables (invisible to nft): the tables the kernel has for this
+ * namespace (`/proc/net/ip{,6}_tables_names`: listing one that is not there would create it), their
+ * PREROUTING and FORWARD chains and the chains those jump to.
+ */
+export async function legacyMarkRewrites(runner: Runner): Promise<PreflightFinding[]> {
+  const found: PreflightFinding[] = [];
+  for (const [fam, tool, names] of [['ip', 'iptables-legacy', '/proc/net/ip_tables_names'], ['ip6', 'ip6tables-legacy', '/proc/net/ip6_tables_names']] as const) {
+    const t = await runner.run('cat', [names]);
+    if (t.code !== 0) continue;
+    for (const table of t.stdout.split('\n').map((s) => s.trim()).filter(Boolean)) {
+      const todo = ['PREROUTING', 'FORWARD'];
+      const seen = new Set<string>();
+      while (todo.length) {
+        const chain = todo.shift()!;
+        if (seen.has(chain) || seen.size > 200) continue;
+        seen.add(chain);
+        const c = await iptChain(runner, tool, table, chain, `${fam} ${table} ${chain} (iptables-legacy)`);
+        found.push(...c.found);
+        todo.push(...c.jumps);
+      }
+    }
+  }
+  return found;
+}

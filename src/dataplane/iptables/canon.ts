@@ -1,0 +1,86 @@
+// The saved form of Palisade's iptables rules as written, for observe to tell a rule replaced in place
+// (`iptables -R`, its `pal:` comment kept, its match or target changed) from the rule Palisade wrote.
+//
+// iptables-save prints a rule in its own canonical form (`-p tcp -m tcp --dport …`), not as the program
+// writes it, so the form is learned from the tools themselves: the chains not yet known are restored
+// into a throwaway network namespace (`unshare --net`: its own empty tables and ipsets, never the
+// host's), with every chain they may jump to declared empty and every set created empty, and saved
+// back there. Learned forms are kept per chain hash (which covers every rule's spec) and per hook spec,
+// so a steady host learns nothing; only what is new since the last check is learned, in one namespace,
+// at most LEARN_RULES rules a check (learn-budget.ts).
+import { DataplaneError } from '../backend.js';
+import { withinBudget } from '../learn-budget.js';
+import type { Runner } from '../exec.js';
+import { type Written, lineDigest } from './kernel.js';
+import { type Fam, type IptChain, type IptHook, type Program, TABLES, hookLine, ruleLine, setCreateLine } from './program.js';
+
+const chainKey = (f: Fam, c: IptChain) => `${f}/${c.table}/${c.name}#${c.hash}`;
+const hookKey = (f: Fam, h: IptHook) => `${f}/${h.table}/${h.chain}/${h.id}|${h.spec}`;
+const COMMENT_ID = /--comment\s+(?:"pal:([^" ]+)[^"]*"|pal:(\S+))/;
+
+export class IptCanon implements Written {
+  private readonly chains = new Map<string, string[]>();
+  private readonly hooks = new Map<string, string>();
+
+  constructor(private readonly runner: Runner) {}
+
+  chain = (f: Fam, c: IptChain): readonly string[] | undefined => this.chains.get(chainKey(f, c));
+  hook = (f: Fam, h: IptHook): string | undefined => this.hooks.get(hookKey(f, h));
+
+  /** Learn `chains` (and every hook) not yet known; forget what `p` no longer has. */
+  async learn(p: Program, chains: readonly { f: Fam; c: IptChain }[]): Promise<void> {
+    const progs = { 4: p.v4, 6: p.v6 } as const;
+    const liveC = new Set<string>(), liveH = new Set<string>();
+    for (const f of [4, 6] as Fam[]) { for (const c of progs[f].chains) liveC.add(chainKey(f, c)); for (const h of progs[f].hooks) liveH.add(hookKey(f, h)); }
+    for (const k of this.chains.keys()) if (!liveC.has(k)) this.chains.delete(k);
+    for (const k of this.hooks.keys()) if (!liveH.has(k)) this.hooks.delete(k);
+    const todo = withinBudget(chains.filter(({ f, c }) => !this.chains.has(chainKey(f, c))), ({ c }) => c.rules.length);
+    const hooksTodo = ([4, 6] as Fam[]).some((f) => progs[f].hooks.some((h) => !this.hooks.has(hookKey(f, h))));
+    if (!todo.length && !hooksTodo) return;
+    const restore = (f: Fam): string => {
+      const out: string[] = [];
+      for (const table of TABLES) {
+        const chains = progs[f].chains.filter((c) => c.table === table);
+        const hooks = progs[f].hooks.filter((h) => h.table === table);
+        if (!chains.length && !hooks.length) continue;
+        out.push(`*${table}`, ...chains.map((c) => `:${c.name} - [0:0]`));
+        for (const { c } of todo.filter((t) => t.f === f && t.c.table === table)) c.rules.forEach((r, i) => out.push(ruleLine(c, r, i)));
+        for (const h of [...hooks].reverse()) out.push(hookLine('-I', h));
+        out.push('COMMIT');
+      }
+      return out.join('\n');
+    };
+    const sets = p.sets.map(setCreateLine).join('\n');
+    // The script reaches sh on stdin (no argument-size limit); heredocs feed the restore tools.
+    const script = [
+      `ipset restore <<'PALISADE_EOF'\n${sets}\nPALISADE_EOF`,
+      `iptables-restore <<'PALISADE_EOF'\n${restore(4)}\nPALISADE_EOF`,
+      `ip6tables-restore <<'PALISADE_EOF'\n${restore(6)}\nPALISADE_EOF`,
+      'iptables-save', 'echo PALISADE_V6', 'ip6tables-save', '',
+    ].join('\n');
+    const r = await this.runner.run('unshare', ['--net', 'sh', '-es'], script);
+    if (r.code !== 0) throw new DataplaneError('iptables (learning rule forms in a scratch namespace)', r.stderr || `exit ${r.code}`);
+    const [s4, s6] = r.stdout.split('\nPALISADE_V6\n');
+    const saved = { 4: parseSave(s4 ?? ''), 6: parseSave(s6 ?? '') } as const;
+    for (const { f, c } of todo) this.chains.set(chainKey(f, c), (saved[f].get(`${c.table}/${c.name}`) ?? []).map(lineDigest));
+    for (const f of [4, 6] as Fam[]) {
+      for (const h of progs[f].hooks) {
+        const line = (saved[f].get(`${h.table}/${h.chain}`) ?? []).find((l) => { const m = COMMENT_ID.exec(l); return (m?.[1] ?? m?.[2]) === h.id; });
+        if (line) this.hooks.set(hookKey(f, h), line);
+      }
+    }
+  }
+}
+
+/** `table/chain` → its `-A` lines, from iptables-save output. */
+function parseSave(text: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  let table = '';
+  for (const line of text.split('\n')) {
+    if (line.startsWith('*')) { table = line.slice(1).trim(); continue; }
+    if (!line.startsWith('-A ')) continue;
+    const k = `${table}/${line.slice(3).split(' ')[0]}`;
+    (out.get(k) ?? out.set(k, []).get(k)!).push(line);
+  }
+  return out;
+}

@@ -1,0 +1,49 @@
+// The kernel's own form of Palisade's rules as written, for observe to tell a rule replaced in place
+// (its `pal:` comment kept, its body changed) from the rule Palisade wrote.
+//
+// `nft` prints a rule back in its own canonical form, not as the program writes it, so what a rule
+// should look like is learned from the kernel itself: the chains not yet known are written into a
+// throwaway network namespace (`unshare --net`: its own empty ruleset, never the host's), next to
+// every set and chain they may reference (declared empty), and read back there. Learned forms are kept
+// per chain hash (which covers every rule's text), so a steady host learns nothing; only chains whose
+// hash is new since the last check are learned, in one namespace per check, at most LEARN_RULES a
+// check (learn-budget.ts; chains not learned yet are judged by ids and hashes only, as before).
+import { DataplaneError } from '../backend.js';
+import type { Runner } from '../exec.js';
+import { withinBudget } from '../learn-budget.js';
+import { ruleBody } from './kernel.js';
+import { TABLE } from './names.js';
+import { type NChain, type NftProgram, chainDecl, ruleLine, setDecl } from './program.js';
+
+export class NftCanon {
+  /** chain hash → its rules' bodies as the kernel holds them right after Palisade wrote them */
+  private readonly known = new Map<string, string[]>();
+
+  constructor(private readonly runner: Runner) {}
+
+  /** The learned bodies of `c`'s rules (undefined until `learn` saw it). */
+  written = (c: NChain): readonly string[] | undefined => this.known.get(c.hash);
+
+  /** Learn the chains of `chains` not yet known; forget hashes `p` no longer has. */
+  async learn(p: NftProgram, chains: readonly NChain[]): Promise<void> {
+    const live = new Set(p.chains.map((c) => c.hash));
+    for (const h of this.known.keys()) if (!live.has(h)) this.known.delete(h);
+    const todo = withinBudget(chains.filter((c) => !this.known.has(c.hash)), (c) => c.rules.length);
+    if (!todo.length) return;
+    const families = new Set(p.chains.map((c) => c.family));
+    const lines = [...[...families].map((f) => `add table ${f} ${TABLE}`), ...p.chains.map(chainDecl), ...p.sets.map(setDecl)];
+    for (const c of todo) c.rules.forEach((r, i) => lines.push(ruleLine(c, r, i)));
+    // The script reaches sh on stdin (no argument-size limit); its heredoc feeds nft.
+    const script = `nft -f - <<'PALISADE_EOF'\n${lines.join('\n')}\nPALISADE_EOF\nnft -j list ruleset\n`;
+    const r = await this.runner.run('unshare', ['--net', 'sh', '-s'], script);
+    if (r.code !== 0) throw new DataplaneError('nft (learning rule forms in a scratch namespace)', r.stderr || `exit ${r.code}`);
+    const bodies = new Map<string, string[]>();
+    for (const item of (JSON.parse(r.stdout) as { nftables: Record<string, any>[] }).nftables) {
+      const rule = item.rule;
+      if (!rule || rule.table !== TABLE) continue;
+      const k = `${rule.family}/${rule.chain}`;
+      (bodies.get(k) ?? bodies.set(k, []).get(k)!).push(ruleBody(rule));
+    }
+    for (const c of todo) this.known.set(c.hash, bodies.get(`${c.family}/${c.name}`) ?? []);
+  }
+}
