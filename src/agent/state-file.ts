@@ -22,10 +22,11 @@ export const tokenSha256 = (token: string) => createHash('sha256').update(token)
 
 /**
  * Why `held` may not be applied by an agent with this hostname and token (null: it may). A file
- * without the identity (written before it was recorded) cannot be told from a clone's: not applied.
+ * without the identity was written by an agent from before it was recorded: applied, as that agent
+ * would have (an upgrade must not close every VM port until the server answers); the next save names it.
  */
 export function notOurs(held: HeldState, hostname: string, token: string): string | null {
-  if (!held.host) return 'the file does not say which host it was written for';
+  if (!held.host) return null;
   if (held.host.tokenSha256 !== tokenSha256(token)) return `it was written under another token (host ${held.state.hostId || '?'}, hostname ${held.host.hostname})`;
   if (held.host.hostname !== hostname) return `it was written for hostname ${held.host.hostname}, this agent is ${hostname}`;
   return null;
