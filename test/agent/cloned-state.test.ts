@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import net, { type AddressInfo } from 'node:net';
 import pino from 'pino';
 import { createLab, ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
 import { Agent } from '../../src/agent/agent.js';
@@ -17,6 +16,7 @@ import { createDataplane, type BackendName } from '../../src/dataplane/choose.js
 import { discoverPorts } from '../../src/dataplane/ports.js';
 import { BACKENDS, policyOf } from '../dataplane/kit.js';
 import { hostState, rule } from '../dataplane/fixtures.js';
+import { freePort } from '../helpers/server.js';  // nothing listens there: the agent never reaches a server
 
 let lab: Lab;
 let h1: Host;
@@ -24,21 +24,13 @@ let a: Vm, b: Vm;
 let dir = '';
 let held: HeldState;
 
-async function deadPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
 /** Start an agent with this identity on the lab host (no server reachable); return it and its error log lines. */
 async function startAgent(hostname: string, token: string) {
   const errors: string[] = [];
   const log = pino({ level: 'error' }, { write: (line: string) => { errors.push(JSON.parse(line).msg); } });
   const dp = createDataplane(BACKENDS[0] as BackendName, { netns: h1.netns });
   const agent = new Agent({
-    server: `http://127.0.0.1:${await deadPort()}`, token, hostname, stateDir: dir, dataplane: dp,
+    server: `http://127.0.0.1:${await freePort()}`, token, hostname, stateDir: dir, dataplane: dp,
     discover: (s) => discoverPorts(dp.runner, s), preflight: null, reconcileMs: 60_000, log, backoffMinMs: 1000, backoffMaxMs: 5000,
   });
   await agent.start();

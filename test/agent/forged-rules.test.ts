@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import net, { type AddressInfo } from 'node:net';
 import pino from 'pino';
 import { createLab, ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
 import { Agent } from '../../src/agent/agent.js';
@@ -22,18 +21,10 @@ import { discoverPorts } from '../../src/dataplane/ports.js';
 import { vmChains } from '../../src/dataplane/nftables/names.js';
 import { BACKENDS, instanceOf, policyOf } from '../dataplane/kit.js';
 import { hostState, rule } from '../dataplane/fixtures.js';
+import { freePort } from '../helpers/server.js';  // nothing listens there: the agent never reaches a server
 
 const HOSTNAME = 'forged-h1';
 const TOKEN = 'forged-token';
-
-/** A port nothing listens on: the agent never reaches a server (its drift check runs regardless). */
-async function deadPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 for (const backend of BACKENDS) describe(backend, () => {
   let lab: Lab;
@@ -62,7 +53,7 @@ for (const backend of BACKENDS) describe(backend, () => {
     const log = pino({ level: 'silent' });
     agent = new Agent({
       ...(backend === 'nftables' ? { watchRuleset: (onChange: () => void) => watchRuleset({ netns: h1.netns, log, onChange, ours: isOwnProcess }) } : {}),
-      server: `http://127.0.0.1:${await deadPort()}`, token: TOKEN, hostname: HOSTNAME, stateDir: dir, dataplane: dp,
+      server: `http://127.0.0.1:${await freePort()}`, token: TOKEN, hostname: HOSTNAME, stateDir: dir, dataplane: dp,
       discover: (s) => discoverPorts(dp.runner, s), preflight: null, reconcileMs: 1000, log,
       backoffMinMs: 1000, backoffMaxMs: 5000,
     });
