@@ -181,9 +181,14 @@ test('names: command, response, sessionkey and command parameters exactly as Clo
   assert.equal(login.status, 200, JSON.stringify(login.body));
   const wrongName = await postForm(s.url, { command: 'login', response: 'json', UserName: 'carol', password: 'pw-carol-secret' });
   assert.equal(wrongName.status, 431, 'username is read by its exact name');
-  // a parameter in another case is unknown: a required one is missing, nothing is created
-  const created = await s.call('createSecurityGroup', { Name: 'case-x' }, user);
-  assert.equal(created.status, 431);
-  assert.equal(created.body.createsecuritygroupresponse.errortext, 'Unable to execute API command createsecuritygroup due to missing parameter name');
-  assert.equal((await s.call('createSecurityGroup', { name: 'case-x' }, user)).status, 200);
+  // a command's parameters in any case: CloudStack's ParamUnpackWorker lower-cases every name before
+  // ParamProcessWorker reads it (a map parameter's name too; its field names stay as sent)
+  const created = await s.call('createSecurityGroup', { Name: 'case-x', Description: 'D' }, user);
+  assert.equal(created.status, 200, JSON.stringify(created.body));
+  assert.equal(created.body.createsecuritygroupresponse.securitygroup.description, 'D');
+  assert.equal((await s.call('createSecurityGroup', { name: 'case-x' }, user)).status, 431, 'the same name again is a duplicate');
+  const listed = await s.call('listSecurityGroups', { SecurityGroupName: 'case-x' }, user);
+  assert.deepEqual(listed.body.listsecuritygroupsresponse.securitygroup.map((g: any) => g.name), ['case-x'], 'SecurityGroupName filters');
+  const missing = await s.call('createSecurityGroup', { Nam: 'case-y' }, user);
+  assert.equal(missing.body.createsecuritygroupresponse.errortext, 'Unable to execute API command createsecuritygroup due to missing parameter name');
 });
