@@ -160,7 +160,7 @@ test('job classes: a root admin runs the ByAdmin variant where CloudStack has on
   assert.deepEqual(async, [...JOB_CLASS_APIS].sort());
 });
 
-test('names: command, response, sessionkey and command parameters exactly as CloudStack reads them; signing names in any case', async () => {
+test('names: command, response, sessionkey and login\'s parameters exactly, a command\'s parameters in any case (ParamUnpackWorker); signing names in any case', async () => {
   // `command` by that exact name and value (ApiServer's command map); signed: 401 either way
   assert.equal((await signed({ Command: 'listZones', response: 'json' })).status, 401);
   assert.equal((await signed({ command: 'listzones', response: 'json' })).status, 401);
@@ -191,4 +191,12 @@ test('names: command, response, sessionkey and command parameters exactly as Clo
   assert.deepEqual(listed.body.listsecuritygroupsresponse.securitygroup.map((g: any) => g.name), ['case-x'], 'SecurityGroupName filters');
   const missing = await s.call('createSecurityGroup', { Nam: 'case-y' }, user);
   assert.equal(missing.body.createsecuritygroupresponse.errortext, 'Unable to execute API command createsecuritygroup due to missing parameter name');
+  // a map parameter's name in any case, its field names as sent (CloudStack reads userGroup.get("account"))
+  const mapped = await s.callAndWait('authorizeSecurityGroupIngress', { SecurityGroupName: 'case-x', Protocol: 'TCP', StartPort: 5432, EndPort: 5432, 'UserSecurityGroupList[0].account': 'carol', 'UserSecurityGroupList[0].group': 'case-x' }, user);
+  assert.equal(mapped.body.jobstatus, 1, JSON.stringify(mapped.body));
+  assert.deepEqual(mapped.body.jobresult.securitygroup.ingressrule.map((r: any) => [r.startport, r.securitygroupname, r.account]), [[5432, 'case-x', 'carol']]);
+  const fieldCase = await s.callAndWait('authorizeSecurityGroupIngress', { securitygroupname: 'case-x', protocol: 'tcp', startport: 5433, endport: 5433, 'usersecuritygrouplist[0].Account': 'carol', 'usersecuritygrouplist[0].Group': 'case-x' }, user);
+  assert.notEqual(fieldCase.status === 200 && fieldCase.body.jobstatus, 1, 'Account/Group are no account/group: ' + JSON.stringify(fieldCase.body));
+  const rules = (await s.call('listSecurityGroups', { securitygroupname: 'case-x' }, user)).body.listsecuritygroupsresponse.securitygroup[0].ingressrule;
+  assert.deepEqual(rules.map((r: any) => r.startport), [5432], 'nothing was added by the near miss');
 });
