@@ -192,7 +192,8 @@ export class SessionAuth {
 
     // domainid wins over domain (a path such as /d1/sub); neither: ROOT.
     let domain: { id: number; uuid: string; path: string } | undefined;
-    const domainId = params.str('domainid');
+    // DefaultLoginAPIAuthenticatorCmd reads `domainid`, and `domainId` (ApiConstants.DOMAIN__ID) when it is absent.
+    const domainId = params.str('domainid') ?? params.str('domainId');
     const domainPath = params.str('domain');
     if (domainId !== undefined && domainId.trim() !== '') {
       if (!isUuid(domainId.trim())) throw new ApiError(401, 'Invalid domain id entered, please enter a valid one');

@@ -200,3 +200,24 @@ test('names: command, response, sessionkey and login\'s parameters exactly, a co
   const rules = (await s.call('listSecurityGroups', { securitygroupname: 'case-x' }, user)).body.listsecuritygroupsresponse.securitygroup[0].ingressrule;
   assert.deepEqual(rules.map((r: any) => r.startport), [5432], 'nothing was added by the near miss');
 });
+
+test('login: domainid, or domainId when domainid is absent (DefaultLoginAPIAuthenticatorCmd reads both names); any other spelling is no domain', async () => {
+  const d = (await s.call('createDomain', { name: 'logindom' })).body.createdomainresponse.domain;
+  const a = await s.call('createAccount', { username: 'dora', password: 'pw-dora-secret', email: 'd@example.org', firstname: 'd', lastname: 'T', accounttype: 0, domainid: d.id });
+  assert.equal(a.status, 200, JSON.stringify(a.body));
+  const attempt = (extra: Record<string, string>) => postForm(s.url, { command: 'login', response: 'json', username: 'dora', password: 'pw-dora-secret', ...extra });
+  const lower = await attempt({ domainid: d.id });
+  assert.equal(lower.status, 200, JSON.stringify(lower.body));
+  const camel = await attempt({ domainId: d.id });
+  assert.equal(camel.status, 200, JSON.stringify(camel.body));
+  assert.equal(camel.body.loginresponse.domainid, d.id);
+  // the near misses: another spelling is ignored, so the user is looked for in ROOT and not found there
+  const other = await attempt({ DomainId: d.id });
+  assert.equal(other.status, 531, JSON.stringify(other.body));
+  assert.match(other.body.loginresponse.errortext, /Failed to authenticate user dora/);
+  // domainid takes precedence over domainId
+  const both = await attempt({ domainid: d.id, domainId: '00000000-0000-0000-0000-000000000000' });
+  assert.equal(both.status, 200, JSON.stringify(both.body));
+  const bothWrong = await attempt({ domainId: d.id, domainid: '00000000-0000-0000-0000-000000000000' });
+  assert.equal(bothWrong.status, 531);
+});
