@@ -124,8 +124,9 @@ function checkMap(def: CommandDef, p: ParamDef, raw: Readonly<Record<string, str
   const prefix = p.name + '[';
   const indexes = new Set<string>();
   for (const [k, v] of Object.entries(raw)) {
-    if (!foldName(k, (n) => n.toLowerCase()).startsWith(prefix)) continue;   // ParamUnpackWorker: the name in any case
-    const m = /^\[(\d+)\]/.exec(k.slice(prefix.length - 1));
+    const fk = foldName(k, (n) => n.toLowerCase());   // ParamUnpackWorker: the name in any case
+    if (!fk.startsWith(prefix)) continue;
+    const m = /^\[(\d+)\]/.exec(fk.slice(prefix.length - 1));
     if (!m || m[1]!.length > String(MAX_MAP_INDEX).length || Number(m[1]) > MAX_MAP_INDEX) {
       throw invalidBecause(def, `Invalid map parameter name ${echo(k)} for parameter ${p.name}: expected ${p.name}[N].field with N from 0 to ${MAX_MAP_INDEX}`);
     }
