@@ -45,14 +45,14 @@ export interface ParamDef {
   since?: string;
 }
 
-/** Typed, already-validated access to request parameters (names exactly as sent: lower-case, as CloudStack reads them). */
+/** Typed, already-validated access to request parameters (names in any case, as CloudStack's ParamUnpackWorker lower-cases them; login's by exact name). */
 export interface Params {
   has(name: string): boolean;
   str(name: string): string | undefined;
   int(name: string): number | undefined;
   bool(name: string): boolean | undefined;
   list(name: string): string[] | undefined;
-  /** map parameters: `x[0].account=A&x[0].group=G` → [{account:'A', group:'G'}] (field names as sent) */
+  /** map parameters: `x[0].account=A&x[0].group=G` → [{account:'A', group:'G'}] (parameter name in any case, field names as sent) */
   map(name: string): Record<string, string>[] | undefined;
   readonly raw: Readonly<Record<string, string>>;
 }

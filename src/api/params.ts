@@ -1,4 +1,4 @@
-// Request parameters: names matched exactly (as CloudStack), typed accessors, list and map parameters, and the
+// Request parameters: names in any case (as CloudStack's ParamUnpackWorker), typed accessors, list and map parameters, and the
 // framework's validation against a command's ParamDefs (CloudStack's ParamProcessWorker messages).
 import { ApiError, type CommandDef, type ParamDef, type Params } from './command.js';
 import {
@@ -13,20 +13,29 @@ export const isUuid = (s: string) => UUID_RE.test(s);
 export const TRANSPORT_PARAMS = new Set(['command', 'response', 'apikey', 'signature', 'signatureversion', 'expires', 'sessionkey', '_']);
 
 export class RequestParams implements Params {
-  // Names as sent, matched exactly: CloudStack reads each parameter by its annotation's (lower-case)
-  // name (ParamProcessWorker: params.get(name)), so `SecurityGroupName=web` is not `securitygroupname`.
+  // CloudStack's ParamUnpackWorker lower-cases every parameter name before ParamProcessWorker reads it by
+  // its annotation's (lower-case) name, so `SecurityGroupName=web` is `securitygroupname`; a map
+  // parameter's name is lower-cased and its field names are kept as sent (`x[0].Account` is no
+  // `account`). Of two spellings of one name the first sent wins. Login reads its parameters from the
+  // servlet's map by exact name (DefaultLoginAPIAuthenticatorCmd): `exact`.
   private readonly byName = new Map<string, string>();
-  constructor(public readonly raw: Readonly<Record<string, string>>) {
-    for (const [k, v] of Object.entries(raw)) this.byName.set(k, v);
+  private readonly fold: (s: string) => string;
+  constructor(public readonly raw: Readonly<Record<string, string>>, opts: { exact?: boolean } = {}) {
+    this.fold = opts.exact ? (s) => s : (s) => s.toLowerCase();
+    for (const [k, v] of Object.entries(raw)) {
+      const n = foldName(k, this.fold);
+      if (!this.byName.has(n)) this.byName.set(n, v);
+    }
   }
   has(name: string): boolean {
-    if (this.byName.has(name)) return true;
-    for (const k of this.byName.keys()) if (k.startsWith(name + '[')) return true;
+    const n = this.fold(name);
+    if (this.byName.has(n)) return true;
+    for (const k of this.byName.keys()) if (k.startsWith(n + '[')) return true;
     return false;
   }
-  str(name: string): string | undefined { return this.byName.get(name); }
+  str(name: string): string | undefined { return this.byName.get(this.fold(name)); }
   /** Replace a validated value by its canonical form (validateParams: UUIDs in lower case). */
-  canonical(name: string, value: string): void { this.byName.set(name, value); }
+  canonical(name: string, value: string): void { this.byName.set(this.fold(name), value); }
   int(name: string): number | undefined {
     const v = this.str(name);
     if (v === undefined || v.trim() === '') return undefined;
@@ -42,7 +51,7 @@ export class RequestParams implements Params {
     return v.split(',').map((s) => s.trim()).filter((s) => s !== '');
   }
   map(name: string): Record<string, string>[] | undefined {
-    const prefix = name + '[';
+    const prefix = this.fold(name) + '[';
     const byIndex = new Map<number, Record<string, string>>();
     for (const [k, v] of this.byName) {
       if (!k.startsWith(prefix)) continue;
@@ -56,6 +65,12 @@ export class RequestParams implements Params {
     if (byIndex.size === 0) return undefined;
     return [...byIndex.entries()].sort((a, b) => a[0] - b[0]).map((e) => e[1]);
   }
+}
+
+/** A parameter name as ParamUnpackWorker keys it: folded, a map parameter's field name (after `[`) as sent. */
+function foldName(key: string, fold: (s: string) => string): string {
+  const open = key.indexOf('[');
+  return open > 0 ? fold(key.slice(0, open)) + key.slice(open) : fold(key);
 }
 
 /**
@@ -109,8 +124,9 @@ function checkMap(def: CommandDef, p: ParamDef, raw: Readonly<Record<string, str
   const prefix = p.name + '[';
   const indexes = new Set<string>();
   for (const [k, v] of Object.entries(raw)) {
-    if (!k.startsWith(prefix)) continue;
-    const m = /^\[(\d+)\]/.exec(k.slice(prefix.length - 1));
+    const fk = foldName(k, (n) => n.toLowerCase());   // ParamUnpackWorker: the name in any case
+    if (!fk.startsWith(prefix)) continue;
+    const m = /^\[(\d+)\]/.exec(fk.slice(prefix.length - 1));
     if (!m || m[1]!.length > String(MAX_MAP_INDEX).length || Number(m[1]) > MAX_MAP_INDEX) {
       throw invalidBecause(def, `Invalid map parameter name ${echo(k)} for parameter ${p.name}: expected ${p.name}[N].field with N from 0 to ${MAX_MAP_INDEX}`);
     }

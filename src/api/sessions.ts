@@ -184,7 +184,7 @@ export class SessionAuth {
     // A POST with the password in its URL would still leave it in proxies' and servers' access logs.
     if (t.query && [...new URLSearchParams(t.query).keys()].some((k) => k.toLowerCase() === 'password')) throw new ApiError(405, 'Please use HTTP POST to authenticate using this API, with the password in the request body, not in the URL');
     this.mustComeFromHere(t);
-    const params = new RequestParams(raw);
+    const params = new RequestParams(raw, { exact: true });   // DefaultLoginAPIAuthenticatorCmd: params.get("username")
     validateParams(def, params);
     const username = params.str('username')!;
     const password = params.str('password')!;
@@ -192,7 +192,8 @@ export class SessionAuth {
 
     // domainid wins over domain (a path such as /d1/sub); neither: ROOT.
     let domain: { id: number; uuid: string; path: string } | undefined;
-    const domainId = params.str('domainid');
+    // DefaultLoginAPIAuthenticatorCmd reads `domainid`, and `domainId` (ApiConstants.DOMAIN__ID) when it is absent.
+    const domainId = params.str('domainid') ?? params.str('domainId');
     const domainPath = params.str('domain');
     if (domainId !== undefined && domainId.trim() !== '') {
       if (!isUuid(domainId.trim())) throw new ApiError(401, 'Invalid domain id entered, please enter a valid one');

@@ -160,7 +160,7 @@ test('job classes: a root admin runs the ByAdmin variant where CloudStack has on
   assert.deepEqual(async, [...JOB_CLASS_APIS].sort());
 });
 
-test('names: command, response, sessionkey and command parameters exactly as CloudStack reads them; signing names in any case', async () => {
+test('names: command, response, sessionkey and login\'s parameters exactly, a command\'s parameters in any case (ParamUnpackWorker); signing names in any case', async () => {
   // `command` by that exact name and value (ApiServer's command map); signed: 401 either way
   assert.equal((await signed({ Command: 'listZones', response: 'json' })).status, 401);
   assert.equal((await signed({ command: 'listzones', response: 'json' })).status, 401);
@@ -181,9 +181,43 @@ test('names: command, response, sessionkey and command parameters exactly as Clo
   assert.equal(login.status, 200, JSON.stringify(login.body));
   const wrongName = await postForm(s.url, { command: 'login', response: 'json', UserName: 'carol', password: 'pw-carol-secret' });
   assert.equal(wrongName.status, 431, 'username is read by its exact name');
-  // a parameter in another case is unknown: a required one is missing, nothing is created
-  const created = await s.call('createSecurityGroup', { Name: 'case-x' }, user);
-  assert.equal(created.status, 431);
-  assert.equal(created.body.createsecuritygroupresponse.errortext, 'Unable to execute API command createsecuritygroup due to missing parameter name');
-  assert.equal((await s.call('createSecurityGroup', { name: 'case-x' }, user)).status, 200);
+  // a command's parameters in any case: CloudStack's ParamUnpackWorker lower-cases every name before
+  // ParamProcessWorker reads it (a map parameter's name too; its field names stay as sent)
+  const created = await s.call('createSecurityGroup', { Name: 'case-x', Description: 'D' }, user);
+  assert.equal(created.status, 200, JSON.stringify(created.body));
+  assert.equal(created.body.createsecuritygroupresponse.securitygroup.description, 'D');
+  assert.equal((await s.call('createSecurityGroup', { name: 'case-x' }, user)).status, 431, 'the same name again is a duplicate');
+  const listed = await s.call('listSecurityGroups', { SecurityGroupName: 'case-x' }, user);
+  assert.deepEqual(listed.body.listsecuritygroupsresponse.securitygroup.map((g: any) => g.name), ['case-x'], 'SecurityGroupName filters');
+  const missing = await s.call('createSecurityGroup', { Nam: 'case-y' }, user);
+  assert.equal(missing.body.createsecuritygroupresponse.errortext, 'Unable to execute API command createsecuritygroup due to missing parameter name');
+  // a map parameter's name in any case, its field names as sent (CloudStack reads userGroup.get("account"))
+  const mapped = await s.callAndWait('authorizeSecurityGroupIngress', { SecurityGroupName: 'case-x', Protocol: 'TCP', StartPort: 5432, EndPort: 5432, 'UserSecurityGroupList[0].account': 'carol', 'UserSecurityGroupList[0].group': 'case-x' }, user);
+  assert.equal(mapped.body.jobstatus, 1, JSON.stringify(mapped.body));
+  assert.deepEqual(mapped.body.jobresult.securitygroup.ingressrule.map((r: any) => [r.startport, r.securitygroupname, r.account]), [[5432, 'case-x', 'carol']]);
+  const fieldCase = await s.callAndWait('authorizeSecurityGroupIngress', { securitygroupname: 'case-x', protocol: 'tcp', startport: 5433, endport: 5433, 'usersecuritygrouplist[0].Account': 'carol', 'usersecuritygrouplist[0].Group': 'case-x' }, user);
+  assert.notEqual(fieldCase.status === 200 && fieldCase.body.jobstatus, 1, 'Account/Group are no account/group: ' + JSON.stringify(fieldCase.body));
+  const rules = (await s.call('listSecurityGroups', { securitygroupname: 'case-x' }, user)).body.listsecuritygroupsresponse.securitygroup[0].ingressrule;
+  assert.deepEqual(rules.map((r: any) => r.startport), [5432], 'nothing was added by the near miss');
+});
+
+test('login: domainid, or domainId when domainid is absent (DefaultLoginAPIAuthenticatorCmd reads both names); any other spelling is no domain', async () => {
+  const d = (await s.call('createDomain', { name: 'logindom' })).body.createdomainresponse.domain;
+  const a = await s.call('createAccount', { username: 'dora', password: 'pw-dora-secret', email: 'd@example.org', firstname: 'd', lastname: 'T', accounttype: 0, domainid: d.id });
+  assert.equal(a.status, 200, JSON.stringify(a.body));
+  const attempt = (extra: Record<string, string>) => postForm(s.url, { command: 'login', response: 'json', username: 'dora', password: 'pw-dora-secret', ...extra });
+  const lower = await attempt({ domainid: d.id });
+  assert.equal(lower.status, 200, JSON.stringify(lower.body));
+  const camel = await attempt({ domainId: d.id });
+  assert.equal(camel.status, 200, JSON.stringify(camel.body));
+  assert.equal(camel.body.loginresponse.domainid, d.id);
+  // the near misses: another spelling is ignored, so the user is looked for in ROOT and not found there
+  const other = await attempt({ DomainId: d.id });
+  assert.equal(other.status, 531, JSON.stringify(other.body));
+  assert.match(other.body.loginresponse.errortext, /Failed to authenticate user dora/);
+  // domainid takes precedence over domainId
+  const both = await attempt({ domainid: d.id, domainId: '00000000-0000-0000-0000-000000000000' });
+  assert.equal(both.status, 200, JSON.stringify(both.body));
+  const bothWrong = await attempt({ domainId: d.id, domainid: '00000000-0000-0000-0000-000000000000' });
+  assert.equal(bothWrong.status, 531);
 });

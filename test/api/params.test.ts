@@ -8,21 +8,25 @@ import { parseCidr } from '../../src/policy/cidr.js';
 import { paging } from '../../src/api/commands/common.js';
 import { ApiError, type CommandDef } from '../../src/api/command.js';
 
-test('RequestParams: names as sent (exactly, as CloudStack reads them), lists, maps by index', () => {
+test('RequestParams: names in any case (as CloudStack\'s ParamUnpackWorker), map fields as sent, lists, maps by index', () => {
   const p = new RequestParams({ securitygroupname: 'web', cidrlist: '10.0.0.0/8, ::/0,', 'usersecuritygrouplist[1].group': 'b', 'usersecuritygrouplist[0].account': 'a', 'usersecuritygrouplist[0].group': 'g', 'usersecuritygrouplist[1].account': 'c', flag: 'TRUE', n: ' 42 ' });
   assert.equal(p.str('securitygroupname'), 'web');
   assert.deepEqual(p.list('cidrlist'), ['10.0.0.0/8', '::/0']);
   assert.deepEqual(p.map('usersecuritygrouplist'), [{ account: 'a', group: 'g' }, { group: 'b', account: 'c' }]);
-  assert.equal(p.has('usersecuritygrouplist'), true);
-  assert.equal(p.map('tags'), undefined);
   assert.equal(p.bool('flag'), true);
   assert.equal(p.int('n'), 42);
   assert.equal(p.int('missing'), undefined);
-  // the near misses: another case is another (unknown, ignored) parameter; a map field keeps its spelling
-  const q = new RequestParams({ SecurityGroupName: 'web', 'UserSecurityGroupList[0].group': 'g', 'tags[0].Key': 'k' });
-  assert.equal(q.str('securitygroupname'), undefined);
-  assert.equal(q.has('usersecuritygrouplist'), false);
+  // another case of a name is the same parameter (the first sent wins); a map parameter's name likewise,
+  // while its field names keep their spelling (CloudStack reads userGroup.get("account") exactly)
+  const q = new RequestParams({ SecurityGroupName: 'web', securitygroupname: 'later', 'UserSecurityGroupList[0].group': 'g', 'usersecuritygrouplist[0].Account': 'A', 'tags[0].Key': 'k' });
+  assert.equal(q.str('securitygroupname'), 'web');
+  assert.equal(q.has('usersecuritygrouplist'), true);
+  assert.deepEqual(q.map('usersecuritygrouplist'), [{ group: 'g', Account: 'A' }]);
   assert.deepEqual(q.map('tags'), [{ Key: 'k' }]);
+  // login reads its parameters by exact name (DefaultLoginAPIAuthenticatorCmd: params.get("username"))
+  const login = new RequestParams({ UserName: 'u', password: 'p' }, { exact: true });
+  assert.equal(login.str('username'), undefined);
+  assert.equal(login.str('password'), 'p');
 });
 
 test('validateParams: CloudStack messages for missing and malformed parameters', () => {
@@ -40,7 +44,8 @@ test('validateParams: CloudStack messages for missing and malformed parameters',
   assert.match(err({ id: u, 'm[0].k': 'v', ids: `${u},nope` })!.message, /Invalid parameter ids value=nope/);
   assert.equal(err({ id: u, 'm[0].k': 'v', n: '' }), null, 'blank integers count as absent');
   assert.equal(err({ id: u.toUpperCase(), 'm[0].k': 'v', n: '-3' }), null);
-  assert.equal(err({ id: u, 'M[0].k': 'v' })?.message, 'Unable to execute API command dothing due to missing parameter m');
+  assert.equal(err({ ID: u, 'M[0].k': 'v', N: '-3' }), null, 'names in any case (ParamUnpackWorker)');
+  assert.equal(err({ id: u, 'mm[0].k': 'v' })?.message, 'Unable to execute API command dothing due to missing parameter m');
 });
 
 test('validateRuleSpec: table of accepted forms and errors', () => {

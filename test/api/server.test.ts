@@ -106,15 +106,17 @@ test('unknown command → 401 (signed: CloudStack refuses it before the signatur
   const bad = await s.call('authorizeSecurityGroupIngress', { securitygroupname: 'default', protocol: 'tcp', startport: 'twenty', endport: 22, cidrlist: '0.0.0.0/0' });
   assert.equal(bad.status, 431);
   assert.equal(bad.body.authorizesecuritygroupingressresponse.errortext, 'Unable to execute API command authorizesecuritygroupingress due to invalid value twenty for parameter startport');
-  // names are matched exactly, as CloudStack: another case of a command is no command (401 when signed),
-  // another case of a parameter is an unknown parameter (ignored: the filter does not apply)
+  // a command's name is matched exactly, as CloudStack's command map (401 when signed); its parameters'
+  // names in any case (ParamUnpackWorker lower-cases them), so SecurityGroupName filters as securitygroupname
   assert.equal((await s.call('LISTSECURITYGROUPS', { securitygroupname: 'default' })).status, 401);
   const exact = await s.call('listSecurityGroups', { securitygroupname: 'default' });
   assert.equal(exact.body.listsecuritygroupsresponse.securitygroup[0].name, 'default');
   await s.call('createSecurityGroup', { name: 'case-other' });
-  const ignored = await s.call('listSecurityGroups', { SecurityGroupName: 'default' });
-  assert.ok(ignored.body.listsecuritygroupsresponse.securitygroup.some((g: any) => g.name === 'case-other'), 'SecurityGroupName filters nothing');
-  const missing = await s.call('createSecurityGroup', { Name: 'x' });
+  const folded = await s.call('listSecurityGroups', { SecurityGroupName: 'default' });
+  assert.deepEqual(folded.body.listsecuritygroupsresponse.securitygroup.map((g: any) => g.name), ['default'], 'SecurityGroupName filters');
+  const unknown = await s.call('listSecurityGroups', { SecurityGroupNames: 'default' });
+  assert.ok(unknown.body.listsecuritygroupsresponse.securitygroup.some((g: any) => g.name === 'case-other'), 'an unknown name filters nothing');
+  const missing = await s.call('createSecurityGroup', { Nme: 'x' });
   assert.equal(missing.body.createsecuritygroupresponse.errortext, 'Unable to execute API command createsecuritygroup due to missing parameter name');
 });
 
