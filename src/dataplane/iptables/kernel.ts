@@ -21,7 +21,8 @@ export interface KChain {
 /** `pos`: index of the rule in its built-in chain (Palisade's jumps must come first). */
 export interface KHook { chain: string; id: string; line: string; pos: number }
 export interface KTable { chains: Map<string, KChain>; hooks: KHook[] }
-export interface KSet { family: string; owned: boolean; members: Set<string> }
+/** `header` (read back only): the set's options that decide what it matches (`ipsetHeader`). */
+export interface KSet { family: string; owned: boolean; members: Set<string>; header?: string }
 /** ebtables chains keyed `<table>/<chain>`; hooks are the jumps from built-in chains to Palisade's roots. */
 export interface KEb { chains: Map<string, string[]>; hooks: { table: EbTable; chain: string; line: string; pos: number }[] }
 const EB_ROOTS: Record<EbTable, string[]> = { nat: [EB_PRE, EB_POST], filter: [EB_FWD] };
@@ -76,6 +77,34 @@ export function parseIptSave(text: string): Record<Table, KTable> {
 
 const OWNED_SET = /^(pal-|palisade-|i-)/;
 
+/** Options of a `create` line that do not change what a set matches (sizing, hashing). */
+const SIZING = new Set(['hashsize', 'bucketsize', 'initval']);
+const VALUED = new Set(['family', 'hashsize', 'maxelem', 'netmask', 'timeout', 'bucketsize', 'initval', 'markmask', 'range', 'size']);
+
+/**
+ * What a set's `create` options (the words after its name) say it is, sizing left out, in one order:
+ * `ipset swap` exchanges two sets of one type whatever their other options, so a set swapped in with
+ * `netmask 8` (every address of a /8 matches), `timeout` (members expire) or without `skbinfo` keeps
+ * Palisade's name and its members' texts mostly, and must be told by this.
+ */
+export function ipsetHeader(words: readonly string[]): string {
+  const [type, ...rest] = words;
+  const opts: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const w = rest[i];
+    if (w === '-exist') continue;
+    if (VALUED.has(w)) {
+      const v = rest[++i] ?? '';
+      if (!SIZING.has(w) && !(w === 'maxelem' && v === '65536')) opts.push(`${w} ${v}`);
+    } else opts.push(w);
+  }
+  if (!opts.some((o) => o.startsWith('family '))) opts.push('family inet');
+  return [type, ...opts.sort()].join(' ');
+}
+
+/** The header of a set as Palisade creates it. */
+export const wantedHeader = (s: SetDef) => ipsetHeader(setCreateLine(s).split(/\s+/).slice(2));
+
 /** Parse `ipset save`. Palisade's sets carry the `comment` extension and one of its name prefixes. */
 export function parseIpsetSave(text: string): Map<string, KSet> {
   const sets = new Map<string, KSet>();
@@ -83,7 +112,7 @@ export function parseIpsetSave(text: string): Map<string, KSet> {
     const w = line.trim().split(/\s+/);
     if (w[0] === 'create') {
       const fi = w.indexOf('family');
-      sets.set(w[1], { family: fi > 0 ? w[fi + 1] : 'inet', owned: OWNED_SET.test(w[1]) && w.includes('comment'), members: new Set() });
+      sets.set(w[1], { family: fi > 0 ? w[fi + 1] : 'inet', owned: OWNED_SET.test(w[1]) && w.includes('comment'), members: new Set(), header: ipsetHeader(w.slice(2)) });
     } else if (w[0] === 'add') sets.get(w[1])?.members.add(w.slice(2).join(' '));
   }
   return sets;
@@ -242,6 +271,9 @@ function iptPlan(prog: IptProgram, k: Record<Table, KTable>, shadowed: Map<strin
   return out.length ? out.join('\n') + '\n' : '';
 }
 
+/** The scratch name a set is rebuilt under (31 characters at most, an owned prefix). */
+export const scratchSet = (name: string) => `pal-swap-${hashOf([name])}`;
+
 function setPlan(sets: SetDef[], k: Map<string, KSet>): { pre: string; post: string } {
   const pre: string[] = [];
   const adds: string[] = [];
@@ -251,6 +283,16 @@ function setPlan(sets: SetDef[], k: Map<string, KSet>): { pre: string; post: str
     if (!ks) {
       pre.push(setCreateLine(s));
       for (const m of s.members) adds.push(`add ${s.name} ${m} -exist`);
+      continue;
+    }
+    if (ks.header !== undefined && ks.header !== wantedHeader(s)) {
+      // Not the set Palisade creates (swapped in with other options): built anew under a scratch name
+      // (owned: a leftover is destroyed by the next plan) and swapped in, one restore; the rules that
+      // reference the name match the new set from then on.
+      const tmp = scratchSet(s.name);
+      pre.push(`create ${tmp} ${setCreateLine(s).split(/\s+/).slice(2).join(' ')}`, `flush ${tmp}`);
+      for (const m of s.members) pre.push(`add ${tmp} ${m} -exist`);
+      pre.push(`swap ${tmp} ${s.name}`, `destroy ${tmp}`);
       continue;
     }
     const wantM = new Set(s.members);
@@ -451,6 +493,7 @@ export function drift(p: Program, k: KState): DriftItem[] {
   for (const s of p.sets) {
     const ks = k.sets.get(s.name);
     if (!ks) { out.push({ kind: 'missing', what: `ipset ${s.name}` }); continue; }
+    if (ks.header !== undefined && ks.header !== wantedHeader(s)) { out.push({ kind: 'changed', what: `ipset ${s.name}: ${ks.header}, not ${wantedHeader(s)}` }); continue; }
     for (const m of s.members) if (!ks.members.has(m)) out.push({ kind: 'missing', what: `ipset ${s.name} element ${m}` });
     const wm = new Set(s.members);
     for (const m of ks.members) if (!wm.has(m)) out.push({ kind: 'unexpected', what: `ipset ${s.name} element ${m}` });
