@@ -4,7 +4,8 @@
 // members' texts nearly unchanged. The drift check tells it by the set's options and rebuilds the set
 // as Palisade creates it (swapped in under its name), after which the same pass is quiet. With real
 // packets: what the forged set opens (c, not a member) is blocked again after the repair; what the
-// group allows (b, a member) passes throughout. Needs root.
+// group allows (b, a member) passes throughout. Likewise an ebtables chain of Palisade's given another
+// policy (its frames dropped until the drift check declares it again). Needs root.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLab, ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
@@ -84,4 +85,20 @@ ipset destroy forged`);
   assert.equal((await fw.dp.apply(input)).changed, false);
   assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'a still answers b (its own address kept)');
   assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, false, 'c still blocked');
+});
+
+test('an ebtables chain of Palisade\'s given another policy (ebtables -P … DROP) is rewritten at the next drift check', async () => {
+  const input = await fw.input();
+  const chain = `${policyOf(a).instanceName}-in`;
+  assert.match(await sh('ebtables-save -t nat'), new RegExp(`^:${chain} ACCEPT$`, 'm'));
+  await sh(`ebtables -t nat -P ${chain} DROP`);
+  assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, false, 'a\'s frames are dropped (shown)');
+  const obs = await fw.dp.observe(input);
+  assert.ok(obs.drift.some((d) => d.kind === 'changed' && d.what === `ebtables nat chain ${chain}`), JSON.stringify(obs.drift));
+  assert.equal((await fw.dp.apply(input)).changed, true);
+  assert.match(await sh('ebtables-save -t nat'), new RegExp(`^:${chain} ACCEPT$`, 'm'));
+  assert.equal((await ping(b, a.ipv4!, { timeoutMs: 3000 })).ok, true, 'b pings a again');
+  assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, false, 'c still blocked');
+  assert.deepEqual((await fw.dp.observe(input)).drift, []);
+  assert.equal((await fw.dp.apply(input)).changed, false);
 });

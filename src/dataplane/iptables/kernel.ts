@@ -129,13 +129,18 @@ export function parseEbSave(text: string): KEb {
   const hooks: KEb['hooks'] = [];
   for (const t of EB_TABLES) {
     const all = new Map<string, string[]>();
+    const policies = new Map<string, string>();
     const builtin: { chain: string; line: string; pos: number }[] = [];
     const counts = new Map<string, number>();
     let inT = false;
     for (const line of text.split('\n')) {
       if (line.startsWith('*')) { inT = line.trim() === `*${t}`; continue; }
       if (!inT) continue;
-      if (line.startsWith(':')) { const n = line.slice(1).split(' ')[0]; if (!BUILTIN.has(n)) all.set(n, []); continue; }
+      if (line.startsWith(':')) {
+        const [n, policy] = line.slice(1).trim().split(/\s+/);
+        if (!BUILTIN.has(n)) { all.set(n, []); if (policy) policies.set(n, policy); }
+        continue;
+      }
       if (!line.startsWith('-A ')) continue;
       const rest = line.slice(3);
       const sp = rest.indexOf(' ');
@@ -152,7 +157,10 @@ export function parseEbSave(text: string): KEb {
       if (seen.has(c)) continue;
       seen.add(c);
       const rules = all.get(c)!;
-      chains.set(ebKey(t, c), rules);
+      // Palisade declares its chains ACCEPT (`ebtables -P` on one, e.g. DROP, is a changed chain:
+      // rewritten, which declares it again) — a rule line never looks like this
+      const policy = policies.get(c) ?? 'ACCEPT';
+      chains.set(ebKey(t, c), policy === 'ACCEPT' ? rules : [...rules, `(policy ${policy})`]);
       for (const r of rules) {
         const m = /-j (\S+)$/.exec(r);
         if (m && all.has(m[1]) && !seen.has(m[1])) queue.push(m[1]);
