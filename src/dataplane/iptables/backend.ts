@@ -157,13 +157,14 @@ export class IptablesDataplane implements Dataplane {
       this.scheduleGc();
       const program = render(input).program;
       const items = drift(program, kernel);
+      let warnings: string[];
       try {
-        await this.canon.learn(program, judgeable(program, kernel));
+        warnings = await this.canon.learn(program, judgeable(program, kernel));
       } catch (e) {
         // the other drift is still judged and repaired
         return { drift: items, warnings: [`rule bodies not checked: ${e instanceof Error ? e.message : String(e)}`] };
       }
-      return { drift: [...items, ...bodyDrift(program, kernel, this.canon)] };
+      return { drift: [...items, ...bodyDrift(program, kernel, this.canon)], ...(warnings.length ? { warnings } : {}) };
     });
   }
 

@@ -184,12 +184,13 @@ export class NftablesDataplane implements Dataplane {
    * written form cannot be learned, the other drift is still judged and repaired; this is a warning.
    */
   private async forged(program: NftProgram, kernel: KState): Promise<{ drift: DriftItem[]; warnings: string[] }> {
+    let warnings: string[];
     try {
-      await this.canon.learn(program, judgeable(program, kernel));
+      warnings = await this.canon.learn(program, judgeable(program, kernel));
     } catch (e) {
       return { drift: [], warnings: [`rule bodies not checked: ${e instanceof Error ? e.message : String(e)}`] };
     }
-    return { drift: bodyDrift(program, kernel, this.canon.written), warnings: [] };
+    return { drift: bodyDrift(program, kernel, this.canon.written), warnings };
   }
 
   teardown(): Promise<void> {
