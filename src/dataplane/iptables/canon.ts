@@ -26,6 +26,13 @@ export class IptCanon implements Written {
 
   chain = (f: Fam, c: IptChain): readonly string[] | undefined => this.chains.get(chainKey(f, c));
   hook = (f: Fam, h: IptHook): string | undefined => this.hooks.get(hookKey(f, h));
+  /**
+   * Learn again at the next check (found not as learned, and rewritten): what was learned may be
+   * another iptables' form (upgraded under a running agent), which must not have the chain rewritten
+   * on every pass.
+   */
+  forget = (f: Fam, c: IptChain): void => { this.chains.delete(chainKey(f, c)); };
+  forgetHook = (f: Fam, h: IptHook): void => { this.hooks.delete(hookKey(f, h)); };
 
   /** Learn `chains` (and every hook) not yet known; forget what `p` no longer has. */
   async learn(p: Program, chains: readonly { f: Fam; c: IptChain }[]): Promise<string[]> {

@@ -427,6 +427,9 @@ export function hasGarbage(k: KState): boolean {
 export interface Written {
   chain(f: Fam, c: IptChain): readonly string[] | undefined;
   hook(f: Fam, h: IptHook): string | undefined;
+  /** Learn this chain / hook again at the next check (found not as learned: see IptCanon.forget). */
+  forget?(f: Fam, c: IptChain): void;
+  forgetHook?(f: Fam, h: IptHook): void;
 }
 
 /**
@@ -447,7 +450,7 @@ export function bodyDrift(p: Program, k: KState, written: Written): DriftItem[] 
       if (!want) continue;
       const bad = c.rules.filter((_, i) => kc.lines![i] !== want[i]);
       for (const r of bad) out.push({ kind: 'changed', what: `${tool} ${c.table} rule ${c.name} pal:${r.id}: not the rule Palisade wrote` });
-      if (bad.length) kc.hash = null;
+      if (bad.length) { kc.hash = null; written.forget?.(f, c); }
     }
     for (const h of prog.hooks) {
       const want = written.hook(f, h);
@@ -455,6 +458,7 @@ export function bodyDrift(p: Program, k: KState, written: Written): DriftItem[] 
         if (kh.id !== h.id || want === undefined || kh.line === want) continue;
         out.push({ kind: 'changed', what: `${tool} ${h.table} ${kh.chain} jump pal:${h.id}: not the rule Palisade wrote` });
         kh.id = `${h.id} (not as written)`;
+        written.forgetHook?.(f, h);
       }
     }
   }

@@ -190,7 +190,7 @@ export class NftablesDataplane implements Dataplane {
     } catch (e) {
       return { drift: [], warnings: [`rule bodies not checked: ${e instanceof Error ? e.message : String(e)}`] };
     }
-    return { drift: bodyDrift(program, kernel, this.canon.written), warnings };
+    return { drift: bodyDrift(program, kernel, this.canon.written, this.canon.forget), warnings };
   }
 
   teardown(): Promise<void> {

@@ -25,6 +25,13 @@ export class NftCanon {
   written = (c: NChain): readonly string[] | undefined => this.known.get(c.hash);
 
   /**
+   * Learn `c` again at the next check (its rules were found not as learned, and are rewritten): what
+   * was learned may be another `nft`'s form (upgraded under a running agent), and a form that no
+   * longer matches what the kernel shows must not have the chain rewritten on every pass.
+   */
+  forget = (c: NChain): void => { this.known.delete(c.hash); };
+
+  /**
    * Learn the chains of `chains` not yet known; forget hashes `p` no longer has. A chain the scratch
    * namespace does not hold as written (as many rules) stays unknown (judged by ids and hashes only,
    * never all its rules taken for forged): the returned warnings say which.

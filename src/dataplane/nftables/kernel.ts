@@ -266,7 +266,7 @@ export function drift(p: NftProgram, kernel: KState, read?: Set<string>): DriftI
  * chain as Palisade writes it; undefined: not known, not judged). Such a chain is marked (hash
  * forgotten) so the next diff rewrites it whole.
  */
-export function bodyDrift(p: NftProgram, k: KState, written: (c: NChain) => readonly string[] | undefined): DriftItem[] {
+export function bodyDrift(p: NftProgram, k: KState, written: (c: NChain) => readonly string[] | undefined, forget?: (c: NChain) => void): DriftItem[] {
   const out: DriftItem[] = [];
   for (const c of p.chains) {
     const kc = k.chains.get(key(c.family, c.name));
@@ -277,6 +277,7 @@ export function bodyDrift(p: NftProgram, k: KState, written: (c: NChain) => read
     if (!bad.length) continue;
     for (const r of bad) out.push({ kind: 'changed', what: `nft ${c.family} chain ${c.name} rule pal:${r.id}: not the rule Palisade wrote` });
     kc.hash = null;
+    forget?.(c);
   }
   return out;
 }
