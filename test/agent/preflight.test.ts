@@ -141,6 +141,14 @@ nft add rule inet other pre meta mark set meta mark and 0x3fffffff or 0x40000000
   assert.deepEqual(await marks(), []);
   await msh('ebtables -t nat -A PREROUTING -j mark --mark-set 0x5 --mark-target CONTINUE');
   assert.deepEqual((await marks()).map((f) => f.check), ['foreign mark bridge nat PREROUTING']);
+  // read through the tool of the tables it means (iptables-nft, ebtables-nft, iptables-legacy), never
+  // through the alternatives' `ebtables` / `iptables`, which may be the legacy ones (other tables, and
+  // listing one creates it)
+  const tools: string[] = [];
+  const recording = { netns: mns, run: (t: string, a: string[], i?: string) => { tools.push(t); return mrunner.run(t, a, i); } };
+  assert.deepEqual((await nftMarkRewrites(recording)).map((f) => f.check), ['foreign mark bridge nat PREROUTING']);
+  assert.ok(tools.includes('ebtables-nft'), tools.join(' '));
+  assert.deepEqual(tools.filter((t) => ['ebtables', 'iptables', 'ip6tables'].includes(t)), []);
   await msh('ebtables -t nat -F PREROUTING');
   // iptables-legacy's tables, which nft cannot see
   await msh('iptables-legacy -t mangle -A PREROUTING -j CONNMARK --restore-mark --mask 0xc0000000');
