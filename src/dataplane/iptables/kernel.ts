@@ -27,7 +27,39 @@ export interface KSet { family: string; owned: boolean; members: Set<string>; he
 export interface KEb { chains: Map<string, string[]>; hooks: { table: EbTable; chain: string; line: string; pos: number }[] }
 const EB_ROOTS: Record<EbTable, string[]> = { nat: [EB_PRE, EB_POST], filter: [EB_FWD] };
 const ebKey = (t: string, c: string) => `${t}/${c}`;
-export interface KState { ipt: Record<Fam, Record<Table, KTable>>; sets: Map<string, KSet>; eb: KEb }
+/**
+ * `dormant` (read back only): the nf_tables tables iptables-nft / ebtables-nft keep Palisade's chains in
+ * that carry flags (`nft add table ip filter { flags dormant; }` unhooks the whole table: none of its
+ * rules run), keyed `ip/filter`, `ip6/raw`, `bridge/nat`… The legacy tools have no such thing.
+ */
+export interface KState { ipt: Record<Fam, Record<Table, KTable>>; sets: Map<string, KSet>; eb: KEb; dormant?: Set<string> }
+
+/** The nf_tables tables (`family/name`) holding what `p` writes, when the tools are the nft-based ones. */
+export function tablesOf(p: Program): string[] {
+  const out: string[] = [];
+  for (const [f, fam] of [[4, 'ip'], [6, 'ip6']] as const) {
+    const prog = f === 4 ? p.v4 : p.v6;
+    for (const t of TABLES) if (prog.chains.some((c) => c.table === t) || prog.hooks.some((h) => h.table === t)) out.push(`${fam}/${t}`);
+  }
+  for (const t of EB_TABLES) if (p.eb.chains.some((c) => c.table === t) || p.eb.hooks.some((h) => h.table === t)) out.push(`bridge/${t}`);
+  return out;
+}
+
+/**
+ * Of `nft -j list tables` output, the tables of `names` (`family/name`) that carry flags. nft 1.0.6
+ * prints a dormant table's flags as a stray string, so any flags count.
+ */
+export function flaggedTables(json: string, names: ReadonlySet<string>): Set<string> {
+  const out = new Set<string>();
+  let items: Record<string, any>[] = [];
+  try { items = (JSON.parse(json) as { nftables: Record<string, any>[] }).nftables ?? []; } catch { return out; }
+  for (const { table: t } of items) {
+    if (!t) continue;
+    const k = `${t.family}/${t.name}`;
+    if (names.has(k) && (Array.isArray(t.flags) ? t.flags.length > 0 : !!t.flags)) out.add(k);
+  }
+  return out;
+}
 
 /** A saved rule line as a short digest (a big host's views hold one per rule). */
 export const lineDigest = (line: string) => hashOf([line]);
@@ -199,10 +231,11 @@ export function expectedState(p: Program, shadowed?: Shadowed): KState {
 export type Shadowed = Record<Fam, Map<string, number>>;
 
 /** Restore texts that turn `k` into `p`; empty strings where a tool has nothing to do. */
-export interface Plan { ipsetPre: string; ebtables: string; iptables: Record<Fam, string>; ipsetPost: string; shadowed: Shadowed }
+/** `wake`: an `nft` script clearing the flags of dormant tables Palisade's rules are in (first). */
+export interface Plan { wake: string; ipsetPre: string; ebtables: string; iptables: Record<Fam, string>; ipsetPost: string; shadowed: Shadowed }
 
 export function planIsEmpty(pl: Plan): boolean {
-  return !pl.ipsetPre && !pl.ebtables && !pl.iptables[4] && !pl.iptables[6] && !pl.ipsetPost;
+  return !pl.wake && !pl.ipsetPre && !pl.ebtables && !pl.iptables[4] && !pl.iptables[6] && !pl.ipsetPost;
 }
 
 /** Our jumps in a built-in chain are all at its top (a rule above them could bypass Palisade). */
@@ -349,8 +382,11 @@ function ebPlan(eb: EbProgram, k: KEb): string {
 export function plan(p: Program, k: KState): Plan {
   const s = setPlan(p.sets, k.sets);
   const shadowed: Shadowed = { 4: new Map(), 6: new Map() };
+  const used = new Set(tablesOf(p));
+  // `add table` without flags clears them (the table's rules run again)
+  const wake = [...(k.dormant ?? [])].filter((t) => used.has(t)).map((t) => `add table ${t.replace('/', ' ')}\n`).join('');
   return {
-    ipsetPre: s.pre, ebtables: ebPlan(p.eb, k.eb),
+    wake, ipsetPre: s.pre, ebtables: ebPlan(p.eb, k.eb),
     iptables: { 4: iptPlan(p.v4, k.ipt[4], shadowed[4], !s.post), 6: iptPlan(p.v6, k.ipt[6], shadowed[6], !s.post) },
     ipsetPost: s.post, shadowed,
   };
@@ -475,6 +511,8 @@ export function judgeable(p: Program, k: KState): { f: Fam; c: IptChain }[] {
 /** What differs between the kernel and the program, for observe. */
 export function drift(p: Program, k: KState): DriftItem[] {
   const out: DriftItem[] = [];
+  const used = new Set(tablesOf(p));
+  for (const t of k.dormant ?? []) if (used.has(t)) out.push({ kind: 'changed', what: `nft table ${t.replace('/', ' ')} (iptables-nft's): flags set (dormant: none of its rules run)` });
   for (const f of [4, 6] as Fam[]) {
     const prog = f === 4 ? p.v4 : p.v6;
     const tool = f === 4 ? 'iptables' : 'ip6tables';

@@ -26,6 +26,11 @@ export interface KState {
   sets: Map<string, KSet>;
   /** Named counters found in our tables (Palisade makes none: its counters are inline). */
   counters: Set<string>;
+  /**
+   * Our tables that carry flags (read back only). Palisade sets none: `flags dormant` (`nft add table
+   * inet palisade { flags dormant; }`) unhooks every base chain of the table, so nothing it holds is run.
+   */
+  flagged?: Set<NFamily>;
 }
 
 const key = (family: NFamily, name: string) => `${family}/${name}`;
@@ -64,12 +69,18 @@ function baseOf(c: Record<string, any>): string | null {
   return `type ${c.type} hook ${c.hook} priority ${c.prio}; policy ${c.policy ?? 'accept'};`;
 }
 
+/** A table object of nft's JSON with flags set (1.0.6 prints a dormant table's flags as a stray string). */
+export function hasFlags(t: Record<string, any>): boolean {
+  const f = t.flags;
+  return Array.isArray(f) ? f.length > 0 : !!f;
+}
+
 /** Parse `nft -j list table <family> palisade` (one family's output; absent table: empty text). */
 export function parseTable(family: NFamily, json: string, into: KState = emptyState()): KState {
   if (!json.trim()) return into;
   const items = (JSON.parse(json) as { nftables: Record<string, any>[] }).nftables;
   for (const item of items) {
-    if (item.table && item.table.name === TABLE) into.tables.add(family);
+    if (item.table && item.table.name === TABLE) { into.tables.add(family); if (hasFlags(item.table)) (into.flagged ??= new Set()).add(family); }
     const c = item.chain;
     if (c && c.table === TABLE) into.chains.set(key(family, c.name), { family, name: c.name, base: baseOf(c), ids: [], hash: null, foreign: 0, bodies: [] });
     const s = item.set ?? item.map;
@@ -149,7 +160,8 @@ const at = (family: NFamily) => `${family} ${TABLE}`;
 export function diffScript(p: NftProgram, k: KState): string {
   const out: string[] = [];
   const families = new Set<NFamily>([...p.chains.map((c) => c.family), ...p.sets.map((s) => s.family)]);
-  for (const f of FAMILIES) if (families.has(f) && !k.tables.has(f)) out.push(`add table ${at(f)}`);
+  // (`add table` without flags also clears a table's flags: a dormant table runs its chains again)
+  for (const f of FAMILIES) if (families.has(f) && (!k.tables.has(f) || k.flagged?.has(f))) out.push(`add table ${at(f)}`);
   const live = (f: NFamily) => families.has(f);
 
   const rewrite: NChain[] = [];
@@ -230,6 +242,7 @@ export function drift(p: NftProgram, kernel: KState, read?: Set<string>): DriftI
   for (const f of FAMILIES) {
     if (families.has(f) && !k.tables.has(f)) out.push({ kind: 'missing', what: `nft table ${f} ${TABLE}` });
     if (!families.has(f) && k.tables.has(f)) out.push({ kind: 'unexpected', what: `nft table ${f} ${TABLE}` });
+    if (families.has(f) && k.tables.has(f) && kernel.flagged?.has(f)) out.push({ kind: 'changed', what: `nft table ${f} ${TABLE}: flags set (dormant: none of its chains run)` });
   }
   for (const c of p.chains) {
     if (!k.tables.has(c.family)) continue;
