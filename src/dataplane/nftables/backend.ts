@@ -21,7 +21,7 @@ import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner } from '../exec.js';
 import { LOG_REASON, planHost, type DropReason as PlanDropReason } from '../plan/index.js';
 import { NftCanon } from './canon.js';
-import { type KState, bodyDrift, diffScript, drift, emptyState, expectedState, hasFlags, judgeable, parseTable, teardownScript } from './kernel.js';
+import { type KState, bodyDrift, diffScript, drift, emptyState, expectedState, hasFlags, judgeable, parseTable, setDrift, teardownScript } from './kernel.js';
 import { FAMILIES, N, type NFamily, TABLE, vmChains } from './names.js';
 import { type NftProgram, parseComment } from './program.js';
 import { type Rendered, render, renderPlan } from './render.js';
@@ -197,7 +197,7 @@ export class NftablesDataplane implements Dataplane {
     } catch (e) {
       return { drift: [], warnings: [`rule bodies not checked: ${e instanceof Error ? e.message : String(e)}`] };
     }
-    return { drift: bodyDrift(program, kernel, this.canon.written, this.canon.forget), warnings };
+    return { drift: [...bodyDrift(program, kernel, this.canon.written, this.canon.forget), ...setDrift(program, kernel, this.canon.setHeader)], warnings };
   }
 
   teardown(): Promise<void> {

@@ -11,15 +11,22 @@
 import { DataplaneError } from '../backend.js';
 import type { Runner } from '../exec.js';
 import { withinBudget } from '../learn-budget.js';
-import { ruleBody } from './kernel.js';
+import { ruleBody, setHeader } from './kernel.js';
 import { TABLE } from './names.js';
-import { type NChain, type NftProgram, chainDecl, ruleLine, setDecl } from './program.js';
+import { type NChain, type NSet, type NftProgram, chainDecl, ruleLine, setDecl } from './program.js';
 
 export class NftCanon {
   /** chain hash → its rules' bodies as the kernel holds them right after Palisade wrote them */
   private readonly known = new Map<string, string[]>();
 
   constructor(private readonly runner: Runner) {}
+
+  /** set `family/name|decl` → its declaration's digest as the kernel holds it (kernel.ts setHeader) */
+  private readonly sets = new Map<string, string>();
+  private static setKey = (s: NSet) => `${s.family}/${s.name}|${s.decl}`;
+
+  /** How the kernel holds `s` as Palisade declares it (undefined until `learn` saw it). */
+  setHeader = (s: NSet): string | undefined => this.sets.get(NftCanon.setKey(s));
 
   /** The learned bodies of `c`'s rules (undefined until `learn` saw it). */
   written = (c: NChain): readonly string[] | undefined => this.known.get(c.hash);
@@ -39,8 +46,10 @@ export class NftCanon {
   async learn(p: NftProgram, chains: readonly NChain[]): Promise<string[]> {
     const live = new Set(p.chains.map((c) => c.hash));
     for (const h of this.known.keys()) if (!live.has(h)) this.known.delete(h);
+    const liveSets = new Set(p.sets.map(NftCanon.setKey));
+    for (const k of this.sets.keys()) if (!liveSets.has(k)) this.sets.delete(k);
     const todo = withinBudget(chains.filter((c) => !this.known.has(c.hash)), (c) => c.rules.length);
-    if (!todo.length) return [];
+    if (!todo.length && p.sets.every((s) => this.sets.has(NftCanon.setKey(s)))) return [];
     const families = new Set(p.chains.map((c) => c.family));
     const lines = [...[...families].map((f) => `add table ${f} ${TABLE}`), ...p.chains.map(chainDecl), ...p.sets.map(setDecl)];
     for (const c of todo) c.rules.forEach((r, i) => lines.push(ruleLine(c, r, i)));
@@ -50,7 +59,11 @@ export class NftCanon {
     const r = await this.runner.run('unshare', ['--net', 'sh', '-es'], script);
     if (r.code !== 0) throw new DataplaneError('nft (learning rule forms in a scratch namespace)', r.stderr || `exit ${r.code}`);
     const bodies = new Map<string, string[]>();
+    const declared = new Map(p.sets.map((s) => [`${s.family}/${s.name}`, s]));
     for (const item of (JSON.parse(r.stdout) as { nftables: Record<string, any>[] }).nftables) {
+      const set = item.set ?? item.map;
+      const ps = set && set.table === TABLE ? declared.get(`${set.family}/${set.name}`) : undefined;
+      if (ps) this.sets.set(NftCanon.setKey(ps), setHeader(set));
       const rule = item.rule;
       if (!rule || rule.table !== TABLE) continue;
       const k = `${rule.family}/${rule.chain}`;

@@ -19,6 +19,10 @@ export interface KSet {
   family: NFamily; name: string; map: boolean; elements: Set<string>;
   /** The elements in the order a write gave them (after a write, not a read): an equal list is no change. */
   written?: readonly string[];
+  /** Read back only: a digest of the set's declaration as the kernel holds it (type, flags, timeout, size…). */
+  header?: string;
+  /** Declared otherwise than Palisade declares it (setDrift): the next diff deletes and declares it again. */
+  recreate?: boolean;
 }
 export interface KState {
   tables: Set<NFamily>;
@@ -88,7 +92,7 @@ export function parseTable(family: NFamily, json: string, into: KState = emptySt
       const map = !!item.map;
       // the drop log's buckets are filled by the kernel: their elements are never ours to compare
       const elements = String(s.name).startsWith(DROP_LOG_SET_PREFIX) ? [] : ((s.elem ?? []) as unknown[]).map((e) => element(e, map));
-      into.sets.set(key(family, s.name), { family, name: s.name, map, elements: new Set(elements) });
+      into.sets.set(key(family, s.name), { family, name: s.name, map, elements: new Set(elements), header: setHeader(s) });
     }
     if (item.counter && item.counter.table === TABLE) into.counters.add(key(family, item.counter.name));
     const r = item.rule;
@@ -103,6 +107,12 @@ export function parseTable(family: NFamily, json: string, into: KState = emptySt
     }
   }
   return into;
+}
+
+/** A set's declaration as nft's JSON shows it (its elements and handle left out), as a short digest. */
+export function setHeader(s: Record<string, any>): string {
+  const { handle: _h, elem: _e, ...decl } = s;
+  return hashOf([JSON.stringify(decl)]);
 }
 
 /**
@@ -178,7 +188,18 @@ export function diffScript(p: NftProgram, k: KState): string {
   const keptSets = new Set<KSet>();
   for (const s of p.sets) {
     const ks = k.sets.get(key(s.family, s.name));
-    if (!ks) { out.push(setDecl(s)); newSets.push(s); } else keptSets.add(ks);
+    if (!ks) { out.push(setDecl(s)); newSets.push(s); continue; }
+    keptSets.add(ks);
+    if (!ks.recreate) continue;
+    // declared otherwise (another tool deleted and re-declared it): the chains that use it are emptied
+    // so it can go, it is declared again and filled, and they are written again (below)
+    const uses = new RegExp(`@${s.name}(?![\\w-])`);
+    for (const c of p.chains) {
+      if (c.family !== s.family || !c.rules.some((r) => uses.test(r.text))) continue;
+      if (k.chains.has(key(c.family, c.name))) out.push(`flush chain ${at(c.family)} ${c.name}`);
+      if (!rewrite.includes(c) && !rebase.includes(c)) rewrite.push(c);
+    }
+    out.push(`delete ${s.map ? 'map' : 'set'} ${at(s.family)} ${s.name}`, setDecl(s));
   }
 
   const elementOps = (verdict: boolean) => {
@@ -186,7 +207,7 @@ export function diffScript(p: NftProgram, k: KState): string {
       if (isVerdictMap(s) !== verdict) continue;
       const ks = k.sets.get(key(s.family, s.name));
       if (ks?.written && sameList(ks.written, s.elements)) continue;
-      const have = ks?.elements ?? new Set<string>();
+      const have = ks && !ks.recreate ? ks.elements : new Set<string>();
       const want = new Set(s.elements);
       // a changed value is a deletion of its key, then an addition
       out.push(...elementLines('delete', s, [...have].filter((e) => !want.has(e))));
@@ -291,6 +312,24 @@ export function bodyDrift(p: NftProgram, k: KState, written: (c: NChain) => read
     for (const r of bad) out.push({ kind: 'changed', what: `nft ${c.family} chain ${c.name} rule pal:${r.id}: not the rule Palisade wrote` });
     kc.hash = null;
     forget?.(c);
+  }
+  return out;
+}
+
+/**
+ * Sets declared otherwise than Palisade declares them (`header`: the kernel's form of Palisade's
+ * declaration, learned in the scratch namespace; undefined: not known, not judged) — e.g. deleted and
+ * declared again with `flags timeout; timeout 1m` (its members expire) or a `size` Palisade's next
+ * addition overflows. Such a set is marked to be declared again by the next diff.
+ */
+export function setDrift(p: NftProgram, k: KState, header: (s: NSet) => string | undefined): DriftItem[] {
+  const out: DriftItem[] = [];
+  for (const s of p.sets) {
+    const ks = k.sets.get(key(s.family, s.name));
+    const want = header(s);
+    if (!ks?.header || !want || ks.header === want) continue;
+    out.push({ kind: 'changed', what: `nft ${s.family} ${s.map ? 'map' : 'set'} ${s.name}: not declared as Palisade declares it` });
+    ks.recreate = true;
   }
   return out;
 }
