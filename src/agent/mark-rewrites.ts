@@ -172,9 +172,11 @@ export async function nftMarkRewrites(runner: Runner): Promise<PreflightFinding[
   return found;
 }
 
-/** Mark rewrites among one ebtables-nft chain's rules (`ebtables -t <table> -L <chain>`). */
+/** Mark rewrites among one ebtables-nft chain's rules (`ebtables-nft -t <table> -L <chain>`). */
 async function ebMarkRewrites(runner: Runner, table: string, chain: string, where: string): Promise<PreflightFinding[]> {
-  const r = await runner.run('ebtables', ['-t', table, '-L', chain]);
+  // ebtables-nft by name, as iptables-nft: `ebtables` may be the legacy one (another table, and listing it
+  // would create it)
+  const r = await runner.run('ebtables-nft', ['-t', table, '-L', chain]);
   if (r.code !== 0) return [];
   return r.stdout.split('\n').flatMap((line) => {
     const effect = line.startsWith('-') ? ebMarkEffect(line) : null;

@@ -141,6 +141,14 @@ nft add rule inet other pre meta mark set meta mark and 0x3fffffff or 0x40000000
   assert.deepEqual(await marks(), []);
   await msh('ebtables -t nat -A PREROUTING -j mark --mark-set 0x5 --mark-target CONTINUE');
   assert.deepEqual((await marks()).map((f) => f.check), ['foreign mark bridge nat PREROUTING']);
+  // read through the tool of the tables it means (iptables-nft, ebtables-nft, iptables-legacy), never
+  // through the alternatives' `ebtables` / `iptables`, which may be the legacy ones (other tables, and
+  // listing one creates it)
+  const tools: string[] = [];
+  const recording = { netns: mns, run: (t: string, a: string[], i?: string) => { tools.push(t); return mrunner.run(t, a, i); } };
+  assert.deepEqual((await nftMarkRewrites(recording)).map((f) => f.check), ['foreign mark bridge nat PREROUTING']);
+  assert.ok(tools.includes('ebtables-nft'), tools.join(' '));
+  assert.deepEqual(tools.filter((t) => ['ebtables', 'iptables', 'ip6tables'].includes(t)), []);
   await msh('ebtables -t nat -F PREROUTING');
   // iptables-legacy's tables, which nft cannot see
   await msh('iptables-legacy -t mangle -A PREROUTING -j CONNMARK --restore-mark --mask 0xc0000000');
@@ -182,3 +190,134 @@ test('with real packets, per backend: Palisade\'s own rules are no foreign mark 
     await lab.destroy();
   }
 });
+
+test('typical neighbours give no mark alert: kube-proxy (iptables and nftables modes), Docker, libvirt, Flannel / Calico-style masked marks, firewalld, nftables.service; their whole-mark twins do', async () => {
+  const kns = `pk${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', kns]);
+  try {
+    const kr = createRunner({ netns: kns });
+    const ksh = async (script: string, stdin = '') => { const r = await run('ip', ['netns', 'exec', kns, 'sh', '-ec', script], { stdin }); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
+    const marks = async () => [...await nftMarkRewrites(kr), ...await legacyMarkRewrites(kr)].map((f) => f.check);
+    // iptables-nft and iptables-legacy both hold the same kube-proxy / Flannel / Docker / libvirt / Calico-style tables
+    await ksh('iptables-nft-restore', IPT_NEIGHBOURS);
+    await ksh('iptables-legacy-restore', IPT_NEIGHBOURS);
+    await ksh('nft -f -', NFT_NEIGHBOURS);
+    assert.deepEqual(await marks(), []);
+    assert.deepEqual(unfixable(await preflight(kr, ['nft'], ['br0'])), [], 'nor any other alert (their FORWARD DROP accepts br0)');
+    // twins: the same chains rewriting the whole mark
+    await ksh(`iptables-nft -t nat -A KUBE-MARK-MASQ -j MARK --set-mark 0x4000
+iptables-legacy -t mangle -A cali-PREROUTING -j CONNMARK --restore-mark
+nft add rule ip kube-proxy mark-for-masquerade meta mark set ct mark`);
+    assert.deepEqual((await marks()).sort(), ['foreign mark ip kube-proxy mark-for-masquerade', 'foreign mark ip mangle cali-PREROUTING (iptables-legacy)', 'foreign mark ip nat KUBE-MARK-MASQ']);
+  } finally {
+    await run('ip', ['netns', 'del', kns], { allowFail: true });
+  }
+});
+
+/** kube-proxy (iptables mode), Flannel, Docker, libvirt's virbr0 and Calico-style masked marks, as iptables-save shows them. */
+const IPT_NEIGHBOURS = `*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-SVC-X - [0:0]
+:KUBE-SEP-X - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:FLANNEL-POSTRTG - [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A DOCKER -i docker0 -j RETURN
+-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000
+-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
+-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m comment --comment "default/kubernetes:https cluster IP" -m tcp --dport 443 -j KUBE-SVC-X
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+-A KUBE-SVC-X ! -s 10.244.0.0/16 -d 10.96.0.1/32 -p tcp -m tcp --dport 443 -j KUBE-MARK-MASQ
+-A KUBE-SVC-X -j KUBE-SEP-X
+-A KUBE-SEP-X -s 192.168.1.10/32 -j KUBE-MARK-MASQ
+-A KUBE-SEP-X -p tcp -m tcp -j DNAT --to-destination 192.168.1.10:6443
+-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -j RETURN
+COMMIT
+*mangle
+:PREROUTING ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-KUBELET-CANARY - [0:0]
+:cali-PREROUTING - [0:0]
+-A PREROUTING -j cali-PREROUTING
+-A cali-PREROUTING -j MARK --set-xmark 0x0/0x4000
+-A cali-PREROUTING -m mark --mark 0x4000/0x4000 -j ACCEPT
+-A cali-PREROUTING -j MARK --set-xmark 0x8000/0x8000
+-A POSTROUTING -o virbr0 -p udp -m udp --dport 68 -j CHECKSUM --checksum-fill
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-USER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:KUBE-FORWARD - [0:0]
+:KUBE-FIREWALL - [0:0]
+:LIBVIRT_FWI - [0:0]
+:LIBVIRT_FWO - [0:0]
+:LIBVIRT_FWX - [0:0]
+-A INPUT -j KUBE-FIREWALL
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o docker0 -j DOCKER
+-A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+-A FORWARD -j LIBVIRT_FWX
+-A FORWARD -j LIBVIRT_FWI
+-A FORWARD -j LIBVIRT_FWO
+-A DOCKER-USER -i br0 -o br0 -j ACCEPT
+-A DOCKER-USER -j RETURN
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
+-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
+-A LIBVIRT_FWX -i virbr0 -o virbr0 -j ACCEPT
+-A LIBVIRT_FWI -d 192.168.122.0/24 -o virbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A LIBVIRT_FWI -o virbr0 -j REJECT --reject-with icmp-port-unreachable
+-A LIBVIRT_FWO -s 192.168.122.0/24 -i virbr0 -j ACCEPT
+-A LIBVIRT_FWO -i virbr0 -j REJECT --reject-with icmp-port-unreachable
+COMMIT
+`;
+
+/** kube-proxy (nftables mode), firewalld, libvirt (nftables) and nftables.service's default table. */
+const NFT_NEIGHBOURS = `table ip kube-proxy {
+  chain mark-for-masquerade { meta mark set meta mark or 0x4000; }
+  chain masquerading { meta mark & 0x4000 == 0 return; meta mark set meta mark xor 0x4000; masquerade fully-random; }
+  chain services { ip daddr 10.96.0.1 tcp dport 443 jump mark-for-masquerade; }
+  chain nat-prerouting { type nat hook prerouting priority dstnat; policy accept; jump services; }
+  chain nat-postrouting { type nat hook postrouting priority srcnat; policy accept; jump masquerading; }
+  chain filter-forward { type filter hook forward priority -110; policy accept; ct state new jump services; }
+}
+table inet firewalld {
+  chain mangle_PREROUTING { type filter hook prerouting priority mangle + 10; policy accept; jump mangle_PREROUTING_POLICIES; }
+  chain mangle_PREROUTING_POLICIES { return; }
+  chain filter_FORWARD { type filter hook forward priority filter + 10; policy accept; ct state established,related accept; ct status dnat accept; iifname "lo" accept; ct state invalid drop; reject with icmpx admin-prohibited; }
+}
+table ip libvirt_network {
+  chain forward { type filter hook forward priority filter; policy accept; counter jump guest_cross; }
+  chain guest_cross { iif "lo" oif "lo" accept; }
+  chain postrouting { type nat hook postrouting priority srcnat; policy accept; ip saddr 192.168.122.0/24 ip daddr != 192.168.122.0/24 masquerade; }
+}
+table inet filter {
+  chain input { type filter hook input priority filter;; }
+  chain forward { type filter hook forward priority filter;; }
+  chain output { type filter hook output priority filter;; }
+}
+`;

@@ -26,9 +26,16 @@ export class IptCanon implements Written {
 
   chain = (f: Fam, c: IptChain): readonly string[] | undefined => this.chains.get(chainKey(f, c));
   hook = (f: Fam, h: IptHook): string | undefined => this.hooks.get(hookKey(f, h));
+  /**
+   * Learn again at the next check (found not as learned, and rewritten): what was learned may be
+   * another iptables' form (upgraded under a running agent), which must not have the chain rewritten
+   * on every pass.
+   */
+  forget = (f: Fam, c: IptChain): void => { this.chains.delete(chainKey(f, c)); };
+  forgetHook = (f: Fam, h: IptHook): void => { this.hooks.delete(hookKey(f, h)); };
 
   /** Learn `chains` (and every hook) not yet known; forget what `p` no longer has. */
-  async learn(p: Program, chains: readonly { f: Fam; c: IptChain }[]): Promise<void> {
+  async learn(p: Program, chains: readonly { f: Fam; c: IptChain }[]): Promise<string[]> {
     const progs = { 4: p.v4, 6: p.v6 } as const;
     const liveC = new Set<string>(), liveH = new Set<string>();
     for (const f of [4, 6] as Fam[]) { for (const c of progs[f].chains) liveC.add(chainKey(f, c)); for (const h of progs[f].hooks) liveH.add(hookKey(f, h)); }
@@ -36,7 +43,7 @@ export class IptCanon implements Written {
     for (const k of this.hooks.keys()) if (!liveH.has(k)) this.hooks.delete(k);
     const todo = withinBudget(chains.filter(({ f, c }) => !this.chains.has(chainKey(f, c))), ({ c }) => c.rules.length);
     const hooksTodo = ([4, 6] as Fam[]).some((f) => progs[f].hooks.some((h) => !this.hooks.has(hookKey(f, h))));
-    if (!todo.length && !hooksTodo) return;
+    if (!todo.length && !hooksTodo) return [];
     const restore = (f: Fam): string => {
       const out: string[] = [];
       for (const table of TABLES) {
@@ -62,13 +69,20 @@ export class IptCanon implements Written {
     if (r.code !== 0) throw new DataplaneError('iptables (learning rule forms in a scratch namespace)', r.stderr || `exit ${r.code}`);
     const [s4, s6] = r.stdout.split('\nPALISADE_V6\n');
     const saved = { 4: parseSave(s4 ?? ''), 6: parseSave(s6 ?? '') } as const;
-    for (const { f, c } of todo) this.chains.set(chainKey(f, c), (saved[f].get(`${c.table}/${c.name}`) ?? []).map(lineDigest));
+    // a chain not saved as written (as many rules) stays unknown: judged by ids and hashes only
+    const short: string[] = [];
+    for (const { f, c } of todo) {
+      const lines = saved[f].get(`${c.table}/${c.name}`) ?? [];
+      if (lines.length === c.rules.length) this.chains.set(chainKey(f, c), lines.map(lineDigest));
+      else short.push(`${f === 4 ? 'iptables' : 'ip6tables'} ${c.table} ${c.name}`);
+    }
     for (const f of [4, 6] as Fam[]) {
       for (const h of progs[f].hooks) {
         const line = (saved[f].get(`${h.table}/${h.chain}`) ?? []).find((l) => { const m = COMMENT_ID.exec(l); return (m?.[1] ?? m?.[2]) === h.id; });
         if (line) this.hooks.set(hookKey(f, h), line);
       }
     }
+    return short.length ? [`rule bodies not checked in ${short.length} chain(s) not held as written in a scratch namespace (${short.slice(0, 3).join(', ')}${short.length > 3 ? ', …' : ''})`] : [];
   }
 }
 

@@ -21,12 +21,45 @@ export interface KChain {
 /** `pos`: index of the rule in its built-in chain (Palisade's jumps must come first). */
 export interface KHook { chain: string; id: string; line: string; pos: number }
 export interface KTable { chains: Map<string, KChain>; hooks: KHook[] }
-export interface KSet { family: string; owned: boolean; members: Set<string> }
+/** `header` (read back only): the set's options that decide what it matches (`ipsetHeader`). */
+export interface KSet { family: string; owned: boolean; members: Set<string>; header?: string }
 /** ebtables chains keyed `<table>/<chain>`; hooks are the jumps from built-in chains to Palisade's roots. */
 export interface KEb { chains: Map<string, string[]>; hooks: { table: EbTable; chain: string; line: string; pos: number }[] }
 const EB_ROOTS: Record<EbTable, string[]> = { nat: [EB_PRE, EB_POST], filter: [EB_FWD] };
 const ebKey = (t: string, c: string) => `${t}/${c}`;
-export interface KState { ipt: Record<Fam, Record<Table, KTable>>; sets: Map<string, KSet>; eb: KEb }
+/**
+ * `dormant` (read back only): the nf_tables tables iptables-nft / ebtables-nft keep Palisade's chains in
+ * that carry flags (`nft add table ip filter { flags dormant; }` unhooks the whole table: none of its
+ * rules run), keyed `ip/filter`, `ip6/raw`, `bridge/nat`… The legacy tools have no such thing.
+ */
+export interface KState { ipt: Record<Fam, Record<Table, KTable>>; sets: Map<string, KSet>; eb: KEb; dormant?: Set<string> }
+
+/** The nf_tables tables (`family/name`) holding what `p` writes, when the tools are the nft-based ones. */
+export function tablesOf(p: Program): string[] {
+  const out: string[] = [];
+  for (const [f, fam] of [[4, 'ip'], [6, 'ip6']] as const) {
+    const prog = f === 4 ? p.v4 : p.v6;
+    for (const t of TABLES) if (prog.chains.some((c) => c.table === t) || prog.hooks.some((h) => h.table === t)) out.push(`${fam}/${t}`);
+  }
+  for (const t of EB_TABLES) if (p.eb.chains.some((c) => c.table === t) || p.eb.hooks.some((h) => h.table === t)) out.push(`bridge/${t}`);
+  return out;
+}
+
+/**
+ * Of `nft -j list tables` output, the tables of `names` (`family/name`) that carry flags. nft 1.0.6
+ * prints a dormant table's flags as a stray string, so any flags count.
+ */
+export function flaggedTables(json: string, names: ReadonlySet<string>): Set<string> {
+  const out = new Set<string>();
+  let items: Record<string, any>[] = [];
+  try { items = (JSON.parse(json) as { nftables: Record<string, any>[] }).nftables ?? []; } catch { return out; }
+  for (const { table: t } of items) {
+    if (!t) continue;
+    const k = `${t.family}/${t.name}`;
+    if (names.has(k) && (Array.isArray(t.flags) ? t.flags.length > 0 : !!t.flags)) out.add(k);
+  }
+  return out;
+}
 
 /** A saved rule line as a short digest (a big host's views hold one per rule). */
 export const lineDigest = (line: string) => hashOf([line]);
@@ -76,6 +109,34 @@ export function parseIptSave(text: string): Record<Table, KTable> {
 
 const OWNED_SET = /^(pal-|palisade-|i-)/;
 
+/** Options of a `create` line that do not change what a set matches (sizing, hashing). */
+const SIZING = new Set(['hashsize', 'bucketsize', 'initval']);
+const VALUED = new Set(['family', 'hashsize', 'maxelem', 'netmask', 'timeout', 'bucketsize', 'initval', 'markmask', 'range', 'size']);
+
+/**
+ * What a set's `create` options (the words after its name) say it is, sizing left out, in one order:
+ * `ipset swap` exchanges two sets of one type whatever their other options, so a set swapped in with
+ * `netmask 8` (every address of a /8 matches), `timeout` (members expire) or without `skbinfo` keeps
+ * Palisade's name and its members' texts mostly, and must be told by this.
+ */
+export function ipsetHeader(words: readonly string[]): string {
+  const [type, ...rest] = words;
+  const opts: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const w = rest[i];
+    if (w === '-exist') continue;
+    if (VALUED.has(w)) {
+      const v = rest[++i] ?? '';
+      if (!SIZING.has(w) && !(w === 'maxelem' && v === '65536')) opts.push(`${w} ${v}`);
+    } else opts.push(w);
+  }
+  if (!opts.some((o) => o.startsWith('family '))) opts.push('family inet');
+  return [type, ...opts.sort()].join(' ');
+}
+
+/** The header of a set as Palisade creates it. */
+export const wantedHeader = (s: SetDef) => ipsetHeader(setCreateLine(s).split(/\s+/).slice(2));
+
 /** Parse `ipset save`. Palisade's sets carry the `comment` extension and one of its name prefixes. */
 export function parseIpsetSave(text: string): Map<string, KSet> {
   const sets = new Map<string, KSet>();
@@ -83,7 +144,7 @@ export function parseIpsetSave(text: string): Map<string, KSet> {
     const w = line.trim().split(/\s+/);
     if (w[0] === 'create') {
       const fi = w.indexOf('family');
-      sets.set(w[1], { family: fi > 0 ? w[fi + 1] : 'inet', owned: OWNED_SET.test(w[1]) && w.includes('comment'), members: new Set() });
+      sets.set(w[1], { family: fi > 0 ? w[fi + 1] : 'inet', owned: OWNED_SET.test(w[1]) && w.includes('comment'), members: new Set(), header: ipsetHeader(w.slice(2)) });
     } else if (w[0] === 'add') sets.get(w[1])?.members.add(w.slice(2).join(' '));
   }
   return sets;
@@ -100,13 +161,18 @@ export function parseEbSave(text: string): KEb {
   const hooks: KEb['hooks'] = [];
   for (const t of EB_TABLES) {
     const all = new Map<string, string[]>();
+    const policies = new Map<string, string>();
     const builtin: { chain: string; line: string; pos: number }[] = [];
     const counts = new Map<string, number>();
     let inT = false;
     for (const line of text.split('\n')) {
       if (line.startsWith('*')) { inT = line.trim() === `*${t}`; continue; }
       if (!inT) continue;
-      if (line.startsWith(':')) { const n = line.slice(1).split(' ')[0]; if (!BUILTIN.has(n)) all.set(n, []); continue; }
+      if (line.startsWith(':')) {
+        const [n, policy] = line.slice(1).trim().split(/\s+/);
+        if (!BUILTIN.has(n)) { all.set(n, []); if (policy) policies.set(n, policy); }
+        continue;
+      }
       if (!line.startsWith('-A ')) continue;
       const rest = line.slice(3);
       const sp = rest.indexOf(' ');
@@ -123,7 +189,10 @@ export function parseEbSave(text: string): KEb {
       if (seen.has(c)) continue;
       seen.add(c);
       const rules = all.get(c)!;
-      chains.set(ebKey(t, c), rules);
+      // Palisade declares its chains ACCEPT (`ebtables -P` on one, e.g. DROP, is a changed chain:
+      // rewritten, which declares it again) — a rule line never looks like this
+      const policy = policies.get(c) ?? 'ACCEPT';
+      chains.set(ebKey(t, c), policy === 'ACCEPT' ? rules : [...rules, `(policy ${policy})`]);
       for (const r of rules) {
         const m = /-j (\S+)$/.exec(r);
         if (m && all.has(m[1]) && !seen.has(m[1])) queue.push(m[1]);
@@ -162,10 +231,11 @@ export function expectedState(p: Program, shadowed?: Shadowed): KState {
 export type Shadowed = Record<Fam, Map<string, number>>;
 
 /** Restore texts that turn `k` into `p`; empty strings where a tool has nothing to do. */
-export interface Plan { ipsetPre: string; ebtables: string; iptables: Record<Fam, string>; ipsetPost: string; shadowed: Shadowed }
+/** `wake`: an `nft` script clearing the flags of dormant tables Palisade's rules are in (first). */
+export interface Plan { wake: string; ipsetPre: string; ebtables: string; iptables: Record<Fam, string>; ipsetPost: string; shadowed: Shadowed }
 
 export function planIsEmpty(pl: Plan): boolean {
-  return !pl.ipsetPre && !pl.ebtables && !pl.iptables[4] && !pl.iptables[6] && !pl.ipsetPost;
+  return !pl.wake && !pl.ipsetPre && !pl.ebtables && !pl.iptables[4] && !pl.iptables[6] && !pl.ipsetPost;
 }
 
 /** Our jumps in a built-in chain are all at its top (a rule above them could bypass Palisade). */
@@ -242,6 +312,9 @@ function iptPlan(prog: IptProgram, k: Record<Table, KTable>, shadowed: Map<strin
   return out.length ? out.join('\n') + '\n' : '';
 }
 
+/** The scratch name a set is rebuilt under (31 characters at most, an owned prefix). */
+export const scratchSet = (name: string) => `pal-swap-${hashOf([name])}`;
+
 function setPlan(sets: SetDef[], k: Map<string, KSet>): { pre: string; post: string } {
   const pre: string[] = [];
   const adds: string[] = [];
@@ -251,6 +324,16 @@ function setPlan(sets: SetDef[], k: Map<string, KSet>): { pre: string; post: str
     if (!ks) {
       pre.push(setCreateLine(s));
       for (const m of s.members) adds.push(`add ${s.name} ${m} -exist`);
+      continue;
+    }
+    if (ks.header !== undefined && ks.header !== wantedHeader(s)) {
+      // Not the set Palisade creates (swapped in with other options): built anew under a scratch name
+      // (owned: a leftover is destroyed by the next plan) and swapped in, one restore; the rules that
+      // reference the name match the new set from then on.
+      const tmp = scratchSet(s.name);
+      pre.push(`create ${tmp} ${setCreateLine(s).split(/\s+/).slice(2).join(' ')}`, `flush ${tmp}`);
+      for (const m of s.members) pre.push(`add ${tmp} ${m} -exist`);
+      pre.push(`swap ${tmp} ${s.name}`, `destroy ${tmp}`);
       continue;
     }
     const wantM = new Set(s.members);
@@ -299,8 +382,11 @@ function ebPlan(eb: EbProgram, k: KEb): string {
 export function plan(p: Program, k: KState): Plan {
   const s = setPlan(p.sets, k.sets);
   const shadowed: Shadowed = { 4: new Map(), 6: new Map() };
+  const used = new Set(tablesOf(p));
+  // `add table` without flags clears them (the table's rules run again)
+  const wake = [...(k.dormant ?? [])].filter((t) => used.has(t)).map((t) => `add table ${t.replace('/', ' ')}\n`).join('');
   return {
-    ipsetPre: s.pre, ebtables: ebPlan(p.eb, k.eb),
+    wake, ipsetPre: s.pre, ebtables: ebPlan(p.eb, k.eb),
     iptables: { 4: iptPlan(p.v4, k.ipt[4], shadowed[4], !s.post), 6: iptPlan(p.v6, k.ipt[6], shadowed[6], !s.post) },
     ipsetPost: s.post, shadowed,
   };
@@ -377,6 +463,9 @@ export function hasGarbage(k: KState): boolean {
 export interface Written {
   chain(f: Fam, c: IptChain): readonly string[] | undefined;
   hook(f: Fam, h: IptHook): string | undefined;
+  /** Learn this chain / hook again at the next check (found not as learned: see IptCanon.forget). */
+  forget?(f: Fam, c: IptChain): void;
+  forgetHook?(f: Fam, h: IptHook): void;
 }
 
 /**
@@ -397,7 +486,7 @@ export function bodyDrift(p: Program, k: KState, written: Written): DriftItem[] 
       if (!want) continue;
       const bad = c.rules.filter((_, i) => kc.lines![i] !== want[i]);
       for (const r of bad) out.push({ kind: 'changed', what: `${tool} ${c.table} rule ${c.name} pal:${r.id}: not the rule Palisade wrote` });
-      if (bad.length) kc.hash = null;
+      if (bad.length) { kc.hash = null; written.forget?.(f, c); }
     }
     for (const h of prog.hooks) {
       const want = written.hook(f, h);
@@ -405,6 +494,7 @@ export function bodyDrift(p: Program, k: KState, written: Written): DriftItem[] 
         if (kh.id !== h.id || want === undefined || kh.line === want) continue;
         out.push({ kind: 'changed', what: `${tool} ${h.table} ${kh.chain} jump pal:${h.id}: not the rule Palisade wrote` });
         kh.id = `${h.id} (not as written)`;
+        written.forgetHook?.(f, h);
       }
     }
   }
@@ -421,6 +511,8 @@ export function judgeable(p: Program, k: KState): { f: Fam; c: IptChain }[] {
 /** What differs between the kernel and the program, for observe. */
 export function drift(p: Program, k: KState): DriftItem[] {
   const out: DriftItem[] = [];
+  const used = new Set(tablesOf(p));
+  for (const t of k.dormant ?? []) if (used.has(t)) out.push({ kind: 'changed', what: `nft table ${t.replace('/', ' ')} (iptables-nft's): flags set (dormant: none of its rules run)` });
   for (const f of [4, 6] as Fam[]) {
     const prog = f === 4 ? p.v4 : p.v6;
     const tool = f === 4 ? 'iptables' : 'ip6tables';
@@ -451,6 +543,7 @@ export function drift(p: Program, k: KState): DriftItem[] {
   for (const s of p.sets) {
     const ks = k.sets.get(s.name);
     if (!ks) { out.push({ kind: 'missing', what: `ipset ${s.name}` }); continue; }
+    if (ks.header !== undefined && ks.header !== wantedHeader(s)) { out.push({ kind: 'changed', what: `ipset ${s.name}: ${ks.header}, not ${wantedHeader(s)}` }); continue; }
     for (const m of s.members) if (!ks.members.has(m)) out.push({ kind: 'missing', what: `ipset ${s.name} element ${m}` });
     const wm = new Set(s.members);
     for (const m of ks.members) if (!wm.has(m)) out.push({ kind: 'unexpected', what: `ipset ${s.name} element ${m}` });

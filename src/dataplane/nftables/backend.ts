@@ -21,7 +21,7 @@ import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner } from '../exec.js';
 import { LOG_REASON, planHost, type DropReason as PlanDropReason } from '../plan/index.js';
 import { NftCanon } from './canon.js';
-import { type KState, bodyDrift, diffScript, drift, emptyState, expectedState, judgeable, parseTable, teardownScript } from './kernel.js';
+import { type KState, bodyDrift, diffScript, drift, emptyState, expectedState, hasFlags, judgeable, parseTable, setDrift, teardownScript } from './kernel.js';
 import { FAMILIES, N, type NFamily, TABLE, vmChains } from './names.js';
 import { type NftProgram, parseComment } from './program.js';
 import { type Rendered, render, renderPlan } from './render.js';
@@ -87,7 +87,14 @@ export class NftablesDataplane implements Dataplane {
       ['bridge', ['list', 'table', 'bridge', TABLE], []],
       ...[N.bf, N.forward, N.toPort].map((c): [NFamily, string[], string[]] => ['inet', ['list', 'chain', 'inet', TABLE, c], [`inet/${c}`]]),
     ];
-    const outs = await Promise.all(jobs.map(([, args]) => this.runner.run('nft', ['-j', ...args])));
+    // and every table's flags (a dormant inet table is not seen by listing its chains)
+    const [outs, tables] = await Promise.all([Promise.all(jobs.map(([, args]) => this.runner.run('nft', ['-j', ...args]))), this.runner.run('nft', ['-j', 'list', 'tables'])]);
+    if (tables.code === 0) {
+      for (const item of (JSON.parse(tables.stdout) as { nftables: Record<string, any>[] }).nftables) {
+        const t = item.table;
+        if (t && t.name === TABLE && FAMILIES.includes(t.family) && hasFlags(t)) (k.flagged ??= new Set()).add(t.family as NFamily);
+      }
+    }
     jobs.forEach(([family, args, keys], i) => {
       const r = outs[i];
       for (const kk of keys) read.add(kk);
@@ -184,12 +191,13 @@ export class NftablesDataplane implements Dataplane {
    * written form cannot be learned, the other drift is still judged and repaired; this is a warning.
    */
   private async forged(program: NftProgram, kernel: KState): Promise<{ drift: DriftItem[]; warnings: string[] }> {
+    let warnings: string[];
     try {
-      await this.canon.learn(program, judgeable(program, kernel));
+      warnings = await this.canon.learn(program, judgeable(program, kernel));
     } catch (e) {
       return { drift: [], warnings: [`rule bodies not checked: ${e instanceof Error ? e.message : String(e)}`] };
     }
-    return { drift: bodyDrift(program, kernel, this.canon.written), warnings: [] };
+    return { drift: [...bodyDrift(program, kernel, this.canon.written, this.canon.forget), ...setDrift(program, kernel, this.canon.setHeader)], warnings };
   }
 
   teardown(): Promise<void> {
@@ -323,6 +331,7 @@ function mergeRead(known: KState, kernel: KState, read: Set<string>): KState {
   for (const key of [...out.sets.keys()]) if (covered(key)) out.sets.delete(key);
   for (const [key, c] of kernel.chains) out.chains.set(key, c);
   for (const [key, s] of kernel.sets) out.sets.set(key, s);
+  out.flagged = new Set(kernel.flagged ?? []); // read for both tables (`nft list tables`)
   if (!kernel.tables.has('bridge')) out.tables.delete('bridge');
   if (!kernel.tables.has('inet')) out.tables.delete('inet');
   return out;

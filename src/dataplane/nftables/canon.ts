@@ -11,9 +11,9 @@
 import { DataplaneError } from '../backend.js';
 import type { Runner } from '../exec.js';
 import { withinBudget } from '../learn-budget.js';
-import { ruleBody } from './kernel.js';
+import { ruleBody, setHeader } from './kernel.js';
 import { TABLE } from './names.js';
-import { type NChain, type NftProgram, chainDecl, ruleLine, setDecl } from './program.js';
+import { type NChain, type NSet, type NftProgram, chainDecl, ruleLine, setDecl } from './program.js';
 
 export class NftCanon {
   /** chain hash → its rules' bodies as the kernel holds them right after Palisade wrote them */
@@ -21,29 +21,60 @@ export class NftCanon {
 
   constructor(private readonly runner: Runner) {}
 
+  /** set `family/name|decl` → its declaration's digest as the kernel holds it (kernel.ts setHeader) */
+  private readonly sets = new Map<string, string>();
+  private static setKey = (s: NSet) => `${s.family}/${s.name}|${s.decl}`;
+
+  /** How the kernel holds `s` as Palisade declares it (undefined until `learn` saw it). */
+  setHeader = (s: NSet): string | undefined => this.sets.get(NftCanon.setKey(s));
+
   /** The learned bodies of `c`'s rules (undefined until `learn` saw it). */
   written = (c: NChain): readonly string[] | undefined => this.known.get(c.hash);
 
-  /** Learn the chains of `chains` not yet known; forget hashes `p` no longer has. */
-  async learn(p: NftProgram, chains: readonly NChain[]): Promise<void> {
+  /**
+   * Learn `c` again at the next check (its rules were found not as learned, and are rewritten): what
+   * was learned may be another `nft`'s form (upgraded under a running agent), and a form that no
+   * longer matches what the kernel shows must not have the chain rewritten on every pass.
+   */
+  forget = (c: NChain): void => { this.known.delete(c.hash); };
+
+  /**
+   * Learn the chains of `chains` not yet known; forget hashes `p` no longer has. A chain the scratch
+   * namespace does not hold as written (as many rules) stays unknown (judged by ids and hashes only,
+   * never all its rules taken for forged): the returned warnings say which.
+   */
+  async learn(p: NftProgram, chains: readonly NChain[]): Promise<string[]> {
     const live = new Set(p.chains.map((c) => c.hash));
     for (const h of this.known.keys()) if (!live.has(h)) this.known.delete(h);
+    const liveSets = new Set(p.sets.map(NftCanon.setKey));
+    for (const k of this.sets.keys()) if (!liveSets.has(k)) this.sets.delete(k);
     const todo = withinBudget(chains.filter((c) => !this.known.has(c.hash)), (c) => c.rules.length);
-    if (!todo.length) return;
+    if (!todo.length && p.sets.every((s) => this.sets.has(NftCanon.setKey(s)))) return [];
     const families = new Set(p.chains.map((c) => c.family));
     const lines = [...[...families].map((f) => `add table ${f} ${TABLE}`), ...p.chains.map(chainDecl), ...p.sets.map(setDecl)];
     for (const c of todo) c.rules.forEach((r, i) => lines.push(ruleLine(c, r, i)));
     // The script reaches sh on stdin (no argument-size limit); its heredoc feeds nft.
     const script = `nft -f - <<'PALISADE_EOF'\n${lines.join('\n')}\nPALISADE_EOF\nnft -j list ruleset\n`;
-    const r = await this.runner.run('unshare', ['--net', 'sh', '-s'], script);
+    // -e: a load that fails ends the script (an error), never a listing without the chains
+    const r = await this.runner.run('unshare', ['--net', 'sh', '-es'], script);
     if (r.code !== 0) throw new DataplaneError('nft (learning rule forms in a scratch namespace)', r.stderr || `exit ${r.code}`);
     const bodies = new Map<string, string[]>();
+    const declared = new Map(p.sets.map((s) => [`${s.family}/${s.name}`, s]));
     for (const item of (JSON.parse(r.stdout) as { nftables: Record<string, any>[] }).nftables) {
+      const set = item.set ?? item.map;
+      const ps = set && set.table === TABLE ? declared.get(`${set.family}/${set.name}`) : undefined;
+      if (ps) this.sets.set(NftCanon.setKey(ps), setHeader(set));
       const rule = item.rule;
       if (!rule || rule.table !== TABLE) continue;
       const k = `${rule.family}/${rule.chain}`;
       (bodies.get(k) ?? bodies.set(k, []).get(k)!).push(ruleBody(rule));
     }
-    for (const c of todo) this.known.set(c.hash, bodies.get(`${c.family}/${c.name}`) ?? []);
+    const short: string[] = [];
+    for (const c of todo) {
+      const b = bodies.get(`${c.family}/${c.name}`) ?? [];
+      if (b.length === c.rules.length) this.known.set(c.hash, b);
+      else short.push(`${c.family} ${c.name}`);
+    }
+    return short.length ? [`rule bodies not checked in ${short.length} chain(s) not held as written in a scratch namespace (${short.slice(0, 3).join(', ')}${short.length > 3 ? ', …' : ''})`] : [];
   }
 }

@@ -19,6 +19,10 @@ export interface KSet {
   family: NFamily; name: string; map: boolean; elements: Set<string>;
   /** The elements in the order a write gave them (after a write, not a read): an equal list is no change. */
   written?: readonly string[];
+  /** Read back only: a digest of the set's declaration as the kernel holds it (type, flags, timeout, size…). */
+  header?: string;
+  /** Declared otherwise than Palisade declares it (setDrift): the next diff deletes and declares it again. */
+  recreate?: boolean;
 }
 export interface KState {
   tables: Set<NFamily>;
@@ -26,6 +30,11 @@ export interface KState {
   sets: Map<string, KSet>;
   /** Named counters found in our tables (Palisade makes none: its counters are inline). */
   counters: Set<string>;
+  /**
+   * Our tables that carry flags (read back only). Palisade sets none: `flags dormant` (`nft add table
+   * inet palisade { flags dormant; }`) unhooks every base chain of the table, so nothing it holds is run.
+   */
+  flagged?: Set<NFamily>;
 }
 
 const key = (family: NFamily, name: string) => `${family}/${name}`;
@@ -64,12 +73,18 @@ function baseOf(c: Record<string, any>): string | null {
   return `type ${c.type} hook ${c.hook} priority ${c.prio}; policy ${c.policy ?? 'accept'};`;
 }
 
+/** A table object of nft's JSON with flags set (1.0.6 prints a dormant table's flags as a stray string). */
+export function hasFlags(t: Record<string, any>): boolean {
+  const f = t.flags;
+  return Array.isArray(f) ? f.length > 0 : !!f;
+}
+
 /** Parse `nft -j list table <family> palisade` (one family's output; absent table: empty text). */
 export function parseTable(family: NFamily, json: string, into: KState = emptyState()): KState {
   if (!json.trim()) return into;
   const items = (JSON.parse(json) as { nftables: Record<string, any>[] }).nftables;
   for (const item of items) {
-    if (item.table && item.table.name === TABLE) into.tables.add(family);
+    if (item.table && item.table.name === TABLE) { into.tables.add(family); if (hasFlags(item.table)) (into.flagged ??= new Set()).add(family); }
     const c = item.chain;
     if (c && c.table === TABLE) into.chains.set(key(family, c.name), { family, name: c.name, base: baseOf(c), ids: [], hash: null, foreign: 0, bodies: [] });
     const s = item.set ?? item.map;
@@ -77,7 +92,7 @@ export function parseTable(family: NFamily, json: string, into: KState = emptySt
       const map = !!item.map;
       // the drop log's buckets are filled by the kernel: their elements are never ours to compare
       const elements = String(s.name).startsWith(DROP_LOG_SET_PREFIX) ? [] : ((s.elem ?? []) as unknown[]).map((e) => element(e, map));
-      into.sets.set(key(family, s.name), { family, name: s.name, map, elements: new Set(elements) });
+      into.sets.set(key(family, s.name), { family, name: s.name, map, elements: new Set(elements), header: setHeader(s) });
     }
     if (item.counter && item.counter.table === TABLE) into.counters.add(key(family, item.counter.name));
     const r = item.rule;
@@ -92,6 +107,12 @@ export function parseTable(family: NFamily, json: string, into: KState = emptySt
     }
   }
   return into;
+}
+
+/** A set's declaration as nft's JSON shows it (its elements and handle left out), as a short digest. */
+export function setHeader(s: Record<string, any>): string {
+  const { handle: _h, elem: _e, ...decl } = s;
+  return hashOf([JSON.stringify(decl)]);
 }
 
 /**
@@ -149,7 +170,8 @@ const at = (family: NFamily) => `${family} ${TABLE}`;
 export function diffScript(p: NftProgram, k: KState): string {
   const out: string[] = [];
   const families = new Set<NFamily>([...p.chains.map((c) => c.family), ...p.sets.map((s) => s.family)]);
-  for (const f of FAMILIES) if (families.has(f) && !k.tables.has(f)) out.push(`add table ${at(f)}`);
+  // (`add table` without flags also clears a table's flags: a dormant table runs its chains again)
+  for (const f of FAMILIES) if (families.has(f) && (!k.tables.has(f) || k.flagged?.has(f))) out.push(`add table ${at(f)}`);
   const live = (f: NFamily) => families.has(f);
 
   const rewrite: NChain[] = [];
@@ -166,7 +188,18 @@ export function diffScript(p: NftProgram, k: KState): string {
   const keptSets = new Set<KSet>();
   for (const s of p.sets) {
     const ks = k.sets.get(key(s.family, s.name));
-    if (!ks) { out.push(setDecl(s)); newSets.push(s); } else keptSets.add(ks);
+    if (!ks) { out.push(setDecl(s)); newSets.push(s); continue; }
+    keptSets.add(ks);
+    if (!ks.recreate) continue;
+    // declared otherwise (another tool deleted and re-declared it): the chains that use it are emptied
+    // so it can go, it is declared again and filled, and they are written again (below)
+    const uses = new RegExp(`@${s.name}(?![\\w-])`);
+    for (const c of p.chains) {
+      if (c.family !== s.family || !c.rules.some((r) => uses.test(r.text))) continue;
+      if (k.chains.has(key(c.family, c.name))) out.push(`flush chain ${at(c.family)} ${c.name}`);
+      if (!rewrite.includes(c) && !rebase.includes(c)) rewrite.push(c);
+    }
+    out.push(`delete ${s.map ? 'map' : 'set'} ${at(s.family)} ${s.name}`, setDecl(s));
   }
 
   const elementOps = (verdict: boolean) => {
@@ -174,7 +207,7 @@ export function diffScript(p: NftProgram, k: KState): string {
       if (isVerdictMap(s) !== verdict) continue;
       const ks = k.sets.get(key(s.family, s.name));
       if (ks?.written && sameList(ks.written, s.elements)) continue;
-      const have = ks?.elements ?? new Set<string>();
+      const have = ks && !ks.recreate ? ks.elements : new Set<string>();
       const want = new Set(s.elements);
       // a changed value is a deletion of its key, then an addition
       out.push(...elementLines('delete', s, [...have].filter((e) => !want.has(e))));
@@ -230,6 +263,7 @@ export function drift(p: NftProgram, kernel: KState, read?: Set<string>): DriftI
   for (const f of FAMILIES) {
     if (families.has(f) && !k.tables.has(f)) out.push({ kind: 'missing', what: `nft table ${f} ${TABLE}` });
     if (!families.has(f) && k.tables.has(f)) out.push({ kind: 'unexpected', what: `nft table ${f} ${TABLE}` });
+    if (families.has(f) && k.tables.has(f) && kernel.flagged?.has(f)) out.push({ kind: 'changed', what: `nft table ${f} ${TABLE}: flags set (dormant: none of its chains run)` });
   }
   for (const c of p.chains) {
     if (!k.tables.has(c.family)) continue;
@@ -266,7 +300,7 @@ export function drift(p: NftProgram, kernel: KState, read?: Set<string>): DriftI
  * chain as Palisade writes it; undefined: not known, not judged). Such a chain is marked (hash
  * forgotten) so the next diff rewrites it whole.
  */
-export function bodyDrift(p: NftProgram, k: KState, written: (c: NChain) => readonly string[] | undefined): DriftItem[] {
+export function bodyDrift(p: NftProgram, k: KState, written: (c: NChain) => readonly string[] | undefined, forget?: (c: NChain) => void): DriftItem[] {
   const out: DriftItem[] = [];
   for (const c of p.chains) {
     const kc = k.chains.get(key(c.family, c.name));
@@ -277,6 +311,25 @@ export function bodyDrift(p: NftProgram, k: KState, written: (c: NChain) => read
     if (!bad.length) continue;
     for (const r of bad) out.push({ kind: 'changed', what: `nft ${c.family} chain ${c.name} rule pal:${r.id}: not the rule Palisade wrote` });
     kc.hash = null;
+    forget?.(c);
+  }
+  return out;
+}
+
+/**
+ * Sets declared otherwise than Palisade declares them (`header`: the kernel's form of Palisade's
+ * declaration, learned in the scratch namespace; undefined: not known, not judged) — e.g. deleted and
+ * declared again with `flags timeout; timeout 1m` (its members expire) or a `size` Palisade's next
+ * addition overflows. Such a set is marked to be declared again by the next diff.
+ */
+export function setDrift(p: NftProgram, k: KState, header: (s: NSet) => string | undefined): DriftItem[] {
+  const out: DriftItem[] = [];
+  for (const s of p.sets) {
+    const ks = k.sets.get(key(s.family, s.name));
+    const want = header(s);
+    if (!ks?.header || !want || ks.header === want) continue;
+    out.push({ kind: 'changed', what: `nft ${s.family} ${s.map ? 'map' : 'set'} ${s.name}: not declared as Palisade declares it` });
+    ks.recreate = true;
   }
   return out;
 }

@@ -1,0 +1,56 @@
+// A table made dormant (`nft add table … { flags dormant; }`): the kernel unhooks all its base chains,
+// so none of its rules run, while every rule, set and comment still reads back as written. With the
+// nftables backend that is Palisade's own two tables; with the iptables backend on the nft-based tools
+// (iptables-nft, ebtables-nft), the nf_tables tables they keep Palisade's chains in. The drift check
+// reports it and the next apply wakes the table. With real packets: what the dormant tables let through
+// (c, which a's group does not admit) is blocked again after the repair; what a's group admits (b)
+// passes throughout. Needs root.
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { createLab, ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
+import { HostFw, policyOf, BACKENDS, closeAll } from './kit.js';
+import { rule } from './fixtures.js';
+
+for (const backend of BACKENDS) describe(backend, () => {
+  let lab: Lab;
+  let h1: Host;
+  let a: Vm, b: Vm, c: Vm;
+  let fw: HostFw;
+  const BLOCK = { timeoutMs: 800 };
+  const sh = async (script: string) => {
+    const r = await h1.exec('sh', ['-ec', script], { allowFail: true });
+    assert.equal(r.code, 0, `${script}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const tables = backend === 'nftables' ? ['inet palisade', 'bridge palisade'] : ['ip filter', 'ip raw', 'bridge nat', 'bridge filter'];
+
+  before(async () => {
+    lab = await createLab();
+    h1 = await lab.addHost('h1');
+    a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:0e:0a', ipv4: '198.51.100.110/24' }] });
+    b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:0e:0b', ipv4: '198.51.100.111/24' }] });
+    c = await lab.addVm({ host: h1, name: 'c', nics: [{ mac: '52:54:00:00:0e:0c', ipv4: '198.51.100.112/24' }] });
+    fw = new HostFw(h1, backend);
+    fw.set(policyOf(a, { ingress: [rule('icmp', [`${b.ipv4}/32`], { icmp: [-1, -1], id: 'from-b' })] })).set(policyOf(b)).set(policyOf(c));
+    await fw.apply();
+  });
+  after(async () => { await closeAll(); await lab?.destroy(); });
+
+  test('tables made dormant let everything through until the drift check wakes them; an untouched host is quiet', async () => {
+    const input = await fw.input();
+    assert.deepEqual((await fw.dp.observe(input)).drift, []);
+    assert.equal((await fw.dp.apply(input)).changed, false);
+    assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'b may ping a');
+    assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, false, 'c may not');
+    await sh(tables.map((t) => `nft 'add table ${t} { flags dormant; }'`).join('\n'));
+    assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, true, 'dormant: c gets through (shown)');
+    const obs = await fw.dp.observe(input);
+    for (const t of tables) assert.ok(obs.drift.some((d) => d.kind === 'changed' && d.what.startsWith(`nft table ${t}`) && /dormant/.test(d.what)), `${t}: ${JSON.stringify(obs.drift)}`);
+    assert.equal((await fw.dp.apply(input)).changed, true, 'repaired');
+    assert.doesNotMatch(await sh('nft list tables; for t in ' + tables.map((t) => `'${t}'`).join(' ') + '; do nft list table $t | head -3; done'), /dormant/);
+    assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, false, 'c is blocked again');
+    assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'b still passes');
+    assert.deepEqual((await fw.dp.observe(input)).drift, []);
+    assert.equal((await fw.dp.apply(input)).changed, false);
+  });
+});

@@ -1,0 +1,104 @@
+// Palisade's ipsets swapped for sets of the same type with other options (iptables backend): `ipset
+// swap` exchanges two hash:ip sets whatever their netmask, timeout or extensions, so another tool can
+// put a `netmask 16` set under a group set's name (every address of the /16 is then a member) with the
+// members' texts nearly unchanged. The drift check tells it by the set's options and rebuilds the set
+// as Palisade creates it (swapped in under its name), after which the same pass is quiet. With real
+// packets: what the forged set opens (c, not a member) is blocked again after the repair; what the
+// group allows (b, a member) passes throughout. Likewise an ebtables chain of Palisade's given another
+// policy (its frames dropped until the drift check declares it again). Needs root.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createLab, ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
+import { HostFw, policyOf, closeAll } from './kit.js';
+import { rule } from './fixtures.js';
+import { ipsetHeader } from '../../src/dataplane/iptables/kernel.js';
+
+let lab: Lab;
+let h1: Host;
+let a: Vm, b: Vm, c: Vm;
+let fw: HostFw;
+const BLOCK = { timeoutMs: 800 };
+const sh = async (script: string) => {
+  const r = await h1.exec('sh', ['-ec', script], { allowFail: true });
+  assert.equal(r.code, 0, `${script}: ${r.stderr}`);
+  return r.stdout;
+};
+
+before(async () => {
+  lab = await createLab();
+  h1 = await lab.addHost('h1');
+  a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:07:0a', ipv4: '198.51.100.70/24' }] });
+  b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:07:0b', ipv4: '198.51.100.71/24' }] });
+  c = await lab.addVm({ host: h1, name: 'c', nics: [{ mac: '52:54:00:00:07:0c', ipv4: '198.51.100.72/24' }] });
+  fw = new HostFw(h1, 'iptables');
+  fw.sets = [{ id: 'sgfv4', family: 4, members: [b.ipv4!] }];
+  fw.set(policyOf(a, { ingress: [rule('icmp', [], { icmp: [-1, -1], sets: ['sgfv4'], id: 'from-group' })] })).set(policyOf(b)).set(policyOf(c));
+  await fw.apply();
+});
+
+after(async () => { await closeAll(); await lab?.destroy(); });
+
+test('set options: sizing is left out, the rest in one order', () => {
+  assert.equal(ipsetHeader('hash:ip family inet hashsize 1024 maxelem 65536 comment bucketsize 12 initval 0x1'.split(' ')), 'hash:ip comment family inet');
+  assert.equal(ipsetHeader('hash:ip family inet comment -exist'.split(' ')), 'hash:ip comment family inet');
+  assert.equal(ipsetHeader('hash:ip family inet hashsize 1024 maxelem 65536 netmask 16 comment'.split(' ')), 'hash:ip comment family inet netmask 16');
+  assert.equal(ipsetHeader('hash:net,iface family inet hashsize 64 maxelem 65536 skbinfo comment'.split(' ')), 'hash:net,iface comment family inet skbinfo');
+});
+
+test('a group set swapped for a netmask one opens its /16 until the drift check rebuilds it; an untouched host is quiet', async () => {
+  const input = await fw.input();
+  assert.deepEqual((await fw.dp.observe(input)).drift, [], 'untouched: no drift');
+  assert.equal((await fw.dp.apply(input)).changed, false, 'untouched: nothing written');
+  assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'b (a member) may ping a');
+  assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, false, 'c (no member) may not ping a');
+
+  await sh(`ipset create forged hash:ip family inet netmask 16 comment
+ipset add forged ${b.ipv4}
+ipset swap pal-sgfv4 forged
+ipset destroy forged`);
+  assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, true, 'the forged set lets c in (shown)');
+
+  const obs = await fw.dp.observe(input);
+  assert.ok(obs.drift.some((d) => d.kind === 'changed' && /ipset pal-sgfv4: .*netmask 16/.test(d.what)), JSON.stringify(obs.drift));
+  assert.equal((await fw.dp.apply(input)).changed, true, 'repaired');
+  assert.doesNotMatch(await sh('ipset save pal-sgfv4'), /netmask/);
+  assert.doesNotMatch(await sh('ipset list -n'), /pal-swap-/, 'no scratch set left');
+  assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, false, 'c is blocked again');
+  assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'b still passes');
+  assert.deepEqual((await fw.dp.observe(input)).drift, [], 'repaired: no drift');
+  assert.equal((await fw.dp.apply(input)).changed, false, 'repaired: nothing written the pass after');
+});
+
+test('a VM\'s own-address set swapped for one whose members expire is rebuilt too (no apply every pass)', async () => {
+  const input = await fw.input();
+  const own = (await sh('ipset list -n')).split('\n').find((n) => n === `${policyOf(a).instanceName}`)!;
+  assert.ok(own, 'a has its own-address set');
+  await sh(`ipset create forged hash:ip family inet timeout 600 comment
+ipset add forged ${a.ipv4}
+ipset swap ${own} forged
+ipset destroy forged`);
+  const obs = await fw.dp.observe(input);
+  assert.ok(obs.drift.some((d) => d.kind === 'changed' && d.what.startsWith(`ipset ${own}: `)), JSON.stringify(obs.drift));
+  assert.equal((await fw.dp.apply(input)).changed, true);
+  assert.doesNotMatch(await sh(`ipset save ${own}`), /timeout/);
+  assert.deepEqual((await fw.dp.observe(input)).drift, []);
+  assert.equal((await fw.dp.apply(input)).changed, false);
+  assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'a still answers b (its own address kept)');
+  assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, false, 'c still blocked');
+});
+
+test('an ebtables chain of Palisade\'s given another policy (ebtables -P … DROP) is rewritten at the next drift check', async () => {
+  const input = await fw.input();
+  const chain = `${policyOf(a).instanceName}-in`;
+  assert.match(await sh('ebtables-save -t nat'), new RegExp(`^:${chain} ACCEPT$`, 'm'));
+  await sh(`ebtables -t nat -P ${chain} DROP`);
+  assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, false, 'a\'s frames are dropped (shown)');
+  const obs = await fw.dp.observe(input);
+  assert.ok(obs.drift.some((d) => d.kind === 'changed' && d.what === `ebtables nat chain ${chain}`), JSON.stringify(obs.drift));
+  assert.equal((await fw.dp.apply(input)).changed, true);
+  assert.match(await sh('ebtables-save -t nat'), new RegExp(`^:${chain} ACCEPT$`, 'm'));
+  assert.equal((await ping(b, a.ipv4!, { timeoutMs: 3000 })).ok, true, 'b pings a again');
+  assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, false, 'c still blocked');
+  assert.deepEqual((await fw.dp.observe(input)).drift, []);
+  assert.equal((await fw.dp.apply(input)).changed, false);
+});
