@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
-import { createLab, ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
+import { ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
 import { Agent } from '../../src/agent/agent.js';
 import { watchRuleset } from '../../src/agent/link-watch.js';
 import { isOwnProcess } from '../../src/agent/lifelong.js';
@@ -19,7 +19,7 @@ import { saveState, tokenSha256 } from '../../src/agent/state-file.js';
 import { createDataplane, type BackendName, type KernelBackend } from '../../src/dataplane/choose.js';
 import { discoverPorts } from '../../src/dataplane/ports.js';
 import { vmChains } from '../../src/dataplane/nftables/names.js';
-import { BACKENDS, instanceOf, policyOf } from '../dataplane/kit.js';
+import { BACKENDS, instanceOf, oneHostThreeVms, policyOf } from '../dataplane/kit.js';
 import { hostState, rule } from '../dataplane/fixtures.js';
 import { freePort } from '../helpers/server.js';  // nothing listens there: the agent never reaches a server
 
@@ -33,17 +33,10 @@ for (const backend of BACKENDS) describe(backend, () => {
   let dp: KernelBackend;
   let agent: Agent;
   let dir = '';
-  const sh = async (script: string) => {
-    const r = await h1.exec('sh', ['-ec', script], { allowFail: true });
-    assert.equal(r.code, 0, `${script}: ${r.stderr}`);
-    return r.stdout;
-  };
+  let sh: (script: string) => Promise<string>;
 
   before(async () => {
-    lab = await createLab();
-    h1 = await lab.addHost('h1');
-    a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:06:0a', ipv4: '198.51.100.90/24' }] });
-    b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:06:0b', ipv4: '198.51.100.91/24' }] });
+    ({ lab, h1, a, b, sh } = await oneHostThreeVms('06', 90));
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-forged-'));
     // a: ICMP in from one outside /24 only (not b); b: nothing in (default deny)
     const hashed = (p: ReturnType<typeof policyOf>) => ({ ...p, hash: '0'.repeat(64) }); // what a saved state holds

@@ -7,8 +7,8 @@
 // passes throughout. Needs root.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { createLab, ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
-import { HostFw, policyOf, BACKENDS, closeAll } from './kit.js';
+import { ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
+import { HostFw, policyOf, BACKENDS, closeAll, oneHostThreeVms } from './kit.js';
 import { rule } from './fixtures.js';
 
 for (const backend of BACKENDS) describe(backend, () => {
@@ -17,19 +17,11 @@ for (const backend of BACKENDS) describe(backend, () => {
   let a: Vm, b: Vm, c: Vm;
   let fw: HostFw;
   const BLOCK = { timeoutMs: 800 };
-  const sh = async (script: string) => {
-    const r = await h1.exec('sh', ['-ec', script], { allowFail: true });
-    assert.equal(r.code, 0, `${script}: ${r.stderr}`);
-    return r.stdout;
-  };
+  let sh: (script: string) => Promise<string>;
   const tables = backend === 'nftables' ? ['inet palisade', 'bridge palisade'] : ['ip filter', 'ip raw', 'bridge nat', 'bridge filter'];
 
   before(async () => {
-    lab = await createLab();
-    h1 = await lab.addHost('h1');
-    a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:0e:0a', ipv4: '198.51.100.110/24' }] });
-    b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:0e:0b', ipv4: '198.51.100.111/24' }] });
-    c = await lab.addVm({ host: h1, name: 'c', nics: [{ mac: '52:54:00:00:0e:0c', ipv4: '198.51.100.112/24' }] });
+    ({ lab, h1, a, b, c, sh } = await oneHostThreeVms('0e', 110));
     fw = new HostFw(h1, backend);
     fw.set(policyOf(a, { ingress: [rule('icmp', [`${b.ipv4}/32`], { icmp: [-1, -1], id: 'from-b' })] })).set(policyOf(b)).set(policyOf(c));
     await fw.apply();

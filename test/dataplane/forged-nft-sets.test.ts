@@ -7,8 +7,8 @@
 // after the repair; c (no member) stays blocked. Needs root.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createLab, ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
-import { HostFw, policyOf, closeAll } from './kit.js';
+import { ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
+import { HostFw, policyOf, closeAll, oneHostThreeVms } from './kit.js';
 import { rule } from './fixtures.js';
 
 let lab: Lab;
@@ -16,18 +16,10 @@ let h1: Host;
 let a: Vm, b: Vm, c: Vm;
 let fw: HostFw;
 const BLOCK = { timeoutMs: 800 };
-const sh = async (script: string) => {
-  const r = await h1.exec('sh', ['-ec', script], { allowFail: true });
-  assert.equal(r.code, 0, `${script}: ${r.stderr}`);
-  return r.stdout;
-};
+let sh: (script: string) => Promise<string>;
 
 before(async () => {
-  lab = await createLab();
-  h1 = await lab.addHost('h1');
-  a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:0f:0a', ipv4: '198.51.100.120/24' }] });
-  b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:0f:0b', ipv4: '198.51.100.121/24' }] });
-  c = await lab.addVm({ host: h1, name: 'c', nics: [{ mac: '52:54:00:00:0f:0c', ipv4: '198.51.100.122/24' }] });
+  ({ lab, h1, a, b, c, sh } = await oneHostThreeVms('0f', 120));
   fw = new HostFw(h1, 'nftables');
   fw.sets = [{ id: 'sgnv4', family: 4, members: [b.ipv4!] }];
   fw.set(policyOf(a, { ingress: [rule('icmp', [], { icmp: [-1, -1], sets: ['sgnv4'], id: 'from-group' })] })).set(policyOf(b)).set(policyOf(c));

@@ -8,8 +8,8 @@
 // policy (its frames dropped until the drift check declares it again). Needs root.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createLab, ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
-import { HostFw, policyOf, closeAll } from './kit.js';
+import { ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
+import { HostFw, policyOf, closeAll, oneHostThreeVms } from './kit.js';
 import { rule } from './fixtures.js';
 import { ipsetHeader } from '../../src/dataplane/iptables/kernel.js';
 
@@ -18,18 +18,10 @@ let h1: Host;
 let a: Vm, b: Vm, c: Vm;
 let fw: HostFw;
 const BLOCK = { timeoutMs: 800 };
-const sh = async (script: string) => {
-  const r = await h1.exec('sh', ['-ec', script], { allowFail: true });
-  assert.equal(r.code, 0, `${script}: ${r.stderr}`);
-  return r.stdout;
-};
+let sh: (script: string) => Promise<string>;
 
 before(async () => {
-  lab = await createLab();
-  h1 = await lab.addHost('h1');
-  a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:07:0a', ipv4: '198.51.100.70/24' }] });
-  b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:07:0b', ipv4: '198.51.100.71/24' }] });
-  c = await lab.addVm({ host: h1, name: 'c', nics: [{ mac: '52:54:00:00:07:0c', ipv4: '198.51.100.72/24' }] });
+  ({ lab, h1, a, b, c, sh } = await oneHostThreeVms('07', 70));
   fw = new HostFw(h1, 'iptables');
   fw.sets = [{ id: 'sgfv4', family: 4, members: [b.ipv4!] }];
   fw.set(policyOf(a, { ingress: [rule('icmp', [], { icmp: [-1, -1], sets: ['sgfv4'], id: 'from-group' })] })).set(policyOf(b)).set(policyOf(c));

@@ -4,7 +4,8 @@ import type { AddressSet, FamilyPolicy, NicPolicy, VmPolicy } from '../../src/po
 import type { ApplyResult } from '../../src/dataplane/backend.js';
 import { BACKENDS as ALL, type BackendName, type KernelBackend, createDataplane } from '../../src/dataplane/choose.js';
 import { discoverPorts } from '../../src/dataplane/ports.js';
-import type { Host, Vm } from '../../src/lab/index.js';
+import { type Host, type Vm, createLab } from '../../src/lab/index.js';
+import assert from 'node:assert/strict';
 import { fam, hostState } from './fixtures.js';
 
 let vmSeq = 100;
@@ -81,4 +82,22 @@ export async function kernelText(host: Host, backend: BackendName): Promise<stri
     : [['nft', ['list', 'table', 'bridge', 'palisade']], ['nft', ['list', 'table', 'inet', 'palisade']]];
   const outs = await Promise.all(cmds.map(([c, a]) => host.exec(c as string, a as string[], { allowFail: true })));
   return outs.map((o) => o.stdout).join('\n');
+}
+
+/**
+ * A lab with one host and three VMs on it, for the drift tests: a, b, c with MACs
+ * 52:54:00:00:<tag>:0a–0c and IPv4s 198.51.100.<first>–<first+2>/24; `sh` runs a script on the host
+ * that must succeed (its stdout).
+ */
+export async function oneHostThreeVms(tag: string, first: number) {
+  const lab = await createLab();
+  const h1 = await lab.addHost('h1');
+  const vm = (name: string, i: number) => lab.addVm({ host: h1, name, nics: [{ mac: `52:54:00:00:${tag}:0${name}`, ipv4: `198.51.100.${first + i}/24` }] });
+  const [a, b, c] = [await vm('a', 0), await vm('b', 1), await vm('c', 2)];
+  const sh = async (script: string): Promise<string> => {
+    const r = await h1.exec('sh', ['-ec', script], { allowFail: true });
+    assert.equal(r.code, 0, `${script}: ${r.stderr}`);
+    return r.stdout;
+  };
+  return { lab, h1, a, b, c, sh };
 }
