@@ -15,6 +15,7 @@
 import type { Runner } from '../dataplane/exec.js';
 import { MARK_ACCEPT_TO, MARK_ALLOW, MARK_IN_MASK, MARK_NOT_ACCEPT_TO, MARK_NOT_ALLOW, MARK_ZONE_MASK, hex } from '../dataplane/plan/marks.js';
 import type { PreflightFinding } from '../protocol/index.js';
+import { type Expr, legacyTables, listed } from './foreign-tables.js';
 
 /** The bits Palisade carries from its marking to its matching. */
 export const MARK_CARRIED = (MARK_IN_MASK | MARK_ZONE_MASK | MARK_ALLOW | MARK_ACCEPT_TO | MARK_NOT_ALLOW | MARK_NOT_ACCEPT_TO) >>> 0;
@@ -51,8 +52,6 @@ function xor(a: BitEffect, b: BitEffect): BitEffect {
   const zero = (a.one & b.one) | (a.zero & b.zero);
   return { keep: keep >>> 0, one: one >>> 0, zero: zero >>> 0 };
 }
-
-type Expr = Record<string, any>;
 
 /** The effect of nft's `meta mark set <value>` (nft JSON value). */
 export function nftMarkEffect(v: unknown): BitEffect {
@@ -111,10 +110,6 @@ function between(family: string, hook: string, prio: number): boolean {
 const EB_ROOTS = /^PALISADE-/;
 /** iptables targets that are no chain (not listed as one). */
 const TARGETS = new Set(['ACCEPT', 'DROP', 'RETURN', 'REJECT', 'MARK', 'CONNMARK', 'LOG', 'NFLOG', 'CT', 'NOTRACK', 'MASQUERADE', 'SNAT', 'DNAT', 'CHECKSUM', 'TCPMSS']);
-
-function listed(json: string, key: string): Expr[] {
-  try { return ((JSON.parse(json) as { nftables?: Expr[] }).nftables ?? []).flatMap((e) => (e[key] ? [e[key]] : [])); } catch { return []; }
-}
 
 function finding(where: string, rule: string, e: BitEffect): PreflightFinding {
   return {
@@ -209,10 +204,8 @@ async function iptChain(runner: Runner, tool: string, table: string, chain: stri
  */
 export async function legacyMarkRewrites(runner: Runner): Promise<PreflightFinding[]> {
   const found: PreflightFinding[] = [];
-  for (const [fam, tool, names] of [['ip', 'iptables-legacy', '/proc/net/ip_tables_names'], ['ip6', 'ip6tables-legacy', '/proc/net/ip6_tables_names']] as const) {
-    const t = await runner.run('cat', [names]);
-    if (t.code !== 0) continue;
-    for (const table of t.stdout.split('\n').map((s) => s.trim()).filter(Boolean)) {
+  for (const { family: fam, tool, tables } of await legacyTables(runner)) {
+    for (const table of tables) {
       const todo = ['PREROUTING', 'FORWARD'];
       const seen = new Set<string>();
       while (todo.length) {

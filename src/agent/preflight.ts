@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Runner } from '../dataplane/exec.js';
 import type { PreflightFinding } from '../protocol/index.js';
+import { type Expr, legacyTables, listed } from './foreign-tables.js';
 import { legacyMarkRewrites, nftMarkRewrites } from './mark-rewrites.js';
 
 export const BRIDGE_SYSCTLS = ['bridge-nf-call-iptables', 'bridge-nf-call-ip6tables', 'bridge-nf-call-arptables'];
@@ -96,9 +97,8 @@ function forwardDropFinding(check: string, accepted: boolean, bridges: string[])
  */
 export async function legacyForwardDropCheck(runner: Runner, bridges: string[]): Promise<PreflightFinding[]> {
   const found: PreflightFinding[] = [];
-  for (const [fam, tool, names] of [['ip', 'iptables-legacy', '/proc/net/ip_tables_names'], ['ip6', 'ip6tables-legacy', '/proc/net/ip6_tables_names']] as const) {
-    const t = await runner.run('cat', [names]);
-    if (t.code !== 0 || !t.stdout.split('\n').some((l) => l.trim() === 'filter')) continue;
+  for (const { family: fam, tool, tables } of await legacyTables(runner)) {
+    if (!tables.includes('filter')) continue;
     const fwd = await runner.run(tool, ['-t', 'filter', '-S', 'FORWARD']);
     if (fwd.code !== 0 || !/^-P FORWARD DROP$/m.test(fwd.stdout)) continue;
     const all = await runner.run(tool, ['-t', 'filter', '-S']);
@@ -121,15 +121,8 @@ export function legacyAcceptsBridges(line: string, bridges: string[]): boolean {
 
 const FORWARD_FAMILIES = ['ip', 'ip6', 'inet', 'bridge'];
 const IFACE_KEYS = new Set(['iifname', 'oifname', 'ibrname', 'obrname']);
-type Expr = Record<string, any>;
 export interface NftChain { family: string; table: string; name: string; hook?: string; policy?: string }
 
-/** The `key` objects of an `nft -j list …` answer (none for an answer that is not nft's JSON). */
-function listed<T>(json: string, key: string): T[] {
-  try {
-    return ((JSON.parse(json) as { nftables?: Record<string, T | undefined>[] }).nftables ?? []).flatMap((e) => (e[key] ? [e[key]!] : []));
-  } catch { return []; }
-}
 
 /** Someone else's forward base chains, in a `nft -j list chains` answer, that drop by default. Pure. */
 export function droppingForwardChains(chainsJson: string): NftChain[] {
