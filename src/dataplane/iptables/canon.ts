@@ -7,9 +7,8 @@
 // host's), with every chain they may jump to declared empty and every set created empty, and saved
 // back there. Learned forms are kept per chain hash (which covers every rule's spec) and per hook spec,
 // so a steady host learns nothing; only what is new since the last check is learned, in one namespace,
-// at most LEARN_RULES rules a check (learn-budget.ts).
-import { DataplaneError } from '../backend.js';
-import { withinBudget } from '../learn-budget.js';
+// at most LEARN_RULES rules a check (scratch-learn.ts).
+import { fed, inScratchNamespace, withinBudget } from '../scratch-learn.js';
 import type { Runner } from '../exec.js';
 import { type Written, lineDigest } from './kernel.js';
 import { type Fam, type IptChain, type IptHook, type Program, TABLES, hookLine, ruleLine, setCreateLine } from './program.js';
@@ -58,16 +57,11 @@ export class IptCanon implements Written {
       return out.join('\n');
     };
     const sets = p.sets.map(setCreateLine).join('\n');
-    // The script reaches sh on stdin (no argument-size limit); heredocs feed the restore tools.
     const script = [
-      `ipset restore <<'PALISADE_EOF'\n${sets}\nPALISADE_EOF`,
-      `iptables-restore <<'PALISADE_EOF'\n${restore(4)}\nPALISADE_EOF`,
-      `ip6tables-restore <<'PALISADE_EOF'\n${restore(6)}\nPALISADE_EOF`,
+      fed('ipset restore', sets), fed('iptables-restore', restore(4)), fed('ip6tables-restore', restore(6)),
       'iptables-save', 'echo PALISADE_V6', 'ip6tables-save', '',
     ].join('\n');
-    const r = await this.runner.run('unshare', ['--net', 'sh', '-es'], script);
-    if (r.code !== 0) throw new DataplaneError('iptables (learning rule forms in a scratch namespace)', r.stderr || `exit ${r.code}`);
-    const [s4, s6] = r.stdout.split('\nPALISADE_V6\n');
+    const [s4, s6] = (await inScratchNamespace(this.runner, 'iptables', script)).split('\nPALISADE_V6\n');
     const saved = { 4: parseSave(s4 ?? ''), 6: parseSave(s6 ?? '') } as const;
     // a chain not saved as written (as many rules) stays unknown: judged by ids and hashes only
     const short: string[] = [];

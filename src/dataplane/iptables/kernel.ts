@@ -4,6 +4,7 @@
 // (canon.ts): a rule replaced in place (`iptables -R`) with its `pal:` comment kept has the right id
 // but another line.
 import type { DriftItem } from '../backend.js';
+import { hasFlags } from '../nft-json.js';
 import { EB_FWD, EB_POST, EB_PRE } from './names.js';
 import {
   type EbProgram, type EbTable, EB_TABLES, type Fam, type IptChain, type IptHook, type IptProgram, type Program, type SetDef, type Table,
@@ -45,10 +46,7 @@ export function tablesOf(p: Program): string[] {
   return out;
 }
 
-/**
- * Of `nft -j list tables` output, the tables of `names` (`family/name`) that carry flags. nft 1.0.6
- * prints a dormant table's flags as a stray string, so any flags count.
- */
+/** Of `nft -j list tables` output, the tables of `names` (`family/name`) that carry flags (`hasFlags`). */
 export function flaggedTables(json: string, names: ReadonlySet<string>): Set<string> {
   const out = new Set<string>();
   let items: Record<string, any>[] = [];
@@ -56,7 +54,7 @@ export function flaggedTables(json: string, names: ReadonlySet<string>): Set<str
   for (const { table: t } of items) {
     if (!t) continue;
     const k = `${t.family}/${t.name}`;
-    if (names.has(k) && (Array.isArray(t.flags) ? t.flags.length > 0 : !!t.flags)) out.add(k);
+    if (names.has(k) && hasFlags(t)) out.add(k);
   }
   return out;
 }

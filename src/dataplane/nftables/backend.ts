@@ -20,8 +20,9 @@ import type { ApplyResult, Dataplane, DataplaneInput, DriftItem, KernelDropCount
 import { DataplaneError } from '../backend.js';
 import { type Runner, createRunner } from '../exec.js';
 import { LOG_REASON, planHost, type DropReason as PlanDropReason } from '../plan/index.js';
+import { hasFlags } from '../nft-json.js';
 import { NftCanon } from './canon.js';
-import { type KState, bodyDrift, diffScript, drift, emptyState, expectedState, hasFlags, judgeable, parseTable, setDrift, teardownScript } from './kernel.js';
+import { type KState, bodyDrift, diffScript, drift, emptyState, expectedState, judgeable, parseTable, setDrift, teardownScript } from './kernel.js';
 import { FAMILIES, N, type NFamily, TABLE, vmChains } from './names.js';
 import { type NftProgram, parseComment } from './program.js';
 import { type Rendered, render, renderPlan } from './render.js';

@@ -7,10 +7,9 @@
 // every set and chain they may reference (declared empty), and read back there. Learned forms are kept
 // per chain hash (which covers every rule's text), so a steady host learns nothing; only chains whose
 // hash is new since the last check are learned, in one namespace per check, at most LEARN_RULES a
-// check (learn-budget.ts; chains not learned yet are judged by ids and hashes only, as before).
-import { DataplaneError } from '../backend.js';
+// check (scratch-learn.ts; chains not learned yet are judged by ids and hashes only, as before).
 import type { Runner } from '../exec.js';
-import { withinBudget } from '../learn-budget.js';
+import { fed, inScratchNamespace, withinBudget } from '../scratch-learn.js';
 import { ruleBody, setHeader } from './kernel.js';
 import { TABLE } from './names.js';
 import { type NChain, type NSet, type NftProgram, chainDecl, ruleLine, setDecl } from './program.js';
@@ -53,14 +52,11 @@ export class NftCanon {
     const families = new Set(p.chains.map((c) => c.family));
     const lines = [...[...families].map((f) => `add table ${f} ${TABLE}`), ...p.chains.map(chainDecl), ...p.sets.map(setDecl)];
     for (const c of todo) c.rules.forEach((r, i) => lines.push(ruleLine(c, r, i)));
-    // The script reaches sh on stdin (no argument-size limit); its heredoc feeds nft.
-    const script = `nft -f - <<'PALISADE_EOF'\n${lines.join('\n')}\nPALISADE_EOF\nnft -j list ruleset\n`;
-    // -e: a load that fails ends the script (an error), never a listing without the chains
-    const r = await this.runner.run('unshare', ['--net', 'sh', '-es'], script);
-    if (r.code !== 0) throw new DataplaneError('nft (learning rule forms in a scratch namespace)', r.stderr || `exit ${r.code}`);
+    // a load that fails ends the script (an error), never a listing without the chains
+    const listing = await inScratchNamespace(this.runner, 'nft', `${fed('nft -f -', lines.join('\n'))}\nnft -j list ruleset\n`);
     const bodies = new Map<string, string[]>();
     const declared = new Map(p.sets.map((s) => [`${s.family}/${s.name}`, s]));
-    for (const item of (JSON.parse(r.stdout) as { nftables: Record<string, any>[] }).nftables) {
+    for (const item of (JSON.parse(listing) as { nftables: Record<string, any>[] }).nftables) {
       const set = item.set ?? item.map;
       const ps = set && set.table === TABLE ? declared.get(`${set.family}/${set.name}`) : undefined;
       if (ps) this.sets.set(NftCanon.setKey(ps), setHeader(set));

@@ -7,6 +7,7 @@
 // compares with the kernel's own form of the rule as written (canon.ts): a rule replaced in place with
 // its comment kept has the right id but another body.
 import type { DriftItem } from '../backend.js';
+import { hasFlags } from '../nft-json.js';
 import { DROP_LOG_SET_PREFIX, FAMILIES, type NFamily, TABLE } from './names.js';
 import {
   type NChain, type NSet, type NftProgram,
@@ -71,12 +72,6 @@ function element(e: unknown, map: boolean): string {
 function baseOf(c: Record<string, any>): string | null {
   if (!c.hook) return null;
   return `type ${c.type} hook ${c.hook} priority ${c.prio}; policy ${c.policy ?? 'accept'};`;
-}
-
-/** A table object of nft's JSON with flags set (1.0.6 prints a dormant table's flags as a stray string). */
-export function hasFlags(t: Record<string, any>): boolean {
-  const f = t.flags;
-  return Array.isArray(f) ? f.length > 0 : !!f;
 }
 
 /** Parse `nft -j list table <family> palisade` (one family's output; absent table: empty text). */
