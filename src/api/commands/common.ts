@@ -4,6 +4,10 @@ import type { Database } from '../../store/schema.js';
 import { ApiError, paramError, type CommandContext, type ParamDef, type Params } from '../command.js';
 import { displayDomainPath } from '../../store/queries/accounts.js';
 import { inList } from '../../store/queries/batch.js';
+import type { Family } from '../../model/types.js';
+import type { AddressSet } from '../../policy/ir.js';
+import type { CloudState } from '../../policy/state.js';
+import { compileAddressSet, parseAddressSetId } from '../../policy/sets.js';
 
 type Q = Transaction<Database> | Kysely<Database>;
 
@@ -98,24 +102,40 @@ export async function overLimit(db: Q, accountId: number, what: string, setting:
 }
 
 /**
- * Of these referenced groups, those whose members the caller may not see: groups of accounts it may
- * not operate on (checkAccess). Their membership is that account's business, so whatever the API tells
- * the caller (explain, dry runs) must not depend on which addresses they hold.
+ * The address sets `setIds` (referenced by a policy) as the caller may see them. A group of an account
+ * the caller may not operate on (checkAccess) is opaque: its members are that account's business, so
+ * whatever the API tells the caller (explain, dry runs) must not depend on which addresses they hold.
+ * Its sets count as empty in `sets`; `assuming(family, addresses)` is the same view with `addresses`
+ * put into every opaque set of that family, to ask whether an answer would turn on membership (null
+ * when nothing is opaque: it cannot).
  */
-export async function opaqueGroups(ctx: CommandContext, groupIds: Iterable<number>): Promise<Set<number>> {
-  const ids = [...new Set(groupIds)];
-  const out = new Set<number>();
-  if (!ids.length) return out;
-  const owners = await ctx.db.selectFrom('security_groups').select(['id', 'account_id', 'domain_id']).where(inList(ctx.db, 'id', ids)).execute();
-  const found = new Set(owners.map((o) => o.id));
-  for (const id of ids) if (!found.has(id)) out.add(id); // gone meanwhile: nothing to show either
-  for (const o of owners) {
-    try {
-      await ctx.access.checkAccess(o.account_id, o.domain_id);
-    } catch (err) {
-      if (err instanceof ApiError && err.code === 531) out.add(o.id);
-      else throw err;
+export async function callerSets(ctx: CommandContext, state: CloudState, setIds: Iterable<string>): Promise<{
+  sets: Map<string, AddressSet>;
+  assuming: ((family: Family, addresses: string[]) => Map<string, AddressSet>) | null;
+}> {
+  const refs = [...new Set(setIds)].flatMap((id) => { const s = parseAddressSetId(id); return s ? [{ id, ...s }] : []; });
+  const groupIds = [...new Set(refs.map((r) => r.groupId))];
+  const opaque = new Set<number>();
+  if (groupIds.length) {
+    const owners = await ctx.db.selectFrom('security_groups').select(['id', 'account_id', 'domain_id']).where(inList(ctx.db, 'id', groupIds)).execute();
+    const found = new Set(owners.map((o) => o.id));
+    for (const id of groupIds) if (!found.has(id)) opaque.add(id); // gone meanwhile: nothing to show either
+    for (const o of owners) {
+      try {
+        await ctx.access.checkAccess(o.account_id, o.domain_id);
+      } catch (err) {
+        if (err instanceof ApiError && err.code === 531) opaque.add(o.id);
+        else throw err;
+      }
     }
   }
-  return out;
+  const sets = new Map<string, AddressSet>();
+  const hidden = refs.filter((r) => opaque.has(r.groupId));
+  for (const r of refs) sets.set(r.id, opaque.has(r.groupId) ? { id: r.id, family: r.family, members: [] } : compileAddressSet(state, r.groupId, r.family));
+  const assuming = (family: Family, addresses: string[]) => {
+    const view = new Map(sets);
+    for (const h of hidden) if (h.family === family) view.set(h.id, { id: h.id, family, members: addresses });
+    return view;
+  };
+  return { sets, assuming: hidden.length ? assuming : null };
 }

@@ -24,12 +24,10 @@ import type { Family, SecurityGroupRule } from '../../model/types.js';
 import type { TrackedConnection } from '../../model/telemetry.js';
 import { ruleRedundancy, type FamilyRedundancy } from '../../policy/redundancy.js';
 import { disallowedConnections } from '../../policy/connections.js';
-import { compileVm, compileAddressSet } from '../../policy/api.js';
+import { compileVm } from '../../policy/api.js';
 import { referencedSets } from '../../policy/host.js';
-import { parseAddressSetId } from '../../policy/sets.js';
-import type { AddressSet } from '../../policy/ir.js';
 import { RULE_COLUMNS, loadPolicyInput, ruleFromRow } from '../../store/queries/cloud.js';
-import { opaqueGroups, ownerInfo } from './common.js';
+import { callerSets, ownerInfo } from './common.js';
 import { inList } from '../../store/queries/batch.js';
 
 type Db = CommandContext['db'];
@@ -178,28 +176,14 @@ async function trackedConnections(ctx: CommandContext, affected: Affected, revok
   // A group of an account the caller may not operate on is opaque (as in explain): its set counts as
   // empty, and a connection that would stay only if its peer were a member is listed as such
   // (`dependsonmembership`), so the answer is the same whether the peer is one or not.
-  const refs = [...new Set([...policies.values()].flatMap((p) => referencedSets(p)))].map((id) => ({ id, s: parseAddressSetId(id) }));
-  const opaque = await opaqueGroups(ctx, refs.flatMap((r) => (r.s ? [r.s.groupId] : [])));
-  const sets = new Map<string, AddressSet>();
-  const hidden: { id: string; family: Family }[] = [];
-  for (const { id, s } of refs) {
-    if (!s) continue;
-    if (!opaque.has(s.groupId)) sets.set(id, compileAddressSet(state, s.groupId, s.family));
-    else { hidden.push({ id, family: s.family }); sets.set(id, { id, family: s.family, members: [] }); }
-  }
-  /** The sets with both ends of the connection put into every opaque set of its family. */
-  const assuming = (c: TrackedConnection) => {
-    const m = new Map(sets);
-    for (const h of hidden) if (h.family === c.family) m.set(h.id, { id: h.id, family: h.family, members: [c.src, c.dst] });
-    return m;
-  };
+  const { sets, assuming } = await callerSets(ctx, state, [...policies.values()].flatMap((p) => referencedSets(p)));
   const answers = await ctx.connections.trackedConnections({ hostIds, vmIds: [...policies.keys()], limitPerVm: TRACKED_LIMIT_PER_VM, timeoutMs: TRACKED_TIMEOUT_MS });
   const cut: (TrackedConnection & { dependsOnMembership?: true })[] = [];
   for (const a of answers) {
     if (!a.answered) continue;
     for (const [vmId, policy] of policies) {
       for (const c of disallowedConnections(policy, sets, a.connections.filter((x) => x.vmId === vmId))) {
-        const kept = hidden.length > 0 && disallowedConnections(policy, assuming(c), [c]).length === 0;
+        const kept = assuming !== null && disallowedConnections(policy, assuming(c.family, [c.src, c.dst]), [c]).length === 0;
         cut.push(kept ? { ...c, dependsOnMembership: true } : c);
       }
     }

@@ -3,17 +3,15 @@
 // plus the always-on baseline, on the VM's policy compiled from the store, never a second copy of the
 // semantics). Tenants see their own VMs only, domain admins their domain, as CloudStack's list rules.
 import { paramError, type CommandContext, type CommandDef } from '../command.js';
-import { ACL_LIST_PARAMS, LIST_PARAMS, csDate, dateBound, opaqueGroups, paging } from './common.js';
+import { ACL_LIST_PARAMS, LIST_PARAMS, callerSets, csDate, dateBound, paging } from './common.js';
 import { DROP_REASONS, isDropReason } from '../../model/telemetry.js';
 import { countDrops, listDrops, type DropFilter } from '../../store/queries/drops.js';
 import { loadPolicyInput } from '../../store/queries/cloud.js';
 import { ruleHits } from '../../store/queries/rulehits.js';
-import { compileVm, compileAddressSet } from '../../policy/api.js';
+import { compileVm } from '../../policy/api.js';
 import { referencedSets } from '../../policy/host.js';
-import { parseAddressSetId } from '../../policy/sets.js';
 import { canonicalIp, parseIp } from '../../policy/cidr.js';
 import { explainPacket, type ExplainPacket } from '../../policy/explain.js';
-import type { AddressSet } from '../../policy/ir.js';
 import type { SecurityGroupRule } from '../../model/types.js';
 import { isUuid } from '../params.js';
 
@@ -141,25 +139,15 @@ const explainSecurityGroupTraffic: CommandDef = {
     // account's VMs, and a verdict that turns on them would tell the caller which addresses they hold
     // (a membership oracle). Such sets are evaluated empty; should the packet pass only if the peer were
     // a member, the answer says so without saying whether it is (reason referenced-group, no `allowed`).
-    const sets = new Map<string, AddressSet>();
-    const hidden: { id: string; family: 4 | 6 }[] = [];
-    const refs = referencedSets(policy).map((id) => ({ id, s: parseAddressSetId(id) }));
-    const opaque = await opaqueGroups(ctx, refs.flatMap((r) => (r.s ? [r.s.groupId] : [])));
-    for (const { id, s } of refs) {
-      if (!s) continue;
-      if (!opaque.has(s.groupId)) sets.set(id, compileAddressSet(state, s.groupId, s.family));
-      else { hidden.push({ id, family: s.family }); sets.set(id, { id, family: s.family, members: [] }); }
-    }
+    const { sets, assuming } = await callerSets(ctx, state, referencedSets(policy));
     const rules = new Map<string, SecurityGroupRule>();
     for (const list of state.rulesByGroup.values()) for (const r of list) rules.set(r.uuid, r);
     let e = explainPacket(policy, nic, packet, sets, (uuid) => rules.get(uuid));
     let undetermined = false;
-    if (!e.allow && e.reason === 'default-deny' && hidden.length > 0) {
+    if (!e.allow && e.reason === 'default-deny' && assuming) {
       // Would a member pass? Asked with the peer put into every opaque set, so the answer is the same
       // whether or not it is one.
-      const assumed = new Map(sets);
-      for (const h of hidden) if (h.family === family) assumed.set(h.id, { id: h.id, family, members: [peer] });
-      const ifMember = explainPacket(policy, nic, packet, assumed, (uuid) => rules.get(uuid));
+      const ifMember = explainPacket(policy, nic, packet, assuming(family, [peer]), (uuid) => rules.get(uuid));
       if (ifMember.allow) {
         undetermined = true;
         e = { ...ifMember, detail: `allowed by an ${direction} rule if the address belongs to a running member of the security group it references; that group is another account's, whose members you may not see` };
