@@ -8,8 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
-import { HostFw, policyOf, closeAll, oneHostThreeVms } from './kit.js';
-import { rule } from './fixtures.js';
+import { type HostFw, closeAll, icmpFromGroup, oneHostThreeVms } from './kit.js';
 
 let lab: Lab;
 let h1: Host;
@@ -20,10 +19,7 @@ let sh: (script: string) => Promise<string>;
 
 before(async () => {
   ({ lab, h1, a, b, c, sh } = await oneHostThreeVms('0f', 120));
-  fw = new HostFw(h1, 'nftables');
-  fw.sets = [{ id: 'sgnv4', family: 4, members: [b.ipv4!] }];
-  fw.set(policyOf(a, { ingress: [rule('icmp', [], { icmp: [-1, -1], sets: ['sgnv4'], id: 'from-group' })] })).set(policyOf(b)).set(policyOf(c));
-  await fw.apply();
+  fw = await icmpFromGroup(h1, { a, b, c }, 'nftables', 'sgnv4');
 });
 
 after(async () => { await closeAll(); await lab?.destroy(); });

@@ -9,8 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
-import { HostFw, policyOf, closeAll, oneHostThreeVms } from './kit.js';
-import { rule } from './fixtures.js';
+import { type HostFw, closeAll, icmpFromGroup, oneHostThreeVms, policyOf } from './kit.js';
 import { ipsetHeader } from '../../src/dataplane/iptables/kernel.js';
 
 let lab: Lab;
@@ -22,10 +21,7 @@ let sh: (script: string) => Promise<string>;
 
 before(async () => {
   ({ lab, h1, a, b, c, sh } = await oneHostThreeVms('07', 70));
-  fw = new HostFw(h1, 'iptables');
-  fw.sets = [{ id: 'sgfv4', family: 4, members: [b.ipv4!] }];
-  fw.set(policyOf(a, { ingress: [rule('icmp', [], { icmp: [-1, -1], sets: ['sgfv4'], id: 'from-group' })] })).set(policyOf(b)).set(policyOf(c));
-  await fw.apply();
+  fw = await icmpFromGroup(h1, { a, b, c }, 'iptables', 'sgfv4');
 });
 
 after(async () => { await closeAll(); await lab?.destroy(); });

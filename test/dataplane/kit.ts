@@ -6,7 +6,7 @@ import { BACKENDS as ALL, type BackendName, type KernelBackend, createDataplane 
 import { discoverPorts } from '../../src/dataplane/ports.js';
 import { type Host, type Vm, createLab } from '../../src/lab/index.js';
 import assert from 'node:assert/strict';
-import { fam, hostState } from './fixtures.js';
+import { fam, hostState, rule } from './fixtures.js';
 
 let vmSeq = 100;
 
@@ -100,4 +100,16 @@ export async function oneHostThreeVms(tag: string, first: number) {
     return r.stdout;
   };
   return { lab, h1, a, b, c, sh };
+}
+
+/**
+ * oneHostThreeVms' VMs behind one backend, applied: a admits ICMP from the members of group set
+ * `setId` (b alone; rule id `from-group`), b and c admit nothing.
+ */
+export async function icmpFromGroup(h1: Host, vms: { a: Vm; b: Vm; c: Vm }, backend: BackendName, setId: string): Promise<HostFw> {
+  const fw = new HostFw(h1, backend);
+  fw.sets = [{ id: setId, family: 4, members: [vms.b.ipv4!] }];
+  fw.set(policyOf(vms.a, { ingress: [rule('icmp', [], { icmp: [-1, -1], sets: [setId], id: 'from-group' })] })).set(policyOf(vms.b)).set(policyOf(vms.c));
+  await fw.apply();
+  return fw;
 }
