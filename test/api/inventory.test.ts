@@ -193,6 +193,9 @@ test('deployVirtualMachine: requested addresses are validated against the networ
   // mixed separators are refused, naming the parameter; one separator throughout (CloudStack's forms) is taken
   await jobFails('deployVirtualMachine', { networkids: net1.id, macaddress: '02:00-00:00:00:01' }, 431, /^Mac address is not valid: 02:00-00:00:00:01 \(parameter macaddress\)$/);
   await jobFails('deployVirtualMachine', { 'iptonetworklist[0].networkid': net1.id, 'iptonetworklist[0].mac': '02-00:00:00:00:01' }, 431, /parameter iptonetworklist\[0\]\.mac/);
+  // twelve bare hex digits: CloudStack's NetUtils.isValidMac needs a separator, so they are refused too
+  await jobFails('deployVirtualMachine', { networkids: net1.id, macaddress: '0a1b2c3d4e5f' }, 431, /^Mac address is not valid: 0a1b2c3d4e5f \(parameter macaddress\)$/);
+  await jobFails('deployVirtualMachine', { 'iptonetworklist[0].networkid': net1.id, 'iptonetworklist[0].mac': '020000000042' }, 431, /^Mac address is not valid: 020000000042 \(parameter iptonetworklist\[0\]\.mac\)$/);
   const dotted = await deploy({ networkids: net1.id, name: 'dotted-mac', macaddress: '2.0.0.0.0.41' });
   assert.equal(dotted.nic[0].macaddress, '02:00:00:00:00:41');
   await job('destroyVirtualMachine', { id: dotted.id, expunge: true });
@@ -467,6 +470,8 @@ test('listVirtualMachines filters: id, ids, name, state, hostid, networkid, keyw
 test('NICs and secondary IPs: add, list, remove, with their errors', async () => {
   const net3 = (await ok('createNetwork', { name: 'guest3', gateway: '10.4.4.1', netmask: '255.255.255.0', startip: '10.4.4.10', endip: '10.4.4.20', ip6gateway: 'fd00:4::1', ip6cidr: 'fd00:4::/64', startipv6: 'fd00:4::100', endipv6: 'fd00:4::1ff' })).network;
   const vm = await deploy({ networkids: net1.id, name: 'multi' });
+  // a MAC of twelve bare hex digits is refused (NetUtils.isValidMac) and adds nothing: the next add works
+  await jobFails('addNicToVirtualMachine', { virtualmachineid: vm.id, networkid: net3.id, macaddress: '0a1b2c3d4e5f' }, 431, /^Mac address is not valid: 0a1b2c3d4e5f \(parameter macaddress\)$/);
   const withNic = (await job('addNicToVirtualMachine', { virtualmachineid: vm.id, networkid: net3.id, ipaddress: '10.4.4.15' })).virtualmachine;
   assert.equal(withNic.nic.length, 2);
   const second = withNic.nic.find((n: any) => n.networkid === net3.id);

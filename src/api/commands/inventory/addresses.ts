@@ -94,16 +94,17 @@ export function firstFree<T extends number | bigint>(start: T, end: T, used: Set
 // ---------- MAC ----------
 
 /**
- * Normalise a MAC to lower-case colon form; null if invalid. Accepted: what CloudStack's
- * NetUtils.isValidMac accepts — six octets of one or two hex digits, any case, joined by ONE separator
- * (`:`, `-` or `.`) used throughout, so `02:00-00:00:00:01` is refused — and twelve bare hex digits.
+ * Normalise a MAC to lower-case colon form; null if invalid. Accepted: exactly what CloudStack's
+ * NetUtils.isValidMac accepts (its RegexValidator, case-insensitive, untrimmed) — six octets of one or
+ * two hex digits joined by ONE separator (`:`, `-` or `.`) used throughout — and normalised as its
+ * standardizeMacAddress does (octets padded to two digits). So `02:00-00:00:00:01`, twelve bare hex
+ * digits (`0a1b2c3d4e5f`: the regex needs a separator) and a value with spaces around it are refused,
+ * as CloudStack's DeployVMCmd / AddNicToVMCmd refuse them ("Mac address is not valid: …").
  */
 export function normaliseMac(s: string): string | null {
-  const t = s.trim();
-  if (/^[0-9a-fA-F]{12}$/.test(t)) return t.toLowerCase().match(/../g)!.join(':');
-  const m = /^[0-9a-fA-F]{1,2}([-:.])(?:[0-9a-fA-F]{1,2}\1){4}[0-9a-fA-F]{1,2}$/.exec(t);
+  const m = /^[0-9a-fA-F]{1,2}([-:.])(?:[0-9a-fA-F]{1,2}\1){4}[0-9a-fA-F]{1,2}$/.exec(s);
   if (!m) return null;
-  return t.split(m[1]!).map((o) => o.toLowerCase().padStart(2, '0')).join(':');
+  return s.split(m[1]!).map((o) => o.toLowerCase().padStart(2, '0')).join(':');
 }
 
 /** A guest MAC must be unicast and not all zeros (the host-side tap rewrites the first octet to fe). */
