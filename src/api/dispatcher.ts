@@ -97,8 +97,12 @@ export class Dispatcher {
 
   private nowIso(): string { return (this.deps.now?.() ?? new Date()).toISOString(); }
 
-  /** Look up the caller by apiKey and verify the request signature, or else by its login session. Throws 401. */
-  async authenticate(raw: Record<string, string>, transport?: Transport): Promise<Caller> {
+  /**
+   * Look up the caller by apiKey and verify the request signature, or else by its login session. Throws
+   * 401. `command`: the command called; a signed call whose key's role may not use it is 432 once the
+   * key is known to be an enabled user's — before the signature is checked, as CloudStack does.
+   */
+  async authenticate(raw: Record<string, string>, transport?: Transport, command?: CommandDef): Promise<Caller> {
     // Checks that need neither the store nor a hash come first: a malformed or stale request costs nothing more.
     let apiKey: string | undefined;
     for (const [k, v] of Object.entries(raw)) if (k.toLowerCase() === 'apikey') apiKey = v;
@@ -126,7 +130,19 @@ export class Dispatcher {
         'd.id as domainId', 'd.uuid as domainUuid', 'd.name as domainName', 'd.path as domainPath'])
       .where('u.apikey', '=', apiKey).where('u.removed', 'is', null).where('a.removed', 'is', null)
       .executeTakeFirst();
-    if (!row || !row.secretkey || row.userState !== 'enabled' || row.accountState !== 'enabled') throw new ApiError(401, AUTH_FAILED);
+    if (!row || row.userState !== 'enabled' || row.accountState !== 'enabled') throw new ApiError(401, AUTH_FAILED);
+    const role = ROLE_BY_TYPE[row.accountType] ?? 'user';
+    // CloudStack's ApiServer.verifyRequest checks the command against the key's user (commandAvailable →
+    // checkCommandAvailable → the role's API checker: 432) after finding that user by apiKey and seeing it
+    // and its account enabled, and BEFORE it looks at the secret key or the signature. So does Palisade.
+    // What this tells someone holding only an apiKey: that the key is an enabled user's and whether its
+    // role may call the command — the same as CloudStack tells (its 432 vs 401), nothing more: unknown,
+    // disabled and stale-signed (missing/expired `expires`) requests are 401 before this, as there, and an
+    // unknown command is 401 before any key is looked at. Palisade's roles are fixed per account type and
+    // their commands are public (listApis, README), so the answer reveals at most the key's account type,
+    // which CloudStack's answer reveals as well.
+    if (command?.roles && !command.roles.includes(role)) throw new ApiError(432, UNKNOWN_COMMAND);
+    if (!row.secretkey) throw new ApiError(401, AUTH_FAILED);
     const v = verifySignature(raw, row.secretkey, (this.deps.now?.() ?? new Date()).getTime());
     if (!v.ok) {
       this.deps.log.info({ user: row.username, reason: v.reason }, 'request signature rejected');
@@ -136,7 +152,7 @@ export class Dispatcher {
       userId: row.userId, userUuid: row.userUuid, username: row.username,
       accountId: row.accountId, accountUuid: row.accountUuid, accountName: row.accountName,
       domainId: row.domainId, domainUuid: row.domainUuid, domainName: row.domainName, domainPath: row.domainPath,
-      role: ROLE_BY_TYPE[row.accountType] ?? 'user',
+      role,
     };
   }
 
@@ -174,13 +190,18 @@ export class Dispatcher {
         if (!this.deps.sessions || !transport) throw new ApiError(405, 'This is an authentication api, cannot be used directly');
         return await this.deps.sessions.handle(def, raw, transport);
       }
-      const caller = await this.authenticate(raw, transport);
+      const caller = await this.authenticate(raw, transport, def);
       if (transport) caller.address = transport.address;
+      // a session's caller (a signed one was checked in authenticate, before its signature)
       if (def.roles && !def.roles.includes(caller.role)) throw new ApiError(432, UNKNOWN_COMMAND);
       return await this.run(def, raw, caller, fence);
     } catch (err) {
       const e = this.toApiError(err, def?.name ?? commandName ?? '?');
-      const framework = e.code === 400 || e.code === 401 || e.code === 432;
+      // CloudStack's ApiServlet answers 400/401 through getSerializedApiError(int, …): no cserrorcode. A 432
+      // is a ServerApiException(UNSUPPORTED_ACTION_ERROR) (ApiServer.commandAvailable / handleRequest),
+      // serialised by getSerializedApiError(ServerApiException, …), which copies its cserrorcode: 9999,
+      // CSExceptionErrorCode's code for ServerApiException itself — under `errorresponse`.
+      const framework = e.code === 400 || e.code === 401;
       return { status: e.code, body: envelope(e.code === 432 ? undefined : label, errorBody(e.code, e.message, framework ? undefined : e.csCode)) };
     }
   }

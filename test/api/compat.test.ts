@@ -91,8 +91,36 @@ test('an unknown command: 401 signed or unsigned (CloudStack checks the name bef
   const byUser = await sessionCall(s.url, carol, 'listFoo');
   assert.equal(byUser.status, 432);
   assert.equal(byUser.body.errorresponse.errortext, 'The given command does not exist or it is not available for user');
+  // a 432 is a ServerApiException: its cserrorcode (9999, CSExceptionErrorCode's for ServerApiException) is
+  // in the body, where the 401s (getSerializedApiError(int, …)) have none
+  for (const r of [viaSession, byUser]) assert.equal(r.body.errorresponse.cserrorcode, 9999);
   // a session cookie with the wrong key does not learn that much
-  assert.equal((await sessionCall(s.url, { cookie: admin.cookie, sessionkey: 'wrong' }, 'listFoo')).status, 401);
+  const wrongKey = await sessionCall(s.url, { cookie: admin.cookie, sessionkey: 'wrong' }, 'listFoo');
+  assert.equal(wrongKey.status, 401);
+  assert.ok(!('cserrorcode' in wrongKey.body.errorresponse));
+});
+
+test('a signed call to a command the key\'s role may not use: 432 before the signature is looked at (verifyRequest); 401 until the key is an enabled user\'s', async () => {
+  const DENIED = { errorresponse: { uuidList: [], errorcode: 432, cserrorcode: 9999, errortext: 'The given command does not exist or it is not available for user' } };
+  const forged = { apikey: user.apikey, secretkey: 'not-carols-secret' };
+  // carol (a user) and listHosts (root admin only): refused by role whether the signature is good or not,
+  // as CloudStack's commandAvailable runs before it reads the secret key
+  for (const creds of [user, forged]) {
+    const r = await signed({ command: 'listHosts', response: 'json' }, creds);
+    assert.equal(r.status, 432);
+    assert.deepEqual(r.body, DENIED);
+  }
+  // the twins: a command her role has, badly signed, is 401 (no cserrorcode); well signed, 200
+  const bad = await signed({ command: 'listZones', response: 'json' }, forged);
+  assert.equal(bad.status, 401);
+  assert.deepEqual(bad.body, { listzonesresponse: { uuidList: [], errorcode: 401, errortext: AUTH } });
+  assert.equal((await signed({ command: 'listZones', response: 'json' }, user)).status, 200);
+  // no more than CloudStack tells: a key of no user, a missing signature, or a stale version-3 request is
+  // 401 before the role is looked at
+  assert.equal((await signed({ command: 'listHosts', response: 'json' }, { apikey: 'no-such-key', secretkey: 'x' })).status, 401);
+  assert.equal((await postForm(s.url, { command: 'listHosts', response: 'json', apiKey: user.apikey })).status, 401);
+  const stale = await signed({ command: 'listHosts', response: 'json', signatureVersion: '3', expires: formatExpires(new Date(Date.now() - 60_000)) }, forged);
+  assert.equal(stale.status, 401);
 });
 
 test('a live session call that also carries an apiKey is a session call (200); a stale cookie falls back to the signature', async () => {
@@ -139,11 +167,25 @@ test('async jobs: cmd is the Java class CloudStack records; a failed authorize n
     assert.equal(j.jobinstancetype, 'SecurityGroup');
     assert.equal(j.jobinstanceid, g.id);
   }
-  // the twin: a revoke's job names no instance (CloudStack's names the rule's id as if it were a group's)
+  // a revoke's job is of type SecurityGroup too (RevokeSecurityGroupIngressCmd.getApiResourceType) and
+  // names the rule's group — done or failed (egress revoke of an ingress rule: the job fails)
   const ruleId = good.body.jobresult.securitygroup.ingressrule[0].ruleid;
+  const wrongWay = await s.callAndWait('revokeSecurityGroupEgress', { id: ruleId }, user);
+  assert.equal(wrongWay.body.jobstatus, 2);
+  assert.equal(wrongWay.body.cmd, 'org.apache.cloudstack.api.command.user.securitygroup.RevokeSecurityGroupEgressCmd');
   const revoke = await s.callAndWait('revokeSecurityGroupIngress', { id: ruleId }, user);
+  assert.equal(revoke.body.jobstatus, 1);
   assert.equal(revoke.body.cmd, 'org.apache.cloudstack.api.command.user.securitygroup.RevokeSecurityGroupIngressCmd');
-  assert.ok(!('jobinstanceid' in revoke.body));
+  for (const j of [wrongWay.body, revoke.body]) {
+    assert.equal(j.jobinstancetype, 'SecurityGroup');
+    assert.equal(j.jobinstanceid, g.id);
+  }
+  const viaQuery = (await s.call('queryAsyncJobResult', { jobid: revoke.body.jobid }, user)).body.queryasyncjobresultresponse;
+  assert.equal(viaQuery.jobinstanceid, g.id);
+  // the blocked twin: a rule that does not exist is refused at submission, so there is no job to name anything
+  const unknown = await s.call('revokeSecurityGroupIngress', { id: '00000000-0000-0000-0000-000000000042' }, user);
+  assert.equal(unknown.status, 431);
+  assert.ok(!('jobid' in unknown.body.revokesecuritygroupingressresponse));
   // listAsyncJobs shows the same, and its keyword searches the class name, as CloudStack's job_cmd
   const listed = (await s.call('listAsyncJobs', { keyword: 'AuthorizeSecurityGroupIngressCmd' }, user)).body.listasyncjobsresponse;
   assert.equal(listed.count, 2);

@@ -498,8 +498,18 @@ function makeRevoke(dir: 'ingress' | 'egress'): CommandDef {
       const id = ctx.params.str('id')!;
       const rule = await ctx.db.selectFrom('security_group_rules').select('group_id').where('uuid', '=', id).executeTakeFirst();
       if (!rule) throw paramError(`Unable to find security rule with id ${id}`);
-      const g = await ctx.db.selectFrom('security_groups').select(['account_id', 'domain_id']).where('id', '=', rule.group_id).executeTakeFirst();
-      if (g) await ctx.access.checkAccess(g.account_id, g.domain_id);
+      const g = await ctx.db.selectFrom('security_groups').select(['uuid', 'account_id', 'domain_id']).where('id', '=', rule.group_id).executeTakeFirst();
+      if (!g) return;
+      await ctx.access.checkAccess(g.account_id, g.domain_id);
+      // The job's instance, as for authorize: type SecurityGroup, from submission on, failed or not.
+      // RevokeSecurityGroupIngressCmd/EgressCmd report getApiResourceType() = SecurityGroup with
+      // getApiResourceId() = the RULE's internal id, which ApiServer records as the job's instance_id and
+      // async_job_view resolves in the security_group table (instance_uuid = security_group.uuid where
+      // security_group.id = instance_id): CloudStack shows whichever group happens to share the rule's
+      // number — often none, sometimes another account's. Reproducing that coincidence would name an
+      // unrelated (possibly foreign) group; Palisade names the group the rule belongs to, which is what
+      // the type says and what the caller was just allowed to change.
+      return { instanceUuid: g.uuid };
     },
     async handle(ctx) {
       const id = ctx.params.str('id')!;
