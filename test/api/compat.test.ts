@@ -6,6 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { startServer, type TestServer, type Creds } from '../helpers/server.js';
 import { mustLogin, postForm, sessionCall } from '../helpers/session.js';
 import { signParams, formatExpires } from '../../src/api/signing.js';
@@ -190,6 +191,33 @@ test('async jobs: cmd is the Java class CloudStack records; a failed authorize n
   const listed = (await s.call('listAsyncJobs', { keyword: 'AuthorizeSecurityGroupIngressCmd' }, user)).body.listasyncjobsresponse;
   assert.equal(listed.count, 2);
   assert.equal((await s.call('listAsyncJobs', { keyword: 'NoSuchCmd' }, user)).body.listasyncjobsresponse.count, undefined);
+});
+
+test('a job stored before cmd was the class (its API name) is shown with the class after the upgrade (migration 013)', async () => {
+  const t = await startServer();
+  try {
+    const g = (await t.call('createSecurityGroup', { name: 'old-job' })).body.createsecuritygroupresponse.securitygroup;
+    const done = await t.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: g.id, protocol: 'tcp', startport: 22, endport: 22, cidrlist: '192.0.2.0/24' });
+    const renewed = await t.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: g.id, protocol: 'tcp', startport: 23, endport: 23, cidrlist: '192.0.2.0/24' });
+    await t.kill('SIGTERM');
+    // the store as the previous version left it: the API name in cmd, migration 013 not yet run
+    const file = new Database(path.join(t.dataDir, 'palisade.db'));
+    file.prepare('UPDATE async_jobs SET command = ? WHERE uuid = ?').run('authorizeSecurityGroupIngress', done.body.jobid);
+    file.prepare('DELETE FROM kysely_migration WHERE name = ?').run('013_job_classes');
+    file.close();
+    await t.start();
+    const CLASS = 'org.apache.cloudstack.api.command.user.securitygroup.AuthorizeSecurityGroupIngressCmd';
+    const q = (await t.call('queryAsyncJobResult', { jobid: done.body.jobid })).body.queryasyncjobresultresponse;
+    assert.equal(q.cmd, CLASS);
+    assert.equal(q.jobinstanceid, g.id);
+    const listed = (await t.call('listAsyncJobs', { keyword: 'AuthorizeSecurityGroupIngressCmd' })).body.listasyncjobsresponse;
+    assert.deepEqual(listed.asyncjobs.map((j: any) => [j.jobid, j.cmd]).sort(), [[done.body.jobid, CLASS], [renewed.body.jobid, CLASS]].sort());
+    // the twin: nothing still answers with the API name
+    assert.equal((await t.call('listAsyncJobs', { keyword: 'authorizeSecurityGroupIngress' })).body.listasyncjobsresponse.count, 2, 'the class contains the name');
+    assert.ok(listed.asyncjobs.every((j: any) => j.cmd !== 'authorizeSecurityGroupIngress'));
+  } finally {
+    await t.stop();
+  }
 });
 
 test('job classes: a root admin runs the ByAdmin variant where CloudStack has one; every async command has a class', async () => {
