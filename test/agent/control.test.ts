@@ -91,6 +91,10 @@ test('migration moves the VM from the source host\'s state to the target\'s', as
 test('start and migrate onto an explicit host need it Up: a host without an agent is refused (431), an Up one takes the VM', async () => {
   const [a1, a2] = agents;
   const idle = await addHost(srv, 'ctl-idle'); // never connected: Disconnected
+  // deploy may lay a VM out on a host whose agent has never connected (it gets it in its first snapshot)
+  const early = await deploy(srv, cloud, { hostid: idle.id, name: 'ctl-early' });
+  assert.equal((await vmRow(srv, early.id)).hostid, idle.id);
+  await job(srv, 'destroyVirtualMachine', { id: early.id, expunge: true });
   const v = await deploy(srv, cloud, { hostid: h1.id, name: 'ctl-up' });
   await waitFor('on host 1', () => vmIds(a1).includes(v.id));
   const refused = await srv.callAndWait('migrateVirtualMachine', { virtualmachineid: v.id, hostid: idle.id });
@@ -300,17 +304,25 @@ test('preflight findings reach listHosts: an unfixable one puts the host in Aler
   } finally { ws.close(); }
 });
 
-test('an agent restarted from its state dir resyncs by delta from the revision it holds', async () => {
+test('an agent restarted from its state dir resyncs by delta from the revision it holds; while it is away its host takes no new VM', async () => {
   const a1 = agents[0];
+  const v = await deploy(srv, cloud, { hostid: h1.id, name: 'ctl-r' });
+  await waitFor('on host 1', () => vmIds(a1).includes(v.id) && a1.appliedRevision === a1.state!.revision);
   await a1.stop();
   const held = a1.state!.revision;
-  const v = await deploy(srv, cloud, { hostid: h1.id, name: 'ctl-r' });   // changes while the agent is away
+  await waitFor('host 1 Disconnected', async () => (await hostRow(srv, h1.id)).state === 'Disconnected');
+  // a host that was Up and is away is refused as an explicit destination (CloudStack's text), nothing made
+  const refused = await srv.callAndWait('deployVirtualMachine', { networkids: cloud.networkId, hostid: h1.id, name: 'ctl-r-away' });
+  assert.equal(refused.body.jobresult?.errorcode, 431, JSON.stringify(refused.body));
+  assert.equal(refused.body.jobresult.errortext, 'Unable to deploy the VM as the host: ctl-h1 is not in the right state (hostid)');
+  assert.equal(ok(await srv.call('listVirtualMachines', { name: 'ctl-r-away', listall: true }), 'listVirtualMachines').listvirtualmachinesresponse.count, undefined);
+  await job(srv, 'stopVirtualMachine', { id: v.id });   // a change while the agent is away
   const again = simAgent(srv, h1.token, 'agent-1', a1.dir);
   agents[0] = again;
   await again.start();
   assert.equal(again.state!.revision, held, 'the saved state is loaded (and re-applied) before the server answers');
   assert.ok(again.dataplane.applies >= 1);
-  await waitFor('resynced', () => again.connected && vmIds(again).includes(v.id) && again.appliedRevision === again.state!.revision);
+  await waitFor('resynced', () => again.connected && !vmIds(again).includes(v.id) && again.appliedRevision === again.state!.revision);
   assert.equal(again.counters.snapshots, 0, 'resync by delta, not snapshot');
   await waitFor('host 1 synced', async () => (await hostRow(srv, h1.id)).securitygroupsynced);
 });
@@ -334,6 +346,8 @@ test('a server restart: agents reconnect, get a snapshot, and converge', async (
   const snaps = a1.counters.snapshots;
   await srv.restart();
   await waitFor('reconnected with snapshots', () => a1.counters.snapshots > snaps && a2.connected && a1.connected, 30_000);
+  // an explicit destination must show Up again (the restart left it Disconnected until its agent's hello is recorded)
+  await waitFor('host 2 Up', async () => (await hostRow(srv, h2.id)).state === 'Up');
   const v = await deploy(srv, cloud, { hostid: h2.id, name: 'ctl-after-restart' });
   await waitFor('change after restart arrives', () => vmIds(a2).includes(v.id));
   const r1 = await waitFor('host 1 synced', async () => { const r = await hostRow(srv, h1.id); return r.securitygroupsynced && r.state === 'Up' ? r : null; });

@@ -115,6 +115,15 @@ const deployVirtualMachine: CommandDef = {
     const groups = (await resolveGroups(ctx, owner.accountId)) ?? [await ensureDefaultGroup(ctx, owner)];
     const start = p.bool('startvm') ?? true;
     const host = start ? (p.has('hostid') ? await hostInZone(ctx, 'hostid', zone.id) : await pickHost(ctx.db, zone.id)) : null;
+    // An explicit destination must be Up, as UserVmManagerImpl.startVirtualMachine (which DeployVMCmd runs)
+    // requires of it, with its text — except a host whose agent has never connected (no last contact).
+    // CloudStack has no such host (addHost connects the agent or fails); Palisade adds hosts ahead of
+    // their agents, and VMs may be laid out on one before its agent starts: the agent gets them in its
+    // first snapshot. A host that was Up and is now Disconnected or Alert is refused: its agent would not
+    // enforce the VM's rules until it came back.
+    if (host && p.has('hostid') && host.state !== 'Up' && host.last_contact !== null) {
+      throw paramError(`Unable to deploy the VM as the host: ${host.name} is not in the right state (hostid)`);
+    }
     const preferred = !start && p.has('hostid') ? await hostInZone(ctx, 'hostid', zone.id) : null;
 
     const { id } = await ctx.db.insertInto('vms').values({
