@@ -14,7 +14,7 @@ import { envelope, errorBody, resultBody } from './envelope.js';
 import { checkFreshness, verifySignature } from './signing.js';
 import { MAX_PARAMETER_NAME_LENGTH, MAX_STORED_ERROR_TEXT, bounded } from './limits.js';
 import { JobQueue } from './job-queue.js';
-import { jobClass } from './job-classes.js';
+import { jobClass } from '../model/job-classes.js';
 import type { SessionAuth, Transport } from './sessions.js';
 import type { ApiObserver } from './metrics.js';
 import type { ConnectionInspector } from '../model/telemetry.js';

@@ -221,7 +221,7 @@ test('a job stored before cmd was the class (its API name) is shown with the cla
 });
 
 test('job classes: a root admin runs the ByAdmin variant where CloudStack has one; every async command has a class', async () => {
-  const { jobClass, JOB_CLASS_APIS } = await import('../../src/api/job-classes.js');
+  const { jobClass, JOB_CLASS_APIS } = await import('../../src/model/job-classes.js');
   const { allCommands } = await import('../../src/api/registry.js');
   assert.equal(jobClass('deployVirtualMachine', 'admin'), 'org.apache.cloudstack.api.command.admin.vm.DeployVMCmdByAdmin');
   assert.equal(jobClass('deployVirtualMachine', 'domainadmin'), 'org.apache.cloudstack.api.command.user.vm.DeployVMCmd');

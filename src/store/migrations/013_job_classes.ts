@@ -1,5 +1,5 @@
 import type { Kysely, Migration } from 'kysely';
-import { JOB_CLASS_APIS, jobClass } from '../../api/job-classes.js';
+import { JOB_CLASS_APIS, jobClass } from '../../model/job-classes.js';
 
 // Async jobs stored before `cmd` became the Java class CloudStack records (AsyncJobVO's job_cmd) hold the
 // API name (`authorizeSecurityGroupIngress`); they get the class the current code records for that API

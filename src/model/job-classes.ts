@@ -2,7 +2,7 @@
 // name), per API name. Where CloudStack has an admin variant (…CmdByAdmin, ResponseView.Full), a root
 // admin's call runs it (ApiServer.getCmdClass picks the class by the caller's view); everyone else's runs
 // the user class.
-import type { Role } from '../model/types.js';
+import type { Role } from './types.js';
 
 const API = 'org.apache.cloudstack.api.command';
 
