@@ -29,33 +29,45 @@ export async function legacyTables(runner: Runner): Promise<LegacyTables[]> {
 export type EbTable = 'filter' | 'nat' | 'broute';
 const EB_TABLES: readonly EbTable[] = ['filter', 'nat', 'broute'];
 
+/** Whether this kernel has legacy ebtables at all, once known (it cannot change while the agent runs). */
+let kernelHasLegacyEb: boolean | undefined;
+
 /**
  * ebtables-legacy's tables the kernel has in this namespace, read without creating one: unlike
  * iptables-legacy's, they are named nowhere in /proc, and any listing (`ebtables-legacy -L`, which
  * asks the kernel for the table) creates the table in the namespace — loading its module if need
- * be. So, only where `ebtables-legacy` is installed: the hooks the namespace has (`nft list hooks`,
- * kernels with nfnetlink_hook), where a legacy table shows as its module's name
- * (`[ebtable_filter]`) or, built in, as an ebtables hook function (`ebt_…`) on the hook it
- * serves; without that listing, the ebtable_* modules loaded (/proc/modules: host-wide, so a table
- * some other namespace made; the agent runs in the host's own). Neither (a kernel without modules
- * that does not list hooks): none, unknown.
+ * be. So, only where `ebtables-legacy` is installed, and only when the kernel may have one: on a
+ * kernel with modules, an ebtable_* module loaded (/proc/modules: none, no table anywhere); without
+ * modules, legacy ebtables built in (asked once, in a throwaway namespace: `unshare --net`, so
+ * nothing of the host's is created). Then the namespace's hooks (`nft list hooks bridge`, kernels with
+ * nfnetlink_hook; with nft 1.0.6 it reads every rule, ~0.4 s on a 200-VM iptables host, hence asked
+ * last) say which tables are here: a legacy table shows as its module's name (`[ebtable_filter]`) or,
+ * built in, as an ebtables hook function (`ebt_…`) on the hook it serves. A kernel that does not list
+ * hooks: the loaded modules' tables (host-wide: made by some namespace; the agent runs in the host's
+ * own), or, without modules, none (unknown).
  */
 export async function legacyEbTables(runner: Runner, onPath: (tool: string) => boolean): Promise<EbTable[]> {
   if (!onPath('ebtables-legacy')) return [];
-  // every family's: on an agent's host some hook is always there (Palisade's own chains), so an
-  // answer without any says the kernel does not list them
-  const hooks = await runner.run('nft', ['list', 'hooks']);
-  if (hooks.code === 0 && /\bhook \w+ \{/.test(hooks.stdout)) return ebTablesFromHooks(hooks.stdout);
   const mods = await runner.run('cat', ['/proc/modules']);
-  if (mods.code !== 0) return [];
-  return ebTablesFromModules(mods.stdout);
+  const loaded = mods.code === 0 ? ebTablesFromModules(mods.stdout) : null;
+  if (loaded?.length === 0) return [];
+  if (loaded === null) {
+    kernelHasLegacyEb ??= (await runner.run('unshare', ['--net', 'ebtables-legacy', '-t', 'filter', '-L'])).code === 0;
+    if (!kernelHasLegacyEb) return [];
+  }
+  // on an agent's host Palisade's own bridge chains are hooked once applied, so an answer without any
+  // hook says the kernel does not list them
+  const hooks = await runner.run('nft', ['list', 'hooks', 'bridge']);
+  if (hooks.code === 0 && /\bhook \w+ \{/.test(hooks.stdout)) return ebTablesFromHooks(hooks.stdout);
+  return loaded ?? [];
 }
 
-/** The ebtables-legacy tables a `nft list hooks` answer shows (its `family bridge` part). Pure. */
+/** The ebtables-legacy tables a `nft list hooks [bridge]` answer shows (its `family bridge` part). Pure. */
 export function ebTablesFromHooks(text: string): EbTable[] {
   const found = new Set<EbTable>();
   let hook = '';
-  let family = '';
+  // (an answer for the bridge family alone may name no family)
+  let family = /^\s*family \w+ \{/m.test(text) ? '' : 'bridge';
   for (const line of text.split('\n')) {
     const f = /^\s*family (\w+) \{/.exec(line);
     if (f) { family = f[1]; hook = ''; continue; }
