@@ -1,7 +1,7 @@
 // Reading other tools' netfilter tables for preflight (forward-drop and mark-rewrite checks): the
-// objects of an `nft -j list …` answer, and which iptables-legacy tables exist in this namespace.
-// Read-only by construction: a legacy table is only named from /proc, never listed blind (listing a
-// missing one would create it).
+// objects of an `nft -j list …` answer, and which iptables-legacy and ebtables-legacy tables exist in
+// this namespace. Read-only by construction: a legacy table is only named from what the kernel shows
+// (/proc, its hooks), never listed blind (listing a missing one would create it).
 import type { Runner } from '../dataplane/exec.js';
 
 /** An nft JSON object (rule, chain, expression), read loosely: another tool's. */
@@ -24,4 +24,70 @@ export async function legacyTables(runner: Runner): Promise<LegacyTables[]> {
     if (t.code === 0) out.push({ family, tool, tables: t.stdout.split('\n').map((s) => s.trim()).filter(Boolean) });
   }
   return out;
+}
+
+export type EbTable = 'filter' | 'nat' | 'broute';
+const EB_TABLES: readonly EbTable[] = ['filter', 'nat', 'broute'];
+
+/** Whether this kernel has legacy ebtables at all, once known (it cannot change while the agent runs). */
+let kernelHasLegacyEb: boolean | undefined;
+
+/**
+ * ebtables-legacy's tables the kernel has in this namespace, read without creating one: unlike
+ * iptables-legacy's, they are named nowhere in /proc, and any listing (`ebtables-legacy -L`, which
+ * asks the kernel for the table) creates the table in the namespace — loading its module if need
+ * be. So, only where `ebtables-legacy` is installed, and only when the kernel may have one: on a
+ * kernel with modules, an ebtable_* module loaded (/proc/modules: none, no table anywhere); without
+ * modules, legacy ebtables built in (asked once, in a throwaway namespace: `unshare --net`, so
+ * nothing of the host's is created). Then the namespace's hooks (`nft list hooks bridge`, kernels with
+ * nfnetlink_hook; with nft 1.0.6 it reads every rule, ~0.4 s on a 200-VM iptables host, hence asked
+ * last) say which tables are here: a legacy table shows as its module's name (`[ebtable_filter]`) or,
+ * built in, as an ebtables hook function (`ebt_…`) on the hook it serves. A kernel that does not list
+ * hooks: the loaded modules' tables (host-wide: made by some namespace; the agent runs in the host's
+ * own), or, without modules, none (unknown).
+ */
+export async function legacyEbTables(runner: Runner, onPath: (tool: string) => boolean): Promise<EbTable[]> {
+  if (!onPath('ebtables-legacy')) return [];
+  const mods = await runner.run('cat', ['/proc/modules']);
+  const loaded = mods.code === 0 ? ebTablesFromModules(mods.stdout) : null;
+  if (loaded?.length === 0) return [];
+  if (loaded === null) {
+    kernelHasLegacyEb ??= (await runner.run('unshare', ['--net', 'ebtables-legacy', '-t', 'filter', '-L'])).code === 0;
+    if (!kernelHasLegacyEb) return [];
+  }
+  // on an agent's host Palisade's own bridge chains are hooked once applied, so an answer without any
+  // hook says the kernel does not list them
+  const hooks = await runner.run('nft', ['list', 'hooks', 'bridge']);
+  if (hooks.code === 0 && /\bhook \w+ \{/.test(hooks.stdout)) return ebTablesFromHooks(hooks.stdout);
+  return loaded ?? [];
+}
+
+/** The ebtables-legacy tables a `nft list hooks [bridge]` answer shows (its `family bridge` part). Pure. */
+export function ebTablesFromHooks(text: string): EbTable[] {
+  const found = new Set<EbTable>();
+  let hook = '';
+  // (an answer for the bridge family alone may name no family)
+  let family = /^\s*family \w+ \{/m.test(text) ? '' : 'bridge';
+  for (const line of text.split('\n')) {
+    const f = /^\s*family (\w+) \{/.exec(line);
+    if (f) { family = f[1]; hook = ''; continue; }
+    if (family !== 'bridge') continue;
+    const h = /\bhook (\w+) \{/.exec(line);
+    if (h) { hook = h[1]; continue; }
+    const mod = /\[ebtable_(filter|nat|broute)\]/.exec(line);
+    if (mod) { found.add(mod[1] as EbTable); continue; }
+    const fn = /^\s*([+-]?\d+)\s+(ebt_\w+)/.exec(line);
+    if (!fn) continue;
+    // built in: the table by the hook (filter: input / forward / output; nat: prerouting at -300,
+    // postrouting; broute: prerouting at the very first priority)
+    if (hook === 'forward' || hook === 'input') found.add('filter');
+    else if (hook === 'postrouting') found.add('nat');
+    else if (hook === 'prerouting') found.add(Number(fn[1]) <= -2147483647 ? 'broute' : 'nat');
+  }
+  return EB_TABLES.filter((t) => found.has(t));
+}
+
+/** The ebtables-legacy tables whose modules a /proc/modules text lists. Pure. */
+export function ebTablesFromModules(text: string): EbTable[] {
+  return EB_TABLES.filter((t) => new RegExp(`^ebtable_${t}\\s`, 'm').test(text));
 }

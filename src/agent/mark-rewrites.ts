@@ -2,20 +2,25 @@
 // (bridge prerouting / forward: the in-port, zone and out-port numbers and the verdict pairs of
 // src/dataplane/plan/marks.ts) and where it reads them (IP prerouting for the conntrack zone, IP
 // forward for dispatch). A rule there that clears or replaces those bits — `CONNMARK --restore-mark`
-// without a mask in mangle PREROUTING, `MARK --set-mark`, nft's `meta mark set ct mark` — makes every
+// without a mask in mangle PREROUTING, `MARK --set-mark`, `TPROXY --tproxy-mark` without a mask, `HMARK`
+// (a hash as the whole mark), nft's `meta mark set ct mark` — makes every
 // VM frame look as if it came from an unknown port: Palisade drops the host's VM traffic (fail closed)
 // and nothing else says why. Setting bits is harmless (a verdict bit without its complement cleared
 // opens nothing, see marks.ts) unless they are port-number bits. Masked rules on bits Palisade does not
 // use (12–14, 30–31) are fine.
 //
+// A bridge prerouting chain that runs before Palisade's own marking there (a lower priority) is
+// harmless: Palisade rewrites every bit it carries afterwards (palisadeMarksAt).
+//
 // Owns: reading the foreign chains of those hooks (nft's JSON per chain, following jumps; rules of
 // iptables' and ebtables' xt targets, whose options nft's JSON leaves out, through `iptables -S
-// <chain>` / `ebtables -L <chain>`, and iptables-legacy's tables, which nft cannot see, likewise), and judging each mark write bit by bit. Palisade's own rules (a `pal:`
-// comment, its ebtables roots) are not followed.
+// <chain>` / `ebtables -L <chain>`, and iptables-legacy's and ebtables-legacy's tables, which nft
+// cannot see, likewise, only those the kernel has: foreign-tables.ts), and judging each mark write
+// bit by bit. Palisade's own rules (a `pal:` comment, its ebtables roots) are not followed.
 import type { Runner } from '../dataplane/exec.js';
 import { MARK_ACCEPT_TO, MARK_ALLOW, MARK_IN_MASK, MARK_NOT_ACCEPT_TO, MARK_NOT_ALLOW, MARK_ZONE_MASK, hex } from '../dataplane/plan/marks.js';
 import type { PreflightFinding } from '../protocol/index.js';
-import { type Expr, legacyTables, listed } from './foreign-tables.js';
+import { type Expr, legacyEbTables, legacyTables, listed } from './foreign-tables.js';
 
 /** The bits Palisade carries from its marking to its matching. */
 export const MARK_CARRIED = (MARK_IN_MASK | MARK_ZONE_MASK | MARK_ALLOW | MARK_ACCEPT_TO | MARK_NOT_ALLOW | MARK_NOT_ACCEPT_TO) >>> 0;
@@ -84,6 +89,16 @@ export function iptMarkEffect(line: string): BitEffect | null {
     const value = Number(x[1]) >>> 0, mask = x[2] === undefined ? ALL : Number(x[2]) >>> 0;
     return xor(and(OLD, konst(~mask)), konst(value)); // (mark & ~mask) ^ value
   }
+  if (/ -j TPROXY /.test(line)) {
+    // xt_TPROXY, when it finds a socket: mark = (mark & ~mask) ^ value; `-S` prints the mask always
+    // (0xffffffff for `--tproxy-mark 0x1`: the whole mark)
+    const x = /--tproxy-mark (0x[0-9a-f]+|\d+)(?:\/(0x[0-9a-f]+|\d+))?/i.exec(line);
+    if (!x) return null; // no --tproxy-mark: the mark is left alone
+    const value = Number(x[1]) >>> 0, mask = x[2] === undefined ? ALL : Number(x[2]) >>> 0;
+    return xor(and(OLD, konst(~mask)), konst(value));
+  }
+  // xt_HMARK: mark = a hash of the packet's addresses and ports (modulo, plus offset), the whole mark
+  if (/ -j HMARK( |$)/.test(line)) return UNKNOWN;
   if (/ -j CONNMARK /.test(line) && / --restore-mark/.test(line)) {
     const mask = num(/--mask (0x[0-9a-f]+|\d+)/i);
     const nf = num(/--nfmask (0x[0-9a-f]+|\d+)/i) ?? mask ?? ALL;
@@ -101,15 +116,41 @@ export function ebMarkEffect(line: string): BitEffect | null {
   return m[1] === 'set' ? v : m[1] === 'or' ? or(OLD, v) : m[1] === 'and' ? and(OLD, v) : xor(OLD, v);
 }
 
-/** Hooks between Palisade's marking and its matching, per family (bridge: Palisade's chains run at -300 / -250). */
-function between(family: string, hook: string, prio: number): boolean {
-  if (family === 'bridge') return (hook === 'prerouting' && prio >= -300) || (hook === 'forward' && prio < 0);
+/**
+ * Hooks between Palisade's marking and its matching, per family. Bridge prerouting: from where
+ * Palisade last writes the mark there (`markedAt`, palisadeMarksAt) on — a chain of a lower priority
+ * runs before it, and Palisade rewrites every bit it carries afterwards (at one priority the order is
+ * the kernel's, so it counts). Bridge forward: before IP forward (where Palisade reads the out-port it
+ * writes at -250 / -200, having read nothing of the in-port mark yet), so any chain below 0.
+ */
+function between(family: string, hook: string, prio: number, markedAt: number): boolean {
+  if (family === 'bridge') return (hook === 'prerouting' && prio >= markedAt) || (hook === 'forward' && prio < 0);
   return (family === 'ip' || family === 'ip6' || family === 'inet') && (hook === 'prerouting' || (hook === 'forward' && prio <= 0));
+}
+
+/** ebtables' nat PREROUTING (legacy and -nft): NF_BR_PRI_NAT_DST_BRIDGED. */
+const EB_NAT_PRIO = -300;
+
+/**
+ * The bridge prerouting priority at which Palisade last writes the mark, from a `nft -j list chains`
+ * answer: its nftables backend's chain (-250: in-port, zone and verdict complements, whole — a VM
+ * port's map value is the whole mark, an uplink's rule rewrites every carried bit), else the ebtables
+ * nat PREROUTING its iptables backend jumps from (to PALISADE-PRE, -300: the in-port and zone bits it
+ * reads), whichever runs later when both are in place (a switch between backends). Without either
+ * (nothing applied yet) the earlier, -300: a chain there is judged as if Palisade marked first.
+ */
+export function palisadeMarksAt(chainsJson: string): number {
+  const chains = listed(chainsJson, 'chain').filter((c) => c.family === 'bridge');
+  const nft = chains.filter((c) => c.table === 'palisade' && c.hook === 'prerouting').map((c) => Number(c.prio));
+  const ipt = chains.some((c) => c.name === 'PALISADE-PRE')
+    ? chains.filter((c) => c.table === 'nat' && c.hook === 'prerouting').map((c) => Number(c.prio)) : [];
+  const at = [...nft, ...ipt].filter(Number.isFinite);
+  return at.length ? Math.max(...at) : EB_NAT_PRIO;
 }
 
 const EB_ROOTS = /^PALISADE-/;
 /** iptables targets that are no chain (not listed as one). */
-const TARGETS = new Set(['ACCEPT', 'DROP', 'RETURN', 'REJECT', 'MARK', 'CONNMARK', 'LOG', 'NFLOG', 'CT', 'NOTRACK', 'MASQUERADE', 'SNAT', 'DNAT', 'CHECKSUM', 'TCPMSS']);
+const TARGETS = new Set(['ACCEPT', 'DROP', 'RETURN', 'REJECT', 'MARK', 'CONNMARK', 'LOG', 'NFLOG', 'CT', 'NOTRACK', 'MASQUERADE', 'SNAT', 'DNAT', 'CHECKSUM', 'TCPMSS', 'TPROXY', 'HMARK']);
 
 function finding(where: string, rule: string, e: BitEffect): PreflightFinding {
   return {
@@ -127,8 +168,9 @@ export async function nftMarkRewrites(runner: Runner): Promise<PreflightFinding[
   const chains = await runner.run('nft', ['-j', 'list', 'chains']);
   if (chains.code !== 0) return [];
   const found: PreflightFinding[] = [];
+  const markedAt = palisadeMarksAt(chains.stdout);
   const todo = listed(chains.stdout, 'chain')
-    .filter((c) => c.table !== 'palisade' && c.hook && between(c.family, c.hook, Number(c.prio)))
+    .filter((c) => c.table !== 'palisade' && c.hook && between(c.family, c.hook, Number(c.prio), markedAt))
     .map((c) => ({ family: String(c.family), table: String(c.table), name: String(c.name) }));
   const seen = new Set<string>();
   while (todo.length) {
@@ -215,6 +257,45 @@ export async function legacyMarkRewrites(runner: Runner): Promise<PreflightFindi
         const c = await iptChain(runner, tool, table, chain, `${fam} ${table} ${chain} (iptables-legacy)`);
         found.push(...c.found);
         todo.push(...c.jumps);
+      }
+    }
+  }
+  return found;
+}
+
+/** ebtables' built-in targets and extension targets: no chain to follow. */
+const EB_TARGETS = new Set(['ACCEPT', 'DROP', 'CONTINUE', 'RETURN', 'mark', 'dnat', 'snat', 'redirect', 'arpreply', 'log', 'nflog', 'ulog']);
+
+/**
+ * Mark rewrites in ebtables-legacy's tables (invisible to nft), only those the kernel already has
+ * (legacyEbTables: listing a missing one creates it): filter FORWARD, nat PREROUTING (at -300: after
+ * Palisade's marking only when that is the iptables backend's, palisadeMarksAt), and the user chains
+ * they jump to, as `ebtables-legacy -t <table> -L <chain>` text. broute runs before any of it.
+ */
+export async function legacyEbMarkRewrites(runner: Runner, onPath: (tool: string) => boolean): Promise<PreflightFinding[]> {
+  const tables = await legacyEbTables(runner, onPath);
+  const roots: [string, string][] = [];
+  if (tables.includes('filter')) roots.push(['filter', 'FORWARD']);
+  if (tables.includes('nat')) {
+    const chains = await runner.run('nft', ['-j', 'list', 'chains']);
+    if (between('bridge', 'prerouting', EB_NAT_PRIO, palisadeMarksAt(chains.code === 0 ? chains.stdout : ''))) roots.push(['nat', 'PREROUTING']);
+  }
+  const found: PreflightFinding[] = [];
+  for (const [table, root] of roots) {
+    const todo = [root];
+    const seen = new Set<string>();
+    while (todo.length) {
+      const chain = todo.shift()!;
+      if (seen.has(chain) || seen.size > 200) continue;
+      seen.add(chain);
+      const r = await runner.run('ebtables-legacy', ['-t', table, '-L', chain]);
+      if (r.code !== 0) continue;
+      for (const line of r.stdout.split('\n')) {
+        if (!line.startsWith('-')) continue;
+        const j = / -j (\S+)/.exec(` ${line}`);
+        if (j && !EB_TARGETS.has(j[1]) && !EB_ROOTS.test(j[1])) todo.push(j[1]);
+        const effect = ebMarkEffect(line);
+        if (effect && brokenBits(effect)) found.push(finding(`bridge ${table} ${chain} (ebtables-legacy)`, `ebtables-legacy -t ${table} -A ${chain} ${line.trim()}`, effect));
       }
     }
   }

@@ -8,8 +8,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { run } from '../../src/lab/index.js';
 import { createRunner } from '../../src/dataplane/exec.js';
-import { forwardDropCheck, legacyForwardDropCheck, preflight, unfixable } from '../../src/agent/preflight.js';
-import { legacyMarkRewrites, nftMarkRewrites } from '../../src/agent/mark-rewrites.js';
+import { ebAcceptsBridges, ebForwardDrops, forwardDropCheck, legacyEbForwardDropCheck, legacyForwardDropCheck, onPath, preflight, unfixable } from '../../src/agent/preflight.js';
+import { brokenBits, ebMarkEffect, legacyEbMarkRewrites, legacyMarkRewrites, nftMarkRewrites } from '../../src/agent/mark-rewrites.js';
+import { ebTablesFromHooks, ebTablesFromModules, legacyEbTables } from '../../src/agent/foreign-tables.js';
 import { createLab, ping } from '../../src/lab/index.js';
 import { HostFw, policyOf, BACKENDS, closeAll } from '../dataplane/kit.js';
 import { rule } from '../dataplane/fixtures.js';
@@ -99,6 +100,55 @@ iptables-legacy -A DOCKER-USER -i br1 -j ACCEPT`);
   assert.equal((await legacyForwardDropCheck(lrunner, ['br0']))[1]!.ok, true);
 });
 
+test('ebtables-legacy\'s tables are read only when the kernel shows them (its hooks, else its modules), never listed blind in the host\'s namespace', async () => {
+  // what `nft list hooks` shows of legacy tables (module names; built in, the ebt_ hook functions)
+  const hooks = `family ip {
+	hook forward {
+		+0000000000 chain ip filter FORWARD [nf_tables]
+	}
+}
+family bridge {
+	hook prerouting {
+		-2147483648 ebt_broute [ebtable_broute]
+		-0000000300 ebt_do_table [ebtable_nat]
+	}
+	hook forward {
+		-0000000250 chain bridge palisade forward [nf_tables]
+	}
+}`;
+  assert.deepEqual(ebTablesFromHooks(hooks), ['nat', 'broute']);
+  assert.deepEqual(ebTablesFromHooks('family bridge {\n\thook forward {\n\t\t-0000000200 ebt_do_table\n\t}\n}\nfamily ip {\n\thook forward {\n\t\t-0000000200 ebt_do_table\n\t}\n}'), ['filter'], 'built in: by the hook, bridge family only');
+  assert.deepEqual(ebTablesFromHooks('family bridge {\n\thook forward {\n\t\t-0000000250 chain bridge palisade forward [nf_tables]\n\t}\n}'), []);
+  assert.deepEqual(ebTablesFromHooks('hook forward {\n\t-0000000200 ebt_do_table [ebtable_filter]\n}'), ['filter'], 'no family named');
+  assert.deepEqual(ebTablesFromModules('ebtable_filter 12288 1 - Live 0x0\nebtables 45056 1 ebtable_filter, Live 0x0\nebt_mark 12288 0 - Live 0x0\n'), ['filter']);
+  // its -L text: FORWARD's policy, and which accepts pass the bridges
+  const listing = (policy: string, ...rules: string[]) => `Bridge table: filter\n\nBridge chain: INPUT, entries: 0, policy: ACCEPT\n\nBridge chain: FORWARD, entries: ${rules.length}, policy: ${policy}\n${rules.join('\n')}\n\nBridge chain: OUTPUT, entries: 0, policy: ACCEPT\n`;
+  assert.equal(ebForwardDrops(listing('ACCEPT')), false);
+  assert.equal(ebForwardDrops(listing('DROP')), true);
+  assert.equal(ebAcceptsBridges(listing('DROP', '-i vnet0 -j ACCEPT', '--logical-in br1 -j ACCEPT', '! --logical-in br0 -j ACCEPT'), ['br0']), false);
+  assert.equal(ebAcceptsBridges(listing('DROP', '--logical-in br+ -j ACCEPT'), ['br0']), true);
+  assert.equal(ebAcceptsBridges(listing('DROP', '-j ACCEPT'), ['br0']), true);
+  // its mark rules, as for ebtables-nft
+  assert.ok(brokenBits(ebMarkEffect('-j mark --mark-set 0x5 --mark-target CONTINUE')!));
+  assert.equal(brokenBits(ebMarkEffect('-j mark --mark-or 0x40000000 --mark-target CONTINUE')!), 0);
+
+  // this host (a kernel without modules and without legacy ebtables): ebtables-legacy is run once per
+  // process, in a throwaway namespace, to learn that; never in the host's
+  const ens = `pe${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', ens]);
+  try {
+    const er = createRunner({ netns: ens });
+    const tools: string[] = [];
+    const recording = { netns: ens, run: (t: string, a: string[], i?: string) => { tools.push(`${t} ${a.join(' ')}`); return er.run(t, a, i); } };
+    assert.deepEqual([...await legacyEbForwardDropCheck(recording, ['br0']), ...await legacyEbMarkRewrites(recording, onPath)], []);
+    assert.ok(tools.filter((t) => t.includes('ebtables-legacy')).every((t) => t.startsWith('unshare --net ')), tools.join('; '));
+    assert.ok(tools.filter((t) => t.includes('ebtables-legacy')).length <= 1, tools.join('; '));
+    assert.deepEqual(await legacyEbTables(recording, () => false), [], 'without ebtables-legacy installed: nothing asked');
+  } finally {
+    await run('ip', ['netns', 'del', ens], { allowFail: true });
+  }
+});
+
 test('a foreign rule rewriting the packet mark between Palisade\'s marking and matching is an alert naming the rule; masked to bits Palisade does not use, none', async () => {
   const marks = async () => [...await nftMarkRewrites(mrunner), ...await legacyMarkRewrites(mrunner)];
   assert.deepEqual(await marks(), [], 'nothing to say on a host without one');
@@ -157,6 +207,81 @@ nft add rule inet other pre meta mark set meta mark and 0x3fffffff or 0x40000000
   found = await marks();
   assert.deepEqual(found.map((f) => f.check), ['foreign mark ip mangle PREROUTING (iptables-legacy)']);
   assert.match(found[0]!.detail, /--restore-mark --nfmask 0xffffffff/);
+});
+
+test('TPROXY\'s --tproxy-mark without a mask and HMARK write the whole mark: alerts naming the rule; TPROXY masked to bits 30–31 and HMARK at another hook do not', async () => {
+  const tns = `pt${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', tns]);
+  try {
+    const tr = createRunner({ netns: tns });
+    const tsh = async (script: string) => { const r = await run('ip', ['netns', 'exec', tns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
+    const marks = async () => [...await nftMarkRewrites(tr), ...await legacyMarkRewrites(tr)];
+    await tsh(`iptables -t mangle -A PREROUTING -p tcp -j TPROXY --on-port 3128 --tproxy-mark 0x40000000/0xc0000000
+iptables -t mangle -A POSTROUTING -j HMARK --hmark-tuple src,dst --hmark-mod 16 --hmark-offset 1 --hmark-rnd 0xfeed`);
+    assert.deepEqual(await marks(), []);
+    await tsh('iptables -t mangle -A PREROUTING -p tcp -j TPROXY --on-port 3128 --tproxy-mark 0x1');
+    let found = await marks();
+    assert.deepEqual(found.map((f) => f.check), ['foreign mark ip mangle PREROUTING']);
+    assert.match(found[0]!.detail, /-j TPROXY .*--tproxy-mark 0x1\/0xffffffff\)/);
+    assert.match(found[0]!.detail, /does not keep bits 0x3fff8fff/);
+    await tsh(`iptables -t mangle -D PREROUTING -p tcp -j TPROXY --on-port 3128 --tproxy-mark 0x1
+iptables-legacy -t mangle -A FORWARD -j HMARK --hmark-tuple src,dst --hmark-mod 16 --hmark-offset 1 --hmark-rnd 0xfeed`);
+    found = await marks();
+    assert.deepEqual(found.map((f) => f.check), ['foreign mark ip mangle FORWARD (iptables-legacy)']);
+    assert.match(found[0]!.detail, /-A FORWARD -j HMARK /);
+    assert.ok(unfixable(await preflight(tr, ['nft'], ['br0'])).some((f) => f.check === 'foreign mark ip mangle FORWARD (iptables-legacy)'), 'part of preflight, and it alerts');
+  } finally {
+    await run('ip', ['netns', 'del', tns], { allowFail: true });
+  }
+});
+
+test('a foreign bridge prerouting chain writing the mark alerts only when it runs after Palisade\'s marking there (by priority, per backend), and then VM traffic is dropped; before it, traffic passes and nothing is said. Docker\'s FORWARD DROP beside each backend', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:0e:0a', ipv4: '198.51.100.70/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:0e:0b', ipv4: '198.51.100.71/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const marks = async () => (await nftMarkRewrites(hr)).map((f) => f.check);
+    const pings = async () => (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok;
+    const foreign = async (prio: number) => {
+      await h1.exec('nft', ['add', 'table', 'bridge', 'other']);
+      await h1.exec('nft', ['add', 'chain', 'bridge', 'other', 'pre', `{ type filter hook prerouting priority ${prio}; policy accept; }`]);
+      await h1.exec('nft', ['add', 'rule', 'bridge', 'other', 'pre', 'meta', 'mark', 'set', '0x5']);
+    };
+    const noForeign = () => h1.exec('nft', ['delete', 'table', 'bridge', 'other']);
+    // Palisade marks at -250 with nftables, in ebtables' nat PREROUTING (-300) with iptables
+    const cases: Record<string, { before: number; after: number }> = { nftables: { before: -280, after: -200 }, iptables: { before: -350, after: -280 } };
+    for (const backend of BACKENDS) {
+      const fw = new HostFw(h1, backend);
+      fw.set(policyOf(a, { ingress: [rule('tcp', ['0.0.0.0/0'], { ports: [80, 80] })] })).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
+      await fw.apply();
+      const { before, after } = cases[backend]!;
+      await foreign(before);
+      assert.deepEqual(await marks(), [], `${backend}: priority ${before} runs before Palisade's marking`);
+      assert.equal(await pings(), true, `${backend}: and a may ping b (Palisade rewrote the mark)`);
+      await noForeign();
+      await foreign(after);
+      assert.deepEqual(await marks(), ['foreign mark bridge other pre'], `${backend}: priority ${after} runs after it`);
+      assert.equal(await pings(), false, `${backend}: and the ping is dropped (the alert is right)`);
+      await noForeign();
+      // Docker's FORWARD DROP beside Palisade: the iptables backend's own jump for the bridge decides
+      // its frames (the policy never sees them), the nftables backend's tables do not pass ip filter;
+      // read without listing every table (`nft list tables` reads every rule in nft 1.0.6) or this one
+      const bridges = Object.keys((await fw.input()).ports.bridges);
+      await h1.exec('iptables', ['-P', 'FORWARD', 'DROP']);
+      const run: string[] = [];
+      const recording = { netns: h1.netns, run: (t: string, a: string[], i?: string) => { run.push(`${t} ${a.join(' ')}`); return hr.run(t, a, i); } };
+      assert.deepEqual((await forwardDropCheck(recording, bridges)).map((f) => [f.check, f.ok]), [['forward policy ip filter FORWARD', backend === 'iptables']], backend);
+      assert.deepEqual(run.filter((c) => / list tables?\b/.test(c)), [], run.join('; '));
+      assert.equal(await pings(), backend === 'iptables', `${backend}: and the verdict is right`);
+      await h1.exec('iptables', ['-P', 'FORWARD', 'ACCEPT']);
+      await fw.dp.teardown();
+    }
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
 });
 
 test('with real packets, per backend: Palisade\'s own rules are no foreign mark rewrite; the CONNMARK restore it alerts on drops VM traffic, the masked one neither drops nor alerts', async () => {

@@ -2,7 +2,8 @@
 // swap` exchanges two hash:ip sets whatever their netmask, timeout or extensions, so another tool can
 // put a `netmask 16` set under a group set's name (every address of the /16 is then a member) with the
 // members' texts nearly unchanged. The drift check tells it by the set's options and rebuilds the set
-// as Palisade creates it (swapped in under its name), after which the same pass is quiet. With real
+// as Palisade creates it (swapped in under its name), after which the same pass is quiet; a scratch
+// set left by such a rebuild cut short is destroyed first rather than blocking the next one. With real
 // packets: what the forged set opens (c, not a member) is blocked again after the repair; what the
 // group allows (b, a member) passes throughout. Likewise an ebtables chain of Palisade's given another
 // policy (its frames dropped until the drift check declares it again). Needs root.
@@ -10,7 +11,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { ping, type Lab, type Host, type Vm } from '../../src/lab/index.js';
 import { type HostFw, closeAll, icmpFromGroup, oneHostThreeVms, policyOf } from './kit.js';
-import { ipsetHeader } from '../../src/dataplane/iptables/kernel.js';
+import { ipsetHeader, scratchSet } from '../../src/dataplane/iptables/kernel.js';
 
 let lab: Lab;
 let h1: Host;
@@ -55,6 +56,35 @@ ipset destroy forged`);
   assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'b still passes');
   assert.deepEqual((await fw.dp.observe(input)).drift, [], 'repaired: no drift');
   assert.equal((await fw.dp.apply(input)).changed, false, 'repaired: nothing written the pass after');
+});
+
+test('a scratch set left by a rebuild cut short (after its swap, holding the forged set) does not block the next rebuild, and is gone after it', async () => {
+  const input = await fw.input();
+  const tmp = scratchSet('pal-sgfv4');
+  // what a restore stopped between `swap` and `destroy` leaves: the scratch name holding a forged set
+  await sh(`ipset create ${tmp} hash:ip family inet netmask 16 comment
+ipset add ${tmp} ${b.ipv4}
+ipset create forged hash:ip family inet netmask 16 comment
+ipset add forged ${b.ipv4}
+ipset swap pal-sgfv4 forged
+ipset destroy forged`);
+  assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, true, 'the forged set lets c in (shown)');
+  assert.ok((await fw.dp.observe(input)).drift.some((d) => /ipset pal-sgfv4: .*netmask 16/.test(d.what)));
+  assert.equal((await fw.dp.apply(input)).changed, true, 'repaired, the leftover in the way');
+  assert.doesNotMatch(await sh('ipset save pal-sgfv4'), /netmask/);
+  assert.doesNotMatch(await sh('ipset list -n'), /pal-swap-/, 'the leftover and the forged set are gone');
+  assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, false, 'c is blocked again');
+  assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'b still passes');
+  assert.deepEqual((await fw.dp.observe(input)).drift, []);
+  assert.equal((await fw.dp.apply(input)).changed, false);
+  // a leftover alone (the set itself Palisade's) is removed too, by the next write
+  await sh(`ipset create ${tmp} hash:ip family inet netmask 16
+ipset add ${tmp} ${c.ipv4}`);
+  await sh('ipset del pal-sgfv4 ' + b.ipv4);
+  assert.ok((await fw.dp.observe(input)).drift.length > 0);
+  assert.equal((await fw.dp.apply(input)).changed, true);
+  assert.doesNotMatch(await sh('ipset list -n'), /pal-swap-/);
+  assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'b a member again');
 });
 
 test('a VM\'s own-address set swapped for one whose members expire is rebuilt too (no apply every pass)', async () => {

@@ -313,10 +313,18 @@ function iptPlan(prog: IptProgram, k: Record<Table, KTable>, shadowed: Map<strin
 /** The scratch name a set is rebuilt under (31 characters at most, an owned prefix). */
 export const scratchSet = (name: string) => `pal-swap-${hashOf([name])}`;
 
+/** A scratch name of scratchSet's making. */
+const SCRATCH_SET = /^pal-swap-[0-9a-f]{12}$/;
+
 function setPlan(sets: SetDef[], k: Map<string, KSet>): { pre: string; post: string } {
   const pre: string[] = [];
   const adds: string[] = [];
   const want = new Set(sets.map((s) => s.name));
+  // A scratch set left by a restore that failed or was cut short between its `swap` and `destroy`
+  // (then holding the forged set, with its options, so `create … -exist` of the scratch name would
+  // fail, and with it every rebuild): destroyed first. No rule references a scratch set.
+  const stale = [...k.keys()].filter((n) => SCRATCH_SET.test(n) && !want.has(n));
+  pre.push(...stale.map((n) => `destroy ${n}`));
   for (const s of sets) {
     const ks = k.get(s.name);
     if (!ks) {
@@ -326,8 +334,8 @@ function setPlan(sets: SetDef[], k: Map<string, KSet>): { pre: string; post: str
     }
     if (ks.header !== undefined && ks.header !== wantedHeader(s)) {
       // Not the set Palisade creates (swapped in with other options): built anew under a scratch name
-      // (owned: a leftover is destroyed by the next plan) and swapped in, one restore; the rules that
-      // reference the name match the new set from then on.
+      // (a leftover is destroyed first, above) and swapped in, one restore; the rules that reference
+      // the name match the new set from then on.
       const tmp = scratchSet(s.name);
       pre.push(`create ${tmp} ${setCreateLine(s).split(/\s+/).slice(2).join(' ')}`, `flush ${tmp}`);
       for (const m of s.members) pre.push(`add ${tmp} ${m} -exist`);
@@ -340,7 +348,7 @@ function setPlan(sets: SetDef[], k: Map<string, KSet>): { pre: string; post: str
     for (const m of s.members) if (!ks.members.has(m)) adds.push(`add ${s.name} ${m} -exist`);
   }
   pre.push(...adds);
-  const post = [...k.entries()].filter(([n, s]) => s.owned && !want.has(n)).map(([n]) => `destroy ${n}`);
+  const post = [...k.entries()].filter(([n, s]) => s.owned && !want.has(n) && !stale.includes(n)).map(([n]) => `destroy ${n}`);
   return { pre: pre.length ? pre.join('\n') + '\n' : '', post: post.length ? post.join('\n') + '\n' : '' };
 }
 
