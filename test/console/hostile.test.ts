@@ -129,3 +129,23 @@ test('hosts page: "in sync" only while the agent is there; a host whose agent le
 async function listHostId(name: string): Promise<string> {
   return ok(await srv.call('listHosts', { name }), 'listHosts').listhostsresponse.host[0].id;
 }
+
+test('the server restarts under an open console: the page says it cannot reach it, then carries on in the same session', async () => {
+  const { context, page } = await browser.page();
+  try {
+    await loginUi(page, 'mallory', PASSWORD);
+    const groups = page.getByRole('table', { name: 'Security groups' });
+    await groups.getByText(HOSTILE_NAME, { exact: true }).waitFor();
+    await srv.kill('SIGTERM');
+    // the 3 s poll meets a closed port: the error state, the session kept (no login page)
+    await page.getByRole('alert').filter({ hasText: 'cannot be reached' }).waitFor({ timeout: 30_000 });
+    assert.equal(await page.getByRole('button', { name: 'Log in' }).count(), 0, 'still logged in while the server is away');
+    await srv.start();
+    // sessions live in the store: the next polls succeed and the error goes, without logging in again
+    await page.getByRole('alert').filter({ hasText: 'cannot be reached' }).waitFor({ state: 'detached', timeout: 30_000 });
+    await groups.getByText(HOSTILE_NAME, { exact: true }).waitFor();
+    assert.equal(await page.getByRole('button', { name: 'Log in' }).count(), 0, 'the same session carries on after the restart');
+  } finally {
+    await context.close();
+  }
+});
