@@ -8,11 +8,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { launchBrowser, type TestBrowser } from '../helpers/browser.js';
-import { addHost, createCloud, deploy, hostRow, ok, simAgent, vmRow, waitFor } from '../agent/helpers.js';
+import { createLab } from '../../src/lab/index.js';
+import { AgentProcess, addHost, createCloud, deploy, hostRow, job, ok, simAgent, vmRow, waitFor } from '../agent/helpers.js';
 
 const PASSWORD = 'hostile-console-pw';
 /** Each one would run script if it reached the page as markup; `__pwned` records that it did. */
@@ -129,6 +131,46 @@ test('hosts page: "in sync" only while the agent is there; a host whose agent le
 async function listHostId(name: string): Promise<string> {
   return ok(await srv.call('listHosts', { name }), 'listHosts').listhostsresponse.host[0].id;
 }
+
+test('hosts page: a connected host whose agent could not apply the rules (its VMs Failed) is not shown in sync', async () => {
+  // A real agent on a lab host, on nftables, with a PATH that lacks `nft`: every apply fails, the
+  // agent still acks the revision (with the VM failed) and the host is Up/Alert with an acked revision.
+  const tools = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-hostile-path-'));
+  for (const f of fs.readdirSync('/usr/sbin')) if (f !== 'nft') fs.symlinkSync(path.join('/usr/sbin', f), path.join(tools, f));
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-hostile-agent-'));
+  const lab = await createLab();
+  let failing: AgentProcess | undefined;
+  const { context, page } = await browser.page({ width: 1400, height: 800 });
+  try {
+    const labHost = await lab.addHost('h1');
+    const name = `failing-${lab.prefix}`;
+    const api = await addHost(srv, name);
+    const root = ok(await srv.call('listDomains'), 'listDomains').listdomainsresponse.domain[0].id;
+    const cloud = ok(await srv.call('listNetworks', { listall: true }), 'listNetworks').listnetworksresponse.network[0].id;
+    const vm = (await job(srv, 'deployVirtualMachine', { name: 'web9', account: 'mallory', domainid: root, networkids: cloud, hostid: api.id, securitygroupids: groupId })).virtualmachine;
+    failing = new AgentProcess(['--server', `http://127.0.0.1:${srv.port}`, '--token', api.token, '--state-dir', stateDir, '--netns', labHost.netns,
+      '--reconcile-interval', '1s', '--backoff-max', '1s', '--hostname', name, '--dataplane', 'nftables'], { ...process.env, PATH: `${tools}:/usr/bin` });
+    failing.start();
+    await waitFor('the VM Failed while its host acked the revision', async () => {
+      const h = await hostRow(srv, api.id);
+      return h.state !== 'Disconnected' && h.securitygroupsynced === true && (await vmRow(srv, vm.id)).securitygroupsyncstate === 'Failed';
+    }, 30_000, 200);
+
+    await loginUi(page, 'admin', adminPassword);
+    await page.goto(`${base}#/hosts`);
+    const row = page.locator(`tr[data-host="${name}"]`);
+    await row.waitFor();
+    const shown = ((await row.locator('[data-testid="host-sync"]').textContent()) ?? '').trim();
+    assert.notEqual(shown, 'in sync', 'a host whose agent failed to apply the rules is not claimed in sync');
+    assert.match(shown, /failed on 1 VM/);
+  } finally {
+    await context.close();
+    await failing?.kill('SIGTERM');
+    await lab.destroy();
+    fs.rmSync(tools, { recursive: true, force: true });
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  }
+});
 
 test('the server restarts under an open console: the page says it cannot reach it, then carries on in the same session', async () => {
   const { context, page } = await browser.page();

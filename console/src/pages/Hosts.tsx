@@ -11,6 +11,8 @@ interface Repair { at?: string; what?: string; count?: number }
 export interface HostView {
   id: string; name: string; state: string; lastpinged?: string; dataplane?: string; securitygroupsyncrevision?: number; desiredrevision?: number;
   securitygroupsynced?: boolean; driftrepairs?: number; lastrepairs?: Repair[]; preflight?: Finding[] | string[]; virtualmachinecount?: number;
+  /** VMs whose rules the agent failed to apply (older servers lack it). */
+  failedvirtualmachinecount?: number;
   [k: string]: unknown;
 }
 
@@ -70,7 +72,10 @@ export function HostsPage() {
                 const synced = h.securitygroupsynced ?? (h.securitygroupsyncrevision !== undefined && h.securitygroupsyncrevision >= (h.desiredrevision ?? 0));
                 // The acked revision is what the agent last said; with no agent connected nobody vouches
                 // for the kernel now (it may have drifted, or been flushed), so the page does not claim sync.
+                // An ack moves the revision on even when the apply failed: failed VMs are not in sync either.
+                const failed = h.failedvirtualmachinecount ?? 0;
                 const sync = !AGENT_CONNECTED.has(h.state) ? { label: 'unknown: no agent', color: 'gray' }
+                  : failed > 0 ? { label: `failed on ${failed} VM${failed === 1 ? '' : 's'}`, color: 'red' }
                   : synced ? { label: 'in sync', color: 'green' } : { label: 'behind', color: 'yellow' };
                 return (
                   <Table.Tr key={h.id} data-host={h.name}>
