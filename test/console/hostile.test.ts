@@ -106,6 +106,28 @@ test('a tenant\'s markup, quotes and right-to-left overrides in names show as te
   }
 });
 
+test('the VM page says its rules\' hit counts are the whole group\'s, not this VM\'s', async () => {
+  // hitcount is per API rule, summed over every VM of the group on every host: shown on one VM's page
+  // under a bare "Hits" it reads as that VM's traffic
+  const { context, page } = await browser.page();
+  try {
+    await loginUi(page, 'mallory', PASSWORD);
+    await page.goto(`${base}#/vms/${vmId}`);
+    const table = page.getByRole('table', { name: 'Rules of this VM\'s groups' });
+    await table.waitFor();
+    const headers = (await table.locator('thead th').allTextContents()).map((t) => t.trim());
+    const hits = headers.find((h) => /^Hits/.test(h));
+    assert.ok(hits, `a hits column: ${JSON.stringify(headers)}`);
+    assert.match(hits!, /all VMs of the group/, 'the column says whose packets it counts');
+    // its twin: the group's own page counts for the group, and says just "Hits"
+    await page.goto(`${base}#/groups/${groupId}`);
+    const own = (await page.locator('[data-testid="rules-ingress"] thead th').allTextContents()).map((t) => t.trim());
+    assert.ok(own.includes('Hits'), `the group page: ${JSON.stringify(own)}`);
+  } finally {
+    await context.close();
+  }
+});
+
 test('hosts page: "in sync" only while the agent is there; a host whose agent left or never came is not shown in sync', async () => {
   const { context, page } = await browser.page({ width: 1400, height: 800 });
   const syncShown = async (host: string) => (await page.locator(`tr[data-host="${host}"] [data-testid="host-sync"]`).textContent() ?? "").trim();
