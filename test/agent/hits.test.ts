@@ -283,6 +283,46 @@ test('an agent restarted with its saved state does not count again what the kern
   }
 });
 
+/** The rule's hitcount once two or more counter readings in a row left it unchanged (counts on their way have landed). */
+async function settledHits(rule: string): Promise<number> {
+  let h = await hits(rule);
+  for (let since = Date.now(), deadline = Date.now() + 60_000; Date.now() - since < 7000 && Date.now() < deadline;) {
+    await sleep(500);
+    const n = await hits(rule);
+    if (n !== h) { h = n; since = Date.now(); }
+  }
+  return h;
+}
+
+/** Kernel transactions an agent ran (its own metrics): grows when it re-renders. */
+async function kernelWrites(s: Side): Promise<number> {
+  const text = (await metrics(s.metricsPort)).text;
+  let n = 0;
+  for (const m of text.matchAll(/^palisade_agent_kernel_writes_total\{[^}]*\} (\S+)$/gm)) n += Number(m[1]);
+  return n;
+}
+
+test('exact counts: N connections show exactly N; an apply that re-renders without changing the rule neither adds nor loses any', async () => {
+  for (const s of sides) {
+    const base = await settledHits(ruleX);
+    const twin = await settledHits(ruleY);
+    await connections(s, 80, 5);
+    await waitFor(`${s.backend}: 5 hits arrive`, async () => (await hits(ruleX)) >= base + 5, 30_000, 250);
+    assert.equal(await settledHits(ruleX), base + 5, `${s.backend}: 5 connections, exactly 5 hits (one per connection's first packet)`);
+    assert.equal(await hits(ruleY), twin, `${s.backend}: the twin got none of them`);
+
+    // Every host re-renders for a setting (the drop log's rate): the rule itself is unchanged.
+    const writes = await kernelWrites(s);
+    ok(await srv.call('updateConfiguration', { name: 'security.group.drop.log.rate', value: s.backend === 'nftables' ? 20 : 30 }), 'updateConfiguration');
+    await waitFor(`${s.backend}: the agent re-rendered for the setting`, async () => (await kernelWrites(s)) > writes, 30_000, 250);
+    assert.equal(await settledHits(ruleX), base + 5, `${s.backend}: the re-render added nothing and took nothing away`);
+    await connections(s, 80, 3);
+    await waitFor(`${s.backend}: 3 more hits arrive`, async () => (await hits(ruleX)) >= base + 8, 30_000, 250);
+    assert.equal(await settledHits(ruleX), base + 8, `${s.backend}: exactly 3 more after the re-render`);
+  }
+  ok(await srv.call('resetConfiguration', { name: 'security.group.drop.log.rate' }), 'resetConfiguration');
+});
+
 test('an invalid --metrics-listen is refused at start with a message naming the flag; a taken port too', async () => {
   const pal = palisadeCommand();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-hits-bad-'));

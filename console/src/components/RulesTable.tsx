@@ -41,9 +41,11 @@ function Hits({ rule }: { rule: RuleView }) {
   return <span data-hitcount={rule.hitcount}>{rule.hitcount.toLocaleString()}</span>;
 }
 
-export function RulesTable({ rules, direction, highlight, covering, onRevoke, showGroup, label }: {
+export function RulesTable({ rules, direction, highlight, covering, onRevoke, showGroup, label, hitsHeader = 'Hits' }: {
   rules: RuleRow[]; direction: 'ingress' | 'egress' | 'both'; highlight?: string; covering?: ReadonlySet<string>;
   onRevoke?: (r: RuleRow) => void; showGroup?: boolean; label: string;
+  /** The hits column's header: a rule's count is its group's (every member VM, every host). */
+  hitsHeader?: string;
 }) {
   if (rules.length === 0) {
     return <Empty>{direction === 'egress' ? 'No egress rules: everything leaves (until the first egress rule).' : direction === 'ingress' ? 'No ingress rules: nothing may enter.' : 'No rules.'}</Empty>;
@@ -60,7 +62,7 @@ export function RulesTable({ rules, direction, highlight, covering, onRevoke, sh
             <Table.Th>Protocol</Table.Th>
             <Table.Th>Ports / ICMP</Table.Th>
             <Table.Th>{from}</Table.Th>
-            {showHits ? <Table.Th>Hits</Table.Th> : null}
+            {showHits ? <Table.Th>{hitsHeader}</Table.Th> : null}
             {showHits ? <Table.Th>Last hit</Table.Th> : null}
             {onRevoke ? <Table.Th><span className="visually-hidden">Actions</span></Table.Th> : null}
           </Table.Tr>

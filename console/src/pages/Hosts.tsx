@@ -11,10 +11,14 @@ interface Repair { at?: string; what?: string; count?: number }
 export interface HostView {
   id: string; name: string; state: string; lastpinged?: string; dataplane?: string; securitygroupsyncrevision?: number; desiredrevision?: number;
   securitygroupsynced?: boolean; driftrepairs?: number; lastrepairs?: Repair[]; preflight?: Finding[] | string[]; virtualmachinecount?: number;
+  /** VMs whose rules the agent failed to apply (older servers lack it). */
+  failedvirtualmachinecount?: number;
   [k: string]: unknown;
 }
 
 const STATE_COLOR: Record<string, string> = { Up: 'green', Alert: 'orange', Disconnected: 'red', Down: 'red' };
+/** Host states in which an agent session is live (Alert: connected, a preflight check failed). */
+const AGENT_CONNECTED = new Set(['Up', 'Alert']);
 // The field naming the server that holds a host is being settled; show whichever one the server sends.
 const SERVER_FIELDS = ['managementservername', 'managementserverid', 'servername', 'serverid', 'server', 'ownerserver', 'heldby'];
 
@@ -66,6 +70,13 @@ export function HostsPage() {
             <Table.Tbody>
               {hosts.map((h) => {
                 const synced = h.securitygroupsynced ?? (h.securitygroupsyncrevision !== undefined && h.securitygroupsyncrevision >= (h.desiredrevision ?? 0));
+                // The acked revision is what the agent last said; with no agent connected nobody vouches
+                // for the kernel now (it may have drifted, or been flushed), so the page does not claim sync.
+                // An ack moves the revision on even when the apply failed: failed VMs are not in sync either.
+                const failed = h.failedvirtualmachinecount ?? 0;
+                const sync = !AGENT_CONNECTED.has(h.state) ? { label: 'unknown: no agent', color: 'gray' }
+                  : failed > 0 ? { label: `failed on ${failed} VM${failed === 1 ? '' : 's'}`, color: 'red' }
+                  : synced ? { label: 'in sync', color: 'green' } : { label: 'behind', color: 'yellow' };
                 return (
                   <Table.Tr key={h.id} data-host={h.name}>
                     <Table.Td fw={600}>{h.name}</Table.Td>
@@ -74,7 +85,7 @@ export function HostsPage() {
                     <Table.Td>
                       <Stack gap={2}>
                         <Text size="sm" className="mono">{h.securitygroupsyncrevision ?? '—'} / {h.desiredrevision ?? '—'}</Text>
-                        <Badge size="xs" color={synced ? 'green' : 'yellow'} variant="light">{synced ? 'in sync' : 'behind'}</Badge>
+                        <Badge size="xs" color={sync.color} variant="light" data-testid="host-sync">{sync.label}</Badge>
                       </Stack>
                     </Table.Td>
                     <Table.Td>

@@ -50,7 +50,7 @@ export function VmPage({ id }: { id: string }) {
         <ChangeGroups vm={vm} />
       </SimpleGrid>
       <Title order={3} size="h4" mt="md" mb="xs">Rules in force</Title>
-      {groupsQ.error ? <ErrorAlert error={groupsQ.error} /> : <RulesTable rules={rules} direction="both" showGroup highlight={highlight} label="Rules of this VM's groups" />}
+      {groupsQ.error ? <ErrorAlert error={groupsQ.error} /> : <RulesTable rules={rules} direction="both" showGroup highlight={highlight} label="Rules of this VM's groups" hitsHeader="Hits (all VMs of the group)" />}
       <Explain vm={vm} onDecided={setHighlight} shownRules={new Set(rules.map((r) => r.ruleid))}
         describeRule={(id) => { const r = rules.find((x) => x.ruleid === id); return r ? ruleSummary(r) : undefined; }} />
       <Drops vm={vm} />
@@ -179,7 +179,7 @@ function Explain({ vm, onDecided, shownRules, describeRule }: {
               {v.ruleid ? (
                 <Text size="sm" data-testid="explain-rule">
                   {depends ? 'The rule that would allow it' : 'Deciding rule'}: <b>{describeRule(v.ruleid) ?? v.ruleid}</b>{v.securitygroupname ? <> in group <Anchor href={href(`/groups/${v.securitygroupid}`)} size="sm">{v.securitygroupname}</Anchor></> : null}
-                  {v.hitcount !== undefined ? `, matched ${v.hitcount.toLocaleString()} packet${v.hitcount === 1 ? '' : 's'} so far` : ''}
+                  {v.hitcount !== undefined ? `, matched ${v.hitcount.toLocaleString()} packet${v.hitcount === 1 ? '' : 's'} so far on all VMs of its group` : ''}
                   {shownRules.has(v.ruleid) ? ' (highlighted in the rules above)' : ''}.
                   {v.matchingruleids && v.matchingruleids.length > 1 ? ` ${v.matchingruleids.length - 1} other rule${v.matchingruleids.length > 2 ? 's' : ''} would allow it too.` : ''}
                 </Text>

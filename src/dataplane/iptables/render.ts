@@ -131,9 +131,10 @@ const spec = (...parts: string[]) => parts.filter(Boolean).join(' ');
 // With the drop log on, a drop whose reason has an API counterpart (plan/reasons.ts) jumps to a chain
 // that logs to NFLOG (when the limit allows) and then drops: same match, same place, so the allowed
 // path meets exactly the rules it met before. iptables has no per-port token bucket reachable from a
-// shared chain, so its IP-level budgets are per VM address (hashlimit: the source address for drops of
-// what a VM sends, the destination for drops of what goes to it; at most DROP_LOG_BUCKETS buckets,
-// a packet that finds the table full is dropped unlogged); ebtables' (L2 drops) is per reason and side
+// shared chain, so its IP-level budgets for the default denies are per VM address (hashlimit: the
+// source address for drops of what a VM sends, the destination for drops of what goes to it; at most
+// DROP_LOG_BUCKETS buckets, a packet that finds the table full is dropped unlogged), and for the other
+// reasons, whose address the sender can make up, per reason and side on the host; ebtables' (L2 drops) is per reason and side
 // on the host (`--limit`). The set in use for one render (set by render(), read by the helpers below,
 // whose memoised outputs are keyed by it).
 let dropLog: DropLogConfig | null = null;
@@ -152,7 +153,14 @@ function iptLogChains(cfg: DropLogConfig, fam: Fam): IptChain[] {
   for (const side of ['f', 't'] as LogSide[]) {
     for (const reason of Object.keys(LOG_REASON) as DropReason[]) {
       if (!LOG_REASON[reason] || reason === 'unknown-port') continue;
-      const limit = `-m hashlimit --hashlimit-upto ${cfg.rate}/sec --hashlimit-burst ${cfg.burst} --hashlimit-mode ${side === 'f' ? 'srcip' : 'dstip'} --hashlimit-name ${name(side)} --hashlimit-htable-max ${DROP_LOG_BUCKETS}`;
+      const key = side === 'f' ? 'src' : 'dst';
+      // Per VM address only where that address is the VM's own: a default deny is met after the
+      // anti-spoofing checks. Elsewhere the sender picks the address (a spoofed source, a destination
+      // the VM does not own, a multicast group): one bucket per made-up address would let one flood
+      // log thousands of times the budget, so those chains share one bucket per reason and side on the
+      // host (mask 0, in a table of their own: hashlimit takes the mask from the table's first rule).
+      const perVm = reason === (side === 'f' ? 'egress-default-deny' : 'ingress-default-deny');
+      const limit = `-m hashlimit --hashlimit-upto ${cfg.rate}/sec --hashlimit-burst ${cfg.burst} --hashlimit-mode ${key}ip --hashlimit-name ${name(side)}${perVm ? '' : 'h'} --hashlimit-htable-max ${DROP_LOG_BUCKETS}${perVm ? '' : ` --hashlimit-${key}mask 0`}`;
       out.push(makeChain('filter', iptLogChain(side, reason), [
         r('log', `${limit} -j NFLOG --nflog-prefix "${logPrefix(side, reason)}" --nflog-group ${cfg.group}`),
         r('drop', '-j DROP'),

@@ -78,10 +78,15 @@ const parseJson = (s: string | null): unknown => {
 export async function hostViews(db: Tx, rows: HostRow[]): Promise<Record<string, unknown>[]> {
   const zones = await zonesById(db, rows.map((r) => r.zone_id));
   const counts = new Map<number, number>();
+  const failed = new Map<number, number>();
   if (rows.length) {
-    const c = await db.selectFrom('vms').select(['host_id']).select((eb) => eb.fn.countAll<number>().as('n'))
-      .where(inList(db, 'host_id', rows.map((r) => r.id))).where('removed', 'is', null).groupBy('host_id').execute();
-    for (const r of c) if (r.host_id !== null) counts.set(r.host_id, Number(r.n));
+    const c = await db.selectFrom('vms').select(['host_id', 'sync_state']).select((eb) => eb.fn.countAll<number>().as('n'))
+      .where(inList(db, 'host_id', rows.map((r) => r.id))).where('removed', 'is', null).groupBy(['host_id', 'sync_state']).execute();
+    for (const r of c) {
+      if (r.host_id === null) continue;
+      counts.set(r.host_id, (counts.get(r.host_id) ?? 0) + Number(r.n));
+      if (r.sync_state === 'Failed') failed.set(r.host_id, (failed.get(r.host_id) ?? 0) + Number(r.n));
+    }
   }
   const holders = rows.length ? await leaseHolders(db, rows.map((r) => r.id)) : new Map();
   return rows.map((h) => {
@@ -100,6 +105,9 @@ export async function hostViews(db: Tx, rows: HostRow[]): Promise<Record<string,
       driftrepairs: h.repair_count,
       lastrepairs: parseJson(h.repairs) ?? [],
       virtualmachinecount: counts.get(h.id) ?? 0,
+      // VMs whose rules the agent acked as failed: an ack moves the revision on (securitygroupsynced)
+      // whether or not it worked, so this is what says the host does not enforce what is desired.
+      failedvirtualmachinecount: failed.get(h.id) ?? 0,
       // Several servers (DESIGN.md §6): the management server holding the host's agent session (its
       // id as in its data dir's server-id file, and its --name); absent while no server holds it.
       managementserverid: holder?.serverId,

@@ -1,0 +1,215 @@
+// The console against a hostile tenant and a demanding operator, in a real browser (Debian's Chromium
+// through playwright-core) against the real server process, with an in-process agent on the
+// render-only dataplane (no kernel needed: what is checked here is what the console claims).
+// - Names and descriptions a tenant chooses (markup, quotes, right-to-left overrides) are shown as
+//   text and never run as script, on every page that shows them.
+// - "In sync" on the hosts page is only claimed for a host whose agent is there to say so: a host
+//   whose agent went away, or never came, shows that its state is unknown, not "in sync".
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Page } from 'playwright-core';
+import { startServer, type TestServer } from '../helpers/server.js';
+import { launchBrowser, type TestBrowser } from '../helpers/browser.js';
+import { createLab } from '../../src/lab/index.js';
+import { AgentProcess, addHost, createCloud, deploy, hostRow, job, ok, simAgent, vmRow, waitFor } from '../agent/helpers.js';
+
+const PASSWORD = 'hostile-console-pw';
+/** Each one would run script if it reached the page as markup; `__pwned` records that it did. */
+const HOSTILE_NAME = `<img src=x onerror="window.__pwned='name'">`;
+const HOSTILE_DESCRIPTION = `"><script>window.__pwned='description'</script>\u202Egnp.exe`;
+const HOSTILE_DISPLAY = `</td><svg onload="window.__pwned='vm'">\u202E`;
+
+let srv: TestServer;
+let base: string;
+let browser: TestBrowser;
+let adminPassword: string;
+let agent: ReturnType<typeof simAgent> | undefined;
+let groupId = '';
+let vmId = '';
+const HOST_SEEN = 'seen-then-gone';
+const HOST_NEVER = 'never-connected';
+
+async function loginUi(page: Page, username: string, password: string): Promise<void> {
+  await page.goto(base);
+  await page.getByLabel('Username').fill(username);
+  await page.getByRole('textbox', { name: 'Password' }).fill(password);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('heading', { name: 'Security groups' }).waitFor();
+}
+
+/** Fails the test on any script the page runs from data: a dialog, or the marker being set. */
+async function assertNoScriptRan(page: Page, dialogs: string[]): Promise<void> {
+  assert.deepEqual(dialogs, [], 'no dialog opened');
+  assert.equal(await page.evaluate(() => (window as unknown as { __pwned?: string }).__pwned ?? null), null, 'no data ran as script');
+  assert.equal(await page.locator('img[src="x"], svg[onload], script:not([src])').count(), 0, 'no element made from data');
+}
+
+before(async () => {
+  srv = await startServer();
+  base = srv.url.replace(/client\/api$/, '');
+  adminPassword = JSON.parse(fs.readFileSync(path.join(srv.dataDir, 'admin-credentials.json'), 'utf8')).password;
+  const root = ok(await srv.call('listDomains'), 'listDomains').listdomainsresponse.domain[0].id;
+  ok(await srv.call('createAccount', { username: 'mallory', account: 'mallory', password: PASSWORD, email: 'm@example.test', firstname: 'M', lastname: 'T', domainid: root }), 'createAccount');
+  const g = ok(await srv.call('createSecurityGroup', { name: HOSTILE_NAME, description: HOSTILE_DESCRIPTION, account: 'mallory', domainid: root }), 'createSecurityGroup');
+  groupId = g.createsecuritygroupresponse.securitygroup.id;
+  ok(await srv.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: groupId, protocol: 'tcp', startport: 22, endport: 22, cidrlist: '192.0.2.0/24' }), 'authorize');
+
+  const cloud = await createCloud(srv);
+  const seen = await addHost(srv, HOST_SEEN);
+  await addHost(srv, HOST_NEVER);
+  const vm = await deploy(srv, cloud, { name: 'web1', displayname: HOSTILE_DISPLAY, account: 'mallory', domainid: root, hostid: seen.id, securitygroupids: groupId });
+  vmId = vm.id;
+  agent = simAgent(srv, seen.token, HOST_SEEN);
+  await agent.start();
+  await waitFor('the host is Up and in sync, the VM Synced', async () => {
+    const h = await hostRow(srv, seen.id);
+    return h.state === 'Up' && h.securitygroupsynced && (await vmRow(srv, vmId)).securitygroupsyncstate === 'Synced';
+  }, 20_000, 100);
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await agent?.stop().catch(() => {});
+  if (agent) fs.rmSync(agent.dir, { recursive: true, force: true });
+  await browser?.close();
+  await srv?.stop();
+});
+
+test('a tenant\'s markup, quotes and right-to-left overrides in names show as text and never run', async () => {
+  const { context, page } = await browser.page();
+  const dialogs: string[] = [];
+  page.on('dialog', (d) => { dialogs.push(d.message()); void d.dismiss(); });
+  try {
+    await loginUi(page, 'mallory', PASSWORD);
+    const groups = page.getByRole('table').first();
+    await groups.getByText(HOSTILE_NAME, { exact: true }).waitFor();
+    await groups.getByText(HOSTILE_DESCRIPTION, { exact: true }).waitFor();
+    await assertNoScriptRan(page, dialogs);
+
+    await page.goto(`${base}#/groups/${groupId}`);
+    await page.getByRole('heading', { name: HOSTILE_NAME }).waitFor();
+    await assertNoScriptRan(page, dialogs);
+
+    await page.goto(`${base}#/vms`);
+    await page.getByRole('link', { name: HOSTILE_DISPLAY }).waitFor();
+    await assertNoScriptRan(page, dialogs);
+
+    await page.goto(`${base}#/vms/${vmId}`);
+    await page.getByRole('heading', { name: HOSTILE_DISPLAY }).waitFor();
+    await page.getByText(HOSTILE_NAME).first().waitFor();
+    await assertNoScriptRan(page, dialogs);
+  } finally {
+    await context.close();
+  }
+});
+
+test('the VM page says its rules\' hit counts are the whole group\'s, not this VM\'s', async () => {
+  // hitcount is per API rule, summed over every VM of the group on every host: shown on one VM's page
+  // under a bare "Hits" it reads as that VM's traffic
+  const { context, page } = await browser.page();
+  try {
+    await loginUi(page, 'mallory', PASSWORD);
+    await page.goto(`${base}#/vms/${vmId}`);
+    const table = page.getByRole('table', { name: 'Rules of this VM\'s groups' });
+    await table.waitFor();
+    const headers = (await table.locator('thead th').allTextContents()).map((t) => t.trim());
+    const hits = headers.find((h) => /^Hits/.test(h));
+    assert.ok(hits, `a hits column: ${JSON.stringify(headers)}`);
+    assert.match(hits!, /all VMs of the group/, 'the column says whose packets it counts');
+    // its twin: the group's own page counts for the group, and says just "Hits"
+    await page.goto(`${base}#/groups/${groupId}`);
+    const own = (await page.locator('[data-testid="rules-ingress"] thead th').allTextContents()).map((t) => t.trim());
+    assert.ok(own.includes('Hits'), `the group page: ${JSON.stringify(own)}`);
+  } finally {
+    await context.close();
+  }
+});
+
+test('hosts page: "in sync" only while the agent is there; a host whose agent left or never came is not shown in sync', async () => {
+  const { context, page } = await browser.page({ width: 1400, height: 800 });
+  const syncShown = async (host: string) => (await page.locator(`tr[data-host="${host}"] [data-testid="host-sync"]`).textContent() ?? "").trim();
+  try {
+    await loginUi(page, 'admin', adminPassword);
+    await page.goto(`${base}#/hosts`);
+    await page.locator(`tr[data-host="${HOST_SEEN}"]`).waitFor();
+    // the twin: a connected host that acknowledged everything is in sync
+    assert.equal(await syncShown(HOST_SEEN), 'in sync');
+
+    await agent!.stop();
+    await waitFor('the host is Disconnected in the API', async () => (await hostRow(srv, (await listHostId(HOST_SEEN)))).state === 'Disconnected', 20_000, 100);
+    // the list polls every 3 s: wait for the state to reach the page, then read the sync badge
+    await page.locator(`tr[data-host="${HOST_SEEN}"]`).getByText('Disconnected', { exact: true }).waitFor();
+    assert.notEqual(await syncShown(HOST_SEEN), 'in sync', 'a host without its agent is not claimed in sync');
+    assert.match(await syncShown(HOST_SEEN), /unknown/);
+    assert.notEqual(await syncShown(HOST_NEVER), 'in sync', 'a host whose agent never connected is not claimed in sync');
+  } finally {
+    await context.close();
+  }
+});
+
+async function listHostId(name: string): Promise<string> {
+  return ok(await srv.call('listHosts', { name }), 'listHosts').listhostsresponse.host[0].id;
+}
+
+test('hosts page: a connected host whose agent could not apply the rules (its VMs Failed) is not shown in sync', async () => {
+  // A real agent on a lab host, on nftables, with a PATH that lacks `nft`: every apply fails, the
+  // agent still acks the revision (with the VM failed) and the host is Up/Alert with an acked revision.
+  const tools = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-hostile-path-'));
+  for (const f of fs.readdirSync('/usr/sbin')) if (f !== 'nft') fs.symlinkSync(path.join('/usr/sbin', f), path.join(tools, f));
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-hostile-agent-'));
+  const lab = await createLab();
+  let failing: AgentProcess | undefined;
+  const { context, page } = await browser.page({ width: 1400, height: 800 });
+  try {
+    const labHost = await lab.addHost('h1');
+    const name = `failing-${lab.prefix}`;
+    const api = await addHost(srv, name);
+    const root = ok(await srv.call('listDomains'), 'listDomains').listdomainsresponse.domain[0].id;
+    const cloud = ok(await srv.call('listNetworks', { listall: true }), 'listNetworks').listnetworksresponse.network[0].id;
+    const vm = (await job(srv, 'deployVirtualMachine', { name: 'web9', account: 'mallory', domainid: root, networkids: cloud, hostid: api.id, securitygroupids: groupId })).virtualmachine;
+    failing = new AgentProcess(['--server', `http://127.0.0.1:${srv.port}`, '--token', api.token, '--state-dir', stateDir, '--netns', labHost.netns,
+      '--reconcile-interval', '1s', '--backoff-max', '1s', '--hostname', name, '--dataplane', 'nftables'], { ...process.env, PATH: `${tools}:/usr/bin` });
+    failing.start();
+    await waitFor('the VM Failed while its host acked the revision', async () => {
+      const h = await hostRow(srv, api.id);
+      return h.state !== 'Disconnected' && h.securitygroupsynced === true && (await vmRow(srv, vm.id)).securitygroupsyncstate === 'Failed';
+    }, 30_000, 200);
+
+    await loginUi(page, 'admin', adminPassword);
+    await page.goto(`${base}#/hosts`);
+    const row = page.locator(`tr[data-host="${name}"]`);
+    await row.waitFor();
+    const shown = ((await row.locator('[data-testid="host-sync"]').textContent()) ?? '').trim();
+    assert.notEqual(shown, 'in sync', 'a host whose agent failed to apply the rules is not claimed in sync');
+    assert.match(shown, /failed on 1 VM/);
+  } finally {
+    await context.close();
+    await failing?.kill('SIGTERM');
+    await lab.destroy();
+    fs.rmSync(tools, { recursive: true, force: true });
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  }
+});
+
+test('the server restarts under an open console: the page says it cannot reach it, then carries on in the same session', async () => {
+  const { context, page } = await browser.page();
+  try {
+    await loginUi(page, 'mallory', PASSWORD);
+    const groups = page.getByRole('table', { name: 'Security groups' });
+    await groups.getByText(HOSTILE_NAME, { exact: true }).waitFor();
+    await srv.kill('SIGTERM');
+    // the 3 s poll meets a closed port: the error state, the session kept (no login page)
+    await page.getByRole('alert').filter({ hasText: 'cannot be reached' }).waitFor({ timeout: 30_000 });
+    assert.equal(await page.getByRole('button', { name: 'Log in' }).count(), 0, 'still logged in while the server is away');
+    await srv.start();
+    // sessions live in the store: the next polls succeed and the error goes, without logging in again
+    await page.getByRole('alert').filter({ hasText: 'cannot be reached' }).waitFor({ state: 'detached', timeout: 30_000 });
+    await groups.getByText(HOSTILE_NAME, { exact: true }).waitFor();
+    assert.equal(await page.getByRole('button', { name: 'Log in' }).count(), 0, 'the same session carries on after the restart');
+  } finally {
+    await context.close();
+  }
+});
