@@ -10,9 +10,14 @@
 // - a network is locked FOR UPDATE by whoever allocates an address in it and by whoever checks that a
 //   VM name is free in it (deploy, rename, recover, a NIC added: host names are unique per network), so two servers
 //   cannot both find a name free and both take it;
+// - a host's placements (how many VMs it runs) are serialised by a transaction-scoped advisory lock,
+//   not its row (status flushes and lease writes hold host rows): taken last, after the VM row is
+//   written, by whoever puts a VM on a host, so the bound is re-counted with every other placement on
+//   that host committed;
 // - order: account, then VM, then networks in ascending id order, then groups in ascending id order
-//   (mixed modes included), so that two writers wait for each other instead of deadlocking.
-import type { Kysely, Transaction } from 'kysely';
+//   (mixed modes included), then a host's placements, so that two writers wait for each other instead
+//   of deadlocking.
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Database } from '../schema.js';
 import { isSqlite } from '../dialect.js';
 
@@ -75,6 +80,18 @@ export function lockNetworks(db: Transaction<Database> | Kysely<Database>, netwo
 export async function lockDomain(db: Transaction<Database> | Kysely<Database>, domainId: number): Promise<void> {
   if (isSqlite(db)) return;
   await db.selectFrom('domains').select('id').where('id', '=', domainId).forUpdate().execute();
+}
+
+/** First key of the advisory locks on a host's placements ('PALH'); the second is the host's id. */
+const HOST_PLACEMENTS_LOCK = 0x50414c48;
+
+/**
+ * Serialises those who put VMs on one host (PostgreSQL), until the transaction ends: a count of the
+ * host's VMs taken after this sees every other placement on it committed or rolled back.
+ */
+export async function lockHostPlacements(db: Transaction<Database> | Kysely<Database>, hostId: number): Promise<void> {
+  if (isSqlite(db)) return;
+  await sql`select pg_advisory_xact_lock(${HOST_PLACEMENTS_LOCK}::int4, ${hostId}::int4)`.execute(db);
 }
 
 /** Serialises creators of networks in one zone (the subnet overlap check) on PostgreSQL. */

@@ -6,7 +6,7 @@ import { notFound, serverCapacity, uuid, type Tx } from './common.js';
 import type { HostRow } from './views.js';
 import { groupByNameCi } from '../../../store/queries/securitygroups.js';
 import { equalsCi } from '../../../store/queries/like.js';
-import { lockGroups, lockNetworks } from '../../../store/queries/lock.js';
+import { lockGroups, lockHostPlacements, lockNetworks } from '../../../store/queries/lock.js';
 import { MAX_VMS_PER_HOST } from '../../../protocol/limits.js';
 import { PLACED_VM_STATES } from '../../../model/types.js';
 
@@ -57,6 +57,18 @@ export async function hostInZone(ctx: CommandContext, param: string, zoneId: num
   const placed = await placedVms(ctx.db).select((eb) => eb.fn.countAll<number>().as('n')).where('host_id', '=', h.id).executeTakeFirstOrThrow();
   if (Number(placed.n) >= MAX_VMS_PER_HOST) throw serverCapacity(`Unable to place the VM on host ${h.name} (${param}): it runs ${MAX_VMS_PER_HOST} VMs, the most one host's agent can hold`);
   return h;
+}
+
+/**
+ * After a VM was written onto `host` (deploy, start, migrate): its placement lock held to the end of the
+ * transaction, the host's VMs counted again. The checks above count before the write, so two servers
+ * placing on a host one short of the bound would both pass them; the second to get here now sees the
+ * first's VM and refuses, and its transaction writes nothing.
+ */
+export async function confirmHostRoom(db: Tx, host: HostRow): Promise<void> {
+  await lockHostPlacements(db, host.id);
+  const placed = await placedVms(db).select((eb) => eb.fn.countAll<number>().as('n')).where('host_id', '=', host.id).executeTakeFirstOrThrow();
+  if (Number(placed.n) > MAX_VMS_PER_HOST) throw serverCapacity(`Unable to place the VM on host ${host.name}: it runs ${MAX_VMS_PER_HOST} VMs, the most one host's agent can hold`);
 }
 
 export async function ensureDefaultGroup(ctx: CommandContext, owner: { accountId: number; domainId: number }): Promise<number> {

@@ -7,7 +7,7 @@ import type { Change } from '../../../model/changes.js';
 import { allocateIpv4, allocateIpv6, allocateMac } from './allocation.js';
 import { getNetwork, getVm, isAdmin, isRootAdmin, paging, pagingParams, resolveZone, scopeParams, uuid } from './common.js';
 import { checkNetworkUsable } from './networks.js';
-import { checkNameFree, ensureDefaultGroup, hostInZone, pickHost, resolveGroups, validateVmName } from './placement.js';
+import { checkNameFree, confirmHostRoom, ensureDefaultGroup, hostInZone, pickHost, resolveGroups, validateVmName } from './placement.js';
 import { vmView, vmViews, type NetworkRow, type VmRow } from './views.js';
 import { containsCi } from '../../../store/queries/like.js';
 import { inList, valuesChunks } from '../../../store/queries/batch.js';
@@ -136,6 +136,7 @@ const deployVirtualMachine: CommandDef = {
     await ctx.db.updateTable('vms').set({ instance_name: `i-${owner.accountId}-${id}-VM` }).where('id', '=', id).execute();
     for (const [i, s] of specs.entries()) await insertNic(ctx, id, s, i, i === 0);
     for (const part of valuesChunks(groups.map((g) => ({ group_id: g, vm_id: id })))) await ctx.db.insertInto('security_group_vm_map').values(part).execute();
+    if (host) await confirmHostRoom(ctx.db, host);   // last: the placement lock ends the lock order
 
     const changes: Change[] = [{ kind: 'membership', vmId: id }, { kind: 'nic', vmId: id }, { kind: 'vmState', vmId: id }];
     if (host) changes.push({ kind: 'placement', vmId: id, fromHostId: null, toHostId: host.id });
@@ -172,6 +173,7 @@ const startVirtualMachine: CommandDef = {
     }
     host ??= await pickHost(ctx.db, vm.zone_id);
     await ctx.db.updateTable('vms').set({ state: 'Running', host_id: host.id, sync_state: 'Pending', sync_error: null }).where('id', '=', vm.id).execute();
+    await confirmHostRoom(ctx.db, host);
     ctx.changed({ kind: 'vmState', vmId: vm.id }, { kind: 'placement', vmId: vm.id, fromHostId: null, toHostId: host.id });
     return { object: 'virtualmachine', value: await vmView(ctx, vm.id) };
   },
@@ -294,6 +296,7 @@ const migrateVirtualMachine: CommandDef = {
       throw paramError(`Cannot migrate VM, destination host is not in correct state, has status: ${target.state}, state: Enabled (hostid)`);
     }
     await ctx.db.updateTable('vms').set({ host_id: target.id, last_host_id: vm.host_id, sync_state: 'Pending', sync_error: null }).where('id', '=', vm.id).execute();
+    await confirmHostRoom(ctx.db, target);
     ctx.changed({ kind: 'placement', vmId: vm.id, fromHostId: vm.host_id, toHostId: target.id });
     return { object: 'virtualmachine', value: await vmView(ctx, vm.id) };
   },
