@@ -132,16 +132,16 @@ test('the role check before the signature uses the key\'s own role, and only an 
   };
   // a domain admin: listHosts (root admin only) is 432 forged or not; listDomains (root and domain
   // admins) passes the role check, so forged it meets the signature (401) and signed it is answered
-  const dora = await keysOf('dora', 2);
-  const doraForged = { apikey: dora.apikey, secretkey: 'not-doras-secret' };
-  for (const creds of [dora, doraForged]) assert.equal((await signed({ command: 'listHosts', response: 'json' }, creds)).status, 432);
-  assert.equal((await signed({ command: 'listDomains', response: 'json' }, doraForged)).status, 401);
-  assert.equal((await signed({ command: 'listDomains', response: 'json' }, dora)).status, 200);
+  const rolf = await keysOf('rolf', 2);
+  const rolfForged = { apikey: rolf.apikey, secretkey: 'not-rolfs-secret' };
+  for (const creds of [rolf, rolfForged]) assert.equal((await signed({ command: 'listHosts', response: 'json' }, creds)).status, 432);
+  assert.equal((await signed({ command: 'listDomains', response: 'json' }, rolfForged)).status, 401);
+  assert.equal((await signed({ command: 'listDomains', response: 'json' }, rolf)).status, 200);
   // a root admin's key never meets the role check: forged, listHosts is 401
   assert.equal((await signed({ command: 'listHosts', response: 'json' }, { apikey: s.apikey, secretkey: 'not-the-admins-secret' })).status, 401);
   // a disabled user, then a disabled account (states an operator sets in the store): 401 for a command
   // the role lacks, signed well or not — the key is not an enabled user's, so its role is not told
-  const erin = await keysOf('erin', 0);
+  const erin = await keysOf('rolecheck-erin', 0);
   const erinForged = { apikey: erin.apikey, secretkey: 'not-erins-secret' };
   assert.equal((await signed({ command: 'listHosts', response: 'json' }, erinForged)).status, 432, 'enabled: the role answers');
   const file = new Database(path.join(s.dataDir, 'palisade.db'));
