@@ -1,18 +1,29 @@
 // Migration 013 benchmark (not a test): how long rewriting old async jobs' `cmd` (API name → Java class)
-// takes on a SQLite store at migration 012 holding N jobs (default 300,000; a quarter of them in a
-// root admin's account, four APIs, ~300-byte results). Removes its temporary store at the end.
-// Run: node --import tsx bench/job-classes-migration.ts [N]
+// takes on a store at migration 012 holding N jobs (default 300,000; a quarter of them in a root admin's
+// account, four APIs, ~300-byte results), SQLite or (--postgres) a throwaway PostgreSQL cluster of the
+// test helper's. Removes its temporary store at the end.
+// Run: node --import tsx bench/job-classes-migration.ts [N] [--postgres]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Migrator, sql, type Kysely, type MigrationProvider } from 'kysely';
-import { migrate, openSqlite } from '../src/store/db.js';
+import { migrate, openPostgres, openSqlite, type Db } from '../src/store/db.js';
 import { migrations } from '../src/store/migrations/index.js';
+import { startPostgres, type PgCluster } from '../test/helpers/postgres.js';
 
-const N = Number(process.argv[2] ?? 300_000);
+const args = process.argv.slice(2);
+const N = Number(args.find((a) => /^\d+$/.test(a)) ?? 300_000);
+const postgres = args.includes('--postgres');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-bench-m013-'));
-const db = openSqlite(path.join(dir, 'p.db'));
+let pg: PgCluster | undefined;
+let db: Db;
+if (postgres) {
+  pg = await startPostgres();
+  db = openPostgres(pg.url);
+} else {
+  db = openSqlite(path.join(dir, 'p.db'));
+}
 try {
   const upTo012: MigrationProvider = { getMigrations: async () => Object.fromEntries(Object.entries(migrations).filter(([id]) => id < '013')) };
   await new Migrator({ db, provider: upTo012 }).migrateToLatest();
@@ -36,8 +47,9 @@ try {
   await migrate(db);
   const s = (performance.now() - t0) / 1000;
   const left = await raw.selectFrom('async_jobs').select(sql<number>`count(*)`.as('n')).where('command', 'in', apis).executeTakeFirstOrThrow();
-  console.log(`migration 013 on ${N} jobs (SQLite): ${s.toFixed(2)} s; jobs still named by API: ${Number(left.n)}`);
+  console.log(`migration 013 on ${N} jobs (${postgres ? 'PostgreSQL' : 'SQLite'}): ${s.toFixed(2)} s; jobs still named by API: ${Number(left.n)}`);
 } finally {
   await db.destroy();
+  await pg?.stop();
   fs.rmSync(dir, { recursive: true, force: true });
 }
