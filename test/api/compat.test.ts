@@ -124,6 +124,47 @@ test('a signed call to a command the key\'s role may not use: 432 before the sig
   assert.equal(stale.status, 401);
 });
 
+test('the role check before the signature uses the key\'s own role, and only an enabled user\'s: domain admin 432 on a root-admin command, past it on its own; disabled user or account 401', async () => {
+  const keysOf = async (username: string, accounttype: number): Promise<Creds & { userId: string; accountId: string }> => {
+    const a = (await s.call('createAccount', { username, password: `pw-${username}-secret`, email: `${username}@example.org`, firstname: username, lastname: 'T', accounttype })).body.createaccountresponse.account;
+    const k = (await s.call('registerUserKeys', { id: a.user[0].id })).body.registeruserkeysresponse.userkeys;
+    return { apikey: k.apikey, secretkey: k.secretkey, userId: a.user[0].id, accountId: a.id };
+  };
+  // a domain admin: listHosts (root admin only) is 432 forged or not; listDomains (root and domain
+  // admins) passes the role check, so forged it meets the signature (401) and signed it is answered
+  const rolf = await keysOf('rolf', 2);
+  const rolfForged = { apikey: rolf.apikey, secretkey: 'not-rolfs-secret' };
+  for (const creds of [rolf, rolfForged]) assert.equal((await signed({ command: 'listHosts', response: 'json' }, creds)).status, 432);
+  assert.equal((await signed({ command: 'listDomains', response: 'json' }, rolfForged)).status, 401);
+  assert.equal((await signed({ command: 'listDomains', response: 'json' }, rolf)).status, 200);
+  // a root admin's key never meets the role check: forged, listHosts is 401
+  assert.equal((await signed({ command: 'listHosts', response: 'json' }, { apikey: s.apikey, secretkey: 'not-the-admins-secret' })).status, 401);
+  // a disabled user, then a disabled account (states an operator sets in the store): 401 for a command
+  // the role lacks, signed well or not — the key is not an enabled user's, so its role is not told
+  const erin = await keysOf('rolecheck-erin', 0);
+  const erinForged = { apikey: erin.apikey, secretkey: 'not-erins-secret' };
+  assert.equal((await signed({ command: 'listHosts', response: 'json' }, erinForged)).status, 432, 'enabled: the role answers');
+  const file = new Database(path.join(s.dataDir, 'palisade.db'));
+  try {
+    for (const [table, uuid] of [['users', erin.userId], ['accounts', erin.accountId]] as const) {
+      file.prepare(`UPDATE ${table} SET state = 'disabled' WHERE uuid = ?`).run(uuid);
+      for (const creds of [erin, erinForged]) {
+        for (const command of ['listHosts', 'listZones']) {
+          const r = await signed({ command, response: 'json' }, creds);
+          assert.equal(r.status, 401, `${table} disabled, ${command}, ${creds === erin ? 'good' : 'forged'} signature`);
+          assert.ok(!('cserrorcode' in Object.values(r.body as Record<string, any>)[0]));
+        }
+      }
+      // unsigned, with the key alone: 401 as well
+      assert.equal((await postForm(s.url, { command: 'listHosts', response: 'json', apiKey: erin.apikey })).status, 401);
+      file.prepare(`UPDATE ${table} SET state = 'enabled' WHERE uuid = ?`).run(uuid);
+    }
+  } finally {
+    file.close();
+  }
+  assert.equal((await signed({ command: 'listZones', response: 'json' }, erin)).status, 200, 'enabled again');
+});
+
 test('a live session call that also carries an apiKey is a session call (200); a stale cookie falls back to the signature', async () => {
   const admin = await mustLogin(s.url, 'admin', adminPassword);
   const both = await sessionCall(s.url, admin, 'listZones', { apiKey: s.apikey });

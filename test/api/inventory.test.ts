@@ -348,6 +348,21 @@ test('lifecycle: stop, start on the last host, reboot, migrate, with the errors 
   for (const id of [vm.id, cold.id]) await job('destroyVirtualMachine', { id, expunge: true });
 });
 
+test('deployVirtualMachine onto a host whose agent was Up and is away: 431, and nothing is kept — the name, address and MAC asked for stay free', async () => {
+  const away = (await ok('addHost', { name: 'hv-away' })).host[0];
+  // the host as its agent's departure leaves it (control/status, store/queries/cluster): Disconnected with a last contact
+  const file = new Database(path.join(s.dataDir, 'palisade.db'));
+  try { file.prepare('UPDATE hosts SET last_contact = ? WHERE uuid = ?').run(new Date(Date.now() - 60_000).toISOString(), away.id); } finally { file.close(); }
+  const asked = { networkids: net1.id, name: 'asked-for', ipaddress: '10.1.1.33', macaddress: '02:00:00:00:0a:33' };
+  await jobFails('deployVirtualMachine', { ...asked, hostid: away.id }, 431, /^Unable to deploy the VM as the host: hv-away is not in the right state \(hostid\)$/);
+  assert.deepEqual(await listVms({ name: 'asked-for' }), []);
+  // the twin: the same request elsewhere (a host never connected, as every host here) takes all of it
+  const vm = await deploy({ ...asked, hostid: hostA.id });
+  assert.deepEqual([vm.hostid, vm.name, vm.nic[0].ipaddress, vm.nic[0].macaddress], [hostA.id, 'asked-for', '10.1.1.33', '02:00:00:00:0a:33']);
+  await job('destroyVirtualMachine', { id: vm.id, expunge: true });
+  await ok('deleteHost', { id: away.id });
+});
+
 test('deleteHost refuses while VMs are placed on it (536), succeeds once they are gone', async () => {
   const h = (await ok('addHost', { name: 'hv-tmp' })).host[0];
   const vm = await deploy({ networkids: net1.id, name: 'on-tmp', hostid: h.id });
