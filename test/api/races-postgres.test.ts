@@ -173,3 +173,38 @@ test('renaming a VM through one server while the other deploys that name into it
     }
   }
 });
+
+test('two servers placing VMs onto a host one short of its bound at once: one is placed, the other refused 533; with room, both are', async () => {
+  const { MAX_VMS_PER_HOST } = await import('../../src/protocol/limits.js');
+  // two networks: the deploys share no network lock, only the host
+  const nets = await Promise.all(['room-a', 'room-b'].map(async (name, k) => (await ok('createNetwork', { name, gateway: `10.33.${k}.1`, netmask: '255.255.255.0', startip: `10.33.${k}.10`, endip: `10.33.${k}.200` })).network.id as string));
+  const host = (await ok('addHost', { name: 'room-hv' })).host[0];
+  const client = new pgLib.Client({ connectionString: pg.url });
+  await client.connect();
+  try {
+    // fill the host behind the servers' backs (placement counts rows in the database): fillers named room-fill-*
+    const fill = (n: number) => client.query(`insert into vms (uuid, name, display_name, instance_name, account_id, domain_id, zone_id, host_id, state, sync_state, created)
+      select gen_random_uuid()::text, 'room-fill-' || g, 'room-fill-' || g, 'i-room-' || g, a.id, a.domain_id, h.zone_id, h.id, 'Running', 'Synced', now()::text
+      from generate_series(1, $2::int) g, hosts h, accounts a where h.uuid = $1 and a.name = 'admin'`, [host.id, n]);
+    const placed = async () => Number((await client.query(`select count(*)::int as n from vms v join hosts h on h.id = v.host_id where h.uuid = $1 and v.removed is null and v.state = 'Running'`, [host.id])).rows[0].n);
+    await fill(MAX_VMS_PER_HOST - 3);
+    const deployBoth = (round: string) => Promise.all([s1, via2].map((s, k) => s.callAndWait('deployVirtualMachine', { networkids: nets[k], name: `room-${round}-${k}`, hostid: host.id })));
+    // the twin: with two places left, both deploys are placed
+    const roomy = await deployBoth('roomy');
+    assert.deepEqual(roomy.map((r) => r.body.jobstatus), [1, 1], JSON.stringify(roomy.map((r) => r.body.jobresult)));
+    assert.equal(await placed(), MAX_VMS_PER_HOST - 1);
+    for (let i = 0; i < ROUNDS; i++) {
+      const both = await deployBoth(`r${i}`);
+      const outcomes = both.map((r) => (r.body.jobstatus === 1 ? 'ok' : `${r.body.jobresult?.errorcode}`)).sort();
+      assert.deepEqual(outcomes, ['533', 'ok'], `round ${i}: ${JSON.stringify(both.map((r) => r.body.jobresult))}`);
+      assert.equal(await placed(), MAX_VMS_PER_HOST, `round ${i}: the host holds its bound, not more`);
+      const loser = both.find((r) => r.body.jobstatus === 2)!;
+      assert.match(loser.body.jobresult.errortext, /room-hv.*16,?384 VMs|16,?384 VMs.*room-hv/);
+      // one filler leaves, so the next round starts one short again
+      await client.query(`delete from vms where id = (select min(v.id) from vms v where v.name like 'room-fill-%')`);
+    }
+  } finally {
+    await client.query(`delete from vms where name like 'room-fill-%'`).catch(() => {});
+    await client.end();
+  }
+});
