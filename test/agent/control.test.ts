@@ -94,9 +94,12 @@ test('start and migrate onto an explicit host need it Up: a host without an agen
   // deploy may lay a VM out on a host whose agent has never connected (it gets it in its first snapshot)
   const early = await deploy(srv, cloud, { hostid: idle.id, name: 'ctl-early' });
   assert.equal((await vmRow(srv, early.id)).hostid, idle.id);
+  // its host has no agent: hostcontrolstate Offline (CloudStack's ControlState), to its owner too
+  assert.equal((await vmRow(srv, early.id)).hostcontrolstate, 'Offline');
   await job(srv, 'destroyVirtualMachine', { id: early.id, expunge: true });
   const v = await deploy(srv, cloud, { hostid: h1.id, name: 'ctl-up' });
   await waitFor('on host 1', () => vmIds(a1).includes(v.id));
+  assert.equal((await vmRow(srv, v.id)).hostcontrolstate, 'Enabled', 'an Up host with its agent: Enabled');
   const refused = await srv.callAndWait('migrateVirtualMachine', { virtualmachineid: v.id, hostid: idle.id });
   assert.equal(refused.body.jobresult?.errorcode, 431, JSON.stringify(refused.body));
   assert.equal(refused.body.jobresult.errortext, 'Cannot migrate VM, destination host is not in correct state, has status: Disconnected, state: Enabled (hostid)');

@@ -68,6 +68,8 @@ test('a user deploys into a shared network of an ancestor domain; admin-only fie
   assert.equal(aliceVm.state, 'Running');
   assert.equal(aliceVm.instancename, undefined, 'instancename is for admins');
   assert.equal(aliceVm.hostid, undefined, 'hostid is for admins');
+  // which host is the admin's to know; whether its agent is there is the owner's too (no agent runs here)
+  assert.equal(aliceVm.hostcontrolstate, 'Offline');
   const asAdmin = (await ok('listVirtualMachines', { id: aliceVm.id, listall: true })).virtualmachine[0];
   assert.equal(asAdmin.hostid, host.id);
   assert.match(asAdmin.instancename, /^i-\d+-\d+-VM$/);

@@ -119,8 +119,11 @@ test('the VM page says its rules\' hit counts are the whole group\'s, not this V
     const hits = headers.find((h) => /^Hits/.test(h));
     assert.ok(hits, `a hits column: ${JSON.stringify(headers)}`);
     assert.match(hits!, /all VMs of the group/, 'the column says whose packets it counts');
+    // its host's agent is connected: no "agent not connected" note (its twin is in the hosts test below)
+    assert.equal(await page.getByTestId('host-offline').count(), 0);
     // its twin: the group's own page counts for the group, and says just "Hits"
     await page.goto(`${base}#/groups/${groupId}`);
+    await page.locator('[data-testid="rules-ingress"] thead th').first().waitFor();
     const own = (await page.locator('[data-testid="rules-ingress"] thead th').allTextContents()).map((t) => t.trim());
     assert.ok(own.includes('Hits'), `the group page: ${JSON.stringify(own)}`);
   } finally {
@@ -145,6 +148,10 @@ test('hosts page: "in sync" only while the agent is there; a host whose agent le
     assert.notEqual(await syncShown(HOST_SEEN), 'in sync', 'a host without its agent is not claimed in sync');
     assert.match(await syncShown(HOST_SEEN), /unknown/);
     assert.notEqual(await syncShown(HOST_NEVER), 'in sync', 'a host whose agent never connected is not claimed in sync');
+    // the VM on that host says so too (hostcontrolstate Offline), although it still shows Synced
+    await page.goto(`${base}#/vms/${vmId}`);
+    await page.getByTestId('host-offline').waitFor();
+    assert.match(await page.getByTestId('host-offline').textContent() ?? '', /agent is not connected/);
   } finally {
     await context.close();
   }

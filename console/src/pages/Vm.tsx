@@ -42,6 +42,9 @@ export function VmPage({ id }: { id: string }) {
           <Stack gap={6}>
             <Group gap="xs"><Text fw={600}>State</Text><Badge variant="dot" color={vm.state === 'Running' ? 'green' : 'gray'}>{vm.state}</Badge></Group>
             <Group gap="xs" align="flex-start"><Text fw={600}>Enforcement</Text><SyncBadge state={vm.securitygroupsyncstate} error={vm.securitygroupsyncerror} /></Group>
+            {vm.hostcontrolstate === 'Offline' ? (
+              <Text size="sm" c="orange" data-testid="host-offline">Its host's agent is not connected: the rules last applied there stay in force, and changes wait until it is back.</Text>
+            ) : null}
             <Group gap="xs"><Text fw={600}>Addresses</Text><Text className="mono">{addressesOf(vm).join(', ') || '—'}</Text></Group>
             {vm.hostname ? <Group gap="xs"><Text fw={600}>Host</Text><Text>{vm.hostname}</Text></Group> : null}
             {vm.account ? <Group gap="xs"><Text fw={600}>Account</Text><Text>{vm.account} <Text span c="dimmed" size="sm">{vm.domainpath}</Text></Text></Group> : null}

@@ -13,7 +13,7 @@ export interface NicView { id: string; ipaddress?: string; ip6address?: string; 
 export interface VmView {
   id: string; name: string; displayname?: string; state: string; account?: string; domainpath?: string; domainid?: string;
   hostname?: string; hostid?: string; nic?: NicView[]; securitygroup?: { id: string; name: string; account?: string }[];
-  securitygroupsyncstate?: string; securitygroupsyncerror?: string;
+  securitygroupsyncstate?: string; securitygroupsyncerror?: string; hostcontrolstate?: string;
 }
 
 export const addressesOf = (vm: VmView) => (vm.nic ?? []).flatMap((n) => [n.ipaddress, n.ip6address, ...(n.secondaryip ?? []).map((s) => s.ipaddress)]).filter(Boolean) as string[];

@@ -19,7 +19,7 @@ const RESPONSE_FIELDS: Record<string, string[]> = {
   zone: ['id', 'name', 'description', 'allocationstate', 'networktype', 'securitygroupsenabled'],
   network: ['id', 'name', 'displaytext', 'zoneid', 'zonename', 'type', 'gateway', 'netmask', 'cidr', 'startip', 'endip', 'ip6gateway', 'ip6cidr', 'vlan', 'account', 'domainid', 'domain', 'state'],
   host: ['id', 'name', 'zoneid', 'zonename', 'state', 'type', 'hypervisor', 'lastpinged', 'securitygroupsynced', 'desiredrevision', 'virtualmachinecount'],
-  virtualmachine: ['id', 'name', 'displayname', 'instancename', 'account', 'domainid', 'domain', 'zoneid', 'hostid', 'hostname', 'state', 'nic', 'securitygroup', 'securitygroupsyncstate', 'created'],
+  virtualmachine: ['id', 'name', 'displayname', 'instancename', 'account', 'domainid', 'domain', 'zoneid', 'hostid', 'hostname', 'state', 'nic', 'securitygroup', 'securitygroupsyncstate', 'hostcontrolstate', 'created'],
   nic: ['id', 'networkid', 'ipaddress', 'ip6address', 'macaddress', 'isdefault', 'secondaryip', 'virtualmachineid'],
   nicsecondaryip: ['id', 'ipaddress', 'nicid', 'networkid', 'virtualmachineid'],
   project: ['id', 'name', 'displaytext', 'domainid', 'domain', 'account', 'state', 'tags', 'created'],

@@ -152,7 +152,7 @@ export async function vmViews(ctx: CommandContext, rows: VmRow[]): Promise<Recor
   const { accounts, domains } = await names(db, rows.map((r) => r.account_id), rows.map((r) => r.domain_id));
   const zones = await zonesById(db, rows.map((r) => r.zone_id));
   const hostIds = uniq(rows.flatMap((r) => (r.host_id !== null ? [r.host_id] : [])));
-  const hosts = hostIds.length ? await byId(db.selectFrom('hosts').select(['id', 'uuid', 'name']).where(inList(db, 'id', hostIds)).execute()) : new Map();
+  const hosts = hostIds.length ? await byId(db.selectFrom('hosts').select(['id', 'uuid', 'name', 'state']).where(inList(db, 'id', hostIds)).execute()) : new Map();
   const nics = await db.selectFrom('nics').selectAll().where(inList(db, 'vm_id', vmIds)).where('removed', 'is', null).orderBy('device_id').execute();
   const nicView = await nicViews(db, nics, new Map(rows.map((r) => [r.id, r.uuid])));
   const maps = await db.selectFrom('security_group_vm_map').innerJoin('security_groups', 'security_groups.id', 'security_group_vm_map.group_id')
@@ -182,6 +182,12 @@ export async function vmViews(ctx: CommandContext, rows: VmRow[]): Promise<Recor
       securitygroupsyncstate: vm.sync_state,
       securitygroupsyncerror: vm.sync_error ?? undefined,
     };
+    // CloudStack 4.18's hostcontrolstate (ControlState.getControlState of the VM's host): Offline when
+    // the host lost its agent, Enabled otherwise (Palisade's hosts have no maintenance or disabled
+    // state). Palisade's Alert is an agent that is connected and reported a preflight finding, not a
+    // lost one as CloudStack's is, so it is Enabled. Shown to every caller, unlike the host's id and
+    // name: a tenant whose VM shows Synced learns from it that no agent is there to apply a change.
+    if (h) v.hostcontrolstate = h.state === 'Up' || h.state === 'Alert' ? 'Enabled' : 'Offline';
     if (admin) {
       v.instancename = vm.instance_name;
       if (h) { v.hostid = h.uuid; v.hostname = h.name; }
