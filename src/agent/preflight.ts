@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Runner } from '../dataplane/exec.js';
 import { bridgeChains } from '../dataplane/iptables/names.js';
 import type { PreflightFinding } from '../protocol/index.js';
-import { type Expr, legacyEbTables, legacyTables, listed } from './foreign-tables.js';
+import { type Expr, isPalisadeTable, legacyEbTables, legacyTables, listed } from './foreign-tables.js';
 import { legacyEbMarkRewrites, legacyMarkRewrites, nftMarkRewrites } from './mark-rewrites.js';
 
 export const BRIDGE_SYSCTLS = ['bridge-nf-call-iptables', 'bridge-nf-call-ip6tables', 'bridge-nf-call-arptables'];
@@ -125,7 +125,7 @@ export interface NftChain { family: string; table: string; name: string; hook?: 
 
 /** Someone else's forward base chains, in a `nft -j list chains` answer, that drop by default. Pure. */
 export function droppingForwardChains(chainsJson: string): NftChain[] {
-  return listed<NftChain>(chainsJson, 'chain').filter((c) => c.hook === 'forward' && c.policy === 'drop' && FORWARD_FAMILIES.includes(c.family) && c.table !== 'palisade');
+  return listed<NftChain>(chainsJson, 'chain').filter((c) => c.hook === 'forward' && c.policy === 'drop' && FORWARD_FAMILIES.includes(c.family) && !isPalisadeTable(c.family, c.table));
 }
 
 /** Whether one of the rules (nft JSON, one or more `nft -j list …` answers) accepts the VM bridges. Pure. */
@@ -165,8 +165,9 @@ const JUMPS_READ = 20;
  * (every family's chains with their hooks and policies, no rules) finds the dropping chains.
  * (`nft list tables`, its first step before, made nft 1.0.6 read every rule of every table, Palisade's
  * thousands on an iptables-backend host: 0.4–0.7 s a pass at 200 VMs.) For a dropping chain, the
- * accepting rule is looked for in it and the chains it jumps to (Docker's DOCKER-USER) first, then in
- * the rest of its table.
+ * accepting rule is looked for along the path VM traffic takes through it and the chains it jumps to
+ * (Docker's DOCKER-USER) first, then, only if that path is longer than JUMPS_READ chains, in the rest
+ * of its table.
  */
 export async function forwardDropCheck(runner: Runner, bridges: string[]): Promise<PreflightFinding[]> {
   const chains = await runner.run('nft', ['-j', 'list', 'chains']);
@@ -178,35 +179,71 @@ export async function forwardDropCheck(runner: Runner, bridges: string[]): Promi
   return found;
 }
 
+/** Where VM bridge traffic ends up in a chain: accepted, dropped, back to the caller, or not known (too deep). */
+type PathEnd = 'accept' | 'drop' | 'return' | 'unknown';
+
 /**
- * Whether the dropping chain's table passes the VM bridges: a rule accepting them, or the iptables
- * backend's own jump for a managed bridge (`-i br0 -m physdev --physdev-is-bridged -j BF-br0`: that
- * chain accepts what the groups allow and drops the rest, so the policy never sees those frames). Read
- * chain by chain along the dropping chain's jumps; only past JUMPS_READ chains, the whole table (any
- * rule of it: Palisade's iptables chains make that 0.5 s at 200 VMs).
+ * Whether a rule's conditions certainly hold for the VM bridges' traffic: none (a comment is none), or
+ * only interface matches naming a managed bridge (`-i br0 -o br0`, wildcards too) and physdev. A rule
+ * with any other condition (`-o eth0`, `ct state established`, `-p tcp`, a negation) holds for some of
+ * it at most, so neither its accept passes the bridges nor its drop, return or goto ends their path.
+ */
+function holdsForBridges(expr: Expr[], bridges: string[]): boolean {
+  const covers = (pattern: string, bridge: string) => (pattern.endsWith('*') ? bridge.startsWith(pattern.slice(0, -1)) : pattern === bridge);
+  const names = (right: unknown): string[] => (typeof right === 'string' ? [right]
+    : Array.isArray((right as Expr)?.set) ? (right as Expr).set.filter((x: unknown): x is string => typeof x === 'string') : []);
+  return expr.every((e) => {
+    if (!e || typeof e !== 'object') return true;
+    if ('xt' in e) return e.xt?.type === 'target' || e.xt?.name === 'comment' || e.xt?.name === 'physdev';
+    if ('limit' in e || 'quota' in e) return false; // (statements that let only some packets on)
+    if (!('match' in e)) return true;
+    const m = e.match;
+    return (m?.op === '==' || m?.op === 'in') && IFACE_KEYS.has(m.left?.meta?.key) && names(m.right).some((p) => bridges.some((b) => covers(p, b)));
+  });
+}
+
+/**
+ * Whether the dropping chain's table passes the VM bridges. Its rules are followed in order, as the
+ * kernel does for a VM's packet, through the chains they jump or go to: the first rule that holds for
+ * the bridges' traffic (holdsForBridges) and decides it — accept; drop / reject / return / a goto; the
+ * iptables backend's own jump for a managed bridge (`-i br0 -m physdev --physdev-is-bridged -j BF-br0`:
+ * that chain accepts what the groups allow and drops the rest, so the policy never sees those frames)
+ * — is the answer. So an accept after Docker's `-A DOCKER-USER -j RETURN`, in a chain only reached
+ * by `-i docker0 -j X`, or only for `-o eth0`, does not pass them. Only past JUMPS_READ chains, the
+ * whole table (any accepting rule of it: Palisade's iptables chains make that 0.5 s at 200 VMs).
  */
 async function tableAcceptsBridges(runner: Runner, c: NftChain, bridges: string[]): Promise<boolean> {
   const ours = new Set(bridges.map((b) => bridgeChains(b).main));
-  const todo = [c.name];
-  const seen = new Set<string>();
-  while (todo.length && seen.size < JUMPS_READ) {
-    const name = todo.shift()!;
-    if (seen.has(name)) continue;
-    seen.add(name);
-    const r = await runner.run('nft', ['-j', 'list', 'chain', c.family, c.table, name]);
-    if (r.code !== 0) continue;
-    if (rulesAcceptBridges(r.stdout, bridges)) return true;
-    for (const rule of listed<Expr>(r.stdout, 'rule')) {
-      const expr = (Array.isArray(rule.expr) ? rule.expr : []) as Expr[];
+  const read = new Map<string, Expr[][]>();
+  const rulesOf = async (name: string): Promise<Expr[][] | null> => {
+    if (!read.has(name)) {
+      if (read.size >= JUMPS_READ) return null;
+      const r = await runner.run('nft', ['-j', 'list', 'chain', c.family, c.table, name]);
+      read.set(name, r.code === 0 ? listed<Expr>(r.stdout, 'rule').map((rule) => (Array.isArray(rule.expr) ? rule.expr : []) as Expr[]) : []);
+    }
+    return read.get(name)!;
+  };
+  const walk = async (name: string, depth: number): Promise<PathEnd> => {
+    const rules = depth > JUMPS_READ ? null : await rulesOf(name);
+    if (!rules) return 'unknown';
+    for (const expr of rules) {
+      if (!holdsForBridges(expr, bridges)) continue;
       for (const e of expr) {
-        const target = e?.jump?.target ?? e?.goto?.target;
+        if (!e || typeof e !== 'object') continue;
+        if ('accept' in e) return 'accept';
+        if ('drop' in e || 'reject' in e || (e.xt?.type === 'target' && /^(DROP|REJECT)$/.test(e.xt?.name))) return 'drop';
+        if ('return' in e) return 'return';
+        const target = e.jump?.target ?? e.goto?.target;
         if (typeof target !== 'string') continue;
-        if (ours.has(target) && matchesBridges(expr, bridges)) return true;
-        if (!ours.has(target)) todo.push(target);
+        if (ours.has(target)) return 'accept';
+        const end = await walk(target, depth + 1);
+        if (end !== 'return' || e.goto) return end; // a goto's return is this chain's
       }
     }
-  }
-  if (!todo.length) return false; // every chain it reaches read: none passes them
+    return 'return';
+  };
+  const end = await walk(c.name, 0);
+  if (end !== 'unknown') return end === 'accept';
   const all = await runner.run('nft', ['-j', 'list', 'table', c.family, c.table]);
   return all.code === 0 && rulesAcceptBridges(all.stdout, bridges);
 }

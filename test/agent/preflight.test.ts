@@ -62,7 +62,8 @@ test('wildcards count, a jump alone does not, and ebtables\' bridge-family FORWA
   assert.equal(await of('forward policy ip filter FORWARD'), false, 'br0 rules do not pass cloudbr0');
   await sh('iptables', '-N', 'RJ');
   await sh('iptables', '-A', 'RJ', '-j', 'DROP');
-  await sh('iptables', '-I', 'FORWARD', '-i', 'cloudbr0', '-j', 'RJ');
+  // (appended, after the jump to DOCKER-USER: inserted first, it would drop cloudbr0's traffic before any accept)
+  await sh('iptables', '-A', 'FORWARD', '-i', 'cloudbr0', '-j', 'RJ');
   assert.equal(await of('forward policy ip filter FORWARD'), false, 'a jump to a chain that drops is no accept');
   await sh('iptables', '-I', 'DOCKER-USER', '-i', 'cloudbr+', '-j', 'ACCEPT');
   assert.equal(await of('forward policy ip filter FORWARD'), true, 'cloudbr+ covers cloudbr0');
@@ -446,3 +447,98 @@ table inet filter {
   chain output { type filter hook output priority filter;; }
 }
 `;
+
+test('with real packets (nftables backend beside Docker\'s FORWARD DROP): an accept the VM traffic never reaches — after DOCKER-USER\'s RETURN, in a chain only docker0 jumps to, only towards another interface — is no pass; the reachable twins are', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:0f:0a', ipv4: '198.51.100.80/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:0f:0b', ipv4: '198.51.100.81/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const fw = new HostFw(h1, 'nftables');
+    fw.set(policyOf(a)).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
+    await fw.apply();
+    const [br] = Object.keys((await fw.input()).ports.bridges);
+    const ipt = async (script: string) => { for (const line of script.trim().split('\n')) await h1.exec('iptables', line.trim().split(/\s+/)); };
+    const verdict = async () => ({ check: (await forwardDropCheck(hr, [br!])).map((f) => f.ok), ping: (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok });
+    await ipt(`-P FORWARD DROP
+-N DOCKER-USER
+-A FORWARD -j DOCKER-USER
+-A DOCKER-USER -j RETURN
+-A DOCKER-USER -i ${br} -o ${br} -j ACCEPT`);
+    assert.deepEqual(await verdict(), { check: [false], ping: false }, 'appended after the RETURN: never reached');
+    await ipt(`-I DOCKER-USER -i ${br} -o ${br} -j ACCEPT`);
+    assert.deepEqual(await verdict(), { check: [true], ping: true }, 'inserted before it: passes');
+    await ipt(`-F DOCKER-USER
+-N ONLY-DOCKER
+-A ONLY-DOCKER -j ACCEPT
+-A FORWARD -i docker0 -j ONLY-DOCKER`);
+    assert.deepEqual(await verdict(), { check: [false], ping: false }, 'an accept only docker0\'s traffic reaches');
+    await ipt(`-A FORWARD -i ${br} -j ONLY-DOCKER`);
+    assert.deepEqual(await verdict(), { check: [true], ping: true }, 'reached from the bridge too');
+    await ipt(`-D FORWARD -i ${br} -j ONLY-DOCKER
+-A FORWARD -i ${br} -o eth9 -j ACCEPT
+-A FORWARD -i ${br} -m conntrack --ctstate ESTABLISHED -j ACCEPT
+-A FORWARD -i ${br} -j DROP
+-A FORWARD -i ${br} -j ACCEPT`);
+    assert.deepEqual(await verdict(), { check: [false], ping: false }, 'accepts towards another interface or for established flows only, then a drop first');
+    await ipt(`-I FORWARD -i ${br} -g ONLY-DOCKER`);
+    assert.deepEqual(await verdict(), { check: [true], ping: true }, 'a goto to an accept, before the drop');
+    await h1.exec('iptables', ['-P', 'FORWARD', 'ACCEPT']);
+    await fw.dp.teardown();
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
+});
+
+test('with real packets (iptables backend): another base chain added to ebtables\' nat table at a later priority does not hide a foreign mark rewrite between Palisade\'s marking (-300) and it', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:10:0a', ipv4: '198.51.100.90/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:10:0b', ipv4: '198.51.100.91/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const fw = new HostFw(h1, 'iptables');
+    fw.set(policyOf(a)).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
+    await fw.apply();
+    const marks = async () => (await nftMarkRewrites(hr)).map((f) => f.check);
+    const pings = async () => (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok;
+    await h1.exec('nft', ['add', 'chain', 'bridge', 'nat', 'late', '{ type filter hook prerouting priority 0; policy accept; }']);
+    assert.deepEqual(await marks(), [], 'an empty chain writes nothing');
+    assert.equal(await pings(), true);
+    await h1.exec('nft', ['add', 'table', 'bridge', 'other']);
+    await h1.exec('nft', ['add', 'chain', 'bridge', 'other', 'pre', '{ type filter hook prerouting priority -200; policy accept; }']);
+    await h1.exec('nft', ['add', 'rule', 'bridge', 'other', 'pre', 'meta', 'mark', 'set', '0x5']);
+    assert.equal(await pings(), false, 'the rewrite at -200 drops the ping');
+    assert.deepEqual(await marks(), ['foreign mark bridge other pre'], 'and is said');
+    await h1.exec('nft', ['delete', 'table', 'bridge', 'other']);
+    await h1.exec('nft', ['delete', 'chain', 'bridge', 'nat', 'late']);
+    await fw.dp.teardown();
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
+});
+
+test('a foreign nftables table merely named palisade (ip family: Palisade\'s are bridge and inet) is read like any other', async () => {
+  const xns = `px${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', xns]);
+  try {
+    const xr = createRunner({ netns: xns });
+    const xsh = async (script: string) => { const r = await run('ip', ['netns', 'exec', xns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
+    await xsh(`nft add table ip palisade
+nft add chain ip palisade pre '{ type filter hook prerouting priority -150; policy accept; }'
+nft add rule ip palisade pre meta mark set meta mark or 0x40000000
+nft add chain ip palisade fchain '{ type filter hook forward priority 0; policy drop; }'
+nft add rule ip palisade fchain iifname br0 accept`);
+    assert.deepEqual((await nftMarkRewrites(xr)).map((f) => f.check), [], 'bit 30 only: quiet');
+    assert.deepEqual((await forwardDropCheck(xr, ['br0'])).map((f) => [f.check, f.ok]), [['forward policy ip palisade fchain', true]]);
+    await xsh(`nft add rule ip palisade pre meta mark set ct mark
+nft flush chain ip palisade fchain`);
+    assert.deepEqual((await nftMarkRewrites(xr)).map((f) => f.check), ['foreign mark ip palisade pre']);
+    assert.deepEqual((await forwardDropCheck(xr, ['br0'])).map((f) => [f.check, f.ok]), [['forward policy ip palisade fchain', false]]);
+  } finally {
+    await run('ip', ['netns', 'del', xns], { allowFail: true });
+  }
+});
