@@ -521,6 +521,26 @@ test('with real packets (iptables backend): another base chain added to ebtables
   }
 });
 
+test('every managed bridge must pass on its own: an accept for br0 leaves cloudbr1\'s VMs to the policy', async () => {
+  const yns = `py${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', yns]);
+  try {
+    const yr = createRunner({ netns: yns });
+    const ysh = async (script: string) => { const r = await run('ip', ['netns', 'exec', yns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
+    await ysh(`iptables -P FORWARD DROP
+iptables -N DOCKER-USER
+iptables -A FORWARD -j DOCKER-USER
+iptables -A DOCKER-USER -i br0 -o br0 -j ACCEPT`);
+    const ok = async (bridges: string[]) => (await forwardDropCheck(yr, bridges)).map((f) => f.ok);
+    assert.deepEqual(await ok(['br0']), [true]);
+    assert.deepEqual(await ok(['br0', 'cloudbr1']), [false], 'cloudbr1 is not passed');
+    await ysh('iptables -A DOCKER-USER -i cloudbr1 -o cloudbr1 -j ACCEPT');
+    assert.deepEqual(await ok(['br0', 'cloudbr1']), [true]);
+  } finally {
+    await run('ip', ['netns', 'del', yns], { allowFail: true });
+  }
+});
+
 test('a foreign nftables table merely named palisade (ip family: Palisade\'s are bridge and inet) is read like any other', async () => {
   const xns = `px${randomBytes(3).toString('hex')}`;
   await run('ip', ['netns', 'add', xns]);
