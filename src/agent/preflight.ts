@@ -92,7 +92,8 @@ function forwardDropFinding(check: string, accepted: boolean, bridges: string[])
  * The same check for iptables-legacy's filter FORWARD (nft cannot see legacy tables; Docker on a host
  * whose `iptables` is the legacy one puts its policy there). Only a filter table the kernel already has
  * in this namespace is listed (`/proc/net/ip{,6}_tables_names`: listing a missing one would create it);
- * its rules are read as `iptables-legacy -S` text only when FORWARD drops by default.
+ * its rules are read as `iptables-legacy -S` text only when FORWARD drops by default, and followed
+ * from FORWARD as a VM packet would be (legacyPassesBridges).
  */
 export async function legacyForwardDropCheck(runner: Runner, bridges: string[]): Promise<PreflightFinding[]> {
   const found: PreflightFinding[] = [];
@@ -101,21 +102,53 @@ export async function legacyForwardDropCheck(runner: Runner, bridges: string[]):
     const fwd = await runner.run(tool, ['-t', 'filter', '-S', 'FORWARD']);
     if (fwd.code !== 0 || !/^-P FORWARD DROP$/m.test(fwd.stdout)) continue;
     const all = await runner.run(tool, ['-t', 'filter', '-S']);
-    const accepted = all.code === 0 && all.stdout.split('\n').some((line) => legacyAcceptsBridges(line, bridges));
+    const accepted = all.code === 0 && legacyPassesBridges(all.stdout, bridges);
     found.push(forwardDropFinding(`forward policy ${fam} filter FORWARD (iptables-legacy)`, accepted, bridges));
   }
   return found;
 }
 
-/** An `iptables -S` rule that accepts, on a managed bridge's name (`+` wildcards too), physdev, or unconditionally. */
-export function legacyAcceptsBridges(line: string, bridges: string[]): boolean {
-  const l = line.trim();
-  if (!l.startsWith('-A ') || !/ -j ACCEPT$/.test(l)) return false;
-  const conds = l.replace(/^-A \S+/, '').replace(/ -j ACCEPT$/, '').replace(/-m comment --comment (?:"[^"]*"|\S+)/g, '').trim();
-  if (!conds) return true;
-  if (/(^| )-m physdev( |$)/.test(conds)) return true;
+/**
+ * Whether an `iptables -S` text's FORWARD passes each managed bridge: its rules followed in order, as
+ * the nft view's tableAcceptsBridges does, through the user chains they jump or go to; the first rule
+ * holding for the bridge's traffic (no condition but a comment, `-i`/`-o` naming the bridge, physdev)
+ * that decides — ACCEPT, DROP / REJECT / RETURN / a goto's end, the iptables backend's own jump for
+ * the bridge — is the answer. Pure.
+ */
+export function legacyPassesBridges(text: string, bridges: string[]): boolean {
+  const chains = new Map<string, string[]>();
+  for (const line of text.split('\n')) {
+    const n = /^-N (\S+)$/.exec(line.trim());
+    if (n) chains.set(n[1], chains.get(n[1]) ?? []);
+    const m = /^-A (\S+) (.*)$/.exec(line.trim());
+    if (m) chains.set(m[1], [...(chains.get(m[1]) ?? []), ` ${m[2]}`]);
+  }
   const covers = (pattern: string, bridge: string) => (pattern.endsWith('+') ? bridge.startsWith(pattern.slice(0, -1)) : pattern === bridge);
-  return [...conds.matchAll(/(^| )(!\s+)?-[io] (\S+)/g)].some((x) => !x[2] && bridges.some((b) => covers(x[3], b)));
+  const holds = (conds: string, bridge: string[]) => {
+    let rest = conds.replace(/ -m comment --comment (?:"[^"]*"|\S+)/g, '');
+    const ifaces = [...rest.matchAll(/ (!\s+)?-[io] (\S+)/g)];
+    if (ifaces.some((x) => x[1] || !bridge.some((b) => covers(x[2], b)))) return false;
+    // physdev: for every bridged frame (`--physdev-is-bridged`), not for one port's or negated
+    rest = rest.replace(/ -[io] \S+/g, '').replace(/ -m physdev(?: --physdev-is-(?:bridged|in|out))+(?= |$)/g, '');
+    return rest.trim() === '';
+  };
+  const walk = (name: string, depth: number, bridge: string[]): PathEnd => {
+    if (depth > 50) return 'unknown';
+    for (const rule of chains.get(name) ?? []) {
+      const t = / -([jg]) (\S+)(.*)$/.exec(rule);
+      if (!t || !holds(rule.slice(0, t.index), bridge)) continue;
+      const [, how, target] = t;
+      if (target === 'ACCEPT') return 'accept';
+      if (target === 'DROP' || target === 'REJECT') return 'drop';
+      if (target === 'RETURN') return 'return';
+      if (bridge.some((b) => bridgeChains(b).main === target)) return 'accept';
+      if (!chains.has(target)) continue; // a target that lets the packet on (LOG, MARK, …)
+      const end = walk(target, depth + 1, bridge);
+      if (end !== 'return' || how === 'g') return end;
+    }
+    return 'return';
+  };
+  return (bridges.length ? bridges.map((b) => [b]) : [[]]).every((b) => walk('FORWARD', 0, b) === 'accept');
 }
 
 const FORWARD_FAMILIES = ['ip', 'ip6', 'inet', 'bridge'];

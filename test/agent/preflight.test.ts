@@ -521,6 +521,35 @@ test('with real packets (iptables backend): another base chain added to ebtables
   }
 });
 
+test('iptables-legacy\'s FORWARD is followed like the nft view: an accept after DOCKER-USER\'s RETURN, in a chain only docker0 reaches, or for another bridge only, is no pass', async () => {
+  const gns = `pg${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', gns]);
+  try {
+    const gr = createRunner({ netns: gns });
+    const gsh = async (script: string) => { const r = await run('ip', ['netns', 'exec', gns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
+    const ok = async (bridges: string[]) => (await legacyForwardDropCheck(gr, bridges)).filter((f) => f.check.startsWith('forward policy ip ')).map((f) => f.ok);
+    await gsh(`iptables-legacy -P FORWARD DROP
+iptables-legacy -N DOCKER-USER
+iptables-legacy -A FORWARD -j DOCKER-USER
+iptables-legacy -A DOCKER-USER -j RETURN
+iptables-legacy -A DOCKER-USER -i br0 -o br0 -j ACCEPT`);
+    assert.deepEqual(await ok(['br0']), [false], 'after the RETURN');
+    await gsh('iptables-legacy -I DOCKER-USER -i br0 -o br0 -j ACCEPT');
+    assert.deepEqual(await ok(['br0']), [true], 'before it');
+    assert.deepEqual(await ok(['br0', 'cloudbr1']), [false], 'cloudbr1 not passed');
+    await gsh(`iptables-legacy -F DOCKER-USER
+iptables-legacy -N ONLY-DOCKER
+iptables-legacy -A ONLY-DOCKER -j ACCEPT
+iptables-legacy -A FORWARD -i docker0 -j ONLY-DOCKER
+iptables-legacy -A FORWARD -m physdev ! --physdev-is-bridged -j ACCEPT`);
+    assert.deepEqual(await ok(['br0']), [false], 'only docker0 reaches it; a negated physdev is routed traffic only');
+    await gsh('iptables-legacy -A FORWARD -m physdev --physdev-is-bridged -j ACCEPT');
+    assert.deepEqual(await ok(['br0', 'cloudbr1']), [true]);
+  } finally {
+    await run('ip', ['netns', 'del', gns], { allowFail: true });
+  }
+});
+
 test('every managed bridge must pass on its own: an accept for br0 leaves cloudbr1\'s VMs to the policy', async () => {
   const yns = `py${randomBytes(3).toString('hex')}`;
   await run('ip', ['netns', 'add', yns]);
