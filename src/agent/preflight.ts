@@ -129,7 +129,7 @@ export function legacyPassesBridges(text: string, bridges: string[]): boolean {
     const ifaces = [...rest.matchAll(/ (!\s+)?-[io] (\S+)/g)];
     if (ifaces.some((x) => x[1] || !bridge.some((b) => covers(x[2], b)))) return false;
     // physdev: for every bridged frame (`--physdev-is-bridged`), not for one port's or negated
-    rest = rest.replace(/ -[io] \S+/g, '').replace(/ -m physdev(?: --physdev-is-(?:bridged|in|out))+(?= |$)/g, '');
+    rest = rest.replace(/ -[io] \S+/g, '').replace(PHYSDEV_ALL, '');
     return rest.trim() === '';
   };
   const walk = (name: string, depth: number, bridge: string[]): PathEnd => {
@@ -235,6 +235,27 @@ function holdsForBridges(expr: Expr[], bridges: string[]): boolean {
   });
 }
 
+/** physdev options that hold for every bridged frame (not one port's, not negated). */
+const PHYSDEV_ALL = / -m physdev(?: --physdev-is-(?:bridged|in|out))+(?= |$)/g;
+
+/**
+ * iptables-nft's physdev match is an xt object in nft's JSON, without its options: `! --physdev-is-
+ * bridged` (routed traffic only) or `--physdev-in vnet0` (one port) look like `--physdev-is-bridged`.
+ * For a chain with one, its rules are read again as `iptables-nft -S` text (same order) and a physdev
+ * that does not hold for every bridged frame is marked so (holdsForBridges then does not count it).
+ */
+async function withPhysdevOptions(runner: Runner, c: NftChain, name: string, rules: Expr[][]): Promise<Expr[][]> {
+  const physdev = (e: Expr) => e?.xt?.type === 'match' && e.xt.name === 'physdev';
+  if ((c.family !== 'ip' && c.family !== 'ip6') || !rules.some((expr) => expr.some(physdev))) return rules;
+  const r = await runner.run(c.family === 'ip' ? 'iptables-nft' : 'ip6tables-nft', ['-t', c.table, '-S', name]);
+  const lines = r.code === 0 ? r.stdout.split('\n').filter((l) => l.startsWith('-A ')) : [];
+  if (lines.length !== rules.length) return rules; // not iptables-nft's alone: left as nft shows them
+  return rules.map((expr, i) => {
+    const partial = / -m physdev /.test(`${lines[i]} `) && / -m physdev /.test(`${lines[i]!.replace(PHYSDEV_ALL, '')} `);
+    return partial ? expr.map((e) => (physdev(e) ? { xt: { type: 'match', name: 'physdev (one port or negated)' } } : e)) : expr;
+  });
+}
+
 /**
  * Whether the dropping chain's table passes the VM bridges. Its rules are followed in order, as the
  * kernel does for a VM's packet, through the chains they jump or go to: the first rule that holds for
@@ -252,7 +273,8 @@ async function tableAcceptsBridges(runner: Runner, c: NftChain, bridges: string[
     if (!read.has(name)) {
       if (read.size >= JUMPS_READ) return null;
       const r = await runner.run('nft', ['-j', 'list', 'chain', c.family, c.table, name]);
-      read.set(name, r.code === 0 ? listed<Expr>(r.stdout, 'rule').map((rule) => (Array.isArray(rule.expr) ? rule.expr : []) as Expr[]) : []);
+      const rules = r.code === 0 ? listed<Expr>(r.stdout, 'rule').map((rule) => (Array.isArray(rule.expr) ? rule.expr : []) as Expr[]) : [];
+      read.set(name, await withPhysdevOptions(runner, c, name, rules));
     }
     return read.get(name)!;
   };

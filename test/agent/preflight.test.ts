@@ -462,6 +462,10 @@ test('with real packets (nftables backend beside Docker\'s FORWARD DROP): an acc
     const ipt = async (script: string) => { for (const line of script.trim().split('\n')) await h1.exec('iptables', line.trim().split(/\s+/)); };
     const verdict = async () => ({ check: (await forwardDropCheck(hr, [br!])).map((f) => f.ok), ping: (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok });
     await ipt(`-P FORWARD DROP
+-A FORWARD -m physdev ! --physdev-is-bridged -j ACCEPT
+-A FORWARD -i ${br} -m physdev --physdev-in vnet-none -j ACCEPT`);
+    assert.deepEqual(await verdict(), { check: [false], ping: false }, 'physdev for routed traffic only, or for one other port');
+    await ipt(`-F FORWARD
 -N DOCKER-USER
 -A FORWARD -j DOCKER-USER
 -A DOCKER-USER -j RETURN
