@@ -235,6 +235,16 @@ function holdsForBridges(expr: Expr[], bridges: string[]): boolean {
   });
 }
 
+/** The verdict of an interface-keyed vmap (nft JSON) for the bridge(s) given, if its entries name one (`*` wildcards too). */
+function vmapVerdict(vmap: Expr, bridges: string[]): Expr {
+  const set: unknown[] = IFACE_KEYS.has(vmap?.key?.meta?.key) && Array.isArray(vmap?.data?.set) ? vmap.data.set : [];
+  const covers = (pattern: string, bridge: string) => (pattern.endsWith('*') ? bridge.startsWith(pattern.slice(0, -1)) : pattern === bridge);
+  for (const entry of set) {
+    if (Array.isArray(entry) && typeof entry[0] === 'string' && bridges.some((b) => covers(entry[0], b)) && entry[1] && typeof entry[1] === 'object') return entry[1] as Expr;
+  }
+  return {};
+}
+
 /** physdev options that hold for every bridged frame (not one port's, not negated). */
 const PHYSDEV_ALL = / -m physdev(?: --physdev-is-(?:bridged|in|out))+(?= |$)/g;
 
@@ -283,8 +293,10 @@ async function tableAcceptsBridges(runner: Runner, c: NftChain, bridges: string[
     if (!rules) return 'unknown';
     for (const expr of rules) {
       if (!holdsForBridges(expr, bridges)) continue;
-      for (const e of expr) {
-        if (!e || typeof e !== 'object') continue;
+      for (const x of expr) {
+        if (!x || typeof x !== 'object') continue;
+        // `iifname vmap { "br0" : accept, … }`: this bridge's entry is the verdict (none: the rule does not match it)
+        const e: Expr = x.vmap ? vmapVerdict(x.vmap, bridges) : x;
         if ('accept' in e) return 'accept';
         if ('drop' in e || 'reject' in e || (e.xt?.type === 'target' && /^(DROP|REJECT)$/.test(e.xt?.name))) return 'drop';
         if ('return' in e) return 'return';

@@ -574,6 +574,28 @@ iptables -A DOCKER-USER -i br0 -o br0 -j ACCEPT`);
   }
 });
 
+test('nft\'s interface verdict maps count by the bridge\'s entry: accept passes it, drop or no entry does not, a jump is followed', async () => {
+  const vns = `pv${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', vns]);
+  try {
+    const vr = createRunner({ netns: vns });
+    const vsh = async (script: string) => { const r = await run('ip', ['netns', 'exec', vns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
+    const ok = async (bridges: string[]) => (await forwardDropCheck(vr, bridges)).map((f) => f.ok);
+    await vsh(`nft add table ip t
+nft add chain ip t f '{ type filter hook forward priority 0; policy drop; }'
+nft add chain ip t x
+nft add rule ip t x accept
+nft add rule ip t f iifname vmap '{ "br0" : accept, "eth*" : drop, "cloud*" : jump x, "br9" : drop }'`);
+    assert.deepEqual(await ok(['br0']), [true], 'br0: accept');
+    assert.deepEqual(await ok(['cloudbr1']), [true], 'cloudbr1: the jump to an accept');
+    assert.deepEqual(await ok(['br9']), [false], 'br9: drop');
+    assert.deepEqual(await ok(['br7']), [false], 'br7: no entry');
+    assert.deepEqual(await ok(['br0', 'br9']), [false]);
+  } finally {
+    await run('ip', ['netns', 'del', vns], { allowFail: true });
+  }
+});
+
 test('a foreign nftables table merely named palisade (ip family: Palisade\'s are bridge and inet) is read like any other', async () => {
   const xns = `px${randomBytes(3).toString('hex')}`;
   await run('ip', ['netns', 'add', xns]);
