@@ -108,6 +108,8 @@ ipset destroy forged`);
   assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, false, 'c is blocked again');
   assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'b still passes');
   assert.match(await sh('ipset list -n'), new RegExp(`^${tmp}$`, 'm'), 'the set in use is left');
+  assert.deepEqual((await fw.dp.observe(input)).drift, [], 'and is no drift (else a repair every pass that cannot repair it)');
+  assert.equal((await fw.dp.apply(input)).changed, false);
   // once its user is gone, the next write removes it
   await sh(`iptables -D INPUT -m set --match-set ${tmp} src -j ACCEPT
 ipset del pal-sgfv4 ${b.ipv4}`);

@@ -563,7 +563,9 @@ export function drift(p: Program, k: KState): DriftItem[] {
     const wm = new Set(s.members);
     for (const m of ks.members) if (!wm.has(m)) out.push({ kind: 'unexpected', what: `ipset ${s.name} element ${m}` });
   }
-  for (const [n, s] of k.sets) if (s.owned && !want.has(n)) out.push({ kind: 'unexpected', what: `ipset ${n}` });
+  // (a leftover scratch set is no drift: no rule uses it, and the next write destroys it if the kernel
+  // lets it — one another tool uses would otherwise be a repair every pass)
+  for (const [n, s] of k.sets) if (s.owned && !want.has(n) && !SCRATCH_SET.test(n)) out.push({ kind: 'unexpected', what: `ipset ${n}` });
   for (const c of p.eb.chains) {
     const kc = k.eb.chains.get(ebKey(c.table, c.name));
     if (!kc) out.push({ kind: 'missing', what: `ebtables ${c.table} chain ${c.name}` });
