@@ -554,6 +554,32 @@ iptables-legacy -A FORWARD -m physdev ! --physdev-is-bridged -j ACCEPT`);
   }
 });
 
+test('with real IPv6 packets, per backend: ip6tables -P FORWARD DROP is passed by the iptables backend\'s own ip6 jump (no alert, the ping passes) and not by the nftables backend (alert, the ping is dropped)', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:11:0a', ipv4: '198.51.100.100/24', ipv6: '2001:db8:ff::100/64' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:11:0b', ipv4: '198.51.100.101/24', ipv6: '2001:db8:ff::101/64' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const all6 = { ingress: [rule('all', ['::/0'])] };
+    for (const backend of BACKENDS) {
+      const fw = new HostFw(h1, backend);
+      fw.set(policyOf(a, {}, all6)).set(policyOf(b, {}, all6));
+      await fw.apply();
+      assert.equal((await ping(a, b.ipv6!, { timeoutMs: 2000 })).ok, true, `${backend}: the group lets a ping b over IPv6`);
+      const bridges = Object.keys((await fw.input()).ports.bridges);
+      await h1.exec('ip6tables', ['-P', 'FORWARD', 'DROP']);
+      assert.deepEqual((await forwardDropCheck(hr, bridges)).map((f) => [f.check, f.ok]), [['forward policy ip6 filter FORWARD', backend === 'iptables']], backend);
+      assert.equal((await ping(a, b.ipv6!, { timeoutMs: 1500 })).ok, backend === 'iptables', `${backend}: and the verdict is right`);
+      await h1.exec('ip6tables', ['-P', 'FORWARD', 'ACCEPT']);
+      await fw.dp.teardown();
+    }
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
+});
+
 test('every managed bridge must pass on its own: an accept for br0 leaves cloudbr1\'s VMs to the policy', async () => {
   const yns = `py${randomBytes(3).toString('hex')}`;
   await run('ip', ['netns', 'add', yns]);
