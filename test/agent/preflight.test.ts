@@ -13,7 +13,17 @@ import { brokenBits, ebMarkEffect, legacyEbMarkRewrites, legacyMarkRewrites, nft
 import { ebTablesFromHooks, ebTablesFromModules, legacyEbTables } from '../../src/agent/foreign-tables.js';
 import { createLab, ping } from '../../src/lab/index.js';
 import { HostFw, policyOf, BACKENDS, closeAll } from '../dataplane/kit.js';
-import { rule } from '../dataplane/fixtures.js';
+import { hostState, rule } from '../dataplane/fixtures.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { Agent } from '../../src/agent/agent.js';
+import { saveState, tokenSha256 } from '../../src/agent/state-file.js';
+import { createDataplane } from '../../src/dataplane/choose.js';
+import { discoverPorts } from '../../src/dataplane/ports.js';
+import type { PreflightFinding } from '../../src/protocol/index.js';
+import { freePort } from '../helpers/server.js';
 
 const ns = `pf${randomBytes(3).toString('hex')}`;
 const runner = createRunner({ netns: ns });
@@ -641,5 +651,43 @@ nft flush chain ip palisade fchain`);
     assert.deepEqual((await forwardDropCheck(xr, ['br0'])).map((f) => [f.check, f.ok]), [['forward policy ip palisade fchain', false]]);
   } finally {
     await run('ip', ['netns', 'del', xns], { allowFail: true });
+  }
+});
+
+test('an agent starting on a host whose Docker policy accepts the VM bridge judges the forward policy for that bridge before its first report (not for no bridge: an Alert until the next pass); the ping shows it passes', async () => {
+  const lab = await createLab();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-pf-'));
+  let agent: Agent | null = null;
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:12:0a', ipv4: '198.51.100.110/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:12:0b', ipv4: '198.51.100.111/24' }] });
+    const hashed = (p: ReturnType<typeof policyOf>) => ({ ...p, hash: '0'.repeat(64) });
+    const state = hostState([hashed(policyOf(a)), hashed(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }))], [], 3);
+    await saveState(dir, { serverUrl: '', savedAt: new Date().toISOString(), state, host: { hostname: 'kvm-pf', tokenSha256: tokenSha256('pf-token') } });
+    const hdp = createDataplane('nftables', { netns: h1.netns });
+    const [br] = Object.keys((await discoverPorts(hdp.runner, state)).bridges);
+    for (const args of [['-P', 'FORWARD', 'DROP'], ['-N', 'DOCKER-USER'], ['-A', 'FORWARD', '-j', 'DOCKER-USER'], ['-A', 'DOCKER-USER', '-i', br!, '-o', br!, '-j', 'ACCEPT']]) await h1.exec('iptables', args);
+    const judged: PreflightFinding[][] = [];
+    const hr = createRunner({ netns: h1.netns });
+    agent = new Agent({
+      server: `http://127.0.0.1:${await freePort()}`, token: 'pf-token', hostname: 'kvm-pf', stateDir: dir, dataplane: hdp,
+      discover: (st) => discoverPorts(hdp.runner, st),
+      preflight: async (bridges) => { const f = await preflight(hr, ['nft'], bridges); judged.push(f); return f; },
+      reconcileMs: 600_000, log: pino({ level: 'silent' }), backoffMinMs: 1000, backoffMaxMs: 5000,
+    });
+    await agent.start();
+    const last = judged.at(-1)!.filter((f) => f.check.startsWith('forward policy'));
+    assert.deepEqual(last.map((f) => [f.check, f.ok]), [['forward policy ip filter FORWARD', true]], JSON.stringify(last));
+    assert.equal((await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok, true, 'and the policy does pass the VMs\' traffic');
+    await agent.stop();
+    agent = null;
+    await hdp.teardown();
+    await hdp.close?.();
+  } finally {
+    await agent?.stop();
+    await closeAll();
+    await lab.destroy();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
