@@ -691,3 +691,38 @@ test('an agent starting on a host whose Docker policy accepts the VM bridge judg
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('with real packets, per backend: a netdev ingress chain on a VM\'s tap writing the whole mark runs before Palisade\'s marking — no alert, and the ping passes; the same write in bridge prerouting after it alerts and drops', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:13:0a', ipv4: '198.51.100.120/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:13:0b', ipv4: '198.51.100.121/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const marks = async () => (await nftMarkRewrites(hr)).map((f) => f.check);
+    const pings = async () => (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok;
+    for (const backend of BACKENDS) {
+      const fw = new HostFw(h1, backend);
+      fw.set(policyOf(a)).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
+      await fw.apply();
+      const input = await fw.input();
+      const tap = input.ports.nics[policyOf(a).nics[0]!.nicId]!.device;
+      await h1.exec('nft', ['add', 'table', 'netdev', 'other']);
+      await h1.exec('nft', ['add', 'chain', 'netdev', 'other', 'in', `{ type filter hook ingress device ${tap} priority 0; policy accept; }`]);
+      await h1.exec('nft', ['add', 'rule', 'netdev', 'other', 'in', 'meta', 'mark', 'set', '0xffffffff']);
+      assert.deepEqual(await marks(), [], backend);
+      assert.equal(await pings(), true, `${backend}: Palisade's marking rewrites it`);
+      await h1.exec('nft', ['delete', 'table', 'netdev', 'other']);
+      await h1.exec('nft', ['add', 'table', 'bridge', 'other']);
+      await h1.exec('nft', ['add', 'chain', 'bridge', 'other', 'pre', '{ type filter hook prerouting priority 0; policy accept; }']);
+      await h1.exec('nft', ['add', 'rule', 'bridge', 'other', 'pre', 'meta', 'mark', 'set', '0xffffffff']);
+      assert.deepEqual(await marks(), ['foreign mark bridge other pre'], backend);
+      assert.equal(await pings(), false, `${backend}: after it, the write drops the ping`);
+      await h1.exec('nft', ['delete', 'table', 'bridge', 'other']);
+      await fw.dp.teardown();
+    }
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
+});
