@@ -165,6 +165,8 @@ export class Agent extends EventEmitter {
   /** The last drift check's warnings (logged when they change). */
   private lastObserveWarning = '';
   private findings: PreflightFinding[] = [];
+  /** The managed bridges the findings were judged for (the forward-drop check asks whether they pass). */
+  private findingsBridges: string | null = null;
   private sentFindings = '';
   private pendingRepairs: RepairReport[] = [];
   private work: Promise<void> = Promise.resolve();
@@ -647,6 +649,9 @@ export class Agent extends EventEmitter {
     const before = this.applied;
     if (this.lastApplyError === null) this.applied = state;
     this.lastPorts = ports;
+    // Preflight judged other bridges (none yet at start, before the first apply): judged again now, or a
+    // forward-drop finding would name no bridge — an Alert until the next reconcile pass
+    if (this.o.preflight && Object.keys(ports.bridges).sort().join(' ') !== this.findingsBridges) await this.runPreflight();
     this.lastResult = result;
     this.appliedRevision = state.revision;
     const vms: Record<string, { ok: boolean; error?: string }> = {};
@@ -725,7 +730,9 @@ export class Agent extends EventEmitter {
 
   private async runPreflight(): Promise<void> {
     if (!this.o.preflight) return;
-    try { this.findings = await this.o.preflight(Object.keys(this.lastPorts?.bridges ?? {})); } catch (e) {
+    const bridges = Object.keys(this.lastPorts?.bridges ?? {}).sort();
+    this.findingsBridges = bridges.join(' ');
+    try { this.findings = await this.o.preflight(bridges); } catch (e) {
       this.findings = [{ check: 'preflight', ok: false, detail: e instanceof Error ? e.message : String(e) }];
     }
     for (const f of this.findings) {

@@ -14,6 +14,9 @@ export function listed<T = Expr>(json: string, key: string): T[] {
   } catch { return []; }
 }
 
+/** Palisade's own nftables tables (its `palisade` tables are bridge and inet); an `ip` / `ip6` / … `palisade` table is someone else's. */
+export const isPalisadeTable = (family: string, table: string) => table === 'palisade' && (family === 'bridge' || family === 'inet');
+
 export interface LegacyTables { family: 'ip' | 'ip6'; tool: 'iptables-legacy' | 'ip6tables-legacy'; tables: string[] }
 
 /** iptables-legacy's tables the kernel has in this namespace (`/proc/net/ip{,6}_tables_names`), per family. */

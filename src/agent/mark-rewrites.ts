@@ -20,7 +20,7 @@
 import type { Runner } from '../dataplane/exec.js';
 import { MARK_ACCEPT_TO, MARK_ALLOW, MARK_IN_MASK, MARK_NOT_ACCEPT_TO, MARK_NOT_ALLOW, MARK_ZONE_MASK, hex } from '../dataplane/plan/marks.js';
 import type { PreflightFinding } from '../protocol/index.js';
-import { type Expr, legacyEbTables, legacyTables, listed } from './foreign-tables.js';
+import { type Expr, isPalisadeTable, legacyEbTables, legacyTables, listed } from './foreign-tables.js';
 
 /** The bits Palisade carries from its marking to its matching. */
 export const MARK_CARRIED = (MARK_IN_MASK | MARK_ZONE_MASK | MARK_ALLOW | MARK_ACCEPT_TO | MARK_NOT_ALLOW | MARK_NOT_ACCEPT_TO) >>> 0;
@@ -141,9 +141,11 @@ const EB_NAT_PRIO = -300;
  */
 export function palisadeMarksAt(chainsJson: string): number {
   const chains = listed(chainsJson, 'chain').filter((c) => c.family === 'bridge');
-  const nft = chains.filter((c) => c.table === 'palisade' && c.hook === 'prerouting').map((c) => Number(c.prio));
+  const nft = chains.filter((c) => isPalisadeTable(c.family, c.table) && c.hook === 'prerouting').map((c) => Number(c.prio));
+  // ebtables' own base chain (PREROUTING of table nat) only: another base chain someone adds to that
+  // table, at a later priority, marks nothing of Palisade's and must not hide what runs before it
   const ipt = chains.some((c) => c.name === 'PALISADE-PRE')
-    ? chains.filter((c) => c.table === 'nat' && c.hook === 'prerouting').map((c) => Number(c.prio)) : [];
+    ? chains.filter((c) => c.table === 'nat' && c.name === 'PREROUTING' && c.hook === 'prerouting').map((c) => Number(c.prio)) : [];
   const at = [...nft, ...ipt].filter(Number.isFinite);
   return at.length ? Math.max(...at) : EB_NAT_PRIO;
 }
@@ -170,7 +172,7 @@ export async function nftMarkRewrites(runner: Runner): Promise<PreflightFinding[
   const found: PreflightFinding[] = [];
   const markedAt = palisadeMarksAt(chains.stdout);
   const todo = listed(chains.stdout, 'chain')
-    .filter((c) => c.table !== 'palisade' && c.hook && between(c.family, c.hook, Number(c.prio), markedAt))
+    .filter((c) => !isPalisadeTable(String(c.family), String(c.table)) && c.hook && between(c.family, c.hook, Number(c.prio), markedAt))
     .map((c) => ({ family: String(c.family), table: String(c.table), name: String(c.name) }));
   const seen = new Set<string>();
   while (todo.length) {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Runner } from '../dataplane/exec.js';
 import { bridgeChains } from '../dataplane/iptables/names.js';
 import type { PreflightFinding } from '../protocol/index.js';
-import { type Expr, legacyEbTables, legacyTables, listed } from './foreign-tables.js';
+import { type Expr, isPalisadeTable, legacyEbTables, legacyTables, listed } from './foreign-tables.js';
 import { legacyEbMarkRewrites, legacyMarkRewrites, nftMarkRewrites } from './mark-rewrites.js';
 
 export const BRIDGE_SYSCTLS = ['bridge-nf-call-iptables', 'bridge-nf-call-ip6tables', 'bridge-nf-call-arptables'];
@@ -92,7 +92,8 @@ function forwardDropFinding(check: string, accepted: boolean, bridges: string[])
  * The same check for iptables-legacy's filter FORWARD (nft cannot see legacy tables; Docker on a host
  * whose `iptables` is the legacy one puts its policy there). Only a filter table the kernel already has
  * in this namespace is listed (`/proc/net/ip{,6}_tables_names`: listing a missing one would create it);
- * its rules are read as `iptables-legacy -S` text only when FORWARD drops by default.
+ * its rules are read as `iptables-legacy -S` text only when FORWARD drops by default, and followed
+ * from FORWARD as a VM packet would be (legacyPassesBridges).
  */
 export async function legacyForwardDropCheck(runner: Runner, bridges: string[]): Promise<PreflightFinding[]> {
   const found: PreflightFinding[] = [];
@@ -101,21 +102,53 @@ export async function legacyForwardDropCheck(runner: Runner, bridges: string[]):
     const fwd = await runner.run(tool, ['-t', 'filter', '-S', 'FORWARD']);
     if (fwd.code !== 0 || !/^-P FORWARD DROP$/m.test(fwd.stdout)) continue;
     const all = await runner.run(tool, ['-t', 'filter', '-S']);
-    const accepted = all.code === 0 && all.stdout.split('\n').some((line) => legacyAcceptsBridges(line, bridges));
+    const accepted = all.code === 0 && legacyPassesBridges(all.stdout, bridges);
     found.push(forwardDropFinding(`forward policy ${fam} filter FORWARD (iptables-legacy)`, accepted, bridges));
   }
   return found;
 }
 
-/** An `iptables -S` rule that accepts, on a managed bridge's name (`+` wildcards too), physdev, or unconditionally. */
-export function legacyAcceptsBridges(line: string, bridges: string[]): boolean {
-  const l = line.trim();
-  if (!l.startsWith('-A ') || !/ -j ACCEPT$/.test(l)) return false;
-  const conds = l.replace(/^-A \S+/, '').replace(/ -j ACCEPT$/, '').replace(/-m comment --comment (?:"[^"]*"|\S+)/g, '').trim();
-  if (!conds) return true;
-  if (/(^| )-m physdev( |$)/.test(conds)) return true;
+/**
+ * Whether an `iptables -S` text's FORWARD passes each managed bridge: its rules followed in order, as
+ * the nft view's tableAcceptsBridges does, through the user chains they jump or go to; the first rule
+ * holding for the bridge's traffic (no condition but a comment, `-i`/`-o` naming the bridge, physdev)
+ * that decides — ACCEPT, DROP / REJECT / RETURN / a goto's end, the iptables backend's own jump for
+ * the bridge — is the answer. Pure.
+ */
+export function legacyPassesBridges(text: string, bridges: string[]): boolean {
+  const chains = new Map<string, string[]>();
+  for (const line of text.split('\n')) {
+    const n = /^-N (\S+)$/.exec(line.trim());
+    if (n) chains.set(n[1], chains.get(n[1]) ?? []);
+    const m = /^-A (\S+) (.*)$/.exec(line.trim());
+    if (m) chains.set(m[1], [...(chains.get(m[1]) ?? []), ` ${m[2]}`]);
+  }
   const covers = (pattern: string, bridge: string) => (pattern.endsWith('+') ? bridge.startsWith(pattern.slice(0, -1)) : pattern === bridge);
-  return [...conds.matchAll(/(^| )(!\s+)?-[io] (\S+)/g)].some((x) => !x[2] && bridges.some((b) => covers(x[3], b)));
+  const holds = (conds: string, bridge: string[]) => {
+    let rest = conds.replace(/ -m comment --comment (?:"[^"]*"|\S+)/g, '');
+    const ifaces = [...rest.matchAll(/ (!\s+)?-[io] (\S+)/g)];
+    if (ifaces.some((x) => x[1] || !bridge.some((b) => covers(x[2], b)))) return false;
+    // physdev: for every bridged frame (`--physdev-is-bridged`), not for one port's or negated
+    rest = rest.replace(/ -[io] \S+/g, '').replace(PHYSDEV_ALL, '');
+    return rest.trim() === '';
+  };
+  const walk = (name: string, depth: number, bridge: string[]): PathEnd => {
+    if (depth > 50) return 'unknown';
+    for (const rule of chains.get(name) ?? []) {
+      const t = / -([jg]) (\S+)(.*)$/.exec(rule);
+      if (!t || !holds(rule.slice(0, t.index), bridge)) continue;
+      const [, how, target] = t;
+      if (target === 'ACCEPT') return 'accept';
+      if (target === 'DROP' || target === 'REJECT') return 'drop';
+      if (target === 'RETURN') return 'return';
+      if (bridge.some((b) => bridgeChains(b).main === target)) return 'accept';
+      if (!chains.has(target)) continue; // a target that lets the packet on (LOG, MARK, …)
+      const end = walk(target, depth + 1, bridge);
+      if (end !== 'return' || how === 'g') return end;
+    }
+    return 'return';
+  };
+  return (bridges.length ? bridges.map((b) => [b]) : [[]]).every((b) => walk('FORWARD', 0, b) === 'accept');
 }
 
 const FORWARD_FAMILIES = ['ip', 'ip6', 'inet', 'bridge'];
@@ -125,7 +158,7 @@ export interface NftChain { family: string; table: string; name: string; hook?: 
 
 /** Someone else's forward base chains, in a `nft -j list chains` answer, that drop by default. Pure. */
 export function droppingForwardChains(chainsJson: string): NftChain[] {
-  return listed<NftChain>(chainsJson, 'chain').filter((c) => c.hook === 'forward' && c.policy === 'drop' && FORWARD_FAMILIES.includes(c.family) && c.table !== 'palisade');
+  return listed<NftChain>(chainsJson, 'chain').filter((c) => c.hook === 'forward' && c.policy === 'drop' && FORWARD_FAMILIES.includes(c.family) && !isPalisadeTable(c.family, c.table));
 }
 
 /** Whether one of the rules (nft JSON, one or more `nft -j list …` answers) accepts the VM bridges. Pure. */
@@ -165,8 +198,9 @@ const JUMPS_READ = 20;
  * (every family's chains with their hooks and policies, no rules) finds the dropping chains.
  * (`nft list tables`, its first step before, made nft 1.0.6 read every rule of every table, Palisade's
  * thousands on an iptables-backend host: 0.4–0.7 s a pass at 200 VMs.) For a dropping chain, the
- * accepting rule is looked for in it and the chains it jumps to (Docker's DOCKER-USER) first, then in
- * the rest of its table.
+ * accepting rule is looked for along the path VM traffic takes through it and the chains it jumps to
+ * (Docker's DOCKER-USER) first, then, only if that path is longer than JUMPS_READ chains, in the rest
+ * of its table.
  */
 export async function forwardDropCheck(runner: Runner, bridges: string[]): Promise<PreflightFinding[]> {
   const chains = await runner.run('nft', ['-j', 'list', 'chains']);
@@ -178,35 +212,107 @@ export async function forwardDropCheck(runner: Runner, bridges: string[]): Promi
   return found;
 }
 
+/** Where VM bridge traffic ends up in a chain: accepted, dropped, back to the caller, or not known (too deep). */
+type PathEnd = 'accept' | 'drop' | 'return' | 'unknown';
+
 /**
- * Whether the dropping chain's table passes the VM bridges: a rule accepting them, or the iptables
- * backend's own jump for a managed bridge (`-i br0 -m physdev --physdev-is-bridged -j BF-br0`: that
- * chain accepts what the groups allow and drops the rest, so the policy never sees those frames). Read
- * chain by chain along the dropping chain's jumps; only past JUMPS_READ chains, the whole table (any
- * rule of it: Palisade's iptables chains make that 0.5 s at 200 VMs).
+ * Whether a rule's conditions certainly hold for the VM bridges' traffic: none (a comment is none), or
+ * only interface matches naming a managed bridge (`-i br0 -o br0`, wildcards too) and physdev. A rule
+ * with any other condition (`-o eth0`, `ct state established`, `-p tcp`, a negation) holds for some of
+ * it at most, so neither its accept passes the bridges nor its drop, return or goto ends their path.
+ */
+function holdsForBridges(expr: Expr[], bridges: string[]): boolean {
+  const covers = (pattern: string, bridge: string) => (pattern.endsWith('*') ? bridge.startsWith(pattern.slice(0, -1)) : pattern === bridge);
+  const names = (right: unknown): string[] => (typeof right === 'string' ? [right]
+    : Array.isArray((right as Expr)?.set) ? (right as Expr).set.filter((x: unknown): x is string => typeof x === 'string') : []);
+  return expr.every((e) => {
+    if (!e || typeof e !== 'object') return true;
+    if ('xt' in e) return e.xt?.type === 'target' || e.xt?.name === 'comment' || e.xt?.name === 'physdev';
+    if ('limit' in e || 'quota' in e) return false; // (statements that let only some packets on)
+    if (!('match' in e)) return true;
+    const m = e.match;
+    return (m?.op === '==' || m?.op === 'in') && IFACE_KEYS.has(m.left?.meta?.key) && names(m.right).some((p) => bridges.some((b) => covers(p, b)));
+  });
+}
+
+/** The verdict of an interface-keyed vmap (nft JSON) for the bridge(s) given, if its entries name one (`*` wildcards too). */
+function vmapVerdict(vmap: Expr, bridges: string[]): Expr {
+  const set: unknown[] = IFACE_KEYS.has(vmap?.key?.meta?.key) && Array.isArray(vmap?.data?.set) ? vmap.data.set : [];
+  const covers = (pattern: string, bridge: string) => (pattern.endsWith('*') ? bridge.startsWith(pattern.slice(0, -1)) : pattern === bridge);
+  for (const entry of set) {
+    if (Array.isArray(entry) && typeof entry[0] === 'string' && bridges.some((b) => covers(entry[0], b)) && entry[1] && typeof entry[1] === 'object') return entry[1] as Expr;
+  }
+  return {};
+}
+
+/** physdev options that hold for every bridged frame (not one port's, not negated). */
+const PHYSDEV_ALL = / -m physdev(?: --physdev-is-(?:bridged|in|out))+(?= |$)/g;
+
+/**
+ * iptables-nft's physdev match is an xt object in nft's JSON, without its options: `! --physdev-is-
+ * bridged` (routed traffic only) or `--physdev-in vnet0` (one port) look like `--physdev-is-bridged`.
+ * For a chain with one, its rules are read again as `iptables-nft -S` text (same order) and a physdev
+ * that does not hold for every bridged frame is marked so (holdsForBridges then does not count it).
+ */
+async function withPhysdevOptions(runner: Runner, c: NftChain, name: string, rules: Expr[][]): Promise<Expr[][]> {
+  const physdev = (e: Expr) => e?.xt?.type === 'match' && e.xt.name === 'physdev';
+  if ((c.family !== 'ip' && c.family !== 'ip6') || !rules.some((expr) => expr.some(physdev))) return rules;
+  const r = await runner.run(c.family === 'ip' ? 'iptables-nft' : 'ip6tables-nft', ['-t', c.table, '-S', name]);
+  const lines = r.code === 0 ? r.stdout.split('\n').filter((l) => l.startsWith('-A ')) : [];
+  if (lines.length !== rules.length) return rules; // not iptables-nft's alone: left as nft shows them
+  return rules.map((expr, i) => {
+    const partial = / -m physdev /.test(`${lines[i]} `) && / -m physdev /.test(`${lines[i]!.replace(PHYSDEV_ALL, '')} `);
+    return partial ? expr.map((e) => (physdev(e) ? { xt: { type: 'match', name: 'physdev (one port or negated)' } } : e)) : expr;
+  });
+}
+
+/**
+ * Whether the dropping chain's table passes the VM bridges. Its rules are followed in order, as the
+ * kernel does for a VM's packet, through the chains they jump or go to: the first rule that holds for
+ * the bridges' traffic (holdsForBridges) and decides it — accept; drop / reject / return / a goto; the
+ * iptables backend's own jump for a managed bridge (`-i br0 -m physdev --physdev-is-bridged -j BF-br0`:
+ * that chain accepts what the groups allow and drops the rest, so the policy never sees those frames)
+ * — is the answer, for each managed bridge on its own (all must pass). So an accept after Docker's
+ * `-A DOCKER-USER -j RETURN`, in a chain only reached by `-i docker0 -j X`, only for `-o eth0`, or
+ * only for another of the bridges, does not pass them. Only past JUMPS_READ chains, the whole table
+ * (any accepting rule of it: Palisade's iptables chains make that 0.5 s at 200 VMs).
  */
 async function tableAcceptsBridges(runner: Runner, c: NftChain, bridges: string[]): Promise<boolean> {
-  const ours = new Set(bridges.map((b) => bridgeChains(b).main));
-  const todo = [c.name];
-  const seen = new Set<string>();
-  while (todo.length && seen.size < JUMPS_READ) {
-    const name = todo.shift()!;
-    if (seen.has(name)) continue;
-    seen.add(name);
-    const r = await runner.run('nft', ['-j', 'list', 'chain', c.family, c.table, name]);
-    if (r.code !== 0) continue;
-    if (rulesAcceptBridges(r.stdout, bridges)) return true;
-    for (const rule of listed<Expr>(r.stdout, 'rule')) {
-      const expr = (Array.isArray(rule.expr) ? rule.expr : []) as Expr[];
-      for (const e of expr) {
-        const target = e?.jump?.target ?? e?.goto?.target;
+  const read = new Map<string, Expr[][]>();
+  const rulesOf = async (name: string): Promise<Expr[][] | null> => {
+    if (!read.has(name)) {
+      if (read.size >= JUMPS_READ) return null;
+      const r = await runner.run('nft', ['-j', 'list', 'chain', c.family, c.table, name]);
+      const rules = r.code === 0 ? listed<Expr>(r.stdout, 'rule').map((rule) => (Array.isArray(rule.expr) ? rule.expr : []) as Expr[]) : [];
+      read.set(name, await withPhysdevOptions(runner, c, name, rules));
+    }
+    return read.get(name)!;
+  };
+  const walk = async (name: string, depth: number, bridges: string[]): Promise<PathEnd> => {
+    const rules = depth > JUMPS_READ ? null : await rulesOf(name);
+    if (!rules) return 'unknown';
+    for (const expr of rules) {
+      if (!holdsForBridges(expr, bridges)) continue;
+      for (const x of expr) {
+        if (!x || typeof x !== 'object') continue;
+        // `iifname vmap { "br0" : accept, … }`: this bridge's entry is the verdict (none: the rule does not match it)
+        const e: Expr = x.vmap ? vmapVerdict(x.vmap, bridges) : x;
+        if ('accept' in e) return 'accept';
+        if ('drop' in e || 'reject' in e || (e.xt?.type === 'target' && /^(DROP|REJECT)$/.test(e.xt?.name))) return 'drop';
+        if ('return' in e) return 'return';
+        const target = e.jump?.target ?? e.goto?.target;
         if (typeof target !== 'string') continue;
-        if (ours.has(target) && matchesBridges(expr, bridges)) return true;
-        if (!ours.has(target)) todo.push(target);
+        if (bridges.some((b) => bridgeChains(b).main === target)) return 'accept'; // (that bridge's own)
+        const end = await walk(target, depth + 1, bridges);
+        if (end !== 'return' || e.goto) return end; // a goto's return is this chain's
       }
     }
-  }
-  if (!todo.length) return false; // every chain it reaches read: none passes them
+    return 'return';
+  };
+  // every managed bridge on its own: an accept for br0 leaves cloudbr1's VMs to the policy
+  const ends: PathEnd[] = [];
+  for (const b of bridges.length ? bridges.map((x) => [x]) : [[]]) ends.push(await walk(c.name, 0, b));
+  if (!ends.includes('unknown')) return ends.every((end) => end === 'accept');
   const all = await runner.run('nft', ['-j', 'list', 'table', c.family, c.table]);
   return all.code === 0 && rulesAcceptBridges(all.stdout, bridges);
 }

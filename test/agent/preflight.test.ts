@@ -13,7 +13,17 @@ import { brokenBits, ebMarkEffect, legacyEbMarkRewrites, legacyMarkRewrites, nft
 import { ebTablesFromHooks, ebTablesFromModules, legacyEbTables } from '../../src/agent/foreign-tables.js';
 import { createLab, ping } from '../../src/lab/index.js';
 import { HostFw, policyOf, BACKENDS, closeAll } from '../dataplane/kit.js';
-import { rule } from '../dataplane/fixtures.js';
+import { hostState, rule } from '../dataplane/fixtures.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { Agent } from '../../src/agent/agent.js';
+import { saveState, tokenSha256 } from '../../src/agent/state-file.js';
+import { createDataplane } from '../../src/dataplane/choose.js';
+import { discoverPorts } from '../../src/dataplane/ports.js';
+import type { PreflightFinding } from '../../src/protocol/index.js';
+import { freePort } from '../helpers/server.js';
 
 const ns = `pf${randomBytes(3).toString('hex')}`;
 const runner = createRunner({ netns: ns });
@@ -62,7 +72,8 @@ test('wildcards count, a jump alone does not, and ebtables\' bridge-family FORWA
   assert.equal(await of('forward policy ip filter FORWARD'), false, 'br0 rules do not pass cloudbr0');
   await sh('iptables', '-N', 'RJ');
   await sh('iptables', '-A', 'RJ', '-j', 'DROP');
-  await sh('iptables', '-I', 'FORWARD', '-i', 'cloudbr0', '-j', 'RJ');
+  // (appended, after the jump to DOCKER-USER: inserted first, it would drop cloudbr0's traffic before any accept)
+  await sh('iptables', '-A', 'FORWARD', '-i', 'cloudbr0', '-j', 'RJ');
   assert.equal(await of('forward policy ip filter FORWARD'), false, 'a jump to a chain that drops is no accept');
   await sh('iptables', '-I', 'DOCKER-USER', '-i', 'cloudbr+', '-j', 'ACCEPT');
   assert.equal(await of('forward policy ip filter FORWARD'), true, 'cloudbr+ covers cloudbr0');
@@ -446,3 +457,272 @@ table inet filter {
   chain output { type filter hook output priority filter;; }
 }
 `;
+
+test('with real packets (nftables backend beside Docker\'s FORWARD DROP): an accept the VM traffic never reaches — after DOCKER-USER\'s RETURN, in a chain only docker0 jumps to, only towards another interface — is no pass; the reachable twins are', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:0f:0a', ipv4: '198.51.100.80/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:0f:0b', ipv4: '198.51.100.81/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const fw = new HostFw(h1, 'nftables');
+    fw.set(policyOf(a)).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
+    await fw.apply();
+    const [br] = Object.keys((await fw.input()).ports.bridges);
+    const ipt = async (script: string) => { for (const line of script.trim().split('\n')) await h1.exec('iptables', line.trim().split(/\s+/)); };
+    const verdict = async () => ({ check: (await forwardDropCheck(hr, [br!])).map((f) => f.ok), ping: (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok });
+    await ipt(`-P FORWARD DROP
+-A FORWARD -m physdev ! --physdev-is-bridged -j ACCEPT
+-A FORWARD -i ${br} -m physdev --physdev-in vnet-none -j ACCEPT`);
+    assert.deepEqual(await verdict(), { check: [false], ping: false }, 'physdev for routed traffic only, or for one other port');
+    await ipt(`-F FORWARD
+-N DOCKER-USER
+-A FORWARD -j DOCKER-USER
+-A DOCKER-USER -j RETURN
+-A DOCKER-USER -i ${br} -o ${br} -j ACCEPT`);
+    assert.deepEqual(await verdict(), { check: [false], ping: false }, 'appended after the RETURN: never reached');
+    await ipt(`-I DOCKER-USER -i ${br} -o ${br} -j ACCEPT`);
+    assert.deepEqual(await verdict(), { check: [true], ping: true }, 'inserted before it: passes');
+    await ipt(`-F DOCKER-USER
+-N ONLY-DOCKER
+-A ONLY-DOCKER -j ACCEPT
+-A FORWARD -i docker0 -j ONLY-DOCKER`);
+    assert.deepEqual(await verdict(), { check: [false], ping: false }, 'an accept only docker0\'s traffic reaches');
+    await ipt(`-A FORWARD -i ${br} -j ONLY-DOCKER`);
+    assert.deepEqual(await verdict(), { check: [true], ping: true }, 'reached from the bridge too');
+    await ipt(`-D FORWARD -i ${br} -j ONLY-DOCKER
+-A FORWARD -i ${br} -o eth9 -j ACCEPT
+-A FORWARD -i ${br} -m conntrack --ctstate ESTABLISHED -j ACCEPT
+-A FORWARD -i ${br} -j DROP
+-A FORWARD -i ${br} -j ACCEPT`);
+    assert.deepEqual(await verdict(), { check: [false], ping: false }, 'accepts towards another interface or for established flows only, then a drop first');
+    await ipt(`-I FORWARD -i ${br} -g ONLY-DOCKER`);
+    assert.deepEqual(await verdict(), { check: [true], ping: true }, 'a goto to an accept, before the drop');
+    await h1.exec('iptables', ['-P', 'FORWARD', 'ACCEPT']);
+    await fw.dp.teardown();
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
+});
+
+test('with real packets (iptables backend): another base chain added to ebtables\' nat table at a later priority does not hide a foreign mark rewrite between Palisade\'s marking (-300) and it', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:10:0a', ipv4: '198.51.100.90/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:10:0b', ipv4: '198.51.100.91/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const fw = new HostFw(h1, 'iptables');
+    fw.set(policyOf(a)).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
+    await fw.apply();
+    const marks = async () => (await nftMarkRewrites(hr)).map((f) => f.check);
+    const pings = async () => (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok;
+    await h1.exec('nft', ['add', 'chain', 'bridge', 'nat', 'late', '{ type filter hook prerouting priority 0; policy accept; }']);
+    assert.deepEqual(await marks(), [], 'an empty chain writes nothing');
+    assert.equal(await pings(), true);
+    await h1.exec('nft', ['add', 'table', 'bridge', 'other']);
+    await h1.exec('nft', ['add', 'chain', 'bridge', 'other', 'pre', '{ type filter hook prerouting priority -200; policy accept; }']);
+    await h1.exec('nft', ['add', 'rule', 'bridge', 'other', 'pre', 'meta', 'mark', 'set', '0x5']);
+    assert.equal(await pings(), false, 'the rewrite at -200 drops the ping');
+    assert.deepEqual(await marks(), ['foreign mark bridge other pre'], 'and is said');
+    await h1.exec('nft', ['delete', 'table', 'bridge', 'other']);
+    await h1.exec('nft', ['delete', 'chain', 'bridge', 'nat', 'late']);
+    await fw.dp.teardown();
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
+});
+
+test('iptables-legacy\'s FORWARD is followed like the nft view: an accept after DOCKER-USER\'s RETURN, in a chain only docker0 reaches, or for another bridge only, is no pass', async () => {
+  const gns = `pg${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', gns]);
+  try {
+    const gr = createRunner({ netns: gns });
+    const gsh = async (script: string) => { const r = await run('ip', ['netns', 'exec', gns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
+    const ok = async (bridges: string[]) => (await legacyForwardDropCheck(gr, bridges)).filter((f) => f.check.startsWith('forward policy ip ')).map((f) => f.ok);
+    await gsh(`iptables-legacy -P FORWARD DROP
+iptables-legacy -N DOCKER-USER
+iptables-legacy -A FORWARD -j DOCKER-USER
+iptables-legacy -A DOCKER-USER -j RETURN
+iptables-legacy -A DOCKER-USER -i br0 -o br0 -j ACCEPT`);
+    assert.deepEqual(await ok(['br0']), [false], 'after the RETURN');
+    await gsh('iptables-legacy -I DOCKER-USER -i br0 -o br0 -j ACCEPT');
+    assert.deepEqual(await ok(['br0']), [true], 'before it');
+    assert.deepEqual(await ok(['br0', 'cloudbr1']), [false], 'cloudbr1 not passed');
+    await gsh(`iptables-legacy -F DOCKER-USER
+iptables-legacy -N ONLY-DOCKER
+iptables-legacy -A ONLY-DOCKER -j ACCEPT
+iptables-legacy -A FORWARD -i docker0 -j ONLY-DOCKER
+iptables-legacy -A FORWARD -m physdev ! --physdev-is-bridged -j ACCEPT`);
+    assert.deepEqual(await ok(['br0']), [false], 'only docker0 reaches it; a negated physdev is routed traffic only');
+    await gsh('iptables-legacy -A FORWARD -m physdev --physdev-is-bridged -j ACCEPT');
+    assert.deepEqual(await ok(['br0', 'cloudbr1']), [true]);
+  } finally {
+    await run('ip', ['netns', 'del', gns], { allowFail: true });
+  }
+});
+
+test('with real IPv6 packets, per backend: ip6tables -P FORWARD DROP is passed by the iptables backend\'s own ip6 jump (no alert, the ping passes) and not by the nftables backend (alert, the ping is dropped)', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:11:0a', ipv4: '198.51.100.100/24', ipv6: '2001:db8:ff::100/64' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:11:0b', ipv4: '198.51.100.101/24', ipv6: '2001:db8:ff::101/64' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const all6 = { ingress: [rule('all', ['::/0'])] };
+    for (const backend of BACKENDS) {
+      const fw = new HostFw(h1, backend);
+      fw.set(policyOf(a, {}, all6)).set(policyOf(b, {}, all6));
+      await fw.apply();
+      assert.equal((await ping(a, b.ipv6!, { timeoutMs: 2000 })).ok, true, `${backend}: the group lets a ping b over IPv6`);
+      const bridges = Object.keys((await fw.input()).ports.bridges);
+      await h1.exec('ip6tables', ['-P', 'FORWARD', 'DROP']);
+      assert.deepEqual((await forwardDropCheck(hr, bridges)).map((f) => [f.check, f.ok]), [['forward policy ip6 filter FORWARD', backend === 'iptables']], backend);
+      assert.equal((await ping(a, b.ipv6!, { timeoutMs: 1500 })).ok, backend === 'iptables', `${backend}: and the verdict is right`);
+      await h1.exec('ip6tables', ['-P', 'FORWARD', 'ACCEPT']);
+      await fw.dp.teardown();
+    }
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
+});
+
+test('every managed bridge must pass on its own: an accept for br0 leaves cloudbr1\'s VMs to the policy', async () => {
+  const yns = `py${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', yns]);
+  try {
+    const yr = createRunner({ netns: yns });
+    const ysh = async (script: string) => { const r = await run('ip', ['netns', 'exec', yns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
+    await ysh(`iptables -P FORWARD DROP
+iptables -N DOCKER-USER
+iptables -A FORWARD -j DOCKER-USER
+iptables -A DOCKER-USER -i br0 -o br0 -j ACCEPT`);
+    const ok = async (bridges: string[]) => (await forwardDropCheck(yr, bridges)).map((f) => f.ok);
+    assert.deepEqual(await ok(['br0']), [true]);
+    assert.deepEqual(await ok(['br0', 'cloudbr1']), [false], 'cloudbr1 is not passed');
+    await ysh('iptables -A DOCKER-USER -i cloudbr1 -o cloudbr1 -j ACCEPT');
+    assert.deepEqual(await ok(['br0', 'cloudbr1']), [true]);
+  } finally {
+    await run('ip', ['netns', 'del', yns], { allowFail: true });
+  }
+});
+
+test('nft\'s interface verdict maps count by the bridge\'s entry: accept passes it, drop or no entry does not, a jump is followed', async () => {
+  const vns = `pv${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', vns]);
+  try {
+    const vr = createRunner({ netns: vns });
+    const vsh = async (script: string) => { const r = await run('ip', ['netns', 'exec', vns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
+    const ok = async (bridges: string[]) => (await forwardDropCheck(vr, bridges)).map((f) => f.ok);
+    await vsh(`nft add table ip t
+nft add chain ip t f '{ type filter hook forward priority 0; policy drop; }'
+nft add chain ip t x
+nft add rule ip t x accept
+nft add rule ip t f iifname vmap '{ "br0" : accept, "eth*" : drop, "cloud*" : jump x, "br9" : drop }'`);
+    assert.deepEqual(await ok(['br0']), [true], 'br0: accept');
+    assert.deepEqual(await ok(['cloudbr1']), [true], 'cloudbr1: the jump to an accept');
+    assert.deepEqual(await ok(['br9']), [false], 'br9: drop');
+    assert.deepEqual(await ok(['br7']), [false], 'br7: no entry');
+    assert.deepEqual(await ok(['br0', 'br9']), [false]);
+  } finally {
+    await run('ip', ['netns', 'del', vns], { allowFail: true });
+  }
+});
+
+test('a foreign nftables table merely named palisade (ip family: Palisade\'s are bridge and inet) is read like any other', async () => {
+  const xns = `px${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', xns]);
+  try {
+    const xr = createRunner({ netns: xns });
+    const xsh = async (script: string) => { const r = await run('ip', ['netns', 'exec', xns, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
+    await xsh(`nft add table ip palisade
+nft add chain ip palisade pre '{ type filter hook prerouting priority -150; policy accept; }'
+nft add rule ip palisade pre meta mark set meta mark or 0x40000000
+nft add chain ip palisade fchain '{ type filter hook forward priority 0; policy drop; }'
+nft add rule ip palisade fchain iifname br0 accept`);
+    assert.deepEqual((await nftMarkRewrites(xr)).map((f) => f.check), [], 'bit 30 only: quiet');
+    assert.deepEqual((await forwardDropCheck(xr, ['br0'])).map((f) => [f.check, f.ok]), [['forward policy ip palisade fchain', true]]);
+    await xsh(`nft add rule ip palisade pre meta mark set ct mark
+nft flush chain ip palisade fchain`);
+    assert.deepEqual((await nftMarkRewrites(xr)).map((f) => f.check), ['foreign mark ip palisade pre']);
+    assert.deepEqual((await forwardDropCheck(xr, ['br0'])).map((f) => [f.check, f.ok]), [['forward policy ip palisade fchain', false]]);
+  } finally {
+    await run('ip', ['netns', 'del', xns], { allowFail: true });
+  }
+});
+
+test('an agent starting on a host whose Docker policy accepts the VM bridge judges the forward policy for that bridge before its first report (not for no bridge: an Alert until the next pass); the ping shows it passes', async () => {
+  const lab = await createLab();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-pf-'));
+  let agent: Agent | null = null;
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:12:0a', ipv4: '198.51.100.110/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:12:0b', ipv4: '198.51.100.111/24' }] });
+    const hashed = (p: ReturnType<typeof policyOf>) => ({ ...p, hash: '0'.repeat(64) });
+    const state = hostState([hashed(policyOf(a)), hashed(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }))], [], 3);
+    await saveState(dir, { serverUrl: '', savedAt: new Date().toISOString(), state, host: { hostname: 'kvm-pf', tokenSha256: tokenSha256('pf-token') } });
+    const hdp = createDataplane('nftables', { netns: h1.netns });
+    const [br] = Object.keys((await discoverPorts(hdp.runner, state)).bridges);
+    for (const args of [['-P', 'FORWARD', 'DROP'], ['-N', 'DOCKER-USER'], ['-A', 'FORWARD', '-j', 'DOCKER-USER'], ['-A', 'DOCKER-USER', '-i', br!, '-o', br!, '-j', 'ACCEPT']]) await h1.exec('iptables', args);
+    const judged: PreflightFinding[][] = [];
+    const hr = createRunner({ netns: h1.netns });
+    agent = new Agent({
+      server: `http://127.0.0.1:${await freePort()}`, token: 'pf-token', hostname: 'kvm-pf', stateDir: dir, dataplane: hdp,
+      discover: (st) => discoverPorts(hdp.runner, st),
+      preflight: async (bridges) => { const f = await preflight(hr, ['nft'], bridges); judged.push(f); return f; },
+      reconcileMs: 600_000, log: pino({ level: 'silent' }), backoffMinMs: 1000, backoffMaxMs: 5000,
+    });
+    await agent.start();
+    const last = judged.at(-1)!.filter((f) => f.check.startsWith('forward policy'));
+    assert.deepEqual(last.map((f) => [f.check, f.ok]), [['forward policy ip filter FORWARD', true]], JSON.stringify(last));
+    assert.equal((await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok, true, 'and the policy does pass the VMs\' traffic');
+    await agent.stop();
+    agent = null;
+    await hdp.teardown();
+    await hdp.close?.();
+  } finally {
+    await agent?.stop();
+    await closeAll();
+    await lab.destroy();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('with real packets, per backend: a netdev ingress chain on a VM\'s tap writing the whole mark runs before Palisade\'s marking — no alert, and the ping passes; the same write in bridge prerouting after it alerts and drops', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:13:0a', ipv4: '198.51.100.120/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:13:0b', ipv4: '198.51.100.121/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const marks = async () => (await nftMarkRewrites(hr)).map((f) => f.check);
+    const pings = async () => (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok;
+    for (const backend of BACKENDS) {
+      const fw = new HostFw(h1, backend);
+      fw.set(policyOf(a)).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
+      await fw.apply();
+      const input = await fw.input();
+      const tap = input.ports.nics[policyOf(a).nics[0]!.nicId]!.device;
+      await h1.exec('nft', ['add', 'table', 'netdev', 'other']);
+      await h1.exec('nft', ['add', 'chain', 'netdev', 'other', 'in', `{ type filter hook ingress device ${tap} priority 0; policy accept; }`]);
+      await h1.exec('nft', ['add', 'rule', 'netdev', 'other', 'in', 'meta', 'mark', 'set', '0xffffffff']);
+      assert.deepEqual(await marks(), [], backend);
+      assert.equal(await pings(), true, `${backend}: Palisade's marking rewrites it`);
+      await h1.exec('nft', ['delete', 'table', 'netdev', 'other']);
+      await h1.exec('nft', ['add', 'table', 'bridge', 'other']);
+      await h1.exec('nft', ['add', 'chain', 'bridge', 'other', 'pre', '{ type filter hook prerouting priority 0; policy accept; }']);
+      await h1.exec('nft', ['add', 'rule', 'bridge', 'other', 'pre', 'meta', 'mark', 'set', '0xffffffff']);
+      assert.deepEqual(await marks(), ['foreign mark bridge other pre'], backend);
+      assert.equal(await pings(), false, `${backend}: after it, the write drops the ping`);
+      await h1.exec('nft', ['delete', 'table', 'bridge', 'other']);
+      await fw.dp.teardown();
+    }
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
+});

@@ -87,6 +87,39 @@ ipset add ${tmp} ${c.ipv4}`);
   assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'b a member again');
 });
 
+test('a leftover scratch set the kernel will not destroy (another tool\'s rule uses it) blocks no rebuild and no other write', async () => {
+  const input = await fw.input();
+  const tmp = scratchSet('pal-sgfv4');
+  await sh(`ipset create ${tmp} hash:ip family inet netmask 16 comment
+iptables -I INPUT -m set --match-set ${tmp} src -j ACCEPT
+ipset create forged hash:ip family inet netmask 16 comment
+ipset add forged ${b.ipv4}
+ipset swap pal-sgfv4 forged
+ipset destroy forged`);
+  assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, true, 'the forged set lets c in (shown)');
+  assert.ok((await fw.dp.observe(input)).drift.some((d) => /ipset pal-sgfv4: .*netmask 16/.test(d.what)));
+  try {
+    assert.equal((await fw.dp.apply(input)).changed, true, 'rebuilt all the same');
+  } catch (e) {
+    await sh(`iptables -D INPUT -m set --match-set ${tmp} src -j ACCEPT`); // (the later tests need a dataplane that writes)
+    throw e;
+  }
+  assert.doesNotMatch(await sh('ipset save pal-sgfv4'), /netmask/);
+  assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, false, 'c is blocked again');
+  assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'b still passes');
+  assert.match(await sh('ipset list -n'), new RegExp(`^${tmp}$`, 'm'), 'the set in use is left');
+  assert.deepEqual((await fw.dp.observe(input)).drift, [], 'and is no drift (else a repair every pass that cannot repair it)');
+  assert.equal((await fw.dp.apply(input)).changed, false);
+  // once its user is gone, the next write removes it
+  await sh(`iptables -D INPUT -m set --match-set ${tmp} src -j ACCEPT
+ipset del pal-sgfv4 ${b.ipv4}`);
+  assert.ok((await fw.dp.observe(input)).drift.length > 0);
+  assert.equal((await fw.dp.apply(input)).changed, true);
+  assert.doesNotMatch(await sh('ipset list -n'), /pal-swap-/);
+  assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'b a member again');
+  assert.deepEqual((await fw.dp.observe(input)).drift, []);
+});
+
 test('a VM\'s own-address set swapped for one whose members expire is rebuilt too (no apply every pass)', async () => {
   const input = await fw.input();
   const own = (await sh('ipset list -n')).split('\n').find((n) => n === `${policyOf(a).instanceName}`)!;

@@ -99,7 +99,10 @@ export class IptablesDataplane implements Dataplane {
     const steps: ApplyResult['steps'] = [];
     const kernel = this.known ?? (await this.read());
     const pl = plan(program, kernel);
-    if (planIsEmpty(pl)) { this.known = kernel; this.lastProgram = program; this.scheduleGc(); return { changed: false, steps }; }
+    // leftover scratch sets: each on its own, a refusal (another tool's rule uses it) blocks nothing
+    let destroyed = 0;
+    for (const name of pl.ipsetStale) if ((await this.runner.run('ipset', ['destroy', name])).code === 0 && kernel.sets.delete(name)) destroyed++;
+    if (planIsEmpty(pl)) { this.known = kernel; this.lastProgram = program; this.scheduleGc(); return { changed: destroyed > 0, steps }; }
     const step = async (name: string, tool: string, args: string[], text: string) => {
       if (!text) return;
       const t0 = performance.now();

@@ -230,7 +230,8 @@ export type Shadowed = Record<Fam, Map<string, number>>;
 
 /** Restore texts that turn `k` into `p`; empty strings where a tool has nothing to do. */
 /** `wake`: an `nft` script clearing the flags of dormant tables Palisade's rules are in (first). */
-export interface Plan { wake: string; ipsetPre: string; ebtables: string; iptables: Record<Fam, string>; ipsetPost: string; shadowed: Shadowed }
+/** `ipsetStale`: leftover scratch sets, destroyed one by one before the rest, each failure tolerated (not part of planIsEmpty). */
+export interface Plan { wake: string; ipsetStale: string[]; ipsetPre: string; ebtables: string; iptables: Record<Fam, string>; ipsetPost: string; shadowed: Shadowed }
 
 export function planIsEmpty(pl: Plan): boolean {
   return !pl.wake && !pl.ipsetPre && !pl.ebtables && !pl.iptables[4] && !pl.iptables[6] && !pl.ipsetPost;
@@ -313,18 +314,26 @@ function iptPlan(prog: IptProgram, k: Record<Table, KTable>, shadowed: Map<strin
 /** The scratch name a set is rebuilt under (31 characters at most, an owned prefix). */
 export const scratchSet = (name: string) => `pal-swap-${hashOf([name])}`;
 
+/** A scratch name for `name` that no set in the kernel has (a leftover the kernel will not destroy may hold the first). */
+function freeScratch(name: string, k: Map<string, KSet>): string {
+  let tmp = scratchSet(name);
+  for (let i = 1; k.has(tmp); i++) tmp = `pal-swap-${hashOf([name, String(i)])}`;
+  return tmp;
+}
+
 /** A scratch name of scratchSet's making. */
 const SCRATCH_SET = /^pal-swap-[0-9a-f]{12}$/;
 
-function setPlan(sets: SetDef[], k: Map<string, KSet>): { pre: string; post: string } {
+function setPlan(sets: SetDef[], k: Map<string, KSet>): { stale: string[]; pre: string; post: string } {
   const pre: string[] = [];
   const adds: string[] = [];
   const want = new Set(sets.map((s) => s.name));
   // A scratch set left by a restore that failed or was cut short between its `swap` and `destroy`
-  // (then holding the forged set, with its options, so `create … -exist` of the scratch name would
-  // fail, and with it every rebuild): destroyed first. No rule references a scratch set.
+  // (then holding the forged set, with its options): destroyed first, each on its own and failure
+  // tolerated — no rule of Palisade's references a scratch set, but another tool's may, and then the
+  // kernel refuses ("in use"); inside the restore that refusal would fail every later write. A
+  // rebuild takes a scratch name no set has.
   const stale = [...k.keys()].filter((n) => SCRATCH_SET.test(n) && !want.has(n));
-  pre.push(...stale.map((n) => `destroy ${n}`));
   for (const s of sets) {
     const ks = k.get(s.name);
     if (!ks) {
@@ -334,9 +343,9 @@ function setPlan(sets: SetDef[], k: Map<string, KSet>): { pre: string; post: str
     }
     if (ks.header !== undefined && ks.header !== wantedHeader(s)) {
       // Not the set Palisade creates (swapped in with other options): built anew under a scratch name
-      // (a leftover is destroyed first, above) and swapped in, one restore; the rules that reference
-      // the name match the new set from then on.
-      const tmp = scratchSet(s.name);
+      // (one no set has, freeScratch) and swapped in, one restore; the rules that reference the name
+      // match the new set from then on.
+      const tmp = freeScratch(s.name, k);
       pre.push(`create ${tmp} ${setCreateLine(s).split(/\s+/).slice(2).join(' ')}`, `flush ${tmp}`);
       for (const m of s.members) pre.push(`add ${tmp} ${m} -exist`);
       pre.push(`swap ${tmp} ${s.name}`, `destroy ${tmp}`);
@@ -349,7 +358,7 @@ function setPlan(sets: SetDef[], k: Map<string, KSet>): { pre: string; post: str
   }
   pre.push(...adds);
   const post = [...k.entries()].filter(([n, s]) => s.owned && !want.has(n) && !stale.includes(n)).map(([n]) => `destroy ${n}`);
-  return { pre: pre.length ? pre.join('\n') + '\n' : '', post: post.length ? post.join('\n') + '\n' : '' };
+  return { stale, pre: pre.length ? pre.join('\n') + '\n' : '', post: post.length ? post.join('\n') + '\n' : '' };
 }
 
 function ebPlan(eb: EbProgram, k: KEb): string {
@@ -392,7 +401,7 @@ export function plan(p: Program, k: KState): Plan {
   // `add table` without flags clears them (the table's rules run again)
   const wake = [...(k.dormant ?? [])].filter((t) => used.has(t)).map((t) => `add table ${t.replace('/', ' ')}\n`).join('');
   return {
-    wake, ipsetPre: s.pre, ebtables: ebPlan(p.eb, k.eb),
+    wake, ipsetStale: s.stale, ipsetPre: s.pre, ebtables: ebPlan(p.eb, k.eb),
     iptables: { 4: iptPlan(p.v4, k.ipt[4], shadowed[4], !s.post), 6: iptPlan(p.v6, k.ipt[6], shadowed[6], !s.post) },
     ipsetPost: s.post, shadowed,
   };
@@ -554,7 +563,9 @@ export function drift(p: Program, k: KState): DriftItem[] {
     const wm = new Set(s.members);
     for (const m of ks.members) if (!wm.has(m)) out.push({ kind: 'unexpected', what: `ipset ${s.name} element ${m}` });
   }
-  for (const [n, s] of k.sets) if (s.owned && !want.has(n)) out.push({ kind: 'unexpected', what: `ipset ${n}` });
+  // (a leftover scratch set is no drift: no rule uses it, and the next write destroys it if the kernel
+  // lets it — one another tool uses would otherwise be a repair every pass)
+  for (const [n, s] of k.sets) if (s.owned && !want.has(n) && !SCRATCH_SET.test(n)) out.push({ kind: 'unexpected', what: `ipset ${n}` });
   for (const c of p.eb.chains) {
     const kc = k.eb.chains.get(ebKey(c.table, c.name));
     if (!kc) out.push({ kind: 'missing', what: `ebtables ${c.table} chain ${c.name}` });
