@@ -649,9 +649,6 @@ export class Agent extends EventEmitter {
     const before = this.applied;
     if (this.lastApplyError === null) this.applied = state;
     this.lastPorts = ports;
-    // Preflight judged other bridges (none yet at start, before the first apply): judged again now, or a
-    // forward-drop finding would name no bridge — an Alert until the next reconcile pass
-    if (this.o.preflight && Object.keys(ports.bridges).sort().join(' ') !== this.findingsBridges) await this.runPreflight();
     this.lastResult = result;
     this.appliedRevision = state.revision;
     const vms: Record<string, { ok: boolean; error?: string }> = {};
@@ -663,6 +660,10 @@ export class Agent extends EventEmitter {
       vms[vm.vmId] = r.ok ? { ok: true } : { ok: false, error: String(r.error ?? 'failed').slice(0, MAX_ERROR_CHARS), ...(waiting ? { waiting: true } : {}) };
     }
     this.send({ type: 'ack', revision: state.revision, vms });
+    // Preflight judged other bridges (none yet at start, before the first apply): judged again now, or a
+    // forward-drop finding would name no bridge — an Alert until the next reconcile pass. After the ack,
+    // so the host's first apply is not held up by it; the findings go out with the next report.
+    if (this.o.preflight && Object.keys(ports.bridges).sort().join(' ') !== this.findingsBridges) await this.runPreflight();
     // The new rules are in the kernel: cut what they no longer allow, off this path (connections.ts).
     if (this.cutOnRevoke && before && this.applied === state && before !== state) this.connections.scheduleCut(restrictedVms(before, state));
     if (result.changed) this.o.log.debug({ revision: state.revision, steps: result.steps }, 'agent: applied');
