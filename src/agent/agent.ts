@@ -113,6 +113,12 @@ export function agentUrl(server: string): string {
   return u.toString();
 }
 
+/**
+ * A text as the server takes it in a report or ack: within `max` characters and without U+0000 (the
+ * protocol refuses it, as PostgreSQL cannot store it; a tool's output or a /proc file may carry one).
+ */
+const reportable = (t: string, max: number): string => t.replaceAll('\u0000', '\uFFFD').slice(0, max);
+
 const KEEPALIVE_MS = 10_000;
 /** "No server could be reached" is logged at most once per this period. */
 const UNREACHABLE_LOG_EVERY_MS = 60_000;
@@ -655,7 +661,7 @@ export class Agent extends EventEmitter {
       // A VM whose tap is not on the host yet (its hypervisor has not started it) waits for it: Pending
       // on the server, not Failed; its rules go in when the port appears (linksChanged).
       const waiting = !r.ok && this.lastApplyError === null && vm.nics.some((n) => !ports.nics[n.nicId]);
-      vms[vm.vmId] = r.ok ? { ok: true } : { ok: false, error: String(r.error ?? 'failed').slice(0, MAX_ERROR_CHARS), ...(waiting ? { waiting: true } : {}) };
+      vms[vm.vmId] = r.ok ? { ok: true } : { ok: false, error: reportable(String(r.error ?? 'failed'), MAX_ERROR_CHARS), ...(waiting ? { waiting: true } : {}) };
     }
     this.send({ type: 'ack', revision: state.revision, vms });
     // The new rules are in the kernel: cut what they no longer allow, off this path (connections.ts).
@@ -781,7 +787,7 @@ export class Agent extends EventEmitter {
 
   /** Repairs not reported yet, within the protocol's bound (older ones folded into one while disconnected). */
   private addRepairs(...repairs: RepairReport[]): void {
-    const cap = (t: string) => t.slice(0, MAX_REPAIR_CHARS);
+    const cap = (t: string) => reportable(t, MAX_REPAIR_CHARS);
     this.pendingRepairs.push(...repairs.map((r) => ({ ...r, what: cap(r.what) })));
     if (this.pendingRepairs.length > MAX_REPAIRS_PER_REPORT) {
       const old = this.pendingRepairs.splice(0, this.pendingRepairs.length - MAX_REPAIRS_PER_REPORT + 1);
@@ -796,7 +802,7 @@ export class Agent extends EventEmitter {
       : [...this.findings, { check: 'state dir', ok: false, detail: `cannot save the desired state in ${this.o.stateDir}: ${this.stateSaveError}` }];
     const key = JSON.stringify(findings.map((f) => [f.check, f.ok, f.detail]));
     if (!force && key === this.sentFindings && !this.pendingRepairs.length) return;
-    const preflight = findings.slice(0, MAX_FINDINGS).map((f) => ({ ...f, check: f.check.slice(0, 200), detail: f.detail.slice(0, MAX_FINDING_CHARS) }));
+    const preflight = findings.slice(0, MAX_FINDINGS).map((f) => ({ ...f, check: reportable(f.check, 200), detail: reportable(f.detail, MAX_FINDING_CHARS) }));
     this.send({ type: 'report', preflight, repairs: this.pendingRepairs });
     this.sentFindings = key;
     this.pendingRepairs = [];

@@ -18,6 +18,10 @@ test('agent messages: valid ones pass, each field out of bounds or of the wrong 
   assert.ok(ok({ type: 'ping' }));
   assert.ok(ok({ type: 'ack', revision: 3, vms: { a: { ok: true }, b: { ok: false, error: 'e'.repeat(MAX_ERROR_CHARS) } } }));
   assert.ok(ok({ type: 'report', preflight: [{ check: 'c', ok: false, detail: 'd' }], repairs: [{ at: 'now', what: 'w', count: 2 }] }));
+  // The twins: other control characters in stored texts (tool output has lines and tabs), any letter in a hostname.
+  assert.ok(ok({ type: 'ack', revision: 3, vms: { a: { ok: false, error: 'line 1\n\tline 2\u001b' } } }));
+  assert.ok(ok({ type: 'report', preflight: [{ check: 'c', ok: false, detail: 'a\nb' }], repairs: [{ at: 'now', what: 'w\tx', count: 2 }] }));
+  assert.ok(ok({ ...hello, hostname: 'hyperviseur-é/ns1' }));
   const bad: unknown[] = [
     null, [], 'hello', {}, { type: 'nope' }, { ...hello, version: '1' }, { ...hello, token: '' }, { ...hello, hostname: 'h'.repeat(MAX_HOSTNAME_CHARS + 1) },
     { ...hello, revision: -1 }, { ...hello, revision: 1.5 }, { ...hello, revision: 2 ** 60 }, { ...hello, dataplane: 'ip tables' }, { ...hello, dataplane: 'x'.repeat(33) },
@@ -25,6 +29,13 @@ test('agent messages: valid ones pass, each field out of bounds or of the wrong 
     { type: 'ack', revision: 1, vms: [] }, { type: 'report', preflight: [null], repairs: [] },
     { type: 'report', preflight: Array.from({ length: MAX_FINDINGS + 1 }, () => ({ check: 'c', ok: true, detail: 'd' })), repairs: [] },
     { type: 'report', preflight: [], repairs: [{ at: 'now', what: 'w', count: -1 }] },
+    // U+0000 in a text the server stores (PostgreSQL cannot), a control character in a hostname.
+    { ...hello, hostname: 'kvm\u000001' }, { ...hello, hostname: 'kvm\n01' }, { ...hello, hostname: 'kvm\u007f' },
+    { type: 'ack', revision: 1, vms: { a: { ok: false, error: 'e\u0000' } } },
+    { type: 'report', preflight: [{ check: 'c', ok: false, detail: 'd\u0000' }], repairs: [] },
+    { type: 'report', preflight: [{ check: 'c\u0000', ok: false, detail: 'd' }], repairs: [] },
+    { type: 'report', preflight: [], repairs: [{ at: 'now', what: 'w\u0000', count: 1 }] },
+    { type: 'report', preflight: [], repairs: [{ at: 'n\u0000w', what: 'w', count: 1 }] },
   ];
   for (const m of bad) {
     const d = decodeAgentMessage(JSON.stringify(m));
@@ -101,6 +112,8 @@ test('acks: the hand-written fast path accepts exactly what the schema accepts a
     { type: 'ack', revision: 7, vms: { '': { ok: true } } },
     { type: 'ack', revision: 7, vms: { a: { ok: false, error: 'e'.repeat(MAX_ERROR_CHARS + 1) } } },
     { type: 'ack', revision: 7, vms: { a: { ok: false, error: null } } },
+    { type: 'ack', revision: 7, vms: { a: { ok: false, error: 'nul \u0000 inside' } } },
+    { type: 'ack', revision: 7, vms: { a: { ok: false, error: 'lines\n\tand tabs \u001b[0m' } } },
     { type: 'ack', revision: 7, vms: { a: { ok: false, error: 'NIC port not found on host: n1', waiting: true }, b: { ok: false, waiting: false }, c: { ok: true } } },
     { type: 'ack', revision: 7, vms: { a: { ok: false, error: 'e', waiting: 'yes' } } },
     { type: 'ack', revision: 7, vms: { a: { ok: false, error: 'e', waiting: null } } },
