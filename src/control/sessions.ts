@@ -46,10 +46,13 @@ const KEEPALIVE_MS = 20_000;
  */
 const SEND_BACKLOG_MAX_BYTES = 64 * 1024 * 1024;
 /**
- * Event-loop time one connection's frames may take (decoding and handling): a budget refilled at
+ * Event-loop time one host's frames may take (decoding and handling): a budget refilled at
  * HANDLING_MS_PER_SECOND up to HANDLING_BURST_MS. A connection in debt is not read (ws.pause) until
  * the debt is paid back, so valid but huge frames sent without pause (telemetry within its bounds)
- * cannot keep the server from everything else. A real agent uses a small fraction of this. (The
+ * cannot keep the server from everything else. A real agent uses a small fraction of this. The budget
+ * is the host's, not the connection's: an agent reconnecting whenever it was throttled started each
+ * connection with a full burst and so kept the server busy all the time (a connection's frames before
+ * its hello is accepted, at most PRE_HELLO_MAX_BYTES, are charged to a budget of the connection's own). (The
  * store work of its telemetry has a budget of its own, in telemetry.ts, so that a host reporting many
  * drops sheds drop records rather than having its acks and pongs held back.)
  */
@@ -135,6 +138,8 @@ export class SessionHub {
   accepting = true;
   readonly stats: HubStats = { pushes: new Map(), snapshots: 0, deltas: 0, refused: 0, badFrames: 0 };
   private readonly refusalLog: LogWindow;
+  /** Per host: its frames' handling budget (HANDLING_MS_PER_SECOND), kept across its connections; forgotten once full again. */
+  private readonly budgets = new Map<number, TimeBudget>();
   /** Per host: the agent process whose live session another process took (TWIN_MEMORY_MS). */
   private readonly replaced = new Map<number, { instance: string; remote: string; at: number; loggedAt: number }>();
 
@@ -245,11 +250,11 @@ export class SessionHub {
     // early messages, so an agent whose resync never comes still leaves after its keepalive periods.
     const helloTimer = setTimeout(() => { if (!session && !this.byWs.has(ws)) this.refuse(ws, 503, 'no hello accepted in time (server busy); try another server'); }, HELLO_TIMEOUT_MS);
     ws.on('pong', () => { const s = session ?? this.byWs.get(ws); if (s) s.alive = true; });
-    // The connection's handling budget (HANDLING_MS_PER_SECOND): charged after each frame.
-    const budget = new TimeBudget(HANDLING_MS_PER_SECOND, HANDLING_BURST_MS);
+    // The handling budget (HANDLING_MS_PER_SECOND): charged after each frame, the host's once its hello is accepted.
+    const own = new TimeBudget(HANDLING_MS_PER_SECOND, HANDLING_BURST_MS);
     let throttleLogged = false;
     const charge = (spentMs: number) => {
-      const debtMs = budget.charge(spentMs);
+      const debtMs = (session ? this.budgetOf(session.hostId) : own).charge(spentMs);
       if (debtMs === 0 || ws.isPaused || closed) return;
       const waitMs = Math.max(THROTTLE_MIN_MS, debtMs);
       if (!throttleLogged) {
@@ -276,6 +281,7 @@ export class SessionHub {
           session = s;
           raw.off('data', count);
           for (const e of early.splice(0)) this.onMessage(s, e);
+          charge(0);   // a host still in debt from its previous connection is not read until it is paid back
         }).catch((e: unknown) => {
           clearTimeout(helloTimer);
           if (e instanceof Refused) { this.logRefusal({ remote, hostname: m.hostname, code: e.code }, e.why); this.refuse(ws, e.code, e.message); return; }
@@ -523,9 +529,17 @@ export class SessionHub {
     }
   }
 
+  private budgetOf(hostId: number): TimeBudget {
+    let b = this.budgets.get(hostId);
+    if (!b) this.budgets.set(hostId, (b = new TimeBudget(HANDLING_MS_PER_SECOND, HANDLING_BURST_MS)));
+    return b;
+  }
+
   private pingAll(): void {
     const forgetBefore = Date.now() - TWIN_MEMORY_MS;
     for (const [id, gone] of this.replaced) if (gone.at < forgetBefore) this.replaced.delete(id);
+    // A budget refilled to its burst is what a new one would be.
+    for (const [id, b] of this.budgets) if (!this.sessions.has(id) && b.full()) this.budgets.delete(id);
     for (const s of this.sessions.values()) {
       if (!s.alive) { s.ws.terminate(); continue; }
       s.alive = false;

@@ -500,6 +500,39 @@ test('an agent whose valid frames take too much of the server\'s time is throttl
   await c.ended;
 });
 
+test('the handling budget is the host\'s: an agent throttled on one connection is throttled on the next at once, not given a new burst', async () => {
+  const host = await addHost(srv, 'chan-rethrottle');
+  const uuid = (i: number) => `00000000-0000-4000-8000-${i.toString(16).padStart(12, '0')}`;
+  const vms: Record<string, Record<string, number>> = {};
+  for (let i = 0; i < 5000; i++) { const rules: Record<string, number> = {}; for (let j = 0; j < 6; j++) rules[`r${j}x${i.toString(36)}`] = 1; vms[uuid(i)] = rules; }
+  const big = frame(JSON.stringify({ type: 'hits', at: new Date().toISOString(), vms }));
+  const lines = () => (srv.output().match(/agent connection throttled/g) ?? []).length;
+  // First connection: valid frames (each hundreds of ms of decoding) without pause until throttled.
+  const a = await rawConnect(srv.port);
+  a.write(frame(hello(host.token)));
+  await accepted(a);
+  const before = lines();
+  for (let i = 0; i < 200 && lines() === before; i++) { a.write(big); await new Promise<void>((r) => a.socket.write('', () => r())); await sleep(400); }
+  await waitFor('first connection throttled', () => lines() > before, 60_000);
+  a.destroy();
+  await a.ended;
+  // The agent reconnects at once: ONE such frame, far less than a fresh connection's 2 s burst, throttles it
+  // (the host is still in debt). Before, every reconnect started with a full burst.
+  const b = await rawConnect(srv.port);
+  b.write(frame(hello(host.token)));
+  await accepted(b);
+  const second = lines();
+  b.write(big);
+  await waitFor('second connection throttled after one frame', () => lines() > second, 60_000);
+  // Throttled, not cut: it is read again once the host's debt is paid back.
+  b.write(frame(JSON.stringify({ type: 'ping' })));
+  await b.waitFor((m) => m?.type === 'pong', 180_000);
+  assert.equal(b.closeCode, null, 'still connected');
+  b.destroy();
+  await b.ended;
+  await apiAlive();
+});
+
 test('drop batches sent without pause: the host\'s telemetry is held back to its budget (records shed), its session is not', async () => {
   const host = await addHost(srv, 'chan-drops');
   const c = await rawConnect(srv.port);
