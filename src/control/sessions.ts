@@ -74,6 +74,13 @@ const REFUSAL_LOG_WINDOW_MS = 10_000;
  * install), which would otherwise take the session back and forth for ever.
  */
 const TWIN_MEMORY_MS = 120_000;
+/**
+ * An agent's connect and disconnect lines (and a new process taking its session) are logged one by one
+ * up to HOST_LINES_LOGGED per host per HOST_LOG_WINDOW_MS, then counted (the count is logged when the
+ * window ends): an agent reconnecting in a loop, a hundred times a second, wrote two lines each time.
+ */
+const HOST_LINES_LOGGED = 10;
+const HOST_LOG_WINDOW_MS = 60_000;
 /** A host's two-agents error is logged at most once per this period. */
 const TWIN_LOG_EVERY_MS = 60_000;
 
@@ -140,6 +147,8 @@ export class SessionHub {
   private readonly refusalLog: LogWindow;
   /** Per host: its frames' handling budget (HANDLING_MS_PER_SECOND), kept across its connections; forgotten once full again. */
   private readonly budgets = new Map<number, TimeBudget>();
+  /** Per host: its session lines' window (HOST_LINES_LOGGED); forgotten once a window passes without any. */
+  private readonly hostLogs = new Map<number, LogWindow>();
   /** Per host: the agent process whose live session another process took (TWIN_MEMORY_MS). */
   private readonly replaced = new Map<number, { instance: string; remote: string; at: number; loggedAt: number }>();
 
@@ -211,6 +220,17 @@ export class SessionHub {
     this.stats.refused++;
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'error', code, message: message.slice(0, 1000) } satisfies ServerMessage));
     ws.close(4000 + (code % 1000), message.slice(0, 100));
+  }
+
+  /** May a session line of this host be logged now? */
+  private hostLine(hostId: number): boolean {
+    let w = this.hostLogs.get(hostId);
+    if (!w) {
+      w = new LogWindow(HOST_LINES_LOGGED, HOST_LOG_WINDOW_MS, (lines) => this.d.log.warn({ host: this.d.fleet.hosts.get(hostId)?.name ?? hostId, lines },
+        `agent connects and disconnects not logged one by one (more than ${HOST_LINES_LOGGED} lines in ${HOST_LOG_WINDOW_MS / 1000} s: an agent reconnecting in a loop?)`));
+      this.hostLogs.set(hostId, w);
+    }
+    return w.admit();
   }
 
   private logRefusal(fields: Record<string, unknown>, why: string): void {
@@ -305,7 +325,7 @@ export class SessionHub {
         this.sessions.delete(s.hostId);
         this.d.metrics?.settled(s.hostId);
         if (this.d.fleet.hosts.has(s.hostId)) this.d.cluster.release(s.hostId);
-        this.d.log.info({ host: this.d.fleet.hosts.get(s.hostId)?.name ?? s.hostId, hostname: s.hostname }, 'agent disconnected');
+        if (this.hostLine(s.hostId)) this.d.log.info({ host: this.d.fleet.hosts.get(s.hostId)?.name ?? s.hostId, hostname: s.hostname }, 'agent disconnected');
       }
     });
     ws.on('error', () => {});
@@ -368,7 +388,7 @@ export class SessionHub {
       // Another process taking a live session: remembered, so that process coming back is known for a twin.
       if (cur.instance && m.instance && cur.instance !== m.instance && cur.ws.readyState === cur.ws.OPEN) {
         this.replaced.set(hostId, { instance: cur.instance, remote: cur.remote, at: Date.now(), loggedAt: this.replaced.get(hostId)?.loggedAt ?? 0 });
-        this.d.log.info({ host: host.name, previous: cur.remote, remote }, 'agent: a new agent process took the host\'s session (a restarted agent; if the previous one comes back, two agents share the token)');
+        if (this.hostLine(hostId)) this.d.log.info({ host: host.name, previous: cur.remote, remote }, 'agent: a new agent process took the host\'s session (a restarted agent; if the previous one comes back, two agents share the token)');
       }
       cur.ws.close(CLOSE_REPLACED, 'replaced by a new session');
     }
@@ -378,7 +398,7 @@ export class SessionHub {
     this.send(s, { type: 'welcome', hostId: host.uuid, hostName: host.name });
     this.d.sync.hostPatch(hostId, { state: this.d.sync.hostState(hostId), last_contact: new Date().toISOString(), ...(m.dataplane ? { dataplane: m.dataplane } : {}) });
     this.d.sync.holderChanged(hostId);
-    this.d.log.info({ host: host.name, hostname: s.hostname, revision: m.revision, remote, ms: { head: Math.round(t1 - t0), catchUp: Math.round(t2 - t1), lease: Math.round(t3 - t2) } }, 'agent connected');
+    if (this.hostLine(hostId)) this.d.log.info({ host: host.name, hostname: s.hostname, revision: m.revision, remote, ms: { head: Math.round(t1 - t0), catchUp: Math.round(t2 - t1), lease: Math.round(t3 - t2) } }, 'agent connected');
     await this.resync(s, m.revision);
     return s;
   }
@@ -540,6 +560,7 @@ export class SessionHub {
     for (const [id, gone] of this.replaced) if (gone.at < forgetBefore) this.replaced.delete(id);
     // A budget refilled to its burst is what a new one would be.
     for (const [id, b] of this.budgets) if (!this.sessions.has(id) && b.full()) this.budgets.delete(id);
+    for (const [id, w] of this.hostLogs) if (w.settle()) this.hostLogs.delete(id);
     for (const s of this.sessions.values()) {
       if (!s.alive) { s.ws.terminate(); continue; }
       s.alive = false;

@@ -607,3 +607,27 @@ test('refused hellos: a storm is logged as a count after the first lines; two at
   a.destroy(); b.destroy();
   await Promise.all([a.ended, b.ended]);
 });
+
+test('an agent reconnecting in a loop: its connect and disconnect lines are bounded per host, another host\'s are still logged', async () => {
+  const loop = await addHost(srv, 'chan-loop');
+  const other = await addHost(srv, 'chan-loop-other');
+  const linesOf = (name: string, msg: string) => srv.output().split('\n').filter((l) => l.includes(`"host":"${name}"`) && l.includes(`"msg":"${msg}"`)).length;
+  for (let i = 0; i < 40; i++) {
+    const c = await rawConnect(srv.port);
+    c.write(frame(hello(loop.token)));
+    await accepted(c);
+    c.destroy();
+    await c.ended;
+  }
+  await sleep(300);
+  const connected = linesOf('chan-loop', 'agent connected');
+  const disconnected = linesOf('chan-loop', 'agent disconnected');
+  assert.ok(connected >= 1 && connected <= 10 && disconnected <= 10, `at most 10 lines each for 40 reconnects: ${connected} connected, ${disconnected} disconnected`);
+  // The twin: another host's connect in the same minute is logged.
+  const c = await rawConnect(srv.port);
+  c.write(frame(hello(other.token)));
+  await accepted(c);
+  await waitFor('the other host\'s connect logged', () => linesOf('chan-loop-other', 'agent connected') === 1);
+  c.destroy();
+  await c.ended;
+});
