@@ -102,6 +102,8 @@ interface Session {
    * not follow what it holds, so a burst of pushes brings many asks; one resync answers them all.
    */
   resyncAsked?: { revision: number | null };
+  /** Stop reading the connection while its host's budget is in debt (set once the hello is accepted). */
+  throttle?: () => void;
 }
 
 export interface HubStats { pushes: Map<number, number>; snapshots: number; deltas: number; refused: number; badFrames: number }
@@ -301,7 +303,8 @@ export class SessionHub {
           session = s;
           raw.off('data', count);
           for (const e of early.splice(0)) this.onMessage(s, e);
-          charge(0);   // a host still in debt from its previous connection is not read until it is paid back
+          s.throttle = () => charge(0);
+          charge(0);   // a host still in debt (its previous connection, this resync) is not read until it is paid back
         }).catch((e: unknown) => {
           clearTimeout(helloTimer);
           if (e instanceof Refused) { this.logRefusal({ remote, hostname: m.hostname, code: e.code }, e.why); this.refuse(ws, e.code, e.message); return; }
@@ -428,37 +431,49 @@ export class SessionHub {
   /** Bring a session up to date from the revision the agent holds (inside the serial section). */
   private resync(s: Session, from: number | null | (() => number | null)): Promise<void> {
     return this.d.serial.run(() => {
-      // Read when the resync runs: asks that came meanwhile have joined it (Session.resyncAsked).
-      const revision = typeof from === 'function' ? from() : from;
-      if (this.sessions.get(s.hostId) !== s || !this.d.fleet.hosts.has(s.hostId)) return;
-      this.d.sync.agentHolds(s.hostId, revision);
-      if (this.d.fleet.isPassive(s.hostId)) {
-        // The revision the agent holds (one this server can know of): removals done before it are not
-        // owed again (Fleet.activate).
-        this.d.fleet.activate(s.hostId, revision !== null && revision <= this.d.batches.processed ? revision : null);
-        this.d.sync.holderChanged(s.hostId);
+      const began = performance.now();
+      try { this.resyncNow(s, from); } finally {
+        // Charged to the host's handling budget (at most one burst per resync, so one honest resync of
+        // however large a host never puts a full budget in debt): an agent asking for resyncs again and
+        // again, each a snapshot built and sent in the serial section every batch waits for, is not read
+        // for a while once in debt, like one sending costly frames.
+        this.budgetOf(s.hostId).charge(Math.min(HANDLING_BURST_MS, performance.now() - began));
+        s.throttle?.();
       }
-      this.sendSettings(s);
-      const cs = this.d.connections?.settings();
-      if (cs) this.send(s, cs);
-      const d = this.d.fleet.since(s.hostId, revision, this.d.batches.processed);
-      if (d) { this.sendDesired(s, 'delta', deltaJson(d)); this.stats.deltas++; s.sent = d.revision; } else {
-        const snap = this.d.fleet.snapshot(s.hostId);
-        if (revision !== null && this.d.log.isLevelEnabled('debug')) {
-          const h = this.d.fleet.hosts.get(s.hostId)!;
-          this.d.log.debug({ host: s.hostId, held: revision, floor: h.floor, revision: h.revision, processed: this.d.batches.processed, untrusted: this.d.fleet.labelUntrusted(revision) }, 'agent resynced by snapshot: no delta from the revision it holds');
-        }
-        this.sendDesired(s, 'snapshot', snapshotJson(snap));
-        this.stats.snapshots++;
-        s.sent = snap.revision;
-      }
-      if (this.d.fleet.hosts.get(s.hostId)!.acked >= s.sent) this.d.metrics?.settled(s.hostId);
-      else this.d.metrics?.awaiting(s.hostId, Date.now());
-      this.stats.pushes.set(s.hostId, (this.stats.pushes.get(s.hostId) ?? 0) + 1);
-      s.ready = true;
-      // What this server holds desired for the host is now what counts (another server's label may differ).
-      this.d.sync.hostPatch(s.hostId, { desired_revision: s.sent });
     });
+  }
+
+  private resyncNow(s: Session, from: number | null | (() => number | null)): void {
+    // Read when the resync runs: asks that came meanwhile have joined it (Session.resyncAsked).
+    const revision = typeof from === 'function' ? from() : from;
+    if (this.sessions.get(s.hostId) !== s || !this.d.fleet.hosts.has(s.hostId)) return;
+    this.d.sync.agentHolds(s.hostId, revision);
+    if (this.d.fleet.isPassive(s.hostId)) {
+      // The revision the agent holds (one this server can know of): removals done before it are not
+      // owed again (Fleet.activate).
+      this.d.fleet.activate(s.hostId, revision !== null && revision <= this.d.batches.processed ? revision : null);
+      this.d.sync.holderChanged(s.hostId);
+    }
+    this.sendSettings(s);
+    const cs = this.d.connections?.settings();
+    if (cs) this.send(s, cs);
+    const d = this.d.fleet.since(s.hostId, revision, this.d.batches.processed);
+    if (d) { this.sendDesired(s, 'delta', deltaJson(d)); this.stats.deltas++; s.sent = d.revision; } else {
+      const snap = this.d.fleet.snapshot(s.hostId);
+      if (revision !== null && this.d.log.isLevelEnabled('debug')) {
+        const h = this.d.fleet.hosts.get(s.hostId)!;
+        this.d.log.debug({ host: s.hostId, held: revision, floor: h.floor, revision: h.revision, processed: this.d.batches.processed, untrusted: this.d.fleet.labelUntrusted(revision) }, 'agent resynced by snapshot: no delta from the revision it holds');
+      }
+      this.sendDesired(s, 'snapshot', snapshotJson(snap));
+      this.stats.snapshots++;
+      s.sent = snap.revision;
+    }
+    if (this.d.fleet.hosts.get(s.hostId)!.acked >= s.sent) this.d.metrics?.settled(s.hostId);
+    else this.d.metrics?.awaiting(s.hostId, Date.now());
+    this.stats.pushes.set(s.hostId, (this.stats.pushes.get(s.hostId) ?? 0) + 1);
+    s.ready = true;
+    // What this server holds desired for the host is now what counts (another server's label may differ).
+    this.d.sync.hostPatch(s.hostId, { desired_revision: s.sent });
   }
 
   /** The drop-log settings to a session (before any desired state, so the first apply uses them). */

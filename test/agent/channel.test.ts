@@ -470,6 +470,38 @@ test('resyncs asked on an open channel join one another; an agent that does not 
   assert.ok(bystander.connected, 'the other agent stayed connected');
 });
 
+test('an agent asking for resyncs again and again (reading every snapshot) is throttled once their time is past its host\'s budget, not cut', async () => {
+  // A host whose snapshot is ~1 MB (the group of the test above: 10 rules of 600 addresses).
+  const host = await addHost(srv, 'chan-resyncs');
+  const group = ok(await srv.call('listSecurityGroups', { securitygroupname: 'noread-fat' }), 'listSecurityGroups').listsecuritygroupsresponse.securitygroup[0].id;
+  for (let i = 0; i < 8; i++) await deploy(srv, cloud, { hostid: host.id, name: `resyncs-${i}`, securitygroupids: group });
+  const lines = () => (srv.output().match(/agent connection throttled/g) ?? []).length;
+  const before = lines();
+  const c = await rawConnect(srv.port);
+  c.write(frame(hello(host.token)));
+  await accepted(c);
+  // The twin: connecting (one resync, the first snapshot) does not throttle the host.
+  assert.equal(lines(), before, 'one resync is within the budget');
+  // Each snapshot read at once and answered with a new ask: tiny frames, but a snapshot built and sent
+  // in the serial section (which every change waits for) each time. (Bounded: before, it never ended.)
+  let asks = 0;
+  for (; asks < 3000 && lines() === before && c.closeCode === null; asks++) {
+    c.messages.length = 0;
+    c.write(frame(hello(host.token)));
+    await c.waitFor((m) => m?.type === 'snapshot', 120_000);
+  }
+  assert.ok(lines() > before, `throttled within ${asks} asks`);
+  const throttledAfter = asks;
+  // Not cut: it is read again once the host's debt is paid back.
+  c.write(frame(JSON.stringify({ type: 'ping' })));
+  await c.waitFor((m) => m?.type === 'pong', 180_000);
+  assert.equal(c.closeCode, null, 'still connected');
+  console.log(`# resyncs asked before the host was throttled: ${throttledAfter}`);
+  c.destroy();
+  await c.ended;
+  await apiAlive();
+});
+
 test('an agent whose valid frames take too much of the server\'s time is throttled (not read for a while), not cut; the API keeps answering', async () => {
   const c = await rawConnect(srv.port);
   c.write(frame(hello(target.token)));
@@ -516,12 +548,12 @@ test('the handling budget is the host\'s: an agent throttled on one connection i
   await waitFor('first connection throttled', () => lines() > before, 60_000);
   a.destroy();
   await a.ended;
-  // The agent reconnects at once: ONE such frame, far less than a fresh connection's 2 s burst, throttles it
-  // (the host is still in debt). Before, every reconnect started with a full burst.
+  // The agent reconnects at once: its hello and ONE such frame, far less than a fresh connection's 2 s
+  // burst, throttle it (the host is still in debt). Before, every reconnect started with a full burst.
+  const second = lines();
   const b = await rawConnect(srv.port);
   b.write(frame(hello(host.token)));
   await accepted(b);
-  const second = lines();
   b.write(big);
   await waitFor('second connection throttled after one frame', () => lines() > second, 60_000);
   // Throttled, not cut: it is read again once the host's debt is paid back.
