@@ -61,9 +61,10 @@ const HANDLING_BURST_MS = 2000;
 /** A throttled connection is not read for at least this long (no pause/resume churn per frame). */
 const THROTTLE_MIN_MS = 2000;
 /**
- * Refused hellos are logged one by one up to REFUSALS_LOGGED per REFUSAL_LOG_WINDOW_MS, then only
- * counted (the count is logged when the next window starts): agents retrying with a stale token, or a
- * storm of reconnects, cannot fill the log.
+ * Refused hellos (and connections closed for breaking the protocol before a hello) are logged one by
+ * one up to REFUSALS_LOGGED per REFUSAL_LOG_WINDOW_MS, then only counted (the count is logged when
+ * the next window starts): agents retrying with a stale token, or a storm of reconnects, cannot fill
+ * the log.
  */
 const REFUSALS_LOGGED = 20;
 const REFUSAL_LOG_WINDOW_MS = 10_000;
@@ -147,6 +148,8 @@ export class SessionHub {
   accepting = true;
   readonly stats: HubStats = { pushes: new Map(), snapshots: 0, deltas: 0, refused: 0, badFrames: 0 };
   private readonly refusalLog: LogWindow;
+  /** Connections closed for breaking the protocol before a hello was accepted (REFUSALS_LOGGED per window). */
+  private readonly closedLog: LogWindow;
   /** Per host: its frames' handling budget (HANDLING_MS_PER_SECOND), kept across its connections; forgotten once full again. */
   private readonly budgets = new Map<number, TimeBudget>();
   /** Per host: its session lines' window (HOST_LINES_LOGGED); forgotten once a window passes without any. */
@@ -157,6 +160,8 @@ export class SessionHub {
   constructor(private readonly d: HubDeps) {
     this.refusalLog = new LogWindow(REFUSALS_LOGGED, REFUSAL_LOG_WINDOW_MS, (refusals) =>
       d.log.warn({ refusals }, `agent refusals not logged one by one (more than ${REFUSALS_LOGGED} in ${REFUSAL_LOG_WINDOW_MS / 1000} s)`));
+    this.closedLog = new LogWindow(REFUSALS_LOGGED, REFUSAL_LOG_WINDOW_MS, (connections) =>
+      d.log.warn({ connections }, `agent connections closed for breaking the protocol before a hello not logged one by one (more than ${REFUSALS_LOGGED} in ${REFUSAL_LOG_WINDOW_MS / 1000} s)`));
     this.keepalive = setInterval(() => this.pingAll(), KEEPALIVE_MS);
     this.keepalive.unref();
   }
@@ -169,7 +174,7 @@ export class SessionHub {
         // peer's doing, before or after a hello: one warning line, not an error with a stack per connection
         // (anyone could fill the log with those).
         errorHandler: (error, socket, request) => {
-          request.log.warn({ remote: request.ip, err: error.message.slice(0, 200) }, 'agent connection: protocol error; closed');
+          if (this.closedLine(null)) request.log.warn({ remote: request.ip, err: error.message.slice(0, 200) }, 'agent connection: protocol error; closed');
           socket.terminate();
         },
       });
@@ -235,6 +240,15 @@ export class SessionHub {
     return w.admit();
   }
 
+  /**
+   * May the line of a connection closed for breaking the protocol be logged now? A host's go through its
+   * session lines' window; those of connections without an accepted hello (anyone's: no token needed)
+   * through one window like refusals, or a client reconnecting with garbage wrote a line per connection.
+   */
+  private closedLine(hostId: number | null): boolean {
+    return hostId === null ? this.closedLog.admit() : this.hostLine(hostId);
+  }
+
   private logRefusal(fields: Record<string, unknown>, why: string): void {
     if (this.refusalLog.admit()) this.d.log.warn(fields, `agent refused: ${why}`);
   }
@@ -243,7 +257,7 @@ export class SessionHub {
   /** A frame that breaks the protocol: this connection ends, with the reason logged. */
   private badFrame(ws: WebSocket, remote: string, hostId: number | null, reason: string): void {
     this.stats.badFrames++;
-    this.d.log.warn({ remote, host: hostId, reason }, 'agent connection closed: invalid message');
+    if (this.closedLine(hostId)) this.d.log.warn({ remote, host: hostId, reason }, 'agent connection closed: invalid message');
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'error', code: 400, message: `invalid message: ${reason}`.slice(0, 1000) } satisfies ServerMessage));
     ws.close(1008, `invalid message: ${reason}`.slice(0, 120));
   }
@@ -259,7 +273,7 @@ export class SessionHub {
       bytes += chunk.length;
       if (bytes > PRE_HELLO_MAX_BYTES && !session) {
         this.stats.refused++;
-        this.d.log.warn({ remote, bytes }, `agent connection closed: more than ${PRE_HELLO_MAX_BYTES} bytes before its hello was accepted`);
+        if (this.closedLine(null)) this.d.log.warn({ remote, bytes }, `agent connection closed: more than ${PRE_HELLO_MAX_BYTES} bytes before its hello was accepted`);
         raw.off('data', count);
         raw.destroy();
       }

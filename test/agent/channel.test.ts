@@ -663,3 +663,26 @@ test('an agent reconnecting in a loop: its connect and disconnect lines are boun
   c.destroy();
   await c.ended;
 });
+
+test('connections breaking the protocol before a hello (no token needed): each is closed and told why, the log gets a bounded number of lines; a host\'s are logged apart', async () => {
+  const closedLines = () => (srv.output().match(/agent connection closed: invalid message/g) ?? []).length;
+  const before = closedLines();
+  for (let i = 0; i < 60; i++) {
+    const c = await rawConnect(srv.port);
+    c.write(frame(JSON.stringify({ type: 'ping' })));
+    assert.ok(await endsWithin(c, 5000), 'closed');
+    assert.equal(c.closeCode, 1008);
+    assert.ok(c.messages.some((m: any) => m?.type === 'error' && /expected hello first, got ping/.test(m.message)), 'told why');
+  }
+  const logged = closedLines() - before;
+  assert.ok(logged <= 20, `at most 20 lines for 60 connections: ${logged}`);
+  // The twin: a host's own bad frame, after its hello, is logged (its lines are counted per host).
+  const host = await addHost(srv, 'chan-badframe');
+  const c = await rawConnect(srv.port);
+  c.write(frame(hello(host.token)));
+  await accepted(c);
+  const mid = closedLines();
+  c.write(frame('{"type":"nonsense"}'));
+  assert.ok(await endsWithin(c, 5000));
+  await waitFor('the host\'s bad frame logged', () => closedLines() === mid + 1);
+});
