@@ -35,6 +35,22 @@ import { LogWindow } from './log-window.js';
 
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
 
+/**
+ * A WebSocket close reason: at most 123 bytes of UTF-8 (ws throws past that), cut at a character. A
+ * reason cut at 100 or 120 characters (a host name or a frame's `type` in CJK letters) threw: before a
+ * hello it wrote an error line with a stack per connection, in a refusal an unhandled rejection.
+ */
+export function closeReason(text: string): string {
+  let out = '';
+  let bytes = 0;
+  for (const ch of text) {
+    bytes += Buffer.byteLength(ch, 'utf8');
+    if (bytes > 123) break;
+    out += ch;
+  }
+  return out;
+}
+
 /** A hello must be answered (caught up, lease taken, resynced) within this time, else the agent tries elsewhere. */
 const HELLO_TIMEOUT_MS = 10_000;
 const KEEPALIVE_MS = 20_000;
@@ -226,7 +242,7 @@ export class SessionHub {
   private refuse(ws: WebSocket, code: number, message: string): void {
     this.stats.refused++;
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'error', code, message: message.slice(0, 1000) } satisfies ServerMessage));
-    ws.close(4000 + (code % 1000), message.slice(0, 100));
+    ws.close(4000 + (code % 1000), closeReason(message.slice(0, 100)));
   }
 
   /** May a session line of this host be logged now? */
@@ -259,7 +275,7 @@ export class SessionHub {
     this.stats.badFrames++;
     if (this.closedLine(hostId)) this.d.log.warn({ remote, host: hostId, reason }, 'agent connection closed: invalid message');
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'error', code: 400, message: `invalid message: ${reason}`.slice(0, 1000) } satisfies ServerMessage));
-    ws.close(1008, `invalid message: ${reason}`.slice(0, 120));
+    ws.close(1008, closeReason(`invalid message: ${reason}`.slice(0, 120)));
   }
 
   /** A new agent connection: the first message must be a hello with a known token. */
@@ -565,7 +581,7 @@ export class SessionHub {
     this.sessions.delete(hostId);
     this.d.metrics?.settled(hostId);
     if (this.d.fleet.hosts.has(hostId)) this.d.cluster.release(hostId);
-    s.ws.close(code, reason);
+    s.ws.close(code, closeReason(reason));
   }
 
   /** Let every agent go (cut off from the database, shutting down): they move to another server. */

@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import SqliteDatabase from 'better-sqlite3';
 import { WebSocketServer } from 'ws';
 import { startServer, type TestServer } from '../helpers/server.js';
+import { UNHANDLED_REJECTION } from '../../src/api/serve.js';
 import { frame, rawConnect, endsWithin, type RawConnection } from '../helpers/ws-raw.js';
 import { mulberry32 } from '../helpers/prng.js';
 import { AGENT_FRAME_MAX_BYTES, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage } from '../../src/protocol/index.js';
@@ -685,4 +686,36 @@ test('connections breaking the protocol before a hello (no token needed): each i
   c.write(frame('{"type":"nonsense"}'));
   assert.ok(await endsWithin(c, 5000));
   await waitFor('the host\'s bad frame logged', () => closedLines() === mid + 1);
+});
+
+test('close reasons in letters of several bytes (a CJK VM id in an invalid ack, a CJK hostname quoted in a refusal): the connection is closed with its code, no error line, no unhandled rejection', async () => {
+  // (The two-agents line is an error by design: it is not the one looked for.)
+  const errorLines = () => srv.output().split('\n').filter((l) => (l.includes('"level":50') && !l.includes('two agents use one host token')) || l.includes(UNHANDLED_REJECTION)).length;
+  const before = errorLines();
+  // Before a hello (no token needed), an invalid ack whose VM id is 64 CJK letters (its reason quotes the id: 192 bytes).
+  const c = await rawConnect(srv.port);
+  c.write(frame(JSON.stringify({ type: 'ack', revision: 1, vms: { ['中'.repeat(64)]: { ok: 'yes' } } })));
+  assert.ok(await endsWithin(c, 5000));
+  assert.equal(c.closeCode, 1008);
+  assert.equal(c.messages.filter((m: any) => m?.type === 'error').length, 1, `told once: ${JSON.stringify(c.messages).slice(0, 300)}`);
+  // Two agent processes on one token and a hostname in CJK letters (the refusal quotes it): the one
+  // replaced coming back is refused 409 (4409).
+  const host = await addHost(srv, 'chan-cjk');
+  const name = '中'.repeat(60);
+  const first = await rawConnect(srv.port);
+  first.write(frame(hello(host.token, { hostname: name, instance: 'first-1' })));
+  await accepted(first);
+  const second = await rawConnect(srv.port);
+  second.write(frame(hello(host.token, { hostname: name, instance: 'second-2' })));
+  await accepted(second);
+  assert.ok(await endsWithin(first, 10_000), 'the first was replaced');
+  const back = await rawConnect(srv.port);
+  back.write(frame(hello(host.token, { hostname: name, instance: 'first-1' })));
+  assert.ok(await endsWithin(back, 10_000), 'the replaced one coming back is refused');
+  assert.equal(back.closeCode, 4409);
+  assert.match((back.messages.find((m: any) => m?.type === 'error') as { message: string }).message, /two agents use the token of host chan-cjk/);
+  await sleep(300);
+  assert.equal(errorLines(), before, srv.output().split('\n').filter((l) => l.includes('"level":50')).slice(-2).join('\n'));
+  second.destroy();
+  await second.ended;
 });
