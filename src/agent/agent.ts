@@ -20,7 +20,7 @@ import type { Logger } from 'pino';
 import { DataplaneError, type ApplyResult, type Dataplane, type HostPorts } from '../dataplane/backend.js';
 import type { HostDesiredState } from '../policy/ir.js';
 import {
-  AGENT_PATH, CLOSE_HELD_ELSEWHERE, CLOSE_REPLACED, REPLACED_BY_ANOTHER_AGENT, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_REPAIRS_PER_REPORT, MAX_REPAIR_CHARS, PROTOCOL_VERSION, SERVER_FRAME_MAX_BYTES,
+  AGENT_PATH, CLOSE_HELD_ELSEWHERE, closeReason, CLOSE_REPLACED, REPLACED_BY_ANOTHER_AGENT, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_REPAIRS_PER_REPORT, MAX_REPAIR_CHARS, PROTOCOL_VERSION, SERVER_FRAME_MAX_BYTES,
   decodeServerMessage, type AgentMessage, type DropLogSettings, type PreflightFinding, type RepairReport, type ServerMessage,
 } from '../protocol/index.js';
 import { DROP_LOG_GROUP, type DropLogConfig } from '../dataplane/plan/index.js';
@@ -363,7 +363,7 @@ export class Agent extends EventEmitter {
       const decoded = decodeServerMessage(data, isBinary);
       if (!decoded.ok) {
         this.o.log.warn({ server, reason: decoded.reason }, 'agent: invalid message from the server; closing the connection');
-        ws.close(1008, `invalid message: ${decoded.reason}`.slice(0, 120));
+        ws.close(1008, closeReason(`invalid message: ${decoded.reason}`));
         return;
       }
       const m = decoded.message;

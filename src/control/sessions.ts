@@ -17,7 +17,7 @@ import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import {
-  AGENT_FRAME_MAX_BYTES, AGENT_PATH, CLOSE_REPLACED, REPLACED_BY_ANOTHER_AGENT, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage,
+  AGENT_FRAME_MAX_BYTES, AGENT_PATH, CLOSE_REPLACED, closeReason, REPLACED_BY_ANOTHER_AGENT, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage,
   type AgentMessage, type ConnectionsMessage, type DropLogSettings, type HelloMessage, type ServerMessage,
 } from '../protocol/index.js';
 import type { TelemetryIngest } from './telemetry.js';
@@ -34,22 +34,6 @@ import { TimeBudget } from './time-budget.js';
 import { LogWindow } from './log-window.js';
 
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
-
-/**
- * A WebSocket close reason: at most 123 bytes of UTF-8 (ws throws past that), cut at a character. A
- * reason cut at 100 or 120 characters (a host name or a frame's `type` in CJK letters) threw: before a
- * hello it wrote an error line with a stack per connection, in a refusal an unhandled rejection.
- */
-export function closeReason(text: string): string {
-  let out = '';
-  let bytes = 0;
-  for (const ch of text) {
-    bytes += Buffer.byteLength(ch, 'utf8');
-    if (bytes > 123) break;
-    out += ch;
-  }
-  return out;
-}
 
 /** A hello must be answered (caught up, lease taken, resynced) within this time, else the agent tries elsewhere. */
 const HELLO_TIMEOUT_MS = 10_000;

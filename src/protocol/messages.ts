@@ -28,6 +28,23 @@ export const CLOSE_HELD_ELSEWHERE = 4409;
  */
 export const REPLACED_BY_ANOTHER_AGENT = "replaced this one's session and holds it";
 
+/**
+ * A WebSocket close reason: at most 123 bytes of UTF-8 (ws throws past that), cut at a character.
+ * Reasons quote the peer's input (a VM id, a hostname): cut at 100 or 120 characters, one in CJK
+ * letters threw (on the server an error line with a stack per connection before any hello, or an
+ * unhandled rejection in a refusal; on the agent an exception in its message handler).
+ */
+export function closeReason(text: string): string {
+  let out = '';
+  let bytes = 0;
+  for (const ch of text) {
+    bytes += Buffer.byteLength(ch, 'utf8');
+    if (bytes > 123) break;
+    out += ch;
+  }
+  return out;
+}
+
 /** A revision is a position in the server's change feed (DESIGN.md §6): a non-negative safe integer. */
 const revision = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const id = (max = 64) => z.string().min(1).max(max);

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  MAX_ERROR_CHARS, MAX_FINDINGS, MAX_HOSTNAME_CHARS, MAX_JSON_CONTAINERS, MAX_VMS_PER_HOST, PROTOCOL_VERSION, agentMessageSchema, decodeAgentMessage, decodeServerMessage, fastAck,
+  closeReason, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_HOSTNAME_CHARS, MAX_JSON_CONTAINERS, MAX_VMS_PER_HOST, PROTOCOL_VERSION, agentMessageSchema, decodeAgentMessage, decodeServerMessage, fastAck,
 } from '../../src/protocol/index.js';
 import { emptyCloudState } from '../../src/policy/state.js';
 import { Fleet } from '../../src/control/fleet.js';
@@ -152,4 +152,14 @@ test('a frame opening more arrays and objects than any real message is refused b
   const vms = Object.fromEntries(Array.from({ length: 16_384 }, (_, i) => [`00000000-0000-4000-8000-${i.toString(16).padStart(12, '0')}`, { ok: false, error: 'nft: unexpected \'{\' in [set] \\"{['.repeat(12) }]));
   const ack = decodeAgentMessage(Buffer.from(JSON.stringify({ type: 'ack', revision: 1, vms })));
   assert.equal(ack.ok, true, JSON.stringify(ack).slice(0, 200));
+});
+
+test('close reasons: at most 123 bytes of UTF-8, cut at a character (ws throws past 123 bytes)', () => {
+  for (const t of ['a'.repeat(200), '中'.repeat(100), '😀'.repeat(50), `${'x'.repeat(122)}é`, 'short']) {
+    const r = closeReason(t);
+    assert.ok(Buffer.byteLength(r) <= 123, `${t.slice(0, 10)}: ${Buffer.byteLength(r)} bytes`);
+    assert.ok(t.startsWith(r), 'a prefix, no broken character');
+    assert.ok(Buffer.byteLength(r) > 119 || r === t, 'as long as fits');
+  }
+  assert.equal(closeReason('short'), 'short');
 });
