@@ -20,7 +20,7 @@ import type { Logger } from 'pino';
 import { DataplaneError, type ApplyResult, type Dataplane, type HostPorts } from '../dataplane/backend.js';
 import type { HostDesiredState } from '../policy/ir.js';
 import {
-  AGENT_PATH, CLOSE_HELD_ELSEWHERE, CLOSE_REPLACED, REPLACED_BY_ANOTHER_AGENT, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_REPAIRS_PER_REPORT, MAX_REPAIR_CHARS, PROTOCOL_VERSION, SERVER_FRAME_MAX_BYTES,
+  AGENT_PATH, CLOSE_HELD_ELSEWHERE, closeReason, CLOSE_REPLACED, REPLACED_BY_ANOTHER_AGENT, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_FINDING_CHARS, MAX_REPAIRS_PER_REPORT, MAX_REPAIR_CHARS, PROTOCOL_VERSION, SERVER_FRAME_MAX_BYTES,
   decodeServerMessage, type AgentMessage, type DropLogSettings, type PreflightFinding, type RepairReport, type ServerMessage,
 } from '../protocol/index.js';
 import { DROP_LOG_GROUP, type DropLogConfig } from '../dataplane/plan/index.js';
@@ -112,6 +112,12 @@ export function agentUrl(server: string): string {
   if (u.pathname === '/' || u.pathname === '') u.pathname = AGENT_PATH;
   return u.toString();
 }
+
+/**
+ * A text as the server takes it in a report or ack: within `max` characters and without U+0000 (the
+ * protocol refuses it, as PostgreSQL cannot store it; a tool's output or a /proc file may carry one).
+ */
+const reportable = (t: string, max: number): string => t.replaceAll('\u0000', '\uFFFD').slice(0, max);
 
 const KEEPALIVE_MS = 10_000;
 /** "No server could be reached" is logged at most once per this period. */
@@ -359,7 +365,7 @@ export class Agent extends EventEmitter {
       const decoded = decodeServerMessage(data, isBinary);
       if (!decoded.ok) {
         this.o.log.warn({ server, reason: decoded.reason }, 'agent: invalid message from the server; closing the connection');
-        ws.close(1008, `invalid message: ${decoded.reason}`.slice(0, 120));
+        ws.close(1008, closeReason(`invalid message: ${decoded.reason}`));
         return;
       }
       const m = decoded.message;
@@ -657,7 +663,7 @@ export class Agent extends EventEmitter {
       // A VM whose tap is not on the host yet (its hypervisor has not started it) waits for it: Pending
       // on the server, not Failed; its rules go in when the port appears (linksChanged).
       const waiting = !r.ok && this.lastApplyError === null && vm.nics.some((n) => !ports.nics[n.nicId]);
-      vms[vm.vmId] = r.ok ? { ok: true } : { ok: false, error: String(r.error ?? 'failed').slice(0, MAX_ERROR_CHARS), ...(waiting ? { waiting: true } : {}) };
+      vms[vm.vmId] = r.ok ? { ok: true } : { ok: false, error: reportable(String(r.error ?? 'failed'), MAX_ERROR_CHARS), ...(waiting ? { waiting: true } : {}) };
     }
     this.send({ type: 'ack', revision: state.revision, vms });
     // Preflight judged other bridges (none yet at start, before the first apply): judged again now, or a
@@ -789,7 +795,7 @@ export class Agent extends EventEmitter {
 
   /** Repairs not reported yet, within the protocol's bound (older ones folded into one while disconnected). */
   private addRepairs(...repairs: RepairReport[]): void {
-    const cap = (t: string) => t.slice(0, MAX_REPAIR_CHARS);
+    const cap = (t: string) => reportable(t, MAX_REPAIR_CHARS);
     this.pendingRepairs.push(...repairs.map((r) => ({ ...r, what: cap(r.what) })));
     if (this.pendingRepairs.length > MAX_REPAIRS_PER_REPORT) {
       const old = this.pendingRepairs.splice(0, this.pendingRepairs.length - MAX_REPAIRS_PER_REPORT + 1);
@@ -804,7 +810,7 @@ export class Agent extends EventEmitter {
       : [...this.findings, { check: 'state dir', ok: false, detail: `cannot save the desired state in ${this.o.stateDir}: ${this.stateSaveError}` }];
     const key = JSON.stringify(findings.map((f) => [f.check, f.ok, f.detail]));
     if (!force && key === this.sentFindings && !this.pendingRepairs.length) return;
-    const preflight = findings.slice(0, MAX_FINDINGS).map((f) => ({ ...f, check: f.check.slice(0, 200), detail: f.detail.slice(0, MAX_FINDING_CHARS) }));
+    const preflight = findings.slice(0, MAX_FINDINGS).map((f) => ({ ...f, check: reportable(f.check, 200), detail: reportable(f.detail, MAX_FINDING_CHARS) }));
     this.send({ type: 'report', preflight, repairs: this.pendingRepairs });
     this.sentFindings = key;
     this.pendingRepairs = [];

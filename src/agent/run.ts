@@ -17,6 +17,7 @@ import { simulatedPorts } from './sim-ports.js';
 import { createConntrack } from '../dataplane/conntrack.js';
 import { AgentMetrics, conntrackUsage, parseListen, serveMetrics } from './metrics.js';
 import { LOG_LEVELS } from '../model/log-levels.js';
+import { HOSTNAME_RE, MAX_HOSTNAME_CHARS } from '../protocol/index.js';
 
 /** "10s", "500ms", "2m" or plain milliseconds. */
 export function parseDuration(s: string): number {
@@ -64,6 +65,12 @@ export async function agentCommand(argv: string[]): Promise<number> {
     process.stderr.write(`palisade agent: --dataplane must be auto, nftables, iptables or null (got ${JSON.stringify(o.dataplane)})\n`);
     return 2;
   }
+  // The server refuses a hello whose hostname it could not store or show: refused here, once, not by every server at every connect.
+  const hostname = o.hostname ?? (o.netns ? `${os.hostname()}/${o.netns}` : os.hostname());
+  if (hostname.length > MAX_HOSTNAME_CHARS || !HOSTNAME_RE.test(hostname)) {
+    process.stderr.write(`palisade agent: --hostname must be at most ${MAX_HOSTNAME_CHARS} characters without control characters (got ${JSON.stringify(hostname.slice(0, 80))})\n`);
+    return 2;
+  }
   let countersMs: number;
   let listen: { host: string; port: number } | null = null;
   try {
@@ -94,7 +101,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     serverOrder: o.serverOrder,
     keepaliveMs: parseDuration(o.keepalive),
     token,
-    hostname: o.hostname ?? (o.netns ? `${os.hostname()}/${o.netns}` : os.hostname()),
+    hostname,
     stateDir: path.resolve(o.stateDir),
     dataplane: kernel ? kernel.dataplane : new NullDataplane(),
     discover: kernel ? kernel.discover : async (s) => simulatedPorts(s),

@@ -22,4 +22,12 @@ export class LogWindow {
     this.unlogged++;
     return false;
   }
+
+  /** Report what the ended window did not log (if anything); true when nothing happened in the current window (may be forgotten). */
+  settle(): boolean {
+    if (Date.now() - this.since < this.windowMs) return false;
+    if (this.unlogged) this.onSkipped(this.unlogged);
+    this.unlogged = 0;
+    return true;
+  }
 }

@@ -17,7 +17,7 @@ import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import {
-  AGENT_FRAME_MAX_BYTES, AGENT_PATH, CLOSE_REPLACED, REPLACED_BY_ANOTHER_AGENT, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage,
+  AGENT_FRAME_MAX_BYTES, AGENT_PATH, CLOSE_REPLACED, closeReason, REPLACED_BY_ANOTHER_AGENT, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage,
   type AgentMessage, type ConnectionsMessage, type DropLogSettings, type HelloMessage, type ServerMessage,
 } from '../protocol/index.js';
 import type { TelemetryIngest } from './telemetry.js';
@@ -46,10 +46,13 @@ const KEEPALIVE_MS = 20_000;
  */
 const SEND_BACKLOG_MAX_BYTES = 64 * 1024 * 1024;
 /**
- * Event-loop time one connection's frames may take (decoding and handling): a budget refilled at
+ * Event-loop time one host's frames may take (decoding and handling): a budget refilled at
  * HANDLING_MS_PER_SECOND up to HANDLING_BURST_MS. A connection in debt is not read (ws.pause) until
  * the debt is paid back, so valid but huge frames sent without pause (telemetry within its bounds)
- * cannot keep the server from everything else. A real agent uses a small fraction of this. (The
+ * cannot keep the server from everything else. A real agent uses a small fraction of this. The budget
+ * is the host's, not the connection's: an agent reconnecting whenever it was throttled started each
+ * connection with a full burst and so kept the server busy all the time (a connection's frames before
+ * its hello is accepted, at most PRE_HELLO_MAX_BYTES, are charged to a budget of the connection's own). (The
  * store work of its telemetry has a budget of its own, in telemetry.ts, so that a host reporting many
  * drops sheds drop records rather than having its acks and pongs held back.)
  */
@@ -58,9 +61,10 @@ const HANDLING_BURST_MS = 2000;
 /** A throttled connection is not read for at least this long (no pause/resume churn per frame). */
 const THROTTLE_MIN_MS = 2000;
 /**
- * Refused hellos are logged one by one up to REFUSALS_LOGGED per REFUSAL_LOG_WINDOW_MS, then only
- * counted (the count is logged when the next window starts): agents retrying with a stale token, or a
- * storm of reconnects, cannot fill the log.
+ * Refused hellos (and connections closed for breaking the protocol before a hello) are logged one by
+ * one up to REFUSALS_LOGGED per REFUSAL_LOG_WINDOW_MS, then only counted (the count is logged when
+ * the next window starts): agents retrying with a stale token, or a storm of reconnects, cannot fill
+ * the log.
  */
 const REFUSALS_LOGGED = 20;
 const REFUSAL_LOG_WINDOW_MS = 10_000;
@@ -71,6 +75,13 @@ const REFUSAL_LOG_WINDOW_MS = 10_000;
  * install), which would otherwise take the session back and forth for ever.
  */
 const TWIN_MEMORY_MS = 120_000;
+/**
+ * An agent's connect and disconnect lines (and a new process taking its session) are logged one by one
+ * up to HOST_LINES_LOGGED per host per HOST_LOG_WINDOW_MS, then counted (the count is logged when the
+ * window ends): an agent reconnecting in a loop, a hundred times a second, wrote two lines each time.
+ */
+const HOST_LINES_LOGGED = 10;
+const HOST_LOG_WINDOW_MS = 60_000;
 /** A host's two-agents error is logged at most once per this period. */
 const TWIN_LOG_EVERY_MS = 60_000;
 
@@ -92,6 +103,8 @@ interface Session {
    * not follow what it holds, so a burst of pushes brings many asks; one resync answers them all.
    */
   resyncAsked?: { revision: number | null };
+  /** Stop reading the connection while its host's budget is in debt (set once the hello is accepted). */
+  throttle?: () => void;
 }
 
 export interface HubStats { pushes: Map<number, number>; snapshots: number; deltas: number; refused: number; badFrames: number }
@@ -135,12 +148,20 @@ export class SessionHub {
   accepting = true;
   readonly stats: HubStats = { pushes: new Map(), snapshots: 0, deltas: 0, refused: 0, badFrames: 0 };
   private readonly refusalLog: LogWindow;
+  /** Connections closed for breaking the protocol before a hello was accepted (REFUSALS_LOGGED per window). */
+  private readonly closedLog: LogWindow;
+  /** Per host: its frames' handling budget (HANDLING_MS_PER_SECOND), kept across its connections; forgotten once full again. */
+  private readonly budgets = new Map<number, TimeBudget>();
+  /** Per host: its session lines' window (HOST_LINES_LOGGED); forgotten once a window passes without any. */
+  private readonly hostLogs = new Map<number, LogWindow>();
   /** Per host: the agent process whose live session another process took (TWIN_MEMORY_MS). */
   private readonly replaced = new Map<number, { instance: string; remote: string; at: number; loggedAt: number }>();
 
   constructor(private readonly d: HubDeps) {
     this.refusalLog = new LogWindow(REFUSALS_LOGGED, REFUSAL_LOG_WINDOW_MS, (refusals) =>
       d.log.warn({ refusals }, `agent refusals not logged one by one (more than ${REFUSALS_LOGGED} in ${REFUSAL_LOG_WINDOW_MS / 1000} s)`));
+    this.closedLog = new LogWindow(REFUSALS_LOGGED, REFUSAL_LOG_WINDOW_MS, (connections) =>
+      d.log.warn({ connections }, `agent connections closed for breaking the protocol before a hello not logged one by one (more than ${REFUSALS_LOGGED} in ${REFUSAL_LOG_WINDOW_MS / 1000} s)`));
     this.keepalive = setInterval(() => this.pingAll(), KEEPALIVE_MS);
     this.keepalive.unref();
   }
@@ -153,7 +174,7 @@ export class SessionHub {
         // peer's doing, before or after a hello: one warning line, not an error with a stack per connection
         // (anyone could fill the log with those).
         errorHandler: (error, socket, request) => {
-          request.log.warn({ remote: request.ip, err: error.message.slice(0, 200) }, 'agent connection: protocol error; closed');
+          if (this.closedLine(null)) request.log.warn({ remote: request.ip, err: error.message.slice(0, 200) }, 'agent connection: protocol error; closed');
           socket.terminate();
         },
       });
@@ -205,7 +226,27 @@ export class SessionHub {
   private refuse(ws: WebSocket, code: number, message: string): void {
     this.stats.refused++;
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'error', code, message: message.slice(0, 1000) } satisfies ServerMessage));
-    ws.close(4000 + (code % 1000), message.slice(0, 100));
+    ws.close(4000 + (code % 1000), closeReason(message.slice(0, 100)));
+  }
+
+  /** May a session line of this host be logged now? */
+  private hostLine(hostId: number): boolean {
+    let w = this.hostLogs.get(hostId);
+    if (!w) {
+      w = new LogWindow(HOST_LINES_LOGGED, HOST_LOG_WINDOW_MS, (lines) => this.d.log.warn({ host: this.d.fleet.hosts.get(hostId)?.name ?? hostId, lines },
+        `agent connects and disconnects not logged one by one (more than ${HOST_LINES_LOGGED} lines in ${HOST_LOG_WINDOW_MS / 1000} s: an agent reconnecting in a loop?)`));
+      this.hostLogs.set(hostId, w);
+    }
+    return w.admit();
+  }
+
+  /**
+   * May the line of a connection closed for breaking the protocol be logged now? A host's go through its
+   * session lines' window; those of connections without an accepted hello (anyone's: no token needed)
+   * through one window like refusals, or a client reconnecting with garbage wrote a line per connection.
+   */
+  private closedLine(hostId: number | null): boolean {
+    return hostId === null ? this.closedLog.admit() : this.hostLine(hostId);
   }
 
   private logRefusal(fields: Record<string, unknown>, why: string): void {
@@ -216,9 +257,9 @@ export class SessionHub {
   /** A frame that breaks the protocol: this connection ends, with the reason logged. */
   private badFrame(ws: WebSocket, remote: string, hostId: number | null, reason: string): void {
     this.stats.badFrames++;
-    this.d.log.warn({ remote, host: hostId, reason }, 'agent connection closed: invalid message');
+    if (this.closedLine(hostId)) this.d.log.warn({ remote, host: hostId, reason }, 'agent connection closed: invalid message');
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'error', code: 400, message: `invalid message: ${reason}`.slice(0, 1000) } satisfies ServerMessage));
-    ws.close(1008, `invalid message: ${reason}`.slice(0, 120));
+    ws.close(1008, closeReason(`invalid message: ${reason}`.slice(0, 120)));
   }
 
   /** A new agent connection: the first message must be a hello with a known token. */
@@ -232,7 +273,7 @@ export class SessionHub {
       bytes += chunk.length;
       if (bytes > PRE_HELLO_MAX_BYTES && !session) {
         this.stats.refused++;
-        this.d.log.warn({ remote, bytes }, `agent connection closed: more than ${PRE_HELLO_MAX_BYTES} bytes before its hello was accepted`);
+        if (this.closedLine(null)) this.d.log.warn({ remote, bytes }, `agent connection closed: more than ${PRE_HELLO_MAX_BYTES} bytes before its hello was accepted`);
         raw.off('data', count);
         raw.destroy();
       }
@@ -245,11 +286,11 @@ export class SessionHub {
     // early messages, so an agent whose resync never comes still leaves after its keepalive periods.
     const helloTimer = setTimeout(() => { if (!session && !this.byWs.has(ws)) this.refuse(ws, 503, 'no hello accepted in time (server busy); try another server'); }, HELLO_TIMEOUT_MS);
     ws.on('pong', () => { const s = session ?? this.byWs.get(ws); if (s) s.alive = true; });
-    // The connection's handling budget (HANDLING_MS_PER_SECOND): charged after each frame.
-    const budget = new TimeBudget(HANDLING_MS_PER_SECOND, HANDLING_BURST_MS);
+    // The handling budget (HANDLING_MS_PER_SECOND): charged after each frame, the host's once its hello is accepted.
+    const own = new TimeBudget(HANDLING_MS_PER_SECOND, HANDLING_BURST_MS);
     let throttleLogged = false;
     const charge = (spentMs: number) => {
-      const debtMs = budget.charge(spentMs);
+      const debtMs = (session ? this.budgetOf(session.hostId) : own).charge(spentMs);
       if (debtMs === 0 || ws.isPaused || closed) return;
       const waitMs = Math.max(THROTTLE_MIN_MS, debtMs);
       if (!throttleLogged) {
@@ -276,6 +317,8 @@ export class SessionHub {
           session = s;
           raw.off('data', count);
           for (const e of early.splice(0)) this.onMessage(s, e);
+          s.throttle = () => charge(0);
+          charge(0);   // a host still in debt (its previous connection, this resync) is not read until it is paid back
         }).catch((e: unknown) => {
           clearTimeout(helloTimer);
           if (e instanceof Refused) { this.logRefusal({ remote, hostname: m.hostname, code: e.code }, e.why); this.refuse(ws, e.code, e.message); return; }
@@ -299,7 +342,7 @@ export class SessionHub {
         this.sessions.delete(s.hostId);
         this.d.metrics?.settled(s.hostId);
         if (this.d.fleet.hosts.has(s.hostId)) this.d.cluster.release(s.hostId);
-        this.d.log.info({ host: this.d.fleet.hosts.get(s.hostId)?.name ?? s.hostId, hostname: s.hostname }, 'agent disconnected');
+        if (this.hostLine(s.hostId)) this.d.log.info({ host: this.d.fleet.hosts.get(s.hostId)?.name ?? s.hostId, hostname: s.hostname }, 'agent disconnected');
       }
     });
     ws.on('error', () => {});
@@ -362,7 +405,7 @@ export class SessionHub {
       // Another process taking a live session: remembered, so that process coming back is known for a twin.
       if (cur.instance && m.instance && cur.instance !== m.instance && cur.ws.readyState === cur.ws.OPEN) {
         this.replaced.set(hostId, { instance: cur.instance, remote: cur.remote, at: Date.now(), loggedAt: this.replaced.get(hostId)?.loggedAt ?? 0 });
-        this.d.log.info({ host: host.name, previous: cur.remote, remote }, 'agent: a new agent process took the host\'s session (a restarted agent; if the previous one comes back, two agents share the token)');
+        if (this.hostLine(hostId)) this.d.log.info({ host: host.name, previous: cur.remote, remote }, 'agent: a new agent process took the host\'s session (a restarted agent; if the previous one comes back, two agents share the token)');
       }
       cur.ws.close(CLOSE_REPLACED, 'replaced by a new session');
     }
@@ -372,7 +415,7 @@ export class SessionHub {
     this.send(s, { type: 'welcome', hostId: host.uuid, hostName: host.name });
     this.d.sync.hostPatch(hostId, { state: this.d.sync.hostState(hostId), last_contact: new Date().toISOString(), ...(m.dataplane ? { dataplane: m.dataplane } : {}) });
     this.d.sync.holderChanged(hostId);
-    this.d.log.info({ host: host.name, hostname: s.hostname, revision: m.revision, remote, ms: { head: Math.round(t1 - t0), catchUp: Math.round(t2 - t1), lease: Math.round(t3 - t2) } }, 'agent connected');
+    if (this.hostLine(hostId)) this.d.log.info({ host: host.name, hostname: s.hostname, revision: m.revision, remote, ms: { head: Math.round(t1 - t0), catchUp: Math.round(t2 - t1), lease: Math.round(t3 - t2) } }, 'agent connected');
     await this.resync(s, m.revision);
     return s;
   }
@@ -402,37 +445,49 @@ export class SessionHub {
   /** Bring a session up to date from the revision the agent holds (inside the serial section). */
   private resync(s: Session, from: number | null | (() => number | null)): Promise<void> {
     return this.d.serial.run(() => {
-      // Read when the resync runs: asks that came meanwhile have joined it (Session.resyncAsked).
-      const revision = typeof from === 'function' ? from() : from;
-      if (this.sessions.get(s.hostId) !== s || !this.d.fleet.hosts.has(s.hostId)) return;
-      this.d.sync.agentHolds(s.hostId, revision);
-      if (this.d.fleet.isPassive(s.hostId)) {
-        // The revision the agent holds (one this server can know of): removals done before it are not
-        // owed again (Fleet.activate).
-        this.d.fleet.activate(s.hostId, revision !== null && revision <= this.d.batches.processed ? revision : null);
-        this.d.sync.holderChanged(s.hostId);
+      const began = performance.now();
+      try { this.resyncNow(s, from); } finally {
+        // Charged to the host's handling budget (at most one burst per resync, so one honest resync of
+        // however large a host never puts a full budget in debt): an agent asking for resyncs again and
+        // again, each a snapshot built and sent in the serial section every batch waits for, is not read
+        // for a while once in debt, like one sending costly frames.
+        this.budgetOf(s.hostId).charge(Math.min(HANDLING_BURST_MS, performance.now() - began));
+        s.throttle?.();
       }
-      this.sendSettings(s);
-      const cs = this.d.connections?.settings();
-      if (cs) this.send(s, cs);
-      const d = this.d.fleet.since(s.hostId, revision, this.d.batches.processed);
-      if (d) { this.sendDesired(s, 'delta', deltaJson(d)); this.stats.deltas++; s.sent = d.revision; } else {
-        const snap = this.d.fleet.snapshot(s.hostId);
-        if (revision !== null && this.d.log.isLevelEnabled('debug')) {
-          const h = this.d.fleet.hosts.get(s.hostId)!;
-          this.d.log.debug({ host: s.hostId, held: revision, floor: h.floor, revision: h.revision, processed: this.d.batches.processed, untrusted: this.d.fleet.labelUntrusted(revision) }, 'agent resynced by snapshot: no delta from the revision it holds');
-        }
-        this.sendDesired(s, 'snapshot', snapshotJson(snap));
-        this.stats.snapshots++;
-        s.sent = snap.revision;
-      }
-      if (this.d.fleet.hosts.get(s.hostId)!.acked >= s.sent) this.d.metrics?.settled(s.hostId);
-      else this.d.metrics?.awaiting(s.hostId, Date.now());
-      this.stats.pushes.set(s.hostId, (this.stats.pushes.get(s.hostId) ?? 0) + 1);
-      s.ready = true;
-      // What this server holds desired for the host is now what counts (another server's label may differ).
-      this.d.sync.hostPatch(s.hostId, { desired_revision: s.sent });
     });
+  }
+
+  private resyncNow(s: Session, from: number | null | (() => number | null)): void {
+    // Read when the resync runs: asks that came meanwhile have joined it (Session.resyncAsked).
+    const revision = typeof from === 'function' ? from() : from;
+    if (this.sessions.get(s.hostId) !== s || !this.d.fleet.hosts.has(s.hostId)) return;
+    this.d.sync.agentHolds(s.hostId, revision);
+    if (this.d.fleet.isPassive(s.hostId)) {
+      // The revision the agent holds (one this server can know of): removals done before it are not
+      // owed again (Fleet.activate).
+      this.d.fleet.activate(s.hostId, revision !== null && revision <= this.d.batches.processed ? revision : null);
+      this.d.sync.holderChanged(s.hostId);
+    }
+    this.sendSettings(s);
+    const cs = this.d.connections?.settings();
+    if (cs) this.send(s, cs);
+    const d = this.d.fleet.since(s.hostId, revision, this.d.batches.processed);
+    if (d) { this.sendDesired(s, 'delta', deltaJson(d)); this.stats.deltas++; s.sent = d.revision; } else {
+      const snap = this.d.fleet.snapshot(s.hostId);
+      if (revision !== null && this.d.log.isLevelEnabled('debug')) {
+        const h = this.d.fleet.hosts.get(s.hostId)!;
+        this.d.log.debug({ host: s.hostId, held: revision, floor: h.floor, revision: h.revision, processed: this.d.batches.processed, untrusted: this.d.fleet.labelUntrusted(revision) }, 'agent resynced by snapshot: no delta from the revision it holds');
+      }
+      this.sendDesired(s, 'snapshot', snapshotJson(snap));
+      this.stats.snapshots++;
+      s.sent = snap.revision;
+    }
+    if (this.d.fleet.hosts.get(s.hostId)!.acked >= s.sent) this.d.metrics?.settled(s.hostId);
+    else this.d.metrics?.awaiting(s.hostId, Date.now());
+    this.stats.pushes.set(s.hostId, (this.stats.pushes.get(s.hostId) ?? 0) + 1);
+    s.ready = true;
+    // What this server holds desired for the host is now what counts (another server's label may differ).
+    this.d.sync.hostPatch(s.hostId, { desired_revision: s.sent });
   }
 
   /** The drop-log settings to a session (before any desired state, so the first apply uses them). */
@@ -510,7 +565,7 @@ export class SessionHub {
     this.sessions.delete(hostId);
     this.d.metrics?.settled(hostId);
     if (this.d.fleet.hosts.has(hostId)) this.d.cluster.release(hostId);
-    s.ws.close(code, reason);
+    s.ws.close(code, closeReason(reason));
   }
 
   /** Let every agent go (cut off from the database, shutting down): they move to another server. */
@@ -523,9 +578,18 @@ export class SessionHub {
     }
   }
 
+  private budgetOf(hostId: number): TimeBudget {
+    let b = this.budgets.get(hostId);
+    if (!b) this.budgets.set(hostId, (b = new TimeBudget(HANDLING_MS_PER_SECOND, HANDLING_BURST_MS)));
+    return b;
+  }
+
   private pingAll(): void {
     const forgetBefore = Date.now() - TWIN_MEMORY_MS;
     for (const [id, gone] of this.replaced) if (gone.at < forgetBefore) this.replaced.delete(id);
+    // A budget refilled to its burst is what a new one would be.
+    for (const [id, b] of this.budgets) if (!this.sessions.has(id) && b.full()) this.budgets.delete(id);
+    for (const [id, w] of this.hostLogs) if (w.settle()) this.hostLogs.delete(id);
     for (const s of this.sessions.values()) {
       if (!s.alive) { s.ws.terminate(); continue; }
       s.alive = false;

@@ -15,4 +15,10 @@ export class TimeBudget {
     this.at = now;
     return this.leftMs >= 0 ? 0 : Math.ceil(-this.leftMs / this.perSecondMs * 1000);
   }
+
+  /** Refilled to its burst (as a new budget would be). */
+  full(): boolean {
+    this.charge();
+    return this.leftMs >= this.burstMs;
+  }
 }

@@ -28,24 +28,54 @@ export const CLOSE_HELD_ELSEWHERE = 4409;
  */
 export const REPLACED_BY_ANOTHER_AGENT = "replaced this one's session and holds it";
 
+/**
+ * A WebSocket close reason: at most 123 bytes of UTF-8 (ws throws past that), cut at a character.
+ * Reasons quote the peer's input (a VM id, a hostname): cut at 100 or 120 characters, one in CJK
+ * letters threw (on the server an error line with a stack per connection before any hello, or an
+ * unhandled rejection in a refusal; on the agent an exception in its message handler).
+ */
+export function closeReason(text: string): string {
+  let out = '';
+  let bytes = 0;
+  for (const ch of text) {
+    bytes += Buffer.byteLength(ch, 'utf8');
+    if (bytes > 123) break;
+    out += ch;
+  }
+  return out;
+}
+
 /** A revision is a position in the server's change feed (DESIGN.md §6): a non-negative safe integer. */
 const revision = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const id = (max = 64) => z.string().min(1).max(max);
 const text = (max: number) => z.string().max(max);
+/**
+ * A text an agent sends that the server stores or logs: never U+0000. PostgreSQL's `text` cannot hold
+ * it, and the server writes every host's status in one transaction: one agent's ack error with a NUL
+ * failed that transaction for every host, again and again while it kept acking (other hosts' VMs
+ * stayed Pending). Refused here, so such a frame closes that one connection and writes nothing.
+ */
+export const NUL_REASON = 'contains a NUL character';
+const storedText = (max: number) => z.string().max(max).refine((s) => !s.includes('\u0000'), NUL_REASON);
+/**
+ * The host name an agent reports (stored with its host lease, logged, shown in the console): one
+ * printable line, no C0 control character or DEL.
+ */
+export const HOSTNAME_RE = /^[^\u0000-\u001f\u007f]*$/;
 
 // ---- agent → server ------------------------------------------------------------------------------
 
 export const preflightFindingSchema = z.object({
-  check: text(200),
+  check: storedText(200),
   ok: z.boolean(),
   fixed: z.boolean().optional(),
-  detail: text(MAX_FINDING_CHARS),
+  detail: storedText(MAX_FINDING_CHARS),
 });
 export type PreflightFinding = z.infer<typeof preflightFindingSchema>;
 
 export const repairReportSchema = z.object({
-  at: text(64),
-  what: text(MAX_REPAIR_CHARS),
+  at: storedText(64),
+  what: storedText(MAX_REPAIR_CHARS),
   count: z.number().int().min(0).max(1_000_000_000),
 });
 export type RepairReport = z.infer<typeof repairReportSchema>;
@@ -54,7 +84,7 @@ export const helloSchema = z.object({
   type: z.literal('hello'),
   version: z.number().int(),
   token: z.string().min(1).max(MAX_TOKEN_CHARS),
-  hostname: text(MAX_HOSTNAME_CHARS),
+  hostname: text(MAX_HOSTNAME_CHARS).regex(HOSTNAME_RE, 'contains a control character'),
   /** The revision the agent holds (its saved state), null when it holds none. */
   revision: revision.nullable(),
   /** The dataplane backend the agent runs ('iptables', 'nftables', 'null'); shown by listHosts. */
@@ -73,7 +103,7 @@ export const ackSchema = z.object({
    * Per VM uuid of the applied state: did its rules reach the kernel. `waiting`: not yet, because a
    * port of the VM is not on the host (its hypervisor has not started it): Pending, not Failed.
    */
-  vms: z.record(id(), z.object({ ok: z.boolean(), error: text(MAX_ERROR_CHARS).optional(), waiting: z.boolean().optional() }))
+  vms: z.record(id(), z.object({ ok: z.boolean(), error: storedText(MAX_ERROR_CHARS).optional(), waiting: z.boolean().optional() }))
     .refine((v) => Object.keys(v).length <= MAX_VMS_PER_HOST, `more than ${MAX_VMS_PER_HOST} VMs`),
 });
 
@@ -239,7 +269,7 @@ export function fastAck(value: unknown): AckMessage | null {
     if (!isPlainObject(r) || typeof r.ok !== 'boolean') return null;
     const one: AckMessage['vms'][string] = { ok: r.ok };
     if ('error' in r) {
-      if (typeof r.error !== 'string' || r.error.length > MAX_ERROR_CHARS) return null;
+      if (typeof r.error !== 'string' || r.error.length > MAX_ERROR_CHARS || r.error.includes('\u0000')) return null;
       one.error = r.error;
     }
     if ('waiting' in r) {

@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import SqliteDatabase from 'better-sqlite3';
 import { WebSocketServer } from 'ws';
 import { startServer, type TestServer } from '../helpers/server.js';
+import { UNHANDLED_REJECTION } from '../../src/api/serve.js';
 import { frame, rawConnect, endsWithin, type RawConnection } from '../helpers/ws-raw.js';
 import { mulberry32 } from '../helpers/prng.js';
 import { AGENT_FRAME_MAX_BYTES, PRE_HELLO_MAX_BYTES, PROTOCOL_VERSION, decodeAgentMessage } from '../../src/protocol/index.js';
@@ -470,6 +471,38 @@ test('resyncs asked on an open channel join one another; an agent that does not 
   assert.ok(bystander.connected, 'the other agent stayed connected');
 });
 
+test('an agent asking for resyncs again and again (reading every snapshot) is throttled once their time is past its host\'s budget, not cut', async () => {
+  // A host whose snapshot is ~1 MB (the group of the test above: 10 rules of 600 addresses).
+  const host = await addHost(srv, 'chan-resyncs');
+  const group = ok(await srv.call('listSecurityGroups', { securitygroupname: 'noread-fat' }), 'listSecurityGroups').listsecuritygroupsresponse.securitygroup[0].id;
+  for (let i = 0; i < 8; i++) await deploy(srv, cloud, { hostid: host.id, name: `resyncs-${i}`, securitygroupids: group });
+  const lines = () => (srv.output().match(/agent connection throttled/g) ?? []).length;
+  const before = lines();
+  const c = await rawConnect(srv.port);
+  c.write(frame(hello(host.token)));
+  await accepted(c);
+  // The twin: connecting (one resync, the first snapshot) does not throttle the host.
+  assert.equal(lines(), before, 'one resync is within the budget');
+  // Each snapshot read at once and answered with a new ask: tiny frames, but a snapshot built and sent
+  // in the serial section (which every change waits for) each time. (Bounded: before, it never ended.)
+  let asks = 0;
+  for (; asks < 3000 && lines() === before && c.closeCode === null; asks++) {
+    c.messages.length = 0;
+    c.write(frame(hello(host.token)));
+    await c.waitFor((m) => m?.type === 'snapshot', 120_000);
+  }
+  assert.ok(lines() > before, `throttled within ${asks} asks`);
+  const throttledAfter = asks;
+  // Not cut: it is read again once the host's debt is paid back.
+  c.write(frame(JSON.stringify({ type: 'ping' })));
+  await c.waitFor((m) => m?.type === 'pong', 180_000);
+  assert.equal(c.closeCode, null, 'still connected');
+  console.log(`# resyncs asked before the host was throttled: ${throttledAfter}`);
+  c.destroy();
+  await c.ended;
+  await apiAlive();
+});
+
 test('an agent whose valid frames take too much of the server\'s time is throttled (not read for a while), not cut; the API keeps answering', async () => {
   const c = await rawConnect(srv.port);
   c.write(frame(hello(target.token)));
@@ -498,6 +531,39 @@ test('an agent whose valid frames take too much of the server\'s time is throttl
   if (process.env.DEBUG_THROTTLE) console.log('pong after', Math.round(performance.now() - t0), 'ms');
   c.destroy();
   await c.ended;
+});
+
+test('the handling budget is the host\'s: an agent throttled on one connection is throttled on the next at once, not given a new burst', async () => {
+  const host = await addHost(srv, 'chan-rethrottle');
+  const uuid = (i: number) => `00000000-0000-4000-8000-${i.toString(16).padStart(12, '0')}`;
+  const vms: Record<string, Record<string, number>> = {};
+  for (let i = 0; i < 5000; i++) { const rules: Record<string, number> = {}; for (let j = 0; j < 6; j++) rules[`r${j}x${i.toString(36)}`] = 1; vms[uuid(i)] = rules; }
+  const big = frame(JSON.stringify({ type: 'hits', at: new Date().toISOString(), vms }));
+  const lines = () => (srv.output().match(/agent connection throttled/g) ?? []).length;
+  // First connection: valid frames (each hundreds of ms of decoding) without pause until throttled.
+  const a = await rawConnect(srv.port);
+  a.write(frame(hello(host.token)));
+  await accepted(a);
+  const before = lines();
+  for (let i = 0; i < 200 && lines() === before; i++) { a.write(big); await new Promise<void>((r) => a.socket.write('', () => r())); await sleep(400); }
+  await waitFor('first connection throttled', () => lines() > before, 60_000);
+  a.destroy();
+  await a.ended;
+  // The agent reconnects at once: its hello and ONE such frame, far less than a fresh connection's 2 s
+  // burst, throttle it (the host is still in debt). Before, every reconnect started with a full burst.
+  const second = lines();
+  const b = await rawConnect(srv.port);
+  b.write(frame(hello(host.token)));
+  await accepted(b);
+  b.write(big);
+  await waitFor('second connection throttled after one frame', () => lines() > second, 60_000);
+  // Throttled, not cut: it is read again once the host's debt is paid back.
+  b.write(frame(JSON.stringify({ type: 'ping' })));
+  await b.waitFor((m) => m?.type === 'pong', 180_000);
+  assert.equal(b.closeCode, null, 'still connected');
+  b.destroy();
+  await b.ended;
+  await apiAlive();
 });
 
 test('drop batches sent without pause: the host\'s telemetry is held back to its budget (records shed), its session is not', async () => {
@@ -573,4 +639,83 @@ test('refused hellos: a storm is logged as a count after the first lines; two at
   }
   a.destroy(); b.destroy();
   await Promise.all([a.ended, b.ended]);
+});
+
+test('an agent reconnecting in a loop: its connect and disconnect lines are bounded per host, another host\'s are still logged', async () => {
+  const loop = await addHost(srv, 'chan-loop');
+  const other = await addHost(srv, 'chan-loop-other');
+  const linesOf = (name: string, msg: string) => srv.output().split('\n').filter((l) => l.includes(`"host":"${name}"`) && l.includes(`"msg":"${msg}"`)).length;
+  for (let i = 0; i < 40; i++) {
+    const c = await rawConnect(srv.port);
+    c.write(frame(hello(loop.token)));
+    await accepted(c);
+    c.destroy();
+    await c.ended;
+  }
+  await sleep(300);
+  const connected = linesOf('chan-loop', 'agent connected');
+  const disconnected = linesOf('chan-loop', 'agent disconnected');
+  assert.ok(connected >= 1 && connected <= 10 && disconnected <= 10, `at most 10 lines each for 40 reconnects: ${connected} connected, ${disconnected} disconnected`);
+  // The twin: another host's connect in the same minute is logged.
+  const c = await rawConnect(srv.port);
+  c.write(frame(hello(other.token)));
+  await accepted(c);
+  await waitFor('the other host\'s connect logged', () => linesOf('chan-loop-other', 'agent connected') === 1);
+  c.destroy();
+  await c.ended;
+});
+
+test('connections breaking the protocol before a hello (no token needed): each is closed and told why, the log gets a bounded number of lines; a host\'s are logged apart', async () => {
+  const closedLines = () => (srv.output().match(/agent connection closed: invalid message/g) ?? []).length;
+  const before = closedLines();
+  for (let i = 0; i < 60; i++) {
+    const c = await rawConnect(srv.port);
+    c.write(frame(JSON.stringify({ type: 'ping' })));
+    assert.ok(await endsWithin(c, 5000), 'closed');
+    assert.equal(c.closeCode, 1008);
+    assert.ok(c.messages.some((m: any) => m?.type === 'error' && /expected hello first, got ping/.test(m.message)), 'told why');
+  }
+  const logged = closedLines() - before;
+  assert.ok(logged <= 20, `at most 20 lines for 60 connections: ${logged}`);
+  // The twin: a host's own bad frame, after its hello, is logged (its lines are counted per host).
+  const host = await addHost(srv, 'chan-badframe');
+  const c = await rawConnect(srv.port);
+  c.write(frame(hello(host.token)));
+  await accepted(c);
+  const mid = closedLines();
+  c.write(frame('{"type":"nonsense"}'));
+  assert.ok(await endsWithin(c, 5000));
+  await waitFor('the host\'s bad frame logged', () => closedLines() === mid + 1);
+});
+
+test('close reasons in letters of several bytes (a CJK VM id in an invalid ack, a CJK hostname quoted in a refusal): the connection is closed with its code, no error line, no unhandled rejection', async () => {
+  // (The two-agents line is an error by design: it is not the one looked for.)
+  const errorLines = () => srv.output().split('\n').filter((l) => (l.includes('"level":50') && !l.includes('two agents use one host token')) || l.includes(UNHANDLED_REJECTION)).length;
+  const before = errorLines();
+  // Before a hello (no token needed), an invalid ack whose VM id is 64 CJK letters (its reason quotes the id: 192 bytes).
+  const c = await rawConnect(srv.port);
+  c.write(frame(JSON.stringify({ type: 'ack', revision: 1, vms: { ['中'.repeat(64)]: { ok: 'yes' } } })));
+  assert.ok(await endsWithin(c, 5000));
+  assert.equal(c.closeCode, 1008);
+  assert.equal(c.messages.filter((m: any) => m?.type === 'error').length, 1, `told once: ${JSON.stringify(c.messages).slice(0, 300)}`);
+  // Two agent processes on one token and a hostname in CJK letters (the refusal quotes it): the one
+  // replaced coming back is refused 409 (4409).
+  const host = await addHost(srv, 'chan-cjk');
+  const name = '中'.repeat(60);
+  const first = await rawConnect(srv.port);
+  first.write(frame(hello(host.token, { hostname: name, instance: 'first-1' })));
+  await accepted(first);
+  const second = await rawConnect(srv.port);
+  second.write(frame(hello(host.token, { hostname: name, instance: 'second-2' })));
+  await accepted(second);
+  assert.ok(await endsWithin(first, 10_000), 'the first was replaced');
+  const back = await rawConnect(srv.port);
+  back.write(frame(hello(host.token, { hostname: name, instance: 'first-1' })));
+  assert.ok(await endsWithin(back, 10_000), 'the replaced one coming back is refused');
+  assert.equal(back.closeCode, 4409);
+  assert.match((back.messages.find((m: any) => m?.type === 'error') as { message: string }).message, /two agents use the token of host chan-cjk/);
+  await sleep(300);
+  assert.equal(errorLines(), before, srv.output().split('\n').filter((l) => l.includes('"level":50')).slice(-2).join('\n'));
+  second.destroy();
+  await second.ended;
 });

@@ -55,8 +55,11 @@ export function rawConnect(port: number, path = '/agent'): Promise<RawConnection
       waitFor: (pred, ms = 5000) => new Promise((res, rej) => {
         const found = conn.messages.find(pred);
         if (found !== undefined) { res(found); return; }
-        const timer = setTimeout(() => rej(new Error(`no matching message within ${ms} ms; got ${JSON.stringify(conn.messages).slice(0, 500)}`)), ms);
-        const check = () => { const m = conn.messages.find(pred); if (m !== undefined) { clearTimeout(timer); res(m); } };
+        // A settled wait leaves the listeners (kept, it held the message it resolved with: a client waiting
+        // for thousands of ~1 MB snapshots ran out of memory).
+        const done = () => { const i = listeners.indexOf(check); if (i >= 0) listeners.splice(i, 1); };
+        const timer = setTimeout(() => { done(); rej(new Error(`no matching message within ${ms} ms; got ${JSON.stringify(conn.messages).slice(0, 500)}`)); }, ms);
+        const check = () => { const m = conn.messages.find(pred); if (m !== undefined) { clearTimeout(timer); done(); res(m); } };
         listeners.push(check);
       }),
       destroy: () => socket.destroy(),
@@ -87,7 +90,7 @@ export function rawConnect(port: number, path = '/agent'): Promise<RawConnection
           let m: unknown = text;
           try { m = JSON.parse(text); } catch { /* keep text */ }
           conn.messages.push(m);
-          for (const l of listeners) l();
+          for (const l of [...listeners]) l();
         }
       }
     };

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  MAX_ERROR_CHARS, MAX_FINDINGS, MAX_HOSTNAME_CHARS, MAX_JSON_CONTAINERS, MAX_VMS_PER_HOST, PROTOCOL_VERSION, agentMessageSchema, decodeAgentMessage, decodeServerMessage, fastAck,
+  closeReason, MAX_ERROR_CHARS, MAX_FINDINGS, MAX_HOSTNAME_CHARS, MAX_JSON_CONTAINERS, MAX_VMS_PER_HOST, PROTOCOL_VERSION, agentMessageSchema, decodeAgentMessage, decodeServerMessage, fastAck,
 } from '../../src/protocol/index.js';
 import { emptyCloudState } from '../../src/policy/state.js';
 import { Fleet } from '../../src/control/fleet.js';
@@ -18,6 +18,10 @@ test('agent messages: valid ones pass, each field out of bounds or of the wrong 
   assert.ok(ok({ type: 'ping' }));
   assert.ok(ok({ type: 'ack', revision: 3, vms: { a: { ok: true }, b: { ok: false, error: 'e'.repeat(MAX_ERROR_CHARS) } } }));
   assert.ok(ok({ type: 'report', preflight: [{ check: 'c', ok: false, detail: 'd' }], repairs: [{ at: 'now', what: 'w', count: 2 }] }));
+  // The twins: other control characters in stored texts (tool output has lines and tabs), any letter in a hostname.
+  assert.ok(ok({ type: 'ack', revision: 3, vms: { a: { ok: false, error: 'line 1\n\tline 2\u001b' } } }));
+  assert.ok(ok({ type: 'report', preflight: [{ check: 'c', ok: false, detail: 'a\nb' }], repairs: [{ at: 'now', what: 'w\tx', count: 2 }] }));
+  assert.ok(ok({ ...hello, hostname: 'hyperviseur-é/ns1' }));
   const bad: unknown[] = [
     null, [], 'hello', {}, { type: 'nope' }, { ...hello, version: '1' }, { ...hello, token: '' }, { ...hello, hostname: 'h'.repeat(MAX_HOSTNAME_CHARS + 1) },
     { ...hello, revision: -1 }, { ...hello, revision: 1.5 }, { ...hello, revision: 2 ** 60 }, { ...hello, dataplane: 'ip tables' }, { ...hello, dataplane: 'x'.repeat(33) },
@@ -25,6 +29,13 @@ test('agent messages: valid ones pass, each field out of bounds or of the wrong 
     { type: 'ack', revision: 1, vms: [] }, { type: 'report', preflight: [null], repairs: [] },
     { type: 'report', preflight: Array.from({ length: MAX_FINDINGS + 1 }, () => ({ check: 'c', ok: true, detail: 'd' })), repairs: [] },
     { type: 'report', preflight: [], repairs: [{ at: 'now', what: 'w', count: -1 }] },
+    // U+0000 in a text the server stores (PostgreSQL cannot), a control character in a hostname.
+    { ...hello, hostname: 'kvm\u000001' }, { ...hello, hostname: 'kvm\n01' }, { ...hello, hostname: 'kvm\u007f' },
+    { type: 'ack', revision: 1, vms: { a: { ok: false, error: 'e\u0000' } } },
+    { type: 'report', preflight: [{ check: 'c', ok: false, detail: 'd\u0000' }], repairs: [] },
+    { type: 'report', preflight: [{ check: 'c\u0000', ok: false, detail: 'd' }], repairs: [] },
+    { type: 'report', preflight: [], repairs: [{ at: 'now', what: 'w\u0000', count: 1 }] },
+    { type: 'report', preflight: [], repairs: [{ at: 'n\u0000w', what: 'w', count: 1 }] },
   ];
   for (const m of bad) {
     const d = decodeAgentMessage(JSON.stringify(m));
@@ -101,6 +112,8 @@ test('acks: the hand-written fast path accepts exactly what the schema accepts a
     { type: 'ack', revision: 7, vms: { '': { ok: true } } },
     { type: 'ack', revision: 7, vms: { a: { ok: false, error: 'e'.repeat(MAX_ERROR_CHARS + 1) } } },
     { type: 'ack', revision: 7, vms: { a: { ok: false, error: null } } },
+    { type: 'ack', revision: 7, vms: { a: { ok: false, error: 'nul \u0000 inside' } } },
+    { type: 'ack', revision: 7, vms: { a: { ok: false, error: 'lines\n\tand tabs \u001b[0m' } } },
     { type: 'ack', revision: 7, vms: { a: { ok: false, error: 'NIC port not found on host: n1', waiting: true }, b: { ok: false, waiting: false }, c: { ok: true } } },
     { type: 'ack', revision: 7, vms: { a: { ok: false, error: 'e', waiting: 'yes' } } },
     { type: 'ack', revision: 7, vms: { a: { ok: false, error: 'e', waiting: null } } },
@@ -139,4 +152,14 @@ test('a frame opening more arrays and objects than any real message is refused b
   const vms = Object.fromEntries(Array.from({ length: 16_384 }, (_, i) => [`00000000-0000-4000-8000-${i.toString(16).padStart(12, '0')}`, { ok: false, error: 'nft: unexpected \'{\' in [set] \\"{['.repeat(12) }]));
   const ack = decodeAgentMessage(Buffer.from(JSON.stringify({ type: 'ack', revision: 1, vms })));
   assert.equal(ack.ok, true, JSON.stringify(ack).slice(0, 200));
+});
+
+test('close reasons: at most 123 bytes of UTF-8, cut at a character (ws throws past 123 bytes)', () => {
+  for (const t of ['a'.repeat(200), '中'.repeat(100), '😀'.repeat(50), `${'x'.repeat(122)}é`, 'short']) {
+    const r = closeReason(t);
+    assert.ok(Buffer.byteLength(r) <= 123, `${t.slice(0, 10)}: ${Buffer.byteLength(r)} bytes`);
+    assert.ok(t.startsWith(r), 'a prefix, no broken character');
+    assert.ok(Buffer.byteLength(r) > 119 || r === t, 'as long as fits');
+  }
+  assert.equal(closeReason('short'), 'short');
 });
