@@ -359,8 +359,15 @@ export class SessionHub {
       const prev = this.sessions.get(id);
       return !!prev && prev.ws.readyState === prev.ws.OPEN && (prev.hostname !== m.hostname || this.twin(id, m) !== null);
     };
-    // A known host's lease is taken while catching up (a failover storm waits for both only once).
     const early = this.d.fleet.byToken.get(hash);
+    // A host over its handling budget (its frames, its resyncs) gets no new session until the debt is paid
+    // back, refused before any work: each accepted hello takes a lease and builds a resync in the serial
+    // section, so an agent reconnecting in a loop would otherwise get what its open channel is throttled for.
+    const owedMs = early === undefined ? 0 : this.budgets.get(early)?.charge(0) ?? 0;
+    if (owedMs > 0) {
+      throw new Refused(503, `this host's agent has taken more than its share of this server's time; try again in ${Math.ceil(owedMs / 1000)} s`, 'host over its handling budget');
+    }
+    // A known host's lease is taken while catching up (a failover storm waits for both only once).
     const earlyLease = early !== undefined && !busy(early) ? this.d.cluster.acquire(early, m.hostname) : null;
     earlyLease?.catch(() => {});   // awaited below
     /** The lease taken early is not used after all: give it back (unless a session of this server holds the host). */

@@ -549,11 +549,28 @@ test('the handling budget is the host\'s: an agent throttled on one connection i
   await waitFor('first connection throttled', () => lines() > before, 60_000);
   a.destroy();
   await a.ended;
-  // The agent reconnects at once: its hello and ONE such frame, far less than a fresh connection's 2 s
-  // burst, throttle it (the host is still in debt). Before, every reconnect started with a full burst.
+  // The agent reconnects at once: while its host is in debt its hello is refused (503, told why), before
+  // any work — no lease, no resync. Before, each reconnect was accepted and given a snapshot built in the
+  // serial section, so reconnecting in a loop undid the charge of resyncs to the host's budget.
+  const r = await rawConnect(srv.port);
+  r.write(frame(hello(host.token)));
+  assert.ok(await endsWithin(r, 10_000), 'a hello while the host is in debt is refused');
+  assert.equal(r.closeCode, 4503, JSON.stringify(r.messages).slice(0, 300));
+  assert.match((r.messages.find((m: any) => m?.type === 'error') as { message: string }).message, /more than its share of this server's time; try again in \d+ s/);
+  assert.ok(!r.messages.some((m: any) => m?.type === 'welcome' || m?.type === 'snapshot' || m?.type === 'delta'), 'no session, no resync');
+  // Once the debt is paid back a hello is accepted; its hello and ONE such frame, far less than a fresh
+  // connection's 2 s burst, throttle it. Before, every reconnect started with a full burst.
+  const b = await waitFor('accepted once the debt is paid back', async () => {
+    const c = await rawConnect(srv.port);
+    c.write(frame(hello(host.token)));
+    const m = await c.waitFor((x) => x?.type === 'welcome' || x?.type === 'error', 10_000);
+    if (m.type === 'welcome') return c;
+    await c.ended;
+    await sleep(250);
+    return null;
+  }, 120_000);
+  assert.ok(b);
   const second = lines();
-  const b = await rawConnect(srv.port);
-  b.write(frame(hello(host.token)));
   await accepted(b);
   b.write(big);
   await waitFor('second connection throttled after one frame', () => lines() > second, 60_000);
