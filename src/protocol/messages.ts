@@ -59,9 +59,10 @@ export const NUL_REASON = 'contains a NUL character';
 const storedText = (max: number) => z.string().max(max).refine((s) => !s.includes('\u0000'), NUL_REASON);
 /**
  * The host name an agent reports (stored with its host lease, logged, shown in the console): one
- * printable line, no C0 control character or DEL.
+ * printable line, no control character (C0, DEL, C1: JSON log lines escape only C0, so U+009B, an
+ * 8-bit CSI, reached the log raw) and no line or paragraph separator. Letters of any script pass.
  */
-export const HOSTNAME_RE = /^[^\u0000-\u001f\u007f]*$/;
+export const HOSTNAME_RE = /^[^\p{Cc}\u2028\u2029]*$/u;
 
 // ---- agent → server ------------------------------------------------------------------------------
 

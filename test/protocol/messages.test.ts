@@ -22,6 +22,7 @@ test('agent messages: valid ones pass, each field out of bounds or of the wrong 
   assert.ok(ok({ type: 'ack', revision: 3, vms: { a: { ok: false, error: 'line 1\n\tline 2\u001b' } } }));
   assert.ok(ok({ type: 'report', preflight: [{ check: 'c', ok: false, detail: 'a\nb' }], repairs: [{ at: 'now', what: 'w\tx', count: 2 }] }));
   assert.ok(ok({ ...hello, hostname: 'hyperviseur-é/ns1' }));
+  for (const hostname of ['hôte-1', 'xn--hte-1-ssa.example', 'ホスト-01', 'kvm-\u00a0-nbsp']) assert.ok(ok({ ...hello, hostname }), hostname);
   const bad: unknown[] = [
     null, [], 'hello', {}, { type: 'nope' }, { ...hello, version: '1' }, { ...hello, token: '' }, { ...hello, hostname: 'h'.repeat(MAX_HOSTNAME_CHARS + 1) },
     { ...hello, revision: -1 }, { ...hello, revision: 1.5 }, { ...hello, revision: 2 ** 60 }, { ...hello, dataplane: 'ip tables' }, { ...hello, dataplane: 'x'.repeat(33) },
@@ -31,6 +32,8 @@ test('agent messages: valid ones pass, each field out of bounds or of the wrong 
     { type: 'report', preflight: [], repairs: [{ at: 'now', what: 'w', count: -1 }] },
     // U+0000 in a text the server stores (PostgreSQL cannot), a control character in a hostname.
     { ...hello, hostname: 'kvm\u000001' }, { ...hello, hostname: 'kvm\n01' }, { ...hello, hostname: 'kvm\u007f' },
+    // C1 control characters (U+009B is an 8-bit CSI, U+0085 a line break) and the Unicode line and paragraph separators.
+    { ...hello, hostname: 'kvm\u009b31m' }, { ...hello, hostname: 'kvm\u008501' }, { ...hello, hostname: 'kvm\u202801' }, { ...hello, hostname: 'kvm\u202901' },
     { type: 'ack', revision: 1, vms: { a: { ok: false, error: 'e\u0000' } } },
     { type: 'report', preflight: [{ check: 'c', ok: false, detail: 'd\u0000' }], repairs: [] },
     { type: 'report', preflight: [{ check: 'c\u0000', ok: false, detail: 'd' }], repairs: [] },
