@@ -186,3 +186,20 @@ test('the agent refuses at start a --hostname the server would refuse (control c
   const good = await run(`kvm-é-${'h'.repeat(240)}`, true);
   assert.ok(connected, `the agent connected: ${good.err.slice(-500)}`);
 });
+
+test('a lone surrogate (JSON "\\ud800") in a hostname or an ack error is stored as U+FFFD by PostgreSQL: accepted, nothing fails, other hosts unaffected', async () => {
+  // Measured on PostgreSQL 15 through node-postgres: a text parameter holding U+D800 is sent as UTF-8
+  // EF BF BD (U+FFFD), never as an invalid sequence; (jsonb would refuse "\ud800", but no column is jsonb).
+  const host = await addHost(srv, 'text-surrogate');
+  const vm = await deploy(srv, cloud, { hostid: host.id, name: 'text-surrogate-vm' });
+  const errorsBefore = errorLines().length;
+  const { c, revision } = await session(host.token, 'kvm-\uD800-01');
+  c.write(frame(JSON.stringify({ type: 'ack', revision, vms: { [vm.id]: { ok: false, error: 'nft: \uDC00 half' } } })));
+  await waitFor('Failed with the error', async () => (await vmRow(srv, vm.id)).securitygroupsyncerror === 'nft: \uFFFD half', 10_000);
+  assert.equal(c.closeCode, null);
+  const other = await deploy(srv, cloud, { hostid: bystanderHost.id, name: 'text-surrogate-other' });
+  await waitFor('the other host\'s VM Synced', async () => (await vmRow(srv, other.id)).securitygroupsyncstate === 'Synced', 20_000);
+  assert.deepEqual(errorLines().slice(errorsBefore), [], 'no store failure logged');
+  c.destroy();
+  await c.ended;
+});
