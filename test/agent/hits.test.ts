@@ -303,9 +303,9 @@ async function kernelWrites(s: Side): Promise<number> {
 }
 
 test('exact counts: N connections show exactly N; an apply that re-renders without changing the rule neither adds nor loses any', async () => {
+  // settled once for both rules; each backend's last settled count is the next one's baseline
+  let [base, twin] = await Promise.all([settledHits(ruleX), settledHits(ruleY)]);
   for (const s of sides) {
-    const base = await settledHits(ruleX);
-    const twin = await settledHits(ruleY);
     await connections(s, 80, 5);
     await waitFor(`${s.backend}: 5 hits arrive`, async () => (await hits(ruleX)) >= base + 5, 30_000, 250);
     assert.equal(await settledHits(ruleX), base + 5, `${s.backend}: 5 connections, exactly 5 hits (one per connection's first packet)`);
@@ -319,6 +319,8 @@ test('exact counts: N connections show exactly N; an apply that re-renders witho
     await connections(s, 80, 3);
     await waitFor(`${s.backend}: 3 more hits arrive`, async () => (await hits(ruleX)) >= base + 8, 30_000, 250);
     assert.equal(await settledHits(ruleX), base + 8, `${s.backend}: exactly 3 more after the re-render`);
+    assert.equal(await hits(ruleY), twin, `${s.backend}: still none for the twin`);
+    base += 8;
   }
   ok(await srv.call('resetConfiguration', { name: 'security.group.drop.log.rate' }), 'resetConfiguration');
 });
