@@ -186,7 +186,8 @@ const FORWARD_FAMILIES = ['ip', 'ip6', 'inet', 'bridge'];
  * (vnet0, eth0), and the bridge is ibrname / obrname.
  */
 const ifaceKeys = (family: string) => (family === 'bridge' ? BRIDGE_KEYS : IP_KEYS);
-const IP_KEYS = new Set(['iifname', 'oifname']);
+// (iif / oif match the index of the device named when the rule was loaded: the bridge's, by its name)
+const IP_KEYS = new Set(['iifname', 'oifname', 'iif', 'oif']);
 const BRIDGE_KEYS = new Set(['ibrname', 'obrname']);
 export interface NftChain { family: string; table: string; name: string; hook?: string; policy?: string }
 
@@ -337,19 +338,33 @@ async function tableAcceptsBridges(runner: Runner, c: NftChain, bridges: string[
 /** Where each managed bridge's traffic ends in a base chain (see tableAcceptsBridges), read along its path. */
 async function pathEnds(runner: Runner, c: NftChain, bridges: string[]): Promise<PathEnd[]> {
   const read = new Map<string, Expr[][]>();
+  const reconciled = new Map<string, Expr[][]>();
   const rulesOf = async (name: string): Promise<Expr[][] | null> => {
     if (!read.has(name)) {
       if (read.size >= JUMPS_READ) return null;
       const r = await runner.run('nft', ['-j', 'list', 'chain', c.family, c.table, name]);
-      const rules = r.code === 0 ? listed<Expr>(r.stdout, 'rule').map((rule) => (Array.isArray(rule.expr) ? rule.expr : []) as Expr[]) : [];
-      read.set(name, await withPhysdevOptions(runner, c, name, rules));
+      read.set(name, r.code === 0 ? listed<Expr>(r.stdout, 'rule').map((rule) => (Array.isArray(rule.expr) ? rule.expr : []) as Expr[]) : []);
     }
     return read.get(name)!;
   };
+  // physdev's options are read (`iptables-nft -S`, which loads the whole table: ~70 ms beside the
+  // iptables backend's 200 VMs) only for a rule whose physdev decides the path; not for the iptables
+  // backend's own jump for a bridge (its `--physdev-is-bridged` holds: it is ours)
+  const physdevPlain = (e: Expr) => e?.xt?.type === 'match' && e.xt.name === 'physdev';
+  const withOptions = async (name: string, rules: Expr[][], i: number): Promise<Expr[]> => {
+    if (!reconciled.has(name)) reconciled.set(name, await withPhysdevOptions(runner, c, name, rules));
+    return reconciled.get(name)![i]!;
+  };
+  const jumpsToOwn = (expr: Expr[], bridges: string[]) => expr.some((e) => {
+    const t = e?.jump?.target ?? e?.goto?.target;
+    return typeof t === 'string' && bridges.some((b) => bridgeChains(b).main === t);
+  });
   const walk = async (name: string, depth: number, bridges: string[]): Promise<PathEnd> => {
     const rules = depth > JUMPS_READ ? null : await rulesOf(name);
     if (!rules) return 'unknown';
-    for (const expr of rules) {
+    for (const [i, raw] of rules.entries()) {
+      if (!holdsForBridges(raw, bridges, c.family)) continue;
+      const expr = raw.some(physdevPlain) && !jumpsToOwn(raw, bridges) ? await withOptions(name, rules, i) : raw;
       if (!holdsForBridges(expr, bridges, c.family)) continue;
       for (const x of expr) {
         if (!x || typeof x !== 'object') continue;
@@ -361,6 +376,9 @@ async function pathEnds(runner: Runner, c: NftChain, bridges: string[]): Promise
         const target = e.jump?.target ?? e.goto?.target;
         if (typeof target !== 'string') continue;
         if (bridges.some((b) => bridgeChains(b).main === target)) return 'accept'; // (that bridge's own)
+        // the iptables backend's ebtables chains (PALISADE-FWD: out-port marks, unknown ports dropped)
+        // are the groups' own, not another firewall's, and long (one rule per port): not read
+        if (c.family === 'bridge' && /^PALISADE-/.test(target)) continue;
         const end = await walk(target, depth + 1, bridges);
         if (end !== 'return' || e.goto) return end; // a goto's return is this chain's
       }

@@ -801,3 +801,23 @@ test('with real packets: in a bridge-family forward chain iifname / oifname name
     await lab.destroy();
   }
 });
+
+test('an accept on the bridge by interface index (`iif br0`, as libvirt writes its rules) passes it like iifname; on another interface\'s index it does not', async () => {
+  const ins = `pi${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', ins]);
+  try {
+    const ir = createRunner({ netns: ins });
+    const ish = async (script: string) => { const r = await run('ip', ['netns', 'exec', ins, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
+    await ish(`ip link add br0 type bridge
+ip link add virbr9 type bridge
+nft add table ip t
+nft add chain ip t f '{ type filter hook forward priority 0; policy drop; }'
+nft add rule ip t f iif virbr9 oif virbr9 accept`);
+    const ok = async () => (await forwardDropCheck(ir, ['br0'])).map((f) => f.ok);
+    assert.deepEqual(await ok(), [false]);
+    await ish('nft add rule ip t f iif br0 oif br0 accept');
+    assert.deepEqual(await ok(), [true]);
+  } finally {
+    await run('ip', ['netns', 'del', ins], { allowFail: true });
+  }
+});
