@@ -821,3 +821,28 @@ nft add rule ip t f iif virbr9 oif virbr9 accept`);
     await run('ip', ['netns', 'del', ins], { allowFail: true });
   }
 });
+
+test('with real packets, per backend: a foreign bridge forward chain at priority 0 writing the whole mark runs before br_netfilter\'s IP forward hook (same priority: the later hook first) — alert, and the ping is dropped; at priority 10, after it, neither', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:16:0a', ipv4: '198.51.100.170/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:16:0b', ipv4: '198.51.100.171/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const verdict = async () => ({ marks: (await nftMarkRewrites(hr)).map((f) => f.check), ping: (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok });
+    for (const backend of BACKENDS) {
+      const fw = new HostFw(h1, backend);
+      fw.set(policyOf(a)).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
+      await fw.apply();
+      for (const [prio, alerts] of [[10, false], [0, true]] as const) {
+        await h1.exec('nft', ['-f', '-'], { stdin: `table bridge other {\n  chain f { type filter hook forward priority ${prio}; policy accept; meta mark set 0x5; }\n}\n` });
+        assert.deepEqual(await verdict(), { marks: alerts ? ['foreign mark bridge other f'] : [], ping: !alerts }, `${backend}: priority ${prio}`);
+        await h1.exec('nft', ['delete', 'table', 'bridge', 'other']);
+      }
+      await fw.dp.teardown();
+    }
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
+});
