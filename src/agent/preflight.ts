@@ -1,7 +1,8 @@
 // Preflight (DESIGN.md §4): the bridge-netfilter sysctls must be 1 inside the host's namespace (with
 // them at 0 no group filters anything), the tools must exist, conntrack must have headroom, and no
-// other firewall may silently drop VM traffic (a forward chain dropping by default — nft's view,
-// iptables-legacy's, ebtables-legacy's; a rule rewriting the packet mark Palisade carries:
+// other firewall may silently drop VM traffic (a forward chain dropping by default, or accepting by
+// default with a drop on the VMs' path — nft's view, iptables-legacy's, ebtables-legacy's (policy
+// only); a rule rewriting the packet mark Palisade carries:
 // mark-rewrites.ts). Fixes what it may; reports every check.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -249,17 +250,17 @@ const JUMPS_READ = 20;
 export async function forwardDropCheck(runner: Runner, bridges: string[]): Promise<PreflightFinding[]> {
   const chains = await runner.run('nft', ['-j', 'list', 'chains']);
   if (chains.code !== 0) return [];
-  const found: PreflightFinding[] = [];
-  for (const c of foreignForwardChains(chains.stdout)) {
+  // the chains judged side by side (each read is one nft run, ~12 ms with nft 1.0.6; beside the
+  // iptables backend three chains accept by default: ebtables', iptables' and ip6tables' FORWARD)
+  const judged = await Promise.all(foreignForwardChains(chains.stdout).map(async (c): Promise<PreflightFinding[]> => {
     if (c.policy === 'drop') {
-      found.push(forwardDropFinding(`forward policy ${c.family} ${c.table} ${c.name}`, await tableAcceptsBridges(runner, c, bridges), bridges));
-    } else if ((await pathEnds(runner, c, bridges)).includes('drop')) {
-      // accepting by default, but a rule every VM packet reaches drops or rejects it (firewalld's
-      // filter_FORWARD ends with `reject` for interfaces of no forwarding zone)
-      found.push(forwardRuleDropFinding(`forward chain ${c.family} ${c.table} ${c.name}`, bridges));
+      return [forwardDropFinding(`forward policy ${c.family} ${c.table} ${c.name}`, await tableAcceptsBridges(runner, c, bridges), bridges)];
     }
-  }
-  return found;
+    // accepting by default, but a rule every VM packet reaches drops or rejects it (firewalld's
+    // filter_FORWARD ends with `reject` for interfaces of no forwarding zone)
+    return (await pathEnds(runner, c, bridges)).includes('drop') ? [forwardRuleDropFinding(`forward chain ${c.family} ${c.table} ${c.name}`, bridges)] : [];
+  }));
+  return judged.flat();
 }
 
 /** Where VM bridge traffic ends up in a chain: accepted, dropped, back to the caller, or not known (too deep). */
