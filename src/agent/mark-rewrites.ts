@@ -121,10 +121,12 @@ export function ebMarkEffect(line: string): BitEffect | null {
  * Palisade last writes the mark there (`markedAt`, palisadeMarksAt) on — a chain of a lower priority
  * runs before it, and Palisade rewrites every bit it carries afterwards (at one priority the order is
  * the kernel's, so it counts). Bridge forward: before IP forward (where Palisade reads the out-port it
- * writes at -250 / -200, having read nothing of the in-port mark yet), so any chain below 0.
+ * writes at -250 / -200, having read nothing of the in-port mark yet): br_netfilter runs IP forward
+ * from its bridge forward hook at 0, and a hook registered later at the same priority runs before the
+ * earlier one (nf_hook_entries_grow), so a chain at 0 runs first: any chain at or below 0.
  */
 function between(family: string, hook: string, prio: number, markedAt: number): boolean {
-  if (family === 'bridge') return (hook === 'prerouting' && prio >= markedAt) || (hook === 'forward' && prio < 0);
+  if (family === 'bridge') return (hook === 'prerouting' && prio >= markedAt) || (hook === 'forward' && prio <= 0);
   return (family === 'ip' || family === 'ip6' || family === 'inet') && (hook === 'prerouting' || (hook === 'forward' && prio <= 0));
 }
 

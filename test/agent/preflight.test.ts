@@ -432,7 +432,7 @@ COMMIT
 COMMIT
 `;
 
-/** kube-proxy (nftables mode), firewalld, libvirt (nftables) and nftables.service's default table. */
+/** kube-proxy (nftables mode), firewalld (br0 in its trusted zone: else its final reject drops the VMs' traffic), libvirt (nftables) and nftables.service's default table. */
 const NFT_NEIGHBOURS = `table ip kube-proxy {
   chain mark-for-masquerade { meta mark set meta mark or 0x4000; }
   chain masquerading { meta mark & 0x4000 == 0 return; meta mark set meta mark xor 0x4000; masquerade fully-random; }
@@ -444,7 +444,10 @@ const NFT_NEIGHBOURS = `table ip kube-proxy {
 table inet firewalld {
   chain mangle_PREROUTING { type filter hook prerouting priority mangle + 10; policy accept; jump mangle_PREROUTING_POLICIES; }
   chain mangle_PREROUTING_POLICIES { return; }
-  chain filter_FORWARD { type filter hook forward priority filter + 10; policy accept; ct state established,related accept; ct status dnat accept; iifname "lo" accept; ct state invalid drop; reject with icmpx admin-prohibited; }
+  chain filter_FORWARD { type filter hook forward priority filter + 10; policy accept; ct state established,related accept; ct status dnat accept; iifname "lo" accept; ct state invalid drop; jump filter_FORWARD_ZONES; reject with icmpx admin-prohibited; }
+  chain filter_FORWARD_ZONES { iifname "br0" goto filter_FWD_trusted; goto filter_FWD_public; }
+  chain filter_FWD_trusted { accept; }
+  chain filter_FWD_public { oifname "eth0" accept; }
 }
 table ip libvirt_network {
   chain forward { type filter hook forward priority filter; policy accept; counter jump guest_cross; }
@@ -719,6 +722,123 @@ test('with real packets, per backend: a netdev ingress chain on a VM\'s tap writ
       assert.deepEqual(await marks(), ['foreign mark bridge other pre'], backend);
       assert.equal(await pings(), false, `${backend}: after it, the write drops the ping`);
       await h1.exec('nft', ['delete', 'table', 'bridge', 'other']);
+      await fw.dp.teardown();
+    }
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
+});
+
+test('with real packets, per backend: a foreign forward chain accepting by default whose rules reject every VM packet (firewalld\'s final reject, EL\'s iptables-services `-A FORWARD -j REJECT` in iptables-legacy) alerts and drops; the bridge accepted before it passes quietly', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:14:0a', ipv4: '198.51.100.140/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:14:0b', ipv4: '198.51.100.141/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    for (const backend of BACKENDS) {
+      const fw = new HostFw(h1, backend);
+      fw.set(policyOf(a)).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
+      await fw.apply();
+      const bridges = Object.keys((await fw.input()).ports.bridges);
+      const br = bridges[0]!;
+      const verdict = async () => ({
+        alerts: unfixable([...await forwardDropCheck(hr, bridges), ...await legacyForwardDropCheck(hr, bridges)]).map((f) => f.check),
+        ping: (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok,
+      });
+      // firewalld (nftables): filter_FORWARD has no policy (accept), dispatches by zone and ends with a reject
+      const firewalld = (trusted: string) => `table inet firewalld {
+  chain filter_FORWARD { type filter hook forward priority filter + 10; policy accept;
+    ct state { established, related } accept; ct status dnat accept; iifname "lo" accept; ct state invalid drop;
+    jump filter_FORWARD_ZONES; reject with icmpx admin-prohibited; }
+  chain filter_FORWARD_ZONES { iifname "${trusted}" goto filter_FWD_trusted; goto filter_FWD_public; }
+  chain filter_FWD_public { jump filter_FWD_public_allow; }
+  chain filter_FWD_public_allow { oifname "eth0" accept; }
+  chain filter_FWD_trusted { accept; }
+}
+`;
+      await h1.exec('nft', ['-f', '-'], { stdin: firewalld('eth7') });
+      assert.deepEqual(await verdict(), { alerts: ['forward chain inet firewalld filter_FORWARD'], ping: false }, `${backend}: the bridge in no zone is rejected`);
+      await h1.exec('nft', ['delete', 'table', 'inet', 'firewalld']);
+      await h1.exec('nft', ['-f', '-'], { stdin: firewalld(br) });
+      assert.deepEqual(await verdict(), { alerts: [], ping: true }, `${backend}: the bridge in the trusted zone passes`);
+      await h1.exec('nft', ['delete', 'table', 'inet', 'firewalld']);
+      // EL's iptables-services, on a host whose iptables is the legacy one
+      await h1.exec('iptables-legacy', ['-A', 'FORWARD', '-j', 'REJECT', '--reject-with', 'icmp-host-prohibited']);
+      assert.deepEqual(await verdict(), { alerts: ['forward chain ip filter FORWARD (iptables-legacy)'], ping: false }, `${backend}: rejected`);
+      await h1.exec('iptables-legacy', ['-I', 'FORWARD', '-i', br, '-o', br, '-j', 'ACCEPT']);
+      assert.deepEqual(await verdict(), { alerts: [], ping: true }, `${backend}: accepted first`);
+      await h1.exec('iptables-legacy', ['-F', 'FORWARD']);
+      await fw.dp.teardown();
+    }
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
+});
+
+test('with real packets: in a bridge-family forward chain iifname / oifname name the port, not the bridge — an accept on the bridge\'s name there passes nothing (alert, dropped); an unconditional accept passes', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:15:0a', ipv4: '198.51.100.150/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:15:0b', ipv4: '198.51.100.151/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const fw = new HostFw(h1, 'nftables');
+    fw.set(policyOf(a)).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
+    await fw.apply();
+    const bridges = Object.keys((await fw.input()).ports.bridges);
+    const verdict = async () => ({ check: (await forwardDropCheck(hr, bridges)).map((f) => [f.check, f.ok]), ping: (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok });
+    await h1.exec('nft', ['-f', '-'], { stdin: `table bridge other {\n  chain forward { type filter hook forward priority 0; policy drop; iifname "${bridges[0]}" accept; }\n}\n` });
+    assert.deepEqual(await verdict(), { check: [['forward policy bridge other forward', false]], ping: false });
+    await h1.exec('nft', ['add', 'rule', 'bridge', 'other', 'forward', 'accept']);
+    assert.deepEqual(await verdict(), { check: [['forward policy bridge other forward', true]], ping: true });
+    await h1.exec('nft', ['delete', 'table', 'bridge', 'other']);
+    await fw.dp.teardown();
+  } finally {
+    await closeAll();
+    await lab.destroy();
+  }
+});
+
+test('an accept on the bridge by interface index (`iif br0`, as libvirt writes its rules) passes it like iifname; on another interface\'s index it does not', async () => {
+  const ins = `pi${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', ins]);
+  try {
+    const ir = createRunner({ netns: ins });
+    const ish = async (script: string) => { const r = await run('ip', ['netns', 'exec', ins, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); };
+    await ish(`ip link add br0 type bridge
+ip link add virbr9 type bridge
+nft add table ip t
+nft add chain ip t f '{ type filter hook forward priority 0; policy drop; }'
+nft add rule ip t f iif virbr9 oif virbr9 accept`);
+    const ok = async () => (await forwardDropCheck(ir, ['br0'])).map((f) => f.ok);
+    assert.deepEqual(await ok(), [false]);
+    await ish('nft add rule ip t f iif br0 oif br0 accept');
+    assert.deepEqual(await ok(), [true]);
+  } finally {
+    await run('ip', ['netns', 'del', ins], { allowFail: true });
+  }
+});
+
+test('with real packets, per backend: a foreign bridge forward chain at priority 0 writing the whole mark runs before br_netfilter\'s IP forward hook (same priority: the later hook first) — alert, and the ping is dropped; at priority 10, after it, neither', async () => {
+  const lab = await createLab();
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:16:0a', ipv4: '198.51.100.170/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:16:0b', ipv4: '198.51.100.171/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const verdict = async () => ({ marks: (await nftMarkRewrites(hr)).map((f) => f.check), ping: (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok });
+    for (const backend of BACKENDS) {
+      const fw = new HostFw(h1, backend);
+      fw.set(policyOf(a)).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
+      await fw.apply();
+      for (const [prio, alerts] of [[10, false], [0, true]] as const) {
+        await h1.exec('nft', ['-f', '-'], { stdin: `table bridge other {\n  chain f { type filter hook forward priority ${prio}; policy accept; meta mark set 0x5; }\n}\n` });
+        assert.deepEqual(await verdict(), { marks: alerts ? ['foreign mark bridge other f'] : [], ping: !alerts }, `${backend}: priority ${prio}`);
+        await h1.exec('nft', ['delete', 'table', 'bridge', 'other']);
+      }
       await fw.dp.teardown();
     }
   } finally {
