@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { startServer, type TestServer } from '../helpers/server.js';
-import { launchBrowser, type TestBrowser } from '../helpers/browser.js';
+import { launchBrowser, loginUi, type TestBrowser } from '../helpers/browser.js';
 import { mustLogin, sessionCall } from '../helpers/session.js';
 import { createLab, listenTcp, ping, tcpConnect, type Host, type Lab, type Listener, type Vm } from '../../src/lab/index.js';
 import { AgentProcess, addHost, job, ok, vmRow, waitFor } from '../agent/helpers.js';
@@ -45,14 +45,6 @@ async function reaches(from: Vm | { netns: string }, to: string, port: number): 
   return r.ok || r.reason === 'refused';
 }
 const pings = async (from: Vm, to: string) => (await ping(from, vms[to]!.ip, { timeoutMs: 700 })).ok;
-
-async function loginUi(page: Page, username: string, password: string): Promise<void> {
-  await page.goto(base);
-  await page.getByLabel('Username').fill(username);
-  await page.getByRole('textbox', { name: 'Password' }).fill(password);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('heading', { name: 'Security groups' }).waitFor();
-}
 
 function diag(): string {
   return `\n--- server ---\n${srv.output().slice(-3000)}\n--- agent ---\n${agent?.out.slice(-2000)}`;
@@ -674,7 +666,7 @@ test('recent drops: the VM page lists what listSecurityGroupDrops reports for th
 test('a tenant never sees another tenant\'s groups or VMs', async () => {
   const globex = await browser.page({ width: 1200, height: 760 });
   try {
-    await loginUi(globex.page, 'globex', PASSWORD.globex);
+    await loginUi(globex.page, base, 'globex', PASSWORD.globex);
     await globex.page.locator('[data-group="globex-secret"]').waitFor();
     assert.equal(await globex.page.locator('[data-group="Production_Web_Tier"]').count(), 0);
     assert.deepEqual((await globex.page.locator('[data-group]').evaluateAll((els) => els.map((e) => e.getAttribute('data-group')))).sort(), ['default', 'globex-secret']);
@@ -696,7 +688,7 @@ test('a tenant never sees another tenant\'s groups or VMs', async () => {
 test('operators: hosts with revisions and preflight, events filtered by SECURITY.GROUP.AUTHORIZE, accounts', async () => {
   const admin = await browser.page({ width: 1200, height: 760 });
   try {
-    await loginUi(admin.page, 'admin', adminPassword);
+    await loginUi(admin.page, base, 'admin', adminPassword);
     await admin.page.getByRole('link', { name: 'Hosts' }).click();
     const row = admin.page.locator('[data-host="console-' + lab.prefix + '"]');
     await row.waitFor();
@@ -724,7 +716,7 @@ test('operators: a root admin sees and changes Palisade\'s settings, with the AP
   const inApi = async (name: string) => ok(await srv.call('listConfigurations', { name }), 'listConfigurations').listconfigurationsresponse.configuration
     .find((c: any) => c.name === name);
   try {
-    await loginUi(admin.page, 'admin', adminPassword);
+    await loginUi(admin.page, base, 'admin', adminPassword);
     await admin.page.getByRole('link', { name: 'Settings' }).click();
     await admin.page.getByRole('heading', { name: 'Settings' }).waitFor();
     await admin.page.locator('[data-setting]').first().waitFor();
@@ -794,7 +786,7 @@ test('operators: a root admin sees and changes Palisade\'s settings, with the AP
 test('readable at phone width: navigation behind a menu button, tables scroll', async () => {
   const phone = await browser.page({ width: 390, height: 844 });
   try {
-    await loginUi(phone.page, 'acme', PASSWORD.acme);
+    await loginUi(phone.page, base, 'acme', PASSWORD.acme);
     const burger = phone.page.getByRole('button', { name: 'Toggle navigation' });
     assert.ok(await burger.isVisible());
     await phone.page.goto(`${base}#/groups/${pwtId}`);
@@ -811,12 +803,12 @@ test('readable at phone width: navigation behind a menu button, tables scroll', 
 test('a session ended elsewhere (an admin resets the password) returns the page to the login, with a note', async () => {
   const g = await browser.page({ width: 1200, height: 760 });
   try {
-    await loginUi(g.page, 'globex', PASSWORD.globex);
+    await loginUi(g.page, base, 'globex', PASSWORD.globex);
     const user = ok(await srv.call('listUsers', { username: 'globex', listall: true }), 'listUsers').listusersresponse.user[0];
     ok(await srv.call('updateUser', { id: user.id, password: 'globex-new-pw' }), 'updateUser');
     await g.page.getByText('Your session has ended').waitFor({ timeout: 15_000 });
     await g.page.getByRole('button', { name: 'Log in' }).waitFor();
-    await loginUi(g.page, 'globex', 'globex-new-pw');
+    await loginUi(g.page, base, 'globex', 'globex-new-pw');
   } finally { await g.context.close(); }
 });
 

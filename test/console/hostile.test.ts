@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { startServer, type TestServer } from '../helpers/server.js';
-import { launchBrowser, type TestBrowser } from '../helpers/browser.js';
+import { launchBrowser, loginUi, type TestBrowser } from '../helpers/browser.js';
 import { createLab } from '../../src/lab/index.js';
 import { AgentProcess, addHost, createCloud, deploy, hostRow, job, ok, simAgent, vmRow, waitFor } from '../agent/helpers.js';
 
@@ -31,14 +31,6 @@ let groupId = '';
 let vmId = '';
 const HOST_SEEN = 'seen-then-gone';
 const HOST_NEVER = 'never-connected';
-
-async function loginUi(page: Page, username: string, password: string): Promise<void> {
-  await page.goto(base);
-  await page.getByLabel('Username').fill(username);
-  await page.getByRole('textbox', { name: 'Password' }).fill(password);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('heading', { name: 'Security groups' }).waitFor();
-}
 
 /** Fails the test on any script the page runs from data: a dialog, or the marker being set. */
 async function assertNoScriptRan(page: Page, dialogs: string[]): Promise<void> {
@@ -83,7 +75,7 @@ test('a tenant\'s markup, quotes and right-to-left overrides in names show as te
   const dialogs: string[] = [];
   page.on('dialog', (d) => { dialogs.push(d.message()); void d.dismiss(); });
   try {
-    await loginUi(page, 'mallory', PASSWORD);
+    await loginUi(page, base, 'mallory', PASSWORD);
     const groups = page.getByRole('table').first();
     await groups.getByText(HOSTILE_NAME, { exact: true }).waitFor();
     await groups.getByText(HOSTILE_DESCRIPTION, { exact: true }).waitFor();
@@ -111,7 +103,7 @@ test('the VM page says its rules\' hit counts are the whole group\'s, not this V
   // under a bare "Hits" it reads as that VM's traffic
   const { context, page } = await browser.page();
   try {
-    await loginUi(page, 'mallory', PASSWORD);
+    await loginUi(page, base, 'mallory', PASSWORD);
     await page.goto(`${base}#/vms/${vmId}`);
     const table = page.getByRole('table', { name: 'Rules of this VM\'s groups' });
     await table.waitFor();
@@ -135,7 +127,7 @@ test('hosts page: "in sync" only while the agent is there; a host whose agent le
   const { context, page } = await browser.page({ width: 1400, height: 800 });
   const syncShown = async (host: string) => (await page.locator(`tr[data-host="${host}"] [data-testid="host-sync"]`).textContent() ?? "").trim();
   try {
-    await loginUi(page, 'admin', adminPassword);
+    await loginUi(page, base, 'admin', adminPassword);
     await page.goto(`${base}#/hosts`);
     await page.locator(`tr[data-host="${HOST_SEEN}"]`).waitFor();
     // the twin: a connected host that acknowledged everything is in sync
@@ -185,7 +177,7 @@ test('hosts page: a connected host whose agent could not apply the rules (its VM
       return h.state !== 'Disconnected' && h.securitygroupsynced === true && (await vmRow(srv, vm.id)).securitygroupsyncstate === 'Failed';
     }, 30_000, 200);
 
-    await loginUi(page, 'admin', adminPassword);
+    await loginUi(page, base, 'admin', adminPassword);
     await page.goto(`${base}#/hosts`);
     const row = page.locator(`tr[data-host="${name}"]`);
     await row.waitFor();
@@ -204,7 +196,7 @@ test('hosts page: a connected host whose agent could not apply the rules (its VM
 test('the server restarts under an open console: the page says it cannot reach it, then carries on in the same session', async () => {
   const { context, page } = await browser.page();
   try {
-    await loginUi(page, 'mallory', PASSWORD);
+    await loginUi(page, base, 'mallory', PASSWORD);
     const groups = page.getByRole('table', { name: 'Security groups' });
     await groups.getByText(HOSTILE_NAME, { exact: true }).waitFor();
     await srv.kill('SIGTERM');

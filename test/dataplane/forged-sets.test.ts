@@ -27,6 +27,12 @@ before(async () => {
 
 after(async () => { await closeAll(); await lab?.destroy(); });
 
+/** Swaps a set of pal-sgfv4's type with `netmask 16` in for it (b a member): every b's /16 then matches. */
+const FORGE_NETMASK_16 = () => `ipset create forged hash:ip family inet netmask 16 comment
+ipset add forged ${b.ipv4}
+ipset swap pal-sgfv4 forged
+ipset destroy forged`;
+
 test('set options: sizing is left out, the rest in one order', () => {
   assert.equal(ipsetHeader('hash:ip family inet hashsize 1024 maxelem 65536 comment bucketsize 12 initval 0x1'.split(' ')), 'hash:ip comment family inet');
   assert.equal(ipsetHeader('hash:ip family inet comment -exist'.split(' ')), 'hash:ip comment family inet');
@@ -41,10 +47,7 @@ test('a group set swapped for a netmask one opens its /16 until the drift check 
   assert.equal((await ping(b, a.ipv4!, BLOCK)).ok, true, 'b (a member) may ping a');
   assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, false, 'c (no member) may not ping a');
 
-  await sh(`ipset create forged hash:ip family inet netmask 16 comment
-ipset add forged ${b.ipv4}
-ipset swap pal-sgfv4 forged
-ipset destroy forged`);
+  await sh(FORGE_NETMASK_16());
   assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, true, 'the forged set lets c in (shown)');
 
   const obs = await fw.dp.observe(input);
@@ -64,10 +67,7 @@ test('a scratch set left by a rebuild cut short (after its swap, holding the for
   // what a restore stopped between `swap` and `destroy` leaves: the scratch name holding a forged set
   await sh(`ipset create ${tmp} hash:ip family inet netmask 16 comment
 ipset add ${tmp} ${b.ipv4}
-ipset create forged hash:ip family inet netmask 16 comment
-ipset add forged ${b.ipv4}
-ipset swap pal-sgfv4 forged
-ipset destroy forged`);
+${FORGE_NETMASK_16()}`);
   assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, true, 'the forged set lets c in (shown)');
   assert.ok((await fw.dp.observe(input)).drift.some((d) => /ipset pal-sgfv4: .*netmask 16/.test(d.what)));
   assert.equal((await fw.dp.apply(input)).changed, true, 'repaired, the leftover in the way');
@@ -92,10 +92,7 @@ test('a leftover scratch set the kernel will not destroy (another tool\'s rule u
   const tmp = scratchSet('pal-sgfv4');
   await sh(`ipset create ${tmp} hash:ip family inet netmask 16 comment
 iptables -I INPUT -m set --match-set ${tmp} src -j ACCEPT
-ipset create forged hash:ip family inet netmask 16 comment
-ipset add forged ${b.ipv4}
-ipset swap pal-sgfv4 forged
-ipset destroy forged`);
+${FORGE_NETMASK_16()}`);
   assert.equal((await ping(c, a.ipv4!, BLOCK)).ok, true, 'the forged set lets c in (shown)');
   assert.ok((await fw.dp.observe(input)).drift.some((d) => /ipset pal-sgfv4: .*netmask 16/.test(d.what)));
   try {

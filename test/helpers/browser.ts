@@ -39,3 +39,12 @@ export async function launchBrowser(): Promise<TestBrowser> {
     },
   };
 }
+
+/** Logs in through the console's form at `base` (the server's root URL) and waits for the first page. */
+export async function loginUi(page: Page, base: string, username: string, password: string): Promise<void> {
+  await page.goto(base);
+  await page.getByLabel('Username').fill(username);
+  await page.getByRole('textbox', { name: 'Password' }).fill(password);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('heading', { name: 'Security groups' }).waitFor();
+}

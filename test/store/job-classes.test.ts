@@ -4,40 +4,19 @@
 // or names no async API is left as it was.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { Migrator, type Kysely, type MigrationProvider } from 'kysely';
-import { migrate, openPostgres, openSqlite, type Db } from '../../src/store/db.js';
-import { migrations } from '../../src/store/migrations/index.js';
-import { startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { migrate } from '../../src/store/db.js';
+import { MIGRATION_TEST_NOW as NOW, openMigrationStores, rootWithAccounts, storeBefore, type MigrationStores } from '../helpers/migration-stores.js';
 
-let pg: PgCluster;
-let dir: string;
-const stores: [string, Db][] = [];
+let both: MigrationStores;
+before(async () => { both = await openMigrationStores('job-classes'); });
+after(async () => { await both?.close(); });
 
-before(async () => {
-  pg = await startPostgres();
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-job-classes-'));
-  stores.push(['sqlite', openSqlite(path.join(dir, 'p.db'))], ['postgres', openPostgres(pg.url)]);
-});
-after(async () => {
-  for (const [, db] of stores) await db.destroy();
-  await pg?.stop();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-const NOW = '2026-01-01T00:00:00.000Z';
 const API = 'org.apache.cloudstack.api.command';
 
 test('migration 013: old jobs\' cmd becomes the class CloudStack records, ByAdmin for a root admin\'s VM commands', async () => {
-  for (const [name, db] of stores) {
-    const upTo012: MigrationProvider = { getMigrations: async () => Object.fromEntries(Object.entries(migrations).filter(([id]) => id < '013')) };
-    const old = await new Migrator({ db, provider: upTo012 }).migrateToLatest();
-    assert.equal(old.error, undefined, `${name}: ${String(old.error)}`);
-    const raw = db as unknown as Kysely<any>;
-    const d = await raw.insertInto('domains').values({ uuid: crypto.randomUUID(), name: 'ROOT', path: '/', parent_id: null, created: NOW, removed: null }).returning('id').executeTakeFirstOrThrow();
-    const account = async (n: string, type: number) => (await raw.insertInto('accounts').values({ uuid: crypto.randomUUID(), name: n, domain_id: d.id, type, state: 'enabled', created: NOW, removed: null }).returning('id').executeTakeFirstOrThrow()).id as number;
+  for (const [name, db] of both.stores) {
+    const raw = await storeBefore(db, '013', name);
+    const { account } = await rootWithAccounts(raw);
     const admin = await account('admin', 1), user = await account('carol', 0), domainAdmin = await account('dora', 2);
     const job = async (command: string, acct: number) => {
       const uuid = crypto.randomUUID();

@@ -3,42 +3,21 @@
 // count reads it through the index, and a rule of another account is not counted.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { sql, Migrator, type Kysely, type MigrationProvider } from 'kysely';
-import { migrate, openPostgres, openSqlite, type Db } from '../../src/store/db.js';
-import { migrations } from '../../src/store/migrations/index.js';
-import { startPostgres, type PgCluster } from '../helpers/postgres.js';
+import { sql } from 'kysely';
+import { migrate } from '../../src/store/db.js';
+import { MIGRATION_TEST_NOW as NOW, openMigrationStores, rootWithAccounts, storeBefore, type MigrationStores } from '../helpers/migration-stores.js';
 
-let pg: PgCluster;
-let dir: string;
-const stores: [string, Db][] = [];
-
-before(async () => {
-  pg = await startPostgres();
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-rule-account-'));
-  stores.push(['sqlite', openSqlite(path.join(dir, 'p.db'))], ['postgres', openPostgres(pg.url)]);
-});
-after(async () => {
-  for (const [, db] of stores) await db.destroy();
-  await pg?.stop();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-const NOW = '2026-01-01T00:00:00.000Z';
+let both: MigrationStores;
+before(async () => { both = await openMigrationStores('rule-account'); });
+after(async () => { await both?.close(); });
 
 test('migration 010: old rules get their group\'s account; the per-account count uses the index', async () => {
-  for (const [name, db] of stores) {
+  for (const [name, db] of both.stores) {
     // the store as migration 009 left it
-    const upTo009: MigrationProvider = { getMigrations: async () => Object.fromEntries(Object.entries(migrations).filter(([id]) => id < '010')) };
-    const old = await new Migrator({ db, provider: upTo009 }).migrateToLatest();
-    assert.equal(old.error, undefined, `${name}: ${String(old.error)}`);
-    const raw = db as unknown as Kysely<any>;
-    const d = await raw.insertInto('domains').values({ uuid: crypto.randomUUID(), name: 'ROOT', path: '/', parent_id: null, created: NOW, removed: null }).returning('id').executeTakeFirstOrThrow();
-    const account = async (n: string) => (await raw.insertInto('accounts').values({ uuid: crypto.randomUUID(), name: n, domain_id: d.id, type: 0, state: 'enabled', created: NOW, removed: null }).returning('id').executeTakeFirstOrThrow()).id as number;
+    const raw = await storeBefore(db, '010', name);
+    const { domainId, account } = await rootWithAccounts(raw);
     const a1 = await account('one'), a2 = await account('two');
-    const group = async (acct: number, n: string) => (await raw.insertInto('security_groups').values({ uuid: crypto.randomUUID(), name: n, description: '', account_id: acct, domain_id: d.id, created: NOW }).returning('id').executeTakeFirstOrThrow()).id as number;
+    const group = async (acct: number, n: string) => (await raw.insertInto('security_groups').values({ uuid: crypto.randomUUID(), name: n, description: '', account_id: acct, domain_id: domainId, created: NOW }).returning('id').executeTakeFirstOrThrow()).id as number;
     const g1 = await group(a1, 'web'), g1b = await group(a1, 'db'), g2 = await group(a2, 'web');
     const rule = (g: number, port: number) => ({ uuid: crypto.randomUUID(), group_id: g, type: 'ingress', protocol: 'tcp', start_port: port, end_port: port, cidr: '10.0.0.0/8', allowed_group_id: null, created: NOW });
     await raw.insertInto('security_group_rules').values([rule(g1, 22), rule(g1, 80), rule(g1b, 5432), rule(g2, 22)]).execute();
