@@ -14,6 +14,12 @@ export function listed<T = Expr>(json: string, key: string): T[] {
   } catch { return []; }
 }
 
+/** Every family's chains with their hooks, priorities and policies, no rules (`nft -j list chains`); null when nft cannot list them. */
+export async function nftChains(runner: Runner): Promise<string | null> {
+  const r = await runner.run('nft', ['-j', 'list', 'chains']);
+  return r.code === 0 ? r.stdout : null;
+}
+
 /** Palisade's own nftables tables (its `palisade` tables are bridge and inet); an `ip` / `ip6` / … `palisade` table is someone else's. */
 export const isPalisadeTable = (family: string, table: string) => table === 'palisade' && (family === 'bridge' || family === 'inet');
 

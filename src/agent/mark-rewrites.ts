@@ -20,7 +20,7 @@
 import type { Runner } from '../dataplane/exec.js';
 import { MARK_ACCEPT_TO, MARK_ALLOW, MARK_IN_MASK, MARK_NOT_ACCEPT_TO, MARK_NOT_ALLOW, MARK_ZONE_MASK, hex } from '../dataplane/plan/marks.js';
 import type { PreflightFinding } from '../protocol/index.js';
-import { type Expr, isPalisadeTable, legacyEbTables, legacyTables, listed } from './foreign-tables.js';
+import { type EbTable, type Expr, isPalisadeTable, legacyEbTables, legacyTables, listed, nftChains } from './foreign-tables.js';
 
 /** The bits Palisade carries from its marking to its matching. */
 export const MARK_CARRIED = (MARK_IN_MASK | MARK_ZONE_MASK | MARK_ALLOW | MARK_ACCEPT_TO | MARK_NOT_ALLOW | MARK_NOT_ACCEPT_TO) >>> 0;
@@ -83,20 +83,17 @@ function nftText(v: unknown): string {
 /** The effect of an iptables rule's mark target (`iptables -S` text), or null when it writes no packet mark. */
 export function iptMarkEffect(line: string): BitEffect | null {
   const num = (re: RegExp) => { const m = re.exec(line); return m ? Number(m[1]) >>> 0 : null; };
-  if (/ -j MARK /.test(line)) {
-    const x = /--set-xmark (0x[0-9a-f]+|\d+)(?:\/(0x[0-9a-f]+|\d+))?/i.exec(line);
-    if (!x) return UNKNOWN;
-    const value = Number(x[1]) >>> 0, mask = x[2] === undefined ? ALL : Number(x[2]) >>> 0;
-    return xor(and(OLD, konst(~mask)), konst(value)); // (mark & ~mask) ^ value
-  }
-  if (/ -j TPROXY /.test(line)) {
-    // xt_TPROXY, when it finds a socket: mark = (mark & ~mask) ^ value; `-S` prints the mask always
-    // (0xffffffff for `--tproxy-mark 0x1`: the whole mark)
-    const x = /--tproxy-mark (0x[0-9a-f]+|\d+)(?:\/(0x[0-9a-f]+|\d+))?/i.exec(line);
-    if (!x) return null; // no --tproxy-mark: the mark is left alone
+  /** `<option> value[/mask]`'s write, (mark & ~mask) ^ value (no mask: the whole mark); null without the option. */
+  const xmark = (option: string): BitEffect | null => {
+    const x = new RegExp(`${option} (0x[0-9a-f]+|\\d+)(?:/(0x[0-9a-f]+|\\d+))?`, 'i').exec(line);
+    if (!x) return null;
     const value = Number(x[1]) >>> 0, mask = x[2] === undefined ? ALL : Number(x[2]) >>> 0;
     return xor(and(OLD, konst(~mask)), konst(value));
-  }
+  };
+  if (/ -j MARK /.test(line)) return xmark('--set-xmark') ?? UNKNOWN;
+  // xt_TPROXY, when it finds a socket, writes as MARK does; `-S` prints the mask always (0xffffffff for
+  // `--tproxy-mark 0x1`: the whole mark). No --tproxy-mark: the mark is left alone.
+  if (/ -j TPROXY /.test(line)) return xmark('--tproxy-mark');
   // xt_HMARK: mark = a hash of the packet's addresses and ports (modulo, plus offset), the whole mark
   if (/ -j HMARK( |$)/.test(line)) return UNKNOWN;
   if (/ -j CONNMARK /.test(line) && / --restore-mark/.test(line)) {
@@ -168,22 +165,18 @@ function finding(where: string, rule: string, e: BitEffect): PreflightFinding {
  * `nft -j list chains`, then one `nft -j list chain` per base chain at those hooks and per chain they
  * jump to; xt MARK / CONNMARK targets are read as `iptables-nft -S <chain>` text.
  */
-export async function nftMarkRewrites(runner: Runner): Promise<PreflightFinding[]> {
-  const chains = await runner.run('nft', ['-j', 'list', 'chains']);
-  if (chains.code !== 0) return [];
+export async function nftMarkRewrites(runner: Runner, chainsJson?: string | null): Promise<PreflightFinding[]> {
+  const chains = chainsJson === undefined ? await nftChains(runner) : chainsJson;
+  if (chains === null) return [];
   const found: PreflightFinding[] = [];
-  const markedAt = palisadeMarksAt(chains.stdout);
-  const todo = listed(chains.stdout, 'chain')
+  const markedAt = palisadeMarksAt(chains);
+  const roots = listed(chains, 'chain')
     .filter((c) => !isPalisadeTable(String(c.family), String(c.table)) && c.hook && between(c.family, c.hook, Number(c.prio), markedAt))
     .map((c) => ({ family: String(c.family), table: String(c.table), name: String(c.name) }));
-  const seen = new Set<string>();
-  while (todo.length) {
-    const c = todo.shift()!;
-    const key = `${c.family} ${c.table} ${c.name}`;
-    if (seen.has(key) || seen.size > 200) continue; // bounded: a hypervisor's foreign chains are few
-    seen.add(key);
+  type Chain = (typeof roots)[number];
+  await followChains(roots, (c) => `${c.family} ${c.table} ${c.name}`, async (c, key): Promise<Chain[]> => {
     const r = await runner.run('nft', ['-j', 'list', 'chain', c.family, c.table, c.name]);
-    if (r.code !== 0) continue;
+    if (r.code !== 0) return [];
     const rules = listed(r.stdout, 'rule');
     const xt = (rule: Expr) => (Array.isArray(rule.expr) ? rule.expr as Expr[] : []).some((e) => e?.xt);
     if ((c.family === 'ip' || c.family === 'ip6') && rules.some(xt)) {
@@ -191,15 +184,15 @@ export async function nftMarkRewrites(runner: Runner): Promise<PreflightFinding[
       // `pal:`), so this chain is read as iptables text, and its jumps followed from there
       const chain = await iptChain(runner, c.family === 'ip' ? 'iptables-nft' : 'ip6tables-nft', c.table, c.name, key);
       found.push(...chain.found);
-      todo.push(...chain.jumps.map((name) => ({ ...c, name })));
-      continue;
+      return chain.jumps.map((name) => ({ ...c, name }));
     }
+    const jumps: Chain[] = [];
     for (const rule of rules) {
       if (typeof rule.comment === 'string' && rule.comment.startsWith('pal:')) continue;
       for (const e of (Array.isArray(rule.expr) ? rule.expr : []) as Expr[]) {
         const target = e?.jump?.target ?? e?.goto?.target;
         // (ebtables-nft's rules have no comments: Palisade's are reached only through its roots)
-        if (typeof target === 'string' && !(c.family === 'bridge' && EB_ROOTS.test(target))) todo.push({ ...c, name: target });
+        if (typeof target === 'string' && !(c.family === 'bridge' && EB_ROOTS.test(target))) jumps.push({ ...c, name: target });
         if (e?.mangle?.key?.meta?.key === 'mark') {
           const effect = nftMarkEffect(e.mangle.value);
           if (brokenBits(effect)) found.push(finding(key, `meta mark set ${nftText(e.mangle.value)}, handle ${rule.handle}`, effect));
@@ -207,22 +200,47 @@ export async function nftMarkRewrites(runner: Runner): Promise<PreflightFinding[
       }
     }
     if (c.family === 'bridge' && rules.some((rule) => (rule.expr as Expr[] | undefined)?.some((e) => e?.xt?.type === 'target' && e.xt.name === 'mark'))) {
-      found.push(...await ebMarkRewrites(runner, c.table, c.name, key));
+      found.push(...(await ebChain(runner, 'ebtables-nft', c.table, c.name, key)).found);
     }
-  }
+    return jumps;
+  });
   return found;
 }
 
-/** Mark rewrites among one ebtables-nft chain's rules (`ebtables-nft -t <table> -L <chain>`). */
-async function ebMarkRewrites(runner: Runner, table: string, chain: string, where: string): Promise<PreflightFinding[]> {
-  // ebtables-nft by name, as iptables-nft: `ebtables` may be the legacy one (another table, and listing it
-  // would create it)
-  const r = await runner.run('ebtables-nft', ['-t', table, '-L', chain]);
-  if (r.code !== 0) return [];
-  return r.stdout.split('\n').flatMap((line) => {
-    const effect = line.startsWith('-') ? ebMarkEffect(line) : null;
-    return effect && brokenBits(effect) ? [finding(where, `ebtables -t ${table} -A ${chain} ${line.trim()}`, effect)] : [];
-  });
+/**
+ * Follows chains from `roots`, breadth first, each once and at most 200 (a hypervisor's foreign chains
+ * are few): `visit` reads one and names the chains it jumps to.
+ */
+async function followChains<T>(roots: T[], key: (chain: T) => string, visit: (chain: T, key: string) => Promise<T[]>): Promise<void> {
+  const todo = [...roots];
+  const seen = new Set<string>();
+  while (todo.length) {
+    const chain = todo.shift()!;
+    const k = key(chain);
+    if (seen.has(k) || seen.size > 200) continue;
+    seen.add(k);
+    todo.push(...await visit(chain, k));
+  }
+}
+
+/**
+ * One ebtables chain as `<tool> -t <table> -L <chain>` text: its mark rewrites, and the user chains it
+ * jumps to (not Palisade's roots). ebtables-nft by name, as iptables-nft: `ebtables` may be the legacy
+ * one (another table, and listing it would create it). A chain that is not there: nothing.
+ */
+async function ebChain(runner: Runner, tool: 'ebtables-nft' | 'ebtables-legacy', table: string, chain: string, where: string): Promise<{ found: PreflightFinding[]; jumps: string[] }> {
+  const r = await runner.run(tool, ['-t', table, '-L', chain]);
+  const out = { found: [] as PreflightFinding[], jumps: [] as string[] };
+  if (r.code !== 0) return out;
+  const shown = tool === 'ebtables-nft' ? 'ebtables' : tool;
+  for (const line of r.stdout.split('\n')) {
+    if (!line.startsWith('-')) continue;
+    const j = / -j (\S+)/.exec(` ${line}`);
+    if (j && !EB_TARGETS.has(j[1]) && !EB_ROOTS.test(j[1])) out.jumps.push(j[1]);
+    const effect = ebMarkEffect(line);
+    if (effect && brokenBits(effect)) out.found.push(finding(where, `${shown} -t ${table} -A ${chain} ${line.trim()}`, effect));
+  }
+  return out;
 }
 
 /**
@@ -252,16 +270,11 @@ export async function legacyMarkRewrites(runner: Runner): Promise<PreflightFindi
   const found: PreflightFinding[] = [];
   for (const { family: fam, tool, tables } of await legacyTables(runner)) {
     for (const table of tables) {
-      const todo = ['PREROUTING', 'FORWARD'];
-      const seen = new Set<string>();
-      while (todo.length) {
-        const chain = todo.shift()!;
-        if (seen.has(chain) || seen.size > 200) continue;
-        seen.add(chain);
+      await followChains(['PREROUTING', 'FORWARD'], (chain) => chain, async (chain) => {
         const c = await iptChain(runner, tool, table, chain, `${fam} ${table} ${chain} (iptables-legacy)`);
         found.push(...c.found);
-        todo.push(...c.jumps);
-      }
+        return c.jumps;
+      });
     }
   }
   return found;
@@ -276,32 +289,21 @@ const EB_TARGETS = new Set(['ACCEPT', 'DROP', 'CONTINUE', 'RETURN', 'mark', 'dna
  * Palisade's marking only when that is the iptables backend's, palisadeMarksAt), and the user chains
  * they jump to, as `ebtables-legacy -t <table> -L <chain>` text. broute runs before any of it.
  */
-export async function legacyEbMarkRewrites(runner: Runner, onPath: (tool: string) => boolean): Promise<PreflightFinding[]> {
-  const tables = await legacyEbTables(runner, onPath);
+export async function legacyEbMarkRewrites(runner: Runner, onPath: (tool: string) => boolean, ebTables?: EbTable[], chainsJson?: string | null): Promise<PreflightFinding[]> {
+  const tables = ebTables ?? await legacyEbTables(runner, onPath);
   const roots: [string, string][] = [];
   if (tables.includes('filter')) roots.push(['filter', 'FORWARD']);
   if (tables.includes('nat')) {
-    const chains = await runner.run('nft', ['-j', 'list', 'chains']);
-    if (between('bridge', 'prerouting', EB_NAT_PRIO, palisadeMarksAt(chains.code === 0 ? chains.stdout : ''))) roots.push(['nat', 'PREROUTING']);
+    const chains = chainsJson === undefined ? await nftChains(runner) : chainsJson;
+    if (between('bridge', 'prerouting', EB_NAT_PRIO, palisadeMarksAt(chains ?? ''))) roots.push(['nat', 'PREROUTING']);
   }
   const found: PreflightFinding[] = [];
   for (const [table, root] of roots) {
-    const todo = [root];
-    const seen = new Set<string>();
-    while (todo.length) {
-      const chain = todo.shift()!;
-      if (seen.has(chain) || seen.size > 200) continue;
-      seen.add(chain);
-      const r = await runner.run('ebtables-legacy', ['-t', table, '-L', chain]);
-      if (r.code !== 0) continue;
-      for (const line of r.stdout.split('\n')) {
-        if (!line.startsWith('-')) continue;
-        const j = / -j (\S+)/.exec(` ${line}`);
-        if (j && !EB_TARGETS.has(j[1]) && !EB_ROOTS.test(j[1])) todo.push(j[1]);
-        const effect = ebMarkEffect(line);
-        if (effect && brokenBits(effect)) found.push(finding(`bridge ${table} ${chain} (ebtables-legacy)`, `ebtables-legacy -t ${table} -A ${chain} ${line.trim()}`, effect));
-      }
-    }
+    await followChains([root], (chain) => chain, async (chain) => {
+      const c = await ebChain(runner, 'ebtables-legacy', table, chain, `bridge ${table} ${chain} (ebtables-legacy)`);
+      found.push(...c.found);
+      return c.jumps;
+    });
   }
   return found;
 }

@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { Runner } from '../dataplane/exec.js';
 import { bridgeChains } from '../dataplane/iptables/names.js';
 import type { PreflightFinding } from '../protocol/index.js';
-import { type Expr, isPalisadeTable, legacyEbTables, legacyTables, listed } from './foreign-tables.js';
+import { type EbTable, type Expr, isPalisadeTable, legacyEbTables, legacyTables, listed, nftChains } from './foreign-tables.js';
 import { legacyEbMarkRewrites, legacyMarkRewrites, nftMarkRewrites } from './mark-rewrites.js';
 
 export const BRIDGE_SYSCTLS = ['bridge-nf-call-iptables', 'bridge-nf-call-ip6tables', 'bridge-nf-call-arptables'];
@@ -64,9 +64,14 @@ export async function preflight(runner: Runner, tools: string[] = TOOLS.iptables
   } else {
     out.push({ check: 'conntrack headroom', ok: true, detail: 'conntrack not loaded yet' });
   }
-  if (onPath('nft')) out.push(...await forwardDropCheck(runner, bridges), ...await nftMarkRewrites(runner));
+  // read once for every check of this pass that asks: nft's chains, the legacy ebtables tables here
+  const chains = onPath('nft') ? await nftChains(runner) : null;
+  if (onPath('nft')) out.push(...await forwardDropCheck(runner, bridges, chains), ...await nftMarkRewrites(runner, chains));
   if (onPath('iptables-legacy')) out.push(...await legacyForwardDropCheck(runner, bridges), ...await legacyMarkRewrites(runner));
-  if (onPath('ebtables-legacy')) out.push(...await legacyEbForwardDropCheck(runner, bridges), ...await legacyEbMarkRewrites(runner, onPath));
+  if (onPath('ebtables-legacy')) {
+    const ebTables = await legacyEbTables(runner, onPath);
+    out.push(...await legacyEbForwardDropCheck(runner, bridges, ebTables), ...await legacyEbMarkRewrites(runner, onPath, ebTables, chains));
+  }
   return out;
 }
 
@@ -151,11 +156,10 @@ export function legacyPathEnds(text: string, bridges: string[], wholeTable = tru
     const m = /^-A (\S+) (.*)$/.exec(line.trim());
     if (m) chains.set(m[1], [...(chains.get(m[1]) ?? []), ` ${m[2]}`]);
   }
-  const covers = (pattern: string, bridge: string) => (pattern.endsWith('+') ? bridge.startsWith(pattern.slice(0, -1)) : pattern === bridge);
   const holds = (conds: string, bridge: string[]) => {
     let rest = conds.replace(/ -m comment --comment (?:"[^"]*"|\S+)/g, '');
     const ifaces = [...rest.matchAll(/ (!\s+)?-[io] (\S+)/g)];
-    if (ifaces.some((x) => x[1] || !bridge.some((b) => covers(x[2], b)))) return false;
+    if (ifaces.some((x) => x[1] || !coversBridge(x[2], bridge, '+'))) return false;
     // physdev: for every bridged frame (`--physdev-is-bridged`), not for one port's or negated
     rest = rest.replace(/ -[io] \S+/g, '').replace(PHYSDEV_ALL, '');
     return rest.trim() === '';
@@ -190,17 +194,26 @@ const ifaceKeys = (family: string) => (family === 'bridge' ? BRIDGE_KEYS : IP_KE
 // (iif / oif match the index of the device named when the rule was loaded: the bridge's, by its name)
 const IP_KEYS = new Set(['iifname', 'oifname', 'iif', 'oif']);
 const BRIDGE_KEYS = new Set(['ibrname', 'obrname']);
+
+/** Whether an interface pattern names one of the bridges; `wildcard` is its tool's: nft's `*`, iptables' and ebtables' `+`. */
+const coversBridge = (pattern: string, bridges: string[], wildcard: '*' | '+') =>
+  bridges.some((b) => (pattern.endsWith(wildcard) ? b.startsWith(pattern.slice(0, -1)) : pattern === b));
+
+/** An nft match (JSON) of one of the family's bridge interface keys on a name (or a set of names) that covers one of the bridges. */
+function matchNamesBridge(m: Expr | undefined, bridges: string[], family: string): boolean {
+  if (!m || (m.op !== '==' && m.op !== 'in') || !ifaceKeys(family).has(m.left?.meta?.key)) return false;
+  const names: unknown[] = typeof m.right === 'string' ? [m.right] : Array.isArray(m.right?.set) ? m.right.set : [];
+  return names.some((pattern) => typeof pattern === 'string' && coversBridge(pattern, bridges, '*'));
+}
+
+/** iptables-nft's physdev match, as nft's JSON shows it (an xt object without its options). */
+const isPhysdevMatch = (e: Expr) => e?.xt?.type === 'match' && e.xt.name === 'physdev';
 export interface NftChain { family: string; table: string; name: string; hook?: string; policy?: string }
 
 
 /** Someone else's forward base chains, in a `nft -j list chains` answer. Pure. */
 export function foreignForwardChains(chainsJson: string): NftChain[] {
   return listed<NftChain>(chainsJson, 'chain').filter((c) => c.hook === 'forward' && FORWARD_FAMILIES.includes(c.family) && !isPalisadeTable(c.family, c.table));
-}
-
-/** Someone else's forward base chains, in a `nft -j list chains` answer, that drop by default. Pure. */
-export function droppingForwardChains(chainsJson: string): NftChain[] {
-  return foreignForwardChains(chainsJson).filter((c) => c.policy === 'drop');
 }
 
 /** Whether one of the rules (nft JSON, one or more `nft -j list …` answers, of one family) accepts the VM bridges. Pure. */
@@ -222,14 +235,7 @@ const conditional = (expr: Expr[]) => expr.some((e) => e && typeof e === 'object
 /** A rule's expressions match a managed bridge by name (wildcards too) or physdev. */
 function matchesBridges(expr: Expr[], bridges: string[], family: string): boolean {
   if (expr.some((e) => e?.xt?.name === 'physdev')) return true;
-  const names = (right: unknown): string[] => (typeof right === 'string' ? [right]
-    : Array.isArray((right as Expr)?.set) ? (right as Expr).set.filter((x: unknown): x is string => typeof x === 'string') : []);
-  const covers = (pattern: string, bridge: string) => (pattern.endsWith('*') ? bridge.startsWith(pattern.slice(0, -1)) : pattern === bridge);
-  return expr.some((e) => {
-    const m = e?.match;
-    if (!m || (m.op !== '==' && m.op !== 'in') || !ifaceKeys(family).has(m.left?.meta?.key)) return false;
-    return names(m.right).some((pattern) => bridges.some((b) => covers(pattern, b)));
-  });
+  return expr.some((e) => matchNamesBridge(e?.match, bridges, family));
 }
 
 /** Chains read along a dropping chain's jumps before falling back to reading its whole table. */
@@ -247,12 +253,12 @@ const JUMPS_READ = 20;
  * (Docker's DOCKER-USER) first, then, only if that path is longer than JUMPS_READ chains, in the rest
  * of its table.
  */
-export async function forwardDropCheck(runner: Runner, bridges: string[]): Promise<PreflightFinding[]> {
-  const chains = await runner.run('nft', ['-j', 'list', 'chains']);
-  if (chains.code !== 0) return [];
+export async function forwardDropCheck(runner: Runner, bridges: string[], chainsJson?: string | null): Promise<PreflightFinding[]> {
+  const chains = chainsJson === undefined ? await nftChains(runner) : chainsJson;
+  if (chains === null) return [];
   // the chains judged side by side (each read is one nft run, ~12 ms with nft 1.0.6; beside the
   // iptables backend three chains accept by default: ebtables', iptables' and ip6tables' FORWARD)
-  const judged = await Promise.all(foreignForwardChains(chains.stdout).map(async (c): Promise<PreflightFinding[]> => {
+  const judged = await Promise.all(foreignForwardChains(chains).map(async (c): Promise<PreflightFinding[]> => {
     if (c.policy === 'drop') {
       return [forwardDropFinding(`forward policy ${c.family} ${c.table} ${c.name}`, await tableAcceptsBridges(runner, c, bridges), bridges)];
     }
@@ -274,25 +280,20 @@ type PathEnd = 'accept' | 'drop' | 'return' | 'unknown';
  * it at most, so neither its accept passes the bridges nor its drop, return or goto ends their path.
  */
 function holdsForBridges(expr: Expr[], bridges: string[], family: string): boolean {
-  const covers = (pattern: string, bridge: string) => (pattern.endsWith('*') ? bridge.startsWith(pattern.slice(0, -1)) : pattern === bridge);
-  const names = (right: unknown): string[] => (typeof right === 'string' ? [right]
-    : Array.isArray((right as Expr)?.set) ? (right as Expr).set.filter((x: unknown): x is string => typeof x === 'string') : []);
   return expr.every((e) => {
     if (!e || typeof e !== 'object') return true;
     if ('xt' in e) return e.xt?.type === 'target' || e.xt?.name === 'comment' || e.xt?.name === 'physdev';
     if ('limit' in e || 'quota' in e) return false; // (statements that let only some packets on)
     if (!('match' in e)) return true;
-    const m = e.match;
-    return (m?.op === '==' || m?.op === 'in') && ifaceKeys(family).has(m.left?.meta?.key) && names(m.right).some((p) => bridges.some((b) => covers(p, b)));
+    return matchNamesBridge(e.match, bridges, family);
   });
 }
 
 /** The verdict of an interface-keyed vmap (nft JSON) for the bridge(s) given, if its entries name one (`*` wildcards too). */
 function vmapVerdict(vmap: Expr, bridges: string[], family: string): Expr {
   const set: unknown[] = ifaceKeys(family).has(vmap?.key?.meta?.key) && Array.isArray(vmap?.data?.set) ? vmap.data.set : [];
-  const covers = (pattern: string, bridge: string) => (pattern.endsWith('*') ? bridge.startsWith(pattern.slice(0, -1)) : pattern === bridge);
   for (const entry of set) {
-    if (Array.isArray(entry) && typeof entry[0] === 'string' && bridges.some((b) => covers(entry[0], b)) && entry[1] && typeof entry[1] === 'object') return entry[1] as Expr;
+    if (Array.isArray(entry) && typeof entry[0] === 'string' && coversBridge(entry[0], bridges, '*') && entry[1] && typeof entry[1] === 'object') return entry[1] as Expr;
   }
   return {};
 }
@@ -307,14 +308,13 @@ const PHYSDEV_ALL = / -m physdev(?: --physdev-is-(?:bridged|in|out))+(?= |$)/g;
  * that does not hold for every bridged frame is marked so (holdsForBridges then does not count it).
  */
 async function withPhysdevOptions(runner: Runner, c: NftChain, name: string, rules: Expr[][]): Promise<Expr[][]> {
-  const physdev = (e: Expr) => e?.xt?.type === 'match' && e.xt.name === 'physdev';
-  if ((c.family !== 'ip' && c.family !== 'ip6') || !rules.some((expr) => expr.some(physdev))) return rules;
+  if ((c.family !== 'ip' && c.family !== 'ip6') || !rules.some((expr) => expr.some(isPhysdevMatch))) return rules;
   const r = await runner.run(c.family === 'ip' ? 'iptables-nft' : 'ip6tables-nft', ['-t', c.table, '-S', name]);
   const lines = r.code === 0 ? r.stdout.split('\n').filter((l) => l.startsWith('-A ')) : [];
   if (lines.length !== rules.length) return rules; // not iptables-nft's alone: left as nft shows them
   return rules.map((expr, i) => {
     const partial = / -m physdev /.test(`${lines[i]} `) && / -m physdev /.test(`${lines[i]!.replace(PHYSDEV_ALL, '')} `);
-    return partial ? expr.map((e) => (physdev(e) ? { xt: { type: 'match', name: 'physdev (one port or negated)' } } : e)) : expr;
+    return partial ? expr.map((e) => (isPhysdevMatch(e) ? { xt: { type: 'match', name: 'physdev (one port or negated)' } } : e)) : expr;
   });
 }
 
@@ -351,7 +351,6 @@ async function pathEnds(runner: Runner, c: NftChain, bridges: string[]): Promise
   // physdev's options are read (`iptables-nft -S`, which loads the whole table: ~70 ms beside the
   // iptables backend's 200 VMs) only for a rule whose physdev decides the path; not for the iptables
   // backend's own jump for a bridge (its `--physdev-is-bridged` holds: it is ours)
-  const physdevPlain = (e: Expr) => e?.xt?.type === 'match' && e.xt.name === 'physdev';
   const withOptions = async (name: string, rules: Expr[][], i: number): Promise<Expr[]> => {
     if (!reconciled.has(name)) reconciled.set(name, await withPhysdevOptions(runner, c, name, rules));
     return reconciled.get(name)![i]!;
@@ -365,7 +364,7 @@ async function pathEnds(runner: Runner, c: NftChain, bridges: string[]): Promise
     if (!rules) return 'unknown';
     for (const [i, raw] of rules.entries()) {
       if (!holdsForBridges(raw, bridges, c.family)) continue;
-      const expr = raw.some(physdevPlain) && !jumpsToOwn(raw, bridges) ? await withOptions(name, rules, i) : raw;
+      const expr = raw.some(isPhysdevMatch) && !jumpsToOwn(raw, bridges) ? await withOptions(name, rules, i) : raw;
       if (!holdsForBridges(expr, bridges, c.family)) continue;
       for (const x of expr) {
         if (!x || typeof x !== 'object') continue;
@@ -397,8 +396,8 @@ async function pathEnds(runner: Runner, c: NftChain, bridges: string[]): Promise
  * kernel already has that table here (legacyEbTables: `ebtables-legacy -L` would create it): its
  * policy and rules as `ebtables-legacy -t filter -L` text.
  */
-export async function legacyEbForwardDropCheck(runner: Runner, bridges: string[]): Promise<PreflightFinding[]> {
-  if (!(await legacyEbTables(runner, onPath)).includes('filter')) return [];
+export async function legacyEbForwardDropCheck(runner: Runner, bridges: string[], ebTables?: EbTable[]): Promise<PreflightFinding[]> {
+  if (!(ebTables ?? await legacyEbTables(runner, onPath)).includes('filter')) return [];
   const all = await runner.run('ebtables-legacy', ['-t', 'filter', '-L']);
   if (all.code !== 0 || !ebForwardDrops(all.stdout)) return [];
   return [forwardDropFinding('forward policy bridge filter FORWARD (ebtables-legacy)', ebAcceptsBridges(all.stdout, bridges), bridges)];
@@ -409,13 +408,12 @@ export const ebForwardDrops = (text: string) => /^Bridge chain: FORWARD, entries
 
 /** Whether a rule of an `ebtables -L` text accepts on a managed bridge (`--logical-in/-out`), unconditionally, or for the bridges' ports by wildcard. Pure. */
 export function ebAcceptsBridges(text: string, bridges: string[]): boolean {
-  const covers = (pattern: string, bridge: string) => (pattern.endsWith('+') ? bridge.startsWith(pattern.slice(0, -1)) : pattern === bridge);
   return text.split('\n').some((line) => {
     const l = line.trim();
     if (!l.startsWith('-j ACCEPT') && !/ -j ACCEPT$/.test(l)) return false;
     const conds = l.replace(/-j ACCEPT$/, '').trim();
     if (!conds) return true;
-    return [...conds.matchAll(/(^| )(!\s+)?--logical-(?:in|out) (\S+)/g)].some((x) => !x[2] && bridges.some((b) => covers(x[3], b)));
+    return [...conds.matchAll(/(^| )(!\s+)?--logical-(?:in|out) (\S+)/g)].some((x) => !x[2] && coversBridge(x[3], bridges, '+'));
   });
 }
 
