@@ -8,6 +8,7 @@ import { Command, CommanderError } from 'commander';
 import pino from 'pino';
 import { openPostgres, openStore, type StoreConfig } from '../store/db.js';
 import { createControlPlane } from '../control/index.js';
+import { PENDING_HELLOS_MAX } from '../control/sessions.js';
 import { buildServer } from './server.js';
 import { bootstrap } from './bootstrap.js';
 import { deadServerJobResult, failOrphanJobs } from './dispatcher.js';
@@ -52,6 +53,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     .option('--metrics <on|off>', 'serve Prometheus metrics at /metrics on the API port (no API signature needed)', 'on')
     .option('--metrics-allow <cidrs>', 'answer /metrics only to these client addresses (CIDRs or addresses, comma separated); default: any')
     .option('--allowed-hosts <names>', 'host names (name or name:port, comma separated) the web console, /metrics, login and session calls answer to; others get 421/401 (against DNS rebinding); signed API calls and agents answer on any name; default: any name')
+    .option('--pending-agents-max <n>', 'agent connections awaiting an accepted hello held at once; more are refused at once (close code 4503) and their agents try another server', String(PENDING_HELLOS_MAX))
     .option('--trust-proxy <cidrs>', 'reverse proxies (CIDRs or addresses, comma separated) whose X-Forwarded-For/-Proto/-Host give the client\'s address, scheme and host; default: none (the headers are ignored)')
     .exitOverride();
   try {
@@ -61,12 +63,17 @@ export async function serverCommand(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' ? 0 : 2;
     throw e;
   }
-  const o = program.opts<{ listen: string; dataDir: string; db?: string; name?: string; logLevel: string; sessionTimeout: string; metrics: string; metricsAllow?: string; trustProxy?: string; allowedHosts?: string }>();
+  const o = program.opts<{ listen: string; dataDir: string; db?: string; name?: string; logLevel: string; sessionTimeout: string; metrics: string; metricsAllow?: string; trustProxy?: string; allowedHosts?: string; pendingAgentsMax: string }>();
   if (o.db !== undefined && !/^postgres(ql)?:\/\//i.test(o.db)) throw new Error(`--db must be a postgres:// or postgresql:// URL (without it the embedded SQLite store is used), not ${JSON.stringify(o.db.replace(/\/\/[^@/]*@/, '//…@'))}`);
   if (!LOG_LEVELS.includes(o.logLevel)) throw new Error(`--log-level must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(o.logLevel)}`);
   const sessionTimeout = Number(o.sessionTimeout);
   if (!Number.isInteger(sessionTimeout) || sessionTimeout < 1) {
     process.stderr.write(`palisade server: --session-timeout expects a whole number of seconds, got ${o.sessionTimeout}\n`);
+    return 2;
+  }
+  const pendingHellosMax = Number(o.pendingAgentsMax);
+  if (!/^\d+$/.test(o.pendingAgentsMax) || !Number.isSafeInteger(pendingHellosMax) || pendingHellosMax < 1) {
+    process.stderr.write(`palisade server: --pending-agents-max expects a whole number of connections, at least 1, got ${o.pendingAgentsMax}\n`);
     return 2;
   }
   if (o.metrics !== 'on' && o.metrics !== 'off') { process.stderr.write(`palisade server: --metrics expects on or off, got ${o.metrics}\n`); return 2; }
@@ -123,7 +130,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const clusterDb = cfg.kind === 'postgres' ? openPostgres(cfg.url, idleLost, 3) : undefined;
   const metrics = new MetricsRegistry({ process: true });
   const cp = await createControlPlane(db, log, {
-    serverId, serverName, listenUrl: cfg.kind === 'postgres' ? cfg.url : undefined, clusterDb, metrics,
+    serverId, serverName, listenUrl: cfg.kind === 'postgres' ? cfg.url : undefined, clusterDb, metrics, pendingHellosMax,
     jobFailure: (server) => deadServerJobResult(server.name, new Date(server.heartbeatAt)),
   });
   const sessions = new SessionAuth({ db, log, timeoutSeconds: sessionTimeout, allowedHosts });

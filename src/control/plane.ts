@@ -48,6 +48,8 @@ export interface ControlOptions {
   timing?: Partial<ClusterTiming>;
   /** The server's registry: CONTROL_METRICS are registered in it, and agents' hits/drops counted. */
   metrics?: MetricsRegistry;
+  /** Agent connections awaiting an accepted hello held at once (sessions.ts PENDING_HELLOS_MAX by default). */
+  pendingHellosMax?: number;
 }
 
 export interface ControlStats { batches: number; changes: number; pushes: Map<number, number>; snapshots: number; deltas: number }
@@ -101,6 +103,7 @@ export class ControlPlaneImpl {
     this.hub = new SessionHub({
       log, fleet, sync: this.sync, cluster: this.cluster, batches: this.batches, reader: this.reader, serial: this.serial,
       telemetry: this.telemetry, settings: () => this.dropLogSettings(), connections: this.connections, ...(this.metrics ? { metrics: this.metrics } : {}),
+      ...(o.pendingHellosMax !== undefined ? { pendingHellosMax: o.pendingHellosMax } : {}),
     });
   }
 

@@ -3,7 +3,8 @@
 // does not match closes that one connection with the reason logged (DESIGN.md §4). Until a hello is
 // accepted a connection may send PRE_HELLO_MAX_BYTES in total, counted on the raw socket (ws buffers
 // whole frames, so a per-message check would come too late); after it, frames up to
-// AGENT_FRAME_MAX_BYTES (the server's ws maxPayload).
+// AGENT_FRAME_MAX_BYTES (the server's ws maxPayload). At most PENDING_HELLOS_MAX connections may wait
+// for an accepted hello at once (anyone can open them); one more is refused before any work.
 //
 // A hello is accepted once this server has caught up with the change feed as of the hello (so it
 // knows a host added a moment ago, and never answers an agent with older content than it holds) and
@@ -37,6 +38,22 @@ const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex
 
 /** A hello must be answered (caught up, lease taken, resynced) within this time, else the agent tries elsewhere. */
 const HELLO_TIMEOUT_MS = 10_000;
+/**
+ * Agent connections without an accepted hello one server holds at once (counted from the upgrade until
+ * the hello is accepted or the connection is gone); a new one over it is refused at once with 4503, before
+ * any work. Anyone can open them (no token is needed to connect), and each holds a socket, timers and
+ * buffers for up to HELLO_TIMEOUT_MS: without a bound a client opening thousands a second ran the server
+ * out of file descriptors and memory, and the API (same process) with it. A real agent sends its hello
+ * at once and stays pending only for its head query and lease (longer only while a failover's lease
+ * writes queue), so the bound is what a failover may bring at once: the README's runs moved up to ~3,800
+ * hosts onto the survivors within a second, and two servers of the 10,000-host target sharing the fleet
+ * would send 5,000 to the one left; an agent refused anyway tries its next server after a short pause,
+ * as after any 503. Not per remote address: agents may reach the server through one load balancer.
+ * `palisade server --pending-agents-max` overrides it (HubDeps.pendingHellosMax).
+ */
+export const PENDING_HELLOS_MAX = 5000;
+/** What an agent refused over PENDING_HELLOS_MAX is told (also the close reason: under 123 bytes). */
+const TOO_MANY_PENDING = 'this server has too many agent connections awaiting a hello; try another server or later';
 const KEEPALIVE_MS = 20_000;
 /**
  * Bytes queued towards one agent and not yet taken by its socket, beyond which the connection is cut:
@@ -124,6 +141,8 @@ export interface HubDeps {
   metrics?: ControlMetrics;
   /** Conntrack questions and the cut setting (connections.ts); absent: answers are dropped, no setting sent. */
   connections?: HubConnectionHooks;
+  /** Connections awaiting an accepted hello held at once (default PENDING_HELLOS_MAX). */
+  pendingHellosMax?: number;
 }
 
 /** What the conntrack side (connections.ts) needs from sessions. */
@@ -146,6 +165,9 @@ export class SessionHub {
   private keepalive: NodeJS.Timeout | null = null;
   /** False while this server is cut off from the database or shutting down: hellos are refused. */
   accepting = true;
+  /** Connections whose hello is not accepted yet (PENDING_HELLOS_MAX): each leaves once, accepted or closed. */
+  private pendingHellos = 0;
+  private readonly pendingHellosMax: number;
   readonly stats: HubStats = { pushes: new Map(), snapshots: 0, deltas: 0, refused: 0, badFrames: 0 };
   private readonly refusalLog: LogWindow;
   /** Connections closed for breaking the protocol before a hello was accepted (REFUSALS_LOGGED per window). */
@@ -158,6 +180,7 @@ export class SessionHub {
   private readonly replaced = new Map<number, { instance: string; remote: string; at: number; loggedAt: number }>();
 
   constructor(private readonly d: HubDeps) {
+    this.pendingHellosMax = d.pendingHellosMax ?? PENDING_HELLOS_MAX;
     this.refusalLog = new LogWindow(REFUSALS_LOGGED, REFUSAL_LOG_WINDOW_MS, (refusals) =>
       d.log.warn({ refusals }, `agent refusals not logged one by one (more than ${REFUSALS_LOGGED} in ${REFUSAL_LOG_WINDOW_MS / 1000} s)`));
     this.closedLog = new LogWindow(REFUSALS_LOGGED, REFUSAL_LOG_WINDOW_MS, (connections) =>
@@ -262,8 +285,32 @@ export class SessionHub {
     ws.close(1008, closeReason(`invalid message: ${reason}`.slice(0, 120)));
   }
 
+  /**
+   * The TCP connection of a connection closed before its hello was accepted ends as soon as the error and
+   * close frames are written: `ws` would keep it (and its place under PENDING_HELLOS_MAX) up to 30 s more
+   * for a peer that never answers the close.
+   */
+  private hangUp(raw: Socket): void {
+    raw.end(() => raw.destroy());
+  }
+
+  /** Connections awaiting an accepted hello now (PENDING_HELLOS_MAX; for tests). */
+  get pending(): number { return this.pendingHellos; }
+
   /** A new agent connection: the first message must be a hello with a known token. */
   accept(ws: WebSocket, remote: string, raw: Socket): void {
+    if (this.pendingHellos >= this.pendingHellosMax) {
+      // Before any work (no listener, timer or budget): a flood of connections costs one frame each.
+      this.logRefusal({ remote, pending: this.pendingHellos }, 'too many agent connections awaiting a hello');
+      this.refuse(ws, 503, TOO_MANY_PENDING);
+      this.hangUp(raw);
+      return;
+    }
+    this.pendingHellos++;
+    let pending = true;
+    /** Out of the pending count, exactly once: when the hello is accepted or the connection is gone, whichever comes first. */
+    const leavePending = () => { if (pending) { pending = false; this.pendingHellos--; } };
+    ws.once('close', leavePending);
     let session: Session | null = null;
     let greeting = false;
     let closed = false;
@@ -284,7 +331,15 @@ export class SessionHub {
     // threw away its lease and activation and sent the agent to do it all again elsewhere. An accepted
     // session's pongs count (the server's keepalive) while its agent's own pings wait with its other
     // early messages, so an agent whose resync never comes still leaves after its keepalive periods.
-    const helloTimer = setTimeout(() => { if (!session && !this.byWs.has(ws)) this.refuse(ws, 503, 'no hello accepted in time (server busy); try another server'); }, HELLO_TIMEOUT_MS);
+    /** Not accepted (the hello was not, or none came): whatever ends the connection now ends its TCP connection too. */
+    const unaccepted = () => !session && !this.byWs.has(ws);
+    const helloTimer = setTimeout(() => {
+      if (unaccepted()) { this.refuse(ws, 503, 'no hello accepted in time (server busy); try another server'); this.hangUp(raw); }
+    }, HELLO_TIMEOUT_MS);
+    const badFrame = (reason: string) => {
+      this.badFrame(ws, remote, session?.hostId ?? null, reason);
+      if (unaccepted()) this.hangUp(raw);
+    };
     ws.on('pong', () => { const s = session ?? this.byWs.get(ws); if (s) s.alive = true; });
     // The handling budget (HANDLING_MS_PER_SECOND): charged after each frame, the host's once its hello is accepted.
     const own = new TimeBudget(HANDLING_MS_PER_SECOND, HANDLING_BURST_MS);
@@ -305,13 +360,13 @@ export class SessionHub {
       const began = performance.now();
       try {
         const decoded = decodeAgentMessage(data, isBinary);
-        if (!decoded.ok) { this.badFrame(ws, remote, session?.hostId ?? null, decoded.reason); return; }
+        if (!decoded.ok) { badFrame(decoded.reason); return; }
         const m = decoded.message;
         if (session) { this.onMessage(session, m); return; }
         if (greeting) { early.push(m); return; }   // sent before the hello was answered: handled after it
-        if (m.type !== 'hello') { this.badFrame(ws, remote, null, `expected hello first, got ${m.type}`); return; }
+        if (m.type !== 'hello') { badFrame(`expected hello first, got ${m.type}`); return; }
         greeting = true;
-        this.hello(ws, m, remote).then((s) => {
+        this.hello(ws, m, remote, leavePending).then((s) => {
           clearTimeout(helloTimer);
           if (!s) return;
           session = s;
@@ -321,14 +376,15 @@ export class SessionHub {
           charge(0);   // a host still in debt (its previous connection, this resync) is not read until it is paid back
         }).catch((e: unknown) => {
           clearTimeout(helloTimer);
-          if (e instanceof Refused) { this.logRefusal({ remote, hostname: m.hostname, code: e.code }, e.why); this.refuse(ws, e.code, e.message); return; }
+          if (e instanceof Refused) { this.logRefusal({ remote, hostname: m.hostname, code: e.code }, e.why); this.refuse(ws, e.code, e.message); if (unaccepted()) this.hangUp(raw); return; }
           if (storeUnavailable(e)) this.d.log.warn({ err: e instanceof Error ? e.message : String(e), remote }, 'control: hello failed: the database cannot be reached');
           else this.d.log.error({ err: e, remote }, 'control: hello failed');
           this.refuse(ws, 503, 'this server could not accept the agent; try another server');
+          if (unaccepted()) this.hangUp(raw);
         });
       } catch (e) {
         this.d.log.error({ err: e, remote, host: session?.hostId }, 'control: agent message failed');
-        this.badFrame(ws, remote, session?.hostId ?? null, 'message could not be handled');
+        badFrame('message could not be handled');
       } finally {
         charge(performance.now() - began);
       }
@@ -348,7 +404,8 @@ export class SessionHub {
     ws.on('error', () => {});
   }
 
-  private async hello(ws: WebSocket, m: HelloMessage, remote: string): Promise<Session | null> {
+  /** `accepted`: called once the session exists (lease taken, welcome sent), before its resync waits for the serial section. */
+  private async hello(ws: WebSocket, m: HelloMessage, remote: string, accepted: () => void): Promise<Session | null> {
     if (m.version !== PROTOCOL_VERSION) throw new Refused(400, `unsupported protocol version ${m.version}, expected ${PROTOCOL_VERSION}`);
     if (!this.accepting || !this.d.cluster.healthy) throw new Refused(503, 'this server cannot reach its database; try another server');
     // Catch up with everything committed before this hello: a host added a moment ago becomes known,
@@ -419,6 +476,7 @@ export class SessionHub {
     const s: Session = { ws, hostId, hostname: m.hostname, remote, ...(m.instance ? { instance: m.instance } : {}), ready: false, alive: true, sent: -1 };
     this.sessions.set(hostId, s);
     this.byWs.set(ws, s);
+    accepted();
     this.send(s, { type: 'welcome', hostId: host.uuid, hostName: host.name });
     this.d.sync.hostPatch(hostId, { state: this.d.sync.hostState(hostId), last_contact: new Date().toISOString(), ...(m.dataplane ? { dataplane: m.dataplane } : {}) });
     this.d.sync.holderChanged(hostId);

@@ -752,3 +752,94 @@ test('close reasons in letters of several bytes (a CJK VM id in an invalid ack, 
   second.destroy();
   await second.ended;
 });
+
+test('connections awaiting a hello are bounded per server (anyone can open them): over the bound one is refused at once with 4503; every way out of waiting frees its place exactly once; an accepted session is unaffected', async () => {
+  const BOUND = 20;
+  const small = await startServer({ args: ['--pending-agents-max', String(BOUND)] });
+  const open: RawConnection[] = [];
+  const connect = async (o: { answerClose?: boolean } = {}) => { const c = await rawConnect(small.port, '/agent', o); open.push(c); return c; };
+  const refusedBusy = (c: RawConnection) => c.closeCode === 4503 && /too many agent connections awaiting a hello/.test(c.closeReason)
+    && c.messages.some((m: any) => m?.type === 'error' && m.code === 503 && /too many agent connections awaiting a hello; try another server or later/.test(m.message));
+  try {
+    const [hostA, hostB] = [await addHost(small, 'pend-a'), await addHost(small, 'pend-b')];
+    const a = await connect();
+    a.write(frame(hello(hostA.token)));
+    await accepted(a);
+
+    // BOUND idle connections (no frame at all) fill the bound; the next is refused at once, told why.
+    // (The server counts a connection before its upgrade's answer is written: once every client has its
+    // 101, every one is counted.)
+    const idle = await Promise.all(Array.from({ length: BOUND }, () => connect()));
+    const over = await connect();
+    assert.ok(await endsWithin(over, 5000), 'the connection over the bound is closed at once');
+    assert.ok(refusedBusy(over), `refused 4503, told why: ${over.closeCode} ${over.closeReason} ${JSON.stringify(over.messages)}`);
+    // Blocked: a real agent's hello with a valid token gets the same while the bound is full.
+    const blocked = await connect();
+    blocked.write(frame(hello(hostB.token)));
+    assert.ok(await endsWithin(blocked, 5000));
+    assert.ok(refusedBusy(blocked), `a valid hello is refused too while full: ${blocked.closeCode} ${JSON.stringify(blocked.messages)}`);
+    assert.ok(!blocked.messages.some((m: any) => m?.type === 'welcome'), 'no session for it');
+    // The accepted session is not touched by the flood.
+    a.write(frame(JSON.stringify({ type: 'ping' })));
+    await a.waitFor((m) => m?.type === 'pong');
+    assert.equal(a.closeCode, null);
+    await waitFor('refusals logged', () => small.output().includes('agent refused: too many agent connections awaiting a hello'));
+
+    // Allowed: once some waiting connections are gone, the same hello is accepted (retried until the
+    // server has seen them go; each try is refused at once until then).
+    for (const c of idle.splice(0, 5)) { c.destroy(); await c.ended; }
+    const b = await waitFor('a valid hello accepted once places are free', async () => {
+      const c = await connect();
+      c.write(frame(hello(hostB.token)));
+      const m = await Promise.race([c.waitFor((x) => x?.type === 'welcome' || x?.type === 'error', 10_000), c.ended.then(() => null)]);
+      return m?.type === 'welcome' ? c : null;
+    });
+    assert.ok(b);
+    await accepted(b);
+    b.destroy();   // accepted, then gone: its place was freed at the welcome, not again now
+    await b.ended;
+
+    // Every other way out of waiting, with the 15 idle connections still waiting (they time out below):
+    const garbage = await connect();
+    garbage.write(frame('null'));
+    const stale = await connect();
+    stale.write(frame(hello('stale-token-' + 'x'.repeat(32))));
+    const midHello = await connect();
+    midHello.write(frame(hello(hostB.token)));
+    midHello.destroy();
+    const tooMuch = await connect();
+    tooMuch.write(frame(Buffer.alloc(0), { declaredLength: 64 * 1024 }).subarray(0, 14), Buffer.alloc(PRE_HELLO_MAX_BYTES + 1024, 0x61));
+    // A peer that never answers the server's close: its TCP connection is ended by the server once the
+    // close frame is written (ws alone kept it, and its place, for 30 s more).
+    const deaf = await connect({ answerClose: false });
+    deaf.write(frame('[]'));
+    for (const [c, code] of [[garbage, 1008], [stale, 4401], [tooMuch, 0], [deaf, 1008]] as const) {
+      assert.ok(await endsWithin(c, 5000), `closed: ${code}`);
+      assert.equal(c.closeCode, code, JSON.stringify(c.messages).slice(0, 300));
+    }
+    await midHello.ended;
+    for (const c of idle) {
+      assert.ok(await endsWithin(c, 20_000), 'an idle connection is refused once its hello time is out');
+      assert.equal(c.closeCode, 4503);
+      assert.match((c.messages.find((m: any) => m?.type === 'error') as { message: string }).message, /no hello accepted in time/);
+    }
+
+    // No place leaked and none given twice: BOUND new connections all wait (each answered on its own
+    // hello: unknown token, not "too many"), and the one after them is refused.
+    const again = await Promise.all(Array.from({ length: BOUND }, () => connect()));
+    const overAgain = await connect();
+    assert.ok(await endsWithin(overAgain, 5000));
+    assert.ok(refusedBusy(overAgain), `the bound holds again: ${overAgain.closeCode} ${JSON.stringify(overAgain.messages)}`);
+    for (const c of again) c.write(frame(hello('stale-token-' + 'y'.repeat(32))));
+    for (const c of again) {
+      assert.ok(await endsWithin(c, 10_000));
+      assert.equal(c.closeCode, 4401, `each waited for its hello: ${JSON.stringify(c.messages).slice(0, 300)}`);
+    }
+    a.write(frame(JSON.stringify({ type: 'ping' })));
+    await a.waitFor((m) => m?.type === 'pong' && a.messages.filter((x: any) => x?.type === 'pong').length === 2);
+    assert.equal(a.closeCode, null, 'the accepted session lived through it all');
+  } finally {
+    for (const c of open) c.destroy();
+    await small.stop();
+  }
+});

@@ -32,6 +32,8 @@ export interface RawConnection {
   messages: unknown[];
   /** The server's close code (null until it closes; 0 when the TCP connection ended without a close frame). */
   closeCode: number | null;
+  /** The reason in the server's close frame ('' without one). */
+  closeReason: string;
   ended: Promise<void>;
   write(...frames: Buffer[]): void;
   /** Resolves when the server sent a message matching `pred` (or rejects after `ms`). */
@@ -39,8 +41,11 @@ export interface RawConnection {
   destroy(): void;
 }
 
-/** Open `path` on the server with the WebSocket handshake, then hand over the raw socket. */
-export function rawConnect(port: number, path = '/agent'): Promise<RawConnection> {
+/**
+ * Open `path` on the server with the WebSocket handshake, then hand over the raw socket. `answerClose`
+ * false: the server's close frame is not answered (a peer that leaves the server to end the connection).
+ */
+export function rawConnect(port: number, path = '/agent', o: { answerClose?: boolean } = {}): Promise<RawConnection> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');
     let buf = Buffer.alloc(0);
@@ -49,7 +54,7 @@ export function rawConnect(port: number, path = '/agent'): Promise<RawConnection
     const listeners: (() => void)[] = [];
     let endResolve!: () => void;
     const conn: RawConnection = {
-      socket, messages: [], closeCode: null,
+      socket, messages: [], closeCode: null, closeReason: '',
       ended: new Promise<void>((r) => { endResolve = r; }),
       write: (...frames) => { if (!socket.destroyed) socket.write(Buffer.concat(frames)); },
       waitFor: (pred, ms = 5000) => new Promise((res, rej) => {
@@ -79,7 +84,8 @@ export function rawConnect(port: number, path = '/agent'): Promise<RawConnection
         if (opcode === 8) {
           // Answer the close as a client does, so the server drops the connection at once.
           conn.closeCode = payload.length >= 2 ? payload.readUInt16BE(0) : 1005;
-          if (!socket.destroyed) socket.end(frame(payload.subarray(0, 2), { opcode: 8 }));
+          conn.closeReason = payload.subarray(2).toString('utf8');
+          if (!socket.destroyed && o.answerClose !== false) socket.end(frame(payload.subarray(0, 2), { opcode: 8 }));
           continue;
         }
         if (opcode === 1 || opcode === 0) {
