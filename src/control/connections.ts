@@ -21,6 +21,7 @@ import {
   MAX_CONNECTIONS_PER_VM, MAX_CONNTRACK_TIMEOUT_MS, MIN_CONNTRACK_TIMEOUT_MS, trackedConnectionOf,
   type ConnectionsMessage, type ServerMessage,
 } from '../protocol/index.js';
+import { logText } from './log-text.js';
 
 /** What this module needs of the session hub. */
 export interface ConnectionSessions {
@@ -136,7 +137,7 @@ export class ConnectionsControl implements ConnectionInspector {
       return;
     }
     this.stats.answered++;
-    if (m.error) this.log.warn({ host: hostId, err: m.error }, 'control: an agent could not list all its tracked connections');
+    if (m.error) this.log.warn({ host: hostId, err: logText(m.error) }, 'control: an agent could not list all its tracked connections');
     this.settle(m.id, m);
   }
 

@@ -33,6 +33,7 @@ import type { Serial } from './serial.js';
 import { deltaJson, snapshotJson } from './wire.js';
 import { TimeBudget } from './time-budget.js';
 import { LogWindow } from './log-window.js';
+import { logText } from './log-text.js';
 
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
 
@@ -280,7 +281,8 @@ export class SessionHub {
   /** A frame that breaks the protocol: this connection ends, with the reason logged. */
   private badFrame(ws: WebSocket, remote: string, hostId: number | null, reason: string): void {
     this.stats.badFrames++;
-    if (this.closedLine(hostId)) this.d.log.warn({ remote, host: hostId, reason }, 'agent connection closed: invalid message');
+    // (the reason may quote the frame: a key, a type)
+    if (this.closedLine(hostId)) this.d.log.warn({ remote, host: hostId, reason: logText(reason) }, 'agent connection closed: invalid message');
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'error', code: 400, message: `invalid message: ${reason}`.slice(0, 1000) } satisfies ServerMessage));
     ws.close(1008, closeReason(`invalid message: ${reason}`.slice(0, 120)));
   }

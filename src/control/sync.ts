@@ -13,6 +13,7 @@ import type { AckMessage, PreflightFinding, RepairReport, ReportMessage } from '
 import { MAX_ERROR_CHARS } from '../protocol/index.js';
 import { Fleet, type Delta } from './fleet.js';
 import { StatusWriter, type HostPatch, type SyncState, type VmAuthority } from './status.js';
+import { logText } from './log-text.js';
 
 const MAX_REPAIRS_KEPT = 20;
 /** Drift repairs are logged at most once per host per this long (the rest counted in the next line). */
@@ -203,7 +204,7 @@ export class SyncTracker {
     const seen = this.repairLog.get(hostId);
     if (seen && now - seen.at < REPAIR_LOG_EVERY_MS) { seen.unlogged++; return; }
     this.repairLog.set(hostId, { at: now, unlogged: 0 });
-    this.log.warn({ host: hostId, repairs: counted, first: repairs[0]?.what.slice(0, 200), reportsNotLogged: seen?.unlogged ?? 0 }, 'agent repaired drift');
+    this.log.warn({ host: hostId, repairs: counted, first: repairs[0] && logText(repairs[0].what.slice(0, 200)), reportsNotLogged: seen?.unlogged ?? 0 }, 'agent repaired drift');
   }
 
   private addPendingRepairs(hostId: number, n: number): void {

@@ -29,6 +29,7 @@ import type { DropsMessage, HitsMessage } from '../protocol/index.js';
 import type { VmPolicy } from '../policy/ir.js';
 import { compileShared, type CompileMemo, type Fleet } from './fleet.js';
 import { LogWindow } from './log-window.js';
+import { logText } from './log-text.js';
 import { TimeBudget } from './time-budget.js';
 
 const MAX_WAITING_RULES = 200_000;
@@ -133,7 +134,7 @@ export class TelemetryIngest {
           try {
             const r = await ingestRuleCounters(this.db, payload, this.policyOf(hostId, memo), { metrics: this.metrics });
             this.stats.hitReports++;
-            if (r.error) this.log.warn({ host: hostId, err: r.error }, 'control: rule counter report refused');
+            if (r.error) this.log.warn({ host: hostId, err: logText(r.error) }, 'control: rule counter report refused');   // (quotes the report's keys)
           } catch (e) {
             this.failed(hostId, e, 'control: rule counters could not be stored; this report is lost');
           } finally { q.budget.charge(performance.now() - began); }
@@ -164,7 +165,7 @@ export class TelemetryIngest {
         try {
           const r = await ingestDrops(this.db, hostId, { records }, { metrics: this.metrics });
           this.stats.dropBatches++;
-          if (r.rejected) this.log.debug({ host: hostId, rejected: r.rejected, err: r.error }, 'control: drop records rejected');
+          if (r.rejected) this.log.debug({ host: hostId, rejected: r.rejected, err: r.error && logText(r.error) }, 'control: drop records rejected');
         } catch (e) {
           this.failed(hostId, e, 'control: drop records could not be stored; this batch is lost');
         } finally { q.budget.charge(performance.now() - began); }

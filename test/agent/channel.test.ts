@@ -843,3 +843,27 @@ test('connections awaiting a hello are bounded per server (anyone can open them)
     await small.stop();
   }
 });
+
+test('agent text in the server log: C1 controls and U+2028/U+2029 are written escaped (JSON leaves them raw); what is stored stays as sent', async () => {
+  const raw = /[\u0080-\u009f\u2028\u2029]/;
+  const host = await addHost(srv, 'chan-logtext');
+  // A drift report whose text holds an 8-bit CSI, NEL and a line separator: logged, and stored.
+  const what = 'logtext-chain \u009b31mred\u0085 next\u2028line\u2029end';
+  const c = await rawConnect(srv.port);
+  c.write(frame(hello(host.token)));
+  await accepted(c);
+  c.write(frame(JSON.stringify({ type: 'report', preflight: [], repairs: [{ at: new Date().toISOString(), what, count: 1 }] })));
+  await waitFor('the repair stored', async () => (await hostRow(srv, host.id)).driftrepairs === 1);
+  assert.equal((await hostRow(srv, host.id)).lastrepairs[0].what, what, 'stored (and listed) as the agent sent it');
+  // An invalid ack on the same session: its reason quotes the VM id it names.
+  c.write(frame(JSON.stringify({ type: 'ack', revision: 1, vms: { 'logtext-vm\u009b2J\u2028x': { ok: 'yes' } } })));
+  assert.ok(await endsWithin(c, 5000));
+  assert.equal(c.closeCode, 1008);
+  const lines = await waitFor('both lines logged', () => {
+    const ls = srv.output().split('\n').filter((l) => l.includes('logtext-chain') || l.includes('logtext-vm'));
+    return ls.length >= 2 ? ls : null;
+  }) ?? [];
+  for (const l of lines) assert.ok(!raw.test(l), `no raw C1 or line separator in: ${JSON.stringify(l)}`);
+  const repairLine = lines.find((l) => l.includes('agent repaired drift'))!;
+  assert.ok(repairLine.includes('logtext-chain \\\\u009b31mred\\\\u0085 next\\\\u2028line\\\\u2029end'), `escaped, still readable: ${repairLine}`);
+});
