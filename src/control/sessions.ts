@@ -66,7 +66,7 @@ const SEND_BACKLOG_MAX_BYTES = 64 * 1024 * 1024;
 /**
  * Event-loop time one host's frames may take (decoding and handling): a budget refilled at
  * HANDLING_MS_PER_SECOND up to HANDLING_BURST_MS. A connection in debt is not read (ws.pause) until
- * the debt is paid back, so valid but huge frames sent without pause (telemetry within its bounds)
+ * the debt is paid back (THROTTLE_MAX_MS at a time), so valid but huge frames sent without pause (telemetry within its bounds)
  * cannot keep the server from everything else. A real agent uses a small fraction of this. The budget
  * is the host's, not the connection's: an agent reconnecting whenever it was throttled started each
  * connection with a full burst and so kept the server busy all the time (a connection's frames before
@@ -78,6 +78,15 @@ const HANDLING_MS_PER_SECOND = 50;
 const HANDLING_BURST_MS = 2000;
 /** A throttled connection is not read for at least this long (no pause/resume churn per frame). */
 const THROTTLE_MIN_MS = 2000;
+/**
+ * ...and for at most this long at a time. One resync may charge a whole burst (2 s: 40 s of debt at
+ * HANDLING_MS_PER_SECOND), and a session not read for that long had its acks and pongs left unread: the
+ * server's own keepalive (a ping every KEEPALIVE_MS) cut it for the pong it had not read. The debt beyond
+ * is carried, not forgiven: the first frame read after the pause finds the host still in debt and pauses
+ * it again, so the host still gets HANDLING_MS_PER_SECOND on average and a hello of its while in debt is
+ * still refused; what changes is that its frames are read at least every THROTTLE_MAX_MS.
+ */
+const THROTTLE_MAX_MS = 10_000;
 /**
  * Refused hellos (and connections closed for breaking the protocol before a hello) are logged one by
  * one up to REFUSALS_LOGGED per REFUSAL_LOG_WINDOW_MS, then only counted (the count is logged when
@@ -113,6 +122,8 @@ interface Session {
   /** Resynced: pushes go to it. */
   ready: boolean;
   alive: boolean;
+  /** This server stopped reading it (throttled) since its last ping: a pong missing then is not the agent's fault. */
+  pausedSincePing?: boolean;
   /** The last revision this session was given (acks are clamped to it); -1: nothing yet. */
   sent: number;
   /**
@@ -349,11 +360,13 @@ export class SessionHub {
     const charge = (spentMs: number) => {
       const debtMs = (session ? this.budgetOf(session.hostId) : own).charge(spentMs);
       if (debtMs === 0 || ws.isPaused || closed) return;
-      const waitMs = Math.max(THROTTLE_MIN_MS, debtMs);
+      const waitMs = Math.min(THROTTLE_MAX_MS, Math.max(THROTTLE_MIN_MS, debtMs));
       if (!throttleLogged) {
         throttleLogged = true;
-        this.d.log.warn({ remote, host: session?.hostId ?? null, waitMs }, 'agent connection throttled: its messages take too much of the server\'s time');
+        this.d.log.warn({ remote, host: session?.hostId ?? null, waitMs, debtMs }, 'agent connection throttled: its messages take too much of the server\'s time');
       }
+      const s = session ?? this.byWs.get(ws);
+      if (s) s.pausedSincePing = true;
       ws.pause();
       setTimeout(() => { if (!closed) ws.resume(); }, waitMs).unref();
     };
@@ -658,8 +671,11 @@ export class SessionHub {
     for (const [id, b] of this.budgets) if (!this.sessions.has(id) && b.full()) this.budgets.delete(id);
     for (const [id, w] of this.hostLogs) if (w.settle()) this.hostLogs.delete(id);
     for (const s of this.sessions.values()) {
-      if (!s.alive) { s.ws.terminate(); continue; }
+      // A session this server has not read since its last ping (throttled) could not have read the pong:
+      // asked again, not cut (a throttle lasts at most THROTTLE_MAX_MS, half a keepalive period).
+      if (!s.alive && !s.ws.isPaused && !s.pausedSincePing) { s.ws.terminate(); continue; }
       s.alive = false;
+      s.pausedSincePing = s.ws.isPaused;
       try { s.ws.ping(); } catch { /* closed */ }
     }
   }
