@@ -49,7 +49,9 @@ const HELLO_TIMEOUT_MS = 10_000;
  * writes queue), so the bound is what a failover may bring at once: the README's runs moved up to ~3,800
  * hosts onto the survivors within a second, and two servers of the 10,000-host target sharing the fleet
  * would send 5,000 to the one left; an agent refused anyway tries its next server after a short pause,
- * as after any 503. Not per remote address: agents may reach the server through one load balancer.
+ * as after any 503. Each waiting connection costs the server a descriptor and a few KB (2,000 idle ones:
+ * +2.3 KB RSS each, measured), up to PRE_HELLO_MAX_BYTES more while it sends. Not per remote address:
+ * agents may reach the server through one load balancer.
  * `palisade server --pending-agents-max` overrides it (HubDeps.pendingHellosMax).
  */
 export const PENDING_HELLOS_MAX = 5000;
