@@ -43,7 +43,9 @@ export interface NetworkTable {
 }
 export interface HostTable {
   id: Generated<number>; uuid: string; name: string; zone_id: number; token_hash: string; state: string;
-  last_contact: string | null; acked_revision: number; desired_revision: number;
+  last_contact: string | null;
+  /** change-feed positions (bigint since 014: PostgreSQL returns them as text, read with Number()) */
+  acked_revision: number | string; desired_revision: number | string;
   preflight: string | null /* JSON */; repairs: string | null /* JSON */; repair_count: number;
   created: string; removed: string | null;
   /** the backend the host's agent runs, from its hello (005) */
@@ -70,7 +72,7 @@ export interface SessionTable {
 export interface SecurityGroupRuleHitsTable { rule_id: number; hitcount: number | string /* bigint: pg returns text */; lasthit: string | null }
 /** One dropped packet the kernel logged (007). vm_id null: no VM owns the port (unknown port). */
 export interface SecurityGroupDropTable {
-  id: Generated<number>; vm_id: number | null; host_id: number | null; nic_uuid: string | null; direction: string; protocol: string;
+  id: Generated<number | string> /* bigint since 014: pg returns text */; vm_id: number | null; host_id: number | null; nic_uuid: string | null; direction: string; protocol: string;
   src_address: string | null; src_port: number | null; dst_address: string | null; dst_port: number | null;
   icmp_type: number | null; icmp_code: number | null; reason: string; created: string;
 }
