@@ -23,8 +23,10 @@ import { isSqlite } from '../dialect.js';
 // (one statement per table, so each table is rewritten once). Measured on PostgreSQL 15 (fsync off, two
 // shared cores): 20,000 hosts 49 ms; 1,000,000 drop-log rows (the log's bound) 4.9 s; 1,000,000 events
 // 5.1 s. Events are kept event.purge.delay days (15 by default) and are the table that can be large: a
-// cloud making 50 write calls a second keeps ~100 million, 8–9 minutes, during which write calls wait
-// (once, while the first upgraded server starts). Sessions and finished jobs are pruned and stay small.
+// cloud making 50 write calls a second keeps ~100 million, 8–9 minutes. Kysely runs the pending
+// migrations in one transaction on PostgreSQL, so every table here stays locked until the last is
+// rewritten: write calls and status writes of servers still running wait that long, once, while the
+// first upgraded server starts. Sessions and finished jobs are pruned and stay small.
 // Readers convert: pg returns int8 as a string (Number() at every read, as for changes.seq).
 const SERIALS = ['events', 'async_jobs', 'security_group_drops', 'sessions'];
 
