@@ -126,5 +126,5 @@ export async function loadHosts(db: Db, ids?: number[]): Promise<HostRow[]> {
   let q = db.selectFrom('hosts').select(['id', 'uuid', 'name', 'token_hash', 'desired_revision', 'acked_revision', 'removed']);
   if (ids) q = q.where('id', 'in', ids.length ? ids : [-1]);
   const rows = await q.execute();
-  return rows.map((h) => ({ id: h.id, uuid: h.uuid, name: h.name, tokenHash: h.token_hash, desiredRevision: h.desired_revision, ackedRevision: h.acked_revision, removed: h.removed !== null }));
+  return rows.map((h) => ({ id: h.id, uuid: h.uuid, name: h.name, tokenHash: h.token_hash, desiredRevision: Number(h.desired_revision), ackedRevision: Number(h.acked_revision), removed: h.removed !== null }));
 }

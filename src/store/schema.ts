@@ -23,12 +23,12 @@ export interface SecurityGroupVmMapTable { group_id: number; vm_id: number }
 
 export interface TagTable { id: Generated<number>; uuid: string; resource_type: string; resource_id: number; resource_uuid: string; key: string; value: string; account_id: number; domain_id: number; customer: string | null; created: string }
 export interface EventTable {
-  id: Generated<number>; uuid: string; type: string; level: string; description: string; state: string;
+  id: Generated<number | string> /* bigint since 014: pg returns text */; uuid: string; type: string; level: string; description: string; state: string;
   account_id: number; domain_id: number; user_id: number | null; resource_type: string | null; resource_uuid: string | null; resource_name: string | null;
   parent_uuid: string | null; created: string; archived: number;
 }
 export interface AsyncJobTable {
-  id: Generated<number>; uuid: string; command: string; account_id: number; user_id: number; status: number /* 0 pending 1 ok 2 failed */;
+  id: Generated<number | string> /* bigint since 014: pg returns text */; uuid: string; command: string; account_id: number; user_id: number; status: number /* 0 pending 1 ok 2 failed */;
   result_code: number; result_type: string; result: string | null /* JSON */; instance_type: string | null; instance_uuid: string | null;
   created: string; completed: string | null;
   /** server process running the job (003); null for jobs created before it */
@@ -43,7 +43,9 @@ export interface NetworkTable {
 }
 export interface HostTable {
   id: Generated<number>; uuid: string; name: string; zone_id: number; token_hash: string; state: string;
-  last_contact: string | null; acked_revision: number; desired_revision: number;
+  last_contact: string | null;
+  /** change-feed positions (bigint since 014: PostgreSQL returns them as text, read with Number()) */
+  acked_revision: number | string; desired_revision: number | string;
   preflight: string | null /* JSON */; repairs: string | null /* JSON */; repair_count: number;
   created: string; removed: string | null;
   /** the backend the host's agent runs, from its hello (005) */
@@ -63,14 +65,14 @@ export interface NicSecondaryIpTable { id: Generated<number>; uuid: string; nic_
 
 /** Login sessions (008): digests of the session cookie and session key, sliding expiry. */
 export interface SessionTable {
-  id: Generated<number>; token_hash: string; key_hash: string; user_id: number; address: string | null;
+  id: Generated<number | string> /* bigint since 014: pg returns text */; token_hash: string; key_hash: string; user_id: number; address: string | null;
   created: string; last_seen: string; expires: string;
 }
 /** Per API rule: packets matched on all hosts (summed from agents' kernel counters) and when it last grew (007). */
 export interface SecurityGroupRuleHitsTable { rule_id: number; hitcount: number | string /* bigint: pg returns text */; lasthit: string | null }
 /** One dropped packet the kernel logged (007). vm_id null: no VM owns the port (unknown port). */
 export interface SecurityGroupDropTable {
-  id: Generated<number>; vm_id: number | null; host_id: number | null; nic_uuid: string | null; direction: string; protocol: string;
+  id: Generated<number | string> /* bigint since 014: pg returns text */; vm_id: number | null; host_id: number | null; nic_uuid: string | null; direction: string; protocol: string;
   src_address: string | null; src_port: number | null; dst_address: string | null; dst_port: number | null;
   icmp_type: number | null; icmp_code: number | null; reason: string; created: string;
 }

@@ -155,11 +155,11 @@ test('a status flush that deadlocks with another transaction is retried until it
     await done;
     for (let i = 0; i < 100; i++) {
       const rows = await db.selectFrom('hosts').select(['id', 'acked_revision']).where('id', 'in', [h1, h2]).orderBy('id').execute();
-      if (rows.every((r) => r.acked_revision > 0)) break;
+      if (rows.every((r) => Number(r.acked_revision) > 0)) break;
       await sleep(100);
     }
     const rows = await db.selectFrom('hosts').select(['acked_revision']).where('id', 'in', [h1, h2]).orderBy('id').execute();
-    assert.deepEqual(rows.map((r) => r.acked_revision), [42, 43], 'the status landed after the deadlocks');
+    assert.deepEqual(rows.map((r) => Number(r.acked_revision)), [42, 43], 'the status landed after the deadlocks');
     assert.ok(errors.some((e) => /deadlock/i.test(String((e as Error).message))), 'the deadlock was seen (and reported once)');
     assert.ok(!errors.some((e) => /dropped/.test(String((e as Error).message))), 'nothing was dropped');
   } finally {

@@ -6,7 +6,7 @@ type Q = Transaction<Database> | Kysely<Database>;
 
 /** The user behind a live session, with what the API needs to build its caller. */
 export async function findSession(db: Q, tokenHash: string, now: string) {
-  return db.selectFrom('sessions as s')
+  const row = await db.selectFrom('sessions as s')
     .innerJoin('users as u', 'u.id', 's.user_id')
     .innerJoin('accounts as a', 'a.id', 'u.account_id')
     .innerJoin('domains as d', 'd.id', 'a.domain_id')
@@ -17,6 +17,8 @@ export async function findSession(db: Q, tokenHash: string, now: string) {
     .where('s.token_hash', '=', tokenHash).where('s.expires', '>', now)
     .where('u.removed', 'is', null).where('a.removed', 'is', null).where('d.removed', 'is', null)
     .executeTakeFirst();
+  // The id is bigint on PostgreSQL since 014, which returns it as text.
+  return row && { ...row, sessionId: Number(row.sessionId) };
 }
 
 export async function insertSession(db: Q, s: { tokenHash: string; keyHash: string; userId: number; address: string | null; now: string; expires: string }) {

@@ -92,15 +92,17 @@ export async function hostViews(db: Tx, rows: HostRow[]): Promise<Record<string,
   return rows.map((h) => {
     const z = zones.get(h.zone_id);
     const holder = holders.get(h.id);
+    // Feed positions: bigint on PostgreSQL, which returns them as text (compared as text, "999" > "1000").
+    const acked = Number(h.acked_revision), desired = Number(h.desired_revision);
     return {
       id: h.uuid, name: h.name, state: h.state, type: 'Routing', hypervisor: 'KVM', resourcestate: 'Enabled',
       zoneid: z?.uuid, zonename: z?.name, created: csDate(h.created),
       lastpinged: csDate(h.last_contact),
       disconnected: h.state !== 'Up' ? csDate(h.last_contact) : undefined,
       // Palisade: what the agent enforces versus what the server wants, and what it had to repair.
-      securitygroupsyncrevision: h.acked_revision,
-      desiredrevision: h.desired_revision,
-      securitygroupsynced: h.acked_revision >= h.desired_revision,
+      securitygroupsyncrevision: acked,
+      desiredrevision: desired,
+      securitygroupsynced: acked >= desired,
       preflight: parseJson(h.preflight) ?? [],
       driftrepairs: h.repair_count,
       lastrepairs: parseJson(h.repairs) ?? [],
