@@ -471,6 +471,7 @@ export class Agent extends EventEmitter {
       tracker.take(counts);
       tracker.retain(new Set(state.vms.map((v) => v.vmId)));
       this.hitStats.readings++;
+      this.o.metrics?.counterReading();
       if (this.countersFailing) this.o.log.info('agent: rule counters readable again');
       this.countersFailing = false;
     } catch (e) {

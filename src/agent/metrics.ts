@@ -40,6 +40,7 @@ export class AgentMetrics {
 
   private readonly dropped;
   private readonly dropLogLost;
+  private readonly counterReadings;
   /** Last value seen per drop-rule slot (null: no reading yet; the first is a baseline). */
   private dropSlots: Map<string, number> | null = null;
 
@@ -47,6 +48,7 @@ export class AgentMetrics {
     this.registry = registry;
     this.dropped = registry.counter(AGENT_METRICS.droppedPackets);
     this.dropLogLost = registry.counter(AGENT_METRICS.dropLogLost);
+    this.counterReadings = registry.counter(AGENT_METRICS.counterReadings);
     if (conntrack) {
       // One read per scrape serves both gauges (entries first: the limit's collect reuses it).
       let pending: Promise<{ entries: number; limit: number } | null> | null = null;
@@ -83,6 +85,9 @@ export class AgentMetrics {
   }
 
   driftRepaired(count: number): void { if (count > 0) this.repairs.inc(count); }
+
+  /** One reading of the VMs' rule counters went through (per-rule hits). */
+  counterReading(): void { this.counterReadings.inc(); }
 
   /** Drop-log records the reader discarded (its buffer towards the server was full). */
   dropLogRecordsLost(count: number): void { if (count > 0) this.dropLogLost.inc(count); }

@@ -120,6 +120,10 @@ export const AGENT_METRICS = {
     help: 'Packets the host\'s rules dropped, per reason, from the kernel\'s drop-rule counters (exact; the drop log is rate-limited, these are not).',
   },
   dropLogLost: { name: 'palisade_agent_drop_log_lost_total', type: 'counter', labels: [], help: 'Drop-log records the agent discarded because its buffer towards the server was full.' },
+  counterReadings: {
+    name: 'palisade_agent_rule_counter_readings_total', type: 'counter', labels: [],
+    help: 'Readings of the VMs\' rule counters that went through (per-rule hits; every --counters-interval, stretched on a slow host): flat while hits cannot be read.',
+  },
   lastApplySuccess: {
     name: 'palisade_agent_last_apply_success_timestamp_seconds', type: 'gauge', labels: [],
     help: 'Unix time of the last successful apply of the desired state.',

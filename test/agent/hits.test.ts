@@ -103,7 +103,7 @@ before(async () => {
     const metricsPort = await freePort();
     const agent = new AgentProcess(['--server', `http://127.0.0.1:${srv.port}`, '--token', h.token, '--state-dir', dir, '--netns', host.netns,
       '--reconcile-interval', '2s', '--backoff-max', '1s', '--hostname', `hits-${backend}`, '--dataplane', backend,
-      '--counters-interval', '3s', '--metrics-listen', `127.0.0.1:${metricsPort}`]);
+      '--counters-interval', '1s', '--metrics-listen', `127.0.0.1:${metricsPort}`]);
     sides.push({ backend, host, hostId: h.id, dir, metricsPort, agent, server, client, serverIp, listeners });
     agent.start();
     n += 10;
@@ -143,17 +143,12 @@ test('traffic allowed by a rule raises that rule\'s hitcount (summed over hosts 
   assert.ok(at >= t0 - 60_000 && at <= Date.now() + 60_000, `lasthit ${x.lasthit} is about now`);
   // The twin's traffic counts for the twin.
   const s = sides[0];
-  // Counts of the phases above may still be on their way (counters are read every 3 s, and the server
-  // attributes them as they come): start from a count that two readings in a row left unchanged.
-  let xBefore = await hits(ruleX);
-  for (let since = Date.now(), deadline = Date.now() + 60_000; Date.now() - since < 7000 && Date.now() < deadline;) {
-    await sleep(500);
-    const h = await hits(ruleX);
-    if (h !== xBefore) { xBefore = h; since = Date.now(); }
-  }
+  // Counts of the phases above may still be on their way (counters are read every second, and the
+  // server attributes them as they come): start from a count that two readings in a row left unchanged.
+  const xBefore = await settledHits(ruleX);
   await connections(s, 8080, 2);
   await waitFor('hitcount of the tcp/8080 rule grows', async () => (await hits(ruleY)) >= 2, 30_000, 250);
-  await sleep(2500);   // two more readings: nothing of it lands on the tcp/80 rule
+  await moreReadings(2);   // nothing of it lands on the tcp/80 rule
   assert.equal(await hits(ruleX), xBefore, 'the tcp/80 rule got nothing from tcp/8080 traffic');
 });
 
@@ -166,7 +161,7 @@ test('a re-render caused by another rule re-creates the rule in the kernel (coun
     assert.ok(packets > 0, `${s.backend}: the kernel counted the tcp/80 rule's packets`);
     kernelBefore.set(s.backend, { slots: mine.map((c) => c.slot), packets });
   }
-  await sleep(3500);   // every agent has read those counts
+  await moreReadings(2);   // every agent has read those counts
   const before = await hits(ruleX);
   await job(srv, 'authorizeSecurityGroupIngress', { securitygroupid: groupId, protocol: 'TCP', startport: 22, endport: 22, cidrlist: '203.0.113.50/32' });
   for (const s of sides) {
@@ -199,7 +194,8 @@ test('a re-render caused by another rule re-creates the rule in the kernel (coun
   }
   // Let the iptables backend rewrite the chain once more (its garbage collection, ~1 s after a write)
   // and the agents read their counters a few times.
-  await sleep(3500);
+  await sleep(1500);
+  await moreReadings(2);
   const after = await hits(ruleX);
   assert.ok(after >= before, `the hitcount never goes back (${before} → ${after})`);
   for (const s of sides) {
@@ -267,14 +263,16 @@ test('an agent restarted with its saved state does not count again what the kern
     const id = kernelRuleId(s, 80);
     assert.ok((await kernelCounts(s)).some((c) => c.ruleId === id && c.packets > 0), `${s.backend}: the kernel holds counts for the rule`);
   }
-  await sleep(3500);   // the running agents have reported everything
+  await moreReadings(2);   // the running agents have reported everything
   const before = await hits(ruleX);
   for (const s of sides) await s.agent.kill('SIGTERM');
   for (const s of sides) s.agent.start();
   for (const s of sides) {
     await waitFor(`${s.backend}: restarted agent connected`, async () => /^palisade_agent_server_connected 1$/m.test((await metrics(s.metricsPort)).text), 60_000, 250);
   }
-  await sleep(7000);   // two readings or more
+  // Two readings or more of each restarted agent (its metrics count from 0): the first is its baseline.
+  await waitFor('every restarted agent read its counters twice', async () => (await Promise.all(sides.map(readings))).every((n) => n >= 2), 60_000, 250);
+  await moreReadings(1);   // and what the second sent has landed
   assert.equal(await hits(ruleX), before, 'the first reading after the restart is a baseline');
   for (const s of sides) {
     const base = await hits(ruleX);
@@ -283,15 +281,34 @@ test('an agent restarted with its saved state does not count again what the kern
   }
 });
 
-/** The rule's hitcount once two or more counter readings in a row left it unchanged (counts on their way have landed). */
+/** Rule counter readings an agent has made (its own metrics). */
+async function readings(s: Side): Promise<number> {
+  const m = /^palisade_agent_rule_counter_readings_total (\S+)$/m.exec((await metrics(s.metricsPort)).text);
+  return m ? Number(m[1]) : 0;
+}
+
+/** Until every agent has read its counters `n` more times (what earlier readings sent has landed by then). */
+async function moreReadings(n: number): Promise<void> {
+  const from = await Promise.all(sides.map(readings));
+  await waitFor(`every agent read its counters ${n} more times`, async () => (await Promise.all(sides.map(readings))).every((r, i) => r >= from[i]! + n), 60_000, 200);
+}
+
+/**
+ * The rule's hitcount once every agent has read its counters twice more while it stayed unchanged: a
+ * count on its way (read, sent, being stored) has landed by then. Counted in readings, not seconds, so a
+ * loaded machine stretching the readings cannot make it look settled early.
+ */
 async function settledHits(rule: string): Promise<number> {
   let h = await hits(rule);
-  for (let since = Date.now(), deadline = Date.now() + 60_000; Date.now() - since < 7000 && Date.now() < deadline;) {
-    await sleep(500);
+  let from = await Promise.all(sides.map(readings));
+  for (const deadline = Date.now() + 120_000; Date.now() < deadline;) {
+    await sleep(250);
     const n = await hits(rule);
-    if (n !== h) { h = n; since = Date.now(); }
+    const now = await Promise.all(sides.map(readings));
+    if (n !== h) { h = n; from = now; continue; }
+    if (now.every((r, i) => r >= from[i]! + 2)) return h;
   }
-  return h;
+  throw new Error(`hits of rule ${rule} did not settle within 120 s`);
 }
 
 /** Kernel transactions an agent ran (its own metrics): grows when it re-renders. */
