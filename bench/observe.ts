@@ -64,7 +64,7 @@ async function main() {
       return { uuid: randomUUID(), group_id: g, account_id: admin.accountId, type: 'ingress', protocol: 'tcp', start_port: 1 + (i % 60000), end_port: 1 + (i % 60000), cidr: ref ? null : `10.${(i >> 8) & 255}.${i & 255}.0/24`, allowed_group_id: ref ? groupIds[1]! : null, created: now };
     });
     const ruleIds: number[] = [];
-    await batches(rules, 1000, async (c) => { ruleIds.push(...(await db.insertInto('security_group_rules').values(c).returning('id').execute()).map((r) => r.id)); });
+    await batches(rules, 1000, async (c) => { ruleIds.push(...(await db.insertInto('security_group_rules').values(c).returning('id').execute()).map((r) => Number(r.id))); });
     const vmRows = Array.from({ length: MEMBERS + VMS_PER_HOST }, (_, i) => ({ uuid: randomUUID(), name: `vm${i}`, display_name: `vm${i}`, instance_name: `i-1-${i}-VM`, account_id: admin.accountId, domain_id: root.id, zone_id: zone.id, host_id: i >= MEMBERS ? host.id : null, last_host_id: null, state: 'Running', service_offering_id: null, template_id: null, sync_state: 'Synced', sync_error: null, created: now, removed: null }));
     const vmIds: number[] = [];
     await batches(vmRows, 1000, async (c) => { vmIds.push(...(await db.insertInto('vms').values(c).returning('id').execute()).map((r) => r.id)); });

@@ -5,7 +5,7 @@ import type { Nic, Protocol, SecurityGroup, SecurityGroupRule, Vm, VmState } fro
 import type { CloudState } from '../policy/state.js';
 import { emptyCloudState } from '../policy/state.js';
 
-type RuleRow = { id: number; uuid: string; group_id: number; type: string; protocol: string; start_port: number | null; end_port: number | null; cidr: string | null; allowed_group_id: number | null };
+type RuleRow = { id: number | string /* bigint since 015 */; uuid: string; group_id: number; type: string; protocol: string; start_port: number | null; end_port: number | null; cidr: string | null; allowed_group_id: number | null };
 type VmRow = { id: number; uuid: string; name: string; instance_name: string; account_id: number; domain_id: number; host_id: number | null; state: string };
 type NicRow = { id: number; uuid: string; vm_id: number; network_id: number; mac: string; ipv4: string | null; ipv6: string | null; is_default: number; device_id: number; device_name: string | null };
 type GroupRow = { id: number; uuid: string; name: string; description: string; account_id: number; domain_id: number };
@@ -28,7 +28,7 @@ export function toProtocol(p: string): Protocol {
 export function toRule(r: RuleRow): SecurityGroupRule {
   const protocol = toProtocol(r.protocol);
   const rule: SecurityGroupRule = {
-    id: r.id, uuid: r.uuid, groupId: r.group_id, direction: r.type === 'egress' ? 'egress' : 'ingress', protocol,
+    id: Number(r.id), uuid: r.uuid, groupId: r.group_id, direction: r.type === 'egress' ? 'egress' : 'ingress', protocol,
     cidr: r.cidr, allowedGroupId: r.allowed_group_id,
   };
   if ((protocol === 'tcp' || protocol === 'udp') && r.start_port !== null) rule.ports = { from: r.start_port, to: r.end_port ?? r.start_port };

@@ -12,7 +12,7 @@ export interface ZoneTable { id: Generated<number>; uuid: string; name: string; 
 
 export interface SecurityGroupTable { id: Generated<number>; uuid: string; name: string; description: string; account_id: number; domain_id: number; created: string }
 export interface SecurityGroupRuleTable {
-  id: Generated<number>; uuid: string; group_id: number; type: string /* ingress | egress */;
+  id: Generated<number | string> /* bigint since 015: pg returns text */; uuid: string; group_id: number; type: string /* ingress | egress */;
   protocol: string /* tcp udp icmp all or a number as text */;
   start_port: number | null; end_port: number | null; /* icmp: type, code */
   cidr: string | null; allowed_group_id: number | null; created: string;
@@ -21,7 +21,8 @@ export interface SecurityGroupRuleTable {
 }
 export interface SecurityGroupVmMapTable { group_id: number; vm_id: number }
 
-export interface TagTable { id: Generated<number>; uuid: string; resource_type: string; resource_id: number; resource_uuid: string; key: string; value: string; account_id: number; domain_id: number; customer: string | null; created: string }
+export interface TagTable {
+  id: Generated<number | string> /* bigint since 015: pg returns text */; uuid: string; resource_type: string; resource_id: number | string /* bigint since 015 */; resource_uuid: string; key: string; value: string; account_id: number; domain_id: number; customer: string | null; created: string }
 export interface EventTable {
   id: Generated<number | string> /* bigint since 014: pg returns text */; uuid: string; type: string; level: string; description: string; state: string;
   account_id: number; domain_id: number; user_id: number | null; resource_type: string | null; resource_uuid: string | null; resource_name: string | null;
@@ -69,7 +70,7 @@ export interface SessionTable {
   created: string; last_seen: string; expires: string;
 }
 /** Per API rule: packets matched on all hosts (summed from agents' kernel counters) and when it last grew (007). */
-export interface SecurityGroupRuleHitsTable { rule_id: number; hitcount: number | string /* bigint: pg returns text */; lasthit: string | null }
+export interface SecurityGroupRuleHitsTable { rule_id: number | string /* bigint since 015: pg returns text */; hitcount: number | string /* bigint: pg returns text */; lasthit: string | null }
 /** One dropped packet the kernel logged (007). vm_id null: no VM owns the port (unknown port). */
 export interface SecurityGroupDropTable {
   id: Generated<number | string> /* bigint since 014: pg returns text */; vm_id: number | null; host_id: number | null; nic_uuid: string | null; direction: string; protocol: string;

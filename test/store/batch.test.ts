@@ -50,7 +50,7 @@ test('70,000 values: a one-statement multi-row insert and IN list exceed both en
     await assert.rejects(db.insertInto('security_group_rules').values(rows).execute(), `${name}: one INSERT of ${N} rows`);
     const ids: number[] = [];
     await db.transaction().execute(async (trx) => {
-      for (const part of valuesChunks(rows)) ids.push(...(await trx.insertInto('security_group_rules').values(part).returning('id').execute()).map((r) => r.id));
+      for (const part of valuesChunks(rows)) ids.push(...(await trx.insertInto('security_group_rules').values(part).returning('id').execute()).map((r) => Number(r.id)));
     });
     assert.equal(ids.length, N, name);
     await assert.rejects(db.selectFrom('security_group_rules').select('id').where('id', 'in', ids).execute(), `${name}: IN with ${N} parameters`);
@@ -64,7 +64,7 @@ test('70,000 values: a one-statement multi-row insert and IN list exceed both en
     assert.equal(await count(notInList(db, 'id', ids.slice(1))), 1, `${name}: NOT IN`);
     // ordering and paging over the filtered rows stay exact (one statement)
     const page = await db.selectFrom('security_group_rules').select('id').where(inList(db, 'id', ids)).orderBy('id', 'desc').limit(3).offset(2).execute();
-    assert.deepEqual(page.map((r) => r.id), [...ids].sort((a, b) => b - a).slice(2, 5), name);
+    assert.deepEqual(page.map((r) => Number(r.id)), [...ids].sort((a, b) => b - a).slice(2, 5), name);
     const del = await db.deleteFrom('security_group_rules').where(inList(db, 'id', ids)).executeTakeFirst();
     assert.equal(Number(del.numDeletedRows), N, name);
     assert.equal(await count(inList(db, 'group_id', [groupId])), 0);

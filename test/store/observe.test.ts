@@ -51,9 +51,9 @@ async function seed(db: Db) {
   const g = async (n: number, name: string) => (await db.insertInto('security_groups').values({ uuid: U(30 + n), name, description: '', account_id: a.id, domain_id: d.id, created: NOW }).returning('id').executeTakeFirstOrThrow()).id;
   const web = await g(1, 'web'), dbg = await g(2, 'db');
   await db.insertInto('security_group_vm_map').values([{ group_id: web, vm_id: vm1 }, { group_id: dbg, vm_id: vm2 }]).execute();
-  const rule = async (n: number, port: number, cidr: string | null, ref: number | null) => (await db.insertInto('security_group_rules').values({
+  const rule = async (n: number, port: number, cidr: string | null, ref: number | null) => Number((await db.insertInto('security_group_rules').values({
     uuid: U(40 + n), group_id: web, account_id: a.id, type: 'ingress', protocol: 'tcp', start_port: port, end_port: port, cidr, allowed_group_id: ref, created: NOW,
-  }).returning('id').executeTakeFirstOrThrow()).id;
+  }).returning('id').executeTakeFirstOrThrow()).id);
   const r1 = await rule(1, 22, '192.0.2.0/24', null);
   const r2 = await rule(2, 22, '198.51.100.0/24', null);
   const r3 = await rule(3, 5432, null, dbg);

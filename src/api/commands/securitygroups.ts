@@ -194,8 +194,8 @@ export async function deleteGroupCascade(ctx: Ctx, groupId: number): Promise<voi
   // Exclusive: whatever pointed at it meanwhile (a rule, a VM, a tag) has committed or waits, then finds it gone.
   await lockGroups(ctx.db, [groupId]);
   const referencing = await ctx.db.selectFrom('security_group_rules').select(['id', 'group_id']).where('allowed_group_id', '=', groupId).execute();
-  const ruleIds = (await ctx.db.selectFrom('security_group_rules').select('id').where('group_id', '=', groupId).execute()).map((r) => r.id);
-  const allRuleIds = [...new Set([...ruleIds, ...referencing.map((r) => r.id)])];
+  const ruleIds = (await ctx.db.selectFrom('security_group_rules').select('id').where('group_id', '=', groupId).execute()).map((r) => Number(r.id));
+  const allRuleIds = [...new Set([...ruleIds, ...referencing.map((r) => Number(r.id))])];
   if (allRuleIds.length) {
     await ctx.db.deleteFrom('tags').where('resource_type', '=', 'SecurityGroupRule').where(inList(ctx.db, 'resource_id', allRuleIds)).execute();
     await ctx.db.deleteFrom('security_group_rules').where(inList(ctx.db, 'id', allRuleIds)).execute();
@@ -462,7 +462,7 @@ function makeAuthorize(dir: 'ingress' | 'egress'): CommandDef {
       for (const part of valuesChunks(rows.map((r) => ({
         uuid: r.uuid, group_id: g.id, account_id: g.account_id, type: dir, protocol: spec.protocol, start_port: spec.start, end_port: spec.end,
         cidr: r.cidr, allowed_group_id: r.allowed_group_id, created: ctx.now,
-      })))) inserted.push(...await ctx.db.insertInto('security_group_rules').values(part).returning('id').execute());
+      })))) inserted.push(...(await ctx.db.insertInto('security_group_rules').values(part).returning('id').execute()).map((r) => ({ id: Number(r.id) })));
       ctx.event({
         type: dir === 'ingress' ? 'SG.AUTH.INGRESS' : 'SG.AUTH.EGRESS', description: describeAuthorize(dir, p).replace(/group: [^ ]+ to/, `group: ${g.uuid} to`),
         resourceType: 'SecurityGroup', resourceUuid: g.uuid, resourceName: g.name, accountId: g.account_id, domainId: g.domain_id,
@@ -524,7 +524,7 @@ function makeRevoke(dir: 'ingress' | 'egress'): CommandDef {
       if (!(await ctx.db.selectFrom('security_group_rules').select('id').where('id', '=', rule.id).executeTakeFirst())) throw paramError(`Unable to find security rule with id ${id}`);
       await ctx.db.deleteFrom('tags').where('resource_type', '=', 'SecurityGroupRule').where('resource_id', '=', rule.id).execute();
       await ctx.db.deleteFrom('security_group_rules').where('id', '=', rule.id).execute();
-      await deleteRuleHits(ctx.db, [rule.id]);
+      await deleteRuleHits(ctx.db, [Number(rule.id)]);
       ctx.event({
         type: dir === 'ingress' ? 'SG.REVOKE.INGRESS' : 'SG.REVOKE.EGRESS', description: `revoking ${dir} rule id: ${id}`,
         resourceType: 'SecurityGroup', resourceUuid: g.uuid, resourceName: g.name, accountId: g.account_id, domainId: g.domain_id,

@@ -31,7 +31,7 @@ async function resolveResource(ctx: Ctx, type: TagType, uuid: string): Promise<{
   const r = await ctx.db.selectFrom('security_group_rules as r').innerJoin('security_groups as g', 'g.id', 'r.group_id')
     .select(['r.id', 'r.uuid', 'g.account_id', 'g.domain_id', 'g.id as gid']).where('r.uuid', '=', uuid).executeTakeFirst();
   if (!r) throw paramError(`Unable to find resource by id ${uuid} and type ${type}`);
-  return { id: r.id, uuid: r.uuid, accountId: r.account_id, domainId: r.domain_id, groupId: r.gid };
+  return { id: Number(r.id), uuid: r.uuid, accountId: r.account_id, domainId: r.domain_id, groupId: r.gid };
 }
 
 const createTags: CommandDef = {
@@ -72,7 +72,7 @@ const createTags: CommandDef = {
     const groupIds = [...resources.values()].map((r) => r.groupId);
     const present = await lockGroups(ctx.db, [], groupIds);
     const stillThere = type === 'SecurityGroup' ? present : new Set((await ctx.db.selectFrom('security_group_rules').select('id')
-      .where(inList(ctx.db, 'id', [...resources.keys()])).execute()).map((r) => r.id));
+      .where(inList(ctx.db, 'id', [...resources.keys()])).execute()).map((r) => Number(r.id)));
     for (const res of resources.values()) {
       if (!present.has(res.groupId) || !stillThere.has(res.id)) throw paramError(`Unable to find resource by id ${res.uuid} and type ${type}`);
     }

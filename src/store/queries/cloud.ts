@@ -9,7 +9,7 @@ import { emptyCloudState, type CloudState } from '../../policy/state.js';
 
 type Q = Transaction<Database> | Kysely<Database>;
 
-export interface RuleRow { id: number; uuid: string; group_id: number; type: string; protocol: string; start_port: number | null; end_port: number | null; cidr: string | null; allowed_group_id: number | null }
+export interface RuleRow { id: number | string /* bigint since 015: pg returns text */; uuid: string; group_id: number; type: string; protocol: string; start_port: number | null; end_port: number | null; cidr: string | null; allowed_group_id: number | null }
 
 function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
   const l = m.get(k);
@@ -30,7 +30,7 @@ function protocolOf(p: string): Protocol {
 export function ruleFromRow(r: RuleRow): SecurityGroupRule {
   const protocol = protocolOf(r.protocol);
   const rule: SecurityGroupRule = {
-    id: r.id, uuid: r.uuid, groupId: r.group_id, direction: r.type === 'egress' ? 'egress' : 'ingress', protocol,
+    id: Number(r.id), uuid: r.uuid, groupId: r.group_id, direction: r.type === 'egress' ? 'egress' : 'ingress', protocol,
     cidr: r.cidr, allowedGroupId: r.allowed_group_id,
   };
   if ((protocol === 'tcp' || protocol === 'udp') && r.start_port !== null) rule.ports = { from: r.start_port, to: r.end_port ?? r.start_port };

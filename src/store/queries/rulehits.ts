@@ -24,7 +24,7 @@ export async function addRuleHits(db: Q, packetsByRuleUuid: ReadonlyMap<string, 
     const ids = await db.selectFrom('security_group_rules').select(['id', 'uuid']).where('uuid', 'in', part.map(([u]) => u)).execute();
     if (!ids.length) continue;
     const byUuid = new Map(part);
-    const rows = ids.map((r) => ({ rule_id: r.id, hitcount: byUuid.get(r.uuid)!, lasthit: at })).sort((a, b) => a.rule_id - b.rule_id);
+    const rows = ids.map((r) => ({ rule_id: Number(r.id), hitcount: byUuid.get(r.uuid)!, lasthit: at })).sort((a, b) => a.rule_id - b.rule_id);
     await db.insertInto('security_group_rule_hits').values(rows)
       .onConflict((oc) => oc.column('rule_id').doUpdateSet({
         // Clamped at 2^53-1 (what a JSON number holds exactly): a hostile or broken agent's huge
@@ -44,7 +44,7 @@ export async function ruleHits(db: Q, ruleIds: number[]): Promise<Map<number, Ru
   const out = new Map<number, RuleHits>();
   for (const part of chunk([...new Set(ruleIds)])) {
     const rows = await db.selectFrom('security_group_rule_hits').select(['rule_id', 'hitcount', 'lasthit']).where('rule_id', 'in', part).execute();
-    for (const r of rows) out.set(r.rule_id, { hitcount: Number(r.hitcount), lasthit: r.lasthit });
+    for (const r of rows) out.set(Number(r.rule_id), { hitcount: Number(r.hitcount), lasthit: r.lasthit });
   }
   return out;
 }

@@ -75,9 +75,9 @@ export async function loadGroups(db: Q, ids: number[], opts: { members?: boolean
     let rq = db.selectFrom('security_group_rules')
       .select(['id', 'uuid', 'group_id', 'type', 'protocol', 'start_port', 'end_port', 'cidr', 'allowed_group_id']).where(inList(db, 'group_id', part));
     if (opts.ruleIds) rq = rq.where(inList(db, 'id', opts.ruleIds));
-    for (const row of await rq.orderBy('id').execute()) b.rules.push(row);
+    for (const row of await rq.orderBy('id').execute()) b.rules.push({ ...row, id: Number(row.id) });
     for (const row of await db.selectFrom('tags').select(['resource_type', 'resource_id', 'key', 'value', 'account_id', 'domain_id', 'customer'])
-      .where('resource_type', '=', 'SecurityGroup').where(inList(db, 'resource_id', part)).orderBy('id').execute()) b.tags.push(row);
+      .where('resource_type', '=', 'SecurityGroup').where(inList(db, 'resource_id', part)).orderBy('id').execute()) b.tags.push({ ...row, resource_id: Number(row.resource_id) });
     if (opts.members !== false) {
       const rows = await db.selectFrom('security_group_vm_map as m').innerJoin('vms as v', 'v.id', 'm.vm_id')
         .select(['m.group_id', 'v.uuid']).where(inList(db, 'm.group_id', part)).where('v.removed', 'is', null).orderBy('v.id').execute();
@@ -93,14 +93,14 @@ export async function loadGroups(db: Q, ids: number[], opts: { members?: boolean
     let sub = db.selectFrom('security_group_rules').select('id').where(inList(db, 'group_id', part));
     if (opts.ruleIds) sub = sub.where(inList(db, 'id', opts.ruleIds));
     for (const row of await db.selectFrom('tags').select(['resource_type', 'resource_id', 'key', 'value', 'account_id', 'domain_id', 'customer'])
-      .where('resource_type', '=', 'SecurityGroupRule').where('resource_id', 'in', sub).orderBy('id').execute()) b.tags.push(row);
+      .where('resource_type', '=', 'SecurityGroupRule').where('resource_id', 'in', sub).orderBy('id').execute()) b.tags.push({ ...row, resource_id: Number(row.resource_id) });
   }
   // hit counters by join on the page's groups: one query however many rules the page has
   for (const part of chunk(ids)) {
     let hq = db.selectFrom('security_group_rule_hits as h').innerJoin('security_group_rules as r', 'r.id', 'h.rule_id')
       .select(['h.rule_id', 'h.hitcount', 'h.lasthit']).where(inList(db, 'r.group_id', part));
     if (opts.ruleIds) hq = hq.where(inList(db, 'h.rule_id', opts.ruleIds));
-    for (const h of await hq.execute()) b.hits.set(h.rule_id, { hitcount: Number(h.hitcount), lasthit: h.lasthit });
+    for (const h of await hq.execute()) b.hits.set(Number(h.rule_id), { hitcount: Number(h.hitcount), lasthit: h.lasthit });
   }
   const refIds = [...new Set(b.rules.map((r) => r.allowed_group_id).filter((x): x is number => x !== null))];
   for (const part of chunk(refIds)) {
