@@ -263,7 +263,7 @@ export class SessionHub {
   private refuse(ws: WebSocket, code: number, message: string): void {
     this.stats.refused++;
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'error', code, message: message.slice(0, 1000) } satisfies ServerMessage));
-    ws.close(4000 + (code % 1000), closeReason(message.slice(0, 100)));
+    ws.close(4000 + (code % 1000), closeReason(message));
   }
 
   /** May a session line of this host be logged now? */
@@ -297,7 +297,7 @@ export class SessionHub {
     // (the reason may quote the frame: a key, a type)
     if (this.closedLine(hostId)) this.d.log.warn({ remote, host: hostId, reason: logText(reason) }, 'agent connection closed: invalid message');
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'error', code: 400, message: `invalid message: ${reason}`.slice(0, 1000) } satisfies ServerMessage));
-    ws.close(1008, closeReason(`invalid message: ${reason}`.slice(0, 120)));
+    ws.close(1008, closeReason(`invalid message: ${reason}`));
   }
 
   /**

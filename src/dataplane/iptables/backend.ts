@@ -33,6 +33,11 @@ export class IptablesDataplane implements Dataplane {
   readonly runner: Runner;
   /** What the kernel holds as far as we know (after our last write or read); null = read it first. */
   private known: KState | null = null;
+  /**
+   * Leftover scratch sets the kernel refused to destroy (another tool's rule references one): not tried
+   * again on every apply (a process each time), only after the kernel is next read afresh (read()).
+   */
+  private readonly heldScratch = new Set<string>();
   /** apply/observe/teardown run one at a time (they share `known` and the kernel). */
   private queue: Promise<unknown> = Promise.resolve();
   private readonly gcDelayMs: number;
@@ -59,6 +64,7 @@ export class IptablesDataplane implements Dataplane {
 
   /** Read Palisade's part of the kernel (four tools; the slow path, used on start, by observe and teardown). */
   async read(): Promise<KState> {
+    this.heldScratch.clear();   // read afresh: each leftover scratch set is tried once more
     const [v4, v6, sets, eb] = await Promise.all([
       must(this.runner, 'iptables-save', 'iptables-save', []),
       must(this.runner, 'ip6tables-save', 'ip6tables-save', []),
@@ -101,7 +107,13 @@ export class IptablesDataplane implements Dataplane {
     const pl = plan(program, kernel);
     // leftover scratch sets: each on its own, a refusal (another tool's rule uses it) blocks nothing
     let destroyed = 0;
-    for (const name of pl.ipsetStale) if ((await this.runner.run('ipset', ['destroy', name])).code === 0 && kernel.sets.delete(name)) destroyed++;
+    const t0 = performance.now();
+    for (const name of pl.ipsetStale) {
+      if (this.heldScratch.has(name)) continue;
+      if ((await this.runner.run('ipset', ['destroy', name])).code === 0 && kernel.sets.delete(name)) destroyed++;
+      else this.heldScratch.add(name);
+    }
+    if (destroyed) steps.push({ tool: 'ipset destroy (leftover scratch sets)', ms: +(performance.now() - t0).toFixed(2) });
     if (planIsEmpty(pl)) { this.known = kernel; this.lastProgram = program; this.scheduleGc(); return { changed: destroyed > 0, steps }; }
     const step = async (name: string, tool: string, args: string[], text: string) => {
       if (!text) return;

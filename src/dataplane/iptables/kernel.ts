@@ -311,13 +311,13 @@ function iptPlan(prog: IptProgram, k: Record<Table, KTable>, shadowed: Map<strin
   return out.length ? out.join('\n') + '\n' : '';
 }
 
-/** The scratch name a set is rebuilt under (31 characters at most, an owned prefix). */
-export const scratchSet = (name: string) => `pal-swap-${hashOf([name])}`;
+/** The scratch name a set is rebuilt under (31 characters at most, an owned prefix); `attempt` > 0: the next ones. */
+export const scratchSet = (name: string, attempt = 0) => `pal-swap-${hashOf(attempt ? [name, String(attempt)] : [name])}`;
 
 /** A scratch name for `name` that no set in the kernel has (a leftover the kernel will not destroy may hold the first). */
 function freeScratch(name: string, k: Map<string, KSet>): string {
   let tmp = scratchSet(name);
-  for (let i = 1; k.has(tmp); i++) tmp = `pal-swap-${hashOf([name, String(i)])}`;
+  for (let i = 1; k.has(tmp); i++) tmp = scratchSet(name, i);
   return tmp;
 }
 
