@@ -241,10 +241,11 @@ test('a job stored before cmd was the class (its API name) is shown with the cla
     const done = await t.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: g.id, protocol: 'tcp', startport: 22, endport: 22, cidrlist: '192.0.2.0/24' });
     const renewed = await t.callAndWait('authorizeSecurityGroupIngress', { securitygroupid: g.id, protocol: 'tcp', startport: 23, endport: 23, cidrlist: '192.0.2.0/24' });
     await t.kill('SIGTERM');
-    // the store as the previous version left it: the API name in cmd, migration 013 not yet run
+    // the store as the previous version left it: the API name in cmd, migration 013 (and the later ones,
+    // no-ops on SQLite) not yet run
     const file = new Database(path.join(t.dataDir, 'palisade.db'));
     file.prepare('UPDATE async_jobs SET command = ? WHERE uuid = ?').run('authorizeSecurityGroupIngress', done.body.jobid);
-    file.prepare('DELETE FROM kysely_migration WHERE name = ?').run('013_job_classes');
+    assert.ok(file.prepare('DELETE FROM kysely_migration WHERE name >= ?').run('013_job_classes').changes >= 1);
     file.close();
     await t.start();
     const CLASS = 'org.apache.cloudstack.api.command.user.securitygroup.AuthorizeSecurityGroupIngressCmd';
