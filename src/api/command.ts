@@ -7,6 +7,7 @@ import type { Database } from '../store/schema.js';
 import type { Change } from '../model/changes.js';
 import type { Role } from '../model/types.js';
 import type { ConnectionInspector } from '../model/telemetry.js';
+import type { ApiLimits } from './rate-limit.js';
 
 /** CloudStack error: HTTP status = code. cserrorcode per CSExceptionErrorCode. */
 export class ApiError extends Error {
@@ -132,6 +133,8 @@ export interface CommandContext {
   readonly connections?: ConnectionInspector;
   /** What the command's `prepare` returned (undefined without one). */
   readonly prepared?: unknown;
+  /** This server's per-account API rate limit (getApiLimit / resetApiLimit); absent in-process without a dispatcher. */
+  readonly apiLimits?: ApiLimits;
 }
 
 export type CommandResult =

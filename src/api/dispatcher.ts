@@ -1,5 +1,5 @@
-// Authentication, command dispatch, transactions, async jobs. Every command runs in one store
-// transaction; its changes reach the ChangeSink only after that transaction commits.
+// Authentication, the per-account API rate limit (rate-limit.ts), command dispatch, transactions, async
+// jobs. Every command runs in one store transaction; its changes reach the ChangeSink only after that transaction commits.
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
@@ -19,6 +19,8 @@ import type { SessionAuth, Transport } from './sessions.js';
 import type { ApiObserver } from './metrics.js';
 import type { ConnectionInspector } from '../model/telemetry.js';
 import { appendFeed } from '../store/queries/feed.js';
+import { readThrottling } from '../store/queries/settings.js';
+import { ApiRateLimiter, apiLimitText } from './rate-limit.js';
 import { storeOutOfSpace, storeUnavailable, uniqueViolation } from '../store/db.js';
 
 export const AUTH_FAILED = 'unable to verify user credentials and/or request signature';
@@ -82,6 +84,8 @@ export class Dispatcher {
   private readonly inflight = new Set<Promise<void>>();
   private readonly jobs: JobQueue;
   private closing = false;
+  /** Per-account API rate limit (api.throttling.*), counted in this process. */
+  readonly rateLimiter: ApiRateLimiter;
 
   /** login/logout by lower-cased name: CloudStack finds its authenticators ignoring case (APIAuthenticationManagerImpl). */
   private readonly authenticators = new Map<string, CommandDef>();
@@ -93,6 +97,8 @@ export class Dispatcher {
       if (c.authenticator) this.authenticators.set(c.name.toLowerCase(), c);
     }
     this.jobs = new JobQueue(deps.jobConcurrency ?? 2);
+    this.rateLimiter = new ApiRateLimiter(() => readThrottling(deps.db), () => (deps.now?.() ?? new Date()).getTime(),
+      (err) => deps.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not read the api.throttling settings; keeping the previous ones'));
   }
 
   private nowIso(): string { return (this.deps.now?.() ?? new Date()).toISOString(); }
@@ -194,6 +200,17 @@ export class Dispatcher {
       if (transport) caller.address = transport.address;
       // a session's caller (a signed one was checked in authenticate, before its signature)
       if (def.roles && !def.roles.includes(caller.role)) throw new ApiError(432, UNKNOWN_COMMAND);
+      // CloudStack's rate limit (rate-limit.ts): root admins are not counted; over it nothing runs.
+      if (caller.role !== 'admin') {
+        const retryAfterMs = await this.rateLimiter.hit(caller.accountId);
+        if (retryAfterMs !== undefined) {
+          this.deps.log.warn({ account: caller.accountUuid, command: def.name }, 'api rate limit reached');
+          return {
+            status: 429, body: envelope(undefined, errorBody(429, apiLimitText(retryAfterMs), 9999)),
+            headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
+          };
+        }
+      }
       return await this.run(def, raw, caller, fence);
     } catch (err) {
       const e = this.toApiError(err, def?.name ?? commandName ?? '?');
@@ -261,7 +278,7 @@ export class Dispatcher {
       const changes: Change[] = [];
       const ctx: CommandContext = {
         command: def.name, db, caller, params, access: new CallerAccess(db, caller), now,
-        jobId: job.jobId, instanceUuid: job.instanceUuid, connections: this.deps.connections, prepared,
+        jobId: job.jobId, instanceUuid: job.instanceUuid, connections: this.deps.connections, prepared, apiLimits: this.rateLimiter,
         event: (e: EventInput) => { events.push({ ...e, state: e.state ?? 'Completed' }); },
         changed: (...c: Change[]) => { changes.push(...c); },
       };
@@ -298,6 +315,7 @@ export class Dispatcher {
 
   private publish(changes: Change[]): void {
     if (changes.length === 0) return;
+    if (changes.some((c) => c.kind === 'settings')) this.rateLimiter.invalidate();
     try { this.deps.sink.publish(changes); } catch (err) { this.deps.log.error({ err }, 'change sink failed'); }
   }
 

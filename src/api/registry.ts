@@ -13,13 +13,14 @@ import { userCommands } from './commands/users.js';
 import { trafficCommands } from './commands/traffic.js';
 import { configurationCommands } from './commands/configurations.js';
 import { capabilityCommands } from './commands/capabilities.js';
+import { apiLimitCommands } from './commands/apilimits.js';
 
 let cached: CommandDef[] | undefined;
 
 export function allCommands(): CommandDef[] {
   if (cached) return cached;
   const own: CommandDef[] = [...accountCommands, ...securityGroupCommands, ...tagCommands, ...eventCommands, ...asyncJobCommands, ...projectCommands, ...basicZoneCommands, ...userCommands];
-  const list: CommandDef[] = [...own, ...inventoryCommands, ...trafficCommands, ...configurationCommands, ...capabilityCommands];
+  const list: CommandDef[] = [...own, ...inventoryCommands, ...trafficCommands, ...configurationCommands, ...capabilityCommands, ...apiLimitCommands];
   list.push(makeListApis(() => list));
   const seen = new Set<string>();
   for (const c of list) {

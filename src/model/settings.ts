@@ -44,6 +44,16 @@ export const MAX_RULES_PER_ACCOUNT = 'security.group.max.rules.per.account';
 export const MAX_GROUPS_PER_ACCOUNT = 'security.group.max.per.account';
 export const MAX_TAGS_PER_ACCOUNT = 'security.group.max.tags.per.account';
 
+/**
+ * CloudStack's per-account API rate limit (the api-limit-account plugin, ApiRateLimitServiceImpl): names,
+ * defaults and descriptions as CloudStack declares them (ManagementServer's ConfigKeys, Config's
+ * ApiLimitCacheSize). api/rate-limit.ts counts the calls; it is off by default, as in CloudStack.
+ */
+export const API_THROTTLING_ENABLED = 'api.throttling.enabled';
+export const API_THROTTLING_INTERVAL = 'api.throttling.interval';
+export const API_THROTTLING_MAX = 'api.throttling.max';
+export const API_THROTTLING_CACHESIZE = 'api.throttling.cachesize';
+
 const common = { category: 'Network', component: 'SecurityGroupManager', group: 'Network', subgroup: 'Security Groups' };
 
 /** Every setting Palisade has, in listing order. */
@@ -83,6 +93,15 @@ export const SETTINGS: readonly SettingDef[] = [
     displaytext: 'Security group max tags per account',
     description: 'Most resource tags (on security groups and their rules) one account may hold; createTags beyond it fails and adds nothing.',
   },
+  ...([
+    [API_THROTTLING_ENABLED, 'Boolean', 'false', undefined, 'Api throttling enabled', 'Enable/disable Api rate limit'],
+    [API_THROTTLING_INTERVAL, 'Number', '1', { min: 1, max: 86400 }, 'Api throttling interval', 'Time interval (in seconds) to reset API count'],
+    [API_THROTTLING_MAX, 'Number', '25', { min: 1, max: 100000000 }, 'Api throttling max', 'Max allowed number of APIs within fixed interval'],
+    [API_THROTTLING_CACHESIZE, 'Number', '50000', { min: 1, max: 10000000 }, 'Api throttling cachesize', 'Account based API count cache size'],
+  ] as const).map(([name, type, defaultValue, range, displaytext, description]): SettingDef => ({
+    category: 'Advanced', component: 'ManagementServer', group: 'Miscellaneous', subgroup: 'Others',
+    name, type, defaultValue, ...(range ? { range } : {}), displaytext, description,
+  })),
   {
     category: 'Advanced', component: 'AsyncJobManager', group: 'Miscellaneous', subgroup: 'Others',
     name: JOB_EXPIRE_MINUTES, type: 'Number', defaultValue: '1440', range: { min: 60, max: 525600 },
@@ -164,5 +183,17 @@ export function settingsFrom(stored: ReadonlyMap<string, string>): PalisadeSetti
     revokeCutConnections: get(REVOKE_CUT_CONNECTIONS) === 'true',
     dropLogRate: Number(get(DROP_LOG_RATE)),
     dropLogBurst: Number(get(DROP_LOG_BURST)),
+  };
+}
+
+/** The per-account API rate limit (API_THROTTLING_*): `intervalSeconds` long windows of `max` calls, `cacheSize` accounts tracked. */
+export interface ApiThrottling { enabled: boolean; intervalSeconds: number; max: number; cacheSize: number }
+
+export function throttlingFrom(stored: ReadonlyMap<string, string>): ApiThrottling {
+  return {
+    enabled: valueOf(stored, API_THROTTLING_ENABLED) === 'true',
+    intervalSeconds: Number(valueOf(stored, API_THROTTLING_INTERVAL)),
+    max: Number(valueOf(stored, API_THROTTLING_MAX)),
+    cacheSize: Number(valueOf(stored, API_THROTTLING_CACHESIZE)),
   };
 }

@@ -46,7 +46,7 @@ test('listCapabilities: every role gets the capability object, with honest value
     assert.equal(c.customdiskofferingmaxsize, 1024);
     assert.equal(c.kvmsnapshotenabled, false);
     assert.equal(c.allowuserviewdestroyedvm, true);
-    // CloudStack leaves the API-limit fields out while throttling is off; Palisade has none.
+    // CloudStack leaves the API-limit fields out while throttling is off (the default; apilimits test: on).
     assert.ok(!('apilimitinterval' in c) && !('apilimitmax' in c));
   }
   // and it is a command like any other: unsigned, it is refused

@@ -124,7 +124,7 @@ test('a user account\'s user cannot mint API keys for another user of the same a
 test('history does not grow for ever: finished jobs and old events are purged as CloudStack\'s job.expire.minutes / event.purge.delay say', async () => {
   // CloudStack's settings, root admin only, validated
   const listed = (await ok('listConfigurations', { category: 'Advanced' })).configuration;
-  assert.deepEqual(listed.map((c: any) => [c.name, c.value]), [['event.purge.delay', '15'], ['job.expire.minutes', '1440']]);
+  assert.deepEqual(listed.filter((c: any) => !c.name.startsWith('api.throttling.')).map((c: any) => [c.name, c.value]), [['event.purge.delay', '15'], ['job.expire.minutes', '1440']]);
   assert.equal((await s.call('updateConfiguration', { name: 'job.expire.minutes', value: '59' })).status, 431);
   assert.equal((await s.call('updateConfiguration', { name: 'event.purge.delay', value: '-1' })).status, 431);
   assert.equal((await s.call('listConfigurations', {}, users.dadmin)).status, 432);

@@ -465,6 +465,8 @@ test('dry runs: authorize reports affected VMs and hosts and redundancy, revoke 
 test('listConfigurations / updateConfiguration / resetConfiguration: CloudStack shapes and errors, root admin only, evented, readable by other layers', async () => {
   const all = await ok('listConfigurations');
   assert.deepEqual(all.configuration.map((c: any) => [c.name, c.value, c.defaultvalue]), [
+    ['api.throttling.cachesize', '50000', '50000'], ['api.throttling.enabled', 'false', 'false'],
+    ['api.throttling.interval', '1', '1'], ['api.throttling.max', '25', '25'],
     ['event.purge.delay', '15', '15'], ['job.expire.minutes', '1440', '1440'],
     ['security.group.drop.log.burst', '50', '50'], ['security.group.drop.log.rate', '10', '10'],
     ['security.group.max.per.account', '1000', '1000'], ['security.group.max.rules', '1000', '1000'], ['security.group.max.rules.per.account', '20000', '20000'],

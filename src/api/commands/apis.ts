@@ -26,10 +26,11 @@ const RESPONSE_FIELDS: Record<string, string[]> = {
   capability: ['securitygroupsenabled', 'dynamicrolesenabled', 'cloudstackversion', 'userpublictemplateenabled', 'supportELB', 'projectinviterequired',
     'allowusercreateprojects', 'customdiskofferingminsize', 'customdiskofferingmaxsize', 'regionsecondaryenabled', 'kvmsnapshotenabled',
     'allowuserviewdestroyedvm', 'allowuserexpungerecovervm', 'allowuserexpungerecovervolume', 'allowuserviewalldomainaccounts',
-    'kubernetesserviceenabled', 'kubernetesclusterexperimentalfeaturesenabled', 'defaultuipagesize'],
+    'kubernetesserviceenabled', 'kubernetesclusterexperimentalfeaturesenabled', 'defaultuipagesize', 'apilimitinterval', 'apilimitmax'],
   api: ['name', 'description', 'isasync', 'since', 'related', 'params', 'response', 'type'],
   securitygroupdrop: ['virtualmachineid', 'virtualmachinename', 'nicid', 'direction', 'protocol', 'srcaddress', 'srcport', 'dstaddress', 'dstport', 'icmptype', 'icmpcode', 'reason', 'created'],
   securitygrouptraffic: ['virtualmachineid', 'direction', 'protocol', 'address', 'port', 'icmptype', 'icmpcode', 'allowed', 'reason', 'detail', 'ruleid', 'securitygroupid', 'securitygroupname', 'hitcount', 'securitygroupsyncstate'],
+  apilimit: ['accountid', 'account', 'apiIssued', 'apiAllowed', 'expireAfter'],
   configuration: ['category', 'name', 'value', 'defaultvalue', 'description', 'isdynamic', 'component', 'group', 'subgroup', 'type', 'displaytext'],
 };
 

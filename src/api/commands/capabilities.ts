@@ -3,13 +3,15 @@
 // defaults for features Palisade lacks (templates, projects, snapshots, Kubernetes, region stores).
 import type { CommandDef } from '../command.js';
 import { CLOUDSTACK_VERSION } from '../xml.js';
+import { readThrottling } from '../../store/queries/settings.js';
 
 const listCapabilities: CommandDef = {
   name: 'listCapabilities',
   description: 'Lists capabilities',
   responseObject: 'capability',
   params: [],
-  async handle() {
+  async handle(ctx) {
+    const throttling = await readThrottling(ctx.db);
     return {
       object: 'capability',
       value: {
@@ -37,8 +39,8 @@ const listCapabilities: CommandDef = {
         kubernetesclusterexperimentalfeaturesenabled: false,
         // CloudStack's default.ui.page.size default.
         defaultuipagesize: 20,
-        // apilimitinterval/apilimitmax are left out, as CloudStack leaves them out while api.throttling.enabled
-        // is false: Palisade has no per-account API rate limit.
+        // The per-account API rate limit (api/rate-limit.ts), shown only while it is on, as CloudStack does.
+        ...(throttling.enabled ? { apilimitinterval: throttling.intervalSeconds, apilimitmax: throttling.max } : {}),
       },
     };
   },

@@ -2,7 +2,7 @@
 // are kept; model/settings.ts has the names, types and defaults.
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../schema.js';
-import { limitsFrom, retentionFrom, settingsFrom, type PalisadeSettings, type RetentionSettings, type TenantLimits } from '../../model/settings.js';
+import { limitsFrom, retentionFrom, settingsFrom, throttlingFrom, type ApiThrottling, type PalisadeSettings, type RetentionSettings, type TenantLimits } from '../../model/settings.js';
 
 type Q = Transaction<Database> | Kysely<Database>;
 
@@ -30,6 +30,11 @@ export async function readRetention(db: Q): Promise<RetentionSettings> {
 /** What one tenant may store (security.group.max.*). */
 export async function readLimits(db: Q): Promise<TenantLimits> {
   return limitsFrom(await storedValues(db));
+}
+
+/** The per-account API rate limit (api.throttling.*). */
+export async function readThrottling(db: Q): Promise<ApiThrottling> {
+  return throttlingFrom(await storedValues(db));
 }
 
 /** Sets a value, or (null) goes back to the default. */
