@@ -78,6 +78,14 @@ const SEND_BACKLOG_MAX_BYTES = 64 * 1024 * 1024;
  */
 const HANDLING_MS_PER_SECOND = 50;
 const HANDLING_BURST_MS = 2000;
+/**
+ * What an accepted hello is charged to its host's budget, besides its resync's own time: its work is
+ * mostly the database's (the lease row, the host's status), which every server shares and this event
+ * loop does not see. An agent reconnecting in a loop (a cheap resync each time) otherwise made ~2,000
+ * lease writes before its host was in debt, and 50 a second after; now ~80, then 2 a second. A real
+ * agent reconnects a few times an hour.
+ */
+const HELLO_CHARGE_MS = 25;
 /** A throttled connection is not read for at least this long (no pause/resume churn per frame). */
 const THROTTLE_MIN_MS = 2000;
 /**
@@ -494,6 +502,7 @@ export class SessionHub {
     this.sessions.set(hostId, s);
     this.byWs.set(ws, s);
     accepted();
+    this.budgetOf(hostId).charge(HELLO_CHARGE_MS);
     this.send(s, { type: 'welcome', hostId: host.uuid, hostName: host.name });
     this.d.sync.hostPatch(hostId, { state: this.d.sync.hostState(hostId), last_contact: new Date().toISOString(), ...(m.dataplane ? { dataplane: m.dataplane } : {}) });
     this.d.sync.holderChanged(hostId);

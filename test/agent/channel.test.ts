@@ -757,6 +757,29 @@ test('close reasons in letters of several bytes (a CJK VM id in an invalid ack, 
   await second.ended;
 });
 
+test('an agent reconnecting in a loop is refused once its accepted hellos are past its host\'s budget (each takes a lease write); the first reconnects are not', async () => {
+  const host = await addHost(srv, 'chan-reconnect-loop');
+  let accepted = 0;
+  let refused: RawConnection | null = null;
+  for (let i = 0; i < 300 && !refused; i++) {
+    const c = await rawConnect(srv.port);
+    c.write(frame(hello(host.token)));
+    const m = await c.waitFor((x) => x?.type === 'welcome' || x?.type === 'error', 10_000);
+    if (m.type === 'error') { refused = c; break; }
+    accepted++;
+    c.destroy();
+    await c.ended;
+  }
+  // Before, an empty host's hello cost only its resync (well under a ms): 300 reconnects never got there.
+  assert.ok(refused, `a hello was refused within 300 reconnects (${accepted} accepted)`);
+  assert.ok(await endsWithin(refused, 10_000));
+  assert.equal(refused.closeCode, 4503);
+  assert.match((refused.messages.find((m: any) => m?.type === 'error') as { message: string }).message, /more than its share of this server's time/);
+  // The twin: reconnecting now and then is nothing (a burst's worth of hellos was accepted first).
+  assert.ok(accepted >= 20, `the first reconnects were accepted (${accepted})`);
+  await apiAlive();
+});
+
 test('connections awaiting a hello are bounded per server (anyone can open them): over the bound one is refused at once with 4503; every way out of waiting frees its place exactly once; an accepted session is unaffected', async () => {
   const BOUND = 20;
   const small = await startServer({ args: ['--pending-agents-max', String(BOUND)] });
