@@ -18,6 +18,7 @@ import { AccountsPage } from './pages/Accounts';
 import { SettingsPage } from './pages/Settings';
 import { PasswordModal } from './components/PasswordModal';
 import { Empty } from './components/common';
+import { Name, isolate } from './components/Name';
 
 const ROLE_NAME: Record<string, string> = { '0': 'User', '1': 'Root admin', '2': 'Domain admin' };
 
@@ -71,14 +72,14 @@ function Shell({ session }: { session: Session }) {
             </Group>
             <Menu position="bottom-end" withinPortal>
               <Menu.Target>
-                <Button variant="subtle" data-testid="user-menu" aria-label={`Signed in as ${session.username}; account menu`}>
+                <Button variant="subtle" data-testid="user-menu" aria-label={`Signed in as ${isolate(session.username)}; account menu`}>
                   <Text size="sm" truncate maw={220}>
-                    {session.username} <Text span c="dimmed" size="xs">· {session.domainpath || session.domainid} · {ROLE_NAME[session.type] ?? 'User'}</Text>
+                    <Name>{session.username}</Name> <Text span c="dimmed" size="xs">· <Name>{session.domainpath || session.domainid}</Name> · {ROLE_NAME[session.type] ?? 'User'}</Text>
                   </Text>
                 </Button>
               </Menu.Target>
               <Menu.Dropdown>
-                <Menu.Label>Account {session.account}</Menu.Label>
+                <Menu.Label>Account <Name>{session.account}</Name></Menu.Label>
                 <Menu.Item onClick={() => setPasswordOpen(true)}>Change password</Menu.Item>
                 <Menu.Item color="red" onClick={() => { void logout().then(() => navigate('/groups')); }}>Log out</Menu.Item>
               </Menu.Dropdown>

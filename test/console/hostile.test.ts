@@ -3,6 +3,9 @@
 // render-only dataplane (no kernel needed: what is checked here is what the console claims).
 // - Names and descriptions a tenant chooses (markup, quotes, right-to-left overrides) are shown as
 //   text and never run as script, on every page that shows them.
+// - Such names shown inside a sentence (a confirmation, a badge, a button's accessible name, a rule's
+//   peer) are isolated from it: a right-to-left override or isolate in a name, even one that first
+//   closes an isolate (U+2069), reorders only the name, never the words after it.
 // - "In sync" on the hosts page is only claimed for a host whose agent is there to say so: a host
 //   whose agent went away, or never came, shows that its state is unknown, not "in sync".
 import { test, before, after } from 'node:test';
@@ -96,6 +99,152 @@ test('a tenant\'s markup, quotes and right-to-left overrides in names show as te
   } finally {
     await context.close();
   }
+});
+
+/** Names holding direction controls: an override, an isolate left open, a stray isolate close first. */
+const BIDI_DOMAIN = 'dom\u202Eniamod';
+const BIDI_ACCOUNT = 'acct\u2067tnuocca';
+const BIDI_USER = 'user\u202Bresu';
+const BIDI_GROUP = 'grp\u2069\u202Eevil';
+const BIDI_GROUP_DESCRIPTION = '\u2067described';
+const BIDI_PEER = 'peer\u202Dreep';
+const BIDI_VM_DISPLAY = 'vm\u2069\u2067yalpsid';
+const BIDI_VALUES = [BIDI_DOMAIN, `ROOT/${BIDI_DOMAIN}`, BIDI_ACCOUNT, BIDI_USER, BIDI_GROUP, BIDI_GROUP_DESCRIPTION, BIDI_PEER, BIDI_VM_DISPLAY,
+  HOSTILE_DESCRIPTION, HOSTILE_DISPLAY];
+
+/**
+ * Every place on the page (text, accessible names, titles, input values; modals included) where a
+ * direction control from data shows, where it is not isolated from the text around it. Text is
+ * isolated when its nearest element with `unicode-bidi: isolate | isolate-override | plaintext` (a
+ * <bdi>, or CSS) holds exactly one of `values`, balanced; a string (an attribute, or text that cannot
+ * hold an element) when each value in it is balanced and between FIRST STRONG ISOLATE and POP
+ * DIRECTIONAL ISOLATE.
+ */
+async function unisolatedNames(page: Page, values: string[]): Promise<string[]> {
+  // A string, not a function: tsx would name the function's inner arrows with a helper the page lacks.
+  return page.evaluate(`(${UNISOLATED_IN_PAGE})(${JSON.stringify(values)})`) as Promise<string[]>;
+}
+
+/**
+ * `v` with its own isolates balanced (an FSI first for each PDI closing nothing, a PDI after for each
+ * isolate left open): browsers isolate an element by putting FSI/PDI around its text, so a stray PDI
+ * in a name would end the element's isolation early (Chromium does).
+ */
+function balancedName(v: string): string {
+  let open = 0, stray = 0;
+  for (const ch of v) {
+    if (ch === '\u2066' || ch === '\u2067' || ch === '\u2068') open++;
+    else if (ch === '\u2069') { if (open > 0) open--; else stray++; }
+  }
+  return '\u2068'.repeat(stray) + v + '\u2069'.repeat(open);
+}
+
+const UNISOLATED_IN_PAGE = String.raw`function (values) {
+  const CONTROLS = /[\u202A-\u202E\u2066-\u2069]/;
+  const balanced = ${balancedName.toString()};
+  const wrapped = (v) => '\u2068' + balanced(v) + '\u2069';
+  const isolatedForms = values.map(balanced);
+  const byLength = [...values].sort((a, b) => b.length - a.length);
+  function bareInString(t) { return CONTROLS.test(byLength.reduce((rest, v) => rest.split(wrapped(v)).join(''), t)); }
+  function where(el) { return '<' + el.tagName.toLowerCase() + (el.getAttribute('data-testid') ? ' data-testid=' + el.getAttribute('data-testid') : '') + '>'; }
+  const bad = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const text = n.textContent || '';
+    if (!bareInString(text)) continue;
+    let el = n.parentElement;
+    while (el && !['isolate', 'isolate-override', 'plaintext'].includes(getComputedStyle(el).unicodeBidi)) el = el.parentElement;
+    if (!el) bad.push('text ' + JSON.stringify(text) + ' in ' + where(n.parentElement) + ': not isolated');
+    else if (!isolatedForms.includes(el.textContent || '')) bad.push('text ' + JSON.stringify(text) + ': isolated only with the words around it, in ' + where(el) + ' ' + JSON.stringify(el.textContent));
+  }
+  for (const el of document.body.querySelectorAll('*')) {
+    for (const attr of ['aria-label', 'title', 'placeholder', 'alt', 'aria-description']) {
+      const v = el.getAttribute(attr);
+      if (v && bareInString(v)) bad.push(attr + ' ' + JSON.stringify(v) + ' of ' + where(el));
+    }
+    if ((el instanceof HTMLInputElement || el instanceof HTMLTextAreaElement) && bareInString(el.value)) bad.push('value ' + JSON.stringify(el.value) + ' of ' + where(el));
+  }
+  return bad;
+}`;
+
+test('names with right-to-left overrides and isolates are isolated from the sentences around them on tenant and operator pages, in dialogs and accessible names', async () => {
+  const root = ok(await srv.call('listDomains'), 'listDomains').listdomainsresponse.domain[0].id;
+  const domain = ok(await srv.call('createDomain', { name: BIDI_DOMAIN, parentdomainid: root }), 'createDomain').createdomainresponse.domain;
+  ok(await srv.call('createAccount', { username: BIDI_USER, account: BIDI_ACCOUNT, password: PASSWORD, email: 'b@example.test', firstname: 'B', lastname: 'D', domainid: domain.id }), 'createAccount');
+  const owner = { account: BIDI_ACCOUNT, domainid: domain.id };
+  const group = ok(await srv.call('createSecurityGroup', { name: BIDI_GROUP, description: BIDI_GROUP_DESCRIPTION, ...owner }), 'createSecurityGroup').createsecuritygroupresponse.securitygroup;
+  ok(await srv.call('createSecurityGroup', { name: BIDI_PEER, ...owner }), 'createSecurityGroup peer');
+  ok(await srv.callAndWait('authorizeSecurityGroupIngress', {
+    securitygroupid: group.id, protocol: 'tcp', startport: 22, endport: 22, 'usersecuritygrouplist[0].account': BIDI_ACCOUNT, 'usersecuritygrouplist[0].group': BIDI_PEER,
+  }), 'authorize from the peer group');
+  const host = await addHost(srv, 'bidi-host'); // host names are letters, digits, '.', '_', '-' (addHost refuses others)
+  const network = ok(await srv.call('listNetworks', { listall: true }), 'listNetworks').listnetworksresponse.network[0].id;
+  const vm = (await job(srv, 'deployVirtualMachine', { name: 'bidi1', displayname: BIDI_VM_DISPLAY, ...owner, networkids: network, hostid: host.id, securitygroupids: group.id })).virtualmachine;
+
+  const failures: string[] = [];
+  const check = async (page: Page, view: string, shown: Promise<void>) => {
+    await shown;
+    failures.push(...(await unisolatedNames(page, BIDI_VALUES)).map((f) => `${view}: ${f}`));
+  };
+  const tenant = await browser.page();
+  try {
+    const page = tenant.page;
+    await page.goto(base);
+    await page.getByLabel('Username').fill(BIDI_USER);
+    await page.getByRole('textbox', { name: 'Password' }).fill(PASSWORD);
+    await page.getByLabel('Domain').fill(`/${BIDI_DOMAIN}`);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await check(page, 'groups (tenant)', page.getByRole('table', { name: 'Security groups' }).getByText(BIDI_GROUP_DESCRIPTION).first().waitFor());
+    await page.locator(`tr[data-group="${BIDI_GROUP}"]`).getByRole('button', { name: 'Delete' }).click();
+    const question = page.getByRole('dialog', { name: 'Delete security group' }).locator('p').first();
+    await check(page, 'delete group dialog', question.waitFor());
+    assert.ok([BIDI_GROUP, balancedName(BIDI_GROUP)].map((n) => `Delete ${n} and its 1 rules?`).includes((await question.textContent())!), 'the sentence around the name is unchanged');
+    // and it reads left to right after the name: its first letter is drawn left of its last one
+    const drawn = await question.evaluate((p) => {
+      const after: Text[] = [];
+      for (let n = p.querySelector('b')!.nextSibling; n; n = n.nextSibling) if (n.nodeType === Node.TEXT_NODE && n.textContent!.trim()) after.push(n as Text);
+      const first = after[0]!, last = after[after.length - 1]!;
+      // (no named helper here: tsx would name it with a function the page does not have)
+      return [[first, first.textContent!.indexOf('a')], [last, last.textContent!.length - 1]].map(([t, i]) => {
+        const r = document.createRange(); r.setStart(t as Text, i as number); r.setEnd(t as Text, (i as number) + 1); return r.getBoundingClientRect().left;
+      });
+    });
+    if (!(drawn[0]! < drawn[1]!)) failures.push(`delete group dialog: "and its 1 rules?" is drawn out of reading order (x of its first and last letters: ${JSON.stringify(drawn)})`);
+    await page.keyboard.press('Escape');
+
+    await page.goto(`${base}#/groups/${group.id}`);
+    await check(page, 'group page', page.getByTestId('rules-ingress').waitFor());
+    await page.getByTestId('rules-ingress').getByRole('button').first().click();
+    const revoke = page.getByRole('dialog', { name: 'Revoke ingress rule' }).locator('p').first();
+    await check(page, 'revoke dialog', revoke.waitFor());
+    assert.ok([(n: string) => n, balancedName].map((b) => `Revoke TCP 22 from group ${b(BIDI_ACCOUNT)}/${b(BIDI_PEER)}?`).includes((await revoke.textContent())!), 'the sentence around the names is unchanged');
+    await page.keyboard.press('Escape');
+
+    await page.goto(`${base}#/vms`);
+    await check(page, 'VMs (tenant)', page.getByRole('table', { name: 'Virtual machines' }).getByText(BIDI_VM_DISPLAY).first().waitFor());
+    await page.goto(`${base}#/vms/${vm.id}`);
+    await page.getByRole('table', { name: 'Rules of this VM\'s groups' }).waitFor();
+    await check(page, 'VM page', page.getByRole('form', { name: 'Change security groups' }).getByText(BIDI_GROUP).first().waitFor());
+    assert.equal(await page.title(), 'Palisade console', 'no name in the window title');
+  } finally {
+    await tenant.context.close();
+  }
+
+  const operator = await browser.page({ width: 1400, height: 800 });
+  try {
+    const page = operator.page;
+    await loginUi(page, base, 'admin', adminPassword);
+    await check(page, 'groups (admin)', page.getByRole('table', { name: 'Security groups' }).getByText(BIDI_GROUP_DESCRIPTION).first().waitFor());
+    await page.goto(`${base}#/vms`);
+    await check(page, 'VMs (admin)', page.locator('tr[data-vm="bidi1"]').getByText(BIDI_ACCOUNT).first().waitFor());
+        await page.goto(`${base}#/accounts`);
+    await check(page, 'accounts', page.locator(`tr[data-account="${BIDI_ACCOUNT}"]`).waitFor());
+    await page.getByRole('tab', { name: /^Domains/ }).click();
+    await check(page, 'domains', page.getByRole('table', { name: 'Domains' }).getByText(BIDI_DOMAIN).first().waitFor());
+  } finally {
+    await operator.context.close();
+  }
+  assert.deepEqual(failures, [], 'every name shown inside a sentence is isolated from it');
 });
 
 test('the VM page says its rules\' hit counts are the whole group\'s, not this VM\'s', async () => {

@@ -3,6 +3,7 @@
 // read as it sends them; fields an older server lacks are simply not shown.
 import { Alert, Anchor, List, Text } from '@mantine/core';
 import { href } from '../route';
+import { isolate, Name } from './Name';
 
 interface NotCovered { protocol?: string; port?: number; icmptype?: number; icmpcode?: number; address?: string; securitygroupname?: string }
 interface FamilyRedundancy { family?: string; redundant?: boolean; coveredby?: string[]; notcovered?: NotCovered }
@@ -27,7 +28,7 @@ export function coveringRules(d: DryRun | null | undefined): Set<string> {
 function packetText(p: NotCovered, direction: 'ingress' | 'egress'): string {
   const proto = (p.protocol ?? '').toUpperCase();
   const what = p.port !== undefined ? `${proto} port ${p.port}` : p.icmptype !== undefined ? `${proto} type ${p.icmptype} code ${p.icmpcode ?? 0}` : proto || 'traffic';
-  const peer = p.address ?? (p.securitygroupname ? `members of ${p.securitygroupname}` : 'its peers');
+  const peer = p.address ?? (p.securitygroupname ? `members of ${isolate(p.securitygroupname)}` : 'its peers');
   return `${what} ${direction === 'ingress' ? 'from' : 'to'} ${peer}`;
 }
 
@@ -53,14 +54,14 @@ export function DryRunSummary({ result, action, direction, describeRule }: {
           <Text size="sm" data-testid="dryrun-vms" data-count={vmCount}>
             {action === 'authorize' ? 'Would apply to' : 'Would change'} {plural(vmCount, 'virtual machine')}:{' '}
             {vms.slice(0, 20).map((v, i) => (
-              <span key={v.id}>{i ? ', ' : ''}<Anchor href={href(`/vms/${v.id}`)} size="sm">{v.name}</Anchor>{v.state && v.state !== 'Running' ? ` (${v.state})` : ''}</span>
+              <span key={v.id}>{i ? ', ' : ''}<Anchor href={href(`/vms/${v.id}`)} size="sm"><Name>{v.name}</Name></Anchor>{v.state && v.state !== 'Running' ? ` (${v.state})` : ''}</span>
             ))}{vmCount > vms.length || vms.length > 20 ? ', …' : ''}
           </Text>
           <Text size="sm" data-testid="dryrun-hosts" data-count={hostCount}>
             {hostCount === 0 ? 'None of them is running, so no host would change now.'
               // Hosts are named to root admins only (as everywhere in the API); others get their count.
               : hosts.length === 0 ? `Would change the kernel rules of ${plural(hostCount, 'host')}.`
-              : `Hosts whose kernel rules would change (${hostCount}): ${hosts.map((h) => h.name).join(', ')}${hostCount > hosts.length ? ', …' : ''}.`}
+              : <>Hosts whose kernel rules would change ({hostCount}): {hosts.map((h, i) => <span key={h.id}>{i ? ', ' : ''}<Name>{h.name}</Name></span>)}{hostCount > hosts.length ? ', …' : ''}.</>}
           </Text>
         </>
       )}

@@ -5,6 +5,7 @@
 import { Badge, Button, Table, Text } from '@mantine/core';
 import type { RuleView } from '../pages/Groups';
 import { Empty, When } from './common';
+import { Name, isolate } from './Name';
 
 export const protocolLabel = (p: string) => (/^\d+$/.test(p) ? `proto ${p}` : p.toUpperCase());
 
@@ -22,10 +23,18 @@ export function portsLabel(r: RuleView): string {
   return '—';
 }
 
+/** A rule's peer as a string (accessible names, one-line summaries): a referenced group's account and name isolated. */
 export function sourceLabel(r: RuleView): string {
   if (r.cidr) return r.cidr;
-  if (r.securitygroupname) return `group ${r.account ? `${r.account}/` : ''}${r.securitygroupname}`;
+  if (r.securitygroupname) return `group ${r.account ? `${isolate(r.account)}/` : ''}${isolate(r.securitygroupname)}`;
   return '—';
+}
+
+/** sourceLabel in markup: the CIDR, or the referenced group with its account and name isolated. */
+export function RulePeer({ rule: r }: { rule: RuleView }) {
+  if (r.cidr) return <>{r.cidr}</>;
+  if (r.securitygroupname) return <>group {r.account ? <><Name>{r.account}</Name>/</> : null}<Name>{r.securitygroupname}</Name></>;
+  return <>—</>;
 }
 
 export interface RuleRow extends RuleView { direction: 'ingress' | 'egress'; groupName?: string }
@@ -74,11 +83,11 @@ export function RulesTable({ rules, direction, highlight, covering, onRevoke, sh
             return (
               <Table.Tr key={r.ruleid} data-ruleid={r.ruleid} className={hl ? 'rule-highlight' : covers ? 'rule-covering' : undefined}
                 data-highlighted={hl ? 'true' : undefined} data-covering={covers ? 'true' : undefined} aria-current={hl ? 'true' : undefined}>
-                {showGroup ? <Table.Td>{r.groupName}</Table.Td> : null}
+                {showGroup ? <Table.Td><Name>{r.groupName}</Name></Table.Td> : null}
                 {direction === 'both' ? <Table.Td><Badge variant="light" color={r.direction === 'ingress' ? 'blue' : 'grape'}>{r.direction}</Badge></Table.Td> : null}
                 <Table.Td><Text fw={600} size="sm">{protocolLabel(r.protocol)}</Text></Table.Td>
                 <Table.Td className="nowrap">{portsLabel(r)}</Table.Td>
-                <Table.Td className="mono">{sourceLabel(r)}</Table.Td>
+                <Table.Td className="mono"><RulePeer rule={r} /></Table.Td>
                 {showHits ? <Table.Td data-testid="rule-hits"><Hits rule={r} /></Table.Td> : null}
                 {showHits ? <Table.Td data-testid="rule-lasthit">{r.lasthit ? <When value={r.lasthit} /> : <Text c="dimmed" span size="sm">never</Text>}</Table.Td> : null}
                 {onRevoke ? (

@@ -2,6 +2,7 @@
 import { useRef, type ReactNode } from 'react';
 import { Alert, Badge, Center, Group, Loader, Stack, Text, Title, Tooltip } from '@mantine/core';
 import { ApiError } from '../api/client';
+import { Name } from './Name';
 
 export function ErrorAlert({ error, title }: { error: unknown; title?: string }) {
   if (!error) return null;
@@ -9,7 +10,7 @@ export function ErrorAlert({ error, title }: { error: unknown; title?: string })
   const code = error instanceof ApiError && error.code ? ` (${error.code})` : '';
   return (
     <Alert color="red" variant="light" title={(title ?? 'The server refused') + code} role="alert">
-      {e.message}
+      <Name>{e.message}</Name>
     </Alert>
   );
 }
@@ -52,9 +53,9 @@ export function SyncBadge({ state, error }: { state?: string; error?: string }) 
   return (
     <Stack gap={2}>
       {badge}
-      {state === 'Failed' && error ? <Text size="xs" c="red" data-testid="sync-error">{error}</Text> : null}
+      {state === 'Failed' && error ? <Text size="xs" c="red" data-testid="sync-error"><Name>{error}</Name></Text> : null}
       {/* Pending with a reason: the host waits for the VM's port (its hypervisor has not started it) */}
-      {state === 'Pending' && error ? <Text size="xs" c="dimmed" data-testid="sync-error">{error}</Text> : null}
+      {state === 'Pending' && error ? <Text size="xs" c="dimmed" data-testid="sync-error"><Name>{error}</Name></Text> : null}
     </Stack>
   );
 }

@@ -5,10 +5,14 @@ import { Alert, Badge, Button, Group, Modal, PasswordInput, Select, SimpleGrid, 
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { call, callAll, getSession, isAdmin, isOperator } from '../api/client';
 import { Empty, ErrorAlert, Loading, PageHeader, When } from '../components/common';
+import { Name, isolate } from '../components/Name';
 
 interface UserView { id: string; username: string; firstname?: string; lastname?: string; email?: string; state?: string }
 interface AccountView { id: string; name: string; roletype?: string; domainpath?: string; state: string; created?: string; user?: UserView[] }
 interface DomainView { id: string; name: string; path: string; level?: number; haschild?: boolean; parentdomainname?: string }
+
+/** A select's options are plain strings, shown in its input too: each path isolated. */
+const domainOptions = (domains: DomainView[]) => domains.map((d) => ({ value: d.id, label: isolate(d.path) }));
 
 export function AccountsPage() {
   const session = getSession();
@@ -27,10 +31,10 @@ export function AccountsPage() {
         <Table.Tbody>
           {accountList.map((a) => (
             <Table.Tr key={a.id} data-account={a.name}>
-              <Table.Td fw={600}>{a.name}</Table.Td>
+              <Table.Td fw={600}><Name>{a.name}</Name></Table.Td>
               <Table.Td>{a.roletype}</Table.Td>
-              <Table.Td>{a.domainpath}</Table.Td>
-              <Table.Td><Group gap={4}>{(a.user ?? []).map((u) => <Badge key={u.id} variant="light" color={u.state === 'enabled' ? 'blue' : 'gray'}>{u.username}</Badge>)}</Group></Table.Td>
+              <Table.Td><Name>{a.domainpath}</Name></Table.Td>
+              <Table.Td><Group gap={4}>{(a.user ?? []).map((u) => <Badge key={u.id} variant="light" color={u.state === 'enabled' ? 'blue' : 'gray'}><Name>{u.username}</Name></Badge>)}</Group></Table.Td>
               <Table.Td>{a.state}</Table.Td>
               <Table.Td><When value={a.created} /></Table.Td>
             </Table.Tr>
@@ -55,7 +59,7 @@ export function AccountsPage() {
               <Table.Thead><Table.Tr><Table.Th>Path</Table.Th><Table.Th>Name</Table.Th><Table.Th>Parent</Table.Th><Table.Th>Subdomains</Table.Th></Table.Tr></Table.Thead>
               <Table.Tbody>
                 {domainList.map((d) => (
-                  <Table.Tr key={d.id}><Table.Td className="mono">{d.path}</Table.Td><Table.Td>{d.name}</Table.Td><Table.Td>{d.parentdomainname ?? '—'}</Table.Td><Table.Td>{d.haschild ? 'yes' : 'no'}</Table.Td></Table.Tr>
+                  <Table.Tr key={d.id}><Table.Td className="mono"><Name>{d.path}</Name></Table.Td><Table.Td><Name>{d.name}</Name></Table.Td><Table.Td>{d.parentdomainname ? <Name>{d.parentdomainname}</Name> : '—'}</Table.Td><Table.Td>{d.haschild ? 'yes' : 'no'}</Table.Td></Table.Tr>
                 ))}
               </Table.Tbody>
             </Table>
@@ -83,7 +87,7 @@ function CreateAccount({ opened, onClose, domains }: { opened: boolean; onClose:
     <Modal opened={opened} onClose={close} title="Create account" size="lg">
       <form onSubmit={submit}>
         <Stack>
-          {create.error ? <Alert color="red" role="alert" title="Not created">{create.error.message}</Alert> : null}
+          {create.error ? <Alert color="red" role="alert" title="Not created"><Name>{create.error.message}</Name></Alert> : null}
           <SimpleGrid cols={{ base: 1, sm: 2 }}>
             <TextInput label="Username" required value={f.username} onChange={set('username')} data-autofocus />
             <PasswordInput label="Password" required value={f.password} onChange={set('password')} autoComplete="new-password" />
@@ -94,7 +98,7 @@ function CreateAccount({ opened, onClose, domains }: { opened: boolean; onClose:
             <Select label="Role" value={f.accounttype} allowDeselect={false} onChange={(v) => setF({ ...f, accounttype: v ?? '0' })}
               data={[{ value: '0', label: 'User' }, { value: '2', label: 'Domain admin' }, ...(isAdmin(getSession()) ? [{ value: '1', label: 'Root admin' }] : [])]} />
             <Select label="Domain" value={f.domainid || null} onChange={(v) => setF({ ...f, domainid: v ?? '' })} placeholder="your domain" clearable
-              data={domains.map((d) => ({ value: d.id, label: d.path }))} />
+              data={domainOptions(domains)} />
           </SimpleGrid>
           <Group justify="flex-end"><Button variant="default" onClick={close}>Cancel</Button><Button type="submit" loading={create.isPending}>Create</Button></Group>
         </Stack>
@@ -116,9 +120,9 @@ function CreateDomain({ opened, onClose, domains }: { opened: boolean; onClose: 
     <Modal opened={opened} onClose={close} title="Create domain">
       <form onSubmit={(e) => { e.preventDefault(); create.mutate(); }}>
         <Stack>
-          <TextInput label="Name" required value={name} onChange={(e) => setName(e.currentTarget.value)} error={create.error?.message} data-autofocus />
-          <Select label="Parent domain" value={parent} onChange={setParent} clearable placeholder="your domain" data={domains.map((d) => ({ value: d.id, label: d.path }))} />
-          <Text size="xs" c="dimmed">Users of the new domain log in with its path, e.g. /{name || 'name'}.</Text>
+          <TextInput label="Name" required value={name} onChange={(e) => setName(e.currentTarget.value)} error={create.error ? <Name>{create.error.message}</Name> : undefined} data-autofocus />
+          <Select label="Parent domain" value={parent} onChange={setParent} clearable placeholder="your domain" data={domainOptions(domains)} />
+          <Text size="xs" c="dimmed">Users of the new domain log in with its path, e.g. /<Name>{name || 'name'}</Name>.</Text>
           <Group justify="flex-end"><Button variant="default" onClick={close}>Cancel</Button><Button type="submit" loading={create.isPending}>Create</Button></Group>
         </Stack>
       </form>

@@ -8,7 +8,8 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { ApiError, call, callAll, callAsync, getSession, isOperator } from '../api/client';
 import { useCaps } from '../caps';
 import { ErrorAlert, Loading, PageHeader, useSingleFlight } from '../components/common';
-import { RulesTable, portsLabel, protocolLabel, ruleSummary, sourceLabel, type RuleRow } from '../components/RulesTable';
+import { Name } from '../components/Name';
+import { RulePeer, RulesTable, portsLabel, protocolLabel, ruleSummary, type RuleRow } from '../components/RulesTable';
 import { DryRunSummary, coveringRules, type DryRun } from '../components/DryRun';
 import { DeleteGroupModal, type GroupView } from './Groups';
 import { href, isUuid, navigate } from '../route';
@@ -49,13 +50,13 @@ export function GroupPage({ id }: { id: string }) {
   return (
     <>
       <Anchor href={href('/groups')} size="sm">← Security groups</Anchor>
-      <PageHeader title={<span data-testid="group-name">{g.name}</span>}>
+      <PageHeader title={<span data-testid="group-name"><Name>{g.name}</Name></span>}>
         <Button variant="subtle" color="red" onClick={() => setDeleting(true)}>Delete group</Button>
       </PageHeader>
-      <Text c="dimmed" mb="xs">{g.description}</Text>
+      <Text c="dimmed" mb="xs"><Name>{g.description}</Name></Text>
       <Group gap="xs" mb="md">
-        <Badge variant="outline">account {g.account}</Badge>
-        <Badge variant="outline">{g.domainpath}</Badge>
+        <Badge variant="outline">account <Name>{g.account}</Name></Badge>
+        <Badge variant="outline"><Name>{g.domainpath}</Name></Badge>
         <Badge variant="outline">{g.virtualmachinecount ?? 0} VMs</Badge>
       </Group>
       <Tabs value={tab} onChange={(v) => { setTab((v as Direction) ?? 'ingress'); setCovering(new Set()); }} keepMounted={false}>
@@ -153,7 +154,7 @@ function AddRule({ group, direction, onCovering, describeRule }: {
       <form onSubmit={submit} aria-label={`Add ${direction} rule`}>
         <Stack gap="sm">
           <Title order={3} size="h4" id="add-rule-title">Add {direction} rule</Title>
-          {errors.form ? <Alert color="red" role="alert" title="The server refused">{errors.form}</Alert> : null}
+          {errors.form ? <Alert color="red" role="alert" title="The server refused"><Name>{errors.form}</Name></Alert> : null}
           <SimpleGrid cols={{ base: 1, sm: 2, md: 4 }}>
             <Select label="Protocol" value={f.protocol} allowDeselect={false} onChange={(v) => set({ protocol: v ?? 'tcp' })} error={errors.protocol}
               data={[{ value: 'tcp', label: 'TCP' }, { value: 'udp', label: 'UDP' }, { value: 'icmp', label: 'ICMP' }, { value: 'all', label: 'All' }, { value: 'number', label: 'Protocol number' }]} />
@@ -172,6 +173,7 @@ function AddRule({ group, direction, onCovering, describeRule }: {
             <SimpleGrid cols={{ base: 1, sm: 2 }}>
               <TextInput label="Account" value={f.account} onChange={(e) => set({ account: e.currentTarget.value })} error={errors.group ? ' ' : undefined} />
               <Autocomplete label="Group" value={f.groupname} onChange={(v) => set({ groupname: v })} error={errors.group}
+                renderOption={({ option }) => <Name>{option.value}</Name>}
                 description={f.account.trim() && f.account.trim() !== pickAccount ? 'Type the group\'s name' : undefined}
                 data={[...new Set(((groupsQ.data?.securitygroup ?? []) as GroupView[]).filter((x) => !f.account.trim() || x.account === f.account.trim()).map((x) => x.name))]} />
             </SimpleGrid>
@@ -210,12 +212,12 @@ function RevokeModal({ rule, onClose, describeRule }: { rule: RuleRow | null; on
     <Modal opened={rule !== null} onClose={close} title={`Revoke ${dir} rule`}>
       {rule ? (
         <Stack>
-          <Text>Revoke <b>{protocolLabel(rule.protocol)} {portsLabel(rule)}</b> {dir === 'ingress' ? 'from' : 'to'} <b className="mono">{sourceLabel(rule)}</b>?</Text>
+          <Text>Revoke <b>{protocolLabel(rule.protocol)} {portsLabel(rule)}</b> {dir === 'ingress' ? 'from' : 'to'} <b className="mono"><RulePeer rule={rule} /></b>?</Text>
           <Text size="sm" c="dimmed">New connections are checked against the remaining rules; established ones stay open until they end unless the operator has Palisade cut them.</Text>
           {preview.isPending && canDryRun ? <Text size="sm" c="dimmed">Preparing a preview…</Text> : null}
-          {preview.error ? <Text size="sm" c="dimmed">No preview: {preview.error.message}</Text> : null}
+          {preview.error ? <Text size="sm" c="dimmed">No preview: <Name>{preview.error.message}</Name></Text> : null}
           {preview.data ? <DryRunSummary result={preview.data} action="revoke" direction={dir} describeRule={describeRule} /> : null}
-          {revoke.error ? <Alert color="red" role="alert">{revoke.error.message}</Alert> : null}
+          {revoke.error ? <Alert color="red" role="alert"><Name>{revoke.error.message}</Name></Alert> : null}
           <Group justify="flex-end">
             <Button variant="default" onClick={close} data-autofocus>Cancel</Button>
             <Button color="red" onClick={() => revokeOnce()} loading={revoke.isPending}>Revoke</Button>

@@ -6,6 +6,7 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { call, getSession, isOperator } from '../api/client';
 import { Empty, ErrorAlert, Loading, PageHeader, pageControlLabels, useSingleFlight } from '../components/common';
 import { href, navigate } from '../route';
+import { Name, isolate } from '../components/Name';
 
 const PAGE = 50;
 
@@ -44,7 +45,7 @@ export function GroupsPage() {
         onChange={(e) => { setSearch(e.currentTarget.value); setPage(1); }} type="search" />
       {q.error ? <ErrorAlert error={q.error} title="Could not list security groups" /> : null}
       {q.isPending ? <Loading /> : groups.length === 0 && !q.error ? (
-        <Empty>{keyword ? `No security group matches “${keyword}”.` : 'No security groups yet. Create one to start.'}</Empty>
+        <Empty>{keyword ? <>No security group matches “<Name>{keyword}</Name>”.</> : 'No security groups yet. Create one to start.'}</Empty>
       ) : (
         <Table.ScrollContainer minWidth={640}>
           <Table striped highlightOnHover aria-label="Security groups" data-testid="groups-table">
@@ -62,14 +63,14 @@ export function GroupsPage() {
             <Table.Tbody>
               {groups.map((g) => (
                 <Table.Tr key={g.id} data-group={g.name}>
-                  <Table.Td><Anchor href={href(`/groups/${g.id}`)} fw={600}>{g.name}</Anchor></Table.Td>
-                  <Table.Td><Text size="sm" lineClamp={2}>{g.description}</Text></Table.Td>
-                  {operator ? <Table.Td><Text size="sm">{g.account} <Text span c="dimmed" size="xs">{g.domainpath}</Text></Text></Table.Td> : null}
+                  <Table.Td><Anchor href={href(`/groups/${g.id}`)} fw={600}><Name>{g.name}</Name></Anchor></Table.Td>
+                  <Table.Td><Text size="sm" lineClamp={2}><Name>{g.description}</Name></Text></Table.Td>
+                  {operator ? <Table.Td><Text size="sm"><Name>{g.account}</Name> <Text span c="dimmed" size="xs"><Name>{g.domainpath}</Name></Text></Text></Table.Td> : null}
                   <Table.Td><Badge variant="light">{g.ingressrule?.length ?? 0}</Badge></Table.Td>
                   <Table.Td><Badge variant="light" color="grape">{g.egressrule?.length ?? 0}</Badge></Table.Td>
                   <Table.Td>{g.virtualmachinecount ?? 0}</Table.Td>
                   <Table.Td>
-                    <Button size="xs" variant="subtle" color="red" onClick={() => setDeleting(g)} aria-label={`Delete group ${g.name}`}>Delete</Button>
+                    <Button size="xs" variant="subtle" color="red" onClick={() => setDeleting(g)} aria-label={`Delete group ${isolate(g.name)}`}>Delete</Button>
                   </Table.Td>
                 </Table.Tr>
               ))}
@@ -129,8 +130,8 @@ export function DeleteGroupModal({ group, onClose, onDeleted }: { group: GroupVi
   return (
     <Modal opened={group !== null} onClose={close} title="Delete security group">
       <Stack>
-        <Text>Delete <b>{group?.name}</b> and its {(group?.ingressrule?.length ?? 0) + (group?.egressrule?.length ?? 0)} rules?</Text>
-        {del.error ? <Alert color="red" role="alert" title="Not deleted">{del.error.message}</Alert> : null}
+        <Text>Delete <b><Name>{group?.name}</Name></b> and its {(group?.ingressrule?.length ?? 0) + (group?.egressrule?.length ?? 0)} rules?</Text>
+        {del.error ? <Alert color="red" role="alert" title="Not deleted"><Name>{del.error.message}</Name></Alert> : null}
         <Group justify="flex-end">
           <Button variant="default" onClick={close} data-autofocus>Cancel</Button>
           <Button color="red" onClick={() => delOnce()} loading={del.isPending}>Delete</Button>

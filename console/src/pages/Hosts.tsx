@@ -5,6 +5,7 @@ import { Badge, List, Pagination, Stack, Table, Text, Tooltip } from '@mantine/c
 import { useQuery } from '@tanstack/react-query';
 import { call } from '../api/client';
 import { Empty, ErrorAlert, Loading, PageHeader, When, pageControlLabels } from '../components/common';
+import { Name } from '../components/Name';
 
 interface Finding { check: string; ok: boolean; fixed?: boolean; detail?: string }
 interface Repair { at?: string; what?: string; count?: number }
@@ -33,10 +34,10 @@ function Findings({ items }: { items: HostView['preflight'] }) {
   if (bad.length === 0) return <Text size="sm" c="green">{list.length ? 'all checks pass' : '—'}</Text>;
   return (
     <List size="xs" spacing={2}>
-      {bad.map((f, i) => typeof f === 'string' ? <List.Item key={i}>{f}</List.Item> : (
+      {bad.map((f, i) => typeof f === 'string' ? <List.Item key={i}><Name>{f}</Name></List.Item> : (
         <List.Item key={i}>
           <Badge size="xs" color={f.ok || f.fixed ? 'yellow' : 'red'} variant="light" mr={4}>{f.fixed ? 'fixed' : f.ok ? 'ok' : 'failed'}</Badge>
-          <b>{f.check}</b>{f.detail ? `: ${f.detail}` : ''}
+          <b><Name>{f.check}</Name></b>{f.detail ? <>: <Name>{f.detail}</Name></> : null}
         </List.Item>
       ))}
     </List>
@@ -79,9 +80,9 @@ export function HostsPage() {
                   : synced ? { label: 'in sync', color: 'green' } : { label: 'behind', color: 'yellow' };
                 return (
                   <Table.Tr key={h.id} data-host={h.name}>
-                    <Table.Td fw={600}>{h.name}</Table.Td>
+                    <Table.Td fw={600}><Name>{h.name}</Name></Table.Td>
                     <Table.Td><Badge color={STATE_COLOR[h.state] ?? 'gray'} variant="light">{h.state}</Badge></Table.Td>
-                    <Table.Td>{h.dataplane ?? <Text c="dimmed" span>—</Text>}</Table.Td>
+                    <Table.Td>{h.dataplane ? <Name>{h.dataplane}</Name> : <Text c="dimmed" span>—</Text>}</Table.Td>
                     <Table.Td>
                       <Stack gap={2}>
                         <Text size="sm" className="mono">{h.securitygroupsyncrevision ?? '—'} / {h.desiredrevision ?? '—'}</Text>
@@ -90,12 +91,12 @@ export function HostsPage() {
                     </Table.Td>
                     <Table.Td>
                       <Tooltip disabled={!h.lastrepairs?.length} multiline w={320}
-                        label={(h.lastrepairs ?? []).map((r) => `${r.at ?? ''} ${r.what ?? ''}${r.count ? ` ×${r.count}` : ''}`).join('\n')}>
+                        label={(h.lastrepairs ?? []).map((r, i) => <div key={i}>{r.at ?? ''} <Name>{r.what ?? ''}</Name>{r.count ? ` ×${r.count}` : ''}</div>)}>
                         <Text size="sm" tabIndex={h.lastrepairs?.length ? 0 : -1}>{h.driftrepairs ?? 0}</Text>
                       </Tooltip>
                     </Table.Td>
                     <Table.Td><Findings items={h.preflight} /></Table.Td>
-                    <Table.Td>{serverOf(h) ?? <Text c="dimmed" span>—</Text>}</Table.Td>
+                    <Table.Td>{serverOf(h) ? <Name>{serverOf(h)}</Name> : <Text c="dimmed" span>—</Text>}</Table.Td>
                     <Table.Td>{h.virtualmachinecount ?? 0}</Table.Td>
                     <Table.Td><When value={h.lastpinged} /></Table.Td>
                   </Table.Tr>

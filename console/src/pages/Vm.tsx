@@ -12,6 +12,7 @@ import { RulesTable, ruleSummary, type RuleRow } from '../components/RulesTable'
 import type { GroupView } from './Groups';
 import { addressesOf, type VmView } from './Vms';
 import { href, isUuid } from '../route';
+import { Name, isolate } from '../components/Name';
 
 export function VmPage({ id }: { id: string }) {
   const operator = isOperator(getSession());
@@ -36,7 +37,7 @@ export function VmPage({ id }: { id: string }) {
   return (
     <>
       <Anchor href={href('/vms')} size="sm">← Virtual machines</Anchor>
-      <PageHeader title={<span data-testid="vm-name">{vm.displayname || vm.name}</span>} />
+      <PageHeader title={<span data-testid="vm-name"><Name>{vm.displayname || vm.name}</Name></span>} />
       <SimpleGrid cols={{ base: 1, md: 2 }} mb="md">
         <Card withBorder>
           <Stack gap={6}>
@@ -46,8 +47,8 @@ export function VmPage({ id }: { id: string }) {
               <Text size="sm" c="orange" data-testid="host-offline">Its host's agent is not connected: the rules last applied there stay in force, and changes wait until it is back.</Text>
             ) : null}
             <Group gap="xs"><Text fw={600}>Addresses</Text><Text className="mono">{addressesOf(vm).join(', ') || '—'}</Text></Group>
-            {vm.hostname ? <Group gap="xs"><Text fw={600}>Host</Text><Text>{vm.hostname}</Text></Group> : null}
-            {vm.account ? <Group gap="xs"><Text fw={600}>Account</Text><Text>{vm.account} <Text span c="dimmed" size="sm">{vm.domainpath}</Text></Text></Group> : null}
+            {vm.hostname ? <Group gap="xs"><Text fw={600}>Host</Text><Text><Name>{vm.hostname}</Name></Text></Group> : null}
+            {vm.account ? <Group gap="xs"><Text fw={600}>Account</Text><Text><Name>{vm.account}</Name> <Text span c="dimmed" size="sm"><Name>{vm.domainpath}</Name></Text></Text></Group> : null}
           </Stack>
         </Card>
         <ChangeGroups vm={vm} />
@@ -82,13 +83,14 @@ function ChangeGroups({ vm }: { vm: VmView }) {
       <Stack gap="sm">
         <MultiSelect label="Security groups" description="Applies while the VM runs; enforcement shows Pending until the host has it."
           data={((options.data?.securitygroup ?? []) as GroupView[]).map((g) => ({ value: g.id, label: g.name }))}
-          value={chosen} onChange={(v) => { setChosen(v); setDirty(true); }} searchable error={save.error?.message}
+          value={chosen} onChange={(v) => { setChosen(v); setDirty(true); }} searchable error={save.error ? <Name>{save.error.message}</Name> : undefined}
+          renderOption={({ option }) => <Name>{option.label}</Name>}
           renderPill={({ option, value, onRemove, disabled }) => {
             // Mantine's own pill hides its remove button from assistive technology; this one is named and reachable.
             const name = option?.label ?? value;
             return (
               <Pill withRemoveButton={!disabled} onRemove={onRemove}
-                removeButtonProps={{ 'aria-label': `Remove ${name}`, 'aria-hidden': false, tabIndex: 0 }}>{name}</Pill>
+                removeButtonProps={{ 'aria-label': `Remove ${isolate(name)}`, 'aria-hidden': false, tabIndex: 0 }}><Name>{name}</Name></Pill>
             );
           }} />
         {save.isSuccess && !dirty ? <Text size="sm" c="green" role="status">Groups changed.</Text> : null}
@@ -170,7 +172,7 @@ function Explain({ vm, onDecided, shownRules, describeRule }: {
               </>
             ) : <TextInput label="Port" required value={port} onChange={(e) => setPort(e.currentTarget.value)} inputMode="numeric" />}
             {nics.length > 1 ? <Select label="NIC" value={nicid} onChange={setNicid} clearable placeholder="default NIC"
-              data={nics.map((n) => ({ value: n.id, label: `${n.ipaddress ?? n.ip6address ?? n.macaddress} (${n.networkname ?? 'network'})` }))} /> : null}
+              data={nics.map((n) => ({ value: n.id, label: `${n.ipaddress ?? n.ip6address ?? n.macaddress} (${n.networkname ? isolate(n.networkname) : 'network'})` }))} /> : null}
           </SimpleGrid>
           <Group justify="flex-end"><Button type="submit" loading={explain.isPending}>Explain</Button></Group>
           {explain.error ? <ErrorAlert error={explain.error} title="Could not explain" /> : null}
@@ -181,13 +183,13 @@ function Explain({ vm, onDecided, shownRules, describeRule }: {
               <Text size="sm" data-testid="explain-reason">{(v.reason && REASON[v.reason]) ?? v.reason}</Text>
               {v.ruleid ? (
                 <Text size="sm" data-testid="explain-rule">
-                  {depends ? 'The rule that would allow it' : 'Deciding rule'}: <b>{describeRule(v.ruleid) ?? v.ruleid}</b>{v.securitygroupname ? <> in group <Anchor href={href(`/groups/${v.securitygroupid}`)} size="sm">{v.securitygroupname}</Anchor></> : null}
+                  {depends ? 'The rule that would allow it' : 'Deciding rule'}: <b>{describeRule(v.ruleid) ?? v.ruleid}</b>{v.securitygroupname ? <> in group <Anchor href={href(`/groups/${v.securitygroupid}`)} size="sm"><Name>{v.securitygroupname}</Name></Anchor></> : null}
                   {v.hitcount !== undefined ? `, matched ${v.hitcount.toLocaleString()} packet${v.hitcount === 1 ? '' : 's'} so far on all VMs of its group` : ''}
                   {shownRules.has(v.ruleid) ? ' (highlighted in the rules above)' : ''}.
                   {v.matchingruleids && v.matchingruleids.length > 1 ? ` ${v.matchingruleids.length - 1} other rule${v.matchingruleids.length > 2 ? 's' : ''} would allow it too.` : ''}
                 </Text>
               ) : null}
-              {v.detail && v.reason !== 'rule' && v.reason !== 'default-deny' ? <Text size="xs" c="dimmed">{v.detail}</Text> : null}
+              {v.detail && v.reason !== 'rule' && v.reason !== 'default-deny' ? <Text size="xs" c="dimmed"><Name>{v.detail}</Name></Text> : null}
               {v.securitygroupsyncstate && v.securitygroupsyncstate !== 'Synced' ? <Text size="sm">Note: the VM's rules are {v.securitygroupsyncstate} on its host, so the kernel may not do this yet.</Text> : null}
               {v.virtualmachinestate && v.virtualmachinestate !== 'Running' ? <Text size="sm">Note: the VM is {v.virtualmachinestate}; this is what its rules would do when it runs.</Text> : null}
             </Alert>
@@ -241,11 +243,11 @@ function Drops({ vm }: { vm: VmView }) {
             <Table.Tr key={i} data-reason={d.reason} data-created={d.created}>
               <Table.Td><When value={d.created} /></Table.Td>
               <Table.Td>{d.direction}</Table.Td>
-              <Table.Td>{d.protocol?.toUpperCase()}{d.icmptype !== undefined && d.icmptype !== null ? ` type ${d.icmptype}${d.icmpcode !== undefined && d.icmpcode !== null ? ` code ${d.icmpcode}` : ''}` : ''}</Table.Td>
+              <Table.Td><Name>{d.protocol?.toUpperCase()}</Name>{d.icmptype !== undefined && d.icmptype !== null ? ` type ${d.icmptype}${d.icmpcode !== undefined && d.icmpcode !== null ? ` code ${d.icmpcode}` : ''}` : ''}</Table.Td>
               <Table.Td className="mono">{endpoint(d.srcaddress, d.srcport)}</Table.Td>
               <Table.Td className="mono">{endpoint(d.dstaddress, d.dstport)}</Table.Td>
-              <Table.Td><Text size="sm">{d.reason && DROP_REASON[d.reason] ? DROP_REASON[d.reason] : d.reason} <Text span c="dimmed" size="xs" className="mono">{d.reason}</Text></Text></Table.Td>
-              {admin ? <Table.Td>{d.hostname ?? '—'}</Table.Td> : null}
+              <Table.Td><Text size="sm">{d.reason && DROP_REASON[d.reason] ? DROP_REASON[d.reason] : <Name>{d.reason}</Name>} <Text span c="dimmed" size="xs" className="mono"><Name>{d.reason}</Name></Text></Text></Table.Td>
+              {admin ? <Table.Td>{d.hostname ? <Name>{d.hostname}</Name> : '—'}</Table.Td> : null}
             </Table.Tr>
           ))}
         </Table.Tbody>

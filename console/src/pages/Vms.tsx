@@ -6,6 +6,7 @@ import { useQuery } from '@tanstack/react-query';
 import { call, getSession, isAdmin, isOperator } from '../api/client';
 import { Empty, ErrorAlert, Loading, PageHeader, SyncBadge, pageControlLabels } from '../components/common';
 import { href } from '../route';
+import { Name } from '../components/Name';
 
 const PAGE = 50;
 
@@ -35,7 +36,7 @@ export function VmsPage() {
       <PageHeader title="Virtual machines" />
       <TextInput label="Search VMs" placeholder="Name" value={search} onChange={(e) => { setSearch(e.currentTarget.value); setPage(1); }} mb="md" maw={420} type="search" />
       {q.error ? <ErrorAlert error={q.error} title="Could not list virtual machines" /> : null}
-      {q.isPending ? <Loading /> : vms.length === 0 && !q.error ? <Empty>{keyword ? `No VM matches “${keyword}”.` : 'No virtual machines.'}</Empty> : (
+      {q.isPending ? <Loading /> : vms.length === 0 && !q.error ? <Empty>{keyword ? <>No VM matches “<Name>{keyword}</Name>”.</> : 'No virtual machines.'}</Empty> : (
         <Table.ScrollContainer minWidth={720}>
           <Table striped highlightOnHover aria-label="Virtual machines" data-testid="vms-table">
             <Table.Thead>
@@ -47,13 +48,13 @@ export function VmsPage() {
             <Table.Tbody>
               {vms.map((vm) => (
                 <Table.Tr key={vm.id} data-vm={vm.name}>
-                  <Table.Td><Anchor href={href(`/vms/${vm.id}`)} fw={600}>{vm.displayname || vm.name}</Anchor></Table.Td>
+                  <Table.Td><Anchor href={href(`/vms/${vm.id}`)} fw={600}><Name>{vm.displayname || vm.name}</Name></Anchor></Table.Td>
                   <Table.Td><Badge variant="dot" color={vm.state === 'Running' ? 'green' : 'gray'}>{vm.state}</Badge></Table.Td>
                   <Table.Td className="mono">{addressesOf(vm).join(', ') || '—'}</Table.Td>
-                  <Table.Td><Group gap={4}>{(vm.securitygroup ?? []).map((g) => <Badge key={g.id} variant="light" component="a" href={href(`/groups/${g.id}`)} style={{ cursor: 'pointer' }}>{g.name}</Badge>)}</Group></Table.Td>
+                  <Table.Td><Group gap={4}>{(vm.securitygroup ?? []).map((g) => <Badge key={g.id} variant="light" component="a" href={href(`/groups/${g.id}`)} style={{ cursor: 'pointer' }}><Name>{g.name}</Name></Badge>)}</Group></Table.Td>
                   <Table.Td><SyncBadge state={vm.securitygroupsyncstate} error={vm.securitygroupsyncerror} /></Table.Td>
-                  {operator ? <Table.Td><Text size="sm">{vm.account}</Text></Table.Td> : null}
-                  {isAdmin(session) ? <Table.Td><Text size="sm">{vm.hostname ?? '—'}</Text></Table.Td> : null}
+                  {operator ? <Table.Td><Text size="sm"><Name>{vm.account}</Name></Text></Table.Td> : null}
+                  {isAdmin(session) ? <Table.Td><Text size="sm">{vm.hostname ? <Name>{vm.hostname}</Name> : '—'}</Text></Table.Td> : null}
                 </Table.Tr>
               ))}
             </Table.Tbody>
