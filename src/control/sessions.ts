@@ -46,15 +46,15 @@ const HELLO_TIMEOUT_MS = 10_000;
  * buffers for up to HELLO_TIMEOUT_MS: without a bound a client opening thousands a second ran the server
  * out of file descriptors and memory, and the API (same process) with it. A real agent sends its hello
  * at once and stays pending only for its head query and lease (longer only while a failover's lease
- * writes queue), so the bound is what a failover may bring at once: the README's runs moved up to ~3,800
- * hosts onto the survivors within a second, and two servers of the 10,000-host target sharing the fleet
- * would send 5,000 to the one left; an agent refused anyway tries its next server after a short pause,
- * as after any 503. Each waiting connection costs the server a descriptor and a few KB (2,000 idle ones:
- * +2.3 KB RSS each, measured), up to PRE_HELLO_MAX_BYTES more while it sends. Not per remote address:
+ * writes queue), so the bound is what a failover or a restart may bring at once: the whole 10,000-host
+ * target fleet reconnecting to one server (a restart of a single server, or the last one left) stays
+ * under it; an agent refused anyway tries its next server after a short pause, as after any 503. Each
+ * waiting connection costs the server a descriptor and a few KB (2,000 idle ones: +2.3 KB RSS each,
+ * measured), up to PRE_HELLO_MAX_BYTES more while it sends: ~100 MB at the bound. Not per remote address:
  * agents may reach the server through one load balancer.
  * `palisade server --pending-agents-max` overrides it (HubDeps.pendingHellosMax).
  */
-export const PENDING_HELLOS_MAX = 5000;
+export const PENDING_HELLOS_MAX = 10_000;
 /** What an agent refused over PENDING_HELLOS_MAX is told (also the close reason: under 123 bytes). */
 const TOO_MANY_PENDING = 'this server has too many agent connections awaiting a hello; try another server or later';
 const KEEPALIVE_MS = 20_000;
