@@ -26,7 +26,7 @@ const API_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
 const APPLY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 /** CloudStack error codes the API answers with (HTTP status = code); anything else counts as `other`. */
-export const API_CODES = ['200', '401', '404', '405', '431', '432', '530', '531', '533', '534', '535', '536', '537'] as const;
+export const API_CODES = ['200', '401', '404', '405', '429', '431', '432', '530', '531', '533', '534', '535', '536', '537'] as const;
 export const HOST_STATES = ['Up', 'Disconnected', 'Alert'] as const;
 export const SYNC_STATES = ['Synced', 'Pending', 'Failed'] as const;
 export const JOB_STATES = ['pending', 'succeeded', 'failed'] as const;
