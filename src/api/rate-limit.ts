@@ -6,7 +6,8 @@
 // session, async job polling (queryAsyncJobResult) included; login/logout are not (the login limiter
 // bounds those). Unlike CloudStack, which counts a signed call once its apiKey is known, before the
 // signature is checked, a call counts only once it is authenticated: someone holding just a tenant's
-// apiKey cannot use up that tenant's calls.
+// apiKey cannot use up that tenant's calls. The dispatcher logs refusals one by one only up to a bound
+// per minute (a tenant calling on past its limit would otherwise write a line per call).
 //
 // The counts live in this process only (no store write per call): with several servers each counts the
 // calls it receives, so an account may make `max` calls per interval on each — as CloudStack's cache is

@@ -166,6 +166,21 @@ test('after the interval a limited tenant may call again; turned off, no limit a
   for (let i = 0; i < 10; i++) assert.equal((await s.call('listSecurityGroups', {}, alice)).status, 200);
 });
 
+test('a tenant calling on past its limit cannot fill the server log: refusals are logged one by one only up to a bound', async () => {
+  await set('api.throttling.interval', '30');
+  await set('api.throttling.max', '1');
+  await set('api.throttling.enabled', 'true');
+  assert.equal((await s.call('resetApiLimit')).status, 200);
+  const lines = () => s.output().split('\n').filter((l) => l.includes('api rate limit reached')).length;
+  const before = lines();
+  assert.equal((await s.call('listSecurityGroups', {}, alice)).status, 200);
+  for (let i = 0; i < 60; i++) overLimit(await s.call('listSecurityGroups', {}, alice));
+  const logged = lines() - before;
+  assert.ok(lines() >= 1, 'refusals are logged');
+  assert.ok(logged <= 20, `${logged} lines for 60 refused calls`);
+  await set('api.throttling.enabled', 'false');
+});
+
 test('pure: at most api.throttling.cachesize accounts are tracked; beyond it ended windows, then the oldest, are dropped', async () => {
   let now = 1_000_000;
   const limiter = new ApiRateLimiter(async () => ({ enabled: true, intervalSeconds: 10, max: 2, cacheSize: 3 }), () => now);
