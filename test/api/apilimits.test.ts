@@ -218,3 +218,22 @@ test('pure: a settings read begun before a change was committed does not outlive
   assert.equal(await limiter.hit(1), undefined);
   assert.equal(await limiter.hit(1), 10_000);
 });
+
+test('pure: a shorter api.throttling.interval applies to the windows already running (an account is not held to the old one)', async () => {
+  let now = 1_000_000;
+  let stored = { enabled: true, intervalSeconds: 86_400, max: 1, cacheSize: 10 };
+  const limiter = new ApiRateLimiter(async () => stored, () => now);
+  assert.equal(await limiter.hit(1), undefined);
+  assert.equal(await limiter.hit(1), 86_400_000, 'refused for the rest of the day-long window');
+  stored = { ...stored, intervalSeconds: 2 };      // the operator shortens the interval (updateConfiguration)
+  limiter.invalidate();
+  now += 1000;
+  assert.equal(await limiter.hit(1), 1000, 'still in its window, now 2 s long: told the time left of that');
+  assert.deepEqual(await limiter.usage(1), { issued: 1, allowed: 0, expireAfterMs: 1000 });
+  now += 1000;
+  assert.equal(await limiter.hit(1), undefined, 'once 2 s have passed since it opened, a new window');
+  stored = { ...stored, intervalSeconds: 60 };     // and a longer one lengthens the running window
+  limiter.invalidate();
+  now += 5000;
+  assert.equal(await limiter.hit(1), 55_000);
+});
