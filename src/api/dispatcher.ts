@@ -21,6 +21,7 @@ import type { ConnectionInspector } from '../model/telemetry.js';
 import { appendFeed } from '../store/queries/feed.js';
 import { readThrottling } from '../store/queries/settings.js';
 import { ApiRateLimiter, apiLimitText } from './rate-limit.js';
+import { LogWindow } from '../control/log-window.js';
 import { storeOutOfSpace, storeUnavailable, uniqueViolation } from '../store/db.js';
 
 export const AUTH_FAILED = 'unable to verify user credentials and/or request signature';
@@ -77,6 +78,10 @@ export interface WriteFence {
 /** `cookies`: Set-Cookie values; `headers`: extra response headers (login/logout only). */
 export interface ApiReply { status: number; body: Record<string, unknown>; cookies?: string[]; headers?: Record<string, string> }
 
+/** Rate-limited calls logged one by one per window (Dispatcher.rateLimitedLog). */
+const RATE_LIMITED_LOGGED = 10;
+const RATE_LIMITED_LOG_WINDOW_MS = 60_000;
+
 const ROLE_BY_TYPE: Record<number, Role> = { 0: 'user', 1: 'admin', 2: 'domainadmin' };
 
 export class Dispatcher {
@@ -86,6 +91,12 @@ export class Dispatcher {
   private closing = false;
   /** Per-account API rate limit (api.throttling.*), counted in this process. */
   readonly rateLimiter: ApiRateLimiter;
+  /**
+   * Calls refused by the rate limit, logged one by one up to RATE_LIMITED_LOGGED per
+   * RATE_LIMITED_LOG_WINDOW_MS, then counted: a tenant calling on past its limit (each refusal costs the
+   * server next to nothing) would otherwise write a log line per call, as fast as it can send them.
+   */
+  private readonly rateLimitedLog: LogWindow;
 
   /** login/logout by lower-cased name: CloudStack finds its authenticators ignoring case (APIAuthenticationManagerImpl). */
   private readonly authenticators = new Map<string, CommandDef>();
@@ -99,6 +110,8 @@ export class Dispatcher {
     this.jobs = new JobQueue(deps.jobConcurrency ?? 2);
     this.rateLimiter = new ApiRateLimiter(() => readThrottling(deps.db), () => (deps.now?.() ?? new Date()).getTime(),
       (err) => deps.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not read the api.throttling settings; keeping the previous ones'));
+    this.rateLimitedLog = new LogWindow(RATE_LIMITED_LOGGED, RATE_LIMITED_LOG_WINDOW_MS, (refusals) =>
+      deps.log.warn({ refusals }, `api rate limit refusals not logged one by one (more than ${RATE_LIMITED_LOGGED} in ${RATE_LIMITED_LOG_WINDOW_MS / 1000} s)`));
   }
 
   private nowIso(): string { return (this.deps.now?.() ?? new Date()).toISOString(); }
@@ -204,7 +217,7 @@ export class Dispatcher {
       if (caller.role !== 'admin') {
         const retryAfterMs = await this.rateLimiter.hit(caller.accountId);
         if (retryAfterMs !== undefined) {
-          this.deps.log.warn({ account: caller.accountUuid, command: def.name }, 'api rate limit reached');
+          if (this.rateLimitedLog.admit()) this.deps.log.warn({ account: caller.accountUuid, command: def.name }, 'api rate limit reached');
           return {
             status: 429, body: envelope(undefined, errorBody(429, apiLimitText(retryAfterMs), 9999)),
             headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },

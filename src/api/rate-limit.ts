@@ -1,12 +1,14 @@
 // The per-account API rate limit, as CloudStack's api-limit-account plugin (ApiRateLimitServiceImpl)
 // behaves: with `api.throttling.enabled`, each account may make `api.throttling.max` calls per fixed
-// window of `api.throttling.interval` seconds that starts with its first call; the next call in the
+// window of `api.throttling.interval` seconds that starts with its first call (a changed interval applies
+// to the windows running: each ends `interval` after it opened); the next call in the
 // window is refused (429, cserrorcode 9999, CloudStack's text), before anything runs. Root admins are not
 // counted. The dispatcher counts every authenticated call it would run — signed or through a console
 // session, async job polling (queryAsyncJobResult) included; login/logout are not (the login limiter
 // bounds those). Unlike CloudStack, which counts a signed call once its apiKey is known, before the
 // signature is checked, a call counts only once it is authenticated: someone holding just a tenant's
-// apiKey cannot use up that tenant's calls.
+// apiKey cannot use up that tenant's calls. The dispatcher logs refusals one by one only up to a bound
+// per minute (a tenant calling on past its limit would otherwise write a line per call).
 //
 // The counts live in this process only (no store write per call): with several servers each counts the
 // calls it receives, so an account may make `max` calls per interval on each — as CloudStack's cache is
@@ -30,7 +32,8 @@ export const apiLimitText = (retryAfterMs: number) =>
 /** GetApiLimitCmd / ResetApiLimitCmd while throttling is off (432). */
 export const THROTTLING_DISABLED = 'This api is only available when api.throttling.enabled = true.';
 
-interface Window { expires: number; count: number }
+/** One account's window: when it opened (its end follows the current interval) and the calls counted in it. */
+interface Window { opened: number; count: number }
 
 /** What getApiLimit reports: calls made in the current window, calls left, ms until it ends. */
 export interface ApiUsage { issued: number; allowed: number; expireAfterMs: number }
@@ -42,6 +45,13 @@ export interface ApiLimits {
   /** Forget one account's window, or every one. */
   reset(accountId?: number): void;
 }
+
+/**
+ * When a window ends under the current settings: a changed interval applies to the windows already
+ * running (shortened by mistake from a day to a second, an account was otherwise refused for the rest of
+ * the day).
+ */
+const ends = (w: Window, s: ApiThrottling) => w.opened + s.intervalSeconds * 1000;
 
 export class ApiRateLimiter implements ApiLimits {
   private readonly windows = new Map<number, Window>();
@@ -91,7 +101,7 @@ export class ApiRateLimiter implements ApiLimits {
     if (!s.enabled) return undefined;
     const now = this.clock();
     const w = this.window(accountId, now, s);
-    if (w.count >= s.max) return Math.max(0, w.expires - now);
+    if (w.count >= s.max) return Math.max(0, ends(w, s) - now);
     w.count++;
     return undefined;
   }
@@ -100,8 +110,8 @@ export class ApiRateLimiter implements ApiLimits {
     const s = await this.settings();
     const now = this.clock();
     const w = this.windows.get(accountId);
-    if (!w || w.expires <= now) return { issued: 0, allowed: s.max, expireAfterMs: s.intervalSeconds * 1000 };
-    return { issued: w.count, allowed: Math.max(0, s.max - w.count), expireAfterMs: w.expires - now };
+    if (!w || ends(w, s) <= now) return { issued: 0, allowed: s.max, expireAfterMs: s.intervalSeconds * 1000 };
+    return { issued: w.count, allowed: Math.max(0, s.max - w.count), expireAfterMs: ends(w, s) - now };
   }
 
   reset(accountId?: number): void {
@@ -115,14 +125,14 @@ export class ApiRateLimiter implements ApiLimits {
   /** The running window of an account, started now when it has none (or its last one ended). */
   private window(accountId: number, now: number, s: ApiThrottling): Window {
     const w = this.windows.get(accountId);
-    if (w && w.expires > now) return w;
+    if (w && ends(w, s) > now) return w;
     // Re-inserted at the end: the map stays ordered by when windows started.
     this.windows.delete(accountId);
     for (const [id, old] of this.windows) {
-      if (this.windows.size < s.cacheSize && old.expires > now) break;
+      if (this.windows.size < s.cacheSize && ends(old, s) > now) break;
       this.windows.delete(id);
     }
-    const fresh = { expires: now + s.intervalSeconds * 1000, count: 0 };
+    const fresh = { opened: now, count: 0 };
     this.windows.set(accountId, fresh);
     return fresh;
   }

@@ -68,7 +68,7 @@ const SEND_BACKLOG_MAX_BYTES = 64 * 1024 * 1024;
 /**
  * Event-loop time one host's frames may take (decoding and handling): a budget refilled at
  * HANDLING_MS_PER_SECOND up to HANDLING_BURST_MS. A connection in debt is not read (ws.pause) until
- * the debt is paid back (THROTTLE_MAX_MS at a time), so valid but huge frames sent without pause (telemetry within its bounds)
+ * the debt is paid back (THROTTLE_MAX_MS at a time while it owes at most two bursts), so valid but huge frames sent without pause (telemetry within its bounds)
  * cannot keep the server from everything else. A real agent uses a small fraction of this. The budget
  * is the host's, not the connection's: an agent reconnecting whenever it was throttled started each
  * connection with a full burst and so kept the server busy all the time (a connection's frames before
@@ -76,8 +76,8 @@ const SEND_BACKLOG_MAX_BYTES = 64 * 1024 * 1024;
  * store work of its telemetry has a budget of its own, in telemetry.ts, so that a host reporting many
  * drops sheds drop records rather than having its acks and pongs held back.)
  */
-const HANDLING_MS_PER_SECOND = 50;
-const HANDLING_BURST_MS = 2000;
+export const HANDLING_MS_PER_SECOND = 50;
+export const HANDLING_BURST_MS = 2000;
 /**
  * What an accepted hello is charged to its host's budget, besides its resync's own time: its work is
  * mostly the database's (the lease row, the host's status), which every server shares and this event
@@ -97,6 +97,23 @@ const THROTTLE_MIN_MS = 2000;
  * still refused; what changes is that its frames are read at least every THROTTLE_MAX_MS.
  */
 const THROTTLE_MAX_MS = 10_000;
+/**
+ * ...unless the host owes more than two bursts (80 s of waiting): then it is not read until all of it is
+ * paid back. Each read after a pause handles at least one whole frame, and one valid frame can cost
+ * seconds (a valid 15.9 MB hits report: 2.5–3.1 s to decode, measured at load 3 on two cores), far more than
+ * the 500 ms a 10 s pause pays back: paused THROTTLE_MAX_MS at most whatever it owed, a host sending
+ * such frames without pause had one read every 10 s (~250 ms of the server's time a second, not 50),
+ * its debt growing for ever. Two bursts hold the honest case above (one resync's burst on an empty budget:
+ * 40 s) with room to spare; a host past them costs more than it earns and waits for all of it (the
+ * keepalive spares a paused session), so what it gets on average is HANDLING_MS_PER_SECOND again.
+ */
+const THROTTLE_CAPPED_WAIT_MS = (2 * HANDLING_BURST_MS / HANDLING_MS_PER_SECOND) * 1000;
+
+/** How long a connection whose host is `waitMs` from paying back its debt is not read (THROTTLE_MIN_MS, THROTTLE_MAX_MS, THROTTLE_CAPPED_WAIT_MS). */
+export function throttlePauseMs(waitMs: number): number {
+  if (waitMs > THROTTLE_CAPPED_WAIT_MS) return waitMs;
+  return Math.min(THROTTLE_MAX_MS, Math.max(THROTTLE_MIN_MS, waitMs));
+}
 /**
  * Refused hellos (and connections closed for breaking the protocol before a hello) are logged one by
  * one up to REFUSALS_LOGGED per REFUSAL_LOG_WINDOW_MS, then only counted (the count is logged when
@@ -370,7 +387,7 @@ export class SessionHub {
     const charge = (spentMs: number) => {
       const debtMs = (session ? this.budgetOf(session.hostId) : own).charge(spentMs);
       if (debtMs === 0 || ws.isPaused || closed) return;
-      const waitMs = Math.min(THROTTLE_MAX_MS, Math.max(THROTTLE_MIN_MS, debtMs));
+      const waitMs = throttlePauseMs(debtMs);
       if (!throttleLogged) {
         throttleLogged = true;
         this.d.log.warn({ remote, host: session?.hostId ?? null, waitMs, debtMs }, 'agent connection throttled: its messages take too much of the server\'s time');

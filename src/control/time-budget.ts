@@ -4,13 +4,17 @@
 
 export class TimeBudget {
   private leftMs: number;
-  private at = performance.now();
+  private at: number;
 
-  constructor(private readonly perSecondMs: number, private readonly burstMs: number) { this.leftMs = burstMs; }
+  /** `now`: a clock in ms (tests may pass their own). */
+  constructor(private readonly perSecondMs: number, private readonly burstMs: number, private readonly now: () => number = () => performance.now()) {
+    this.leftMs = burstMs;
+    this.at = now();
+  }
 
   /** Charge `spentMs` (0: only refill); returns how long until the debt is paid back (0: not in debt). */
   charge(spentMs = 0): number {
-    const now = performance.now();
+    const now = this.now();
     this.leftMs = Math.min(this.burstMs, this.leftMs + (now - this.at) / 1000 * this.perSecondMs) - spentMs;
     this.at = now;
     return this.leftMs >= 0 ? 0 : Math.ceil(-this.leftMs / this.perSecondMs * 1000);

@@ -166,6 +166,21 @@ test('after the interval a limited tenant may call again; turned off, no limit a
   for (let i = 0; i < 10; i++) assert.equal((await s.call('listSecurityGroups', {}, alice)).status, 200);
 });
 
+test('a tenant calling on past its limit cannot fill the server log: refusals are logged one by one only up to a bound', async () => {
+  await set('api.throttling.interval', '30');
+  await set('api.throttling.max', '1');
+  await set('api.throttling.enabled', 'true');
+  assert.equal((await s.call('resetApiLimit')).status, 200);
+  const lines = () => s.output().split('\n').filter((l) => l.includes('api rate limit reached')).length;
+  const before = lines();
+  assert.equal((await s.call('listSecurityGroups', {}, alice)).status, 200);
+  for (let i = 0; i < 60; i++) overLimit(await s.call('listSecurityGroups', {}, alice));
+  const logged = lines() - before;
+  assert.ok(lines() >= 1, 'refusals are logged');
+  assert.ok(logged <= 20, `${logged} lines for 60 refused calls`);
+  await set('api.throttling.enabled', 'false');
+});
+
 test('pure: at most api.throttling.cachesize accounts are tracked; beyond it ended windows, then the oldest, are dropped', async () => {
   let now = 1_000_000;
   const limiter = new ApiRateLimiter(async () => ({ enabled: true, intervalSeconds: 10, max: 2, cacheSize: 3 }), () => now);
@@ -202,4 +217,23 @@ test('pure: a settings read begun before a change was committed does not outlive
   assert.equal(pending.length, 2, 'no read since: the new values are fresh');
   assert.equal(await limiter.hit(1), undefined);
   assert.equal(await limiter.hit(1), 10_000);
+});
+
+test('pure: a shorter api.throttling.interval applies to the windows already running (an account is not held to the old one)', async () => {
+  let now = 1_000_000;
+  let stored = { enabled: true, intervalSeconds: 86_400, max: 1, cacheSize: 10 };
+  const limiter = new ApiRateLimiter(async () => stored, () => now);
+  assert.equal(await limiter.hit(1), undefined);
+  assert.equal(await limiter.hit(1), 86_400_000, 'refused for the rest of the day-long window');
+  stored = { ...stored, intervalSeconds: 2 };      // the operator shortens the interval (updateConfiguration)
+  limiter.invalidate();
+  now += 1000;
+  assert.equal(await limiter.hit(1), 1000, 'still in its window, now 2 s long: told the time left of that');
+  assert.deepEqual(await limiter.usage(1), { issued: 1, allowed: 0, expireAfterMs: 1000 });
+  now += 1000;
+  assert.equal(await limiter.hit(1), undefined, 'once 2 s have passed since it opened, a new window');
+  stored = { ...stored, intervalSeconds: 60 };     // and a longer one lengthens the running window
+  limiter.invalidate();
+  now += 5000;
+  assert.equal(await limiter.hit(1), 55_000);
 });
