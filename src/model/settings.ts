@@ -97,7 +97,7 @@ export const SETTINGS: readonly SettingDef[] = [
     [API_THROTTLING_ENABLED, 'Boolean', 'false', undefined, 'Api throttling enabled', 'Enable/disable Api rate limit'],
     [API_THROTTLING_INTERVAL, 'Number', '1', { min: 1, max: 86400 }, 'Api throttling interval', 'Time interval (in seconds) to reset API count'],
     [API_THROTTLING_MAX, 'Number', '25', { min: 1, max: 100000000 }, 'Api throttling max', 'Max allowed number of APIs within fixed interval'],
-    [API_THROTTLING_CACHESIZE, 'Number', '50000', { min: 1, max: 10000000 }, 'Api throttling cachesize', 'Account based API count cache size'],
+    [API_THROTTLING_CACHESIZE, 'Number', '50000', { min: 1, max: 1000000 }, 'Api throttling cachesize', 'Account based API count cache size'],
   ] as const).map(([name, type, defaultValue, range, displaytext, description]): SettingDef => ({
     category: 'Advanced', component: 'ManagementServer', group: 'Miscellaneous', subgroup: 'Others',
     name, type, defaultValue, ...(range ? { range } : {}), displaytext, description,

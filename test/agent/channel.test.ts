@@ -871,11 +871,11 @@ test('connections awaiting a hello are bounded per server (anyone can open them)
   }
 });
 
-test('agent text in the server log: C1 controls and U+2028/U+2029 are written escaped (JSON leaves them raw); what is stored stays as sent', async () => {
-  const raw = /[\u0080-\u009f\u2028\u2029]/;
+test('agent text in the server log: C1 controls, U+2028/U+2029 and bidi controls are written escaped (JSON leaves them raw); what is stored stays as sent', async () => {
+  const raw = /[\u0080-\u009f\u2028-\u202e\u2066-\u2069]/;
   const host = await addHost(srv, 'chan-logtext');
-  // A drift report whose text holds an 8-bit CSI, NEL and a line separator: logged, and stored.
-  const what = 'logtext-chain \u009b31mred\u0085 next\u2028line\u2029end';
+  // A drift report whose text holds an 8-bit CSI, NEL, a line separator and a right-to-left override: logged, and stored.
+  const what = 'logtext-chain \u009b31mred\u0085 next\u2028line\u2029end\u202edrow';
   const c = await rawConnect(srv.port);
   c.write(frame(hello(host.token)));
   await accepted(c);
@@ -892,5 +892,5 @@ test('agent text in the server log: C1 controls and U+2028/U+2029 are written es
   }) ?? [];
   for (const l of lines) assert.ok(!raw.test(l), `no raw C1 or line separator in: ${JSON.stringify(l)}`);
   const repairLine = lines.find((l) => l.includes('agent repaired drift'))!;
-  assert.ok(repairLine.includes('logtext-chain \\\\u009b31mred\\\\u0085 next\\\\u2028line\\\\u2029end'), `escaped, still readable: ${repairLine}`);
+  assert.ok(repairLine.includes('logtext-chain \\\\u009b31mred\\\\u0085 next\\\\u2028line\\\\u2029end\\\\u202edrow'), `escaped, still readable: ${repairLine}`);
 });
