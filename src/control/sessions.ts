@@ -82,10 +82,11 @@ export const HANDLING_BURST_MS = 2000;
  * What an accepted hello is charged to its host's budget, besides its resync's own time: its work is
  * mostly the database's (the lease row, the host's status), which every server shares and this event
  * loop does not see. An agent reconnecting in a loop (a cheap resync each time) otherwise made ~2,000
- * lease writes before its host was in debt, and 50 a second after; now ~80, then 2 a second. A real
- * agent reconnects a few times an hour.
+ * lease writes before its host was in debt, and 50 a second after; now ~200, then 5 a second. A real
+ * agent reconnects a few times an hour. (25 ms made a host that reconnects often — the channel fuzz test,
+ * 200 sessions in a minute — spend most of its sessions paused for a debt of a few ms.)
  */
-const HELLO_CHARGE_MS = 25;
+const HELLO_CHARGE_MS = 10;
 /** A throttled connection is not read for at least this long (no pause/resume churn per frame). */
 const THROTTLE_MIN_MS = 2000;
 /**

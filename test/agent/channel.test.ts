@@ -761,7 +761,7 @@ test('an agent reconnecting in a loop is refused once its accepted hellos are pa
   const host = await addHost(srv, 'chan-reconnect-loop');
   let accepted = 0;
   let refused: RawConnection | null = null;
-  for (let i = 0; i < 300 && !refused; i++) {
+  for (let i = 0; i < 600 && !refused; i++) {
     const c = await rawConnect(srv.port);
     c.write(frame(hello(host.token)));
     const m = await c.waitFor((x) => x?.type === 'welcome' || x?.type === 'error', 10_000);
@@ -770,8 +770,8 @@ test('an agent reconnecting in a loop is refused once its accepted hellos are pa
     c.destroy();
     await c.ended;
   }
-  // Before, an empty host's hello cost only its resync (well under a ms): 300 reconnects never got there.
-  assert.ok(refused, `a hello was refused within 300 reconnects (${accepted} accepted)`);
+  // Before, an empty host's hello cost only its resync (well under a ms): 600 reconnects never got there.
+  assert.ok(refused, `a hello was refused within 600 reconnects (${accepted} accepted)`);
   assert.ok(await endsWithin(refused, 10_000));
   assert.equal(refused.closeCode, 4503);
   assert.match((refused.messages.find((m: any) => m?.type === 'error') as { message: string }).message, /more than its share of this server's time/);
