@@ -271,8 +271,9 @@ export class AgentConnections {
       } finally {
         this.lastPassEnd = Date.now();
         this.cutQueued = false;
+        // (in the finally: VMs queued while a pass that threw was running still get their pass)
+        this.scheduleCut(more ? vms : []);
       }
-      this.scheduleCut(more ? vms : []);
     }).catch((e) => this.log.error({ err: e instanceof Error ? e.message : String(e) }, 'agent: cutting connections failed'));
   }
 
