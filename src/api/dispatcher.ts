@@ -21,7 +21,7 @@ import type { ConnectionInspector } from '../model/telemetry.js';
 import { appendFeed } from '../store/queries/feed.js';
 import { readThrottling } from '../store/queries/settings.js';
 import { ApiRateLimiter, apiLimitText } from './rate-limit.js';
-import { LogWindow } from '../control/log-window.js';
+import { LogWindow } from '../model/log-window.js';
 import { storeOutOfSpace, storeUnavailable, uniqueViolation } from '../store/db.js';
 
 export const AUTH_FAILED = 'unable to verify user credentials and/or request signature';

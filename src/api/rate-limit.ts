@@ -35,8 +35,11 @@ export const THROTTLING_DISABLED = 'This api is only available when api.throttli
 /** One account's window: when it opened (its end follows the current interval) and the calls counted in it. */
 interface Window { opened: number; count: number }
 
-/** What getApiLimit reports: calls made in the current window, calls left, ms until it ends. */
-export interface ApiUsage { issued: number; allowed: number; expireAfterMs: number }
+/**
+ * What getApiLimit reports: calls made in the current window, calls left, ms until it ends; with no
+ * window running (`open` false) the ms a window would last.
+ */
+export interface ApiUsage { issued: number; allowed: number; expireAfterMs: number; open: boolean }
 
 /** What commands may do with the limiter (getApiLimit / resetApiLimit). */
 export interface ApiLimits {
@@ -110,8 +113,8 @@ export class ApiRateLimiter implements ApiLimits {
     const s = await this.settings();
     const now = this.clock();
     const w = this.windows.get(accountId);
-    if (!w || ends(w, s) <= now) return { issued: 0, allowed: s.max, expireAfterMs: s.intervalSeconds * 1000 };
-    return { issued: w.count, allowed: Math.max(0, s.max - w.count), expireAfterMs: ends(w, s) - now };
+    if (!w || ends(w, s) <= now) return { issued: 0, allowed: s.max, expireAfterMs: s.intervalSeconds * 1000, open: false };
+    return { issued: w.count, allowed: Math.max(0, s.max - w.count), expireAfterMs: ends(w, s) - now, open: true };
   }
 
   reset(accountId?: number): void {

@@ -32,7 +32,7 @@ import type { FeedReader } from './feed-reader.js';
 import type { Serial } from './serial.js';
 import { deltaJson, snapshotJson } from './wire.js';
 import { TimeBudget } from './time-budget.js';
-import { LogWindow } from './log-window.js';
+import { LogWindow } from '../model/log-window.js';
 import { logText } from './log-text.js';
 
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
@@ -374,13 +374,16 @@ export class SessionHub {
     // early messages, so an agent whose resync never comes still leaves after its keepalive periods.
     /** Not accepted (the hello was not, or none came): whatever ends the connection now ends its TCP connection too. */
     const unaccepted = () => !session && !this.byWs.has(ws);
-    const helloTimer = setTimeout(() => {
-      if (unaccepted()) { this.refuse(ws, 503, 'no hello accepted in time (server busy); try another server'); this.hangUp(raw); }
-    }, HELLO_TIMEOUT_MS);
-    const badFrame = (reason: string) => {
-      this.badFrame(ws, remote, session?.hostId ?? null, reason);
+    /** Every way this connection is refused or closed for a bad frame: one not accepted also loses its TCP connection. */
+    const endsHere = (close: () => void) => {
+      close();
       if (unaccepted()) this.hangUp(raw);
     };
+    const refuse = (code: number, message: string) => endsHere(() => this.refuse(ws, code, message));
+    const badFrame = (reason: string) => endsHere(() => this.badFrame(ws, remote, session?.hostId ?? null, reason));
+    const helloTimer = setTimeout(() => {
+      if (unaccepted()) refuse(503, 'no hello accepted in time (server busy); try another server');
+    }, HELLO_TIMEOUT_MS);
     ws.on('pong', () => { const s = session ?? this.byWs.get(ws); if (s) s.alive = true; });
     // The handling budget (HANDLING_MS_PER_SECOND): charged after each frame, the host's once its hello is accepted.
     const own = new TimeBudget(HANDLING_MS_PER_SECOND, HANDLING_BURST_MS);
@@ -419,11 +422,10 @@ export class SessionHub {
           charge(0);   // a host still in debt (its previous connection, this resync) is not read until it is paid back
         }).catch((e: unknown) => {
           clearTimeout(helloTimer);
-          if (e instanceof Refused) { this.logRefusal({ remote, hostname: m.hostname, code: e.code }, e.why); this.refuse(ws, e.code, e.message); if (unaccepted()) this.hangUp(raw); return; }
+          if (e instanceof Refused) { this.logRefusal({ remote, hostname: m.hostname, code: e.code }, e.why); refuse(e.code, e.message); return; }
           if (storeUnavailable(e)) this.d.log.warn({ err: e instanceof Error ? e.message : String(e), remote }, 'control: hello failed: the database cannot be reached');
           else this.d.log.error({ err: e, remote }, 'control: hello failed');
-          this.refuse(ws, 503, 'this server could not accept the agent; try another server');
-          if (unaccepted()) this.hangUp(raw);
+          refuse(503, 'this server could not accept the agent; try another server');
         });
       } catch (e) {
         this.d.log.error({ err: e, remote, host: session?.hostId }, 'control: agent message failed');

@@ -28,7 +28,7 @@ import { MAX_COUNTER_RULES, MAX_COUNTER_VMS } from '../observe/schema.js';
 import type { DropsMessage, HitsMessage } from '../protocol/index.js';
 import type { VmPolicy } from '../policy/ir.js';
 import { compileShared, type CompileMemo, type Fleet } from './fleet.js';
-import { LogWindow } from './log-window.js';
+import { LogWindow } from '../model/log-window.js';
 import { logText } from './log-text.js';
 import { TimeBudget } from './time-budget.js';
 

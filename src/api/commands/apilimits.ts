@@ -20,10 +20,13 @@ const getApiLimit: CommandDef = {
   readOnly: () => true,
   async handle(ctx) {
     const u = await (await enabledLimits(ctx)).usage(ctx.caller.accountId);
-    // expireAfter in ms, as CloudStack's StoreEntry.getExpireDuration (its description says seconds).
+    // expireAfter as CloudStack's searchApiLimit sets it: the ms left in a running window
+    // (StoreEntry.getExpireDuration), but the interval in seconds when the caller has none (its
+    // timeToLive) — only a root admin, whose calls are never counted, asks without a window.
+    const expireAfter = u.open ? u.expireAfterMs : u.expireAfterMs / 1000;
     return {
       object: 'apilimit',
-      value: { accountid: ctx.caller.accountUuid, account: ctx.caller.accountName, apiIssued: u.issued, apiAllowed: u.allowed, expireAfter: u.expireAfterMs },
+      value: { accountid: ctx.caller.accountUuid, account: ctx.caller.accountName, apiIssued: u.issued, apiAllowed: u.allowed, expireAfter },
     };
   },
 };

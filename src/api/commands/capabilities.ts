@@ -10,8 +10,12 @@ const listCapabilities: CommandDef = {
   description: 'Lists capabilities',
   responseObject: 'capability',
   params: [],
+  readOnly: () => true,
   async handle(ctx) {
-    const throttling = await readThrottling(ctx.db);
+    // The limiter's copy of the settings: what is shown is what this server enforces. (It reads through
+    // the store's pool, which is why this command runs outside a transaction: on SQLite a transaction
+    // holds the one connection.) The store when a context has no limiter.
+    const throttling = await (ctx.apiLimits?.settings() ?? readThrottling(ctx.db));
     return {
       object: 'capability',
       value: {

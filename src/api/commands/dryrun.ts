@@ -26,7 +26,8 @@ import { ruleRedundancy, type FamilyRedundancy } from '../../policy/redundancy.j
 import { disallowedConnections } from '../../policy/connections.js';
 import { compileVm } from '../../policy/api.js';
 import { referencedSets } from '../../policy/host.js';
-import { RULE_COLUMNS, loadPolicyInput, ruleFromRow } from '../../store/queries/cloud.js';
+import { loadPolicyInput } from '../../store/queries/cloud.js';
+import { RULE_COLUMNS, ruleFromRow } from '../../store/rows.js';
 import { callerSets, ownerInfo } from './common.js';
 import { inList } from '../../store/queries/batch.js';
 

@@ -14,7 +14,7 @@ import { isValidCidr } from './cidr.js';
 import { lockAccount, lockGroups } from '../../store/queries/lock.js';
 import { inList, valuesChunks } from '../../store/queries/batch.js';
 import { deleteRuleHits } from '../../store/queries/rulehits.js';
-import { ruleFromRow } from '../../store/queries/cloud.js';
+import { ruleFromRow } from '../../store/rows.js';
 import { authorizeDryRun, revokeDryRun } from './dryrun.js';
 import { readLimits } from '../../store/queries/settings.js';
 import { MAX_GROUPS_PER_ACCOUNT, MAX_RULES_PER_ACCOUNT, MAX_RULES_PER_GROUP } from '../../model/settings.js';

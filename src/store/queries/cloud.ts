@@ -4,12 +4,11 @@
 // rules reference with its members and their NICs (the address sets). Batch queries, no per-row trips.
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../schema.js';
-import type { Nic, Protocol, SecurityGroupRule, Vm, VmState } from '../../model/types.js';
 import { emptyCloudState, type CloudState } from '../../policy/state.js';
+import { GROUP_COLUMNS, NIC_COLUMNS, RULE_COLUMNS, VM_COLUMNS, groupFromRow, nicFromRow, ruleFromRow, vmFromRow } from '../rows.js';
+
 
 type Q = Transaction<Database> | Kysely<Database>;
-
-export interface RuleRow { id: number | string /* bigint since 015: pg returns text */; uuid: string; group_id: number; type: string; protocol: string; start_port: number | null; end_port: number | null; cidr: string | null; allowed_group_id: number | null }
 
 function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
   const l = m.get(k);
@@ -18,49 +17,18 @@ function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
 
 const chunk = <T>(xs: T[], n = 500): T[][] => { const o: T[][] = []; for (let i = 0; i < xs.length; i += n) o.push(xs.slice(i, i + n)); return o; };
 
-function protocolOf(p: string): Protocol {
-  const lower = p.toLowerCase();
-  if (lower === 'tcp' || lower === 'udp' || lower === 'icmp' || lower === 'all') return lower;
-  const n = Number(p);
-  if (Number.isInteger(n)) return n === 1 ? 'icmp' : n;
-  return lower as Protocol;
-}
-
-/** A stored rule row as the model's rule (the same reading as the control plane's loader). */
-export function ruleFromRow(r: RuleRow): SecurityGroupRule {
-  const protocol = protocolOf(r.protocol);
-  const rule: SecurityGroupRule = {
-    id: Number(r.id), uuid: r.uuid, groupId: r.group_id, direction: r.type === 'egress' ? 'egress' : 'ingress', protocol,
-    cidr: r.cidr, allowedGroupId: r.allowed_group_id,
-  };
-  if ((protocol === 'tcp' || protocol === 'udp') && r.start_port !== null) rule.ports = { from: r.start_port, to: r.end_port ?? r.start_port };
-  if (protocol === 'icmp') rule.icmp = { type: r.start_port ?? -1, code: r.end_port ?? -1 };
-  return rule;
-}
-
-export const RULE_COLUMNS = ['id', 'uuid', 'group_id', 'type', 'protocol', 'start_port', 'end_port', 'cidr', 'allowed_group_id'] as const;
-
 async function addVms(db: Q, s: CloudState, vmIds: number[]): Promise<void> {
   const missing = vmIds.filter((id) => !s.vms.has(id));
   for (const part of chunk(missing)) {
-    const vms = await db.selectFrom('vms').select(['id', 'uuid', 'name', 'instance_name', 'account_id', 'domain_id', 'host_id', 'state'])
-      .where('id', 'in', part).where('removed', 'is', null).execute();
-    for (const v of vms) {
-      const vm: Vm = { id: v.id, uuid: v.uuid, instanceName: v.instance_name, name: v.name, accountId: v.account_id, domainId: v.domain_id, hostId: v.host_id, state: v.state as VmState };
-      s.vms.set(v.id, vm);
-    }
-    const nics = await db.selectFrom('nics').select(['id', 'uuid', 'vm_id', 'network_id', 'mac', 'ipv4', 'ipv6', 'is_default', 'device_id', 'device_name'])
+    const vms = await db.selectFrom('vms').select(VM_COLUMNS).where('id', 'in', part).where('removed', 'is', null).execute();
+    for (const v of vms) s.vms.set(v.id, vmFromRow(v));
+    const nics = await db.selectFrom('nics').select(NIC_COLUMNS)
       .where('vm_id', 'in', part).where('removed', 'is', null).orderBy('device_id').orderBy('id').execute();
     const secs = await db.selectFrom('nic_secondary_ips').select(['nic_id', 'address']).where('vm_id', 'in', part).orderBy('id').execute();
     const secByNic = new Map<number, string[]>();
     for (const x of secs) push(secByNic, x.nic_id, x.address);
     for (const n of nics) {
-      if (!s.vms.has(n.vm_id)) continue;
-      const nic: Nic = {
-        id: n.id, uuid: n.uuid, vmId: n.vm_id, networkId: n.network_id, mac: n.mac.toLowerCase(), ipv4: n.ipv4, ipv6: n.ipv6,
-        secondaryIps: secByNic.get(n.id) ?? [], isDefault: n.is_default === 1, deviceName: n.device_name,
-      };
-      push(s.nicsByVm, n.vm_id, nic);
+      if (s.vms.has(n.vm_id)) push(s.nicsByVm, n.vm_id, nicFromRow(n, secByNic.get(n.id) ?? []));
     }
   }
 }
@@ -79,8 +47,8 @@ async function addGroupsOfVms(db: Q, s: CloudState, vmIds: number[]): Promise<nu
 
 async function addGroupsWithRules(db: Q, s: CloudState, groupIds: number[]): Promise<void> {
   for (const part of chunk(groupIds.filter((g) => !s.groups.has(g)))) {
-    for (const g of await db.selectFrom('security_groups').select(['id', 'uuid', 'name', 'description', 'account_id', 'domain_id']).where('id', 'in', part).execute()) {
-      s.groups.set(g.id, { id: g.id, uuid: g.uuid, name: g.name, description: g.description, accountId: g.account_id, domainId: g.domain_id });
+    for (const g of await db.selectFrom('security_groups').select(GROUP_COLUMNS).where('id', 'in', part).execute()) {
+      s.groups.set(g.id, groupFromRow(g));
       s.rulesByGroup.set(g.id, []);
     }
     for (const r of await db.selectFrom('security_group_rules').select(RULE_COLUMNS).where('group_id', 'in', part).orderBy('id').execute()) {

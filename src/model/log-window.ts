@@ -1,6 +1,7 @@
 // Lines of one kind logged one by one up to `max` per window, then only counted; the count is reported
 // (onSkipped) when the next window starts. What anyone can cause many times a second (refused agent
-// hellos, telemetry store failures in a database outage) cannot fill the log.
+// hellos, telemetry store failures in a database outage, API calls over a tenant's rate limit) cannot
+// fill the log. Here, beside the model, because the API and the control plane both use it.
 
 export class LogWindow {
   private since = -Infinity;
