@@ -2,7 +2,9 @@
 // size and parameter count before the body is decoded, the rest before anything is stored.
 // - body and parameter count: CloudStack's Jetty refuses form bodies over `request.content.size` (1 MiB by
 //   default) and more form keys than `maxFormKeys` (Jetty's default 1,000; CloudStack ≥ 4.18 raises it);
-// - time: a request must arrive whole within REQUEST_TIMEOUT_MS (Node answers 408 and closes);
+// - time: a request's head must arrive within HEADERS_TIMEOUT_MS and the whole request within
+//   REQUEST_TIMEOUT_MS (Node answers 408 and closes); a keep-alive connection may idle KEEP_ALIVE_TIMEOUT_MS
+//   between requests (and how many connections may hold no request at once: idle-connections.ts);
 // - string values: CloudStack's @Parameter(length) defaults to 255 and its ParamProcessWorker refuses
 //   longer values (431) — commands declare a different `length` where CloudStack does;
 // - list and map parameters: CloudStack has no explicit bound (only the body size); Palisade caps them so
@@ -17,6 +19,20 @@ export const MAX_BODY_BYTES = 1024 * 1024;
  * API call and no agent. Jetty, under CloudStack, closes idle connections after 30 s too.
  */
 export const REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * Time from a connection's accept (or, between keep-alive requests, from a request's first byte) until
+ * its request head has arrived (ms); at most REQUEST_TIMEOUT_MS. A head is at most 16 KiB, sent at once
+ * by every client: 10 s covers a lossy link's retransmissions (1 + 2 + 4 s) with room to spare, and a
+ * silent connection holds its descriptor a third as long as the whole-request bound allowed it.
+ */
+export const HEADERS_TIMEOUT_MS = 10_000;
+/**
+ * How long a connection may idle between keep-alive requests (ms): fastify's default, stated here.
+ * Longer than the 60 s idle timeout of common load balancers and proxies (AWS ALB, nginx's upstream
+ * keepalive_timeout), so that a balancer never sends a request on a connection the server is closing at
+ * that moment; under a flood the idle bound (idle-connections.ts) closes the longest idle ones first.
+ */
+export const KEEP_ALIVE_TIMEOUT_MS = 72_000;
 /** Most parameters (query string and form body together) in one request. */
 export const MAX_PARAMETERS = 1000;
 /** Longest parameter name (a map entry's name included). */

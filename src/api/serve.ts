@@ -10,6 +10,7 @@ import { openPostgres, openStore, type StoreConfig } from '../store/db.js';
 import { createControlPlane } from '../control/index.js';
 import { PENDING_HELLOS_MAX } from '../control/sessions.js';
 import { buildServer } from './server.js';
+import { IDLE_CONNECTIONS_MAX } from './idle-connections.js';
 import { bootstrap } from './bootstrap.js';
 import { deadServerJobResult, failOrphanJobs } from './dispatcher.js';
 import { SessionAuth } from './sessions.js';
@@ -54,6 +55,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     .option('--metrics-allow <cidrs>', 'answer /metrics only to these client addresses (CIDRs or addresses, comma separated); default: any')
     .option('--allowed-hosts <names>', 'host names (name or name:port, comma separated) the web console, /metrics, login and session calls answer to; others get 421/401 (against DNS rebinding); signed API calls and agents answer on any name; default: any name')
     .option('--pending-agents-max <n>', 'agent connections awaiting an accepted hello held at once; more are refused at once (close code 4503) and their agents try another server', String(PENDING_HELLOS_MAX))
+    .option('--idle-connections-max <n>', 'HTTP connections without a request in progress (not yet sent one, or idle between keep-alive requests; agent sessions not counted) held at once; one more closes the one idle longest', String(IDLE_CONNECTIONS_MAX))
     .option('--trust-proxy <cidrs>', 'reverse proxies (CIDRs or addresses, comma separated) whose X-Forwarded-For/-Proto/-Host give the client\'s address, scheme and host; default: none (the headers are ignored)')
     .exitOverride();
   try {
@@ -63,7 +65,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' ? 0 : 2;
     throw e;
   }
-  const o = program.opts<{ listen: string; dataDir: string; db?: string; name?: string; logLevel: string; sessionTimeout: string; metrics: string; metricsAllow?: string; trustProxy?: string; allowedHosts?: string; pendingAgentsMax: string }>();
+  const o = program.opts<{ listen: string; dataDir: string; db?: string; name?: string; logLevel: string; sessionTimeout: string; metrics: string; metricsAllow?: string; trustProxy?: string; allowedHosts?: string; pendingAgentsMax: string; idleConnectionsMax: string }>();
   if (o.db !== undefined && !/^postgres(ql)?:\/\//i.test(o.db)) throw new Error(`--db must be a postgres:// or postgresql:// URL (without it the embedded SQLite store is used), not ${JSON.stringify(o.db.replace(/\/\/[^@/]*@/, '//…@'))}`);
   if (!LOG_LEVELS.includes(o.logLevel)) throw new Error(`--log-level must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(o.logLevel)}`);
   const sessionTimeout = Number(o.sessionTimeout);
@@ -74,6 +76,11 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const pendingHellosMax = Number(o.pendingAgentsMax);
   if (!/^\d+$/.test(o.pendingAgentsMax) || !Number.isSafeInteger(pendingHellosMax) || pendingHellosMax < 1) {
     process.stderr.write(`palisade server: --pending-agents-max expects a whole number of connections, at least 1, got ${o.pendingAgentsMax}\n`);
+    return 2;
+  }
+  const idleConnectionsMax = Number(o.idleConnectionsMax);
+  if (!/^\d+$/.test(o.idleConnectionsMax) || !Number.isSafeInteger(idleConnectionsMax) || idleConnectionsMax < 1) {
+    process.stderr.write(`palisade server: --idle-connections-max expects a whole number of connections, at least 1, got ${o.idleConnectionsMax}\n`);
     return 2;
   }
   if (o.metrics !== 'on' && o.metrics !== 'off') { process.stderr.write(`palisade server: --metrics expects on or off, got ${o.metrics}\n`); return 2; }
@@ -135,6 +142,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   });
   const sessions = new SessionAuth({ db, log, timeoutSeconds: sessionTimeout, allowedHosts });
   const app = await buildServer({ db, sink: cp.sink, connections: cp.connections, log, serverId, sessions, observer: new ApiMetrics(metrics, db), trustProxy, allowedHosts,
+    metrics, idleConnectionsMax,
     ...(cfg.kind === 'postgres' ? { fence: cp.fence, storeReachable: cp.storeReachable } : {}) });
   if (o.metrics === 'on') registerMetricsRoute(app, metrics, metricsAllow);
   // The drop log's age bound also holds while no agent reports anything (ingestion prunes otherwise);

@@ -2,7 +2,8 @@
 // envelopes when the request says `response=json`, else CloudStack's XML (its default). Before anything
 // else a request is held to the bounds of limits.ts: the body size (while it is read) and the number of
 // parameters (counted before they are decoded), and the time to receive it; such refusals are
-// CloudStack-shaped 431 errors (a late request: 408, from Node). Login
+// CloudStack-shaped 431 errors (a late request: 408, from Node). Connections without a request in
+// progress are bounded in number (idle-connections.ts: the one idle longest is closed). Login
 // sessions (cookie + sessionkey) come in through the transport; the web console is served at `/`.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { CommandDef } from './command.js';
@@ -10,7 +11,9 @@ import { Dispatcher, type ApiReply, type DispatcherDeps } from './dispatcher.js'
 import { allCommands } from './registry.js';
 import { envelope, errorBody } from './envelope.js';
 import { countPairs, queryOf, readParams, wantsJson, wantsJsonRaw } from './form.js';
-import { MAX_BODY_BYTES, MAX_PARAMETERS, REQUEST_TIMEOUT_MS } from './limits.js';
+import { HEADERS_TIMEOUT_MS, KEEP_ALIVE_TIMEOUT_MS, MAX_BODY_BYTES, MAX_PARAMETERS, REQUEST_TIMEOUT_MS } from './limits.js';
+import { IDLE_CONNECTIONS_MAX, IdleConnections } from './idle-connections.js';
+import type { MetricsRegistry } from '../metrics/registry.js';
 import { XML_TYPE, toXml } from './xml.js';
 import { IDLE_HEADER, SESSION_COOKIE, SessionAuth, cookieValues, type Transport } from './sessions.js';
 import { registerConsole } from './console.js';
@@ -26,8 +29,12 @@ const JSON_TYPE = 'application/json; charset=UTF-8';
  */
 export type ServerOptions = Omit<DispatcherDeps, 'commands'> & {
   commands?: CommandDef[]; console?: boolean;
-  /** Time to receive a whole request (default REQUEST_TIMEOUT_MS; tests shorten it). */
+  /** Time to receive a whole request (default REQUEST_TIMEOUT_MS; tests shorten it, and the head's bound with it). */
   requestTimeoutMs?: number;
+  /** Connections without a request in progress held at once (default IDLE_CONNECTIONS_MAX; `--idle-connections-max`). */
+  idleConnectionsMax?: number;
+  /** The server's registry: the idle connection metrics are registered in it. */
+  metrics?: MetricsRegistry;
   /**
    * Reverse proxies (addresses or CIDRs) whose X-Forwarded-For / -Proto / -Host are believed. Without
    * them those headers are ignored (a client could claim any address); behind a proxy every client then
@@ -82,11 +89,13 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
     // Bounded like the API's own reader, for any other route that looks at req.query.
     routerOptions: { querystringParser: (s: string) => (countPairs(s, MAX_PARAMETERS) > MAX_PARAMETERS ? {} : decodeForm(s)) },
     bodyLimit: 4 * 1024 * 1024,
-    // A request arrives whole within the bound or gets 408 and its connection closed; checked every
-    // second (Node's default is every 30 s). WebSocket connections (/agent) leave these checks once upgraded.
+    // A request's head arrives within HEADERS_TIMEOUT_MS and the whole request within the request bound,
+    // else 408 and its connection closed; checked every second (Node's default is every 30 s). WebSocket
+    // connections (/agent) leave these checks once upgraded.
     requestTimeout: requestTimeout,
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     ...(opts.trustProxy?.length ? { trustProxy: opts.trustProxy } : {}),
-    http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1000, requestTimeout) },
+    http: { requestTimeout, headersTimeout: Math.min(HEADERS_TIMEOUT_MS, requestTimeout), connectionsCheckingInterval: Math.min(1000, requestTimeout) },
     // A request Node's parser cannot read (bytes a URL may not hold, headers too large) or that did not
     // arrive in time never reaches a route: answered here, in CloudStack's error shape like every other
     // refusal, and the connection closed.
@@ -102,6 +111,8 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
       setTimeout(() => socket.destroy(), 5000).unref();
     },
   });
+  // Every connection the server accepts, API, console, /metrics or agent, until it holds a request or is upgraded.
+  new IdleConnections({ max: opts.idleConnectionsMax ?? IDLE_CONNECTIONS_MAX, log: opts.log, metrics: opts.metrics }).attach(app.server);
   // DNS rebinding (hosts.ts): every route but the API (whose session calls SessionAuth checks, and
   // whose signed calls need a key) and the agent channel (a token) answers only the allowed names,
   // routes added later (/metrics) too.

@@ -70,6 +70,14 @@ export const SERVER_METRICS = {
     name: 'palisade_drop_log_records_total', type: 'counter', labels: ['result'], values: { result: ['accepted', 'rejected', 'stale'] },
     help: 'Drop-log records received from agents: stored, rejected (invalid, or a VM not on the sending host) or stale (older than the log keeps).',
   },
+  idleConnections: {
+    name: 'palisade_api_idle_connections', type: 'gauge', labels: [],
+    help: 'HTTP connections without a request in progress (not yet sent one, or idle between keep-alive requests; upgraded agent connections not counted).',
+  },
+  idleConnectionsShed: {
+    name: 'palisade_api_idle_connections_shed_total', type: 'counter', labels: [],
+    help: 'Idle HTTP connections closed because --idle-connections-max were held (the one idle longest goes).',
+  },
   ruleHitPackets: {
     name: 'palisade_rule_hit_packets_total', type: 'counter', labels: ['result'], values: { result: ['attributed', 'unattributed'] },
     help: 'Packets from agents\' rule counters, attributed to API rules or not (kernel rule no longer in the VM\'s policy).',
