@@ -16,11 +16,15 @@
 // iptables' and ebtables' xt targets, whose options nft's JSON leaves out, through `iptables -S
 // <chain>` / `ebtables -L <chain>`, and iptables-legacy's and ebtables-legacy's tables, which nft
 // cannot see, likewise, only those the kernel has: foreign-tables.ts), and judging each mark write
-// bit by bit. Palisade's own rules (a `pal:` comment, its ebtables roots) are not followed.
+// bit by bit. Palisade's own rules are told by where they are, not by their comments: its nftables
+// tables are not read, and the chains its iptables backend jumps to from built-in chains (PALISADE-RAW,
+// the managed bridges' BF- chains, its ebtables roots: foreign-tables.ts) are not followed; every rule
+// of a foreign chain is judged, a `pal:` comment or not (any tool can write one; Palisade's own rules
+// in built-in chains are jumps to those chains and a DROP, none writes the mark).
 import type { Runner } from '../dataplane/exec.js';
 import { MARK_ACCEPT_TO, MARK_ALLOW, MARK_IN_MASK, MARK_NOT_ACCEPT_TO, MARK_NOT_ALLOW, MARK_ZONE_MASK, hex } from '../dataplane/plan/marks.js';
 import type { PreflightFinding } from '../protocol/index.js';
-import { type EbTable, type Expr, isPalisadeTable, legacyEbTables, legacyTables, listed, nftChains } from './foreign-tables.js';
+import { type EbTable, type Expr, isPalisadeEbRoot, isPalisadeIptChain, isPalisadeTable, legacyEbTables, legacyTables, listed, nftChains } from './foreign-tables.js';
 
 /** The bits Palisade carries from its marking to its matching. */
 export const MARK_CARRIED = (MARK_IN_MASK | MARK_ZONE_MASK | MARK_ALLOW | MARK_ACCEPT_TO | MARK_NOT_ALLOW | MARK_NOT_ACCEPT_TO) >>> 0;
@@ -149,7 +153,6 @@ export function palisadeMarksAt(chainsJson: string): number {
   return at.length ? Math.max(...at) : EB_NAT_PRIO;
 }
 
-const EB_ROOTS = /^PALISADE-/;
 /** iptables targets that are no chain (not listed as one). */
 const TARGETS = new Set(['ACCEPT', 'DROP', 'RETURN', 'REJECT', 'MARK', 'CONNMARK', 'LOG', 'NFLOG', 'CT', 'NOTRACK', 'MASQUERADE', 'SNAT', 'DNAT', 'CHECKSUM', 'TCPMSS', 'TPROXY', 'HMARK']);
 
@@ -165,7 +168,7 @@ function finding(where: string, rule: string, e: BitEffect): PreflightFinding {
  * `nft -j list chains`, then one `nft -j list chain` per base chain at those hooks and per chain they
  * jump to; xt MARK / CONNMARK targets are read as `iptables-nft -S <chain>` text.
  */
-export async function nftMarkRewrites(runner: Runner, chainsJson?: string | null): Promise<PreflightFinding[]> {
+export async function nftMarkRewrites(runner: Runner, chainsJson?: string | null, bridges: readonly string[] = []): Promise<PreflightFinding[]> {
   const chains = chainsJson === undefined ? await nftChains(runner) : chainsJson;
   if (chains === null) return [];
   const found: PreflightFinding[] = [];
@@ -180,19 +183,17 @@ export async function nftMarkRewrites(runner: Runner, chainsJson?: string | null
     const rules = listed(r.stdout, 'rule');
     const xt = (rule: Expr) => (Array.isArray(rule.expr) ? rule.expr as Expr[] : []).some((e) => e?.xt);
     if ((c.family === 'ip' || c.family === 'ip6') && rules.some(xt)) {
-      // iptables-nft's: nft's JSON shows neither xt options nor comments (Palisade's own jumps carry
-      // `pal:`), so this chain is read as iptables text, and its jumps followed from there
-      const chain = await iptChain(runner, c.family === 'ip' ? 'iptables-nft' : 'ip6tables-nft', c.table, c.name, key);
+      // iptables-nft's: nft's JSON shows no xt options, so this chain is read as iptables text, and
+      // its jumps followed from there
+      const chain = await iptChain(runner, c.family === 'ip' ? 'iptables-nft' : 'ip6tables-nft', c.table, c.name, key, bridges);
       found.push(...chain.found);
       return chain.jumps.map((name) => ({ ...c, name }));
     }
     const jumps: Chain[] = [];
     for (const rule of rules) {
-      if (typeof rule.comment === 'string' && rule.comment.startsWith('pal:')) continue;
       for (const e of (Array.isArray(rule.expr) ? rule.expr : []) as Expr[]) {
         const target = e?.jump?.target ?? e?.goto?.target;
-        // (ebtables-nft's rules have no comments: Palisade's are reached only through its roots)
-        if (typeof target === 'string' && !(c.family === 'bridge' && EB_ROOTS.test(target))) jumps.push({ ...c, name: target });
+        if (typeof target === 'string' && !palisadeChain(c.family, c.table, target, bridges)) jumps.push({ ...c, name: target });
         if (e?.mangle?.key?.meta?.key === 'mark') {
           const effect = nftMarkEffect(e.mangle.value);
           if (brokenBits(effect)) found.push(finding(key, `meta mark set ${nftText(e.mangle.value)}, handle ${rule.handle}`, effect));
@@ -206,6 +207,10 @@ export async function nftMarkRewrites(runner: Runner, chainsJson?: string | null
   });
   return found;
 }
+
+/** A chain Palisade's iptables backend jumps to from a built-in chain (foreign-tables.ts): not another tool's, not followed. */
+const palisadeChain = (family: string, table: string, name: string, bridges: readonly string[]) =>
+  (family === 'bridge' ? isPalisadeEbRoot(table, name) : isPalisadeIptChain(table, name, bridges));
 
 /**
  * Follows chains from `roots`, breadth first, each once and at most 200 (a hypervisor's foreign chains
@@ -236,7 +241,7 @@ async function ebChain(runner: Runner, tool: 'ebtables-nft' | 'ebtables-legacy',
   for (const line of r.stdout.split('\n')) {
     if (!line.startsWith('-')) continue;
     const j = / -j (\S+)/.exec(` ${line}`);
-    if (j && !EB_TARGETS.has(j[1]) && !EB_ROOTS.test(j[1])) out.jumps.push(j[1]);
+    if (j && !EB_TARGETS.has(j[1]) && !isPalisadeEbRoot(table, j[1])) out.jumps.push(j[1]);
     const effect = ebMarkEffect(line);
     if (effect && brokenBits(effect)) out.found.push(finding(where, `${shown} -t ${table} -A ${chain} ${line.trim()}`, effect));
   }
@@ -244,17 +249,19 @@ async function ebChain(runner: Runner, tool: 'ebtables-nft' | 'ebtables-legacy',
 }
 
 /**
- * One iptables chain as `<tool> -t <table> -S <chain>` text: its mark rewrites, and the user chains it
- * jumps to (not through Palisade's own, `pal:`-commented, rules). A chain that is not there: nothing.
+ * One iptables chain as `<tool> -t <table> -S <chain>` text: its mark rewrites (every rule's, whatever
+ * its comment), and the user chains it jumps to (not Palisade's: isPalisadeIptChain). A chain that is
+ * not there: nothing.
  */
-async function iptChain(runner: Runner, tool: string, table: string, chain: string, where: string): Promise<{ found: PreflightFinding[]; jumps: string[] }> {
+async function iptChain(runner: Runner, tool: string, table: string, chain: string, where: string, bridges: readonly string[]): Promise<{ found: PreflightFinding[]; jumps: string[] }> {
   const r = await runner.run(tool, ['-t', table, '-S', chain]);
   const out = { found: [] as PreflightFinding[], jumps: [] as string[] };
   if (r.code !== 0) return out;
   for (const line of r.stdout.split('\n')) {
-    if (!line.startsWith('-A ') || /--comment "?pal:/.test(line)) continue;
+    if (!line.startsWith('-A ')) continue;
     const j = / -[jg] (\S+)/.exec(line);
-    if (j && !TARGETS.has(j[1])) out.jumps.push(j[1]); // a user chain (or a target: its listing fails)
+    // a user chain (or a target: its listing fails)
+    if (j && !TARGETS.has(j[1]) && !isPalisadeIptChain(table, j[1], bridges)) out.jumps.push(j[1]);
     const effect = iptMarkEffect(line);
     if (effect && brokenBits(effect)) out.found.push(finding(where, line, effect));
   }
@@ -266,12 +273,12 @@ async function iptChain(runner: Runner, tool: string, table: string, chain: stri
  * namespace (`/proc/net/ip{,6}_tables_names`: listing one that is not there would create it), their
  * PREROUTING and FORWARD chains and the chains those jump to.
  */
-export async function legacyMarkRewrites(runner: Runner): Promise<PreflightFinding[]> {
+export async function legacyMarkRewrites(runner: Runner, bridges: readonly string[] = []): Promise<PreflightFinding[]> {
   const found: PreflightFinding[] = [];
   for (const { family: fam, tool, tables } of await legacyTables(runner)) {
     for (const table of tables) {
       await followChains(['PREROUTING', 'FORWARD'], (chain) => chain, async (chain) => {
-        const c = await iptChain(runner, tool, table, chain, `${fam} ${table} ${chain} (iptables-legacy)`);
+        const c = await iptChain(runner, tool, table, chain, `${fam} ${table} ${chain} (iptables-legacy)`, bridges);
         found.push(...c.found);
         return c.jumps;
       });
