@@ -312,6 +312,12 @@ test('with real packets, per backend: Palisade\'s own rules are no foreign mark 
       fw.set(policyOf(a, { ingress: [rule('tcp', ['0.0.0.0/0'], { ports: [80, 80] })] })).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
       await fw.apply();
       assert.deepEqual([...await marks(), ...(await legacyMarkRewrites(hr)).map((f) => f.check)], [], backend);
+      // told by where they are (its tables; its chains by table and name for the managed bridges), not read
+      const bridges = Object.keys((await fw.input()).ports.bridges);
+      const ran: string[] = [];
+      const recording = { netns: h1.netns, run: (t: string, a: string[], i?: string) => { ran.push(`${t} ${a.join(' ')}`); return hr.run(t, a, i); } };
+      assert.deepEqual([...await nftMarkRewrites(recording, undefined, bridges), ...await legacyMarkRewrites(recording, bridges)], [], backend);
+      assert.deepEqual(ran.filter((c) => /\b(BF-|PALISADE-)|\bpalisade\b/.test(c)), [], `${backend}: ${ran.join('; ')}`);
       assert.equal(await pings(), true, `${backend}: a may ping b`);
       await restore('-A');
       assert.deepEqual(await marks(), ['foreign mark ip mangle PREROUTING'], backend);
