@@ -1068,3 +1068,39 @@ ebtables-nft -t filter -L`);
   assert.deepEqual(judged(listing('DROP', '--logical-in br0 -j RETURN', '-j ACCEPT')), [['forward policy bridge filter FORWARD (ebtables-legacy)', false]], 'returned to the policy before the accept');
   assert.deepEqual(judged(listing('DROP', '-j PALISADE-FWD', '--logical-in br0 -j ACCEPT')), [['forward policy bridge filter FORWARD (ebtables-legacy)', true]]);
 });
+
+test('an iptables table of many chains (kube-proxy\'s nat: chains per service) is judged whole for the mark check, in a few runs and past the 200 chains once the limit: a whole-mark rewrite in its last chain alerts, its twin without it does not (iptables-nft and -legacy)', async () => {
+  await inNamespace('pk', async (r, nsh, name) => {
+    const services = 300;
+    const sep = (i: number) => `KUBE-SEP-${String(i).padStart(12, '0')}`;
+    const svc = (i: number) => `KUBE-SVC-${String(i).padStart(12, '0')}`;
+    const lines = ['*nat', ':KUBE-SERVICES - [0:0]', ':KUBE-MARK-MASQ - [0:0]'];
+    for (let i = 0; i < services; i++) lines.push(`:${svc(i)} - [0:0]`, `:${sep(i)} - [0:0]`);
+    lines.push('-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES', '-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000');
+    for (let i = 0; i < services; i++) {
+      const ip = `10.96.${Math.floor(i / 250)}.${(i % 250) + 1}`;
+      lines.push(`-A KUBE-SERVICES -d ${ip}/32 -p tcp -m comment --comment "ns/svc${i}:http cluster IP" -m tcp --dport 80 -j ${svc(i)}`,
+        `-A ${svc(i)} ! -s 10.244.0.0/16 -d ${ip}/32 -p tcp -m tcp --dport 80 -j KUBE-MARK-MASQ`,
+        `-A ${svc(i)} -m comment --comment "ns/svc${i}:http" -j ${sep(i)}`,
+        `-A ${sep(i)} -s 10.244.1.${i % 250}/32 -j KUBE-MARK-MASQ`,
+        `-A ${sep(i)} -p tcp -m tcp -j DNAT --to-destination 10.244.1.${i % 250}:80`);
+    }
+    const text = `${lines.join('\n')}\nCOMMIT\n`;
+    for (const tool of ['iptables-nft-restore', 'iptables-legacy-restore']) {
+      const restored = await run('ip', ['netns', 'exec', name, tool], { stdin: text });
+      assert.equal(restored.code, 0, restored.stderr);
+    }
+    const ran: string[] = [];
+    const recording = { netns: name, run: (t: string, a: string[], i?: string) => { ran.push(`${t} ${a.join(' ')}`); return r.run(t, a, i); } };
+    const marks = async () => {
+      ran.length = 0;
+      return [...await nftMarkRewrites(recording, undefined, ['br0']), ...await legacyMarkRewrites(recording, ['br0'])].map((f) => f.check);
+    };
+    assert.deepEqual(await marks(), [], 'kube-proxy\'s own masked mark: quiet');
+    assert.ok(ran.length <= 50, `${ran.length} runs`);
+    await nsh(`iptables-nft -t nat -A ${sep(services - 1)} -j MARK --set-mark 0x0
+iptables-legacy -t nat -A ${sep(services - 1)} -j MARK --set-mark 0x0`);
+    assert.deepEqual(await marks(), [`foreign mark ip nat ${sep(services - 1)}`, `foreign mark ip nat ${sep(services - 1)} (iptables-legacy)`]);
+    assert.ok(ran.length <= 50, `${ran.length} runs`);
+  });
+});
