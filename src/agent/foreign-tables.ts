@@ -1,8 +1,12 @@
 // Reading other tools' netfilter tables for preflight (forward-drop and mark-rewrite checks): the
-// objects of an `nft -j list …` answer, and which iptables-legacy and ebtables-legacy tables exist in
-// this namespace. Read-only by construction: a legacy table is only named from what the kernel shows
-// (/proc, its hooks), never listed blind (listing a missing one would create it).
+// objects of an `nft -j list …` answer, which iptables-legacy and ebtables-legacy tables exist in
+// this namespace, and which tables and chains are Palisade's own — told by where they are (its
+// nftables tables; the chains its iptables backend names and jumps to from built-in chains), never by
+// a rule's `pal:` comment, which any other tool can write too. Read-only by construction: a legacy
+// table is only named from what the kernel shows (/proc, its hooks), never listed blind (listing a
+// missing one would create it).
 import type { Runner } from '../dataplane/exec.js';
+import { EB_FWD, EB_POST, EB_PRE, RAW_CHAIN, bridgeChains } from '../dataplane/iptables/names.js';
 
 /** An nft JSON object (rule, chain, expression), read loosely: another tool's. */
 export type Expr = Record<string, any>;
@@ -22,6 +26,27 @@ export async function nftChains(runner: Runner): Promise<string | null> {
 
 /** Palisade's own nftables tables (its `palisade` tables are bridge and inet); an `ip` / `ip6` / … `palisade` table is someone else's. */
 export const isPalisadeTable = (family: string, table: string) => table === 'palisade' && (family === 'bridge' || family === 'inet');
+
+/**
+ * Whether an ebtables chain (-nft or -legacy) is one of the roots Palisade's iptables backend jumps
+ * to from the built-in chains: filter's PALISADE-FWD, nat's PALISADE-PRE and PALISADE-POST (the rest
+ * of its ebtables chains hang below them). By table and name.
+ */
+export const isPalisadeEbRoot = (table: string, name: string) =>
+  (table === 'filter' && name === EB_FWD) || (table === 'nat' && (name === EB_PRE || name === EB_POST));
+
+/**
+ * Whether an iptables chain (iptables-nft or -legacy) is one the iptables backend jumps to from a
+ * built-in chain: raw's PALISADE-RAW, and filter's per-bridge chains (its per-VM chains hang below
+ * those). By table and name, for the managed bridges given; with none known yet (the agent's first
+ * pass), any filter `BF-` chain (the backend's prefix for them).
+ */
+export function isPalisadeIptChain(table: string, name: string, bridges: readonly string[]): boolean {
+  if (table === 'raw') return name === RAW_CHAIN;
+  if (table !== 'filter') return false;
+  if (!bridges.length) return name.startsWith('BF-');
+  return bridges.some((b) => { const c = bridgeChains(b); return name === c.main || name === c.in || name === c.out; });
+}
 
 export interface LegacyTables { family: 'ip' | 'ip6'; tool: 'iptables-legacy' | 'ip6tables-legacy'; tables: string[] }
 

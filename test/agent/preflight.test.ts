@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { run } from '../../src/lab/index.js';
 import { createRunner } from '../../src/dataplane/exec.js';
-import { ebAcceptsBridges, ebForwardDrops, forwardDropCheck, legacyEbForwardDropCheck, legacyForwardDropCheck, onPath, preflight, unfixable } from '../../src/agent/preflight.js';
+import { JUMPS_READ, ebAcceptsBridges, ebForwardDrops, ebForwardFindings, forwardDropCheck, legacyEbForwardDropCheck, legacyForwardDropCheck, onPath, preflight, queueEnd, queuesListened, unfixable } from '../../src/agent/preflight.js';
 import { brokenBits, ebMarkEffect, legacyEbMarkRewrites, legacyMarkRewrites, nftMarkRewrites } from '../../src/agent/mark-rewrites.js';
 import { ebTablesFromHooks, ebTablesFromModules, legacyEbTables } from '../../src/agent/foreign-tables.js';
 import { createLab, ping } from '../../src/lab/index.js';
@@ -24,6 +24,8 @@ import { createDataplane } from '../../src/dataplane/choose.js';
 import { discoverPorts } from '../../src/dataplane/ports.js';
 import type { PreflightFinding } from '../../src/protocol/index.js';
 import { freePort } from '../helpers/server.js';
+import { trackChild } from '../helpers/process.js';
+import { spawn } from 'node:child_process';
 
 const ns = `pf${randomBytes(3).toString('hex')}`;
 const runner = createRunner({ netns: ns });
@@ -310,6 +312,12 @@ test('with real packets, per backend: Palisade\'s own rules are no foreign mark 
       fw.set(policyOf(a, { ingress: [rule('tcp', ['0.0.0.0/0'], { ports: [80, 80] })] })).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
       await fw.apply();
       assert.deepEqual([...await marks(), ...(await legacyMarkRewrites(hr)).map((f) => f.check)], [], backend);
+      // told by where they are (its tables; its chains by table and name for the managed bridges), not read
+      const bridges = Object.keys((await fw.input()).ports.bridges);
+      const ran: string[] = [];
+      const recording = { netns: h1.netns, run: (t: string, a: string[], i?: string) => { ran.push(`${t} ${a.join(' ')}`); return hr.run(t, a, i); } };
+      assert.deepEqual([...await nftMarkRewrites(recording, undefined, bridges), ...await legacyMarkRewrites(recording, bridges)], [], backend);
+      assert.deepEqual(ran.filter((c) => /\b(BF-|PALISADE-)|\bpalisade\b/.test(c)), [], `${backend}: ${ran.join('; ')}`);
       assert.equal(await pings(), true, `${backend}: a may ping b`);
       await restore('-A');
       assert.deepEqual(await marks(), ['foreign mark ip mangle PREROUTING'], backend);
@@ -845,4 +853,254 @@ test('with real packets, per backend: a foreign bridge forward chain at priority
     await closeAll();
     await lab.destroy();
   }
+});
+
+/** A namespace of its own for one test (per-run prefix), removed after it whatever happens. */
+async function inNamespace(prefix: string, body: (r: ReturnType<typeof createRunner>, sh: (script: string) => Promise<string>, name: string) => Promise<void>): Promise<void> {
+  const name = `${prefix}${randomBytes(3).toString('hex')}`;
+  await run('ip', ['netns', 'add', name]);
+  try {
+    const nsh = async (script: string) => { const r = await run('ip', ['netns', 'exec', name, 'sh', '-ec', script]); assert.equal(r.code, 0, `${script}: ${r.stderr}`); return r.stdout; };
+    await body(createRunner({ netns: name }), nsh, name);
+  } finally {
+    await run('ip', ['netns', 'del', name], { allowFail: true });
+  }
+}
+
+test('a negated interface match that every VM packet meets (`oifname != "eth0" drop`, `! -o eth0 -j DROP`) is a drop on their path, and such an accept passes them; negated on the bridge, neither. A drop under other conditions, inline or through a jump to a chain that only drops, is that firewall\'s own choice: no alert', async () => {
+  await inNamespace('pn', async (r, nsh) => {
+    const checks = async () => [...await forwardDropCheck(r, ['br0']), ...await legacyForwardDropCheck(r, ['br0'])].map((f) => [f.check, f.ok]);
+    const accepting = (...rules: string[]) => nsh(`nft flush ruleset
+nft -f - <<'X'
+table ip t {
+  chain blackhole { drop; }
+  chain counts { counter; }
+  chain f { type filter hook forward priority 0; policy accept;
+${rules.join('\n')}
+  }
+}
+X`);
+    await accepting('oifname != "eth0" drop');
+    assert.deepEqual(await checks(), [['forward chain ip t f', false]], 'every packet of br0 goes out of another interface than eth0');
+    await accepting('oifname != "eth0" accept', 'drop');
+    assert.deepEqual(await checks(), [], 'the same match accepting first: br0 passes');
+    await accepting('oifname != { "br*", "eth0" } drop');
+    assert.deepEqual(await checks(), [], 'negated on the bridge: not its traffic');
+    await accepting('iifname != "eth0" jump blackhole');
+    assert.deepEqual(await checks(), [['forward chain ip t f', false]], 'a jump every VM packet takes, to a chain that drops');
+    await accepting('iifname != "eth0" jump counts');
+    assert.deepEqual(await checks(), [], 'to a chain that only counts');
+    await accepting('ip saddr 10.0.0.0/8 jump blackhole', 'ip saddr 10.0.0.0/8 drop', 'tcp dport 25 goto blackhole');
+    assert.deepEqual(await checks(), [], 'only some VM packets: not judged (crowdsec-style blocklists)');
+    // dropping by default: a negated accept on another interface passes the bridge, one on the bridge does not
+    await nsh(`nft flush ruleset
+nft add table ip t
+nft add chain ip t f '{ type filter hook forward priority 0; policy drop; }'
+nft add rule ip t f iifname != "br0" accept`);
+    assert.deepEqual(await checks(), [['forward policy ip t f', false]]);
+    await nsh('nft insert rule ip t f iifname != "eth0" accept');
+    assert.deepEqual(await checks(), [['forward policy ip t f', true]]);
+    // iptables-legacy's FORWARD likewise
+    await nsh(`nft flush ruleset
+iptables-legacy -A FORWARD ! -o br0 -j DROP`);
+    assert.deepEqual(await checks(), [], 'legacy, negated on the bridge');
+    await nsh('iptables-legacy -A FORWARD ! -o eth0 -j DROP');
+    assert.deepEqual(await checks(), [['forward chain ip filter FORWARD (iptables-legacy)', false]]);
+  });
+});
+
+/** Binds NFQUEUE `queue` in namespace `name` (a real listener: nfnetlink, NFQNL_CFG_CMD_BIND) until killed; resolves once bound. */
+async function queueListener(name: string, queue: number): Promise<{ stop: () => void }> {
+  const script = `import socket, struct, sys, time
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
+s.bind((0, 0))
+attr = struct.pack('=HH', 8, 1) + struct.pack('=BBH', 1, 0, 0)
+payload = struct.pack('=BBH', 0, 0, socket.htons(${queue})) + attr
+s.send(struct.pack('=IHHII', 16 + len(payload), (3 << 8) | 2, 1 | 4, 1, 0) + payload)
+err = struct.unpack('=i', s.recv(4096)[16:20])[0]
+print('bound' if err == 0 else 'error %d' % err, flush=True)
+time.sleep(3600)`;
+  const c = trackChild(spawn('ip', ['netns', 'exec', name, 'python3', '-c', script], { stdio: ['ignore', 'pipe', 'inherit'] }));
+  const said = await new Promise<string>((resolve) => { c.stdout!.once('data', (d) => resolve(String(d).trim())); c.once('exit', () => resolve('exited')); });
+  assert.equal(said, 'bound');
+  return { stop: () => { c.kill('SIGKILL'); } };
+}
+
+test('with real packets: an NFQUEUE verdict every VM packet meets with no program on the queue drops them (alert); with --queue-bypass they pass (quiet); with a program listening on each of its queues its verdict is that program\'s (quiet)', async () => {
+  const lab = await createLab();
+  let listener: { stop: () => void } | undefined;
+  try {
+    const h1 = await lab.addHost('h1');
+    const a = await lab.addVm({ host: h1, name: 'a', nics: [{ mac: '52:54:00:00:17:0a', ipv4: '198.51.100.180/24' }] });
+    const b = await lab.addVm({ host: h1, name: 'b', nics: [{ mac: '52:54:00:00:17:0b', ipv4: '198.51.100.181/24' }] });
+    const hr = createRunner({ netns: h1.netns });
+    const fw = new HostFw(h1, 'nftables');
+    fw.set(policyOf(a)).set(policyOf(b, { ingress: [rule('icmp', [`${a.ipv4}/32`], { icmp: [-1, -1] })] }));
+    await fw.apply();
+    const bridges = Object.keys((await fw.input()).ports.bridges);
+    const alerts = async () => unfixable([...await forwardDropCheck(hr, bridges), ...await legacyForwardDropCheck(hr, bridges)]).map((f) => f.check);
+    const pings = async () => (await ping(a, b.ipv4!, { timeoutMs: 1500 })).ok;
+    assert.equal(await pings(), true, 'a may ping b');
+    // iptables-nft (nft's JSON shows NFQUEUE without its options: read as iptables text)
+    await h1.exec('iptables', ['-A', 'FORWARD', '-j', 'NFQUEUE', '--queue-num', '3']);
+    assert.deepEqual(await alerts(), ['forward chain ip filter FORWARD']);
+    assert.equal(await pings(), false, 'no program on queue 3: dropped (the alert is right)');
+    await h1.exec('iptables', ['-R', 'FORWARD', '1', '-j', 'NFQUEUE', '--queue-num', '3', '--queue-bypass']);
+    assert.deepEqual(await alerts(), []);
+    assert.equal(await pings(), true, 'bypass: it passes');
+    await h1.exec('iptables', ['-R', 'FORWARD', '1', '-j', 'NFQUEUE', '--queue-balance', '3:4']);
+    listener = await queueListener(h1.netns, 3);
+    assert.deepEqual(await alerts(), ['forward chain ip filter FORWARD'], 'a program on queue 3, none on 4');
+    await h1.exec('iptables', ['-R', 'FORWARD', '1', '-j', 'NFQUEUE', '--queue-num', '3']);
+    assert.deepEqual(await alerts(), [], 'a program on its queue decides (not judged)');
+    listener.stop();
+    listener = undefined;
+    await h1.exec('iptables', ['-F', 'FORWARD']);
+    // iptables-legacy: the plain QUEUE target is queue 0
+    await h1.exec('iptables-legacy', ['-A', 'FORWARD', '-j', 'QUEUE']);
+    assert.deepEqual(await alerts(), ['forward chain ip filter FORWARD (iptables-legacy)']);
+    assert.equal(await pings(), false);
+    await h1.exec('iptables-legacy', ['-R', 'FORWARD', '1', '-j', 'NFQUEUE', '--queue-bypass']);
+    assert.deepEqual(await alerts(), []);
+    assert.equal(await pings(), true);
+    await h1.exec('iptables-legacy', ['-F', 'FORWARD']);
+    await fw.dp.teardown();
+  } finally {
+    listener?.stop();
+    await closeAll();
+    await lab.destroy();
+  }
+});
+
+test('nft\'s own queue statement (this kernel has no nft_queue: its JSON shapes) and the listener list are read as the kernel treats them', () => {
+  assert.equal(queueEnd({ num: 3 }, new Set()), 'drop');
+  assert.equal(queueEnd({ num: 3 }, new Set([3])), 'accept');
+  assert.equal(queueEnd({ num: { range: [1, 3] } }, new Set([1, 2])), 'drop');
+  assert.equal(queueEnd({ num: { range: [1, 3] } }, new Set([1, 2, 3])), 'accept');
+  assert.equal(queueEnd({ num: 3, flags: 'bypass' }, new Set()), 'accept');
+  assert.equal(queueEnd({ num: { range: [1, 3] }, flags: ['bypass', 'fanout'] }, new Set()), 'accept');
+  assert.equal(queueEnd({}, new Set()), 'drop', 'queue 0 by default');
+  assert.deepEqual([...queuesListened('    5   4254     0 0 65531     0     0        0  1\n   12   4255     0 2 65531     0     0        0  1\n')], [5, 12]);
+  assert.deepEqual([...queuesListened('')], []);
+});
+
+test('a dropping forward chain whose VM path passes more than JUMPS_READ chains alerts (not judged) without reading its whole table; its twin with fewer chains before the same accept passes', async () => {
+  await inNamespace('pj', async (r, nsh, name) => {
+    // (nft refuses paths deeper than 16 chains: a long path is many chains jumped to in turn, each returning)
+    const table = (counting: number) => nsh(`nft flush ruleset
+nft -f - <<'X'
+table ip t {
+  chain last { iifname "br0" accept; }
+${Array.from({ length: counting }, (_, i) => `  chain c${i} { counter; }`).join('\n')}
+  chain f { type filter hook forward priority 0; policy drop; ${Array.from({ length: counting }, (_, i) => `jump c${i}; `).join('')}jump last; }
+}
+X`);
+    const ran: string[] = [];
+    const recording = { netns: name, run: (t: string, a: string[], i?: string) => { ran.push(`${t} ${a.join(' ')}`); return r.run(t, a, i); } };
+    await table(JUMPS_READ + 5);
+    const found = await forwardDropCheck(recording, ['br0']);
+    assert.deepEqual(found.map((f) => [f.check, f.ok]), [['forward policy ip t f', false]]);
+    assert.match(found[0]!.detail, new RegExp(`reaches no verdict within ${JUMPS_READ} chains`));
+    assert.deepEqual(ran.filter((c) => / list (table|ruleset)\b/.test(c)), [], ran.join('; '));
+    assert.ok(ran.length <= JUMPS_READ + 1, `${ran.length} nft runs`);
+    await table(JUMPS_READ - 5);
+    assert.deepEqual((await forwardDropCheck(recording, ['br0'])).map((f) => [f.check, f.ok]), [['forward policy ip t f', true]]);
+  });
+});
+
+test('a foreign rule rewriting the mark is judged wherever it carries a `pal:` comment, and a foreign chain named like Palisade\'s is followed; Palisade\'s own chains (by name, for the managed bridges) are not', async () => {
+  await inNamespace('pc', async (r, nsh) => {
+    const marks = async () => [...await nftMarkRewrites(r, undefined, ['br0']), ...await legacyMarkRewrites(r, ['br0'])].map((f) => f.check).sort();
+    // harmless twins first: a commented jump to a chain setting bit 30 only
+    await nsh(`iptables -t mangle -N BF-x
+iptables -t mangle -A PREROUTING -m comment --comment "pal:fwd.br0.abc" -j BF-x
+iptables -t mangle -A BF-x -j MARK --set-xmark 0x40000000/0x40000000
+nft add table ip o
+nft add chain ip o pre '{ type filter hook prerouting priority -150; policy accept; }'
+nft add rule ip o pre meta mark set meta mark or 0x40000000 comment '"pal:x"'
+iptables-legacy -t mangle -A PREROUTING -m comment --comment "pal:raw.1" -j MARK --set-xmark 0x40000000/0x40000000`);
+    assert.deepEqual(await marks(), []);
+    await nsh(`iptables -t mangle -A BF-x -j MARK --set-mark 0x0
+nft add rule ip o pre meta mark set ct mark comment '"pal:x"'
+iptables-legacy -t mangle -A PREROUTING -m comment --comment "pal:raw.2" -j CONNMARK --restore-mark`);
+    assert.deepEqual(await marks(), ['foreign mark ip mangle BF-x', 'foreign mark ip mangle PREROUTING (iptables-legacy)', 'foreign mark ip o pre']);
+    // the managed bridge's own chain is Palisade's where Palisade puts it (filter): not followed (its
+    // rules are the groups'); of that name in another table, someone else's
+    await nsh(`iptables -N BF-br0
+iptables -A FORWARD -j BF-br0
+iptables -A BF-br0 -j MARK --set-mark 0x0`);
+    assert.deepEqual((await nftMarkRewrites(r, undefined, ['br0'])).map((f) => f.check).sort(), ['foreign mark ip mangle BF-x', 'foreign mark ip o pre']);
+    await nsh(`iptables -t mangle -N BF-br0
+iptables -t mangle -A PREROUTING -j BF-br0
+iptables -t mangle -A BF-br0 -j MARK --set-mark 0x0`);
+    assert.deepEqual((await nftMarkRewrites(r, undefined, ['br0'])).map((f) => f.check).sort(), ['foreign mark ip mangle BF-br0', 'foreign mark ip mangle BF-x', 'foreign mark ip o pre']);
+    // ebtables: Palisade's roots by table and name; another chain of its prefix is someone else's
+    await nsh(`ebtables-nft -t nat -N PALISADE-X
+ebtables-nft -t nat -A PREROUTING -j PALISADE-X
+ebtables-nft -t nat -A PALISADE-X -j mark --mark-set 0x0 --mark-target CONTINUE`);
+    assert.ok((await nftMarkRewrites(r, undefined, ['br0'])).some((f) => f.check === 'foreign mark bridge nat PALISADE-X'));
+  });
+});
+
+test('ebtables-legacy\'s FORWARD is followed like the others (its -L text as ebtables writes it; this kernel has no legacy ebtables): a drop on the VM path alerts, a jump to a chain that drops too; a counting chain, a conditional drop or a drop on another bridge does not', async () => {
+  await inNamespace('pb', async (_r, nsh) => {
+    // the text ebtables-nft writes for these rules (the same -L format as ebtables-legacy)
+    const listing = async (...script: string[]) => nsh(`ebtables-nft -t filter -F; ebtables-nft -t filter -X; ebtables-nft -P FORWARD ACCEPT
+${script.join('\n')}
+ebtables-nft -t filter -L`);
+    const judged = async (...script: string[]) => ebForwardFindings(await listing(...script), ['br0']).map((f) => [f.check, f.ok]);
+    assert.deepEqual(await judged(), []);
+    assert.deepEqual(await judged('ebtables-nft -A FORWARD -j DROP'), [['forward chain bridge filter FORWARD (ebtables-legacy)', false]]);
+    assert.deepEqual(await judged('ebtables-nft -A FORWARD -p IPv4 --ip-src 10.0.0.0/8 -j DROP'), []);
+    assert.deepEqual(await judged('ebtables-nft -N blackhole', 'ebtables-nft -A blackhole -j DROP', 'ebtables-nft -A FORWARD -j blackhole'), [['forward chain bridge filter FORWARD (ebtables-legacy)', false]]);
+    assert.deepEqual(await judged('ebtables-nft -N counts', 'ebtables-nft -A counts -j CONTINUE', 'ebtables-nft -A FORWARD -j counts'), []);
+    assert.deepEqual(await judged('ebtables-nft -A FORWARD -i ! eth0 -j DROP'), [], '-i names a port: not every frame of the bridge');
+    // dropping by default: a mark target accepts unless told otherwise (--mark-target)
+    assert.deepEqual(await judged('ebtables-nft -P FORWARD DROP', 'ebtables-nft -A FORWARD -j mark --mark-or 0x40000000'), [['forward policy bridge filter FORWARD (ebtables-legacy)', true]]);
+    assert.deepEqual(await judged('ebtables-nft -P FORWARD DROP', 'ebtables-nft -A FORWARD -j mark --mark-or 0x40000000 --mark-target CONTINUE'), [['forward policy bridge filter FORWARD (ebtables-legacy)', false]]);
+  });
+  // --logical-in / --logical-out (this kernel's ebtables-nft cannot add them): ebtables' text for them
+  const listing = (policy: string, ...rules: string[]) => `Bridge table: filter\n\nBridge chain: FORWARD, entries: ${rules.length}, policy: ${policy}\n${rules.join('\n')}\n\nBridge chain: blackhole, entries: 1, policy: RETURN\n-j DROP\n`;
+  const judged = (text: string) => ebForwardFindings(text, ['br0']).map((f) => [f.check, f.ok]);
+  assert.deepEqual(judged(listing('ACCEPT', '--logical-in br1 -j DROP', '--logical-in ! br0 -j blackhole')), []);
+  assert.deepEqual(judged(listing('ACCEPT', '--logical-out br+ -j blackhole')), [['forward chain bridge filter FORWARD (ebtables-legacy)', false]]);
+  assert.deepEqual(judged(listing('ACCEPT', '! --logical-in eth0 -j DROP')), [['forward chain bridge filter FORWARD (ebtables-legacy)', false]]);
+  assert.deepEqual(judged(listing('DROP', '--logical-in br0 -j RETURN', '-j ACCEPT')), [['forward policy bridge filter FORWARD (ebtables-legacy)', false]], 'returned to the policy before the accept');
+  assert.deepEqual(judged(listing('DROP', '-j PALISADE-FWD', '--logical-in br0 -j ACCEPT')), [['forward policy bridge filter FORWARD (ebtables-legacy)', true]]);
+});
+
+test('an iptables table of many chains (kube-proxy\'s nat: chains per service) is judged whole for the mark check, in a few runs and past the 200 chains once the limit: a whole-mark rewrite in its last chain alerts, its twin without it does not (iptables-nft and -legacy)', async () => {
+  await inNamespace('pk', async (r, nsh, name) => {
+    const services = 300;
+    const sep = (i: number) => `KUBE-SEP-${String(i).padStart(12, '0')}`;
+    const svc = (i: number) => `KUBE-SVC-${String(i).padStart(12, '0')}`;
+    const lines = ['*nat', ':KUBE-SERVICES - [0:0]', ':KUBE-MARK-MASQ - [0:0]'];
+    for (let i = 0; i < services; i++) lines.push(`:${svc(i)} - [0:0]`, `:${sep(i)} - [0:0]`);
+    lines.push('-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES', '-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000');
+    for (let i = 0; i < services; i++) {
+      const ip = `10.96.${Math.floor(i / 250)}.${(i % 250) + 1}`;
+      lines.push(`-A KUBE-SERVICES -d ${ip}/32 -p tcp -m comment --comment "ns/svc${i}:http cluster IP" -m tcp --dport 80 -j ${svc(i)}`,
+        `-A ${svc(i)} ! -s 10.244.0.0/16 -d ${ip}/32 -p tcp -m tcp --dport 80 -j KUBE-MARK-MASQ`,
+        `-A ${svc(i)} -m comment --comment "ns/svc${i}:http" -j ${sep(i)}`,
+        `-A ${sep(i)} -s 10.244.1.${i % 250}/32 -j KUBE-MARK-MASQ`,
+        `-A ${sep(i)} -p tcp -m tcp -j DNAT --to-destination 10.244.1.${i % 250}:80`);
+    }
+    const text = `${lines.join('\n')}\nCOMMIT\n`;
+    for (const tool of ['iptables-nft-restore', 'iptables-legacy-restore']) {
+      const restored = await run('ip', ['netns', 'exec', name, tool], { stdin: text });
+      assert.equal(restored.code, 0, restored.stderr);
+    }
+    const ran: string[] = [];
+    const recording = { netns: name, run: (t: string, a: string[], i?: string) => { ran.push(`${t} ${a.join(' ')}`); return r.run(t, a, i); } };
+    const marks = async () => {
+      ran.length = 0;
+      return [...await nftMarkRewrites(recording, undefined, ['br0']), ...await legacyMarkRewrites(recording, ['br0'])].map((f) => f.check);
+    };
+    assert.deepEqual(await marks(), [], 'kube-proxy\'s own masked mark: quiet');
+    assert.ok(ran.length <= 50, `${ran.length} runs`);
+    await nsh(`iptables-nft -t nat -A ${sep(services - 1)} -j MARK --set-mark 0x0
+iptables-legacy -t nat -A ${sep(services - 1)} -j MARK --set-mark 0x0`);
+    assert.deepEqual(await marks(), [`foreign mark ip nat ${sep(services - 1)}`, `foreign mark ip nat ${sep(services - 1)} (iptables-legacy)`]);
+    assert.ok(ran.length <= 50, `${ran.length} runs`);
+  });
 });
