@@ -5,10 +5,12 @@ import type { Nic, Protocol, SecurityGroup, SecurityGroupRule, Vm, VmState } fro
 import type { CloudState } from '../policy/state.js';
 import { emptyCloudState } from '../policy/state.js';
 
-type RuleRow = { id: number | string /* bigint since 015 */; uuid: string; group_id: number; type: string; protocol: string; start_port: number | null; end_port: number | null; cidr: string | null; allowed_group_id: number | null };
-type VmRow = { id: number; uuid: string; name: string; instance_name: string; account_id: number; domain_id: number; host_id: number | null; state: string };
-type NicRow = { id: number; uuid: string; vm_id: number; network_id: number; mac: string; ipv4: string | null; ipv6: string | null; is_default: number; device_id: number; device_name: string | null };
-type GroupRow = { id: number; uuid: string; name: string; description: string; account_id: number; domain_id: number };
+// bigint on PostgreSQL (pg returns text): rule ids since 015; group, VM, NIC and network ids since 016.
+type BigId = number | string;
+type RuleRow = { id: BigId; uuid: string; group_id: BigId; type: string; protocol: string; start_port: number | null; end_port: number | null; cidr: string | null; allowed_group_id: BigId | null };
+type VmRow = { id: BigId; uuid: string; name: string; instance_name: string; account_id: number; domain_id: number; host_id: number | null; state: string };
+type NicRow = { id: BigId; uuid: string; vm_id: BigId; network_id: BigId; mac: string; ipv4: string | null; ipv6: string | null; is_default: number; device_id: number; device_name: string | null };
+type GroupRow = { id: BigId; uuid: string; name: string; description: string; account_id: number; domain_id: number };
 
 const CHUNK = 500;
 function chunks<T>(xs: T[]): T[][] {
@@ -28,20 +30,20 @@ export function toProtocol(p: string): Protocol {
 export function toRule(r: RuleRow): SecurityGroupRule {
   const protocol = toProtocol(r.protocol);
   const rule: SecurityGroupRule = {
-    id: Number(r.id), uuid: r.uuid, groupId: r.group_id, direction: r.type === 'egress' ? 'egress' : 'ingress', protocol,
-    cidr: r.cidr, allowedGroupId: r.allowed_group_id,
+    id: Number(r.id), uuid: r.uuid, groupId: Number(r.group_id), direction: r.type === 'egress' ? 'egress' : 'ingress', protocol,
+    cidr: r.cidr, allowedGroupId: r.allowed_group_id === null ? null : Number(r.allowed_group_id),
   };
   if ((protocol === 'tcp' || protocol === 'udp') && r.start_port !== null) rule.ports = { from: r.start_port, to: r.end_port ?? r.start_port };
   if (protocol === 'icmp') rule.icmp = { type: r.start_port ?? -1, code: r.end_port ?? -1 };
   return rule;
 }
 
-const toGroup = (g: GroupRow): SecurityGroup => ({ id: g.id, uuid: g.uuid, name: g.name, description: g.description, accountId: g.account_id, domainId: g.domain_id });
+const toGroup = (g: GroupRow): SecurityGroup => ({ id: Number(g.id), uuid: g.uuid, name: g.name, description: g.description, accountId: g.account_id, domainId: g.domain_id });
 const toVm = (v: VmRow): Vm => ({
-  id: v.id, uuid: v.uuid, instanceName: v.instance_name, name: v.name, accountId: v.account_id, domainId: v.domain_id, hostId: v.host_id, state: v.state as VmState,
+  id: Number(v.id), uuid: v.uuid, instanceName: v.instance_name, name: v.name, accountId: v.account_id, domainId: v.domain_id, hostId: v.host_id, state: v.state as VmState,
 });
 const toNic = (n: NicRow, secondary: string[]): Nic => ({
-  id: n.id, uuid: n.uuid, vmId: n.vm_id, networkId: n.network_id, mac: n.mac.toLowerCase(), ipv4: n.ipv4, ipv6: n.ipv6,
+  id: Number(n.id), uuid: n.uuid, vmId: Number(n.vm_id), networkId: Number(n.network_id), mac: n.mac.toLowerCase(), ipv4: n.ipv4, ipv6: n.ipv6,
   secondaryIps: secondary, isDefault: n.is_default === 1, deviceName: n.device_name,
 });
 
@@ -58,7 +60,7 @@ function pushTo<K, V>(m: Map<K, V[]>, k: K, v: V): void {
 /** NICs (with secondary addresses) of the given VMs, or of every VM when `vmIds` is undefined. */
 async function loadNics(db: Db, vmIds?: number[]): Promise<Map<number, Nic[]>> {
   const nicRows: NicRow[] = [];
-  const secRows: { nic_id: number; address: string }[] = [];
+  const secRows: { nic_id: BigId; address: string }[] = [];
   if (vmIds === undefined) {
     for (const row of await db.selectFrom('nics').select(NIC_COLS).where('removed', 'is', null).execute()) nicRows.push(row);
     for (const row of await db.selectFrom('nic_secondary_ips').select(['nic_id', 'address']).orderBy('id').execute()) secRows.push(row);
@@ -69,21 +71,22 @@ async function loadNics(db: Db, vmIds?: number[]): Promise<Map<number, Nic[]>> {
     }
   }
   const secByNic = new Map<number, string[]>();
-  for (const s of secRows) pushTo(secByNic, s.nic_id, s.address);
-  nicRows.sort((a, b) => a.device_id - b.device_id || a.id - b.id);
+  for (const s of secRows) pushTo(secByNic, Number(s.nic_id), s.address);
+  nicRows.sort((a, b) => a.device_id - b.device_id || Number(a.id) - Number(b.id));
   const out = new Map<number, Nic[]>();
-  for (const n of nicRows) pushTo(out, n.vm_id, toNic(n, secByNic.get(n.id) ?? []));
+  for (const n of nicRows) pushTo(out, Number(n.vm_id), toNic(n, secByNic.get(Number(n.id)) ?? []));
   return out;
 }
 
 /** The whole CloudState: six queries. */
 export async function loadCloudState(db: Db): Promise<CloudState> {
   const s = emptyCloudState();
-  for (const g of await db.selectFrom('security_groups').select(GROUP_COLS).execute()) s.groups.set(g.id, toGroup(g));
-  for (const r of await db.selectFrom('security_group_rules').select(RULE_COLS).orderBy('id').execute()) pushTo(s.rulesByGroup, r.group_id, toRule(r));
-  for (const v of await db.selectFrom('vms').select(VM_COLS).where('removed', 'is', null).execute()) s.vms.set(v.id, toVm(v));
+  for (const g of await db.selectFrom('security_groups').select(GROUP_COLS).execute()) s.groups.set(Number(g.id), toGroup(g));
+  for (const r of await db.selectFrom('security_group_rules').select(RULE_COLS).orderBy('id').execute()) pushTo(s.rulesByGroup, Number(r.group_id), toRule(r));
+  for (const v of await db.selectFrom('vms').select(VM_COLS).where('removed', 'is', null).execute()) s.vms.set(Number(v.id), toVm(v));
   for (const [vmId, nics] of await loadNics(db)) if (s.vms.has(vmId)) s.nicsByVm.set(vmId, nics);
-  for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).orderBy('group_id').execute()) {
+  for (const row of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).orderBy('group_id').execute()) {
+    const m = { group_id: Number(row.group_id), vm_id: Number(row.vm_id) };
     if (!s.vms.has(m.vm_id)) continue;
     pushTo(s.groupsByVm, m.vm_id, m.group_id);
     pushTo(s.membersByGroup, m.group_id, m.vm_id);
@@ -107,14 +110,14 @@ export async function reloadPart(db: Db, groupIds: number[], vmIds: number[]): P
   const out: Reload = { groups: new Map(), rules: new Map(), vms: new Map(), nics: new Map(), groupsOfVm: new Map(), membersOfGroup: new Map() };
   for (const id of groupIds) { out.groups.set(id, null); out.rules.set(id, []); out.membersOfGroup.set(id, []); }
   for (const c of chunks(groupIds)) {
-    for (const g of await db.selectFrom('security_groups').select(GROUP_COLS).where('id', 'in', c).execute()) out.groups.set(g.id, toGroup(g));
-    for (const r of await db.selectFrom('security_group_rules').select(RULE_COLS).where('group_id', 'in', c).orderBy('id').execute()) out.rules.get(r.group_id)!.push(toRule(r));
-    for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('group_id', 'in', c).orderBy('vm_id').execute()) out.membersOfGroup.get(m.group_id)!.push(m.vm_id);
+    for (const g of await db.selectFrom('security_groups').select(GROUP_COLS).where('id', 'in', c).execute()) out.groups.set(Number(g.id), toGroup(g));
+    for (const r of await db.selectFrom('security_group_rules').select(RULE_COLS).where('group_id', 'in', c).orderBy('id').execute()) out.rules.get(Number(r.group_id))!.push(toRule(r));
+    for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('group_id', 'in', c).orderBy('vm_id').execute()) out.membersOfGroup.get(Number(m.group_id))!.push(Number(m.vm_id));
   }
   for (const id of vmIds) { out.vms.set(id, null); out.nics.set(id, []); out.groupsOfVm.set(id, []); }
   for (const c of chunks(vmIds)) {
-    for (const v of await db.selectFrom('vms').select(VM_COLS).where('removed', 'is', null).where('id', 'in', c).execute()) out.vms.set(v.id, toVm(v));
-    for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('vm_id', 'in', c).orderBy('group_id').execute()) out.groupsOfVm.get(m.vm_id)!.push(m.group_id);
+    for (const v of await db.selectFrom('vms').select(VM_COLS).where('removed', 'is', null).where('id', 'in', c).execute()) out.vms.set(Number(v.id), toVm(v));
+    for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('vm_id', 'in', c).orderBy('group_id').execute()) out.groupsOfVm.get(Number(m.vm_id))!.push(Number(m.group_id));
   }
   if (vmIds.length) for (const [vmId, nics] of await loadNics(db, vmIds)) out.nics.set(vmId, nics);
   return out;

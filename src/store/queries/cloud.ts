@@ -9,7 +9,8 @@ import { emptyCloudState, type CloudState } from '../../policy/state.js';
 
 type Q = Transaction<Database> | Kysely<Database>;
 
-export interface RuleRow { id: number | string /* bigint since 015: pg returns text */; uuid: string; group_id: number; type: string; protocol: string; start_port: number | null; end_port: number | null; cidr: string | null; allowed_group_id: number | null }
+/** bigint on PostgreSQL (pg returns text): rule ids since 015, group ids since 016. */
+export interface RuleRow { id: number | string; uuid: string; group_id: number | string; type: string; protocol: string; start_port: number | null; end_port: number | null; cidr: string | null; allowed_group_id: number | string | null }
 
 function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
   const l = m.get(k);
@@ -30,8 +31,8 @@ function protocolOf(p: string): Protocol {
 export function ruleFromRow(r: RuleRow): SecurityGroupRule {
   const protocol = protocolOf(r.protocol);
   const rule: SecurityGroupRule = {
-    id: Number(r.id), uuid: r.uuid, groupId: r.group_id, direction: r.type === 'egress' ? 'egress' : 'ingress', protocol,
-    cidr: r.cidr, allowedGroupId: r.allowed_group_id,
+    id: Number(r.id), uuid: r.uuid, groupId: Number(r.group_id), direction: r.type === 'egress' ? 'egress' : 'ingress', protocol,
+    cidr: r.cidr, allowedGroupId: r.allowed_group_id === null ? null : Number(r.allowed_group_id),
   };
   if ((protocol === 'tcp' || protocol === 'udp') && r.start_port !== null) rule.ports = { from: r.start_port, to: r.end_port ?? r.start_port };
   if (protocol === 'icmp') rule.icmp = { type: r.start_port ?? -1, code: r.end_port ?? -1 };
@@ -45,22 +46,23 @@ async function addVms(db: Q, s: CloudState, vmIds: number[]): Promise<void> {
   for (const part of chunk(missing)) {
     const vms = await db.selectFrom('vms').select(['id', 'uuid', 'name', 'instance_name', 'account_id', 'domain_id', 'host_id', 'state'])
       .where('id', 'in', part).where('removed', 'is', null).execute();
+    // VM, NIC and group ids are bigint since 016 (pg returns text): Number() at every read.
     for (const v of vms) {
-      const vm: Vm = { id: v.id, uuid: v.uuid, instanceName: v.instance_name, name: v.name, accountId: v.account_id, domainId: v.domain_id, hostId: v.host_id, state: v.state as VmState };
-      s.vms.set(v.id, vm);
+      const vm: Vm = { id: Number(v.id), uuid: v.uuid, instanceName: v.instance_name, name: v.name, accountId: v.account_id, domainId: v.domain_id, hostId: v.host_id, state: v.state as VmState };
+      s.vms.set(vm.id, vm);
     }
     const nics = await db.selectFrom('nics').select(['id', 'uuid', 'vm_id', 'network_id', 'mac', 'ipv4', 'ipv6', 'is_default', 'device_id', 'device_name'])
       .where('vm_id', 'in', part).where('removed', 'is', null).orderBy('device_id').orderBy('id').execute();
     const secs = await db.selectFrom('nic_secondary_ips').select(['nic_id', 'address']).where('vm_id', 'in', part).orderBy('id').execute();
     const secByNic = new Map<number, string[]>();
-    for (const x of secs) push(secByNic, x.nic_id, x.address);
+    for (const x of secs) push(secByNic, Number(x.nic_id), x.address);
     for (const n of nics) {
-      if (!s.vms.has(n.vm_id)) continue;
+      if (!s.vms.has(Number(n.vm_id))) continue;
       const nic: Nic = {
-        id: n.id, uuid: n.uuid, vmId: n.vm_id, networkId: n.network_id, mac: n.mac.toLowerCase(), ipv4: n.ipv4, ipv6: n.ipv6,
-        secondaryIps: secByNic.get(n.id) ?? [], isDefault: n.is_default === 1, deviceName: n.device_name,
+        id: Number(n.id), uuid: n.uuid, vmId: Number(n.vm_id), networkId: Number(n.network_id), mac: n.mac.toLowerCase(), ipv4: n.ipv4, ipv6: n.ipv6,
+        secondaryIps: secByNic.get(Number(n.id)) ?? [], isDefault: n.is_default === 1, deviceName: n.device_name,
       };
-      push(s.nicsByVm, n.vm_id, nic);
+      push(s.nicsByVm, nic.vmId, nic);
     }
   }
 }
@@ -68,7 +70,8 @@ async function addVms(db: Q, s: CloudState, vmIds: number[]): Promise<void> {
 async function addGroupsOfVms(db: Q, s: CloudState, vmIds: number[]): Promise<number[]> {
   const groups = new Set<number>();
   for (const part of chunk(vmIds)) {
-    for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('vm_id', 'in', part).orderBy('group_id').execute()) {
+    for (const row of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('vm_id', 'in', part).orderBy('group_id').execute()) {
+      const m = { group_id: Number(row.group_id), vm_id: Number(row.vm_id) };
       if (!s.vms.has(m.vm_id)) continue;
       push(s.groupsByVm, m.vm_id, m.group_id);
       groups.add(m.group_id);
@@ -80,11 +83,12 @@ async function addGroupsOfVms(db: Q, s: CloudState, vmIds: number[]): Promise<nu
 async function addGroupsWithRules(db: Q, s: CloudState, groupIds: number[]): Promise<void> {
   for (const part of chunk(groupIds.filter((g) => !s.groups.has(g)))) {
     for (const g of await db.selectFrom('security_groups').select(['id', 'uuid', 'name', 'description', 'account_id', 'domain_id']).where('id', 'in', part).execute()) {
-      s.groups.set(g.id, { id: g.id, uuid: g.uuid, name: g.name, description: g.description, accountId: g.account_id, domainId: g.domain_id });
-      s.rulesByGroup.set(g.id, []);
+      const id = Number(g.id);
+      s.groups.set(id, { id, uuid: g.uuid, name: g.name, description: g.description, accountId: g.account_id, domainId: g.domain_id });
+      s.rulesByGroup.set(id, []);
     }
     for (const r of await db.selectFrom('security_group_rules').select(RULE_COLUMNS).where('group_id', 'in', part).orderBy('id').execute()) {
-      s.rulesByGroup.get(r.group_id)?.push(ruleFromRow(r));
+      s.rulesByGroup.get(Number(r.group_id))?.push(ruleFromRow(r));
     }
   }
 }
@@ -104,8 +108,8 @@ export async function loadPolicyInput(db: Q, vmIds: number[]): Promise<CloudStat
   const members = new Set<number>();
   for (const part of chunk(refs)) {
     for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('group_id', 'in', part).orderBy('vm_id').execute()) {
-      push(s.membersByGroup, m.group_id, m.vm_id);
-      members.add(m.vm_id);
+      push(s.membersByGroup, Number(m.group_id), Number(m.vm_id));
+      members.add(Number(m.vm_id));
     }
   }
   await addVms(db, s, [...members]);
