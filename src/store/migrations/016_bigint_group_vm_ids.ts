@@ -45,8 +45,8 @@ import { isSqlite } from '../dialect.js';
 // CloudStack's truncation) and address-set ids `sg<group>v4|6` (the protocol allows 15 digits).
 // Cost: ALTER COLUMN TYPE int4 → int8 rewrites the table and its indexes under an exclusive lock, once
 // (one statement per table). Measured on PostgreSQL (fsync off, two cores shared with other work, load
-// average 3–4), at 015: 100,000 groups and 100,000 rules 1.4–2.4 s, a million of each 6.4–10.3 s (2 runs each);
-// with as many VMs, NICs, memberships and secondary addresses as well, 4.3 s and 34.9 s. Rules and
+// average 3–4), at 015: 100,000 groups and 100,000 rules 1.4–2.4 s, a million of each 6.4–10.3 s (2 runs
+// each); with as many VMs, NICs, memberships and secondary addresses as well, 4.3 s and 34.9 s. Rules and
 // groups are bounded per account (security.group.max.*); VMs, NICs and memberships are what the cloud
 // runs (expunged VMs' rows are deleted); the drop log holds at most 1,000,000 rows (~5 s, 014).
 // Kysely runs the pending migrations in one transaction on PostgreSQL: every API write touching these
