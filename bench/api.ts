@@ -47,7 +47,7 @@ async function populate(db: Db): Promise<{ groupUuids: string[]; accountIds: num
     const accountIds = (await trx.insertInto('accounts').values(accounts).returning('id').execute()).map((r) => r.id);
     const groups = Array.from({ length: GROUPS }, (_, i) => ({ uuid: randomUUID(), name: `group${i}`, description: `benchmark group ${i}`, account_id: accountIds[i % ACCOUNTS]!, domain_id: root.id, created: now }));
     const groupIds: number[] = [];
-    await batches(groups, 1000, async (c) => { groupIds.push(...(await trx.insertInto('security_groups').values(c).returning('id').execute()).map((r) => r.id)); });
+    await batches(groups, 1000, async (c) => { groupIds.push(...(await trx.insertInto('security_groups').values(c).returning('id').execute()).map((r) => Number(r.id))); });
     const rules = Array.from({ length: RULES }, (_, i) => {
       const g = groupIds[i % GROUPS]!;
       const r = rnd();
@@ -72,7 +72,7 @@ async function populate(db: Db): Promise<{ groupUuids: string[]; accountIds: num
       sync_state: 'Synced', sync_error: null, created: now, removed: null,
     }));
     const vmIds: number[] = [];
-    await batches(vms, 1000, async (c) => { vmIds.push(...(await trx.insertInto('vms').values(c).returning('id').execute()).map((r) => r.id)); });
+    await batches(vms, 1000, async (c) => { vmIds.push(...(await trx.insertInto('vms').values(c).returning('id').execute()).map((r) => Number(r.id))); });
     const nics = vmIds.map((id, i) => ({
       uuid: randomUUID(), vm_id: id, network_id: net.id, mac: `02:00:${((i >> 16) & 255).toString(16).padStart(2, '0')}:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}:01`,
       ipv4: `10.${((i + 2) >> 16) & 255}.${((i + 2) >> 8) & 255}.${(i + 2) & 255}`, ipv6: null, is_default: 1, device_id: 0, device_name: null, created: now, removed: null,

@@ -195,7 +195,7 @@ async function seedDb(db: Db, H: number, V: number, tenants: number): Promise<{ 
     groups.push({ uuid: webUuid, name: 'fleet-web', description: 'a member on every host', account_id: acct.id, domain_id: acct.domain_id, created: now });
     for (let t = 0; t < tenants; t++) groups.push({ uuid: randomUUID(), name: `tenant-${t}`, description: '', account_id: acct.id, domain_id: acct.domain_id, created: now });
     await ins('security_groups', groups);
-    const gid = new Map((await db.selectFrom('security_groups').select(['id', 'name']).execute()).map((g) => [g.name, g.id]));
+    const gid = new Map((await db.selectFrom('security_groups').select(['id', 'name']).execute()).map((g) => [g.name, Number(g.id)]));
     const web = gid.get('fleet-web')!;
     webGroup = webUuid;
     const rules: Record<string, unknown>[] = [];

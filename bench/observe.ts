@@ -57,7 +57,7 @@ async function main() {
     // groups and rules; group 0 has GROUP_RULES rules and is the big one's referencer; group 1 has MEMBERS members
     const groups = Array.from({ length: GROUPS }, (_, i) => ({ uuid: randomUUID(), name: `g${i}`, description: '', account_id: admin.accountId, domain_id: root.id, created: now }));
     const groupIds: number[] = [];
-    await batches(groups, 1000, async (c) => { groupIds.push(...(await db.insertInto('security_groups').values(c).returning('id').execute()).map((r) => r.id)); });
+    await batches(groups, 1000, async (c) => { groupIds.push(...(await db.insertInto('security_groups').values(c).returning('id').execute()).map((r) => Number(r.id))); });
     const rules = Array.from({ length: RULES }, (_, i) => {
       const g = i < GROUP_RULES ? groupIds[0]! : groupIds[1 + (i % (GROUPS - 1))]!;
       const ref = i === 0;
@@ -67,7 +67,7 @@ async function main() {
     await batches(rules, 1000, async (c) => { ruleIds.push(...(await db.insertInto('security_group_rules').values(c).returning('id').execute()).map((r) => Number(r.id))); });
     const vmRows = Array.from({ length: MEMBERS + VMS_PER_HOST }, (_, i) => ({ uuid: randomUUID(), name: `vm${i}`, display_name: `vm${i}`, instance_name: `i-1-${i}-VM`, account_id: admin.accountId, domain_id: root.id, zone_id: zone.id, host_id: i >= MEMBERS ? host.id : null, last_host_id: null, state: 'Running', service_offering_id: null, template_id: null, sync_state: 'Synced', sync_error: null, created: now, removed: null }));
     const vmIds: number[] = [];
-    await batches(vmRows, 1000, async (c) => { vmIds.push(...(await db.insertInto('vms').values(c).returning('id').execute()).map((r) => r.id)); });
+    await batches(vmRows, 1000, async (c) => { vmIds.push(...(await db.insertInto('vms').values(c).returning('id').execute()).map((r) => Number(r.id))); });
     await batches(vmIds.map((id, i) => ({ uuid: randomUUID(), vm_id: id, network_id: net.id, mac: `02:00:00:${((i >> 16) & 255).toString(16).padStart(2, '0')}:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`, ipv4: `10.200.${(i >> 8) & 255}.${i & 255}`, ipv6: null, is_default: 1, device_id: 0, device_name: null, created: now, removed: null })), 1000, (c) => db.insertInto('nics').values(c).execute());
     const maps = vmIds.map((vm, i) => ({ group_id: i < MEMBERS ? groupIds[1]! : groupIds[0]!, vm_id: vm }));
     await batches(maps, 1000, (c) => db.insertInto('security_group_vm_map').values(c).execute());

@@ -20,7 +20,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { LogWindow } from '../control/log-window.js';
+import { LogWindow } from '../model/log-window.js';
 import { SERVER_METRICS } from '../metrics/catalog.js';
 import type { MetricsRegistry } from '../metrics/registry.js';
 

@@ -5,7 +5,7 @@ import type { Nic, SecurityGroup, SecurityGroupRule, Vm } from '../model/types.j
 import type { CloudState } from '../policy/state.js';
 import { emptyCloudState } from '../policy/state.js';
 import {
-  GROUP_COLUMNS, NIC_COLUMNS, RULE_COLUMNS, VM_COLUMNS, type NicRow, groupFromRow, nicFromRow, ruleFromRow, vmFromRow,
+  GROUP_COLUMNS, NIC_COLUMNS, RULE_COLUMNS, VM_COLUMNS, type BigId, type NicRow, groupFromRow, nicFromRow, ruleFromRow, vmFromRow,
 } from '../store/rows.js';
 
 const CHUNK = 500;
@@ -23,7 +23,7 @@ function pushTo<K, V>(m: Map<K, V[]>, k: K, v: V): void {
 /** NICs (with secondary addresses) of the given VMs, or of every VM when `vmIds` is undefined. */
 async function loadNics(db: Db, vmIds?: number[]): Promise<Map<number, Nic[]>> {
   const nicRows: NicRow[] = [];
-  const secRows: { nic_id: number; address: string }[] = [];
+  const secRows: { nic_id: BigId; address: string }[] = [];
   if (vmIds === undefined) {
     for (const row of await db.selectFrom('nics').select(NIC_COLUMNS).where('removed', 'is', null).execute()) nicRows.push(row);
     for (const row of await db.selectFrom('nic_secondary_ips').select(['nic_id', 'address']).orderBy('id').execute()) secRows.push(row);
@@ -34,21 +34,22 @@ async function loadNics(db: Db, vmIds?: number[]): Promise<Map<number, Nic[]>> {
     }
   }
   const secByNic = new Map<number, string[]>();
-  for (const s of secRows) pushTo(secByNic, s.nic_id, s.address);
-  nicRows.sort((a, b) => a.device_id - b.device_id || a.id - b.id);
+  for (const s of secRows) pushTo(secByNic, Number(s.nic_id), s.address);
+  nicRows.sort((a, b) => a.device_id - b.device_id || Number(a.id) - Number(b.id));
   const out = new Map<number, Nic[]>();
-  for (const n of nicRows) pushTo(out, n.vm_id, nicFromRow(n, secByNic.get(n.id) ?? []));
+  for (const n of nicRows) pushTo(out, Number(n.vm_id), nicFromRow(n, secByNic.get(Number(n.id)) ?? []));
   return out;
 }
 
 /** The whole CloudState: six queries. */
 export async function loadCloudState(db: Db): Promise<CloudState> {
   const s = emptyCloudState();
-  for (const g of await db.selectFrom('security_groups').select(GROUP_COLUMNS).execute()) s.groups.set(g.id, groupFromRow(g));
-  for (const r of await db.selectFrom('security_group_rules').select(RULE_COLUMNS).orderBy('id').execute()) pushTo(s.rulesByGroup, r.group_id, ruleFromRow(r));
-  for (const v of await db.selectFrom('vms').select(VM_COLUMNS).where('removed', 'is', null).execute()) s.vms.set(v.id, vmFromRow(v));
+  for (const g of await db.selectFrom('security_groups').select(GROUP_COLUMNS).execute()) s.groups.set(Number(g.id), groupFromRow(g));
+  for (const r of await db.selectFrom('security_group_rules').select(RULE_COLUMNS).orderBy('id').execute()) pushTo(s.rulesByGroup, Number(r.group_id), ruleFromRow(r));
+  for (const v of await db.selectFrom('vms').select(VM_COLUMNS).where('removed', 'is', null).execute()) s.vms.set(Number(v.id), vmFromRow(v));
   for (const [vmId, nics] of await loadNics(db)) if (s.vms.has(vmId)) s.nicsByVm.set(vmId, nics);
-  for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).orderBy('group_id').execute()) {
+  for (const row of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).orderBy('group_id').execute()) {
+    const m = { group_id: Number(row.group_id), vm_id: Number(row.vm_id) };
     if (!s.vms.has(m.vm_id)) continue;
     pushTo(s.groupsByVm, m.vm_id, m.group_id);
     pushTo(s.membersByGroup, m.group_id, m.vm_id);
@@ -72,14 +73,14 @@ export async function reloadPart(db: Db, groupIds: number[], vmIds: number[]): P
   const out: Reload = { groups: new Map(), rules: new Map(), vms: new Map(), nics: new Map(), groupsOfVm: new Map(), membersOfGroup: new Map() };
   for (const id of groupIds) { out.groups.set(id, null); out.rules.set(id, []); out.membersOfGroup.set(id, []); }
   for (const c of chunks(groupIds)) {
-    for (const g of await db.selectFrom('security_groups').select(GROUP_COLUMNS).where('id', 'in', c).execute()) out.groups.set(g.id, groupFromRow(g));
-    for (const r of await db.selectFrom('security_group_rules').select(RULE_COLUMNS).where('group_id', 'in', c).orderBy('id').execute()) out.rules.get(r.group_id)!.push(ruleFromRow(r));
-    for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('group_id', 'in', c).orderBy('vm_id').execute()) out.membersOfGroup.get(m.group_id)!.push(m.vm_id);
+    for (const g of await db.selectFrom('security_groups').select(GROUP_COLUMNS).where('id', 'in', c).execute()) out.groups.set(Number(g.id), groupFromRow(g));
+    for (const r of await db.selectFrom('security_group_rules').select(RULE_COLUMNS).where('group_id', 'in', c).orderBy('id').execute()) out.rules.get(Number(r.group_id))!.push(ruleFromRow(r));
+    for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('group_id', 'in', c).orderBy('vm_id').execute()) out.membersOfGroup.get(Number(m.group_id))!.push(Number(m.vm_id));
   }
   for (const id of vmIds) { out.vms.set(id, null); out.nics.set(id, []); out.groupsOfVm.set(id, []); }
   for (const c of chunks(vmIds)) {
-    for (const v of await db.selectFrom('vms').select(VM_COLUMNS).where('removed', 'is', null).where('id', 'in', c).execute()) out.vms.set(v.id, vmFromRow(v));
-    for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('vm_id', 'in', c).orderBy('group_id').execute()) out.groupsOfVm.get(m.vm_id)!.push(m.group_id);
+    for (const v of await db.selectFrom('vms').select(VM_COLUMNS).where('removed', 'is', null).where('id', 'in', c).execute()) out.vms.set(Number(v.id), vmFromRow(v));
+    for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('vm_id', 'in', c).orderBy('group_id').execute()) out.groupsOfVm.get(Number(m.vm_id))!.push(Number(m.group_id));
   }
   if (vmIds.length) for (const [vmId, nics] of await loadNics(db, vmIds)) out.nics.set(vmId, nics);
   return out;

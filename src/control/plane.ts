@@ -152,7 +152,8 @@ export class ControlPlaneImpl {
   private async adoptPendingRemovals(): Promise<void> {
     const rows = await this.db.selectFrom('vms').select(['id', 'host_id', 'last_host_id', 'state'])
       .where('removed', 'is', null).where('sync_state', '=', 'Pending').execute();
-    for (const r of rows) {
+    for (const row of rows) {
+      const r = { ...row, id: Number(row.id) };   // bigint since 016: pg returns text
       // Placed VMs are decided by their host's ack (also when their policy failed to compile).
       if (r.host_id !== null && PLACED_STATES.has(r.state)) continue;
       const h = this.fleet.hosts.get(r.host_id ?? r.last_host_id ?? -1);

@@ -61,12 +61,12 @@ export async function ingestDrops(db: Db, hostId: number, input: unknown, opts: 
   const vms = new Map<string, number>();
   for (let i = 0; i < vmUuids.length; i += 500) {
     const rows = await db.selectFrom('vms').select(['id', 'uuid', 'host_id']).where('uuid', 'in', vmUuids.slice(i, i + 500)).where('removed', 'is', null).execute();
-    for (const v of rows) if (v.host_id === hostId) vms.set(v.uuid.toLowerCase(), v.id);
+    for (const v of rows) if (v.host_id === hostId) vms.set(v.uuid.toLowerCase(), Number(v.id));   // bigint since 016: pg returns text
   }
   const nics = new Map<string, number>();
   for (let i = 0; i < nicUuids.length; i += 500) {
     const rows = await db.selectFrom('nics').select(['uuid', 'vm_id']).where('uuid', 'in', nicUuids.slice(i, i + 500)).execute();
-    for (const n of rows) nics.set(n.uuid.toLowerCase(), n.vm_id);
+    for (const n of rows) nics.set(n.uuid.toLowerCase(), Number(n.vm_id));
   }
   const oldest = now.getTime() - limits.maxAgeMs;
   const rows: DropRow[] = [];

@@ -10,16 +10,16 @@ export interface UserTable {
 }
 export interface ZoneTable { id: Generated<number>; uuid: string; name: string; description: string; created: string }
 
-export interface SecurityGroupTable { id: Generated<number>; uuid: string; name: string; description: string; account_id: number; domain_id: number; created: string }
+export interface SecurityGroupTable { id: Generated<number | string> /* bigint since 016: pg returns text */; uuid: string; name: string; description: string; account_id: number; domain_id: number; created: string }
 export interface SecurityGroupRuleTable {
-  id: Generated<number | string> /* bigint since 015: pg returns text */; uuid: string; group_id: number; type: string /* ingress | egress */;
+  id: Generated<number | string> /* bigint since 015: pg returns text */; uuid: string; group_id: number | string /* bigint since 016 */; type: string /* ingress | egress */;
   protocol: string /* tcp udp icmp all or a number as text */;
   start_port: number | null; end_port: number | null; /* icmp: type, code */
-  cidr: string | null; allowed_group_id: number | null; created: string;
+  cidr: string | null; allowed_group_id: number | string | null /* bigint since 016 */; created: string;
   /** the group's account (copied: the per-account rule bound counts by it) */
   account_id: number;
 }
-export interface SecurityGroupVmMapTable { group_id: number; vm_id: number }
+export interface SecurityGroupVmMapTable { group_id: number | string; vm_id: number | string /* both bigint since 016: pg returns text */ }
 
 export interface TagTable {
   id: Generated<number | string> /* bigint since 015: pg returns text */; uuid: string; resource_type: string; resource_id: number | string /* bigint since 015 */; resource_uuid: string; key: string; value: string; account_id: number; domain_id: number; customer: string | null; created: string }
@@ -37,7 +37,7 @@ export interface AsyncJobTable {
 }
 
 export interface NetworkTable {
-  id: Generated<number>; uuid: string; name: string; display_text: string; zone_id: number; account_id: number; domain_id: number;
+  id: Generated<number | string> /* bigint since 016: pg returns text */; uuid: string; name: string; display_text: string; zone_id: number; account_id: number; domain_id: number;
   gateway: string | null; netmask: string | null; start_ip: string | null; end_ip: string | null;
   ip6_gateway: string | null; ip6_cidr: string | null; start_ipv6: string | null; end_ipv6: string | null; vlan: string | null;
   created: string; removed: string | null;
@@ -53,16 +53,17 @@ export interface HostTable {
   dataplane?: string | null;
 }
 export interface VmTable {
-  id: Generated<number>; uuid: string; name: string; display_name: string; instance_name: string; account_id: number; domain_id: number;
+  id: Generated<number | string> /* bigint since 016: pg returns text */; uuid: string; name: string; display_name: string; instance_name: string; account_id: number; domain_id: number;
   zone_id: number; host_id: number | null; last_host_id: number | null; state: string; service_offering_id: string | null; template_id: string | null;
   sync_state: string /* Synced | Pending | Failed */; sync_error: string | null;
   created: string; removed: string | null;
 }
 export interface NicTable {
-  id: Generated<number>; uuid: string; vm_id: number; network_id: number; mac: string; ipv4: string | null; ipv6: string | null;
+  id: Generated<number | string>; uuid: string; vm_id: number | string; network_id: number | string /* the three bigint since 016: pg returns text */; mac: string; ipv4: string | null; ipv6: string | null;
   is_default: number; device_id: number; device_name: string | null; created: string; removed: string | null;
 }
-export interface NicSecondaryIpTable { id: Generated<number>; uuid: string; nic_id: number; vm_id: number; network_id: number; address: string; family: number; created: string }
+/** id, nic_id, vm_id and network_id: bigint since 016 (pg returns text). */
+export interface NicSecondaryIpTable { id: Generated<number | string>; uuid: string; nic_id: number | string; vm_id: number | string; network_id: number | string; address: string; family: number; created: string }
 
 /** Login sessions (008): digests of the session cookie and session key, sliding expiry. */
 export interface SessionTable {
@@ -73,7 +74,7 @@ export interface SessionTable {
 export interface SecurityGroupRuleHitsTable { rule_id: number | string /* bigint since 015: pg returns text */; hitcount: number | string /* bigint: pg returns text */; lasthit: string | null }
 /** One dropped packet the kernel logged (007). vm_id null: no VM owns the port (unknown port). */
 export interface SecurityGroupDropTable {
-  id: Generated<number | string> /* bigint since 014: pg returns text */; vm_id: number | null; host_id: number | null; nic_uuid: string | null; direction: string; protocol: string;
+  id: Generated<number | string> /* bigint since 014: pg returns text */; vm_id: number | string | null /* bigint since 016 */; host_id: number | null; nic_uuid: string | null; direction: string; protocol: string;
   src_address: string | null; src_port: number | null; dst_address: string | null; dst_port: number | null;
   icmp_type: number | null; icmp_code: number | null; reason: string; created: string;
 }

@@ -121,7 +121,7 @@ test('a batch whose store read fails stays queued and is retried from its positi
   await impl.settle();
   // The in-memory state equals the store's.
   const fresh = await loadCloudState(apiDb);
-  const gid = (await apiDb.selectFrom('security_groups').select('id').where('uuid', '=', group).executeTakeFirstOrThrow()).id;
+  const gid = Number((await apiDb.selectFrom('security_groups').select('id').where('uuid', '=', group).executeTakeFirstOrThrow()).id);
   assert.deepEqual(impl.fleet.state.rulesByGroup.get(gid), fresh.rulesByGroup.get(gid));
   await waitFor('host synced', async () => (await hostRow(srv, host.id)).securitygroupsynced);
 });

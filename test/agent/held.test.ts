@@ -54,7 +54,7 @@ async function startServer(name: string, creds: { apikey: string; secretkey: str
   return s;
 }
 
-const internalId = async (db: Db, table: 'hosts' | 'vms', uuid: string) => (await db.selectFrom(table).select('id').where('uuid', '=', uuid).executeTakeFirstOrThrow()).id;
+const internalId = async (db: Db, table: 'hosts' | 'vms', uuid: string) => Number((await db.selectFrom(table).select('id').where('uuid', '=', uuid).executeTakeFirstOrThrow()).id);
 /** Does the agent's state let tcp `port` in (adjacent ports merge into one range)? */
 const allows = (a: ReturnType<typeof simAgent>, port: number) => (a.state?.vms ?? []).some((v) => v.v4.ingress.some((r) => r.ports && r.ports.from <= port && r.ports.to >= port));
 const content = (s: { vms: unknown[]; sets: unknown[] } | null | undefined) => ({ vms: s?.vms, sets: s?.sets });

@@ -57,7 +57,7 @@ const groupOf = async (id: string, who?: Creds) => (await ok('listSecurityGroups
 /** The VM's policy as the server compiles it (what the control plane hands to ingestRuleCounters). */
 async function policyOf(vmUuid: string): Promise<VmPolicy> {
   const vm = await db.selectFrom('vms').select('id').where('uuid', '=', vmUuid).executeTakeFirstOrThrow();
-  return compileVm(await loadPolicyInput(db, [vm.id]), vm.id);
+  return compileVm(await loadPolicyInput(db, [Number(vm.id)]), Number(vm.id));
 }
 const hostInternalId = async (uuid: string) => (await db.selectFrom('hosts').select('id').where('uuid', '=', uuid).executeTakeFirstOrThrow()).id;
 

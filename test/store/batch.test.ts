@@ -35,7 +35,7 @@ async function group(db: Db, domainName: string, domainPath: string): Promise<{ 
   const d = await db.insertInto('domains').values({ uuid: randomUUID(), name: domainName, path: domainPath, parent_id: null, created: now, removed: null }).returning('id').executeTakeFirstOrThrow();
   const a = await db.insertInto('accounts').values({ uuid: randomUUID(), name: `a-${domainName}`, domain_id: d.id, type: 0, state: 'enabled', created: now, removed: null }).returning('id').executeTakeFirstOrThrow();
   const g = await db.insertInto('security_groups').values({ uuid: randomUUID(), name: 'big', description: '', account_id: a.id, domain_id: d.id, created: now }).returning('id').executeTakeFirstOrThrow();
-  return { groupId: g.id, accountId: a.id, domainId: d.id };
+  return { groupId: Number(g.id), accountId: a.id, domainId: d.id };
 }
 
 test('70,000 values: a one-statement multi-row insert and IN list exceed both engines; the batch helpers do not', async () => {

@@ -7,19 +7,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { sql } from 'kysely';
-import pino from 'pino';
-import type { FastifyInstance } from 'fastify';
-import { migrate, type Db } from '../../src/store/db.js';
+import { migrate } from '../../src/store/db.js';
 import { isSqlite } from '../../src/store/dialect.js';
-import { bootstrap } from '../../src/api/bootstrap.js';
-import { buildServer, dispatcherOf } from '../../src/api/server.js';
-import { SessionAuth } from '../../src/api/sessions.js';
-import { signParams, formatExpires } from '../../src/api/signing.js';
 import { loadCloudState, reloadPart } from '../../src/control/load.js';
 import { compileVm } from '../../src/policy/api.js';
 import { ingestRuleCounters } from '../../src/observe/index.js';
 import { addRuleHits, ruleHits } from '../../src/store/queries/rulehits.js';
 import { loadPolicyInput } from '../../src/store/queries/cloud.js';
+import { apiOn } from '../helpers/api-on-store.js';
 import { MIGRATION_TEST_NOW as NOW, openMigrationStores, storeBefore, type MigrationStores } from '../helpers/migration-stores.js';
 
 const INT4_MAX = 2 ** 31 - 1;
@@ -27,36 +22,6 @@ const INT4_MAX = 2 ** 31 - 1;
 let both: MigrationStores;
 before(async () => { both = await openMigrationStores('bigint-rule-tag-ids'); });
 after(async () => { await both?.close(); });
-
-type P = Record<string, string | number | boolean>;
-type Creds = { apikey: string; secretkey: string };
-
-/** The API of a server built on `db`: `ok` for a sync call's answer or an async call's job result. */
-async function apiOn(db: Db): Promise<{ app: FastifyInstance; ok(command: string, params?: P): Promise<any> }> {
-  const admin: Creds = await bootstrap(db);
-  const log = pino({ level: 'silent' });
-  const app = await buildServer({ db, sink: { publish() {} }, log, sessions: new SessionAuth({ db, log }), console: false });
-  const call = async (command: string, params: P) => {
-    const p: Record<string, string> = { command, response: 'json', apiKey: admin.apikey, signatureVersion: '3', expires: formatExpires(new Date(Date.now() + 60_000)) };
-    for (const [k, v] of Object.entries(params)) p[k] = String(v);
-    p.signature = signParams(p, admin.secretkey);
-    const r = await app.inject({ method: 'POST', url: '/client/api', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: new URLSearchParams(p).toString() });
-    return { status: r.statusCode, body: JSON.parse(r.body) };
-  };
-  return {
-    app,
-    async ok(command, params = {}) {
-      const r = await call(command, params);
-      assert.equal(r.status, 200, `${command}: ${JSON.stringify(r.body)}`);
-      const inner = r.body[`${command.toLowerCase()}response`];
-      if (!inner.jobid) return inner;
-      await dispatcherOf(app).idle();
-      const j = (await call('queryAsyncJobResult', { jobid: inner.jobid })).body.queryasyncjobresultresponse;
-      assert.equal(j.jobstatus, 1, `${command}: ${JSON.stringify(j)}`);
-      return j.jobresult;
-    },
-  };
-}
 
 test('migration 015: rule and tag ids past 2^31 on a store that was at 014', async () => {
   for (const [name, db] of both.stores) {
@@ -126,9 +91,9 @@ test('migration 015: rule and tag ids past 2^31 on a store that was at 014', asy
 
       // The control plane's loaders: numeric ids, as stored; the VM's policy compiles from them.
       const state = await loadCloudState(db);
-      const vmId = (await db.selectFrom('vms').select('id').where('uuid', '=', vm.id).executeTakeFirstOrThrow()).id;
-      const webId = (await db.selectFrom('security_groups').select('id').where('uuid', '=', web.id).executeTakeFirstOrThrow()).id;
-      const dbGroupId = (await db.selectFrom('security_groups').select('id').where('uuid', '=', dbGroup.id).executeTakeFirstOrThrow()).id;
+      const vmId = Number((await db.selectFrom('vms').select('id').where('uuid', '=', vm.id).executeTakeFirstOrThrow()).id);
+      const webId = Number((await db.selectFrom('security_groups').select('id').where('uuid', '=', web.id).executeTakeFirstOrThrow()).id);
+      const dbGroupId = Number((await db.selectFrom('security_groups').select('id').where('uuid', '=', dbGroup.id).executeTakeFirstOrThrow()).id);
       assert.deepEqual(state.rulesByGroup.get(webId)?.map((r) => r.id), stored.map((r) => r.id), `${name}: loadCloudState`);
       assert.deepEqual((await reloadPart(db, [webId], [vmId])).rules.get(webId)?.map((r) => r.id), stored.map((r) => r.id), `${name}: reloadPart`);
       const policy = compileVm(state, vmId);

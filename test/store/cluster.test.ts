@@ -267,8 +267,8 @@ test('a status flush locks the VM rows other servers may write in id order: no d
       uuid: crypto.randomUUID(), name, display_name: name, instance_name: name, account_id: 1, domain_id: 1, zone_id: 1, host_id: host!, last_host_id: null,
       state: 'Running', service_offering_id: null, template_id: null, sync_state: 'Synced', sync_error: null, created: now, removed: null,
     }).returning('id').executeTakeFirstOrThrow();
-    const lo = (await vm('order-vm-1')).id;
-    const hi = (await vm('order-vm-2')).id;
+    const lo = Number((await vm('order-vm-1')).id);
+    const hi = Number((await vm('order-vm-2')).id);
     await db.updateTable('vms').set({ sync_error: null }).where('id', '=', lo).execute();   // heap order: hi, then lo
     const errors: unknown[] = [];
     const failure = await lowThenHigh('vms', lo, hi, async (other) => {

@@ -44,11 +44,11 @@ async function seed(db: Db) {
   const vm = async (n: number, ip: string) => {
     const v = await db.insertInto('vms').values({ uuid: U(10 + n), name: `vm${n}`, display_name: `vm${n}`, instance_name: `i-1-${n}-VM`, account_id: a.id, domain_id: d.id, zone_id: z.id, host_id: h.id, last_host_id: null, state: 'Running', service_offering_id: null, template_id: null, sync_state: 'Pending', sync_error: null, created: NOW, removed: null }).returning('id').executeTakeFirstOrThrow();
     await db.insertInto('nics').values({ uuid: U(20 + n), vm_id: v.id, network_id: 1, mac: `02:00:00:00:00:0${n}`, ipv4: ip, ipv6: null, is_default: 1, device_id: 0, device_name: null, created: NOW, removed: null }).execute();
-    return v.id;
+    return Number(v.id);
   };
   const vm1 = await vm(1, '10.0.0.1');
   const vm2 = await vm(2, '10.0.0.2');
-  const g = async (n: number, name: string) => (await db.insertInto('security_groups').values({ uuid: U(30 + n), name, description: '', account_id: a.id, domain_id: d.id, created: NOW }).returning('id').executeTakeFirstOrThrow()).id;
+  const g = async (n: number, name: string) => Number((await db.insertInto('security_groups').values({ uuid: U(30 + n), name, description: '', account_id: a.id, domain_id: d.id, created: NOW }).returning('id').executeTakeFirstOrThrow()).id);
   const web = await g(1, 'web'), dbg = await g(2, 'db');
   await db.insertInto('security_group_vm_map').values([{ group_id: web, vm_id: vm1 }, { group_id: dbg, vm_id: vm2 }]).execute();
   const rule = async (n: number, port: number, cidr: string | null, ref: number | null) => Number((await db.insertInto('security_group_rules').values({
@@ -121,7 +121,7 @@ for (const which of ['sqlite', 'postgres']) {
     const capped = { ...limits, perVm: 4, total: 10 };
     await ingestDrops(db, ids.host, { records: Array.from({ length: 3 }, (_, i) => rec(i, U(11))) }, { limits: capped, now });
     for (let round = 0; round < 8; round++) await ingestDrops(db, ids.host, { records: Array.from({ length: 6 }, (_, i) => rec(i, U(12))) }, { limits: capped, now });
-    const perVm = async () => (await db.selectFrom('security_group_drops').select('vm_id').execute()).reduce((m, x) => m.set(x.vm_id, (m.get(x.vm_id) ?? 0) + 1), new Map<number | null, number>());
+    const perVm = async () => (await db.selectFrom('security_group_drops').select('vm_id').execute()).reduce((m, x) => m.set(x.vm_id === null ? null : Number(x.vm_id), (m.get(x.vm_id === null ? null : Number(x.vm_id)) ?? 0) + 1), new Map<number | null, number>());
     assert.deepEqual([...(await perVm()).values()].sort(), [3, 4], 'vm1 keeps its 3 rows beside vm2\'s newest 4');
     // one host's share of the table: its newest perHost rows
     await ingestDrops(db, ids.host, { records: [rec(9, U(11))] }, { limits: { ...capped, perHost: 5 }, now });

@@ -25,7 +25,7 @@ test('migration 010: old rules get their group\'s account; the per-account count
     await migrate(db);
     const rows = await db.selectFrom('security_group_rules').select(['group_id', 'account_id']).execute();
     assert.equal(rows.length, 4);
-    for (const r of rows) assert.equal(r.account_id, r.group_id === g2 ? a2 : a1, `${name}: rule of group ${r.group_id}`);
+    for (const r of rows) assert.equal(r.account_id, Number(r.group_id) === g2 ? a2 : a1, `${name}: rule of group ${r.group_id}`);   // bigint since 016: pg returns text
     const count = async (acct: number) => Number((await db.selectFrom('security_group_rules').select((eb) => eb.fn.countAll<number>().as('n')).where('account_id', '=', acct).executeTakeFirstOrThrow()).n);
     assert.equal(await count(a1), 3, `${name}: account one's rules over both its groups`);
     assert.equal(await count(a2), 1, `${name}: account two's rule only`);

@@ -200,7 +200,7 @@ const deleteAccount: CommandDef = {
     if (vms.length) throw resourceInUse(`Unable to delete account ${a.name}: it still owns ${vms.length} virtual machine(s); destroy them first`);
     // in id order: each cascade locks its group, and every writer locks groups in that order (lock.ts)
     const groups = await ctx.db.selectFrom('security_groups').select('id').where('account_id', '=', a.id).orderBy('id').execute();
-    for (const g of groups) await deleteGroupCascade(ctx, g.id);
+    for (const g of groups) await deleteGroupCascade(ctx, Number(g.id));
     await ctx.db.updateTable('users').set({ removed: ctx.now, state: 'disabled', apikey: null, secretkey: null }).where('account_id', '=', a.id).execute();
     await ctx.db.updateTable('accounts').set({ removed: ctx.now, state: 'disabled' }).where('id', '=', a.id).execute();
     ctx.event({ type: 'ACCOUNT.DELETE', description: `deleting Account with Id: ${a.uuid}`, resourceType: 'Account', resourceUuid: a.uuid, resourceName: a.name, accountId: a.id, domainId: a.domain_id });

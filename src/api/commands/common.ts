@@ -117,7 +117,8 @@ export async function callerSets(ctx: CommandContext, state: CloudState, setIds:
   const groupIds = [...new Set(refs.map((r) => r.groupId))];
   const opaque = new Set<number>();
   if (groupIds.length) {
-    const owners = await ctx.db.selectFrom('security_groups').select(['id', 'account_id', 'domain_id']).where(inList(ctx.db, 'id', groupIds)).execute();
+    const owners = (await ctx.db.selectFrom('security_groups').select(['id', 'account_id', 'domain_id']).where(inList(ctx.db, 'id', groupIds)).execute())
+      .map((o) => ({ ...o, id: Number(o.id) }));   // bigint since 016: pg returns text
     const found = new Set(owners.map((o) => o.id));
     for (const id of groupIds) if (!found.has(id)) opaque.add(id); // gone meanwhile: nothing to show either
     for (const o of owners) {

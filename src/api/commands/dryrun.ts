@@ -52,7 +52,7 @@ export async function affectedBy(db: Db, groupId: number): Promise<Affected> {
   const hosts = hostIds.length
     ? await db.selectFrom('hosts').select(['id', 'uuid', 'name']).where(inList(db, 'id', hostIds)).where('removed', 'is', null).orderBy('id').execute()
     : [];
-  return { vms: vms.map((v) => ({ id: v.id, uuid: v.uuid, name: v.name, state: v.state, hostId: v.host_id })), hosts };
+  return { vms: vms.map((v) => ({ id: Number(v.id), uuid: v.uuid, name: v.name, state: v.state, hostId: v.host_id })), hosts };
 }
 
 /**
@@ -121,7 +121,7 @@ export async function authorizeDryRun(ctx: CommandContext, g: { id: number; uuid
   const refs = new Map<number, { name: string; account: string }>();
   if (groupIds.length) {
     for (const x of await ctx.db.selectFrom('security_groups as sg').innerJoin('accounts as a', 'a.id', 'sg.account_id')
-      .select(['sg.id', 'sg.name', 'a.name as account']).where(inList(ctx.db, 'sg.id', groupIds)).execute()) refs.set(x.id, x);
+      .select(['sg.id', 'sg.name', 'a.name as account']).where(inList(ctx.db, 'sg.id', groupIds)).execute()) refs.set(Number(x.id), x);
   }
   const names = new Map([...refs].flatMap(([id, x]) => [[`sg${id}v4`, x.name], [`sg${id}v6`, x.name]] as [string, string][]));
   const affected = await affectedBy(ctx.db, g.id);

@@ -96,7 +96,8 @@ async function groupResponse(db: Db, id: number): Promise<Record<string, unknown
 
 async function groupByUuid(db: Db, uuid: string) {
   if (!isUuid(uuid)) return undefined;
-  return db.selectFrom('security_groups').selectAll().where('uuid', '=', uuid).executeTakeFirst();
+  const g = await db.selectFrom('security_groups').selectAll().where('uuid', '=', uuid).executeTakeFirst();
+  return g && { ...g, id: Number(g.id) };   // bigint since 016: pg returns text
 }
 async function nameInUse(db: Db, accountId: number, name: string, exceptId?: number): Promise<boolean> {
   // CloudStack's MySQL collation makes names case-insensitive per account. The account lock makes
@@ -104,7 +105,7 @@ async function nameInUse(db: Db, accountId: number, name: string, exceptId?: num
   if (!(await lockAccount(db, accountId))) throw paramError('Unable to find the account: it was deleted');
   const rows = await db.selectFrom('security_groups').select(['id', 'name']).where('account_id', '=', accountId).execute();
   const key = collationKey(name);
-  return rows.some((r) => r.id !== exceptId && collationKey(r.name) === key);
+  return rows.some((r) => Number(r.id) !== exceptId && collationKey(r.name) === key);
 }
 
 /** Owner account id for name-based lookups (CloudStack's getEntityOwnerId / finalizeAccountId). */
@@ -135,7 +136,7 @@ const createSecurityGroup: CommandDef = {
     const uuid = randomUUID();
     const r = await ctx.db.insertInto('security_groups').values({
       uuid, name, description: ctx.params.str('description') ?? '', account_id: owner.accountId, domain_id: owner.domainId, created: ctx.now,
-    }).returning('id').executeTakeFirstOrThrow();
+    }).returning('id').executeTakeFirstOrThrow().then((row) => ({ id: Number(row.id) }));   // bigint since 016: pg returns text
     ctx.event({ type: 'SG.CREATE', description: `creating security group: ${name}`, resourceType: 'SecurityGroup', resourceUuid: uuid, resourceName: name, accountId: owner.accountId, domainId: owner.domainId });
     ctx.changed({ kind: 'group', groupId: r.id });
     return { object: 'securitygroup', value: await groupResponse(ctx.db, r.id) };
@@ -204,7 +205,7 @@ export async function deleteGroupCascade(ctx: Ctx, groupId: number): Promise<voi
   await ctx.db.deleteFrom('tags').where('resource_type', '=', 'SecurityGroup').where('resource_id', '=', groupId).execute();
   await ctx.db.deleteFrom('security_group_vm_map').where('group_id', '=', groupId).execute();
   await ctx.db.deleteFrom('security_groups').where('id', '=', groupId).execute();
-  for (const gid of new Set(referencing.map((r) => r.group_id))) if (gid !== groupId) ctx.changed({ kind: 'rules', groupId: gid });
+  for (const gid of new Set(referencing.map((r) => Number(r.group_id)))) if (gid !== groupId) ctx.changed({ kind: 'rules', groupId: gid });
   ctx.changed({ kind: 'group', groupId });
 }
 
@@ -269,7 +270,7 @@ const listSecurityGroups: CommandDef = {
       const vm = await ctx.db.selectFrom('vms').select(['id', 'account_id', 'domain_id']).where('uuid', '=', vmId).where('removed', 'is', null).executeTakeFirst();
       if (!vm) throw paramError(`Unable to list network groups for virtual machine instance ${vmId}; instance not found.`);
       await ctx.access.checkAccess(vm.account_id, vm.domain_id);
-      const groupIds = (await ctx.db.selectFrom('security_group_vm_map').select('group_id').where('vm_id', '=', vm.id).execute()).map((r) => r.group_id);
+      const groupIds = (await ctx.db.selectFrom('security_group_vm_map').select('group_id').where('vm_id', '=', vm.id).execute()).map((r) => Number(r.group_id));
       f = { accountIds: null, domainIds: null, groupIds };
     } else {
       const scope = await ctx.access.listScope(p);
@@ -516,7 +517,7 @@ function makeRevoke(dir: 'ingress' | 'egress'): CommandDef {
       const rule = await ctx.db.selectFrom('security_group_rules').selectAll().where('uuid', '=', id).executeTakeFirst();
       if (!rule) throw paramError(`Unable to find security rule with id ${id}`);
       if (rule.type !== dir) throw paramError(`Mismatch in rule type for security rule with id ${id}`);
-      const g = await ctx.db.selectFrom('security_groups').selectAll().where('id', '=', rule.group_id).executeTakeFirstOrThrow();
+      const g = await ctx.db.selectFrom('security_groups').selectAll().where('id', '=', rule.group_id).executeTakeFirstOrThrow().then((row) => ({ ...row, id: Number(row.id) }));
       await ctx.access.checkAccess(g.account_id, g.domain_id);
       if (isDryRun(ctx.params)) return { raw: { success: true, dryrun: await revokeDryRun(ctx, g.id, ruleFromRow(rule)) } };
       await lockGroups(ctx.db, [g.id]);

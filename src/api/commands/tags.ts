@@ -26,12 +26,12 @@ async function resolveResource(ctx: Ctx, type: TagType, uuid: string): Promise<{
   if (type === 'SecurityGroup') {
     const g = await ctx.db.selectFrom('security_groups').select(['id', 'uuid', 'account_id', 'domain_id']).where('uuid', '=', uuid).executeTakeFirst();
     if (!g) throw paramError(`Unable to find resource by id ${uuid} and type ${type}`);
-    return { id: g.id, uuid: g.uuid, accountId: g.account_id, domainId: g.domain_id, groupId: g.id };
+    return { id: Number(g.id), uuid: g.uuid, accountId: g.account_id, domainId: g.domain_id, groupId: Number(g.id) };
   }
   const r = await ctx.db.selectFrom('security_group_rules as r').innerJoin('security_groups as g', 'g.id', 'r.group_id')
     .select(['r.id', 'r.uuid', 'g.account_id', 'g.domain_id', 'g.id as gid']).where('r.uuid', '=', uuid).executeTakeFirst();
   if (!r) throw paramError(`Unable to find resource by id ${uuid} and type ${type}`);
-  return { id: Number(r.id), uuid: r.uuid, accountId: r.account_id, domainId: r.domain_id, groupId: r.gid };
+  return { id: Number(r.id), uuid: r.uuid, accountId: r.account_id, domainId: r.domain_id, groupId: Number(r.gid) };
 }
 
 const createTags: CommandDef = {

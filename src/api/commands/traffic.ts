@@ -14,6 +14,7 @@ import { canonicalIp, parseIp } from '../../policy/cidr.js';
 import { explainPacket, type ExplainPacket } from '../../policy/explain.js';
 import type { SecurityGroupRule } from '../../model/types.js';
 import { isUuid } from '../params.js';
+import { vmRow } from './inventory/rows.js';
 
 async function vmByUuid(ctx: CommandContext, uuid: string) {
   const vm = isUuid(uuid)
@@ -21,7 +22,7 @@ async function vmByUuid(ctx: CommandContext, uuid: string) {
     : undefined;
   if (!vm) throw paramError(`Unable to find virtual machine with id ${uuid}`);
   await ctx.access.checkAccess(vm.account_id, vm.domain_id);
-  return vm;
+  return vmRow(vm);
 }
 
 const opt = <T>(v: T | null | undefined): T | undefined => (v === null ? undefined : v);

@@ -12,6 +12,7 @@ import { m012_server_incarnation } from './012_server_incarnation.js';
 import { m013_job_classes } from './013_job_classes.js';
 import { m014_bigint_positions } from './014_bigint_positions.js';
 import { m015_bigint_rule_tag_ids } from './015_bigint_rule_tag_ids.js';
+import { m016_bigint_group_vm_ids } from './016_bigint_group_vm_ids.js';
 
 // Ordered by name; append new migrations here (never edit a shipped one).
 export const migrations: Record<string, Migration> = {
@@ -28,4 +29,5 @@ export const migrations: Record<string, Migration> = {
   '013_job_classes': m013_job_classes,
   '014_bigint_positions': m014_bigint_positions,
   '015_bigint_rule_tag_ids': m015_bigint_rule_tag_ids,
+  '016_bigint_group_vm_ids': m016_bigint_group_vm_ids,
 };

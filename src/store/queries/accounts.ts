@@ -31,11 +31,11 @@ export async function insertAccount(db: Q, a: { name: string; domainId: number; 
 
 export async function ensureDefaultGroup(db: Q, accountId: number, domainId: number, now: string): Promise<number> {
   const existing = await db.selectFrom('security_groups').select('id').where('account_id', '=', accountId).where('name', '=', DEFAULT_GROUP_NAME).executeTakeFirst();
-  if (existing) return existing.id;
+  if (existing) return Number(existing.id);   // bigint since 016: pg returns text
   const r = await db.insertInto('security_groups').values({
     uuid: randomUUID(), name: DEFAULT_GROUP_NAME, description: DEFAULT_GROUP_DESCRIPTION, account_id: accountId, domain_id: domainId, created: now,
   }).returning('id').executeTakeFirstOrThrow();
-  return r.id;
+  return Number(r.id);
 }
 
 export async function insertUser(db: Q, u: {

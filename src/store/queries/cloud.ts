@@ -21,14 +21,15 @@ async function addVms(db: Q, s: CloudState, vmIds: number[]): Promise<void> {
   const missing = vmIds.filter((id) => !s.vms.has(id));
   for (const part of chunk(missing)) {
     const vms = await db.selectFrom('vms').select(VM_COLUMNS).where('id', 'in', part).where('removed', 'is', null).execute();
-    for (const v of vms) s.vms.set(v.id, vmFromRow(v));
+    // VM, NIC and group ids are bigint since 016 (pg returns text): rows.ts converts them.
+    for (const v of vms) s.vms.set(Number(v.id), vmFromRow(v));
     const nics = await db.selectFrom('nics').select(NIC_COLUMNS)
       .where('vm_id', 'in', part).where('removed', 'is', null).orderBy('device_id').orderBy('id').execute();
     const secs = await db.selectFrom('nic_secondary_ips').select(['nic_id', 'address']).where('vm_id', 'in', part).orderBy('id').execute();
     const secByNic = new Map<number, string[]>();
-    for (const x of secs) push(secByNic, x.nic_id, x.address);
+    for (const x of secs) push(secByNic, Number(x.nic_id), x.address);
     for (const n of nics) {
-      if (s.vms.has(n.vm_id)) push(s.nicsByVm, n.vm_id, nicFromRow(n, secByNic.get(n.id) ?? []));
+      if (s.vms.has(Number(n.vm_id))) push(s.nicsByVm, Number(n.vm_id), nicFromRow(n, secByNic.get(Number(n.id)) ?? []));
     }
   }
 }
@@ -36,7 +37,8 @@ async function addVms(db: Q, s: CloudState, vmIds: number[]): Promise<void> {
 async function addGroupsOfVms(db: Q, s: CloudState, vmIds: number[]): Promise<number[]> {
   const groups = new Set<number>();
   for (const part of chunk(vmIds)) {
-    for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('vm_id', 'in', part).orderBy('group_id').execute()) {
+    for (const row of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('vm_id', 'in', part).orderBy('group_id').execute()) {
+      const m = { group_id: Number(row.group_id), vm_id: Number(row.vm_id) };
       if (!s.vms.has(m.vm_id)) continue;
       push(s.groupsByVm, m.vm_id, m.group_id);
       groups.add(m.group_id);
@@ -48,11 +50,11 @@ async function addGroupsOfVms(db: Q, s: CloudState, vmIds: number[]): Promise<nu
 async function addGroupsWithRules(db: Q, s: CloudState, groupIds: number[]): Promise<void> {
   for (const part of chunk(groupIds.filter((g) => !s.groups.has(g)))) {
     for (const g of await db.selectFrom('security_groups').select(GROUP_COLUMNS).where('id', 'in', part).execute()) {
-      s.groups.set(g.id, groupFromRow(g));
-      s.rulesByGroup.set(g.id, []);
+      s.groups.set(Number(g.id), groupFromRow(g));
+      s.rulesByGroup.set(Number(g.id), []);
     }
     for (const r of await db.selectFrom('security_group_rules').select(RULE_COLUMNS).where('group_id', 'in', part).orderBy('id').execute()) {
-      s.rulesByGroup.get(r.group_id)?.push(ruleFromRow(r));
+      s.rulesByGroup.get(Number(r.group_id))?.push(ruleFromRow(r));
     }
   }
 }
@@ -72,8 +74,8 @@ export async function loadPolicyInput(db: Q, vmIds: number[]): Promise<CloudStat
   const members = new Set<number>();
   for (const part of chunk(refs)) {
     for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('group_id', 'in', part).orderBy('vm_id').execute()) {
-      push(s.membersByGroup, m.group_id, m.vm_id);
-      members.add(m.vm_id);
+      push(s.membersByGroup, Number(m.group_id), Number(m.vm_id));
+      members.add(Number(m.vm_id));
     }
   }
   await addVms(db, s, [...members]);

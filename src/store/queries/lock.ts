@@ -45,7 +45,7 @@ export async function lockGroups(db: Transaction<Database> | Kysely<Database>, u
   if (ids.length === 0) return present;
   if (isSqlite(db)) {
     for (let i = 0; i < ids.length; i += 1000) {
-      for (const r of await db.selectFrom('security_groups').select('id').where('id', 'in', ids.slice(i, i + 1000)).execute()) present.add(r.id);
+      for (const r of await db.selectFrom('security_groups').select('id').where('id', 'in', ids.slice(i, i + 1000)).execute()) present.add(Number(r.id));
     }
     return present;
   }

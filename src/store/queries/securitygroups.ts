@@ -50,7 +50,7 @@ export async function pageGroupIds(db: Q, f: GroupFilter, limit: number | null, 
   let q = filtered(db, f).select('g.id').orderBy('g.id');
   if (limit !== null) q = q.limit(limit).offset(offset);
   else if (offset) q = q.limit(Number.MAX_SAFE_INTEGER).offset(offset);
-  return (await q.execute()).map((r) => r.id);
+  return (await q.execute()).map((r) => Number(r.id));
 }
 
 export interface GroupBundle {
@@ -71,20 +71,23 @@ export async function loadGroups(db: Q, ids: number[], opts: { members?: boolean
   const b: GroupBundle = { groups: [], rules: [], referenced: new Map(), tags: [], members: new Map(), hits: new Map() };
   if (ids.length === 0) return b;
   for (const part of chunk(ids)) {
-    for (const row of await db.selectFrom('security_groups').select(['id', 'uuid', 'name', 'description', 'account_id', 'domain_id']).where(inList(db, 'id', part)).execute()) b.groups.push(row);
+    for (const row of await db.selectFrom('security_groups').select(['id', 'uuid', 'name', 'description', 'account_id', 'domain_id']).where(inList(db, 'id', part)).execute()) b.groups.push({ ...row, id: Number(row.id) });
     let rq = db.selectFrom('security_group_rules')
       .select(['id', 'uuid', 'group_id', 'type', 'protocol', 'start_port', 'end_port', 'cidr', 'allowed_group_id']).where(inList(db, 'group_id', part));
     if (opts.ruleIds) rq = rq.where(inList(db, 'id', opts.ruleIds));
-    for (const row of await rq.orderBy('id').execute()) b.rules.push({ ...row, id: Number(row.id) });
+    for (const row of await rq.orderBy('id').execute()) {
+      b.rules.push({ ...row, id: Number(row.id), group_id: Number(row.group_id), allowed_group_id: row.allowed_group_id === null ? null : Number(row.allowed_group_id) });
+    }
     for (const row of await db.selectFrom('tags').select(['resource_type', 'resource_id', 'key', 'value', 'account_id', 'domain_id', 'customer'])
       .where('resource_type', '=', 'SecurityGroup').where(inList(db, 'resource_id', part)).orderBy('id').execute()) b.tags.push({ ...row, resource_id: Number(row.resource_id) });
     if (opts.members !== false) {
       const rows = await db.selectFrom('security_group_vm_map as m').innerJoin('vms as v', 'v.id', 'm.vm_id')
         .select(['m.group_id', 'v.uuid']).where(inList(db, 'm.group_id', part)).where('v.removed', 'is', null).orderBy('v.id').execute();
       for (const r of rows) {
-        const l = b.members.get(r.group_id) ?? [];
+        const groupId = Number(r.group_id);
+        const l = b.members.get(groupId) ?? [];
         l.push(r.uuid);
-        b.members.set(r.group_id, l);
+        b.members.set(groupId, l);
       }
     }
   }
@@ -106,14 +109,14 @@ export async function loadGroups(db: Q, ids: number[], opts: { members?: boolean
   for (const part of chunk(refIds)) {
     const rows = await db.selectFrom('security_groups as g').innerJoin('accounts as a', 'a.id', 'g.account_id')
       .select(['g.id', 'g.name', 'a.name as account']).where(inList(db, 'g.id', part)).execute();
-    for (const r of rows) b.referenced.set(r.id, { name: r.name, account: r.account });
+    for (const r of rows) b.referenced.set(Number(r.id), { name: r.name, account: r.account });
   }
   return b;
 }
 
 /** Member VM ids of groups (for change fan-out callers that need them). */
 export async function groupOfVm(db: Q, vmId: number): Promise<number[]> {
-  return (await db.selectFrom('security_group_vm_map').select('group_id').where('vm_id', '=', vmId).execute()).map((r) => r.group_id);
+  return (await db.selectFrom('security_group_vm_map').select('group_id').where('vm_id', '=', vmId).execute()).map((r) => Number(r.group_id));
 }
 
 /**
@@ -124,8 +127,9 @@ export async function groupOfVm(db: Q, vmId: number): Promise<number[]> {
  */
 export async function groupByNameCi(db: Q, accountId: number, name: string) {
   const exact = await db.selectFrom('security_groups').selectAll().where('account_id', '=', accountId).where('name', '=', name).executeTakeFirst();
-  if (exact) return exact;
+  if (exact) return { ...exact, id: Number(exact.id) };   // bigint since 016: pg returns text
   const folded = collationKey(name);
   const all = await db.selectFrom('security_groups').selectAll().where('account_id', '=', accountId).execute();
-  return all.find((g) => collationKey(g.name) === folded);
+  const found = all.find((g) => collationKey(g.name) === folded);
+  return found && { ...found, id: Number(found.id) };
 }

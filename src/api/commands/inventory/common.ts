@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../../../store/schema.js';
+import { networkRow, vmRow } from './rows.js';
 import { ApiError, paramError, type CommandContext } from '../../command.js';
 import { paging as basePaging } from '../common.js';
 
@@ -80,14 +81,14 @@ export async function getVm(ctx: CommandContext, param: string, options: { allow
   if (!options.allowDestroyed && vm.state === 'Destroyed') {
     throw paramError(`Unable to find virtual machine with ${param}=${id}: it is destroyed`);
   }
-  return vm;
+  return vmRow(vm);
 }
 
 export async function getNetwork(ctx: CommandContext, param: string, value?: string) {
   const id = value ?? ctx.params.str(param)!;
   const n = await ctx.db.selectFrom('networks').selectAll().where('uuid', '=', id).where('removed', 'is', null).executeTakeFirst();
   if (!n) throw notFound(ctx, param, id);
-  return n;
+  return networkRow(n);
 }
 
 export async function getHost(ctx: CommandContext, param: string) {

@@ -8,7 +8,7 @@ import { lockZone } from '../../../store/queries/lock.js';
 import {
   domainAncestors, domainSubtree, getNetwork, isRootAdmin, notFound, matchesKeyword, pageOf, paging, pagingParams, resolveZone, scopeParams, uuid,
 } from './common.js';
-import { networkViews, type NetworkRow } from './views.js';
+import { networkRow, networkViews, type NetworkRow } from './views.js';
 import { permissionDenied } from '../../command.js';
 
 interface Ranges {
@@ -203,7 +203,7 @@ const createNetwork: CommandDef = {
       created: ctx.now, removed: null,
     }).returningAll().executeTakeFirstOrThrow();
     ctx.event({ type: 'NETWORK.CREATE', description: `creating network: ${name}`, resourceType: 'Network', resourceUuid: row.uuid, resourceName: name, accountId: owner.accountId, domainId: owner.domainId });
-    return { object: 'network', value: (await networkViews(ctx.db, [row]))[0] };
+    return { object: 'network', value: (await networkViews(ctx.db, [networkRow(row)]))[0] };
   },
 };
 
@@ -246,7 +246,7 @@ const listNetworks: CommandDef = {
       q = q.where(inList(ctx.db, 'domain_id', ids));
     }
     const kw = p.str('keyword');
-    const rows = (await q.orderBy('id').execute()).filter((n) => matchesKeyword(kw, n.name, n.display_text));
+    const rows = (await q.orderBy('id').execute()).map(networkRow).filter((n) => matchesKeyword(kw, n.name, n.display_text));
     return { list: 'network', items: await networkViews(ctx.db, pageOf(rows, pg)), count: rows.length };
   },
 };

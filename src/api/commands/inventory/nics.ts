@@ -9,6 +9,7 @@ import { checkNetworkUsable } from './networks.js';
 import { insertNic } from './vms.js';
 import { checkNameFree } from './placement.js';
 import { nicViews, vmView } from './views.js';
+import { networkRow, nicRow, vmRow } from './rows.js';
 import { lockVm } from '../../../store/queries/lock.js';
 import { MAX_NICS_PER_VM, MAX_SECONDARY_IPS_PER_NIC } from '../../../protocol/limits.js';
 
@@ -34,7 +35,8 @@ async function getNic(ctx: CommandContext, param: string) {
   const id = ctx.params.str(param)!;
   const nic = await ctx.db.selectFrom('nics').selectAll().where('uuid', '=', id).where('removed', 'is', null).executeTakeFirst();
   if (!nic) throw notFound(ctx, param, id);
-  return nic;
+  // bigint since 016: pg returns text
+  return nicRow(nic);
 }
 
 const addNicToVirtualMachine: CommandDef = {
@@ -57,7 +59,7 @@ const addNicToVirtualMachine: CommandDef = {
     // the VM's NIC set is read and written under its row lock (two servers adding the same network at once)
     await lockVm(ctx.db, vm.id);
     const nics = await ctx.db.selectFrom('nics').select(['network_id', 'device_id', 'is_default']).where('vm_id', '=', vm.id).where('removed', 'is', null).execute();
-    if (nics.some((n) => n.network_id === net.id)) throw runtimeError(`A NIC already exists for VM:${vm.instance_name} in network: ${net.uuid}`);
+    if (nics.some((n) => Number(n.network_id) === net.id)) throw runtimeError(`A NIC already exists for VM:${vm.instance_name} in network: ${net.uuid}`);
     if (nics.length >= MAX_NICS_PER_VM) throw paramError(`Invalid networkid: virtual machine ${vm.uuid} has ${nics.length} NICs, the most a virtual machine may have`);
     // Host names are unique per network (as at deploy): the network's lock is held to commit.
     await checkNameFree(ctx, vm.name, [net.id], vm.id, (network) => runtimeError(`Network ${network} already has a vm with host name: ${vm.name}`));
@@ -103,13 +105,13 @@ const addIpToNic: CommandDef = {
   ],
   async handle(ctx) {
     const nic = await getNic(ctx, 'nicid');
-    const vm = await ctx.db.selectFrom('vms').selectAll().where('id', '=', nic.vm_id).executeTakeFirstOrThrow();
+    const vm = vmRow(await ctx.db.selectFrom('vms').selectAll().where('id', '=', nic.vm_id).executeTakeFirstOrThrow());
     await ctx.access.checkAccess(vm.account_id, vm.domain_id);
     if (isGone(vm.state)) throw paramError(`Invalid nicid: virtual machine ${vm.uuid} is ${vm.state.toLowerCase()}`);
     await lockVmOfLiveNic(ctx, vm.id, nic);
     const held = await ctx.db.selectFrom('nic_secondary_ips').select((eb) => eb.fn.countAll<number>().as('n')).where('nic_id', '=', nic.id).executeTakeFirstOrThrow();
     if (Number(held.n) >= MAX_SECONDARY_IPS_PER_NIC) throw paramError(`Invalid nicid: NIC ${nic.uuid} has ${held.n} secondary addresses, the most a NIC may have`);
-    const net = await ctx.db.selectFrom('networks').selectAll().where('id', '=', nic.network_id).executeTakeFirstOrThrow();
+    const net = networkRow(await ctx.db.selectFrom('networks').selectAll().where('id', '=', nic.network_id).executeTakeFirstOrThrow());
     const req = ctx.params.str('ipaddress')?.trim() || undefined;
     let address: string, family: 4 | 6;
     if (req !== undefined) {
@@ -145,7 +147,7 @@ const removeIpFromNic: CommandDef = {
     // NICs (add/remove) and secondary addresses (addIpToNic) are, its secondary addresses are frozen too.
     if (isGone(vm.state)) throw paramError(`Invalid id: virtual machine ${vm.uuid} of secondary IP ${sec.uuid} is ${vm.state.toLowerCase()}`);
     await ctx.db.deleteFrom('nic_secondary_ips').where('id', '=', sec.id).execute();
-    await touched(ctx, sec.vm_id);
+    await touched(ctx, Number(sec.vm_id));
     return { success: true };
   },
 };
@@ -168,7 +170,7 @@ const listNics: CommandDef = {
       if (!n) return { list: 'nic', items: [] };
       q = q.where('network_id', '=', n.id);
     }
-    const nics = await q.orderBy('device_id').execute();
+    const nics = (await q.orderBy('device_id').execute()).map(nicRow);
     const views = await nicViews(ctx.db, nics, new Map([[vm.id, vm.uuid]]));
     return { list: 'nic', items: nics.map((n) => views.get(n.id)!), count: nics.length };
   },

@@ -73,13 +73,13 @@ export async function confirmHostRoom(db: Tx, host: HostRow): Promise<void> {
 
 export async function ensureDefaultGroup(ctx: CommandContext, owner: { accountId: number; domainId: number }): Promise<number> {
   const g = await ctx.db.selectFrom('security_groups').select('id').where('account_id', '=', owner.accountId).where('name', '=', 'default').executeTakeFirst();
-  if (g) return g.id;
+  if (g) return Number(g.id);   // bigint since 016: pg returns text
   // Accounts get `default` at creation; this covers accounts made before that (CloudStack does the same at deploy).
   const row = await ctx.db.insertInto('security_groups').values({
     uuid: uuid(), name: 'default', description: 'Default Security Group', account_id: owner.accountId, domain_id: owner.domainId, created: ctx.now,
   }).returning('id').executeTakeFirstOrThrow();
-  ctx.changed({ kind: 'group', groupId: row.id });
-  return row.id;
+  ctx.changed({ kind: 'group', groupId: Number(row.id) });
+  return Number(row.id);
 }
 
 /**
@@ -111,7 +111,7 @@ async function namedGroups(ctx: CommandContext, ownerAccountId: number): Promise
         // by id only: the caller may not see another account's group, its name included
         throw permissionDenied(`Unable to use security group ${id.trim()}: it belongs to an account other than the owner of the virtual machine`);
       }
-      if (!out.includes(g.id)) out.push(g.id);
+      if (!out.includes(Number(g.id))) out.push(Number(g.id));
     }
     return out;
   }

@@ -1,7 +1,7 @@
 // CloudStack response objects for the inventory (zone, network, host, virtualmachine, nic), built in
 // batches: one query per related table for a whole page of rows, never one per row.
 import type { Selectable } from 'kysely';
-import type { HostTable, NetworkTable, NicTable, VmTable, ZoneTable } from '../../../store/schema.js';
+import type { HostTable, ZoneTable } from '../../../store/schema.js';
 import type { CommandContext } from '../../command.js';
 import { displayDomainPath } from '../../../store/queries/accounts.js';
 import { leaseHolders } from '../../../store/queries/cluster.js';
@@ -10,9 +10,8 @@ import { netmaskPrefix, parseIpv4, formatIpv4, subnet4 } from './addresses.js';
 import { isRootAdmin, type Tx } from './common.js';
 import { inList } from '../../../store/queries/batch.js';
 
-export type VmRow = Selectable<VmTable>;
-export type NicRow = Selectable<NicTable>;
-export type NetworkRow = Selectable<NetworkTable>;
+export { vmRow, nicRow, networkRow, type VmRow, type NicRow, type NetworkRow } from './rows.js';
+import { vmRow, nicRow, networkRow, type VmRow, type NicRow, type NetworkRow } from './rows.js';
 export type HostRow = Selectable<HostTable>;
 export type ZoneRow = Selectable<ZoneTable>;
 
@@ -124,10 +123,10 @@ export async function hostViews(db: Tx, rows: HostRow[]): Promise<Record<string,
 export async function nicViews(db: Tx, nics: NicRow[], vmUuids: Map<number, string>): Promise<Map<number, Record<string, unknown>>> {
   const out = new Map<number, Record<string, unknown>>();
   if (!nics.length) return out;
-  const nets = await byId(db.selectFrom('networks').selectAll().where(inList(db, 'id', uniq(nics.map((n) => n.network_id)))).execute());
+  const nets = await byId((async () => (await db.selectFrom('networks').selectAll().where(inList(db, 'id', uniq(nics.map((n) => n.network_id)))).execute()).map(networkRow))());
   const secs = await db.selectFrom('nic_secondary_ips').selectAll().where(inList(db, 'nic_id', nics.map((n) => n.id))).orderBy('id').execute();
   const secByNic = new Map<number, typeof secs>();
-  for (const s of secs) secByNic.set(s.nic_id, [...(secByNic.get(s.nic_id) ?? []), s]);
+  for (const s of secs) secByNic.set(Number(s.nic_id), [...(secByNic.get(Number(s.nic_id)) ?? []), s]);
   for (const n of nics) {
     const net = nets.get(n.network_id);
     out.set(n.id, {
@@ -155,12 +154,12 @@ export async function vmViews(ctx: CommandContext, rows: VmRow[]): Promise<Recor
   const zones = await zonesById(db, rows.map((r) => r.zone_id));
   const hostIds = uniq(rows.flatMap((r) => (r.host_id !== null ? [r.host_id] : [])));
   const hosts = hostIds.length ? await byId(db.selectFrom('hosts').select(['id', 'uuid', 'name', 'state']).where(inList(db, 'id', hostIds)).execute()) : new Map();
-  const nics = await db.selectFrom('nics').selectAll().where(inList(db, 'vm_id', vmIds)).where('removed', 'is', null).orderBy('device_id').execute();
+  const nics = (await db.selectFrom('nics').selectAll().where(inList(db, 'vm_id', vmIds)).where('removed', 'is', null).orderBy('device_id').execute()).map(nicRow);
   const nicView = await nicViews(db, nics, new Map(rows.map((r) => [r.id, r.uuid])));
-  const maps = await db.selectFrom('security_group_vm_map').innerJoin('security_groups', 'security_groups.id', 'security_group_vm_map.group_id')
+  const maps = (await db.selectFrom('security_group_vm_map').innerJoin('security_groups', 'security_groups.id', 'security_group_vm_map.group_id')
     .select(['security_group_vm_map.vm_id as vm_id', 'security_groups.id as id', 'security_groups.uuid as uuid', 'security_groups.name as name',
       'security_groups.description as description', 'security_groups.account_id as account_id', 'security_groups.domain_id as domain_id'])
-    .where(inList(db, 'security_group_vm_map.vm_id', vmIds)).orderBy('security_groups.id').execute();
+    .where(inList(db, 'security_group_vm_map.vm_id', vmIds)).orderBy('security_groups.id').execute()).map((m) => ({ ...m, vm_id: Number(m.vm_id), id: Number(m.id) }));
   const sgNames = await names(db, maps.map((m) => m.account_id), maps.map((m) => m.domain_id));
   const admin = isRootAdmin(ctx); // CloudStack's full view (instance name, host) is for root admins
   return rows.map((vm) => {
@@ -200,5 +199,5 @@ export async function vmViews(ctx: CommandContext, rows: VmRow[]): Promise<Recor
 
 export async function vmView(ctx: CommandContext, vmId: number): Promise<Record<string, unknown>> {
   const row = await ctx.db.selectFrom('vms').selectAll().where('id', '=', vmId).executeTakeFirstOrThrow();
-  return (await vmViews(ctx, [row]))[0];
+  return (await vmViews(ctx, [vmRow(row)]))[0];
 }

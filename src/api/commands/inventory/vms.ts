@@ -8,7 +8,7 @@ import { allocateIpv4, allocateIpv6, allocateMac } from './allocation.js';
 import { getNetwork, getVm, isAdmin, isRootAdmin, paging, pagingParams, resolveZone, scopeParams, uuid } from './common.js';
 import { checkNetworkUsable } from './networks.js';
 import { checkNameFree, confirmHostRoom, ensureDefaultGroup, hostInZone, pickHost, resolveGroups, validateVmName } from './placement.js';
-import { vmView, vmViews, type NetworkRow, type VmRow } from './views.js';
+import { vmRow, vmView, vmViews, type NetworkRow, type VmRow } from './views.js';
 import { containsCi } from '../../../store/queries/like.js';
 import { inList, valuesChunks } from '../../../store/queries/batch.js';
 import { lockAccountShared, lockVm } from '../../../store/queries/lock.js';
@@ -131,7 +131,7 @@ const deployVirtualMachine: CommandDef = {
       zone_id: zone.id, host_id: host?.id ?? null, last_host_id: preferred?.id ?? null, state: start ? 'Running' : 'Stopped',
       service_offering_id: p.str('serviceofferingid') ?? null, template_id: p.str('templateid') ?? null,
       sync_state: 'Pending', sync_error: null, created: ctx.now, removed: null,
-    }).returning('id').executeTakeFirstOrThrow();
+    }).returning('id').executeTakeFirstOrThrow().then((r) => ({ id: Number(r.id) }));   // bigint since 016: pg returns text
     // CloudStack's instance name embeds the internal ids; host chain names derive from it.
     await ctx.db.updateTable('vms').set({ instance_name: `i-${owner.accountId}-${id}-VM` }).where('id', '=', id).execute();
     for (const [i, s] of specs.entries()) await insertNic(ctx, id, s, i, i === 0);
@@ -268,7 +268,7 @@ const recoverVirtualMachine: CommandDef = {
     if (vm.state !== 'Destroyed') throw paramError(`Unable to recover VM ${vm.uuid} (id): it is ${vm.state}, not Destroyed`);
     // its name may have been given to another VM of its networks meanwhile
     const nets = await ctx.db.selectFrom('nics').select('network_id').where('vm_id', '=', vm.id).where('removed', 'is', null).execute();
-    await checkNameFree(ctx, vm.name, nets.map((n) => n.network_id), vm.id);
+    await checkNameFree(ctx, vm.name, nets.map((n) => Number(n.network_id)), vm.id);
     await ctx.db.updateTable('vms').set({ state: 'Stopped', sync_state: 'Pending', sync_error: null }).where('id', '=', vm.id).execute();
     ctx.changed({ kind: 'vmState', vmId: vm.id });
     vmEvent(ctx, vm, 'VM.RECOVER', `Recovering VM: ${vm.uuid}`);
@@ -327,14 +327,14 @@ const updateVirtualMachine: CommandDef = {
     }
     if (name !== undefined && name !== vm.name) {
       const nets = await ctx.db.selectFrom('nics').select('network_id').where('vm_id', '=', vm.id).where('removed', 'is', null).execute();
-      await checkNameFree(ctx, name, nets.map((n) => n.network_id), vm.id);
+      await checkNameFree(ctx, name, nets.map((n) => Number(n.network_id)), vm.id);
       set.name = name;
     }
     if (p.has('displayname')) set.display_name = p.str('displayname')!;
     const groups = await resolveGroups(ctx, vm.account_id);
     let groupsChanged = false;
     if (groups !== null) {
-      const cur = (await ctx.db.selectFrom('security_group_vm_map').select('group_id').where('vm_id', '=', vm.id).execute()).map((r) => r.group_id);
+      const cur = (await ctx.db.selectFrom('security_group_vm_map').select('group_id').where('vm_id', '=', vm.id).execute()).map((r) => Number(r.group_id));
       groupsChanged = cur.length !== groups.length || cur.some((g) => !groups.includes(g));
       if (groupsChanged) {
         // Unlike CloudStack (which demands a stopped VM), the new set applies live.
@@ -416,10 +416,10 @@ const listVirtualMachines: CommandDef = {
       // containsCi: % _ \ are literal on both engines (\ is LIKE's default escape in PostgreSQL, not SQLite)
       q = q.where((eb) => eb.or([containsCi('name', kw), containsCi('display_name', kw), containsCi('state', kw)]));
     }
-    const all = (await q.orderBy('id').execute()).map((r) => r.id);
+    const all = (await q.orderBy('id').execute()).map((r) => Number(r.id));
     const pageIds = pg.limit === null ? all.slice(pg.offset) : all.slice(pg.offset, pg.offset + pg.limit);
     if (!pageIds.length) return { list: 'virtualmachine', items: [], count: all.length };
-    const rows = await ctx.db.selectFrom('vms').selectAll().where(inList(ctx.db, 'id', pageIds)).orderBy('id').execute();
+    const rows = (await ctx.db.selectFrom('vms').selectAll().where(inList(ctx.db, 'id', pageIds)).orderBy('id').execute()).map(vmRow);
     return { list: 'virtualmachine', items: await vmViews(ctx, rows), count: all.length };
   },
 };
