@@ -108,6 +108,7 @@ const BIDI_USER = 'user\u202Bresu';
 const BIDI_GROUP = 'grp\u2069\u202Eevil';
 const BIDI_GROUP_DESCRIPTION = '\u2067described';
 const BIDI_PEER = 'peer\u202Dreep';
+const PLAIN_GROUP = 'plain-name';
 const BIDI_VM_DISPLAY = 'vm\u2069\u2067yalpsid';
 const BIDI_VALUES = [BIDI_DOMAIN, `ROOT/${BIDI_DOMAIN}`, BIDI_ACCOUNT, BIDI_USER, BIDI_GROUP, BIDI_GROUP_DESCRIPTION, BIDI_PEER, BIDI_VM_DISPLAY,
   HOSTILE_DESCRIPTION, HOSTILE_DISPLAY];
@@ -245,6 +246,51 @@ test('names with right-to-left overrides and isolates are isolated from the sent
     await operator.context.close();
   }
   assert.deepEqual(failures, [], 'every name shown inside a sentence is isolated from it');
+});
+
+test('a sentence the server wrote around a name (an API error) keeps its reading order: the name\'s direction controls are shown, not applied', async () => {
+  // (the tenant and group of the test above) Creating a group under a name in use: the server's error
+  // text embeds the name, whose PDI + RLO would otherwise draw "already exists." backwards.
+  const domain = ok(await srv.call('listDomains', { listall: true }), 'listDomains').listdomainsresponse.domain.find((d: { name: string }) => d.name === BIDI_DOMAIN).id;
+  ok(await srv.call('createSecurityGroup', { name: PLAIN_GROUP, account: BIDI_ACCOUNT, domainid: domain }), 'createSecurityGroup');
+  const tenant = await browser.page();
+  try {
+    const page = tenant.page;
+    await page.goto(base);
+    await page.getByLabel('Username').fill(BIDI_USER);
+    await page.getByRole('textbox', { name: 'Password' }).fill(PASSWORD);
+    await page.getByLabel('Domain').fill(`/${BIDI_DOMAIN}`);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    const drawnInOrder = async (name: string) => {
+      await page.getByRole('button', { name: 'Create group' }).click();
+      const dialog = page.getByRole('dialog', { name: 'Create security group' });
+      await dialog.getByRole('textbox', { name: 'Name' }).fill(name);
+      await dialog.getByRole('button', { name: 'Create' }).click();
+      const error = dialog.getByText(/already exists\.$/);
+      await error.waitFor();
+      // x of the first and last letters of "already exists." (in one text node after the name)
+      const [first, last] = await error.evaluate((el) => {
+        const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+        let node: Text | null = null;
+        for (let n = walker.nextNode(); n; n = walker.nextNode()) if (n.textContent!.includes('already exists.')) node = n as Text;
+        const at = node!.textContent!.indexOf('already exists.');
+        return [at, at + 'already exists.'.length - 1].map((i) => {
+          const r = document.createRange(); r.setStart(node!, i); r.setEnd(node!, i + 1); return r.getBoundingClientRect().left;
+        });
+      });
+      const shown = (await error.textContent()) ?? '';
+      await page.keyboard.press('Escape');
+      return { inOrder: first! < last!, shown };
+    };
+    const hostile = await drawnInOrder(BIDI_GROUP);
+    assert.ok(hostile.inOrder, `"already exists." is drawn in reading order after a name with an override (shown: ${JSON.stringify(hostile.shown)})`);
+    assert.ok(hostile.shown.includes('U+202E') && !/[\u202E\u2069]/.test(hostile.shown), `the controls are shown as marks, not applied: ${JSON.stringify(hostile.shown)}`);
+    const plain = await drawnInOrder(PLAIN_GROUP);
+    assert.ok(plain.inOrder, 'and after a plain name');
+    assert.equal(plain.shown, `Unable to create security group, a group with name ${PLAIN_GROUP} already exists.`, 'a sentence without controls is shown as written');
+  } finally {
+    await tenant.context.close();
+  }
 });
 
 test('the VM page says its rules\' hit counts are the whole group\'s, not this VM\'s', async () => {

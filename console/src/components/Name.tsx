@@ -6,7 +6,11 @@
 //   the text between FIRST STRONG ISOLATE (U+2068) and POP DIRECTIONAL ISOLATE (U+2069); plain ASCII
 //   is left bare (it has no right-to-left letter or direction control, so cannot reorder a sentence
 //   written left to right), so accessible names and copied text of ordinary names stay exactly the name.
-// Both balance the text's own isolate controls first (balanced()): the browser isolates a <bdi> (or
+// - <Sentence>: a sentence the server wrote around such text (an API error, an event description):
+//   the console cannot tell where the name in it begins and ends, so it cannot isolate it; instead
+//   every direction control in it is shown as a visible mark (U+202E) and acts on nothing, and the
+//   sentence as a whole is isolated. Right-to-left letters still read right to left, as they should.
+// Both <Name> and isolate() balance the text's own isolate controls first (balanced()): the browser isolates a <bdi> (or
 // any `unicode-bidi: isolate`) by putting FSI/PDI around its text, so a stray PDI in a name would
 // close that isolate early and let a following override reorder the rest of the sentence (seen in
 // Chromium). The text is otherwise kept as it is: React escapes it, no markup is made from it.
@@ -40,4 +44,24 @@ export function balanced(text: string): string {
 export function isolate(text: string | number | undefined | null): string {
   const s = text === undefined || text === null ? '' : String(text);
   return ASCII.test(s) ? s : FSI + balanced(s) + PDI;
+}
+
+/** Embeddings, overrides, isolates, their ends, and the direction marks (LRM, RLM, ALM). */
+const DIRECTION_CONTROL = /([\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069])/;
+
+const codePoint = (ch: string) => `U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+
+/** A sentence the server wrote, with others' text inside: its direction controls shown, not obeyed. */
+export function Sentence({ children }: { children?: string | null }) {
+  const text = children ?? '';
+  if (!DIRECTION_CONTROL.test(text)) return <bdi>{text}</bdi>;
+  // split() with a capturing group: the controls at the odd places
+  const parts = text.split(DIRECTION_CONTROL);
+  return (
+    <bdi>
+      {parts.map((part, i) => (i % 2 === 1
+        ? <abbr key={i} className="direction-control" title={`direction control ${codePoint(part)}, not applied`}>{codePoint(part)}</abbr>
+        : part))}
+    </bdi>
+  );
 }

@@ -2,7 +2,7 @@
 import { useRef, type ReactNode } from 'react';
 import { Alert, Badge, Center, Group, Loader, Stack, Text, Title, Tooltip } from '@mantine/core';
 import { ApiError } from '../api/client';
-import { Name } from './Name';
+import { Name, Sentence } from './Name';
 
 export function ErrorAlert({ error, title }: { error: unknown; title?: string }) {
   if (!error) return null;
@@ -10,7 +10,7 @@ export function ErrorAlert({ error, title }: { error: unknown; title?: string })
   const code = error instanceof ApiError && error.code ? ` (${error.code})` : '';
   return (
     <Alert color="red" variant="light" title={(title ?? 'The server refused') + code} role="alert">
-      <Name>{e.message}</Name>
+      <Sentence>{e.message}</Sentence>
     </Alert>
   );
 }

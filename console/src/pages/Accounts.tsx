@@ -5,7 +5,7 @@ import { Alert, Badge, Button, Group, Modal, PasswordInput, Select, SimpleGrid, 
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { call, callAll, getSession, isAdmin, isOperator } from '../api/client';
 import { Empty, ErrorAlert, Loading, PageHeader, When } from '../components/common';
-import { Name, isolate } from '../components/Name';
+import { Name, Sentence, isolate } from '../components/Name';
 
 interface UserView { id: string; username: string; firstname?: string; lastname?: string; email?: string; state?: string }
 interface AccountView { id: string; name: string; roletype?: string; domainpath?: string; state: string; created?: string; user?: UserView[] }
@@ -87,7 +87,7 @@ function CreateAccount({ opened, onClose, domains }: { opened: boolean; onClose:
     <Modal opened={opened} onClose={close} title="Create account" size="lg">
       <form onSubmit={submit}>
         <Stack>
-          {create.error ? <Alert color="red" role="alert" title="Not created"><Name>{create.error.message}</Name></Alert> : null}
+          {create.error ? <Alert color="red" role="alert" title="Not created"><Sentence>{create.error.message}</Sentence></Alert> : null}
           <SimpleGrid cols={{ base: 1, sm: 2 }}>
             <TextInput label="Username" required value={f.username} onChange={set('username')} data-autofocus />
             <PasswordInput label="Password" required value={f.password} onChange={set('password')} autoComplete="new-password" />
@@ -120,7 +120,7 @@ function CreateDomain({ opened, onClose, domains }: { opened: boolean; onClose: 
     <Modal opened={opened} onClose={close} title="Create domain">
       <form onSubmit={(e) => { e.preventDefault(); create.mutate(); }}>
         <Stack>
-          <TextInput label="Name" required value={name} onChange={(e) => setName(e.currentTarget.value)} error={create.error ? <Name>{create.error.message}</Name> : undefined} data-autofocus />
+          <TextInput label="Name" required value={name} onChange={(e) => setName(e.currentTarget.value)} error={create.error ? <Sentence>{create.error.message}</Sentence> : undefined} data-autofocus />
           <Select label="Parent domain" value={parent} onChange={setParent} clearable placeholder="your domain" data={domainOptions(domains)} />
           <Text size="xs" c="dimmed">Users of the new domain log in with its path, e.g. /<Name>{name || 'name'}</Name>.</Text>
           <Group justify="flex-end"><Button variant="default" onClick={close}>Cancel</Button><Button type="submit" loading={create.isPending}>Create</Button></Group>

@@ -8,7 +8,7 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { ApiError, call, callAll, callAsync, getSession, isOperator } from '../api/client';
 import { useCaps } from '../caps';
 import { ErrorAlert, Loading, PageHeader, useSingleFlight } from '../components/common';
-import { Name } from '../components/Name';
+import { Name, Sentence } from '../components/Name';
 import { RulePeer, RulesTable, portsLabel, protocolLabel, ruleSummary, type RuleRow } from '../components/RulesTable';
 import { DryRunSummary, coveringRules, type DryRun } from '../components/DryRun';
 import { DeleteGroupModal, type GroupView } from './Groups';
@@ -154,7 +154,7 @@ function AddRule({ group, direction, onCovering, describeRule }: {
       <form onSubmit={submit} aria-label={`Add ${direction} rule`}>
         <Stack gap="sm">
           <Title order={3} size="h4" id="add-rule-title">Add {direction} rule</Title>
-          {errors.form ? <Alert color="red" role="alert" title="The server refused"><Name>{errors.form}</Name></Alert> : null}
+          {errors.form ? <Alert color="red" role="alert" title="The server refused"><Sentence>{errors.form}</Sentence></Alert> : null}
           <SimpleGrid cols={{ base: 1, sm: 2, md: 4 }}>
             <Select label="Protocol" value={f.protocol} allowDeselect={false} onChange={(v) => set({ protocol: v ?? 'tcp' })} error={errors.protocol}
               data={[{ value: 'tcp', label: 'TCP' }, { value: 'udp', label: 'UDP' }, { value: 'icmp', label: 'ICMP' }, { value: 'all', label: 'All' }, { value: 'number', label: 'Protocol number' }]} />
@@ -215,9 +215,9 @@ function RevokeModal({ rule, onClose, describeRule }: { rule: RuleRow | null; on
           <Text>Revoke <b>{protocolLabel(rule.protocol)} {portsLabel(rule)}</b> {dir === 'ingress' ? 'from' : 'to'} <b className="mono"><RulePeer rule={rule} /></b>?</Text>
           <Text size="sm" c="dimmed">New connections are checked against the remaining rules; established ones stay open until they end unless the operator has Palisade cut them.</Text>
           {preview.isPending && canDryRun ? <Text size="sm" c="dimmed">Preparing a preview…</Text> : null}
-          {preview.error ? <Text size="sm" c="dimmed">No preview: <Name>{preview.error.message}</Name></Text> : null}
+          {preview.error ? <Text size="sm" c="dimmed">No preview: <Sentence>{preview.error.message}</Sentence></Text> : null}
           {preview.data ? <DryRunSummary result={preview.data} action="revoke" direction={dir} describeRule={describeRule} /> : null}
-          {revoke.error ? <Alert color="red" role="alert"><Name>{revoke.error.message}</Name></Alert> : null}
+          {revoke.error ? <Alert color="red" role="alert"><Sentence>{revoke.error.message}</Sentence></Alert> : null}
           <Group justify="flex-end">
             <Button variant="default" onClick={close} data-autofocus>Cancel</Button>
             <Button color="red" onClick={() => revokeOnce()} loading={revoke.isPending}>Revoke</Button>

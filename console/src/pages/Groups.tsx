@@ -6,7 +6,7 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { call, getSession, isOperator } from '../api/client';
 import { Empty, ErrorAlert, Loading, PageHeader, pageControlLabels, useSingleFlight } from '../components/common';
 import { href, navigate } from '../route';
-import { Name, isolate } from '../components/Name';
+import { Name, Sentence, isolate } from '../components/Name';
 
 const PAGE = 50;
 
@@ -107,7 +107,7 @@ function CreateGroupModal({ opened, onClose }: { opened: boolean; onClose: () =>
       <form onSubmit={submit}>
         <Stack>
           <TextInput label="Name" required value={name} onChange={(e) => setName(e.currentTarget.value)} data-autofocus
-            error={create.error ? create.error.message : undefined} />
+            error={create.error ? <Sentence>{create.error.message}</Sentence> : undefined} />
           <Textarea label="Description" value={description} onChange={(e) => setDescription(e.currentTarget.value)} autosize minRows={2} />
           <Group justify="flex-end">
             <Button variant="default" onClick={close}>Cancel</Button>
@@ -131,7 +131,7 @@ export function DeleteGroupModal({ group, onClose, onDeleted }: { group: GroupVi
     <Modal opened={group !== null} onClose={close} title="Delete security group">
       <Stack>
         <Text>Delete <b><Name>{group?.name}</Name></b> and its {(group?.ingressrule?.length ?? 0) + (group?.egressrule?.length ?? 0)} rules?</Text>
-        {del.error ? <Alert color="red" role="alert" title="Not deleted"><Name>{del.error.message}</Name></Alert> : null}
+        {del.error ? <Alert color="red" role="alert" title="Not deleted"><Sentence>{del.error.message}</Sentence></Alert> : null}
         <Group justify="flex-end">
           <Button variant="default" onClick={close} data-autofocus>Cancel</Button>
           <Button color="red" onClick={() => delOnce()} loading={del.isPending}>Delete</Button>

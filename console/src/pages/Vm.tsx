@@ -12,7 +12,7 @@ import { RulesTable, ruleSummary, type RuleRow } from '../components/RulesTable'
 import type { GroupView } from './Groups';
 import { addressesOf, type VmView } from './Vms';
 import { href, isUuid } from '../route';
-import { Name, isolate } from '../components/Name';
+import { Name, Sentence, isolate } from '../components/Name';
 
 export function VmPage({ id }: { id: string }) {
   const operator = isOperator(getSession());
@@ -83,7 +83,7 @@ function ChangeGroups({ vm }: { vm: VmView }) {
       <Stack gap="sm">
         <MultiSelect label="Security groups" description="Applies while the VM runs; enforcement shows Pending until the host has it."
           data={((options.data?.securitygroup ?? []) as GroupView[]).map((g) => ({ value: g.id, label: g.name }))}
-          value={chosen} onChange={(v) => { setChosen(v); setDirty(true); }} searchable error={save.error ? <Name>{save.error.message}</Name> : undefined}
+          value={chosen} onChange={(v) => { setChosen(v); setDirty(true); }} searchable error={save.error ? <Sentence>{save.error.message}</Sentence> : undefined}
           renderOption={({ option }) => <Name>{option.label}</Name>}
           renderPill={({ option, value, onRemove, disabled }) => {
             // Mantine's own pill hides its remove button from assistive technology; this one is named and reachable.
