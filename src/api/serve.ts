@@ -11,6 +11,7 @@ import { createControlPlane } from '../control/index.js';
 import { PENDING_HELLOS_MAX } from '../control/sessions.js';
 import { buildServer } from './server.js';
 import { IDLE_CONNECTIONS_MAX } from './idle-connections.js';
+import { descriptorsNeeded, ownOpenFilesLimit } from './descriptors.js';
 import { bootstrap } from './bootstrap.js';
 import { deadServerJobResult, failOrphanJobs } from './dispatcher.js';
 import { SessionAuth } from './sessions.js';
@@ -160,6 +161,14 @@ export async function serverCommand(argv: string[]): Promise<number> {
   await cp.register(app);
   await app.listen({ host: listen.host, port: listen.port });
   log.info({ url: `http://${listen.host}:${listen.port}/client/api`, console: `http://${listen.host}:${listen.port}/`, store: cfg.kind, server: serverName, id: serverId }, 'palisade server listening');
+  const openFiles = ownOpenFilesLimit();
+  const hosts = await db.selectFrom('hosts').select((eb) => eb.fn.countAll().as('n')).where('removed', 'is', null).executeTakeFirst()
+    .then((row) => Number(row?.n ?? 0), () => 0);
+  const needed = descriptorsNeeded({ idleConnectionsMax, pendingAgentsMax: pendingHellosMax, hosts });
+  if (openFiles !== null && openFiles < needed) {
+    log.warn({ openFilesLimit: openFiles, needed, idleConnectionsMax, pendingAgentsMax: pendingHellosMax, hosts },
+      'this process may open fewer files than its connection bounds allow: a flood of connections could leave none for API clients and agents; raise the limit (systemd LimitNOFILE, ulimit -n) or lower --idle-connections-max / --pending-agents-max');
+  }
 
   return new Promise<number>((resolve) => {
     let stopping = false;

@@ -95,7 +95,7 @@ export function apiClient(url: string, creds: Creds, pollMs = 50) {
 }
 
 /** `db`: a postgres:// URL to run on PostgreSQL instead of the embedded SQLite store; `args`: more server options. */
-export async function startServer(opts: { dataDir?: string; db?: string; args?: string[] } = {}): Promise<TestServer> {
+export async function startServer(opts: { dataDir?: string; db?: string; args?: string[]; /** a command the server runs under (e.g. prlimit …) */ wrap?: string[] } = {}): Promise<TestServer> {
   const ownDir = !opts.dataDir;
   const dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-test-'));
   const port = await freePort();
@@ -110,7 +110,8 @@ export async function startServer(opts: { dataDir?: string; db?: string; args?: 
     out += `--- start ${new Date().toISOString()}\n`;
     const { cmd, args: lead } = palisadeCommand();
     const args = [...lead, 'server', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...(opts.db ? ['--db', opts.db] : []), ...(opts.args ?? [])];
-    const c = spawn(cmd, args, {
+    const [command, ...commandArgs] = [...(opts.wrap ?? []), cmd, ...args];
+    const c = spawn(command!, commandArgs, {
       cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env },
     });
     trackChild(c);
