@@ -18,7 +18,7 @@ import { AccountsPage } from './pages/Accounts';
 import { SettingsPage } from './pages/Settings';
 import { PasswordModal } from './components/PasswordModal';
 import { Empty } from './components/common';
-import { Name, isolate } from './components/Name';
+import { DomainPath, Name, isolate } from './components/Name';
 
 const ROLE_NAME: Record<string, string> = { '0': 'User', '1': 'Root admin', '2': 'Domain admin' };
 
@@ -74,7 +74,7 @@ function Shell({ session }: { session: Session }) {
               <Menu.Target>
                 <Button variant="subtle" data-testid="user-menu" aria-label={`Signed in as ${isolate(session.username)}; account menu`}>
                   <Text size="sm" truncate maw={220}>
-                    <Name>{session.username}</Name> <Text span c="dimmed" size="xs">· <Name>{session.domainpath || session.domainid}</Name> · {ROLE_NAME[session.type] ?? 'User'}</Text>
+                    <Name>{session.username}</Name> <Text span c="dimmed" size="xs">· <DomainPath>{session.domainpath || session.domainid}</DomainPath> · {ROLE_NAME[session.type] ?? 'User'}</Text>
                   </Text>
                 </Button>
               </Menu.Target>

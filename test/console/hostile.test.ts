@@ -109,6 +109,7 @@ const BIDI_GROUP = 'grp\u2069\u202Eevil';
 const BIDI_GROUP_DESCRIPTION = '\u2067described';
 const BIDI_PEER = 'peer\u202Dreep';
 const PLAIN_GROUP = 'plain-name';
+const CHILD_DOMAIN = 'childdomain';
 const BIDI_VM_DISPLAY = 'vm\u2069\u2067yalpsid';
 const BIDI_VALUES = [BIDI_DOMAIN, `ROOT/${BIDI_DOMAIN}`, BIDI_ACCOUNT, BIDI_USER, BIDI_GROUP, BIDI_GROUP_DESCRIPTION, BIDI_PEER, BIDI_VM_DISPLAY,
   HOSTILE_DESCRIPTION, HOSTILE_DISPLAY];
@@ -290,6 +291,35 @@ test('a sentence the server wrote around a name (an API error) keeps its reading
     assert.equal(plain.shown, `Unable to create security group, a group with name ${PLAIN_GROUP} already exists.`, 'a sentence without controls is shown as written');
   } finally {
     await tenant.context.close();
+  }
+});
+
+test('a domain path isolates each name in it: an override in a parent domain\'s name does not reorder the names after it', async () => {
+  const domains = ok(await srv.call('listDomains', { listall: true }), 'listDomains').listdomainsresponse.domain;
+  const parent = domains.find((d: { name: string }) => d.name === BIDI_DOMAIN).id;
+  ok(await srv.call('createDomain', { name: CHILD_DOMAIN, parentdomainid: parent }), 'createDomain child');
+  const operator = await browser.page({ width: 1400, height: 800 });
+  try {
+    const page = operator.page;
+    await loginUi(page, base, 'admin', adminPassword);
+    await page.goto(`${base}#/accounts`);
+    await page.getByRole('tab', { name: /^Domains/ }).click();
+    const row = page.getByRole('table', { name: 'Domains' }).getByRole('row').filter({ hasText: 'childdomain' }).first();
+    await row.waitFor();
+    // x of the first and last letters of the child's name inside the path cell (the row's first cell)
+    const [first, last] = await row.getByRole('cell').first().evaluate((cell) => {
+      const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+      let node: Text | null = null;
+      for (let n = walker.nextNode(); n; n = walker.nextNode()) if (n.textContent!.includes('childdomain')) node = n as Text;
+      const at = node!.textContent!.indexOf('childdomain');
+      return [at, at + 'childdomain'.length - 1].map((i) => {
+        const r = document.createRange(); r.setStart(node!, i); r.setEnd(node!, i + 1); return r.getBoundingClientRect().left;
+      });
+    });
+    assert.ok(first! < last!, `the child's name after a parent with an override reads left to right (x of its first and last letters: ${first}, ${last})`);
+    assert.deepEqual(await unisolatedNames(page, [...BIDI_VALUES, CHILD_DOMAIN]), [], 'and every name in the path is isolated');
+  } finally {
+    await operator.context.close();
   }
 });
 

@@ -10,6 +10,9 @@
 //   the console cannot tell where the name in it begins and ends, so it cannot isolate it; instead
 //   every direction control in it is shown as a visible mark (U+202E) and acts on nothing, and the
 //   sentence as a whole is isolated. Right-to-left letters still read right to left, as they should.
+// - <DomainPath> / isolatePath(): a domain path (ROOT/parent/child) is names joined by '/', which a
+//   domain name cannot hold: each name is isolated on its own, so an override in one cannot reorder
+//   the names after it.
 // Both <Name> and isolate() balance the text's own isolate controls first (balanced()): the browser isolates a <bdi> (or
 // any `unicode-bidi: isolate`) by putting FSI/PDI around its text, so a stray PDI in a name would
 // close that isolate early and let a following override reorder the rest of the sentence (seen in
@@ -64,4 +67,17 @@ export function Sentence({ children }: { children?: string | null }) {
         : part))}
     </bdi>
   );
+}
+
+/** A domain path with each of its names isolated (names cannot contain '/'). */
+export function DomainPath({ children }: { children?: string | null }) {
+  const path = children ?? '';
+  if (ASCII.test(path)) return <bdi>{path}</bdi>;
+  return <bdi>{path.split('/').map((name, i) => <span key={i}>{i ? '/' : ''}<Name>{name}</Name></span>)}</bdi>;
+}
+
+/** isolate() for a domain path: each name in it isolated, then the whole. */
+export function isolatePath(path: string | undefined | null): string {
+  const s = path ?? '';
+  return ASCII.test(s) ? s : FSI + s.split('/').map(isolate).join('/') + PDI;
 }

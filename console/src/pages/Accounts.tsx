@@ -5,14 +5,14 @@ import { Alert, Badge, Button, Group, Modal, PasswordInput, Select, SimpleGrid, 
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { call, callAll, getSession, isAdmin, isOperator } from '../api/client';
 import { Empty, ErrorAlert, Loading, PageHeader, When } from '../components/common';
-import { Name, Sentence, isolate } from '../components/Name';
+import { DomainPath, Name, Sentence, isolatePath } from '../components/Name';
 
 interface UserView { id: string; username: string; firstname?: string; lastname?: string; email?: string; state?: string }
 interface AccountView { id: string; name: string; roletype?: string; domainpath?: string; state: string; created?: string; user?: UserView[] }
 interface DomainView { id: string; name: string; path: string; level?: number; haschild?: boolean; parentdomainname?: string }
 
 /** A select's options are plain strings, shown in its input too: each path isolated. */
-const domainOptions = (domains: DomainView[]) => domains.map((d) => ({ value: d.id, label: isolate(d.path) }));
+const domainOptions = (domains: DomainView[]) => domains.map((d) => ({ value: d.id, label: isolatePath(d.path) }));
 
 export function AccountsPage() {
   const session = getSession();
@@ -33,7 +33,7 @@ export function AccountsPage() {
             <Table.Tr key={a.id} data-account={a.name}>
               <Table.Td fw={600}><Name>{a.name}</Name></Table.Td>
               <Table.Td>{a.roletype}</Table.Td>
-              <Table.Td><Name>{a.domainpath}</Name></Table.Td>
+              <Table.Td><DomainPath>{a.domainpath}</DomainPath></Table.Td>
               <Table.Td><Group gap={4}>{(a.user ?? []).map((u) => <Badge key={u.id} variant="light" color={u.state === 'enabled' ? 'blue' : 'gray'}><Name>{u.username}</Name></Badge>)}</Group></Table.Td>
               <Table.Td>{a.state}</Table.Td>
               <Table.Td><When value={a.created} /></Table.Td>
@@ -59,7 +59,7 @@ export function AccountsPage() {
               <Table.Thead><Table.Tr><Table.Th>Path</Table.Th><Table.Th>Name</Table.Th><Table.Th>Parent</Table.Th><Table.Th>Subdomains</Table.Th></Table.Tr></Table.Thead>
               <Table.Tbody>
                 {domainList.map((d) => (
-                  <Table.Tr key={d.id}><Table.Td className="mono"><Name>{d.path}</Name></Table.Td><Table.Td><Name>{d.name}</Name></Table.Td><Table.Td>{d.parentdomainname ? <Name>{d.parentdomainname}</Name> : '—'}</Table.Td><Table.Td>{d.haschild ? 'yes' : 'no'}</Table.Td></Table.Tr>
+                  <Table.Tr key={d.id}><Table.Td className="mono"><DomainPath>{d.path}</DomainPath></Table.Td><Table.Td><Name>{d.name}</Name></Table.Td><Table.Td>{d.parentdomainname ? <Name>{d.parentdomainname}</Name> : '—'}</Table.Td><Table.Td>{d.haschild ? 'yes' : 'no'}</Table.Td></Table.Tr>
                 ))}
               </Table.Tbody>
             </Table>

@@ -6,7 +6,7 @@ import { useDebouncedValue } from '@mantine/hooks';
 import { useQuery } from '@tanstack/react-query';
 import { call, getSession, isOperator } from '../api/client';
 import { Empty, ErrorAlert, Loading, PageHeader, When, pageControlLabels } from '../components/common';
-import { Name, Sentence } from '../components/Name';
+import { DomainPath, Name, Sentence } from '../components/Name';
 
 const PAGE = 50;
 const TYPES = ['SECURITY.GROUP.AUTHORIZE', 'SG.CREATE', 'SG.DELETE', 'SG.UPDATE', 'SG.AUTH.INGRESS', 'SG.AUTH.EGRESS', 'SG.REVOKE.INGRESS', 'SG.REVOKE.EGRESS',
@@ -56,7 +56,7 @@ export function EventsPage() {
                   <Table.Td><Text size="xs" fw={700} c={LEVEL_COLOR[e.level] ?? 'gray'}>{e.level}</Text></Table.Td>
                   <Table.Td className="mono nowrap">{e.type}</Table.Td>
                   <Table.Td><Text size="sm"><Sentence>{e.description}</Sentence></Text></Table.Td>
-                  <Table.Td><Text size="sm">{e.username ? <Name>{e.username}</Name> : '—'} <Text span c="dimmed" size="xs"><Name>{e.account}</Name>{operator && e.domainpath ? <> · <Name>{e.domainpath}</Name></> : null}</Text></Text></Table.Td>
+                  <Table.Td><Text size="sm">{e.username ? <Name>{e.username}</Name> : '—'} <Text span c="dimmed" size="xs"><Name>{e.account}</Name>{operator && e.domainpath ? <> · <DomainPath>{e.domainpath}</DomainPath></> : null}</Text></Text></Table.Td>
                   <Table.Td><Text size="sm">{e.state}</Text></Table.Td>
                 </Table.Tr>
               ))}

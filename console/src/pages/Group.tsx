@@ -8,7 +8,7 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { ApiError, call, callAll, callAsync, getSession, isOperator } from '../api/client';
 import { useCaps } from '../caps';
 import { ErrorAlert, Loading, PageHeader, useSingleFlight } from '../components/common';
-import { Name, Sentence } from '../components/Name';
+import { DomainPath, Name, Sentence } from '../components/Name';
 import { RulePeer, RulesTable, portsLabel, protocolLabel, ruleSummary, type RuleRow } from '../components/RulesTable';
 import { DryRunSummary, coveringRules, type DryRun } from '../components/DryRun';
 import { DeleteGroupModal, type GroupView } from './Groups';
@@ -56,7 +56,7 @@ export function GroupPage({ id }: { id: string }) {
       <Text c="dimmed" mb="xs"><Name>{g.description}</Name></Text>
       <Group gap="xs" mb="md">
         <Badge variant="outline">account <Name>{g.account}</Name></Badge>
-        <Badge variant="outline"><Name>{g.domainpath}</Name></Badge>
+        <Badge variant="outline"><DomainPath>{g.domainpath}</DomainPath></Badge>
         <Badge variant="outline">{g.virtualmachinecount ?? 0} VMs</Badge>
       </Group>
       <Tabs value={tab} onChange={(v) => { setTab((v as Direction) ?? 'ingress'); setCovering(new Set()); }} keepMounted={false}>

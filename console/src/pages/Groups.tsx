@@ -6,7 +6,7 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { call, getSession, isOperator } from '../api/client';
 import { Empty, ErrorAlert, Loading, PageHeader, pageControlLabels, useSingleFlight } from '../components/common';
 import { href, navigate } from '../route';
-import { Name, Sentence, isolate } from '../components/Name';
+import { DomainPath, Name, Sentence, isolate } from '../components/Name';
 
 const PAGE = 50;
 
@@ -65,7 +65,7 @@ export function GroupsPage() {
                 <Table.Tr key={g.id} data-group={g.name}>
                   <Table.Td><Anchor href={href(`/groups/${g.id}`)} fw={600}><Name>{g.name}</Name></Anchor></Table.Td>
                   <Table.Td><Text size="sm" lineClamp={2}><Name>{g.description}</Name></Text></Table.Td>
-                  {operator ? <Table.Td><Text size="sm"><Name>{g.account}</Name> <Text span c="dimmed" size="xs"><Name>{g.domainpath}</Name></Text></Text></Table.Td> : null}
+                  {operator ? <Table.Td><Text size="sm"><Name>{g.account}</Name> <Text span c="dimmed" size="xs"><DomainPath>{g.domainpath}</DomainPath></Text></Text></Table.Td> : null}
                   <Table.Td><Badge variant="light">{g.ingressrule?.length ?? 0}</Badge></Table.Td>
                   <Table.Td><Badge variant="light" color="grape">{g.egressrule?.length ?? 0}</Badge></Table.Td>
                   <Table.Td>{g.virtualmachinecount ?? 0}</Table.Td>

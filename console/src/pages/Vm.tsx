@@ -12,7 +12,7 @@ import { RulesTable, ruleSummary, type RuleRow } from '../components/RulesTable'
 import type { GroupView } from './Groups';
 import { addressesOf, type VmView } from './Vms';
 import { href, isUuid } from '../route';
-import { Name, Sentence, isolate } from '../components/Name';
+import { DomainPath, Name, Sentence, isolate } from '../components/Name';
 
 export function VmPage({ id }: { id: string }) {
   const operator = isOperator(getSession());
@@ -48,7 +48,7 @@ export function VmPage({ id }: { id: string }) {
             ) : null}
             <Group gap="xs"><Text fw={600}>Addresses</Text><Text className="mono">{addressesOf(vm).join(', ') || '—'}</Text></Group>
             {vm.hostname ? <Group gap="xs"><Text fw={600}>Host</Text><Text><Name>{vm.hostname}</Name></Text></Group> : null}
-            {vm.account ? <Group gap="xs"><Text fw={600}>Account</Text><Text><Name>{vm.account}</Name> <Text span c="dimmed" size="sm"><Name>{vm.domainpath}</Name></Text></Text></Group> : null}
+            {vm.account ? <Group gap="xs"><Text fw={600}>Account</Text><Text><Name>{vm.account}</Name> <Text span c="dimmed" size="sm"><DomainPath>{vm.domainpath}</DomainPath></Text></Text></Group> : null}
           </Stack>
         </Card>
         <ChangeGroups vm={vm} />
