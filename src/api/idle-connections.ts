@@ -14,9 +14,12 @@
 // honest clients out. (The agent channel's pending-hello bound refuses the newest instead: an upgraded
 // connection has already cost a handshake, and the agent refused tries another server.) A connection
 // whose head is only partly received counts as idle (a client dripping header bytes must not escape the
-// bound); one whose head has been received — its request in flight, its body possibly still arriving
-// (bounded by REQUEST_TIMEOUT_MS) — is never touched, nor is an upgraded one (an agent session, or one
-// awaiting its hello, which the channel bounds on its own: control/sessions.ts PENDING_HELLOS_MAX).
+// bound); so does one whose head is in but whose body is still arriving (a client sending a whole head,
+// then a body byte at a time, must not escape it either: an API body is a few KB, sent at once), counted
+// from when it last had no request at all (its accept, or its previous answer). One whose
+// request has arrived whole — being worked on, or answered — is never touched, nor is an upgraded one (an
+// agent session, or one awaiting its hello, which the channel bounds on its own:
+// control/sessions.ts PENDING_HELLOS_MAX).
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
@@ -40,7 +43,10 @@ const SHED_LOGGED = 20;
 const SHED_LOG_WINDOW_MS = 10_000;
 
 export class IdleConnections {
-  /** Connections without a request in progress, idle longest first (a Map keeps insertion order); value: idle since (ms). */
+  /**
+   * Connections without a whole request, idle longest first (a Map keeps insertion order); value: since
+   * when (ms) — their accept or their last answer, a body still arriving included.
+   */
   private readonly idle = new Map<Socket, number>();
   /** Requests received and not yet answered, per connection (HTTP/1.1 pipelining may queue several). */
   private readonly inFlight = new WeakMap<Socket, number>();
@@ -53,10 +59,10 @@ export class IdleConnections {
     this.shedLog = new LogWindow(SHED_LOGGED, SHED_LOG_WINDOW_MS, (connections) =>
       o.log.warn({ connections }, `idle connections closed not logged one by one (more than ${SHED_LOGGED} in ${SHED_LOG_WINDOW_MS / 1000} s)`));
     this.shedCount = o.metrics?.counter(SERVER_METRICS.idleConnectionsShed);
-    o.metrics?.gauge(SERVER_METRICS.idleConnections, (g) => { g.set(this.idle.size); });
+    o.metrics?.gauge(SERVER_METRICS.idleConnections, (g) => { g.set(this.count); });
   }
 
-  /** Connections without a request in progress now. */
+  /** Connections without a whole request now (those whose body is still arriving included). */
   get count(): number { return this.idle.size; }
 
   /** Follow the server's connections (before it listens). */
@@ -66,7 +72,7 @@ export class IdleConnections {
       this.becameIdle(socket);
     });
     // First, so that whatever the route does synchronously finds the connection busy.
-    server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => this.requestStarted(req.socket, res));
+    server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => this.requestStarted(req, res));
     // Node emits 'upgrade' only while the server has a listener for it (without one, an upgrade request
     // is an ordinary request): ours is added alongside the first other one (the agent channel's), so it
     // never changes how the server answers.
@@ -77,9 +83,20 @@ export class IdleConnections {
     else server.on('newListener', (event: string | symbol) => { if (event === 'upgrade') watchUpgrades(); });
   }
 
-  private requestStarted(socket: Socket, res: ServerResponse): void {
+  private requestStarted(req: IncomingMessage, res: ServerResponse): void {
+    const socket = req.socket;
     this.inFlight.set(socket, (this.inFlight.get(socket) ?? 0) + 1);
-    this.idle.delete(socket);
+    // A body still to come: the connection stays counted, in its place, until the body has arrived whole
+    // or the answer is gone, whichever is first (a route that answers without reading a body never sees
+    // its end).
+    const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+    if (hasBody && !req.complete && this.idle.has(socket)) {
+      const arrived = () => { this.idle.delete(socket); };
+      req.once('end', arrived);
+      res.once('close', arrived);
+    } else {
+      this.idle.delete(socket);
+    }
     // 'close' comes once per response, answered or aborted.
     res.once('close', () => {
       const left = (this.inFlight.get(socket) ?? 1) - 1;
@@ -91,18 +108,19 @@ export class IdleConnections {
 
   private becameIdle(socket: Socket): void {
     this.idle.set(socket, Date.now());
-    if (this.idle.size > this.o.max) this.shedOldest();
+    if (this.count > this.o.max) this.shedOldest();
   }
 
+  /** Closes connections until the bound holds, those without a whole request longest first. */
   private shedOldest(): void {
     const now = Date.now();
-    while (this.idle.size > this.o.max) {
+    while (this.count > this.o.max) {
       const [socket, since] = this.idle.entries().next().value as [Socket, number];
       this.idle.delete(socket);
       this.shedCount?.inc();
       if (this.shedLog.admit()) {
         this.o.log.warn({ remote: socket.remoteAddress, idleMs: now - since, max: this.o.max },
-          'connection closed: too many connections without a request (--idle-connections-max); the one idle longest is closed');
+          'connection closed: too many connections without a request (--idle-connections-max); the one waiting longest is closed');
       }
       socket.destroy();
     }
