@@ -91,7 +91,9 @@ export class IdleConnections {
     // its end).
     const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
     if (hasBody && !req.complete && this.idle.has(socket)) {
-      const arrived = () => { this.idle.delete(socket); };
+      // Whichever comes first ends the wait: a body ending after the answer (Node reads it through, to
+      // keep the connection) finds the connection idle between requests, counted again, and must leave it so.
+      const arrived = () => { req.off('end', arrived); res.off('close', arrived); this.idle.delete(socket); };
       req.once('end', arrived);
       res.once('close', arrived);
     } else {

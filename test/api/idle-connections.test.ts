@@ -142,6 +142,23 @@ test('past the bound the connection longest without a whole request is closed (o
   await agent.ended;
 });
 
+test('a connection whose answer went out before its body arrived is counted again once the body is in: a request answered unread, its body sent afterwards, does not let the keep-alive connection escape the bound', async () => {
+  await waitFor('no connection of earlier tests counted', async () => (await idleMetrics()).idle === 0);
+  // A route that answers without reading the body (no such route: 404), on a keep-alive connection.
+  const c = await connect();
+  c.socket.write('POST /no-such-route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10\r\n\r\n');
+  await waitFor('the request answered before its body', () => /^HTTP\/1\.1 404/.test(c.received) && /\r\n\r\n[^]+/.test(c.received));
+  assert.equal((await idleMetrics()).idle, 1, 'answered, its body still to come: counted');
+  c.socket.write('a=12345678');
+  // The body's end comes after the answer: the connection is idle between keep-alive requests, still counted.
+  // (The body is written before the scrape's connection is opened: the server reads it first. Were it read
+  // later, this would pass on the code before the fix, never fail on the fixed one.)
+  assert.ok(!c.closed, 'the keep-alive connection is open');
+  assert.equal((await idleMetrics()).idle, 1, 'idle between requests, its late body in: counted');
+  c.socket.destroy();
+  await c.ended;
+});
+
 test('--idle-connections-max must be a whole number, at least 1: anything else is refused at start, before the data dir is created', async () => {
   const dataDir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-idle-flag-')), 'data');
   try {
