@@ -16,7 +16,8 @@
 // whose head is only partly received counts as idle (a client dripping header bytes must not escape the
 // bound); so does one whose head is in but whose body is still arriving (a client sending a whole head,
 // then a body byte at a time, must not escape it either: an API body is a few KB, sent at once), counted
-// from when it last had no request at all (its accept, or its previous answer). One whose
+// from when it last had no request at all (its accept, or its previous answer; a request pipelined behind
+// one in flight: from its head), the request in flight ahead of it included. One whose
 // request has arrived whole — being worked on, or answered — is never touched, nor is an upgraded one (an
 // agent session, or one awaiting its hello, which the channel bounds on its own:
 // control/sessions.ts PENDING_HELLOS_MAX).
@@ -90,7 +91,10 @@ export class IdleConnections {
     // or the answer is gone, whichever is first (a route that answers without reading a body never sees
     // its end).
     const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
-    if (hasBody && !req.complete && this.idle.has(socket)) {
+    if (hasBody && !req.complete) {
+      // A request pipelined behind one in flight left the count with that one: counted again, as the
+      // newest (else a whole request sent first let the body behind it drip uncounted, up to the request bound).
+      if (!this.idle.has(socket)) this.becameIdle(socket);
       // Whichever comes first ends the wait: a body ending after the answer (Node reads it through, to
       // keep the connection) finds the connection idle between requests, counted again, and must leave it so.
       const arrived = () => { req.off('end', arrived); res.off('close', arrived); this.idle.delete(socket); };

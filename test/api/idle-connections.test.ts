@@ -159,6 +159,20 @@ test('a connection whose answer went out before its body arrived is counted agai
   await c.ended;
 });
 
+test('a pipelined request whose body is still arriving is counted: a whole request first does not let the body behind it drip uncounted', async () => {
+  await waitFor('no connection of earlier tests counted', async () => (await idleMetrics()).idle === 0);
+  const c = await connect();
+  const body = 'command=listZones&response=json';
+  c.socket.write('GET /client/api?command=listZones&response=json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'
+    + `POST /client/api HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`);
+  await waitFor('the first request answered', () => /\r\n\r\n\{/.test(c.received));
+  assert.equal((await idleMetrics()).idle, 1, 'the second request\'s body still to come: counted');
+  c.socket.write(body.slice(5));
+  await waitFor('the second request answered', () => (c.received.match(/HTTP\/1\.1 \d{3}/g) ?? []).length === 2);
+  c.socket.destroy();
+  await c.ended;
+});
+
 test('--idle-connections-max must be a whole number, at least 1: anything else is refused at start, before the data dir is created', async () => {
   const dataDir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'palisade-idle-flag-')), 'data');
   try {
