@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Page } from 'playwright-core';
+import type { Locator, Page } from 'playwright-core';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { launchBrowser, loginUi, type TestBrowser } from '../helpers/browser.js';
 import { createLab } from '../../src/lab/index.js';
@@ -114,6 +114,29 @@ const BIDI_VM_DISPLAY = 'vm\u2069\u2067yalpsid';
 const BIDI_VALUES = [BIDI_DOMAIN, `ROOT/${BIDI_DOMAIN}`, BIDI_ACCOUNT, BIDI_USER, BIDI_GROUP, BIDI_GROUP_DESCRIPTION, BIDI_PEER, BIDI_VM_DISPLAY,
   HOSTILE_DESCRIPTION, HOSTILE_DISPLAY];
 
+/** Logs the bidi test's tenant (its names full of direction controls) into the console. */
+async function loginBidiTenant(page: Page): Promise<void> {
+  await page.goto(base);
+  await page.getByLabel('Username').fill(BIDI_USER);
+  await page.getByRole('textbox', { name: 'Password' }).fill(PASSWORD);
+  await page.getByLabel('Domain').fill(`/${BIDI_DOMAIN}`);
+  await page.getByRole('button', { name: 'Log in' }).click();
+}
+
+/** Is `word` (in one text node inside `where`) drawn left to right: its first letter left of its last? */
+async function readsLeftToRight(where: Locator, word: string): Promise<boolean> {
+  const [first, last] = await where.evaluate((el, w) => {
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    let node: Text | null = null;
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) if (n.textContent!.includes(w)) node = n as Text;
+    const at = node!.textContent!.indexOf(w);
+    return [at, at + w.length - 1].map((i) => {
+      const r = document.createRange(); r.setStart(node!, i); r.setEnd(node!, i + 1); return r.getBoundingClientRect().left;
+    });
+  }, word);
+  return first! < last!;
+}
+
 /**
  * Every place on the page (text, accessible names, titles, input values; modals included) where a
  * direction control from data shows, where it is not isolated from the text around it. Text is
@@ -191,11 +214,7 @@ test('names with right-to-left overrides and isolates are isolated from the sent
   const tenant = await browser.page();
   try {
     const page = tenant.page;
-    await page.goto(base);
-    await page.getByLabel('Username').fill(BIDI_USER);
-    await page.getByRole('textbox', { name: 'Password' }).fill(PASSWORD);
-    await page.getByLabel('Domain').fill(`/${BIDI_DOMAIN}`);
-    await page.getByRole('button', { name: 'Log in' }).click();
+    await loginBidiTenant(page);
     await check(page, 'groups (tenant)', page.getByRole('table', { name: 'Security groups' }).getByText(BIDI_GROUP_DESCRIPTION).first().waitFor());
     await page.locator(`tr[data-group="${BIDI_GROUP}"]`).getByRole('button', { name: 'Delete' }).click();
     const question = page.getByRole('dialog', { name: 'Delete security group' }).locator('p').first();
@@ -257,11 +276,7 @@ test('a sentence the server wrote around a name (an API error) keeps its reading
   const tenant = await browser.page();
   try {
     const page = tenant.page;
-    await page.goto(base);
-    await page.getByLabel('Username').fill(BIDI_USER);
-    await page.getByRole('textbox', { name: 'Password' }).fill(PASSWORD);
-    await page.getByLabel('Domain').fill(`/${BIDI_DOMAIN}`);
-    await page.getByRole('button', { name: 'Log in' }).click();
+    await loginBidiTenant(page);
     const drawnInOrder = async (name: string) => {
       await page.getByRole('button', { name: 'Create group' }).click();
       const dialog = page.getByRole('dialog', { name: 'Create security group' });
@@ -269,19 +284,10 @@ test('a sentence the server wrote around a name (an API error) keeps its reading
       await dialog.getByRole('button', { name: 'Create' }).click();
       const error = dialog.getByText(/already exists\.$/);
       await error.waitFor();
-      // x of the first and last letters of "already exists." (in one text node after the name)
-      const [first, last] = await error.evaluate((el) => {
-        const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
-        let node: Text | null = null;
-        for (let n = walker.nextNode(); n; n = walker.nextNode()) if (n.textContent!.includes('already exists.')) node = n as Text;
-        const at = node!.textContent!.indexOf('already exists.');
-        return [at, at + 'already exists.'.length - 1].map((i) => {
-          const r = document.createRange(); r.setStart(node!, i); r.setEnd(node!, i + 1); return r.getBoundingClientRect().left;
-        });
-      });
+      const inOrder = await readsLeftToRight(error, 'already exists.');
       const shown = (await error.textContent()) ?? '';
       await page.keyboard.press('Escape');
-      return { inOrder: first! < last!, shown };
+      return { inOrder, shown };
     };
     const hostile = await drawnInOrder(BIDI_GROUP);
     assert.ok(hostile.inOrder, `"already exists." is drawn in reading order after a name with an override (shown: ${JSON.stringify(hostile.shown)})`);
@@ -306,17 +312,8 @@ test('a domain path isolates each name in it: an override in a parent domain\'s 
     await page.getByRole('tab', { name: /^Domains/ }).click();
     const row = page.getByRole('table', { name: 'Domains' }).getByRole('row').filter({ hasText: 'childdomain' }).first();
     await row.waitFor();
-    // x of the first and last letters of the child's name inside the path cell (the row's first cell)
-    const [first, last] = await row.getByRole('cell').first().evaluate((cell) => {
-      const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
-      let node: Text | null = null;
-      for (let n = walker.nextNode(); n; n = walker.nextNode()) if (n.textContent!.includes('childdomain')) node = n as Text;
-      const at = node!.textContent!.indexOf('childdomain');
-      return [at, at + 'childdomain'.length - 1].map((i) => {
-        const r = document.createRange(); r.setStart(node!, i); r.setEnd(node!, i + 1); return r.getBoundingClientRect().left;
-      });
-    });
-    assert.ok(first! < last!, `the child's name after a parent with an override reads left to right (x of its first and last letters: ${first}, ${last})`);
+    // the child's name inside the path cell (the row's first cell)
+    assert.ok(await readsLeftToRight(row.getByRole('cell').first(), CHILD_DOMAIN), 'the child\'s name after a parent with an override reads left to right');
     assert.deepEqual(await unisolatedNames(page, [...BIDI_VALUES, CHILD_DOMAIN]), [], 'and every name in the path is isolated');
   } finally {
     await operator.context.close();
