@@ -322,11 +322,12 @@ export async function legacyMarkRewrites(runner: Runner, bridges: readonly strin
 /** An iptables table as `<tool> -t <table> -S` text: each chain's rule lines (`-A <chain> …`, whole), by chain. Pure. */
 export function iptTableChains(text: string): Map<string, string[]> {
   const chains = new Map<string, string[]>();
-  for (const line of text.split('\n')) {
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
     const m = /^-([NA]) (\S+)/.exec(line);
     if (!m) continue;
-    const rules = chains.get(m[2]!) ?? [];
-    chains.set(m[2]!, m[1] === 'A' ? [...rules, line] : rules);
+    const rules = chains.get(m[2]!) ?? chains.set(m[2]!, []).get(m[2]!)!;
+    if (m[1] === 'A') rules.push(line);
   }
   return chains;
 }

@@ -29,7 +29,7 @@ import type { Runner } from '../dataplane/exec.js';
 import { bridgeChains } from '../dataplane/iptables/names.js';
 import type { PreflightFinding } from '../protocol/index.js';
 import { type EbTable, type Expr, isPalisadeEbRoot, isPalisadeTable, legacyEbTables, legacyTables, listed, nftChains } from './foreign-tables.js';
-import { legacyEbMarkRewrites, legacyMarkRewrites, nftMarkRewrites } from './mark-rewrites.js';
+import { iptTableChains, legacyEbMarkRewrites, legacyMarkRewrites, nftMarkRewrites } from './mark-rewrites.js';
 
 export const BRIDGE_SYSCTLS = ['bridge-nf-call-iptables', 'bridge-nf-call-ip6tables', 'bridge-nf-call-arptables'];
 /** The tools each backend runs. */
@@ -177,13 +177,8 @@ export function legacyPassesBridges(text: string, bridges: string[], listened: R
  * jump to anything but a verdict is 'unknown' (a user chain not read). Pure.
  */
 export function legacyPathEnds(text: string, bridges: string[], wholeTable = true, listened: ReadonlySet<number> = new Set()): PathEnd[] {
-  const chains = new Map<string, string[]>();
-  for (const line of text.split('\n')) {
-    const n = /^-N (\S+)$/.exec(line.trim());
-    if (n) chains.set(n[1], chains.get(n[1]) ?? []);
-    const m = /^-A (\S+) (.*)$/.exec(line.trim());
-    if (m) chains.set(m[1], [...(chains.get(m[1]) ?? []), ` ${m[2]}`]);
-  }
+  // each chain's rules without their `-A <chain>` (a space first, as the matches below expect)
+  const chains = new Map([...iptTableChains(text)].map(([name, rules]) => [name, rules.map((rule) => rule.slice(`-A ${name}`.length))]));
   const holds = (conds: string, bridge: string[]) => {
     let rest = conds.replace(/ -m comment --comment (?:"[^"]*"|\S+)/g, '');
     // `-i br0`, and `! -i eth0` (every packet of br0 matches it), not `! -i br0`
@@ -193,13 +188,7 @@ export function legacyPathEnds(text: string, bridges: string[], wholeTable = tru
     rest = rest.replace(/ (!\s+)?-[io] \S+/g, '').replace(PHYSDEV_ALL, '');
     return rest.trim() === '';
   };
-  // each chain walked once per bridge (its end does not depend on who jumped to it)
-  const ended = new Map<string, PathEnd>();
-  const walk = (name: string, depth: number, bridge: string[]): PathEnd => {
-    if (!ended.has(name)) ended.set(name, walkOnce(name, depth, bridge));
-    return ended.get(name)!;
-  };
-  const walkOnce = (name: string, depth: number, bridge: string[]): PathEnd => {
+  return endsPerBridge(bridges, 'FORWARD', (name, depth, bridge, walk) => {
     if (depth > 50) return 'unknown';
     for (const rule of chains.get(name) ?? []) {
       const t = / -([jg]) (\S+)(.*)$/.exec(rule);
@@ -212,12 +201,11 @@ export function legacyPathEnds(text: string, bridges: string[], wholeTable = tru
       if (bridge.some((b) => bridgeChains(b).main === target)) return 'accept';
       if (!wholeTable) return 'unknown';
       if (!chains.has(target)) continue; // a target that lets the packet on (LOG, MARK, …)
-      const end = walk(target, depth + 1, bridge);
+      const end = walk(target, depth + 1);
       if (end !== 'return' || how === 'g') return end;
     }
     return 'return';
-  };
-  return (bridges.length ? bridges.map((b) => [b]) : [[]]).map((b) => { ended.clear(); return walk('FORWARD', 0, b); });
+  });
 }
 
 const FORWARD_FAMILIES = ['ip', 'ip6', 'inet', 'bridge'];
@@ -439,14 +427,7 @@ async function pathEnds(runner: Runner, c: NftChain, bridges: string[], listened
     const t = e?.jump?.target ?? e?.goto?.target;
     return typeof t === 'string' && bridges.some((b) => bridgeChains(b).main === t);
   });
-  // a chain's end for one bridge does not depend on who jumped to it: each is walked once per bridge
-  // (chains reached along many paths would otherwise be walked once per path)
-  const ended = new Map<string, PathEnd>();
-  const walk = async (name: string, depth: number, bridges: string[]): Promise<PathEnd> => {
-    if (!ended.has(name)) ended.set(name, await walkOnce(name, depth, bridges));
-    return ended.get(name)!;
-  };
-  const walkOnce = async (name: string, depth: number, bridges: string[]): Promise<PathEnd> => {
+  return endsPerBridgeAsync(bridges, c.name, async (name, depth, bridges, walk) => {
     const rules = depth > JUMPS_READ ? null : await rulesOf(name);
     if (!rules) return 'unknown';
     for (const [i, raw] of rules.entries()) {
@@ -467,17 +448,46 @@ async function pathEnds(runner: Runner, c: NftChain, bridges: string[], listened
         // the iptables backend's ebtables chains (PALISADE-FWD: out-port marks, unknown ports dropped)
         // are the groups' own, not another firewall's, and long (one rule per port): not read
         if (c.family === 'bridge' && isPalisadeEbRoot(c.table, target)) continue;
-        const end = await walk(target, depth + 1, bridges);
+        const end = await walk(target, depth + 1);
         if (end !== 'return' || e.goto) return end; // a goto's return is this chain's
       }
     }
     return 'return';
-  };
-  // every managed bridge on its own: an accept for br0 leaves cloudbr1's VMs to the policy
+  });
+}
+
+/** One walk per managed bridge (none known: one for them all), each bridge's VMs on their own: an accept for br0 leaves cloudbr1's VMs to the policy. */
+const bridgeWalks = (bridges: string[]) => (bridges.length ? bridges.map((b) => [b]) : [[]]);
+
+/** Walks one chain for `bridge`'s traffic to where it ends, asking `walk` for the chains its rules jump or go to. */
+type ChainWalker<E> = (name: string, depth: number, bridge: string[], walk: (name: string, depth: number) => E) => E;
+
+/**
+ * Each managed bridge's end of the path from `root`, every chain walked at most once per bridge: its
+ * end does not depend on who jumped to it, and a chain reached along many paths would otherwise be
+ * walked once per path.
+ */
+function endsPerBridge(bridges: string[], root: string, walkChain: ChainWalker<PathEnd>): PathEnd[] {
+  return bridgeWalks(bridges).map((bridge) => {
+    const ended = new Map<string, PathEnd>();
+    const walk = (name: string, depth: number): PathEnd => {
+      if (!ended.has(name)) ended.set(name, walkChain(name, depth, bridge, walk));
+      return ended.get(name)!;
+    };
+    return walk(root, 0);
+  });
+}
+
+/** endsPerBridge for chains read as they are walked: one bridge after another, a chain's end kept once known. */
+async function endsPerBridgeAsync(bridges: string[], root: string, walkChain: ChainWalker<Promise<PathEnd>>): Promise<PathEnd[]> {
   const ends: PathEnd[] = [];
-  for (const b of bridges.length ? bridges.map((x) => [x]) : [[]]) {
-    ended.clear();
-    ends.push(await walk(c.name, 0, b));
+  for (const bridge of bridgeWalks(bridges)) {
+    const ended = new Map<string, PathEnd>();
+    const walk = async (name: string, depth: number): Promise<PathEnd> => {
+      if (!ended.has(name)) ended.set(name, await walkChain(name, depth, bridge, walk));
+      return ended.get(name)!;
+    };
+    ends.push(await walk(root, 0));
   }
   return ends;
 }
@@ -538,12 +548,7 @@ export function ebPathEnds(text: string, bridges: string[]): PathEnd[] {
   const holds = (conds: string, bridge: string[]) =>
     [...conds.matchAll(LOGICAL)].every((x) => Boolean(x[1] || x[2]) !== coversBridge(x[3]!, bridge, '+')) && conds.replace(LOGICAL, '').trim() === '';
   const byName = new Map<string, PathEnd | 'continue'>([['ACCEPT', 'accept'], ['DROP', 'drop'], ['RETURN', 'return'], ['CONTINUE', 'continue']]);
-  const ended = new Map<string, PathEnd>();
-  const walk = (name: string, depth: number, bridge: string[]): PathEnd => {
-    if (!ended.has(name)) ended.set(name, walkOnce(name, depth, bridge));
-    return ended.get(name)!;
-  };
-  const walkOnce = (name: string, depth: number, bridge: string[]): PathEnd => {
+  return endsPerBridge(bridges, 'FORWARD', (name, depth, bridge, walk) => {
     const chain = chains.get(name);
     if (!chain || depth > 50) return 'unknown';
     for (const rule of chain.rules) {
@@ -556,15 +561,14 @@ export function ebPathEnds(text: string, bridges: string[]): PathEnd[] {
       else if (set) end = byName.get(set[1]!)!;
       else if (EB_ENDING_TARGETS.has(target)) end = 'accept';
       else if (chains.has(target) && !isPalisadeEbRoot('filter', target)) {
-        const sub = walk(target, depth + 1, bridge);
+        const sub = walk(target, depth + 1);
         end = sub === 'return' ? 'continue' : sub;
       }
       if (end !== 'continue') return end;
     }
     if (name === 'FORWARD') return 'return';
     return chain.policy === 'ACCEPT' ? 'accept' : chain.policy === 'DROP' ? 'drop' : 'return';
-  };
-  return (bridges.length ? bridges.map((b) => [b]) : [[]]).map((b) => { ended.clear(); return walk('FORWARD', 0, b); });
+  });
 }
 
 /** Findings that put the host in Alert. */
