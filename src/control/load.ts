@@ -37,16 +37,16 @@ async function loadNics(db: Db, vmIds?: number[]): Promise<Map<number, Nic[]>> {
   for (const s of secRows) pushTo(secByNic, Number(s.nic_id), s.address);
   nicRows.sort((a, b) => a.device_id - b.device_id || Number(a.id) - Number(b.id));
   const out = new Map<number, Nic[]>();
-  for (const n of nicRows) pushTo(out, Number(n.vm_id), nicFromRow(n, secByNic.get(Number(n.id)) ?? []));
+  for (const row of nicRows) { const nic = nicFromRow(row, secByNic.get(Number(row.id)) ?? []); pushTo(out, nic.vmId, nic); }
   return out;
 }
 
 /** The whole CloudState: six queries. */
 export async function loadCloudState(db: Db): Promise<CloudState> {
   const s = emptyCloudState();
-  for (const g of await db.selectFrom('security_groups').select(GROUP_COLUMNS).execute()) s.groups.set(Number(g.id), groupFromRow(g));
-  for (const r of await db.selectFrom('security_group_rules').select(RULE_COLUMNS).orderBy('id').execute()) pushTo(s.rulesByGroup, Number(r.group_id), ruleFromRow(r));
-  for (const v of await db.selectFrom('vms').select(VM_COLUMNS).where('removed', 'is', null).execute()) s.vms.set(Number(v.id), vmFromRow(v));
+  for (const group of (await db.selectFrom('security_groups').select(GROUP_COLUMNS).execute()).map(groupFromRow)) s.groups.set(group.id, group);
+  for (const rule of (await db.selectFrom('security_group_rules').select(RULE_COLUMNS).orderBy('id').execute()).map(ruleFromRow)) pushTo(s.rulesByGroup, rule.groupId, rule);
+  for (const vm of (await db.selectFrom('vms').select(VM_COLUMNS).where('removed', 'is', null).execute()).map(vmFromRow)) s.vms.set(vm.id, vm);
   for (const [vmId, nics] of await loadNics(db)) if (s.vms.has(vmId)) s.nicsByVm.set(vmId, nics);
   for (const row of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).orderBy('group_id').execute()) {
     const m = { group_id: Number(row.group_id), vm_id: Number(row.vm_id) };
@@ -73,13 +73,13 @@ export async function reloadPart(db: Db, groupIds: number[], vmIds: number[]): P
   const out: Reload = { groups: new Map(), rules: new Map(), vms: new Map(), nics: new Map(), groupsOfVm: new Map(), membersOfGroup: new Map() };
   for (const id of groupIds) { out.groups.set(id, null); out.rules.set(id, []); out.membersOfGroup.set(id, []); }
   for (const c of chunks(groupIds)) {
-    for (const g of await db.selectFrom('security_groups').select(GROUP_COLUMNS).where('id', 'in', c).execute()) out.groups.set(Number(g.id), groupFromRow(g));
-    for (const r of await db.selectFrom('security_group_rules').select(RULE_COLUMNS).where('group_id', 'in', c).orderBy('id').execute()) out.rules.get(Number(r.group_id))!.push(ruleFromRow(r));
+    for (const group of (await db.selectFrom('security_groups').select(GROUP_COLUMNS).where('id', 'in', c).execute()).map(groupFromRow)) out.groups.set(group.id, group);
+    for (const rule of (await db.selectFrom('security_group_rules').select(RULE_COLUMNS).where('group_id', 'in', c).orderBy('id').execute()).map(ruleFromRow)) out.rules.get(rule.groupId)!.push(rule);
     for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('group_id', 'in', c).orderBy('vm_id').execute()) out.membersOfGroup.get(Number(m.group_id))!.push(Number(m.vm_id));
   }
   for (const id of vmIds) { out.vms.set(id, null); out.nics.set(id, []); out.groupsOfVm.set(id, []); }
   for (const c of chunks(vmIds)) {
-    for (const v of await db.selectFrom('vms').select(VM_COLUMNS).where('removed', 'is', null).where('id', 'in', c).execute()) out.vms.set(Number(v.id), vmFromRow(v));
+    for (const vm of (await db.selectFrom('vms').select(VM_COLUMNS).where('removed', 'is', null).where('id', 'in', c).execute()).map(vmFromRow)) out.vms.set(vm.id, vm);
     for (const m of await db.selectFrom('security_group_vm_map').select(['group_id', 'vm_id']).where('vm_id', 'in', c).orderBy('group_id').execute()) out.groupsOfVm.get(Number(m.vm_id))!.push(Number(m.group_id));
   }
   if (vmIds.length) for (const [vmId, nics] of await loadNics(db, vmIds)) out.nics.set(vmId, nics);

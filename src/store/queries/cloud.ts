@@ -22,14 +22,15 @@ async function addVms(db: Q, s: CloudState, vmIds: number[]): Promise<void> {
   for (const part of chunk(missing)) {
     const vms = await db.selectFrom('vms').select(VM_COLUMNS).where('id', 'in', part).where('removed', 'is', null).execute();
     // VM, NIC and group ids are bigint since 016 (pg returns text): rows.ts converts them.
-    for (const v of vms) s.vms.set(Number(v.id), vmFromRow(v));
+    for (const vm of vms.map(vmFromRow)) s.vms.set(vm.id, vm);
     const nics = await db.selectFrom('nics').select(NIC_COLUMNS)
       .where('vm_id', 'in', part).where('removed', 'is', null).orderBy('device_id').orderBy('id').execute();
     const secs = await db.selectFrom('nic_secondary_ips').select(['nic_id', 'address']).where('vm_id', 'in', part).orderBy('id').execute();
     const secByNic = new Map<number, string[]>();
     for (const x of secs) push(secByNic, Number(x.nic_id), x.address);
     for (const n of nics) {
-      if (s.vms.has(Number(n.vm_id))) push(s.nicsByVm, Number(n.vm_id), nicFromRow(n, secByNic.get(Number(n.id)) ?? []));
+      const nic = nicFromRow(n, secByNic.get(Number(n.id)) ?? []);
+      if (s.vms.has(nic.vmId)) push(s.nicsByVm, nic.vmId, nic);
     }
   }
 }
@@ -49,12 +50,12 @@ async function addGroupsOfVms(db: Q, s: CloudState, vmIds: number[]): Promise<nu
 
 async function addGroupsWithRules(db: Q, s: CloudState, groupIds: number[]): Promise<void> {
   for (const part of chunk(groupIds.filter((g) => !s.groups.has(g)))) {
-    for (const g of await db.selectFrom('security_groups').select(GROUP_COLUMNS).where('id', 'in', part).execute()) {
-      s.groups.set(Number(g.id), groupFromRow(g));
-      s.rulesByGroup.set(Number(g.id), []);
+    for (const group of (await db.selectFrom('security_groups').select(GROUP_COLUMNS).where('id', 'in', part).execute()).map(groupFromRow)) {
+      s.groups.set(group.id, group);
+      s.rulesByGroup.set(group.id, []);
     }
-    for (const r of await db.selectFrom('security_group_rules').select(RULE_COLUMNS).where('group_id', 'in', part).orderBy('id').execute()) {
-      s.rulesByGroup.get(Number(r.group_id))?.push(ruleFromRow(r));
+    for (const rule of (await db.selectFrom('security_group_rules').select(RULE_COLUMNS).where('group_id', 'in', part).orderBy('id').execute()).map(ruleFromRow)) {
+      s.rulesByGroup.get(rule.groupId)?.push(rule);
     }
   }
 }

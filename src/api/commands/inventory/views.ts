@@ -123,7 +123,7 @@ export async function hostViews(db: Tx, rows: HostRow[]): Promise<Record<string,
 export async function nicViews(db: Tx, nics: NicRow[], vmUuids: Map<number, string>): Promise<Map<number, Record<string, unknown>>> {
   const out = new Map<number, Record<string, unknown>>();
   if (!nics.length) return out;
-  const nets = await byId((async () => (await db.selectFrom('networks').selectAll().where(inList(db, 'id', uniq(nics.map((n) => n.network_id)))).execute()).map(networkRow))());
+  const nets = await byId(db.selectFrom('networks').selectAll().where(inList(db, 'id', uniq(nics.map((n) => n.network_id)))).execute().then((rows) => rows.map(networkRow)));
   const secs = await db.selectFrom('nic_secondary_ips').selectAll().where(inList(db, 'nic_id', nics.map((n) => n.id))).orderBy('id').execute();
   const secByNic = new Map<number, typeof secs>();
   for (const s of secs) secByNic.set(Number(s.nic_id), [...(secByNic.get(Number(s.nic_id)) ?? []), s]);
