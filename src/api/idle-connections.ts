@@ -29,7 +29,7 @@ import { SERVER_METRICS } from '../metrics/catalog.js';
 import type { MetricsRegistry } from '../metrics/registry.js';
 
 /**
- * Connections without a request in progress held at once (not counting upgraded ones). What an honest
+ * Connections without a whole request held at once (not counting upgraded ones). What an honest
  * load may bring at once: the whole 10,000-host target fleet reconnecting to one server, each agent's
  * connection counted between its accept and its upgrade request (milliseconds, more while the server is
  * busy), plus API clients' and browsers' keep-alive connections (a few each): 20,000 is never met by

@@ -56,7 +56,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     .option('--metrics-allow <cidrs>', 'answer /metrics only to these client addresses (CIDRs or addresses, comma separated); default: any')
     .option('--allowed-hosts <names>', 'host names (name or name:port, comma separated) the web console, /metrics, login and session calls answer to; others get 421/401 (against DNS rebinding); signed API calls and agents answer on any name; default: any name')
     .option('--pending-agents-max <n>', 'agent connections awaiting an accepted hello held at once; more are refused at once (close code 4503) and their agents try another server', String(PENDING_HELLOS_MAX))
-    .option('--idle-connections-max <n>', 'HTTP connections without a request in progress (not yet sent one, or idle between keep-alive requests; agent sessions not counted) held at once; one more closes the one idle longest', String(IDLE_CONNECTIONS_MAX))
+    .option('--idle-connections-max <n>', 'HTTP connections without a whole request (not yet sent one, its body still arriving, or idle between keep-alive requests; agent sessions not counted) held at once; one more closes the one waiting longest', String(IDLE_CONNECTIONS_MAX))
     .option('--trust-proxy <cidrs>', 'reverse proxies (CIDRs or addresses, comma separated) whose X-Forwarded-For/-Proto/-Host give the client\'s address, scheme and host; default: none (the headers are ignored)')
     .exitOverride();
   try {

@@ -2,8 +2,8 @@
 // envelopes when the request says `response=json`, else CloudStack's XML (its default). Before anything
 // else a request is held to the bounds of limits.ts: the body size (while it is read) and the number of
 // parameters (counted before they are decoded), and the time to receive it; such refusals are
-// CloudStack-shaped 431 errors (a late request: 408, from Node). Connections without a request in
-// progress are bounded in number (idle-connections.ts: the one idle longest is closed). Login
+// CloudStack-shaped 431 errors (a late request: 408, from Node). Connections without a whole request
+// are bounded in number (idle-connections.ts: the one waiting longest is closed). Login
 // sessions (cookie + sessionkey) come in through the transport; the web console is served at `/`.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { CommandDef } from './command.js';
@@ -31,7 +31,7 @@ export type ServerOptions = Omit<DispatcherDeps, 'commands'> & {
   commands?: CommandDef[]; console?: boolean;
   /** Time to receive a whole request (default REQUEST_TIMEOUT_MS; tests shorten it, and the head's bound with it). */
   requestTimeoutMs?: number;
-  /** Connections without a request in progress held at once (default IDLE_CONNECTIONS_MAX; `--idle-connections-max`). */
+  /** Connections without a whole request held at once (default IDLE_CONNECTIONS_MAX; `--idle-connections-max`). */
   idleConnectionsMax?: number;
   /** The server's registry: the idle connection metrics are registered in it. */
   metrics?: MetricsRegistry;

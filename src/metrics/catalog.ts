@@ -72,11 +72,11 @@ export const SERVER_METRICS = {
   },
   idleConnections: {
     name: 'palisade_api_idle_connections', type: 'gauge', labels: [],
-    help: 'HTTP connections without a request in progress (not yet sent one, or idle between keep-alive requests; upgraded agent connections not counted).',
+    help: 'HTTP connections without a whole request (not yet sent one, its body still arriving, or idle between keep-alive requests; upgraded agent connections not counted).',
   },
   idleConnectionsShed: {
     name: 'palisade_api_idle_connections_shed_total', type: 'counter', labels: [],
-    help: 'Idle HTTP connections closed because --idle-connections-max were held (the one idle longest goes).',
+    help: 'Idle HTTP connections closed because --idle-connections-max were held (the one waiting longest for a whole request goes).',
   },
   ruleHitPackets: {
     name: 'palisade_rule_hit_packets_total', type: 'counter', labels: ['result'], values: { result: ['attributed', 'unattributed'] },
